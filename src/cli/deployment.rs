@@ -1,0 +1,258 @@
+//! `switchyard online-deployment ...`
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::client::AdminClient;
+use super::endpoint::hosted;
+use super::output::{self, print};
+use super::GlobalArgs;
+use crate::spec::DeploymentSpec;
+
+#[derive(Subcommand, Debug)]
+pub enum DeploymentVerb {
+    /// Create (or replace) a deployment from its YAML; waits until it is ready unless --no-wait.
+    Create {
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Give this deployment 100% of live traffic once it is ready.
+        #[arg(long)]
+        all_traffic: bool,
+        #[arg(long, num_args = 1..)]
+        set: Vec<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show a deployment.
+    Show {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+    },
+    /// Update a deployment: --set instance_count=2 scales in place; -f replaces it.
+    Update {
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        #[arg(long, num_args = 1..)]
+        set: Vec<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List the endpoint's deployments.
+    List {
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+    },
+    /// Delete a deployment (it must have no live traffic).
+    Delete {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print the last lines of a deployment's log.
+    GetLogs {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+        #[arg(short = 'l', long, default_value_t = 100)]
+        lines: usize,
+        /// Accepted for compatibility (logs come from the instances' shared log).
+        #[arg(long)]
+        container: Option<String>,
+    },
+}
+
+pub fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), String> {
+    let admin = AdminClient::new(global);
+    match verb {
+        DeploymentVerb::Create {
+            name,
+            endpoint_name,
+            file,
+            all_traffic,
+            set,
+            no_wait,
+        } => {
+            let (name, doc) = document(name, endpoint_name.as_deref(), file.as_ref(), &set)?;
+            hosted(&admin, endpoint_name.as_deref())?;
+            let path = format!("/v1/deployments/{name}?all_traffic={all_traffic}");
+            let shown = admin.call("PUT", &path, Some(&doc))?.ok_json()?;
+            finish(&admin, &name, shown, no_wait, global)
+        }
+        DeploymentVerb::Update {
+            name,
+            endpoint_name,
+            file,
+            set,
+            no_wait,
+        } => {
+            hosted(&admin, endpoint_name.as_deref())?;
+            let shown = if file.is_some() {
+                let (name, doc) = document(name, endpoint_name.as_deref(), file.as_ref(), &set)?;
+                let shown = admin
+                    .call("PUT", &format!("/v1/deployments/{name}"), Some(&doc))?
+                    .ok_json()?;
+                (name, shown)
+            } else {
+                let name = name.ok_or("give the deployment's --name")?;
+                if set.is_empty() {
+                    return Err("nothing to update: give --set KEY=VALUE or --file".into());
+                }
+                let patch = output::set_document(&set)?;
+                let shown = admin
+                    .call("PATCH", &format!("/v1/deployments/{name}"), Some(&patch))?
+                    .ok_json()?;
+                (name, shown)
+            };
+            finish(&admin, &shown.0, shown.1, no_wait, global)
+        }
+        DeploymentVerb::Show {
+            name,
+            endpoint_name,
+        } => {
+            hosted(&admin, endpoint_name.as_deref())?;
+            print(
+                &admin
+                    .call("GET", &format!("/v1/deployments/{name}"), None)?
+                    .ok_json()?,
+                global,
+            )
+        }
+        DeploymentVerb::List { endpoint_name } => {
+            hosted(&admin, endpoint_name.as_deref())?;
+            print(
+                &admin.call("GET", "/v1/deployments", None)?.ok_json()?,
+                global,
+            )
+        }
+        DeploymentVerb::Delete {
+            name,
+            endpoint_name,
+            yes: _,
+            no_wait: _,
+        } => {
+            hosted(&admin, endpoint_name.as_deref())?;
+            admin
+                .call("DELETE", &format!("/v1/deployments/{name}"), None)?
+                .ok_json()?;
+            Ok(())
+        }
+        DeploymentVerb::GetLogs {
+            name,
+            endpoint_name,
+            lines,
+            container: _,
+        } => {
+            hosted(&admin, endpoint_name.as_deref())?;
+            let reply = admin.call(
+                "GET",
+                &format!("/v1/deployments/{name}/logs?lines={lines}"),
+                None,
+            )?;
+            if reply.status != 200 {
+                return Err(reply.error_text());
+            }
+            print!("{}", reply.body);
+            Ok(())
+        }
+    }
+}
+
+/// Reads the deployment YAML (paths resolved against its folder) and applies -n, -e and --set.
+fn document(
+    name: Option<String>,
+    endpoint: Option<&str>,
+    file: Option<&PathBuf>,
+    set: &[String],
+) -> Result<(String, Value), String> {
+    let mut doc = match file {
+        Some(f) => serde_json::to_value(DeploymentSpec::from_file(f).map_err(|e| e.message)?.0)
+            .map_err(|e| e.to_string())?,
+        None => json!({}),
+    };
+    if let Some(n) = &name {
+        doc["name"] = json!(n);
+    }
+    if let Some(e) = endpoint {
+        doc["endpoint_name"] = json!(e);
+    }
+    output::merge(&mut doc, &output::set_document(set)?);
+    let name = doc
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or("give the deployment a name: --name NAME or a `name` in the --file")?;
+    Ok((name, doc))
+}
+
+/// Waits for a terminal state (unless --no-wait), showing progress on a terminal, then prints.
+fn finish(
+    admin: &AdminClient,
+    name: &str,
+    shown: Value,
+    no_wait: bool,
+    global: &GlobalArgs,
+) -> Result<(), String> {
+    if no_wait {
+        return print(&shown, global);
+    }
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let current = admin
+            .call("GET", &format!("/v1/deployments/{name}"), None)?
+            .ok_json()?;
+        let state = current
+            .get("provisioning_state")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if tty && state != last {
+            eprint!(
+                "\r{name}: {state} ({:.1}s)   ",
+                start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            last = state.clone();
+        }
+        match state.as_str() {
+            "Succeeded" => {
+                if tty {
+                    eprintln!();
+                }
+                return print(&current, global);
+            }
+            "Failed" => {
+                if tty {
+                    eprintln!();
+                }
+                let error = current
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
+                return Err(format!("deployment {name} failed: {error}"));
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}

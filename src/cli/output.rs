@@ -1,0 +1,155 @@
+//! Printing results as the Azure CLI does: `--query` (JMESPath) then `-o json|tsv|yaml|none`.
+
+use serde_json::Value;
+
+use super::{GlobalArgs, OutputFormat};
+
+/// Applies `--query` and prints in the chosen format.
+pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
+    let value = match &global.query {
+        Some(q) => query(value, q)?,
+        None => value.clone(),
+    };
+    match global.output {
+        OutputFormat::None => {}
+        OutputFormat::Json | OutputFormat::Jsonc => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+            )
+        }
+        OutputFormat::Yaml => print!(
+            "{}",
+            serde_norway::to_string(&value).map_err(|e| e.to_string())?
+        ),
+        OutputFormat::Tsv => {
+            for line in tsv_lines(&value) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates a JMESPath expression.
+pub fn query(value: &Value, expression: &str) -> Result<Value, String> {
+    let expr = jmespath::compile(expression)
+        .map_err(|e| format!("invalid --query {expression:?}: {e}"))?;
+    let found = expr
+        .search(value.clone())
+        .map_err(|e| format!("--query {expression:?} failed: {e}"))?;
+    serde_json::to_value(&*found).map_err(|e| e.to_string())
+}
+
+/// The Azure CLI's tsv: scalars bare, an object's values on one line separated by tabs, one
+/// line per element of a list.
+pub fn tsv_lines(value: &Value) -> Vec<String> {
+    match value {
+        Value::Array(items) => items.iter().map(tsv_row).collect(),
+        other => vec![tsv_row(other)],
+    }
+}
+
+fn tsv_row(value: &Value) -> String {
+    match value {
+        Value::Object(m) => m
+            .values()
+            .filter(|v| !v.is_object() && !v.is_array())
+            .map(scalar)
+            .collect::<Vec<_>>()
+            .join("\t"),
+        Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join("\t"),
+        other => scalar(other),
+    }
+}
+
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => {
+            if *b {
+                "True".into()
+            } else {
+                "False".into()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `--set a.b=c` pairs as a JSON merge document: values parse as JSON where they can
+/// (`2` is a number, `true` a boolean), otherwise they are strings.
+pub fn set_document(pairs: &[String]) -> Result<Value, String> {
+    let mut doc = Value::Object(Default::default());
+    for pair in pairs {
+        let (path, raw) = pair.split_once('=').ok_or_else(|| {
+            format!("--set expects KEY=VALUE (e.g. instance_count=2), got {pair:?}")
+        })?;
+        let keys: Vec<&str> = path.split('.').collect();
+        if keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(format!("--set key {path:?} has an empty part"));
+        }
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        let mut node = &mut doc;
+        for (i, key) in keys.iter().enumerate() {
+            let map = node.as_object_mut().ok_or_else(|| {
+                format!("--set {path:?}: {key} is inside a value that is not a mapping")
+            })?;
+            if i + 1 == keys.len() {
+                map.insert(key.to_string(), value.clone());
+                break;
+            }
+            node = map
+                .entry(key.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+    }
+    Ok(doc)
+}
+
+/// Merges `patch` into `target` (objects key by key; anything else replaces).
+pub fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn set_builds_nested_documents() {
+        let d = set_document(&[
+            "instance_count=2".into(),
+            "request_settings.request_timeout_ms=9000".into(),
+            "description=hi there".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            d,
+            json!({"instance_count": 2, "request_settings": {"request_timeout_ms": 9000}, "description": "hi there"})
+        );
+        assert!(set_document(&["nokey".into()]).is_err());
+        assert!(set_document(&["a..b=1".into()]).is_err());
+        assert!(set_document(&["a=1".into(), "a.b=2".into()]).is_err());
+    }
+
+    #[test]
+    fn query_and_tsv() {
+        let v = json!({"primaryKey": "k1", "secondaryKey": "k2", "traffic": {"blue": 90}});
+        assert_eq!(query(&v, "primaryKey").unwrap(), json!("k1"));
+        assert_eq!(query(&v, "traffic.blue").unwrap(), json!(90));
+        assert_eq!(tsv_lines(&json!("k1")), vec!["k1"]);
+        assert_eq!(tsv_lines(&json!({"a": 1, "b": "x"})), vec!["1\tx"]);
+        assert!(query(&v, "[[").is_err());
+    }
+}

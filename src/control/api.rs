@@ -1,0 +1,248 @@
+//! The admin API of CONTRACT §5 over the control plane. Handlers only translate HTTP to control
+//! plane calls and back; every rule lives in the control plane and `spec`.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::ControlPlane;
+use crate::endpoint::front_door::error_response;
+use crate::spec::SpecError;
+
+/// What the admin handlers share.
+pub struct AdminState {
+    /// The control plane.
+    pub control: Arc<ControlPlane>,
+    /// When set, every admin call must send `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+}
+
+/// Registers the admin routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/endpoint", web::get().to(get_endpoint))
+        .route("/v1/endpoint", web::put().to(put_endpoint))
+        .route("/v1/endpoint", web::patch().to(patch_endpoint))
+        .route("/v1/endpoint", web::delete().to(delete_endpoint))
+        .route("/v1/endpoint/keys", web::get().to(get_keys))
+        .route(
+            "/v1/endpoint/keys/regenerate",
+            web::post().to(regenerate_keys),
+        )
+        .route("/v1/deployments", web::get().to(list_deployments))
+        .route("/v1/deployments/{name}", web::get().to(get_deployment))
+        .route("/v1/deployments/{name}", web::put().to(put_deployment))
+        .route("/v1/deployments/{name}", web::patch().to(patch_deployment))
+        .route(
+            "/v1/deployments/{name}",
+            web::delete().to(delete_deployment),
+        )
+        .route(
+            "/v1/deployments/{name}/logs",
+            web::get().to(deployment_logs),
+        )
+        .route("/metrics", web::get().to(metrics))
+        .default_service(web::to(|| async {
+            error_response(
+                404,
+                "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /metrics)",
+            )
+        }));
+}
+
+type Data = web::Data<AdminState>;
+
+fn reply(result: Result<Value, SpecError>) -> HttpResponse {
+    match result {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error_response(e.status, &e.message),
+    }
+}
+
+/// Admin token check; `None` when the call may proceed.
+fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
+    let expected = data.admin_token.as_ref()?;
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        return None;
+    }
+    let mut r = error_response(401, "the admin API needs `Authorization: Bearer <admin token>` (set SWITCHYARD_ADMIN_TOKEN for the CLI)");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(r)
+}
+
+macro_rules! guard {
+    ($req:expr, $data:expr) => {
+        if let Some(r) = refuse(&$req, &$data) {
+            return r;
+        }
+    };
+}
+
+/// Reads a JSON or YAML body (YAML is a superset of JSON, so both parse).
+fn parse_body(body: &Bytes) -> Result<Value, SpecError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(SpecError::invalid(
+            "the request body is empty: send the fields as JSON (or YAML)",
+        ));
+    }
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| SpecError::invalid("the request body is not UTF-8 text"))?;
+    serde_norway::from_str::<Value>(text)
+        .map_err(|e| SpecError::invalid(format!("the request body is neither JSON nor YAML: {e}")))
+}
+
+async fn get_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(data.control.get_endpoint())
+}
+
+async fn put_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
+    guard!(req, data);
+    match parse_body(&body).and_then(|v| data.control.put_endpoint(v)) {
+        Ok((mut view, created, ignored)) => {
+            if !ignored.is_empty() {
+                view["ignored_fields"] = json!(ignored);
+            }
+            if created {
+                HttpResponse::Created().json(view)
+            } else {
+                HttpResponse::Ok().json(view)
+            }
+        }
+        Err(e) => error_response(e.status, &e.message),
+    }
+}
+
+async fn patch_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(parse_body(&body).and_then(|v| data.control.patch_endpoint(v)))
+}
+
+async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(
+        data.control
+            .delete_endpoint()
+            .map(|()| json!({"message": "endpoint deleted"})),
+    )
+}
+
+async fn get_keys(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(data.control.credentials())
+}
+
+async fn regenerate_keys(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(
+        parse_body(&body)
+            .and_then(|v| data.control.regenerate_key(v))
+            .map(|()| json!({"message": "key regenerated"})),
+    )
+}
+
+async fn list_deployments(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(data.control.list_deployments())
+}
+
+async fn get_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(data.control.get_deployment(&name))
+}
+
+/// `?all_traffic=true` on create.
+#[derive(Deserialize)]
+struct PutQuery {
+    #[serde(default)]
+    all_traffic: bool,
+}
+
+async fn put_deployment(
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: Bytes,
+    data: Data,
+) -> HttpResponse {
+    guard!(req, data);
+    let all_traffic = match web::Query::<PutQuery>::from_query(req.query_string()) {
+        Ok(q) => q.all_traffic,
+        Err(_) => return error_response(400, "all_traffic must be true or false"),
+    };
+    match parse_body(&body).and_then(|v| data.control.put_deployment(&name, v, all_traffic)) {
+        Ok((view, true)) => HttpResponse::Created().json(view),
+        Ok((view, false)) => HttpResponse::Ok().json(view),
+        Err(e) => error_response(e.status, &e.message),
+    }
+}
+
+async fn patch_deployment(
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: Bytes,
+    data: Data,
+) -> HttpResponse {
+    guard!(req, data);
+    reply(parse_body(&body).and_then(|v| data.control.patch_deployment(&name, v)))
+}
+
+async fn delete_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(
+        data.control
+            .delete_deployment(&name)
+            .map(|()| json!({"message": format!("deployment {name} deleted")})),
+    )
+}
+
+/// `?lines=N` for logs.
+#[derive(Deserialize)]
+struct LogQuery {
+    lines: Option<usize>,
+}
+
+async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+    guard!(req, data);
+    let lines = match web::Query::<LogQuery>::from_query(req.query_string()) {
+        Ok(q) => q.lines.unwrap_or(100),
+        Err(_) => return error_response(400, "lines must be a non-negative integer"),
+    };
+    match data.control.deployment_logs(&name, lines) {
+        Ok(lines) => {
+            let mut text = lines.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            HttpResponse::Ok()
+                .content_type("text/plain; charset=utf-8")
+                .body(text)
+        }
+        Err(e) => error_response(e.status, &e.message),
+    }
+}
+
+async fn metrics(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(data.control.metrics_text())
+}

@@ -1,0 +1,225 @@
+//! Endpoint operations: create/replace, update (traffic, mirror, description, tags), delete,
+//! credentials.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use super::{ControlPlane, EndpointRecord, State};
+use crate::deployment::ProvisioningState;
+use crate::endpoint::auth::KeyType;
+use crate::endpoint::Credentials;
+use crate::spec::{traffic, AuthMode, EndpointSpec, SpecError, Traffic};
+
+/// Fields `PATCH /v1/endpoint` may change.
+const PATCHABLE: &[&str] = &["traffic", "mirror_traffic", "description", "tags"];
+
+impl ControlPlane {
+    /// `PUT /v1/endpoint`: creates the endpoint, or replaces its settings if it is the same one.
+    /// Returns the endpoint view, whether it was created, and the ignored keys.
+    pub fn put_endpoint(&self, body: Value) -> Result<(Value, bool, Vec<String>), SpecError> {
+        let (spec, ignored) = EndpointSpec::from_value(body)?;
+        let mut state = self.lock();
+        let created = match &state.endpoint {
+            Some(existing) if existing.spec.name != spec.name => {
+                return Err(SpecError::conflict(format!(
+                    "this server hosts endpoint {:?}; one process serves one endpoint: delete it first, or start another `switchyard serve`",
+                    existing.spec.name
+                )))
+            }
+            Some(_) => false,
+            None => true,
+        };
+        let names: BTreeSet<String> = state.deployments.keys().cloned().collect();
+        let (live, mirror) = traffic::validate(&spec.traffic, &spec.mirror_traffic, &names)?;
+        check_can_serve(&state, &live)?;
+        let credentials = match state.endpoint.take() {
+            Some(old) if old.credentials.auth_mode == spec.auth_mode => old.credentials,
+            _ => Credentials::generate(spec.auth_mode, self.token_lifetime),
+        };
+        state.endpoint = Some(EndpointRecord {
+            spec: EndpointSpec {
+                traffic: live,
+                mirror_traffic: mirror,
+                ..spec
+            },
+            credentials,
+        });
+        self.publish(&state);
+        Ok((self.endpoint_view(&state), created, ignored))
+    }
+
+    /// `PATCH /v1/endpoint`: changes traffic, mirror rule, description or tags. Traffic given
+    /// replaces the whole split (deployments not named get 0).
+    pub fn patch_endpoint(&self, body: Value) -> Result<Value, SpecError> {
+        let Value::Object(fields) = body else {
+            return Err(SpecError::invalid("an endpoint update must be a JSON object, e.g. {\"traffic\": {\"blue\": 90, \"green\": 10}}"));
+        };
+        if let Some(key) = fields.keys().find(|k| !PATCHABLE.contains(&k.as_str())) {
+            return Err(SpecError::invalid(format!(
+                "endpoint field `{key}` cannot be updated; updatable fields: {}",
+                PATCHABLE.join(", ")
+            )));
+        }
+        let mut state = self.lock();
+        let names: BTreeSet<String> = state.deployments.keys().cloned().collect();
+        let Some(ep) = &state.endpoint else {
+            return Err(no_endpoint());
+        };
+        let new_traffic = match fields.get("traffic") {
+            Some(v) => traffic::from_json(v, "traffic")?,
+            None => ep.spec.traffic.clone(),
+        };
+        let new_mirror = match fields.get("mirror_traffic") {
+            Some(v) => traffic::from_json(v, "mirror_traffic")?,
+            None => ep.spec.mirror_traffic.clone(),
+        };
+        let (live, mirror) = traffic::validate(&new_traffic, &new_mirror, &names)?;
+        check_can_serve(&state, &live)?;
+        let description = match fields.get("description") {
+            None => ep.spec.description.clone(),
+            Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(SpecError::invalid(format!(
+                    "description must be a string, got {other}"
+                )))
+            }
+        };
+        let tags = match fields.get("tags") {
+            None => ep.spec.tags.clone(),
+            Some(Value::Object(m)) => m.clone().into_iter().collect(),
+            Some(_) => {
+                return Err(SpecError::invalid(
+                    "tags must be a mapping of name to value",
+                ))
+            }
+        };
+        let ep = state
+            .endpoint
+            .as_mut()
+            .expect("checked above while holding the lock");
+        ep.spec.traffic = live;
+        ep.spec.mirror_traffic = mirror;
+        ep.spec.description = description;
+        ep.spec.tags = tags;
+        self.publish(&state);
+        Ok(self.endpoint_view(&state))
+    }
+
+    /// `DELETE /v1/endpoint`: removes the endpoint and every deployment; requests in flight
+    /// finish on the pools they hold.
+    pub fn delete_endpoint(&self) -> Result<(), SpecError> {
+        let mut state = self.lock();
+        if state.endpoint.is_none() {
+            return Err(no_endpoint());
+        }
+        let removed: Vec<_> = std::mem::take(&mut state.deployments)
+            .into_values()
+            .collect();
+        state.endpoint = None;
+        self.publish(&state);
+        drop(state);
+        for record in removed {
+            self.retire(record.live);
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/endpoint`.
+    pub fn get_endpoint(&self) -> Result<Value, SpecError> {
+        let state = self.lock();
+        if state.endpoint.is_none() {
+            return Err(no_endpoint());
+        }
+        Ok(self.endpoint_view(&state))
+    }
+
+    /// `GET /v1/endpoint/keys`: the keys, or a fresh token in `aml_token` mode.
+    pub fn credentials(&self) -> Result<Value, SpecError> {
+        let state = self.lock();
+        let ep = state.endpoint.as_ref().ok_or_else(no_endpoint)?;
+        Ok(match ep.credentials.auth_mode {
+            AuthMode::Key => json!({
+                "primaryKey": ep.credentials.primary_key,
+                "secondaryKey": ep.credentials.secondary_key,
+            }),
+            AuthMode::AmlToken => {
+                serde_json::to_value(ep.credentials.issue_token(SystemTime::now()))
+                    .unwrap_or(Value::Null)
+            }
+        })
+    }
+
+    /// `POST /v1/endpoint/keys/regenerate`: replaces one key at once; the other keeps working.
+    pub fn regenerate_key(&self, body: Value) -> Result<(), SpecError> {
+        let which: KeyType = body
+            .get("keyType")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| {
+                SpecError::invalid(
+                    "expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}",
+                )
+            })?;
+        let mut state = self.lock();
+        let ep = state.endpoint.as_mut().ok_or_else(no_endpoint)?;
+        if ep.credentials.auth_mode != AuthMode::Key {
+            return Err(SpecError::invalid(
+                "this endpoint uses auth_mode aml_token: it has no keys to regenerate (get-credentials issues tokens)",
+            ));
+        }
+        ep.credentials.regenerate(which);
+        self.publish(&state);
+        Ok(())
+    }
+
+    /// The endpoint as `show` prints it.
+    pub(super) fn endpoint_view(&self, state: &State) -> Value {
+        let Some(ep) = &state.endpoint else {
+            return Value::Null;
+        };
+        let base = self.scoring_base.get().cloned().unwrap_or_default();
+        let mut spec = serde_json::to_value(&ep.spec).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut spec {
+            m.insert("scoring_uri".into(), json!(format!("{base}/score")));
+            m.insert("swagger_uri".into(), json!(format!("{base}/swagger.json")));
+            m.insert("openapi_uri".into(), json!(format!("{base}/swagger.json")));
+            m.insert("provisioning_state".into(), json!("Succeeded"));
+        }
+        spec
+    }
+}
+
+/// Positive traffic may only go to a deployment that can answer: not one still loading its
+/// first instances, and not one whose init failed.
+fn check_can_serve(state: &State, live: &Traffic) -> Result<(), SpecError> {
+    let current = state.endpoint.as_ref().map(|e| &e.spec.traffic);
+    for (name, percent) in live {
+        let had = current.and_then(|t| t.get(name)).copied().unwrap_or(0);
+        if *percent == 0 || had > 0 {
+            continue;
+        }
+        let Some(record) = state.deployments.get(name) else {
+            continue;
+        };
+        if record.live.pool.ready() > 0 {
+            continue;
+        }
+        return Err(match record.live.state.get() {
+            ProvisioningState::Failed => SpecError::conflict(format!(
+                "deployment {name:?} failed and cannot receive traffic: {}",
+                record.live.state.error().unwrap_or_default()
+            )),
+            state => SpecError::conflict(format!(
+                "deployment {name:?} is {state:?} and has no ready instance yet: give it traffic once it has Succeeded"
+            )),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn no_endpoint() -> SpecError {
+    SpecError::not_found("this server has no endpoint yet: create one with `switchyard online-endpoint create -f endpoint.yml`")
+}

@@ -1,0 +1,175 @@
+//! Deployments: a named worker pool plus its admission limit, lifecycle state, log and metrics.
+//! This is the hot-path object the routing snapshot points at; the control plane keeps the
+//! deployment's spec beside it.
+
+pub mod pool;
+pub mod state;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::hooks::{self, HookResponse, InitContext};
+use crate::spec::{DeploymentSpec, HookKind};
+use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
+
+pub use pool::{InstanceCounts, InstancePool, RunError};
+pub use state::{ProvisioningState, StateCell};
+
+/// Why a deployment did not answer a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScoreError {
+    /// The admission cap is reached (HTTP 429).
+    Overloaded,
+    /// No instance is ready (HTTP 503).
+    NotReady,
+    /// The hook refused the input (HTTP 400).
+    BadInput(String),
+    /// The hook or model failed (HTTP 424).
+    ModelFailed(String),
+}
+
+impl ScoreError {
+    /// The HTTP status this error is answered with (CONTRACT §6).
+    pub fn status(&self) -> u16 {
+        match self {
+            ScoreError::Overloaded => 429,
+            ScoreError::NotReady => 503,
+            ScoreError::BadInput(_) => 400,
+            ScoreError::ModelFailed(_) => 424,
+        }
+    }
+}
+
+/// One deployment as the front door sees it.
+pub struct Deployment {
+    /// The deployment's name.
+    pub name: String,
+    /// The instances.
+    pub pool: Arc<InstancePool>,
+    /// Provisioning state and last error.
+    pub state: StateCell,
+    /// Recent log lines (init output, one access line per request).
+    pub logs: LogRing,
+    /// Metric handles.
+    pub metrics: DeploymentMetrics,
+    /// Requests admitted and not yet answered.
+    inflight: AtomicUsize,
+    /// Admission cap: 2 × max_concurrent_requests_per_instance × instance_count.
+    capacity: AtomicUsize,
+}
+
+impl Deployment {
+    /// A deployment with an empty pool; the control plane loads its instances.
+    pub fn new(spec: &DeploymentSpec, kind: HookKind, metrics: &Arc<Metrics>) -> Arc<Self> {
+        let ctx = InitContext {
+            deployment: spec.name.clone(),
+            environment_variables: spec.environment_variables.clone(),
+            intra_threads: 1,
+        };
+        let factory_kind = kind.clone();
+        let pool = InstancePool::new(Arc::new(move || hooks::init(&factory_kind, &ctx)));
+        let deployment = Arc::new(Self {
+            name: spec.name.clone(),
+            pool,
+            state: StateCell::new(ProvisioningState::Creating),
+            logs: LogRing::default(),
+            metrics: metrics.for_deployment(&spec.name),
+            inflight: AtomicUsize::new(0),
+            capacity: AtomicUsize::new(0),
+        });
+        deployment.set_capacity(spec);
+        deployment.logs.push(format!(
+            "deployment {} created: {}",
+            spec.name,
+            hooks::describe(&kind)
+        ));
+        deployment
+    }
+
+    /// Recomputes the admission cap from the spec (after create or scale).
+    pub fn set_capacity(&self, spec: &DeploymentSpec) {
+        let per_instance = spec.request_settings.max_concurrent_requests_per_instance as usize;
+        self.capacity.store(
+            2 * per_instance * spec.instance_count as usize,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Requests admitted and not yet answered.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Whether a copy can be admitted right now (the mirror path drops instead of waiting).
+    pub fn has_room(&self) -> bool {
+        self.inflight() < self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Admits and scores one request, logging and counting the outcome.
+    pub async fn score(
+        &self,
+        body: Bytes,
+        content_type: Option<&str>,
+        role: Role,
+        request_id: &str,
+    ) -> Result<HookResponse, ScoreError> {
+        let start = Instant::now();
+        let outcome = match Admission::enter(self) {
+            None => Err(ScoreError::Overloaded),
+            Some(_admitted) => {
+                let offload = role == Role::mirror;
+                self.pool
+                    .run(body, content_type, offload)
+                    .await
+                    .map_err(|e| match e {
+                        RunError::NoInstance => ScoreError::NotReady,
+                        RunError::BadInput(m) => ScoreError::BadInput(m),
+                        RunError::Failed(m) => ScoreError::ModelFailed(m),
+                    })
+            }
+        };
+        let elapsed = start.elapsed();
+        let status = match &outcome {
+            Ok(r) => r.status,
+            Err(e) => e.status(),
+        };
+        self.metrics.observe(role, status, elapsed.as_secs_f64());
+        self.logs.push(format!(
+            "request_id={request_id} role={} status={status} duration_ms={:.3}",
+            role.as_str(),
+            elapsed.as_secs_f64() * 1e3
+        ));
+        if let Err(ScoreError::ModelFailed(reason)) = &outcome {
+            self.logs
+                .push(format!("request_id={request_id} model error: {reason}"));
+        }
+        outcome
+    }
+}
+
+/// An admitted request; leaving (also by cancellation) frees its slot.
+struct Admission<'a> {
+    deployment: &'a Deployment,
+}
+
+impl<'a> Admission<'a> {
+    fn enter(deployment: &'a Deployment) -> Option<Self> {
+        let before = deployment.inflight.fetch_add(1, Ordering::AcqRel);
+        if before >= deployment.capacity.load(Ordering::Relaxed) {
+            deployment.inflight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        deployment.metrics.inflight.inc();
+        Some(Self { deployment })
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.deployment.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.deployment.metrics.inflight.dec();
+    }
+}

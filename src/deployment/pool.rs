@@ -1,0 +1,269 @@
+//! A deployment's worker pool: `instance_count` hook instances, each used by one request at a
+//! time, handed out through a fair semaphore.
+//!
+//! How a request reaches an instance is the main performance decision of the runtime. A model-1
+//! run takes ~4 µs and handing it to another thread costs more than that, so a run whose
+//! measured cost is short executes right on the calling (actix worker) thread; a long run goes
+//! to tokio's blocking pool so it never stalls the event loop. The cost is a moving average per
+//! pool, and an unmeasured pool starts on the blocking side: a slow model is never run inline
+//! by mistake.
+//!
+//! Invariant: the semaphore holds exactly one permit per instance in `idle`. A permit is taken
+//! (and forgotten) before an instance is popped, and added back after it is pushed, so holding
+//! a permit guarantees an idle instance, and waiting requests are served in arrival order.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, TryAcquireError};
+
+use crate::hooks::{HookError, HookRequest, HookResponse, ScoringHook};
+
+/// Runs whose average cost is at most this run inline on the calling thread.
+pub const INLINE_LIMIT_NS: u64 = 100_000;
+
+/// Marks a pool whose run cost has not been measured yet.
+const UNMEASURED: u64 = u64::MAX;
+
+/// Creates one hook instance (blocking).
+pub type HookFactory = Arc<dyn Fn() -> Result<Box<dyn ScoringHook>, String> + Send + Sync>;
+
+/// Why a run produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// The pool has no loaded instance (still loading, failed, or removed).
+    NoInstance,
+    /// The hook refused the input (HTTP 400).
+    BadInput(String),
+    /// The hook or model failed (HTTP 424).
+    Failed(String),
+}
+
+impl From<HookError> for RunError {
+    fn from(e: HookError) -> Self {
+        match e {
+            HookError::BadInput(m) => RunError::BadInput(m),
+            HookError::Failed(m) => RunError::Failed(m),
+        }
+    }
+}
+
+/// Instance counts by state, for `show` and the `switchyard_instances` gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceCounts {
+    pub ready: usize,
+    pub loading: usize,
+    pub draining: usize,
+    pub failed: usize,
+}
+
+/// The instances of one deployment.
+pub struct InstancePool {
+    /// Instances not running a request right now.
+    idle: Mutex<Vec<Box<dyn ScoringHook>>>,
+    /// One permit per instance in `idle`.
+    available: Semaphore,
+    /// Loaded instances, idle or busy.
+    ready: AtomicUsize,
+    /// Instances whose init is running.
+    loading: AtomicUsize,
+    /// Instances waiting to finish their request before removal.
+    draining: AtomicUsize,
+    /// Instance inits that failed since the pool was made.
+    failed: AtomicUsize,
+    /// Moving average of one run's cost in ns, or `UNMEASURED`.
+    run_cost_ns: AtomicU64,
+    factory: HookFactory,
+}
+
+impl InstancePool {
+    /// An empty pool that makes instances with `factory`.
+    pub fn new(factory: HookFactory) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(Vec::new()),
+            available: Semaphore::new(0),
+            ready: AtomicUsize::new(0),
+            loading: AtomicUsize::new(0),
+            draining: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            run_cost_ns: AtomicU64::new(UNMEASURED),
+            factory,
+        })
+    }
+
+    /// Loaded instances (idle or busy).
+    pub fn ready(&self) -> usize {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Instance counts by state.
+    pub fn counts(&self) -> InstanceCounts {
+        InstanceCounts {
+            ready: self.ready(),
+            loading: self.loading.load(Ordering::Relaxed),
+            draining: self.draining.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Loads `n` more instances in parallel, off the async threads. Each joins the pool as soon
+    /// as it is ready. Returns the first init error, if any (the instances that loaded stay).
+    pub async fn add(self: &Arc<Self>, n: usize) -> Result<(), String> {
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            self.loading.fetch_add(1, Ordering::Relaxed);
+            let pool = Arc::clone(self);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let made = catch_unwind(AssertUnwindSafe(|| (pool.factory)()))
+                    .unwrap_or_else(|_| Err("the scoring hook panicked during init".to_string()));
+                pool.loading.fetch_sub(1, Ordering::Relaxed);
+                match made {
+                    Ok(hook) => {
+                        pool.ready.fetch_add(1, Ordering::AcqRel);
+                        pool.checkin(hook);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        pool.failed.fetch_add(1, Ordering::Relaxed);
+                        Err(e)
+                    }
+                }
+            }));
+        }
+        let mut first_error = None;
+        for task in tasks {
+            let outcome = task
+                .await
+                .unwrap_or_else(|e| Err(format!("instance init task failed: {e}")));
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes up to `n` instances, each once it has finished its current request: nothing
+    /// in flight is dropped. Requests already waiting are served first (the semaphore is fair).
+    pub async fn remove(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            if self.ready() == 0 {
+                break;
+            }
+            self.draining.fetch_add(1, Ordering::Relaxed);
+            let Ok(permit) = self.available.acquire().await else {
+                break;
+            };
+            permit.forget();
+            let hook = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            self.ready.fetch_sub(1, Ordering::AcqRel);
+            self.draining.fetch_sub(1, Ordering::Relaxed);
+            // A session's teardown frees model memory: keep it off the async threads.
+            if let Some(hook) = hook {
+                tokio::task::spawn_blocking(move || {
+                    drop(catch_unwind(AssertUnwindSafe(|| drop(hook))))
+                });
+            }
+        }
+    }
+
+    /// Scores one request on the next free instance, waiting for one if all are busy.
+    /// `offload` forces the blocking pool (shadow copies must never take a live worker's time).
+    pub async fn run(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        offload: bool,
+    ) -> Result<HookResponse, RunError> {
+        if self.ready() == 0 {
+            return Err(RunError::NoInstance);
+        }
+        let permit = match self.available.try_acquire() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => self
+                .available
+                .acquire()
+                .await
+                .map_err(|_| RunError::NoInstance)?,
+            Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
+        };
+        permit.forget();
+        let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            // Unreachable while the invariant holds; answer 503 rather than panic.
+            return Err(RunError::NoInstance);
+        };
+        if !offload && self.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS {
+            return self.execute(hook, &body, content_type);
+        }
+        let pool = Arc::clone(self);
+        let content_type: Option<Box<str>> = content_type.map(Into::into);
+        // The blocking task checks the instance back in itself, so it returns to the pool even
+        // if this request's future is dropped (client gone, timeout) while the run goes on.
+        tokio::task::spawn_blocking(move || pool.execute(hook, &body, content_type.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(RunError::Failed(format!("scoring task failed: {e}"))))
+    }
+
+    /// Runs the hook, measures it, and puts the instance back (or replaces it after a panic).
+    fn execute(
+        self: &Arc<Self>,
+        mut hook: Box<dyn ScoringHook>,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<HookResponse, RunError> {
+        let start = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            hook.run(HookRequest { body, content_type })
+        }));
+        self.record_cost(start.elapsed().as_nanos() as u64);
+        match outcome {
+            Ok(result) => {
+                self.checkin(hook);
+                result.map_err(RunError::from)
+            }
+            Err(panic) => {
+                // The instance's state is unknown after a panic: drop it and load a fresh one.
+                self.ready.fetch_sub(1, Ordering::AcqRel);
+                let _ = catch_unwind(AssertUnwindSafe(|| drop(hook)));
+                let pool = Arc::clone(self);
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = pool.add(1).await;
+                    });
+                }
+                Err(RunError::Failed(format!(
+                    "the scoring hook panicked: {}",
+                    panic_message(&panic)
+                )))
+            }
+        }
+    }
+
+    fn checkin(&self, hook: Box<dyn ScoringHook>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+        self.available.add_permits(1);
+    }
+
+    fn record_cost(&self, ns: u64) {
+        let old = self.run_cost_ns.load(Ordering::Relaxed);
+        let new = if old == UNMEASURED {
+            ns
+        } else {
+            (old.saturating_mul(7).saturating_add(ns)) / 8
+        };
+        self.run_cost_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}

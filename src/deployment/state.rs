@@ -1,0 +1,71 @@
+//! A deployment's provisioning state (CONTRACT §5), readable without a lock.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Where a deployment is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ProvisioningState {
+    /// Instances are loading for the first time; no traffic can reach it yet.
+    Creating,
+    /// A scale or replace is in progress; existing instances keep serving.
+    Updating,
+    /// Every instance asked for is ready.
+    Succeeded,
+    /// Init failed; the deployment never receives traffic. The error says why.
+    Failed,
+    /// Being removed; in-flight requests finish first.
+    Deleting,
+}
+
+impl ProvisioningState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Creating,
+            1 => Self::Updating,
+            2 => Self::Succeeded,
+            3 => Self::Failed,
+            _ => Self::Deleting,
+        }
+    }
+
+    /// Whether a control operation is still running (create, scale, replace).
+    pub fn is_busy(self) -> bool {
+        matches!(self, Self::Creating | Self::Updating | Self::Deleting)
+    }
+}
+
+/// The state plus the last error, updated by the control plane's background tasks.
+#[derive(Debug)]
+pub struct StateCell {
+    state: AtomicU8,
+    error: Mutex<Option<String>>,
+}
+
+impl StateCell {
+    /// Starts in `state` with no error.
+    pub fn new(state: ProvisioningState) -> Self {
+        Self {
+            state: AtomicU8::new(state as u8),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The current state.
+    pub fn get(&self) -> ProvisioningState {
+        ProvisioningState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves to `state`; an error is recorded with `Failed` and cleared by any other state.
+    pub fn set(&self, state: ProvisioningState, error: Option<String>) {
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// The error of the last failed operation, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

@@ -1,0 +1,216 @@
+//! `POST /score`: authenticate, pick a deployment (pin header or weighted traffic), copy a
+//! share of unpinned requests to the shadow, score, and answer with the headers of CONTRACT §6.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use super::RoutingTable;
+use crate::deployment::{Deployment, ScoreError};
+use crate::telemetry::Role;
+
+/// The header that pins a deployment and names the one that answered.
+pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
+/// Client request ids longer than this are refused with 431, as the Azure server does.
+pub const MAX_CLIENT_REQUEST_ID: usize = 100;
+
+/// What the scoring plane's handlers share.
+pub struct ScoringState {
+    /// The current routing snapshot.
+    pub routing: Arc<ArcSwap<RoutingTable>>,
+}
+
+/// An error answer: JSON `{"message": ...}` with the given status.
+pub fn error_response(status: u16, message: &str) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status).json(serde_json::json!({ "message": message }))
+}
+
+/// The `/score` handler.
+pub async fn score(req: HttpRequest, body: Bytes, state: web::Data<ScoringState>) -> HttpResponse {
+    let request_id = uuid::Uuid::new_v4();
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buf);
+    let headers = req.headers();
+
+    let client_id = match client_request_id(headers) {
+        Ok(id) => id,
+        Err(response) => return with_ids(response, request_id, None),
+    };
+
+    let (deployment, shadow) = match route(headers, &state.routing) {
+        Ok(chosen) => chosen,
+        Err(response) => return with_ids(response, request_id, client_id.as_deref()),
+    };
+
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if let Some(shadow) = shadow {
+        mirror(shadow, body.clone(), content_type, request_id);
+    }
+    let outcome = deployment
+        .score(body, content_type, Role::live, request_id)
+        .await;
+    let mut response = match outcome {
+        Ok(answer) => {
+            HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
+                .content_type(answer.content_type)
+                .body(answer.body)
+        }
+        Err(e) => score_error_response(&e),
+    };
+    if let Ok(v) = HeaderValue::from_str(&deployment.name) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
+    }
+    with_ids(response, request_id, client_id.as_deref())
+}
+
+/// Picks the live deployment and, for unpinned requests, maybe a shadow.
+#[allow(clippy::result_large_err)]
+fn route(
+    headers: &HeaderMap,
+    routing: &ArcSwap<RoutingTable>,
+) -> Result<(Arc<Deployment>, Option<Arc<Deployment>>), HttpResponse> {
+    let table = routing.load();
+    let Some(endpoint) = &table.endpoint else {
+        return Err(error_response(
+            404,
+            "this server has no endpoint yet: create one with `switchyard online-endpoint create`",
+        ));
+    };
+    if !endpoint.credentials.allows(
+        headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    ) {
+        let mut r = error_response(
+            401,
+            "missing or invalid credentials: send `Authorization: Bearer <key or token>` (see `online-endpoint get-credentials`)",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(r);
+    }
+    if let Some(pinned) = headers.get(DEPLOYMENT_HEADER) {
+        let name = pinned.to_str().unwrap_or("").trim();
+        return match endpoint.deployments.get(name) {
+            Some(d) => Ok((Arc::clone(d), None)),
+            None => Err(error_response(
+                404,
+                &format!("deployment {name:?} does not exist in endpoint {:?} ({DEPLOYMENT_HEADER} header)", endpoint.name),
+            )),
+        };
+    }
+    let Some(live) = endpoint.split.pick() else {
+        return Err(error_response(
+            404,
+            "no deployment of this endpoint has traffic: set traffic (`online-endpoint update --traffic`) or pin a deployment with the azureml-model-deployment header",
+        ));
+    };
+    let shadow = endpoint
+        .mirror
+        .as_ref()
+        .filter(|(_, percent)| fastrand::u32(0..100) < *percent)
+        .map(|(d, _)| Arc::clone(d));
+    Ok((Arc::clone(live), shadow))
+}
+
+/// Sends a copy to the shadow without waiting for it; a full shadow drops the copy.
+fn mirror(shadow: Arc<Deployment>, body: Bytes, content_type: Option<&str>, request_id: &str) {
+    if !shadow.has_room() {
+        shadow.metrics.mirror_dropped.inc();
+        shadow.logs.push(format!(
+            "request_id={request_id} role=mirror dropped: shadow deployment is full"
+        ));
+        return;
+    }
+    let content_type = content_type.map(str::to_owned);
+    let request_id = request_id.to_owned();
+    actix_web::rt::spawn(async move {
+        // The shadow's answer only feeds its log and metrics.
+        let _ = shadow
+            .score(body, content_type.as_deref(), Role::mirror, &request_id)
+            .await;
+    });
+}
+
+fn score_error_response(e: &ScoreError) -> HttpResponse {
+    match e {
+        ScoreError::Overloaded => {
+            let mut r = error_response(
+                429,
+                "too many requests in flight for this deployment: retry later, or scale it (instance_count) or raise max_concurrent_requests_per_instance",
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        ScoreError::NotReady => error_response(503, "the deployment has no ready instance: it is loading or failed (see `online-deployment show`)"),
+        ScoreError::BadInput(m) => error_response(400, m),
+        ScoreError::ModelFailed(reason) => {
+            let mut r = error_response(424, &format!("the model failed to score the request: {reason}"));
+            let h = r.headers_mut();
+            h.insert(header::HeaderName::from_static("ms-azureml-model-error-statuscode"), HeaderValue::from_static("500"));
+            h.insert(
+                header::HeaderName::from_static("ms-azureml-model-error-reason"),
+                HeaderValue::from_str(&header_safe(reason)).unwrap_or(HeaderValue::from_static("model_error")),
+            );
+            r
+        }
+    }
+}
+
+/// `x-ms-client-request-id`, sanitised to `[A-Za-z0-9_-]{0,40}`; over 100 characters is 431.
+#[allow(clippy::result_large_err)]
+fn client_request_id(headers: &HeaderMap) -> Result<Option<String>, HttpResponse> {
+    let Some(raw) = headers.get("x-ms-client-request-id") else {
+        return Ok(None);
+    };
+    if raw.len() > MAX_CLIENT_REQUEST_ID {
+        return Err(error_response(
+            431,
+            &format!("x-ms-client-request-id is longer than {MAX_CLIENT_REQUEST_ID} characters"),
+        ));
+    }
+    Ok(Some(
+        raw.as_bytes()
+            .iter()
+            .filter(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
+            .take(40)
+            .map(|b| *b as char)
+            .collect(),
+    ))
+}
+
+fn with_ids(mut response: HttpResponse, request_id: &str, client_id: Option<&str>) -> HttpResponse {
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(header::HeaderName::from_static("x-request-id"), v.clone());
+        h.insert(
+            header::HeaderName::from_static("x-ms-request-id"),
+            v.clone(),
+        );
+        let client = client_id
+            .and_then(|c| HeaderValue::from_str(c).ok())
+            .unwrap_or(v);
+        h.insert(
+            header::HeaderName::from_static("x-ms-client-request-id"),
+            client,
+        );
+    }
+    response
+}
+
+/// Makes free text fit in a header value: visible ASCII only, at most 256 characters.
+fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { ' ' })
+        .take(256)
+        .collect()
+}

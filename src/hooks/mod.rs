@@ -1,0 +1,96 @@
+//! Scoring hooks: the init/run contract every way of scoring a request implements.
+//!
+//! A hook instance is created by `init` on a blocking thread (it may load a model for seconds)
+//! and then owned by exactly one worker-pool instance, which calls `run` for one request at a
+//! time. That ownership is why `run` takes `&mut self`: ONNX Runtime sessions, native plugin
+//! handles and a Python subprocess's pipes all need exclusive access, and no hook needs a lock.
+//!
+//! The request is raw bytes plus the content type, and the answer raw bytes plus a status, so
+//! a C-ABI plugin (bytes in, bytes out) and a Python scoring script (whose `run` returns any
+//! JSON-able value or an `AMLResponse`) fit the same trait as the built-in ONNX hook.
+
+pub mod onnx;
+pub mod ort_runtime;
+pub mod tensor_json;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::spec::HookKind;
+
+/// One scoring request as a hook sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct HookRequest<'a> {
+    /// The request body, unparsed: each hook decides what it accepts.
+    pub body: &'a [u8],
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<&'a str>,
+}
+
+/// A hook's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookResponse {
+    /// HTTP status to return (200 for a normal answer; hooks may choose others).
+    pub status: u16,
+    /// `Content-Type` of `body`.
+    pub content_type: &'static str,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+impl HookResponse {
+    /// A 200 JSON answer.
+    pub fn json(body: Vec<u8>) -> Self {
+        Self {
+            status: 200,
+            content_type: "application/json",
+            body,
+        }
+    }
+}
+
+/// Why a run produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    /// The caller's input is not what the hook accepts (HTTP 400); the message says what is.
+    BadInput(String),
+    /// The model or hook failed (HTTP 424 with the reason in `ms-azureml-model-error-reason`).
+    Failed(String),
+}
+
+/// What a hook's init receives.
+#[derive(Debug, Clone)]
+pub struct InitContext {
+    /// The deployment's name, for messages.
+    pub deployment: String,
+    /// The deployment's `environment_variables`.
+    pub environment_variables: BTreeMap<String, String>,
+    /// Threads ONNX Runtime may use inside one run (1 by default: instances give parallelism).
+    pub intra_threads: usize,
+}
+
+/// The per-instance scoring contract.
+pub trait ScoringHook: Send {
+    /// Scores one request. Called by one thread at a time for a given instance.
+    fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError>;
+}
+
+/// Creates one hook instance of the given kind. Blocking: call it off the request path.
+pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
+    match kind {
+        HookKind::Onnx { model_file } => {
+            onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _)
+        }
+    }
+}
+
+/// Where a hook's files are, for messages and logs.
+pub fn describe(kind: &HookKind) -> String {
+    match kind {
+        HookKind::Onnx { model_file } => format!("onnx {}", display(model_file)),
+    }
+}
+
+fn display(p: &std::path::Path) -> String {
+    PathBuf::from(p).display().to_string()
+}

@@ -1,0 +1,346 @@
+//! The built-in ONNX hook: one ONNX Runtime session per instance, scoring the JSON request forms
+//! of CONTRACT §2.
+//!
+//! The model's input and output signatures are read once at init, so every request is checked
+//! against them before ONNX Runtime sees it and a wrong body gets a 400 that says what the
+//! model expects, never an opaque runtime error.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+
+use super::tensor_json::{self, NestedArray, ScoreRequest};
+use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+
+/// Element types the JSON forms can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Elem {
+    F32,
+    F64,
+    I32,
+    I64,
+}
+
+impl Elem {
+    fn from_ort(t: TensorElementType) -> Option<Self> {
+        match t {
+            TensorElementType::Float32 => Some(Elem::F32),
+            TensorElementType::Float64 => Some(Elem::F64),
+            TensorElementType::Int32 => Some(Elem::I32),
+            TensorElementType::Int64 => Some(Elem::I64),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Elem::F32 => "float32",
+            Elem::F64 => "float64",
+            Elem::I32 => "int32",
+            Elem::I64 => "int64",
+        }
+    }
+}
+
+/// A model input: its name, element type and declared dimensions (-1 where dynamic).
+#[derive(Debug, Clone)]
+struct InputSig {
+    name: String,
+    elem: Elem,
+    dims: Vec<i64>,
+}
+
+impl InputSig {
+    /// The shape in words, e.g. `[N, 10]`.
+    fn shape_text(&self) -> String {
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| {
+                if *d < 0 {
+                    "N".to_string()
+                } else {
+                    d.to_string()
+                }
+            })
+            .collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
+/// A model output; `elem` is `None` for non-tensor outputs (maps, sequences), which are skipped.
+#[derive(Debug, Clone)]
+struct OutputSig {
+    name: String,
+    elem: Option<Elem>,
+}
+
+/// One instance's ONNX Runtime session and the model's signature.
+pub struct OnnxHook {
+    session: Session,
+    inputs: Vec<InputSig>,
+    outputs: Vec<OutputSig>,
+}
+
+impl OnnxHook {
+    /// Loads the model file into a new session (blocking; may take seconds for big models).
+    pub fn load(model_file: &Path, ctx: &InitContext) -> Result<Self, String> {
+        let environment = super::ort_runtime::environment()?;
+        let configure =
+            |e: &dyn std::fmt::Display| format!("cannot configure an ONNX Runtime session: {e}");
+        let session = Session::builder(environment)
+            .map_err(|e| configure(&e))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| configure(&e))?
+            .with_intra_threads(ctx.intra_threads.max(1))
+            .map_err(|e| configure(&e))?
+            .commit_from_file(model_file)
+            .map_err(|e| format!("cannot load ONNX model {}: {e}", model_file.display()))?;
+        let mut inputs = Vec::new();
+        for input in session.inputs() {
+            let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
+                return Err(format!(
+                    "model input {:?} is not a tensor; the ONNX hook takes tensor inputs only",
+                    input.name()
+                ));
+            };
+            let elem = Elem::from_ort(*ty).ok_or_else(|| {
+                format!(
+                    "model input {:?} has element type {ty:?}; the ONNX hook accepts float32, float64, int32 and int64 inputs",
+                    input.name()
+                )
+            })?;
+            inputs.push(InputSig {
+                name: input.name().to_string(),
+                elem,
+                dims: shape.to_vec(),
+            });
+        }
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| OutputSig {
+                name: o.name().to_string(),
+                elem: match o.dtype() {
+                    ValueType::Tensor { ty, .. } => Elem::from_ort(*ty),
+                    _ => None,
+                },
+            })
+            .collect::<Vec<_>>();
+        if !outputs.iter().any(|o| o.elem.is_some()) {
+            return Err(
+                "the model has no numeric tensor output the ONNX hook can return as JSON".into(),
+            );
+        }
+        Ok(Self {
+            session,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// What a request must look like, for error messages.
+    fn expected(&self) -> String {
+        if let [only] = self.inputs.as_slice() {
+            format!(
+                "expected {{\"data\": <{} array of shape {}>}} (input {:?})",
+                only.elem.name(),
+                only.shape_text(),
+                only.name
+            )
+        } else {
+            let list: Vec<String> = self
+                .inputs
+                .iter()
+                .map(|i| format!("{:?}: <{} {}>", i.name, i.elem.name(), i.shape_text()))
+                .collect();
+            format!("expected {{\"inputs\": {{{}}}}}", list.join(", "))
+        }
+    }
+}
+
+/// Converts one parsed array into an ONNX tensor of the input's type, checking its shape.
+fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> {
+    let shape_ok = sig.dims.is_empty() && array.shape.is_empty()
+        || (sig.dims.len() == array.shape.len()
+            && sig
+                .dims
+                .iter()
+                .zip(&array.shape)
+                .all(|(d, n)| *d < 0 || *d as usize == *n));
+    if !shape_ok {
+        return Err(HookError::BadInput(format!(
+            "input {:?} expects a {} array of shape {}; got shape {:?}",
+            sig.name,
+            sig.elem.name(),
+            sig.shape_text(),
+            array.shape
+        )));
+    }
+    let shape: Vec<i64> = array.shape.iter().map(|d| *d as i64).collect();
+    let fail =
+        |e: ort::Error| HookError::Failed(format!("cannot build input tensor {:?}: {e}", sig.name));
+    let integers = |bits: u32| -> Result<Vec<i64>, HookError> {
+        let (lo, hi) = if bits == 32 {
+            (i32::MIN as f64, i32::MAX as f64)
+        } else {
+            (-(2f64.powi(63)), 2f64.powi(63))
+        };
+        array
+            .values
+            .iter()
+            .map(|v| {
+                if v.fract() == 0.0 && *v >= lo && *v < hi {
+                    Ok(*v as i64)
+                } else {
+                    Err(HookError::BadInput(format!(
+                        "input {:?} is int{bits}: {v} is not an integer in range",
+                        sig.name
+                    )))
+                }
+            })
+            .collect()
+    };
+    Ok(match sig.elem {
+        Elem::F64 => Tensor::from_array((shape, array.values))
+            .map_err(fail)?
+            .into_dyn(),
+        Elem::F32 => {
+            let v: Vec<f32> = array.values.iter().map(|x| *x as f32).collect();
+            Tensor::from_array((shape, v)).map_err(fail)?.into_dyn()
+        }
+        Elem::I64 => Tensor::from_array((shape, integers(64)?))
+            .map_err(fail)?
+            .into_dyn(),
+        Elem::I32 => {
+            let v: Vec<i32> = integers(32)?.into_iter().map(|x| x as i32).collect();
+            Tensor::from_array((shape, v)).map_err(fail)?.into_dyn()
+        }
+    })
+}
+
+/// Writes one output tensor as JSON. `flatten` turns a `[N]` or `[N, 1]` output into a flat
+/// list of N numbers (the `{"data": ...}` answer form).
+fn write_output(
+    out: &mut Vec<u8>,
+    value: &DynValue,
+    elem: Elem,
+    flatten: bool,
+) -> Result<(), HookError> {
+    let fail = |e: ort::Error| HookError::Failed(format!("cannot read model output: {e}"));
+    macro_rules! emit {
+        ($t:ty, $w:expr) => {{
+            let (shape, data) = value.try_extract_tensor::<$t>().map_err(fail)?;
+            let mut dims: Vec<usize> = shape.iter().map(|d| (*d).max(0) as usize).collect();
+            if flatten && (dims.len() == 1 || (dims.len() == 2 && dims[1] == 1)) {
+                dims = vec![data.len()];
+            }
+            tensor_json::write_nested(out, &dims, data, &$w);
+        }};
+    }
+    match elem {
+        Elem::F64 => emit!(f64, tensor_json::write_f64),
+        Elem::F32 => emit!(f32, tensor_json::write_f32),
+        Elem::I64 => emit!(i64, tensor_json::write_i64),
+        Elem::I32 => emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(
+            o, v as i64
+        )),
+    }
+    Ok(())
+}
+
+impl ScoringHook for OnnxHook {
+    fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+        let parsed: ScoreRequest = serde_json::from_slice(request.body).map_err(|e| {
+            HookError::BadInput(format!(
+                "request body is not valid: {e}; {}",
+                self.expected()
+            ))
+        })?;
+        let Self {
+            session,
+            inputs,
+            outputs,
+        } = self;
+        let (feeds, named) = match (parsed.data, parsed.inputs) {
+            (Some(data), None) => {
+                let [sig] = inputs.as_slice() else {
+                    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+                    return Err(HookError::BadInput(format!(
+                        "this model has {} inputs ({}); send them by name as {{\"inputs\": {{\"NAME\": [...], ...}}}}",
+                        names.len(),
+                        names.join(", ")
+                    )));
+                };
+                (
+                    vec![(
+                        Cow::Owned(sig.name.clone()),
+                        SessionInputValue::from(to_tensor(sig, data)?),
+                    )],
+                    false,
+                )
+            }
+            (None, Some(mut map)) => {
+                let mut feeds = Vec::with_capacity(inputs.len());
+                for sig in inputs.iter() {
+                    let array = map.remove(&sig.name).ok_or_else(|| {
+                        HookError::BadInput(format!(
+                            "missing input {:?} ({} {})",
+                            sig.name,
+                            sig.elem.name(),
+                            sig.shape_text()
+                        ))
+                    })?;
+                    feeds.push((
+                        Cow::Owned(sig.name.clone()),
+                        SessionInputValue::from(to_tensor(sig, array)?),
+                    ));
+                }
+                if let Some(extra) = map.keys().next() {
+                    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+                    return Err(HookError::BadInput(format!(
+                        "the model has no input {extra:?}; its inputs are {}",
+                        names.join(", ")
+                    )));
+                }
+                (feeds, true)
+            }
+            _ => {
+                return Err(HookError::BadInput(
+                    "request body must have exactly one of \"data\" or \"inputs\"".to_string(),
+                ))
+            }
+        };
+        let results = session.run(feeds).map_err(|e| {
+            HookError::Failed(format!("ONNX Runtime failed to score the request: {e}"))
+        })?;
+        let mut body = Vec::with_capacity(64);
+        if named {
+            body.extend_from_slice(b"{\"outputs\":{");
+            let mut first = true;
+            for (i, sig) in outputs.iter().enumerate() {
+                let Some(elem) = sig.elem else { continue };
+                if !first {
+                    body.push(b',');
+                }
+                first = false;
+                serde_json::to_writer(&mut body, &sig.name)
+                    .map_err(|e| HookError::Failed(e.to_string()))?;
+                body.push(b':');
+                write_output(&mut body, &results[i], elem, false)?;
+            }
+            body.extend_from_slice(b"}}");
+        } else {
+            let (i, elem) = outputs
+                .iter()
+                .enumerate()
+                .find_map(|(i, o)| o.elem.map(|e| (i, e)))
+                .expect("init refuses models without a numeric tensor output");
+            write_output(&mut body, &results[i], elem, true)?;
+        }
+        Ok(HookResponse::json(body))
+    }
+}

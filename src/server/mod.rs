@@ -1,0 +1,111 @@
+//! Process wiring: binds the scoring plane and the admin plane, runs both until a signal.
+//!
+//! The two planes are separate HTTP servers so the admin API can stay on loopback while the
+//! scoring plane faces clients, and so a flood of scoring traffic cannot starve control calls.
+
+mod scoring;
+
+use std::net::{IpAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+
+use crate::control::api::{self, AdminState};
+use crate::control::ControlPlane;
+use crate::endpoint::front_door::ScoringState;
+use crate::telemetry::Metrics;
+
+/// Everything `switchyard serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub host: String,
+    pub port: u16,
+    pub admin_host: String,
+    pub admin_port: u16,
+    /// Required when the admin plane binds a non-loopback address.
+    pub admin_token: Option<String>,
+    /// Scoring-plane worker threads.
+    pub workers: usize,
+    /// Largest accepted `/score` body.
+    pub max_body_bytes: usize,
+    /// Lifetime of `aml_token` tokens.
+    pub token_lifetime: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Runs the server until SIGTERM/SIGINT. Prints the two bound addresses on stdout first, one
+/// per line, so scripts and tests started with `--port 0` can read them.
+pub async fn run(opts: ServeOptions) -> Result<(), String> {
+    let admin_ip: IpAddr = opts.admin_host.parse().map_err(|_| {
+        format!(
+            "--admin-host must be an IP address, got {:?}",
+            opts.admin_host
+        )
+    })?;
+    if !admin_ip.is_loopback() && opts.admin_token.is_none() {
+        return Err(format!(
+            "refusing to expose the admin API on {admin_ip} without a token: set --admin-token (or SWITCHYARD_ADMIN_TOKEN), or keep --admin-host on loopback"
+        ));
+    }
+    let scoring_listener = TcpListener::bind((opts.host.as_str(), opts.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", opts.host, opts.port))?;
+    let admin_listener = TcpListener::bind((admin_ip, opts.admin_port)).map_err(|e| {
+        format!(
+            "cannot listen on {}:{}: {e}",
+            opts.admin_host, opts.admin_port
+        )
+    })?;
+    let scoring_addr = scoring_listener.local_addr().map_err(|e| e.to_string())?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let metrics = Metrics::new();
+    let control = ControlPlane::new(metrics, opts.token_lifetime);
+    let shown_host = if scoring_addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        scoring_addr.ip().to_string()
+    };
+    control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));
+
+    let scoring_state = web::Data::new(ScoringState {
+        routing: control.routing(),
+    });
+    let max_body = opts.max_body_bytes;
+    let scoring = HttpServer::new(move || {
+        App::new()
+            .app_data(scoring_state.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .configure(scoring::configure)
+    })
+    .workers(opts.workers.max(1))
+    .shutdown_timeout(opts.shutdown_grace.as_secs())
+    .listen(scoring_listener)
+    .map_err(|e| e.to_string())?
+    .run();
+
+    let admin_state = web::Data::new(AdminState {
+        control: Arc::clone(&control),
+        admin_token: opts.admin_token.clone(),
+    });
+    let admin = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_state.clone())
+            .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+            .configure(api::configure)
+    })
+    .workers(1)
+    .shutdown_timeout(opts.shutdown_grace.as_secs())
+    .listen(admin_listener)
+    .map_err(|e| e.to_string())?
+    .run();
+
+    println!("Scoring plane: http://{scoring_addr}");
+    println!("Admin plane: http://{admin_addr}");
+    tracing::info!(%scoring_addr, %admin_addr, "switchyard serving");
+
+    tokio::try_join!(scoring, admin).map_err(|e| e.to_string())?;
+    tracing::info!("switchyard stopped");
+    Ok(())
+}

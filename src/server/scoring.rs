@@ -1,0 +1,82 @@
+//! The scoring plane's routes (CONTRACT §6).
+
+use actix_web::{web, HttpResponse};
+
+use crate::endpoint::front_door::{self, error_response, ScoringState};
+
+/// Registers `/score`, the health routes and the OpenAPI document.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/score", web::post().to(front_door::score))
+        .route(
+            "/",
+            web::get().to(|| async {
+                HttpResponse::Ok()
+                    .content_type("text/plain")
+                    .body("Healthy")
+            }),
+        )
+        .route(
+            "/health/live",
+            web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Live") }),
+        )
+        .route("/health/ready", web::get().to(ready))
+        .route("/swagger.json", web::get().to(swagger))
+        .default_service(web::to(|| async {
+            error_response(
+                404,
+                "no such route: POST /score to score; GET /health/ready, /swagger.json",
+            )
+        }));
+}
+
+async fn ready(state: web::Data<ScoringState>) -> HttpResponse {
+    if state.routing.load().ready() {
+        HttpResponse::Ok().content_type("text/plain").body("Ready")
+    } else {
+        error_response(
+            503,
+            "not ready: no deployment with live traffic has a ready instance",
+        )
+    }
+}
+
+async fn swagger() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(SWAGGER)
+}
+
+/// OpenAPI 3 description of the scoring plane.
+const SWAGGER: &str = r#"{
+  "openapi": "3.0.3",
+  "info": {"title": "Switchyard scoring API", "version": "1"},
+  "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+  "security": [{"bearer": []}],
+  "paths": {
+    "/score": {"post": {
+      "summary": "Score a request on the deployment chosen by traffic, or pinned by the azureml-model-deployment header",
+      "parameters": [
+        {"name": "azureml-model-deployment", "in": "header", "required": false, "schema": {"type": "string"}},
+        {"name": "x-ms-client-request-id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 100}}
+      ],
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [
+        {"type": "object", "required": ["data"], "properties": {"data": {"type": "array"}}},
+        {"type": "object", "required": ["inputs"], "properties": {"inputs": {"type": "object"}}}
+      ]}}}},
+      "responses": {
+        "200": {"description": "The model's answer"},
+        "400": {"description": "The body is not what the deployment accepts"},
+        "401": {"description": "Missing or wrong key or token"},
+        "404": {"description": "No deployment has traffic, or the pinned deployment does not exist"},
+        "408": {"description": "The run took longer than request_timeout_ms"},
+        "413": {"description": "Body too large"},
+        "424": {"description": "The model failed"},
+        "429": {"description": "Too many requests in flight for the deployment"},
+        "503": {"description": "No ready instance, or shutting down"}
+      }
+    }},
+    "/": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Healthy"}}}},
+    "/health/live": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Live"}}}},
+    "/health/ready": {"get": {"summary": "Readiness", "security": [], "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}}
+  }
+}"#;

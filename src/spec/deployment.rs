@@ -1,0 +1,395 @@
+//! Deployment YAML (CONTRACT §2): the model, the scoring hook, the instance count and the
+//! request settings of one deployment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{names::validate_name, SpecError};
+
+/// Keys Azure accepts that have no effect on one machine: kept, reported as ignored.
+const CLOUD_ONLY: &[&str] = &[
+    "type",
+    "egress_public_network_access",
+    "code_configuration_ref",
+];
+
+/// `request_settings`: per-request limits of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSettings {
+    /// How long one request may take from admission to answer (default 5000, at most 180000).
+    #[serde(default = "default_timeout")]
+    pub request_timeout_ms: u64,
+    /// Requests one instance accepts at once; the admission cap is twice this per instance.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_requests_per_instance: u32,
+    /// Deprecated by Azure; accepted and recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_wait_ms: Option<u64>,
+}
+
+fn default_timeout() -> u64 {
+    5000
+}
+fn default_concurrency() -> u32 {
+    1
+}
+
+impl Default for RequestSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: default_timeout(),
+            max_concurrent_requests_per_instance: default_concurrency(),
+            max_queue_wait_ms: None,
+        }
+    }
+}
+
+/// A liveness or readiness probe (recorded; the runtime knows its instances' state directly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u64>,
+}
+
+/// `model:` — only a local `path:` can be served here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// A folder or a file; relative paths resolve against the YAML file's folder.
+    pub path: PathBuf,
+}
+
+/// `code_configuration:` — where the scoring script lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeConfiguration {
+    /// The folder holding the scoring script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<PathBuf>,
+    /// `score.py` (python hook) or a `.so` (native hook).
+    pub scoring_script: String,
+}
+
+/// Which scoring hook serves a deployment; chosen from `code_configuration.scoring_script`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookKind {
+    /// Built-in ONNX Runtime hook on this `.onnx` file.
+    Onnx { model_file: PathBuf },
+}
+
+/// One deployment as the user wrote it (paths made absolute).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, Value>,
+    pub model: ModelSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_configuration: Option<CodeConfiguration>,
+    /// Recorded; used only by hooks that need an environment (python, later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Value>,
+    /// Given to the hook's init.
+    #[serde(default)]
+    pub environment_variables: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    #[serde(default = "default_instances")]
+    pub instance_count: u32,
+    #[serde(default)]
+    pub request_settings: RequestSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    #[serde(default)]
+    pub app_insights_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_settings: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_collector: Option<Value>,
+}
+
+fn default_instances() -> u32 {
+    1
+}
+
+/// The most instances one deployment may ask for: each holds a loaded model in memory.
+pub const MAX_INSTANCES: u32 = 256;
+
+impl DeploymentSpec {
+    /// Reads a deployment YAML file; relative paths resolve against its folder.
+    pub fn from_file(path: &Path) -> Result<(Self, Vec<String>), SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
+        let value = super::yaml_to_json(&text, &path.display().to_string())?;
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // Absolute, so the server resolves the same files whatever its working folder is.
+        let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+        let (mut spec, ignored) = Self::from_value(value)?;
+        spec.resolve_paths(&base);
+        Ok((spec, ignored))
+    }
+
+    /// Builds a spec from a JSON/YAML document and checks every rule that needs no state.
+    /// Returns the keys that were accepted but have no effect here.
+    pub fn from_value(value: Value) -> Result<(Self, Vec<String>), SpecError> {
+        let Value::Object(mut map) = value else {
+            return Err(SpecError::invalid(
+                "a deployment must be a mapping of fields (name, model, instance_count, ...)",
+            ));
+        };
+        map.remove("$schema");
+        let mut ignored = Vec::new();
+        for key in CLOUD_ONLY {
+            if map.remove(*key).is_some() {
+                ignored.push(format!("{key} (cloud-only; no effect here)"));
+            }
+        }
+        // Fields the runtime does not read and that must not stop status fields from round-tripping.
+        for key in ["provisioning_state", "error", "instances"] {
+            map.remove(key);
+        }
+        match map.get("model") {
+            Some(Value::String(s)) if s.starts_with("azureml:") => {
+                return Err(SpecError::invalid(format!(
+                    "model {s:?} is a registered Azure ML asset, which cannot be fetched here: use `model: {{path: ./folder-or-file}}`"
+                )))
+            }
+            Some(Value::String(s)) => {
+                return Err(SpecError::invalid(format!(
+                    "model must be a mapping with a local path, e.g. `model: {{path: {s}}}`"
+                )))
+            }
+            None => return Err(SpecError::invalid("a deployment needs `model: {path: ...}`")),
+            _ => {}
+        }
+        // Azure lets environment variable values be numbers or booleans; the hook sees strings.
+        if let Some(Value::Object(vars)) = map.get_mut("environment_variables") {
+            for v in vars.values_mut() {
+                if !v.is_string() && !v.is_null() {
+                    *v = Value::String(v.to_string());
+                }
+            }
+        }
+        if map.get("environment_variables").is_some_and(Value::is_null) {
+            map.remove("environment_variables");
+        }
+        let spec: DeploymentSpec = serde_json::from_value(Value::Object(map))
+            .map_err(|e| SpecError::invalid(format!("invalid deployment: {e}")))?;
+        spec.check()?;
+        Ok((spec, ignored))
+    }
+
+    /// Rules that need no state: name, counts, limits.
+    fn check(&self) -> Result<(), SpecError> {
+        validate_name("deployment", &self.name)?;
+        if let Some(ep) = &self.endpoint_name {
+            validate_name("endpoint", ep)?;
+        }
+        if self.instance_count == 0 || self.instance_count > MAX_INSTANCES {
+            return Err(SpecError::invalid(format!(
+                "instance_count must be from 1 to {MAX_INSTANCES}, got {}",
+                self.instance_count
+            )));
+        }
+        let rs = &self.request_settings;
+        if rs.request_timeout_ms == 0 || rs.request_timeout_ms > 180_000 {
+            return Err(SpecError::invalid(format!(
+                "request_settings.request_timeout_ms must be from 1 to 180000, got {}",
+                rs.request_timeout_ms
+            )));
+        }
+        if rs.max_concurrent_requests_per_instance == 0
+            || rs.max_concurrent_requests_per_instance > 1000
+        {
+            return Err(SpecError::invalid(format!(
+                "request_settings.max_concurrent_requests_per_instance must be from 1 to 1000, got {}",
+                rs.max_concurrent_requests_per_instance
+            )));
+        }
+        if self.model.path.as_os_str().is_empty() {
+            return Err(SpecError::invalid("model.path is empty"));
+        }
+        Ok(())
+    }
+
+    /// Makes relative paths absolute against `base` (the YAML file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                normalize(&base.join(p))
+            }
+        };
+        self.model.path = abs(&self.model.path);
+        if let Some(code) = self
+            .code_configuration
+            .as_mut()
+            .and_then(|c| c.code.as_mut())
+        {
+            *code = abs(code);
+        }
+    }
+
+    /// Picks the scoring hook and checks that what it needs is on disk.
+    pub fn hook_kind(&self) -> Result<HookKind, SpecError> {
+        if let Some(cc) = &self.code_configuration {
+            let script = cc.scoring_script.as_str();
+            if script.ends_with(".py") {
+                return Err(SpecError::invalid(format!(
+                    "python scoring scripts are not supported yet (scoring_script: {script}); \
+                     remove code_configuration to serve an ONNX model at model.path with the built-in ONNX hook"
+                )));
+            }
+            if script.ends_with(".so") || script.ends_with(".dylib") {
+                return Err(SpecError::invalid(format!(
+                    "native scoring plugins are not supported yet (scoring_script: {script}); \
+                     remove code_configuration to serve an ONNX model at model.path with the built-in ONNX hook"
+                )));
+            }
+            return Err(SpecError::invalid(format!(
+                "unknown kind of scoring_script {script:?}: expected none (built-in ONNX hook), a .so plugin or score.py"
+            )));
+        }
+        Ok(HookKind::Onnx {
+            model_file: find_onnx_file(&self.model.path)?,
+        })
+    }
+}
+
+/// `model.path` is a `.onnx` file, or a folder holding exactly one.
+fn find_onnx_file(path: &Path) -> Result<PathBuf, SpecError> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        SpecError::invalid(format!("model.path {} cannot be read: {e}", path.display()))
+    })?;
+    if meta.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        SpecError::invalid(format!(
+            "model.path {} cannot be listed: {e}",
+            path.display()
+        ))
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx") && p.is_file())
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(SpecError::invalid(format!(
+            "model.path {} holds no .onnx file: the built-in ONNX hook needs one (or point model.path at the file)",
+            path.display()
+        ))),
+        n => Err(SpecError::invalid(format!(
+            "model.path {} holds {n} .onnx files: point model.path at the one to serve",
+            path.display()
+        ))),
+    }
+}
+
+/// Removes `.` and `..` components without touching the filesystem (the file may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DeploymentSpec, SpecError> {
+        DeploymentSpec::from_value(crate::spec::yaml_to_json(text, "t").unwrap()).map(|(s, _)| s)
+    }
+
+    #[test]
+    fn parses_the_seed_blue_deployment() {
+        let text = r#"$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json
+name: blue
+endpoint_name: my-endpoint
+model:
+  path: ../../model-1/model/
+code_configuration:
+  code: ../../model-1/onlinescoring/
+  scoring_script: score.py
+environment: 
+  conda_file: ../../model-1/environment/conda.yaml
+  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest
+instance_type: Standard_DS3_v2
+instance_count: 1
+"#;
+        let mut spec = parse(text).unwrap();
+        spec.resolve_paths(Path::new("/a/b/c/managed/sample"));
+        assert_eq!(spec.model.path, PathBuf::from("/a/b/c/model-1/model"));
+        assert_eq!(spec.request_settings.request_timeout_ms, 5000);
+        let err = spec.hook_kind().unwrap_err();
+        assert!(
+            err.message
+                .contains("python scoring scripts are not supported yet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_fields() {
+        let base = "name: blue\nmodel:\n  path: m\n";
+        assert!(parse("name: blue\nmodel: azureml:my-model:1\n")
+            .unwrap_err()
+            .message
+            .contains("use `model: {path"));
+        assert!(parse(&format!("{base}instance_count: 0\n"))
+            .unwrap_err()
+            .message
+            .contains("instance_count"));
+        assert!(parse(&format!("{base}instance_cout: 2\n"))
+            .unwrap_err()
+            .message
+            .contains("unknown field"));
+        assert!(parse(&format!(
+            "{base}request_settings:\n  request_timeout_ms: 180001\n"
+        ))
+        .unwrap_err()
+        .message
+        .contains("180000"));
+        assert!(parse("name: b\nmodel:\n  path: m\n")
+            .unwrap_err()
+            .message
+            .contains("invalid deployment name"));
+        let env = parse(&format!("{base}environment_variables:\n  A: 1\n  B: x\n")).unwrap();
+        assert_eq!(env.environment_variables["A"], "1");
+    }
+}

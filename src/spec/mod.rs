@@ -1,0 +1,31 @@
+//! The Azure CLI v2 file formats (`endpoint.yml`, deployment YAML) and the rules a valid endpoint
+//! obeys. Everything here is pure: parsing and validation with no I/O beyond reading the file,
+//! so the control plane can check a change completely before it touches any running state.
+
+pub mod deployment;
+pub mod endpoint;
+pub mod error;
+pub mod names;
+pub mod traffic;
+
+pub use deployment::{DeploymentSpec, HookKind};
+pub use endpoint::{AuthMode, EndpointSpec};
+pub use error::SpecError;
+pub use traffic::{parse_assignments, Traffic};
+
+/// The most deployments one endpoint may hold (Azure's limit, CONTRACT §1).
+pub const MAX_DEPLOYMENTS: usize = 20;
+
+/// Parses YAML text into a generic JSON value, so that both the YAML files and the admin API's
+/// JSON bodies go through the same typed deserialisation and the same error messages.
+pub fn yaml_to_json(text: &str, what: &str) -> Result<serde_json::Value, SpecError> {
+    let value: serde_json::Value = serde_norway::from_str(text)
+        .map_err(|e| SpecError::invalid(format!("{what} is not valid YAML: {e}")))?;
+    match value {
+        serde_json::Value::Object(_) => Ok(value),
+        serde_json::Value::Null => Err(SpecError::invalid(format!("{what} is empty"))),
+        _ => Err(SpecError::invalid(format!(
+            "{what} must be a YAML mapping of fields (name: ..., ...)"
+        ))),
+    }
+}

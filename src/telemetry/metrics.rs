@@ -1,0 +1,245 @@
+//! Prometheus metrics with the names of CONTRACT §7.
+//!
+//! Label lookups in a metric family take a lock and hash the labels, so each deployment keeps
+//! handles to its hot series (successful live requests, durations, in-flight gauge); only rarer
+//! series (errors, mirror) go through the family lookup per request.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Whether a request was answered for the client or copied to a shadow deployment.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Role {
+    #[allow(non_camel_case_types)]
+    live,
+    #[allow(non_camel_case_types)]
+    mirror,
+}
+
+impl Role {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::live => "live",
+            Role::mirror => "mirror",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    deployment: String,
+    role: Role,
+    code: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    deployment: String,
+    role: Role,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeploymentLabel {
+    deployment: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    deployment: String,
+    state: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 20 µs .. ~21 s: microsecond models and slow shadows on one scale.
+    Histogram::new(exponential_buckets(0.00002, 2.0, 21))
+}
+
+/// The process's metric registry and families.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: HistogramFamily<DurationLabels>,
+    mirror_dropped: Family<DeploymentLabel, Counter>,
+    inflight: Family<DeploymentLabel, Gauge>,
+    instances: Family<InstanceLabels, Gauge>,
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations: HistogramFamily<DurationLabels> =
+            Family::new_with_constructor(duration_histogram);
+        let mirror_dropped = Family::<DeploymentLabel, Counter>::default();
+        let inflight = Family::<DeploymentLabel, Gauge>::default();
+        let instances = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "switchyard_requests",
+            "Scoring requests by deployment, role and status",
+            requests.clone(),
+        );
+        registry.register(
+            "switchyard_request_duration_seconds",
+            "Time spent in the deployment, admission to answer",
+            durations.clone(),
+        );
+        registry.register(
+            "switchyard_mirror_dropped",
+            "Mirror copies dropped because the shadow deployment was full",
+            mirror_dropped.clone(),
+        );
+        registry.register(
+            "switchyard_inflight_requests",
+            "Requests admitted and not yet answered",
+            inflight.clone(),
+        );
+        registry.register(
+            "switchyard_instances",
+            "Instances by state",
+            instances.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            requests,
+            durations,
+            mirror_dropped,
+            inflight,
+            instances,
+        })
+    }
+
+    /// Handles for one deployment's series.
+    pub fn for_deployment(self: &Arc<Self>, name: &str) -> DeploymentMetrics {
+        let dep = DeploymentLabel {
+            deployment: name.to_string(),
+        };
+        let live_ok = self
+            .requests
+            .get_or_create(&RequestLabels {
+                deployment: name.to_string(),
+                role: Role::live,
+                code: 200,
+            })
+            .clone();
+        let live_duration = self
+            .durations
+            .get_or_create(&DurationLabels {
+                deployment: name.to_string(),
+                role: Role::live,
+            })
+            .clone();
+        let mirror_duration = self
+            .durations
+            .get_or_create(&DurationLabels {
+                deployment: name.to_string(),
+                role: Role::mirror,
+            })
+            .clone();
+        let inflight = self.inflight.get_or_create(&dep).clone();
+        let mirror_dropped = self.mirror_dropped.get_or_create(&dep).clone();
+        DeploymentMetrics {
+            name: name.to_string(),
+            root: Arc::clone(self),
+            live_ok,
+            live_duration,
+            mirror_duration,
+            inflight,
+            mirror_dropped,
+        }
+    }
+
+    /// Forgets every series of a deleted deployment.
+    pub fn remove_deployment(&self, name: &str) {
+        let dep = DeploymentLabel {
+            deployment: name.to_string(),
+        };
+        self.inflight.remove(&dep);
+        self.mirror_dropped.remove(&dep);
+        for role in [Role::live, Role::mirror] {
+            self.durations.remove(&DurationLabels {
+                deployment: name.to_string(),
+                role,
+            });
+        }
+        for state in INSTANCE_STATES {
+            self.instances.remove(&InstanceLabels {
+                deployment: name.to_string(),
+                state,
+            });
+        }
+        // Request counters are kept: a counter that vanishes looks like a reset to Prometheus,
+        // and the totals of a deleted deployment are still history worth querying.
+    }
+
+    /// Renders the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The instance states of `switchyard_instances`.
+pub const INSTANCE_STATES: [&str; 4] = ["ready", "loading", "draining", "failed"];
+
+/// One deployment's metric handles.
+pub struct DeploymentMetrics {
+    name: String,
+    root: Arc<Metrics>,
+    live_ok: Counter,
+    live_duration: Histogram,
+    mirror_duration: Histogram,
+    /// Admitted and unanswered requests.
+    pub inflight: Gauge,
+    /// Mirror copies dropped.
+    pub mirror_dropped: Counter,
+}
+
+impl DeploymentMetrics {
+    /// Records one answered request.
+    pub fn observe(&self, role: Role, code: u16, seconds: f64) {
+        match (role, code) {
+            (Role::live, 200) => self.live_ok.inc(),
+            _ => self
+                .root
+                .requests
+                .get_or_create(&RequestLabels {
+                    deployment: self.name.clone(),
+                    role,
+                    code,
+                })
+                .inc(),
+        };
+        match role {
+            Role::live => self.live_duration.observe(seconds),
+            Role::mirror => self.mirror_duration.observe(seconds),
+        }
+    }
+
+    /// Sets the instance gauges.
+    pub fn set_instances(&self, ready: usize, loading: usize, draining: usize, failed: usize) {
+        for (state, n) in INSTANCE_STATES
+            .into_iter()
+            .zip([ready, loading, draining, failed])
+        {
+            self.root
+                .instances
+                .get_or_create(&InstanceLabels {
+                    deployment: self.name.clone(),
+                    state,
+                })
+                .set(n as i64);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Observability: the process log (`tracing`), per-deployment log rings and Prometheus metrics.
+
+pub mod logs;
+pub mod metrics;
+
+pub use logs::LogRing;
+pub use metrics::{DeploymentMetrics, Metrics, Role};
+
+/// Sets up the process log on stderr: text by default, JSON with `SWITCHYARD_LOG_FORMAT=json`;
+/// the level comes from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests, embedding) keeps the first subscriber: nothing to report.
+    let _ = result;
+}
