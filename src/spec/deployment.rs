@@ -195,8 +195,16 @@ impl DeploymentSpec {
         if map.get("environment_variables").is_some_and(Value::is_null) {
             map.remove("environment_variables");
         }
-        let spec: DeploymentSpec = serde_json::from_value(Value::Object(map))
-            .map_err(|e| SpecError::invalid(format!("invalid deployment: {e}")))?;
+        // The path names the field at fault ("request_settings.request_timeout_ms: ...").
+        let spec: DeploymentSpec = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                SpecError::invalid(format!("invalid deployment: {inner}"))
+            } else {
+                SpecError::invalid(format!("invalid deployment field {path}: {inner}"))
+            }
+        })?;
         spec.check()?;
         Ok((spec, ignored))
     }

@@ -1,0 +1,240 @@
+//! Test harness: a real `switchyard serve` on ephemeral ports, real HTTP, the real CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The expected answer of model-1 to the seed's sample request.
+pub const MODEL_1_ANSWER: [f64; 2] = [11055.977245525679, 4503.079536107787];
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample_request() -> Vec<u8> {
+    std::fs::read(repo().join("sample-requests/model-1.json")).unwrap()
+}
+
+/// A running server, killed on drop.
+pub struct Server {
+    child: Child,
+    pub scoring: String,
+    pub admin: String,
+    agent: ureq::Agent,
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
+pub fn http(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    let mut b = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(body.map(<[u8]>::to_vec).unwrap_or_default()).unwrap();
+    let mut resp = agent.run(req).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, headers, body }
+}
+
+impl Server {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--port", "0", "--admin-port", "0"]).args(extra);
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+        if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
+            cmd.stderr(Stdio::inherit());
+        } else {
+            cmd.stderr(Stdio::null());
+        }
+        let mut child = cmd.spawn().expect("start switchyard serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut scoring, mut admin) = (None, None);
+        while scoring.is_none() || admin.is_none() {
+            let line = lines.next().expect("server exited before printing its addresses").unwrap();
+            if let Some(a) = line.strip_prefix("Scoring plane: ") {
+                scoring = Some(a.trim().to_string());
+            } else if let Some(a) = line.strip_prefix("Admin plane: ") {
+                admin = Some(a.trim().to_string());
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, scoring: scoring.unwrap(), admin: admin.unwrap(), agent: agent() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("SWITCHYARD_ADMIN_URL", &self.admin)
+            .current_dir(repo())
+            .output()
+            .expect("run switchyard CLI")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "switchyard {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI and asserts failure; returns stderr.
+    pub fn cli_err(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "switchyard {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let body = body.map(|b| b.to_string().into_bytes());
+        http(&self.agent, method, &format!("{}{path}", self.admin), &[("Content-Type", "application/json")], body.as_deref())
+    }
+
+    pub fn primary_key(&self) -> String {
+        self.admin("GET", "/v1/endpoint/keys", None).json()["primaryKey"].as_str().unwrap().to_string()
+    }
+
+    /// POST /score with the given headers.
+    pub fn score(&self, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+        let mut h = vec![("Content-Type", "application/json")];
+        h.extend_from_slice(headers);
+        http(&self.agent, "POST", &format!("{}/score", self.scoring), &h, Some(body))
+    }
+
+    /// POST /score with the primary key.
+    pub fn score_authed(&self, key: &str, body: &[u8], pin: Option<&str>) -> Reply {
+        let auth = format!("Bearer {key}");
+        let mut h = vec![("Authorization", auth.as_str())];
+        if let Some(p) = pin {
+            h.push(("azureml-model-deployment", p));
+        }
+        self.score(body, &h)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        http(&self.agent, "GET", &format!("{}{path}", self.scoring), &[], None)
+    }
+
+    /// Creates the endpoint (seed endpoint.yml) through the admin API.
+    pub fn create_endpoint(&self) {
+        let r = self.admin("PUT", "/v1/endpoint", Some(&serde_json::json!({"name": "my-endpoint", "auth_mode": "key"})));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    /// Creates a deployment of a shipped model and waits until it is Succeeded.
+    pub fn deploy(&self, name: &str, model: &str, extra: Value) -> Value {
+        let mut doc = serde_json::json!({"name": name, "model": {"path": repo().join("models").join(model)}});
+        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self.admin("PUT", &format!("/v1/deployments/{name}"), Some(&doc));
+        assert!(r.status == 201 || r.status == 200, "{}", r.body);
+        self.wait_state(name, "Succeeded")
+    }
+
+    /// Polls a deployment until it reaches `state` (or fails the test after 60 s).
+    pub fn wait_state(&self, name: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.admin("GET", &format!("/v1/deployments/{name}"), None).json();
+            if v["provisioning_state"] == state {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "deployment {name} never reached {state}: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn set_traffic(&self, traffic: Value) -> Reply {
+        self.admin("PATCH", "/v1/endpoint", Some(&serde_json::json!({ "traffic": traffic })))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parses a JSON list of numbers.
+pub fn numbers(body: &str) -> Vec<f64> {
+    serde_json::from_str::<Vec<f64>>(body).unwrap_or_else(|e| panic!("expected a list of numbers ({e}): {body}"))
+}
+
+pub fn assert_model_1(body: &str) {
+    let got = numbers(body);
+    assert_eq!(got.len(), 2, "{body}");
+    for (g, w) in got.iter().zip(MODEL_1_ANSWER) {
+        assert!(((g - w) / w).abs() <= 1e-9, "model-1 answered {got:?}, expected {MODEL_1_ANSWER:?}");
+    }
+}
+
+/// A model folder holding a file that is not an ONNX model.
+pub fn broken_model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.onnx"), b"this is not an onnx model").unwrap();
+    dir
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
