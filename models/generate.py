@@ -73,6 +73,149 @@ def run(path: pathlib.Path, x: np.ndarray) -> np.ndarray:
     return np.asarray(sess.run(None, {name: x})[0]).reshape(-1)
 
 
+
+
+# --- test-only models -----------------------------------------------------------------------
+# Built by hand with onnx.helper. Both take the same {"data": [[10 numbers], ...]} body as
+# model-1 and answer model-1's predictions, so they can stand in for a live or shadow
+# deployment; they differ in how they behave on the request's first number x00 = data[0][0].
+
+
+def _linear_nodes(ref):
+    """Nodes and initialisers computing model-1's prediction `variable` [N, 1] from X."""
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.array(ref["coef"], dtype=np.float64).reshape(10, 1), "W")
+    b = numpy_helper.from_array(np.array([ref["intercept"]], dtype=np.float64), "B")
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "B"], ["linear"]),
+    ]
+    first = [
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "zero_i"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float64), "zero_d"),
+    ]
+    nodes += [
+        helper.make_node("Gather", ["X", "zero_i"], ["row0"], axis=0),
+        helper.make_node("Gather", ["row0", "zero_i"], ["x00"], axis=0),
+    ]
+    return nodes, [w, b] + first
+
+
+def _save(graph, path):
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+
+
+def build_test_slow() -> pathlib.Path:
+    """Answers model-1's prediction after x00 * 1000 iterations of a 16x16 matrix loop, so
+    a test picks the delay per request: about x00 milliseconds on one core (the seed's
+    sample, x00 = 1, takes ~1 ms; x00 <= 0 takes microseconds)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    ref = json.loads((HERE / "model-1" / "coefficients.json").read_text())
+    nodes, inits = _linear_nodes(ref)
+    inits += [
+        numpy_helper.from_array(np.array(1000.0, dtype=np.float64), "per_unit"),
+        numpy_helper.from_array(np.full((16, 16), 0.05, dtype=np.float32), "S0"),
+        numpy_helper.from_array(np.array(True), "cond"),
+    ]
+    nodes += [
+        helper.make_node("Mul", ["x00", "per_unit"], ["trips_d"]),
+        helper.make_node("Max", ["trips_d", "zero_d"], ["trips_pos"]),
+        helper.make_node("Cast", ["trips_pos"], ["trips"], to=TensorProto.INT64),
+    ]
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["s_in", "s_in"], ["mm"]),
+            helper.make_node("Tanh", ["mm"], ["s_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "spin",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [16, 16]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [16, 16]),
+        ],
+    )
+    nodes += [
+        helper.make_node("Loop", ["trips", "cond", "S0"], ["S_final"], body=body),
+        # Tie the loop to the output so no optimiser can drop it: + 0 * sum(S).
+        helper.make_node("ReduceSum", ["S_final"], ["s_sum"], keepdims=0),
+        helper.make_node("Cast", ["s_sum"], ["s_sum_d"], to=TensorProto.DOUBLE),
+        helper.make_node("Mul", ["s_sum_d", "zero_d"], ["nothing"]),
+        helper.make_node("Add", ["linear", "nothing"], ["variable"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow-linear",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, 10])],
+        [helper.make_tensor_value_info("variable", TensorProto.DOUBLE, [None, 1])],
+        initializer=inits,
+    )
+    out = HERE / "test" / "slow" / "model.onnx"
+    _save(graph, out)
+    return out
+
+
+def build_test_fail() -> pathlib.Path:
+    """Answers model-1's prediction when 0 <= x00 < 2, and fails inside ONNX Runtime
+    (a Gather index out of range) otherwise: a model error on demand."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    ref = json.loads((HERE / "model-1" / "coefficients.json").read_text())
+    nodes, inits = _linear_nodes(ref)
+    inits.append(numpy_helper.from_array(np.array([0.0, 0.0], dtype=np.float64), "table"))
+    nodes += [
+        helper.make_node("Cast", ["x00"], ["idx"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "idx"], ["picked"], axis=0),
+        helper.make_node("Add", ["linear", "picked"], ["variable"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "failing-linear",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, 10])],
+        [helper.make_tensor_value_info("variable", TensorProto.DOUBLE, [None, 1])],
+        initializer=inits,
+    )
+    out = HERE / "test" / "fail" / "model.onnx"
+    _save(graph, out)
+    return out
+
+
+def check_test_models() -> None:
+    import time
+
+    slow = build_test_slow()
+    fail = build_test_fail()
+    for x00 in (1.0, 5.0):
+        x = SEED_SAMPLE.copy()
+        x[0, 0] = x00
+        start = time.perf_counter()
+        got = run(slow, x)
+        ms = (time.perf_counter() - start) * 1e3
+        print(f"test/slow: x00={x00} -> {got.tolist()} in {ms:.1f} ms")
+    print(f"test/fail: x00=1 -> {run(fail, SEED_SAMPLE).tolist()}")
+    x = SEED_SAMPLE.copy()
+    x[0, 0] = 7
+    try:
+        run(fail, x)
+        sys.exit("test/fail did not fail on x00=7")
+    except Exception as e:  # noqa: BLE001 - any runtime error is the point
+        print(f"test/fail: x00=7 -> error ({str(e)[:80]}...)")
+
+
 if __name__ == "__main__":
     build_model_1()
     build_model_2()
+    check_test_models()
