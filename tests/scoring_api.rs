@@ -50,7 +50,10 @@ fn aml_tokens_work_and_expire() {
     let token = creds["accessToken"].as_str().unwrap();
     assert_eq!(s.score_authed(token, &sample_request(), None).status, 200);
     // The CLI's invoke fetches a token by itself.
-    assert_model_1(s.cli_ok(&["online-endpoint", "invoke", "-n", "tok-ep", "--request-file", "sample-requests/model-1.json"]).trim());
+    assert_model_1(
+        s.cli_ok(&["online-endpoint", "invoke", "-n", "tok-ep", "--request-file", "sample-requests/model-1.json"])
+            .trim(),
+    );
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let r = s.score_authed(token, &sample_request(), None);
     assert_eq!(r.status, 401, "an expired token is refused");

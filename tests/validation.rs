@@ -34,7 +34,14 @@ fn traffic_rules() {
     refused(&s, "PATCH", "/v1/endpoint", json!({"traffic": {"red": 100}}), 400, "does not exist");
     refused(&s, "PATCH", "/v1/endpoint", json!({"traffic": {"blue": 101}}), 400, "integer from 0 to 100");
     refused(&s, "PATCH", "/v1/endpoint", json!({"traffic": {"blue": -10, "green": 110}}), 400, "integer from 0 to 100");
-    refused(&s, "PATCH", "/v1/endpoint", json!({"traffic": {"blue": 50.5, "green": 49.5}}), 400, "integer from 0 to 100");
+    refused(
+        &s,
+        "PATCH",
+        "/v1/endpoint",
+        json!({"traffic": {"blue": 50.5, "green": 49.5}}),
+        400,
+        "integer from 0 to 100",
+    );
     refused(&s, "PATCH", "/v1/endpoint", json!({"traffic": {"blue": "100"}}), 400, "integer from 0 to 100");
     refused(&s, "PATCH", "/v1/endpoint", json!({"traffic": [1, 2]}), 400, "mapping of deployment name");
     refused(&s, "PATCH", "/v1/endpoint", json!({"auth_mode": "aml_token"}), 400, "cannot be updated");
@@ -88,10 +95,31 @@ fn deployment_rules() {
     refused(&s, "PUT", "/v1/deployments/-bad-", json!({"model": m}), 400, "invalid deployment name");
     refused(&s, "PUT", "/v1/deployments/purple", json!({"model": "azureml:my-model:1"}), 400, "use `model: {path");
     refused(&s, "PUT", "/v1/deployments/purple", json!({"model": m, "instance_count": 0}), 400, "instance_count");
-    refused(&s, "PUT", "/v1/deployments/purple", json!({"model": m, "request_settings": {"request_timeout_ms": 180001}}), 400, "180000");
-    refused(&s, "PUT", "/v1/deployments/purple", json!({"model": m, "request_settings": {"max_concurrent_requests_per_instance": 0}}), 400, "max_concurrent_requests_per_instance");
+    refused(
+        &s,
+        "PUT",
+        "/v1/deployments/purple",
+        json!({"model": m, "request_settings": {"request_timeout_ms": 180001}}),
+        400,
+        "180000",
+    );
+    refused(
+        &s,
+        "PUT",
+        "/v1/deployments/purple",
+        json!({"model": m, "request_settings": {"max_concurrent_requests_per_instance": 0}}),
+        400,
+        "max_concurrent_requests_per_instance",
+    );
     refused(&s, "PUT", "/v1/deployments/purple", json!({"model": m, "instance_cout": 2}), 400, "unknown field");
-    refused(&s, "PUT", "/v1/deployments/purple", json!({"model": m, "endpoint_name": "other-endpoint"}), 400, "this server hosts endpoint");
+    refused(
+        &s,
+        "PUT",
+        "/v1/deployments/purple",
+        json!({"model": m, "endpoint_name": "other-endpoint"}),
+        400,
+        "this server hosts endpoint",
+    );
     refused(&s, "PUT", "/v1/deployments/purple", json!({"name": "pink", "model": m}), 400, "must agree");
     refused(&s, "PUT", "/v1/deployments/purple", json!({"model": {"path": "/no/such/model"}}), 400, "cannot be read");
     refused(

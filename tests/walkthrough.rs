@@ -21,7 +21,12 @@ fn seed_walkthrough_through_the_cli() {
 
     // Create the endpoint from the seed's own endpoint.yml.
     let created: Value = serde_json::from_str(&server.cli_ok(&[
-        "online-endpoint", "create", "--name", ep, "-f", "tests/fixtures/seed/endpoint.yml",
+        "online-endpoint",
+        "create",
+        "--name",
+        ep,
+        "-f",
+        "tests/fixtures/seed/endpoint.yml",
     ]))
     .unwrap();
     assert_eq!(created["name"], ep);
@@ -32,21 +37,38 @@ fn seed_walkthrough_through_the_cli() {
 
     // The seed's own blue deployment uses score.py: refused with a clear message.
     let err = server.cli_err(&[
-        "online-deployment", "create", "--name", "blue", "--endpoint", ep, "-f", "tests/fixtures/seed/blue-deployment.yml",
+        "online-deployment",
+        "create",
+        "--name",
+        "blue",
+        "--endpoint",
+        ep,
+        "-f",
+        "tests/fixtures/seed/blue-deployment.yml",
     ]);
     assert!(err.contains("python scoring scripts are not supported yet"), "{err}");
 
     // Blue with all traffic (the create waits until it is ready).
     let blue: Value = serde_json::from_str(&server.cli_ok(&[
-        "online-deployment", "create", "--name", "blue", "--endpoint", ep, "-f", "examples/blue-deployment.yml", "--all-traffic",
+        "online-deployment",
+        "create",
+        "--name",
+        "blue",
+        "--endpoint",
+        ep,
+        "-f",
+        "examples/blue-deployment.yml",
+        "--all-traffic",
     ]))
     .unwrap();
     assert_eq!(blue["provisioning_state"], "Succeeded");
-    let traffic: Value = serde_json::from_str(&server.cli_ok(&["online-endpoint", "show", "-n", ep, "--query", "traffic"])).unwrap();
+    let traffic: Value =
+        serde_json::from_str(&server.cli_ok(&["online-endpoint", "show", "-n", ep, "--query", "traffic"])).unwrap();
     assert_eq!(traffic, serde_json::json!({"blue": 100}));
 
     // Invoke through the CLI and through HTTP with the key.
-    let answer = server.cli_ok(&["online-endpoint", "invoke", "--name", ep, "--request-file", "sample-requests/model-1.json"]);
+    let answer =
+        server.cli_ok(&["online-endpoint", "invoke", "--name", ep, "--request-file", "sample-requests/model-1.json"]);
     assert_model_1(answer.trim());
     let key = server.cli_ok(&["online-endpoint", "get-credentials", "-n", ep, "-o", "tsv", "--query", "primaryKey"]);
     let key = key.trim().to_string();
@@ -65,7 +87,14 @@ fn seed_walkthrough_through_the_cli() {
 
     // Scale blue to 2 instances.
     let scaled: Value = serde_json::from_str(&server.cli_ok(&[
-        "online-deployment", "update", "--name", "blue", "--endpoint-name", ep, "--set", "instance_count=2",
+        "online-deployment",
+        "update",
+        "--name",
+        "blue",
+        "--endpoint-name",
+        ep,
+        "--set",
+        "instance_count=2",
     ]))
     .unwrap();
     assert_eq!(scaled["instance_count"], 2);
@@ -75,8 +104,18 @@ fn seed_walkthrough_through_the_cli() {
     assert!(logs.contains("role=live status=200"), "{logs}");
 
     // Green at 0 traffic: unpinned requests all go to blue.
-    server.cli_ok(&["online-deployment", "create", "--name", "green", "--endpoint-name", ep, "-f", "examples/green-deployment.yml"]);
-    let traffic: Value = serde_json::from_str(&server.cli_ok(&["online-endpoint", "show", "-n", ep, "--query", "traffic"])).unwrap();
+    server.cli_ok(&[
+        "online-deployment",
+        "create",
+        "--name",
+        "green",
+        "--endpoint-name",
+        ep,
+        "-f",
+        "examples/green-deployment.yml",
+    ]);
+    let traffic: Value =
+        serde_json::from_str(&server.cli_ok(&["online-endpoint", "show", "-n", ep, "--query", "traffic"])).unwrap();
     assert_eq!(traffic, serde_json::json!({"blue": 100, "green": 0}));
     for _ in 0..200 {
         let r = server.score_authed(&key, &sample_request(), None);
@@ -85,7 +124,14 @@ fn seed_walkthrough_through_the_cli() {
 
     // Pinned invoke of green at 0 traffic.
     let green_answer = server.cli_ok(&[
-        "online-endpoint", "invoke", "--name", ep, "--deployment-name", "green", "--request-file", "sample-requests/model-2.json",
+        "online-endpoint",
+        "invoke",
+        "--name",
+        ep,
+        "--deployment-name",
+        "green",
+        "--request-file",
+        "sample-requests/model-2.json",
     ]);
     let green = numbers(green_answer.trim());
     assert_eq!(green.len(), 2);
@@ -121,7 +167,8 @@ fn seed_walkthrough_through_the_cli() {
 
     // Delete blue; only green is left and still serving.
     server.cli_ok(&["online-deployment", "delete", "--name", "blue", "--endpoint", ep, "--yes", "--no-wait"]);
-    let names: Value = serde_json::from_str(&server.cli_ok(&["online-deployment", "list", "-e", ep, "--query", "[].name"])).unwrap();
+    let names: Value =
+        serde_json::from_str(&server.cli_ok(&["online-deployment", "list", "-e", ep, "--query", "[].name"])).unwrap();
     assert_eq!(names, serde_json::json!(["green"]));
     let r = server.score_authed(&key, &sample_request(), None);
     assert_eq!(r.status, 200);
@@ -142,7 +189,12 @@ fn seed_files_parse() {
     let dir = repo().join("tests/fixtures/seed");
     let (ep, _) = EndpointSpec::from_file(&dir.join("endpoint.yml")).unwrap();
     assert_eq!(ep.name, "my-endpoint");
-    for f in ["blue-deployment.yml", "green-deployment.yml", "blue-deployment-with-curated-env.yml", "green-deployment-with-curated-env.yml"] {
+    for f in [
+        "blue-deployment.yml",
+        "green-deployment.yml",
+        "blue-deployment-with-curated-env.yml",
+        "green-deployment-with-curated-env.yml",
+    ] {
         let (spec, _) = DeploymentSpec::from_file(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert_eq!(spec.instance_count, 1);
         assert!(spec.model.path.is_absolute());

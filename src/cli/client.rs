@@ -83,15 +83,10 @@ impl AdminClient {
         for (k, v) in headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
-        let request = builder
-            .body(body.map(<[u8]>::to_vec).unwrap_or_default())
-            .map_err(|e| e.to_string())?;
+        let request = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).map_err(|e| e.to_string())?;
         let mut response = self.agent.run(request).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
+        let body = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
         Ok(Reply { status, body })
     }
 }

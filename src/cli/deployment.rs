@@ -84,33 +84,18 @@ pub enum DeploymentVerb {
 pub fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), String> {
     let admin = AdminClient::new(global);
     match verb {
-        DeploymentVerb::Create {
-            name,
-            endpoint_name,
-            file,
-            all_traffic,
-            set,
-            no_wait,
-        } => {
+        DeploymentVerb::Create { name, endpoint_name, file, all_traffic, set, no_wait } => {
             let (name, doc) = document(name, endpoint_name.as_deref(), file.as_ref(), &set)?;
             hosted(&admin, endpoint_name.as_deref())?;
             let path = format!("/v1/deployments/{name}?all_traffic={all_traffic}");
             let shown = admin.call("PUT", &path, Some(&doc))?.ok_json()?;
             finish(&admin, &name, shown, no_wait, global)
         }
-        DeploymentVerb::Update {
-            name,
-            endpoint_name,
-            file,
-            set,
-            no_wait,
-        } => {
+        DeploymentVerb::Update { name, endpoint_name, file, set, no_wait } => {
             hosted(&admin, endpoint_name.as_deref())?;
             let shown = if file.is_some() {
                 let (name, doc) = document(name, endpoint_name.as_deref(), file.as_ref(), &set)?;
-                let shown = admin
-                    .call("PUT", &format!("/v1/deployments/{name}"), Some(&doc))?
-                    .ok_json()?;
+                let shown = admin.call("PUT", &format!("/v1/deployments/{name}"), Some(&doc))?.ok_json()?;
                 (name, shown)
             } else {
                 let name = name.ok_or("give the deployment's --name")?;
@@ -118,56 +103,27 @@ pub fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), String> {
                     return Err("nothing to update: give --set KEY=VALUE or --file".into());
                 }
                 let patch = output::set_document(&set)?;
-                let shown = admin
-                    .call("PATCH", &format!("/v1/deployments/{name}"), Some(&patch))?
-                    .ok_json()?;
+                let shown = admin.call("PATCH", &format!("/v1/deployments/{name}"), Some(&patch))?.ok_json()?;
                 (name, shown)
             };
             finish(&admin, &shown.0, shown.1, no_wait, global)
         }
-        DeploymentVerb::Show {
-            name,
-            endpoint_name,
-        } => {
+        DeploymentVerb::Show { name, endpoint_name } => {
             hosted(&admin, endpoint_name.as_deref())?;
-            print(
-                &admin
-                    .call("GET", &format!("/v1/deployments/{name}"), None)?
-                    .ok_json()?,
-                global,
-            )
+            print(&admin.call("GET", &format!("/v1/deployments/{name}"), None)?.ok_json()?, global)
         }
         DeploymentVerb::List { endpoint_name } => {
             hosted(&admin, endpoint_name.as_deref())?;
-            print(
-                &admin.call("GET", "/v1/deployments", None)?.ok_json()?,
-                global,
-            )
+            print(&admin.call("GET", "/v1/deployments", None)?.ok_json()?, global)
         }
-        DeploymentVerb::Delete {
-            name,
-            endpoint_name,
-            yes: _,
-            no_wait: _,
-        } => {
+        DeploymentVerb::Delete { name, endpoint_name, yes: _, no_wait: _ } => {
             hosted(&admin, endpoint_name.as_deref())?;
-            admin
-                .call("DELETE", &format!("/v1/deployments/{name}"), None)?
-                .ok_json()?;
+            admin.call("DELETE", &format!("/v1/deployments/{name}"), None)?.ok_json()?;
             Ok(())
         }
-        DeploymentVerb::GetLogs {
-            name,
-            endpoint_name,
-            lines,
-            container: _,
-        } => {
+        DeploymentVerb::GetLogs { name, endpoint_name, lines, container: _ } => {
             hosted(&admin, endpoint_name.as_deref())?;
-            let reply = admin.call(
-                "GET",
-                &format!("/v1/deployments/{name}/logs?lines={lines}"),
-                None,
-            )?;
+            let reply = admin.call("GET", &format!("/v1/deployments/{name}/logs?lines={lines}"), None)?;
             if reply.status != 200 {
                 return Err(reply.error_text());
             }
@@ -185,8 +141,9 @@ fn document(
     set: &[String],
 ) -> Result<(String, Value), String> {
     let mut doc = match file {
-        Some(f) => serde_json::to_value(DeploymentSpec::from_file(f).map_err(|e| e.message)?.0)
-            .map_err(|e| e.to_string())?,
+        Some(f) => {
+            serde_json::to_value(DeploymentSpec::from_file(f).map_err(|e| e.message)?.0).map_err(|e| e.to_string())?
+        }
         None => json!({}),
     };
     if let Some(n) = &name {
@@ -205,13 +162,7 @@ fn document(
 }
 
 /// Waits for a terminal state (unless --no-wait), showing progress on a terminal, then prints.
-fn finish(
-    admin: &AdminClient,
-    name: &str,
-    shown: Value,
-    no_wait: bool,
-    global: &GlobalArgs,
-) -> Result<(), String> {
+fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: &GlobalArgs) -> Result<(), String> {
     if no_wait {
         return print(&shown, global);
     }
@@ -219,19 +170,10 @@ fn finish(
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let current = admin
-            .call("GET", &format!("/v1/deployments/{name}"), None)?
-            .ok_json()?;
-        let state = current
-            .get("provisioning_state")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let current = admin.call("GET", &format!("/v1/deployments/{name}"), None)?.ok_json()?;
+        let state = current.get("provisioning_state").and_then(Value::as_str).unwrap_or("").to_string();
         if tty && state != last {
-            eprint!(
-                "\r{name}: {state} ({:.1}s)   ",
-                start.elapsed().as_secs_f64()
-            );
+            eprint!("\r{name}: {state} ({:.1}s)   ", start.elapsed().as_secs_f64());
             let _ = std::io::stderr().flush();
             last = state.clone();
         }
@@ -246,10 +188,7 @@ fn finish(
                 if tty {
                     eprintln!();
                 }
-                let error = current
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
+                let error = current.get("error").and_then(Value::as_str).unwrap_or("unknown error");
                 return Err(format!("deployment {name} failed: {error}"));
             }
             _ => std::thread::sleep(Duration::from_millis(50)),

@@ -94,18 +94,10 @@ pub enum KeyTypeArg {
 pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
     let admin = AdminClient::new(global);
     match verb {
-        EndpointVerb::Create {
-            name,
-            file,
-            auth_mode,
-            set,
-            no_wait: _,
-        } => {
+        EndpointVerb::Create { name, file, auth_mode, set, no_wait: _ } => {
             let mut doc = match &file {
-                Some(f) => {
-                    serde_json::to_value(EndpointSpec::from_file(f).map_err(|e| e.message)?.0)
-                        .map_err(|e| e.to_string())?
-                }
+                Some(f) => serde_json::to_value(EndpointSpec::from_file(f).map_err(|e| e.message)?.0)
+                    .map_err(|e| e.to_string())?,
                 None => json!({}),
             };
             if let Some(n) = name {
@@ -116,24 +108,12 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
             }
             output::merge(&mut doc, &output::set_document(&set)?);
             if doc.get("name").is_none() {
-                return Err(
-                    "give the endpoint a name: --name NAME or a `name` in the --file".into(),
-                );
+                return Err("give the endpoint a name: --name NAME or a `name` in the --file".into());
             }
-            print(
-                &admin.call("PUT", "/v1/endpoint", Some(&doc))?.ok_json()?,
-                global,
-            )
+            print(&admin.call("PUT", "/v1/endpoint", Some(&doc))?.ok_json()?, global)
         }
         EndpointVerb::Show { name } => print(&hosted(&admin, name.as_deref())?, global),
-        EndpointVerb::Update {
-            name,
-            file,
-            traffic,
-            mirror_traffic,
-            set,
-            no_wait: _,
-        } => {
+        EndpointVerb::Update { name, file, traffic, mirror_traffic, set, no_wait: _ } => {
             hosted(&admin, name.as_deref())?;
             let mut patch = json!({});
             if let Some(f) = file {
@@ -147,58 +127,34 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
                 }
             }
             if let Some(t) = traffic {
-                patch["traffic"] =
-                    json!(parse_assignments(&t, "--traffic").map_err(|e| e.message)?);
+                patch["traffic"] = json!(parse_assignments(&t, "--traffic").map_err(|e| e.message)?);
             }
             if let Some(m) = mirror_traffic {
-                patch["mirror_traffic"] =
-                    json!(parse_assignments(&m, "--mirror-traffic").map_err(|e| e.message)?);
+                patch["mirror_traffic"] = json!(parse_assignments(&m, "--mirror-traffic").map_err(|e| e.message)?);
             }
             output::merge(&mut patch, &output::set_document(&set)?);
             if patch.as_object().is_some_and(|m| m.is_empty()) {
-                return Err(
-                    "nothing to update: give --traffic, --mirror-traffic, --file or --set".into(),
-                );
+                return Err("nothing to update: give --traffic, --mirror-traffic, --file or --set".into());
             }
-            print(
-                &admin
-                    .call("PATCH", "/v1/endpoint", Some(&patch))?
-                    .ok_json()?,
-                global,
-            )
+            print(&admin.call("PATCH", "/v1/endpoint", Some(&patch))?.ok_json()?, global)
         }
         EndpointVerb::List => {
             let reply = admin.call("GET", "/v1/endpoint", None)?;
-            let list = if reply.status == 404 {
-                json!([])
-            } else {
-                json!([reply.ok_json()?])
-            };
+            let list = if reply.status == 404 { json!([]) } else { json!([reply.ok_json()?]) };
             print(&list, global)
         }
-        EndpointVerb::Delete {
-            name,
-            yes: _,
-            no_wait: _,
-        } => {
+        EndpointVerb::Delete { name, yes: _, no_wait: _ } => {
             hosted(&admin, name.as_deref())?;
             admin.call("DELETE", "/v1/endpoint", None)?.ok_json()?;
             Ok(())
         }
-        EndpointVerb::Invoke {
-            name,
-            request_file,
-            deployment_name,
-        } => {
+        EndpointVerb::Invoke { name, request_file, deployment_name } => {
             let endpoint = hosted(&admin, name.as_deref())?;
             invoke(&admin, &endpoint, &request_file, deployment_name.as_deref())
         }
         EndpointVerb::GetCredentials { name } => {
             hosted(&admin, name.as_deref())?;
-            print(
-                &admin.call("GET", "/v1/endpoint/keys", None)?.ok_json()?,
-                global,
-            )
+            print(&admin.call("GET", "/v1/endpoint/keys", None)?.ok_json()?, global)
         }
         EndpointVerb::RegenerateKeys { name, key_type } => {
             hosted(&admin, name.as_deref())?;
@@ -206,13 +162,7 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
                 KeyTypeArg::Primary => "primary",
                 KeyTypeArg::Secondary => "secondary",
             };
-            admin
-                .call(
-                    "POST",
-                    "/v1/endpoint/keys/regenerate",
-                    Some(&json!({"keyType": key_type})),
-                )?
-                .ok_json()?;
+            admin.call("POST", "/v1/endpoint/keys/regenerate", Some(&json!({"keyType": key_type})))?.ok_json()?;
             Ok(())
         }
     }
@@ -224,9 +174,7 @@ pub fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> 
     if let Some(n) = name {
         let actual = endpoint.get("name").and_then(Value::as_str).unwrap_or("");
         if actual != n {
-            return Err(format!(
-                "endpoint {n:?} not found: this server hosts endpoint {actual:?}"
-            ));
+            return Err(format!("endpoint {n:?} not found: this server hosts endpoint {actual:?}"));
         }
     }
     Ok(endpoint)
@@ -234,19 +182,9 @@ pub fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> 
 
 /// Posts the request file to the scoring URI with the endpoint's credentials and prints the
 /// answer body.
-fn invoke(
-    admin: &AdminClient,
-    endpoint: &Value,
-    file: &PathBuf,
-    deployment: Option<&str>,
-) -> Result<(), String> {
-    let body = std::fs::read(file)
-        .map_err(|e| format!("cannot read --request-file {}: {e}", file.display()))?;
-    let uri = endpoint
-        .get("scoring_uri")
-        .and_then(Value::as_str)
-        .ok_or("the endpoint has no scoring_uri")?
-        .to_string();
+fn invoke(admin: &AdminClient, endpoint: &Value, file: &PathBuf, deployment: Option<&str>) -> Result<(), String> {
+    let body = std::fs::read(file).map_err(|e| format!("cannot read --request-file {}: {e}", file.display()))?;
+    let uri = endpoint.get("scoring_uri").and_then(Value::as_str).ok_or("the endpoint has no scoring_uri")?.to_string();
     let creds = admin.call("GET", "/v1/endpoint/keys", None)?.ok_json()?;
     let secret = creds
         .get("primaryKey")
@@ -260,9 +198,7 @@ fn invoke(
     if let Some(d) = deployment {
         headers.push(("azureml-model-deployment".to_string(), d.to_string()));
     }
-    let reply = admin
-        .send("POST", &uri, &headers, Some(&body))
-        .map_err(|e| format!("cannot reach {uri}: {e}"))?;
+    let reply = admin.send("POST", &uri, &headers, Some(&body)).map_err(|e| format!("cannot reach {uri}: {e}"))?;
     if (200..300).contains(&reply.status) {
         println!("{}", reply.body.trim_end());
         Ok(())

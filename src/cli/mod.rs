@@ -27,20 +27,10 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Admin API of the server to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "SWITCHYARD_ADMIN_URL",
-        default_value = "http://127.0.0.1:5002"
-    )]
+    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_URL", default_value = "http://127.0.0.1:5002")]
     pub server: String,
     /// Admin token, when the server requires one.
-    #[arg(
-        long,
-        global = true,
-        env = "SWITCHYARD_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// JMESPath query applied to the output (as in the Azure CLI).
     #[arg(long, global = true)]
@@ -133,11 +123,7 @@ fn report(result: Result<(), String>) -> i32 {
 
 fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
     crate::telemetry::init_tracing();
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = ServeOptions {
         host: args.host,
         port: args.port,
@@ -149,11 +135,7 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         token_lifetime: Duration::from_secs(args.token_lifetime_secs.max(1)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: cannot start the async runtime: {e}");

@@ -13,15 +13,9 @@ pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
     match global.output {
         OutputFormat::None => {}
         OutputFormat::Json | OutputFormat::Jsonc => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
-            )
+            println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?)
         }
-        OutputFormat::Yaml => print!(
-            "{}",
-            serde_norway::to_string(&value).map_err(|e| e.to_string())?
-        ),
+        OutputFormat::Yaml => print!("{}", serde_norway::to_string(&value).map_err(|e| e.to_string())?),
         OutputFormat::Tsv => {
             for line in tsv_lines(&value) {
                 println!("{line}");
@@ -33,11 +27,8 @@ pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
 
 /// Evaluates a JMESPath expression.
 pub fn query(value: &Value, expression: &str) -> Result<Value, String> {
-    let expr = jmespath::compile(expression)
-        .map_err(|e| format!("invalid --query {expression:?}: {e}"))?;
-    let found = expr
-        .search(value.clone())
-        .map_err(|e| format!("--query {expression:?} failed: {e}"))?;
+    let expr = jmespath::compile(expression).map_err(|e| format!("invalid --query {expression:?}: {e}"))?;
+    let found = expr.search(value.clone()).map_err(|e| format!("--query {expression:?} failed: {e}"))?;
     serde_json::to_value(&*found).map_err(|e| e.to_string())
 }
 
@@ -52,12 +43,9 @@ pub fn tsv_lines(value: &Value) -> Vec<String> {
 
 fn tsv_row(value: &Value) -> String {
     match value {
-        Value::Object(m) => m
-            .values()
-            .filter(|v| !v.is_object() && !v.is_array())
-            .map(scalar)
-            .collect::<Vec<_>>()
-            .join("\t"),
+        Value::Object(m) => {
+            m.values().filter(|v| !v.is_object() && !v.is_array()).map(scalar).collect::<Vec<_>>().join("\t")
+        }
         Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join("\t"),
         other => scalar(other),
     }
@@ -83,27 +71,24 @@ fn scalar(value: &Value) -> String {
 pub fn set_document(pairs: &[String]) -> Result<Value, String> {
     let mut doc = Value::Object(Default::default());
     for pair in pairs {
-        let (path, raw) = pair.split_once('=').ok_or_else(|| {
-            format!("--set expects KEY=VALUE (e.g. instance_count=2), got {pair:?}")
-        })?;
+        let (path, raw) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects KEY=VALUE (e.g. instance_count=2), got {pair:?}"))?;
         let keys: Vec<&str> = path.split('.').collect();
         if keys.iter().any(|k| k.trim().is_empty()) {
             return Err(format!("--set key {path:?} has an empty part"));
         }
-        let value =
-            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
         let mut node = &mut doc;
         for (i, key) in keys.iter().enumerate() {
-            let map = node.as_object_mut().ok_or_else(|| {
-                format!("--set {path:?}: {key} is inside a value that is not a mapping")
-            })?;
+            let map = node
+                .as_object_mut()
+                .ok_or_else(|| format!("--set {path:?}: {key} is inside a value that is not a mapping"))?;
             if i + 1 == keys.len() {
                 map.insert(key.to_string(), value.clone());
                 break;
             }
-            node = map
-                .entry(key.to_string())
-                .or_insert_with(|| Value::Object(Default::default()));
+            node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()));
         }
     }
     Ok(doc)

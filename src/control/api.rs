@@ -29,28 +29,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/endpoint", web::patch().to(patch_endpoint))
         .route("/v1/endpoint", web::delete().to(delete_endpoint))
         .route("/v1/endpoint/keys", web::get().to(get_keys))
-        .route(
-            "/v1/endpoint/keys/regenerate",
-            web::post().to(regenerate_keys),
-        )
+        .route("/v1/endpoint/keys/regenerate", web::post().to(regenerate_keys))
         .route("/v1/deployments", web::get().to(list_deployments))
         .route("/v1/deployments/{name}", web::get().to(get_deployment))
         .route("/v1/deployments/{name}", web::put().to(put_deployment))
         .route("/v1/deployments/{name}", web::patch().to(patch_deployment))
-        .route(
-            "/v1/deployments/{name}",
-            web::delete().to(delete_deployment),
-        )
-        .route(
-            "/v1/deployments/{name}/logs",
-            web::get().to(deployment_logs),
-        )
+        .route("/v1/deployments/{name}", web::delete().to(delete_deployment))
+        .route("/v1/deployments/{name}/logs", web::get().to(deployment_logs))
         .route("/metrics", web::get().to(metrics))
         .default_service(web::to(|| async {
-            error_response(
-                404,
-                "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /metrics)",
-            )
+            error_response(404, "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /metrics)")
         }));
 }
 
@@ -70,19 +58,16 @@ fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         return None;
     }
-    let mut r = error_response(401, "the admin API needs `Authorization: Bearer <admin token>` (set SWITCHYARD_ADMIN_TOKEN for the CLI)");
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
+    let mut r = error_response(
+        401,
+        "the admin API needs `Authorization: Bearer <admin token>` (set SWITCHYARD_ADMIN_TOKEN for the CLI)",
     );
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     Some(r)
 }
 
@@ -97,15 +82,12 @@ macro_rules! guard {
 /// Reads a JSON or YAML body (YAML is a superset of JSON, so both parse).
 fn parse_body(body: &Bytes) -> Result<Value, SpecError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(SpecError::invalid(
-            "the request body is empty: send the fields as JSON (or YAML)",
-        ));
+        return Err(SpecError::invalid("the request body is empty: send the fields as JSON (or YAML)"));
     }
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Ok(v);
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| SpecError::invalid("the request body is not UTF-8 text"))?;
+    let text = std::str::from_utf8(body).map_err(|_| SpecError::invalid("the request body is not UTF-8 text"))?;
     serde_norway::from_str::<Value>(text)
         .map_err(|e| SpecError::invalid(format!("the request body is neither JSON nor YAML: {e}")))
 }
@@ -139,11 +121,7 @@ async fn patch_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpRespon
 
 async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(
-        data.control
-            .delete_endpoint()
-            .map(|()| json!({"message": "endpoint deleted"})),
-    )
+    reply(data.control.delete_endpoint().map(|()| json!({"message": "endpoint deleted"})))
 }
 
 async fn get_keys(req: HttpRequest, data: Data) -> HttpResponse {
@@ -154,9 +132,7 @@ async fn get_keys(req: HttpRequest, data: Data) -> HttpResponse {
 async fn regenerate_keys(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(
-        parse_body(&body)
-            .and_then(|v| data.control.regenerate_key(v))
-            .map(|()| json!({"message": "key regenerated"})),
+        parse_body(&body).and_then(|v| data.control.regenerate_key(v)).map(|()| json!({"message": "key regenerated"})),
     )
 }
 
@@ -177,12 +153,7 @@ struct PutQuery {
     all_traffic: bool,
 }
 
-async fn put_deployment(
-    req: HttpRequest,
-    name: web::Path<String>,
-    body: Bytes,
-    data: Data,
-) -> HttpResponse {
+async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
     guard!(req, data);
     let all_traffic = match web::Query::<PutQuery>::from_query(req.query_string()) {
         Ok(q) => q.all_traffic,
@@ -195,23 +166,14 @@ async fn put_deployment(
     }
 }
 
-async fn patch_deployment(
-    req: HttpRequest,
-    name: web::Path<String>,
-    body: Bytes,
-    data: Data,
-) -> HttpResponse {
+async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(parse_body(&body).and_then(|v| data.control.patch_deployment(&name, v)))
 }
 
 async fn delete_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(
-        data.control
-            .delete_deployment(&name)
-            .map(|()| json!({"message": format!("deployment {name} deleted")})),
-    )
+    reply(data.control.delete_deployment(&name).map(|()| json!({"message": format!("deployment {name} deleted")})))
 }
 
 /// `?lines=N` for logs.
@@ -232,9 +194,7 @@ async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) 
             if !text.is_empty() {
                 text.push('\n');
             }
-            HttpResponse::Ok()
-                .content_type("text/plain; charset=utf-8")
-                .body(text)
+            HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text)
         }
         Err(e) => error_response(e.status, &e.message),
     }

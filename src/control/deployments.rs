@@ -11,12 +11,7 @@ use crate::deployment::{Deployment, ProvisioningState};
 use crate::spec::{DeploymentSpec, SpecError, MAX_DEPLOYMENTS};
 
 /// Fields whose change needs new instances (the model or the hook changes).
-const REPLACING_FIELDS: &[&str] = &[
-    "model",
-    "code_configuration",
-    "environment",
-    "environment_variables",
-];
+const REPLACING_FIELDS: &[&str] = &["model", "code_configuration", "environment", "environment_variables"];
 
 impl ControlPlane {
     /// `PUT /v1/deployments/{name}`: creates a deployment, or replaces an existing one (the old
@@ -35,9 +30,7 @@ impl ControlPlane {
         self.check_endpoint_name(&state, &spec)?;
         let exists = state.deployments.contains_key(name);
         if !exists && state.deployments.len() >= MAX_DEPLOYMENTS {
-            return Err(SpecError::conflict(format!(
-                "an endpoint holds at most {MAX_DEPLOYMENTS} deployments"
-            )));
+            return Err(SpecError::conflict(format!("an endpoint holds at most {MAX_DEPLOYMENTS} deployments")));
         }
         if let Some(record) = state.deployments.get(name) {
             let s = record.live.state.get();
@@ -58,11 +51,7 @@ impl ControlPlane {
         } else {
             state.deployments.insert(
                 name.to_string(),
-                DeploymentRecord {
-                    spec: spec.clone(),
-                    live: Arc::clone(&fresh),
-                    generation,
-                },
+                DeploymentRecord { spec: spec.clone(), live: Arc::clone(&fresh), generation },
             );
             if let Some(ep) = state.endpoint.as_mut() {
                 ep.spec.traffic.insert(name.to_string(), 0);
@@ -79,21 +68,12 @@ impl ControlPlane {
     /// deployment. A change of instance count, request settings or labels is applied in place
     /// (scaling adds or drains instances without dropping a request); a change of the model or
     /// hook replaces the deployment as `PUT` does.
-    pub fn patch_deployment(
-        self: &Arc<Self>,
-        name: &str,
-        patch: Value,
-    ) -> Result<Value, SpecError> {
+    pub fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<Value, SpecError> {
         if !patch.is_object() {
-            return Err(SpecError::invalid(
-                "a deployment update must be a JSON object, e.g. {\"instance_count\": 2}",
-            ));
+            return Err(SpecError::invalid("a deployment update must be a JSON object, e.g. {\"instance_count\": 2}"));
         }
         let state = self.lock();
-        let record = state
-            .deployments
-            .get(name)
-            .ok_or_else(|| unknown_deployment(name, &state))?;
+        let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
         merge_patch(&mut merged, &patch);
         let replace = REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some());
@@ -162,10 +142,7 @@ impl ControlPlane {
     /// `GET /v1/deployments/{name}`.
     pub fn get_deployment(&self, name: &str) -> Result<Value, SpecError> {
         let state = self.lock();
-        let record = state
-            .deployments
-            .get(name)
-            .ok_or_else(|| unknown_deployment(name, &state))?;
+        let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         Ok(self.deployment_view(record))
     }
 
@@ -175,31 +152,20 @@ impl ControlPlane {
         if state.endpoint.is_none() {
             return Err(no_endpoint());
         }
-        Ok(Value::Array(
-            state
-                .deployments
-                .values()
-                .map(|r| self.deployment_view(r))
-                .collect(),
-        ))
+        Ok(Value::Array(state.deployments.values().map(|r| self.deployment_view(r)).collect()))
     }
 
     /// `GET /v1/deployments/{name}/logs?lines=N`.
     pub fn deployment_logs(&self, name: &str, lines: usize) -> Result<Vec<String>, SpecError> {
         let state = self.lock();
-        let record = state
-            .deployments
-            .get(name)
-            .ok_or_else(|| unknown_deployment(name, &state))?;
+        let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         Ok(record.live.logs.tail(lines))
     }
 
     /// Drains and drops a deployment that left the routing table.
     pub(super) fn retire(&self, deployment: Arc<Deployment>) {
         deployment.state.set(ProvisioningState::Deleting, None);
-        deployment
-            .logs
-            .push("deployment removed: draining in-flight requests");
+        deployment.logs.push("deployment removed: draining in-flight requests");
         self.metrics.remove_deployment(&deployment.name);
         self.runtime.spawn(async move {
             let n = deployment.pool.ready();
@@ -219,8 +185,7 @@ impl ControlPlane {
             let count = spec.instance_count as usize;
             fresh.logs.push(format!("loading {count} instance(s)"));
             let outcome = fresh.pool.add(count).await;
-            cp.finish_load(spec, fresh, generation, all_traffic, outcome)
-                .await;
+            cp.finish_load(spec, fresh, generation, all_traffic, outcome).await;
         });
     }
 
@@ -251,11 +216,7 @@ impl ControlPlane {
     ) -> Option<Arc<Deployment>> {
         let name = spec.name.clone();
         let mut state = self.lock();
-        let current = state
-            .deployments
-            .get(&name)
-            .filter(|r| r.generation == generation)
-            .map(|r| Arc::clone(&r.live));
+        let current = state.deployments.get(&name).filter(|r| r.generation == generation).map(|r| Arc::clone(&r.live));
         let Some(current) = current else {
             // Deleted or replaced again while loading: this version never serves.
             fresh.state.set(ProvisioningState::Deleting, None);
@@ -265,9 +226,7 @@ impl ControlPlane {
         match outcome {
             Ok(()) => {
                 fresh.state.set(ProvisioningState::Succeeded, None);
-                fresh
-                    .logs
-                    .push(format!("ready: {} instance(s)", fresh.pool.ready()));
+                fresh.logs.push(format!("ready: {} instance(s)", fresh.pool.ready()));
                 tracing::info!(deployment = %name, "deployment ready");
                 let record = state.deployments.get_mut(&name).expect("found above");
                 record.spec = spec;
@@ -295,9 +254,7 @@ impl ControlPlane {
                 if replacing {
                     current.state.set(
                         ProvisioningState::Failed,
-                        Some(format!(
-                            "update failed, the previous version keeps serving: {error}"
-                        )),
+                        Some(format!("update failed, the previous version keeps serving: {error}")),
                     );
                 } else {
                     fresh.state.set(ProvisioningState::Failed, Some(error));
@@ -310,9 +267,7 @@ impl ControlPlane {
 
     fn scale_in_background(&self, deployment: Arc<Deployment>, from: usize, to: usize) {
         self.runtime.spawn(async move {
-            deployment
-                .logs
-                .push(format!("scaling from {from} to {to} instance(s)"));
+            deployment.logs.push(format!("scaling from {from} to {to} instance(s)"));
             let outcome = if to > from {
                 deployment.pool.add(to - from).await
             } else {
@@ -321,17 +276,12 @@ impl ControlPlane {
             };
             match outcome {
                 Ok(()) => {
-                    deployment
-                        .logs
-                        .push(format!("scaled to {} instance(s)", deployment.pool.ready()));
+                    deployment.logs.push(format!("scaled to {} instance(s)", deployment.pool.ready()));
                     deployment.state.set(ProvisioningState::Succeeded, None);
                 }
                 Err(e) => {
                     deployment.logs.push(format!("scale-up failed: {e}"));
-                    deployment.state.set(
-                        ProvisioningState::Failed,
-                        Some(format!("scale-up failed: {e}")),
-                    );
+                    deployment.state.set(ProvisioningState::Failed, Some(format!("scale-up failed: {e}")));
                 }
             }
         });
@@ -339,7 +289,9 @@ impl ControlPlane {
 
     fn check_endpoint_name(&self, state: &State, spec: &DeploymentSpec) -> Result<(), SpecError> {
         let ep = state.endpoint.as_ref().ok_or_else(|| {
-            SpecError::conflict("this server has no endpoint yet: create it before its deployments (`online-endpoint create`)")
+            SpecError::conflict(
+                "this server has no endpoint yet: create it before its deployments (`online-endpoint create`)",
+            )
         })?;
         match &spec.endpoint_name {
             Some(n) if *n != ep.spec.name => Err(SpecError::invalid(format!(
@@ -359,10 +311,7 @@ impl ControlPlane {
             if let Some(e) = record.live.state.error() {
                 m.insert("error".into(), Value::String(e));
             }
-            m.insert(
-                "instances".into(),
-                serde_json::json!(record.live.pool.counts()),
-            );
+            m.insert("instances".into(), serde_json::json!(record.live.pool.counts()));
             if let Some(ep) = self.published_endpoint_name() {
                 m.entry("endpoint_name").or_insert(Value::String(ep));
             }
@@ -372,20 +321,14 @@ impl ControlPlane {
 
     /// The endpoint's name from the routing snapshot (readable while the state lock is held).
     fn published_endpoint_name(&self) -> Option<String> {
-        self.routing
-            .load()
-            .endpoint
-            .as_ref()
-            .map(|e| e.name.clone())
+        self.routing.load().endpoint.as_ref().map(|e| e.name.clone())
     }
 }
 
 /// Sets the body's `name` from the URL (or checks they agree).
 fn with_name(body: Value, name: &str) -> Result<Value, SpecError> {
     let Value::Object(mut m) = body else {
-        return Err(SpecError::invalid(
-            "a deployment must be a JSON or YAML mapping of fields",
-        ));
+        return Err(SpecError::invalid("a deployment must be a JSON or YAML mapping of fields"));
     };
     match m.get("name") {
         None | Some(Value::Null) => {
@@ -433,11 +376,7 @@ fn unknown_deployment(name: &str, state: &State) -> SpecError {
     let known: Vec<&str> = state.deployments.keys().map(String::as_str).collect();
     SpecError::not_found(format!(
         "deployment {name:?} does not exist (deployments: {})",
-        if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
-        }
+        if known.is_empty() { "none".to_string() } else { known.join(", ") }
     ))
 }
 

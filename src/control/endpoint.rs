@@ -38,14 +38,8 @@ impl ControlPlane {
             Some(old) if old.credentials.auth_mode == spec.auth_mode => old.credentials,
             _ => Credentials::generate(spec.auth_mode, self.token_lifetime),
         };
-        state.endpoint = Some(EndpointRecord {
-            spec: EndpointSpec {
-                traffic: live,
-                mirror_traffic: mirror,
-                ..spec
-            },
-            credentials,
-        });
+        state.endpoint =
+            Some(EndpointRecord { spec: EndpointSpec { traffic: live, mirror_traffic: mirror, ..spec }, credentials });
         self.publish(&state);
         Ok((self.endpoint_view(&state), created, ignored))
     }
@@ -54,7 +48,9 @@ impl ControlPlane {
     /// replaces the whole split (deployments not named get 0).
     pub fn patch_endpoint(&self, body: Value) -> Result<Value, SpecError> {
         let Value::Object(fields) = body else {
-            return Err(SpecError::invalid("an endpoint update must be a JSON object, e.g. {\"traffic\": {\"blue\": 90, \"green\": 10}}"));
+            return Err(SpecError::invalid(
+                "an endpoint update must be a JSON object, e.g. {\"traffic\": {\"blue\": 90, \"green\": 10}}",
+            ));
         };
         if let Some(key) = fields.keys().find(|k| !PATCHABLE.contains(&k.as_str())) {
             return Err(SpecError::invalid(format!(
@@ -81,25 +77,14 @@ impl ControlPlane {
             None => ep.spec.description.clone(),
             Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                return Err(SpecError::invalid(format!(
-                    "description must be a string, got {other}"
-                )))
-            }
+            Some(other) => return Err(SpecError::invalid(format!("description must be a string, got {other}"))),
         };
         let tags = match fields.get("tags") {
             None => ep.spec.tags.clone(),
             Some(Value::Object(m)) => m.clone().into_iter().collect(),
-            Some(_) => {
-                return Err(SpecError::invalid(
-                    "tags must be a mapping of name to value",
-                ))
-            }
+            Some(_) => return Err(SpecError::invalid("tags must be a mapping of name to value")),
         };
-        let ep = state
-            .endpoint
-            .as_mut()
-            .expect("checked above while holding the lock");
+        let ep = state.endpoint.as_mut().expect("checked above while holding the lock");
         ep.spec.traffic = live;
         ep.spec.mirror_traffic = mirror;
         ep.spec.description = description;
@@ -115,9 +100,7 @@ impl ControlPlane {
         if state.endpoint.is_none() {
             return Err(no_endpoint());
         }
-        let removed: Vec<_> = std::mem::take(&mut state.deployments)
-            .into_values()
-            .collect();
+        let removed: Vec<_> = std::mem::take(&mut state.deployments).into_values().collect();
         state.endpoint = None;
         self.publish(&state);
         drop(state);
@@ -146,22 +129,16 @@ impl ControlPlane {
                 "secondaryKey": ep.credentials.secondary_key,
             }),
             AuthMode::AmlToken => {
-                serde_json::to_value(ep.credentials.issue_token(SystemTime::now()))
-                    .unwrap_or(Value::Null)
+                serde_json::to_value(ep.credentials.issue_token(SystemTime::now())).unwrap_or(Value::Null)
             }
         })
     }
 
     /// `POST /v1/endpoint/keys/regenerate`: replaces one key at once; the other keeps working.
     pub fn regenerate_key(&self, body: Value) -> Result<(), SpecError> {
-        let which: KeyType = body
-            .get("keyType")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| {
-                SpecError::invalid(
-                    "expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}",
-                )
+        let which: KeyType =
+            body.get("keyType").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
+                SpecError::invalid("expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}")
             })?;
         let mut state = self.lock();
         let ep = state.endpoint.as_mut().ok_or_else(no_endpoint)?;
@@ -221,5 +198,7 @@ fn check_can_serve(state: &State, live: &Traffic) -> Result<(), SpecError> {
 }
 
 pub(super) fn no_endpoint() -> SpecError {
-    SpecError::not_found("this server has no endpoint yet: create one with `switchyard online-endpoint create -f endpoint.yml`")
+    SpecError::not_found(
+        "this server has no endpoint yet: create one with `switchyard online-endpoint create -f endpoint.yml`",
+    )
 }

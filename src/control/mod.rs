@@ -83,10 +83,7 @@ impl ControlPlane {
             let state = self.lock();
             for record in state.deployments.values() {
                 let c = record.live.pool.counts();
-                record
-                    .live
-                    .metrics
-                    .set_instances(c.ready, c.loading, c.draining, c.failed);
+                record.live.metrics.set_instances(c.ready, c.loading, c.draining, c.failed);
             }
         }
         self.metrics.render()
@@ -108,22 +105,9 @@ impl ControlPlane {
                     endpoint: Some(EndpointView {
                         name: ep.spec.name.clone(),
                         credentials: ep.credentials.clone(),
-                        deployments: state
-                            .deployments
-                            .iter()
-                            .map(|(n, r)| (n.clone(), Arc::clone(&r.live)))
-                            .collect(),
-                        split: WeightedSplit::new(
-                            ep.spec
-                                .traffic
-                                .iter()
-                                .filter_map(|(n, w)| live(n).map(|d| (d, *w))),
-                        ),
-                        mirror: ep
-                            .spec
-                            .mirror_traffic
-                            .iter()
-                            .find_map(|(n, p)| live(n).map(|d| (d, *p))),
+                        deployments: state.deployments.iter().map(|(n, r)| (n.clone(), Arc::clone(&r.live))).collect(),
+                        split: WeightedSplit::new(ep.spec.traffic.iter().filter_map(|(n, w)| live(n).map(|d| (d, *w)))),
+                        mirror: ep.spec.mirror_traffic.iter().find_map(|(n, p)| live(n).map(|d| (d, *p))),
                     }),
                 }
             }

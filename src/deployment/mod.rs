@@ -81,21 +81,14 @@ impl Deployment {
             capacity: AtomicUsize::new(0),
         });
         deployment.set_capacity(spec);
-        deployment.logs.push(format!(
-            "deployment {} created: {}",
-            spec.name,
-            hooks::describe(&kind)
-        ));
+        deployment.logs.push(format!("deployment {} created: {}", spec.name, hooks::describe(&kind)));
         deployment
     }
 
     /// Recomputes the admission cap from the spec (after create or scale).
     pub fn set_capacity(&self, spec: &DeploymentSpec) {
         let per_instance = spec.request_settings.max_concurrent_requests_per_instance as usize;
-        self.capacity.store(
-            2 * per_instance * spec.instance_count as usize,
-            Ordering::Relaxed,
-        );
+        self.capacity.store(2 * per_instance * spec.instance_count as usize, Ordering::Relaxed);
     }
 
     /// Requests admitted and not yet answered.
@@ -121,14 +114,11 @@ impl Deployment {
             None => Err(ScoreError::Overloaded),
             Some(_admitted) => {
                 let offload = role == Role::mirror;
-                self.pool
-                    .run(body, content_type, offload)
-                    .await
-                    .map_err(|e| match e {
-                        RunError::NoInstance => ScoreError::NotReady,
-                        RunError::BadInput(m) => ScoreError::BadInput(m),
-                        RunError::Failed(m) => ScoreError::ModelFailed(m),
-                    })
+                self.pool.run(body, content_type, offload).await.map_err(|e| match e {
+                    RunError::NoInstance => ScoreError::NotReady,
+                    RunError::BadInput(m) => ScoreError::BadInput(m),
+                    RunError::Failed(m) => ScoreError::ModelFailed(m),
+                })
             }
         };
         let elapsed = start.elapsed();
@@ -143,8 +133,7 @@ impl Deployment {
             elapsed.as_secs_f64() * 1e3
         ));
         if let Err(ScoreError::ModelFailed(reason)) = &outcome {
-            self.logs
-                .push(format!("request_id={request_id} model error: {reason}"));
+            self.logs.push(format!("request_id={request_id} model error: {reason}"));
         }
         outcome
     }

@@ -135,9 +135,7 @@ impl InstancePool {
         }
         let mut first_error = None;
         for task in tasks {
-            let outcome = task
-                .await
-                .unwrap_or_else(|e| Err(format!("instance init task failed: {e}")));
+            let outcome = task.await.unwrap_or_else(|e| Err(format!("instance init task failed: {e}")));
             if let Err(e) = outcome {
                 first_error.get_or_insert(e);
             }
@@ -162,9 +160,7 @@ impl InstancePool {
             self.draining.fetch_sub(1, Ordering::Relaxed);
             // A session's teardown frees model memory: keep it off the async threads.
             if let Some(hook) = hook {
-                tokio::task::spawn_blocking(move || {
-                    drop(catch_unwind(AssertUnwindSafe(|| drop(hook))))
-                });
+                tokio::task::spawn_blocking(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
             }
         }
     }
@@ -182,11 +178,7 @@ impl InstancePool {
         }
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
-            Err(TryAcquireError::NoPermits) => self
-                .available
-                .acquire()
-                .await
-                .map_err(|_| RunError::NoInstance)?,
+            Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
             Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
         };
         permit.forget();
@@ -214,9 +206,7 @@ impl InstancePool {
         content_type: Option<&str>,
     ) -> Result<HookResponse, RunError> {
         let start = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            hook.run(HookRequest { body, content_type })
-        }));
+        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type })));
         self.record_cost(start.elapsed().as_nanos() as u64);
         match outcome {
             Ok(result) => {
@@ -233,29 +223,19 @@ impl InstancePool {
                         let _ = pool.add(1).await;
                     });
                 }
-                Err(RunError::Failed(format!(
-                    "the scoring hook panicked: {}",
-                    panic_message(&panic)
-                )))
+                Err(RunError::Failed(format!("the scoring hook panicked: {}", panic_message(&panic))))
             }
         }
     }
 
     fn checkin(&self, hook: Box<dyn ScoringHook>) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(hook);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
         self.available.add_permits(1);
     }
 
     fn record_cost(&self, ns: u64) {
         let old = self.run_cost_ns.load(Ordering::Relaxed);
-        let new = if old == UNMEASURED {
-            ns
-        } else {
-            (old.saturating_mul(7).saturating_add(ns)) / 8
-        };
+        let new = if old == UNMEASURED { ns } else { (old.saturating_mul(7).saturating_add(ns)) / 8 };
         self.run_cost_ns.store(new, Ordering::Relaxed);
     }
 }

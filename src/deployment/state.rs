@@ -47,10 +47,7 @@ pub struct StateCell {
 impl StateCell {
     /// Starts in `state` with no error.
     pub fn new(state: ProvisioningState) -> Self {
-        Self {
-            state: AtomicU8::new(state as u8),
-            error: Mutex::new(None),
-        }
+        Self { state: AtomicU8::new(state as u8), error: Mutex::new(None) }
     }
 
     /// The current state.

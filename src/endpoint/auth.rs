@@ -31,9 +31,7 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("auth_mode", &self.auth_mode)
-            .finish_non_exhaustive()
+        f.debug_struct("Credentials").field("auth_mode", &self.auth_mode).finish_non_exhaustive()
     }
 }
 
@@ -110,18 +108,14 @@ impl Credentials {
     pub fn issue_token(&self, now: SystemTime) -> IssuedToken {
         let lifetime = Duration::from_secs(self.token_lifetime_secs);
         let expiry = now + lifetime;
-        let expiry_secs = expiry
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let expiry_secs = expiry.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let nonce = &random_secret()[..16];
         let payload = format!("{expiry_secs}.{nonce}");
         let signature = hex::encode(self.sign(payload.as_bytes()));
         IssuedToken {
             access_token: format!("{payload}.{signature}"),
             expiry_time_utc: humantime::format_rfc3339_seconds(expiry).to_string(),
-            refresh_after_time_utc: humantime::format_rfc3339_seconds(now + lifetime / 2)
-                .to_string(),
+            refresh_after_time_utc: humantime::format_rfc3339_seconds(now + lifetime / 2).to_string(),
             token_type: "Bearer",
         }
     }
@@ -140,21 +134,15 @@ impl Credentials {
         if !bool::from(expected.as_slice().ct_eq(&signature)) {
             return false;
         }
-        let Some(expiry) = payload
-            .split('.')
-            .next()
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
+        let Some(expiry) = payload.split('.').next().and_then(|s| s.parse::<u64>().ok()) else {
             return false;
         };
-        now.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() < expiry)
-            .unwrap_or(false)
+        now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() < expiry).unwrap_or(false)
     }
 
     fn sign(&self, payload: &[u8]) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(self.token_secret.as_bytes())
-            .expect("HMAC accepts keys of any length");
+        let mut mac =
+            <Hmac<Sha256>>::new_from_slice(self.token_secret.as_bytes()).expect("HMAC accepts keys of any length");
         mac.update(payload);
         mac.finalize().into_bytes().to_vec()
     }
@@ -182,10 +170,7 @@ mod tests {
         assert!(c.allows(Some(secondary.as_bytes())));
         assert!(!c.allows(None));
         assert!(!c.allows(Some(b"Bearer nope")));
-        assert!(
-            !c.allows(Some(c.primary_key.clone().as_bytes())),
-            "the Bearer scheme is required"
-        );
+        assert!(!c.allows(Some(c.primary_key.clone().as_bytes())), "the Bearer scheme is required");
         c.regenerate(KeyType::Primary);
         assert!(!c.allows(Some(primary.as_bytes())));
         assert!(c.allows(Some(secondary.as_bytes())));
@@ -198,9 +183,7 @@ mod tests {
         let t = c.issue_token(now);
         assert!(c.token_valid(t.access_token.as_bytes(), now));
         assert!(!c.token_valid(t.access_token.as_bytes(), now + Duration::from_secs(61)));
-        let forged = t
-            .access_token
-            .replacen(|ch: char| ch.is_ascii_digit(), "9", 1);
+        let forged = t.access_token.replacen(|ch: char| ch.is_ascii_digit(), "9", 1);
         assert!(!c.token_valid(forged.as_bytes(), now));
         let other = Credentials::generate(AuthMode::AmlToken, Duration::from_secs(60));
         assert!(!other.token_valid(t.access_token.as_bytes(), now));

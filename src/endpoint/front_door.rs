@@ -47,27 +47,19 @@ pub async fn score(req: HttpRequest, body: Bytes, state: web::Data<ScoringState>
         Err(response) => return with_ids(response, request_id, client_id.as_deref()),
     };
 
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if let Some(shadow) = shadow {
         mirror(shadow, body.clone(), content_type, request_id);
     }
-    let outcome = deployment
-        .score(body, content_type, Role::live, request_id)
-        .await;
+    let outcome = deployment.score(body, content_type, Role::live, request_id).await;
     let mut response = match outcome {
-        Ok(answer) => {
-            HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
-                .content_type(answer.content_type)
-                .body(answer.body)
-        }
+        Ok(answer) => HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
+            .content_type(answer.content_type)
+            .body(answer.body),
         Err(e) => score_error_response(&e),
     };
     if let Ok(v) = HeaderValue::from_str(&deployment.name) {
-        response
-            .headers_mut()
-            .insert(header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
+        response.headers_mut().insert(header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
     }
     with_ids(response, request_id, client_id.as_deref())
 }
@@ -85,17 +77,12 @@ fn route(
             "this server has no endpoint yet: create one with `switchyard online-endpoint create`",
         ));
     };
-    if !endpoint.credentials.allows(
-        headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-    ) {
+    if !endpoint.credentials.allows(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
         let mut r = error_response(
             401,
             "missing or invalid credentials: send `Authorization: Bearer <key or token>` (see `online-endpoint get-credentials`)",
         );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Err(r);
     }
     if let Some(pinned) = headers.get(DEPLOYMENT_HEADER) {
@@ -104,7 +91,10 @@ fn route(
             Some(d) => Ok((Arc::clone(d), None)),
             None => Err(error_response(
                 404,
-                &format!("deployment {name:?} does not exist in endpoint {:?} ({DEPLOYMENT_HEADER} header)", endpoint.name),
+                &format!(
+                    "deployment {name:?} does not exist in endpoint {:?} ({DEPLOYMENT_HEADER} header)",
+                    endpoint.name
+                ),
             )),
         };
     }
@@ -114,11 +104,8 @@ fn route(
             "no deployment of this endpoint has traffic: set traffic (`online-endpoint update --traffic`) or pin a deployment with the azureml-model-deployment header",
         ));
     };
-    let shadow = endpoint
-        .mirror
-        .as_ref()
-        .filter(|(_, percent)| fastrand::u32(0..100) < *percent)
-        .map(|(d, _)| Arc::clone(d));
+    let shadow =
+        endpoint.mirror.as_ref().filter(|(_, percent)| fastrand::u32(0..100) < *percent).map(|(d, _)| Arc::clone(d));
     Ok((Arc::clone(live), shadow))
 }
 
@@ -126,18 +113,14 @@ fn route(
 fn mirror(shadow: Arc<Deployment>, body: Bytes, content_type: Option<&str>, request_id: &str) {
     if !shadow.has_room() {
         shadow.metrics.mirror_dropped.inc();
-        shadow.logs.push(format!(
-            "request_id={request_id} role=mirror dropped: shadow deployment is full"
-        ));
+        shadow.logs.push(format!("request_id={request_id} role=mirror dropped: shadow deployment is full"));
         return;
     }
     let content_type = content_type.map(str::to_owned);
     let request_id = request_id.to_owned();
     actix_web::rt::spawn(async move {
         // The shadow's answer only feeds its log and metrics.
-        let _ = shadow
-            .score(body, content_type.as_deref(), Role::mirror, &request_id)
-            .await;
+        let _ = shadow.score(body, content_type.as_deref(), Role::mirror, &request_id).await;
     });
 }
 
@@ -151,12 +134,18 @@ fn score_error_response(e: &ScoreError) -> HttpResponse {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        ScoreError::NotReady => error_response(503, "the deployment has no ready instance: it is loading or failed (see `online-deployment show`)"),
+        ScoreError::NotReady => error_response(
+            503,
+            "the deployment has no ready instance: it is loading or failed (see `online-deployment show`)",
+        ),
         ScoreError::BadInput(m) => error_response(400, m),
         ScoreError::ModelFailed(reason) => {
             let mut r = error_response(424, &format!("the model failed to score the request: {reason}"));
             let h = r.headers_mut();
-            h.insert(header::HeaderName::from_static("ms-azureml-model-error-statuscode"), HeaderValue::from_static("500"));
+            h.insert(
+                header::HeaderName::from_static("ms-azureml-model-error-statuscode"),
+                HeaderValue::from_static("500"),
+            );
             h.insert(
                 header::HeaderName::from_static("ms-azureml-model-error-reason"),
                 HeaderValue::from_str(&header_safe(reason)).unwrap_or(HeaderValue::from_static("model_error")),
@@ -192,25 +181,14 @@ fn with_ids(mut response: HttpResponse, request_id: &str, client_id: Option<&str
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(header::HeaderName::from_static("x-request-id"), v.clone());
-        h.insert(
-            header::HeaderName::from_static("x-ms-request-id"),
-            v.clone(),
-        );
-        let client = client_id
-            .and_then(|c| HeaderValue::from_str(c).ok())
-            .unwrap_or(v);
-        h.insert(
-            header::HeaderName::from_static("x-ms-client-request-id"),
-            client,
-        );
+        h.insert(header::HeaderName::from_static("x-ms-request-id"), v.clone());
+        let client = client_id.and_then(|c| HeaderValue::from_str(c).ok()).unwrap_or(v);
+        h.insert(header::HeaderName::from_static("x-ms-client-request-id"), client);
     }
     response
 }
 
 /// Makes free text fit in a header value: visible ASCII only, at most 256 characters.
 fn header_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| if (' '..='~').contains(&c) { c } else { ' ' })
-        .take(256)
-        .collect()
+    text.chars().map(|c| if (' '..='~').contains(&c) { c } else { ' ' }).take(256).collect()
 }

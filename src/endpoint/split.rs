@@ -40,10 +40,7 @@ impl WeightedSplit {
     pub fn pick_with(&self, random_below: impl FnOnce(u32) -> u32) -> Option<&Arc<Deployment>> {
         let total = self.entries.last()?.0;
         let r = random_below(total);
-        self.entries
-            .iter()
-            .find(|(bound, _)| r < *bound)
-            .map(|(_, d)| d)
+        self.entries.iter().find(|(bound, _)| r < *bound).map(|(_, d)| d)
     }
 
     /// The deployments that receive live traffic.

@@ -41,11 +41,7 @@ pub struct HookResponse {
 impl HookResponse {
     /// A 200 JSON answer.
     pub fn json(body: Vec<u8>) -> Self {
-        Self {
-            status: 200,
-            content_type: "application/json",
-            body,
-        }
+        Self { status: 200, content_type: "application/json", body }
     }
 }
 
@@ -78,9 +74,7 @@ pub trait ScoringHook: Send {
 /// Creates one hook instance of the given kind. Blocking: call it off the request path.
 pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
     match kind {
-        HookKind::Onnx { model_file } => {
-            onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _)
-        }
+        HookKind::Onnx { model_file } => onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _),
     }
 }
 

@@ -56,17 +56,8 @@ struct InputSig {
 impl InputSig {
     /// The shape in words, e.g. `[N, 10]`.
     fn shape_text(&self) -> String {
-        let dims: Vec<String> = self
-            .dims
-            .iter()
-            .map(|d| {
-                if *d < 0 {
-                    "N".to_string()
-                } else {
-                    d.to_string()
-                }
-            })
-            .collect();
+        let dims: Vec<String> =
+            self.dims.iter().map(|d| if *d < 0 { "N".to_string() } else { d.to_string() }).collect();
         format!("[{}]", dims.join(", "))
     }
 }
@@ -89,8 +80,7 @@ impl OnnxHook {
     /// Loads the model file into a new session (blocking; may take seconds for big models).
     pub fn load(model_file: &Path, ctx: &InitContext) -> Result<Self, String> {
         let environment = super::ort_runtime::environment()?;
-        let configure =
-            |e: &dyn std::fmt::Display| format!("cannot configure an ONNX Runtime session: {e}");
+        let configure = |e: &dyn std::fmt::Display| format!("cannot configure an ONNX Runtime session: {e}");
         let session = Session::builder(environment)
             .map_err(|e| configure(&e))?
             .with_optimization_level(GraphOptimizationLevel::All)
@@ -113,11 +103,7 @@ impl OnnxHook {
                     input.name()
                 )
             })?;
-            inputs.push(InputSig {
-                name: input.name().to_string(),
-                elem,
-                dims: shape.to_vec(),
-            });
+            inputs.push(InputSig { name: input.name().to_string(), elem, dims: shape.to_vec() });
         }
         let outputs = session
             .outputs()
@@ -131,15 +117,9 @@ impl OnnxHook {
             })
             .collect::<Vec<_>>();
         if !outputs.iter().any(|o| o.elem.is_some()) {
-            return Err(
-                "the model has no numeric tensor output the ONNX hook can return as JSON".into(),
-            );
+            return Err("the model has no numeric tensor output the ONNX hook can return as JSON".into());
         }
-        Ok(Self {
-            session,
-            inputs,
-            outputs,
-        })
+        Ok(Self { session, inputs, outputs })
     }
 
     /// What a request must look like, for error messages.
@@ -152,11 +132,8 @@ impl OnnxHook {
                 only.name
             )
         } else {
-            let list: Vec<String> = self
-                .inputs
-                .iter()
-                .map(|i| format!("{:?}: <{} {}>", i.name, i.elem.name(), i.shape_text()))
-                .collect();
+            let list: Vec<String> =
+                self.inputs.iter().map(|i| format!("{:?}: <{} {}>", i.name, i.elem.name(), i.shape_text())).collect();
             format!("expected {{\"inputs\": {{{}}}}}", list.join(", "))
         }
     }
@@ -166,11 +143,7 @@ impl OnnxHook {
 fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> {
     let shape_ok = sig.dims.is_empty() && array.shape.is_empty()
         || (sig.dims.len() == array.shape.len()
-            && sig
-                .dims
-                .iter()
-                .zip(&array.shape)
-                .all(|(d, n)| *d < 0 || *d as usize == *n));
+            && sig.dims.iter().zip(&array.shape).all(|(d, n)| *d < 0 || *d as usize == *n));
     if !shape_ok {
         return Err(HookError::BadInput(format!(
             "input {:?} expects a {} array of shape {}; got shape {:?}",
@@ -181,14 +154,9 @@ fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> 
         )));
     }
     let shape: Vec<i64> = array.shape.iter().map(|d| *d as i64).collect();
-    let fail =
-        |e: ort::Error| HookError::Failed(format!("cannot build input tensor {:?}: {e}", sig.name));
+    let fail = |e: ort::Error| HookError::Failed(format!("cannot build input tensor {:?}: {e}", sig.name));
     let integers = |bits: u32| -> Result<Vec<i64>, HookError> {
-        let (lo, hi) = if bits == 32 {
-            (i32::MIN as f64, i32::MAX as f64)
-        } else {
-            (-(2f64.powi(63)), 2f64.powi(63))
-        };
+        let (lo, hi) = if bits == 32 { (i32::MIN as f64, i32::MAX as f64) } else { (-(2f64.powi(63)), 2f64.powi(63)) };
         array
             .values
             .iter()
@@ -205,16 +173,12 @@ fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> 
             .collect()
     };
     Ok(match sig.elem {
-        Elem::F64 => Tensor::from_array((shape, array.values))
-            .map_err(fail)?
-            .into_dyn(),
+        Elem::F64 => Tensor::from_array((shape, array.values)).map_err(fail)?.into_dyn(),
         Elem::F32 => {
             let v: Vec<f32> = array.values.iter().map(|x| *x as f32).collect();
             Tensor::from_array((shape, v)).map_err(fail)?.into_dyn()
         }
-        Elem::I64 => Tensor::from_array((shape, integers(64)?))
-            .map_err(fail)?
-            .into_dyn(),
+        Elem::I64 => Tensor::from_array((shape, integers(64)?)).map_err(fail)?.into_dyn(),
         Elem::I32 => {
             let v: Vec<i32> = integers(32)?.into_iter().map(|x| x as i32).collect();
             Tensor::from_array((shape, v)).map_err(fail)?.into_dyn()
@@ -224,12 +188,7 @@ fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> 
 
 /// Writes one output tensor as JSON. `flatten` turns a `[N]` or `[N, 1]` output into a flat
 /// list of N numbers (the `{"data": ...}` answer form).
-fn write_output(
-    out: &mut Vec<u8>,
-    value: &DynValue,
-    elem: Elem,
-    flatten: bool,
-) -> Result<(), HookError> {
+fn write_output(out: &mut Vec<u8>, value: &DynValue, elem: Elem, flatten: bool) -> Result<(), HookError> {
     let fail = |e: ort::Error| HookError::Failed(format!("cannot read model output: {e}"));
     macro_rules! emit {
         ($t:ty, $w:expr) => {{
@@ -245,26 +204,16 @@ fn write_output(
         Elem::F64 => emit!(f64, tensor_json::write_f64),
         Elem::F32 => emit!(f32, tensor_json::write_f32),
         Elem::I64 => emit!(i64, tensor_json::write_i64),
-        Elem::I32 => emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(
-            o, v as i64
-        )),
+        Elem::I32 => emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(o, v as i64)),
     }
     Ok(())
 }
 
 impl ScoringHook for OnnxHook {
     fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
-        let parsed: ScoreRequest = serde_json::from_slice(request.body).map_err(|e| {
-            HookError::BadInput(format!(
-                "request body is not valid: {e}; {}",
-                self.expected()
-            ))
-        })?;
-        let Self {
-            session,
-            inputs,
-            outputs,
-        } = self;
+        let parsed: ScoreRequest = serde_json::from_slice(request.body)
+            .map_err(|e| HookError::BadInput(format!("request body is not valid: {e}; {}", self.expected())))?;
+        let Self { session, inputs, outputs } = self;
         let (feeds, named) = match (parsed.data, parsed.inputs) {
             (Some(data), None) => {
                 let [sig] = inputs.as_slice() else {
@@ -275,13 +224,7 @@ impl ScoringHook for OnnxHook {
                         names.join(", ")
                     )));
                 };
-                (
-                    vec![(
-                        Cow::Owned(sig.name.clone()),
-                        SessionInputValue::from(to_tensor(sig, data)?),
-                    )],
-                    false,
-                )
+                (vec![(Cow::Owned(sig.name.clone()), SessionInputValue::from(to_tensor(sig, data)?))], false)
             }
             (None, Some(mut map)) => {
                 let mut feeds = Vec::with_capacity(inputs.len());
@@ -294,10 +237,7 @@ impl ScoringHook for OnnxHook {
                             sig.shape_text()
                         ))
                     })?;
-                    feeds.push((
-                        Cow::Owned(sig.name.clone()),
-                        SessionInputValue::from(to_tensor(sig, array)?),
-                    ));
+                    feeds.push((Cow::Owned(sig.name.clone()), SessionInputValue::from(to_tensor(sig, array)?)));
                 }
                 if let Some(extra) = map.keys().next() {
                     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
@@ -314,9 +254,9 @@ impl ScoringHook for OnnxHook {
                 ))
             }
         };
-        let results = session.run(feeds).map_err(|e| {
-            HookError::Failed(format!("ONNX Runtime failed to score the request: {e}"))
-        })?;
+        let results = session
+            .run(feeds)
+            .map_err(|e| HookError::Failed(format!("ONNX Runtime failed to score the request: {e}")))?;
         let mut body = Vec::with_capacity(64);
         if named {
             body.extend_from_slice(b"{\"outputs\":{");
@@ -327,8 +267,7 @@ impl ScoringHook for OnnxHook {
                     body.push(b',');
                 }
                 first = false;
-                serde_json::to_writer(&mut body, &sig.name)
-                    .map_err(|e| HookError::Failed(e.to_string()))?;
+                serde_json::to_writer(&mut body, &sig.name).map_err(|e| HookError::Failed(e.to_string()))?;
                 body.push(b':');
                 write_output(&mut body, &results[i], elem, false)?;
             }

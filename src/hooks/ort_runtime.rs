@@ -74,11 +74,7 @@ fn candidates() -> Vec<PathBuf> {
     if let Ok(cwd) = std::env::current_dir() {
         out.push(cwd.join(".ort").join(LIB_NAME));
     }
-    out.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(".ort")
-            .join(LIB_NAME),
-    );
+    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(LIB_NAME));
     let mut seen = std::collections::HashSet::new();
     out.retain(|p| seen.insert(p.clone()));
     out

@@ -36,22 +36,11 @@ pub struct ScoreRequest {
 
 impl<'de> Deserialize<'de> for NestedArray {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut b = Builder {
-            shape: Vec::new(),
-            rank: None,
-            values: Vec::new(),
-        };
-        Level {
-            depth: 0,
-            b: &mut b,
-        }
-        .deserialize(deserializer)?;
+        let mut b = Builder { shape: Vec::new(), rank: None, values: Vec::new() };
+        Level { depth: 0, b: &mut b }.deserialize(deserializer)?;
         let rank = b.rank.unwrap_or(b.shape.len());
         b.shape.truncate(rank);
-        Ok(NestedArray {
-            shape: b.shape,
-            values: b.values,
-        })
+        Ok(NestedArray { shape: b.shape, values: b.values })
     }
 }
 
@@ -74,10 +63,12 @@ impl Level<'_> {
     fn number<E: de::Error>(self, v: f64) -> Result<(), E> {
         match self.b.rank {
             None => self.b.rank = Some(self.depth),
-            Some(r) if r != self.depth => return Err(E::custom(format!(
-                "ragged array: a number at nesting depth {} where other numbers sit at depth {r}",
-                self.depth
-            ))),
+            Some(r) if r != self.depth => {
+                return Err(E::custom(format!(
+                    "ragged array: a number at nesting depth {} where other numbers sit at depth {r}",
+                    self.depth
+                )))
+            }
             Some(_) => {}
         }
         self.b.values.push(v);
@@ -112,9 +103,7 @@ impl<'de> Visitor<'de> for Level<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let depth = self.depth;
         if depth >= MAX_RANK {
-            return Err(de::Error::custom(format!(
-                "arrays nested deeper than {MAX_RANK} levels"
-            )));
+            return Err(de::Error::custom(format!("arrays nested deeper than {MAX_RANK} levels")));
         }
         if let Some(r) = self.b.rank {
             if depth >= r {
@@ -124,13 +113,7 @@ impl<'de> Visitor<'de> for Level<'_> {
             }
         }
         let mut len = 0usize;
-        while seq
-            .next_element_seed(Level {
-                depth: depth + 1,
-                b: &mut *self.b,
-            })?
-            .is_some()
-        {
+        while seq.next_element_seed(Level { depth: depth + 1, b: &mut *self.b })?.is_some() {
             len += 1;
         }
         if self.b.shape.len() <= depth {
@@ -150,18 +133,8 @@ impl<'de> Visitor<'de> for Level<'_> {
 }
 
 /// Writes `values` (row-major) as nested JSON arrays of the given shape.
-pub fn write_nested<T: Copy>(
-    out: &mut Vec<u8>,
-    shape: &[usize],
-    values: &[T],
-    write: &impl Fn(&mut Vec<u8>, T),
-) {
-    fn rec<T: Copy>(
-        out: &mut Vec<u8>,
-        shape: &[usize],
-        values: &[T],
-        write: &impl Fn(&mut Vec<u8>, T),
-    ) {
+pub fn write_nested<T: Copy>(out: &mut Vec<u8>, shape: &[usize], values: &[T], write: &impl Fn(&mut Vec<u8>, T)) {
+    fn rec<T: Copy>(out: &mut Vec<u8>, shape: &[usize], values: &[T], write: &impl Fn(&mut Vec<u8>, T)) {
         match shape.split_first() {
             None => {
                 if let Some(v) = values.first() {
@@ -231,18 +204,14 @@ mod tests {
         assert!(parse("[[1,2],[3]]").unwrap_err().contains("ragged"));
         assert!(parse("[[1,2],3]").unwrap_err().contains("ragged"));
         assert!(parse("[1,[2]]").unwrap_err().contains("ragged"));
-        assert!(parse("[\"a\"]")
-            .unwrap_err()
-            .contains("a number or a nested array"));
+        assert!(parse("[\"a\"]").unwrap_err().contains("a number or a nested array"));
         assert!(parse(&format!("{}1{}", "[".repeat(40), "]".repeat(40))).is_err());
     }
 
     #[test]
     fn writes_nested() {
         let mut out = Vec::new();
-        write_nested(&mut out, &[2, 2], &[1.0f64, 2.5, 3.0, 4.0], &|o, v| {
-            write_f64(o, v)
-        });
+        write_nested(&mut out, &[2, 2], &[1.0f64, 2.5, 3.0, 4.0], &|o, v| write_f64(o, v));
         assert_eq!(String::from_utf8(out).unwrap(), "[[1.0,2.5],[3.0,4.0]]");
         let mut out = Vec::new();
         write_f64(&mut out, 11055.977245525679);

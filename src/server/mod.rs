@@ -38,12 +38,10 @@ pub struct ServeOptions {
 /// Runs the server until SIGTERM/SIGINT. Prints the two bound addresses on stdout first, one
 /// per line, so scripts and tests started with `--port 0` can read them.
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
-    let admin_ip: IpAddr = opts.admin_host.parse().map_err(|_| {
-        format!(
-            "--admin-host must be an IP address, got {:?}",
-            opts.admin_host
-        )
-    })?;
+    let admin_ip: IpAddr = opts
+        .admin_host
+        .parse()
+        .map_err(|_| format!("--admin-host must be an IP address, got {:?}", opts.admin_host))?;
     if !admin_ip.is_loopback() && opts.admin_token.is_none() {
         return Err(format!(
             "refusing to expose the admin API on {admin_ip} without a token: set --admin-token (or SWITCHYARD_ADMIN_TOKEN), or keep --admin-host on loopback"
@@ -51,27 +49,18 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     }
     let scoring_listener = TcpListener::bind((opts.host.as_str(), opts.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", opts.host, opts.port))?;
-    let admin_listener = TcpListener::bind((admin_ip, opts.admin_port)).map_err(|e| {
-        format!(
-            "cannot listen on {}:{}: {e}",
-            opts.admin_host, opts.admin_port
-        )
-    })?;
+    let admin_listener = TcpListener::bind((admin_ip, opts.admin_port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", opts.admin_host, opts.admin_port))?;
     let scoring_addr = scoring_listener.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
     let metrics = Metrics::new();
     let control = ControlPlane::new(metrics, opts.token_lifetime);
-    let shown_host = if scoring_addr.ip().is_unspecified() {
-        "localhost".to_string()
-    } else {
-        scoring_addr.ip().to_string()
-    };
+    let shown_host =
+        if scoring_addr.ip().is_unspecified() { "localhost".to_string() } else { scoring_addr.ip().to_string() };
     control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));
 
-    let scoring_state = web::Data::new(ScoringState {
-        routing: control.routing(),
-    });
+    let scoring_state = web::Data::new(ScoringState { routing: control.routing() });
     let max_body = opts.max_body_bytes;
     let scoring = HttpServer::new(move || {
         App::new()
@@ -85,10 +74,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     .map_err(|e| e.to_string())?
     .run();
 
-    let admin_state = web::Data::new(AdminState {
-        control: Arc::clone(&control),
-        admin_token: opts.admin_token.clone(),
-    });
+    let admin_state =
+        web::Data::new(AdminState { control: Arc::clone(&control), admin_token: opts.admin_token.clone() });
     let admin = HttpServer::new(move || {
         App::new()
             .app_data(admin_state.clone())

@@ -7,25 +7,12 @@ use crate::endpoint::front_door::{self, error_response, ScoringState};
 /// Registers `/score`, the health routes and the OpenAPI document.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/score", web::post().to(front_door::score))
-        .route(
-            "/",
-            web::get().to(|| async {
-                HttpResponse::Ok()
-                    .content_type("text/plain")
-                    .body("Healthy")
-            }),
-        )
-        .route(
-            "/health/live",
-            web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Live") }),
-        )
+        .route("/", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Healthy") }))
+        .route("/health/live", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Live") }))
         .route("/health/ready", web::get().to(ready))
         .route("/swagger.json", web::get().to(swagger))
         .default_service(web::to(|| async {
-            error_response(
-                404,
-                "no such route: POST /score to score; GET /health/ready, /swagger.json",
-            )
+            error_response(404, "no such route: POST /score to score; GET /health/ready, /swagger.json")
         }));
 }
 
@@ -33,17 +20,12 @@ async fn ready(state: web::Data<ScoringState>) -> HttpResponse {
     if state.routing.load().ready() {
         HttpResponse::Ok().content_type("text/plain").body("Ready")
     } else {
-        error_response(
-            503,
-            "not ready: no deployment with live traffic has a ready instance",
-        )
+        error_response(503, "not ready: no deployment with live traffic has a ready instance")
     }
 }
 
 async fn swagger() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(SWAGGER)
+    HttpResponse::Ok().content_type("application/json").body(SWAGGER)
 }
 
 /// OpenAPI 3 description of the scoring plane.

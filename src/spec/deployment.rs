@@ -10,11 +10,7 @@ use serde_json::Value;
 use super::{names::validate_name, SpecError};
 
 /// Keys Azure accepts that have no effect on one machine: kept, reported as ignored.
-const CLOUD_ONLY: &[&str] = &[
-    "type",
-    "egress_public_network_access",
-    "code_configuration_ref",
-];
+const CLOUD_ONLY: &[&str] = &["type", "egress_public_network_access", "code_configuration_ref"];
 
 /// `request_settings`: per-request limits of a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,10 +136,7 @@ impl DeploymentSpec {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
         let value = super::yaml_to_json(&text, &path.display().to_string())?;
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         // Absolute, so the server resolves the same files whatever its working folder is.
         let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
         let (mut spec, ignored) = Self::from_value(value)?;
@@ -228,9 +221,7 @@ impl DeploymentSpec {
                 rs.request_timeout_ms
             )));
         }
-        if rs.max_concurrent_requests_per_instance == 0
-            || rs.max_concurrent_requests_per_instance > 1000
-        {
+        if rs.max_concurrent_requests_per_instance == 0 || rs.max_concurrent_requests_per_instance > 1000 {
             return Err(SpecError::invalid(format!(
                 "request_settings.max_concurrent_requests_per_instance must be from 1 to 1000, got {}",
                 rs.max_concurrent_requests_per_instance
@@ -252,11 +243,7 @@ impl DeploymentSpec {
             }
         };
         self.model.path = abs(&self.model.path);
-        if let Some(code) = self
-            .code_configuration
-            .as_mut()
-            .and_then(|c| c.code.as_mut())
-        {
+        if let Some(code) = self.code_configuration.as_mut().and_then(|c| c.code.as_mut()) {
             *code = abs(code);
         }
     }
@@ -281,26 +268,19 @@ impl DeploymentSpec {
                 "unknown kind of scoring_script {script:?}: expected none (built-in ONNX hook), a .so plugin or score.py"
             )));
         }
-        Ok(HookKind::Onnx {
-            model_file: find_onnx_file(&self.model.path)?,
-        })
+        Ok(HookKind::Onnx { model_file: find_onnx_file(&self.model.path)? })
     }
 }
 
 /// `model.path` is a `.onnx` file, or a folder holding exactly one.
 fn find_onnx_file(path: &Path) -> Result<PathBuf, SpecError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        SpecError::invalid(format!("model.path {} cannot be read: {e}", path.display()))
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| SpecError::invalid(format!("model.path {} cannot be read: {e}", path.display())))?;
     if meta.is_file() {
         return Ok(path.to_path_buf());
     }
-    let entries = std::fs::read_dir(path).map_err(|e| {
-        SpecError::invalid(format!(
-            "model.path {} cannot be listed: {e}",
-            path.display()
-        ))
-    })?;
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| SpecError::invalid(format!("model.path {} cannot be listed: {e}", path.display())))?;
     let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -365,38 +345,20 @@ instance_count: 1
         assert_eq!(spec.model.path, PathBuf::from("/a/b/c/model-1/model"));
         assert_eq!(spec.request_settings.request_timeout_ms, 5000);
         let err = spec.hook_kind().unwrap_err();
-        assert!(
-            err.message
-                .contains("python scoring scripts are not supported yet"),
-            "{err}"
-        );
+        assert!(err.message.contains("python scoring scripts are not supported yet"), "{err}");
     }
 
     #[test]
     fn refuses_bad_fields() {
         let base = "name: blue\nmodel:\n  path: m\n";
-        assert!(parse("name: blue\nmodel: azureml:my-model:1\n")
+        assert!(parse("name: blue\nmodel: azureml:my-model:1\n").unwrap_err().message.contains("use `model: {path"));
+        assert!(parse(&format!("{base}instance_count: 0\n")).unwrap_err().message.contains("instance_count"));
+        assert!(parse(&format!("{base}instance_cout: 2\n")).unwrap_err().message.contains("unknown field"));
+        assert!(parse(&format!("{base}request_settings:\n  request_timeout_ms: 180001\n"))
             .unwrap_err()
             .message
-            .contains("use `model: {path"));
-        assert!(parse(&format!("{base}instance_count: 0\n"))
-            .unwrap_err()
-            .message
-            .contains("instance_count"));
-        assert!(parse(&format!("{base}instance_cout: 2\n"))
-            .unwrap_err()
-            .message
-            .contains("unknown field"));
-        assert!(parse(&format!(
-            "{base}request_settings:\n  request_timeout_ms: 180001\n"
-        ))
-        .unwrap_err()
-        .message
-        .contains("180000"));
-        assert!(parse("name: b\nmodel:\n  path: m\n")
-            .unwrap_err()
-            .message
-            .contains("invalid deployment name"));
+            .contains("180000"));
+        assert!(parse("name: b\nmodel:\n  path: m\n").unwrap_err().message.contains("invalid deployment name"));
         let env = parse(&format!("{base}environment_variables:\n  A: 1\n  B: x\n")).unwrap();
         assert_eq!(env.environment_variables["A"], "1");
     }

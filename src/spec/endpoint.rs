@@ -57,9 +57,7 @@ impl EndpointSpec {
     /// accepted but have no effect here, so the caller can tell the user.
     pub fn from_value(value: Value) -> Result<(Self, Vec<String>), SpecError> {
         let Value::Object(mut map) = value else {
-            return Err(SpecError::invalid(
-                "an endpoint must be a mapping of fields (name, auth_mode, traffic, ...)",
-            ));
+            return Err(SpecError::invalid("an endpoint must be a mapping of fields (name, auth_mode, traffic, ...)"));
         };
         map.remove("$schema");
         let mut ignored = Vec::new();
@@ -68,14 +66,7 @@ impl EndpointSpec {
                 ignored.push(format!("{key} (cloud-only; no effect here)"));
             }
         }
-        let known = [
-            "name",
-            "description",
-            "tags",
-            "auth_mode",
-            "traffic",
-            "mirror_traffic",
-        ];
+        let known = ["name", "description", "tags", "auth_mode", "traffic", "mirror_traffic"];
         if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(SpecError::invalid(format!(
                 "unknown endpoint field `{key}`: expected one of {}",
@@ -84,11 +75,7 @@ impl EndpointSpec {
         }
         let name = match map.get("name") {
             Some(Value::String(s)) => s.clone(),
-            Some(other) => {
-                return Err(SpecError::invalid(format!(
-                    "endpoint name must be a string, got {other}"
-                )))
-            }
+            Some(other) => return Err(SpecError::invalid(format!("endpoint name must be a string, got {other}"))),
             None => return Err(SpecError::invalid("endpoint.yml needs a `name`")),
         };
         validate_name("endpoint", &name)?;
@@ -116,28 +103,11 @@ impl EndpointSpec {
         let tags = match map.get("tags") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(m)) => m.clone().into_iter().collect(),
-            Some(_) => {
-                return Err(SpecError::invalid(
-                    "tags must be a mapping of name to value",
-                ))
-            }
+            Some(_) => return Err(SpecError::invalid("tags must be a mapping of name to value")),
         };
         let traffic = traffic::from_json(map.get("traffic").unwrap_or(&Value::Null), "traffic")?;
-        let mirror_traffic = traffic::from_json(
-            map.get("mirror_traffic").unwrap_or(&Value::Null),
-            "mirror_traffic",
-        )?;
-        Ok((
-            EndpointSpec {
-                name,
-                description,
-                tags,
-                auth_mode,
-                traffic,
-                mirror_traffic,
-            },
-            ignored,
-        ))
+        let mirror_traffic = traffic::from_json(map.get("mirror_traffic").unwrap_or(&Value::Null), "mirror_traffic")?;
+        Ok((EndpointSpec { name, description, tags, auth_mode, traffic, mirror_traffic }, ignored))
     }
 }
 
@@ -148,8 +118,7 @@ mod tests {
     #[test]
     fn parses_the_seed_endpoint() {
         let text = "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\nname: my-endpoint\nauth_mode: key\n";
-        let (spec, ignored) =
-            EndpointSpec::from_value(crate::spec::yaml_to_json(text, "t").unwrap()).unwrap();
+        let (spec, ignored) = EndpointSpec::from_value(crate::spec::yaml_to_json(text, "t").unwrap()).unwrap();
         assert_eq!(spec.name, "my-endpoint");
         assert_eq!(spec.auth_mode, AuthMode::Key);
         assert!(ignored.is_empty());
@@ -157,14 +126,10 @@ mod tests {
 
     #[test]
     fn reports_cloud_keys_and_refuses_aad() {
-        let text =
-            "name: ep-1\nidentity:\n  type: system_assigned\npublic_network_access: enabled\n";
-        let (_, ignored) =
-            EndpointSpec::from_value(crate::spec::yaml_to_json(text, "t").unwrap()).unwrap();
+        let text = "name: ep-1\nidentity:\n  type: system_assigned\npublic_network_access: enabled\n";
+        let (_, ignored) = EndpointSpec::from_value(crate::spec::yaml_to_json(text, "t").unwrap()).unwrap();
         assert_eq!(ignored.len(), 2);
-        let err =
-            EndpointSpec::from_value(serde_json::json!({"name": "ep-1", "auth_mode": "aad_token"}))
-                .unwrap_err();
+        let err = EndpointSpec::from_value(serde_json::json!({"name": "ep-1", "auth_mode": "aad_token"})).unwrap_err();
         assert!(err.message.contains("aad_token"));
         assert!(EndpointSpec::from_value(serde_json::json!({"auth_mode": "key"})).is_err());
         assert!(EndpointSpec::from_value(serde_json::json!({"name": "e"})).is_err());

@@ -15,26 +15,17 @@ pub struct SpecError {
 impl SpecError {
     /// The request itself is malformed or breaks a rule (HTTP 400).
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            status: 400,
-            message: message.into(),
-        }
+        Self { status: 400, message: message.into() }
     }
 
     /// The request is well formed but conflicts with the current state (HTTP 409).
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self {
-            status: 409,
-            message: message.into(),
-        }
+        Self { status: 409, message: message.into() }
     }
 
     /// The request names something that does not exist (HTTP 404).
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: 404,
-            message: message.into(),
-        }
+        Self { status: 404, message: message.into() }
     }
 }
 

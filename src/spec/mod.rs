@@ -19,13 +19,11 @@ pub const MAX_DEPLOYMENTS: usize = 20;
 /// Parses YAML text into a generic JSON value, so that both the YAML files and the admin API's
 /// JSON bodies go through the same typed deserialisation and the same error messages.
 pub fn yaml_to_json(text: &str, what: &str) -> Result<serde_json::Value, SpecError> {
-    let value: serde_json::Value = serde_norway::from_str(text)
-        .map_err(|e| SpecError::invalid(format!("{what} is not valid YAML: {e}")))?;
+    let value: serde_json::Value =
+        serde_norway::from_str(text).map_err(|e| SpecError::invalid(format!("{what} is not valid YAML: {e}")))?;
     match value {
         serde_json::Value::Object(_) => Ok(value),
         serde_json::Value::Null => Err(SpecError::invalid(format!("{what} is empty"))),
-        _ => Err(SpecError::invalid(format!(
-            "{what} must be a YAML mapping of fields (name: ..., ...)"
-        ))),
+        _ => Err(SpecError::invalid(format!("{what} must be a YAML mapping of fields (name: ..., ...)"))),
     }
 }

@@ -10,16 +10,12 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), SpecError> {
     let bytes = name.as_bytes();
     let ok = (3..=32).contains(&len)
         && bytes[0].is_ascii_alphabetic()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
         && bytes[bytes.len() - 1] != b'-';
     if ok {
         Ok(())
     } else {
-        Err(SpecError::invalid(format!(
-            "invalid {what} name {name:?}: a name has {rule}"
-        )))
+        Err(SpecError::invalid(format!("invalid {what} name {name:?}: a name has {rule}")))
     }
 }
 
@@ -36,24 +32,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_names() {
-        for n in [
-            "",
-            "ab",
-            "1abc",
-            "-abc",
-            "abc-",
-            "a_bc",
-            "blüe",
-            &"x".repeat(33),
-            "a bc",
-        ] {
+        for n in ["", "ab", "1abc", "-abc", "abc-", "a_bc", "blüe", &"x".repeat(33), "a bc"] {
             let err = validate_name("deployment", n).unwrap_err();
             assert_eq!(err.status, 400);
-            assert!(
-                err.message.contains("invalid deployment name"),
-                "{}",
-                err.message
-            );
+            assert!(err.message.contains("invalid deployment name"), "{}", err.message);
         }
     }
 }

@@ -17,10 +17,7 @@ pub const MAX_MIRROR_PERCENT: u32 = 50;
 /// Parses the CLI form `"blue=90 green=10"` (spaces or commas between pairs).
 pub fn parse_assignments(text: &str, flag: &str) -> Result<Traffic, SpecError> {
     let mut out = Traffic::new();
-    for pair in text
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|p| !p.is_empty())
-    {
+    for pair in text.split(|c: char| c.is_whitespace() || c == ',').filter(|p| !p.is_empty()) {
         let Some((name, value)) = pair.split_once('=') else {
             return Err(SpecError::invalid(format!(
                 "{flag}: expected NAME=PERCENT pairs such as \"blue=90 green=10\", got {pair:?}"
@@ -32,9 +29,7 @@ pub fn parse_assignments(text: &str, flag: &str) -> Result<Traffic, SpecError> {
             ))
         })?;
         if out.insert(name.trim().to_string(), percent).is_some() {
-            return Err(SpecError::invalid(format!(
-                "{flag}: deployment {name:?} is named twice"
-            )));
+            return Err(SpecError::invalid(format!("{flag}: deployment {name:?} is named twice")));
         }
     }
     Ok(out)
@@ -53,9 +48,7 @@ pub fn from_json(value: &Value, field: &str) -> Result<Traffic, SpecError> {
     let mut out = Traffic::new();
     for (name, v) in map {
         let percent = v.as_u64().filter(|p| *p <= 100).ok_or_else(|| {
-            SpecError::invalid(format!(
-                "{field}: the percent for {name:?} must be an integer from 0 to 100, got {v}"
-            ))
+            SpecError::invalid(format!("{field}: the percent for {name:?} must be an integer from 0 to 100, got {v}"))
         })?;
         out.insert(name.clone(), percent as u32);
     }
@@ -93,16 +86,9 @@ pub fn validate(
             "traffic values must sum to 100 (or 0 to stop all traffic); these sum to {sum}"
         )));
     }
-    let live: Traffic = deployments
-        .iter()
-        .map(|d| (d.clone(), traffic.get(d).copied().unwrap_or(0)))
-        .collect();
+    let live: Traffic = deployments.iter().map(|d| (d.clone(), traffic.get(d).copied().unwrap_or(0))).collect();
 
-    let active: Traffic = mirror
-        .iter()
-        .filter(|(_, p)| **p > 0)
-        .map(|(n, p)| (n.clone(), *p))
-        .collect();
+    let active: Traffic = mirror.iter().filter(|(_, p)| **p > 0).map(|(n, p)| (n.clone(), *p)).collect();
     for (name, percent) in mirror {
         if !deployments.contains(name) {
             return Err(SpecError::invalid(format!(
@@ -136,10 +122,7 @@ fn known(deployments: &BTreeSet<String>) -> String {
     if deployments.is_empty() {
         " (it has no deployments yet)".to_string()
     } else {
-        format!(
-            " (deployments: {})",
-            deployments.iter().cloned().collect::<Vec<_>>().join(", ")
-        )
+        format!(" (deployments: {})", deployments.iter().cloned().collect::<Vec<_>>().join(", "))
     }
 }
 
@@ -168,24 +151,15 @@ mod tests {
         let none = Traffic::new();
         let (live, _) = validate(&parse_assignments("blue=100", "t").unwrap(), &none, &d).unwrap();
         assert_eq!(live.get("green"), Some(&0), "every deployment is listed");
-        assert!(
-            validate(&parse_assignments("blue=90", "t").unwrap(), &none, &d)
-                .unwrap_err()
-                .message
-                .contains("sum to 100")
-        );
-        assert!(
-            validate(&parse_assignments("red=100", "t").unwrap(), &none, &d)
-                .unwrap_err()
-                .message
-                .contains("does not exist")
-        );
-        assert!(validate(
-            &parse_assignments("blue=0 green=0", "t").unwrap(),
-            &none,
-            &d
-        )
-        .is_ok());
+        assert!(validate(&parse_assignments("blue=90", "t").unwrap(), &none, &d)
+            .unwrap_err()
+            .message
+            .contains("sum to 100"));
+        assert!(validate(&parse_assignments("red=100", "t").unwrap(), &none, &d)
+            .unwrap_err()
+            .message
+            .contains("does not exist"));
+        assert!(validate(&parse_assignments("blue=0 green=0", "t").unwrap(), &none, &d).is_ok());
     }
 
     #[test]
@@ -194,14 +168,8 @@ mod tests {
         let t = parse_assignments("blue=100", "t").unwrap();
         let m = |s| parse_assignments(s, "m").unwrap();
         assert!(validate(&t, &m("green=10"), &d).is_ok());
-        assert!(validate(&t, &m("green=51"), &d)
-            .unwrap_err()
-            .message
-            .contains("at most 50"));
-        assert!(validate(&t, &m("green=10 red=10"), &d)
-            .unwrap_err()
-            .message
-            .contains("only one"));
+        assert!(validate(&t, &m("green=51"), &d).unwrap_err().message.contains("at most 50"));
+        assert!(validate(&t, &m("green=10 red=10"), &d).unwrap_err().message.contains("only one"));
         let e = validate(&t, &m("blue=10"), &d).unwrap_err();
         assert_eq!(e.status, 409);
         assert!(e.message.contains("live traffic"));

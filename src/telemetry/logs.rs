@@ -20,19 +20,12 @@ pub struct LogRing {
 impl LogRing {
     /// An empty ring holding at most `capacity` lines.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
-            capacity: capacity.max(1),
-        }
+        Self { lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity: capacity.max(1) }
     }
 
     /// Appends one line, prefixed with the current UTC time; the oldest line goes when full.
     pub fn push(&self, line: impl AsRef<str>) {
-        let stamped = format!(
-            "{} {}",
-            humantime::format_rfc3339_millis(SystemTime::now()),
-            line.as_ref()
-        );
+        let stamped = format!("{} {}", humantime::format_rfc3339_millis(SystemTime::now()), line.as_ref());
         let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         if lines.len() == self.capacity {
             lines.pop_front();
@@ -43,11 +36,7 @@ impl LogRing {
     /// The last `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<String> {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines
-            .iter()
-            .skip(lines.len().saturating_sub(n))
-            .cloned()
-            .collect()
+        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
     }
 }
 

@@ -78,16 +78,11 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let durations: HistogramFamily<DurationLabels> =
-            Family::new_with_constructor(duration_histogram);
+        let durations: HistogramFamily<DurationLabels> = Family::new_with_constructor(duration_histogram);
         let mirror_dropped = Family::<DeploymentLabel, Counter>::default();
         let inflight = Family::<DeploymentLabel, Gauge>::default();
         let instances = Family::<InstanceLabels, Gauge>::default();
-        registry.register(
-            "switchyard_requests",
-            "Scoring requests by deployment, role and status",
-            requests.clone(),
-        );
+        registry.register("switchyard_requests", "Scoring requests by deployment, role and status", requests.clone());
         registry.register(
             "switchyard_request_duration_seconds",
             "Time spent in the deployment, admission to answer",
@@ -98,53 +93,22 @@ impl Metrics {
             "Mirror copies dropped because the shadow deployment was full",
             mirror_dropped.clone(),
         );
-        registry.register(
-            "switchyard_inflight_requests",
-            "Requests admitted and not yet answered",
-            inflight.clone(),
-        );
-        registry.register(
-            "switchyard_instances",
-            "Instances by state",
-            instances.clone(),
-        );
-        Arc::new(Self {
-            registry,
-            requests,
-            durations,
-            mirror_dropped,
-            inflight,
-            instances,
-        })
+        registry.register("switchyard_inflight_requests", "Requests admitted and not yet answered", inflight.clone());
+        registry.register("switchyard_instances", "Instances by state", instances.clone());
+        Arc::new(Self { registry, requests, durations, mirror_dropped, inflight, instances })
     }
 
     /// Handles for one deployment's series.
     pub fn for_deployment(self: &Arc<Self>, name: &str) -> DeploymentMetrics {
-        let dep = DeploymentLabel {
-            deployment: name.to_string(),
-        };
+        let dep = DeploymentLabel { deployment: name.to_string() };
         let live_ok = self
             .requests
-            .get_or_create(&RequestLabels {
-                deployment: name.to_string(),
-                role: Role::live,
-                code: 200,
-            })
+            .get_or_create(&RequestLabels { deployment: name.to_string(), role: Role::live, code: 200 })
             .clone();
-        let live_duration = self
-            .durations
-            .get_or_create(&DurationLabels {
-                deployment: name.to_string(),
-                role: Role::live,
-            })
-            .clone();
-        let mirror_duration = self
-            .durations
-            .get_or_create(&DurationLabels {
-                deployment: name.to_string(),
-                role: Role::mirror,
-            })
-            .clone();
+        let live_duration =
+            self.durations.get_or_create(&DurationLabels { deployment: name.to_string(), role: Role::live }).clone();
+        let mirror_duration =
+            self.durations.get_or_create(&DurationLabels { deployment: name.to_string(), role: Role::mirror }).clone();
         let inflight = self.inflight.get_or_create(&dep).clone();
         let mirror_dropped = self.mirror_dropped.get_or_create(&dep).clone();
         DeploymentMetrics {
@@ -160,22 +124,14 @@ impl Metrics {
 
     /// Forgets every series of a deleted deployment.
     pub fn remove_deployment(&self, name: &str) {
-        let dep = DeploymentLabel {
-            deployment: name.to_string(),
-        };
+        let dep = DeploymentLabel { deployment: name.to_string() };
         self.inflight.remove(&dep);
         self.mirror_dropped.remove(&dep);
         for role in [Role::live, Role::mirror] {
-            self.durations.remove(&DurationLabels {
-                deployment: name.to_string(),
-                role,
-            });
+            self.durations.remove(&DurationLabels { deployment: name.to_string(), role });
         }
         for state in INSTANCE_STATES {
-            self.instances.remove(&InstanceLabels {
-                deployment: name.to_string(),
-                state,
-            });
+            self.instances.remove(&InstanceLabels { deployment: name.to_string(), state });
         }
         // Request counters are kept: a counter that vanishes looks like a reset to Prometheus,
         // and the totals of a deleted deployment are still history worth querying.
@@ -211,15 +167,7 @@ impl DeploymentMetrics {
     pub fn observe(&self, role: Role, code: u16, seconds: f64) {
         match (role, code) {
             (Role::live, 200) => self.live_ok.inc(),
-            _ => self
-                .root
-                .requests
-                .get_or_create(&RequestLabels {
-                    deployment: self.name.clone(),
-                    role,
-                    code,
-                })
-                .inc(),
+            _ => self.root.requests.get_or_create(&RequestLabels { deployment: self.name.clone(), role, code }).inc(),
         };
         match role {
             Role::live => self.live_duration.observe(seconds),
@@ -229,17 +177,8 @@ impl DeploymentMetrics {
 
     /// Sets the instance gauges.
     pub fn set_instances(&self, ready: usize, loading: usize, draining: usize, failed: usize) {
-        for (state, n) in INSTANCE_STATES
-            .into_iter()
-            .zip([ready, loading, draining, failed])
-        {
-            self.root
-                .instances
-                .get_or_create(&InstanceLabels {
-                    deployment: self.name.clone(),
-                    state,
-                })
-                .set(n as i64);
+        for (state, n) in INSTANCE_STATES.into_iter().zip([ready, loading, draining, failed]) {
+            self.root.instances.get_or_create(&InstanceLabels { deployment: self.name.clone(), state }).set(n as i64);
         }
     }
 }

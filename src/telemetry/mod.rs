@@ -10,11 +10,8 @@ pub use metrics::{DeploymentMetrics, Metrics, Role};
 /// the level comes from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = if std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().try_init()
     } else {

@@ -53,10 +53,7 @@ impl Reply {
 
 pub fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build(),
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build(),
     )
 }
 
@@ -68,11 +65,7 @@ pub fn http(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str
     let req = b.body(body.map(<[u8]>::to_vec).unwrap_or_default()).unwrap();
     let mut resp = agent.run(req).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     Reply { status, headers, body }
 }
@@ -143,7 +136,13 @@ impl Server {
 
     pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         let body = body.map(|b| b.to_string().into_bytes());
-        http(&self.agent, method, &format!("{}{path}", self.admin), &[("Content-Type", "application/json")], body.as_deref())
+        http(
+            &self.agent,
+            method,
+            &format!("{}{path}", self.admin),
+            &[("Content-Type", "application/json")],
+            body.as_deref(),
+        )
     }
 
     pub fn primary_key(&self) -> String {
@@ -173,7 +172,8 @@ impl Server {
 
     /// Creates the endpoint (seed endpoint.yml) through the admin API.
     pub fn create_endpoint(&self) {
-        let r = self.admin("PUT", "/v1/endpoint", Some(&serde_json::json!({"name": "my-endpoint", "auth_mode": "key"})));
+        let r =
+            self.admin("PUT", "/v1/endpoint", Some(&serde_json::json!({"name": "my-endpoint", "auth_mode": "key"})));
         assert_eq!(r.status, 201, "{}", r.body);
     }
 
