@@ -11,6 +11,7 @@ pub mod control;
 pub mod deployment;
 pub mod endpoint;
 pub mod hooks;
+pub mod mirror;
 pub mod server;
 pub mod spec;
 pub mod telemetry;

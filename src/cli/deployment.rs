@@ -67,6 +67,22 @@ pub enum DeploymentVerb {
         #[arg(long)]
         no_wait: bool,
     },
+    /// The mirror comparison report: does this shadow agree with live traffic?
+    Compare {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+        /// Start the report over (optionally with a new --atol / --rtol).
+        #[arg(long)]
+        reset: bool,
+        /// Absolute tolerance for floats (with --reset).
+        #[arg(long, requires = "reset")]
+        atol: Option<f64>,
+        /// Relative tolerance for floats (with --reset).
+        #[arg(long, requires = "reset")]
+        rtol: Option<f64>,
+    },
     /// Print the last lines of a deployment's log.
     GetLogs {
         #[arg(short = 'n', long)]
@@ -120,6 +136,21 @@ pub fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), String> {
             hosted(&admin, endpoint_name.as_deref())?;
             admin.call("DELETE", &format!("/v1/deployments/{name}"), None)?.ok_json()?;
             Ok(())
+        }
+        DeploymentVerb::Compare { name, endpoint_name, reset, atol, rtol } => {
+            hosted(&admin, endpoint_name.as_deref())?;
+            let report = if reset {
+                let body = json!({"atol": atol, "rtol": rtol});
+                admin.call("POST", &format!("/v1/deployments/{name}/comparison/reset"), Some(&body))?.ok_json()?
+            } else {
+                admin.call("GET", &format!("/v1/deployments/{name}/comparison"), None)?.ok_json()?
+            };
+            if global.output.is_none() && global.query.is_none() && std::io::stdout().is_terminal() {
+                print!("{}", output::comparison_table(&report));
+                Ok(())
+            } else {
+                print(&report, global)
+            }
         }
         DeploymentVerb::GetLogs { name, endpoint_name, lines, container: _ } => {
             hosted(&admin, endpoint_name.as_deref())?;

@@ -35,9 +35,9 @@ pub struct GlobalArgs {
     /// JMESPath query applied to the output (as in the Azure CLI).
     #[arg(long, global = true)]
     pub query: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Json)]
-    pub output: OutputFormat,
+    /// Output format (json unless a verb prints a table on a terminal).
+    #[arg(short = 'o', long, global = true, value_enum)]
+    pub output: Option<OutputFormat>,
     /// Accepted for Azure CLI compatibility; ignored.
     #[arg(short = 'g', long, global = true, hide = true)]
     pub resource_group: Option<String>,
@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// Lifetime of aml_token tokens, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub token_lifetime_secs: u64,
+    /// Absolute tolerance when comparing mirrored answers with live ones.
+    #[arg(long, default_value_t = 1e-6)]
+    pub compare_atol: f64,
+    /// Relative tolerance when comparing mirrored answers with live ones.
+    #[arg(long, default_value_t = 1e-6)]
+    pub compare_rtol: f64,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -134,6 +140,7 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         max_body_bytes: args.max_body_bytes,
         token_lifetime: Duration::from_secs(args.token_lifetime_secs.max(1)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        tolerance: crate::mirror::Tolerance { atol: args.compare_atol.max(0.0), rtol: args.compare_rtol.max(0.0) },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

@@ -10,7 +10,7 @@ pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
         Some(q) => query(value, q)?,
         None => value.clone(),
     };
-    match global.output {
+    match global.output.unwrap_or(OutputFormat::Json) {
         OutputFormat::None => {}
         OutputFormat::Json | OutputFormat::Jsonc => {
             println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?)
@@ -92,6 +92,60 @@ pub fn set_document(pairs: &[String]) -> Result<Value, String> {
         }
     }
     Ok(doc)
+}
+
+/// The comparison report as a table for people.
+pub fn comparison_table(r: &Value) -> String {
+    let num = |k: &str| r.get(k).map(scalar).unwrap_or_default();
+    let ms = |side: &str, q: &str| {
+        r.get(side).and_then(|v| v.get(q)).and_then(Value::as_f64).map_or("-".to_string(), |x| format!("{x:.3} ms"))
+    };
+    let ratio =
+        r.get("agreement_ratio").and_then(Value::as_f64).map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0));
+    let live: Vec<String> =
+        r.get("live_deployments").and_then(Value::as_array).map(|a| a.iter().map(scalar).collect()).unwrap_or_default();
+    let mut rows = vec![
+        ("shadow deployment", num("deployment")),
+        ("live deployment(s)", live.join(", ")),
+        ("mirror percent", num("mirror_percent")),
+        ("since", num("since")),
+        ("tolerance (atol, rtol)", format!("{}, {}", r["tolerance"]["atol"], r["tolerance"]["rtol"])),
+        ("pairs", num("pairs")),
+        ("compared (both 200)", num("compared")),
+        ("agreement", ratio),
+        ("value disagreements", num("value_disagreements")),
+        ("shape mismatches", num("shape_mismatches")),
+        ("max |diff|", num("max_abs_diff")),
+        ("mean |diff|", num("mean_abs_diff")),
+        ("shadow errors / live errors", format!("{} / {}", num("shadow_errors"), num("live_errors"))),
+        ("dropped (shadow full)", num("dropped")),
+        ("unpaired (client gone)", num("unpaired")),
+    ];
+    for (label, q) in [
+        ("latency p50 live / shadow", "p50"),
+        ("latency p90 live / shadow", "p90"),
+        ("latency p99 live / shadow", "p99"),
+    ] {
+        rows.push((label, format!("{} / {}", ms("live_latency_ms", q), ms("shadow_latency_ms", q))));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<width$}  {v}\n"));
+    }
+    if let Some(samples) = r.get("disagreement_samples").and_then(Value::as_array).filter(|s| !s.is_empty()) {
+        out.push_str("\nrecent disagreements:\n");
+        for s in samples {
+            out.push_str(&format!(
+                "  {}  {}\n    live:   {}\n    shadow: {}\n",
+                scalar(&s["request_id"]),
+                scalar(&s["reason"]),
+                scalar(&s["live_body"]),
+                scalar(&s["shadow_body"])
+            ));
+        }
+    }
+    out
 }
 
 /// Merges `patch` into `target` (objects key by key; anything else replaces).

@@ -36,6 +36,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/deployments/{name}", web::patch().to(patch_deployment))
         .route("/v1/deployments/{name}", web::delete().to(delete_deployment))
         .route("/v1/deployments/{name}/logs", web::get().to(deployment_logs))
+        .route("/v1/deployments/{name}/comparison", web::get().to(get_comparison))
+        .route("/v1/deployments/{name}/comparison/reset", web::post().to(reset_comparison))
         .route("/metrics", web::get().to(metrics))
         .default_service(web::to(|| async {
             error_response(404, "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /metrics)")
@@ -198,6 +200,17 @@ async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) 
         }
         Err(e) => error_response(e.status, &e.message),
     }
+}
+
+async fn get_comparison(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(data.control.comparison(&name))
+}
+
+async fn reset_comparison(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
+    guard!(req, data);
+    let body = if body.iter().all(u8::is_ascii_whitespace) { Ok(None) } else { parse_body(&body).map(Some) };
+    reply(body.and_then(|b| data.control.reset_comparison(&name, b)))
 }
 
 async fn metrics(req: HttpRequest, data: Data) -> HttpResponse {

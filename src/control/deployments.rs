@@ -41,7 +41,7 @@ impl ControlPlane {
         let kind = spec.hook_kind()?;
         state.next_generation += 1;
         let generation = state.next_generation;
-        let fresh = Deployment::new(&spec, kind, &self.metrics);
+        let fresh = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance);
         if exists {
             let record = state.deployments.get_mut(name).expect("checked above");
             record.live.state.set(ProvisioningState::Updating, None);
@@ -369,7 +369,7 @@ fn busy(name: &str, state: ProvisioningState) -> SpecError {
     ))
 }
 
-fn unknown_deployment(name: &str, state: &State) -> SpecError {
+pub(super) fn unknown_deployment(name: &str, state: &State) -> SpecError {
     if state.endpoint.is_none() {
         return no_endpoint();
     }

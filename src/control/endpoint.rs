@@ -34,9 +34,11 @@ impl ControlPlane {
         let names: BTreeSet<String> = state.deployments.keys().cloned().collect();
         let (live, mirror) = traffic::validate(&spec.traffic, &spec.mirror_traffic, &names)?;
         check_can_serve(&state, &live)?;
+        let old_mirror = state.endpoint.as_ref().map(|e| e.spec.mirror_traffic.clone()).unwrap_or_default();
+        self.reset_comparisons(&state, &old_mirror, &mirror);
         let credentials = match state.endpoint.take() {
             Some(old) if old.credentials.auth_mode == spec.auth_mode => old.credentials,
-            _ => Credentials::generate(spec.auth_mode, self.token_lifetime),
+            _ => Credentials::generate(spec.auth_mode, self.options.token_lifetime),
         };
         state.endpoint =
             Some(EndpointRecord { spec: EndpointSpec { traffic: live, mirror_traffic: mirror, ..spec }, credentials });
@@ -84,6 +86,8 @@ impl ControlPlane {
             Some(Value::Object(m)) => m.clone().into_iter().collect(),
             Some(_) => return Err(SpecError::invalid("tags must be a mapping of name to value")),
         };
+        let old_mirror = ep.spec.mirror_traffic.clone();
+        self.reset_comparisons(&state, &old_mirror, &mirror);
         let ep = state.endpoint.as_mut().expect("checked above while holding the lock");
         ep.spec.traffic = live;
         ep.spec.mirror_traffic = mirror;

@@ -3,6 +3,7 @@
 //! new routing snapshot in one step, so the front door never sees a half-applied change.
 
 pub mod api;
+mod comparison;
 mod deployments;
 mod endpoint;
 
@@ -14,6 +15,7 @@ use arc_swap::ArcSwap;
 
 use crate::deployment::Deployment;
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, WeightedSplit};
+use crate::mirror::Tolerance;
 use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
 
@@ -50,20 +52,29 @@ pub struct ControlPlane {
     runtime: tokio::runtime::Handle,
     /// The scoring plane's base URL, known once it is bound.
     scoring_base: OnceLock<String>,
+    /// Settings given at start.
+    options: ControlOptions,
+}
+
+/// Settings of the control plane that come from `switchyard serve`'s flags.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlOptions {
     /// Lifetime of `aml_token` tokens.
-    token_lifetime: Duration,
+    pub token_lifetime: Duration,
+    /// Default tolerance of mirror comparisons.
+    pub tolerance: Tolerance,
 }
 
 impl ControlPlane {
     /// A control plane with no endpoint. Call from inside a tokio runtime.
-    pub fn new(metrics: Arc<Metrics>, token_lifetime: Duration) -> Arc<Self> {
+    pub fn new(metrics: Arc<Metrics>, options: ControlOptions) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
             metrics,
             runtime: tokio::runtime::Handle::current(),
             scoring_base: OnceLock::new(),
-            token_lifetime,
+            options,
         })
     }
 
@@ -77,15 +88,18 @@ impl ControlPlane {
         let _ = self.scoring_base.set(base);
     }
 
-    /// Prometheus text, with instance gauges refreshed from the pools.
+    /// Prometheus text, with the gauges that are read rather than counted (instances, mirror
+    /// comparison, process) refreshed first.
     pub fn metrics_text(&self) -> String {
         {
             let state = self.lock();
             for record in state.deployments.values() {
                 let c = record.live.pool.counts();
                 record.live.metrics.set_instances(c.ready, c.loading, c.draining, c.failed);
+                record.live.metrics.set_mirror(&record.live.mirror_report.gauges());
             }
         }
+        self.metrics.refresh_process();
         self.metrics.render()
     }
 

@@ -2,6 +2,7 @@
 //! This is the hot-path object the routing snapshot points at; the control plane keeps the
 //! deployment's spec beside it.
 
+pub mod background;
 pub mod pool;
 pub mod state;
 
@@ -12,10 +13,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::hooks::{self, HookResponse, InitContext};
+use crate::mirror::{MirrorReport, Tolerance};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
-pub use pool::{InstanceCounts, InstancePool, RunError};
+pub use pool::{InstanceCounts, InstancePool, Lane, RunError};
 pub use state::{ProvisioningState, StateCell};
 
 /// Why a deployment did not answer a request.
@@ -52,7 +54,9 @@ pub struct Deployment {
     /// Provisioning state and last error.
     pub state: StateCell,
     /// Recent log lines (init output, one access line per request).
-    pub logs: LogRing,
+    pub logs: Arc<LogRing>,
+    /// How this deployment's answers compare with live ones while it is a shadow.
+    pub mirror_report: MirrorReport,
     /// Metric handles.
     pub metrics: DeploymentMetrics,
     /// Requests admitted and not yet answered.
@@ -63,19 +67,30 @@ pub struct Deployment {
 
 impl Deployment {
     /// A deployment with an empty pool; the control plane loads its instances.
-    pub fn new(spec: &DeploymentSpec, kind: HookKind, metrics: &Arc<Metrics>) -> Arc<Self> {
+    pub fn new(spec: &DeploymentSpec, kind: HookKind, metrics: &Arc<Metrics>, tolerance: Tolerance) -> Arc<Self> {
         let ctx = InitContext {
             deployment: spec.name.clone(),
             environment_variables: spec.environment_variables.clone(),
             intra_threads: 1,
         };
         let factory_kind = kind.clone();
-        let pool = InstancePool::new(Arc::new(move || hooks::init(&factory_kind, &ctx)));
+        let logs = Arc::new(LogRing::default());
+        let init_log = Arc::clone(&logs);
+        let pool = InstancePool::new(Arc::new(move || {
+            let hook = hooks::init(&factory_kind, &ctx)?;
+            let about = hook.describe();
+            if !about.is_empty() {
+                init_log.push(&about);
+                tracing::info!(deployment = %ctx.deployment, "{about}");
+            }
+            Ok(hook)
+        }));
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
             pool,
             state: StateCell::new(ProvisioningState::Creating),
-            logs: LogRing::default(),
+            logs,
+            mirror_report: MirrorReport::new(tolerance),
             metrics: metrics.for_deployment(&spec.name),
             inflight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
@@ -113,8 +128,8 @@ impl Deployment {
         let outcome = match Admission::enter(self) {
             None => Err(ScoreError::Overloaded),
             Some(_admitted) => {
-                let offload = role == Role::mirror;
-                self.pool.run(body, content_type, offload).await.map_err(|e| match e {
+                let lane = if role == Role::mirror { Lane::Shadow } else { Lane::Live };
+                self.pool.run(body, content_type, lane).await.map_err(|e| match e {
                     RunError::NoInstance => ScoreError::NotReady,
                     RunError::BadInput(m) => ScoreError::BadInput(m),
                     RunError::Failed(m) => ScoreError::ModelFailed(m),
@@ -127,11 +142,16 @@ impl Deployment {
             Err(e) => e.status(),
         };
         self.metrics.observe(role, status, elapsed.as_secs_f64());
-        self.logs.push(format!(
-            "request_id={request_id} role={} status={status} duration_ms={:.3}",
-            role.as_str(),
-            elapsed.as_secs_f64() * 1e3
-        ));
+        let ms = elapsed.as_secs_f64() * 1e3;
+        self.logs.push(format!("request_id={request_id} role={} status={status} duration_ms={ms:.3}", role.as_str()));
+        tracing::info!(
+            target: "switchyard::access",
+            deployment = %self.name,
+            request_id,
+            role = role.as_str(),
+            status,
+            duration_ms = ms
+        );
         if let Err(ScoreError::ModelFailed(reason)) = &outcome {
             self.logs.push(format!("request_id={request_id} model error: {reason}"));
         }

@@ -51,6 +51,15 @@ impl From<HookError> for RunError {
     }
 }
 
+/// Who waits for a run, which decides where it executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A client waits: short runs inline, long ones on the blocking pool.
+    Live,
+    /// Nobody waits (a mirror copy): always on the low-priority background threads.
+    Shadow,
+}
+
 /// Instance counts by state, for `show` and the `switchyard_instances` gauge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceCounts {
@@ -166,12 +175,11 @@ impl InstancePool {
     }
 
     /// Scores one request on the next free instance, waiting for one if all are busy.
-    /// `offload` forces the blocking pool (shadow copies must never take a live worker's time).
     pub async fn run(
         self: &Arc<Self>,
         body: Bytes,
         content_type: Option<&str>,
-        offload: bool,
+        lane: Lane,
     ) -> Result<HookResponse, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
@@ -186,11 +194,18 @@ impl InstancePool {
             // Unreachable while the invariant holds; answer 503 rather than panic.
             return Err(RunError::NoInstance);
         };
-        if !offload && self.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS {
+        if lane == Lane::Live && self.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS {
             return self.execute(hook, &body, content_type);
         }
         let pool = Arc::clone(self);
         let content_type: Option<Box<str>> = content_type.map(Into::into);
+        if lane == Lane::Shadow {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            super::background::spawn(move || {
+                let _ = tx.send(pool.execute(hook, &body, content_type.as_deref()));
+            });
+            return rx.await.unwrap_or_else(|_| Err(RunError::Failed("the shadow run was lost".to_string())));
+        }
         // The blocking task checks the instance back in itself, so it returns to the pool even
         // if this request's future is dropped (client gone, timeout) while the run goes on.
         tokio::task::spawn_blocking(move || pool.execute(hook, &body, content_type.as_deref()))

@@ -2,6 +2,7 @@
 //! share of unpinned requests to the shadow, score, and answer with the headers of CONTRACT §6.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::StatusCode;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 
 use super::RoutingTable;
 use crate::deployment::{Deployment, ScoreError};
+use crate::mirror::{self, Answer};
 use crate::telemetry::Role;
 
 /// The header that pins a deployment and names the one that answered.
@@ -48,10 +50,16 @@ pub async fn score(req: HttpRequest, body: Bytes, state: web::Data<ScoringState>
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if let Some(shadow) = shadow {
-        mirror(shadow, body.clone(), content_type, request_id);
-    }
+    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, request_id));
+    let start = Instant::now();
     let outcome = deployment.score(body, content_type, Role::live, request_id).await;
+    if let Some(slot) = live_slot {
+        let (status, body) = match &outcome {
+            Ok(answer) => (answer.status, answer.body.clone()),
+            Err(e) => (e.status(), Bytes::new()),
+        };
+        slot.send(Answer { status, body, latency: start.elapsed() });
+    }
     let mut response = match outcome {
         Ok(answer) => HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
             .content_type(answer.content_type)
@@ -107,21 +115,6 @@ fn route(
     let shadow =
         endpoint.mirror.as_ref().filter(|(_, percent)| fastrand::u32(0..100) < *percent).map(|(d, _)| Arc::clone(d));
     Ok((Arc::clone(live), shadow))
-}
-
-/// Sends a copy to the shadow without waiting for it; a full shadow drops the copy.
-fn mirror(shadow: Arc<Deployment>, body: Bytes, content_type: Option<&str>, request_id: &str) {
-    if !shadow.has_room() {
-        shadow.metrics.mirror_dropped.inc();
-        shadow.logs.push(format!("request_id={request_id} role=mirror dropped: shadow deployment is full"));
-        return;
-    }
-    let content_type = content_type.map(str::to_owned);
-    let request_id = request_id.to_owned();
-    actix_web::rt::spawn(async move {
-        // The shadow's answer only feeds its log and metrics.
-        let _ = shadow.score(body, content_type.as_deref(), Role::mirror, &request_id).await;
-    });
 }
 
 fn score_error_response(e: &ScoreError) -> HttpResponse {

@@ -16,6 +16,8 @@ pub mod tensor_json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use bytes::Bytes;
+
 use crate::spec::HookKind;
 
 /// One scoring request as a hook sees it.
@@ -34,14 +36,14 @@ pub struct HookResponse {
     pub status: u16,
     /// `Content-Type` of `body`.
     pub content_type: &'static str,
-    /// The response body.
-    pub body: Vec<u8>,
+    /// The response body (shared, so a mirrored pair can keep it without a copy).
+    pub body: Bytes,
 }
 
 impl HookResponse {
     /// A 200 JSON answer.
     pub fn json(body: Vec<u8>) -> Self {
-        Self { status: 200, content_type: "application/json", body }
+        Self { status: 200, content_type: "application/json", body: Bytes::from(body) }
     }
 }
 
@@ -69,6 +71,11 @@ pub struct InitContext {
 pub trait ScoringHook: Send {
     /// Scores one request. Called by one thread at a time for a given instance.
     fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError>;
+
+    /// One line about what this instance loaded, for the deployment's log.
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 /// Creates one hook instance of the given kind. Blocking: call it off the request path.

@@ -282,4 +282,15 @@ impl ScoringHook for OnnxHook {
         }
         Ok(HookResponse::json(body))
     }
+
+    fn describe(&self) -> String {
+        let inputs: Vec<String> =
+            self.inputs.iter().map(|i| format!("{} {} {}", i.name, i.elem.name(), i.shape_text())).collect();
+        let outputs: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|o| format!("{} {}", o.name, o.elem.map_or("(not returned)", Elem::name)))
+            .collect();
+        format!("onnx model loaded: inputs [{}]; outputs [{}]", inputs.join(", "), outputs.join(", "))
+    }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 
 use crate::control::api::{self, AdminState};
-use crate::control::ControlPlane;
+use crate::control::{ControlOptions, ControlPlane};
 use crate::endpoint::front_door::ScoringState;
+use crate::mirror::Tolerance;
 use crate::telemetry::Metrics;
 
 /// Everything `switchyard serve` is told.
@@ -31,6 +32,8 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Lifetime of `aml_token` tokens.
     pub token_lifetime: Duration,
+    /// Default tolerance of mirror comparisons.
+    pub tolerance: Tolerance,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -55,7 +58,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
     let metrics = Metrics::new();
-    let control = ControlPlane::new(metrics, opts.token_lifetime);
+    let control =
+        ControlPlane::new(metrics, ControlOptions { token_lifetime: opts.token_lifetime, tolerance: opts.tolerance });
     let shown_host =
         if scoring_addr.ip().is_unspecified() { "localhost".to_string() } else { scoring_addr.ip().to_string() };
     control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));

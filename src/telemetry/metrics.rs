@@ -4,7 +4,8 @@
 //! handles to its hot series (successful live requests, durations, in-flight gauge); only rarer
 //! series (errors, mirror) go through the family lookup per request.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::mirror::report::ReportGauges;
 
 /// Whether a request was answered for the client or copied to a shadow deployment.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -57,6 +60,7 @@ struct InstanceLabels {
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn duration_histogram() -> Histogram {
     // 20 µs .. ~21 s: microsecond models and slow shadows on one scale.
@@ -71,6 +75,29 @@ pub struct Metrics {
     mirror_dropped: Family<DeploymentLabel, Counter>,
     inflight: Family<DeploymentLabel, Gauge>,
     instances: Family<InstanceLabels, Gauge>,
+    mirror: MirrorFamilies,
+    process: ProcessGauges,
+}
+
+/// The comparison report's numbers (`switchyard_mirror_*`), read from the reports at scrape.
+#[derive(Default)]
+struct MirrorFamilies {
+    agreement_ratio: Family<DeploymentLabel, FloatGauge>,
+    pairs: Family<DeploymentLabel, Gauge>,
+    compared: Family<DeploymentLabel, Gauge>,
+    max_abs_diff: Family<DeploymentLabel, FloatGauge>,
+    mean_abs_diff: Family<DeploymentLabel, FloatGauge>,
+    shadow_errors: Family<DeploymentLabel, Gauge>,
+}
+
+/// Process CPU and memory from sysinfo (`switchyard_process_*`), refreshed at scrape.
+#[derive(Default)]
+struct ProcessGauges {
+    cpu_percent: FloatGauge,
+    resident_bytes: Gauge,
+    virtual_bytes: Gauge,
+    /// Kept between scrapes: CPU usage is measured over the time since the last refresh.
+    system: Mutex<Option<sysinfo::System>>,
 }
 
 impl Metrics {
@@ -95,7 +122,54 @@ impl Metrics {
         );
         registry.register("switchyard_inflight_requests", "Requests admitted and not yet answered", inflight.clone());
         registry.register("switchyard_instances", "Instances by state", instances.clone());
-        Arc::new(Self { registry, requests, durations, mirror_dropped, inflight, instances })
+        let mirror = MirrorFamilies::default();
+        registry.register(
+            "switchyard_mirror_agreement_ratio",
+            "Share of compared mirror pairs whose answers agree (since the mirror rule was set)",
+            mirror.agreement_ratio.clone(),
+        );
+        registry.register(
+            "switchyard_mirror_pairs",
+            "Mirror pairs recorded since the rule was set",
+            mirror.pairs.clone(),
+        );
+        registry.register(
+            "switchyard_mirror_compared_pairs",
+            "Mirror pairs where both answered 200 and were compared",
+            mirror.compared.clone(),
+        );
+        registry.register(
+            "switchyard_mirror_max_abs_diff",
+            "Largest absolute difference between paired numbers",
+            mirror.max_abs_diff.clone(),
+        );
+        registry.register(
+            "switchyard_mirror_mean_abs_diff",
+            "Mean absolute difference between paired numbers",
+            mirror.mean_abs_diff.clone(),
+        );
+        registry.register(
+            "switchyard_mirror_shadow_errors",
+            "Mirror pairs where live answered 200 and the shadow did not",
+            mirror.shadow_errors.clone(),
+        );
+        let process = ProcessGauges::default();
+        registry.register(
+            "switchyard_process_cpu_usage_percent",
+            "CPU use of this process (100 = one core)",
+            process.cpu_percent.clone(),
+        );
+        registry.register(
+            "switchyard_process_resident_memory_bytes",
+            "Resident memory of this process",
+            process.resident_bytes.clone(),
+        );
+        registry.register(
+            "switchyard_process_virtual_memory_bytes",
+            "Virtual memory of this process",
+            process.virtual_bytes.clone(),
+        );
+        Arc::new(Self { registry, requests, durations, mirror_dropped, inflight, instances, mirror, process })
     }
 
     /// Handles for one deployment's series.
@@ -133,8 +207,35 @@ impl Metrics {
         for state in INSTANCE_STATES {
             self.instances.remove(&InstanceLabels { deployment: name.to_string(), state });
         }
+        let m = &self.mirror;
+        m.agreement_ratio.remove(&dep);
+        m.pairs.remove(&dep);
+        m.compared.remove(&dep);
+        m.max_abs_diff.remove(&dep);
+        m.mean_abs_diff.remove(&dep);
+        m.shadow_errors.remove(&dep);
         // Request counters are kept: a counter that vanishes looks like a reset to Prometheus,
         // and the totals of a deleted deployment are still history worth querying.
+    }
+
+    /// Reads this process's CPU and memory use.
+    pub fn refresh_process(&self) {
+        let Ok(pid) = sysinfo::get_current_pid() else { return };
+        let mut guard = self.process.system.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = sysinfo::System::new().ok();
+        }
+        let Some(system) = guard.as_mut() else { return };
+        system.refresh_processes_specifics(
+            sysinfo::ProcessesToUpdate::Some(&[pid]),
+            false,
+            sysinfo::ProcessRefreshKind::nothing().with_cpu().with_memory(),
+        );
+        if let Some(p) = system.process(pid) {
+            self.process.cpu_percent.set(p.cpu_usage() as f64);
+            self.process.resident_bytes.set(p.memory() as i64);
+            self.process.virtual_bytes.set(p.virtual_memory() as i64);
+        }
     }
 
     /// Renders the Prometheus text format.
@@ -173,6 +274,21 @@ impl DeploymentMetrics {
             Role::live => self.live_duration.observe(seconds),
             Role::mirror => self.mirror_duration.observe(seconds),
         }
+    }
+
+    /// Sets the mirror comparison gauges (only for deployments that were ever a shadow).
+    pub fn set_mirror(&self, g: &ReportGauges) {
+        if g.pairs == 0 {
+            return;
+        }
+        let dep = DeploymentLabel { deployment: self.name.clone() };
+        let m = &self.root.mirror;
+        m.agreement_ratio.get_or_create(&dep).set(g.agreement_ratio);
+        m.pairs.get_or_create(&dep).set(g.pairs as i64);
+        m.compared.get_or_create(&dep).set(g.compared as i64);
+        m.max_abs_diff.get_or_create(&dep).set(g.max_abs_diff);
+        m.mean_abs_diff.get_or_create(&dep).set(g.mean_abs_diff);
+        m.shadow_errors.get_or_create(&dep).set(g.shadow_errors as i64);
     }
 
     /// Sets the instance gauges.

@@ -7,10 +7,14 @@ pub use logs::LogRing;
 pub use metrics::{DeploymentMetrics, Metrics, Role};
 
 /// Sets up the process log on stderr: text by default, JSON with `SWITCHYARD_LOG_FORMAT=json`;
-/// the level comes from `RUST_LOG` (default `info`).
+/// the filter comes from `RUST_LOG`. By default lifecycle events are logged at `info` and the
+/// per-request access lines (target `switchyard::access`) are off, since writing a line per
+/// request to stderr costs more than scoring model-1; `RUST_LOG=info` turns them on. The
+/// per-deployment log ring (`get-logs`) always has them.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn,switchyard::access=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = if std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().try_init()

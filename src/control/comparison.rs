@@ -1,0 +1,69 @@
+//! The mirror comparison report of a deployment: read, reset, and reset when the mirror rule
+//! changes (a report always describes one rule).
+
+use serde_json::{json, Value};
+
+use super::{ControlPlane, State};
+use crate::mirror::Tolerance;
+use crate::spec::{SpecError, Traffic};
+
+impl ControlPlane {
+    /// `GET /v1/deployments/{name}/comparison`.
+    pub fn comparison(&self, name: &str) -> Result<Value, SpecError> {
+        let state = self.lock();
+        let record = state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
+        let mut report = record.live.mirror_report.to_json();
+        let ep = state.endpoint.as_ref();
+        let percent = ep.and_then(|e| e.spec.mirror_traffic.get(name)).copied().unwrap_or(0);
+        let live: Vec<&String> =
+            ep.map(|e| e.spec.traffic.iter().filter(|(_, w)| **w > 0).map(|(n, _)| n).collect()).unwrap_or_default();
+        report["deployment"] = json!(name);
+        report["mirror_percent"] = json!(percent);
+        report["live_deployments"] = json!(live);
+        Ok(report)
+    }
+
+    /// `POST /v1/deployments/{name}/comparison/reset`, optionally with a new `atol`/`rtol`.
+    pub fn reset_comparison(&self, name: &str, body: Option<Value>) -> Result<Value, SpecError> {
+        let tolerance = {
+            let state = self.lock();
+            let record =
+                state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
+            let current = record.live.mirror_report.tolerance();
+            let field = |key: &str, default: f64| -> Result<f64, SpecError> {
+                match body.as_ref().and_then(|b| b.get(key)) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => v
+                        .as_f64()
+                        .filter(|x| x.is_finite() && *x >= 0.0)
+                        .ok_or_else(|| SpecError::invalid(format!("{key} must be a non-negative number, got {v}"))),
+                }
+            };
+            if let Some(b) = &body {
+                if !b.is_object() && !b.is_null() {
+                    return Err(SpecError::invalid("expected {\"atol\": number, \"rtol\": number} (both optional)"));
+                }
+            }
+            Tolerance { atol: field("atol", current.atol)?, rtol: field("rtol", current.rtol)? }
+        };
+        {
+            let state = self.lock();
+            if let Some(record) = state.deployments.get(name) {
+                record.live.mirror_report.reset(Some(tolerance));
+            }
+        }
+        self.comparison(name)
+    }
+
+    /// Resets the reports of the shadows whose rule changes between `old` and `new`.
+    pub(super) fn reset_comparisons(&self, state: &State, old: &Traffic, new: &Traffic) {
+        if old == new {
+            return;
+        }
+        for name in old.keys().chain(new.keys()) {
+            if let Some(record) = state.deployments.get(name) {
+                record.live.mirror_report.reset(None);
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Running totals of a shadow deployment's comparison with live traffic: "does green agree
+//! with blue on live traffic?" answered with numbers.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::compare::{compare_bodies, PairDiff, Tolerance};
+
+/// Disagreeing pairs kept as examples.
+pub const MAX_SAMPLES: usize = 10;
+/// Characters of each body kept in a sample.
+const SAMPLE_BODY_CHARS: usize = 512;
+
+/// One side of a mirrored pair: what a deployment answered and how long it took.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+    pub latency: Duration,
+}
+
+/// A disagreeing pair kept as an example.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub request_id: String,
+    pub reason: String,
+    pub live_status: u16,
+    pub shadow_status: u16,
+    pub live_body: String,
+    pub shadow_body: String,
+    pub max_abs_diff: f64,
+}
+
+/// The totals since the last reset.
+struct Totals {
+    tolerance: Tolerance,
+    since: SystemTime,
+    pairs: u64,
+    compared: u64,
+    agreed: u64,
+    value_disagreements: u64,
+    shape_mismatches: u64,
+    shadow_errors: u64,
+    live_errors: u64,
+    both_errors: u64,
+    unpaired: u64,
+    dropped: u64,
+    max_abs_diff: f64,
+    sum_abs_diff: f64,
+    numbers: u64,
+    live_latency_us: Histogram<u64>,
+    shadow_latency_us: Histogram<u64>,
+    samples: VecDeque<Sample>,
+}
+
+impl Totals {
+    fn new(tolerance: Tolerance) -> Self {
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
+        Self {
+            tolerance,
+            since: SystemTime::now(),
+            pairs: 0,
+            compared: 0,
+            agreed: 0,
+            value_disagreements: 0,
+            shape_mismatches: 0,
+            shadow_errors: 0,
+            live_errors: 0,
+            both_errors: 0,
+            unpaired: 0,
+            dropped: 0,
+            max_abs_diff: 0.0,
+            sum_abs_diff: 0.0,
+            numbers: 0,
+            live_latency_us: histogram(),
+            shadow_latency_us: histogram(),
+            samples: VecDeque::new(),
+        }
+    }
+}
+
+/// The comparison report of one (shadow) deployment.
+pub struct MirrorReport {
+    totals: Mutex<Totals>,
+}
+
+/// The few numbers exported as metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReportGauges {
+    pub pairs: u64,
+    pub compared: u64,
+    pub agreement_ratio: f64,
+    pub max_abs_diff: f64,
+    pub mean_abs_diff: f64,
+    pub shadow_errors: u64,
+}
+
+impl MirrorReport {
+    /// An empty report comparing with `tolerance`.
+    pub fn new(tolerance: Tolerance) -> Self {
+        Self { totals: Mutex::new(Totals::new(tolerance)) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Totals> {
+        self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tolerance in use.
+    pub fn tolerance(&self) -> Tolerance {
+        self.lock().tolerance
+    }
+
+    /// Starts over (the mirror rule changed, or the user asked), optionally with a new
+    /// tolerance.
+    pub fn reset(&self, tolerance: Option<Tolerance>) {
+        let mut t = self.lock();
+        let tol = tolerance.unwrap_or(t.tolerance);
+        *t = Totals::new(tol);
+    }
+
+    /// A copy was dropped because the shadow was full.
+    pub fn record_drop(&self) {
+        self.lock().dropped += 1;
+    }
+
+    /// The shadow answered but the live answer never came (the client went away).
+    pub fn record_unpaired(&self) {
+        self.lock().unpaired += 1;
+    }
+
+    /// Records one mirrored pair. The bodies are compared before the lock is taken.
+    pub fn record(&self, request_id: &str, live: &Answer, shadow: &Answer) {
+        let tolerance = self.tolerance();
+        let both_ok = live.status == 200 && shadow.status == 200;
+        let diff = if both_ok { Some(compare_bodies(&live.body, &shadow.body, tolerance)) } else { None };
+        let mut t = self.lock();
+        t.pairs += 1;
+        let _ = t.live_latency_us.record(micros(live.latency));
+        let _ = t.shadow_latency_us.record(micros(shadow.latency));
+        let reason = match (&diff, live.status == 200, shadow.status == 200) {
+            (Some(d), _, _) => {
+                t.compared += 1;
+                t.numbers += d.numbers;
+                t.sum_abs_diff += d.sum_abs_diff;
+                t.max_abs_diff = t.max_abs_diff.max(d.max_abs_diff);
+                if d.agree {
+                    t.agreed += 1;
+                    None
+                } else if d.shape_mismatch {
+                    t.shape_mismatches += 1;
+                    Some(format!("shape mismatch at {}", d.first_difference.as_deref().unwrap_or("$")))
+                } else {
+                    t.value_disagreements += 1;
+                    Some(format!("values differ at {}", d.first_difference.as_deref().unwrap_or("$")))
+                }
+            }
+            (None, true, false) => {
+                t.shadow_errors += 1;
+                Some(format!("shadow answered {}", shadow.status))
+            }
+            (None, false, true) => {
+                t.live_errors += 1;
+                Some(format!("live answered {}", live.status))
+            }
+            (None, _, _) => {
+                t.both_errors += 1;
+                (live.status != shadow.status)
+                    .then(|| format!("both failed: live {}, shadow {}", live.status, shadow.status))
+            }
+        };
+        if let Some(reason) = reason {
+            if t.samples.len() == MAX_SAMPLES {
+                t.samples.pop_front();
+            }
+            t.samples.push_back(Sample {
+                request_id: request_id.to_string(),
+                reason,
+                live_status: live.status,
+                shadow_status: shadow.status,
+                live_body: clip(&live.body),
+                shadow_body: clip(&shadow.body),
+                max_abs_diff: diff.as_ref().map_or(0.0, |d: &PairDiff| d.max_abs_diff),
+            });
+        }
+    }
+
+    /// The numbers exported as metrics.
+    pub fn gauges(&self) -> ReportGauges {
+        let t = self.lock();
+        ReportGauges {
+            pairs: t.pairs,
+            compared: t.compared,
+            agreement_ratio: ratio(t.agreed, t.compared),
+            max_abs_diff: t.max_abs_diff,
+            mean_abs_diff: if t.numbers == 0 { 0.0 } else { t.sum_abs_diff / t.numbers as f64 },
+            shadow_errors: t.shadow_errors,
+        }
+    }
+
+    /// The whole report, as `GET /v1/deployments/{name}/comparison` answers it.
+    pub fn to_json(&self) -> Value {
+        let t = self.lock();
+        let pct = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                return json!(null);
+            }
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            json!({"p50": ms(0.50), "p90": ms(0.90), "p99": ms(0.99), "max": h.max() as f64 / 1000.0})
+        };
+        json!({
+            "since": humantime::format_rfc3339_seconds(t.since).to_string(),
+            "tolerance": t.tolerance,
+            "pairs": t.pairs,
+            "compared": t.compared,
+            "agreed": t.agreed,
+            "agreement_ratio": if t.compared == 0 { Value::Null } else { json!(ratio(t.agreed, t.compared)) },
+            "value_disagreements": t.value_disagreements,
+            "shape_mismatches": t.shape_mismatches,
+            "max_abs_diff": t.max_abs_diff,
+            "mean_abs_diff": if t.numbers == 0 { 0.0 } else { t.sum_abs_diff / t.numbers as f64 },
+            "numbers_compared": t.numbers,
+            "shadow_errors": t.shadow_errors,
+            "live_errors": t.live_errors,
+            "both_errors": t.both_errors,
+            "unpaired": t.unpaired,
+            "dropped": t.dropped,
+            "live_latency_ms": pct(&t.live_latency_us),
+            "shadow_latency_ms": pct(&t.shadow_latency_us),
+            "disagreement_samples": t.samples.iter().collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, 3_600_000_000)
+}
+
+fn clip(body: &Bytes) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.chars().count() <= SAMPLE_BODY_CHARS {
+        text.into_owned()
+    } else {
+        format!("{}…", text.chars().take(SAMPLE_BODY_CHARS).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer { status, body: Bytes::from(body.to_string()), latency: Duration::from_micros(100) }
+    }
+
+    #[test]
+    fn totals_and_samples() {
+        let r = MirrorReport::new(Tolerance::default());
+        r.record("a", &answer(200, "[1.0]"), &answer(200, "[1.0]"));
+        r.record("b", &answer(200, "[1.0]"), &answer(200, "[3.0]"));
+        r.record("c", &answer(200, "[1.0]"), &answer(424, "{}"));
+        r.record("d", &answer(200, "[1.0]"), &answer(200, "[1.0, 2.0]"));
+        r.record_drop();
+        let v = r.to_json();
+        assert_eq!(v["pairs"], 4);
+        assert_eq!(v["compared"], 3);
+        assert_eq!(v["agreed"], 1);
+        assert_eq!(v["value_disagreements"], 1);
+        assert_eq!(v["shape_mismatches"], 1);
+        assert_eq!(v["shadow_errors"], 1);
+        assert_eq!(v["dropped"], 1);
+        assert_eq!(v["max_abs_diff"], 2.0);
+        assert_eq!(v["disagreement_samples"].as_array().unwrap().len(), 3);
+        assert_eq!(v["disagreement_samples"][0]["request_id"], "b");
+        r.reset(Some(Tolerance { atol: 5.0, rtol: 0.0 }));
+        r.record("e", &answer(200, "[1.0]"), &answer(200, "[3.0]"));
+        assert_eq!(r.to_json()["agreed"], 1, "a wider tolerance after reset");
+        assert_eq!(r.to_json()["pairs"], 1);
+    }
+
+    #[test]
+    fn samples_are_bounded() {
+        let r = MirrorReport::new(Tolerance::default());
+        for i in 0..50 {
+            r.record(&i.to_string(), &answer(200, "[1]"), &answer(200, "[2]"));
+        }
+        let v = r.to_json();
+        assert_eq!(v["disagreement_samples"].as_array().unwrap().len(), MAX_SAMPLES);
+        assert_eq!(v["disagreement_samples"][MAX_SAMPLES - 1]["request_id"], "49");
+    }
+}
