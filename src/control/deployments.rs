@@ -41,7 +41,7 @@ impl ControlPlane {
         let kind = spec.hook_kind()?;
         state.next_generation += 1;
         let generation = state.next_generation;
-        let fresh = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance);
+        let fresh = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance, self.runtime.clone());
         if exists {
             let record = state.deployments.get_mut(name).expect("checked above");
             record.live.state.set(ProvisioningState::Updating, None);
@@ -101,7 +101,7 @@ impl ControlPlane {
         let from = record.spec.instance_count as usize;
         let to = spec.instance_count as usize;
         record.spec = spec;
-        record.live.set_capacity(&record.spec);
+        record.live.apply_settings(&record.spec);
         let live = Arc::clone(&record.live);
         let view = if from != to {
             live.state.set(ProvisioningState::Updating, None);

@@ -6,9 +6,9 @@ pub mod background;
 pub mod pool;
 pub mod state;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -31,6 +31,8 @@ pub enum ScoreError {
     BadInput(String),
     /// The hook or model failed (HTTP 424).
     ModelFailed(String),
+    /// The run took longer than `request_timeout_ms` from admission (HTTP 408).
+    Timeout(Duration),
 }
 
 impl ScoreError {
@@ -41,6 +43,7 @@ impl ScoreError {
             ScoreError::NotReady => 503,
             ScoreError::BadInput(_) => 400,
             ScoreError::ModelFailed(_) => 424,
+            ScoreError::Timeout(_) => 408,
         }
     }
 }
@@ -63,11 +66,19 @@ pub struct Deployment {
     inflight: AtomicUsize,
     /// Admission cap: 2 × max_concurrent_requests_per_instance × instance_count.
     capacity: AtomicUsize,
+    /// `request_timeout_ms`, measured from admission.
+    timeout_ms: AtomicU64,
 }
 
 impl Deployment {
     /// A deployment with an empty pool; the control plane loads its instances.
-    pub fn new(spec: &DeploymentSpec, kind: HookKind, metrics: &Arc<Metrics>, tolerance: Tolerance) -> Arc<Self> {
+    pub fn new(
+        spec: &DeploymentSpec,
+        kind: HookKind,
+        metrics: &Arc<Metrics>,
+        tolerance: Tolerance,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
         let ctx = InitContext {
             deployment: spec.name.clone(),
             environment_variables: spec.environment_variables.clone(),
@@ -76,15 +87,18 @@ impl Deployment {
         let factory_kind = kind.clone();
         let logs = Arc::new(LogRing::default());
         let init_log = Arc::clone(&logs);
-        let pool = InstancePool::new(Arc::new(move || {
-            let hook = hooks::init(&factory_kind, &ctx)?;
-            let about = hook.describe();
-            if !about.is_empty() {
-                init_log.push(&about);
-                tracing::info!(deployment = %ctx.deployment, "{about}");
-            }
-            Ok(hook)
-        }));
+        let pool = InstancePool::new(
+            Arc::new(move || {
+                let hook = hooks::init(&factory_kind, &ctx)?;
+                let about = hook.describe();
+                if !about.is_empty() {
+                    init_log.push(&about);
+                    tracing::info!(deployment = %ctx.deployment, "{about}");
+                }
+                Ok(hook)
+            }),
+            runtime,
+        );
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
             pool,
@@ -94,16 +108,18 @@ impl Deployment {
             metrics: metrics.for_deployment(&spec.name),
             inflight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
+            timeout_ms: AtomicU64::new(0),
         });
-        deployment.set_capacity(spec);
+        deployment.apply_settings(spec);
         deployment.logs.push(format!("deployment {} created: {}", spec.name, hooks::describe(&kind)));
         deployment
     }
 
-    /// Recomputes the admission cap from the spec (after create or scale).
-    pub fn set_capacity(&self, spec: &DeploymentSpec) {
+    /// Takes the admission cap and timeout from the spec (after create, scale or update).
+    pub fn apply_settings(&self, spec: &DeploymentSpec) {
         let per_instance = spec.request_settings.max_concurrent_requests_per_instance as usize;
         self.capacity.store(2 * per_instance * spec.instance_count as usize, Ordering::Relaxed);
+        self.timeout_ms.store(spec.request_settings.request_timeout_ms, Ordering::Relaxed);
     }
 
     /// Requests admitted and not yet answered.
@@ -129,11 +145,18 @@ impl Deployment {
             None => Err(ScoreError::Overloaded),
             Some(_admitted) => {
                 let lane = if role == Role::mirror { Lane::Shadow } else { Lane::Live };
-                self.pool.run(body, content_type, lane).await.map_err(|e| match e {
-                    RunError::NoInstance => ScoreError::NotReady,
-                    RunError::BadInput(m) => ScoreError::BadInput(m),
-                    RunError::Failed(m) => ScoreError::ModelFailed(m),
-                })
+                let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
+                // Dropping the run's future on timeout cancels the run and frees the slot; a
+                // run that finished inline past its deadline has its answer discarded.
+                match tokio::time::timeout(limit, self.pool.run(body, content_type, lane)).await {
+                    Err(_) => Err(ScoreError::Timeout(limit)),
+                    Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
+                    Ok(result) => result.map_err(|e| match e {
+                        RunError::NoInstance => ScoreError::NotReady,
+                        RunError::BadInput(m) => ScoreError::BadInput(m),
+                        RunError::Failed(m) => ScoreError::ModelFailed(m),
+                    }),
+                }
             }
         };
         let elapsed = start.elapsed();

@@ -20,6 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError};
 
+use crate::hooks::cancel::Cancellation;
 use crate::hooks::{HookError, HookRequest, HookResponse, ScoringHook};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
@@ -86,11 +87,30 @@ pub struct InstancePool {
     /// Moving average of one run's cost in ns, or `UNMEASURED`.
     run_cost_ns: AtomicU64,
     factory: HookFactory,
+    /// Where replacement instances are loaded (runs may finish on threads without a runtime).
+    runtime: tokio::runtime::Handle,
+}
+
+/// Cancels a run when the request waiting for it goes away before it finishes.
+struct CancelOnDrop(Option<Arc<Cancellation>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
+    }
 }
 
 impl InstancePool {
     /// An empty pool that makes instances with `factory`.
-    pub fn new(factory: HookFactory) -> Arc<Self> {
+    pub fn new(factory: HookFactory, runtime: tokio::runtime::Handle) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(Vec::new()),
             available: Semaphore::new(0),
@@ -100,6 +120,7 @@ impl InstancePool {
             failed: AtomicUsize::new(0),
             run_cost_ns: AtomicU64::new(UNMEASURED),
             factory,
+            runtime,
         })
     }
 
@@ -195,22 +216,26 @@ impl InstancePool {
             return Err(RunError::NoInstance);
         };
         if lane == Lane::Live && self.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS {
-            return self.execute(hook, &body, content_type);
+            return self.execute(hook, &body, content_type, None);
         }
         let pool = Arc::clone(self);
         let content_type: Option<Box<str>> = content_type.map(Into::into);
-        if lane == Lane::Shadow {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            super::background::spawn(move || {
-                let _ = tx.send(pool.execute(hook, &body, content_type.as_deref()));
-            });
-            return rx.await.unwrap_or_else(|_| Err(RunError::Failed("the shadow run was lost".to_string())));
+        // The thread that runs the hook checks the instance back in itself, so it returns to
+        // the pool even if this future is dropped (timeout, client gone); dropping the future
+        // also cancels the run, so the instance is not held by work nobody waits for.
+        let cancel = Arc::new(Cancellation::default());
+        let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = move || {
+            let _ = tx.send(pool.execute(hook, &body, content_type.as_deref(), Some(&cancel)));
+        };
+        match lane {
+            Lane::Shadow => super::background::spawn(job),
+            Lane::Live => drop(tokio::task::spawn_blocking(job)),
         }
-        // The blocking task checks the instance back in itself, so it returns to the pool even
-        // if this request's future is dropped (client gone, timeout) while the run goes on.
-        tokio::task::spawn_blocking(move || pool.execute(hook, &body, content_type.as_deref()))
-            .await
-            .unwrap_or_else(|e| Err(RunError::Failed(format!("scoring task failed: {e}"))))
+        let outcome = rx.await.unwrap_or_else(|_| Err(RunError::Failed("the scoring task was lost".to_string())));
+        guard.disarm();
+        outcome
     }
 
     /// Runs the hook, measures it, and puts the instance back (or replaces it after a panic).
@@ -219,9 +244,10 @@ impl InstancePool {
         mut hook: Box<dyn ScoringHook>,
         body: &[u8],
         content_type: Option<&str>,
+        cancel: Option<&Cancellation>,
     ) -> Result<HookResponse, RunError> {
         let start = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type })));
+        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type, cancel })));
         self.record_cost(start.elapsed().as_nanos() as u64);
         match outcome {
             Ok(result) => {
@@ -233,11 +259,9 @@ impl InstancePool {
                 self.ready.fetch_sub(1, Ordering::AcqRel);
                 let _ = catch_unwind(AssertUnwindSafe(|| drop(hook)));
                 let pool = Arc::clone(self);
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        let _ = pool.add(1).await;
-                    });
-                }
+                self.runtime.spawn(async move {
+                    let _ = pool.add(1).await;
+                });
                 Err(RunError::Failed(format!("the scoring hook panicked: {}", panic_message(&panic))))
             }
         }
@@ -261,4 +285,66 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hook that answers its body back, or panics on the body `panic`.
+    struct Echo;
+
+    impl ScoringHook for Echo {
+        fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+            if request.body == b"panic" {
+                panic!("asked to panic");
+            }
+            Ok(HookResponse::json(request.body.to_vec()))
+        }
+    }
+
+    fn pool() -> Arc<InstancePool> {
+        InstancePool::new(Arc::new(|| Ok(Box::new(Echo) as Box<dyn ScoringHook>)), tokio::runtime::Handle::current())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_run_is_a_model_error_and_the_instance_is_replaced() {
+        let p = pool();
+        p.add(1).await.unwrap();
+        let err = p.run(Bytes::from_static(b"panic"), None, Lane::Live).await.unwrap_err();
+        assert_eq!(err, RunError::Failed("the scoring hook panicked: asked to panic".into()));
+        for _ in 0..200 {
+            if p.ready() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(p.ready(), 1, "a fresh instance replaced the one that panicked");
+        let ok = p.run(Bytes::from_static(b"[1]"), None, Lane::Live).await.unwrap();
+        assert_eq!(&ok.body[..], b"[1]");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scale_down_waits_for_busy_instances_and_drops_nothing() {
+        let p = pool();
+        p.add(3).await.unwrap();
+        assert_eq!(p.counts().ready, 3);
+        let runs: Vec<_> = (0..50)
+            .map(|i| {
+                let p = Arc::clone(&p);
+                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, Lane::Shadow).await })
+            })
+            .collect();
+        p.remove(2).await;
+        for r in runs {
+            assert!(r.await.unwrap().is_ok());
+        }
+        assert_eq!(p.counts(), InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0 });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_pool_answers_no_instance() {
+        let p = pool();
+        assert_eq!(p.run(Bytes::new(), None, Lane::Live).await.unwrap_err(), RunError::NoInstance);
+    }
 }

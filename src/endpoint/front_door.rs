@@ -24,6 +24,8 @@ pub const MAX_CLIENT_REQUEST_ID: usize = 100;
 pub struct ScoringState {
     /// The current routing snapshot.
     pub routing: Arc<ArcSwap<RoutingTable>>,
+    /// Largest accepted body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
 }
 
 /// An error answer: JSON `{"message": ...}` with the given status.
@@ -33,7 +35,7 @@ pub fn error_response(status: u16, message: &str) -> HttpResponse {
 }
 
 /// The `/score` handler.
-pub async fn score(req: HttpRequest, body: Bytes, state: web::Data<ScoringState>) -> HttpResponse {
+pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<ScoringState>) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4();
     let mut id_buf = uuid::Uuid::encode_buffer();
     let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buf);
@@ -46,6 +48,10 @@ pub async fn score(req: HttpRequest, body: Bytes, state: web::Data<ScoringState>
 
     let (deployment, shadow) = match route(headers, &state.routing) {
         Ok(chosen) => chosen,
+        Err(response) => return with_ids(response, request_id, client_id.as_deref()),
+    };
+    let body = match read_body(headers, payload, state.max_body_bytes).await {
+        Ok(body) => body,
         Err(response) => return with_ids(response, request_id, client_id.as_deref()),
     };
 
@@ -70,6 +76,27 @@ pub async fn score(req: HttpRequest, body: Bytes, state: web::Data<ScoringState>
         response.headers_mut().insert(header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
     }
     with_ids(response, request_id, client_id.as_deref())
+}
+
+/// Reads the body, refusing more than `limit` bytes with 413 (before reading, when the
+/// `Content-Length` already says so).
+async fn read_body(headers: &HeaderMap, payload: web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
+    let too_large = || {
+        error_response(
+            413,
+            &format!("the request body is larger than this server accepts ({limit} bytes; see serve --max-body-bytes)"),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(error_response(400, &format!("cannot read the request body: {e}"))),
+        Err(_) => Err(too_large()),
+    }
 }
 
 /// Picks the live deployment and, for unpinned requests, maybe a shadow.
@@ -132,6 +159,13 @@ fn score_error_response(e: &ScoreError) -> HttpResponse {
             "the deployment has no ready instance: it is loading or failed (see `online-deployment show`)",
         ),
         ScoreError::BadInput(m) => error_response(400, m),
+        ScoreError::Timeout(limit) => error_response(
+            408,
+            &format!(
+                "the request took longer than the deployment's request_timeout_ms ({} ms); raise request_settings.request_timeout_ms (at most 180000) or send less work",
+                limit.as_millis()
+            ),
+        ),
         ScoreError::ModelFailed(reason) => {
             let mut r = error_response(424, &format!("the model failed to score the request: {reason}"));
             let h = r.headers_mut();

@@ -9,6 +9,7 @@
 //! a C-ABI plugin (bytes in, bytes out) and a Python scoring script (whose `run` returns any
 //! JSON-able value or an `AMLResponse`) fit the same trait as the built-in ONNX hook.
 
+pub mod cancel;
 pub mod onnx;
 pub mod ort_runtime;
 pub mod tensor_json;
@@ -27,6 +28,9 @@ pub struct HookRequest<'a> {
     pub body: &'a [u8],
     /// The `Content-Type` header, if any.
     pub content_type: Option<&'a str>,
+    /// Set when the run may be cancelled (it runs off the request's thread and has a
+    /// deadline); hooks that can stop early register how.
+    pub cancel: Option<&'a cancel::Cancellation>,
 }
 
 /// A hook's answer.

@@ -7,9 +7,10 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Arc;
 
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionInputValue};
+use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use super::tensor_json::{self, NestedArray, ScoreRequest};
@@ -254,9 +255,27 @@ impl ScoringHook for OnnxHook {
                 ))
             }
         };
-        let results = session
-            .run(feeds)
-            .map_err(|e| HookError::Failed(format!("ONNX Runtime failed to score the request: {e}")))?;
+        let ort_failed = |e: ort::Error| HookError::Failed(format!("ONNX Runtime failed to score the request: {e}"));
+        // A run that can be cancelled gets its own RunOptions, whose terminate flag ONNX
+        // Runtime checks between nodes (and loop iterations).
+        let options = match request.cancel {
+            Some(_) => Some(Arc::new(RunOptions::new().map_err(ort_failed)?)),
+            None => None,
+        };
+        let results = match (request.cancel, &options) {
+            (Some(cancel), Some(options)) => {
+                let stop = Arc::clone(options);
+                if !cancel.on_cancel(move || {
+                    let _ = stop.terminate();
+                }) {
+                    return Err(HookError::Failed("cancelled before it started".into()));
+                }
+                let outcome = session.run_with_options(feeds, options);
+                cancel.clear();
+                outcome.map_err(ort_failed)?
+            }
+            _ => session.run(feeds).map_err(ort_failed)?,
+        };
         let mut body = Vec::with_capacity(64);
         if named {
             body.extend_from_slice(b"{\"outputs\":{");

@@ -36,7 +36,7 @@ pub struct ScoreRequest {
 
 impl<'de> Deserialize<'de> for NestedArray {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut b = Builder { shape: Vec::new(), rank: None, values: Vec::new() };
+        let mut b = Builder { shape: Vec::new(), rank: None, deepest_array: None, values: Vec::new() };
         Level { depth: 0, b: &mut b }.deserialize(deserializer)?;
         let rank = b.rank.unwrap_or(b.shape.len());
         b.shape.truncate(rank);
@@ -50,6 +50,8 @@ struct Builder {
     shape: Vec<usize>,
     /// Depth at which numbers sit, once the first number has been seen.
     rank: Option<usize>,
+    /// The deepest array seen so far: numbers must sit below it (`[[], 0]` is ragged).
+    deepest_array: Option<usize>,
     values: Vec<f64>,
 }
 
@@ -61,6 +63,12 @@ struct Level<'b> {
 
 impl Level<'_> {
     fn number<E: de::Error>(self, v: f64) -> Result<(), E> {
+        if let Some(d) = self.b.deepest_array.filter(|d| self.depth <= *d) {
+            return Err(E::custom(format!(
+                "ragged array: a number at nesting depth {} where an array sits at depth {d}",
+                self.depth
+            )));
+        }
         match self.b.rank {
             None => self.b.rank = Some(self.depth),
             Some(r) if r != self.depth => {
@@ -112,6 +120,7 @@ impl<'de> Visitor<'de> for Level<'_> {
                 )));
             }
         }
+        self.b.deepest_array = Some(self.b.deepest_array.map_or(depth, |d| d.max(depth)));
         let mut len = 0usize;
         while seq.next_element_seed(Level { depth: depth + 1, b: &mut *self.b })?.is_some() {
             len += 1;
@@ -204,6 +213,8 @@ mod tests {
         assert!(parse("[[1,2],[3]]").unwrap_err().contains("ragged"));
         assert!(parse("[[1,2],3]").unwrap_err().contains("ragged"));
         assert!(parse("[1,[2]]").unwrap_err().contains("ragged"));
+        assert!(parse("[[],0]").unwrap_err().contains("ragged"), "found by the property tests");
+        assert_eq!(parse("[[],[]]").unwrap().shape, vec![2, 0]);
         assert!(parse("[\"a\"]").unwrap_err().contains("a number or a nested array"));
         assert!(parse(&format!("{}1{}", "[".repeat(40), "]".repeat(40))).is_err());
     }

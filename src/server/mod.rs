@@ -64,19 +64,14 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         if scoring_addr.ip().is_unspecified() { "localhost".to_string() } else { scoring_addr.ip().to_string() };
     control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));
 
-    let scoring_state = web::Data::new(ScoringState { routing: control.routing() });
-    let max_body = opts.max_body_bytes;
-    let scoring = HttpServer::new(move || {
-        App::new()
-            .app_data(scoring_state.clone())
-            .app_data(web::PayloadConfig::new(max_body))
-            .configure(scoring::configure)
-    })
-    .workers(opts.workers.max(1))
-    .shutdown_timeout(opts.shutdown_grace.as_secs())
-    .listen(scoring_listener)
-    .map_err(|e| e.to_string())?
-    .run();
+    let scoring_state =
+        web::Data::new(ScoringState { routing: control.routing(), max_body_bytes: opts.max_body_bytes });
+    let scoring = HttpServer::new(move || App::new().app_data(scoring_state.clone()).configure(scoring::configure))
+        .workers(opts.workers.max(1))
+        .shutdown_timeout(opts.shutdown_grace.as_secs())
+        .listen(scoring_listener)
+        .map_err(|e| e.to_string())?
+        .run();
 
     let admin_state =
         web::Data::new(AdminState { control: Arc::clone(&control), admin_token: opts.admin_token.clone() });

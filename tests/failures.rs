@@ -1,0 +1,195 @@
+//! Every failure answer of CONTRACT §6 provoked through real HTTP: 408, 413, 424, 429 (400,
+//! 401, 404, 431 and 503 are in scoring_api.rs and validation.rs), key rotation under traffic,
+//! and the admin plane's token.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// A body like the seed's sample whose first number is `x00` (test/slow: about x00 ms;
+/// test/fail: a model error when x00 >= 2).
+fn body_with_x00(x00: f64) -> Vec<u8> {
+    json!({"data": [[x00, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}).to_string().into_bytes()
+}
+
+#[test]
+fn timeout_is_408_and_cancels_the_run() {
+    let s = Server::start();
+    s.create_endpoint();
+    s.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": 200}}));
+    s.set_traffic(json!({"slow": 100}));
+    let key = s.primary_key();
+    assert_eq!(s.score_authed(&key, &body_with_x00(1.0), None).status, 200);
+    let t = Instant::now();
+    let r = s.score_authed(&key, &body_with_x00(3000.0), None);
+    let took = t.elapsed();
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert!(r.message().contains("request_timeout_ms (200 ms)"), "{}", r.message());
+    assert!(took < Duration::from_millis(1500), "answered at the deadline, not after the 3 s run: {took:?}");
+    // The run was cancelled: the single instance is free again at once, not after 3 s.
+    let t = Instant::now();
+    let r = s.score_authed(&key, &body_with_x00(1.0), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(t.elapsed() < Duration::from_millis(1000), "the instance was stuck: {:?}", t.elapsed());
+    let m = s.admin("GET", "/metrics", None).body;
+    assert!(m.contains("switchyard_inflight_requests{deployment=\"slow\"} 0"), "no slot held");
+    assert!(m.contains("switchyard_requests_total{deployment=\"slow\",role=\"live\",code=\"408\"} 1"), "{m}");
+}
+
+#[test]
+fn oversized_body_is_413() {
+    let s = Server::start_with(&["--max-body-bytes", "1000"]);
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({}));
+    s.set_traffic(json!({"blue": 100}));
+    let key = s.primary_key();
+    let rows: Vec<_> = (0..60).map(|_| json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])).collect();
+    let big = json!({ "data": rows }).to_string();
+    assert!(big.len() > 1000);
+    let r = s.score_authed(&key, big.as_bytes(), None);
+    assert_eq!(r.status, 413);
+    assert!(r.message().contains("1000 bytes"), "{}", r.message());
+    assert_eq!(s.score_authed(&key, &sample_request(), None).status, 200);
+}
+
+#[test]
+fn model_error_is_424_with_its_reason_and_the_instance_lives() {
+    let s = Server::start();
+    s.create_endpoint();
+    s.deploy("flaky", "test/fail", json!({}));
+    s.set_traffic(json!({"flaky": 100}));
+    let key = s.primary_key();
+    let r = s.score_authed(&key, &body_with_x00(7.0), None);
+    assert_eq!(r.status, 424, "{}", r.body);
+    assert_eq!(r.header("ms-azureml-model-error-statuscode"), Some("500"));
+    let reason = r.header("ms-azureml-model-error-reason").unwrap();
+    assert!(reason.contains("indices element out of data bounds"), "the reason is never hidden: {reason}");
+    assert!(r.message().contains("the model failed"));
+    assert_eq!(r.header("azureml-model-deployment"), Some("flaky"));
+    // The same instance keeps serving.
+    let r = s.score_authed(&key, &body_with_x00(1.0), None);
+    assert_eq!(r.status, 200);
+    let got = numbers(&r.body);
+    assert!((got[0] - MODEL_1_ANSWER[0]).abs() < 1e-6, "{got:?}");
+    let logs = s.admin("GET", "/v1/deployments/flaky/logs?lines=20", None).body;
+    assert!(logs.contains("status=424") && logs.contains("model error"), "{logs}");
+}
+
+#[test]
+fn over_the_admission_cap_is_429_at_once() {
+    let s = Arc::new(Server::start());
+    s.create_endpoint();
+    // One instance, one request at a time: at most 2 in flight.
+    s.deploy("slow", "test/slow", json!({}));
+    s.set_traffic(json!({"slow": 100}));
+    let key = s.primary_key();
+    let go = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (s, key, go) = (s.clone(), key.clone(), go.clone());
+            std::thread::spawn(move || {
+                while !go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                let t = Instant::now();
+                let r = s.score_authed(&key, &body_with_x00(400.0), None);
+                (r.status, r.header("retry-after").map(str::to_owned), t.elapsed())
+            })
+        })
+        .collect();
+    go.store(true, Ordering::Release);
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(ok + refused.len(), 6, "{results:?}");
+    assert!(ok <= 2, "at most 2 admitted: {results:?}");
+    assert!(refused.len() >= 4, "{results:?}");
+    for (_, retry, took) in refused {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(*took < Duration::from_millis(300), "429 comes at once, not after queueing: {took:?}");
+    }
+}
+
+#[test]
+fn key_rotation_under_traffic() {
+    let s = Arc::new(Server::start());
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({"request_settings": {"max_concurrent_requests_per_instance": 4}}));
+    s.set_traffic(json!({"blue": 100}));
+    let secondary = s.admin("GET", "/v1/endpoint/keys", None).json()["secondaryKey"].as_str().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, key, stop, failures, sent) =
+                (s.clone(), secondary.clone(), stop.clone(), failures.clone(), sent.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if s.score_authed(&key, &sample_request(), None).status != 200 {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut old = s.primary_key();
+    for _ in 0..5 {
+        // Let the secondary-key clients run between rotations.
+        let before = sent.load(Ordering::Relaxed);
+        while sent.load(Ordering::Relaxed) < before + 50 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let r = s.admin("POST", "/v1/endpoint/keys/regenerate", Some(&json!({"keyType": "primary"})));
+        assert_eq!(r.status, 200);
+        assert_eq!(s.score_authed(&old, &sample_request(), None).status, 401, "the old primary stops at once");
+        let new = s.primary_key();
+        assert_eq!(s.score_authed(&new, &sample_request(), None).status, 200, "the new one works at once");
+        old = new;
+    }
+    stop.store(true, Ordering::Relaxed);
+    clients.into_iter().for_each(|c| c.join().unwrap());
+    assert!(sent.load(Ordering::Relaxed) > 100);
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "the secondary key kept working throughout");
+    let logs = s.admin("GET", "/v1/deployments/blue/logs?lines=100000", None).body;
+    assert!(!logs.contains(&secondary) && !logs.contains(&old), "keys never appear in logs");
+}
+
+#[test]
+fn admin_plane_needs_a_token_off_loopback() {
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--port", "0", "--admin-port", "0", "--admin-host", "0.0.0.0"])
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
+
+    let s = Server::start_with(&["--admin-token", "s3cret-token"]);
+    let r = s.admin("GET", "/v1/endpoint", None);
+    assert_eq!(r.status, 401);
+    assert!(!r.body.contains("s3cret-token"));
+    let r = http(
+        &agent(),
+        "GET",
+        &format!("{}/v1/deployments", s.admin),
+        &[("Authorization", "Bearer s3cret-token")],
+        None,
+    );
+    assert_eq!(r.status, 404, "authorised; there is no endpoint yet: {}", r.body);
+    let out = std::process::Command::new(bin())
+        .args(["online-endpoint", "create", "-n", "ep-1"])
+        .env("SWITCHYARD_ADMIN_URL", &s.admin)
+        .env("SWITCHYARD_ADMIN_TOKEN", "s3cret-token")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = s.cli_err(&["online-endpoint", "show"]);
+    assert!(err.contains("401"), "{err}");
+}
