@@ -103,6 +103,13 @@ pub struct ServeArgs {
     /// Relative tolerance when comparing mirrored answers with live ones.
     #[arg(long, default_value_t = 1e-6)]
     pub compare_rtol: f64,
+    /// Save the control-plane state here after each change, and restore it at start.
+    #[arg(long)]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Declarative mode: apply DIR/endpoint.yml and the deployment YAML files in DIR at start
+    /// and whenever they change (the files then own the state; admin changes are refused).
+    #[arg(long)]
+    pub config_dir: Option<std::path::PathBuf>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -140,6 +147,8 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         max_body_bytes: args.max_body_bytes,
         token_lifetime: Duration::from_secs(args.token_lifetime_secs.max(1)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        state_dir: args.state_dir,
+        config_dir: args.config_dir,
         tolerance: crate::mirror::Tolerance { atol: args.compare_atol.max(0.0), rtol: args.compare_rtol.max(0.0) },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

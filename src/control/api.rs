@@ -81,6 +81,22 @@ macro_rules! guard {
     };
 }
 
+/// In declarative mode the files own the endpoint and deployments: changes through the API
+/// would be overwritten at the next file change, so they are refused.
+macro_rules! files_own_state {
+    ($data:expr) => {
+        if let Some(dir) = $data.control.declarative_dir() {
+            return error_response(
+                409,
+                &format!(
+                    "this server is in declarative mode: the endpoint and deployments are defined by the files in {}; edit them instead",
+                    dir.display()
+                ),
+            );
+        }
+    };
+}
+
 /// Reads a JSON or YAML body (YAML is a superset of JSON, so both parse).
 fn parse_body(body: &Bytes) -> Result<Value, SpecError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -101,6 +117,7 @@ async fn get_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
 
 async fn put_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
     guard!(req, data);
+    files_own_state!(data);
     match parse_body(&body).and_then(|v| data.control.put_endpoint(v)) {
         Ok((mut view, created, ignored)) => {
             if !ignored.is_empty() {
@@ -118,11 +135,13 @@ async fn put_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse
 
 async fn patch_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
     guard!(req, data);
+    files_own_state!(data);
     reply(parse_body(&body).and_then(|v| data.control.patch_endpoint(v)))
 }
 
 async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
+    files_own_state!(data);
     reply(data.control.delete_endpoint().map(|()| json!({"message": "endpoint deleted"})))
 }
 
@@ -157,6 +176,7 @@ struct PutQuery {
 
 async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
     guard!(req, data);
+    files_own_state!(data);
     let all_traffic = match web::Query::<PutQuery>::from_query(req.query_string()) {
         Ok(q) => q.all_traffic,
         Err(_) => return error_response(400, "all_traffic must be true or false"),
@@ -170,11 +190,13 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Bytes, 
 
 async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
     guard!(req, data);
+    files_own_state!(data);
     reply(parse_body(&body).and_then(|v| data.control.patch_deployment(&name, v)))
 }
 
 async fn delete_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
+    files_own_state!(data);
     reply(data.control.delete_deployment(&name).map(|()| json!({"message": format!("deployment {name} deleted")})))
 }
 

@@ -39,28 +39,36 @@ impl ControlPlane {
             }
         }
         let kind = spec.hook_kind()?;
+        let before = state.clone();
         state.next_generation += 1;
         let generation = state.next_generation;
         let fresh = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance, self.runtime.clone());
         if exists {
+            // The new spec is what was asked for (and what a restart loads); the old version
+            // serves until the new one is ready.
             let record = state.deployments.get_mut(name).expect("checked above");
-            record.live.state.set(ProvisioningState::Updating, None);
+            record.spec = spec.clone();
             record.generation = generation;
-            // The new spec is recorded when the replacement is ready; until then `show` gives
-            // the version that serves.
         } else {
             state.deployments.insert(
                 name.to_string(),
                 DeploymentRecord { spec: spec.clone(), live: Arc::clone(&fresh), generation },
             );
-            if let Some(ep) = state.endpoint.as_mut() {
-                ep.spec.traffic.insert(name.to_string(), 0);
+        }
+        if let Some(ep) = state.endpoint.as_mut() {
+            ep.spec.traffic.entry(name.to_string()).or_insert(0);
+            if all_traffic {
+                ep.all_traffic_on_ready = Some(name.to_string());
             }
-            self.publish(&state);
+        }
+        self.commit(&mut state, before)?;
+        if exists {
+            let record = state.deployments.get(name).expect("checked above");
+            record.live.state.set(ProvisioningState::Updating, None);
         }
         let view = self.deployment_view(state.deployments.get(name).expect("inserted or present"));
         drop(state);
-        self.load_in_background(spec, fresh, generation, all_traffic);
+        self.load_in_background(spec, fresh, generation);
         Ok((view, !exists))
     }
 
@@ -100,7 +108,11 @@ impl ControlPlane {
         }
         let from = record.spec.instance_count as usize;
         let to = spec.instance_count as usize;
+        let before = state.clone();
+        let record = state.deployments.get_mut(name).expect("checked above");
         record.spec = spec;
+        self.commit(&mut state, before)?;
+        let record = state.deployments.get(name).expect("checked above");
         record.live.apply_settings(&record.spec);
         let live = Arc::clone(&record.live);
         let view = if from != to {
@@ -122,6 +134,7 @@ impl ControlPlane {
         if !state.deployments.contains_key(name) {
             return Err(unknown_deployment(name, &state));
         }
+        let before = state.clone();
         if let Some(ep) = state.endpoint.as_mut() {
             let live = ep.spec.traffic.get(name).copied().unwrap_or(0);
             if live > 0 {
@@ -131,9 +144,12 @@ impl ControlPlane {
             }
             ep.spec.traffic.remove(name);
             ep.spec.mirror_traffic.remove(name);
+            if ep.all_traffic_on_ready.as_deref() == Some(name) {
+                ep.all_traffic_on_ready = None;
+            }
         }
         let record = state.deployments.remove(name).expect("checked above");
-        self.publish(&state);
+        self.commit(&mut state, before)?;
         drop(state);
         self.retire(record.live);
         Ok(())
@@ -173,32 +189,25 @@ impl ControlPlane {
         });
     }
 
-    fn load_in_background(
-        self: &Arc<Self>,
-        spec: DeploymentSpec,
-        fresh: Arc<Deployment>,
-        generation: u64,
-        all_traffic: bool,
-    ) {
+    fn load_in_background(self: &Arc<Self>, spec: DeploymentSpec, fresh: Arc<Deployment>, generation: u64) {
         let cp = Arc::clone(self);
         self.runtime.spawn(async move {
             let count = spec.instance_count as usize;
             fresh.logs.push(format!("loading {count} instance(s)"));
             let outcome = fresh.pool.add(count).await;
-            cp.finish_load(spec, fresh, generation, all_traffic, outcome).await;
+            cp.finish_load(spec, fresh, generation, outcome).await;
         });
     }
 
-    async fn finish_load(
+    pub(super) async fn finish_load(
         &self,
         spec: DeploymentSpec,
         fresh: Arc<Deployment>,
         generation: u64,
-        all_traffic: bool,
         outcome: Result<(), String>,
     ) {
         // Decide under the lock, then drain outside it (draining waits for requests).
-        let to_drain = self.apply_load(spec, &fresh, generation, all_traffic, outcome);
+        let to_drain = self.apply_load(spec, &fresh, generation, outcome);
         if let Some(stale) = to_drain {
             let n = stale.pool.ready();
             stale.pool.remove(n).await;
@@ -211,7 +220,6 @@ impl ControlPlane {
         spec: DeploymentSpec,
         fresh: &Arc<Deployment>,
         generation: u64,
-        all_traffic: bool,
         outcome: Result<(), String>,
     ) -> Option<Arc<Deployment>> {
         let name = spec.name.clone();
@@ -229,18 +237,17 @@ impl ControlPlane {
                 fresh.logs.push(format!("ready: {} instance(s)", fresh.pool.ready()));
                 tracing::info!(deployment = %name, "deployment ready");
                 let record = state.deployments.get_mut(&name).expect("found above");
-                record.spec = spec;
                 record.live = Arc::clone(fresh);
-                if all_traffic {
-                    if let Some(ep) = state.endpoint.as_mut() {
-                        for (n, w) in ep.spec.traffic.iter_mut() {
-                            *w = if *n == name { 100 } else { 0 };
-                        }
-                        // A deployment with live traffic cannot also be the shadow.
-                        ep.spec.mirror_traffic.remove(&name);
+                drop(spec);
+                if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(&name)) {
+                    for (n, w) in ep.spec.traffic.iter_mut() {
+                        *w = if *n == name { 100 } else { 0 };
                     }
+                    // A deployment with live traffic cannot also be the shadow.
+                    ep.spec.mirror_traffic.remove(&name);
+                    ep.all_traffic_on_ready = None;
                 }
-                self.publish(&state);
+                self.commit_background(&state);
                 drop(state);
                 if replacing {
                     current.logs.push("replaced by a new version: draining");
@@ -258,6 +265,11 @@ impl ControlPlane {
                     );
                 } else {
                     fresh.state.set(ProvisioningState::Failed, Some(error));
+                }
+                if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(&name)) {
+                    // A failed create takes no traffic.
+                    ep.all_traffic_on_ready = None;
+                    self.commit_background(&state);
                 }
                 // Instances that did load are released: a failed version holds nothing.
                 Some(Arc::clone(fresh))

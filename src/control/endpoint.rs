@@ -34,15 +34,21 @@ impl ControlPlane {
         let names: BTreeSet<String> = state.deployments.keys().cloned().collect();
         let (live, mirror) = traffic::validate(&spec.traffic, &spec.mirror_traffic, &names)?;
         check_can_serve(&state, &live)?;
+        let before = state.clone();
         let old_mirror = state.endpoint.as_ref().map(|e| e.spec.mirror_traffic.clone()).unwrap_or_default();
-        self.reset_comparisons(&state, &old_mirror, &mirror);
-        let credentials = match state.endpoint.take() {
-            Some(old) if old.credentials.auth_mode == spec.auth_mode => old.credentials,
-            _ => Credentials::generate(spec.auth_mode, self.options.token_lifetime),
+        let (credentials, pending) = match state.endpoint.take() {
+            Some(old) if old.credentials.auth_mode == spec.auth_mode => (old.credentials, old.all_traffic_on_ready),
+            Some(old) => (Credentials::generate(spec.auth_mode, self.options.token_lifetime), old.all_traffic_on_ready),
+            None => (Credentials::generate(spec.auth_mode, self.options.token_lifetime), None),
         };
-        state.endpoint =
-            Some(EndpointRecord { spec: EndpointSpec { traffic: live, mirror_traffic: mirror, ..spec }, credentials });
-        self.publish(&state);
+        let new_mirror = mirror.clone();
+        state.endpoint = Some(EndpointRecord {
+            spec: EndpointSpec { traffic: live, mirror_traffic: mirror, ..spec },
+            credentials,
+            all_traffic_on_ready: pending,
+        });
+        self.commit(&mut state, before)?;
+        self.reset_comparisons(&state, &old_mirror, &new_mirror);
         Ok((self.endpoint_view(&state), created, ignored))
     }
 
@@ -87,13 +93,15 @@ impl ControlPlane {
             Some(_) => return Err(SpecError::invalid("tags must be a mapping of name to value")),
         };
         let old_mirror = ep.spec.mirror_traffic.clone();
-        self.reset_comparisons(&state, &old_mirror, &mirror);
+        let before = state.clone();
+        let new_mirror = mirror.clone();
         let ep = state.endpoint.as_mut().expect("checked above while holding the lock");
         ep.spec.traffic = live;
         ep.spec.mirror_traffic = mirror;
         ep.spec.description = description;
         ep.spec.tags = tags;
-        self.publish(&state);
+        self.commit(&mut state, before)?;
+        self.reset_comparisons(&state, &old_mirror, &new_mirror);
         Ok(self.endpoint_view(&state))
     }
 
@@ -104,9 +112,10 @@ impl ControlPlane {
         if state.endpoint.is_none() {
             return Err(no_endpoint());
         }
+        let before = state.clone();
         let removed: Vec<_> = std::mem::take(&mut state.deployments).into_values().collect();
         state.endpoint = None;
-        self.publish(&state);
+        self.commit(&mut state, before)?;
         drop(state);
         for record in removed {
             self.retire(record.live);
@@ -145,6 +154,7 @@ impl ControlPlane {
                 SpecError::invalid("expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}")
             })?;
         let mut state = self.lock();
+        let before = state.clone();
         let ep = state.endpoint.as_mut().ok_or_else(no_endpoint)?;
         if ep.credentials.auth_mode != AuthMode::Key {
             return Err(SpecError::invalid(
@@ -152,8 +162,7 @@ impl ControlPlane {
             ));
         }
         ep.credentials.regenerate(which);
-        self.publish(&state);
-        Ok(())
+        self.commit(&mut state, before)
     }
 
     /// The endpoint as `show` prints it.
@@ -168,6 +177,16 @@ impl ControlPlane {
             m.insert("swagger_uri".into(), json!(format!("{base}/swagger.json")));
             m.insert("openapi_uri".into(), json!(format!("{base}/swagger.json")));
             m.insert("provisioning_state".into(), json!("Succeeded"));
+            if let Some(dir) = self.declarative_dir() {
+                let status = self.config_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                m.insert(
+                    "config_dir".into(),
+                    json!({
+                        "path": dir.display().to_string(),
+                        "last_error": status.and_then(Result::err),
+                    }),
+                );
+            }
         }
         spec
     }

@@ -6,8 +6,13 @@ pub mod api;
 mod comparison;
 mod deployments;
 mod endpoint;
+mod restore;
+pub mod store;
+pub mod watch;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -16,11 +21,13 @@ use arc_swap::ArcSwap;
 use crate::deployment::Deployment;
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, WeightedSplit};
 use crate::mirror::Tolerance;
-use crate::spec::{DeploymentSpec, EndpointSpec};
+use crate::spec::{DeploymentSpec, EndpointSpec, SpecError};
 use crate::telemetry::Metrics;
+use store::{Durable, DurableEndpoint, StateStore};
 
-/// The control plane's state: the endpoint and its deployments.
-#[derive(Default)]
+/// The control plane's state: the endpoint and its deployments. Cloning it is cheap (the
+/// pools are shared), which is how a change that cannot be saved is undone.
+#[derive(Default, Clone)]
 struct State {
     endpoint: Option<EndpointRecord>,
     deployments: BTreeMap<String, DeploymentRecord>,
@@ -31,12 +38,17 @@ struct State {
 
 /// The endpoint as accepted: its spec holds the normalised traffic (every deployment listed)
 /// and mirror rule (only a non-zero entry).
+#[derive(Clone)]
 struct EndpointRecord {
     spec: EndpointSpec,
     credentials: Credentials,
+    /// A deployment created with `--all-traffic` that takes all traffic once it is ready.
+    all_traffic_on_ready: Option<String>,
 }
 
-/// One deployment: the spec the user gave and the live pool serving it.
+/// One deployment: the spec the user gave (acknowledged; during a replacement the new one)
+/// and the live pool serving it.
+#[derive(Clone)]
 struct DeploymentRecord {
     spec: DeploymentSpec,
     live: Arc<Deployment>,
@@ -54,6 +66,15 @@ pub struct ControlPlane {
     scoring_base: OnceLock<String>,
     /// Settings given at start.
     options: ControlOptions,
+    /// Where accepted changes are saved (`--state-dir`).
+    store: Option<StateStore>,
+    /// True while a saved state is being restored: the scoring plane answers 503.
+    restoring: AtomicBool,
+    /// True once shutdown began: the scoring plane answers 503 to new requests.
+    shutting_down: AtomicBool,
+    /// `--config-dir`, when the files own the state, and how the last application went.
+    declarative: OnceLock<PathBuf>,
+    config_status: Mutex<Option<Result<(), String>>>,
 }
 
 /// Settings of the control plane that come from `switchyard serve`'s flags.
@@ -67,7 +88,7 @@ pub struct ControlOptions {
 
 impl ControlPlane {
     /// A control plane with no endpoint. Call from inside a tokio runtime.
-    pub fn new(metrics: Arc<Metrics>, options: ControlOptions) -> Arc<Self> {
+    pub fn new(metrics: Arc<Metrics>, options: ControlOptions, store: Option<StateStore>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
@@ -75,6 +96,11 @@ impl ControlPlane {
             runtime: tokio::runtime::Handle::current(),
             scoring_base: OnceLock::new(),
             options,
+            store,
+            restoring: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            declarative: OnceLock::new(),
+            config_status: Mutex::new(None),
         })
     }
 
@@ -86,6 +112,35 @@ impl ControlPlane {
     /// Records the scoring plane's address (for `scoring_uri`).
     pub fn set_scoring_base(&self, base: String) {
         let _ = self.scoring_base.set(base);
+    }
+
+    /// Puts the control plane in declarative mode: the files in `dir` own the state.
+    pub fn set_declarative(&self, dir: PathBuf) {
+        let _ = self.declarative.set(dir);
+    }
+
+    /// The `--config-dir`, when the state is owned by files.
+    pub fn declarative_dir(&self) -> Option<&Path> {
+        self.declarative.get().map(PathBuf::as_path)
+    }
+
+    /// Records how the last application of the config folder went (shown by `show`).
+    pub fn set_config_status(&self, status: Result<(), String>) {
+        *self.config_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    /// The endpoint spec and deployment specs as accepted now.
+    pub fn current_specs(&self) -> (Option<EndpointSpec>, BTreeMap<String, DeploymentSpec>) {
+        let state = self.lock();
+        (
+            state.endpoint.as_ref().map(|e| e.spec.clone()),
+            state.deployments.iter().map(|(n, r)| (n.clone(), r.spec.clone())).collect(),
+        )
+    }
+
+    /// Whether a deployment has an operation (create, scale, replace) in progress.
+    pub fn deployment_busy(&self, name: &str) -> bool {
+        self.lock().deployments.get(name).is_some_and(|r| r.live.state.get().is_busy())
     }
 
     /// Prometheus text, with the gauges that are read rather than counted (instances, mirror
@@ -109,8 +164,41 @@ impl ControlPlane {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Makes an accepted change durable (when `--state-dir` is set) and then visible. If it
+    /// cannot be saved, the state goes back to `before` and the change is refused: nothing is
+    /// acknowledged that a restart would lose.
+    fn commit(&self, state: &mut State, before: State) -> Result<(), SpecError> {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.save(&durable(state)) {
+                *state = before;
+                tracing::error!(error = %e, "cannot save the state");
+                return Err(SpecError {
+                    status: 500,
+                    message: format!("the change could not be saved to --state-dir ({e}); nothing was changed"),
+                });
+            }
+        }
+        self.publish(state);
+        Ok(())
+    }
+
+    /// Saves and publishes a change made by a background task (a load that finished), which
+    /// has nobody to refuse it to: a failure to save is logged.
+    fn commit_background(&self, state: &State) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.save(&durable(state)) {
+                tracing::error!(error = %e, "cannot save the state after a background change");
+            }
+        }
+        self.publish(state);
+    }
+
     /// Builds the routing snapshot from `state` and swaps it in.
     fn publish(&self, state: &State) {
+        if self.restoring.load(Ordering::Acquire) || self.shutting_down.load(Ordering::Acquire) {
+            self.routing.store(Arc::new(RoutingTable { endpoint: None, restoring: true }));
+            return;
+        }
         let table = match &state.endpoint {
             None => RoutingTable::default(),
             Some(ep) => {
@@ -123,9 +211,22 @@ impl ControlPlane {
                         split: WeightedSplit::new(ep.spec.traffic.iter().filter_map(|(n, w)| live(n).map(|d| (d, *w)))),
                         mirror: ep.spec.mirror_traffic.iter().find_map(|(n, p)| live(n).map(|d| (d, *p))),
                     }),
+                    restoring: false,
                 }
             }
         };
         self.routing.store(Arc::new(table));
     }
+}
+
+/// The durable part of `state`.
+fn durable(state: &State) -> Durable {
+    Durable::new(
+        state.endpoint.as_ref().map(|e| DurableEndpoint {
+            spec: e.spec.clone(),
+            credentials: e.credentials.clone(),
+            all_traffic_on_ready: e.all_traffic_on_ready.clone(),
+        }),
+        state.deployments.values().map(|r| r.spec.clone()).collect(),
+    )
 }

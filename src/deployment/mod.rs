@@ -62,8 +62,11 @@ pub struct Deployment {
     pub mirror_report: MirrorReport,
     /// Metric handles.
     pub metrics: DeploymentMetrics,
-    /// Requests admitted and not yet answered.
+    /// Live requests admitted and not yet answered.
     inflight: AtomicUsize,
+    /// Mirror copies admitted and not yet finished: the shadow's own bounded queue, apart
+    /// from live admission so that copies can never make live requests wait or fail.
+    mirror_inflight: AtomicUsize,
     /// Admission cap: 2 × max_concurrent_requests_per_instance × instance_count.
     capacity: AtomicUsize,
     /// `request_timeout_ms`, measured from admission.
@@ -107,6 +110,7 @@ impl Deployment {
             mirror_report: MirrorReport::new(tolerance),
             metrics: metrics.for_deployment(&spec.name),
             inflight: AtomicUsize::new(0),
+            mirror_inflight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             timeout_ms: AtomicU64::new(0),
         });
@@ -127,9 +131,17 @@ impl Deployment {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    /// Whether a copy can be admitted right now (the mirror path drops instead of waiting).
-    pub fn has_room(&self) -> bool {
-        self.inflight() < self.capacity.load(Ordering::Relaxed)
+    /// Whether a mirror copy can be admitted right now (the mirror path drops instead of
+    /// waiting).
+    pub fn has_room_for_copy(&self) -> bool {
+        self.mirror_inflight.load(Ordering::Relaxed) < self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Counts and logs a mirror copy that was dropped because this shadow was full or busy.
+    pub fn drop_copy(&self, request_id: &str, why: &str) {
+        self.metrics.mirror_dropped.inc();
+        self.mirror_report.record_drop();
+        self.logs.push(format!("request_id={request_id} role=mirror dropped: {why}"));
     }
 
     /// Admits and scores one request, logging and counting the outcome.
@@ -141,7 +153,11 @@ impl Deployment {
         request_id: &str,
     ) -> Result<HookResponse, ScoreError> {
         let start = Instant::now();
-        let outcome = match Admission::enter(self) {
+        let outcome = match Admission::enter(self, role) {
+            None if role == Role::mirror => {
+                self.drop_copy(request_id, "shadow deployment is full");
+                return Err(ScoreError::Overloaded);
+            }
             None => Err(ScoreError::Overloaded),
             Some(_admitted) => {
                 let lane = if role == Role::mirror { Lane::Shadow } else { Lane::Live };
@@ -151,8 +167,12 @@ impl Deployment {
                 match tokio::time::timeout(limit, self.pool.run(body, content_type, lane)).await {
                     Err(_) => Err(ScoreError::Timeout(limit)),
                     Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
+                    Ok(Err(RunError::Busy)) => {
+                        self.drop_copy(request_id, "every shadow instance is busy");
+                        return Err(ScoreError::Overloaded);
+                    }
                     Ok(result) => result.map_err(|e| match e {
-                        RunError::NoInstance => ScoreError::NotReady,
+                        RunError::NoInstance | RunError::Busy => ScoreError::NotReady,
                         RunError::BadInput(m) => ScoreError::BadInput(m),
                         RunError::Failed(m) => ScoreError::ModelFailed(m),
                     }),
@@ -182,26 +202,34 @@ impl Deployment {
     }
 }
 
-/// An admitted request; leaving (also by cancellation) frees its slot.
+/// An admitted request or copy; leaving (also by cancellation) frees its slot.
 struct Admission<'a> {
     deployment: &'a Deployment,
+    counter: &'a AtomicUsize,
+    live: bool,
 }
 
 impl<'a> Admission<'a> {
-    fn enter(deployment: &'a Deployment) -> Option<Self> {
-        let before = deployment.inflight.fetch_add(1, Ordering::AcqRel);
+    fn enter(deployment: &'a Deployment, role: Role) -> Option<Self> {
+        let live = role == Role::live;
+        let counter = if live { &deployment.inflight } else { &deployment.mirror_inflight };
+        let before = counter.fetch_add(1, Ordering::AcqRel);
         if before >= deployment.capacity.load(Ordering::Relaxed) {
-            deployment.inflight.fetch_sub(1, Ordering::AcqRel);
+            counter.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        deployment.metrics.inflight.inc();
-        Some(Self { deployment })
+        if live {
+            deployment.metrics.inflight.inc();
+        }
+        Some(Self { deployment, counter, live })
     }
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        self.deployment.inflight.fetch_sub(1, Ordering::AcqRel);
-        self.deployment.metrics.inflight.dec();
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+        if self.live {
+            self.deployment.metrics.inflight.dec();
+        }
     }
 }

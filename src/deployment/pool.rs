@@ -37,6 +37,8 @@ pub type HookFactory = Arc<dyn Fn() -> Result<Box<dyn ScoringHook>, String> + Se
 pub enum RunError {
     /// The pool has no loaded instance (still loading, failed, or removed).
     NoInstance,
+    /// Every instance is busy and the run was not allowed to wait (shadow copies).
+    Busy,
     /// The hook refused the input (HTTP 400).
     BadInput(String),
     /// The hook or model failed (HTTP 424).
@@ -205,6 +207,9 @@ impl InstancePool {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
+        if lane == Lane::Shadow {
+            return self.run_shadow(body, content_type).await;
+        }
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
             Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
@@ -226,14 +231,39 @@ impl InstancePool {
         let cancel = Arc::new(Cancellation::default());
         let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = move || {
+        drop(tokio::task::spawn_blocking(move || {
             let _ = tx.send(pool.execute(hook, &body, content_type.as_deref(), Some(&cancel)));
-        };
-        match lane {
-            Lane::Shadow => super::background::spawn(job),
-            Lane::Live => drop(tokio::task::spawn_blocking(job)),
-        }
+        }));
         let outcome = rx.await.unwrap_or_else(|_| Err(RunError::Failed("the scoring task was lost".to_string())));
+        guard.disarm();
+        outcome
+    }
+
+    /// A shadow copy: on a low-priority thread, and only on an instance that is idle when the
+    /// thread gets to it. A copy never waits for an instance, so it never holds one while it
+    /// waits for CPU and never queues ahead of live requests; a busy shadow drops the copy.
+    async fn run_shadow(self: &Arc<Self>, body: Bytes, content_type: Option<&str>) -> Result<HookResponse, RunError> {
+        let pool = Arc::clone(self);
+        let content_type: Option<Box<str>> = content_type.map(Into::into);
+        let cancel = Arc::new(Cancellation::default());
+        let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        super::background::spawn(move || {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let Ok(permit) = pool.available.try_acquire() else {
+                let _ = tx.send(Err(RunError::Busy));
+                return;
+            };
+            permit.forget();
+            let Some(hook) = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+                let _ = tx.send(Err(RunError::NoInstance));
+                return;
+            };
+            let _ = tx.send(pool.execute(hook, &body, content_type.as_deref(), Some(&cancel)));
+        });
+        let outcome = rx.await.unwrap_or_else(|_| Err(RunError::Failed("the shadow run was lost".to_string())));
         guard.disarm();
         outcome
     }
@@ -332,7 +362,7 @@ mod tests {
         let runs: Vec<_> = (0..50)
             .map(|i| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, Lane::Shadow).await })
+                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, Lane::Live).await })
             })
             .collect();
         p.remove(2).await;

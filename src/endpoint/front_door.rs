@@ -106,6 +106,9 @@ fn route(
     routing: &ArcSwap<RoutingTable>,
 ) -> Result<(Arc<Deployment>, Option<Arc<Deployment>>), HttpResponse> {
     let table = routing.load();
+    if table.restoring {
+        return Err(error_response(503, "the server is restoring its saved state or shutting down: retry shortly"));
+    }
     let Some(endpoint) = &table.endpoint else {
         return Err(error_response(
             404,

@@ -13,6 +13,8 @@ use crate::deployment::Deployment;
 pub struct RoutingTable {
     /// The hosted endpoint, if one was created.
     pub endpoint: Option<EndpointView>,
+    /// A saved state is being restored (or the server is stopping): answer 503.
+    pub restoring: bool,
 }
 
 /// One endpoint's routing rules and deployments.

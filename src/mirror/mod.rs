@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, ScoreError};
 use crate::telemetry::Role;
 
 pub use compare::Tolerance;
@@ -39,10 +39,8 @@ pub fn copy(
     content_type: Option<&str>,
     request_id: &str,
 ) -> Option<LiveAnswerSlot> {
-    if !shadow.has_room() {
-        shadow.metrics.mirror_dropped.inc();
-        shadow.mirror_report.record_drop();
-        shadow.logs.push(format!("request_id={request_id} role=mirror dropped: shadow deployment is full"));
+    if !shadow.has_room_for_copy() {
+        shadow.drop_copy(request_id, "shadow deployment is full");
         return None;
     }
     let (tx, rx) = oneshot::channel();
@@ -53,6 +51,8 @@ pub fn copy(
         let outcome = shadow.score(body, content_type.as_deref(), Role::mirror, &request_id).await;
         let shadow_answer = match outcome {
             Ok(r) => Answer { status: r.status, body: r.body, latency: start.elapsed() },
+            // Dropped (full or busy): already counted as a drop, not a pair.
+            Err(ScoreError::Overloaded) => return,
             Err(e) => Answer { status: e.status(), body: Bytes::new(), latency: start.elapsed() },
         };
         match rx.await {

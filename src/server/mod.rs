@@ -6,12 +6,14 @@
 mod scoring;
 
 use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 
 use crate::control::api::{self, AdminState};
+use crate::control::store::StateStore;
 use crate::control::{ControlOptions, ControlPlane};
 use crate::endpoint::front_door::ScoringState;
 use crate::mirror::Tolerance;
@@ -34,6 +36,10 @@ pub struct ServeOptions {
     pub token_lifetime: Duration,
     /// Default tolerance of mirror comparisons.
     pub tolerance: Tolerance,
+    /// `--state-dir`: where accepted changes are saved and restored from.
+    pub state_dir: Option<PathBuf>,
+    /// `--config-dir`: the endpoint and deployment YAML files that own the state.
+    pub config_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -57,9 +63,19 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let scoring_addr = scoring_listener.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
+    let (store, saved) = match &opts.state_dir {
+        Some(dir) => {
+            let (store, saved) = StateStore::open(dir)?;
+            (Some(store), saved)
+        }
+        None => (None, None),
+    };
     let metrics = Metrics::new();
-    let control =
-        ControlPlane::new(metrics, ControlOptions { token_lifetime: opts.token_lifetime, tolerance: opts.tolerance });
+    let options = ControlOptions { token_lifetime: opts.token_lifetime, tolerance: opts.tolerance };
+    let control = ControlPlane::new(metrics, options, store);
+    if saved.is_some() {
+        control.begin_restore();
+    }
     let shown_host =
         if scoring_addr.ip().is_unspecified() { "localhost".to_string() } else { scoring_addr.ip().to_string() };
     control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));
@@ -68,6 +84,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         web::Data::new(ScoringState { routing: control.routing(), max_body_bytes: opts.max_body_bytes });
     let scoring = HttpServer::new(move || App::new().app_data(scoring_state.clone()).configure(scoring::configure))
         .workers(opts.workers.max(1))
+        .disable_signals()
         .shutdown_timeout(opts.shutdown_grace.as_secs())
         .listen(scoring_listener)
         .map_err(|e| e.to_string())?
@@ -82,6 +99,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
             .configure(api::configure)
     })
     .workers(1)
+    .disable_signals()
     .shutdown_timeout(opts.shutdown_grace.as_secs())
     .listen(admin_listener)
     .map_err(|e| e.to_string())?
@@ -91,7 +109,45 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     println!("Admin plane: http://{admin_addr}");
     tracing::info!(%scoring_addr, %admin_addr, "switchyard serving");
 
+    if let Some(saved) = saved {
+        let control = Arc::clone(&control);
+        tokio::spawn(async move { control.restore(saved).await });
+    }
+    if let Some(dir) = opts.config_dir.clone() {
+        crate::control::watch::start(Arc::clone(&control), dir)?;
+    }
+    let (scoring_handle, admin_handle) = (scoring.handle(), admin.handle());
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: refusing new requests, finishing the ones in flight");
+        control.begin_shutdown();
+        // Graceful: stop accepting, let in-flight requests finish (bounded by the grace period).
+        tokio::join!(scoring_handle.stop(true), admin_handle.stop(true));
+    });
     tokio::try_join!(scoring, admin).map_err(|e| e.to_string())?;
     tracing::info!("switchyard stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,224 @@
+//! `--config-dir`: declarative mode. The folder's `endpoint.yml` and deployment YAML files own
+//! the state; they are applied at start and again whenever a file changes, including the
+//! `..data` symlink swap a Kubernetes ConfigMap volume does on update.
+//!
+//! Each application is a diff against what runs: only deployments whose spec changed are
+//! touched (scaled in place, or replaced when the model or hook changed), new ones are created
+//! and loaded before traffic moves to them, and removed ones are deleted after their traffic
+//! has moved away. The whole folder is parsed and validated first: an invalid edit is refused
+//! and logged, and the running state stays as it was.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use serde_json::{json, Value};
+
+use super::ControlPlane;
+use crate::spec::{traffic, DeploymentSpec, EndpointSpec};
+
+/// Quiet time after a change before the folder is read (editors and ConfigMaps write in steps).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The longest a deployment may take to load before the rest of an application goes on.
+const LOAD_WAIT: Duration = Duration::from_secs(600);
+
+/// What the folder asks for.
+#[derive(Debug, Clone, PartialEq)]
+struct Desired {
+    endpoint: EndpointSpec,
+    deployments: BTreeMap<String, DeploymentSpec>,
+}
+
+/// Starts declarative mode on `dir`: applies it now and on every change.
+pub fn start(control: Arc<ControlPlane>, dir: PathBuf) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("--config-dir {} is not a folder", dir.display()));
+    }
+    control.set_declarative(dir.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading a file (ours or ONNX Runtime's) produces access events: never a change.
+        if let Ok(e) = event {
+            if !matches!(e.kind, EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|e| format!("cannot watch --config-dir {}: {e}", dir.display()))?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("cannot watch --config-dir {}: {e}", dir.display()))?;
+    let runtime = control.runtime.clone();
+    runtime.spawn(async move {
+        let _watcher = watcher; // lives as long as the task
+        let mut applied: Option<Desired> = None;
+        apply_folder(&control, &dir, &mut applied).await;
+        while rx.recv().await.is_some() {
+            // Let a burst of events settle, then read the folder once.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            apply_folder(&control, &dir, &mut applied).await;
+        }
+    });
+    Ok(())
+}
+
+async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Option<Desired>) {
+    let desired = match read_folder(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "config refused; the running state is kept");
+            control.set_config_status(Err(e));
+            return;
+        }
+    };
+    if applied.as_ref() == Some(&desired) {
+        return;
+    }
+    match apply(control, &desired).await {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), deployments = desired.deployments.len(), "config applied");
+            control.set_config_status(Ok(()));
+            *applied = Some(desired);
+        }
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "config could not be applied completely");
+            control.set_config_status(Err(e));
+        }
+    }
+}
+
+/// Parses and validates the whole folder; nothing is applied unless all of it is valid.
+fn read_folder(dir: &Path) -> Result<Desired, String> {
+    let endpoint_file = ["endpoint.yml", "endpoint.yaml"].iter().map(|f| dir.join(f)).find(|p| p.is_file());
+    let Some(endpoint_file) = endpoint_file else {
+        return Err(format!("{} has no endpoint.yml", dir.display()));
+    };
+    let (endpoint, _) = EndpointSpec::from_file(&endpoint_file).map_err(|e| e.message)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Dot files include a ConfigMap's `..data` folder and editors' swap files.
+            !name.starts_with('.')
+                && (name.ends_with(".yml") || name.ends_with(".yaml"))
+                && *p != endpoint_file
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    let mut deployments = BTreeMap::new();
+    for file in files {
+        let (spec, _) = DeploymentSpec::from_file(&file).map_err(|e| format!("{}: {}", file.display(), e.message))?;
+        if let Some(ep) = &spec.endpoint_name {
+            if *ep != endpoint.name {
+                return Err(format!(
+                    "{}: deployment {:?} is for endpoint {ep:?}, but endpoint.yml names {:?}",
+                    file.display(),
+                    spec.name,
+                    endpoint.name
+                ));
+            }
+        }
+        spec.hook_kind().map_err(|e| format!("{}: {}", file.display(), e.message))?;
+        if deployments.insert(spec.name.clone(), spec).is_some() {
+            return Err(format!("{}: another file already defines this deployment", file.display()));
+        }
+    }
+    if deployments.len() > crate::spec::MAX_DEPLOYMENTS {
+        return Err(format!("an endpoint holds at most {} deployments", crate::spec::MAX_DEPLOYMENTS));
+    }
+    let names: BTreeSet<String> = deployments.keys().cloned().collect();
+    traffic::validate(&endpoint.traffic, &endpoint.mirror_traffic, &names)
+        .map_err(|e| format!("{}: {}", endpoint_file.display(), e.message))?;
+    Ok(Desired { endpoint, deployments })
+}
+
+/// Brings the running state to `desired`, touching only what differs.
+async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), String> {
+    let current = control.current_specs();
+    // 1. The endpoint itself (keeping the running traffic until the deployments are ready).
+    let ep = &desired.endpoint;
+    let needs_put = match &current.0 {
+        None => true,
+        Some(cur) => {
+            cur.name != ep.name
+                || cur.auth_mode != ep.auth_mode
+                || cur.description != ep.description
+                || cur.tags != ep.tags
+        }
+    };
+    if needs_put {
+        let mut body =
+            json!({"name": ep.name, "auth_mode": ep.auth_mode, "description": ep.description, "tags": ep.tags});
+        if let Some(cur) = current.0.as_ref().filter(|c| c.name == ep.name) {
+            body["traffic"] = json!(cur.traffic);
+            body["mirror_traffic"] = json!(cur.mirror_traffic);
+        }
+        control.put_endpoint(body).map_err(|e| format!("endpoint: {}", e.message))?;
+    }
+    // 2. New and changed deployments, loaded before traffic moves.
+    let mut touched = Vec::new();
+    for (name, spec) in &desired.deployments {
+        match current.1.get(name) {
+            Some(old) if old == spec => {}
+            Some(old) => {
+                wait_idle(control, name).await;
+                let patch = changed_fields(old, spec);
+                control.patch_deployment(name, patch).map_err(|e| format!("deployment {name}: {}", e.message))?;
+                touched.push(name.clone());
+            }
+            None => {
+                let body = serde_json::to_value(spec).map_err(|e| e.to_string())?;
+                control.put_deployment(name, body, false).map_err(|e| format!("deployment {name}: {}", e.message))?;
+                touched.push(name.clone());
+            }
+        }
+    }
+    for name in &touched {
+        wait_idle(control, name).await;
+    }
+    // 3. Traffic and mirror rule, in one atomic change.
+    let split = json!({"traffic": ep.traffic, "mirror_traffic": ep.mirror_traffic});
+    control.patch_endpoint(split).map_err(|e| format!("traffic: {}", e.message))?;
+    // 4. Deployments no longer in the folder (their traffic is 0 now).
+    for name in current.1.keys().filter(|n| !desired.deployments.contains_key(*n)) {
+        control.delete_deployment(name).map_err(|e| format!("deployment {name}: {}", e.message))?;
+    }
+    Ok(())
+}
+
+/// A merge patch with the top-level fields of `new` that differ from `old` (null for removed
+/// ones), so that only an instance-count change scales in place.
+fn changed_fields(old: &DeploymentSpec, new: &DeploymentSpec) -> Value {
+    let (Ok(Value::Object(o)), Ok(Value::Object(n))) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return json!({});
+    };
+    let mut patch = serde_json::Map::new();
+    for (k, v) in &n {
+        if o.get(k) != Some(v) {
+            patch.insert(k.clone(), v.clone());
+        }
+    }
+    for k in o.keys().filter(|k| !n.contains_key(*k)) {
+        patch.insert(k.clone(), Value::Null);
+    }
+    Value::Object(patch)
+}
+
+/// Waits until a deployment has no operation in progress (or the wait limit passes).
+async fn wait_idle(control: &ControlPlane, name: &str) {
+    let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+    while control.deployment_busy(name) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
