@@ -58,16 +58,27 @@ pub fn agent() -> ureq::Agent {
 }
 
 pub fn http(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    try_http(agent, method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// As [`http`], returning transport errors (a server killed mid-request) instead of panicking.
+pub fn try_http(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Reply, String> {
     let mut b = ureq::http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
     let req = b.body(body.map(<[u8]>::to_vec).unwrap_or_default()).unwrap();
-    let mut resp = agent.run(req).unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let mut resp = agent.run(req).map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Reply { status, headers, body }
+    let body = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+    Ok(Reply { status, headers, body })
 }
 
 impl Server {
