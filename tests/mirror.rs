@@ -18,19 +18,26 @@ fn metric(s: &Server, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Copies the front door decided to send to `shadow`: scored, or dropped (and counted) when
+/// the shadow had no room or no idle CPU for them.
 fn mirrored(s: &Server, shadow: &str) -> f64 {
     metric(s, "switchyard_requests_total", &[&format!("deployment=\"{shadow}\""), "role=\"mirror\""])
+        + metric(s, "switchyard_mirror_dropped_total", &[&format!("deployment=\"{shadow}\"")])
 }
 
-/// Waits until the shadow's mirror count stops moving (copies run after the live answer).
+/// Waits until no copy is queued for the shadow and its counts stop moving (copies run on
+/// idle-priority threads, after the live answer).
 fn settle(s: &Server, shadow: &str) -> f64 {
     let mut last = -1.0;
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         std::thread::sleep(Duration::from_millis(150));
+        let queued = comparison(s, shadow)["queued"].as_u64().unwrap();
         let now = mirrored(s, shadow);
-        if now == last {
+        if queued == 0 && now == last {
             return now;
         }
+        assert!(Instant::now() < deadline, "copies never settled");
         last = now;
     }
 }
@@ -76,7 +83,11 @@ fn mirror_share_pinning_and_comparison_against_model_2() {
     let copies = settle(&s, "green");
     // Binomial(2000, 0.1): mean 200, sd 13.4; ±5 sd.
     assert!((133.0..=267.0).contains(&copies), "mirrored {copies} of {n}, expected about 200");
-    assert_eq!(metric(&s, "switchyard_mirror_dropped_total", &["deployment=\"green\""]), 0.0);
+    let dropped = metric(&s, "switchyard_mirror_dropped_total", &["deployment=\"green\""]);
+    let scored = copies - dropped;
+    // Copies only run on idle CPU: on a loaded machine (tests in parallel) a few may be
+    // dropped, and each is counted; most must run.
+    assert!(scored >= copies * 0.8, "{dropped} of {copies} copies dropped");
 
     // Pinned requests are never mirrored; pinned to the shadow, the shadow answers.
     for _ in 0..300 {
@@ -89,7 +100,8 @@ fn mirror_share_pinning_and_comparison_against_model_2() {
 
     // The comparison report: every pair compared, none agree, with the real differences.
     let c = comparison(&s, "green");
-    assert_eq!(c["pairs"].as_f64().unwrap(), copies, "{c}");
+    assert_eq!(c["pairs"].as_f64().unwrap(), scored, "{c}");
+    assert_eq!(c["dropped"].as_f64().unwrap(), dropped, "{c}");
     assert_eq!(c["compared"], c["pairs"]);
     assert_eq!(c["agreement_ratio"], 0.0);
     assert_eq!(c["value_disagreements"], c["pairs"]);
@@ -104,7 +116,7 @@ fn mirror_share_pinning_and_comparison_against_model_2() {
     assert_eq!(c["mirror_percent"], 10);
     assert_eq!(c["live_deployments"], json!(["blue"]));
     assert_eq!(metric(&s, "switchyard_mirror_agreement_ratio", &["deployment=\"green\""]), 0.0);
-    assert_eq!(metric(&s, "switchyard_mirror_pairs", &["deployment=\"green\""]), copies);
+    assert_eq!(metric(&s, "switchyard_mirror_pairs", &["deployment=\"green\""]), scored);
 
     // The CLI prints it as JSON when asked (or when not on a terminal).
     let out: Value =
@@ -136,7 +148,11 @@ fn model_1_against_itself_agrees_completely() {
     let s = Server::start();
     s.create_endpoint();
     s.deploy("blue", "model-1", json!({}));
-    s.deploy("twin", "model-1", json!({"request_settings": {"max_concurrent_requests_per_instance": 8}}));
+    s.deploy(
+        "twin",
+        "model-1",
+        json!({"instance_count": 2, "request_settings": {"max_concurrent_requests_per_instance": 8}}),
+    );
     s.set_traffic(json!({"blue": 100}));
     assert_eq!(s.admin("PATCH", "/v1/endpoint", Some(&json!({"mirror_traffic": {"twin": 50}}))).status, 200);
     let key = s.primary_key();
@@ -147,7 +163,8 @@ fn model_1_against_itself_agrees_completely() {
     let copies = settle(&s, "twin");
     let c = comparison(&s, "twin");
     assert!(copies > 100.0);
-    assert_eq!(c["pairs"].as_f64().unwrap(), copies);
+    assert_eq!(c["pairs"].as_f64().unwrap() + c["dropped"].as_f64().unwrap(), copies);
+    assert!(c["pairs"].as_f64().unwrap() >= 50.0, "most copies ran: {c}");
     assert_eq!(c["agreement_ratio"], 1.0, "{c}");
     assert_eq!(c["max_abs_diff"], 0.0);
     assert_eq!(c["disagreement_samples"], json!([]));

@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// Relative tolerance when comparing mirrored answers with live ones.
     #[arg(long, default_value_t = 1e-6)]
     pub compare_rtol: f64,
+    /// CPU the shadow (mirror) copies may use, in percent of one core (0 = no limit); copies
+    /// beyond it are dropped and counted.
+    #[arg(long, default_value_t = crate::deployment::background::DEFAULT_SHADOW_CPU_PERCENT)]
+    pub mirror_cpu_percent: f64,
     /// Save the control-plane state here after each change, and restore it at start.
     #[arg(long)]
     pub state_dir: Option<std::path::PathBuf>,
@@ -136,6 +140,7 @@ fn report(result: Result<(), String>) -> i32 {
 
 fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
     crate::telemetry::init_tracing();
+    crate::deployment::background::set_shadow_budget(args.mirror_cpu_percent);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = ServeOptions {
         host: args.host,

@@ -18,6 +18,7 @@ impl ControlPlane {
         let live: Vec<&String> =
             ep.map(|e| e.spec.traffic.iter().filter(|(_, w)| **w > 0).map(|(n, _)| n).collect()).unwrap_or_default();
         report["deployment"] = json!(name);
+        report["queued"] = json!(record.live.queued_copies());
         report["mirror_percent"] = json!(percent);
         report["live_deployments"] = json!(live);
         Ok(report)

@@ -194,7 +194,9 @@ impl ControlPlane {
         self.runtime.spawn(async move {
             let count = spec.instance_count as usize;
             fresh.logs.push(format!("loading {count} instance(s)"));
+            let started = std::time::Instant::now();
             let outcome = fresh.pool.add(count).await;
+            fresh.load_micros.store(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
             cp.finish_load(spec, fresh, generation, outcome).await;
         });
     }
@@ -324,6 +326,10 @@ impl ControlPlane {
                 m.insert("error".into(), Value::String(e));
             }
             m.insert("instances".into(), serde_json::json!(record.live.pool.counts()));
+            let load = record.live.load_micros.load(std::sync::atomic::Ordering::Relaxed);
+            if load > 0 {
+                m.insert("load_ms".into(), serde_json::json!(load as f64 / 1000.0));
+            }
             if let Some(ep) = self.published_endpoint_name() {
                 m.entry("endpoint_name").or_insert(Value::String(ep));
             }

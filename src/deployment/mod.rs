@@ -17,8 +17,14 @@ use crate::mirror::{MirrorReport, Tolerance};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
-pub use pool::{InstanceCounts, InstancePool, Lane, RunError};
+pub use pool::{InstanceCounts, InstancePool, RunError};
 pub use state::{ProvisioningState, StateCell};
+
+/// Live requests in flight in the whole process. Shadow copies start only when it is zero:
+/// the scheduler's idle class alone still lets background threads take a visible share of
+/// the CPU (measured here: a busy shadow took ~9% of the scoring worker's core and slowed the
+/// load generator), so copies also wait for a moment with no live work at all.
+static LIVE_INFLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Why a deployment did not answer a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +77,13 @@ pub struct Deployment {
     capacity: AtomicUsize,
     /// `request_timeout_ms`, measured from admission.
     timeout_ms: AtomicU64,
+    /// How long the last load of instances (create, replace, scale-up) took, in µs.
+    pub load_micros: AtomicU64,
+    /// Rate limit of the drop log lines: copies dropped since the last line, and when (ms
+    /// since `born`) that line was written.
+    drops_unlogged: AtomicU64,
+    drop_logged_at_ms: AtomicU64,
+    born: Instant,
 }
 
 impl Deployment {
@@ -113,6 +126,10 @@ impl Deployment {
             mirror_inflight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             timeout_ms: AtomicU64::new(0),
+            load_micros: AtomicU64::new(0),
+            drops_unlogged: AtomicU64::new(0),
+            drop_logged_at_ms: AtomicU64::new(0),
+            born: Instant::now(),
         });
         deployment.apply_settings(spec);
         deployment.logs.push(format!("deployment {} created: {}", spec.name, hooks::describe(&kind)));
@@ -131,56 +148,107 @@ impl Deployment {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    /// Whether a mirror copy can be admitted right now (the mirror path drops instead of
-    /// waiting).
-    pub fn has_room_for_copy(&self) -> bool {
-        self.mirror_inflight.load(Ordering::Relaxed) < self.capacity.load(Ordering::Relaxed)
+    /// Mirror copies admitted and not finished yet (queued or running).
+    pub fn queued_copies(&self) -> usize {
+        self.mirror_inflight.load(Ordering::Relaxed)
     }
 
-    /// Counts and logs a mirror copy that was dropped because this shadow was full or busy.
+    /// Counts a mirror copy that was dropped because this shadow was full or busy. Drops come
+    /// in floods when a shadow falls behind, so the log gets at most one line per second with
+    /// the count since the last one (the metric and the report count every drop).
     pub fn drop_copy(&self, request_id: &str, why: &str) {
         self.metrics.mirror_dropped.inc();
         self.mirror_report.record_drop();
-        self.logs.push(format!("request_id={request_id} role=mirror dropped: {why}"));
+        self.drops_unlogged.fetch_add(1, Ordering::Relaxed);
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.drop_logged_at_ms.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 1000)
+            && self.drop_logged_at_ms.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let n = self.drops_unlogged.swap(0, Ordering::Relaxed);
+            self.logs.push(format!(
+                "request_id={request_id} role=mirror dropped: {why} ({n} copies dropped since the last such line)"
+            ));
+        }
     }
 
-    /// Admits and scores one request, logging and counting the outcome.
+    /// Admits and scores one live request, logging and counting the outcome.
     pub async fn score(
         &self,
         body: Bytes,
         content_type: Option<&str>,
-        role: Role,
         request_id: &str,
     ) -> Result<HookResponse, ScoreError> {
         let start = Instant::now();
-        let outcome = match Admission::enter(self, role) {
-            None if role == Role::mirror => {
-                self.drop_copy(request_id, "shadow deployment is full");
-                return Err(ScoreError::Overloaded);
-            }
+        let outcome = match Admission::enter(self) {
             None => Err(ScoreError::Overloaded),
             Some(_admitted) => {
-                let lane = if role == Role::mirror { Lane::Shadow } else { Lane::Live };
                 let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
                 // Dropping the run's future on timeout cancels the run and frees the slot; a
                 // run that finished inline past its deadline has its answer discarded.
-                match tokio::time::timeout(limit, self.pool.run(body, content_type, lane)).await {
+                match tokio::time::timeout(limit, self.pool.run(body, content_type)).await {
                     Err(_) => Err(ScoreError::Timeout(limit)),
                     Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
-                    Ok(Err(RunError::Busy)) => {
-                        self.drop_copy(request_id, "every shadow instance is busy");
-                        return Err(ScoreError::Overloaded);
-                    }
-                    Ok(result) => result.map_err(|e| match e {
-                        RunError::NoInstance | RunError::Busy => ScoreError::NotReady,
-                        RunError::BadInput(m) => ScoreError::BadInput(m),
-                        RunError::Failed(m) => ScoreError::ModelFailed(m),
-                    }),
+                    Ok(result) => result.map_err(ScoreError::from),
                 }
             }
         };
+        self.record(Role::live, request_id, &outcome, start.elapsed());
+        outcome
+    }
+
+    /// Admits a mirror copy into this shadow's own bounded queue, apart from live admission so
+    /// that copies can never make live requests wait or fail. `None` when the queue is full
+    /// (the copy is dropped and counted).
+    pub fn admit_copy(self: &Arc<Self>, request_id: &str) -> Option<CopyTicket> {
+        let before = self.mirror_inflight.fetch_add(1, Ordering::AcqRel);
+        if before >= self.capacity.load(Ordering::Relaxed) {
+            self.mirror_inflight.fetch_sub(1, Ordering::AcqRel);
+            self.drop_copy(request_id, "shadow deployment is full");
+            return None;
+        }
+        Some(CopyTicket { deployment: Arc::clone(self) })
+    }
+
+    /// Scores an admitted mirror copy on the calling (low-priority) thread, once no live
+    /// request is in flight, on an instance that is idle then. `None` when the copy is dropped
+    /// (and counted): every shadow instance busy, or live work left no gap before the copy's
+    /// deadline (`request_timeout_ms` after it was queued at `queued`).
+    pub fn score_copy(
+        &self,
+        body: &[u8],
+        content_type: Option<&str>,
+        request_id: &str,
+        queued: Instant,
+    ) -> Option<(Result<HookResponse, ScoreError>, Duration)> {
+        let deadline = queued + Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
+        let budget = background::shadow_budget();
+        let mut pause = Duration::from_micros(50);
+        while LIVE_INFLIGHT.load(Ordering::Acquire) > 0 || !budget.available() {
+            if Instant::now() >= deadline {
+                self.drop_copy(request_id, "no idle CPU within the shadow budget before the copy's deadline");
+                return None;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+        let start = Instant::now();
+        let outcome = match self.pool.run_here_if_idle(body, content_type) {
+            Err(RunError::Busy) => {
+                self.drop_copy(request_id, "every shadow instance is busy");
+                return None;
+            }
+            other => other.map_err(ScoreError::from),
+        };
         let elapsed = start.elapsed();
-        let status = match &outcome {
+        budget.charge(elapsed);
+        self.record(Role::mirror, request_id, &outcome, elapsed);
+        Some((outcome, elapsed))
+    }
+
+    /// Counts, logs and traces one answered request or copy.
+    fn record(&self, role: Role, request_id: &str, outcome: &Result<HookResponse, ScoreError>, elapsed: Duration) {
+        let status = match outcome {
             Ok(r) => r.status,
             Err(e) => e.status(),
         };
@@ -195,41 +263,62 @@ impl Deployment {
             status,
             duration_ms = ms
         );
-        if let Err(ScoreError::ModelFailed(reason)) = &outcome {
+        if let Err(ScoreError::ModelFailed(reason)) = outcome {
             self.logs.push(format!("request_id={request_id} model error: {reason}"));
         }
-        outcome
     }
 }
 
-/// An admitted request or copy; leaving (also by cancellation) frees its slot.
+impl From<RunError> for ScoreError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::NoInstance | RunError::Busy => ScoreError::NotReady,
+            RunError::BadInput(m) => ScoreError::BadInput(m),
+            RunError::Failed(m) => ScoreError::ModelFailed(m),
+        }
+    }
+}
+
+/// A mirror copy's place in its shadow's queue; freed when the copy is done or dropped.
+pub struct CopyTicket {
+    deployment: Arc<Deployment>,
+}
+
+impl CopyTicket {
+    /// The shadow deployment.
+    pub fn deployment(&self) -> &Arc<Deployment> {
+        &self.deployment
+    }
+}
+
+impl Drop for CopyTicket {
+    fn drop(&mut self) {
+        self.deployment.mirror_inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An admitted live request; leaving (also by cancellation) frees its slot.
 struct Admission<'a> {
     deployment: &'a Deployment,
-    counter: &'a AtomicUsize,
-    live: bool,
 }
 
 impl<'a> Admission<'a> {
-    fn enter(deployment: &'a Deployment, role: Role) -> Option<Self> {
-        let live = role == Role::live;
-        let counter = if live { &deployment.inflight } else { &deployment.mirror_inflight };
-        let before = counter.fetch_add(1, Ordering::AcqRel);
+    fn enter(deployment: &'a Deployment) -> Option<Self> {
+        let before = deployment.inflight.fetch_add(1, Ordering::AcqRel);
         if before >= deployment.capacity.load(Ordering::Relaxed) {
-            counter.fetch_sub(1, Ordering::AcqRel);
+            deployment.inflight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        if live {
-            deployment.metrics.inflight.inc();
-        }
-        Some(Self { deployment, counter, live })
+        deployment.metrics.inflight.inc();
+        LIVE_INFLIGHT.fetch_add(1, Ordering::AcqRel);
+        Some(Self { deployment })
     }
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::AcqRel);
-        if self.live {
-            self.deployment.metrics.inflight.dec();
-        }
+        LIVE_INFLIGHT.fetch_sub(1, Ordering::AcqRel);
+        self.deployment.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.deployment.metrics.inflight.dec();
     }
 }

@@ -54,15 +54,6 @@ impl From<HookError> for RunError {
     }
 }
 
-/// Who waits for a run, which decides where it executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// A client waits: short runs inline, long ones on the blocking pool.
-    Live,
-    /// Nobody waits (a mirror copy): always on the low-priority background threads.
-    Shadow,
-}
-
 /// Instance counts by state, for `show` and the `switchyard_instances` gauge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceCounts {
@@ -148,11 +139,12 @@ impl InstancePool {
         for _ in 0..n {
             self.loading.fetch_add(1, Ordering::Relaxed);
             let pool = Arc::clone(self);
-            tasks.push(tokio::task::spawn_blocking(move || {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let load = move || {
                 let made = catch_unwind(AssertUnwindSafe(|| (pool.factory)()))
                     .unwrap_or_else(|_| Err("the scoring hook panicked during init".to_string()));
                 pool.loading.fetch_sub(1, Ordering::Relaxed);
-                match made {
+                let _ = tx.send(match made {
                     Ok(hook) => {
                         pool.ready.fetch_add(1, Ordering::AcqRel);
                         pool.checkin(hook);
@@ -162,12 +154,18 @@ impl InstancePool {
                         pool.failed.fetch_add(1, Ordering::Relaxed);
                         Err(e)
                     }
-                }
-            }));
+                });
+            };
+            // Loading is CPU work nobody's request waits for: below live work in priority.
+            if let Err(e) = super::background::spawn_loader(load) {
+                self.loading.fetch_sub(1, Ordering::Relaxed);
+                return Err(format!("cannot start a thread to load an instance: {e}"));
+            }
+            tasks.push(rx);
         }
         let mut first_error = None;
         for task in tasks {
-            let outcome = task.await.unwrap_or_else(|e| Err(format!("instance init task failed: {e}")));
+            let outcome = task.await.unwrap_or_else(|_| Err("instance init task failed".to_string()));
             if let Err(e) = outcome {
                 first_error.get_or_insert(e);
             }
@@ -192,23 +190,15 @@ impl InstancePool {
             self.draining.fetch_sub(1, Ordering::Relaxed);
             // A session's teardown frees model memory: keep it off the async threads.
             if let Some(hook) = hook {
-                tokio::task::spawn_blocking(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
+                let _ = super::background::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
             }
         }
     }
 
     /// Scores one request on the next free instance, waiting for one if all are busy.
-    pub async fn run(
-        self: &Arc<Self>,
-        body: Bytes,
-        content_type: Option<&str>,
-        lane: Lane,
-    ) -> Result<HookResponse, RunError> {
+    pub async fn run(self: &Arc<Self>, body: Bytes, content_type: Option<&str>) -> Result<HookResponse, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
-        }
-        if lane == Lane::Shadow {
-            return self.run_shadow(body, content_type).await;
         }
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
@@ -220,7 +210,7 @@ impl InstancePool {
             // Unreachable while the invariant holds; answer 503 rather than panic.
             return Err(RunError::NoInstance);
         };
-        if lane == Lane::Live && self.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS {
+        if self.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS {
             return self.execute(hook, &body, content_type, None);
         }
         let pool = Arc::clone(self);
@@ -239,33 +229,25 @@ impl InstancePool {
         outcome
     }
 
-    /// A shadow copy: on a low-priority thread, and only on an instance that is idle when the
-    /// thread gets to it. A copy never waits for an instance, so it never holds one while it
-    /// waits for CPU and never queues ahead of live requests; a busy shadow drops the copy.
-    async fn run_shadow(self: &Arc<Self>, body: Bytes, content_type: Option<&str>) -> Result<HookResponse, RunError> {
-        let pool = Arc::clone(self);
-        let content_type: Option<Box<str>> = content_type.map(Into::into);
-        let cancel = Arc::new(Cancellation::default());
-        let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        super::background::spawn(move || {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let Ok(permit) = pool.available.try_acquire() else {
-                let _ = tx.send(Err(RunError::Busy));
-                return;
-            };
-            permit.forget();
-            let Some(hook) = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
-                let _ = tx.send(Err(RunError::NoInstance));
-                return;
-            };
-            let _ = tx.send(pool.execute(hook, &body, content_type.as_deref(), Some(&cancel)));
-        });
-        let outcome = rx.await.unwrap_or_else(|_| Err(RunError::Failed("the shadow run was lost".to_string())));
-        guard.disarm();
-        outcome
+    /// Runs on the calling thread if an instance is idle right now; never waits. This is how
+    /// mirror copies run, on low-priority threads: a copy never holds an instance while it
+    /// waits for CPU and never queues ahead of live requests.
+    pub fn run_here_if_idle(
+        self: &Arc<Self>,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<HookResponse, RunError> {
+        if self.ready() == 0 {
+            return Err(RunError::NoInstance);
+        }
+        let Ok(permit) = self.available.try_acquire() else {
+            return Err(RunError::Busy);
+        };
+        permit.forget();
+        let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            return Err(RunError::NoInstance);
+        };
+        self.execute(hook, body, content_type, None)
     }
 
     /// Runs the hook, measures it, and puts the instance back (or replaces it after a panic).
@@ -341,7 +323,7 @@ mod tests {
     async fn a_panicking_run_is_a_model_error_and_the_instance_is_replaced() {
         let p = pool();
         p.add(1).await.unwrap();
-        let err = p.run(Bytes::from_static(b"panic"), None, Lane::Live).await.unwrap_err();
+        let err = p.run(Bytes::from_static(b"panic"), None).await.unwrap_err();
         assert_eq!(err, RunError::Failed("the scoring hook panicked: asked to panic".into()));
         for _ in 0..200 {
             if p.ready() == 1 {
@@ -350,7 +332,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         assert_eq!(p.ready(), 1, "a fresh instance replaced the one that panicked");
-        let ok = p.run(Bytes::from_static(b"[1]"), None, Lane::Live).await.unwrap();
+        let ok = p.run(Bytes::from_static(b"[1]"), None).await.unwrap();
         assert_eq!(&ok.body[..], b"[1]");
     }
 
@@ -362,7 +344,7 @@ mod tests {
         let runs: Vec<_> = (0..50)
             .map(|i| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, Lane::Live).await })
+                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None).await })
             })
             .collect();
         p.remove(2).await;
@@ -375,6 +357,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_empty_pool_answers_no_instance() {
         let p = pool();
-        assert_eq!(p.run(Bytes::new(), None, Lane::Live).await.unwrap_err(), RunError::NoInstance);
+        assert_eq!(p.run(Bytes::new(), None).await.unwrap_err(), RunError::NoInstance);
     }
 }

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use super::RoutingTable;
 use crate::deployment::{Deployment, ScoreError};
 use crate::mirror::{self, Answer};
-use crate::telemetry::Role;
 
 /// The header that pins a deployment and names the one that answered.
 pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
@@ -56,9 +55,9 @@ pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<Sco
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, request_id));
+    let live_slot = shadow.and_then(|s| mirror::copy(&s, body.clone(), content_type, request_id));
     let start = Instant::now();
-    let outcome = deployment.score(body, content_type, Role::live, request_id).await;
+    let outcome = deployment.score(body, content_type, request_id).await;
     if let Some(slot) = live_slot {
         let (status, body) = match &outcome {
             Ok(answer) => (answer.status, answer.body.clone()),

@@ -2,63 +2,140 @@
 //! pairing each shadow answer with the live answer to the same request, and keeping the
 //! comparison report.
 //!
-//! The live path pays one check and, for a copied request, one channel send after its answer
-//! is ready; it never waits for the shadow. The shadow task scores the copy on the shadow's own
-//! pool (always on the blocking side), then waits for the live answer and records the pair.
+//! The live path pays one admission check and a queue push for a copy, and one store of its
+//! answer afterwards; it never waits for the shadow. Everything else — scoring the copy,
+//! logging it, parsing and comparing both answers — runs on the low-priority shadow threads
+//! (`deployment::background`), which only get CPU the live path does not use. A shadow that
+//! falls behind fills its queue, and further copies are dropped and counted.
 
 pub mod compare;
 pub mod report;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
-use crate::deployment::{Deployment, ScoreError};
-use crate::telemetry::Role;
+use crate::deployment::{background, Deployment};
 
 pub use compare::Tolerance;
 pub use report::{Answer, MirrorReport};
 
-/// Where the front door sends the live answer of a mirrored request.
-pub struct LiveAnswerSlot(oneshot::Sender<Answer>);
+/// Where the two answers of a mirrored request meet. Whichever side arrives second has the
+/// pair recorded, always on a shadow thread, so neither side ever waits for the other.
+struct Rendezvous {
+    shadow: Arc<Deployment>,
+    request_id: Box<str>,
+    state: Mutex<Meeting>,
+}
+
+#[derive(Default)]
+enum Meeting {
+    #[default]
+    Empty,
+    Live(Answer),
+    Shadow(Answer),
+    /// The live request ended without an answer (its future was dropped).
+    LiveGone,
+    Done,
+}
+
+impl Rendezvous {
+    /// Records the pair (runs on a shadow thread).
+    fn record(&self, live: Option<&Answer>, shadow: &Answer) {
+        match live {
+            Some(live) => self.shadow.mirror_report.record(&self.request_id, live, shadow),
+            None => self.shadow.mirror_report.record_unpaired(),
+        }
+    }
+
+    /// The shadow's answer arrives (on a shadow thread).
+    fn shadow_answered(&self, answer: Answer) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, Meeting::Done) {
+            Meeting::Empty => *state = Meeting::Shadow(answer),
+            Meeting::Live(live) => {
+                drop(state);
+                self.record(Some(&live), &answer);
+            }
+            _ => {
+                drop(state);
+                self.record(None, &answer);
+            }
+        }
+    }
+
+    /// The live answer arrives, or `None` when the live request went away (front door).
+    fn live_answered(self: &Arc<Self>, answer: Option<Answer>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, Meeting::Done) {
+            Meeting::Empty => *state = answer.map_or(Meeting::LiveGone, Meeting::Live),
+            Meeting::Shadow(shadow) => {
+                drop(state);
+                // The comparison parses both bodies: not on a live thread.
+                let me = Arc::clone(self);
+                if background::spawn(move || me.record(answer.as_ref(), &shadow)).is_err() {
+                    self.shadow.mirror_report.record_unpaired();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where the front door puts the live answer of a mirrored request.
+pub struct LiveAnswerSlot(Option<Arc<Rendezvous>>);
 
 impl LiveAnswerSlot {
-    /// Hands the live answer to the shadow task (never blocks; a finished task is fine).
-    pub fn send(self, answer: Answer) {
-        let _ = self.0.send(answer);
+    /// Hands the live answer over (never waits for the shadow).
+    pub fn send(mut self, answer: Answer) {
+        if let Some(r) = self.0.take() {
+            r.live_answered(Some(answer));
+        }
+    }
+}
+
+impl Drop for LiveAnswerSlot {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.live_answered(None);
+        }
     }
 }
 
 /// Sends a copy of a request to `shadow`. Returns the slot for the live answer, or `None` when
-/// the shadow is full and the copy was dropped (and counted).
+/// the shadow's queue is full and the copy was dropped (and counted).
 pub fn copy(
-    shadow: Arc<Deployment>,
+    shadow: &Arc<Deployment>,
     body: Bytes,
     content_type: Option<&str>,
     request_id: &str,
 ) -> Option<LiveAnswerSlot> {
-    if !shadow.has_room_for_copy() {
-        shadow.drop_copy(request_id, "shadow deployment is full");
+    let ticket = shadow.admit_copy(request_id)?;
+    let meeting = Arc::new(Rendezvous {
+        shadow: Arc::clone(shadow),
+        request_id: request_id.into(),
+        state: Mutex::new(Meeting::Empty),
+    });
+    let for_shadow = Arc::clone(&meeting);
+    let content_type: Option<Box<str>> = content_type.map(Into::into);
+    let queued_at = std::time::Instant::now();
+    let queued = background::spawn(move || {
+        let shadow = ticket.deployment();
+        let Some((outcome, latency)) =
+            shadow.score_copy(&body, content_type.as_deref(), &for_shadow.request_id, queued_at)
+        else {
+            return; // counted as a drop
+        };
+        drop(ticket);
+        for_shadow.shadow_answered(match outcome {
+            Ok(r) => Answer { status: r.status, body: r.body, latency },
+            Err(e) => Answer { status: e.status(), body: Bytes::new(), latency },
+        });
+    });
+    if queued.is_err() {
+        // The job (and its ticket) is dropped with the error: the copy never ran.
+        shadow.drop_copy(request_id, "the shadow queue is full");
         return None;
     }
-    let (tx, rx) = oneshot::channel();
-    let content_type = content_type.map(str::to_owned);
-    let request_id = request_id.to_owned();
-    actix_web::rt::spawn(async move {
-        let start = Instant::now();
-        let outcome = shadow.score(body, content_type.as_deref(), Role::mirror, &request_id).await;
-        let shadow_answer = match outcome {
-            Ok(r) => Answer { status: r.status, body: r.body, latency: start.elapsed() },
-            // Dropped (full or busy): already counted as a drop, not a pair.
-            Err(ScoreError::Overloaded) => return,
-            Err(e) => Answer { status: e.status(), body: Bytes::new(), latency: start.elapsed() },
-        };
-        match rx.await {
-            Ok(live) => shadow.mirror_report.record(&request_id, &live, &shadow_answer),
-            Err(_) => shadow.mirror_report.record_unpaired(),
-        }
-    });
-    Some(LiveAnswerSlot(tx))
+    Some(LiveAnswerSlot(Some(meeting)))
 }

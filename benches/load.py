@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Switchyard's load benchmark (run it through benches/run.sh, which sets everything up).
+
+Measures, in one run on one machine, so that every number has a baseline beside it:
+  * model-1 (batch 2) and model-2 requests/s and p50/p90/p99 at concurrency 1, 8, 32, 64 for
+    Switchyard, the HTTP floor (benches/floor: actix-web + the same ONNX call, nothing else)
+    and the Azure ML inference server (azureml-inference-server-http + a score.py on
+    onnxruntime), with wrk as the load generator;
+  * scenarios: live p99 with a 50% mirror to a 10x slower shadow, p99 during traffic flips,
+    scale 1->2->1 and deployment creates, model-2 on 64-row requests with 1 vs 2 instances,
+    create->ready time, resident memory per added deployment;
+and prints ratio tables, writes benches/results/load-results.json and load-plot.svg.
+Only the standard library is used.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release" / "switchyard"
+FLOOR = ROOT / "target" / "release" / "switchyard-bench-floor"
+RESULTS = ROOT / "benches" / "results"
+VENV = ROOT / ".bench" / "venv"
+CONCURRENCY = [1, 8, 32, 64]
+
+WRK_LUA = """
+wrk.method = "POST"
+local f = io.open(os.getenv("WRK_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("WRK_AUTH")
+if auth and auth ~= "" then wrk.headers["Authorization"] = "Bearer " .. auth end
+local pin = os.getenv("WRK_PIN")
+if pin and pin ~= "" then wrk.headers["azureml-model-deployment"] = pin end
+"""
+
+SCORE_PY = '''
+"""score.py for the Azure ML inference server: the same ONNX model, scored with onnxruntime."""
+import json, os
+import numpy as np
+import onnxruntime as ort
+
+def init():
+    global session, name, dtype
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(os.environ["BENCH_MODEL"], options, providers=["CPUExecutionProvider"])
+    first = session.get_inputs()[0]
+    name = first.name
+    dtype = np.float64 if first.type == "tensor(double)" else np.float32
+
+def run(raw_data):
+    data = np.array(json.loads(raw_data)["data"], dtype=dtype)
+    return session.run(None, {name: data})[0].reshape(-1).tolist()
+'''
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if text.strip().startswith(("{", "[")) else text)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_until(check, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+# --- servers ------------------------------------------------------------------------------
+
+
+class Switchyard:
+    def __init__(self, workers=None):
+        args = [str(BIN), "serve", "--port", "0", "--admin-port", "0"]
+        if workers:
+            args += ["--workers", str(workers)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.scoring = self.admin = None
+        while self.scoring is None or self.admin is None:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit("bench: switchyard exited at start")
+            if line.startswith("Scoring plane: "):
+                self.scoring = line.split(": ", 1)[1].strip()
+            elif line.startswith("Admin plane: "):
+                self.admin = line.split(": ", 1)[1].strip()
+        http("PUT", self.admin + "/v1/endpoint", {"name": "bench", "auth_mode": "key"})
+        self.key = http("GET", self.admin + "/v1/endpoint/keys")[1]["primaryKey"]
+
+    def deploy(self, name, model, instances=1, mcr=64, all_traffic=False):
+        spec = {
+            "model": {"path": str(ROOT / "models" / model)},
+            "instance_count": instances,
+            "request_settings": {"max_concurrent_requests_per_instance": mcr},
+        }
+        status, body = http("PUT", f"{self.admin}/v1/deployments/{name}?all_traffic={str(all_traffic).lower()}", spec)
+        assert status in (200, 201), body
+        return self.wait(name)
+
+    def wait(self, name, poll=0.01):
+        # Polling costs CPU on the same 2 cores as the load: 10 ms apart by default.
+        while True:
+            d = http("GET", f"{self.admin}/v1/deployments/{name}")[1]
+            if d["provisioning_state"] in ("Succeeded", "Failed"):
+                assert d["provisioning_state"] == "Succeeded", d
+                return d
+            time.sleep(poll)
+
+    def patch_endpoint(self, body):
+        status, out = http("PATCH", self.admin + "/v1/endpoint", body)
+        assert status == 200, out
+
+    def patch_deployment(self, name, body):
+        status, out = http("PATCH", f"{self.admin}/v1/deployments/{name}", body)
+        assert status == 200, out
+
+    def delete(self, name):
+        status, out = http("DELETE", f"{self.admin}/v1/deployments/{name}")
+        assert status == 200, out
+
+    def rss(self):
+        text = http("GET", self.admin + "/metrics")[1]
+        m = re.search(r"^switchyard_process_resident_memory_bytes (\d+)", text, re.M)
+        return int(m.group(1))
+
+    def url(self):
+        return self.scoring + "/score"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+class Floor:
+    def __init__(self, model):
+        self.port = free_port()
+        self.proc = subprocess.Popen([str(FLOOR), str(ROOT / "models" / model / "model.onnx"), str(self.port), "2"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True, "the floor")
+        self.key = ""
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/score"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class PythonServer:
+    def __init__(self, model, workdir):
+        self.port, health = free_port(), free_port()
+        script = workdir / "score.py"
+        script.write_text(SCORE_PY)
+        env = dict(os.environ, BENCH_MODEL=str(ROOT / "models" / model / "model.onnx"), WORKER_COUNT="2")
+        self.proc = subprocess.Popen(
+            [str(VENV / "bin" / "azmlinfsrv"), "--entry_script", str(script), "--port", str(self.port),
+             "--health_port", str(health), "--worker_count", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=workdir, start_new_session=True)
+        body = (ROOT / "sample-requests" / "model-1.json").read_bytes()
+        wait_until(lambda: http("POST", self.url(), body, {"Content-Type": "application/json"})[0] == 200,
+                   "the Azure ML inference server", timeout=120)
+        self.key = ""
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/score"
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+# --- wrk ----------------------------------------------------------------------------------
+
+
+def parse_duration(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def wrk(url, body_file, concurrency, seconds, key="", pin="", threads=1):
+    lua = Path(tempfile.gettempdir()) / "switchyard-bench.lua"
+    lua.write_text(WRK_LUA)
+    env = dict(os.environ, WRK_BODY=str(body_file), WRK_AUTH=key, WRK_PIN=pin)
+    out = subprocess.run(
+        ["wrk", f"-t{min(threads, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+         "-s", str(lua), url], capture_output=True, text=True, env=env, check=True).stdout
+    res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "errors": 0}
+    for q in ("50", "75", "90", "99"):
+        res[f"p{q}_ms"] = parse_duration(re.search(rf"^\s+{q}%\s+(\S+)", out, re.M).group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["errors"] += int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["errors"] += sum(int(x) for x in m.groups()) if m else 0
+    res["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    return res
+
+
+def body_file(rows, x00=None):
+    """A request body with `rows` rows of the seed's sample (row 0's first number = x00)."""
+    seed = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
+    data = [list(seed[i % 2]) for i in range(rows)]
+    if x00 is not None:
+        data[0][0] = x00
+    f = Path(tempfile.gettempdir()) / f"switchyard-bench-{rows}-{x00}.json"
+    f.write_text(json.dumps({"data": data}))
+    return f
+
+
+# --- the runs -----------------------------------------------------------------------------
+
+
+def throughput(args, results):
+    sample = ROOT / "sample-requests" / "model-1.json"
+    for model in ("model-1", "model-2"):
+        servers = {}
+        sy = Switchyard()
+        sy.deploy("bench", model, instances=2, all_traffic=True)
+        servers["switchyard"] = sy
+        servers["floor"] = Floor(model)
+        if not args.no_python:
+            servers["python"] = PythonServer(model, Path(tempfile.mkdtemp()))
+        table = results.setdefault("throughput", {}).setdefault(model, {})
+        for c in CONCURRENCY:
+            # Interleave servers at each concurrency, so drift in the machine hits all alike.
+            for name, server in servers.items():
+                if name == "python" and c > 32 and args.quick:
+                    continue
+                r = wrk(server.url(), sample, c, args.seconds, key=server.key)
+                table.setdefault(name, {})[str(c)] = r
+                print(f"  {model} {name:10} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}  p90 {r['p90_ms']:.3f}"
+                      f"  p99 {r['p99_ms']:.3f} ms  errors {r['errors']}", flush=True)
+        for s in servers.values():
+            s.stop()
+
+
+def p99_pair(sy, body, seconds, rounds, change=None, c=16):
+    """Median over `rounds` of (steady p99, p99 with `change` running in a thread)."""
+    steady, changed = [], []
+    for _ in range(rounds):
+        steady.append(wrk(sy.url(), body, c, seconds, key=sy.key))
+        stop = threading.Event()
+        t = threading.Thread(target=change, args=(stop,)) if change else None
+        if t:
+            t.start()
+        changed.append(wrk(sy.url(), body, c, seconds, key=sy.key))
+        stop.set()
+        if t:
+            t.join()
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    return {
+        "steady_p99_ms": med(steady, "p99_ms"), "changed_p99_ms": med(changed, "p99_ms"),
+        "steady_rps": med(steady, "rps"), "changed_rps": med(changed, "rps"),
+        "errors": sum(r["errors"] for r in steady + changed),
+        "rounds": {"steady": steady, "changed": changed},
+    }
+
+
+def scenarios(args, results):
+    out = results.setdefault("scenarios", {})
+    rounds = 2 if args.quick else 5
+    seconds = min(args.seconds, 3)
+    # p99 is measured with one scoring worker and 16 connections: wrk has the other core to
+    # itself, so the p99 shows the server, not the OS juggling three busy threads on two cores
+    # (at saturation, p99 flips between ~0.5 and ~4 ms from run to run, floor included).
+    out["p99_method"] = {"workers": 1, "concurrency": 16, "seconds": seconds, "rounds": rounds, "statistic": "median of rounds"}
+    # 1. Mirror 50% to a shadow whose run is ~10x model-1's (test/slow with x00 = 0.05).
+    sy = Switchyard(workers=1)
+    sy.deploy("blue", "model-1", instances=2, all_traffic=True)
+    sy.deploy("shadow", "test/slow", instances=1)
+    body = body_file(2, x00=0.05)
+
+    def mirror_on(stop):
+        sy.patch_endpoint({"mirror_traffic": {"shadow": 50}})
+        stop.wait()
+        sy.patch_endpoint({"mirror_traffic": {"shadow": 0}})
+
+    r = p99_pair(sy, body, seconds, rounds, mirror_on)
+    r["shadow_comparison"] = http("GET", sy.admin + "/v1/deployments/shadow/comparison")[1]
+    r["shadow_comparison"].pop("disagreement_samples", None)
+    out["mirror_50"] = r
+    print(f"  mirror 50% to a 10x slower shadow: live p99 {r['steady_p99_ms']:.3f} -> {r['changed_p99_ms']:.3f} ms", flush=True)
+
+    # 2. p99 during changes.
+    sy.deploy("green", "model-1", instances=2)
+    sample = ROOT / "sample-requests" / "model-1.json"
+
+    def flips(stop):
+        i = 0
+        while not stop.is_set():
+            sy.patch_endpoint({"traffic": {"blue": 100} if i % 2 else {"green": 100}})
+            i += 1
+            time.sleep(0.1)
+        sy.patch_endpoint({"traffic": {"blue": 100}})
+
+    def scaling(stop):
+        while not stop.is_set():
+            for n in (3, 2):
+                sy.patch_deployment("blue", {"instance_count": n})
+                sy.wait("blue")
+                time.sleep(0.1)
+
+    def creating(stop):
+        i = 0
+        while not stop.is_set():
+            sy.deploy(f"extra-{i}", "model-1")
+            time.sleep(0.1)
+            sy.delete(f"extra-{i}")
+            i += 1
+            time.sleep(0.1)
+
+    for name, fn in (("traffic_flip", flips), ("scale_2_3_2", scaling), ("create_deployment", creating)):
+        r = p99_pair(sy, sample, seconds, rounds, fn)
+        out[f"during_{name}"] = r
+        print(f"  p99 during {name}: {r['steady_p99_ms']:.3f} -> {r['changed_p99_ms']:.3f} ms (errors {r['errors']})", flush=True)
+
+    # 3. Create -> ready for model-1 (server-side load time and the client's view).
+    server_ms, client_ms = [], []
+    for i in range(20):
+        t = time.perf_counter()
+        status, body = http("PUT", f"{sy.admin}/v1/deployments/ready-{i}", {"model": {"path": str(ROOT / "models" / "model-1")}})
+        assert status == 201, body
+        d = sy.wait(f"ready-{i}", poll=0.0005)
+        client_ms.append((time.perf_counter() - t) * 1e3)
+        server_ms.append(d["load_ms"])
+        sy.delete(f"ready-{i}")
+    out["create_to_ready_ms"] = {"server_median": statistics.median(server_ms), "server_max": max(server_ms),
+                                 "client_median": statistics.median(client_ms), "client_max": max(client_ms)}
+    print(f"  create->ready model-1: median {statistics.median(server_ms):.2f} ms in the server, "
+          f"{statistics.median(client_ms):.2f} ms seen by the client", flush=True)
+
+    # 4. Resident memory per added deployment.
+    for model in ("model-1", "model-2"):
+        before = sy.rss()
+        for i in range(5):
+            sy.deploy(f"mem-{model}-{i}", model)
+        time.sleep(0.2)
+        per = (sy.rss() - before) / 5
+        out[f"rss_per_deployment_{model}_mib"] = per / 2**20
+        print(f"  RSS per added {model} deployment: {per / 2**20:.2f} MiB", flush=True)
+    sy.stop()
+
+    # 5. model-2 on 64-row requests, 1 vs 2 instances.
+    rows64 = body_file(64)
+    res = {}
+    for n in (1, 2):
+        sy = Switchyard()
+        sy.deploy("model-two", "model-2", instances=n, all_traffic=True)
+        res[str(n)] = statistics.median([wrk(sy.url(), rows64, 16, seconds, key=sy.key)["rps"] for _ in range(rounds)])
+        sy.stop()
+    res["ratio"] = res["2"] / res["1"]
+    out["model2_64rows_rps"] = res
+    print(f"  model-2 64-row req/s: 1 instance {res['1']:.0f}, 2 instances {res['2']:.0f} ({res['ratio']:.2f}x)", flush=True)
+
+
+def manycore(args, results):
+    rows64 = body_file(64)
+    cores = os.cpu_count() or 2
+    res = {}
+    for n in (1, 2, 4, 8, 16):
+        sy = Switchyard(workers=cores)
+        sy.deploy("model-two", "model-2", instances=n, all_traffic=True)
+        r = wrk(sy.url(), rows64, 64, args.seconds, key=sy.key, threads=max(1, cores // 4))
+        res[str(n)] = r
+        print(f"  model-2 64-row, {n:>2} instance(s): {r['rps']:>8.0f} req/s  p99 {r['p99_ms']:.2f} ms", flush=True)
+        sy.stop()
+    results["manycore"] = {"cores": cores, "model2_64rows": res}
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def report(results):
+    t = results.get("throughput", {})
+    lines = []
+    for model, table in t.items():
+        lines.append(f"\n{model}: requests/s (p99 ms) and ratios")
+        lines.append(f"{'c':>4} {'switchyard':>18} {'floor':>18} {'python':>18} {'sy/floor':>9} {'sy/python':>10}")
+        for c in map(str, CONCURRENCY):
+            row = {n: table.get(n, {}).get(c) for n in ("switchyard", "floor", "python")}
+            cell = lambda r: f"{r['rps']:>9.0f} ({r['p99_ms']:>6.2f})" if r else f"{'-':>18}"
+            ratio = lambda a, b: f"{a['rps'] / b['rps']:.2f}" if a and b else "-"
+            lines.append(f"{c:>4} {cell(row['switchyard'])} {cell(row['floor'])} {cell(row['python'])} "
+                         f"{ratio(row['switchyard'], row['floor']):>9} {ratio(row['switchyard'], row['python']):>10}")
+    s = results.get("scenarios", {})
+    targets = []
+    m1 = t.get("model-1", {})
+    if m1.get("python", {}).get("32"):
+        r = m1["switchyard"]["32"]["rps"] / m1["python"]["32"]["rps"]
+        targets.append(("model-1 c=32 vs Python server", f"{r:.1f}x", ">= 20x", r >= 20))
+    if m1.get("floor", {}).get("32"):
+        r = m1["switchyard"]["32"]["rps"] / m1["floor"]["32"]["rps"]
+        targets.append(("model-1 c=32 vs floor", f"{r:.1%}", ">= 85%", r >= 0.85))
+    if "mirror_50" in s:
+        r = s["mirror_50"]["changed_p99_ms"] / s["mirror_50"]["steady_p99_ms"] - 1
+        targets.append(("live p99 change with mirror 50%", f"{r:+.1%}", "<= +5%", r <= 0.05))
+    for k in ("traffic_flip", "scale_2_3_2", "create_deployment"):
+        if f"during_{k}" in s:
+            x = s[f"during_{k}"]
+            r = x["changed_p99_ms"] / x["steady_p99_ms"]
+            targets.append((f"p99 during {k} / steady", f"{r:.2f}x", "<= 1.5x", r <= 1.5))
+    if "model2_64rows_rps" in s:
+        r = s["model2_64rows_rps"]["ratio"]
+        targets.append(("model-2 64-row, 2 vs 1 instance", f"{r:.2f}x", ">= 1.8x", r >= 1.8))
+    if "create_to_ready_ms" in s:
+        r = s["create_to_ready_ms"]["server_median"]
+        targets.append(("create -> ready (model-1)", f"{r:.1f} ms", "<= 50 ms", r <= 50))
+    if targets:
+        lines.append("\ntargets")
+        for name, got, want, ok in targets:
+            lines.append(f"  {'PASS' if ok else 'MISS'}  {name:36} {got:>10}  (target {want})")
+    text = "\n".join(lines)
+    print(text)
+    results["targets"] = [{"name": n, "measured": g, "target": w, "pass": ok} for n, g, w, ok in targets]
+    return text
+
+
+def plot(results, path):
+    """req/s and p99 against concurrency for the three servers (model-1), as an SVG."""
+    table = results.get("throughput", {}).get("model-1")
+    if not table:
+        return
+    colors = {"switchyard": "#1f77b4", "floor": "#2ca02c", "python": "#d62728"}
+    w, h, pad = 460, 300, 50
+    xs = {c: pad + i * (w - 2 * pad) / (len(CONCURRENCY) - 1) for i, c in enumerate(CONCURRENCY)}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{h + 40}" font-family="sans-serif" font-size="12">',
+             '<rect width="100%" height="100%" fill="white"/>']
+    for panel, (key, title) in enumerate((("rps", "requests/s (model-1, batch 2)"), ("p99_ms", "p99 latency, ms"))):
+        ox = panel * w
+        top = max(r[key] for s in table.values() for r in s.values()) * 1.1
+        y = lambda v: h - pad + 10 - (h - 2 * pad) * v / top
+        parts.append(f'<text x="{ox + w / 2}" y="20" text-anchor="middle" font-weight="bold">{title}</text>')
+        parts.append(f'<line x1="{ox + pad}" y1="{h - pad + 10}" x2="{ox + w - pad}" y2="{h - pad + 10}" stroke="black"/>')
+        parts.append(f'<line x1="{ox + pad}" y1="{pad - 10}" x2="{ox + pad}" y2="{h - pad + 10}" stroke="black"/>')
+        for frac in (0, 0.5, 1):
+            v = top * frac / 1.1
+            parts.append(f'<text x="{ox + pad - 4}" y="{y(v) + 4}" text-anchor="end">{v:,.0f}</text>' if key == "rps"
+                         else f'<text x="{ox + pad - 4}" y="{y(v) + 4}" text-anchor="end">{v:.2f}</text>')
+        for c, x in xs.items():
+            parts.append(f'<text x="{ox + x}" y="{h - pad + 26}" text-anchor="middle">c={c}</text>')
+        for name, series in table.items():
+            pts = [(ox + xs[int(c)], y(r[key])) for c, r in series.items()]
+            parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="2" points="'
+                         + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+            parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colors[name]}"/>' for a, b in pts]
+    for i, (name, color) in enumerate(colors.items()):
+        if name in table:
+            parts.append(f'<rect x="{60 + i * 120}" y="{h + 18}" width="12" height="12" fill="{color}"/>'
+                         f'<text x="{76 + i * 120}" y="{h + 29}">{name}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def machine():
+    info = {"cpus": os.cpu_count(), "platform": sys.platform}
+    try:
+        model = [l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")]
+        info["cpu"] = model[0].split(":", 1)[1].strip() if model else "unknown"
+        info["memory_gib"] = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return info
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="2-second points, one round per scenario")
+    p.add_argument("--seconds", type=int, help="seconds per measurement (default 5, quick 2)")
+    p.add_argument("--no-python", action="store_true", help="skip the Azure ML inference server baseline")
+    p.add_argument("--only", choices=["throughput", "scenarios"], help="run one part")
+    p.add_argument("--manycore", action="store_true", help="model-2 64-row throughput against instances 1..16")
+    p.add_argument("--out", type=Path, default=RESULTS / "load-results.json")
+    args = p.parse_args()
+    args.seconds = args.seconds or (2 if args.quick else 5)
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is not installed (benches/run.sh installs it)")
+    if not args.no_python and not args.manycore and not (VENV / "bin" / "azmlinfsrv").exists():
+        raise SystemExit("bench: .bench/venv is missing (benches/run.sh creates it), or pass --no-python")
+    results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "seconds_per_point": args.seconds, "load_generator": "wrk 4 (1 thread, on the same machine)"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.manycore:
+        manycore(args, results)
+        args.out = args.out.with_name("manycore-results.json")
+    else:
+        if args.only in (None, "throughput"):
+            print("throughput", flush=True)
+            throughput(args, results)
+        if args.only in (None, "scenarios"):
+            print("scenarios", flush=True)
+            scenarios(args, results)
+        report(results)
+        plot(results, args.out.with_name("load-plot.svg"))
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\nraw results: {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
