@@ -1,0 +1,69 @@
+//! Micro benchmarks of the hot path's pure parts: the routing decision, JSON → tensor input
+//! conversion, and response encoding. Run: `cargo bench --bench micro`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use switchyard::deployment::Deployment;
+use switchyard::endpoint::WeightedSplit;
+use switchyard::hooks::tensor_json::{write_f64, write_nested, ScoreRequest};
+use switchyard::mirror::Tolerance;
+use switchyard::spec::DeploymentSpec;
+use switchyard::telemetry::Metrics;
+
+fn deployments(runtime: &tokio::runtime::Runtime) -> Vec<Arc<Deployment>> {
+    let metrics = Metrics::new();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/model-1");
+    ["blue", "green", "red"]
+        .iter()
+        .map(|name| {
+            let (spec, _) =
+                DeploymentSpec::from_value(serde_json::json!({"name": name, "model": {"path": model}})).unwrap();
+            let kind = spec.hook_kind().unwrap();
+            Deployment::new(&spec, kind, &metrics, Tolerance::default(), runtime.handle().clone())
+        })
+        .collect()
+}
+
+fn routing(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let d = deployments(&runtime);
+    let split = WeightedSplit::new([(d[0].clone(), 90), (d[1].clone(), 10)]);
+    c.bench_function("routing: weighted pick, 90/10", |b| b.iter(|| black_box(split.pick()).map(|d| d.name.len())));
+    let three = WeightedSplit::new([(d[0].clone(), 34), (d[1].clone(), 33), (d[2].clone(), 33)]);
+    c.bench_function("routing: weighted pick, 3 ways", |b| b.iter(|| black_box(three.pick()).map(|d| d.name.len())));
+}
+
+fn body(rows: usize) -> Vec<u8> {
+    let row = "[1,2,3,4,5,6,7,8,9,10]";
+    format!("{{\"data\": [{}]}}", vec![row; rows].join(",")).into_bytes()
+}
+
+fn json_to_tensor(c: &mut Criterion) {
+    for rows in [2, 64] {
+        let b = body(rows);
+        c.bench_function(&format!("json -> tensor input, {rows} rows"), |bench| {
+            bench.iter(|| {
+                let r: ScoreRequest = serde_json::from_slice(black_box(&b)).unwrap();
+                r.data.map(|d| d.values.len())
+            })
+        });
+    }
+}
+
+fn response_encoding(c: &mut Criterion) {
+    for n in [2usize, 64] {
+        let values: Vec<f64> = (0..n).map(|i| 11055.977245525679 * (i as f64 + 1.0)).collect();
+        c.bench_function(&format!("response encoding, {n} predictions"), |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(32 * n);
+                write_nested(&mut out, &[n], black_box(&values), &write_f64);
+                out.len()
+            })
+        });
+    }
+}
+
+criterion_group!(benches, routing, json_to_tensor, response_encoding);
+criterion_main!(benches);
