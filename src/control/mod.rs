@@ -59,6 +59,8 @@ struct DeploymentRecord {
 pub struct ControlPlane {
     state: Mutex<State>,
     routing: Arc<ArcSwap<RoutingTable>>,
+    /// Bumped after each publish (the front door's per-thread snapshot caches watch it).
+    generation: Arc<std::sync::atomic::AtomicU64>,
     metrics: Arc<Metrics>,
     /// Where background work (model loads, drains) runs.
     runtime: tokio::runtime::Handle,
@@ -92,6 +94,7 @@ impl ControlPlane {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             metrics,
             runtime: tokio::runtime::Handle::current(),
             scoring_base: OnceLock::new(),
@@ -107,6 +110,11 @@ impl ControlPlane {
     /// The routing snapshot the front door reads.
     pub fn routing(&self) -> Arc<ArcSwap<RoutingTable>> {
         Arc::clone(&self.routing)
+    }
+
+    /// The publish counter the front door's snapshot caches watch.
+    pub fn generation(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.generation)
     }
 
     /// Records the scoring plane's address (for `scoring_uri`).
@@ -151,6 +159,7 @@ impl ControlPlane {
             for record in state.deployments.values() {
                 let c = record.live.pool.counts();
                 record.live.metrics.set_instances(c.ready, c.loading, c.draining, c.failed);
+                record.live.metrics.set_inflight(record.live.inflight());
                 record.live.metrics.set_mirror(&record.live.mirror_report.gauges());
             }
         }
@@ -197,6 +206,7 @@ impl ControlPlane {
     fn publish(&self, state: &State) {
         if self.restoring.load(Ordering::Acquire) || self.shutting_down.load(Ordering::Acquire) {
             self.routing.store(Arc::new(RoutingTable { endpoint: None, restoring: true }));
+            self.generation.fetch_add(1, Ordering::AcqRel);
             return;
         }
         let table = match &state.endpoint {
@@ -216,6 +226,7 @@ impl ControlPlane {
             }
         };
         self.routing.store(Arc::new(table));
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 

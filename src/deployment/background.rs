@@ -106,9 +106,9 @@ pub const DEFAULT_SHADOW_CPU_PERCENT: f64 = 5.0;
 
 /// Nice value of model-load threads: below live work, so a create or scale-up does not show
 /// in live latency, but not idle-only, so it still finishes on a saturated machine.
-const LOADER_NICE: i32 = 10;
+const LOADER_NICE: i32 = 19;
 
-/// Runs `job` on a new thread at nice 10 (loads are rare and may take seconds: a thread each).
+/// Runs `job` on a new thread at nice 19 (loads are rare and may take seconds: a thread each).
 pub fn spawn_loader(job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new().name("switchyard-load".into()).spawn(move || {
         set_nice(LOADER_NICE);

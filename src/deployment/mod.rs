@@ -20,12 +20,6 @@ use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 pub use pool::{InstanceCounts, InstancePool, RunError};
 pub use state::{ProvisioningState, StateCell};
 
-/// Live requests in flight in the whole process. Shadow copies start only when it is zero:
-/// the scheduler's idle class alone still lets background threads take a visible share of
-/// the CPU (measured here: a busy shadow took ~9% of the scoring worker's core and slowed the
-/// load generator), so copies also wait for a moment with no live work at all.
-static LIVE_INFLIGHT: AtomicUsize = AtomicUsize::new(0);
-
 /// Why a deployment did not answer a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScoreError {
@@ -210,10 +204,10 @@ impl Deployment {
         Some(CopyTicket { deployment: Arc::clone(self) })
     }
 
-    /// Scores an admitted mirror copy on the calling (low-priority) thread, once no live
-    /// request is in flight, on an instance that is idle then. `None` when the copy is dropped
-    /// (and counted): every shadow instance busy, or live work left no gap before the copy's
-    /// deadline (`request_timeout_ms` after it was queued at `queued`).
+    /// Scores an admitted mirror copy on the calling (idle-priority) thread, within the shadow
+    /// CPU budget, on an instance that is idle then. `None` when the copy is dropped (and
+    /// counted): every shadow instance busy, or no budget before the copy's deadline
+    /// (`request_timeout_ms` after it was queued at `queued`).
     pub fn score_copy(
         &self,
         body: &[u8],
@@ -224,9 +218,9 @@ impl Deployment {
         let deadline = queued + Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
         let budget = background::shadow_budget();
         let mut pause = Duration::from_micros(50);
-        while LIVE_INFLIGHT.load(Ordering::Acquire) > 0 || !budget.available() {
+        while !budget.available() {
             if Instant::now() >= deadline {
-                self.drop_copy(request_id, "no idle CPU within the shadow budget before the copy's deadline");
+                self.drop_copy(request_id, "the shadow CPU budget was spent until the copy's deadline");
                 return None;
             }
             std::thread::sleep(pause);
@@ -309,16 +303,12 @@ impl<'a> Admission<'a> {
             deployment.inflight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        deployment.metrics.inflight.inc();
-        LIVE_INFLIGHT.fetch_add(1, Ordering::AcqRel);
         Some(Self { deployment })
     }
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        LIVE_INFLIGHT.fetch_sub(1, Ordering::AcqRel);
         self.deployment.inflight.fetch_sub(1, Ordering::AcqRel);
-        self.deployment.metrics.inflight.dec();
     }
 }

@@ -1,6 +1,9 @@
 //! `POST /score`: authenticate, pick a deployment (pin header or weighted traffic), copy a
 //! share of unpinned requests to the shadow, score, and answer with the headers of CONTRACT §6.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,8 +26,43 @@ pub const MAX_CLIENT_REQUEST_ID: usize = 100;
 pub struct ScoringState {
     /// The current routing snapshot.
     pub routing: Arc<ArcSwap<RoutingTable>>,
+    /// Bumped by the control plane after each publish: tells a worker thread its cached
+    /// snapshot is stale without touching the shared snapshot itself.
+    pub generation: Arc<AtomicU64>,
     /// Largest accepted body, in bytes (413 beyond).
     pub max_body_bytes: usize,
+}
+
+/// A worker thread's handle on the snapshot: the `Rc` is the point (its count is not atomic
+/// and not shared between threads), so the extra allocation is intended.
+#[allow(clippy::redundant_allocation)]
+pub type LocalSnapshot = Rc<Arc<RoutingTable>>;
+
+thread_local! {
+    /// This worker thread's copy of the routing snapshot, and the generation it was taken at.
+    static SNAPSHOT: RefCell<Option<(u64, LocalSnapshot)>> = const { RefCell::new(None) };
+}
+
+impl ScoringState {
+    /// The routing snapshot, through a per-thread cache: a request holds it by a
+    /// thread-local `Rc` and borrows its deployments, so no reference count shared between
+    /// worker threads is touched per request (on two cores that cache line would bounce on
+    /// every request). A publish bumps `generation`, and the next request on each thread takes
+    /// the new snapshot.
+    pub fn snapshot(&self) -> LocalSnapshot {
+        let generation = self.generation.load(Ordering::Acquire);
+        SNAPSHOT.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            match &*cached {
+                Some((g, table)) if *g == generation => Rc::clone(table),
+                _ => {
+                    let table = Rc::new(self.routing.load_full());
+                    *cached = Some((generation, Rc::clone(&table)));
+                    table
+                }
+            }
+        })
+    }
 }
 
 /// An error answer: JSON `{"message": ...}` with the given status.
@@ -45,7 +83,8 @@ pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<Sco
         Err(response) => return with_ids(response, request_id, None),
     };
 
-    let (deployment, shadow) = match route(headers, &state.routing) {
+    let table = state.snapshot();
+    let (deployment, shadow) = match route(headers, &table) {
         Ok(chosen) => chosen,
         Err(response) => return with_ids(response, request_id, client_id.as_deref()),
     };
@@ -55,7 +94,7 @@ pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<Sco
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let live_slot = shadow.and_then(|s| mirror::copy(&s, body.clone(), content_type, request_id));
+    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, request_id));
     let start = Instant::now();
     let outcome = deployment.score(body, content_type, request_id).await;
     if let Some(slot) = live_slot {
@@ -100,11 +139,10 @@ async fn read_body(headers: &HeaderMap, payload: web::Payload, limit: usize) -> 
 
 /// Picks the live deployment and, for unpinned requests, maybe a shadow.
 #[allow(clippy::result_large_err)]
-fn route(
+fn route<'t>(
     headers: &HeaderMap,
-    routing: &ArcSwap<RoutingTable>,
-) -> Result<(Arc<Deployment>, Option<Arc<Deployment>>), HttpResponse> {
-    let table = routing.load();
+    table: &'t RoutingTable,
+) -> Result<(&'t Deployment, Option<&'t Arc<Deployment>>), HttpResponse> {
     if table.restoring {
         return Err(error_response(503, "the server is restoring its saved state or shutting down: retry shortly"));
     }
@@ -125,7 +163,7 @@ fn route(
     if let Some(pinned) = headers.get(DEPLOYMENT_HEADER) {
         let name = pinned.to_str().unwrap_or("").trim();
         return match endpoint.deployments.get(name) {
-            Some(d) => Ok((Arc::clone(d), None)),
+            Some(d) => Ok((d, None)),
             None => Err(error_response(
                 404,
                 &format!(
@@ -141,9 +179,8 @@ fn route(
             "no deployment of this endpoint has traffic: set traffic (`online-endpoint update --traffic`) or pin a deployment with the azureml-model-deployment header",
         ));
     };
-    let shadow =
-        endpoint.mirror.as_ref().filter(|(_, percent)| fastrand::u32(0..100) < *percent).map(|(d, _)| Arc::clone(d));
-    Ok((Arc::clone(live), shadow))
+    let shadow = endpoint.mirror.as_ref().filter(|(_, percent)| fastrand::u32(0..100) < *percent).map(|(d, _)| d);
+    Ok((live, shadow))
 }
 
 fn score_error_response(e: &ScoreError) -> HttpResponse {

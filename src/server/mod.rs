@@ -80,8 +80,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         if scoring_addr.ip().is_unspecified() { "localhost".to_string() } else { scoring_addr.ip().to_string() };
     control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));
 
-    let scoring_state =
-        web::Data::new(ScoringState { routing: control.routing(), max_body_bytes: opts.max_body_bytes });
+    let scoring_state = web::Data::new(ScoringState {
+        routing: control.routing(),
+        generation: control.generation(),
+        max_body_bytes: opts.max_body_bytes,
+    });
     let scoring = HttpServer::new(move || App::new().app_data(scoring_state.clone()).configure(scoring::configure))
         .workers(opts.workers.max(1))
         .disable_signals()

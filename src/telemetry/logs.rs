@@ -5,38 +5,62 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::sharded::{shard, SHARDS};
 
 /// Lines kept per deployment.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
-/// A bounded, thread-safe ring of log lines.
+/// One thread shard: (nanoseconds since the epoch, stamped line), oldest first.
+type Shard = Mutex<VecDeque<(u128, String)>>;
+
+/// A bounded, thread-safe ring of log lines. Every request writes a line, so the ring is
+/// sharded by thread (no lock shared between worker threads); `tail` merges the shards by
+/// time.
 #[derive(Debug)]
 pub struct LogRing {
-    lines: Mutex<VecDeque<String>>,
+    shards: Box<[Shard]>,
+    capacity_per_shard: usize,
     capacity: usize,
 }
 
 impl LogRing {
-    /// An empty ring holding at most `capacity` lines.
+    /// An empty ring holding at most about `capacity` lines (split over the shards).
     pub fn new(capacity: usize) -> Self {
-        Self { lines: Mutex::new(VecDeque::with_capacity(capacity.min(1024))), capacity: capacity.max(1) }
+        let capacity = capacity.max(1);
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
+            capacity_per_shard: capacity.div_ceil(SHARDS),
+            capacity,
+        }
     }
 
-    /// Appends one line, prefixed with the current UTC time; the oldest line goes when full.
+    /// Appends one line, prefixed with the current UTC time; the shard's oldest line goes when
+    /// it is full.
     pub fn push(&self, line: impl AsRef<str>) {
-        let stamped = format!("{} {}", humantime::format_rfc3339_millis(SystemTime::now()), line.as_ref());
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        if lines.len() == self.capacity {
+        let now = SystemTime::now();
+        let stamped = format!("{} {}", humantime::format_rfc3339_millis(now), line.as_ref());
+        let key = now.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let mut lines = self.shards[shard()].lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() >= self.capacity_per_shard {
             lines.pop_front();
         }
-        lines.push_back(stamped);
+        lines.push_back((key, stamped));
     }
 
-    /// The last `n` lines, oldest first.
+    /// The last `n` lines (at most the ring's capacity), oldest first.
     pub fn tail(&self, n: usize) -> Vec<String> {
-        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        lines.iter().skip(lines.len().saturating_sub(n)).cloned().collect()
+        let n = n.min(self.capacity);
+        let mut all: Vec<(u128, String)> = Vec::new();
+        for shard in self.shards.iter() {
+            let lines = shard.lock().unwrap_or_else(|e| e.into_inner());
+            all.extend(lines.iter().skip(lines.len().saturating_sub(n)).cloned());
+        }
+        // Stable: lines of one thread with the same timestamp keep their order.
+        all.sort_by_key(|(t, _)| *t);
+        let skip = all.len().saturating_sub(n);
+        all.into_iter().skip(skip).map(|(_, l)| l).collect()
     }
 }
 
@@ -52,13 +76,14 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_lines() {
-        let ring = LogRing::new(3);
+        let ring = LogRing::new(3 * crate::telemetry::sharded::SHARDS);
         for i in 0..5 {
             ring.push(format!("line {i}"));
         }
         let tail = ring.tail(10);
-        assert_eq!(tail.len(), 3);
+        assert_eq!(tail.len(), 3, "one thread writes one shard of 3 lines");
         assert!(tail[0].ends_with("line 2") && tail[2].ends_with("line 4"));
         assert_eq!(ring.tail(1).len(), 1);
+        assert!(ring.tail(1)[0].ends_with("line 4"));
     }
 }

@@ -11,9 +11,10 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
+use super::sharded::{ShardedCounter, ShardedHistogram};
 use crate::mirror::report::ReportGauges;
 
 /// Whether a request was answered for the client or copied to a shadow deployment.
@@ -59,18 +60,18 @@ struct InstanceLabels {
     state: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, ShardedHistogram, fn() -> ShardedHistogram>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-fn duration_histogram() -> Histogram {
+fn duration_histogram() -> ShardedHistogram {
     // 20 µs .. ~21 s: microsecond models and slow shadows on one scale.
-    Histogram::new(exponential_buckets(0.00002, 2.0, 21))
+    ShardedHistogram::new(exponential_buckets(0.00002, 2.0, 21))
 }
 
 /// The process's metric registry and families.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, ShardedCounter>,
     durations: HistogramFamily<DurationLabels>,
     mirror_dropped: Family<DeploymentLabel, Counter>,
     inflight: Family<DeploymentLabel, Gauge>,
@@ -104,7 +105,7 @@ impl Metrics {
     /// Registers every family.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, ShardedCounter>::default();
         let durations: HistogramFamily<DurationLabels> = Family::new_with_constructor(duration_histogram);
         let mirror_dropped = Family::<DeploymentLabel, Counter>::default();
         let inflight = Family::<DeploymentLabel, Gauge>::default();
@@ -254,11 +255,11 @@ pub const INSTANCE_STATES: [&str; 4] = ["ready", "loading", "draining", "failed"
 pub struct DeploymentMetrics {
     name: String,
     root: Arc<Metrics>,
-    live_ok: Counter,
-    live_duration: Histogram,
-    mirror_duration: Histogram,
-    /// Admitted and unanswered requests.
-    pub inflight: Gauge,
+    live_ok: ShardedCounter,
+    live_duration: ShardedHistogram,
+    mirror_duration: ShardedHistogram,
+    /// Admitted and unanswered requests (set when metrics are read).
+    inflight: Gauge,
     /// Mirror copies dropped.
     pub mirror_dropped: Counter,
 }
@@ -274,6 +275,12 @@ impl DeploymentMetrics {
             Role::live => self.live_duration.observe(seconds),
             Role::mirror => self.mirror_duration.observe(seconds),
         }
+    }
+
+    /// Sets the in-flight gauge (read from the admission counter when metrics are rendered,
+    /// so requests pay no gauge update).
+    pub fn set_inflight(&self, n: usize) {
+        self.inflight.set(n as i64);
     }
 
     /// Sets the mirror comparison gauges (only for deployments that were ever a shadow).

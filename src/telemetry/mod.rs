@@ -2,6 +2,7 @@
 
 pub mod logs;
 pub mod metrics;
+pub mod sharded;
 
 pub use logs::LogRing;
 pub use metrics::{DeploymentMetrics, Metrics, Role};
