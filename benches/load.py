@@ -502,6 +502,7 @@ def main():
     p.add_argument("--only", choices=["throughput", "scenarios"], help="run one part")
     p.add_argument("--manycore", action="store_true", help="model-2 64-row throughput against instances 1..16")
     p.add_argument("--out", type=Path, default=RESULTS / "load-results.json")
+    p.add_argument("--merge", action="store_true", help="keep the other part's results already in --out")
     args = p.parse_args()
     args.seconds = args.seconds or (2 if args.quick else 5)
     if shutil.which("wrk") is None:
@@ -510,6 +511,9 @@ def main():
         raise SystemExit("bench: .bench/venv is missing (benches/run.sh creates it), or pass --no-python")
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "seconds_per_point": args.seconds, "load_generator": "wrk 4 (1 thread, on the same machine)"}
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        results.update({k: v for k, v in old.items() if k in ("throughput", "scenarios") and k != args.only})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.manycore:
         manycore(args, results)

@@ -33,6 +33,7 @@ step "Mirror 10% of traffic to green" online-endpoint update --name $EP --mirror
 printf '\n== Invoke 20 times (answers come from blue; ~10%% are copied to green)\n'
 for _ in $(seq 20); do "$BIN" online-endpoint invoke --name $EP --request-file sample-requests/model-1.json >/dev/null; done
 step "Green's logs show the mirrored requests" online-deployment get-logs --name green --endpoint-name $EP --lines 50
+step "Does green agree with blue on the mirrored requests?" online-deployment compare --name green --endpoint-name $EP -o json --query '{pairs:pairs,agreement_ratio:agreement_ratio,max_abs_diff:max_abs_diff,dropped:dropped}'
 step "Turn mirroring off" online-endpoint update --name $EP --mirror-traffic "green=0" --query mirror_traffic
 step "Send 10% of live traffic to green" online-endpoint update --name $EP --traffic "blue=90 green=10" --query traffic
 printf '\n== 1000 requests at 90/10: who answered?\n'

@@ -156,7 +156,14 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         config_dir: args.config_dir,
         tolerance: crate::mirror::Tolerance { atol: args.compare_atol.max(0.0), rtol: args.compare_rtol.max(0.0) },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
+    // watcher): below the scoring workers in priority.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| crate::deployment::background::set_nice(crate::deployment::background::CONTROL_NICE))
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: cannot start the async runtime: {e}");

@@ -117,7 +117,12 @@ pub fn spawn_loader(job: impl FnOnce() + Send + 'static) -> std::io::Result<()> 
     Ok(())
 }
 
-fn set_nice(nice: i32) {
+/// Nice value of the control plane's threads (admin API worker, background runtime): control
+/// calls and bookkeeping yield to scoring.
+pub const CONTROL_NICE: i32 = 10;
+
+/// Sets the calling thread's nice value (Linux; elsewhere a no-op).
+pub fn set_nice(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: changes only the calling thread's nice value (by its tid); failure is ignored.
     unsafe {

@@ -96,6 +96,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let admin_state =
         web::Data::new(AdminState { control: Arc::clone(&control), admin_token: opts.admin_token.clone() });
     let admin = HttpServer::new(move || {
+        // Runs on the admin worker thread as it starts: control calls yield to scoring.
+        crate::deployment::background::set_nice(crate::deployment::background::CONTROL_NICE);
         App::new()
             .app_data(admin_state.clone())
             .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
