@@ -15,9 +15,21 @@ struct Fixture {
     key: String,
 }
 
+/// The server the scoring properties share (never changed by them).
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
+    F.get_or_init(start_fixture)
+}
+
+/// A server of its own for the admin property, whose accepted changes would otherwise race
+/// with the scoring properties running in parallel.
+fn admin_fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(start_fixture)
+}
+
+fn start_fixture() -> Fixture {
+    {
         let server = Server::start();
         server.create_endpoint();
         server.deploy("blue", "model-1", json!({"request_settings": {"max_concurrent_requests_per_instance": 16}}));
@@ -25,7 +37,7 @@ fn fixture() -> &'static Fixture {
         assert_eq!(server.set_traffic(json!({"blue": 50, "green": 50})).status, 200);
         let key = server.primary_key();
         Fixture { server, key }
-    })
+    }
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -78,8 +90,13 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Cases per property: `PROPTEST_CASES` when set (a longer local run), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(300), .. ProptestConfig::default() })]
 
     #[test]
     fn score_never_answers_a_client_error_with_5xx(body in body()) {
@@ -106,7 +123,7 @@ proptest! {
 
     #[test]
     fn refused_admin_changes_change_nothing(patch in json_value(), name in "[a-zA-Z0-9-]{1,12}", dep in json_value()) {
-        let f = fixture();
+        let f = admin_fixture();
         let s = &f.server;
         let before = (s.admin("GET", "/v1/endpoint", None).body, s.admin("GET", "/v1/deployments", None).json());
         let r = s.admin("PATCH", "/v1/endpoint", Some(&patch));

@@ -49,8 +49,13 @@ fn names() -> impl Strategy<Value = String> {
     prop_oneof![Just("blue".to_string()), Just("green".to_string()), Just("red".to_string()), "[a-z]{1,5}"]
 }
 
+/// Cases per property: `PROPTEST_CASES` when set (a longer local run), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2000), .. ProptestConfig::default() })]
 
     #[test]
     fn yaml_text_never_panics(text in "\\PC{0,200}") {
