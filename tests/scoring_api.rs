@@ -116,6 +116,11 @@ fn routing_and_input_errors() {
     let auth = format!("Bearer {key}");
     let r = s.score(&sample_request(), &[("Authorization", &auth), ("x-ms-client-request-id", &long)]);
     assert_eq!(r.status, 431);
+    // So are oversized headers.
+    let huge = "h".repeat(20 * 1024);
+    let r = s.score(&sample_request(), &[("Authorization", &auth), ("x-padding", &huge)]);
+    assert_eq!(r.status, 431);
+    assert!(r.message().contains("at most 16384"), "{}", r.message());
 }
 
 #[test]

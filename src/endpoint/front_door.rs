@@ -21,6 +21,9 @@ use crate::mirror::{self, Answer};
 pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
 /// Client request ids longer than this are refused with 431, as the Azure server does.
 pub const MAX_CLIENT_REQUEST_ID: usize = 100;
+/// Total size of a request's header names and values beyond which it is refused with 431
+/// (actix-web itself refuses more than 96 headers with 431).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// What the scoring plane's handlers share.
 pub struct ScoringState {
@@ -221,9 +224,17 @@ fn score_error_response(e: &ScoreError) -> HttpResponse {
     }
 }
 
-/// `x-ms-client-request-id`, sanitised to `[A-Za-z0-9_-]{0,40}`; over 100 characters is 431.
+/// `x-ms-client-request-id`, sanitised to `[A-Za-z0-9_-]{0,40}`; over 100 characters is 431,
+/// and so are headers over [`MAX_HEADER_BYTES`] in all.
 #[allow(clippy::result_large_err)]
 fn client_request_id(headers: &HeaderMap) -> Result<Option<String>, HttpResponse> {
+    let total: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if total > MAX_HEADER_BYTES {
+        return Err(error_response(
+            431,
+            &format!("the request's headers total {total} bytes; at most {MAX_HEADER_BYTES} are accepted"),
+        ));
+    }
     let Some(raw) = headers.get("x-ms-client-request-id") else {
         return Ok(None);
     };
