@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// A body like the seed's sample whose first number is `x00` (test/slow: about x00 ms;
-/// test/fail: a model error when x00 >= 2).
-fn body_with_x00(x00: f64) -> Vec<u8> {
-    json!({"data": [[x00, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}).to_string().into_bytes()
-}
-
 #[test]
 fn timeout_is_408_and_cancels_the_run() {
     let s = Server::start();

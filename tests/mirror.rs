@@ -48,11 +48,6 @@ fn comparison(s: &Server, name: &str) -> Value {
     r.json()
 }
 
-/// A body like the seed's sample whose first number is `x00` (the slow test model's delay in ms).
-fn body_with_x00(x00: f64) -> Vec<u8> {
-    json!({"data": [[x00, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]}).to_string().into_bytes()
-}
-
 fn p99(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[(v.len() * 99 / 100).min(v.len() - 1)]

@@ -19,6 +19,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The seed's sample request with its first number replaced by `x00`: the test models read it
+/// (test/slow takes about x00 ms; test/fail fails when x00 >= 2).
+pub fn body_with_x00(x00: f64) -> Vec<u8> {
+    serde_json::json!({"data": [[x00, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]})
+        .to_string()
+        .into_bytes()
+}
+
 pub fn sample_request() -> Vec<u8> {
     std::fs::read(repo().join("sample-requests/model-1.json")).unwrap()
 }
