@@ -100,10 +100,11 @@ fn every_rollout_step_under_load_fails_no_request() {
 fn sigterm_answers_requests_in_flight_then_exits_0() {
     let mut s = Server::start();
     s.create_endpoint();
+    // A long timeout: on a loaded CI machine the queued requests may wait a while.
     s.deploy(
         "slow",
         "test/slow",
-        json!({"instance_count": 2, "request_settings": {"max_concurrent_requests_per_instance": 8}}),
+        json!({"instance_count": 2, "request_settings": {"max_concurrent_requests_per_instance": 8, "request_timeout_ms": 60000}}),
     );
     s.set_traffic(json!({"slow": 100}));
     let key = s.primary_key();
