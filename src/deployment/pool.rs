@@ -3,10 +3,11 @@
 //!
 //! How a request reaches an instance is the main performance decision of the runtime. A model-1
 //! run takes ~4 µs and handing it to another thread costs more than that, so a run whose
-//! measured cost is short executes right on the calling (actix worker) thread; a long run goes
-//! to tokio's blocking pool so it never stalls the event loop. The cost is a moving average per
-//! pool, and an unmeasured pool starts on the blocking side: a slow model is never run inline
-//! by mistake.
+//! measured cost is short executes right on the calling (actix worker) thread, waiting for an
+//! instance on the semaphore; a long run is queued, and a blocking thread holding an instance
+//! takes queued runs one after another, so it never stalls the event loop and the instance
+//! never idles between runs under load. The cost is a moving average per pool, and an
+//! unmeasured pool starts on the queued side: a slow model is never run inline by mistake.
 //!
 //! Invariant: the semaphore holds exactly one permit per instance in `idle`. A permit is taken
 //! (and forgotten) before an instance is popped, and added back after it is pushed, so holding
