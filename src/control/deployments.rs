@@ -209,7 +209,7 @@ impl ControlPlane {
         outcome: Result<(), String>,
     ) {
         // Decide under the lock, then drain outside it (draining waits for requests).
-        let to_drain = self.apply_load(spec, &fresh, generation, outcome);
+        let to_drain = self.apply_load(&spec.name, &fresh, generation, outcome);
         if let Some(stale) = to_drain {
             let n = stale.pool.ready();
             stale.pool.remove(n).await;
@@ -219,12 +219,12 @@ impl ControlPlane {
     /// Records the outcome of a background load. Returns a pool to drain, if any.
     fn apply_load(
         &self,
-        spec: DeploymentSpec,
+        name: &str,
         fresh: &Arc<Deployment>,
         generation: u64,
         outcome: Result<(), String>,
     ) -> Option<Arc<Deployment>> {
-        let name = spec.name.clone();
+        let name = name.to_string();
         let mut state = self.lock();
         let current = state.deployments.get(&name).filter(|r| r.generation == generation).map(|r| Arc::clone(&r.live));
         let Some(current) = current else {
@@ -240,7 +240,6 @@ impl ControlPlane {
                 tracing::info!(deployment = %name, "deployment ready");
                 let record = state.deployments.get_mut(&name).expect("found above");
                 record.live = Arc::clone(fresh);
-                drop(spec);
                 if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(&name)) {
                     for (n, w) in ep.spec.traffic.iter_mut() {
                         *w = if *n == name { 100 } else { 0 };

@@ -15,7 +15,6 @@ pub mod ort_runtime;
 pub mod tensor_json;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 
@@ -92,10 +91,6 @@ pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, 
 /// Where a hook's files are, for messages and logs.
 pub fn describe(kind: &HookKind) -> String {
     match kind {
-        HookKind::Onnx { model_file } => format!("onnx {}", display(model_file)),
+        HookKind::Onnx { model_file } => format!("onnx {}", model_file.display()),
     }
-}
-
-fn display(p: &std::path::Path) -> String {
-    PathBuf::from(p).display().to_string()
 }
