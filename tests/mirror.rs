@@ -123,8 +123,7 @@ fn mirror_share_pinning_and_comparison_against_model_2() {
     assert_eq!(metric(&s, "switchyard_mirror_pairs", &["deployment=\"green\""]), scored);
 
     // The CLI prints it as JSON when asked (or when not on a terminal).
-    let out: Value =
-        serde_json::from_str(&s.cli_ok(&["online-deployment", "compare", "--name", "green", "-o", "json"])).unwrap();
+    let out: Value = s.cli_json(&["online-deployment", "compare", "--name", "green", "-o", "json"]);
     assert_eq!(out["pairs"], c["pairs"]);
 
     // get-logs shows the mirrored requests.

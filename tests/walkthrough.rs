@@ -20,15 +20,8 @@ fn seed_walkthrough_through_the_cli() {
     let ep = "my-endpoint";
 
     // Create the endpoint from the seed's own endpoint.yml.
-    let created: Value = serde_json::from_str(&server.cli_ok(&[
-        "online-endpoint",
-        "create",
-        "--name",
-        ep,
-        "-f",
-        "tests/fixtures/seed/endpoint.yml",
-    ]))
-    .unwrap();
+    let created: Value =
+        server.cli_json(&["online-endpoint", "create", "--name", ep, "-f", "tests/fixtures/seed/endpoint.yml"]);
     assert_eq!(created["name"], ep);
     assert_eq!(created["auth_mode"], "key");
     assert!(created["scoring_uri"].as_str().unwrap().ends_with("/score"));
@@ -49,7 +42,7 @@ fn seed_walkthrough_through_the_cli() {
     assert!(err.contains("python scoring scripts are not supported yet"), "{err}");
 
     // Blue with all traffic (the create waits until it is ready).
-    let blue: Value = serde_json::from_str(&server.cli_ok(&[
+    let blue: Value = server.cli_json(&[
         "online-deployment",
         "create",
         "--name",
@@ -59,11 +52,9 @@ fn seed_walkthrough_through_the_cli() {
         "-f",
         "examples/blue-deployment.yml",
         "--all-traffic",
-    ]))
-    .unwrap();
+    ]);
     assert_eq!(blue["provisioning_state"], "Succeeded");
-    let traffic: Value =
-        serde_json::from_str(&server.cli_ok(&["online-endpoint", "show", "-n", ep, "--query", "traffic"])).unwrap();
+    let traffic: Value = server.cli_json(&["online-endpoint", "show", "-n", ep, "--query", "traffic"]);
     assert_eq!(traffic, serde_json::json!({"blue": 100}));
 
     // Invoke through the CLI and through HTTP with the key.
@@ -86,7 +77,7 @@ fn seed_walkthrough_through_the_cli() {
     assert_eq!(r.header("x-ms-client-request-id"), Some("my-id_1"), "echoed, sanitised");
 
     // Scale blue to 2 instances.
-    let scaled: Value = serde_json::from_str(&server.cli_ok(&[
+    let scaled: Value = server.cli_json(&[
         "online-deployment",
         "update",
         "--name",
@@ -95,8 +86,7 @@ fn seed_walkthrough_through_the_cli() {
         ep,
         "--set",
         "instance_count=2",
-    ]))
-    .unwrap();
+    ]);
     assert_eq!(scaled["instance_count"], 2);
     assert_eq!(scaled["instances"]["ready"], 2);
     let logs = server.cli_ok(&["online-deployment", "get-logs", "--name", "blue", "--endpoint", ep, "--lines", "50"]);
@@ -114,8 +104,7 @@ fn seed_walkthrough_through_the_cli() {
         "-f",
         "examples/green-deployment.yml",
     ]);
-    let traffic: Value =
-        serde_json::from_str(&server.cli_ok(&["online-endpoint", "show", "-n", ep, "--query", "traffic"])).unwrap();
+    let traffic: Value = server.cli_json(&["online-endpoint", "show", "-n", ep, "--query", "traffic"]);
     assert_eq!(traffic, serde_json::json!({"blue": 100, "green": 0}));
     for _ in 0..200 {
         let r = server.score_authed(&key, &sample_request(), None);
@@ -167,8 +156,7 @@ fn seed_walkthrough_through_the_cli() {
 
     // Delete blue; only green is left and still serving.
     server.cli_ok(&["online-deployment", "delete", "--name", "blue", "--endpoint", ep, "--yes", "--no-wait"]);
-    let names: Value =
-        serde_json::from_str(&server.cli_ok(&["online-deployment", "list", "-e", ep, "--query", "[].name"])).unwrap();
+    let names: Value = server.cli_json(&["online-deployment", "list", "-e", ep, "--query", "[].name"]);
     assert_eq!(names, serde_json::json!(["green"]));
     let r = server.score_authed(&key, &sample_request(), None);
     assert_eq!(r.status, 200);

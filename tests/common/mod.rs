@@ -168,6 +168,12 @@ impl Server {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs the CLI, asserts success and parses its JSON output.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli_ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("switchyard {args:?} printed no JSON ({e}): {out}"))
+    }
+
     /// Runs the CLI and asserts failure; returns stderr.
     pub fn cli_err(&self, args: &[&str]) -> String {
         let out = self.cli(args);
