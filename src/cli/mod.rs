@@ -69,7 +69,7 @@ pub enum Command {
     /// Manage the endpoint (create, show, update, list, delete, invoke, get-credentials, regenerate-keys).
     #[command(subcommand)]
     OnlineEndpoint(endpoint::EndpointVerb),
-    /// Manage deployments (create, show, update, list, delete, get-logs).
+    /// Manage deployments (create, show, update, list, delete, get-logs, compare).
     #[command(subcommand)]
     OnlineDeployment(deployment::DeploymentVerb),
 }
