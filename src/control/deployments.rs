@@ -1,14 +1,16 @@
 //! Deployment operations: create or replace, update (scale in place, or replace when the model
 //! or hook changes), delete, and the background loads that finish them.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use serde_json::Value;
 
 use super::endpoint::no_endpoint;
-use super::{ControlPlane, DeploymentRecord, State};
+use super::store::FailedUpdate;
+use super::{ControlPlane, DeploymentRecord, PendingVersion, State};
+use crate::deployment::pool::LOAD_CANCELLED;
 use crate::deployment::{Deployment, ProvisioningState};
-use crate::spec::{DeploymentSpec, SpecError, MAX_DEPLOYMENTS};
+use crate::spec::{DeploymentSpec, HookKind, SpecError, MAX_DEPLOYMENTS};
 
 /// Fields whose change needs new instances (the model or the hook changes).
 const REPLACING_FIELDS: &[&str] = &["model", "code_configuration", "environment", "environment_variables"];
@@ -26,87 +28,113 @@ impl ControlPlane {
     ) -> Result<(Value, bool), SpecError> {
         let body = with_name(body, name)?;
         let (spec, _ignored) = DeploymentSpec::from_value(body)?;
+        let kind = spec.hook_kind()?;
         let mut state = self.lock();
-        self.check_endpoint_name(&state, &spec)?;
-        let exists = state.deployments.contains_key(name);
+        self.put_locked(&mut state, spec, kind, all_traffic)
+    }
+
+    /// Creates or replaces, with the state lock held from validation to publish, so no other
+    /// change can slip in between.
+    fn put_locked(
+        self: &Arc<Self>,
+        state: &mut MutexGuard<'_, State>,
+        spec: DeploymentSpec,
+        kind: HookKind,
+        all_traffic: bool,
+    ) -> Result<(Value, bool), SpecError> {
+        let name = spec.name.clone();
+        self.check_endpoint_name(state, &spec)?;
+        let exists = state.deployments.contains_key(&name);
         if !exists && state.deployments.len() >= MAX_DEPLOYMENTS {
             return Err(SpecError::conflict(format!("an endpoint holds at most {MAX_DEPLOYMENTS} deployments")));
         }
-        if let Some(record) = state.deployments.get(name) {
+        if let Some(record) = state.deployments.get(&name) {
             let s = record.live.state.get();
             if s.is_busy() {
-                return Err(busy(name, s));
+                return Err(busy(&name, s));
             }
         }
-        let kind = spec.hook_kind()?;
         let before = state.clone();
         state.next_generation += 1;
         let generation = state.next_generation;
         let fresh = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance, self.runtime.clone());
-        if exists {
-            // The new spec is what was asked for (and what a restart loads); the old version
-            // serves until the new one is ready.
-            let record = state.deployments.get_mut(name).expect("checked above");
-            record.spec = spec.clone();
-            record.generation = generation;
-        } else {
-            state.deployments.insert(
-                name.to_string(),
-                DeploymentRecord { spec: spec.clone(), live: Arc::clone(&fresh), generation },
-            );
-        }
-        if let Some(ep) = state.endpoint.as_mut() {
-            ep.spec.traffic.entry(name.to_string()).or_insert(0);
-            if all_traffic {
-                ep.all_traffic_on_ready = Some(name.to_string());
+        let mut replaced = None;
+        match state.deployments.get_mut(&name) {
+            // Something serves: the new version loads beside it and takes over once ready.
+            Some(record) if record.live.pool.ready() > 0 => {
+                record.pending = Some(PendingVersion { spec: spec.clone(), pool: Arc::clone(&fresh) });
+                record.generation = generation;
+            }
+            // Nothing serves (a failed create): the new version takes its place at once.
+            Some(record) => {
+                replaced = Some(std::mem::replace(&mut record.live, Arc::clone(&fresh)));
+                record.spec = spec.clone();
+                record.generation = generation;
+                record.last_failure = None;
+            }
+            None => {
+                state.deployments.insert(
+                    name.clone(),
+                    DeploymentRecord {
+                        spec: spec.clone(),
+                        live: Arc::clone(&fresh),
+                        generation,
+                        pending: None,
+                        last_failure: None,
+                    },
+                );
             }
         }
-        self.commit(&mut state, before)?;
-        if exists {
-            let record = state.deployments.get(name).expect("checked above");
+        if let Some(ep) = state.endpoint.as_mut() {
+            ep.spec.traffic.entry(name.clone()).or_insert(0);
+            if all_traffic {
+                ep.all_traffic_on_ready = Some(name.clone());
+            }
+        }
+        self.commit(state, before)?;
+        let record = state.deployments.get(&name).expect("inserted or present");
+        if record.pending.is_some() {
             record.live.state.set(ProvisioningState::Updating, None);
         }
-        let view = self.deployment_view(state.deployments.get(name).expect("inserted or present"));
-        drop(state);
+        let view = self.deployment_view(record);
+        if let Some(old) = replaced {
+            self.retire(old);
+        }
         self.load_in_background(spec, fresh, generation);
         Ok((view, !exists))
     }
 
     /// `PATCH /v1/deployments/{name}`: merges the given fields (JSON merge patch) into the
-    /// deployment. A change of instance count, request settings or labels is applied in place
-    /// (scaling adds or drains instances without dropping a request); a change of the model or
-    /// hook replaces the deployment as `PUT` does.
+    /// deployment as it serves. A change of instance count, request settings or labels is
+    /// applied in place (scaling adds or drains instances without dropping a request); a change
+    /// of the model or hook replaces the deployment as `PUT` does. The lock is held from the
+    /// merge to the publish: two concurrent patches cannot lose each other's fields.
     pub fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<Value, SpecError> {
         if !patch.is_object() {
             return Err(SpecError::invalid("a deployment update must be a JSON object, e.g. {\"instance_count\": 2}"));
         }
-        let state = self.lock();
-        let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
-        let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
-        merge_patch(&mut merged, &patch);
-        let replace = REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some());
-        if replace {
-            drop(state);
-            return self.put_deployment(name, merged, false).map(|(v, _)| v);
-        }
-        let merged = with_name(merged, name)?;
-        let (spec, _) = DeploymentSpec::from_value(merged)?;
-        drop(state);
         let mut state = self.lock();
-        if !state.deployments.contains_key(name) {
-            return Err(unknown_deployment(name, &state));
-        }
-        let record = state.deployments.get_mut(name).expect("checked above");
+        let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         let current = record.live.state.get();
         if current.is_busy() {
             return Err(busy(name, current));
+        }
+        let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
+        merge_patch(&mut merged, &patch);
+        let merged = with_name(merged, name)?;
+        let (spec, _) = DeploymentSpec::from_value(merged)?;
+        if REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some()) {
+            let kind = spec.hook_kind()?;
+            return self.put_locked(&mut state, spec, kind, false).map(|(v, _)| v);
         }
         if current == ProvisioningState::Failed && record.live.pool.ready() == 0 {
             return Err(SpecError::conflict(format!(
                 "deployment {name:?} failed to load; fix it with `online-deployment update -f` (replace) or delete it"
             )));
         }
-        let from = record.spec.instance_count as usize;
+        // Scaling starts from what runs, never from a count that was asked for and failed.
+        let counts = record.live.pool.counts();
+        let from = counts.ready + counts.loading;
         let to = spec.instance_count as usize;
         let before = state.clone();
         let record = state.deployments.get_mut(name).expect("checked above");
@@ -114,21 +142,19 @@ impl ControlPlane {
         self.commit(&mut state, before)?;
         let record = state.deployments.get(name).expect("checked above");
         record.live.apply_settings(&record.spec);
-        let live = Arc::clone(&record.live);
-        let view = if from != to {
-            live.state.set(ProvisioningState::Updating, None);
+        if from != to {
+            record.live.state.set(ProvisioningState::Updating, None);
             let view = self.deployment_view(record);
+            let live = Arc::clone(&record.live);
             drop(state);
             self.scale_in_background(live, from, to);
-            view
-        } else {
-            self.deployment_view(record)
-        };
-        Ok(view)
+            return Ok(view);
+        }
+        Ok(self.deployment_view(record))
     }
 
     /// `DELETE /v1/deployments/{name}`: refused while it has live traffic; removes the mirror
-    /// rule if it is the shadow. Requests in flight finish first.
+    /// rule if it is the shadow. Requests in flight finish first; loads still running stop.
     pub fn delete_deployment(&self, name: &str) -> Result<(), SpecError> {
         let mut state = self.lock();
         if !state.deployments.contains_key(name) {
@@ -151,7 +177,7 @@ impl ControlPlane {
         let record = state.deployments.remove(name).expect("checked above");
         self.commit(&mut state, before)?;
         drop(state);
-        self.retire(record.live);
+        self.retire_record(record);
         Ok(())
     }
 
@@ -178,8 +204,18 @@ impl ControlPlane {
         Ok(record.live.logs.tail(lines))
     }
 
-    /// Drains and drops a deployment that left the routing table.
+    /// Retires a removed deployment: the version that served and a replacement still loading.
+    pub(super) fn retire_record(&self, record: DeploymentRecord) {
+        if let Some(pending) = record.pending {
+            self.retire(pending.pool);
+        }
+        self.retire(record.live);
+    }
+
+    /// Drains and drops a deployment version that left the routing table: loads not finished
+    /// are cancelled, requests in flight finish first.
     pub(super) fn retire(&self, deployment: Arc<Deployment>) {
+        deployment.pool.close();
         deployment.state.set(ProvisioningState::Deleting, None);
         deployment.logs.push("deployment removed: draining in-flight requests");
         self.metrics.remove_deployment(&deployment.name);
@@ -197,20 +233,21 @@ impl ControlPlane {
             let started = std::time::Instant::now();
             let outcome = fresh.pool.add(count).await;
             fresh.load_micros.store(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-            cp.finish_load(spec, fresh, generation, outcome).await;
+            cp.finish_load(&spec.name, fresh, generation, outcome).await;
         });
     }
 
     pub(super) async fn finish_load(
         &self,
-        spec: DeploymentSpec,
+        name: &str,
         fresh: Arc<Deployment>,
         generation: u64,
         outcome: Result<(), String>,
     ) {
         // Decide under the lock, then drain outside it (draining waits for requests).
-        let to_drain = self.apply_load(&spec.name, &fresh, generation, outcome);
+        let to_drain = self.apply_load(name, &fresh, generation, outcome);
         if let Some(stale) = to_drain {
+            stale.pool.close();
             let n = stale.pool.ready();
             stale.pool.remove(n).await;
         }
@@ -224,35 +261,40 @@ impl ControlPlane {
         generation: u64,
         outcome: Result<(), String>,
     ) -> Option<Arc<Deployment>> {
-        let name = name.to_string();
         let mut state = self.lock();
-        let current = state.deployments.get(&name).filter(|r| r.generation == generation).map(|r| Arc::clone(&r.live));
-        let Some(current) = current else {
+        let Some(record) = state.deployments.get_mut(name).filter(|r| r.generation == generation) else {
             // Deleted or replaced again while loading: this version never serves.
             fresh.state.set(ProvisioningState::Deleting, None);
             return Some(Arc::clone(fresh));
         };
-        let replacing = !Arc::ptr_eq(&current, fresh);
+        let replacing = !Arc::ptr_eq(&record.live, fresh);
         match outcome {
             Ok(()) => {
                 fresh.state.set(ProvisioningState::Succeeded, None);
                 fresh.logs.push(format!("ready: {} instance(s)", fresh.pool.ready()));
                 tracing::info!(deployment = %name, "deployment ready");
-                let record = state.deployments.get_mut(&name).expect("found above");
-                record.live = Arc::clone(fresh);
-                if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(&name)) {
+                let old = if replacing {
+                    if let Some(pending) = record.pending.take() {
+                        record.spec = pending.spec;
+                    }
+                    record.last_failure = None;
+                    Some(std::mem::replace(&mut record.live, Arc::clone(fresh)))
+                } else {
+                    None
+                };
+                if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(name)) {
                     for (n, w) in ep.spec.traffic.iter_mut() {
-                        *w = if *n == name { 100 } else { 0 };
+                        *w = if n == name { 100 } else { 0 };
                     }
                     // A deployment with live traffic cannot also be the shadow.
-                    ep.spec.mirror_traffic.remove(&name);
+                    ep.spec.mirror_traffic.remove(name);
                     ep.all_traffic_on_ready = None;
                 }
                 self.commit_background(&state);
                 drop(state);
-                if replacing {
-                    current.logs.push("replaced by a new version: draining");
-                    self.retire(current);
+                if let Some(old) = old {
+                    old.logs.push("replaced by a new version: draining");
+                    self.retire(old);
                 }
                 None
             }
@@ -260,25 +302,35 @@ impl ControlPlane {
                 tracing::warn!(deployment = %name, %error, "deployment failed to load");
                 fresh.logs.push(format!("init failed: {error}"));
                 if replacing {
-                    current.state.set(
+                    // The version that serves stays as it is, spec included; the attempt is
+                    // kept apart so `show` can say what failed and a restart does not load it.
+                    if let Some(pending) = record.pending.take() {
+                        record.last_failure = Some(FailedUpdate::now(pending.spec, error.clone()));
+                    }
+                    record.live.state.set(
                         ProvisioningState::Failed,
                         Some(format!("update failed, the previous version keeps serving: {error}")),
                     );
+                    record.live.logs.push(format!("update failed, this version keeps serving: {error}"));
                 } else {
                     fresh.state.set(ProvisioningState::Failed, Some(error));
                 }
-                if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(&name)) {
+                if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(name)) {
                     // A failed create takes no traffic.
                     ep.all_traffic_on_ready = None;
-                    self.commit_background(&state);
                 }
+                self.commit_background(&state);
                 // Instances that did load are released: a failed version holds nothing.
                 Some(Arc::clone(fresh))
             }
         }
     }
 
-    fn scale_in_background(&self, deployment: Arc<Deployment>, from: usize, to: usize) {
+    /// Adds or drains instances of the version that serves. A scale-up that fails part-way
+    /// keeps the instances that loaded and records the count that really serves as the spec
+    /// (the failed count is kept apart), so the next scale starts from what runs.
+    fn scale_in_background(self: &Arc<Self>, deployment: Arc<Deployment>, from: usize, to: usize) {
+        let cp = Arc::clone(self);
         self.runtime.spawn(async move {
             deployment.logs.push(format!("scaling from {from} to {to} instance(s)"));
             let outcome = if to > from {
@@ -292,12 +344,29 @@ impl ControlPlane {
                     deployment.logs.push(format!("scaled to {} instance(s)", deployment.pool.ready()));
                     deployment.state.set(ProvisioningState::Succeeded, None);
                 }
-                Err(e) => {
-                    deployment.logs.push(format!("scale-up failed: {e}"));
-                    deployment.state.set(ProvisioningState::Failed, Some(format!("scale-up failed: {e}")));
-                }
+                Err(e) if e == LOAD_CANCELLED => {}
+                Err(e) => cp.scale_up_failed(&deployment, to, e),
             }
         });
+    }
+
+    fn scale_up_failed(&self, deployment: &Arc<Deployment>, asked: usize, error: String) {
+        let serving = deployment.pool.ready();
+        deployment.logs.push(format!("scale-up to {asked} failed, {serving} instance(s) keep serving: {error}"));
+        let mut state = self.lock();
+        let record = state.deployments.get_mut(&deployment.name).filter(|r| Arc::ptr_eq(&r.live, deployment));
+        if let Some(record) = record.filter(|_| serving > 0) {
+            let mut attempted = record.spec.clone();
+            attempted.instance_count = asked as u32;
+            record.spec.instance_count = serving as u32;
+            record.last_failure = Some(FailedUpdate::now(attempted, error.clone()));
+            deployment.apply_settings(&record.spec);
+            self.commit_background(&state);
+        }
+        deployment.state.set(
+            ProvisioningState::Failed,
+            Some(format!("scale-up to {asked} failed, {serving} instance(s) keep serving: {error}")),
+        );
     }
 
     fn check_endpoint_name(&self, state: &State, spec: &DeploymentSpec) -> Result<(), SpecError> {
@@ -316,8 +385,11 @@ impl ControlPlane {
     }
 
     /// A deployment as `show` prints it: the spec plus state, error and instance counts.
+    /// While a replacement loads, the spec shown is the one being loaded (what was just
+    /// acknowledged); a failed update shows under `last_failed_update`.
     fn deployment_view(&self, record: &DeploymentRecord) -> Value {
-        let mut v = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
+        let spec = record.pending.as_ref().map_or(&record.spec, |p| &p.spec);
+        let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
             let state = record.live.state.get();
             m.insert("provisioning_state".into(), serde_json::json!(state));
@@ -328,6 +400,17 @@ impl ControlPlane {
             let load = record.live.load_micros.load(std::sync::atomic::Ordering::Relaxed);
             if load > 0 {
                 m.insert("load_ms".into(), serde_json::json!(load as f64 / 1000.0));
+            }
+            if let Some(failed) = &record.last_failure {
+                m.insert(
+                    "last_failed_update".into(),
+                    serde_json::json!({
+                        "error": failed.error,
+                        "at": failed.at,
+                        "instance_count": failed.spec.instance_count,
+                        "model": failed.spec.model,
+                    }),
+                );
             }
             if let Some(ep) = self.published_endpoint_name() {
                 m.entry("endpoint_name").or_insert(Value::String(ep));

@@ -118,7 +118,7 @@ impl ControlPlane {
         self.commit(&mut state, before)?;
         drop(state);
         for record in removed {
-            self.retire(record.live);
+            self.retire_record(record);
         }
         Ok(())
     }

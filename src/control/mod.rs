@@ -23,7 +23,7 @@ use crate::endpoint::{Credentials, EndpointView, RoutingTable, WeightedSplit};
 use crate::mirror::Tolerance;
 use crate::spec::{DeploymentSpec, EndpointSpec, SpecError};
 use crate::telemetry::Metrics;
-use store::{Durable, DurableEndpoint, StateStore};
+use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
 
 /// The control plane's state: the endpoint and its deployments. Cloning it is cheap (the
 /// pools are shared), which is how a change that cannot be saved is undone.
@@ -46,13 +46,29 @@ struct EndpointRecord {
     all_traffic_on_ready: Option<String>,
 }
 
-/// One deployment: the spec the user gave (acknowledged; during a replacement the new one)
-/// and the live pool serving it.
+/// One deployment. `spec` is always what `live` runs (for a deployment still being created, or
+/// whose create failed, the spec asked for): scaling and merge patches start from it, and it is
+/// what a restart loads. An acknowledged replacement loads beside it as `pending`, and only a
+/// successful load makes it the spec; a failed one is kept apart as `last_failure`, so a failed
+/// update can neither take instances from the version that serves nor be restored in its place.
 #[derive(Clone)]
 struct DeploymentRecord {
     spec: DeploymentSpec,
     live: Arc<Deployment>,
+    /// The generation of the newest load started for this deployment (of `pending` while a
+    /// replacement loads).
     generation: u64,
+    /// A replacement being loaded beside `live`.
+    pending: Option<PendingVersion>,
+    /// The last update that failed while `live` kept serving.
+    last_failure: Option<FailedUpdate>,
+}
+
+/// A new version of a deployment, loading beside the one that serves.
+#[derive(Clone)]
+struct PendingVersion {
+    spec: DeploymentSpec,
+    pool: Arc<Deployment>,
 }
 
 /// The control plane, shared by the admin API (and later the config-dir watcher).
@@ -137,12 +153,17 @@ impl ControlPlane {
         *self.config_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
     }
 
-    /// The endpoint spec and deployment specs as accepted now.
+    /// The endpoint spec and deployment specs as accepted now (a replacement still loading is
+    /// accepted; one that failed is not, so the config-dir reconciler tries it again).
     pub fn current_specs(&self) -> (Option<EndpointSpec>, BTreeMap<String, DeploymentSpec>) {
         let state = self.lock();
         (
             state.endpoint.as_ref().map(|e| e.spec.clone()),
-            state.deployments.iter().map(|(n, r)| (n.clone(), r.spec.clone())).collect(),
+            state
+                .deployments
+                .iter()
+                .map(|(n, r)| (n.clone(), r.pending.as_ref().map_or(&r.spec, |p| &p.spec).clone()))
+                .collect(),
         )
     }
 
@@ -230,14 +251,18 @@ impl ControlPlane {
     }
 }
 
-/// The durable part of `state`.
+/// The durable part of `state`: what serves, the replacements still loading (acknowledged, so
+/// a restart carries them on), and the last failed update of each deployment.
 fn durable(state: &State) -> Durable {
-    Durable::new(
+    let mut doc = Durable::new(
         state.endpoint.as_ref().map(|e| DurableEndpoint {
             spec: e.spec.clone(),
             credentials: e.credentials.clone(),
             all_traffic_on_ready: e.all_traffic_on_ready.clone(),
         }),
         state.deployments.values().map(|r| r.spec.clone()).collect(),
-    )
+    );
+    doc.pending = state.deployments.values().filter_map(|r| r.pending.as_ref().map(|p| p.spec.clone())).collect();
+    doc.failed_updates = state.deployments.values().filter_map(|r| r.last_failure.clone()).collect();
+    doc
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::store::Durable;
 use super::{ControlPlane, DeploymentRecord, EndpointRecord};
 use crate::deployment::{Deployment, ProvisioningState};
-use crate::spec::HookKind;
+use crate::spec::{DeploymentSpec, HookKind};
 
 impl ControlPlane {
     /// Marks the control plane as restoring (the scoring plane answers 503 until
@@ -26,18 +26,17 @@ impl ControlPlane {
     }
 
     /// Recreates the saved state and loads every deployment; returns when traffic is live.
+    /// Traffic is published as soon as the deployments that carry it are ready: one without
+    /// traffic (a green at 0%, a shadow) keeps loading after, so a slow model that serves
+    /// nobody does not hold the endpoint at 503. A replacement that was still loading when the
+    /// process stopped starts again once the version that serves is back.
     pub async fn restore(self: &Arc<Self>, saved: Durable) {
         self.begin_restore();
-        let mut loads = Vec::new();
+        let (mut carrying, mut others) = (Vec::new(), Vec::new());
         {
             let mut state = self.lock();
-            if let Some(ep) = saved.endpoint {
-                state.endpoint = Some(EndpointRecord {
-                    spec: ep.spec,
-                    credentials: ep.credentials,
-                    all_traffic_on_ready: ep.all_traffic_on_ready,
-                });
-            }
+            let live_traffic =
+                |name: &str| saved.endpoint.as_ref().and_then(|e| e.spec.traffic.get(name)).copied().unwrap_or(0) > 0;
             for spec in saved.deployments {
                 state.next_generation += 1;
                 let generation = state.next_generation;
@@ -46,34 +45,73 @@ impl ControlPlane {
                     Err(e) => (HookKind::Onnx { model_file: spec.model.path.clone() }, Some(e.message)),
                 };
                 let live = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance, self.runtime.clone());
+                let name = spec.name.clone();
+                let replacement = saved.pending.iter().find(|p| p.name == name).cloned();
                 match problem {
                     Some(error) => {
-                        tracing::warn!(deployment = %spec.name, %error, "saved deployment cannot be loaded");
+                        tracing::warn!(deployment = %name, %error, "saved deployment cannot be loaded");
                         live.state.set(ProvisioningState::Failed, Some(error));
                     }
-                    None => loads.push((spec.clone(), Arc::clone(&live), generation)),
+                    None => {
+                        let load = (spec.clone(), Arc::clone(&live), generation, replacement);
+                        if live_traffic(&name) {
+                            carrying.push(load);
+                        } else {
+                            others.push(load);
+                        }
+                    }
                 }
-                state.deployments.insert(spec.name.clone(), DeploymentRecord { spec, live, generation });
+                let last_failure = saved.failed_updates.iter().find(|f| f.spec.name == name).cloned();
+                state
+                    .deployments
+                    .insert(name, DeploymentRecord { spec, live, generation, pending: None, last_failure });
+            }
+            if let Some(ep) = saved.endpoint {
+                state.endpoint = Some(EndpointRecord {
+                    spec: ep.spec,
+                    credentials: ep.credentials,
+                    all_traffic_on_ready: ep.all_traffic_on_ready,
+                });
             }
         }
-        let tasks: Vec<_> = loads
-            .into_iter()
-            .map(|(spec, live, generation)| {
-                let cp = Arc::clone(self);
-                self.runtime.spawn(async move {
-                    let count = spec.instance_count as usize;
-                    live.logs.push(format!("restoring: loading {count} instance(s)"));
-                    let outcome = live.pool.add(count).await;
-                    cp.finish_load(spec, live, generation, outcome).await;
-                })
-            })
-            .collect();
-        for task in tasks {
+        // The loads of deployments that carry traffic go first: model loads share a bounded
+        // number of slots, and a big 0% deployment must not hold them.
+        let carrying: Vec<_> = carrying.into_iter().map(|(s, l, g, r)| self.restore_one(s, l, g, r)).collect();
+        for task in carrying {
             let _ = task.await;
         }
         self.restoring.store(false, Ordering::Release);
-        let state = self.lock();
-        self.publish(&state);
-        tracing::info!(deployments = state.deployments.len(), "saved state restored");
+        {
+            let state = self.lock();
+            self.publish(&state);
+            tracing::info!(deployments = state.deployments.len(), "saved state restored: traffic is live");
+        }
+        for (spec, live, generation, replacement) in others {
+            drop(self.restore_one(spec, live, generation, replacement));
+        }
+    }
+
+    /// Loads one saved deployment in the background, then starts its saved replacement.
+    fn restore_one(
+        self: &Arc<Self>,
+        spec: DeploymentSpec,
+        live: Arc<Deployment>,
+        generation: u64,
+        replacement: Option<DeploymentSpec>,
+    ) -> tokio::task::JoinHandle<()> {
+        let cp = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let count = spec.instance_count as usize;
+            live.logs.push(format!("restoring: loading {count} instance(s)"));
+            let outcome = live.pool.add(count).await;
+            cp.finish_load(&spec.name, live, generation, outcome).await;
+            if let Some(next) = replacement {
+                let name = next.name.clone();
+                let body = serde_json::to_value(&next).unwrap_or(serde_json::Value::Null);
+                if let Err(e) = cp.put_deployment(&name, body, false) {
+                    tracing::warn!(deployment = %name, error = %e.message, "the saved replacement cannot start again");
+                }
+            }
+        })
     }
 }

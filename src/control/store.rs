@@ -12,10 +12,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::Credentials;
-use crate::spec::{DeploymentSpec, EndpointSpec};
+use crate::spec::{traffic, DeploymentSpec, EndpointSpec, SpecError, MAX_DEPLOYMENTS};
 
 /// The file name inside the state folder.
 pub const STATE_FILE: &str = "state.json";
@@ -27,7 +29,33 @@ const VERSION: u32 = 1;
 pub struct Durable {
     pub version: u32,
     pub endpoint: Option<DurableEndpoint>,
+    /// Each deployment as it serves (a failed update never lands here).
     pub deployments: Vec<DeploymentSpec>,
+    /// Replacements acknowledged and still loading: after a restart they load again beside the
+    /// version that serves, which keeps serving until they are ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<DeploymentSpec>,
+    /// The last failed update of each deployment that has one, for `show`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_updates: Vec<FailedUpdate>,
+}
+
+/// An update (replacement or scale-up) that failed while the previous version kept serving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedUpdate {
+    /// The spec that was asked for.
+    pub spec: DeploymentSpec,
+    /// Why it failed.
+    pub error: String,
+    /// When it failed (RFC 3339, UTC).
+    pub at: String,
+}
+
+impl FailedUpdate {
+    /// A failure recorded now.
+    pub fn now(spec: DeploymentSpec, error: String) -> Self {
+        Self { spec, error, at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string() }
+    }
 }
 
 /// The endpoint's part of the durable state.
@@ -45,7 +73,83 @@ pub struct DurableEndpoint {
 impl Durable {
     /// A document of the current version.
     pub fn new(endpoint: Option<DurableEndpoint>, deployments: Vec<DeploymentSpec>) -> Self {
-        Self { version: VERSION, endpoint, deployments }
+        Self { version: VERSION, endpoint, deployments, pending: Vec::new(), failed_updates: Vec::new() }
+    }
+
+    /// Checks a document read from disk with the same rules as the admin API, so a hand-edited
+    /// or damaged file cannot bring back a state the API would refuse (traffic 150, a mirror to
+    /// the live deployment, 300 instances, a name with an escape sequence...). The error names
+    /// the rule.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut names = BTreeSet::new();
+        let check = |spec: &DeploymentSpec, what: &str| -> Result<(), SpecError> {
+            let value = serde_json::to_value(spec).map_err(|e| SpecError::invalid(e.to_string()))?;
+            // Whether the model is on disk is not checked here: a deployment whose files went
+            // missing is restored as `Failed`, and the others still serve.
+            DeploymentSpec::from_value(value)
+                .map_err(|e| SpecError::invalid(format!("{what} {:?}: {}", spec.name, e.message)))?;
+            if let (Some(own), Some(ep)) = (&spec.endpoint_name, &self.endpoint) {
+                if *own != ep.spec.name {
+                    return Err(SpecError::invalid(format!(
+                        "{what} {:?} is for endpoint {own:?}, but the saved endpoint is {:?}",
+                        spec.name, ep.spec.name
+                    )));
+                }
+            }
+            Ok(())
+        };
+        for spec in &self.deployments {
+            check(spec, "deployment")?;
+            if !names.insert(spec.name.clone()) {
+                return Err(SpecError::invalid(format!("deployment {:?} is saved twice", spec.name)));
+            }
+        }
+        if names.len() > MAX_DEPLOYMENTS {
+            return Err(SpecError::invalid(format!(
+                "{} deployments are saved; an endpoint holds at most {MAX_DEPLOYMENTS}",
+                names.len()
+            )));
+        }
+        for spec in &self.pending {
+            check(spec, "pending replacement of deployment")?;
+            if !names.contains(&spec.name) {
+                return Err(SpecError::invalid(format!(
+                    "a replacement is saved for deployment {:?}, which is not saved",
+                    spec.name
+                )));
+            }
+        }
+        for failed in &self.failed_updates {
+            if !names.contains(&failed.spec.name) {
+                return Err(SpecError::invalid(format!(
+                    "a failed update is saved for deployment {:?}, which is not saved",
+                    failed.spec.name
+                )));
+            }
+        }
+        match &self.endpoint {
+            Some(ep) => {
+                let value = serde_json::to_value(&ep.spec).map_err(|e| SpecError::invalid(e.to_string()))?;
+                let (spec, _) = EndpointSpec::from_value(value)?;
+                traffic::validate(&spec.traffic, &spec.mirror_traffic, &names)?;
+                if ep.credentials.auth_mode != spec.auth_mode {
+                    return Err(SpecError::invalid(format!(
+                        "the saved credentials are for auth_mode {:?}, the endpoint says {:?}",
+                        ep.credentials.auth_mode, spec.auth_mode
+                    )));
+                }
+                if let Some(n) = ep.all_traffic_on_ready.as_ref().filter(|n| !names.contains(*n)) {
+                    return Err(SpecError::invalid(format!(
+                        "all_traffic_on_ready names deployment {n:?}, which is not saved"
+                    )));
+                }
+            }
+            None if !names.is_empty() => {
+                return Err(SpecError::invalid("deployments are saved without an endpoint"));
+            }
+            None => {}
+        }
+        Ok(())
     }
 }
 
@@ -76,6 +180,13 @@ impl StateStore {
                         doc.version
                     ));
                 }
+                doc.validate().map_err(|e| {
+                    format!(
+                        "the saved state {} breaks a rule: {}; it was left as it is: fix or move it away to start",
+                        path.display(),
+                        e.message
+                    )
+                })?;
                 Some(doc)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
