@@ -252,7 +252,8 @@ fn a_saved_state_that_breaks_a_rule_stops_the_start_and_names_the_rule() {
     assert!(s.terminate().success());
     let file = state.path().join("state.json");
     let good: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Breakage = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Breakage)> = vec![
         ("from 0 to 100", Box::new(|d| d["endpoint"]["spec"]["traffic"]["blue"] = json!(150))),
         ("instance_count must be from 1 to 256", Box::new(|d| d["deployments"][0]["instance_count"] = json!(300))),
         (
