@@ -42,6 +42,9 @@ pub struct AdminClient {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
+    /// `--verbose`: one stderr line per request; `--debug`: also the answer's status and size.
+    verbose: bool,
+    debug: bool,
 }
 
 impl AdminClient {
@@ -55,6 +58,8 @@ impl AdminClient {
             agent: ureq::Agent::new_with_config(config),
             base: global.server.trim_end_matches('/').to_string(),
             token: global.admin_token.clone(),
+            verbose: global.verbose,
+            debug: global.debug,
         }
     }
 
@@ -84,9 +89,16 @@ impl AdminClient {
             builder = builder.header(k.as_str(), v.as_str());
         }
         let request = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).map_err(|e| e.to_string())?;
+        if self.verbose || self.debug {
+            eprintln!("INFO: {method} {url}");
+        }
+        let started = std::time::Instant::now();
         let mut response = self.agent.run(request).map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        if self.debug {
+            eprintln!("DEBUG: {method} {url} -> {status}, {} bytes in {:?}", body.len(), started.elapsed());
+        }
         Ok(Reply { status, body })
     }
 }

@@ -132,8 +132,9 @@ pub fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), String> {
             hosted(&admin, endpoint_name.as_deref())?;
             print(&admin.call("GET", "/v1/deployments", None)?.ok_json()?, global)
         }
-        DeploymentVerb::Delete { name, endpoint_name, yes: _, no_wait: _ } => {
+        DeploymentVerb::Delete { name, endpoint_name, yes, no_wait: _ } => {
             hosted(&admin, endpoint_name.as_deref())?;
+            super::confirm(&format!("deployment {name:?} will be deleted"), yes)?;
             admin.call("DELETE", &format!("/v1/deployments/{name}"), None)?.ok_json()?;
             Ok(())
         }
@@ -197,7 +198,7 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
     if no_wait {
         return print(&shown, global);
     }
-    let tty = std::io::stderr().is_terminal();
+    let tty = std::io::stderr().is_terminal() && !global.only_show_errors;
     let start = Instant::now();
     let mut last = String::new();
     loop {

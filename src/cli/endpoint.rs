@@ -143,8 +143,9 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
             let list = if reply.status == 404 { json!([]) } else { json!([reply.ok_json()?]) };
             print(&list, global)
         }
-        EndpointVerb::Delete { name, yes: _, no_wait: _ } => {
-            hosted(&admin, name.as_deref())?;
+        EndpointVerb::Delete { name, yes, no_wait: _ } => {
+            let endpoint = hosted(&admin, name.as_deref())?;
+            super::confirm(&format!("endpoint {endpoint:?} and all its deployments will be deleted"), yes)?;
             admin.call("DELETE", "/v1/endpoint", None)?.ok_json()?;
             Ok(())
         }

@@ -50,6 +50,36 @@ pub struct GlobalArgs {
     /// Accepted for Azure CLI compatibility; ignored.
     #[arg(long, global = true, hide = true)]
     pub local: bool,
+    /// Print only errors (as in the Azure CLI); warnings are suppressed.
+    #[arg(long, global = true)]
+    pub only_show_errors: bool,
+    /// Print each admin request and its answer status on stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Print a line on stderr for each admin request.
+    #[arg(long, global = true)]
+    pub verbose: bool,
+}
+
+/// Asks before a destructive operation, as `az` does: `--yes` skips the question; without it a
+/// terminal gets a y/n prompt, and anything else (a script, CI) is refused rather than
+/// deleting what nobody confirmed.
+pub(crate) fn confirm(what: &str, yes: bool) -> Result<(), String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!("{what}: unable to prompt for confirmation as no tty available. Use --yes."));
+    }
+    eprint!("{what}\nAre you sure you want to perform this operation? (y/n): ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| format!("cannot read the answer: {e}"))?;
+    match answer.trim() {
+        "y" | "Y" | "yes" | "Yes" => Ok(()),
+        _ => Err("operation cancelled".to_string()),
+    }
 }
 
 /// How results are printed.
@@ -57,8 +87,10 @@ pub struct GlobalArgs {
 pub enum OutputFormat {
     Json,
     Jsonc,
+    Table,
     Tsv,
     Yaml,
+    Yamlc,
     None,
 }
 

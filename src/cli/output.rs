@@ -15,7 +15,10 @@ pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
         OutputFormat::Json | OutputFormat::Jsonc => {
             println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?)
         }
-        OutputFormat::Yaml => print!("{}", serde_norway::to_string(&value).map_err(|e| e.to_string())?),
+        OutputFormat::Yaml | OutputFormat::Yamlc => {
+            print!("{}", serde_norway::to_string(&value).map_err(|e| e.to_string())?)
+        }
+        OutputFormat::Table => print!("{}", table(&value)),
         OutputFormat::Tsv => {
             for line in tsv_lines(&value) {
                 println!("{line}");
@@ -23,6 +26,77 @@ pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The Azure CLI's table: one row per object (one for a single object), a column per scalar
+/// field, headers from the field names; nested values are left out, as `az -o table` does.
+pub fn table(value: &Value) -> String {
+    let rows: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    let mut columns: Vec<String> = Vec::new();
+    for row in &rows {
+        match row {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if !v.is_object() && !v.is_array() && !columns.contains(k) {
+                        columns.push(k.clone());
+                    }
+                }
+            }
+            _ => {
+                if !columns.iter().any(|c| c == "Result") {
+                    columns.push("Result".into());
+                }
+            }
+        }
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| match row {
+                    Value::Object(m) => m.get(c).map(scalar).unwrap_or_default(),
+                    other if c == "Result" => scalar(other),
+                    _ => String::new(),
+                })
+                .collect()
+        })
+        .collect();
+    let headers: Vec<String> = columns.iter().map(|c| header_name(c)).collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| cells.iter().map(|r| r[i].chars().count()).chain([headers[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |parts: Vec<String>| {
+        parts.iter().zip(&widths).map(|(p, w)| format!("{p:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    let mut out = String::new();
+    if columns.is_empty() {
+        return out;
+    }
+    out.push_str(&line(headers.clone()));
+    out.push('\n');
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    out.push('\n');
+    for row in cells {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out
+}
+
+/// `provisioning_state` → `ProvisioningState`, as `az -o table` titles its columns.
+fn header_name(field: &str) -> String {
+    field
+        .split(['_', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_uppercase().chain(c).collect::<String>()).unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Evaluates a JMESPath expression.
@@ -164,6 +238,21 @@ pub fn merge(target: &mut Value, patch: &Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn table_has_a_titled_column_per_scalar_field() {
+        let t = table(&json!([
+            {"name": "blue", "provisioning_state": "Succeeded", "instance_count": 2, "model": {"path": "x"}},
+            {"name": "green", "provisioning_state": "Creating", "instance_count": 1}
+        ]));
+        let lines: Vec<&str> = t.lines().collect();
+        // Columns in the order of the JSON fields (alphabetical, as serde_json keeps them).
+        assert_eq!(lines[0], "InstanceCount  Name   ProvisioningState");
+        assert!(lines[1].starts_with("-------------  -----  "), "{t}");
+        assert_eq!(lines[2], "2              blue   Succeeded");
+        assert_eq!(lines[3], "1              green  Creating");
+        assert_eq!(table(&json!("Healthy")), "Result\n-------\nHealthy\n");
+    }
 
     #[test]
     fn set_builds_nested_documents() {
