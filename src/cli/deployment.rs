@@ -184,7 +184,7 @@ fn document(
     if let Some(e) = endpoint {
         doc["endpoint_name"] = json!(e);
     }
-    output::merge(&mut doc, &output::set_document(set)?);
+    json_patch::merge(&mut doc, &output::set_document(set)?);
     let name = doc
         .get("name")
         .and_then(Value::as_str)

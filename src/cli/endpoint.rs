@@ -106,7 +106,7 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
             if let Some(m) = auth_mode {
                 doc["auth_mode"] = json!(m);
             }
-            output::merge(&mut doc, &output::set_document(&set)?);
+            json_patch::merge(&mut doc, &output::set_document(&set)?);
             if doc.get("name").is_none() {
                 return Err("give the endpoint a name: --name NAME or a `name` in the --file".into());
             }
@@ -132,7 +132,7 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
             if let Some(m) = mirror_traffic {
                 patch["mirror_traffic"] = json!(parse_assignments(&m, "--mirror-traffic").map_err(|e| e.message)?);
             }
-            output::merge(&mut patch, &output::set_document(&set)?);
+            json_patch::merge(&mut patch, &output::set_document(&set)?);
             if patch.as_object().is_some_and(|m| m.is_empty()) {
                 return Err("nothing to update: give --traffic, --mirror-traffic, --file or --set".into());
             }

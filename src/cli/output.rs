@@ -222,18 +222,6 @@ pub fn comparison_table(r: &Value) -> String {
     out
 }
 
-/// Merges `patch` into `target` (objects key by key; anything else replaces).
-pub fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

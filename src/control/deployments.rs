@@ -120,7 +120,8 @@ impl ControlPlane {
             return Err(busy(name, current));
         }
         let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
-        merge_patch(&mut merged, &patch);
+        // RFC 7396: objects merge key by key, `null` removes, anything else replaces.
+        json_patch::merge(&mut merged, &patch);
         let merged = with_name(merged, name)?;
         let (spec, _) = DeploymentSpec::from_value(merged)?;
         if REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some()) {
@@ -444,25 +445,6 @@ fn with_name(body: Value, name: &str) -> Result<Value, SpecError> {
     Ok(Value::Object(m))
 }
 
-/// RFC 7396 JSON merge patch: objects merge key by key, `null` removes, anything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let t = target.as_object_mut().expect("made an object above");
-    for (k, v) in p {
-        if v.is_null() {
-            t.remove(k);
-        } else {
-            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-        }
-    }
-}
-
 fn busy(name: &str, state: ProvisioningState) -> SpecError {
     SpecError::conflict(format!(
         "deployment {name:?} is {state:?}: wait until the current operation finishes (`online-deployment show`)"
@@ -478,17 +460,4 @@ pub(super) fn unknown_deployment(name: &str, state: &State) -> SpecError {
         "deployment {name:?} does not exist (deployments: {})",
         if known.is_empty() { "none".to_string() } else { known.join(", ") }
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::merge_patch;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
-        merge_patch(&mut t, &json!({"a": 5, "b": {"c": null, "e": 4}}));
-        assert_eq!(t, json!({"a": 5, "b": {"d": 3, "e": 4}}));
-    }
 }
