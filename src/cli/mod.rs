@@ -94,8 +94,8 @@ pub struct ServeArgs {
     /// Largest accepted /score body, in bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Lifetime of aml_token tokens, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Lifetime of aml_token tokens, in seconds (1 to 31536000, one year).
+    #[arg(long, default_value_t = 3600, value_parser = parse_token_lifetime)]
     pub token_lifetime_secs: u64,
     /// Absolute tolerance when comparing mirrored answers with live ones.
     #[arg(long, default_value_t = 1e-6)]
@@ -117,6 +117,17 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+}
+
+/// `--token-lifetime-secs`: refused outside 1 s ..= one year at parse time, because a lifetime
+/// that overflows the clock (1e12 s) made every token request fail; a year is already far
+/// beyond Azure's hour.
+fn parse_token_lifetime(text: &str) -> Result<u64, String> {
+    let max = crate::endpoint::auth::MAX_TOKEN_LIFETIME.as_secs();
+    match text.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number of seconds from 1 to {max} (one year), got {text:?}")),
+    }
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -150,7 +161,7 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         admin_token: admin_token.filter(|t| !t.is_empty()),
         workers,
         max_body_bytes: args.max_body_bytes,
-        token_lifetime: Duration::from_secs(args.token_lifetime_secs.max(1)),
+        token_lifetime: Duration::from_secs(args.token_lifetime_secs),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         state_dir: args.state_dir,
         config_dir: args.config_dir,
