@@ -273,3 +273,47 @@ fn sigterm_answers_503_while_in_flight_requests_finish() {
     assert_eq!(wait_exit(&s, Duration::from_secs(20)), 0);
     assert!(signalled.elapsed() < Duration::from_secs(10), "exits once drained: {:?}", signalled.elapsed());
 }
+
+#[test]
+fn connections_are_capped_and_the_admin_plane_stays_reachable() {
+    let s = Server::start_with(&["--workers", "1", "--max-connections", "4"]);
+    // Four connections that never finish their headers fill the scoring plane.
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(authority(&s.scoring)).unwrap();
+        c.write_all(b"GET /health/live HTTP/1.1\r\n").unwrap();
+        hogs.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The admin plane answers at once; a fifth scoring connection waits in the backlog until
+    // actix cuts a hog's headers (5 s), then is served.
+    let t = Instant::now();
+    assert_eq!(s.admin("GET", "/metrics", None).status, 200);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let t = Instant::now();
+    assert_eq!(s.get("/health/live").status, 200);
+    assert!(t.elapsed() > Duration::from_secs(2), "the fifth connection was served at once: not capped");
+    drop(hogs);
+}
+
+#[test]
+fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+    // Started under a soft limit of 512 (the hard limit stays as it is).
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 512 && exec \"$0\" serve --port 0 --admin-port 0", bin()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    let (soft, hard) = (open_files[3], open_files[4]);
+    if hard != "512" {
+        assert_eq!(soft, hard, "the soft descriptor limit is raised to the hard one: {limits}");
+    }
+}
