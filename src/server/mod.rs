@@ -58,6 +58,8 @@ pub struct ServeOptions {
 /// Runs the server until SIGTERM/SIGINT. Prints the two bound addresses on stdout first, one
 /// per line, so scripts and tests started with `--port 0` can read them.
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
+    // First: a SIGHUP from the moment the process exists must not kill it.
+    ignore_hangup();
     let admin_ip: IpAddr = opts
         .admin_host
         .parse()
@@ -111,7 +113,11 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     // 100-continue` handler, and a request whose declared body will be refused must get its
     // 413/415 at once instead of `100 Continue` first.
     let max_body = opts.max_body_bytes;
-    let scoring = actix_server::Server::build()
+    let builder = actix_server::Server::build();
+    // As HttpServer does: on a graceful stop, idle keep-alive connections are closed at once
+    // instead of holding the stop until their keep-alive timer ends.
+    let stopping = builder.graceful_shutdown_signal();
+    let scoring = builder
         .workers(workers)
         .max_concurrent_connections(per_worker)
         .disable_signals()
@@ -119,7 +125,12 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         .listen("switchyard-scoring", scoring_listener, move || {
             let state = scoring_state.clone();
             let app = App::new().app_data(state).configure(scoring::configure);
+            let stopping = stopping.clone();
             HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
                 .client_request_timeout(Duration::from_secs(5))
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(scoring_addr)
@@ -164,7 +175,6 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     if let Some(dir) = opts.config_dir.clone() {
         crate::control::watch::start(Arc::clone(&control), dir)?;
     }
-    ignore_hangup();
     let (scoring_handle, admin_handle) = (scoring.handle(), admin.handle());
     let grace = opts.shutdown_grace;
     tokio::spawn(async move {
