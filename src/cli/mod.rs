@@ -123,11 +123,20 @@ pub struct ServeArgs {
     /// Scoring-plane worker threads (default: one per CPU).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Largest accepted /score body, in bytes.
+    /// Largest accepted /score body, in bytes (after decoding a gzip body).
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Lifetime of aml_token tokens, in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Milliseconds a /score body may take to arrive in full; a slower one gets 408 and its
+    /// connection is closed (a trickling client would otherwise hold it forever).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub body_timeout_ms: u64,
+    /// Most scoring-plane connections open at once (default: 25000 per worker, lowered to fit
+    /// the file descriptor limit, which is raised to its hard limit at start); more wait in
+    /// the listen backlog.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Lifetime of aml_token tokens, in seconds (1 to 31536000, one year).
+    #[arg(long, default_value_t = 3600, value_parser = parse_token_lifetime)]
     pub token_lifetime_secs: u64,
     /// Absolute tolerance when comparing mirrored answers with live ones.
     #[arg(long, default_value_t = 1e-6)]
@@ -149,6 +158,17 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+}
+
+/// `--token-lifetime-secs`: refused outside 1 s ..= one year at parse time, because a lifetime
+/// that overflows the clock (1e12 s) made every token request fail; a year is already far
+/// beyond Azure's hour.
+fn parse_token_lifetime(text: &str) -> Result<u64, String> {
+    let max = crate::endpoint::auth::MAX_TOKEN_LIFETIME.as_secs();
+    match text.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number of seconds from 1 to {max} (one year), got {text:?}")),
+    }
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -182,7 +202,9 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         admin_token: admin_token.filter(|t| !t.is_empty()),
         workers,
         max_body_bytes: args.max_body_bytes,
-        token_lifetime: Duration::from_secs(args.token_lifetime_secs.max(1)),
+        body_timeout: Duration::from_millis(args.body_timeout_ms),
+        max_connections: args.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        token_lifetime: Duration::from_secs(args.token_lifetime_secs),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         state_dir: args.state_dir,
         config_dir: args.config_dir,

@@ -166,27 +166,40 @@ impl Deployment {
         }
     }
 
-    /// Admits and scores one live request, logging and counting the outcome.
+    /// Takes an admission slot for one live request, or refuses it (429, counted and logged
+    /// here). The front door takes the slot *before* it reads the body: a request that will
+    /// be refused never has its body read, so memory in flight is bounded by the admission
+    /// cap and not by how many clients send at once. The slot is freed when the returned
+    /// [`Admission`] is dropped, on every path (answer, error, cancelled request).
+    pub fn admit(&self, request_id: &str) -> Result<Admission<'_>, ScoreError> {
+        Admission::enter(self).ok_or_else(|| {
+            let refused = Err(ScoreError::Overloaded);
+            self.record(Role::live, request_id, &refused, Duration::ZERO);
+            ScoreError::Overloaded
+        })
+    }
+
+    /// Scores one admitted live request, logging and counting the outcome. The deadline
+    /// (`request_timeout_ms`) runs from here, after the body was read (reading it has its own
+    /// deadline at the front door).
     pub async fn score(
         &self,
+        admitted: Admission<'_>,
         body: Bytes,
         content_type: Option<&str>,
         request_id: &str,
     ) -> Result<HookResponse, ScoreError> {
+        debug_assert!(std::ptr::eq(admitted.deployment, self), "an admission is used on its own deployment");
         let start = Instant::now();
-        let outcome = match Admission::enter(self) {
-            None => Err(ScoreError::Overloaded),
-            Some(_admitted) => {
-                let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
-                // Dropping the run's future on timeout cancels the run and frees the slot; a
-                // run that finished inline past its deadline has its answer discarded.
-                match tokio::time::timeout(limit, self.pool.run(body, content_type)).await {
-                    Err(_) => Err(ScoreError::Timeout(limit)),
-                    Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
-                    Ok(result) => result.map_err(ScoreError::from),
-                }
-            }
+        let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
+        // Dropping the run's future on timeout cancels the run and frees the slot; a run that
+        // finished inline past its deadline has its answer discarded.
+        let outcome = match tokio::time::timeout(limit, self.pool.run(body, content_type)).await {
+            Err(_) => Err(ScoreError::Timeout(limit)),
+            Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
+            Ok(result) => result.map_err(ScoreError::from),
         };
+        drop(admitted);
         self.record(Role::live, request_id, &outcome, start.elapsed());
         outcome
     }
@@ -291,8 +304,10 @@ impl Drop for CopyTicket {
     }
 }
 
-/// An admitted live request; leaving (also by cancellation) frees its slot.
-struct Admission<'a> {
+/// An admitted live request's slot in its deployment's admission cap; dropping it (also by
+/// cancellation) frees the slot.
+#[must_use = "dropping the admission frees the slot at once"]
+pub struct Admission<'a> {
     deployment: &'a Deployment,
 }
 

@@ -13,6 +13,9 @@ use crate::spec::AuthMode;
 
 /// How long an `aml_token` is valid (Azure's tokens live about an hour too).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// The longest token lifetime: `serve --token-lifetime-secs` refuses more, and a larger value
+/// from an older state file is clamped to it when a token is issued.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The endpoint's secrets. Persisted with the control-plane state; never logged.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -104,10 +107,17 @@ impl Credentials {
         }
     }
 
-    /// Issues a token valid for the configured lifetime from `now`.
+    /// Issues a token valid for the configured lifetime from `now`. Never panics: the
+    /// lifetime is clamped to [`MAX_TOKEN_LIFETIME`] (a saved state may carry any number) and
+    /// the clock arithmetic is checked (`SystemTime + Duration` panics on overflow, and so does
+    /// formatting a date past the year 9999).
     pub fn issue_token(&self, now: SystemTime) -> IssuedToken {
-        let lifetime = Duration::from_secs(self.token_lifetime_secs);
-        let expiry = now + lifetime;
+        let lifetime = Duration::from_secs(self.token_lifetime_secs.clamp(1, MAX_TOKEN_LIFETIME.as_secs()));
+        // Past 9999-12-31 a date cannot be written in RFC 3339: such a clock gets a token that
+        // expires at once rather than a panic.
+        let latest = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+        let expiry = now.checked_add(lifetime).unwrap_or(latest).min(latest);
+        let refresh = now.checked_add(lifetime / 2).unwrap_or(latest).min(latest);
         let expiry_secs = expiry.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let nonce = &random_secret()[..16];
         let payload = format!("{expiry_secs}.{nonce}");
@@ -115,7 +125,7 @@ impl Credentials {
         IssuedToken {
             access_token: format!("{payload}.{signature}"),
             expiry_time_utc: humantime::format_rfc3339_seconds(expiry).to_string(),
-            refresh_after_time_utc: humantime::format_rfc3339_seconds(now + lifetime / 2).to_string(),
+            refresh_after_time_utc: humantime::format_rfc3339_seconds(refresh).to_string(),
             token_type: "Bearer",
         }
     }
@@ -187,5 +197,19 @@ mod tests {
         assert!(!c.token_valid(forged.as_bytes(), now));
         let other = Credentials::generate(AuthMode::AmlToken, Duration::from_secs(60));
         assert!(!other.token_valid(t.access_token.as_bytes(), now));
+    }
+
+    #[test]
+    fn huge_lifetimes_do_not_panic() {
+        let mut c = Credentials::generate(AuthMode::AmlToken, Duration::from_secs(60));
+        let now = SystemTime::now();
+        for secs in [1_000_000_000_000, u64::MAX] {
+            c.token_lifetime_secs = secs;
+            let t = c.issue_token(now);
+            assert!(c.token_valid(t.access_token.as_bytes(), now), "clamped to a year, still valid now");
+            assert!(!c.token_valid(t.access_token.as_bytes(), now + MAX_TOKEN_LIFETIME + Duration::from_secs(1)));
+        }
+        let far = UNIX_EPOCH + Duration::from_secs(253_402_300_000);
+        let _ = c.issue_token(far);
     }
 }

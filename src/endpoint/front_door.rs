@@ -3,16 +3,17 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use super::body::{self, BodyLimits};
 use super::RoutingTable;
 use crate::deployment::{Deployment, ScoreError};
 use crate::mirror::{self, Answer};
@@ -34,6 +35,60 @@ pub struct ScoringState {
     pub generation: Arc<AtomicU64>,
     /// Largest accepted body, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// How long a body may take to arrive (408 beyond).
+    pub body_timeout: Duration,
+    /// Shutdown state and the count of `/score` requests being handled.
+    pub drain: Arc<Drain>,
+}
+
+/// What a graceful shutdown needs from the front door. After SIGTERM the listeners stay open
+/// (Kubernetes keeps sending to a terminating pod until its endpoints are updated, and expects
+/// 503 and a failing readiness probe meanwhile, not refused connections): new requests get
+/// 503 with `Connection: close`, and the server waits for `active` to reach zero before it
+/// stops listening.
+#[derive(Debug, Default)]
+pub struct Drain {
+    shutting_down: AtomicBool,
+    active: AtomicUsize,
+}
+
+impl Drain {
+    /// From now on, new requests are refused (503) and every answer closes its connection.
+    pub fn begin(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether [`begin`](Self::begin) was called.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// `/score` requests being handled now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    fn enter(&self) -> Active<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Active(self)
+    }
+
+    /// Marks `response` to close its connection when shutting down, so clients reconnect
+    /// (to another replica) instead of keeping a connection to a process about to exit.
+    pub fn close_if_shutting_down(&self, response: &mut HttpResponse) {
+        if self.shutting_down() {
+            response.head_mut().set_connection_type(ConnectionType::Close);
+        }
+    }
+}
+
+/// One `/score` request being handled; counted in [`Drain::active`] until dropped.
+struct Active<'a>(&'a Drain);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A worker thread's handle on the snapshot: the `Rc` is the point (its count is not atomic
@@ -74,8 +129,17 @@ pub fn error_response(status: u16, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "message": message }))
 }
 
-/// The `/score` handler.
+/// The `/score` handler. The order matters: cheap refusals first (ids, auth, routing), then the
+/// admission slot (429 without reading the body), then the body (bounded in size and time)
+/// while holding the slot, then the run.
 pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<ScoringState>) -> HttpResponse {
+    let _active = state.drain.enter();
+    let mut response = handle(&req, payload, &state).await;
+    state.drain.close_if_shutting_down(&mut response);
+    response
+}
+
+async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4();
     let mut id_buf = uuid::Uuid::encode_buffer();
     let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buf);
@@ -85,13 +149,22 @@ pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<Sco
         Ok(id) => id,
         Err(response) => return with_ids(response, request_id, None),
     };
+    if state.drain.shutting_down() {
+        let response = error_response(503, "the server is shutting down: retry (another replica will answer)");
+        return with_ids(response, request_id, client_id.as_deref());
+    }
 
     let table = state.snapshot();
     let (deployment, shadow) = match route(headers, &table) {
         Ok(chosen) => chosen,
         Err(response) => return with_ids(response, request_id, client_id.as_deref()),
     };
-    let body = match read_body(headers, payload, state.max_body_bytes).await {
+    let admitted = match deployment.admit(request_id) {
+        Ok(admitted) => admitted,
+        Err(e) => return with_ids(served_by(score_error_response(&e), deployment), request_id, client_id.as_deref()),
+    };
+    let limits = BodyLimits { max_bytes: state.max_body_bytes, timeout: state.body_timeout };
+    let body = match body::read(headers, payload, limits).await {
         Ok(body) => body,
         Err(response) => return with_ids(response, request_id, client_id.as_deref()),
     };
@@ -99,7 +172,7 @@ pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<Sco
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, request_id));
     let start = Instant::now();
-    let outcome = deployment.score(body, content_type, request_id).await;
+    let outcome = deployment.score(admitted, body, content_type, request_id).await;
     if let Some(slot) = live_slot {
         let (status, body) = match &outcome {
             Ok(answer) => (answer.status, answer.body.clone()),
@@ -107,37 +180,21 @@ pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<Sco
         };
         slot.send(Answer { status, body, latency: start.elapsed() });
     }
-    let mut response = match outcome {
+    let response = match outcome {
         Ok(answer) => HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
             .content_type(answer.content_type)
             .body(answer.body),
         Err(e) => score_error_response(&e),
     };
+    with_ids(served_by(response, deployment), request_id, client_id.as_deref())
+}
+
+/// Adds the header naming the deployment that answered.
+fn served_by(mut response: HttpResponse, deployment: &Deployment) -> HttpResponse {
     if let Ok(v) = HeaderValue::from_str(&deployment.name) {
         response.headers_mut().insert(header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
     }
-    with_ids(response, request_id, client_id.as_deref())
-}
-
-/// Reads the body, refusing more than `limit` bytes with 413 (before reading, when the
-/// `Content-Length` already says so).
-async fn read_body(headers: &HeaderMap, payload: web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
-    let too_large = || {
-        error_response(
-            413,
-            &format!("the request body is larger than this server accepts ({limit} bytes; see serve --max-body-bytes)"),
-        )
-    };
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(e)) => Err(error_response(400, &format!("cannot read the request body: {e}"))),
-        Err(_) => Err(too_large()),
-    }
+    response
 }
 
 /// Picks the live deployment and, for unpinned requests, maybe a shadow.

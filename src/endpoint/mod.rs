@@ -2,6 +2,7 @@
 //! handler that ties them together.
 
 pub mod auth;
+pub mod body;
 pub mod front_door;
 pub mod routing;
 pub mod split;

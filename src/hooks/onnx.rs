@@ -176,6 +176,14 @@ fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> 
     Ok(match sig.elem {
         Elem::F64 => Tensor::from_array((shape, array.values)).map_err(fail)?.into_dyn(),
         Elem::F32 => {
+            // A float64 beyond float32's range would become an infinity inside the model.
+            if let Some(v) = array.values.iter().find(|v| v.abs() > f32::MAX as f64) {
+                return Err(HookError::BadInput(format!(
+                    "input {:?} is float32: {v} is outside its range (±{:e})",
+                    sig.name,
+                    f32::MAX
+                )));
+            }
             let v: Vec<f32> = array.values.iter().map(|x| *x as f32).collect();
             Tensor::from_array((shape, v)).map_err(fail)?.into_dyn()
         }
@@ -189,11 +197,20 @@ fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> 
 
 /// Writes one output tensor as JSON. `flatten` turns a `[N]` or `[N, 1]` output into a flat
 /// list of N numbers (the `{"data": ...}` answer form).
-fn write_output(out: &mut Vec<u8>, value: &DynValue, elem: Elem, flatten: bool) -> Result<(), HookError> {
+///
+/// A NaN or an infinity (e.g. a float64 overflow on inputs like 1e308) has no JSON spelling;
+/// writing it as `null` would answer a number with "no value" under a 200. It is the model's
+/// failure instead (424, naming the output), so the caller never mistakes it for an answer.
+fn write_output(out: &mut Vec<u8>, name: &str, value: &DynValue, elem: Elem, flatten: bool) -> Result<(), HookError> {
     let fail = |e: ort::Error| HookError::Failed(format!("cannot read model output: {e}"));
     macro_rules! emit {
         ($t:ty, $w:expr) => {{
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(fail)?;
+            if let Some(bad) = data.iter().map(|v| *v as f64).find(|v| !v.is_finite()) {
+                return Err(HookError::Failed(format!(
+                    "the model produced a non-finite value ({bad}) in output {name:?}, which JSON cannot represent; check the input's range"
+                )));
+            }
             let mut dims: Vec<usize> = shape.iter().map(|d| (*d).max(0) as usize).collect();
             if flatten && (dims.len() == 1 || (dims.len() == 2 && dims[1] == 1)) {
                 dims = vec![data.len()];
@@ -288,16 +305,16 @@ impl ScoringHook for OnnxHook {
                 first = false;
                 serde_json::to_writer(&mut body, &sig.name).map_err(|e| HookError::Failed(e.to_string()))?;
                 body.push(b':');
-                write_output(&mut body, &results[i], elem, false)?;
+                write_output(&mut body, &sig.name, &results[i], elem, false)?;
             }
             body.extend_from_slice(b"}}");
         } else {
-            let (i, elem) = outputs
+            let (i, name, elem) = outputs
                 .iter()
                 .enumerate()
-                .find_map(|(i, o)| o.elem.map(|e| (i, e)))
+                .find_map(|(i, o)| o.elem.map(|e| (i, o.name.as_str(), e)))
                 .expect("init refuses models without a numeric tensor output");
-            write_output(&mut body, &results[i], elem, true)?;
+            write_output(&mut body, name, &results[i], elem, true)?;
         }
         Ok(HookResponse::json(body))
     }

@@ -166,8 +166,9 @@ pub fn write_nested<T: Copy>(out: &mut Vec<u8>, shape: &[usize], values: &[T], w
     rec(out, shape, values, write)
 }
 
-/// Writes one float in JSON's shortest round-trip form; NaN and infinities become `null`
-/// because JSON has no spelling for them.
+/// Writes one float in JSON's shortest round-trip form. JSON has no spelling for NaN and
+/// infinities: callers refuse them before writing (the ONNX hook answers 424); the `null`
+/// written here is only a fallback that keeps the document valid.
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
         out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());

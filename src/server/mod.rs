@@ -3,19 +3,25 @@
 //! The two planes are separate HTTP servers so the admin API can stay on loopback while the
 //! scoring plane faces clients, and so a flood of scoring traffic cannot starve control calls.
 
+mod limits;
 mod scoring;
 
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use actix_http::{HttpService, Request, Response};
+use actix_service::{fn_service, map_config};
+use actix_web::body::BoxBody;
+use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 
 use crate::control::api::{self, AdminState};
 use crate::control::store::StateStore;
 use crate::control::{ControlOptions, ControlPlane};
-use crate::endpoint::front_door::ScoringState;
+use crate::endpoint::body;
+use crate::endpoint::front_door::{Drain, ScoringState};
 use crate::mirror::Tolerance;
 use crate::telemetry::Metrics;
 
@@ -32,6 +38,11 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Largest accepted `/score` body.
     pub max_body_bytes: usize,
+    /// How long a `/score` body may take to arrive (408 beyond).
+    pub body_timeout: Duration,
+    /// Most scoring-plane connections open at once (`None`: as many as the file descriptor
+    /// limit allows after the admin plane's share).
+    pub max_connections: Option<usize>,
     /// Lifetime of `aml_token` tokens.
     pub token_lifetime: Duration,
     /// Default tolerance of mirror comparisons.
@@ -47,6 +58,8 @@ pub struct ServeOptions {
 /// Runs the server until SIGTERM/SIGINT. Prints the two bound addresses on stdout first, one
 /// per line, so scripts and tests started with `--port 0` can read them.
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
+    // First: a SIGHUP from the moment the process exists must not kill it.
+    ignore_hangup();
     let admin_ip: IpAddr = opts
         .admin_host
         .parse()
@@ -80,16 +93,55 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         if scoring_addr.ip().is_unspecified() { "localhost".to_string() } else { scoring_addr.ip().to_string() };
     control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));
 
+    let fd_limit = limits::raise_fd_limit();
+    let workers = opts.workers.max(1);
+    let per_worker = limits::connections_per_worker(fd_limit, workers, opts.max_connections);
+    tracing::info!(fd_limit, workers, per_worker, "scoring-plane connection cap");
+    limits::set_backlog(&scoring_listener, limits::SCORING_BACKLOG);
+    limits::set_backlog(&admin_listener, limits::ADMIN_BACKLOG);
+
+    let drain = Arc::new(Drain::default());
     let scoring_state = web::Data::new(ScoringState {
         routing: control.routing(),
         generation: control.generation(),
         max_body_bytes: opts.max_body_bytes,
+        body_timeout: opts.body_timeout,
+        drain: Arc::clone(&drain),
     });
-    let scoring = HttpServer::new(move || App::new().app_data(scoring_state.clone()).configure(scoring::configure))
-        .workers(opts.workers.max(1))
+    // Built from actix-http's service builder rather than actix-web's HttpServer (which does
+    // the same with the defaults below) for one reason: only it takes an `Expect:
+    // 100-continue` handler, and a request whose declared body will be refused must get its
+    // 413/415 at once instead of `100 Continue` first.
+    let max_body = opts.max_body_bytes;
+    let builder = actix_server::Server::build();
+    // As HttpServer does: on a graceful stop, idle keep-alive connections are closed at once
+    // instead of holding the stop until their keep-alive timer ends.
+    let stopping = builder.graceful_shutdown_signal();
+    let scoring = builder
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
         .disable_signals()
         .shutdown_timeout(opts.shutdown_grace.as_secs())
-        .listen(scoring_listener)
+        .listen("switchyard-scoring", scoring_listener, move || {
+            let state = scoring_state.clone();
+            let app = App::new().app_data(state).configure(scoring::configure);
+            let stopping = stopping.clone();
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(scoring_addr)
+                .expect(fn_service(move |req: Request| {
+                    let checked =
+                        body::check_head(&req.head().headers, max_body).map(|_| req).map_err(Response::<BoxBody>::from);
+                    std::future::ready(checked)
+                }))
+                .finish(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })
         .map_err(|e| e.to_string())?
         .run();
 
@@ -104,6 +156,8 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
             .configure(api::configure)
     })
     .workers(1)
+    // Its own, small cap: the scoring plane's cap leaves it this many descriptors.
+    .max_connections(limits::ADMIN_MAX_CONNECTIONS)
     .disable_signals()
     .shutdown_timeout(opts.shutdown_grace.as_secs())
     .listen(admin_listener)
@@ -122,16 +176,57 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         crate::control::watch::start(Arc::clone(&control), dir)?;
     }
     let (scoring_handle, admin_handle) = (scoring.handle(), admin.handle());
+    let grace = opts.shutdown_grace;
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: refusing new requests, finishing the ones in flight");
+        tracing::info!("shutting down: answering 503 (not ready) to new requests, finishing the ones in flight");
+        drain.begin();
         control.begin_shutdown();
-        // Graceful: stop accepting, let in-flight requests finish (bounded by the grace period).
+        wait_for_drain(&drain, grace).await;
+        // Both planes stop accepting only now; what is still connected gets the rest of the
+        // grace period (actix's shutdown timeout) to finish.
         tokio::join!(scoring_handle.stop(true), admin_handle.stop(true));
     });
     tokio::try_join!(scoring, admin).map_err(|e| e.to_string())?;
     tracing::info!("switchyard stopped");
     Ok(())
+}
+
+/// After SIGTERM, how long the listeners stay open once nothing is in flight: a load balancer
+/// or a Kubernetes readiness probe that polls now sees the 503 instead of a refused connection.
+pub const DRAIN_TAIL: Duration = Duration::from_secs(1);
+
+/// Waits until no `/score` request is in flight, then [`DRAIN_TAIL`], all within `grace`.
+async fn wait_for_drain(drain: &Drain, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while drain.active() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::sleep(DRAIN_TAIL.min(left)).await;
+    if drain.active() > 0 {
+        tracing::warn!(in_flight = drain.active(), "grace period over with requests still in flight");
+    }
+}
+
+/// SIGHUP's default action kills the process (exit 129), which a terminal closing or a
+/// process manager's "reload" should not do: it is logged and ignored. (Nothing needs
+/// reloading by signal: `--config-dir` is watched, logs are not files.)
+fn ignore_hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP received and ignored (SIGTERM stops the server)");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; it will stop the server"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -17,11 +17,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn ready(state: web::Data<ScoringState>) -> HttpResponse {
-    if state.routing.load().ready() {
+    let mut response = if state.drain.shutting_down() {
+        error_response(503, "not ready: the server is shutting down")
+    } else if state.routing.load().ready() {
         HttpResponse::Ok().content_type("text/plain").body("Ready")
     } else {
         error_response(503, "not ready: no deployment with live traffic has a ready instance")
-    }
+    };
+    state.drain.close_if_shutting_down(&mut response);
+    response
 }
 
 async fn swagger() -> HttpResponse {
@@ -50,9 +54,10 @@ const SWAGGER: &str = r#"{
         "400": {"description": "The body is not what the deployment accepts"},
         "401": {"description": "Missing or wrong key or token"},
         "404": {"description": "No deployment has traffic, or the pinned deployment does not exist"},
-        "408": {"description": "The run took longer than request_timeout_ms"},
-        "413": {"description": "Body too large"},
-        "424": {"description": "The model failed"},
+        "408": {"description": "The body arrived too slowly (serve --body-timeout-ms), or the run took longer than request_timeout_ms"},
+        "413": {"description": "Body too large (after decoding)"},
+        "415": {"description": "Unsupported Content-Encoding (identity and gzip are accepted)"},
+        "424": {"description": "The model failed, or produced a value JSON cannot carry (NaN or infinity)"},
         "429": {"description": "Too many requests in flight for the deployment"},
         "503": {"description": "No ready instance, or shutting down"}
       }

@@ -1,0 +1,234 @@
+//! Reading a `/score` body within three bounds: its size (413), its arrival time (408) and its
+//! content coding (415).
+//!
+//! Why each bound exists:
+//! - **Size.** The limit applies to the body the hook will see, so for `Content-Encoding: gzip`
+//!   it is checked against the *decoded* bytes as they are produced (a gzip bomb stops at the
+//!   limit, never expanding further). A declared `Content-Length` over the limit is refused
+//!   before anything is read — also by the scoring plane's `Expect: 100-continue` handler, so a
+//!   client that asked first never gets `100 Continue` for a body that would be refused.
+//! - **Time.** actix cuts slow *headers* (5 s) but not slow bodies: a body trickled a byte a
+//!   second held a connection, a file descriptor and (since the front door takes the admission
+//!   slot first) an admission slot forever. The whole body must arrive within `timeout`.
+//! - **Memory.** The body is read into one buffer sized from `Content-Length` (capped at the
+//!   limit), so a 10 MiB body costs 10 MiB, not the 16 MiB of a doubling buffer.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{web, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+
+use super::front_door::error_response;
+
+/// First buffer size for a body without `Content-Length` (chunked): grows by doubling.
+const UNSIZED_START: usize = 16 * 1024;
+
+/// How a `/score` body may be read.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest body, in bytes, after decoding (and on the wire).
+    pub max_bytes: usize,
+    /// The whole body must have arrived this long after the handler starts reading it.
+    pub timeout: Duration,
+}
+
+/// The content codings a body may come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+}
+
+/// What the request head says about its body: refuses (413/415) what can be refused before a
+/// byte of it is read. Used by the `/score` handler and by the `Expect: 100-continue` check.
+#[allow(clippy::result_large_err)]
+pub fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Coding, Option<u64>), HttpResponse> {
+    let coding = coding(headers)?;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_bytes as u64) {
+        return Err(too_large(max_bytes));
+    }
+    Ok((coding, declared))
+}
+
+/// Reads the whole body within `limits` (see the module documentation).
+pub async fn read(headers: &HeaderMap, mut payload: web::Payload, limits: BodyLimits) -> Result<Bytes, HttpResponse> {
+    let (coding, declared) = check_head(headers, limits.max_bytes)?;
+    match tokio::time::timeout(limits.timeout, collect(&mut payload, coding, declared, limits.max_bytes)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let mut r = error_response(
+                408,
+                &format!(
+                    "the request body arrived too slowly: it was not complete within {} ms (serve --body-timeout-ms)",
+                    limits.timeout.as_millis()
+                ),
+            );
+            // The rest of the body will never be read: this connection cannot carry another
+            // request.
+            r.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            Err(r)
+        }
+    }
+}
+
+/// The 413 answer.
+pub fn too_large(max_bytes: usize) -> HttpResponse {
+    error_response(
+        413,
+        &format!(
+            "the request body is larger than this server accepts ({max_bytes} bytes, after decoding; see serve --max-body-bytes)"
+        ),
+    )
+}
+
+/// `Content-Encoding`: none, `identity` or `gzip` (`x-gzip`); anything else is 415, naming it.
+#[allow(clippy::result_large_err)]
+fn coding(headers: &HeaderMap) -> Result<Coding, HttpResponse> {
+    let mut found = Coding::Identity;
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let text = value.to_str().unwrap_or("?");
+        for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let this = if token.eq_ignore_ascii_case("identity") {
+                Coding::Identity
+            } else if token.eq_ignore_ascii_case("gzip") || token.eq_ignore_ascii_case("x-gzip") {
+                Coding::Gzip
+            } else {
+                return Err(unsupported(&format!("Content-Encoding {token:?} is not supported")));
+            };
+            if this == Coding::Gzip && found == Coding::Gzip {
+                return Err(unsupported("a body encoded twice (Content-Encoding: gzip, gzip) is not supported"));
+            }
+            if this == Coding::Gzip {
+                found = Coding::Gzip;
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn unsupported(what: &str) -> HttpResponse {
+    let mut r = error_response(
+        415,
+        &format!("{what}: send the body uncompressed, or compressed once with Content-Encoding: gzip"),
+    );
+    r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+    r
+}
+
+/// The next chunk of the body, `None` at its end.
+async fn next_chunk(payload: &mut web::Payload) -> Option<Result<Bytes, actix_web::error::PayloadError>> {
+    std::future::poll_fn(|cx| Pin::new(&mut *payload).poll_next(cx)).await
+}
+
+async fn collect(
+    payload: &mut web::Payload,
+    coding: Coding,
+    declared: Option<u64>,
+    max_bytes: usize,
+) -> Result<Bytes, HttpResponse> {
+    let cannot_read =
+        |e: actix_web::error::PayloadError| error_response(400, &format!("cannot read the request body: {e}"));
+    // `check_head` refused a declared length over the limit, so this allocation is bounded.
+    let start = declared.map_or(UNSIZED_START, |n| n as usize).min(max_bytes);
+    match coding {
+        Coding::Identity => {
+            let mut body = BytesMut::with_capacity(start);
+            while let Some(chunk) = next_chunk(payload).await {
+                let chunk = chunk.map_err(cannot_read)?;
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(too_large(max_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
+        }
+        Coding::Gzip => {
+            let not_gzip = |e: std::io::Error| {
+                error_response(
+                    400,
+                    &format!("the body is sent with Content-Encoding: gzip but is not valid gzip data ({e})"),
+                )
+            };
+            // The decoded size is unknown: start from the wire size, grow as needed.
+            let mut decoder =
+                flate2::write::GzDecoder::new(Capped { body: BytesMut::with_capacity(start), max_bytes, over: false });
+            let mut wire = 0usize;
+            while let Some(chunk) = next_chunk(payload).await {
+                let chunk = chunk.map_err(cannot_read)?;
+                wire += chunk.len();
+                if wire > max_bytes {
+                    return Err(too_large(max_bytes));
+                }
+                if let Err(e) = decoder.write_all(&chunk) {
+                    return Err(if decoder.get_ref().over { too_large(max_bytes) } else { not_gzip(e) });
+                }
+            }
+            if let Err(e) = decoder.try_finish() {
+                return Err(if decoder.get_ref().over { too_large(max_bytes) } else { not_gzip(e) });
+            }
+            match decoder.finish() {
+                Ok(capped) => Ok(capped.body.freeze()),
+                Err(e) => Err(not_gzip(e)),
+            }
+        }
+    }
+}
+
+/// Where decoded bytes go: refuses to grow past the limit, so decoding stops there.
+struct Capped {
+    body: BytesMut,
+    max_bytes: usize,
+    over: bool,
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.body.len() + buf.len() > self.max_bytes {
+            self.over = true;
+            return Err(std::io::Error::other("the decoded body is larger than the limit"));
+        }
+        self.body.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(header::HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn head_checks() {
+        assert_eq!(check_head(&headers(&[]), 10).unwrap(), (Coding::Identity, None));
+        assert_eq!(check_head(&headers(&[("content-length", "10")]), 10).unwrap(), (Coding::Identity, Some(10)));
+        assert_eq!(check_head(&headers(&[("content-length", "11")]), 10).unwrap_err().status(), 413);
+        assert_eq!(check_head(&headers(&[("content-encoding", "GZIP")]), 10).unwrap().0, Coding::Gzip);
+        assert_eq!(check_head(&headers(&[("content-encoding", "identity, x-gzip")]), 10).unwrap().0, Coding::Gzip);
+        assert_eq!(check_head(&headers(&[("content-encoding", "br")]), 10).unwrap_err().status(), 415);
+        assert_eq!(check_head(&headers(&[("content-encoding", "gzip, gzip")]), 10).unwrap_err().status(), 415);
+    }
+
+    #[test]
+    fn capped_writer_stops_at_the_limit() {
+        let mut c = Capped { body: BytesMut::new(), max_bytes: 4, over: false };
+        assert!(c.write_all(b"abcd").is_ok());
+        assert!(c.write_all(b"e").is_err());
+        assert!(c.over);
+    }
+}

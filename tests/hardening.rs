@@ -1,0 +1,319 @@
+//! Hostile-client hardening of the scoring plane (issue 9), end to end over real HTTP: slow
+//! bodies, admission before the body, `Expect: 100-continue`, content codings, non-finite
+//! outputs, signals, the token lifetime flag.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// `host:port` of a `http://host:port` URL.
+fn authority(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+/// A server with an endpoint whose traffic all goes to `model` (one instance, one request at a
+/// time: admission cap 2), and its primary key.
+fn serving(model: &str, extra: &[&str]) -> (Server, String) {
+    let s = Server::start_with(extra);
+    s.create_endpoint();
+    s.deploy("blue", model, json!({}));
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
+    (s, key)
+}
+
+/// Opens a connection and sends a `/score` request head (with `extra` header lines), no body.
+fn send_head(s: &Server, key: &str, content_length: usize, extra: &str) -> TcpStream {
+    let mut c = TcpStream::connect(authority(&s.scoring)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {content_length}\r\n{extra}\r\n"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    c
+}
+
+/// Reads until the end of a response's head and what body came with it (or the read timeout).
+fn read_some(c: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    // A 100 Continue is followed by more; a final answer carries its body.
+                    if !text.starts_with("HTTP/1.1 100") && text[end..].contains('}') {
+                        break;
+                    }
+                    if text.starts_with("HTTP/1.1 100") {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn a_trickled_body_is_cut_with_408() {
+    let (s, key) = serving("model-1", &["--body-timeout-ms", "1500"]);
+    let mut c = send_head(&s, &key, 1000, "");
+    let started = Instant::now();
+    // One byte every 200 ms: the body would take 200 s to arrive.
+    let mut trickle = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..1000 {
+            if trickle.write_all(b" ").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let answer = read_some(&mut c);
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "a trickling body must be cut, got {answer:?} after {took:?}");
+    assert!(answer.contains("too slowly"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert!(took < Duration::from_secs(5), "cut after about 1.5 s, took {took:?}");
+    // The slot it held is free again.
+    assert_model_1(&s.score_authed(&key, &sample_request(), None).body);
+}
+
+#[test]
+fn a_full_deployment_answers_429_before_reading_the_body() {
+    let (s, key) = serving("model-1", &["--body-timeout-ms", "3000"]);
+    // Two requests whose bodies never come hold the deployment's 2 admission slots.
+    let holders: Vec<TcpStream> = (0..2).map(|_| send_head(&s, &key, 100, "")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A third is refused at once: its body is not waited for (nor read).
+    let started = Instant::now();
+    let mut third = send_head(&s, &key, 100, "");
+    let answer = read_some(&mut third);
+    assert!(answer.starts_with("HTTP/1.1 429"), "got {answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered without the body: {:?}", started.elapsed());
+    // When the holders' bodies time out (408), their slots are released.
+    for mut h in holders {
+        assert!(read_some(&mut h).starts_with("HTTP/1.1 408"));
+    }
+    assert_model_1(&s.score_authed(&key, &sample_request(), None).body);
+}
+
+#[test]
+fn expect_continue_over_the_limit_gets_413_at_once() {
+    let (s, key) = serving("model-1", &["--max-body-bytes", "1000"]);
+    let mut c = send_head(&s, &key, 1001, "Expect: 100-continue\r\n");
+    let answer = read_some(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 413"), "no 100 Continue before the 413: {answer:?}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.contains("larger than this server accepts"), "{answer}");
+    // Within the limit, the client is told to continue and gets its answer.
+    let body = sample_request();
+    let mut c = send_head(&s, &key, body.len(), "Expect: 100-continue\r\n");
+    assert!(read_some(&mut c).starts_with("HTTP/1.1 100 Continue"));
+    c.write_all(&body).unwrap();
+    let answer = read_some(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn gzip_bodies_are_decoded_within_the_limit() {
+    let (s, key) = serving("model-1", &["--max-body-bytes", "100000"]);
+    let auth = format!("Bearer {key}");
+    let gz = [("Authorization", auth.as_str()), ("Content-Encoding", "gzip")];
+    let r = s.score(&gzip(&sample_request()), &gz);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_model_1(&r.body);
+
+    // A bomb: 10 MB of whitespace in a body of a few kB on the wire stops at the decoded limit.
+    let mut bomb = sample_request();
+    bomb.extend(std::iter::repeat_n(b' ', 10_000_000));
+    let packed = gzip(&bomb);
+    assert!(packed.len() < 100_000);
+    let r = s.score(&packed, &gz);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.message().contains("after decoding"), "{}", r.body);
+
+    let r = s.score(b"not gzip at all", &gz);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("not valid gzip"), "{}", r.body);
+
+    let r = s.score(&sample_request(), &[("Authorization", auth.as_str()), ("Content-Encoding", "br")]);
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert!(r.message().contains("\"br\"") && r.message().contains("gzip"), "{}", r.body);
+    assert_eq!(r.header("accept-encoding"), Some("gzip"));
+}
+
+#[test]
+fn a_non_finite_output_is_a_model_error_not_null() {
+    let (s, key) = serving("model-1", &[]);
+    let body = json!({"data": [[1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308]]});
+    let r = s.score_authed(&key, body.to_string().as_bytes(), None);
+    assert_eq!(r.status, 424, "never a number answered as null: {}", r.body);
+    assert!(r.message().contains("non-finite"), "{}", r.body);
+    assert!(r.header("ms-azureml-model-error-reason").is_some_and(|h| h.contains("non-finite")));
+}
+
+#[test]
+fn an_out_of_range_token_lifetime_is_refused_at_start() {
+    let mut child = Command::new(bin())
+        .args(["serve", "--port", "0", "--admin-port", "0", "--token-lifetime-secs", "1000000000000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started with a token lifetime of 1e12 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("1 to 31536000"), "{err}");
+
+    // The longest allowed lifetime issues tokens.
+    let s = Server::start_with(&["--token-lifetime-secs", "31536000"]);
+    let r = s.admin("PUT", "/v1/endpoint", Some(&json!({"name": "my-endpoint", "auth_mode": "aml_token"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.admin("GET", "/v1/endpoint/keys", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["accessToken"].is_string());
+}
+
+fn signal(s: &Server, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid this test started and a valid signal number.
+    unsafe { libc::kill(s.pid() as libc::pid_t, sig) };
+}
+
+/// Waits for the server process to exit (it is our child) and returns its exit code.
+fn wait_exit(s: &Server, within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let pid = unsafe { libc::waitpid(s.pid() as libc::pid_t, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            assert!(libc::WIFEXITED(status), "killed by a signal: status {status}");
+            return libc::WEXITSTATUS(status);
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_is_ignored() {
+    let s = Server::start();
+    signal(&s, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.get("/health/live").status, 200, "still serving after SIGHUP");
+    signal(&s, libc::SIGTERM);
+    assert_eq!(wait_exit(&s, Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn sigterm_answers_503_while_in_flight_requests_finish() {
+    let s = Server::start();
+    s.create_endpoint();
+    s.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": 30000}}));
+    assert_eq!(s.set_traffic(json!({"slow": 100})).status, 200);
+    let key = s.primary_key();
+    let url = s.scoring.clone();
+    let auth = format!("Bearer {key}");
+    let slow = std::thread::spawn(move || {
+        let r = http(
+            &agent(),
+            "POST",
+            &format!("{url}/score"),
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            Some(json!({"data": [[600, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}).to_string().as_bytes()),
+        );
+        (r.status, r.body)
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let signalled = Instant::now();
+    signal(&s, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // The listener is still open: new requests are told to go elsewhere, and to close.
+    let r = s.score_authed(&key, &body_with_x00(1.0), None);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.message().contains("shutting down"), "{}", r.body);
+    assert_eq!(r.header("connection"), Some("close"));
+    let r = s.get("/health/ready");
+    assert_eq!(r.status, 503, "not ready while shutting down: {}", r.body);
+
+    let (status, body) = slow.join().unwrap();
+    eprintln!("the slow request answered {:?} after SIGTERM", signalled.elapsed());
+    assert_eq!(status, 200, "the request in flight completes: {body}");
+    assert_eq!(wait_exit(&s, Duration::from_secs(20)), 0);
+    assert!(signalled.elapsed() < Duration::from_secs(10), "exits once drained: {:?}", signalled.elapsed());
+}
+
+#[test]
+fn connections_are_capped_and_the_admin_plane_stays_reachable() {
+    let s = Server::start_with(&["--workers", "1", "--max-connections", "4"]);
+    // Four connections that never finish their headers fill the scoring plane.
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(authority(&s.scoring)).unwrap();
+        c.write_all(b"GET /health/live HTTP/1.1\r\n").unwrap();
+        hogs.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The admin plane answers at once; a fifth scoring connection waits in the backlog until
+    // actix cuts a hog's headers (5 s), then is served.
+    let t = Instant::now();
+    assert_eq!(s.admin("GET", "/metrics", None).status, 200);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let t = Instant::now();
+    assert_eq!(s.get("/health/live").status, 200);
+    assert!(t.elapsed() > Duration::from_secs(2), "the fifth connection was served at once: not capped");
+    drop(hogs);
+}
+
+#[test]
+fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+    // Started under a soft limit of 512 (the hard limit stays as it is).
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 512 && exec \"$0\" serve --port 0 --admin-port 0", bin()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files: Vec<&str> =
+        limits.lines().find(|l| l.starts_with("Max open files")).unwrap().split_whitespace().collect();
+    let (soft, hard) = (open_files[3], open_files[4]);
+    if hard != "512" {
+        assert_eq!(soft, hard, "the soft descriptor limit is raised to the hard one: {limits}");
+    }
+}
