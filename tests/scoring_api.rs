@@ -38,7 +38,7 @@ fn keys_are_required_and_both_work() {
 
 #[test]
 fn aml_tokens_work_and_expire() {
-    let s = Server::start_with(&["--token-lifetime-secs", "1"]);
+    let s = Server::start();
     let r = s.admin("PUT", "/v1/endpoint", Some(&json!({"name": "tok-ep", "auth_mode": "aml_token"})));
     assert_eq!(r.status, 201);
     s.deploy("blue", "model-1", json!({}));
@@ -54,9 +54,8 @@ fn aml_tokens_work_and_expire() {
         s.cli_ok(&["online-endpoint", "invoke", "-n", "tok-ep", "--request-file", "sample-requests/model-1.json"])
             .trim(),
     );
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    let r = s.score_authed(token, &sample_request(), None);
-    assert_eq!(r.status, 401, "an expired token is refused");
+    // Expiry itself is tested with an injected clock (endpoint::auth's unit tests).
+    assert_eq!(s.score_authed("not-a-token", &sample_request(), None).status, 401);
     let r = s.admin("POST", "/v1/endpoint/keys/regenerate", Some(&json!({"keyType": "primary"})));
     assert_eq!(r.status, 400);
 }

@@ -169,6 +169,11 @@ impl InstancePool {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Long runs waiting for an instance.
+    pub fn queued(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Instance counts by state.
     pub fn counts(&self) -> InstanceCounts {
         InstanceCounts {
@@ -484,13 +489,7 @@ mod tests {
         p.add(1).await.unwrap();
         let err = p.run(Bytes::from_static(b"panic"), None).await.unwrap_err();
         assert_eq!(err, RunError::Failed("the scoring hook panicked: asked to panic".into()));
-        for _ in 0..200 {
-            if p.ready() == 1 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(p.ready(), 1, "a fresh instance replaced the one that panicked");
+        eventually("a fresh instance replaced the one that panicked", || p.ready() == 1).await;
         let ok = p.run(Bytes::from_static(b"[1]"), None).await.unwrap();
         assert_eq!(&ok.body[..], b"[1]");
     }
@@ -513,11 +512,41 @@ mod tests {
         assert_eq!(p.counts(), InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0 });
     }
 
-    /// A hook whose runs take 1 ms: always on the queued (long-run) path.
-    struct Slow(Arc<AtomicUsize>);
+    /// Waits (bounded) until `condition` holds: the explicit wait for a background effect.
+    async fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !condition() {
+            assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Lets runs through only while open, so a test decides when a run may finish.
+    #[derive(Default)]
+    struct Gate {
+        open: std::sync::Mutex<bool>,
+        changed: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn set(&self, open: bool) {
+            *self.open.lock().unwrap() = open;
+            self.changed.notify_all();
+        }
+        fn pass(&self) {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.changed.wait(open).unwrap();
+            }
+        }
+    }
+
+    /// A hook whose runs take 1 ms (always on the queued, long-run path) and wait at the gate.
+    struct Slow(Arc<AtomicUsize>, Arc<Gate>);
 
     impl ScoringHook for Slow {
         fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+            self.1.pass();
             std::thread::sleep(std::time::Duration::from_millis(1));
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(HookResponse::json(request.body.to_vec()))
@@ -527,9 +556,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_runs_all_finish_through_a_scale_down_and_cancelled_ones_are_skipped() {
         let ran = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&ran);
+        let gate = Arc::new(Gate::default());
+        gate.set(true);
+        let (counter, g) = (Arc::clone(&ran), Arc::clone(&gate));
         let p = InstancePool::new(
-            Arc::new(move || Ok(Box::new(Slow(Arc::clone(&counter))) as Box<dyn ScoringHook>)),
+            Arc::new(move || Ok(Box::new(Slow(Arc::clone(&counter), Arc::clone(&g))) as Box<dyn ScoringHook>)),
             tokio::runtime::Handle::current(),
         );
         p.add(3).await.unwrap();
@@ -544,7 +575,9 @@ mod tests {
             assert_eq!(&r.await.unwrap().unwrap().body[..], format!("[{i}]").as_bytes());
         }
         assert_eq!(p.counts().ready, 1);
-        // A queued run whose caller gave up is never run.
+        // A queued run whose caller gave up is never run. With the gate shut, the one instance
+        // holds the first of 5 runs and the other 4 wait in the queue.
+        gate.set(false);
         let before = ran.load(Ordering::SeqCst);
         let busy: Vec<_> = (0..5)
             .map(|_| {
@@ -552,15 +585,45 @@ mod tests {
                 tokio::spawn(async move { p.run(Bytes::from_static(b"[1]"), None).await })
             })
             .collect();
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await; // the 5 are queued first
+        eventually("4 runs queued behind the one running", || p.queued() == 4).await;
         let gave_up =
-            tokio::time::timeout(std::time::Duration::from_micros(100), p.run(Bytes::from_static(b"[2]"), None));
+            tokio::time::timeout(std::time::Duration::from_millis(10), p.run(Bytes::from_static(b"[2]"), None));
         assert!(gave_up.await.is_err(), "timed out while queued");
+        assert_eq!(p.queued(), 5, "the abandoned run is still queued, behind the others");
+        gate.set(true);
         for b in busy {
             b.await.unwrap().unwrap();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        eventually("the queue is drained", || p.queued() == 0).await;
         assert_eq!(ran.load(Ordering::SeqCst) - before, 5, "the abandoned run was skipped");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_cancels_loads_not_started_and_drops_instances_loaded_after() {
+        let gate = Arc::new(Gate::default());
+        let g = Arc::clone(&gate);
+        let inits = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&inits);
+        // Each init waits at the gate, so the loads in their slots are still running at close.
+        let p = InstancePool::new(
+            Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                g.pass();
+                Ok(Box::new(Echo) as Box<dyn ScoringHook>)
+            }),
+            tokio::runtime::Handle::current(),
+        );
+        let loading = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.add(50).await })
+        };
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16);
+        eventually("the first loads are running", || inits.load(Ordering::SeqCst) >= 1).await;
+        p.close();
+        gate.set(true);
+        assert_eq!(loading.await.unwrap().unwrap_err(), LOAD_CANCELLED);
+        assert!(inits.load(Ordering::SeqCst) <= slots, "{} inits ran after close", inits.load(Ordering::SeqCst));
+        assert_eq!(p.counts(), InstanceCounts { ready: 0, loading: 0, draining: 0, failed: 0 });
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
