@@ -388,7 +388,7 @@ impl ControlPlane {
     /// A deployment as `show` prints it: the spec plus state, error and instance counts.
     /// While a replacement loads, the spec shown is the one being loaded (what was just
     /// acknowledged); a failed update shows under `last_failed_update`.
-    fn deployment_view(&self, record: &DeploymentRecord) -> Value {
+    pub(super) fn deployment_view(&self, record: &DeploymentRecord) -> Value {
         let spec = record.pending.as_ref().map_or(&record.spec, |p| &p.spec);
         let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {

@@ -167,6 +167,28 @@ impl ControlPlane {
         )
     }
 
+    /// Waits until the named deployment has no operation in progress, or `limit` passes;
+    /// returns its view then (`None` if it does not exist). Woken by the deployment's state
+    /// changes, not by polling.
+    pub async fn wait_settled(&self, name: &str, limit: Duration) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let live = self.lock().deployments.get(name).map(|r| Arc::clone(&r.live))?;
+            if !live.state.get().is_busy() {
+                let state = self.lock();
+                let record = state.deployments.get(name)?;
+                if Arc::ptr_eq(&record.live, &live) {
+                    return Some(self.deployment_view(record));
+                }
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, live.state.settled()).await.is_err() {
+                let state = self.lock();
+                return state.deployments.get(name).map(|r| self.deployment_view(r));
+            }
+        }
+    }
+
     /// Whether a deployment has an operation (create, scale, replace) in progress.
     pub fn deployment_busy(&self, name: &str) -> bool {
         self.lock().deployments.get(name).is_some_and(|r| r.live.state.get().is_busy())

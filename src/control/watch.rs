@@ -217,8 +217,5 @@ fn changed_fields(old: &DeploymentSpec, new: &DeploymentSpec) -> Value {
 
 /// Waits until a deployment has no operation in progress (or the wait limit passes).
 async fn wait_idle(control: &ControlPlane, name: &str) {
-    let deadline = tokio::time::Instant::now() + LOAD_WAIT;
-    while control.deployment_busy(name) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    control.wait_settled(name, LOAD_WAIT).await;
 }

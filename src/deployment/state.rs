@@ -37,17 +37,36 @@ impl ProvisioningState {
     }
 }
 
-/// The state plus the last error, updated by the control plane's background tasks.
+/// The state plus the last error, updated by the control plane's background tasks. Waiters
+/// (the config-dir reconciler, the admin API's `?wait`) subscribe to changes instead of polling.
 #[derive(Debug)]
 pub struct StateCell {
     state: AtomicU8,
     error: Mutex<Option<String>>,
+    changes: tokio::sync::watch::Sender<ProvisioningState>,
 }
 
 impl StateCell {
     /// Starts in `state` with no error.
     pub fn new(state: ProvisioningState) -> Self {
-        Self { state: AtomicU8::new(state as u8), error: Mutex::new(None) }
+        Self {
+            state: AtomicU8::new(state as u8),
+            error: Mutex::new(None),
+            changes: tokio::sync::watch::Sender::new(state),
+        }
+    }
+
+    /// Resolves once this version is no longer creating or updating, and returns its state
+    /// (`Deleting` included: a replaced version ends that way, and the waiter then looks at
+    /// the version that took its place).
+    pub async fn settled(&self) -> ProvisioningState {
+        let mut rx = self.changes.subscribe();
+        let settled = rx.wait_for(|s| !matches!(s, ProvisioningState::Creating | ProvisioningState::Updating)).await;
+        match settled {
+            Ok(s) => *s,
+            // The sender lives as long as `self`; this cannot happen while we borrow it.
+            Err(_) => self.get(),
+        }
     }
 
     /// The current state.
@@ -59,6 +78,7 @@ impl StateCell {
     pub fn set(&self, state: ProvisioningState, error: Option<String>) {
         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = error;
         self.state.store(state as u8, Ordering::Release);
+        self.changes.send_replace(state);
     }
 
     /// The error of the last failed operation, if any.
