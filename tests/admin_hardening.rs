@@ -5,8 +5,107 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 use serde_json::json;
+
+/// 64k levels of flow nesting in 128 KB: took 14 s in the YAML parser before the limit.
+fn deep_flow(levels: usize) -> Vec<u8> {
+    ("[".repeat(levels) + &"]".repeat(levels)).into_bytes()
+}
+
+fn admin_raw(s: &Server, method: &str, path: &str, body: &[u8], content_type: &str) -> Reply {
+    http(&agent(), method, &format!("{}{path}", s.admin), &[("Content-Type", content_type)], Some(body))
+}
+
+#[test]
+fn a_deeply_nested_body_is_refused_at_once_and_the_admin_plane_keeps_answering() {
+    let s = Server::start();
+    s.create_endpoint();
+    let admin = s.admin.clone();
+    // A client sends the deep body while another asks for the endpoint.
+    let hostile = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = http(
+            &agent(),
+            "PATCH",
+            &format!("{admin}/v1/endpoint"),
+            &[("Content-Type", "application/yaml")],
+            Some(&deep_flow(64 * 1024)),
+        );
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let r = s.admin("GET", "/v1/endpoint", None);
+    let get_latency = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (r, patch_latency) = hostile.join().unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("nested more than 64 levels"), "{}", r.body);
+    assert!(patch_latency < Duration::from_secs(2), "the deep body took {patch_latency:?}");
+    assert!(get_latency < Duration::from_secs(2), "GET /v1/endpoint waited {get_latency:?} behind it");
+    // The endpoint is unchanged and the plane still answers.
+    assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["name"], "my-endpoint");
+}
+
+#[test]
+fn json_bodies_have_the_same_limits() {
+    let s = Server::start();
+    s.create_endpoint();
+    // Valid JSON, within serde_json's own limit (128) but over ours.
+    let mut deep = json!({"x": 1});
+    for _ in 0..100 {
+        deep = json!({ "a": deep });
+    }
+    let body = json!({"tags": deep}).to_string();
+    let r = admin_raw(&s, "PATCH", "/v1/endpoint", body.as_bytes(), "application/json");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("nested more than 64 levels"), "{}", r.body);
+    // Over serde_json's limit: refused the same way, not handed to the YAML parser.
+    let started = Instant::now();
+    let r = admin_raw(&s, "PUT", "/v1/deployments/blue", &deep_flow(32 * 1024), "application/json");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("nested more than 64 levels"), "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // A body over 1 MiB: refused with the admin API's JSON error naming the limit.
+    let big = format!("{{\"description\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let r = admin_raw(&s, "PATCH", "/v1/endpoint", big.as_bytes(), "application/json");
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.message().contains("1 MiB"), "{}", r.body);
+    // A normal document still works, JSON or YAML.
+    let r = admin_raw(&s, "PATCH", "/v1/endpoint", b"description: fine\ntags: {team: a}\n", "application/yaml");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn a_deeply_nested_config_file_is_refused_with_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("endpoint.yml"), "name: my-endpoint\nauth_mode: key\ntraffic: {}\n").unwrap();
+    let s = Server::start_with(&["--config-dir", d.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.admin("GET", "/v1/endpoint", None).status != 200 {
+        assert!(Instant::now() < deadline, "the endpoint was never applied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deep = String::from_utf8(deep_flow(64 * 1024)).unwrap();
+    let tmp = d.join(".deep.tmp");
+    std::fs::write(&tmp, format!("name: deep\nmodel: {{path: x}}\ntags: {{a: {deep}}}\n")).unwrap();
+    std::fs::rename(&tmp, d.join("deep-deployment.yml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ep = s.admin("GET", "/v1/endpoint", None).json();
+        let error = ep["config_dir"]["last_error"].as_str().unwrap_or_default().to_string();
+        if !error.is_empty() {
+            assert!(error.contains("nested more than 64 levels"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deep file was never refused: {ep}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 fn series(text: &str, family: &str, deployment: &str) -> bool {
     let label = format!("deployment=\"{deployment}\"");

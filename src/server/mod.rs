@@ -19,6 +19,9 @@ use crate::endpoint::front_door::ScoringState;
 use crate::mirror::Tolerance;
 use crate::telemetry::Metrics;
 
+/// Admin-plane worker threads (see where the admin server is built).
+const ADMIN_WORKERS: usize = 2;
+
 /// Everything `switchyard serve` is told.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -100,10 +103,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         crate::deployment::background::set_nice(crate::deployment::background::CONTROL_NICE);
         App::new()
             .app_data(admin_state.clone())
-            .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+            // Admin documents are small; a larger body is refused before it is read whole.
+            .app_data(web::PayloadConfig::new(crate::spec::limits::MAX_DOCUMENT_BYTES))
             .configure(api::configure)
     })
-    .workers(1)
+    // Two workers: a call that takes long (a large body, a save to a slow disk) does not
+    // stop `show`, `list` or `/metrics` from answering.
+    .workers(ADMIN_WORKERS)
     .disable_signals()
     .shutdown_timeout(opts.shutdown_grace.as_secs())
     .listen(admin_listener)
