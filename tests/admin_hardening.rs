@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -143,4 +144,35 @@ fn metrics_survive_a_model_replacement() {
     assert_eq!(s.admin("DELETE", "/v1/deployments/blue", None).status, 200);
     let text = s.admin("GET", "/metrics", None).body;
     assert!(!series(&text, "switchyard_inflight_requests", "blue"), "{text}");
+}
+
+fn running(pid: u32) -> bool {
+    // A zombie waiting for its new parent to reap it has exited too.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn a_server_exits_when_the_process_that_started_it_is_gone() {
+    // A shell starts the server the way tests/common does (naming itself as the parent),
+    // prints its pid and exits without stopping it: what a never-dropped fixture amounts to.
+    let out = Command::new("sh")
+        .args(["-c", "SWITCHYARD_PARENT_PID=$$ \"$0\" serve --port 0 --admin-port 0 >/dev/null 2>&1 & echo $!", bin()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("the shell printed the pid");
+    record_server_pid(pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still = running(pid);
+    if still {
+        // SAFETY: kill(2) on the pid this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(!still, "the server outlived the process that started it");
 }

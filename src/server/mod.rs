@@ -50,6 +50,7 @@ pub struct ServeOptions {
 /// Runs the server until SIGTERM/SIGINT. Prints the two bound addresses on stdout first, one
 /// per line, so scripts and tests started with `--port 0` can read them.
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
+    exit_with_parent();
     let admin_ip: IpAddr = opts
         .admin_host
         .parse()
@@ -138,6 +139,43 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     tokio::try_join!(scoring, admin).map_err(|e| e.to_string())?;
     tracing::info!("switchyard stopped");
     Ok(())
+}
+
+/// Names the process that started this server; the server exits when that process is gone.
+/// Internal, for test harnesses: a test process that exits (or is killed) without dropping its
+/// servers, such as the `static` fixtures of a test binary, which are never dropped, must not
+/// leave them running. `PR_SET_PDEATHSIG` would not do: it fires when the spawning *thread*
+/// ends, and a shared fixture is started by whichever test thread asks first.
+pub const PARENT_PID_ENV: &str = "SWITCHYARD_PARENT_PID";
+
+/// How often the parent is checked: a leaked server lives at most this long.
+const PARENT_POLL: Duration = Duration::from_millis(200);
+
+/// With [`PARENT_PID_ENV`] set, watches the parent: when this process has been handed to
+/// another parent (the named one exited), exits at once (code 1), without a graceful
+/// shutdown: nobody is left to talk to.
+fn exit_with_parent() {
+    let Some(parent) = std::env::var(PARENT_PID_ENV).ok().and_then(|v| v.trim().parse::<libc::pid_t>().ok()) else {
+        return;
+    };
+    let orphaned = move || {
+        // SAFETY: getppid(2) has no preconditions and cannot fail.
+        unsafe { libc::getppid() != parent }
+    };
+    if orphaned() {
+        eprintln!("switchyard: the process that started this server ({parent}) is gone; exiting");
+        std::process::exit(1);
+    }
+    let watch = std::thread::Builder::new().name("parent-watch".into()).spawn(move || loop {
+        std::thread::sleep(PARENT_POLL);
+        if orphaned() {
+            eprintln!("switchyard: the process that started this server ({parent}) is gone; exiting");
+            std::process::exit(1);
+        }
+    });
+    if let Err(e) = watch {
+        tracing::warn!(error = %e, "cannot watch the parent process");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
