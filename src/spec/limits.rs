@@ -2,7 +2,8 @@
 //! `--config-dir` files, `-f` files), checked before a document is parsed.
 //!
 //! Why: the YAML parser (libyaml, through serde_norway) is super-linear in flow nesting depth
-//! (measured, release build: 32 KB of `[` 0.84 s, 64 KB 2.7 s, 128 KB 14.3 s) and serde_norway
+//! (issue 9 reported 32 KB of nesting 0.84 s, 64 KB 2.7 s, 128 KB 14.3 s; the
+//! debug build here took 4.3 s on 128 KB of `[`) and serde_norway
 //! only applies its own recursion limit (128) after the whole event stream has been built. A
 //! JSON body that is too deep for serde_json (limit 128) used to fall back to YAML and hit the
 //! same cost. A spec is a few levels deep, so 64 levels and 1 MiB leave every real document
