@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::ControlPlane;
 use crate::endpoint::front_door::error_response;
-use crate::spec::SpecError;
+use crate::spec::{limits, SpecError};
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -97,13 +97,48 @@ macro_rules! files_own_state {
     };
 }
 
-/// Reads a JSON or YAML body (YAML is a superset of JSON, so both parse).
+/// An admin request body, or why it could not be read (too large, cut off). Taking the
+/// `Result` lets the handler answer with the admin API's JSON error instead of actix's text.
+type Body = Result<Bytes, actix_web::Error>;
+
+/// Reads a JSON or YAML body off the admin worker thread.
+///
+/// Parsing runs on actix's blocking pool: the limits of `spec::limits` keep a parse short, and
+/// even so a slow one must not stop the admin plane from answering other calls.
+async fn parse(body: Body) -> Result<Value, SpecError> {
+    let body = read(body)?;
+    web::block(move || parse_body(&body)).await.unwrap_or_else(|_| {
+        Err(SpecError { status: 503, message: "the request body could not be parsed now: try again".into() })
+    })
+}
+
+/// The body's bytes, or the admin API's error for a body that could not be read.
+fn read(body: Body) -> Result<Bytes, SpecError> {
+    body.map_err(|e| {
+        let status = e.as_response_error().status_code().as_u16();
+        if status == 413 {
+            SpecError { status, message: limits::too_large("the request body") }
+        } else {
+            SpecError { status: 400, message: format!("cannot read the request body: {e}") }
+        }
+    })
+}
+
+/// Parses a JSON or YAML body (YAML is a superset of JSON, so both parse). The size and nesting
+/// limits are checked first, for both: a JSON body too deep for serde_json must not fall back to
+/// the YAML parser, whose cost grows faster than the body on deep nesting.
 fn parse_body(body: &Bytes) -> Result<Value, SpecError> {
+    const WHAT: &str = "the request body";
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(SpecError::invalid("the request body is empty: send the fields as JSON (or YAML)"));
     }
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return Ok(v);
+    limits::check_document(body, WHAT)?;
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => return limits::check_value_depth(&v, WHAT).map(|()| v),
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            return Err(limits::too_deep(WHAT, e.line() as u64, e.column() as u64))
+        }
+        Err(_) => {}
     }
     let text = std::str::from_utf8(body).map_err(|_| SpecError::invalid("the request body is not UTF-8 text"))?;
     serde_norway::from_str::<Value>(text)
@@ -115,10 +150,10 @@ async fn get_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     reply(data.control.get_endpoint())
 }
 
-async fn put_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
+async fn put_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    match parse_body(&body).and_then(|v| data.control.put_endpoint(v)) {
+    match parse(body).await.and_then(|v| data.control.put_endpoint(v)) {
         Ok((mut view, created, ignored)) => {
             if !ignored.is_empty() {
                 view["ignored_fields"] = json!(ignored);
@@ -133,10 +168,10 @@ async fn put_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse
     }
 }
 
-async fn patch_endpoint(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
+async fn patch_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(parse_body(&body).and_then(|v| data.control.patch_endpoint(v)))
+    reply(parse(body).await.and_then(|v| data.control.patch_endpoint(v)))
 }
 
 async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
@@ -150,10 +185,10 @@ async fn get_keys(req: HttpRequest, data: Data) -> HttpResponse {
     reply(data.control.credentials())
 }
 
-async fn regenerate_keys(req: HttpRequest, body: Bytes, data: Data) -> HttpResponse {
+async fn regenerate_keys(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(
-        parse_body(&body).and_then(|v| data.control.regenerate_key(v)).map(|()| json!({"message": "key regenerated"})),
+        parse(body).await.and_then(|v| data.control.regenerate_key(v)).map(|()| json!({"message": "key regenerated"})),
     )
 }
 
@@ -174,24 +209,24 @@ struct PutQuery {
     all_traffic: bool,
 }
 
-async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
+async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
     let all_traffic = match web::Query::<PutQuery>::from_query(req.query_string()) {
         Ok(q) => q.all_traffic,
         Err(_) => return error_response(400, "all_traffic must be true or false"),
     };
-    match parse_body(&body).and_then(|v| data.control.put_deployment(&name, v, all_traffic)) {
+    match parse(body).await.and_then(|v| data.control.put_deployment(&name, v, all_traffic)) {
         Ok((view, true)) => HttpResponse::Created().json(view),
         Ok((view, false)) => HttpResponse::Ok().json(view),
         Err(e) => error_response(e.status, &e.message),
     }
 }
 
-async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
+async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(parse_body(&body).and_then(|v| data.control.patch_deployment(&name, v)))
+    reply(parse(body).await.and_then(|v| data.control.patch_deployment(&name, v)))
 }
 
 async fn delete_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
@@ -229,9 +264,13 @@ async fn get_comparison(req: HttpRequest, name: web::Path<String>, data: Data) -
     reply(data.control.comparison(&name))
 }
 
-async fn reset_comparison(req: HttpRequest, name: web::Path<String>, body: Bytes, data: Data) -> HttpResponse {
+async fn reset_comparison(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
-    let body = if body.iter().all(u8::is_ascii_whitespace) { Ok(None) } else { parse_body(&body).map(Some) };
+    let body = match read(body) {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(None),
+        Ok(b) => parse(Ok(b)).await.map(Some),
+        Err(e) => Err(e),
+    };
     reply(body.and_then(|b| data.control.reset_comparison(&name, b)))
 }
 

@@ -219,7 +219,9 @@ impl ControlPlane {
         deployment.pool.close();
         deployment.state.set(ProvisioningState::Deleting, None);
         deployment.logs.push("deployment removed: draining in-flight requests");
-        self.metrics.remove_deployment(&deployment.name);
+        // Gives back this version's hold on the name's series: they go only when no other
+        // version (a replacement) holds them.
+        deployment.metrics.release();
         self.runtime.spawn(async move {
             let n = deployment.pool.ready();
             deployment.pool.remove(n).await;

@@ -25,6 +25,9 @@ use crate::endpoint::front_door::{Drain, ScoringState};
 use crate::mirror::Tolerance;
 use crate::telemetry::Metrics;
 
+/// Admin-plane worker threads (see where the admin server is built).
+const ADMIN_WORKERS: usize = 2;
+
 /// Everything `switchyard serve` is told.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -60,6 +63,7 @@ pub struct ServeOptions {
 pub async fn run(opts: ServeOptions) -> Result<(), String> {
     // First: a SIGHUP from the moment the process exists must not kill it.
     ignore_hangup();
+    exit_with_parent();
     let admin_ip: IpAddr = opts
         .admin_host
         .parse()
@@ -152,10 +156,13 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         crate::deployment::background::set_nice(crate::deployment::background::CONTROL_NICE);
         App::new()
             .app_data(admin_state.clone())
-            .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+            // Admin documents are small; a larger body is refused before it is read whole.
+            .app_data(web::PayloadConfig::new(crate::spec::limits::MAX_DOCUMENT_BYTES))
             .configure(api::configure)
     })
-    .workers(1)
+    // Two workers: a call that takes long (a large body, a save to a slow disk) does not
+    // stop `show`, `list` or `/metrics` from answering.
+    .workers(ADMIN_WORKERS)
     // Its own, small cap: the scoring plane's cap leaves it this many descriptors.
     .max_connections(limits::ADMIN_MAX_CONNECTIONS)
     .disable_signals()
@@ -226,6 +233,43 @@ fn ignore_hangup() {
             }
             Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP; it will stop the server"),
         }
+    }
+}
+
+/// Names the process that started this server; the server exits when that process is gone.
+/// Internal, for test harnesses: a test process that exits (or is killed) without dropping its
+/// servers, such as the `static` fixtures of a test binary, which are never dropped, must not
+/// leave them running. `PR_SET_PDEATHSIG` would not do: it fires when the spawning *thread*
+/// ends, and a shared fixture is started by whichever test thread asks first.
+pub const PARENT_PID_ENV: &str = "SWITCHYARD_PARENT_PID";
+
+/// How often the parent is checked: a leaked server lives at most this long.
+const PARENT_POLL: Duration = Duration::from_millis(200);
+
+/// With [`PARENT_PID_ENV`] set, watches the parent: when this process has been handed to
+/// another parent (the named one exited), exits at once (code 1), without a graceful
+/// shutdown: nobody is left to talk to.
+fn exit_with_parent() {
+    let Some(parent) = std::env::var(PARENT_PID_ENV).ok().and_then(|v| v.trim().parse::<libc::pid_t>().ok()) else {
+        return;
+    };
+    let orphaned = move || {
+        // SAFETY: getppid(2) has no preconditions and cannot fail.
+        unsafe { libc::getppid() != parent }
+    };
+    if orphaned() {
+        eprintln!("switchyard: the process that started this server ({parent}) is gone; exiting");
+        std::process::exit(1);
+    }
+    let watch = std::thread::Builder::new().name("parent-watch".into()).spawn(move || loop {
+        std::thread::sleep(PARENT_POLL);
+        if orphaned() {
+            eprintln!("switchyard: the process that started this server ({parent}) is gone; exiting");
+            std::process::exit(1);
+        }
+    });
+    if let Err(e) = watch {
+        tracing::warn!(error = %e, "cannot watch the parent process");
     }
 }
 

@@ -133,8 +133,7 @@ pub const MAX_INSTANCES: u32 = 256;
 impl DeploymentSpec {
     /// Reads a deployment YAML file; relative paths resolve against its folder.
     pub fn from_file(path: &Path) -> Result<(Self, Vec<String>), SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
+        let text = super::limits::read_document_file(path)?;
         let value = super::yaml_to_json(&text, &path.display().to_string())?;
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         // Absolute, so the server resolves the same files whatever its working folder is.

@@ -48,8 +48,7 @@ pub struct EndpointSpec {
 impl EndpointSpec {
     /// Reads and parses an `endpoint.yml` file.
     pub fn from_file(path: &Path) -> Result<(Self, Vec<String>), SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
+        let text = super::limits::read_document_file(path)?;
         Self::from_value(super::yaml_to_json(&text, &path.display().to_string())?)
     }
 

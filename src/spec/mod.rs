@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod endpoint;
 pub mod error;
+pub mod limits;
 pub mod names;
 pub mod traffic;
 
@@ -17,8 +18,10 @@ pub use traffic::{parse_assignments, Traffic};
 pub const MAX_DEPLOYMENTS: usize = 20;
 
 /// Parses YAML text into a generic JSON value, so that both the YAML files and the admin API's
-/// JSON bodies go through the same typed deserialisation and the same error messages.
+/// JSON bodies go through the same typed deserialisation and the same error messages. The
+/// document is checked against the size and nesting limits first (see [`limits`]).
 pub fn yaml_to_json(text: &str, what: &str) -> Result<serde_json::Value, SpecError> {
+    limits::check_document(text.as_bytes(), what)?;
     let value: serde_json::Value =
         serde_norway::from_str(text).map_err(|e| SpecError::invalid(format!("{what} is not valid YAML: {e}")))?;
     match value {

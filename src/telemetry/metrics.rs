@@ -3,8 +3,14 @@
 //! Label lookups in a metric family take a lock and hash the labels, so each deployment keeps
 //! handles to its hot series (successful live requests, durations, in-flight gauge); only rarer
 //! series (errors, mirror) go through the family lookup per request.
+//!
+//! The series belong to a deployment's *name*, not to one version of it: replacing a
+//! deployment's model creates a second [`DeploymentMetrics`] for the same name while the old
+//! version drains, and both hold the same series. So each name counts the handle sets that hold
+//! it, and its series are removed only when the last one is released (the name was deleted).
 
-use std::sync::atomic::AtomicU64;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -78,6 +84,11 @@ pub struct Metrics {
     instances: Family<InstanceLabels, Gauge>,
     mirror: MirrorFamilies,
     process: ProcessGauges,
+    /// Unreleased [`DeploymentMetrics`] per deployment name. Creating handles and removing a
+    /// name's series both happen under this lock, so a version created while the last one of
+    /// the same name is released either keeps the series or gets fresh ones, never detached
+    /// handles.
+    holders: Mutex<HashMap<String, usize>>,
 }
 
 /// The comparison report's numbers (`switchyard_mirror_*`), read from the reports at scrape.
@@ -170,11 +181,30 @@ impl Metrics {
             "Virtual memory of this process",
             process.virtual_bytes.clone(),
         );
-        Arc::new(Self { registry, requests, durations, mirror_dropped, inflight, instances, mirror, process })
+        Arc::new(Self {
+            registry,
+            requests,
+            durations,
+            mirror_dropped,
+            inflight,
+            instances,
+            mirror,
+            process,
+            holders: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Handles for one deployment's series.
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // The map is only ever changed by one `+= 1`, `-= 1` or remove: a panic cannot leave
+        // it half-changed, so a poisoned lock is still usable.
+        self.holders.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handles for one deployment's series, shared with every other version of the same name.
+    /// The series stay until every handle set of the name is released.
     pub fn for_deployment(self: &Arc<Self>, name: &str) -> DeploymentMetrics {
+        let mut holders = self.holders();
+        *holders.entry(name.to_string()).or_insert(0) += 1;
         let dep = DeploymentLabel { deployment: name.to_string() };
         let live_ok = self
             .requests
@@ -194,11 +224,23 @@ impl Metrics {
             mirror_duration,
             inflight,
             mirror_dropped,
+            released: AtomicBool::new(false),
         }
     }
 
-    /// Forgets every series of a deleted deployment.
-    pub fn remove_deployment(&self, name: &str) {
+    /// Gives back one handle set of `name`; the last one out removes the name's series.
+    fn release(&self, name: &str) {
+        let mut holders = self.holders();
+        let Some(n) = holders.get_mut(name) else { return };
+        *n -= 1;
+        if *n == 0 {
+            holders.remove(name);
+            self.remove_series(name);
+        }
+    }
+
+    /// Forgets every series of a deployment name that no version holds any more.
+    fn remove_series(&self, name: &str) {
         let dep = DeploymentLabel { deployment: name.to_string() };
         self.inflight.remove(&dep);
         self.mirror_dropped.remove(&dep);
@@ -262,9 +304,28 @@ pub struct DeploymentMetrics {
     inflight: Gauge,
     /// Mirror copies dropped.
     pub mirror_dropped: Counter,
+    /// Whether [`Self::release`] ran (it runs at most once: on retirement or on drop).
+    released: AtomicBool,
+}
+
+impl Drop for DeploymentMetrics {
+    /// A version that never served (a failed or superseded load) is never retired; dropping it
+    /// gives its hold back, so a later delete of the name still removes the series.
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl DeploymentMetrics {
+    /// This version leaves the routing table (deleted, or replaced by a new version). The
+    /// series are removed only if no other version of the name holds them, so replacing a
+    /// model keeps the name's series (and their counts) for the new version. Idempotent.
+    pub fn release(&self) {
+        if !self.released.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.root.release(&self.name);
+        }
+    }
+
     /// Records one answered request.
     pub fn observe(&self, role: Role, code: u16, seconds: f64) {
         match (role, code) {
@@ -303,5 +364,49 @@ impl DeploymentMetrics {
         for (state, n) in INSTANCE_STATES.into_iter().zip([ready, loading, draining, failed]) {
             self.root.instances.get_or_create(&InstanceLabels { deployment: self.name.clone(), state }).set(n as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_series(m: &Metrics, family: &str, name: &str) -> bool {
+        m.render().lines().any(|l| l.starts_with(family) && l.contains(&format!("deployment=\"{name}\"")))
+    }
+
+    #[test]
+    fn a_replaced_version_leaves_the_names_series_to_the_new_one() {
+        let m = Metrics::new();
+        let old = m.for_deployment("blue");
+        let new = m.for_deployment("blue");
+        new.observe(Role::live, 200, 0.01);
+        old.release();
+        drop(old);
+        new.observe(Role::live, 200, 0.01);
+        for family in
+            ["switchyard_request_duration_seconds", "switchyard_inflight_requests", "switchyard_mirror_dropped"]
+        {
+            assert!(has_series(&m, family, "blue"), "{family} vanished with the replaced version:\n{}", m.render());
+        }
+        assert!(m.render().contains("switchyard_request_duration_seconds_count{deployment=\"blue\",role=\"live\"} 2"));
+        new.release();
+        assert!(!has_series(&m, "switchyard_inflight_requests", "blue"), "the last version out removes the series");
+        assert!(!has_series(&m, "switchyard_request_duration_seconds", "blue"));
+    }
+
+    #[test]
+    fn a_version_that_never_served_gives_its_hold_back_on_drop() {
+        let m = Metrics::new();
+        let serving = m.for_deployment("green");
+        let failed_replacement = m.for_deployment("green");
+        drop(failed_replacement);
+        assert!(has_series(&m, "switchyard_inflight_requests", "green"));
+        serving.release();
+        serving.release(); // idempotent: a second release does not take another holder's share
+        assert!(!has_series(&m, "switchyard_inflight_requests", "green"));
+        let again = m.for_deployment("green");
+        assert!(has_series(&m, "switchyard_inflight_requests", "green"), "a re-created name gets fresh series");
+        drop(again);
     }
 }

@@ -103,7 +103,11 @@ impl Server {
         } else {
             cmd.stderr(Stdio::null());
         }
+        // The server exits when this test process does, even if the `Server` is never dropped
+        // (a `static` fixture): see PARENT_PID_ENV in src/server/mod.rs.
+        cmd.env("SWITCHYARD_PARENT_PID", std::process::id().to_string());
         let mut child = cmd.spawn().expect("start switchyard serve");
+        record_server_pid(child.id());
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut scoring, mut admin) = (None, None);
@@ -259,6 +263,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// With `SWITCHYARD_TEST_PID_DIR` set (scripts/test.sh sets it), notes each server's pid there,
+/// so the script can check after the test binaries exit that none of them is still running.
+/// The server inherits the variable, which lets the script tell its servers from others.
+pub fn record_server_pid(pid: u32) {
+    if let Some(dir) = std::env::var_os("SWITCHYARD_TEST_PID_DIR") {
+        let _ = std::fs::write(Path::new(&dir).join(pid.to_string()), b"");
     }
 }
 

@@ -1,0 +1,217 @@
+//! Bounds on the JSON and YAML documents the control plane reads (admin API bodies,
+//! `--config-dir` files, `-f` files), checked before a document is parsed.
+//!
+//! Why: the YAML parser (libyaml, through serde_norway) is super-linear in flow nesting depth
+//! (issue 9 reported 32 KB of nesting 0.84 s, 64 KB 2.7 s, 128 KB 14.3 s; the
+//! debug build here took 4.3 s on 128 KB of `[`) and serde_norway
+//! only applies its own recursion limit (128) after the whole event stream has been built. A
+//! JSON body that is too deep for serde_json (limit 128) used to fall back to YAML and hit the
+//! same cost. A spec is a few levels deep, so 64 levels and 1 MiB leave every real document
+//! far inside the limits and make the worst case linear and small.
+
+use std::io::Read;
+use std::mem::MaybeUninit;
+use std::path::Path;
+
+use unsafe_libyaml_norway as unsafe_yaml;
+
+use super::SpecError;
+
+/// The largest admin request body or YAML file read (a deployment spec is a few hundred bytes).
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// The deepest nesting of mappings and sequences accepted (a deployment spec has 3 or 4).
+pub const MAX_NESTING_DEPTH: usize = 64;
+
+/// The message for a document over [`MAX_DOCUMENT_BYTES`].
+pub fn too_large(what: &str) -> String {
+    format!("{what} is larger than the limit of {MAX_DOCUMENT_BYTES} bytes (1 MiB)")
+}
+
+/// Checks a JSON or YAML document against both limits, before it is parsed. Documents that are
+/// not valid YAML pass this check: the real parse reports their error (and stops at the same
+/// place, so it never sees more nesting than this check did).
+pub fn check_document(text: &[u8], what: &str) -> Result<(), SpecError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(SpecError::invalid(too_large(what)));
+    }
+    match first_too_deep(text, MAX_NESTING_DEPTH) {
+        Some((line, column)) => Err(too_deep(what, line, column)),
+        None => Ok(()),
+    }
+}
+
+/// The error for a document nested deeper than [`MAX_NESTING_DEPTH`] at `line`:`column`.
+pub fn too_deep(what: &str, line: u64, column: u64) -> SpecError {
+    SpecError::invalid(format!(
+        "{what} is nested more than {MAX_NESTING_DEPTH} levels deep (at line {line} column {column}): \
+         mappings and lists may be nested at most {MAX_NESTING_DEPTH} levels"
+    ))
+}
+
+/// Checks a parsed JSON value against [`MAX_NESTING_DEPTH`], for the rare JSON text that the
+/// YAML event parser refuses early (and so was not measured by [`check_document`]).
+/// serde_json's own recursion limit (128) bounds this walk.
+pub fn check_value_depth(value: &serde_json::Value, what: &str) -> Result<(), SpecError> {
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    if depth(value) > MAX_NESTING_DEPTH {
+        return Err(SpecError::invalid(format!(
+            "{what} is nested more than {MAX_NESTING_DEPTH} levels deep: mappings and lists may be nested at most {MAX_NESTING_DEPTH} levels"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a YAML file of at most [`MAX_DOCUMENT_BYTES`] (a larger one is refused without being
+/// read whole).
+pub fn read_document_file(path: &Path) -> Result<String, SpecError> {
+    let file =
+        std::fs::File::open(path).map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(SpecError::invalid(too_large(&path.display().to_string())));
+    }
+    String::from_utf8(bytes).map_err(|_| SpecError::invalid(format!("{} is not UTF-8 text", path.display())))
+}
+
+/// The position (1-based line and column) where `text` first opens a mapping or sequence
+/// deeper than `limit`, or `None` if it never does (or is not valid YAML before that point).
+///
+/// This runs libyaml's own event parser and stops at the first event past the limit, so the
+/// depth measured is exactly the one the real parse would build: no second grammar to keep in
+/// step with YAML's quoting and indentation rules. libyaml's cost per token grows with the
+/// current flow depth (its simple-key stack); stopping at `limit` keeps the whole check linear
+/// in the size of the text (the scanner looks ahead at most about 1024 characters on a line).
+/// JSON is YAML here: the same events, the same depth.
+fn first_too_deep(text: &[u8], limit: usize) -> Option<(u64, u64)> {
+    let mut parser = EventParser::new(text);
+    let mut depth = 0usize;
+    loop {
+        let (kind, line, column) = parser.next()?;
+        match kind {
+            unsafe_yaml::YAML_SEQUENCE_START_EVENT | unsafe_yaml::YAML_MAPPING_START_EVENT => {
+                depth += 1;
+                if depth > limit {
+                    return Some((line + 1, column + 1));
+                }
+            }
+            unsafe_yaml::YAML_SEQUENCE_END_EVENT | unsafe_yaml::YAML_MAPPING_END_EVENT => {
+                depth = depth.saturating_sub(1)
+            }
+            unsafe_yaml::YAML_STREAM_END_EVENT => return None,
+            _ => {}
+        }
+    }
+}
+
+/// A libyaml parser over a borrowed string, yielding only each event's kind and start mark.
+struct EventParser<'a> {
+    /// Boxed: libyaml keeps a pointer to the parser inside itself (its read handler's data),
+    /// so the struct must not move after `yaml_parser_set_input_string`.
+    sys: Box<MaybeUninit<unsafe_yaml::yaml_parser_t>>,
+    _input: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> EventParser<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        let mut sys = Box::new(MaybeUninit::<unsafe_yaml::yaml_parser_t>::uninit());
+        let parser = sys.as_mut_ptr();
+        // SAFETY: `parser` points to writable, boxed (never moved) memory of the right type;
+        // initialize zeroes it and allocates its buffers (it only fails if malloc fails, which
+        // aborts in Rust's allocator anyway). The input outlives the parser through `'a`.
+        unsafe {
+            if unsafe_yaml::yaml_parser_initialize(parser).fail {
+                std::process::abort();
+            }
+            unsafe_yaml::yaml_parser_set_encoding(parser, unsafe_yaml::YAML_UTF8_ENCODING);
+            unsafe_yaml::yaml_parser_set_input_string(parser, input.as_ptr(), input.len() as u64);
+        }
+        Self { sys, _input: std::marker::PhantomData }
+    }
+
+    /// The next event's kind and 0-based start line and column; `None` on a parse error (the
+    /// caller must not ask again after `None` or after the stream's end).
+    fn next(&mut self) -> Option<(unsafe_yaml::yaml_event_type_t, u64, u64)> {
+        let parser = self.sys.as_mut_ptr();
+        let mut event = MaybeUninit::<unsafe_yaml::yaml_event_t>::uninit();
+        // SAFETY: the parser was initialized in `new` and is only used from `&mut self`. Its
+        // only caller stops at the first error or at the end of the stream, so a parser in an
+        // error state is never asked for more events. A parsed event is read, then freed once.
+        unsafe {
+            let event = event.as_mut_ptr();
+            if unsafe_yaml::yaml_parser_parse(parser, event).fail {
+                return None;
+            }
+            let out = ((*event).type_, (*event).start_mark.line, (*event).start_mark.column);
+            unsafe_yaml::yaml_event_delete(event);
+            Some(out)
+        }
+    }
+}
+
+impl Drop for EventParser<'_> {
+    fn drop(&mut self) {
+        // SAFETY: initialized in `new`, deleted exactly once here.
+        unsafe { unsafe_yaml::yaml_parser_delete(self.sys.as_mut_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_specs_pass() {
+        let yaml = "name: blue\nmodel:\n  path: ../model-1\ntags:\n  a: [1, {b: [2]}]\nrequest_settings:\n  request_timeout_ms: 5\n";
+        assert_eq!(check_document(yaml.as_bytes(), "t"), Ok(()));
+        assert_eq!(check_document(br#"{"name": "blue", "model": {"path": "x"}}"#, "t"), Ok(()));
+    }
+
+    #[test]
+    fn depth_is_counted_the_way_yaml_counts_it() {
+        let at = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(check_document(at(MAX_NESTING_DEPTH).as_bytes(), "t").is_ok());
+        let err = check_document(at(MAX_NESTING_DEPTH + 1).as_bytes(), "the body").unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.message.contains("nested more than 64 levels"), "{}", err.message);
+        // Block nesting (compact sequences, indentation) and mappings count too.
+        assert!(check_document(("- ".repeat(65) + "x").as_bytes(), "t").is_err());
+        assert!(check_document(("- ".repeat(63) + "x").as_bytes(), "t").is_ok());
+        let indented: String = (0..70).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert!(check_document(indented.as_bytes(), "t").is_err());
+        // Brackets inside quoted strings and block scalars are text, not nesting.
+        let quoted = format!("a: \"{}\"\nb: |\n  {}\nc: ['{}']\n", "[".repeat(500), "{".repeat(500), "]".repeat(9));
+        assert_eq!(check_document(quoted.as_bytes(), "t"), Ok(()));
+        // Closing brackets inside strings do not hide real nesting.
+        let tricky = "[\"]\", ".repeat(100);
+        assert!(check_document(tricky.as_bytes(), "t").is_err());
+    }
+
+    #[test]
+    fn the_worst_case_is_fast() {
+        for body in
+            ["[".repeat(MAX_DOCUMENT_BYTES), "{a: ".repeat(MAX_DOCUMENT_BYTES / 4), "- ".repeat(MAX_DOCUMENT_BYTES / 2)]
+        {
+            let started = std::time::Instant::now();
+            assert!(check_document(body.as_bytes(), "t").is_err());
+            // Generous for a debug build on a loaded machine; the unbounded parse took seconds.
+            assert!(started.elapsed() < std::time::Duration::from_millis(500), "{:?}", started.elapsed());
+        }
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let big = format!("a: \"{}\"", "x".repeat(MAX_DOCUMENT_BYTES));
+        let err = check_document(big.as_bytes(), "the body").unwrap_err();
+        assert!(err.message.contains("1 MiB"), "{}", err.message);
+    }
+}
