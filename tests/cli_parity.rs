@@ -41,3 +41,18 @@ fn table_output_and_the_global_flags_of_az() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "my-endpoint");
     assert!(String::from_utf8_lossy(&out.stderr).contains("INFO: GET"));
 }
+
+#[test]
+fn get_with_wait_answers_when_the_load_is_over() {
+    let s = Server::start();
+    s.create_endpoint();
+    let doc = json!({"name": "blue", "model": {"path": repo().join("models/model-2")}, "instance_count": 16});
+    assert_eq!(s.admin("PUT", "/v1/deployments/blue", Some(&doc)).status, 201);
+    // One call, no polling: it returns once the 16 instances are loaded.
+    let v = s.admin("GET", "/v1/deployments/blue?wait=60", None).json();
+    assert_eq!(v["provisioning_state"], "Succeeded", "{v}");
+    assert_eq!(v["instances"]["ready"], 16, "{v}");
+    let r = s.admin("GET", "/v1/deployments/blue?wait=soon", None);
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("wait must be a number"), "{}", r.body);
+}

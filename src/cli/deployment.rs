@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -201,8 +201,11 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
     let tty = std::io::stderr().is_terminal() && !global.only_show_errors;
     let start = Instant::now();
     let mut last = String::new();
+    // The server answers once the operation ends (`?wait`), at the latest after `wait`
+    // seconds: a terminal's progress line is refreshed every second, a script just waits.
+    let wait = if tty { 1 } else { 30 };
     loop {
-        let current = admin.call("GET", &format!("/v1/deployments/{name}"), None)?.ok_json()?;
+        let current = admin.call("GET", &format!("/v1/deployments/{name}?wait={wait}"), None)?.ok_json()?;
         let state = current.get("provisioning_state").and_then(Value::as_str).unwrap_or("").to_string();
         if tty && state != last {
             eprint!("\r{name}: {state} ({:.1}s)   ", start.elapsed().as_secs_f64());
@@ -223,7 +226,8 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
                 let error = current.get("error").and_then(Value::as_str).unwrap_or("unknown error");
                 return Err(format!("deployment {name} failed: {error}"));
             }
-            _ => std::thread::sleep(Duration::from_millis(50)),
+            "Creating" | "Updating" => {}
+            other => return Err(format!("deployment {name} is {other}")),
         }
     }
 }

@@ -56,13 +56,13 @@ fn reply(result: Result<Value, SpecError>) -> HttpResponse {
 /// Admin token check; `None` when the call may proceed.
 fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
     let expected = data.admin_token.as_ref()?;
+    // The scoring plane's parser: one rule for both planes (scheme case-insensitive).
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        .and_then(|v| crate::endpoint::auth::strip_bearer(v.as_bytes()))
+        .unwrap_or(b"");
+    if bool::from(presented.ct_eq(expected.as_bytes())) {
         return None;
     }
     let mut r = error_response(
@@ -197,9 +197,30 @@ async fn list_deployments(req: HttpRequest, data: Data) -> HttpResponse {
     reply(data.control.list_deployments())
 }
 
+/// `?wait=SECONDS` on `GET /v1/deployments/{name}`: answer once no operation is in progress
+/// (or the time is up), so clients wait for a load without polling.
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait: Option<f64>,
+}
+
+/// The longest `?wait` honoured in one call; clients call again for longer waits.
+const MAX_WAIT_SECS: f64 = 60.0;
+
 async fn get_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(data.control.get_deployment(&name))
+    let wait = match web::Query::<WaitQuery>::from_query(req.query_string()) {
+        Ok(q) => q.wait,
+        Err(_) => return error_response(400, "wait must be a number of seconds, e.g. ?wait=30"),
+    };
+    let Some(wait) = wait.filter(|w| w.is_finite() && *w > 0.0) else {
+        return reply(data.control.get_deployment(&name));
+    };
+    let limit = std::time::Duration::from_secs_f64(wait.min(MAX_WAIT_SECS));
+    match data.control.wait_settled(&name, limit).await {
+        Some(view) => reply(Ok(view)),
+        None => reply(data.control.get_deployment(&name)),
+    }
 }
 
 /// `?all_traffic=true` on create.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::deployment::Deployment;
+use crate::deployment::{Deployment, ProvisioningState};
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, WeightedSplit};
 use crate::mirror::Tolerance;
 use crate::spec::{DeploymentSpec, EndpointSpec, SpecError};
@@ -174,13 +174,14 @@ impl ControlPlane {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let live = self.lock().deployments.get(name).map(|r| Arc::clone(&r.live))?;
-            if !live.state.get().is_busy() {
+            let now = live.state.get();
+            if !matches!(now, ProvisioningState::Creating | ProvisioningState::Updating) {
                 let state = self.lock();
                 let record = state.deployments.get(name)?;
                 if Arc::ptr_eq(&record.live, &live) {
                     return Some(self.deployment_view(record));
                 }
-                continue;
+                continue; // replaced meanwhile: wait on the version that took over
             }
             if tokio::time::timeout_at(deadline, live.state.settled()).await.is_err() {
                 let state = self.lock();

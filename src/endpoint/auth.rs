@@ -159,7 +159,7 @@ impl Credentials {
 }
 
 /// `Bearer <secret>` → `<secret>` (scheme case-insensitive, as RFC 6750 allows).
-fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
+pub fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
     if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
         Some(value[7..].trim_ascii())
     } else {
