@@ -60,8 +60,21 @@ proptest! {
     #[test]
     fn yaml_text_never_panics(text in "\\PC{0,200}") {
         if let Ok(v) = spec::yaml_to_json(&text, "fuzz") {
-            let _ = EndpointSpec::from_value(v.clone());
-            let _ = DeploymentSpec::from_value(v);
+            // Refusals are the caller's error and say why; an accepted spec reads back the same.
+            match EndpointSpec::from_value(v.clone()) {
+                Ok((spec, _)) => {
+                    let (back, _) = EndpointSpec::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+                    prop_assert_eq!(back, spec);
+                }
+                Err(e) => prop_assert!((400..500).contains(&e.status) && !e.message.is_empty(), "{:?}", e),
+            }
+            match DeploymentSpec::from_value(v) {
+                Ok((spec, _)) => {
+                    let (back, _) = DeploymentSpec::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+                    prop_assert_eq!(back, spec);
+                }
+                Err(e) => prop_assert!((400..500).contains(&e.status) && !e.message.is_empty(), "{:?}", e),
+            }
         }
     }
 
@@ -75,7 +88,13 @@ proptest! {
 
     #[test]
     fn request_bodies_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = serde_json::from_slice::<ScoreRequest>(&bytes);
+        // Whatever the bytes, a request that parses is valid JSON with rectangular arrays.
+        if let Ok(request) = serde_json::from_slice::<ScoreRequest>(&bytes) {
+            prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
+            for a in request.data.iter().chain(request.inputs.iter().flat_map(|m| m.values())) {
+                prop_assert_eq!(a.values.len(), a.shape.iter().product::<usize>());
+            }
+        }
     }
 
     #[test]
