@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -30,15 +30,14 @@ fn endpoint_yaml(traffic: &str, mirror: &str) -> String {
 
 /// Polls until `check` holds on `GET /v1/endpoint` (or fails after 20 s).
 fn wait_endpoint(s: &Server, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(what, Duration::from_secs(20), || {
         let r = s.admin("GET", "/v1/endpoint", None);
         if r.status == 200 && check(&r.json()) {
-            return r.json();
+            Ok(r.json())
+        } else {
+            Err(r.body)
         }
-        assert!(Instant::now() < deadline, "never saw {what}: {}", r.body);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 #[test]
@@ -123,13 +122,12 @@ fn a_configmap_symlink_swap_is_applied() {
     std::os::unix::fs::symlink("..2026_11_26_v2", d.join("..data_tmp")).unwrap();
     std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the swap was applied", Duration::from_secs(20), || {
         let b = s.admin("GET", "/v1/deployments/blue", None).json();
         if b["instance_count"] == 3 && b["instances"]["ready"] == 3 {
-            break;
+            Ok(())
+        } else {
+            Err(b.to_string())
         }
-        assert!(Instant::now() < deadline, "the swap was not applied: {b}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
 }

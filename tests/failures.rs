@@ -137,9 +137,14 @@ fn key_rotation_under_traffic() {
     for _ in 0..5 {
         // Let the secondary-key clients run between rotations.
         let before = sent.load(Ordering::Relaxed);
-        while sent.load(Ordering::Relaxed) < before + 50 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        eventually("50 more requests", Duration::from_secs(60), || {
+            let n = sent.load(Ordering::Relaxed);
+            if n >= before + 50 {
+                Ok(())
+            } else {
+                Err(format!("{} sent", n - before))
+            }
+        });
         let r = s.admin("POST", "/v1/endpoint/keys/regenerate", Some(&json!({"keyType": "primary"})));
         assert_eq!(r.status, 200);
         assert_eq!(s.score_authed(&old, &sample_request(), None).status, 401, "the old primary stops at once");

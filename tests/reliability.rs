@@ -29,16 +29,14 @@ fn patch(s: &Server, name: &str, body: Value) -> Reply {
 
 /// Waits until the deployment has no operation in progress; returns its view.
 fn settle(s: &Server, name: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = s.admin("GET", &format!("/v1/deployments/{name}"), None).json();
-        let state = v["provisioning_state"].as_str().unwrap_or_default().to_string();
-        if state == "Succeeded" || state == "Failed" {
-            return v;
+    eventually(&format!("{name} settled"), Duration::from_secs(60), || {
+        let v = s.admin("GET", &format!("/v1/deployments/{name}?wait=10"), None).json();
+        if v["provisioning_state"] == "Succeeded" || v["provisioning_state"] == "Failed" {
+            Ok(v)
+        } else {
+            Err(v.to_string())
         }
-        assert!(Instant::now() < deadline, "{name} never settled: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 #[test]
@@ -134,17 +132,16 @@ fn a_replacement_acknowledged_before_a_restart_still_happens_after_it() {
     // Whether or not the replacement had finished, something serves at once...
     assert_eq!(s.score_authed(&key, &sample_request(), None).status, 200);
     // ...and the acknowledged replacement ends up serving.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = s.admin("GET", "/v1/deployments/blue", None).json();
-        if v["provisioning_state"] == "Succeeded" && v["model"]["path"] == model("model-2") {
-            assert_eq!(v["instances"]["ready"], 64, "{v}");
-            break;
-        }
+    let v = eventually("the replacement serves", Duration::from_secs(120), || {
+        let v = s.admin("GET", "/v1/deployments/blue?wait=10", None).json();
         assert_ne!(v["provisioning_state"], "Failed", "{v}");
-        assert!(Instant::now() < deadline, "the replacement never finished: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        if v["provisioning_state"] == "Succeeded" && v["model"]["path"] == model("model-2") {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert_eq!(v["instances"]["ready"], 64, "{v}");
 }
 
 #[test]
@@ -206,10 +203,12 @@ fn deleting_a_deployment_stops_its_loads_and_loads_are_bounded() {
     }
     let deleted = Instant::now();
     // Loads stop within a few loads' time, not after 2,048 of them.
-    while threads_named(pid, "switchyard-load") > baseline {
-        assert!(deleted.elapsed() < Duration::from_secs(10), "loads of deleted deployments are still running");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the loads of deleted deployments stopped", Duration::from_secs(10), || {
+        match threads_named(pid, "switchyard-load") {
+            n if n <= baseline => Ok(()),
+            n => Err(format!("{n} loader threads")),
+        }
+    });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     watcher.join().unwrap();
     let slots = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16);

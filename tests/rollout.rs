@@ -127,15 +127,14 @@ fn sigterm_answers_requests_in_flight_then_exits_0() {
         })
         .collect();
     // Let all 8 be admitted (2 run, 6 wait for an instance), then ask the server to stop.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("8 requests in flight", Duration::from_secs(10), || {
         let m = s.admin("GET", "/metrics", None).body;
         if m.contains("switchyard_inflight_requests{deployment=\"slow\"} 8") {
-            break;
+            Ok(())
+        } else {
+            Err("fewer".into())
         }
-        assert!(Instant::now() < deadline, "requests never got in flight");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    });
     let t = Instant::now();
     let status = s.terminate();
     let answers: Vec<u16> = in_flight.into_iter().map(|h| h.join().unwrap()).collect();

@@ -46,9 +46,14 @@ fn scale_up_and_down_under_traffic() {
         let v = s.wait_state("blue", "Succeeded");
         assert_eq!(v["instances"]["ready"], count, "{v}");
         // Let traffic flow on the new size before the next change.
-        while ok.load(Ordering::Relaxed) < before + 200 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        eventually("200 more answers", std::time::Duration::from_secs(60), || {
+            let n = ok.load(Ordering::Relaxed);
+            if n >= before + 200 {
+                Ok(())
+            } else {
+                Err(format!("{} answers", n - before))
+            }
+        });
     }
     stop.store(true, Ordering::Relaxed);
     let failures: Vec<_> = clients.into_iter().filter_map(|c| c.join().unwrap()).collect();

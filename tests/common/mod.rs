@@ -31,6 +31,20 @@ pub fn sample_request() -> Vec<u8> {
     std::fs::read(repo().join("sample-requests/model-1.json")).unwrap()
 }
 
+/// Waits until `probe` answers `Some`, checking every few milliseconds, and fails the test with
+/// `what` and the last answer's debug form after `limit`. The one way tests wait for an effect
+/// they cannot be told about directly (a load, a file applied, a counter reached).
+pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "never happened: {what} (last seen: {last})"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A running server, killed on drop.
 pub struct Server {
     child: Child,
@@ -143,11 +157,14 @@ impl Server {
 
     /// Waits until the scoring plane reports ready (a restored state is live).
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.get("/health/ready").status != 200 {
-            assert!(Instant::now() < deadline, "the server never became ready");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually("the server is ready", Duration::from_secs(60), || {
+            let r = self.get("/health/ready");
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        })
     }
 
     /// Runs the CLI against this server.
@@ -241,17 +258,17 @@ impl Server {
         self.wait_state(name, "Succeeded")
     }
 
-    /// Polls a deployment until it reaches `state` (or fails the test after 60 s).
+    /// Waits (on the server's `?wait`, so without polling) until a deployment reaches `state`,
+    /// failing the test after 60 s.
     pub fn wait_state(&self, name: &str, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = self.admin("GET", &format!("/v1/deployments/{name}"), None).json();
+        eventually(&format!("deployment {name} is {state}"), Duration::from_secs(60), || {
+            let v = self.admin("GET", &format!("/v1/deployments/{name}?wait=10"), None).json();
             if v["provisioning_state"] == state {
-                return v;
+                Ok(v)
+            } else {
+                Err(v.to_string())
             }
-            assert!(Instant::now() < deadline, "deployment {name} never reached {state}: {v}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
     }
 
     pub fn set_traffic(&self, traffic: Value) -> Reply {
