@@ -3,13 +3,14 @@
 
 use serde_json::{json, Value};
 
+use super::ControlError;
 use super::{ControlPlane, State};
 use crate::mirror::Tolerance;
-use crate::spec::{SpecError, Traffic};
+use crate::spec::Traffic;
 
 impl ControlPlane {
     /// `GET /v1/deployments/{name}/comparison`.
-    pub fn comparison(&self, name: &str) -> Result<Value, SpecError> {
+    pub fn comparison(&self, name: &str) -> Result<Value, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
         let mut report = record.live.mirror_report.to_json();
@@ -25,24 +26,24 @@ impl ControlPlane {
     }
 
     /// `POST /v1/deployments/{name}/comparison/reset`, optionally with a new `atol`/`rtol`.
-    pub fn reset_comparison(&self, name: &str, body: Option<Value>) -> Result<Value, SpecError> {
+    pub fn reset_comparison(&self, name: &str, body: Option<Value>) -> Result<Value, ControlError> {
         let tolerance = {
             let state = self.lock();
             let record =
                 state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
             let current = record.live.mirror_report.tolerance();
-            let field = |key: &str, default: f64| -> Result<f64, SpecError> {
+            let field = |key: &str, default: f64| -> Result<f64, ControlError> {
                 match body.as_ref().and_then(|b| b.get(key)) {
                     None | Some(Value::Null) => Ok(default),
                     Some(v) => v
                         .as_f64()
                         .filter(|x| x.is_finite() && *x >= 0.0)
-                        .ok_or_else(|| SpecError::invalid(format!("{key} must be a non-negative number, got {v}"))),
+                        .ok_or_else(|| ControlError::invalid(format!("{key} must be a non-negative number, got {v}"))),
                 }
             };
             if let Some(b) = &body {
                 if !b.is_object() && !b.is_null() {
-                    return Err(SpecError::invalid("expected {\"atol\": number, \"rtol\": number} (both optional)"));
+                    return Err(ControlError::invalid("expected {\"atol\": number, \"rtol\": number} (both optional)"));
                 }
             }
             Tolerance { atol: field("atol", current.atol)?, rtol: field("rtol", current.rtol)? }

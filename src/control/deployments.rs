@@ -7,10 +7,11 @@ use serde_json::Value;
 
 use super::endpoint::no_endpoint;
 use super::store::FailedUpdate;
+use super::ControlError;
 use super::{ControlPlane, DeploymentRecord, PendingVersion, State};
 use crate::deployment::pool::LOAD_CANCELLED;
 use crate::deployment::{Deployment, ProvisioningState};
-use crate::spec::{DeploymentSpec, HookKind, SpecError, MAX_DEPLOYMENTS};
+use crate::spec::{DeploymentSpec, HookKind, MAX_DEPLOYMENTS};
 
 /// Fields whose change needs new instances (the model or the hook changes).
 const REPLACING_FIELDS: &[&str] = &["model", "code_configuration", "environment", "environment_variables"];
@@ -25,7 +26,7 @@ impl ControlPlane {
         name: &str,
         body: Value,
         all_traffic: bool,
-    ) -> Result<(Value, bool), SpecError> {
+    ) -> Result<(Value, bool), ControlError> {
         let body = with_name(body, name)?;
         let (spec, _ignored) = DeploymentSpec::from_value(body)?;
         let kind = spec.hook_kind()?;
@@ -41,12 +42,12 @@ impl ControlPlane {
         spec: DeploymentSpec,
         kind: HookKind,
         all_traffic: bool,
-    ) -> Result<(Value, bool), SpecError> {
+    ) -> Result<(Value, bool), ControlError> {
         let name = spec.name.clone();
         self.check_endpoint_name(state, &spec)?;
         let exists = state.deployments.contains_key(&name);
         if !exists && state.deployments.len() >= MAX_DEPLOYMENTS {
-            return Err(SpecError::conflict(format!("an endpoint holds at most {MAX_DEPLOYMENTS} deployments")));
+            return Err(ControlError::Conflict(format!("an endpoint holds at most {MAX_DEPLOYMENTS} deployments")));
         }
         if let Some(record) = state.deployments.get(&name) {
             let s = record.live.state.get();
@@ -109,9 +110,11 @@ impl ControlPlane {
     /// applied in place (scaling adds or drains instances without dropping a request); a change
     /// of the model or hook replaces the deployment as `PUT` does. The lock is held from the
     /// merge to the publish: two concurrent patches cannot lose each other's fields.
-    pub fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<Value, SpecError> {
+    pub fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<Value, ControlError> {
         if !patch.is_object() {
-            return Err(SpecError::invalid("a deployment update must be a JSON object, e.g. {\"instance_count\": 2}"));
+            return Err(ControlError::invalid(
+                "a deployment update must be a JSON object, e.g. {\"instance_count\": 2}",
+            ));
         }
         let mut state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
@@ -129,7 +132,7 @@ impl ControlPlane {
             return self.put_locked(&mut state, spec, kind, false).map(|(v, _)| v);
         }
         if current == ProvisioningState::Failed && record.live.pool.ready() == 0 {
-            return Err(SpecError::conflict(format!(
+            return Err(ControlError::Conflict(format!(
                 "deployment {name:?} failed to load; fix it with `online-deployment update -f` (replace) or delete it"
             )));
         }
@@ -156,7 +159,7 @@ impl ControlPlane {
 
     /// `DELETE /v1/deployments/{name}`: refused while it has live traffic; removes the mirror
     /// rule if it is the shadow. Requests in flight finish first; loads still running stop.
-    pub fn delete_deployment(&self, name: &str) -> Result<(), SpecError> {
+    pub fn delete_deployment(&self, name: &str) -> Result<(), ControlError> {
         let mut state = self.lock();
         if !state.deployments.contains_key(name) {
             return Err(unknown_deployment(name, &state));
@@ -165,7 +168,7 @@ impl ControlPlane {
         if let Some(ep) = state.endpoint.as_mut() {
             let live = ep.spec.traffic.get(name).copied().unwrap_or(0);
             if live > 0 {
-                return Err(SpecError::conflict(format!(
+                return Err(ControlError::Conflict(format!(
                     "deployment {name:?} has {live}% of live traffic: move its traffic to other deployments first (`online-endpoint update --traffic`)"
                 )));
             }
@@ -183,14 +186,14 @@ impl ControlPlane {
     }
 
     /// `GET /v1/deployments/{name}`.
-    pub fn get_deployment(&self, name: &str) -> Result<Value, SpecError> {
+    pub fn get_deployment(&self, name: &str) -> Result<Value, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         Ok(self.deployment_view(record))
     }
 
     /// `GET /v1/deployments`.
-    pub fn list_deployments(&self) -> Result<Value, SpecError> {
+    pub fn list_deployments(&self) -> Result<Value, ControlError> {
         let state = self.lock();
         if state.endpoint.is_none() {
             return Err(no_endpoint());
@@ -199,7 +202,7 @@ impl ControlPlane {
     }
 
     /// `GET /v1/deployments/{name}/logs?lines=N`.
-    pub fn deployment_logs(&self, name: &str, lines: usize) -> Result<Vec<String>, SpecError> {
+    pub fn deployment_logs(&self, name: &str, lines: usize) -> Result<Vec<String>, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         Ok(record.live.logs.tail(lines))
@@ -372,14 +375,14 @@ impl ControlPlane {
         );
     }
 
-    fn check_endpoint_name(&self, state: &State, spec: &DeploymentSpec) -> Result<(), SpecError> {
+    fn check_endpoint_name(&self, state: &State, spec: &DeploymentSpec) -> Result<(), ControlError> {
         let ep = state.endpoint.as_ref().ok_or_else(|| {
-            SpecError::conflict(
-                "this server has no endpoint yet: create it before its deployments (`online-endpoint create`)",
+            ControlError::Conflict(
+                "this server has no endpoint yet: create it before its deployments (`online-endpoint create`)".into(),
             )
         })?;
         match &spec.endpoint_name {
-            Some(n) if *n != ep.spec.name => Err(SpecError::invalid(format!(
+            Some(n) if *n != ep.spec.name => Err(ControlError::invalid(format!(
                 "deployment {:?} is for endpoint {n:?}, but this server hosts endpoint {:?}",
                 spec.name, ep.spec.name
             ))),
@@ -429,9 +432,9 @@ impl ControlPlane {
 }
 
 /// Sets the body's `name` from the URL (or checks they agree).
-fn with_name(body: Value, name: &str) -> Result<Value, SpecError> {
+fn with_name(body: Value, name: &str) -> Result<Value, ControlError> {
     let Value::Object(mut m) = body else {
-        return Err(SpecError::invalid("a deployment must be a JSON or YAML mapping of fields"));
+        return Err(ControlError::invalid("a deployment must be a JSON or YAML mapping of fields"));
     };
     match m.get("name") {
         None | Some(Value::Null) => {
@@ -439,7 +442,7 @@ fn with_name(body: Value, name: &str) -> Result<Value, SpecError> {
         }
         Some(Value::String(n)) if n == name => {}
         Some(other) => {
-            return Err(SpecError::invalid(format!(
+            return Err(ControlError::invalid(format!(
                 "the body names deployment {other}, but the URL names {name:?}: they must agree"
             )))
         }
@@ -447,18 +450,18 @@ fn with_name(body: Value, name: &str) -> Result<Value, SpecError> {
     Ok(Value::Object(m))
 }
 
-fn busy(name: &str, state: ProvisioningState) -> SpecError {
-    SpecError::conflict(format!(
+fn busy(name: &str, state: ProvisioningState) -> ControlError {
+    ControlError::Conflict(format!(
         "deployment {name:?} is {state:?}: wait until the current operation finishes (`online-deployment show`)"
     ))
 }
 
-pub(super) fn unknown_deployment(name: &str, state: &State) -> SpecError {
+pub(super) fn unknown_deployment(name: &str, state: &State) -> ControlError {
     if state.endpoint.is_none() {
         return no_endpoint();
     }
     let known: Vec<&str> = state.deployments.keys().map(String::as_str).collect();
-    SpecError::not_found(format!(
+    ControlError::NotFound(format!(
         "deployment {name:?} does not exist (deployments: {})",
         if known.is_empty() { "none".to_string() } else { known.join(", ") }
     ))

@@ -6,11 +6,12 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use super::ControlError;
 use super::{ControlPlane, EndpointRecord, State};
 use crate::deployment::ProvisioningState;
 use crate::endpoint::auth::KeyType;
 use crate::endpoint::Credentials;
-use crate::spec::{traffic, AuthMode, EndpointSpec, SpecError, Traffic};
+use crate::spec::{traffic, AuthMode, EndpointSpec, Traffic};
 
 /// Fields `PATCH /v1/endpoint` may change.
 const PATCHABLE: &[&str] = &["traffic", "mirror_traffic", "description", "tags"];
@@ -18,12 +19,12 @@ const PATCHABLE: &[&str] = &["traffic", "mirror_traffic", "description", "tags"]
 impl ControlPlane {
     /// `PUT /v1/endpoint`: creates the endpoint, or replaces its settings if it is the same one.
     /// Returns the endpoint view, whether it was created, and the ignored keys.
-    pub fn put_endpoint(&self, body: Value) -> Result<(Value, bool, Vec<String>), SpecError> {
+    pub fn put_endpoint(&self, body: Value) -> Result<(Value, bool, Vec<String>), ControlError> {
         let (spec, ignored) = EndpointSpec::from_value(body)?;
         let mut state = self.lock();
         let created = match &state.endpoint {
             Some(existing) if existing.spec.name != spec.name => {
-                return Err(SpecError::conflict(format!(
+                return Err(ControlError::Conflict(format!(
                     "this server hosts endpoint {:?}; one process serves one endpoint: delete it first, or start another `switchyard serve`",
                     existing.spec.name
                 )))
@@ -54,14 +55,14 @@ impl ControlPlane {
 
     /// `PATCH /v1/endpoint`: changes traffic, mirror rule, description or tags. Traffic given
     /// replaces the whole split (deployments not named get 0).
-    pub fn patch_endpoint(&self, body: Value) -> Result<Value, SpecError> {
+    pub fn patch_endpoint(&self, body: Value) -> Result<Value, ControlError> {
         let Value::Object(fields) = body else {
-            return Err(SpecError::invalid(
+            return Err(ControlError::invalid(
                 "an endpoint update must be a JSON object, e.g. {\"traffic\": {\"blue\": 90, \"green\": 10}}",
             ));
         };
         if let Some(key) = fields.keys().find(|k| !PATCHABLE.contains(&k.as_str())) {
-            return Err(SpecError::invalid(format!(
+            return Err(ControlError::invalid(format!(
                 "endpoint field `{key}` cannot be updated; updatable fields: {}",
                 PATCHABLE.join(", ")
             )));
@@ -85,12 +86,12 @@ impl ControlPlane {
             None => ep.spec.description.clone(),
             Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => return Err(SpecError::invalid(format!("description must be a string, got {other}"))),
+            Some(other) => return Err(ControlError::invalid(format!("description must be a string, got {other}"))),
         };
         let tags = match fields.get("tags") {
             None => ep.spec.tags.clone(),
             Some(Value::Object(m)) => m.clone().into_iter().collect(),
-            Some(_) => return Err(SpecError::invalid("tags must be a mapping of name to value")),
+            Some(_) => return Err(ControlError::invalid("tags must be a mapping of name to value")),
         };
         let old_mirror = ep.spec.mirror_traffic.clone();
         let before = state.clone();
@@ -107,7 +108,7 @@ impl ControlPlane {
 
     /// `DELETE /v1/endpoint`: removes the endpoint and every deployment; requests in flight
     /// finish on the pools they hold.
-    pub fn delete_endpoint(&self) -> Result<(), SpecError> {
+    pub fn delete_endpoint(&self) -> Result<(), ControlError> {
         let mut state = self.lock();
         if state.endpoint.is_none() {
             return Err(no_endpoint());
@@ -124,7 +125,7 @@ impl ControlPlane {
     }
 
     /// `GET /v1/endpoint`.
-    pub fn get_endpoint(&self) -> Result<Value, SpecError> {
+    pub fn get_endpoint(&self) -> Result<Value, ControlError> {
         let state = self.lock();
         if state.endpoint.is_none() {
             return Err(no_endpoint());
@@ -133,7 +134,7 @@ impl ControlPlane {
     }
 
     /// `GET /v1/endpoint/keys`: the keys, or a fresh token in `aml_token` mode.
-    pub fn credentials(&self) -> Result<Value, SpecError> {
+    pub fn credentials(&self) -> Result<Value, ControlError> {
         let state = self.lock();
         let ep = state.endpoint.as_ref().ok_or_else(no_endpoint)?;
         Ok(match ep.credentials.auth_mode {
@@ -148,16 +149,16 @@ impl ControlPlane {
     }
 
     /// `POST /v1/endpoint/keys/regenerate`: replaces one key at once; the other keeps working.
-    pub fn regenerate_key(&self, body: Value) -> Result<(), SpecError> {
+    pub fn regenerate_key(&self, body: Value) -> Result<(), ControlError> {
         let which: KeyType =
             body.get("keyType").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
-                SpecError::invalid("expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}")
+                ControlError::invalid("expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}")
             })?;
         let mut state = self.lock();
         let before = state.clone();
         let ep = state.endpoint.as_mut().ok_or_else(no_endpoint)?;
         if ep.credentials.auth_mode != AuthMode::Key {
-            return Err(SpecError::invalid(
+            return Err(ControlError::invalid(
                 "this endpoint uses auth_mode aml_token: it has no keys to regenerate (get-credentials issues tokens)",
             ));
         }
@@ -194,7 +195,7 @@ impl ControlPlane {
 
 /// Positive traffic may only go to a deployment that can answer: not one still loading its
 /// first instances, and not one whose init failed.
-fn check_can_serve(state: &State, live: &Traffic) -> Result<(), SpecError> {
+fn check_can_serve(state: &State, live: &Traffic) -> Result<(), ControlError> {
     let current = state.endpoint.as_ref().map(|e| &e.spec.traffic);
     for (name, percent) in live {
         let had = current.and_then(|t| t.get(name)).copied().unwrap_or(0);
@@ -208,11 +209,11 @@ fn check_can_serve(state: &State, live: &Traffic) -> Result<(), SpecError> {
             continue;
         }
         return Err(match record.live.state.get() {
-            ProvisioningState::Failed => SpecError::conflict(format!(
+            ProvisioningState::Failed => ControlError::Conflict(format!(
                 "deployment {name:?} failed and cannot receive traffic: {}",
                 record.live.state.error().unwrap_or_default()
             )),
-            state => SpecError::conflict(format!(
+            state => ControlError::Conflict(format!(
                 "deployment {name:?} is {state:?} and has no ready instance yet: give it traffic once it has Succeeded"
             )),
         });
@@ -220,8 +221,8 @@ fn check_can_serve(state: &State, live: &Traffic) -> Result<(), SpecError> {
     Ok(())
 }
 
-pub(super) fn no_endpoint() -> SpecError {
-    SpecError::not_found(
-        "this server has no endpoint yet: create one with `switchyard online-endpoint create -f endpoint.yml`",
+pub(super) fn no_endpoint() -> ControlError {
+    ControlError::NotFound(
+        "this server has no endpoint yet: create one with `switchyard online-endpoint create -f endpoint.yml`".into(),
     )
 }

@@ -2,10 +2,10 @@
 //! completely before anything is touched; an accepted change updates the state and publishes a
 //! new routing snapshot in one step, so the front door never sees a half-applied change.
 
-pub mod api;
 mod comparison;
 mod deployments;
 mod endpoint;
+mod error;
 mod restore;
 pub mod store;
 pub mod watch;
@@ -21,8 +21,9 @@ use arc_swap::ArcSwap;
 use crate::deployment::{Deployment, ProvisioningState};
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, WeightedSplit};
 use crate::mirror::Tolerance;
-use crate::spec::{DeploymentSpec, EndpointSpec, SpecError};
+use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
+pub use error::ControlError;
 use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
 
 /// The control plane's state: the endpoint and its deployments. Cloning it is cheap (the
@@ -220,15 +221,12 @@ impl ControlPlane {
     /// Makes an accepted change durable (when `--state-dir` is set) and then visible. If it
     /// cannot be saved, the state goes back to `before` and the change is refused: nothing is
     /// acknowledged that a restart would lose.
-    fn commit(&self, state: &mut State, before: State) -> Result<(), SpecError> {
+    fn commit(&self, state: &mut State, before: State) -> Result<(), ControlError> {
         if let Some(store) = &self.store {
             if let Err(e) = store.save(&durable(state)) {
                 *state = before;
                 tracing::error!(error = %e, "cannot save the state");
-                return Err(SpecError {
-                    status: 500,
-                    message: format!("the change could not be saved to --state-dir ({e}); nothing was changed"),
-                });
+                return Err(ControlError::Unsaved(e));
             }
         }
         self.publish(state);

@@ -109,7 +109,7 @@ impl ControlPlane {
                 let name = next.name.clone();
                 let body = serde_json::to_value(&next).unwrap_or(serde_json::Value::Null);
                 if let Err(e) = cp.put_deployment(&name, body, false) {
-                    tracing::warn!(deployment = %name, error = %e.message, "the saved replacement cannot start again");
+                    tracing::warn!(deployment = %name, error = %e, "the saved replacement cannot start again");
                 }
             }
         })

@@ -118,7 +118,7 @@ fn read_folder(dir: &Path) -> Result<Desired, String> {
     files.sort();
     let mut deployments = BTreeMap::new();
     for file in files {
-        let (spec, _) = DeploymentSpec::from_file(&file).map_err(|e| format!("{}: {}", file.display(), e.message))?;
+        let (spec, _) = DeploymentSpec::from_file(&file).map_err(|e| format!("{}: {}", file.display(), e))?;
         if let Some(ep) = &spec.endpoint_name {
             if *ep != endpoint.name {
                 return Err(format!(
@@ -129,7 +129,7 @@ fn read_folder(dir: &Path) -> Result<Desired, String> {
                 ));
             }
         }
-        spec.hook_kind().map_err(|e| format!("{}: {}", file.display(), e.message))?;
+        spec.hook_kind().map_err(|e| format!("{}: {}", file.display(), e))?;
         if deployments.insert(spec.name.clone(), spec).is_some() {
             return Err(format!("{}: another file already defines this deployment", file.display()));
         }
@@ -139,7 +139,7 @@ fn read_folder(dir: &Path) -> Result<Desired, String> {
     }
     let names: BTreeSet<String> = deployments.keys().cloned().collect();
     traffic::validate(&endpoint.traffic, &endpoint.mirror_traffic, &names)
-        .map_err(|e| format!("{}: {}", endpoint_file.display(), e.message))?;
+        .map_err(|e| format!("{}: {}", endpoint_file.display(), e))?;
     Ok(Desired { endpoint, deployments })
 }
 
@@ -164,7 +164,7 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
             body["traffic"] = json!(cur.traffic);
             body["mirror_traffic"] = json!(cur.mirror_traffic);
         }
-        control.put_endpoint(body).map_err(|e| format!("endpoint: {}", e.message))?;
+        control.put_endpoint(body).map_err(|e| format!("endpoint: {}", e))?;
     }
     // 2. New and changed deployments, loaded before traffic moves.
     let mut touched = Vec::new();
@@ -174,12 +174,12 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
             Some(old) => {
                 wait_idle(control, name).await;
                 let patch = changed_fields(old, spec);
-                control.patch_deployment(name, patch).map_err(|e| format!("deployment {name}: {}", e.message))?;
+                control.patch_deployment(name, patch).map_err(|e| format!("deployment {name}: {}", e))?;
                 touched.push(name.clone());
             }
             None => {
                 let body = serde_json::to_value(spec).map_err(|e| e.to_string())?;
-                control.put_deployment(name, body, false).map_err(|e| format!("deployment {name}: {}", e.message))?;
+                control.put_deployment(name, body, false).map_err(|e| format!("deployment {name}: {}", e))?;
                 touched.push(name.clone());
             }
         }
@@ -189,10 +189,10 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
     }
     // 3. Traffic and mirror rule, in one atomic change.
     let split = json!({"traffic": ep.traffic, "mirror_traffic": ep.mirror_traffic});
-    control.patch_endpoint(split).map_err(|e| format!("traffic: {}", e.message))?;
+    control.patch_endpoint(split).map_err(|e| format!("traffic: {}", e))?;
     // 4. Deployments no longer in the folder (their traffic is 0 now).
     for name in current.1.keys().filter(|n| !desired.deployments.contains_key(*n)) {
-        control.delete_deployment(name).map_err(|e| format!("deployment {name}: {}", e.message))?;
+        control.delete_deployment(name).map_err(|e| format!("deployment {name}: {}", e))?;
     }
     Ok(())
 }

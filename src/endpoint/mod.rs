@@ -1,9 +1,8 @@
-//! The front door: the immutable routing snapshot, the traffic split, auth, and the `/score`
-//! handler that ties them together.
+//! What the front door decides with, free of HTTP: the immutable routing snapshot, the
+//! traffic split and the credentials. The `/score` handler that ties them together is
+//! `server::front_door`.
 
 pub mod auth;
-pub mod body;
-pub mod front_door;
 pub mod routing;
 pub mod split;
 

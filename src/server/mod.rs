@@ -3,6 +3,10 @@
 //! The two planes are separate HTTP servers so the admin API can stay on loopback while the
 //! scoring plane faces clients, and so a flood of scoring traffic cannot starve control calls.
 
+mod admin;
+mod body;
+mod errors;
+pub mod front_door;
 mod limits;
 mod scoring;
 
@@ -17,13 +21,12 @@ use actix_web::body::BoxBody;
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 
-use crate::control::api::{self, AdminState};
 use crate::control::store::StateStore;
 use crate::control::{ControlOptions, ControlPlane};
-use crate::endpoint::body;
-use crate::endpoint::front_door::{Drain, ScoringState};
 use crate::mirror::Tolerance;
 use crate::telemetry::Metrics;
+use admin::AdminState;
+use front_door::{Drain, ScoringState};
 
 /// Admin-plane worker threads (see where the admin server is built).
 const ADMIN_WORKERS: usize = 2;
@@ -158,7 +161,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
             .app_data(admin_state.clone())
             // Admin documents are small; a larger body is refused before it is read whole.
             .app_data(web::PayloadConfig::new(crate::spec::limits::MAX_DOCUMENT_BYTES))
-            .configure(api::configure)
+            .configure(admin::configure)
     })
     // Two workers: a call that takes long (a large body, a save to a slow disk) does not
     // stop `show`, `list` or `/metrics` from answering.

@@ -2,7 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 
-use crate::endpoint::front_door::{self, error_response, ScoringState};
+use super::errors::error_response;
+use super::front_door::{self, ScoringState};
 
 /// Registers `/score`, the health routes and the OpenAPI document.
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -1,38 +1,41 @@
-//! The one error type of validation: a message that names the rule broken, plus the HTTP status
-//! the admin API answers with (400 for a malformed request, 409 for a conflict with the state).
+//! The one error type of validation: a message that names the rule broken and what would be
+//! accepted, and what kind of refusal it is. It knows nothing of HTTP: the planes map the kind
+//! to a status in one place (`server::errors`).
 
-use std::fmt;
+/// What kind of rule a refused document broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecErrorKind {
+    /// The document or a value in it is malformed or out of range.
+    Invalid,
+    /// Two parts of a valid document contradict each other (a mirror to a live deployment).
+    Conflict,
+    /// The document is larger than this server reads.
+    TooLarge,
+}
 
-/// A refused change. The message is written for the user: it says what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A refused document or value. The message is written for the user: it says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct SpecError {
-    /// HTTP status for the admin API: 400 (invalid input), 404 (unknown name) or 409 (conflict).
-    pub status: u16,
+    /// What kind of rule was broken.
+    pub kind: SpecErrorKind,
     /// What rule was broken and what would be accepted.
     pub message: String,
 }
 
 impl SpecError {
-    /// The request itself is malformed or breaks a rule (HTTP 400).
+    /// The document is malformed or breaks a rule.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { status: 400, message: message.into() }
+        Self { kind: SpecErrorKind::Invalid, message: message.into() }
     }
 
-    /// The request is well formed but conflicts with the current state (HTTP 409).
+    /// Two parts of the document contradict each other.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { status: 409, message: message.into() }
+        Self { kind: SpecErrorKind::Conflict, message: message.into() }
     }
 
-    /// The request names something that does not exist (HTTP 404).
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: 404, message: message.into() }
-    }
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+    /// The document is too large to be read.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self { kind: SpecErrorKind::TooLarge, message: message.into() }
     }
 }
-
-impl std::error::Error for SpecError {}

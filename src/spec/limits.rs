@@ -181,7 +181,7 @@ mod tests {
         let at = |n: usize| "[".repeat(n) + &"]".repeat(n);
         assert!(check_document(at(MAX_NESTING_DEPTH).as_bytes(), "t").is_ok());
         let err = check_document(at(MAX_NESTING_DEPTH + 1).as_bytes(), "the body").unwrap_err();
-        assert_eq!(err.status, 400);
+        assert_eq!(err.kind, crate::spec::SpecErrorKind::Invalid);
         assert!(err.message.contains("nested more than 64 levels"), "{}", err.message);
         // Block nesting (compact sequences, indentation) and mappings count too.
         assert!(check_document(("- ".repeat(65) + "x").as_bytes(), "t").is_err());

@@ -11,7 +11,7 @@ pub mod traffic;
 
 pub use deployment::{DeploymentSpec, HookKind};
 pub use endpoint::{AuthMode, EndpointSpec};
-pub use error::SpecError;
+pub use error::{SpecError, SpecErrorKind};
 pub use traffic::{parse_assignments, Traffic};
 
 /// The most deployments one endpoint may hold (Azure's limit, CONTRACT §1).

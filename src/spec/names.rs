@@ -34,7 +34,7 @@ mod tests {
     fn refuses_bad_names() {
         for n in ["", "ab", "1abc", "-abc", "abc-", "a_bc", "blüe", &"x".repeat(33), "a bc"] {
             let err = validate_name("deployment", n).unwrap_err();
-            assert_eq!(err.status, 400);
+            assert_eq!(err.kind, crate::spec::SpecErrorKind::Invalid);
             assert!(err.message.contains("invalid deployment name"), "{}", err.message);
         }
     }

@@ -171,7 +171,7 @@ mod tests {
         assert!(validate(&t, &m("green=51"), &d).unwrap_err().message.contains("at most 50"));
         assert!(validate(&t, &m("green=10 red=10"), &d).unwrap_err().message.contains("only one"));
         let e = validate(&t, &m("blue=10"), &d).unwrap_err();
-        assert_eq!(e.status, 409);
+        assert_eq!(e.kind, crate::spec::SpecErrorKind::Conflict);
         assert!(e.message.contains("live traffic"));
         let (_, active) = validate(&t, &m("green=0"), &d).unwrap();
         assert!(active.is_empty(), "green=0 turns mirroring off");

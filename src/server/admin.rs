@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::ControlPlane;
-use crate::endpoint::front_door::error_response;
+use super::errors::{control_error, error_response, reply};
+use crate::control::{ControlError, ControlPlane};
 use crate::spec::{limits, SpecError};
 
 /// What the admin handlers share.
@@ -45,13 +45,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 type Data = web::Data<AdminState>;
-
-fn reply(result: Result<Value, SpecError>) -> HttpResponse {
-    match result {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => error_response(e.status, &e.message),
-    }
-}
 
 /// Admin token check; `None` when the call may proceed.
 fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
@@ -105,21 +98,22 @@ type Body = Result<Bytes, actix_web::Error>;
 ///
 /// Parsing runs on actix's blocking pool: the limits of `spec::limits` keep a parse short, and
 /// even so a slow one must not stop the admin plane from answering other calls.
-async fn parse(body: Body) -> Result<Value, SpecError> {
+async fn parse(body: Body) -> Result<Value, ControlError> {
     let body = read(body)?;
-    web::block(move || parse_body(&body)).await.unwrap_or_else(|_| {
-        Err(SpecError { status: 503, message: "the request body could not be parsed now: try again".into() })
-    })
+    match web::block(move || parse_body(&body)).await {
+        Ok(parsed) => Ok(parsed?),
+        Err(_) => Err(ControlError::Unavailable("the request body could not be parsed now: try again".into())),
+    }
 }
 
 /// The body's bytes, or the admin API's error for a body that could not be read.
-fn read(body: Body) -> Result<Bytes, SpecError> {
+fn read(body: Body) -> Result<Bytes, ControlError> {
     body.map_err(|e| {
         let status = e.as_response_error().status_code().as_u16();
         if status == 413 {
-            SpecError { status, message: limits::too_large("the request body") }
+            SpecError::too_large(limits::too_large("the request body")).into()
         } else {
-            SpecError { status: 400, message: format!("cannot read the request body: {e}") }
+            ControlError::invalid(format!("cannot read the request body: {e}"))
         }
     })
 }
@@ -164,7 +158,7 @@ async fn put_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse 
                 HttpResponse::Ok().json(view)
             }
         }
-        Err(e) => error_response(e.status, &e.message),
+        Err(e) => control_error(&e),
     }
 }
 
@@ -240,7 +234,7 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
     match parse(body).await.and_then(|v| data.control.put_deployment(&name, v, all_traffic)) {
         Ok((view, true)) => HttpResponse::Created().json(view),
         Ok((view, false)) => HttpResponse::Ok().json(view),
-        Err(e) => error_response(e.status, &e.message),
+        Err(e) => control_error(&e),
     }
 }
 
@@ -276,7 +270,7 @@ async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) 
             }
             HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text)
         }
-        Err(e) => error_response(e.status, &e.message),
+        Err(e) => control_error(&e),
     }
 }
 

@@ -22,7 +22,7 @@ use actix_web::{web, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 
-use super::front_door::error_response;
+use super::errors::error_response;
 
 /// First buffer size for a body without `Content-Length` (chunked): grows by doubling.
 const UNSIZED_START: usize = 16 * 1024;

@@ -14,8 +14,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use super::body::{self, BodyLimits};
-use super::RoutingTable;
-use crate::deployment::{Deployment, ScoreError};
+use super::errors::{error_response, score_error};
+use crate::deployment::Deployment;
+use crate::endpoint::RoutingTable;
 use crate::mirror::{self, Answer};
 
 /// The header that pins a deployment and names the one that answered.
@@ -123,12 +124,6 @@ impl ScoringState {
     }
 }
 
-/// An error answer: JSON `{"message": ...}` with the given status.
-pub fn error_response(status: u16, message: &str) -> HttpResponse {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(serde_json::json!({ "message": message }))
-}
-
 /// The `/score` handler. The order matters: cheap refusals first (ids, auth, routing), then the
 /// admission slot (429 without reading the body), then the body (bounded in size and time)
 /// while holding the slot, then the run.
@@ -161,7 +156,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState) 
     };
     let admitted = match deployment.admit(request_id) {
         Ok(admitted) => admitted,
-        Err(e) => return with_ids(served_by(score_error_response(&e), deployment), request_id, client_id.as_deref()),
+        Err(e) => return with_ids(served_by(score_error(&e), deployment), request_id, client_id.as_deref()),
     };
     let limits = BodyLimits { max_bytes: state.max_body_bytes, timeout: state.body_timeout };
     let body = match body::read(headers, payload, limits).await {
@@ -184,7 +179,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState) 
         Ok(answer) => HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
             .content_type(answer.content_type)
             .body(answer.body),
-        Err(e) => score_error_response(&e),
+        Err(e) => score_error(&e),
     };
     with_ids(served_by(response, deployment), request_id, client_id.as_deref())
 }
@@ -243,44 +238,6 @@ fn route<'t>(
     Ok((live, shadow))
 }
 
-fn score_error_response(e: &ScoreError) -> HttpResponse {
-    match e {
-        ScoreError::Overloaded => {
-            let mut r = error_response(
-                429,
-                "too many requests in flight for this deployment: retry later, or scale it (instance_count) or raise max_concurrent_requests_per_instance",
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        ScoreError::NotReady => error_response(
-            503,
-            "the deployment has no ready instance: it is loading or failed (see `online-deployment show`)",
-        ),
-        ScoreError::BadInput(m) => error_response(400, m),
-        ScoreError::Timeout(limit) => error_response(
-            408,
-            &format!(
-                "the request took longer than the deployment's request_timeout_ms ({} ms); raise request_settings.request_timeout_ms (at most 180000) or send less work",
-                limit.as_millis()
-            ),
-        ),
-        ScoreError::ModelFailed(reason) => {
-            let mut r = error_response(424, &format!("the model failed to score the request: {reason}"));
-            let h = r.headers_mut();
-            h.insert(
-                header::HeaderName::from_static("ms-azureml-model-error-statuscode"),
-                HeaderValue::from_static("500"),
-            );
-            h.insert(
-                header::HeaderName::from_static("ms-azureml-model-error-reason"),
-                HeaderValue::from_str(&header_safe(reason)).unwrap_or(HeaderValue::from_static("model_error")),
-            );
-            r
-        }
-    }
-}
-
 /// `x-ms-client-request-id`, sanitised to `[A-Za-z0-9_-]{0,40}`; over 100 characters is 431,
 /// and so are headers over [`MAX_HEADER_BYTES`] in all.
 #[allow(clippy::result_large_err)]
@@ -320,9 +277,4 @@ fn with_ids(mut response: HttpResponse, request_id: &str, client_id: Option<&str
         h.insert(header::HeaderName::from_static("x-ms-client-request-id"), client);
     }
     response
-}
-
-/// Makes free text fit in a header value: visible ASCII only, at most 256 characters.
-fn header_safe(text: &str) -> String {
-    text.chars().map(|c| if (' '..='~').contains(&c) { c } else { ' ' }).take(256).collect()
 }

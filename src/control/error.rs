@@ -1,0 +1,32 @@
+//! Why the control plane refused an operation. Validation errors come from `spec` unchanged;
+//! the rest depend on the state (a name that does not exist, a deployment busy loading, a
+//! state folder that cannot be written). The admin API maps each to a status in one place.
+
+use crate::spec::SpecError;
+
+/// A refused control-plane operation; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request breaks a rule that needs no state.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The request is well formed but conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change could not be made durable (`--state-dir`), so it was undone.
+    #[error("the change could not be saved to --state-dir ({0}); nothing was changed")]
+    Unsaved(#[source] std::io::Error),
+    /// The server cannot take the request right now; the same request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ControlError {
+    /// Shorthand for a refused, malformed request.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Spec(SpecError::invalid(message))
+    }
+}
