@@ -217,7 +217,11 @@ impl Deployment {
         let before = self.mirror_inflight.fetch_add(1, Ordering::AcqRel);
         if before >= self.capacity.load(Ordering::Relaxed) {
             self.mirror_inflight.fetch_sub(1, Ordering::AcqRel);
-            self.drop_copy(request_id, window, DropReason::QueueFull);
+            // A queue full of copies waiting for CPU is the budget's doing: say so, so that the
+            // user raises the budget rather than the shadow's size.
+            let reason =
+                if background::shadow_budget().available() { DropReason::QueueFull } else { DropReason::CpuBudget };
+            self.drop_copy(request_id, window, reason);
             return None;
         }
         Some(CopyTicket { deployment: Arc::clone(self), window })

@@ -91,7 +91,8 @@ pub enum DropReason {
     /// instance_count), or the process-wide shadow job queue, was full.
     QueueFull,
     /// The shadow CPU budget (`serve --mirror-cpu-percent`) stayed spent until the copy's
-    /// deadline (`request_timeout_ms` after it was queued).
+    /// deadline (`request_timeout_ms` after it was queued), or the copy queue was full while
+    /// the budget was spent (copies waiting for CPU fill it).
     CpuBudget,
     /// Every shadow instance stayed busy (pinned requests, other copies) until the deadline.
     NoIdleInstance,
@@ -118,7 +119,7 @@ impl DropReason {
     pub fn describe(self) -> &'static str {
         match self {
             DropReason::QueueFull => "the shadow's copy queue is full",
-            DropReason::CpuBudget => "the shadow CPU budget was spent until the copy's deadline",
+            DropReason::CpuBudget => "the shadow CPU budget is spent (serve --mirror-cpu-percent)",
             DropReason::NoIdleInstance => "every shadow instance stayed busy until the copy's deadline",
             DropReason::NotReady => "the shadow has no ready instance",
         }
