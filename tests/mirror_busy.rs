@@ -134,7 +134,15 @@ fn a_busy_host_still_gets_the_mirror_share_and_show_and_compare_agree() {
     assert!((effective - 10.0 * copied / wanted).abs() < 1e-9, "{m}");
 
     // compare reports the same share, and its pairs are the copies that ran.
-    let c = s.cli_json(&["online-deployment", "compare", "--name", "twin", "-o", "json"]);
+    // (A pair is recorded just after its copy is counted, on a shadow thread: poll briefly.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = loop {
+        let c = s.cli_json(&["online-deployment", "compare", "--name", "twin", "-o", "json"]);
+        if c["pairs"].as_f64().unwrap() + c["unpaired"].as_f64().unwrap() >= copied || Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(c["mirror"], m, "show and compare agree");
     assert_eq!(c["dropped"].as_f64().unwrap(), dropped);
     assert_eq!(c["pairs"].as_f64().unwrap() + c["unpaired"].as_f64().unwrap(), copied, "{c}");
