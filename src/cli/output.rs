@@ -192,9 +192,9 @@ pub fn comparison_table(r: &Value) -> String {
         ("max |diff|", num("max_abs_diff")),
         ("mean |diff|", num("mean_abs_diff")),
         ("shadow errors / live errors", format!("{} / {}", num("shadow_errors"), num("live_errors"))),
-        ("dropped (shadow full)", num("dropped")),
         ("unpaired (client gone)", num("unpaired")),
     ];
+    rows.extend(share_rows(r.get("mirror")));
     for (label, q) in [
         ("latency p50 live / shadow", "p50"),
         ("latency p90 live / shadow", "p90"),
@@ -222,6 +222,34 @@ pub fn comparison_table(r: &Value) -> String {
     out
 }
 
+/// The effective mirror share rows of the comparison table: what the user asked for against
+/// what the shadow got, and why the rest was dropped.
+fn share_rows(m: Option<&Value>) -> Vec<(&'static str, String)> {
+    let Some(m) = m.filter(|m| m.is_object()) else {
+        return Vec::new();
+    };
+    let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let effective = m
+        .get("effective_percent")
+        .and_then(Value::as_f64)
+        .map_or("-".to_string(), |e| format!("{e:.1}% of unpinned requests (asked {}%)", n("percent")));
+    let reasons: Vec<String> = m
+        .get("dropped_by_reason")
+        .and_then(Value::as_object)
+        .map(|o| o.iter().filter(|(_, v)| v.as_u64().unwrap_or(0) > 0).map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    let dropped = if reasons.is_empty() {
+        n("dropped").to_string()
+    } else {
+        format!("{} ({})", n("dropped"), reasons.join(", "))
+    };
+    vec![
+        ("copies wanted / copied / in flight", format!("{} / {} / {}", n("wanted"), n("copied"), n("in_flight"))),
+        ("copies dropped", dropped),
+        ("effective mirror share", effective),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +268,22 @@ mod tests {
         assert_eq!(lines[2], "2              blue   Succeeded");
         assert_eq!(lines[3], "1              green  Creating");
         assert_eq!(table(&json!("Healthy")), "Result\n-------\nHealthy\n");
+    }
+
+    #[test]
+    fn comparison_table_shows_the_effective_share() {
+        let r = json!({"deployment": "green", "tolerance": {"atol": 1e-6, "rtol": 1e-6}, "mirror": {
+            "percent": 10, "wanted": 300, "copied": 270, "dropped": 30, "in_flight": 0,
+            "dropped_by_reason": {"queue_full": 20, "cpu_budget": 10, "no_idle_instance": 0, "not_ready": 0},
+            "copied_ratio": 0.9, "effective_percent": 9.0}});
+        let t = comparison_table(&r);
+        assert!(t.contains("300 / 270 / 0"), "{t}");
+        assert!(
+            t.contains("30 (queue_full 20, cpu_budget 10)") || t.contains("30 (cpu_budget 10, queue_full 20)"),
+            "{t}"
+        );
+        assert!(t.contains("9.0% of unpinned requests (asked 10%)"), "{t}");
+        assert!(!comparison_table(&json!({"tolerance": {}})).contains("copies wanted"), "no mirror object, no rows");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The mirror comparison report of a deployment: read, reset, and reset when the mirror rule
-//! changes (a report always describes one rule).
+//! changes (a report always describes one rule); and the effective mirror share (wanted /
+//! copied / dropped by reason) shown with the shadow deployment.
 
 use serde_json::{json, Value};
 
 use super::ControlError;
-use super::{ControlPlane, State};
+use super::{ControlPlane, DeploymentRecord, State};
 use crate::mirror::Tolerance;
 use crate::spec::Traffic;
 
@@ -21,8 +22,26 @@ impl ControlPlane {
         report["deployment"] = json!(name);
         report["queued"] = json!(record.live.queued_copies());
         report["mirror_percent"] = json!(percent);
+        report["mirror"] = record.live.mirror_report.share().to_json(percent);
         report["live_deployments"] = json!(live);
         Ok(report)
+    }
+
+    /// The `mirror` object of a deployment's view (`online-deployment show`): the effective
+    /// share since the mirror rule was set, so that a user who asked for 10% sees whether the
+    /// shadow got 10%. Present while the deployment is the mirror target, or while copies it
+    /// was sent are still counted; `None` otherwise. Reads the routing snapshot, not the state,
+    /// so it may be called with the state lock held.
+    pub(super) fn mirror_view(&self, record: &DeploymentRecord) -> Option<Value> {
+        let routing = self.routing.load();
+        let percent = routing
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.mirror.as_ref())
+            .filter(|(d, _)| d.name == record.spec.name)
+            .map_or(0, |(_, p)| *p);
+        let share = record.live.mirror_report.share();
+        (percent > 0 || share.wanted > 0).then(|| share.to_json(percent))
     }
 
     /// `POST /v1/deployments/{name}/comparison/reset`, optionally with a new `atol`/`rtol`.

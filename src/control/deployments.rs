@@ -421,6 +421,9 @@ impl ControlPlane {
             if let Some(ep) = self.published_endpoint_name() {
                 m.entry("endpoint_name").or_insert(Value::String(ep));
             }
+            if let Some(mirror) = self.mirror_view(record) {
+                m.insert("mirror".into(), mirror);
+            }
         }
         v
     }

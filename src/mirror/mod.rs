@@ -4,9 +4,10 @@
 //!
 //! The live path pays one admission check and a queue push for a copy, and one store of its
 //! answer afterwards; it never waits for the shadow. Everything else — scoring the copy,
-//! logging it, parsing and comparing both answers — runs on the low-priority shadow threads
-//! (`deployment::background`), which only get CPU the live path does not use. A shadow that
-//! falls behind fills its queue, and further copies are dropped and counted.
+//! logging it, parsing and comparing both answers — runs on the shadow threads
+//! (`deployment::background`): below live priority, within a CPU budget. A shadow that falls
+//! behind fills its queue, and further copies are dropped and counted with the reason; the
+//! effective share (wanted / copied / dropped) is part of the report.
 
 pub mod compare;
 pub mod report;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use crate::deployment::{background, Deployment};
 
 pub use compare::Tolerance;
-pub use report::{Answer, MirrorReport};
+pub use report::{Answer, DropReason, MirrorReport, ShareSnapshot};
 
 /// Where the two answers of a mirrored request meet. Whichever side arrives second has the
 /// pair recorded, always on a shadow thread, so neither side ever waits for the other.
@@ -119,10 +120,11 @@ pub fn copy(
     let for_shadow = Arc::clone(&meeting);
     let content_type: Option<Box<str>> = content_type.map(Into::into);
     let queued_at = std::time::Instant::now();
+    let window = ticket.window();
     let queued = background::spawn(move || {
         let shadow = ticket.deployment();
         let Some((outcome, latency)) =
-            shadow.score_copy(&body, content_type.as_deref(), &for_shadow.request_id, queued_at)
+            shadow.score_copy(&body, content_type.as_deref(), &for_shadow.request_id, queued_at, ticket.window())
         else {
             return; // counted as a drop
         };
@@ -134,7 +136,7 @@ pub fn copy(
     });
     if queued.is_err() {
         // The job (and its ticket) is dropped with the error: the copy never ran.
-        shadow.drop_copy(request_id, "the shadow queue is full");
+        shadow.drop_copy(request_id, window, report::DropReason::QueueFull);
         return None;
     }
     Some(LiveAnswerSlot(Some(meeting)))

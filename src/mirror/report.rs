@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -50,7 +50,6 @@ struct Totals {
     live_errors: u64,
     both_errors: u64,
     unpaired: u64,
-    dropped: u64,
     max_abs_diff: f64,
     sum_abs_diff: f64,
     numbers: u64,
@@ -74,7 +73,6 @@ impl Totals {
             live_errors: 0,
             both_errors: 0,
             unpaired: 0,
-            dropped: 0,
             max_abs_diff: 0.0,
             sum_abs_diff: 0.0,
             numbers: 0,
@@ -85,9 +83,130 @@ impl Totals {
     }
 }
 
+/// Why a mirror copy was not scored. Each reason has a stable key (JSON, CLI) and a sentence
+/// for the logs that says what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The shadow's own bounded copy queue (2 × max_concurrent_requests_per_instance ×
+    /// instance_count), or the process-wide shadow job queue, was full.
+    QueueFull,
+    /// The shadow CPU budget (`serve --mirror-cpu-percent`) stayed spent until the copy's
+    /// deadline (`request_timeout_ms` after it was queued), or the copy queue was full while
+    /// the budget was spent (copies waiting for CPU fill it).
+    CpuBudget,
+    /// Every shadow instance stayed busy (pinned requests, other copies) until the deadline.
+    NoIdleInstance,
+    /// The shadow had no ready instance (loading, failed or scaling).
+    NotReady,
+}
+
+impl DropReason {
+    /// Every reason, in the order reports list them.
+    pub const ALL: [DropReason; 4] =
+        [DropReason::QueueFull, DropReason::CpuBudget, DropReason::NoIdleInstance, DropReason::NotReady];
+
+    /// The stable key used in JSON and tables.
+    pub fn key(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::CpuBudget => "cpu_budget",
+            DropReason::NoIdleInstance => "no_idle_instance",
+            DropReason::NotReady => "not_ready",
+        }
+    }
+
+    /// What happened, for a log line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "the shadow's copy queue is full",
+            DropReason::CpuBudget => "the shadow CPU budget is spent (serve --mirror-cpu-percent)",
+            DropReason::NoIdleInstance => "every shadow instance stayed busy until the copy's deadline",
+            DropReason::NotReady => "the shadow has no ready instance",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The effective mirror share since the last reset: how many copies the front door wanted to
+/// send, how many the shadow scored, and how many were dropped and why. Kept apart from the
+/// comparison totals (and under its own lock) because the live path touches it once per copy.
+#[derive(Debug)]
+struct Share {
+    /// Bumped by every reset; a copy is settled only into the window it was wanted in, so
+    /// `wanted = copied + dropped + in flight` holds exactly within one window.
+    generation: u64,
+    wanted: u64,
+    copied: u64,
+    dropped: [u64; DropReason::ALL.len()],
+    /// When the last low-share warning was written (rate limit), in this window.
+    warned_at: Option<Instant>,
+}
+
+impl Share {
+    fn new(generation: u64) -> Self {
+        Self { generation, wanted: 0, copied: 0, dropped: [0; DropReason::ALL.len()], warned_at: None }
+    }
+
+    fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+}
+
+/// A share window's numbers, copied out of the lock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareSnapshot {
+    pub wanted: u64,
+    pub copied: u64,
+    pub dropped: u64,
+    /// Drops per reason, in [`DropReason::ALL`] order.
+    pub dropped_by_reason: Vec<(DropReason, u64)>,
+}
+
+impl ShareSnapshot {
+    /// Copies wanted and neither scored nor dropped yet (queued or running).
+    pub fn in_flight(&self) -> u64 {
+        self.wanted.saturating_sub(self.copied + self.dropped)
+    }
+
+    /// The drops per reason, most frequent first, as `reason N` items (for log lines).
+    pub fn reasons_text(&self) -> String {
+        let mut by: Vec<_> = self.dropped_by_reason.iter().filter(|(_, n)| *n > 0).collect();
+        by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        by.iter().map(|(r, n)| format!("{} {n}", r.key())).collect::<Vec<_>>().join(", ")
+    }
+
+    /// As JSON; `percent` is the mirror rule's percentage (for the effective percentage).
+    pub fn to_json(&self, percent: u32) -> Value {
+        let share = (self.wanted > 0).then(|| ratio(self.copied, self.wanted));
+        let reasons: serde_json::Map<String, Value> =
+            self.dropped_by_reason.iter().map(|(r, n)| (r.key().to_string(), json!(n))).collect();
+        json!({
+            "percent": percent,
+            "wanted": self.wanted,
+            "copied": self.copied,
+            "dropped": self.dropped,
+            "in_flight": self.in_flight(),
+            "dropped_by_reason": reasons,
+            "copied_ratio": share,
+            "effective_percent": share.map(|s| s * f64::from(percent)),
+        })
+    }
+}
+
+/// Drops above this share of wanted copies make the shadow's log warn.
+pub const DROP_WARN_RATIO: f64 = 0.10;
+/// No warning before this many copies were wanted (one early drop is not a trend).
+const DROP_WARN_MIN_WANTED: u64 = 50;
+/// At most one low-share warning per this long, per window.
+const DROP_WARN_EVERY: Duration = Duration::from_secs(30);
+
 /// The comparison report of one (shadow) deployment.
 pub struct MirrorReport {
     totals: Mutex<Totals>,
+    share: Mutex<Share>,
 }
 
 /// The few numbers exported as metrics.
@@ -104,11 +223,15 @@ pub struct ReportGauges {
 impl MirrorReport {
     /// An empty report comparing with `tolerance`.
     pub fn new(tolerance: Tolerance) -> Self {
-        Self { totals: Mutex::new(Totals::new(tolerance)) }
+        Self { totals: Mutex::new(Totals::new(tolerance)), share: Mutex::new(Share::new(0)) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Totals> {
         self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_share(&self) -> std::sync::MutexGuard<'_, Share> {
+        self.share.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The tolerance in use.
@@ -122,11 +245,49 @@ impl MirrorReport {
         let mut t = self.lock();
         let tol = tolerance.unwrap_or(t.tolerance);
         *t = Totals::new(tol);
+        let mut share = self.lock_share();
+        let next = share.generation.wrapping_add(1);
+        *share = Share::new(next);
     }
 
-    /// A copy was dropped because the shadow was full.
-    pub fn record_drop(&self) {
-        self.lock().dropped += 1;
+    /// The front door wants a copy sent (the mirror percentage picked this request). Returns
+    /// the window the copy belongs to, for [`Self::copied`] and [`Self::dropped`].
+    pub fn wanted(&self) -> u64 {
+        let mut s = self.lock_share();
+        s.wanted += 1;
+        s.generation
+    }
+
+    /// The shadow scored a copy wanted in window `generation` (whatever it answered).
+    pub fn copied(&self, generation: u64) {
+        let mut s = self.lock_share();
+        if s.generation == generation {
+            s.copied += 1;
+        }
+    }
+
+    /// A copy wanted in window `generation` was dropped. Returns the window's numbers when the
+    /// drops have passed [`DROP_WARN_RATIO`] of the wanted copies and no warning was given in
+    /// the last [`DROP_WARN_EVERY`]: the caller then warns (the rate limit lives here, under the
+    /// same lock as the counts, so two threads never both warn).
+    pub fn dropped(&self, generation: u64, reason: DropReason) -> Option<ShareSnapshot> {
+        let mut s = self.lock_share();
+        if s.generation != generation {
+            return None;
+        }
+        s.dropped[reason.index()] += 1;
+        let dropped = s.dropped_total();
+        let over = s.wanted >= DROP_WARN_MIN_WANTED && dropped as f64 > DROP_WARN_RATIO * s.wanted as f64;
+        if !over || s.warned_at.is_some_and(|at| at.elapsed() < DROP_WARN_EVERY) {
+            return None;
+        }
+        s.warned_at = Some(Instant::now());
+        Some(snapshot(&s))
+    }
+
+    /// The effective share since the last reset.
+    pub fn share(&self) -> ShareSnapshot {
+        snapshot(&self.lock_share())
     }
 
     /// The shadow answered but the live answer never came (the client went away).
@@ -205,6 +366,7 @@ impl MirrorReport {
 
     /// The whole report, as `GET /v1/deployments/{name}/comparison` answers it.
     pub fn to_json(&self) -> Value {
+        let dropped = self.share().dropped;
         let t = self.lock();
         let pct = |h: &Histogram<u64>| {
             if h.is_empty() {
@@ -229,11 +391,20 @@ impl MirrorReport {
             "live_errors": t.live_errors,
             "both_errors": t.both_errors,
             "unpaired": t.unpaired,
-            "dropped": t.dropped,
+            "dropped": dropped,
             "live_latency_ms": pct(&t.live_latency_us),
             "shadow_latency_ms": pct(&t.shadow_latency_us),
             "disagreement_samples": t.samples.iter().collect::<Vec<_>>(),
         })
+    }
+}
+
+fn snapshot(s: &Share) -> ShareSnapshot {
+    ShareSnapshot {
+        wanted: s.wanted,
+        copied: s.copied,
+        dropped: s.dropped_total(),
+        dropped_by_reason: DropReason::ALL.iter().map(|r| (*r, s.dropped[r.index()])).collect(),
     }
 }
 
@@ -273,7 +444,8 @@ mod tests {
         r.record("b", &answer(200, "[1.0]"), &answer(200, "[3.0]"));
         r.record("c", &answer(200, "[1.0]"), &answer(424, "{}"));
         r.record("d", &answer(200, "[1.0]"), &answer(200, "[1.0, 2.0]"));
-        r.record_drop();
+        let window = r.wanted();
+        assert!(r.dropped(window, DropReason::QueueFull).is_none(), "no warning on the first drop");
         let v = r.to_json();
         assert_eq!(v["pairs"], 4);
         assert_eq!(v["compared"], 3);
@@ -289,6 +461,43 @@ mod tests {
         r.record("e", &answer(200, "[1.0]"), &answer(200, "[3.0]"));
         assert_eq!(r.to_json()["agreed"], 1, "a wider tolerance after reset");
         assert_eq!(r.to_json()["pairs"], 1);
+        assert_eq!(r.to_json()["dropped"], 0, "reset starts the share over");
+    }
+
+    #[test]
+    fn share_counts_by_window_and_warns_rate_limited() {
+        let r = MirrorReport::new(Tolerance::default());
+        let mut warnings = Vec::new();
+        for i in 0..100 {
+            let w = r.wanted();
+            if i % 5 == 0 {
+                warnings.extend(r.dropped(w, if i % 10 == 0 { DropReason::CpuBudget } else { DropReason::QueueFull }));
+            } else {
+                r.copied(w);
+            }
+        }
+        let s = r.share();
+        assert_eq!((s.wanted, s.copied, s.dropped, s.in_flight()), (100, 80, 20, 0));
+        assert_eq!(warnings.len(), 1, "one warning per window and period: {warnings:?}");
+        assert!(warnings[0].wanted >= DROP_WARN_MIN_WANTED);
+        assert_eq!(s.reasons_text(), "queue_full 10, cpu_budget 10", "ties in report order");
+        let j = s.to_json(10);
+        assert_eq!(j["dropped_by_reason"]["cpu_budget"], 10);
+        assert_eq!(j["dropped_by_reason"]["no_idle_instance"], 0);
+        assert_eq!(j["copied_ratio"], 0.8);
+        assert!((j["effective_percent"].as_f64().unwrap() - 8.0).abs() < 1e-9);
+
+        // A copy wanted before a reset settles into no window: the new one stays consistent.
+        let old = r.wanted();
+        r.reset(None);
+        r.copied(old);
+        assert!(r.dropped(old, DropReason::NotReady).is_none());
+        let fresh = r.wanted();
+        let s = r.share();
+        assert_eq!((s.wanted, s.copied, s.dropped, s.in_flight()), (1, 0, 0, 1));
+        r.copied(fresh);
+        assert_eq!(r.share().in_flight(), 0);
+        assert_eq!(MirrorReport::new(Tolerance::default()).share().to_json(10)["copied_ratio"], Value::Null);
     }
 
     #[test]

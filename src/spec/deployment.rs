@@ -159,7 +159,7 @@ impl DeploymentSpec {
             }
         }
         // Fields the runtime does not read and that must not stop status fields from round-tripping.
-        for key in ["provisioning_state", "error", "instances", "load_ms"] {
+        for key in ["provisioning_state", "error", "instances", "load_ms", "mirror"] {
             map.remove(key);
         }
         match map.get("model") {
