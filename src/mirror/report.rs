@@ -209,16 +209,7 @@ pub struct MirrorReport {
     share: Mutex<Share>,
 }
 
-/// The few numbers exported as metrics.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReportGauges {
-    pub pairs: u64,
-    pub compared: u64,
-    pub agreement_ratio: f64,
-    pub max_abs_diff: f64,
-    pub mean_abs_diff: f64,
-    pub shadow_errors: u64,
-}
+use crate::telemetry::MirrorGauges;
 
 impl MirrorReport {
     /// An empty report comparing with `tolerance`.
@@ -352,9 +343,9 @@ impl MirrorReport {
     }
 
     /// The numbers exported as metrics.
-    pub fn gauges(&self) -> ReportGauges {
+    pub fn gauges(&self) -> MirrorGauges {
         let t = self.lock();
-        ReportGauges {
+        MirrorGauges {
             pairs: t.pairs,
             compared: t.compared,
             agreement_ratio: ratio(t.agreed, t.compared),

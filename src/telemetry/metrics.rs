@@ -21,7 +21,6 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use super::sharded::{ShardedCounter, ShardedHistogram};
-use crate::mirror::report::ReportGauges;
 
 /// Whether a request was answered for the client or copied to a shadow deployment.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -72,6 +71,18 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 fn duration_histogram() -> ShardedHistogram {
     // 20 µs .. ~21 s: microsecond models and slow shadows on one scale.
     ShardedHistogram::new(exponential_buckets(0.00002, 2.0, 21))
+}
+
+/// The comparison report's numbers exported as metrics (`switchyard_mirror_*`): plain numbers,
+/// so telemetry needs nothing from the mirror module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MirrorGauges {
+    pub pairs: u64,
+    pub compared: u64,
+    pub agreement_ratio: f64,
+    pub max_abs_diff: f64,
+    pub mean_abs_diff: f64,
+    pub shadow_errors: u64,
 }
 
 /// The process's metric registry and families.
@@ -345,7 +356,7 @@ impl DeploymentMetrics {
     }
 
     /// Sets the mirror comparison gauges (only for deployments that were ever a shadow).
-    pub fn set_mirror(&self, g: &ReportGauges) {
+    pub fn set_mirror(&self, g: &MirrorGauges) {
         if g.pairs == 0 {
             return;
         }

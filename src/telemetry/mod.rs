@@ -5,7 +5,7 @@ pub mod metrics;
 pub mod sharded;
 
 pub use logs::LogRing;
-pub use metrics::{DeploymentMetrics, Metrics, Role};
+pub use metrics::{DeploymentMetrics, Metrics, MirrorGauges, Role};
 
 /// Sets up the process log on stderr: text by default, JSON with `SWITCHYARD_LOG_FORMAT=json`;
 /// the filter comes from `RUST_LOG`. By default lifecycle events are logged at `info` and the
