@@ -8,7 +8,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use switchyard::deployment::Deployment;
 use switchyard::endpoint::WeightedSplit;
 use switchyard::hooks::tensor_json::{write_f64, write_nested, ScoreRequest};
-use switchyard::mirror::Tolerance;
 use switchyard::spec::DeploymentSpec;
 use switchyard::telemetry::Metrics;
 
@@ -21,7 +20,7 @@ fn deployments(runtime: &tokio::runtime::Runtime) -> Vec<Arc<Deployment>> {
             let (spec, _) =
                 DeploymentSpec::from_value(serde_json::json!({"name": name, "model": {"path": model}})).unwrap();
             let kind = spec.hook_kind().unwrap();
-            Deployment::new(&spec, kind, &metrics, Tolerance::default(), runtime.handle().clone())
+            Deployment::new(&spec, kind, &metrics, runtime.handle().clone())
         })
         .collect()
 }

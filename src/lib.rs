@@ -14,4 +14,6 @@ pub mod hooks;
 pub mod mirror;
 pub mod server;
 pub mod spec;
+mod sys;
 pub mod telemetry;
+mod threads;

@@ -146,7 +146,7 @@ pub struct ServeArgs {
     pub compare_rtol: f64,
     /// CPU the shadow (mirror) copies may use, in percent of one core (0 = no limit); copies
     /// beyond it are dropped and counted.
-    #[arg(long, default_value_t = crate::deployment::background::DEFAULT_SHADOW_CPU_PERCENT)]
+    #[arg(long, default_value_t = crate::server::DEFAULT_MIRROR_CPU_PERCENT)]
     pub mirror_cpu_percent: f64,
     /// Save the control-plane state here after each change, and restore it at start.
     #[arg(long)]
@@ -191,8 +191,6 @@ fn report(result: Result<(), String>) -> i32 {
 }
 
 fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
-    crate::telemetry::init_tracing();
-    crate::deployment::background::set_shadow_budget(args.mirror_cpu_percent);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = ServeOptions {
         host: args.host,
@@ -209,22 +207,9 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         state_dir: args.state_dir,
         config_dir: args.config_dir,
         tolerance: crate::mirror::Tolerance { atol: args.compare_atol.max(0.0), rtol: args.compare_rtol.max(0.0) },
+        mirror_cpu_percent: args.mirror_cpu_percent,
     };
-    // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
-    // watcher): below the scoring workers in priority.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .on_thread_start(|| crate::deployment::background::set_nice(crate::deployment::background::CONTROL_NICE))
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ERROR: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    match runtime.block_on(crate::server::run(opts)) {
+    match crate::server::serve(opts) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("ERROR: {e}");

@@ -14,15 +14,15 @@ impl ControlPlane {
     pub fn comparison(&self, name: &str) -> Result<Value, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
-        let mut report = record.live.mirror_report.to_json();
+        let mut report = record.shadow.report.to_json();
         let ep = state.endpoint.as_ref();
         let percent = ep.and_then(|e| e.spec.mirror_traffic.get(name)).copied().unwrap_or(0);
         let live: Vec<&String> =
             ep.map(|e| e.spec.traffic.iter().filter(|(_, w)| **w > 0).map(|(n, _)| n).collect()).unwrap_or_default();
         report["deployment"] = json!(name);
-        report["queued"] = json!(record.live.queued_copies());
+        report["queued"] = json!(record.shadow.queued_copies());
         report["mirror_percent"] = json!(percent);
-        report["mirror"] = record.live.mirror_report.share().to_json(percent);
+        report["mirror"] = record.shadow.report.share().to_json(percent);
         report["live_deployments"] = json!(live);
         Ok(report)
     }
@@ -38,9 +38,9 @@ impl ControlPlane {
             .endpoint
             .as_ref()
             .and_then(|e| e.mirror.as_ref())
-            .filter(|(d, _)| d.name == record.spec.name)
+            .filter(|(d, _)| d.deployment.name == record.spec.name)
             .map_or(0, |(_, p)| *p);
-        let share = record.live.mirror_report.share();
+        let share = record.shadow.report.share();
         (percent > 0 || share.wanted > 0).then(|| share.to_json(percent))
     }
 
@@ -50,7 +50,7 @@ impl ControlPlane {
             let state = self.lock();
             let record =
                 state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
-            let current = record.live.mirror_report.tolerance();
+            let current = record.shadow.report.tolerance();
             let field = |key: &str, default: f64| -> Result<f64, ControlError> {
                 match body.as_ref().and_then(|b| b.get(key)) {
                     None | Some(Value::Null) => Ok(default),
@@ -70,7 +70,7 @@ impl ControlPlane {
         {
             let state = self.lock();
             if let Some(record) = state.deployments.get(name) {
-                record.live.mirror_report.reset(Some(tolerance));
+                record.shadow.report.reset(Some(tolerance));
             }
         }
         self.comparison(name)
@@ -83,7 +83,7 @@ impl ControlPlane {
         }
         for name in old.keys().chain(new.keys()) {
             if let Some(record) = state.deployments.get(name) {
-                record.live.mirror_report.reset(None);
+                record.shadow.report.reset(None);
             }
         }
     }

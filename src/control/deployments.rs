@@ -58,7 +58,7 @@ impl ControlPlane {
         let before = state.clone();
         state.next_generation += 1;
         let generation = state.next_generation;
-        let fresh = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance, self.runtime.clone());
+        let fresh = Deployment::new(&spec, kind, &self.metrics, self.runtime.clone());
         let mut replaced = None;
         match state.deployments.get_mut(&name) {
             // Something serves: the new version loads beside it and takes over once ready.
@@ -68,22 +68,15 @@ impl ControlPlane {
             }
             // Nothing serves (a failed create): the new version takes its place at once.
             Some(record) => {
-                replaced = Some(std::mem::replace(&mut record.live, Arc::clone(&fresh)));
+                replaced = Some(record.replace_live(Arc::clone(&fresh), self.options.tolerance));
                 record.spec = spec.clone();
                 record.generation = generation;
                 record.last_failure = None;
             }
             None => {
-                state.deployments.insert(
-                    name.clone(),
-                    DeploymentRecord {
-                        spec: spec.clone(),
-                        live: Arc::clone(&fresh),
-                        generation,
-                        pending: None,
-                        last_failure: None,
-                    },
-                );
+                let record =
+                    DeploymentRecord::new(spec.clone(), Arc::clone(&fresh), generation, self.options.tolerance);
+                state.deployments.insert(name.clone(), record);
             }
         }
         if let Some(ep) = state.endpoint.as_mut() {
@@ -284,7 +277,7 @@ impl ControlPlane {
                         record.spec = pending.spec;
                     }
                     record.last_failure = None;
-                    Some(std::mem::replace(&mut record.live, Arc::clone(fresh)))
+                    Some(record.replace_live(Arc::clone(fresh), self.options.tolerance))
                 } else {
                     None
                 };

@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 
 use crate::deployment::{Deployment, ProvisioningState};
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, WeightedSplit};
-use crate::mirror::Tolerance;
+use crate::mirror::{Shadow, Tolerance};
 use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
 pub use error::ControlError;
@@ -56,6 +56,8 @@ struct EndpointRecord {
 struct DeploymentRecord {
     spec: DeploymentSpec,
     live: Arc<Deployment>,
+    /// `live` in its role as a shadow (copy queue, comparison report); replaced with it.
+    shadow: Arc<Shadow>,
     /// The generation of the newest load started for this deployment (of `pending` while a
     /// replacement loads).
     generation: u64,
@@ -63,6 +65,19 @@ struct DeploymentRecord {
     pending: Option<PendingVersion>,
     /// The last update that failed while `live` kept serving.
     last_failure: Option<FailedUpdate>,
+}
+
+impl DeploymentRecord {
+    fn new(spec: DeploymentSpec, live: Arc<Deployment>, generation: u64, tolerance: Tolerance) -> Self {
+        let shadow = Shadow::new(Arc::clone(&live), tolerance);
+        Self { spec, live, shadow, generation, pending: None, last_failure: None }
+    }
+
+    /// Makes `next` the version that serves (with a shadow side of its own); returns the old.
+    fn replace_live(&mut self, next: Arc<Deployment>, tolerance: Tolerance) -> Arc<Deployment> {
+        self.shadow = Shadow::new(Arc::clone(&next), tolerance);
+        std::mem::replace(&mut self.live, next)
+    }
 }
 
 /// A new version of a deployment, loading beside the one that serves.
@@ -205,7 +220,7 @@ impl ControlPlane {
                 let c = record.live.pool.counts();
                 record.live.metrics.set_instances(c.ready, c.loading, c.draining, c.failed);
                 record.live.metrics.set_inflight(record.live.inflight());
-                record.live.metrics.set_mirror(&record.live.mirror_report.gauges());
+                record.live.metrics.set_mirror(&record.shadow.report.gauges());
             }
         }
         self.metrics.refresh_process();
@@ -261,7 +276,11 @@ impl ControlPlane {
                         credentials: ep.credentials.clone(),
                         deployments: state.deployments.iter().map(|(n, r)| (n.clone(), Arc::clone(&r.live))).collect(),
                         split: WeightedSplit::new(ep.spec.traffic.iter().filter_map(|(n, w)| live(n).map(|d| (d, *w)))),
-                        mirror: ep.spec.mirror_traffic.iter().find_map(|(n, p)| live(n).map(|d| (d, *p))),
+                        mirror: ep
+                            .spec
+                            .mirror_traffic
+                            .iter()
+                            .find_map(|(n, p)| state.deployments.get(n).map(|r| (Arc::clone(&r.shadow), *p))),
                     }),
                     restoring: false,
                 }

@@ -35,6 +35,7 @@ impl ControlPlane {
         let (mut carrying, mut others) = (Vec::new(), Vec::new());
         {
             let mut state = self.lock();
+            let tolerance = self.options.tolerance;
             let live_traffic =
                 |name: &str| saved.endpoint.as_ref().and_then(|e| e.spec.traffic.get(name)).copied().unwrap_or(0) > 0;
             for spec in saved.deployments {
@@ -44,7 +45,7 @@ impl ControlPlane {
                     Ok(kind) => (kind, None),
                     Err(e) => (HookKind::Onnx { model_file: spec.model.path.clone() }, Some(e.message)),
                 };
-                let live = Deployment::new(&spec, kind, &self.metrics, self.options.tolerance, self.runtime.clone());
+                let live = Deployment::new(&spec, kind, &self.metrics, self.runtime.clone());
                 let name = spec.name.clone();
                 let replacement = saved.pending.iter().find(|p| p.name == name).cloned();
                 match problem {
@@ -62,9 +63,10 @@ impl ControlPlane {
                     }
                 }
                 let last_failure = saved.failed_updates.iter().find(|f| f.spec.name == name).cloned();
-                state
-                    .deployments
-                    .insert(name, DeploymentRecord { spec, live, generation, pending: None, last_failure });
+                state.deployments.insert(
+                    name,
+                    DeploymentRecord { last_failure, ..DeploymentRecord::new(spec, live, generation, tolerance) },
+                );
             }
             if let Some(ep) = saved.endpoint {
                 state.endpoint = Some(EndpointRecord {

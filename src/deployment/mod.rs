@@ -2,7 +2,6 @@
 //! This is the hot-path object the routing snapshot points at; the control plane keeps the
 //! deployment's spec beside it.
 
-pub mod background;
 pub mod pool;
 pub mod state;
 
@@ -13,8 +12,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::hooks::{self, HookResponse, InitContext};
-use crate::mirror::report::DropReason;
-use crate::mirror::{MirrorReport, Tolerance};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
@@ -59,26 +56,16 @@ pub struct Deployment {
     pub state: StateCell,
     /// Recent log lines (init output, one access line per request).
     pub logs: Arc<LogRing>,
-    /// How this deployment's answers compare with live ones while it is a shadow.
-    pub mirror_report: MirrorReport,
     /// Metric handles.
     pub metrics: DeploymentMetrics,
     /// Live requests admitted and not yet answered.
     inflight: AtomicUsize,
-    /// Mirror copies admitted and not yet finished: the shadow's own bounded queue, apart
-    /// from live admission so that copies can never make live requests wait or fail.
-    mirror_inflight: AtomicUsize,
     /// Admission cap: 2 × max_concurrent_requests_per_instance × instance_count.
     capacity: AtomicUsize,
     /// `request_timeout_ms`, measured from admission.
     timeout_ms: AtomicU64,
     /// How long the last load of instances (create, replace, scale-up) took, in µs.
     pub load_micros: AtomicU64,
-    /// Rate limit of the drop log lines: copies dropped since the last line, and when (ms
-    /// since `born`) that line was written.
-    drops_unlogged: AtomicU64,
-    drop_logged_at_ms: AtomicU64,
-    born: Instant,
 }
 
 impl Deployment {
@@ -87,7 +74,6 @@ impl Deployment {
         spec: &DeploymentSpec,
         kind: HookKind,
         metrics: &Arc<Metrics>,
-        tolerance: Tolerance,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let ctx = InitContext {
@@ -115,16 +101,11 @@ impl Deployment {
             pool,
             state: StateCell::new(ProvisioningState::Creating),
             logs,
-            mirror_report: MirrorReport::new(tolerance),
             metrics: metrics.for_deployment(&spec.name),
             inflight: AtomicUsize::new(0),
-            mirror_inflight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             timeout_ms: AtomicU64::new(0),
             load_micros: AtomicU64::new(0),
-            drops_unlogged: AtomicU64::new(0),
-            drop_logged_at_ms: AtomicU64::new(0),
-            born: Instant::now(),
         });
         deployment.apply_settings(spec);
         deployment.logs.push(format!("deployment {} created: {}", spec.name, hooks::describe(&kind)));
@@ -141,46 +122,6 @@ impl Deployment {
     /// Requests admitted and not yet answered.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
-    }
-
-    /// Mirror copies admitted and not finished yet (queued or running).
-    pub fn queued_copies(&self) -> usize {
-        self.mirror_inflight.load(Ordering::Relaxed)
-    }
-
-    /// Counts a mirror copy that was dropped (wanted in share window `window`), and says so in
-    /// the log. Drops come in floods when a shadow falls behind, so the log gets at most one
-    /// line per second with the count since the last one (the metric and the report count
-    /// every drop). When drops pass 10% of the wanted copies the log and the tracing output
-    /// also get a warning (at most one per 30 s, see [`MirrorReport::dropped`]): users set a
-    /// percentage and must not be left to believe the shadow sees it when it does not.
-    pub fn drop_copy(&self, request_id: &str, window: u64, reason: DropReason) {
-        self.metrics.mirror_dropped.inc();
-        if let Some(share) = self.mirror_report.dropped(window, reason) {
-            let line = format!(
-                "WARNING mirror share below target: {} of {} wanted copies dropped ({:.1}%), {} copied, since the mirror rule was set; drops by reason: {}. The shadow sees less traffic than its mirror percentage: give it more room (instance_count, max_concurrent_requests_per_instance) or CPU (serve --mirror-cpu-percent); see `online-deployment compare`",
-                share.dropped,
-                share.wanted,
-                100.0 * share.dropped as f64 / share.wanted.max(1) as f64,
-                share.copied,
-                share.reasons_text(),
-            );
-            self.logs.push(&line);
-            tracing::warn!(deployment = %self.name, wanted = share.wanted, copied = share.copied, dropped = share.dropped, "{line}");
-        }
-        self.drops_unlogged.fetch_add(1, Ordering::Relaxed);
-        let now = self.born.elapsed().as_millis() as u64;
-        let last = self.drop_logged_at_ms.load(Ordering::Relaxed);
-        if (last == 0 || now.saturating_sub(last) >= 1000)
-            && self.drop_logged_at_ms.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            let n = self.drops_unlogged.swap(0, Ordering::Relaxed);
-            self.logs.push(format!(
-                "request_id={request_id} role=mirror dropped ({}): {} ({n} copies dropped since the last such line)",
-                reason.key(),
-                reason.describe()
-            ));
-        }
     }
 
     /// Takes an admission slot for one live request, or refuses it (429, counted and logged
@@ -221,74 +162,18 @@ impl Deployment {
         outcome
     }
 
-    /// Admits a mirror copy into this shadow's own bounded queue, apart from live admission so
-    /// that copies can never make live requests wait or fail. Counts the copy as wanted first,
-    /// so that every copy the front door picks is either scored or dropped with a reason.
-    /// `None` when the queue is full (the copy is dropped and counted).
-    pub fn admit_copy(self: &Arc<Self>, request_id: &str) -> Option<CopyTicket> {
-        let window = self.mirror_report.wanted();
-        let before = self.mirror_inflight.fetch_add(1, Ordering::AcqRel);
-        if before >= self.capacity.load(Ordering::Relaxed) {
-            self.mirror_inflight.fetch_sub(1, Ordering::AcqRel);
-            // A queue full of copies waiting for CPU is the budget's doing: say so, so that the
-            // user raises the budget rather than the shadow's size.
-            let reason =
-                if background::shadow_budget().available() { DropReason::QueueFull } else { DropReason::CpuBudget };
-            self.drop_copy(request_id, window, reason);
-            return None;
-        }
-        Some(CopyTicket { deployment: Arc::clone(self), window })
+    /// The admission cap: 2 × max_concurrent_requests_per_instance × instance_count.
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
     }
 
-    /// Scores an admitted mirror copy on the calling (shadow) thread, within the shadow CPU
-    /// budget, on an instance that is idle then: the copy never takes a place in an instance's
-    /// queue, so it never runs ahead of a live (pinned) request. While the budget is spent or
-    /// every instance is busy (another copy, pinned requests) it waits on this thread and
-    /// tries again, until its deadline (`request_timeout_ms` after it was queued at `queued`);
-    /// `None` when it is dropped then (counted, with the reason), or at once when the shadow
-    /// has no ready instance. The budget is charged by the shadow thread, in CPU time.
-    pub fn score_copy(
-        &self,
-        body: &[u8],
-        content_type: Option<&str>,
-        request_id: &str,
-        queued: Instant,
-        window: u64,
-    ) -> Option<(Result<HookResponse, ScoreError>, Duration)> {
-        let deadline = queued + Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
-        let budget = background::shadow_budget();
-        let mut pause = Duration::from_micros(50);
-        loop {
-            let waiting_for = if budget.available() {
-                let start = Instant::now();
-                match self.pool.run_here_if_idle(body, content_type) {
-                    Err(RunError::Busy) => DropReason::NoIdleInstance,
-                    Err(RunError::NoInstance) => {
-                        self.drop_copy(request_id, window, DropReason::NotReady);
-                        return None;
-                    }
-                    other => {
-                        let elapsed = start.elapsed();
-                        let outcome = other.map_err(ScoreError::from);
-                        self.mirror_report.copied(window);
-                        self.record(Role::mirror, request_id, &outcome, elapsed);
-                        return Some((outcome, elapsed));
-                    }
-                }
-            } else {
-                DropReason::CpuBudget
-            };
-            if Instant::now() >= deadline {
-                self.drop_copy(request_id, window, waiting_for);
-                return None;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(2));
-        }
+    /// `request_timeout_ms`.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Counts, logs and traces one answered request or copy.
-    fn record(&self, role: Role, request_id: &str, outcome: &Result<HookResponse, ScoreError>, elapsed: Duration) {
+    pub fn record(&self, role: Role, request_id: &str, outcome: &Result<HookResponse, ScoreError>, elapsed: Duration) {
         let status = match outcome {
             Ok(r) => r.status,
             Err(e) => e.status(),
@@ -317,31 +202,6 @@ impl From<RunError> for ScoreError {
             RunError::BadInput(m) => ScoreError::BadInput(m),
             RunError::Failed(m) => ScoreError::ModelFailed(m),
         }
-    }
-}
-
-/// A mirror copy's place in its shadow's queue; freed when the copy is done or dropped.
-pub struct CopyTicket {
-    deployment: Arc<Deployment>,
-    /// The share window the copy was wanted in (see `MirrorReport::wanted`).
-    window: u64,
-}
-
-impl CopyTicket {
-    /// The shadow deployment.
-    pub fn deployment(&self) -> &Arc<Deployment> {
-        &self.deployment
-    }
-
-    /// The share window the copy was wanted in.
-    pub fn window(&self) -> u64 {
-        self.window
-    }
-}
-
-impl Drop for CopyTicket {
-    fn drop(&mut self) {
-        self.deployment.mirror_inflight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -244,7 +244,7 @@ impl InstancePool {
             let _ = tx.send(outcome);
         };
         // Loading is CPU work nobody's request waits for: below live work in priority.
-        if let Err(e) = super::background::spawn_loader(load) {
+        if let Err(e) = crate::threads::spawn_loader(load) {
             self.loading.fetch_sub(1, Ordering::Relaxed);
             return Err(format!("cannot start a thread to load an instance: {e}"));
         }
@@ -286,7 +286,7 @@ impl InstancePool {
             self.draining.fetch_sub(1, Ordering::Relaxed);
             // A session's teardown frees model memory: keep it off the async threads.
             if let Some(hook) = hook {
-                let _ = super::background::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
+                let _ = crate::threads::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
             }
         }
     }

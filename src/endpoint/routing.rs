@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{Credentials, WeightedSplit};
 use crate::deployment::Deployment;
+use crate::mirror::Shadow;
 
 /// What the scoring plane serves right now.
 #[derive(Default)]
@@ -28,7 +29,7 @@ pub struct EndpointView {
     /// Live traffic.
     pub split: WeightedSplit,
     /// The shadow deployment and the percent of unpinned requests copied to it.
-    pub mirror: Option<(Arc<Deployment>, u32)>,
+    pub mirror: Option<(Arc<Shadow>, u32)>,
 }
 
 impl RoutingTable {

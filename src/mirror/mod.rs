@@ -5,26 +5,27 @@
 //! The live path pays one admission check and a queue push for a copy, and one store of its
 //! answer afterwards; it never waits for the shadow. Everything else — scoring the copy,
 //! logging it, parsing and comparing both answers — runs on the shadow threads
-//! (`deployment::background`): below live priority, within a CPU budget. A shadow that falls
+//! (`executor`): below live priority, within a CPU budget. A shadow that falls
 //! behind fills its queue, and further copies are dropped and counted with the reason; the
 //! effective share (wanted / copied / dropped) is part of the report.
 
 pub mod compare;
+pub mod executor;
 pub mod report;
+pub mod shadow;
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::deployment::{background, Deployment};
-
 pub use compare::Tolerance;
 pub use report::{Answer, DropReason, MirrorReport, ShareSnapshot};
+pub use shadow::Shadow;
 
 /// Where the two answers of a mirrored request meet. Whichever side arrives second has the
 /// pair recorded, always on a shadow thread, so neither side ever waits for the other.
 struct Rendezvous {
-    shadow: Arc<Deployment>,
+    shadow: Arc<Shadow>,
     request_id: Box<str>,
     state: Mutex<Meeting>,
 }
@@ -44,8 +45,8 @@ impl Rendezvous {
     /// Records the pair (runs on a shadow thread).
     fn record(&self, live: Option<&Answer>, shadow: &Answer) {
         match live {
-            Some(live) => self.shadow.mirror_report.record(&self.request_id, live, shadow),
-            None => self.shadow.mirror_report.record_unpaired(),
+            Some(live) => self.shadow.report.record(&self.request_id, live, shadow),
+            None => self.shadow.report.record_unpaired(),
         }
     }
 
@@ -74,8 +75,8 @@ impl Rendezvous {
                 drop(state);
                 // The comparison parses both bodies: not on a live thread.
                 let me = Arc::clone(self);
-                if background::spawn(move || me.record(answer.as_ref(), &shadow)).is_err() {
-                    self.shadow.mirror_report.record_unpaired();
+                if executor::spawn(move || me.record(answer.as_ref(), &shadow)).is_err() {
+                    self.shadow.report.record_unpaired();
                 }
             }
             _ => {}
@@ -105,12 +106,7 @@ impl Drop for LiveAnswerSlot {
 
 /// Sends a copy of a request to `shadow`. Returns the slot for the live answer, or `None` when
 /// the shadow's queue is full and the copy was dropped (and counted).
-pub fn copy(
-    shadow: &Arc<Deployment>,
-    body: Bytes,
-    content_type: Option<&str>,
-    request_id: &str,
-) -> Option<LiveAnswerSlot> {
+pub fn copy(shadow: &Arc<Shadow>, body: Bytes, content_type: Option<&str>, request_id: &str) -> Option<LiveAnswerSlot> {
     let ticket = shadow.admit_copy(request_id)?;
     let meeting = Arc::new(Rendezvous {
         shadow: Arc::clone(shadow),
@@ -121,8 +117,8 @@ pub fn copy(
     let content_type: Option<Box<str>> = content_type.map(Into::into);
     let queued_at = std::time::Instant::now();
     let window = ticket.window();
-    let queued = background::spawn(move || {
-        let shadow = ticket.deployment();
+    let queued = executor::spawn(move || {
+        let shadow = ticket.shadow();
         let Some((outcome, latency)) =
             shadow.score_copy(&body, content_type.as_deref(), &for_shadow.request_id, queued_at, ticket.window())
         else {

@@ -17,7 +17,7 @@ use super::body::{self, BodyLimits};
 use super::errors::{error_response, score_error};
 use crate::deployment::Deployment;
 use crate::endpoint::RoutingTable;
-use crate::mirror::{self, Answer};
+use crate::mirror::{self, Answer, Shadow};
 
 /// The header that pins a deployment and names the one that answered.
 pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
@@ -197,7 +197,7 @@ fn served_by(mut response: HttpResponse, deployment: &Deployment) -> HttpRespons
 fn route<'t>(
     headers: &HeaderMap,
     table: &'t RoutingTable,
-) -> Result<(&'t Deployment, Option<&'t Arc<Deployment>>), HttpResponse> {
+) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), HttpResponse> {
     if table.restoring {
         return Err(error_response(503, "the server is restoring its saved state or shutting down: retry shortly"));
     }

@@ -8,8 +8,6 @@
 //! its own small cap. A client over the cap waits in the listen backlog until a connection
 //! closes (slow ones are cut: headers after 5 s, bodies after `--body-timeout-ms`).
 
-use std::net::TcpListener;
-
 /// Open connections the admin plane (one worker) accepts at once.
 pub const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// Descriptors kept for everything but scoring connections: the admin plane's connections,
@@ -21,38 +19,7 @@ pub const SCORING_BACKLOG: u32 = 2048;
 pub const ADMIN_BACKLOG: u32 = 128;
 /// actix's default per-worker cap, kept when descriptors allow more.
 const ACTIX_DEFAULT_PER_WORKER: usize = 25_000;
-/// A sane ceiling for a soft limit raised to an "unlimited" hard limit.
-const FD_CEILING: u64 = 1 << 20;
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (the default soft limit, often 1024, is
-/// far below what a server facing clients needs); returns the soft limit in force.
-// `rlim_t` is u64 on Linux but not everywhere: the casts are for the other platforms.
-#[allow(clippy::unnecessary_cast)]
-pub fn raise_fd_limit() -> u64 {
-    #[cfg(unix)]
-    {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a local rlimit.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return 1024;
-            }
-            let target = if lim.rlim_max == libc::RLIM_INFINITY { FD_CEILING } else { lim.rlim_max as u64 };
-            if (lim.rlim_cur as u64) < target {
-                let raised = libc::rlimit { rlim_cur: target as libc::rlim_t, rlim_max: lim.rlim_max };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    return target;
-                }
-                tracing::warn!(soft = lim.rlim_cur as u64, hard = target, "cannot raise the file descriptor limit");
-            }
-            lim.rlim_cur as u64
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        8192
-    }
-}
+pub use crate::sys::{raise_fd_limit, set_backlog};
 
 /// The per-worker connection cap: `requested` (total, over all workers) when given, and never
 /// more than the descriptors left after [`RESERVED_FDS`] (or half the limit, if less).
@@ -77,24 +44,6 @@ pub fn connections_per_worker(fd_limit: u64, workers: usize, requested: Option<u
         budget
     } else {
         wanted
-    }
-}
-
-/// Sets the listen backlog of an already listening socket (std's `bind` uses 128): calling
-/// `listen` again only changes the backlog.
-pub fn set_backlog(listener: &TcpListener, backlog: u32) {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsRawFd;
-        let backlog = backlog.min(i32::MAX as u32) as libc::c_int;
-        // SAFETY: listen(2) on a socket this process owns and keeps open.
-        if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot set the listen backlog");
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (listener, backlog);
     }
 }
 

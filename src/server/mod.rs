@@ -59,6 +59,27 @@ pub struct ServeOptions {
     pub config_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The shadow threads' CPU budget, percent of one core (0 = no limit).
+    pub mirror_cpu_percent: f64,
+}
+
+/// Default of `serve --mirror-cpu-percent`: the shadow's CPU budget, percent of one core.
+pub const DEFAULT_MIRROR_CPU_PERCENT: f64 = crate::mirror::executor::DEFAULT_SHADOW_CPU_PERCENT;
+
+/// `switchyard serve`: sets up the process (tracing, the shadow budget, the runtime that runs
+/// control-plane work) and runs the server until SIGTERM/SIGINT.
+pub fn serve(opts: ServeOptions) -> Result<(), String> {
+    crate::telemetry::init_tracing();
+    crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
+    // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
+    // watcher): below the scoring workers in priority.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| crate::threads::set_nice(crate::threads::CONTROL_NICE))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run(opts))
 }
 
 /// Runs the server until SIGTERM/SIGINT. Prints the two bound addresses on stdout first, one
@@ -156,7 +177,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
         web::Data::new(AdminState { control: Arc::clone(&control), admin_token: opts.admin_token.clone() });
     let admin = HttpServer::new(move || {
         // Runs on the admin worker thread as it starts: control calls yield to scoring.
-        crate::deployment::background::set_nice(crate::deployment::background::CONTROL_NICE);
+        crate::threads::set_nice(crate::threads::CONTROL_NICE);
         App::new()
             .app_data(admin_state.clone())
             // Admin documents are small; a larger body is refused before it is read whole.
@@ -256,10 +277,7 @@ fn exit_with_parent() {
     let Some(parent) = std::env::var(PARENT_PID_ENV).ok().and_then(|v| v.trim().parse::<libc::pid_t>().ok()) else {
         return;
     };
-    let orphaned = move || {
-        // SAFETY: getppid(2) has no preconditions and cannot fail.
-        unsafe { libc::getppid() != parent }
-    };
+    let orphaned = move || crate::sys::parent_pid() != parent;
     if orphaned() {
         eprintln!("switchyard: the process that started this server ({parent}) is gone; exiting");
         std::process::exit(1);

@@ -1,5 +1,5 @@
-//! Low-priority threads for work no client is waiting for: mirror (shadow) copies, and model
-//! loads (create, scale-up, replace) and unloads.
+//! The shadow executor: low-priority threads for mirror copies and their comparisons, within a
+//! CPU budget.
 //!
 //! On a small machine a shadow that is busy all the time competes with the live path for the
 //! same cores, and the scheduler's time slices (milliseconds) then show up directly in live
@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::sys::thread_cpu_time;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Jobs waiting for a shadow thread, across all deployments.
@@ -44,7 +46,7 @@ fn start() -> Arc<ArrayQueue<Job>> {
     for i in 0..threads {
         let queue = Arc::clone(&queue);
         let _ = std::thread::Builder::new().name(format!("switchyard-shadow-{i}")).spawn(move || {
-            set_nice(SHADOW_NICE);
+            crate::threads::set_nice(crate::threads::SHADOW_NICE);
             let budget = shadow_budget();
             loop {
                 match queue.pop() {
@@ -62,11 +64,6 @@ fn start() -> Arc<ArrayQueue<Job>> {
     }
     queue
 }
-
-/// Nice value of the shadow threads: below live work (nice 0), so a live thread waking up
-/// preempts them and gets three times their share of a contended core; but not idle-only, so
-/// the shadow still gets its budget when other processes keep the cores busy.
-pub const SHADOW_NICE: i32 = 5;
 
 /// Measures the CPU time the calling thread spends (not wall time: on a busy host a preempted
 /// run would otherwise be charged for time other processes used, and the budget would starve
@@ -88,23 +85,6 @@ impl ThreadClock {
             _ => self.wall.elapsed(),
         }
     }
-}
-
-/// The calling thread's CPU time (Linux `CLOCK_THREAD_CPUTIME_ID`; `None` elsewhere or on
-/// error).
-fn thread_cpu_time() -> Option<Duration> {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes one timespec through a valid pointer to a local.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        if rc == 0 && ts.tv_sec >= 0 && ts.tv_nsec >= 0 {
-            return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-        }
-        None
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
 }
 
 /// The CPU the shadow threads may use together, as a token bucket: `rate` ns of CPU time per
@@ -160,35 +140,6 @@ pub fn shadow_budget() -> &'static CpuBudget {
 
 /// Default shadow CPU budget, percent of one core.
 pub const DEFAULT_SHADOW_CPU_PERCENT: f64 = 5.0;
-
-/// Nice value of model-load threads: below live work, so a create or scale-up does not show
-/// in live latency, but not idle-only, so it still finishes on a saturated machine.
-const LOADER_NICE: i32 = 19;
-
-/// Runs `job` on a new thread at nice 19 (loads are rare and may take seconds: a thread each).
-pub fn spawn_loader(job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    std::thread::Builder::new().name("switchyard-load".into()).spawn(move || {
-        set_nice(LOADER_NICE);
-        job();
-    })?;
-    Ok(())
-}
-
-/// Nice value of the control plane's threads (admin API worker, background runtime): control
-/// calls and bookkeeping yield to scoring.
-pub const CONTROL_NICE: i32 = 10;
-
-/// Sets the calling thread's nice value (Linux; elsewhere a no-op).
-pub fn set_nice(nice: i32) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: changes only the calling thread's nice value (by its tid); failure is ignored.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
-}
 
 #[cfg(test)]
 mod tests {
