@@ -5,11 +5,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard::deployment::Deployment;
-use switchyard::endpoint::WeightedSplit;
-use switchyard::hooks::tensor_json::{write_f64, write_nested, ScoreRequest};
 use switchyard::spec::DeploymentSpec;
-use switchyard::telemetry::Metrics;
+use switchyard::tensor_json::{write_f64, write_nested, ScoreRequest};
+use switchyard::Deployment;
+use switchyard::Metrics;
+use switchyard::WeightedSplit;
 
 fn deployments(runtime: &tokio::runtime::Runtime) -> Vec<Arc<Deployment>> {
     let metrics = Metrics::new();

@@ -1,19 +1,31 @@
 //! Switchyard: Azure ML managed-online-endpoint semantics (blue/green deployments, traffic split,
 //! mirror traffic, direct invocation, scaling, key auth, logs) in one process.
 //!
-//! Module map (see docs/ARCHITECTURE.md): `spec` parses and validates the Azure YAML;
-//! `control` owns the state and publishes routing snapshots; `endpoint` is the front door that
-//! reads them; `deployment` holds the worker pools; `hooks` score requests; `server` wires the
-//! HTTP planes; `telemetry` logs and counts; `cli` is the `az ml`-style client.
+//! Module map (see docs/ARCHITECTURE.md), each layer using only the ones below it:
+//! `server` (the HTTP planes, the front door, process wiring) → `control` (the one owner of
+//! the state, publishing routing snapshots) and `endpoint` (the snapshot, split, credentials)
+//! and `mirror` (shadow copies and their comparison) → `deployment` (worker pools) → `hooks`
+//! (scoring) → `spec` (the Azure YAML and its rules). `telemetry`, `threads` and `sys` are
+//! leaves; `cli` is the `az ml`-style client on top.
+//!
+//! The public surface is what the binary, the benchmarks and the property tests use: the CLI
+//! entry, the spec types, and the hot-path pieces the micro benchmarks measure.
+#![deny(unsafe_code)]
 
-pub mod cli;
-pub mod control;
-pub mod deployment;
-pub mod endpoint;
-pub mod hooks;
-pub mod mirror;
-pub mod server;
+mod cli;
+mod control;
+mod deployment;
+mod endpoint;
+mod hooks;
+mod mirror;
+mod server;
 pub mod spec;
 mod sys;
-pub mod telemetry;
+mod telemetry;
 mod threads;
+
+pub use cli::{run, Cli};
+pub use deployment::Deployment;
+pub use endpoint::{Credentials, WeightedSplit};
+pub use hooks::tensor_json;
+pub use telemetry::Metrics;

@@ -1,6 +1,6 @@
 use clap::Parser;
 
 fn main() {
-    let cli = switchyard::cli::Cli::parse();
-    std::process::exit(switchyard::cli::run(cli));
+    let cli = switchyard::Cli::parse();
+    std::process::exit(switchyard::run(cli));
 }

@@ -1,6 +1,7 @@
 //! Thread priorities: who yields to whom when the cores are contended. Live scoring runs at
 //! nice 0; everything nobody's request waits for runs below it, each at the level measured to
 //! keep it off live p99 without starving it.
+#![forbid(unsafe_code)]
 
 /// Nice value of the control plane's threads (admin API workers, the background runtime):
 /// control calls and bookkeeping yield to scoring.

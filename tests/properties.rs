@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use serde_json::Value;
-use switchyard::endpoint::auth::Credentials;
-use switchyard::hooks::tensor_json::{NestedArray, ScoreRequest};
 use switchyard::spec::{self, traffic, AuthMode, DeploymentSpec, EndpointSpec};
+use switchyard::tensor_json::{NestedArray, ScoreRequest};
+use switchyard::Credentials;
 
 /// Arbitrary JSON values of bounded size.
 fn json_value() -> impl Strategy<Value = Value> {

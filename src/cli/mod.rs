@@ -1,5 +1,6 @@
 //! The command line: `switchyard serve` and the `az ml`-style verbs, which talk to the admin
 //! API of a running server (`--server URL` or `SWITCHYARD_ADMIN_URL`).
+#![forbid(unsafe_code)]
 
 mod client;
 mod deployment;

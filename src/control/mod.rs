@@ -1,6 +1,7 @@
 //! The control plane: the one owner of the endpoint's state. Every change is validated here
 //! completely before anything is touched; an accepted change updates the state and publishes a
 //! new routing snapshot in one step, so the front door never sees a half-applied change.
+#![forbid(unsafe_code)]
 
 mod comparison;
 mod deployments;
@@ -204,11 +205,6 @@ impl ControlPlane {
                 return state.deployments.get(name).map(|r| self.deployment_view(r));
             }
         }
-    }
-
-    /// Whether a deployment has an operation (create, scale, replace) in progress.
-    pub fn deployment_busy(&self, name: &str) -> bool {
-        self.lock().deployments.get(name).is_some_and(|r| r.live.state.get().is_busy())
     }
 
     /// Prometheus text, with the gauges that are read rather than counted (instances, mirror

@@ -1,6 +1,7 @@
 //! Deployments: a named worker pool plus its admission limit, lifecycle state, log and metrics.
 //! This is the hot-path object the routing snapshot points at; the control plane keeps the
 //! deployment's spec beside it.
+#![forbid(unsafe_code)]
 
 pub mod pool;
 pub mod state;
@@ -15,7 +16,7 @@ use crate::hooks::{self, HookResponse, InitContext};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
-pub use pool::{InstanceCounts, InstancePool, RunError};
+pub use pool::{InstancePool, RunError};
 pub use state::{ProvisioningState, StateCell};
 
 /// Why a deployment did not answer a request.

@@ -12,7 +12,8 @@ use subtle::ConstantTimeEq;
 use crate::spec::AuthMode;
 
 /// How long an `aml_token` is valid (Azure's tokens live about an hour too).
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+#[cfg(test)]
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// The longest token lifetime: `serve --token-lifetime-secs` refuses more, and a larger value
 /// from an older state file is clamped to it when a token is issued.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -1,6 +1,7 @@
 //! What the front door decides with, free of HTTP: the immutable routing snapshot, the
 //! traffic split and the credentials. The `/score` handler that ties them together is
 //! `server::front_door`.
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod routing;

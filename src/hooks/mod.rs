@@ -8,6 +8,7 @@
 //! The request is raw bytes plus the content type, and the answer raw bytes plus a status, so
 //! a C-ABI plugin (bytes in, bytes out) and a Python scoring script (whose `run` returns any
 //! JSON-able value or an `AMLResponse`) fit the same trait as the built-in ONNX hook.
+#![forbid(unsafe_code)]
 
 pub mod cancel;
 pub mod onnx;
@@ -64,7 +65,9 @@ pub enum HookError {
 pub struct InitContext {
     /// The deployment's name, for messages.
     pub deployment: String,
-    /// The deployment's `environment_variables`.
+    /// The deployment's `environment_variables` (the ONNX hook has no use for them; hooks that
+    /// run user code set them).
+    #[allow(dead_code)]
     pub environment_variables: BTreeMap<String, String>,
     /// Threads ONNX Runtime may use inside one run (1 by default: instances give parallelism).
     pub intra_threads: usize,

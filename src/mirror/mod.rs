@@ -8,6 +8,7 @@
 //! (`executor`): below live priority, within a CPU budget. A shadow that falls
 //! behind fills its queue, and further copies are dropped and counted with the reason; the
 //! effective share (wanted / copied / dropped) is part of the report.
+#![forbid(unsafe_code)]
 
 pub mod compare;
 pub mod executor;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 pub use compare::Tolerance;
-pub use report::{Answer, DropReason, MirrorReport, ShareSnapshot};
+pub use report::Answer;
 pub use shadow::Shadow;
 
 /// Where the two answers of a mirrored request meet. Whichever side arrives second has the

@@ -2,6 +2,7 @@
 //!
 //! The two planes are separate HTTP servers so the admin API can stay on loopback while the
 //! scoring plane faces clients, and so a flood of scoring traffic cannot starve control calls.
+#![forbid(unsafe_code)]
 
 mod admin;
 mod body;

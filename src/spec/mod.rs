@@ -1,6 +1,7 @@
 //! The Azure CLI v2 file formats (`endpoint.yml`, deployment YAML) and the rules a valid endpoint
 //! obeys. Everything here is pure: parsing and validation with no I/O beyond reading the file,
 //! so the control plane can check a change completely before it touches any running state.
+#![forbid(unsafe_code)]
 
 pub mod deployment;
 pub mod endpoint;

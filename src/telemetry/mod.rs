@@ -1,4 +1,5 @@
 //! Observability: the process log (`tracing`), per-deployment log rings and Prometheus metrics.
+#![forbid(unsafe_code)]
 
 pub mod logs;
 pub mod metrics;
