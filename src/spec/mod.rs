@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod endpoint;
 pub mod error;
 pub mod names;
+pub mod python;
 pub mod traffic;
 
 pub use deployment::{DeploymentSpec, HookKind};
