@@ -23,8 +23,7 @@ async fn score(body: Bytes, model: web::Data<PathBuf>) -> HttpResponse {
     HOOK.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            let ctx =
-                InitContext { deployment: "floor".into(), environment_variables: BTreeMap::new(), intra_threads: 1 };
+            let ctx = InitContext::new("floor", BTreeMap::new());
             match OnnxHook::load(&model, &ctx) {
                 Ok(h) => *slot = Some(h),
                 Err(e) => return HttpResponse::InternalServerError().body(e),
