@@ -117,6 +117,13 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Python interpreter for every score.py deployment; no environment is built from their
+    /// conda files (for offline machines, or a venv made beforehand).
+    #[arg(long, env = "SWITCHYARD_PYTHON")]
+    pub python: Option<std::path::PathBuf>,
+    /// Where venvs built from conda files are cached (default: ~/.cache/switchyard/envs).
+    #[arg(long, env = "SWITCHYARD_ENV_CACHE_DIR")]
+    pub env_cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -141,6 +148,10 @@ fn report(result: Result<(), String>) -> i32 {
 fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
     crate::telemetry::init_tracing();
     crate::deployment::background::set_shadow_budget(args.mirror_cpu_percent);
+    crate::hooks::python::configure(crate::hooks::python::PythonOptions {
+        python: args.python.filter(|p| !p.as_os_str().is_empty()),
+        env_cache_dir: args.env_cache_dir.filter(|p| !p.as_os_str().is_empty()),
+    });
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = ServeOptions {
         host: args.host,
