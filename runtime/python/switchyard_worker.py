@@ -79,17 +79,45 @@ def load_entry_script():
     return module
 
 
-def input_schema_of(run):
-    """The @input_schema parameters of run, when inference-schema is installed and used."""
+def schema_decorated(run):
+    """Whether run is decorated with @input_schema (inference-schema installed and used)."""
     try:
-        from inference_schema.schema_util import get_input_schema
+        from inference_schema.schema_util import is_schema_decorated
     except Exception:
-        return None
+        return False
     try:
-        schema = get_input_schema(run)
+        return bool(is_schema_decorated(run))
     except Exception:
-        return None
-    return schema or None
+        return False
+
+
+def raw_http_requested():
+    """Whether the script used @rawhttp (azureml-inference-server-http sets a module flag)."""
+    module = sys.modules.get("azureml_inference_server_http.api.aml_request")
+    return bool(getattr(module, "_rawHttpRequested", False))
+
+
+class RawRequest:
+    """What a @rawhttp run() receives: the parts of a flask request a scoring script reads."""
+
+    method = "POST"
+    path = full_path = "/score"
+    args = {}
+
+    def __init__(self, content_type, body):
+        self.headers = {"Content-Type": content_type} if content_type else {}
+        self.content_type = content_type
+        self.data = body
+
+    def get_data(self, as_text=False):
+        return self.data.decode("utf-8", "replace") if as_text else self.data
+
+    def get_json(self, *args, **kwargs):
+        return json.loads(self.data)
+
+    @property
+    def json(self):
+        return self.get_json()
 
 
 class Runner:
@@ -100,9 +128,20 @@ class Runner:
         except (TypeError, ValueError):
             params = {}
         self.wants_headers = "request_headers" in params
-        self.schema = input_schema_of(self.run)
+        self.schema = schema_decorated(self.run)
+        self.raw = raw_http_requested()
+        if self.raw and self.schema:
+            raise TypeError("run() cannot be decorated with both @rawhttp and @input_schema")
 
     def score(self, content_type, body):
+        if self.raw:
+            try:
+                reply(self.run(RawRequest(content_type, body)))
+            except Exception as exc:
+                traceback.print_exc()
+                sys.stderr.flush()
+                send(ord("X"), last_line(exc))
+            return
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -112,7 +151,7 @@ class Runner:
         if self.wants_headers:
             kwargs["request_headers"] = {"Content-Type": content_type} if content_type else {}
         try:
-            if self.schema is not None:
+            if self.schema:
                 if content_type and not content_type.split(";")[0].strip().lower() == "application/json":
                     answer(415, "application/json", json.dumps({"message": "this scoring script takes application/json"}).encode())
                     return
