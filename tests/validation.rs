@@ -128,7 +128,7 @@ fn deployment_rules() {
         "/v1/deployments/purple",
         json!({"model": m, "code_configuration": {"code": ".", "scoring_script": "score.py"}}),
         400,
-        "python scoring scripts are not supported yet",
+        "is not a file in code_configuration.code",
     );
     refused(&s, "PATCH", "/v1/deployments/blue", json!({"instance_count": -1}), 400, "instance_count");
     refused(&s, "PATCH", "/v1/deployments/nope", json!({"instance_count": 2}), 404, "does not exist");

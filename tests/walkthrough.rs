@@ -28,7 +28,8 @@ fn seed_walkthrough_through_the_cli() {
     let state = server.cli_ok(&["online-endpoint", "show", "-n", ep, "--query", "provisioning_state", "-o", "tsv"]);
     assert_eq!(state.trim(), "Succeeded");
 
-    // The seed's own blue deployment uses score.py: refused with a clear message.
+    // The seed's blue YAML copied here without its score.py: refused, naming the missing file
+    // (the sample with its files is served in tests/python_hook.rs).
     let err = server.cli_err(&[
         "online-deployment",
         "create",
@@ -39,7 +40,7 @@ fn seed_walkthrough_through_the_cli() {
         "-f",
         "tests/fixtures/seed/blue-deployment.yml",
     ]);
-    assert!(err.contains("python scoring scripts are not supported yet"), "{err}");
+    assert!(err.contains("scoring_script score.py is not a file in code_configuration.code"), "{err}");
 
     // Blue with all traffic (the create waits until it is ready).
     let blue: Value = server.cli_json(&[

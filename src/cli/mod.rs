@@ -159,6 +159,13 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Python interpreter for every score.py deployment; no environment is built from their
+    /// conda files (for offline machines, or a venv made beforehand).
+    #[arg(long, env = "SWITCHYARD_PYTHON")]
+    pub python: Option<std::path::PathBuf>,
+    /// Where venvs built from conda files are cached (default: ~/.cache/switchyard/envs).
+    #[arg(long, env = "SWITCHYARD_ENV_CACHE_DIR")]
+    pub env_cache_dir: Option<std::path::PathBuf>,
 }
 
 /// `--token-lifetime-secs`: refused outside 1 s ..= one year at parse time, because a lifetime
@@ -209,6 +216,10 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         config_dir: args.config_dir,
         tolerance: crate::mirror::Tolerance { atol: args.compare_atol.max(0.0), rtol: args.compare_rtol.max(0.0) },
         mirror_cpu_percent: args.mirror_cpu_percent,
+        python: crate::hooks::python::PythonOptions {
+            python: args.python.filter(|p| !p.as_os_str().is_empty()),
+            env_cache_dir: args.env_cache_dir.filter(|p| !p.as_os_str().is_empty()),
+        },
     };
     match crate::server::serve(opts) {
         Ok(()) => 0,

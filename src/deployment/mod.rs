@@ -77,13 +77,17 @@ impl Deployment {
         metrics: &Arc<Metrics>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
+        let logs = Arc::new(LogRing::default());
         let ctx = InitContext {
             deployment: spec.name.clone(),
             environment_variables: spec.environment_variables.clone(),
             intra_threads: 1,
+            logs: Arc::clone(&logs),
+            request_timeout_ms: spec.request_settings.request_timeout_ms,
+            python_env: hooks::python::EnvSlot::default(),
+            next_instance: Arc::default(),
         };
         let factory_kind = kind.clone();
-        let logs = Arc::new(LogRing::default());
         let init_log = Arc::clone(&logs);
         let pool = InstancePool::new(
             Arc::new(move || {
@@ -97,6 +101,11 @@ impl Deployment {
             }),
             runtime,
         );
+        if matches!(kind, HookKind::Python(_)) {
+            // A run in a worker process is a pipe round trip at best and may hang: never on
+            // the request's thread, always where a deadline can stop it.
+            pool.queue_every_run();
+        }
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
             pool,

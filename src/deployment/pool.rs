@@ -106,6 +106,12 @@ pub struct InstancePool {
     /// after it is dropped instead of joining, so a deleted deployment stops costing CPU at
     /// once (before, 8 × create-256-then-delete still ran 2,048 loads).
     closed: AtomicBool,
+    /// Every run is queued, whatever its measured cost: set for out-of-process hooks, whose
+    /// runs may hang and must always have a deadline that can stop them.
+    always_queued: AtomicBool,
+    /// Instances replaced in a row without a successful run since: the backoff of the next
+    /// replacement grows with it, so a worker that dies at every request cannot spin.
+    restarts_in_row: AtomicU64,
 }
 
 /// A long run waiting for an instance.
@@ -148,7 +154,14 @@ impl InstancePool {
             runtime,
             pending: Mutex::new(VecDeque::new()),
             closed: AtomicBool::new(false),
+            always_queued: AtomicBool::new(false),
+            restarts_in_row: AtomicU64::new(0),
         })
+    }
+
+    /// Queues every run for the blocking threads (see `always_queued`).
+    pub fn queue_every_run(&self) {
+        self.always_queued.store(true, Ordering::Relaxed);
     }
 
     /// Stops the pool from growing: loads that have not started are skipped, and instances
@@ -296,7 +309,7 @@ impl InstancePool {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
-        if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
+        if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS || self.always_queued.load(Ordering::Relaxed) {
             return self.run_queued(body, content_type).await;
         }
         let permit = match self.available.try_acquire() {
@@ -425,18 +438,38 @@ impl InstancePool {
         let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type, cancel })));
         self.record_cost(start.elapsed().as_nanos() as u64);
         match outcome {
-            Ok(result) => (result.map_err(RunError::from), Some(hook)),
+            Ok(result) if hook.is_healthy() => {
+                if result.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
+                    self.restarts_in_row.store(0, Ordering::Relaxed);
+                }
+                (result.map_err(RunError::from), Some(hook))
+            }
+            Ok(result) => {
+                // The instance cannot serve again (its worker process died or hung): the
+                // run's own error goes back, and a fresh instance replaces it.
+                self.replace(hook);
+                (result.map_err(RunError::from), None)
+            }
             Err(panic) => {
                 // The instance's state is unknown after a panic: drop it and load a fresh one.
-                self.ready.fetch_sub(1, Ordering::AcqRel);
-                let _ = catch_unwind(AssertUnwindSafe(|| drop(hook)));
-                let pool = Arc::clone(self);
-                self.runtime.spawn(async move {
-                    let _ = pool.add(1).await;
-                });
+                self.replace(hook);
                 (Err(RunError::Failed(format!("the scoring hook panicked: {}", panic_message(&panic)))), None)
             }
         }
+    }
+
+    /// Drops a broken instance and loads a replacement, after a backoff that doubles with
+    /// each replacement in a row (0, 0.1, 0.2, ... up to 10 s) until a run succeeds again.
+    fn replace(self: &Arc<Self>, hook: Box<dyn ScoringHook>) {
+        self.ready.fetch_sub(1, Ordering::AcqRel);
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(hook)));
+        let n = self.restarts_in_row.fetch_add(1, Ordering::Relaxed);
+        let backoff = if n == 0 { 0 } else { (100u64 << (n - 1).min(7)).min(10_000) };
+        let pool = Arc::clone(self);
+        self.runtime.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+            let _ = pool.add(1).await;
+        });
     }
 
     /// Puts an instance back; if long runs are queued, an idle instance starts on them.

@@ -13,13 +13,17 @@
 pub mod cancel;
 pub mod onnx;
 pub mod ort_runtime;
+pub mod python;
 pub mod tensor_json;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::spec::HookKind;
+use crate::telemetry::LogRing;
 
 /// One scoring request as a hook sees it.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +75,30 @@ pub struct InitContext {
     pub environment_variables: BTreeMap<String, String>,
     /// Threads ONNX Runtime may use inside one run (1 by default: instances give parallelism).
     pub intra_threads: usize,
+    /// The deployment's log: out-of-process hooks copy their workers' output into it.
+    pub logs: Arc<LogRing>,
+    /// `request_timeout_ms` when the deployment was made: the deadline of runs that come
+    /// without a `Cancellation` (mirror copies), and `SCORING_TIMEOUT_MS` for scripts.
+    pub request_timeout_ms: u64,
+    /// The deployment's Python environment, resolved (built) once for all its instances.
+    pub python_env: python::EnvSlot,
+    /// Numbers the deployment's instances in logs (`blue/instance-0`, ...).
+    pub next_instance: Arc<AtomicUsize>,
+}
+
+impl InitContext {
+    /// A context with the defaults: one intra-op thread, a fresh log and environment slot.
+    pub fn new(deployment: &str, environment_variables: BTreeMap<String, String>) -> Self {
+        Self {
+            deployment: deployment.to_string(),
+            environment_variables,
+            intra_threads: 1,
+            logs: Arc::new(LogRing::default()),
+            request_timeout_ms: 5000,
+            python_env: python::EnvSlot::default(),
+            next_instance: Arc::default(),
+        }
+    }
 }
 
 /// The per-instance scoring contract.
@@ -82,12 +110,20 @@ pub trait ScoringHook: Send {
     fn describe(&self) -> String {
         String::new()
     }
+
+    /// False once the instance cannot serve again (an out-of-process worker died, hung or
+    /// broke the protocol): the pool drops it and loads a replacement, with backoff. An
+    /// in-process hook is always healthy (a panic is handled by the pool).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }
 
 /// Creates one hook instance of the given kind. Blocking: call it off the request path.
 pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
     match kind {
         HookKind::Onnx { model_file } => onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _),
+        HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _),
     }
 }
 
@@ -95,5 +131,6 @@ pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, 
 pub fn describe(kind: &HookKind) -> String {
     match kind {
         HookKind::Onnx { model_file } => format!("onnx {}", model_file.display()),
+        HookKind::Python(script) => python::describe_script(script),
     }
 }

@@ -62,6 +62,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// The shadow threads' CPU budget, percent of one core (0 = no limit).
     pub mirror_cpu_percent: f64,
+    /// `--python` / `--env-cache-dir`: how score.py deployments get their interpreter.
+    pub python: crate::hooks::python::PythonOptions,
 }
 
 /// Default of `serve --mirror-cpu-percent`: the shadow's CPU budget, percent of one core.
@@ -72,6 +74,7 @@ pub const DEFAULT_MIRROR_CPU_PERCENT: f64 = crate::mirror::executor::DEFAULT_SHA
 pub fn serve(opts: ServeOptions) -> Result<(), String> {
     crate::telemetry::init_tracing();
     crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
+    crate::hooks::python::configure(opts.python.clone());
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
     // watcher): below the scoring workers in priority.
     let runtime = tokio::runtime::Builder::new_multi_thread()

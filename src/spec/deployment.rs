@@ -83,6 +83,8 @@ pub struct CodeConfiguration {
 pub enum HookKind {
     /// Built-in ONNX Runtime hook on this `.onnx` file.
     Onnx { model_file: PathBuf },
+    /// An Azure ML scoring script (`score.py`) run by worker processes.
+    Python(super::python::PythonScript),
 }
 
 /// One deployment as the user wrote it (paths made absolute).
@@ -99,7 +101,8 @@ pub struct DeploymentSpec {
     pub model: ModelSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_configuration: Option<CodeConfiguration>,
-    /// Recorded; used only by hooks that need an environment (python, later).
+    /// The Python hook's environment (`conda_file`, or the local `python:` extension); the
+    /// ONNX hook ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Value>,
     /// Given to the hook's init.
@@ -245,6 +248,17 @@ impl DeploymentSpec {
         if let Some(code) = self.code_configuration.as_mut().and_then(|c| c.code.as_mut()) {
             *code = abs(code);
         }
+        // The Python hook's files: a conda file, and an interpreter given by path (a bare
+        // name such as `python3.12` is looked up on PATH instead).
+        if let Some(Value::Object(env)) = self.environment.as_mut() {
+            for key in ["conda_file", "python"] {
+                if let Some(Value::String(p)) = env.get_mut(key) {
+                    if key == "conda_file" || p.contains('/') {
+                        *p = abs(Path::new(p.as_str())).display().to_string();
+                    }
+                }
+            }
+        }
     }
 
     /// Picks the scoring hook and checks that what it needs is on disk.
@@ -252,10 +266,9 @@ impl DeploymentSpec {
         if let Some(cc) = &self.code_configuration {
             let script = cc.scoring_script.as_str();
             if script.ends_with(".py") {
-                return Err(SpecError::invalid(format!(
-                    "python scoring scripts are not supported yet (scoring_script: {script}); \
-                     remove code_configuration to serve an ONNX model at model.path with the built-in ONNX hook"
-                )));
+                let code = cc.code.as_deref();
+                let python = super::python::script(code, script, &self.model.path, self.environment.as_ref())?;
+                return Ok(HookKind::Python(python));
             }
             if script.ends_with(".so") || script.ends_with(".dylib") {
                 return Err(SpecError::invalid(format!(
@@ -344,7 +357,7 @@ instance_count: 1
         assert_eq!(spec.model.path, PathBuf::from("/a/b/c/model-1/model"));
         assert_eq!(spec.request_settings.request_timeout_ms, 5000);
         let err = spec.hook_kind().unwrap_err();
-        assert!(err.message.contains("python scoring scripts are not supported yet"), "{err}");
+        assert!(err.message.contains("is not a file in code_configuration.code"), "{err}");
     }
 
     #[test]

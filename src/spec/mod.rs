@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod error;
 pub mod limits;
 pub mod names;
+pub mod python;
 pub mod traffic;
 
 pub use deployment::{DeploymentSpec, HookKind};

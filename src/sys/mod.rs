@@ -96,3 +96,68 @@ pub fn set_backlog(listener: &std::net::TcpListener, backlog: u32) {
         let _ = (listener, backlog);
     }
 }
+
+/// Takes an exclusive `flock` on `file`, waiting for it; released when the file is closed.
+#[cfg(unix)]
+pub fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor the caller owns and keeps open while it holds the lock.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable (or hung up), at most `timeout_ms` (-1: no limit). `Ok(false)`
+/// when the time ran out; an interrupted wait is reported as `Ok(false)` too, so callers
+/// recompute their timeout and call again.
+#[cfg(unix)]
+pub fn poll_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call; `fd` is owned by the caller.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if n > 0 {
+        return Ok(true);
+    }
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(false)
+}
+
+/// Makes the child of `cmd` inherit `child_in` as fd 3 and `child_out` as fd 4 (the frame
+/// pipes of a hook worker), and nothing else beyond stdio (every other pipe of ours is
+/// close-on-exec).
+#[cfg(unix)]
+pub fn inherit_as_fd3_fd4(cmd: &mut std::process::Command, child_in: i32, child_out: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between fork and exec.
+    // Both ends are first moved to fds >= 10, so that placing one on 3 can never clobber
+    // the other; the copies on 3 and 4 have no close-on-exec flag, so the worker inherits
+    // exactly these two.
+    unsafe {
+        cmd.pre_exec(move || {
+            let a = libc::fcntl(child_in, libc::F_DUPFD, 10);
+            let b = libc::fcntl(child_out, libc::F_DUPFD, 10);
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(a);
+            libc::close(b);
+            Ok(())
+        });
+    }
+}
+
+/// SIGKILL to the process group led by `pid` (a worker and whatever it started).
+#[cfg(unix)]
+pub fn kill_process_group(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    if pid > 0 {
+        // SAFETY: kill(2) on the process group of a child we spawned (its own group).
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}

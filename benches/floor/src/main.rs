@@ -11,8 +11,7 @@ use std::path::PathBuf;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
-use switchyard::hooks::onnx::OnnxHook;
-use switchyard::hooks::{HookError, HookRequest, InitContext, ScoringHook};
+use switchyard::{HookError, HookRequest, InitContext, OnnxHook, ScoringHook};
 
 thread_local! {
     /// One session per worker thread, loaded on its first request.
@@ -23,8 +22,7 @@ async fn score(body: Bytes, model: web::Data<PathBuf>) -> HttpResponse {
     HOOK.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            let ctx =
-                InitContext { deployment: "floor".into(), environment_variables: BTreeMap::new(), intra_threads: 1 };
+            let ctx = InitContext::new("floor", BTreeMap::new());
             match OnnxHook::load(&model, &ctx) {
                 Ok(h) => *slot = Some(h),
                 Err(e) => return HttpResponse::InternalServerError().body(e),

@@ -1,0 +1,350 @@
+//! Python environments: which interpreter a deployment's workers run, building a venv from a
+//! conda file when the deployment has one.
+//!
+//! An environment belongs to the deployment, not to an instance: [`EnvSlot`] resolves it once
+//! (the first instance's load builds it, the others wait for that result), before any worker
+//! starts, on a loader thread (never on a request's path). Built venvs are cached by the
+//! content hash of what they were built from, under `--env-cache-dir`, so a second create with
+//! the same conda file starts in seconds, and two deployments with the same file share one
+//! venv. A build holds an `flock` on the cache entry, so two servers sharing a cache never build
+//! the same venv at once; an entry is complete only once its `.complete` marker is written, so
+//! a build killed half way is rebuilt, never used.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::spec::python::{EnvironmentBuild, PythonEnvironment};
+use crate::telemetry::LogRing;
+
+/// Bumped when the way venvs are built changes, so old cache entries are not reused.
+const BUILDER_VERSION: &str = "1";
+
+/// Server-wide settings of the Python hook (`serve --python`, `--env-cache-dir`).
+#[derive(Debug, Clone, Default)]
+pub struct PythonOptions {
+    /// `--python` / `SWITCHYARD_PYTHON`: every Python deployment runs this interpreter, and no
+    /// environment is built (for machines without network, and for tests).
+    pub python: Option<PathBuf>,
+    /// `--env-cache-dir`: where built venvs are kept (default: the user's cache folder).
+    pub env_cache_dir: Option<PathBuf>,
+}
+
+static OPTIONS: OnceLock<PythonOptions> = OnceLock::new();
+
+/// Sets the server-wide options (once, at `serve`; later calls are ignored).
+pub fn configure(options: PythonOptions) {
+    let _ = OPTIONS.set(options);
+}
+
+fn options() -> PythonOptions {
+    OPTIONS.get().cloned().unwrap_or_else(|| PythonOptions {
+        python: std::env::var_os("SWITCHYARD_PYTHON").filter(|p| !p.is_empty()).map(PathBuf::from),
+        env_cache_dir: None,
+    })
+}
+
+/// The cache folder: `--env-cache-dir`, else `$XDG_CACHE_HOME/switchyard/envs`, else
+/// `~/.cache/switchyard/envs`, else under the temp folder.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = options().env_cache_dir {
+        return dir;
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("switchyard").join("envs")
+}
+
+/// A deployment's environment, resolved once and shared by its instances.
+#[derive(Clone, Default)]
+pub struct EnvSlot(Arc<Mutex<Option<Result<PathBuf, String>>>>);
+
+impl std::fmt::Debug for EnvSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnvSlot")
+    }
+}
+
+impl EnvSlot {
+    /// The interpreter for `environment`, building its venv the first time. Every instance
+    /// of the deployment calls this; the first one does the work while the others wait.
+    pub fn interpreter(&self, environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathBuf, String> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = slot.as_ref() {
+            return done.clone();
+        }
+        let resolved = resolve(environment, logs);
+        *slot = Some(resolved.clone());
+        resolved
+    }
+}
+
+fn resolve(environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathBuf, String> {
+    if let Some(python) = options().python {
+        logs.push(format!("python: {} (--python/SWITCHYARD_PYTHON; no environment is built)", python.display()));
+        return Ok(python);
+    }
+    match environment {
+        PythonEnvironment::Default => Ok(PathBuf::from("python3")),
+        PythonEnvironment::Interpreter(p) => {
+            logs.push(format!("python: {} (environment.python; no environment is built)", p.display()));
+            Ok(p.clone())
+        }
+        PythonEnvironment::Build(build) => build_env(build, logs),
+    }
+}
+
+/// The cache key: the builder version, the interpreter version asked for and the requirements'
+/// source text.
+fn key_of(build: &EnvironmentBuild) -> String {
+    let mut h = Sha256::new();
+    h.update(BUILDER_VERSION.as_bytes());
+    h.update([0]);
+    h.update(build.content.as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+/// Builds (or finds) the venv for `build`; returns its interpreter.
+fn build_env(build: &EnvironmentBuild, logs: &Arc<LogRing>) -> Result<PathBuf, String> {
+    let dir = cache_dir().join(key_of(build));
+    let python = dir.join("bin").join("python");
+    if dir.join(".complete").is_file() {
+        logs.push(format!("environment: cache hit {} (built from {})", dir.display(), build.source));
+        return Ok(python);
+    }
+    std::fs::create_dir_all(cache_dir())
+        .map_err(|e| format!("cannot create the environment cache {}: {e}", cache_dir().display()))?;
+    let lock_path = dir.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    logs.push(format!("environment: waiting for the build lock {}", lock_path.display()));
+    if let Err(e) = crate::sys::lock_exclusive(&lock) {
+        return Err(format!("cannot lock {}: {e}", lock_path.display()));
+    }
+    if dir.join(".complete").is_file() {
+        logs.push(format!("environment: cache hit {} (built meanwhile by another deployment)", dir.display()));
+        return Ok(python);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove the unfinished {}: {e}", dir.display()))?;
+    }
+    let started = Instant::now();
+    let base = find_interpreter(build.python_version.as_deref())?;
+    logs.push(format!(
+        "environment: building {} from {} with {} ({} requirement(s))",
+        dir.display(),
+        build.source,
+        base.display(),
+        build.requirements.len()
+    ));
+    let outcome = make_venv(&base, &dir, build, logs);
+    if let Err(e) = outcome {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(format!("building the environment from {} failed: {e}", build.source));
+    }
+    std::fs::write(dir.join(".complete"), format!("{:.1}\n", started.elapsed().as_secs_f64()))
+        .map_err(|e| format!("cannot write {}: {e}", dir.join(".complete").display()))?;
+    logs.push(format!("environment: built in {:.1} s: {}", started.elapsed().as_secs_f64(), dir.display()));
+    tracing::info!(env = %dir.display(), seconds = started.elapsed().as_secs_f64(), "python environment built");
+    Ok(python)
+}
+
+fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<LogRing>) -> Result<(), String> {
+    let uv = which("uv");
+    let reqs = dir.with_extension("requirements.txt");
+    std::fs::write(&reqs, build.requirements.join("\n") + "\n")
+        .map_err(|e| format!("cannot write {}: {e}", reqs.display()))?;
+    let venv_python = dir.join("bin").join("python");
+    if let Some(uv) = uv {
+        logs.push(format!("environment: using {}", uv.display()));
+        run_logged(Command::new(&uv).arg("venv").arg("--python").arg(base).arg(dir), logs)?;
+        if !build.requirements.is_empty() {
+            run_logged(
+                Command::new(&uv).args(["pip", "install", "--python"]).arg(&venv_python).arg("-r").arg(&reqs),
+                logs,
+            )?;
+        }
+    } else {
+        logs.push("environment: uv is not installed: using python -m venv and pip (slower)");
+        run_logged(Command::new(base).args(["-m", "venv"]).arg(dir), logs)?;
+        if !build.requirements.is_empty() {
+            run_logged(
+                Command::new(&venv_python)
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--disable-pip-version-check",
+                        "--no-input",
+                        "--progress-bar",
+                        "off",
+                    ])
+                    .arg("-r")
+                    .arg(&reqs),
+                logs,
+            )?;
+        }
+    }
+    let _ = std::fs::rename(&reqs, dir.join("requirements.txt"));
+    Ok(())
+}
+
+/// Runs a build step, copying its output into the deployment's log line by line. On failure,
+/// the error is the tool's own error line (pip's `ERROR: ...`), else its last line.
+fn run_logged(cmd: &mut Command, logs: &Arc<LogRing>) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    logs.push(format!("environment: $ {shown}"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("PIP_NO_INPUT", "1")
+        .spawn()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let stderr = child.stderr.take();
+    // Lines go to the log as they come: the build's progress is what `get-logs` shows
+    // while the deployment is Creating.
+    let err_logs = LogSink::default();
+    let err_thread = stderr.map(|s| {
+        let (sink, logs) = (err_logs.clone(), Arc::clone(logs));
+        std::thread::spawn(move || copy_lines(s, &sink, &logs))
+    });
+    let out_logs = LogSink::default();
+    if let Some(out) = child.stdout.take() {
+        copy_lines(out, &out_logs, logs);
+    }
+    if let Some(t) = err_thread {
+        let _ = t.join();
+    }
+    let status = child.wait().map_err(|e| format!("{shown}: {e}"))?;
+    let mut all = out_logs.take();
+    all.extend(err_logs.take());
+    if status.success() {
+        return Ok(());
+    }
+    let reason = all
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with("ERROR:") || l.trim_start().starts_with("error:"))
+        .or_else(|| all.iter().rev().find(|l| !l.trim().is_empty()))
+        .cloned()
+        .unwrap_or_else(|| format!("{shown} exited with {status}"));
+    Err(reason.trim().to_string())
+}
+
+/// Lines gathered from one stream of a build step.
+#[derive(Clone, Default)]
+struct LogSink(Arc<Mutex<Vec<String>>>);
+
+impl LogSink {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn copy_lines(stream: impl Read, sink: &LogSink, logs: &LogRing) {
+    for line in BufReader::new(stream).split(b'\n') {
+        let Ok(line) = line else { break };
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if !text.is_empty() {
+            logs.push(format!("environment: {text}"));
+            sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+        }
+    }
+}
+
+/// An executable on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// An interpreter for `python=X.Y`: `pythonX.Y` on PATH, then pyenv's and uv's installed
+/// Pythons, then `python3` if it is that version. Each candidate is run once to check its
+/// version (pyenv shims exist for versions that are not selected, and fail when run).
+pub fn find_interpreter(version: Option<&str>) -> Result<PathBuf, String> {
+    let Some(version) = version else {
+        return Ok(which("python3").unwrap_or_else(|| PathBuf::from("python3")));
+    };
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    candidates.extend(which(&format!("python{version}")));
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let pyenv_root =
+        std::env::var_os("PYENV_ROOT").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".pyenv")));
+    if let Some(root) = pyenv_root {
+        candidates.extend(sorted_dirs(&root.join("versions"), version).into_iter().map(|d| d.join("bin/python3")));
+    }
+    if let Some(h) = &home {
+        let uv_root = h.join(".local/share/uv/python");
+        candidates.extend(
+            sorted_dirs(&uv_root, &format!("cpython-{version}")).into_iter().map(|d| d.join("bin").join("python3")),
+        );
+    }
+    candidates.push(PathBuf::from(format!("/usr/bin/python{version}")));
+    candidates.push(PathBuf::from(format!("/usr/local/bin/python{version}")));
+    candidates.extend(which("python3"));
+    for c in candidates {
+        if version_of(&c).as_deref() == Some(version) {
+            return Ok(c);
+        }
+    }
+    Err(format!(
+        "the environment asks for python={version}, and no working Python {version} was found \
+         (looked on PATH, in pyenv's and uv's Pythons): install it (e.g. `uv python install {version}`), \
+         or run an existing interpreter with `environment: {{python: /path/to/bin/python}}` or `serve --python`"
+    ))
+}
+
+/// Folders under `root` whose names start with `prefix` followed by `.` or `-` or nothing,
+/// newest name last reversed (the highest patch version first).
+fn sorted_dirs(root: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '-']))
+            })
+        })
+        .collect();
+    found.sort();
+    found.reverse();
+    found
+}
+
+/// `X.Y` of an interpreter, or `None` when it does not run.
+fn version_of(python: &Path) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_python_version_says_how_to_get_one() {
+        let e = find_interpreter(Some("2.1")).unwrap_err();
+        assert!(e.contains("python=2.1") && e.contains("environment: {python"), "{e}");
+    }
+
+    #[test]
+    fn the_cache_key_follows_the_content() {
+        let a = crate::spec::python::parse_conda("dependencies:\n  - numpy=2.3.1\n", "a").unwrap();
+        let b = crate::spec::python::parse_conda("dependencies:\n  - numpy=2.3.0\n", "a").unwrap();
+        assert_ne!(key_of(&a), key_of(&b));
+        assert_eq!(key_of(&a), key_of(&a.clone()));
+    }
+}
