@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,35 +116,11 @@ fn key_rotation_under_traffic() {
     s.deploy("blue", "model-1", json!({"request_settings": {"max_concurrent_requests_per_instance": 4}}));
     s.set_traffic(json!({"blue": 100}));
     let secondary = s.admin("GET", "/v1/endpoint/keys", None).json()["secondaryKey"].as_str().unwrap().to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (s, key, stop, failures, sent) =
-                (s.clone(), secondary.clone(), stop.clone(), failures.clone(), sent.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if s.score_authed(&key, &sample_request(), None).status != 200 {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&s, 2, &secondary, sample_request());
     let mut old = s.primary_key();
     for _ in 0..5 {
         // Let the secondary-key clients run between rotations.
-        let before = sent.load(Ordering::Relaxed);
-        eventually("50 more requests", Duration::from_secs(60), || {
-            let n = sent.load(Ordering::Relaxed);
-            if n >= before + 50 {
-                Ok(())
-            } else {
-                Err(format!("{} sent", n - before))
-            }
-        });
+        load.wait_for_more(50);
         let r = s.admin("POST", "/v1/endpoint/keys/regenerate", Some(&json!({"keyType": "primary"})));
         assert_eq!(r.status, 200);
         assert_eq!(s.score_authed(&old, &sample_request(), None).status, 401, "the old primary stops at once");
@@ -152,10 +128,9 @@ fn key_rotation_under_traffic() {
         assert_eq!(s.score_authed(&new, &sample_request(), None).status, 200, "the new one works at once");
         old = new;
     }
-    stop.store(true, Ordering::Relaxed);
-    clients.into_iter().for_each(|c| c.join().unwrap());
-    assert!(sent.load(Ordering::Relaxed) > 100);
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "the secondary key kept working throughout");
+    let report = load.stop();
+    assert!(report.total > 100);
+    assert_eq!(report.ok, report.total, "the secondary key kept working throughout: {:?}", report.failures);
     let logs = s.admin("GET", "/v1/deployments/blue/logs?lines=100000", None).body;
     assert!(!logs.contains(&secondary) && !logs.contains(&old), "keys never appear in logs");
 }

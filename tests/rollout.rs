@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,36 +22,9 @@ fn every_rollout_step_under_load_fails_no_request() {
     assert_eq!(s.set_traffic(json!({"seed": 100})).status, 200);
     let key = s.primary_key();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses = Arc::new(Mutex::new(BTreeMap::<u16, usize>::new()));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (s, key, stop, statuses, failures) =
-                (s.clone(), key.clone(), stop.clone(), statuses.clone(), failures.clone());
-            std::thread::spawn(move || {
-                let body = sample_request();
-                let mut local = BTreeMap::<u16, usize>::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let r = s.score_authed(&key, &body, None);
-                    *local.entry(r.status).or_default() += 1;
-                    if r.status != 200 {
-                        failures.lock().unwrap().push(format!(
-                            "{} {:?} {}",
-                            r.status,
-                            r.header("azureml-model-deployment"),
-                            r.body
-                        ));
-                    }
-                }
-                let mut all = statuses.lock().unwrap();
-                for (k, v) in local {
-                    *all.entry(k).or_default() += v;
-                }
-            })
-        })
-        .collect();
-    let settle = || std::thread::sleep(Duration::from_millis(300));
+    let load = Load::start(&s, CLIENTS, &key, sample_request());
+    // Between steps, traffic flows over the new state before the next change.
+    let settle = || load.wait_for_more(300);
     let ok = |r: Reply| assert!(r.status < 300, "{} {}", r.status, r.body);
 
     settle();
@@ -86,14 +57,14 @@ fn every_rollout_step_under_load_fails_no_request() {
     ok(s.admin("DELETE", "/v1/deployments/blue", None));
     settle();
 
-    stop.store(true, Ordering::Relaxed);
-    clients.into_iter().for_each(|c| c.join().unwrap());
-    let statuses = statuses.lock().unwrap().clone();
-    let total: usize = statuses.values().sum();
-    let failed = total - statuses.get(&200).copied().unwrap_or(0);
-    eprintln!("load through rollout: {total} requests from {CLIENTS} clients, {failed} failed ({statuses:?})");
-    assert!(total > 2000, "the load ran: {total}");
-    assert_eq!(failed, 0, "non-200 answers: {:?}", &failures.lock().unwrap()[..failed.min(5)]);
+    let report = load.stop();
+    let failed = report.total - report.ok;
+    eprintln!(
+        "load through rollout: {} requests from {CLIENTS} clients, {failed} failed ({:?})",
+        report.total, report.statuses
+    );
+    assert!(report.total > 2000, "the load ran: {}", report.total);
+    assert_eq!(failed, 0, "non-200 answers: {:?}", report.failures);
 }
 
 #[test]

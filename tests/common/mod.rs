@@ -315,3 +315,89 @@ pub fn broken_model_dir() -> tempfile::TempDir {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Clients that keep sending one request to `/score` until stopped: the one load harness of
+/// the tests that change things under traffic.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    statuses: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u16, usize>>>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub total: usize,
+    pub ok: usize,
+    pub statuses: std::collections::BTreeMap<u16, usize>,
+    /// The first non-200 answers (status, serving deployment, body), at most 20.
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    /// Starts `clients` threads sending `body` with `key` (unpinned), each request on a new
+    /// round as soon as the last one is answered.
+    pub fn start(server: &std::sync::Arc<Server>, clients: usize, key: &str, body: Vec<u8>) -> Self {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            stop: Default::default(),
+            sent: Default::default(),
+            statuses: Default::default(),
+            failures: Default::default(),
+            clients: Vec::new(),
+        };
+        let clients = (0..clients)
+            .map(|_| {
+                let (s, key, body) = (server.clone(), key.to_string(), body.clone());
+                let (stop, sent, statuses, failures) =
+                    (load.stop.clone(), load.sent.clone(), load.statuses.clone(), load.failures.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = s.score_authed(&key, &body, None);
+                        *statuses.lock().unwrap().entry(r.status).or_default() += 1;
+                        if r.status != 200 {
+                            let mut f = failures.lock().unwrap();
+                            if f.len() < 20 {
+                                f.push(format!("{} {:?} {}", r.status, r.header("azureml-model-deployment"), r.body));
+                            }
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load { clients, ..load }
+    }
+
+    /// Requests answered so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests have been answered (traffic flowed over the last change).
+    pub fn wait_for_more(&self, n: usize) {
+        let before = self.sent();
+        eventually(&format!("{n} more requests"), Duration::from_secs(60), || {
+            let now = self.sent();
+            if now >= before + n {
+                Ok(())
+            } else {
+                Err(format!("{} answered", now - before))
+            }
+        });
+    }
+
+    /// Stops the clients and reports.
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        let statuses = self.statuses.lock().unwrap().clone();
+        let total = statuses.values().sum();
+        let ok = statuses.get(&200).copied().unwrap_or(0);
+        LoadReport { total, ok, statuses, failures: self.failures.lock().unwrap().clone() }
+    }
+}
