@@ -56,26 +56,25 @@ impl ControlPlane {
             }
         }
         let before = state.clone();
-        state.next_generation += 1;
-        let generation = state.next_generation;
+        state.next_load_id += 1;
+        let load_id = state.next_load_id;
         let fresh = Deployment::new(&spec, kind, &self.metrics, self.runtime.clone());
         let mut replaced = None;
         match state.deployments.get_mut(&name) {
             // Something serves: the new version loads beside it and takes over once ready.
             Some(record) if record.live.pool.ready() > 0 => {
                 record.pending = Some(PendingVersion { spec: spec.clone(), pool: Arc::clone(&fresh) });
-                record.generation = generation;
+                record.load_id = load_id;
             }
             // Nothing serves (a failed create): the new version takes its place at once.
             Some(record) => {
                 replaced = Some(record.replace_live(Arc::clone(&fresh), self.options.tolerance));
                 record.spec = spec.clone();
-                record.generation = generation;
+                record.load_id = load_id;
                 record.last_failure = None;
             }
             None => {
-                let record =
-                    DeploymentRecord::new(spec.clone(), Arc::clone(&fresh), generation, self.options.tolerance);
+                let record = DeploymentRecord::new(spec.clone(), Arc::clone(&fresh), load_id, self.options.tolerance);
                 state.deployments.insert(name.clone(), record);
             }
         }
@@ -94,7 +93,7 @@ impl ControlPlane {
         if let Some(old) = replaced {
             self.retire(old);
         }
-        self.load_in_background(spec, fresh, generation);
+        self.load_in_background(spec, fresh, load_id);
         Ok((view, !exists))
     }
 
@@ -224,7 +223,7 @@ impl ControlPlane {
         });
     }
 
-    fn load_in_background(self: &Arc<Self>, spec: DeploymentSpec, fresh: Arc<Deployment>, generation: u64) {
+    fn load_in_background(self: &Arc<Self>, spec: DeploymentSpec, fresh: Arc<Deployment>, load_id: u64) {
         let cp = Arc::clone(self);
         self.runtime.spawn(async move {
             let count = spec.instance_count as usize;
@@ -232,7 +231,7 @@ impl ControlPlane {
             let started = std::time::Instant::now();
             let outcome = fresh.pool.add(count).await;
             fresh.load_micros.store(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-            cp.finish_load(&spec.name, fresh, generation, outcome).await;
+            cp.finish_load(&spec.name, fresh, load_id, outcome).await;
         });
     }
 
@@ -240,11 +239,11 @@ impl ControlPlane {
         &self,
         name: &str,
         fresh: Arc<Deployment>,
-        generation: u64,
+        load_id: u64,
         outcome: Result<(), String>,
     ) {
         // Decide under the lock, then drain outside it (draining waits for requests).
-        let to_drain = self.apply_load(name, &fresh, generation, outcome);
+        let to_drain = self.apply_load(name, &fresh, load_id, outcome);
         if let Some(stale) = to_drain {
             stale.pool.close();
             let n = stale.pool.ready();
@@ -257,11 +256,11 @@ impl ControlPlane {
         &self,
         name: &str,
         fresh: &Arc<Deployment>,
-        generation: u64,
+        load_id: u64,
         outcome: Result<(), String>,
     ) -> Option<Arc<Deployment>> {
         let mut state = self.lock();
-        let Some(record) = state.deployments.get_mut(name).filter(|r| r.generation == generation) else {
+        let Some(record) = state.deployments.get_mut(name).filter(|r| r.load_id == load_id) else {
             // Deleted or replaced again while loading: this version never serves.
             fresh.state.set(ProvisioningState::Deleting, None);
             return Some(Arc::clone(fresh));

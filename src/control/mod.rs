@@ -20,7 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::deployment::{Deployment, ProvisioningState};
-use crate::endpoint::{Credentials, EndpointView, RoutingTable, WeightedSplit};
+use crate::endpoint::{Credentials, EndpointView, RoutingTable, Unavailable, WeightedSplit};
 use crate::mirror::{Shadow, Tolerance};
 use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
@@ -33,9 +33,9 @@ use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
 struct State {
     endpoint: Option<EndpointRecord>,
     deployments: BTreeMap<String, DeploymentRecord>,
-    /// Increases with each deployment created or replaced, so a finished background load can
+    /// Increases with each load started (create, replace), so a finished background load can
     /// tell whether its deployment is still the current one.
-    next_generation: u64,
+    next_load_id: u64,
 }
 
 /// The endpoint as accepted: its spec holds the normalised traffic (every deployment listed)
@@ -59,9 +59,9 @@ struct DeploymentRecord {
     live: Arc<Deployment>,
     /// `live` in its role as a shadow (copy queue, comparison report); replaced with it.
     shadow: Arc<Shadow>,
-    /// The generation of the newest load started for this deployment (of `pending` while a
+    /// The id of the newest load started for this deployment (of `pending` while a
     /// replacement loads).
-    generation: u64,
+    load_id: u64,
     /// A replacement being loaded beside `live`.
     pending: Option<PendingVersion>,
     /// The last update that failed while `live` kept serving.
@@ -69,9 +69,9 @@ struct DeploymentRecord {
 }
 
 impl DeploymentRecord {
-    fn new(spec: DeploymentSpec, live: Arc<Deployment>, generation: u64, tolerance: Tolerance) -> Self {
+    fn new(spec: DeploymentSpec, live: Arc<Deployment>, load_id: u64, tolerance: Tolerance) -> Self {
         let shadow = Shadow::new(Arc::clone(&live), tolerance);
-        Self { spec, live, shadow, generation, pending: None, last_failure: None }
+        Self { spec, live, shadow, load_id, pending: None, last_failure: None }
     }
 
     /// Makes `next` the version that serves (with a shadow side of its own); returns the old.
@@ -93,7 +93,7 @@ pub struct ControlPlane {
     state: Mutex<State>,
     routing: Arc<ArcSwap<RoutingTable>>,
     /// Bumped after each publish (the front door's per-thread snapshot caches watch it).
-    generation: Arc<std::sync::atomic::AtomicU64>,
+    publish_count: Arc<std::sync::atomic::AtomicU64>,
     metrics: Arc<Metrics>,
     /// Where background work (model loads, drains) runs.
     runtime: tokio::runtime::Handle,
@@ -127,7 +127,7 @@ impl ControlPlane {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
-            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            publish_count: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             metrics,
             runtime: tokio::runtime::Handle::current(),
             scoring_base: OnceLock::new(),
@@ -146,8 +146,8 @@ impl ControlPlane {
     }
 
     /// The publish counter the front door's snapshot caches watch.
-    pub fn generation(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        Arc::clone(&self.generation)
+    pub fn publish_count(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.publish_count)
     }
 
     /// Records the scoring plane's address (for `scoring_uri`).
@@ -257,9 +257,16 @@ impl ControlPlane {
 
     /// Builds the routing snapshot from `state` and swaps it in.
     fn publish(&self, state: &State) {
-        if self.restoring.load(Ordering::Acquire) || self.shutting_down.load(Ordering::Acquire) {
-            self.routing.store(Arc::new(RoutingTable { endpoint: None, restoring: true }));
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        let unavailable = if self.shutting_down.load(Ordering::Acquire) {
+            Some(Unavailable::ShuttingDown)
+        } else if self.restoring.load(Ordering::Acquire) {
+            Some(Unavailable::Restoring)
+        } else {
+            None
+        };
+        if unavailable.is_some() {
+            self.routing.store(Arc::new(RoutingTable { endpoint: None, unavailable }));
+            self.publish_count.fetch_add(1, Ordering::AcqRel);
             return;
         }
         let table = match &state.endpoint {
@@ -278,12 +285,12 @@ impl ControlPlane {
                             .iter()
                             .find_map(|(n, p)| state.deployments.get(n).map(|r| (Arc::clone(&r.shadow), *p))),
                     }),
-                    restoring: false,
+                    unavailable: None,
                 }
             }
         };
         self.routing.store(Arc::new(table));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.publish_count.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -39,8 +39,8 @@ impl ControlPlane {
             let live_traffic =
                 |name: &str| saved.endpoint.as_ref().and_then(|e| e.spec.traffic.get(name)).copied().unwrap_or(0) > 0;
             for spec in saved.deployments {
-                state.next_generation += 1;
-                let generation = state.next_generation;
+                state.next_load_id += 1;
+                let load_id = state.next_load_id;
                 let (kind, problem) = match spec.hook_kind() {
                     Ok(kind) => (kind, None),
                     Err(e) => (HookKind::Onnx { model_file: spec.model.path.clone() }, Some(e.message)),
@@ -54,7 +54,7 @@ impl ControlPlane {
                         live.state.set(ProvisioningState::Failed, Some(error));
                     }
                     None => {
-                        let load = (spec.clone(), Arc::clone(&live), generation, replacement);
+                        let load = (spec.clone(), Arc::clone(&live), load_id, replacement);
                         if live_traffic(&name) {
                             carrying.push(load);
                         } else {
@@ -65,7 +65,7 @@ impl ControlPlane {
                 let last_failure = saved.failed_updates.iter().find(|f| f.spec.name == name).cloned();
                 state.deployments.insert(
                     name,
-                    DeploymentRecord { last_failure, ..DeploymentRecord::new(spec, live, generation, tolerance) },
+                    DeploymentRecord { last_failure, ..DeploymentRecord::new(spec, live, load_id, tolerance) },
                 );
             }
             if let Some(ep) = saved.endpoint {
@@ -88,8 +88,8 @@ impl ControlPlane {
             self.publish(&state);
             tracing::info!(deployments = state.deployments.len(), "saved state restored: traffic is live");
         }
-        for (spec, live, generation, replacement) in others {
-            drop(self.restore_one(spec, live, generation, replacement));
+        for (spec, live, load_id, replacement) in others {
+            drop(self.restore_one(spec, live, load_id, replacement));
         }
     }
 
@@ -98,7 +98,7 @@ impl ControlPlane {
         self: &Arc<Self>,
         spec: DeploymentSpec,
         live: Arc<Deployment>,
-        generation: u64,
+        load_id: u64,
         replacement: Option<DeploymentSpec>,
     ) -> tokio::task::JoinHandle<()> {
         let cp = Arc::clone(self);
@@ -106,7 +106,7 @@ impl ControlPlane {
             let count = spec.instance_count as usize;
             live.logs.push(format!("restoring: loading {count} instance(s)"));
             let outcome = live.pool.add(count).await;
-            cp.finish_load(&spec.name, live, generation, outcome).await;
+            cp.finish_load(&spec.name, live, load_id, outcome).await;
             if let Some(next) = replacement {
                 let name = next.name.clone();
                 let body = serde_json::to_value(&next).unwrap_or(serde_json::Value::Null);

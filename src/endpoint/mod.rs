@@ -8,5 +8,5 @@ pub mod routing;
 pub mod split;
 
 pub use auth::Credentials;
-pub use routing::{EndpointView, RoutingTable};
+pub use routing::{EndpointView, RoutingTable, Unavailable};
 pub use split::WeightedSplit;

@@ -14,8 +14,27 @@ use crate::mirror::Shadow;
 pub struct RoutingTable {
     /// The hosted endpoint, if one was created.
     pub endpoint: Option<EndpointView>,
-    /// A saved state is being restored (or the server is stopping): answer 503.
-    pub restoring: bool,
+    /// Why the scoring plane answers 503 to every request now, if it does.
+    pub unavailable: Option<Unavailable>,
+}
+
+/// Why no request is routed right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// A saved state is being restored: traffic goes live once its deployments are loaded.
+    Restoring,
+    /// SIGTERM was received: requests in flight finish, new ones are refused.
+    ShuttingDown,
+}
+
+impl Unavailable {
+    /// What a refused client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Unavailable::Restoring => "the server is restoring its saved state: retry shortly",
+            Unavailable::ShuttingDown => "the server is shutting down: retry on another replica",
+        }
+    }
 }
 
 /// One endpoint's routing rules and deployments.

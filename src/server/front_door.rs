@@ -33,7 +33,7 @@ pub struct ScoringState {
     pub routing: Arc<ArcSwap<RoutingTable>>,
     /// Bumped by the control plane after each publish: tells a worker thread its cached
     /// snapshot is stale without touching the shared snapshot itself.
-    pub generation: Arc<AtomicU64>,
+    pub publish_count: Arc<AtomicU64>,
     /// Largest accepted body, in bytes (413 beyond).
     pub max_body_bytes: usize,
     /// How long a body may take to arrive (408 beyond).
@@ -106,10 +106,10 @@ impl ScoringState {
     /// The routing snapshot, through a per-thread cache: a request holds it by a
     /// thread-local `Rc` and borrows its deployments, so no reference count shared between
     /// worker threads is touched per request (on two cores that cache line would bounce on
-    /// every request). A publish bumps `generation`, and the next request on each thread takes
+    /// every request). A publish bumps `publish_count`, and the next request on each thread takes
     /// the new snapshot.
     pub fn snapshot(&self) -> LocalSnapshot {
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.publish_count.load(Ordering::Acquire);
         SNAPSHOT.with(|cell| {
             let mut cached = cell.borrow_mut();
             match &*cached {
@@ -198,8 +198,8 @@ fn route<'t>(
     headers: &HeaderMap,
     table: &'t RoutingTable,
 ) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), HttpResponse> {
-    if table.restoring {
-        return Err(error_response(503, "the server is restoring its saved state or shutting down: retry shortly"));
+    if let Some(why) = table.unavailable {
+        return Err(error_response(503, why.message()));
     }
     let Some(endpoint) = &table.endpoint else {
         return Err(error_response(

@@ -135,7 +135,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let drain = Arc::new(Drain::default());
     let scoring_state = web::Data::new(ScoringState {
         routing: control.routing(),
-        generation: control.generation(),
+        publish_count: control.publish_count(),
         max_body_bytes: opts.max_body_bytes,
         body_timeout: opts.body_timeout,
         drain: Arc::clone(&drain),
