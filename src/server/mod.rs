@@ -60,7 +60,8 @@ pub struct ServeOptions {
     pub config_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
-    /// The shadow threads' CPU budget, percent of one core (0 = no limit).
+    /// The shadow threads' CPU budget, percent of one core (0 = no limit). Process-wide: it
+    /// bounds what all shadows together take from live work.
     pub mirror_cpu_percent: f64,
     /// `--python` / `--env-cache-dir`: how score.py deployments get their interpreter.
     pub python: crate::hooks::python::PythonOptions,
@@ -83,28 +84,50 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run(opts))
+    runtime.block_on(async {
+        // First: a SIGHUP from the moment the process exists must not kill it.
+        ignore_hangup();
+        exit_with_parent();
+        let listeners = bind(&opts)?;
+        run(opts, listeners, shutdown_signal()).await
+    })
 }
 
-/// Runs the server until SIGTERM/SIGINT. Prints the two bound addresses on stdout first, one
-/// per line, so scripts and tests started with `--port 0` can read them.
-pub async fn run(opts: ServeOptions) -> Result<(), String> {
-    // First: a SIGHUP from the moment the process exists must not kill it.
-    ignore_hangup();
-    exit_with_parent();
+/// The two planes' sockets, bound by the caller (so tests can bind ephemeral ports and run
+/// the server in process).
+pub struct Listeners {
+    pub scoring: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Binds `--host`/`--port` and `--admin-host`/`--admin-port`.
+pub fn bind(opts: &ServeOptions) -> Result<Listeners, String> {
     let admin_ip: IpAddr = opts
         .admin_host
         .parse()
         .map_err(|_| format!("--admin-host must be an IP address, got {:?}", opts.admin_host))?;
+    let scoring = TcpListener::bind((opts.host.as_str(), opts.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", opts.host, opts.port))?;
+    let admin = TcpListener::bind((admin_ip, opts.admin_port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", opts.admin_host, opts.admin_port))?;
+    Ok(Listeners { scoring, admin })
+}
+
+/// Runs the server on `listeners` until `shutdown` resolves (SIGTERM/SIGINT for `serve`), then
+/// drains and stops gracefully. Prints the two bound addresses on stdout first, one per line,
+/// so scripts and tests started with `--port 0` can read them.
+pub async fn run(
+    opts: ServeOptions,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let Listeners { scoring: scoring_listener, admin: admin_listener } = listeners;
+    let admin_ip = admin_listener.local_addr().map_err(|e| e.to_string())?.ip();
     if !admin_ip.is_loopback() && opts.admin_token.is_none() {
         return Err(format!(
             "refusing to expose the admin API on {admin_ip} without a token: set --admin-token (or SWITCHYARD_ADMIN_TOKEN), or keep --admin-host on loopback"
         ));
     }
-    let scoring_listener = TcpListener::bind((opts.host.as_str(), opts.port))
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", opts.host, opts.port))?;
-    let admin_listener = TcpListener::bind((admin_ip, opts.admin_port))
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", opts.admin_host, opts.admin_port))?;
     let scoring_addr = scoring_listener.local_addr().map_err(|e| e.to_string())?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
@@ -213,7 +236,7 @@ pub async fn run(opts: ServeOptions) -> Result<(), String> {
     let (scoring_handle, admin_handle) = (scoring.handle(), admin.handle());
     let grace = opts.shutdown_grace;
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down: answering 503 (not ready) to new requests, finishing the ones in flight");
         drain.begin();
         control.begin_shutdown();
@@ -318,5 +341,71 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ServeOptions {
+        ServeOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            admin_host: "127.0.0.1".into(),
+            admin_port: 0,
+            admin_token: None,
+            workers: 1,
+            max_body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(5),
+            max_connections: None,
+            token_lifetime: Duration::from_secs(60),
+            tolerance: Tolerance::default(),
+            state_dir: None,
+            config_dir: None,
+            shutdown_grace: Duration::from_secs(5),
+            mirror_cpu_percent: DEFAULT_MIRROR_CPU_PERCENT,
+            python: Default::default(),
+        }
+    }
+
+    fn get(url: String) -> u16 {
+        let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+        agent.get(&url).call().map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+
+    /// The server runs in this process on listeners the test bound, and stops when the
+    /// shutdown future resolves: no child process, no signal.
+    #[test]
+    fn runs_in_process_and_stops_on_its_shutdown_future() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let opts = options();
+            let listeners = bind(&opts).unwrap();
+            let scoring = listeners.scoring.local_addr().unwrap();
+            let admin = listeners.admin.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(run(opts, listeners, async move {
+                let _ = stopped.await;
+            }));
+            let live = tokio::task::spawn_blocking(move || get(format!("http://{scoring}/health/live"))).await.unwrap();
+            assert_eq!(live, 200);
+            let endpoint =
+                tokio::task::spawn_blocking(move || get(format!("http://{admin}/v1/endpoint"))).await.unwrap();
+            assert_eq!(endpoint, 404, "no endpoint yet");
+            stop.send(()).unwrap();
+            assert_eq!(server.await.unwrap(), Ok(()));
+        });
+    }
+
+    #[test]
+    fn a_public_admin_address_needs_a_token() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listeners = Listeners {
+            scoring: TcpListener::bind("127.0.0.1:0").unwrap(),
+            admin: TcpListener::bind("0.0.0.0:0").unwrap(),
+        };
+        let err = runtime.block_on(run(options(), listeners, std::future::pending())).unwrap_err();
+        assert!(err.contains("--admin-token"), "{err}");
     }
 }
