@@ -120,7 +120,19 @@ impl ControlPlane {
         let merged = with_name(merged, name)?;
         let (spec, _) = DeploymentSpec::from_value(merged)?;
         if REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some()) {
+            // Finding the hook reads the disk: not while holding the lock. The change goes in
+            // only if the deployment is still the one the patch was merged into.
+            let based_on = (record.load_id, record.spec.clone());
+            drop(state);
             let kind = spec.hook_kind()?;
+            let mut state = self.lock();
+            let unchanged =
+                state.deployments.get(name).is_some_and(|r| (r.load_id, &r.spec) == (based_on.0, &based_on.1));
+            if !unchanged {
+                return Err(ControlError::Conflict(format!(
+                    "deployment {name:?} changed while this update was prepared: send it again"
+                )));
+            }
             return self.put_locked(&mut state, spec, kind, false).map(|(v, _)| v);
         }
         if current == ProvisioningState::Failed && record.live.pool.ready() == 0 {
