@@ -9,8 +9,7 @@ use super::endpoint::no_endpoint;
 use super::store::FailedUpdate;
 use super::ControlError;
 use super::{ControlPlane, DeploymentRecord, PendingVersion, State};
-use crate::deployment::pool::LOAD_CANCELLED;
-use crate::deployment::{Deployment, ProvisioningState};
+use crate::deployment::{Deployment, LoadError, ProvisioningState};
 use crate::spec::{DeploymentSpec, HookKind, MAX_DEPLOYMENTS};
 
 /// Fields whose change needs new instances (the model or the hook changes).
@@ -252,7 +251,7 @@ impl ControlPlane {
         name: &str,
         fresh: Arc<Deployment>,
         load_id: u64,
-        outcome: Result<(), String>,
+        outcome: Result<(), LoadError>,
     ) {
         // Decide under the lock, then drain outside it (draining waits for requests).
         let to_drain = self.apply_load(name, &fresh, load_id, outcome);
@@ -269,7 +268,7 @@ impl ControlPlane {
         name: &str,
         fresh: &Arc<Deployment>,
         load_id: u64,
-        outcome: Result<(), String>,
+        outcome: Result<(), LoadError>,
     ) -> Option<Arc<Deployment>> {
         let mut state = self.lock();
         let Some(record) = state.deployments.get_mut(name).filter(|r| r.load_id == load_id) else {
@@ -315,7 +314,7 @@ impl ControlPlane {
                     // The version that serves stays as it is, spec included; the attempt is
                     // kept apart so `show` can say what failed and a restart does not load it.
                     if let Some(pending) = record.pending.take() {
-                        record.last_failure = Some(FailedUpdate::now(pending.spec, error.clone()));
+                        record.last_failure = Some(FailedUpdate::now(pending.spec, error.to_string()));
                     }
                     record.live.state.set(
                         ProvisioningState::Failed,
@@ -323,7 +322,7 @@ impl ControlPlane {
                     );
                     record.live.logs.push(format!("update failed, this version keeps serving: {error}"));
                 } else {
-                    fresh.state.set(ProvisioningState::Failed, Some(error));
+                    fresh.state.set(ProvisioningState::Failed, Some(error.to_string()));
                 }
                 if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(name)) {
                     // A failed create takes no traffic.
@@ -354,8 +353,8 @@ impl ControlPlane {
                     deployment.logs.push(format!("scaled to {} instance(s)", deployment.pool.ready()));
                     deployment.state.set(ProvisioningState::Succeeded, None);
                 }
-                Err(e) if e == LOAD_CANCELLED => {}
-                Err(e) => cp.scale_up_failed(&deployment, to, e),
+                Err(LoadError::Cancelled) => {}
+                Err(e) => cp.scale_up_failed(&deployment, to, e.to_string()),
             }
         });
     }

@@ -16,7 +16,7 @@ use crate::hooks::{self, HookResponse, InitContext};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
-pub use pool::{InstancePool, RunError};
+pub use pool::{InstancePool, LoadError, RunError};
 pub use state::{ProvisioningState, StateCell};
 
 /// Why a deployment did not answer a request.

@@ -23,13 +23,24 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::hooks::cancel::Cancellation;
-use crate::hooks::{HookError, HookRequest, HookResponse, ScoringHook};
+use crate::hooks::{HookError, HookRequest, HookResponse, InitError, ScoringHook};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
 pub const INLINE_LIMIT_NS: u64 = 100_000;
 
-/// The error of a load skipped because its pool was closed (deployment deleted or replaced).
-pub const LOAD_CANCELLED: &str = "the load was cancelled: the deployment was deleted or replaced";
+/// Why instances did not load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The pool was closed (the deployment deleted or replaced) before the load finished.
+    #[error("the load was cancelled: the deployment was deleted or replaced")]
+    Cancelled,
+    /// The hook's init failed (or panicked); the message says why, for `show`.
+    #[error("{0}")]
+    Init(String),
+    /// No thread could be started for the load.
+    #[error("cannot start a thread to load an instance: {0}")]
+    Thread(String),
+}
 
 /// Model loads allowed to run at once in the whole process. Loads are CPU- and memory-heavy
 /// and nobody's request waits for them; without a bound, 8 creates of 256 instances started
@@ -47,7 +58,7 @@ pub fn load_slots() -> Arc<Semaphore> {
 const UNMEASURED: u64 = u64::MAX;
 
 /// Creates one hook instance (blocking).
-pub type HookFactory = Arc<dyn Fn() -> Result<Box<dyn ScoringHook>, String> + Send + Sync>;
+pub type HookFactory = Arc<dyn Fn() -> Result<Box<dyn ScoringHook>, InitError> + Send + Sync>;
 
 /// Why a run produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,8 +211,8 @@ impl InstancePool {
     /// Loads `n` more instances, at most [`load_slots`] at a time across the process, off the
     /// async threads. Each joins the pool as soon as it is ready. Returns the first init error,
     /// if any (the instances that loaded stay). After [`close`](Self::close), the loads not
-    /// started yet are skipped and the call answers [`LOAD_CANCELLED`].
-    pub async fn add(self: &Arc<Self>, n: usize) -> Result<(), String> {
+    /// started yet are skipped and the call answers [`LoadError::Cancelled`].
+    pub async fn add(self: &Arc<Self>, n: usize) -> Result<(), LoadError> {
         self.loading.fetch_add(n, Ordering::Relaxed);
         let mut loads = tokio::task::JoinSet::new();
         for _ in 0..n {
@@ -209,10 +220,10 @@ impl InstancePool {
         }
         let mut first_error = None;
         while let Some(outcome) = loads.join_next().await {
-            let outcome = outcome.unwrap_or_else(|_| Err("instance init task failed".to_string()));
+            let outcome = outcome.unwrap_or_else(|_| Err(LoadError::Init("instance init task failed".into())));
             if let Err(e) = outcome {
                 // A real init error says more than the cancellations that follow it.
-                if first_error.as_deref().is_none_or(|f| f == LOAD_CANCELLED) {
+                if first_error.as_ref().is_none_or(|f| *f == LoadError::Cancelled) {
                     first_error = Some(e);
                 }
             }
@@ -222,20 +233,21 @@ impl InstancePool {
 
     /// Loads one instance once a process-wide load slot is free (counted in `loading` by the
     /// caller).
-    async fn load_one(self: Arc<Self>) -> Result<(), String> {
+    async fn load_one(self: Arc<Self>) -> Result<(), LoadError> {
         let slot = load_slots().acquire_owned().await;
         if self.is_closed() || slot.is_err() {
             self.loading.fetch_sub(1, Ordering::Relaxed);
-            return Err(LOAD_CANCELLED.to_string());
+            return Err(LoadError::Cancelled);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pool = Arc::clone(&self);
         let load = move || {
             let made = if pool.is_closed() {
-                Err(LOAD_CANCELLED.to_string())
+                Err(LoadError::Cancelled)
             } else {
                 catch_unwind(AssertUnwindSafe(|| (pool.factory)()))
-                    .unwrap_or_else(|_| Err("the scoring hook panicked during init".to_string()))
+                    .unwrap_or_else(|_| Err(InitError("the scoring hook panicked during init".into())))
+                    .map_err(|e| LoadError::Init(e.0))
             };
             drop(slot);
             let outcome = match made {
@@ -243,11 +255,11 @@ impl InstancePool {
                     Ok(()) => Ok(()),
                     Err(hook) => {
                         drop(catch_unwind(AssertUnwindSafe(|| drop(hook))));
-                        Err(LOAD_CANCELLED.to_string())
+                        Err(LoadError::Cancelled)
                     }
                 },
                 Err(e) => {
-                    if e != LOAD_CANCELLED {
+                    if e != LoadError::Cancelled {
                         pool.failed.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e)
@@ -259,9 +271,9 @@ impl InstancePool {
         // Loading is CPU work nobody's request waits for: below live work in priority.
         if let Err(e) = crate::threads::spawn_loader(load) {
             self.loading.fetch_sub(1, Ordering::Relaxed);
-            return Err(format!("cannot start a thread to load an instance: {e}"));
+            return Err(LoadError::Thread(e.to_string()));
         }
-        rx.await.unwrap_or_else(|_| Err("instance init task failed".to_string()))
+        rx.await.unwrap_or_else(|_| Err(LoadError::Init("instance init task failed".into())))
     }
 
     /// A freshly loaded instance joins the pool, unless the pool was closed meanwhile (then
@@ -654,7 +666,7 @@ mod tests {
         eventually("the first loads are running", || inits.load(Ordering::SeqCst) >= 1).await;
         p.close();
         gate.set(true);
-        assert_eq!(loading.await.unwrap().unwrap_err(), LOAD_CANCELLED);
+        assert_eq!(loading.await.unwrap().unwrap_err(), LoadError::Cancelled);
         assert!(inits.load(Ordering::SeqCst) <= slots, "{} inits ran after close", inits.load(Ordering::SeqCst));
         assert_eq!(p.counts(), InstanceCounts { ready: 0, loading: 0, draining: 0, failed: 0 });
     }

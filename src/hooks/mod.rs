@@ -120,12 +120,19 @@ pub trait ScoringHook: Send {
 }
 
 /// Creates one hook instance of the given kind. Blocking: call it off the request path.
-pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
+pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, InitError> {
     match kind {
         HookKind::Onnx { model_file } => onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _),
         HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _),
     }
+    .map_err(InitError)
 }
+
+/// Why a hook instance could not be created: the message is the user's answer (`show` prints
+/// it), e.g. the model file that does not load or the exception `init()` raised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InitError(pub String);
 
 /// Where a hook's files are, for messages and logs.
 pub fn describe(kind: &HookKind) -> String {
