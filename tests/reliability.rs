@@ -278,3 +278,26 @@ fn a_saved_state_that_breaks_a_rule_stops_the_start_and_names_the_rule() {
     let s = Server::start_with(&["--state-dir", state.path().to_str().unwrap()]);
     s.wait_ready();
 }
+
+#[test]
+fn concurrent_patches_never_lose_each_others_fields() {
+    let s = std::sync::Arc::new(Server::start());
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({}));
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for round in 0..5 {
+                    let r = patch(&s, "blue", json!({"tags": {format!("writer{i}"): format!("round{round}")}}));
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let tags = s.admin("GET", "/v1/deployments/blue", None).json()["tags"].clone();
+    for i in 0..16 {
+        assert_eq!(tags[format!("writer{i}")], "round4", "writer {i}'s last patch is kept: {tags}");
+    }
+}
