@@ -6,6 +6,10 @@ Measures, in one run on one machine, so that every number has a baseline beside 
     Switchyard, the HTTP floor (benches/floor: actix-web + the same ONNX call, nothing else)
     and the Azure ML inference server (azureml-inference-server-http + a score.py on
     onnxruntime), with wrk as the load generator;
+  * the Azure sample's score.py + pickle (model-1, scikit-learn) under Switchyard (2 instances,
+    the Python hook) and under azureml-inference-server-http (2 workers), same interpreter and
+    packages, at concurrency 1, 8, 32: req/s and p99 ratios, the hook's per-request overhead
+    (latency minus the in-process time of run()) and idle RSS per Python instance;
   * scenarios: live p99 with a 50% mirror to a 10x slower shadow, p99 during traffic flips,
     scale 1->2->1 and deployment creates, model-2 on 64-row requests with 1 vs 2 instances,
     create->ready time, resident memory per added deployment;
@@ -35,7 +39,10 @@ BIN = ROOT / "target" / "release" / "switchyard"
 FLOOR = ROOT / "target" / "release" / "switchyard-bench-floor"
 RESULTS = ROOT / "benches" / "results"
 VENV = ROOT / ".bench" / "venv"
+SAMPLE_VENV = ROOT / ".bench" / "sample-venv"
+SAMPLE = ROOT / "examples" / "azure-sample"
 CONCURRENCY = [1, 8, 32, 64]
+SAMPLE_CONCURRENCY = [1, 8, 32]
 
 WRK_LUA = """
 wrk.method = "POST"
@@ -101,8 +108,8 @@ def wait_until(check, what, timeout=60):
 
 
 class Switchyard:
-    def __init__(self, workers=None):
-        args = [str(BIN), "serve", "--port", "0", "--admin-port", "0"]
+    def __init__(self, workers=None, extra=()):
+        args = [str(BIN), "serve", "--port", "0", "--admin-port", "0", *extra]
         if workers:
             args += ["--workers", str(workers)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -118,12 +125,9 @@ class Switchyard:
         http("PUT", self.admin + "/v1/endpoint", {"name": "bench", "auth_mode": "key"})
         self.key = http("GET", self.admin + "/v1/endpoint/keys")[1]["primaryKey"]
 
-    def deploy(self, name, model, instances=1, mcr=64, all_traffic=False):
-        spec = {
-            "model": {"path": str(ROOT / "models" / model)},
-            "instance_count": instances,
-            "request_settings": {"max_concurrent_requests_per_instance": mcr},
-        }
+    def deploy(self, name, model, instances=1, mcr=64, all_traffic=False, spec=None):
+        spec = spec or {"model": {"path": str(ROOT / "models" / model)}}
+        spec = dict(spec, instance_count=instances, request_settings={"max_concurrent_requests_per_instance": mcr})
         status, body = http("PUT", f"{self.admin}/v1/deployments/{name}?all_traffic={str(all_traffic).lower()}", spec)
         assert status in (200, 201), body
         return self.wait(name)
@@ -179,13 +183,17 @@ class Floor:
 
 
 class PythonServer:
-    def __init__(self, model, workdir):
+    def __init__(self, model, workdir, script=None, env=None, venv=VENV):
+        """Azure ML's inference server with 2 workers: on `script` (with `env`), else on a
+        score.py written to `workdir` that scores models/MODEL/model.onnx with onnxruntime."""
         self.port, health = free_port(), free_port()
-        script = workdir / "score.py"
-        script.write_text(SCORE_PY)
-        env = dict(os.environ, BENCH_MODEL=str(ROOT / "models" / model / "model.onnx"), WORKER_COUNT="2")
+        if script is None:
+            script = workdir / "score.py"
+            script.write_text(SCORE_PY)
+            env = {"BENCH_MODEL": str(ROOT / "models" / model / "model.onnx")}
+        env = dict(os.environ, WORKER_COUNT="2", **(env or {}))
         self.proc = subprocess.Popen(
-            [str(VENV / "bin" / "azmlinfsrv"), "--entry_script", str(script), "--port", str(self.port),
+            [str(venv / "bin" / "azmlinfsrv"), "--entry_script", str(script), "--port", str(self.port),
              "--health_port", str(health), "--worker_count", "2"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=workdir, start_new_session=True)
         body = (ROOT / "sample-requests" / "model-1.json").read_bytes()
@@ -264,6 +272,125 @@ def throughput(args, results):
                       f"  p99 {r['p99_ms']:.3f} ms  errors {r['errors']}", flush=True)
         for s in servers.values():
             s.stop()
+
+
+# run() of the sample's score.py in one process, timed per call: the same interpreter and
+# packages as both servers' workers, and the logging set-up of Switchyard's worker (INFO to
+# stderr; /dev/null here), so the log records the script writes are formatted here too.
+RUN_TIMER = r"""
+import importlib.util, json, logging, os, sys, time
+logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"), format="%(levelname)s %(name)s: %(message)s")
+spec = importlib.util.spec_from_file_location("entry_module", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module.init()
+raw, n = open(sys.argv[2]).read(), int(sys.argv[3])
+for _ in range(n // 10):
+    module.run(raw)
+times = []
+for _ in range(n):
+    t = time.perf_counter_ns()
+    module.run(raw)
+    times.append(time.perf_counter_ns() - t)
+times.sort()
+print(json.dumps({"calls": n, "median_us": times[n // 2] / 1e3, "mean_us": sum(times) / n / 1e3,
+                  "p99_us": times[int(n * 0.99)] / 1e3}))
+"""
+
+
+def children(pid):
+    """The pids whose parent is `pid`."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(d.name))
+    return sorted(found)
+
+
+def memory_mib(pid):
+    """RSS and PSS of one process, in MiB (PSS splits shared pages among their sharers)."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in ("Rss", "Pss"):
+            values[key.lower() + "_mib"] = int(line.split()[1]) / 1024
+    return values
+
+
+def sample(args, results):
+    """The Azure sample's model-1 score.py + pickle: Switchyard (2 instances) against Azure's
+    inference server (2 workers), both on the interpreter of .bench/sample-venv."""
+    out = results.setdefault("python_sample", {})
+    script = SAMPLE / "model-1" / "onlinescoring" / "score.py"
+    request = SAMPLE / "managed" / "sample" / "sample-request.json"
+    python = SAMPLE_VENV / "bin" / "python"
+    model_dir = {"AZUREML_MODEL_DIR": str(SAMPLE / "model-1")}
+    calls = 20000
+    r = subprocess.run([str(python), "-c", RUN_TIMER, str(script), str(request), str(calls)], capture_output=True,
+                       text=True, check=True, env=dict(os.environ, **model_dir))
+    run_us = json.loads(r.stdout.strip().splitlines()[-1])
+    out["run_in_process_us"] = run_us
+    print(f"  run() in process: median {run_us['median_us']:.1f} us, mean {run_us['mean_us']:.1f} us"
+          f" ({calls} calls)", flush=True)
+
+    # max_concurrent_requests_per_instance 16: 2 x 16 x 2 instances = 64 admitted, so c=32 is
+    # queued as by Azure's server (whose gunicorn workers leave waiting connections in the
+    # backlog), never answered 429; each instance still runs one request at a time.
+    out["settings"] = {"switchyard": "serve --python .bench/sample-venv/bin/python (2 scoring workers); "
+                                     "instance_count 2, max_concurrent_requests_per_instance 16",
+                       "azure": "azmlinfsrv --worker_count 2 (azureml-inference-server-http 1.5.1)",
+                       "seconds_per_point": args.seconds, "concurrency": SAMPLE_CONCURRENCY}
+    sy = Switchyard(extra=["--python", str(python)])
+    sy.deploy("blue", None, instances=2, mcr=16, all_traffic=True, spec={
+        "model": {"path": str(SAMPLE / "model-1" / "model")},
+        "code_configuration": {"code": str(script.parent), "scoring_script": "score.py"}})
+    az = PythonServer(None, Path(tempfile.mkdtemp()), script=script, env=model_dir, venv=SAMPLE_VENV)
+    servers = {"switchyard": sy, "azure": az}
+    body = request.read_bytes()
+    for s in servers.values():
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {s.key}"}
+        for _ in range(50):
+            status, answer = http("POST", s.url(), body, headers)
+            assert status == 200 and abs(answer[0] - 11055.977245525679) < 1e-6, (status, answer)
+    time.sleep(1)
+    # Idle memory: each Python instance (Switchyard's worker processes, Azure's gunicorn
+    # workers) and the process that holds them (switchyard serve, the gunicorn master).
+    mem = {}
+    for name, s in servers.items():
+        workers = children(s.proc.pid)
+        mem[name] = {"per_instance": [memory_mib(p) for p in workers], "parent": memory_mib(s.proc.pid)}
+        rss = [m["rss_mib"] for m in mem[name]["per_instance"]]
+        pss = [m["pss_mib"] for m in mem[name]["per_instance"]]
+        print(f"  idle memory {name:10}: {len(workers)} Python instance(s), RSS {statistics.mean(rss):.1f} MiB"
+              f" (PSS {statistics.mean(pss):.1f}) each; parent RSS {mem[name]['parent']['rss_mib']:.1f} MiB", flush=True)
+    out["idle_memory"] = mem
+    # The same server's HTTP path without Python, for reference: the ONNX model-1, pinned.
+    sy.deploy("onnx", "model-1", instances=1)
+
+    table = out.setdefault("load", {})
+    for c in SAMPLE_CONCURRENCY:
+        for name, s in servers.items():
+            r = wrk(s.url(), request, c, args.seconds, key=s.key)
+            table.setdefault(name, {})[str(c)] = r
+            print(f"  sample {name:10} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f} ms"
+                  f"  errors {r['errors']}", flush=True)
+        if c == 1:
+            r = wrk(sy.url(), request, c, args.seconds, key=sy.key, pin="onnx")
+            table["switchyard_onnx"] = {"1": r}
+            print(f"  sample {'(onnx)':10} c=1   {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f} ms"
+                  f"  errors {r['errors']}  (Switchyard's HTTP path with model-1.onnx, no Python)", flush=True)
+    for s in servers.values():
+        s.stop()
+    # Per-request overhead at c=1: the client's median latency less the median run() in process.
+    out["overhead_us"] = {name: table[name]["1"]["p50_ms"] * 1e3 - run_us["median_us"] for name in servers}
+    # ... and the part of Switchyard's that the Python hook adds to its HTTP path (the ONNX
+    # model-1's own run, a few microseconds, is counted as HTTP path here).
+    out["python_hook_beyond_http_us"] = out["overhead_us"]["switchyard"] - table["switchyard_onnx"]["1"]["p50_ms"] * 1e3
 
 
 def p99_pair(sy, body, seconds, rounds, change=None, c=16):
@@ -420,6 +547,26 @@ def report(results):
             ratio = lambda a, b: f"{a['rps'] / b['rps']:.2f}" if a and b else "-"
             lines.append(f"{c:>4} {cell(row['switchyard'])} {cell(row['floor'])} {cell(row['python'])} "
                          f"{ratio(row['switchyard'], row['floor']):>9} {ratio(row['switchyard'], row['python']):>10}")
+    ps = results.get("python_sample")
+    if ps and "load" in ps:
+        lines.append("\nAzure sample score.py (model-1 pickle): requests/s (p99 ms) and ratios to Azure's server")
+        lines.append(f"{'c':>4} {'switchyard':>18} {'azure server':>18} {'req/s ratio':>12} {'p99 ratio':>10}")
+        for c in map(str, SAMPLE_CONCURRENCY):
+            a, b = ps["load"]["switchyard"].get(c), ps["load"]["azure"].get(c)
+            if a and b:
+                lines.append(f"{c:>4} {a['rps']:>9.0f} ({a['p99_ms']:>6.2f}) {b['rps']:>9.0f} ({b['p99_ms']:>6.2f}) "
+                             f"{a['rps'] / b['rps']:>12.2f} {a['p99_ms'] / b['p99_ms']:>10.2f}")
+        run = ps["run_in_process_us"]["median_us"]
+        lines.append(f"run() in process: {run:.1f} us (median); c=1 median latency less run(): "
+                     + ", ".join(f"{n} {v:.0f} us" for n, v in ps["overhead_us"].items()))
+        onnx = ps["load"]["switchyard_onnx"]["1"]["p50_ms"] * 1e3
+        lines.append(f"Switchyard's HTTP path alone (model-1.onnx, c=1 median): {onnx:.0f} us; the Python hook adds "
+                     f"{ps['python_hook_beyond_http_us']:.0f} us to it besides run()")
+        for n, m in ps["idle_memory"].items():
+            rss = statistics.mean(x["rss_mib"] for x in m["per_instance"])
+            pss = statistics.mean(x["pss_mib"] for x in m["per_instance"])
+            lines.append(f"idle per Python instance, {n}: RSS {rss:.1f} MiB, PSS {pss:.1f} MiB"
+                         f" ({len(m['per_instance'])} instances; parent RSS {m['parent']['rss_mib']:.1f} MiB)")
     s = results.get("scenarios", {})
     targets = []
     m1 = t.get("model-1", {})
@@ -505,21 +652,27 @@ def main():
     p.add_argument("--quick", action="store_true", help="2-second points, one round per scenario")
     p.add_argument("--seconds", type=int, help="seconds per measurement (default 5, quick 2)")
     p.add_argument("--no-python", action="store_true", help="skip the Azure ML inference server baseline")
-    p.add_argument("--only", choices=["throughput", "scenarios"], help="run one part")
+    p.add_argument("--only", choices=["throughput", "scenarios", "sample"], help="run one part")
     p.add_argument("--manycore", action="store_true", help="model-2 64-row throughput against instances 1..16")
-    p.add_argument("--out", type=Path, default=RESULTS / "load-results.json")
+    p.add_argument("--out", type=Path, help="raw results (default: benches/results/load-results.json, with --only "
+                   "sample python-sample-results.json)")
     p.add_argument("--merge", action="store_true", help="keep the other part's results already in --out")
     args = p.parse_args()
     args.seconds = args.seconds or (2 if args.quick else 5)
+    args.out = args.out or RESULTS / ("python-sample-results.json" if args.only == "sample" else "load-results.json")
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (benches/run.sh installs it)")
-    if not args.no_python and not args.manycore and not (VENV / "bin" / "azmlinfsrv").exists():
+    if not args.no_python and not args.manycore and args.only != "sample" and not (VENV / "bin" / "azmlinfsrv").exists():
         raise SystemExit("bench: .bench/venv is missing (benches/run.sh creates it), or pass --no-python")
+    if not args.no_python and not args.manycore and args.only in (None, "sample") \
+            and not (SAMPLE_VENV / "bin" / "azmlinfsrv").exists():
+        raise SystemExit("bench: .bench/sample-venv is missing (benches/run.sh creates it), or pass --no-python")
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "seconds_per_point": args.seconds, "load_generator": "wrk 4 (1 thread, on the same machine)"}
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
-        results.update({k: v for k, v in old.items() if k in ("throughput", "scenarios") and k != args.only})
+        results.update({k: v for k, v in old.items()
+                        if k in ("throughput", "scenarios", "python_sample") and k != {"sample": "python_sample"}.get(args.only, args.only)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.manycore:
         manycore(args, results)
@@ -528,6 +681,9 @@ def main():
         if args.only in (None, "throughput"):
             print("throughput", flush=True)
             throughput(args, results)
+        if args.only in (None, "sample") and not args.no_python:
+            print("the Azure sample's score.py: Switchyard against Azure's inference server", flush=True)
+            sample(args, results)
         if args.only in (None, "scenarios"):
             print("scenarios", flush=True)
             scenarios(args, results)

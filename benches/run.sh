@@ -5,6 +5,8 @@
 #   benches/run.sh            full run (~10 minutes on 2 cores)
 #   benches/run.sh --quick    shorter points (~4 minutes)
 #   benches/run.sh --manycore model-2 64-row throughput against instance count 1..16
+#   benches/run.sh --only sample   the Azure sample's score.py: Switchyard against Azure's
+#                            inference server (~1 minute; benches/results/python-sample-results.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -26,6 +28,14 @@ case " $* " in
       echo "bench: creating .bench/venv with azureml-inference-server-http (pinned)"
       python3 -m venv .bench/venv
       .bench/venv/bin/pip install --quiet -r benches/python-server-requirements.txt
+    fi
+    # The Azure sample's score.py runs in this one under both servers (scikit-learn pinned).
+    if ! cmp -s benches/python-sample-requirements.txt .bench/sample-venv/requirements.txt 2>/dev/null; then
+      echo "bench: creating .bench/sample-venv with azureml-inference-server-http and scikit-learn (pinned)"
+      rm -rf .bench/sample-venv
+      python3 -m venv .bench/sample-venv
+      .bench/sample-venv/bin/pip install --quiet -r benches/python-sample-requirements.txt
+      cp benches/python-sample-requirements.txt .bench/sample-venv/requirements.txt
     fi
     ;;
 esac

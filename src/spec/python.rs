@@ -30,8 +30,6 @@ pub struct EnvironmentBuild {
     pub python_version: Option<String>,
     /// pip requirement lines: the conda pins as `name==ver`, then the `pip:` section as written.
     pub requirements: Vec<String>,
-    /// The original text the cache key is made from (the file's content).
-    pub content: String,
 }
 
 /// A Python deployment's files.
@@ -128,7 +126,6 @@ fn curated(reference: &str) -> Result<PythonEnvironment, SpecError> {
         return Ok(PythonEnvironment::Build(EnvironmentBuild {
             source: format!("curated sklearn-{version} ({reference})"),
             python_version: None,
-            content: requirements.join("\n"),
             requirements,
         }));
     }
@@ -193,7 +190,7 @@ pub fn parse_conda(text: &str, what: &str) -> Result<EnvironmentBuild, SpecError
         }
     }
     conda.extend(pip);
-    Ok(EnvironmentBuild { source: what.to_string(), python_version, requirements: conda, content: text.to_string() })
+    Ok(EnvironmentBuild { source: what.to_string(), python_version, requirements: conda })
 }
 
 /// `=3.12`, `==3.12.1`, `=3.12.*` → `3.12`.

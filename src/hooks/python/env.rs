@@ -3,10 +3,10 @@
 //!
 //! An environment belongs to the deployment, not to an instance: [`EnvSlot`] resolves it once
 //! (the first instance's load builds it, the others wait for that result), before any worker
-//! starts, on a loader thread (never on a request's path). Built venvs are cached by the
-//! content hash of what they were built from, under `--env-cache-dir`, so a second create with
-//! the same conda file starts in seconds, and two deployments with the same file share one
-//! venv. A build holds an `flock` on the cache entry, so two servers sharing a cache never build
+//! starts, on a loader thread (never on a request's path). Built venvs are cached under
+//! `--env-cache-dir` by the hash of what is built (interpreter version and requirement lines),
+//! so a second create with the same conda file starts in seconds, and two deployments whose
+//! files ask for the same packages share one venv. A build holds an `flock` on the cache entry, so two servers sharing a cache never build
 //! the same venv at once; an entry is complete only once its `.complete` marker is written, so
 //! a build killed half way is rebuilt, never used.
 
@@ -101,13 +101,18 @@ fn resolve(environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathB
     }
 }
 
-/// The cache key: the builder version, the interpreter version asked for and the requirements'
-/// source text.
+/// The cache key: the builder version, the interpreter version asked for and the requirement
+/// lines, i.e. what is built, not the file's text: two conda files that differ only in layout,
+/// comments, channels or a final newline (the sample's model-1 and model-2 files) share a venv.
 fn key_of(build: &EnvironmentBuild) -> String {
     let mut h = Sha256::new();
     h.update(BUILDER_VERSION.as_bytes());
     h.update([0]);
-    h.update(build.content.as_bytes());
+    h.update(build.python_version.as_deref().unwrap_or("").as_bytes());
+    for line in &build.requirements {
+        h.update([0]);
+        h.update(line.as_bytes());
+    }
     hex::encode(&h.finalize()[..12])
 }
 
@@ -341,10 +346,15 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_key_follows_the_content() {
+    fn the_cache_key_follows_what_is_built() {
         let a = crate::spec::python::parse_conda("dependencies:\n  - numpy=2.3.1\n", "a").unwrap();
         let b = crate::spec::python::parse_conda("dependencies:\n  - numpy=2.3.0\n", "a").unwrap();
         assert_ne!(key_of(&a), key_of(&b));
         assert_eq!(key_of(&a), key_of(&a.clone()));
+        // Layout, channels and a final newline change nothing that is built.
+        let c = crate::spec::python::parse_conda("channels: [conda-forge]\ndependencies: [numpy=2.3.1]", "c").unwrap();
+        assert_eq!(key_of(&a), key_of(&c));
+        let d = crate::spec::python::parse_conda("dependencies:\n  - python=3.12\n  - numpy=2.3.1\n", "d").unwrap();
+        assert_ne!(key_of(&a), key_of(&d));
     }
 }

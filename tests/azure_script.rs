@@ -1,0 +1,75 @@
+//! The Azure sample's own shell script, `examples/azure-sample/deploy-managed-online-endpoint.sh`
+//! (azureml-examples' `cli/deploy-managed-online-endpoint.sh` with `az ml` replaced by
+//! `switchyard`), run start to finish against a real server: its status checks, invokes, curl
+//! calls with the key, scaling, green, mirror, traffic and deletes all go through.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Once;
+use std::time::Duration;
+
+use common::*;
+
+/// The tests' venv (the sample conda file's scikit-learn pins), so no environment is built.
+fn venv_python() -> String {
+    static SETUP: Once = Once::new();
+    let python = repo().join("target/python-test-venv/bin/python");
+    SETUP.call_once(|| {
+        let status = Command::new(repo().join("scripts/setup.sh"))
+            .env("SWITCHYARD_SKIP_BUILD", "1")
+            .status()
+            .expect("run scripts/setup.sh");
+        assert!(status.success(), "scripts/setup.sh failed");
+    });
+    assert!(python.is_file(), "scripts/setup.sh did not make {}", python.display());
+    path_str(&python)
+}
+
+const BLUE_ANSWER: &str = "[11055.977245525679, 4503.079536107787]";
+const GREEN_ANSWER: &str = "[0.5, 0.5]";
+
+#[test]
+fn the_azure_samples_deploy_script_runs_start_to_finish() {
+    let server = Server::start_with(&["--python", &venv_python()]);
+    let script = repo().join("examples/azure-sample/deploy-managed-online-endpoint.sh");
+    // Run from elsewhere than the repository: the script finds its files by itself.
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("SWITCHYARD", bin())
+        .env("SWITCHYARD_ADMIN_URL", &server.admin)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run the script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the script failed ({}):\n{stdout}\n{stderr}", out.status);
+
+    // The endpoint is the script's own random name, not endpoint.yml's.
+    assert!(stdout.contains("\"name\": \"endpt-moe-"), "{stdout}");
+    // Its status checks read `--query provisioning_state -o tsv`.
+    assert!(stdout.contains("Succeeded\nEndpoint created successfully\n"), "{stdout}");
+    assert!(stdout.contains("Succeeded\nDeployment completed successfully\n"), "{stdout}");
+    // get-logs shows blue's score.py logging.
+    assert!(stdout.contains("INFO root: Init complete"), "{stdout}");
+    // `-o tsv --query scoring_uri` is the scoring URL, and the key it gets works with curl:
+    // blue answers the invoke, the curl call and the 20 invokes of the mirror phase.
+    assert!(stdout.contains(&format!("Scoring uri: {}/score\n", server.scoring)), "{stdout}");
+    assert_eq!(stdout.matches(BLUE_ANSWER).count(), 22, "{stdout}");
+    // Green, pinned by the CLI (--deployment-name) and by curl's azureml-model-deployment header.
+    assert_eq!(stdout.matches(GREEN_ANSWER).count(), 2, "{stdout}");
+    // `--query traffic` after green's create: green has no live traffic.
+    assert!(stdout.contains("{\n  \"blue\": 100,\n  \"green\": 0\n}"), "{stdout}");
+    // green's logs (after the mirror phase) are its own.
+    assert!(stdout.contains("green/instance-0") && stdout.contains("model 2: request received"), "{stdout}");
+
+    // The script's last command deleted the endpoint (--no-wait).
+    eventually("the endpoint is deleted", Duration::from_secs(30), || {
+        let r = server.admin("GET", "/v1/endpoint", None);
+        if r.status == 404 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
+}
