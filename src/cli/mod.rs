@@ -6,6 +6,7 @@ mod client;
 mod deployment;
 mod endpoint;
 mod output;
+mod probe;
 
 use std::time::Duration;
 
@@ -48,7 +49,8 @@ pub struct GlobalArgs {
     /// Accepted for Azure CLI compatibility; ignored.
     #[arg(long, global = true, hide = true)]
     pub subscription: Option<String>,
-    /// Accepted for Azure CLI compatibility; ignored.
+    /// Azure's `--local` (run in a local Docker container): not done by this CLI; a verb given
+    /// it is refused with the `docker run` line that does it (see LOCAL_REFUSAL).
     #[arg(long, global = true, hide = true)]
     pub local: bool,
     /// Print only errors (as in the Azure CLI); warnings are suppressed.
@@ -105,7 +107,21 @@ pub enum Command {
     /// Manage deployments (create, show, update, list, delete, get-logs, compare).
     #[command(subcommand)]
     OnlineDeployment(deployment::DeploymentVerb),
+    /// Check a server's readiness (GET /health/ready): exit 0 when ready, 1 otherwise. The
+    /// container image's HEALTHCHECK (no shell tools needed).
+    Probe(probe::ProbeArgs),
 }
+
+/// Why `--local` is refused, and what to run instead: the README's one `docker run` line. The
+/// server in the container is the same one the CLI talks to, so every verb then works against it
+/// without `--local`.
+pub const LOCAL_REFUSAL: &str = "--local is not supported: this CLI does not start Docker for you. \
+Run the endpoint in a local container yourself (README, \"Local debugging in Docker\"), from the folder \
+holding endpoint.yml, the deployment YAML files and what they point at:\n  \
+docker run --rm -p 5001:5001 -p 127.0.0.1:5002:5002 -e SWITCHYARD_ADMIN_TOKEN=dev \
+-v \"$PWD\":/var/azureml-app:ro switchyard serve --host 0.0.0.0 --admin-host 0.0.0.0 \
+--config-dir /var/azureml-app\n(podman run takes the same arguments); then run this command again \
+without --local, with --server http://127.0.0.1:5002 --admin-token dev.";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -181,10 +197,21 @@ fn parse_token_lifetime(text: &str) -> Result<u64, String> {
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if cli.global.local {
+        eprintln!("ERROR: {LOCAL_REFUSAL}");
+        return 2;
+    }
     match cli.command {
         Command::Serve(args) => serve(args, cli.global.admin_token),
         Command::OnlineEndpoint(verb) => report(endpoint::run(verb, &cli.global)),
         Command::OnlineDeployment(verb) => report(deployment::run(verb, &cli.global)),
+        Command::Probe(args) => match probe::run(&args) {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(message) => report(Err(message)),
+        },
     }
 }
 
