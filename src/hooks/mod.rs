@@ -122,10 +122,11 @@ pub trait ScoringHook: Send {
 /// Creates one hook instance of the given kind. Blocking: call it off the request path.
 pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, InitError> {
     match kind {
-        HookKind::Onnx { model_file } => onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _),
-        HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _),
+        HookKind::Onnx { model_file } => {
+            onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _).map_err(|e| InitError(e.to_string()))
+        }
+        HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _).map_err(InitError),
     }
-    .map_err(InitError)
 }
 
 /// Why a hook instance could not be created: the message is the user's answer (`show` prints

@@ -82,7 +82,10 @@ pub enum ServeError {
         "refusing to expose the admin API on {0} without a token: set --admin-token (or SWITCHYARD_ADMIN_TOKEN), or keep --admin-host on loopback"
     )]
     AdminExposed(IpAddr),
-    /// `--state-dir` or `--config-dir` cannot be used as given.
+    /// `--state-dir` cannot be used as given, or its saved state cannot be trusted.
+    #[error(transparent)]
+    State(#[from] crate::control::store::OpenError),
+    /// `--config-dir` cannot be used as given.
     #[error("{0}")]
     Setup(String),
     #[error("cannot start the async runtime: {0}")]
@@ -152,7 +155,7 @@ pub async fn run(
 
     let (store, saved) = match &opts.state_dir {
         Some(dir) => {
-            let (store, saved) = StateStore::open(dir).map_err(ServeError::Setup)?;
+            let (store, saved) = StateStore::open(dir)?;
             (Some(store), saved)
         }
         None => (None, None),

@@ -25,7 +25,7 @@ async fn score(body: Bytes, model: web::Data<PathBuf>) -> HttpResponse {
             let ctx = InitContext::new("floor", BTreeMap::new());
             match OnnxHook::load(&model, &ctx) {
                 Ok(h) => *slot = Some(h),
-                Err(e) => return HttpResponse::InternalServerError().body(e),
+                Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
             }
         }
         let hook = slot.as_mut().expect("loaded above");
