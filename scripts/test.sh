@@ -12,7 +12,7 @@ SWITCHYARD_TEST_PID_DIR=$(mktemp -d)
 export SWITCHYARD_TEST_PID_DIR
 trap 'rm -rf "$log" "$SWITCHYARD_TEST_PID_DIR"' EXIT
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
