@@ -170,3 +170,30 @@ fn a_restored_state_takes_the_folders_keys() {
     assert_eq!(keys, serde_json::json!({"primaryKey": P, "secondaryKey": S1}));
     assert_ne!(generated, P);
 }
+
+#[test]
+fn the_shipped_secret_holds_the_files_the_server_reads_and_its_placeholders_cannot_go_live() {
+    let k8s = repo().join("deploy/kubernetes");
+    let doc: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(k8s.join("secret.yaml")).unwrap()).unwrap();
+    let data = doc["stringData"].as_object().expect("stringData");
+    // As shipped: refused (the placeholders are too short to be keys).
+    let d = tempfile::tempdir().unwrap();
+    for (name, value) in data {
+        std::fs::write(d.path().join(name), value.as_str().unwrap()).unwrap();
+    }
+    let err = refused(&["--secrets-dir", d.path().to_str().unwrap()], None);
+    assert!(err.contains("a secret needs at least 32"), "{err}");
+    // With real values, a server starts on exactly these names and takes its admin token there.
+    for (i, name) in data.keys().enumerate() {
+        std::fs::write(d.path().join(name), format!("{i}{}", "0123456789abcdef".repeat(4))).unwrap();
+    }
+    let s = Server::start_with(&["--secrets-dir", d.path().to_str().unwrap()]);
+    assert_eq!(s.admin("GET", "/metrics", None).status, 401, "the admin-token entry guards the admin API");
+    // The Deployment passes the flag and mounts the Secret there.
+    let deployment = std::fs::read_to_string(k8s.join("deployment.yaml")).unwrap();
+    for want in ["- --secrets-dir\n            - /secrets\n", "mountPath: /secrets", "secretName: switchyard-secrets"] {
+        assert!(deployment.contains(want), "deployment.yaml lacks {want:?}");
+    }
+    assert!(!deployment.contains("SWITCHYARD_ADMIN_TOKEN\n"), "the admin token would be given twice");
+}
