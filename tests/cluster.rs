@@ -144,8 +144,9 @@ fn the_aggregate_split_over_three_replicas_follows_the_rule() {
     let cluster = Cluster::start(
         &[
             ("endpoint.yml", endpoint("key", "{blue: 90, green: 10}")),
-            ("blue.yml", deployment("blue", "model-1")),
-            ("green.yml", deployment("green", "model-1")),
+            // Two instances: 4 clients never pass a deployment's admission cap (2 x 1 x 2).
+            ("blue.yml", deployment_of("blue", "model-1", 2)),
+            ("green.yml", deployment_of("green", "model-1", 2)),
         ],
         &[],
     );
