@@ -153,6 +153,8 @@ pub fn start(control: &Arc<ControlPlane>, dir: PathBuf, admin_token_given: bool)
     if !dir.is_dir() {
         return Err(format!("--secrets-dir {} is not a folder", dir.display()));
     }
+    // Watching before the first read: an edit in between is not missed.
+    let mut changes = FolderWatch::new(&dir, "--secrets-dir")?;
     let files = read_folder(&dir, None)?;
     if admin_token_given && files.admin_token.is_some() {
         return Err(format!(
@@ -162,7 +164,6 @@ pub fn start(control: &Arc<ControlPlane>, dir: PathBuf, admin_token_given: bool)
     }
     let admin_from_file = files.admin_token.is_some();
     let admin_token = files.admin_token.clone();
-    let mut changes = FolderWatch::new(&dir, "--secrets-dir")?;
     control.set_secrets_source(dir.clone(), files.clone());
     let watched = Arc::clone(control);
     control.runtime.spawn(async move {
