@@ -16,10 +16,9 @@ use crate::spec::{limits, SpecError};
 
 /// What the admin handlers share.
 pub struct AdminState {
-    /// The control plane.
+    /// The control plane (which also holds the admin token: when set, every admin call must
+    /// send `Authorization: Bearer <token>`).
     pub control: Arc<ControlPlane>,
-    /// When set, every admin call must send `Authorization: Bearer <token>`.
-    pub admin_token: Option<String>,
 }
 
 /// Registers the admin routes.
@@ -48,7 +47,7 @@ type Data = web::Data<AdminState>;
 
 /// Admin token check; `None` when the call may proceed.
 fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
-    let expected = data.admin_token.as_ref()?;
+    let expected = data.control.admin_token()?;
     // The scoring plane's parser: one rule for both planes (scheme case-insensitive).
     let presented = req
         .headers()
