@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWITCHYARD_SKIP_BUILD=1 scripts/setup.sh
+# The studio page's browser test (apt chromium + chromium-driver, a Selenium venv) and the
+# Python SDK's test (an azure-ai-ml venv): installed once, skipped when already there.
+scripts/studio-setup.sh
+scripts/sdk-setup.sh
 log=$(mktemp)
 # tests/common writes the pid of every server it starts here; the servers inherit the variable.
 SWITCHYARD_TEST_PID_DIR=$(mktemp -d)

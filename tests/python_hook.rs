@@ -65,6 +65,18 @@ fn wait_state(s: &Server, name: &str, state: &str) -> Value {
     }
 }
 
+/// The sample's blue (model-1's score.py) with `model.path` = `model-1/<model>`, plus `more`.
+fn sample_blue(model: &str, more: Value) -> Value {
+    let dir = sample().join("model-1");
+    let mut doc = json!({
+        "name": "blue",
+        "model": {"path": dir.join(model)},
+        "code_configuration": {"code": dir.join("onlinescoring"), "scoring_script": "score.py"},
+    });
+    json_patch::merge(&mut doc, &more);
+    doc
+}
+
 /// A deployment of the probe script.
 fn probe_doc(name: &str, vars: Value, timeout_ms: u64) -> Value {
     json!({
@@ -161,22 +173,24 @@ fn the_sample_blue_deployment_answers_from_its_own_yaml_and_logs_its_prints() {
     assert!(e.contains("model: {path:"), "{e}");
 }
 
+/// The SDK tutorial names the pickle itself (`Model(path=".../model/sklearn_regression_model.pkl")`)
+/// where the CLI YAML names its folder; the same score.py finds it either way, as on Azure.
+#[test]
+fn the_sample_score_py_finds_its_pickle_when_the_model_path_names_the_file() {
+    let s = server();
+    s.create_endpoint();
+    put(&s, sample_blue("model/sklearn_regression_model.pkl", json!({})), "Succeeded");
+    let r = s.score_authed(&s.primary_key(), &sample_request(), Some("blue"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_model_1(&r.body);
+}
+
 #[test]
 fn a_90_10_split_between_a_score_py_deployment_and_an_onnx_one() {
     let s = server();
     s.create_endpoint();
-    let dir = sample().join("model-1");
-    put(
-        &s,
-        json!({
-            "name": "blue",
-            "model": {"path": dir.join("model")},
-            "code_configuration": {"code": dir.join("onlinescoring"), "scoring_script": "score.py"},
-            "instance_count": 2,
-            "request_settings": {"max_concurrent_requests_per_instance": 4},
-        }),
-        "Succeeded",
-    );
+    let more = json!({"instance_count": 2, "request_settings": {"max_concurrent_requests_per_instance": 4}});
+    put(&s, sample_blue("model", more), "Succeeded");
     s.deploy("green", "model-2", json!({}));
     assert_eq!(s.set_traffic(json!({"blue": 90, "green": 10})).status, 200);
     let key = s.primary_key();

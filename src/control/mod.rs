@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use serde_json::{json, Value};
 
 use crate::deployment::{Deployment, ProvisioningState};
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, Unavailable, WeightedSplit};
@@ -316,6 +317,44 @@ impl ControlPlane {
         }
         self.metrics.refresh_process();
         self.metrics.render()
+    }
+
+    /// `GET /v1/metrics`: per deployment, the counts behind the request and duration series
+    /// as JSON (cumulative; a reader takes rates and quantiles from two reads), so a client
+    /// such as the studio page needs no Prometheus text parser.
+    pub fn metrics_json(&self) -> Value {
+        let state = self.lock();
+        let role = |r: &crate::telemetry::metrics::RoleSummary| {
+            let buckets: Vec<Value> = r
+                .buckets
+                .iter()
+                .map(|(le, n)| json!({"le": if *le == f64::MAX { Value::Null } else { json!(le) }, "count": n}))
+                .collect();
+            json!({"requests": r.requests, "seconds_sum": r.seconds_sum, "buckets": buckets})
+        };
+        let deployments: Vec<Value> = state
+            .deployments
+            .iter()
+            .map(|(name, record)| {
+                let s = record.live.metrics.summary();
+                let c = record.live.pool.counts();
+                let mut live = role(&s.live);
+                live["ok"] = json!(s.live_ok);
+                live["errors"] = json!(s.live.requests.saturating_sub(s.live_ok));
+                json!({
+                    "name": name,
+                    "inflight": record.live.inflight(),
+                    "instances": {"ready": c.ready, "loading": c.loading, "draining": c.draining, "failed": c.failed},
+                    "live": live,
+                    "mirror": role(&s.mirror),
+                })
+            })
+            .collect();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        json!({"time_ms": time_ms, "deployments": deployments})
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -10,6 +10,7 @@ mod errors;
 pub mod front_door;
 mod limits;
 mod scoring;
+mod studio;
 
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;

@@ -87,11 +87,7 @@ impl PythonHook {
         std::fs::write(&worker, WORKER_SOURCE).map_err(|e| format!("cannot write {}: {e}", worker.display()))?;
         let model_dir = files.join("azureml-models");
         std::fs::create_dir(&model_dir).map_err(|e| format!("cannot create {}: {e}", model_dir.display()))?;
-        // Azure keeps the model folder's (or file's) base name under AZUREML_MODEL_DIR: the
-        // sample opens $AZUREML_MODEL_DIR/model/sklearn_regression_model.pkl.
-        let base = script.model_path.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("model"));
-        std::os::unix::fs::symlink(&script.model_path, model_dir.join(&base))
-            .map_err(|e| format!("cannot link the model into {}: {e}", model_dir.display()))?;
+        link_model(&script.model_path, &model_dir)?;
 
         let (in_r, in_w) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
         let (out_r, out_w) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
@@ -363,6 +359,32 @@ fn is_venv(python: &Path) -> bool {
 }
 
 /// A fresh folder for one instance's files.
+/// Lays the model out under `AZUREML_MODEL_DIR` as Azure does, so one score.py finds it
+/// whichever way the model was named.
+///
+/// A folder keeps its base name: the sample opens
+/// `$AZUREML_MODEL_DIR/model/sklearn_regression_model.pkl` for `path: ../../model-1/model/`.
+/// A file (the SDK tutorial's `Model(path=".../model/sklearn_regression_model.pkl")`) is there
+/// under its own name and also inside a folder named like the one it sits in, so the same
+/// score.py opens the same relative path for both forms of the tutorial.
+fn link_model(model: &Path, model_dir: &Path) -> Result<(), String> {
+    let link = |target: &Path, at: PathBuf| {
+        std::os::unix::fs::symlink(target, &at)
+            .map_err(|e| format!("cannot link the model into {}: {e}", model_dir.display()))
+    };
+    let base = model.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("model"));
+    link(model, model_dir.join(&base))?;
+    if model.is_file() {
+        let folder = model.parent().and_then(Path::file_name).map(PathBuf::from);
+        if let Some(folder) = folder.filter(|f| *f != base) {
+            let inner = model_dir.join(folder);
+            std::fs::create_dir(&inner).map_err(|e| format!("cannot create {}: {e}", inner.display()))?;
+            link(model, inner.join(&base))?;
+        }
+    }
+    Ok(())
+}
+
 fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, String> {
     let root = std::env::temp_dir();
     for _ in 0..16 {
