@@ -15,7 +15,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -86,14 +86,24 @@ def retry(action):
     return action()
 
 
+def text_now(i):
+    return retry(lambda: by_id(i).text)
+
+
+# The failure message is made only on timeout: reading the element's text up front raced with
+# the page redrawing it (a stale element before the wait had even started).
 def text_is(i, expected):
-    wait.until(lambda d: d.find_element(By.ID, i).text.strip() == expected,
-               "#{} never read {!r} (it reads {!r})".format(i, expected, by_id(i).text))
+    try:
+        wait.until(lambda d: d.find_element(By.ID, i).text.strip() == expected)
+    except TimeoutException:
+        raise AssertionError("#{} never read {!r} (it reads {!r})".format(i, expected, text_now(i)))
 
 
 def text_has(i, part):
-    wait.until(lambda d: part in d.find_element(By.ID, i).text,
-               "#{} never contained {!r} (it reads {!r})".format(i, part, by_id(i).text))
+    try:
+        wait.until(lambda d: part in d.find_element(By.ID, i).text)
+    except TimeoutException:
+        raise AssertionError("#{} never contained {!r} (it reads {!r})".format(i, part, text_now(i)))
 
 
 def visible(i):
@@ -146,7 +156,7 @@ def test_on_page(name, request_file):
     click("test-run")
     text_is("test-status", "200")
     text_is("test-served-by", name)
-    return json.loads(by_id("test-output").text)
+    return json.loads(text_now("test-output"))
 
 
 try:
@@ -170,7 +180,7 @@ try:
     text_is("ep-auth-mode", "key")
     text_is("ep-traffic", "blue 100%")
     text_is("state-blue", "Succeeded")
-    assert by_id("ep-scoring-uri").text == endpoint()["scoring_uri"]
+    assert text_now("ep-scoring-uri") == endpoint()["scoring_uri"]
     text_is("instances-blue", "1 ready of 1")
     shot("details")
 
@@ -179,7 +189,7 @@ try:
     assert Select(by_id("test-deployment")).first_selected_option.text == "blue"
     got = test_on_page("blue", os.path.join(SAMPLE, "sample-request.json"))
     assert all(abs(a - b) <= 1e-6 * b for a, b in zip(got, MODEL_1)), got
-    assert by_id("test-time").text.endswith(" ms")
+    assert text_now("test-time").endswith(" ms")
     shot("test")
 
     step("scale blue to 2 from its card")
@@ -215,14 +225,14 @@ try:
     visible("traffic-error")
     text_has("traffic-error", "100")
     shot("update-traffic-refused")
-    refused_sum = by_id("traffic-error").text
+    refused_sum = text_now("traffic-error")
     fill("traffic-blue", 100)
     fill("traffic-green", 0)
     click("mirror-enable")
     Select(by_id("mirror-deployment")).select_by_value("blue")
     click("traffic-save")
-    wait.until(lambda d: by_id("traffic-error").text != refused_sum, "no new message for a mirror to a live deployment")
-    assert "live" in by_id("traffic-error").text, by_id("traffic-error").text
+    wait.until(lambda d: text_now("traffic-error") != refused_sum, "no new message for a mirror to a live deployment")
+    assert "live" in text_now("traffic-error"), text_now("traffic-error")
     click("traffic-cancel")
     ep = endpoint()
     assert ep["traffic"] == {"blue": 100, "green": 0} and not any(ep["mirror_traffic"].values()), ep
@@ -276,7 +286,7 @@ try:
     visible("confirm-dialog")
     click("confirm-yes")
     visible("confirm-error")
-    assert "traffic" in by_id("confirm-error").text, by_id("confirm-error").text
+    assert "traffic" in text_now("confirm-error"), text_now("confirm-error")
     click("confirm-no")
     assert deployment("green")["name"] == "green"
 
@@ -296,11 +306,11 @@ try:
 
     step("Consume: the key hidden until asked, and snippets")
     tab("consume")
-    assert by_id("consume-key").text == "••••••••"
+    assert text_now("consume-key") == "••••••••"
     click("show-key")
     key = api("GET", "/v1/endpoint/keys")[1]["primaryKey"]
     text_is("consume-key", key)
-    assert key in by_id("snippet-curl").text and endpoint()["scoring_uri"] in by_id("snippet-python").text
+    assert key in text_now("snippet-curl") and endpoint()["scoring_uri"] in text_now("snippet-python")
     shot("consume")
 
     step("keyboard: arrow keys move between tabs")
