@@ -32,7 +32,7 @@ use bytes::Bytes;
 
 pub use env::{configure, EnvSlot, PythonOptions};
 
-use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+use super::{HeaderName, HeaderValue, HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
 use crate::telemetry::LogRing;
 
@@ -56,6 +56,9 @@ pub struct PythonHook {
     from_worker: std::io::PipeReader,
     /// Reused buffer for outgoing frames.
     scratch: Vec<u8>,
+    /// The script reads the request's headers (`request_headers`, `@rawhttp`): only then are
+    /// they encoded and sent.
+    wants_headers: bool,
     /// False once the worker died, hung or broke the protocol: the pool replaces the instance.
     alive: bool,
     /// `deployment/instance-N pid P`, on every log line of this worker.
@@ -144,6 +147,7 @@ impl PythonHook {
             to_worker: in_w,
             from_worker: out_r,
             scratch: Vec::new(),
+            wants_headers: true,
             alive: true,
             tag,
             about: String::new(),
@@ -154,6 +158,7 @@ impl PythonHook {
         match frame::read_frame(&mut hook.from_worker, Some(Instant::now() + INIT_TIMEOUT)) {
             Ok((frame::kind::INIT_OK, payload)) => {
                 let info: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+                hook.wants_headers = info["headers"].as_bool().unwrap_or(true);
                 hook.about = format!(
                     "{}: python {} ({}) ran init() of {} in {}",
                     hook.tag,
@@ -216,8 +221,15 @@ impl PythonHook {
 
     /// Sends one request and reads its answer.
     fn exchange(&mut self, request: &HookRequest<'_>, deadline: Option<Instant>) -> Result<(u8, Vec<u8>), Exchange> {
-        frame::write_run(&mut self.to_worker, &mut self.scratch, request.content_type.unwrap_or(""), request.body)
-            .map_err(|_| Exchange::Gone)?;
+        let headers = self.wants_headers.then_some(request.headers);
+        frame::write_run(
+            &mut self.to_worker,
+            &mut self.scratch,
+            request.content_type.unwrap_or(""),
+            headers,
+            request.body,
+        )
+        .map_err(|_| Exchange::Gone)?;
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::new(); // do not keep one huge request's buffer forever
         }
@@ -230,6 +242,36 @@ impl PythonHook {
                 Exchange::Gone
             }
         })
+    }
+
+    /// A script's response headers that HTTP can carry: framing headers (the server sets
+    /// them for the body it sends) and malformed names or values are dropped, with a line in
+    /// the deployment's log.
+    fn answer_headers(&self, block: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
+        const FRAMING: &[&str] = &[
+            "content-type",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "trailer",
+            "proxy-connection",
+        ];
+        let mut out = Vec::new();
+        for (name, value) in frame::header_pairs(block) {
+            match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                (Ok(n), Ok(v)) if !FRAMING.contains(&n.as_str()) => out.push((n, v)),
+                (Ok(_), Ok(_)) => {}
+                _ => self.logs.push(format!(
+                    "{}: run() answered a header HTTP cannot carry ({:?}); it was left out",
+                    self.tag,
+                    String::from_utf8_lossy(name)
+                )),
+            }
+        }
+        out
     }
 
     /// Marks the worker dead and makes sure it is: the pool replaces this instance.
@@ -276,10 +318,11 @@ impl ScoringHook for PythonHook {
         let cancelled = request.cancel.is_some_and(|c| c.is_cancelled());
         match outcome {
             Ok((frame::kind::ANSWER, payload)) => match frame::parse_answer(&payload) {
-                Some((status, content_type, body)) => Ok(HookResponse {
-                    status: if (100..=999).contains(&status) { status } else { 500 },
-                    content_type: intern_content_type(content_type),
-                    body: Bytes::copy_from_slice(body),
+                Some(answer) => Ok(HookResponse {
+                    status: if (100..=999).contains(&answer.status) { answer.status } else { 500 },
+                    content_type: intern_content_type(answer.content_type),
+                    body: Bytes::copy_from_slice(answer.body),
+                    headers: self.answer_headers(answer.headers),
                 }),
                 None => {
                     self.retire("sent a malformed answer");
