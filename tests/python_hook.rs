@@ -418,3 +418,59 @@ fn env_build_bakes_the_venv_that_serve_then_starts_without_pip() {
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("/no/such/python"));
 }
+
+/// A deployment of one of the fixture scripts under tests/fixtures/python/NAME.
+fn fixture_doc(name: &str, fixture: &str) -> Value {
+    let dir = repo().join("tests/fixtures/python").join(fixture);
+    json!({
+        "name": name,
+        "model": {"path": dir.join("model")},
+        "code_configuration": {"code": dir.join("code"), "scoring_script": "score.py"},
+    })
+}
+
+#[test]
+fn input_schema_and_rawhttp_scripts_run_with_azures_own_packages() {
+    let s = server();
+    s.create_endpoint();
+    put(&s, fixture_doc("schema", "schema"), "Succeeded");
+    put(&s, fixture_doc("raw", "rawhttp"), "Succeeded");
+    let key = s.primary_key();
+    let auth = format!("Bearer {key}");
+
+    // @input_schema: the body's keys are run()'s arguments; request_headers comes along.
+    let body = json!({"data": [[1, 2], [3, 4]], "scale": 2}).to_string();
+    let r = s.score(
+        body.as_bytes(),
+        &[("Authorization", &auth), ("azureml-model-deployment", "schema"), ("x-ms-client-request-id", "c-7")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"sum": 20, "client": "c-7"}));
+    // Not JSON by its Content-Type: 415, as Azure's server answers.
+    let r = http(
+        &agent(),
+        "POST",
+        &format!("{}/score", s.scoring),
+        &[("Authorization", &auth), ("azureml-model-deployment", "schema"), ("Content-Type", "text/plain")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+
+    // @rawhttp: run() gets the request; Azure's AMLResponse passes status, headers and body.
+    let r = http(
+        &agent(),
+        "POST",
+        &format!("{}/score", s.scoring),
+        &[("Authorization", &auth), ("azureml-model-deployment", "raw"), ("Content-Type", "text/csv")],
+        Some(b"abc"),
+    );
+    assert_eq!((r.status, r.body.as_str()), (207, "cba"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(r.header("x-raw"), Some("POST"));
+    assert_eq!(r.header("x-seen-type"), Some("text/csv"), "headers are looked up without regard to case");
+    let twice: Vec<&str> =
+        r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("x-twice")).map(|(_, v)| v.as_str()).collect();
+    assert_eq!(twice, ["a", "b"], "{r:?}");
+    assert_eq!(r.header("x-ms-run-function-failed"), Some("False"));
+    assert_eq!(r.header("azureml-model-deployment"), Some("raw"));
+}

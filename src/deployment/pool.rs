@@ -342,7 +342,10 @@ impl InstancePool {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
-        if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS || self.always_queued.load(Ordering::Relaxed) {
+        if self.always_queued.load(Ordering::Relaxed) {
+            return self.run_on_task(body, content_type, headers).await;
+        }
+        if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
             return self.run_queued(body, content_type, headers).await;
         }
         let permit = match self.available.try_acquire() {
@@ -366,6 +369,42 @@ impl InstancePool {
         } else {
             NONE.get_or_init(HeaderMap::new)
         }
+    }
+
+    /// An out-of-process run, awaited on the request's own task when the hook can
+    /// ([`ScoringHook::run_async`]): the instance is taken here, the request goes down its
+    /// pipe, and the answer wakes this task, with no blocking thread in between (measured by
+    /// `benches/python_hook.rs` against the hand-off to a blocking thread). Otherwise (a body
+    /// too large to write without waiting) the run is queued as a long run.
+    async fn run_on_task(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<HookResponse, RunError> {
+        let permit = match self.available.try_acquire() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
+            Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
+        };
+        permit.forget();
+        let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            return Err(RunError::NoInstance);
+        };
+        let mut out = CheckedOut { pool: self, hook: Some(hook) };
+        {
+            let request =
+                HookRequest { body: &body, content_type, headers: self.headers_for_run(headers), cancel: None };
+            if let Some(run) = out.hook.as_mut().and_then(|h| h.run_async(request)) {
+                let outcome = run.await;
+                if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
+                    self.restarts_in_row.store(0, Ordering::Relaxed);
+                }
+                return outcome.map_err(RunError::from);
+            }
+        }
+        drop(out); // checked back in
+        self.run_queued(body, content_type, headers).await
     }
 
     /// A long run: queued for the blocking threads. A blocking thread that holds an instance
@@ -515,7 +554,12 @@ impl InstancePool {
     /// each replacement in a row (0, 0.1, 0.2, ... up to 10 s) until a run succeeds again.
     fn replace(self: &Arc<Self>, hook: Box<dyn ScoringHook>) {
         self.ready.fetch_sub(1, Ordering::AcqRel);
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(hook)));
+        // Dropping an out-of-process instance reaps its process: off the caller's thread,
+        // which may be an async worker.
+        let dropped = crate::threads::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
+        if let Err(e) = dropped {
+            tracing::warn!("cannot start a thread to drop a broken instance: {e}");
+        }
         let n = self.restarts_in_row.fetch_add(1, Ordering::Relaxed);
         let backoff = if n == 0 { 0 } else { (100u64 << (n - 1).min(7)).min(10_000) };
         let pool = Arc::clone(self);
@@ -538,6 +582,26 @@ impl InstancePool {
         let old = self.run_cost_ns.load(Ordering::Relaxed);
         let new = if old == UNMEASURED { ns } else { (old.saturating_mul(7).saturating_add(ns)) / 8 };
         self.run_cost_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+/// An instance taken for a run awaited on a task. However the run ends (answered, or its
+/// future dropped at the deadline), dropping this gives the instance back, or replaces it
+/// when it can no longer serve.
+struct CheckedOut<'p> {
+    pool: &'p Arc<InstancePool>,
+    hook: Option<Box<dyn ScoringHook>>,
+}
+
+impl Drop for CheckedOut<'_> {
+    fn drop(&mut self) {
+        if let Some(hook) = self.hook.take() {
+            if hook.is_healthy() {
+                self.pool.checkin(hook);
+            } else {
+                self.pool.replace(hook);
+            }
+        }
     }
 }
 

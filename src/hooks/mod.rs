@@ -109,6 +109,10 @@ impl InitContext {
     }
 }
 
+/// A run awaited on the request's own task (see [`ScoringHook::run_async`]).
+pub type RunFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<HookResponse, HookError>> + Send + 'a>>;
+
 /// The per-instance scoring contract.
 pub trait ScoringHook: Send {
     /// Scores one request. Called by one thread at a time for a given instance.
@@ -117,6 +121,16 @@ pub trait ScoringHook: Send {
     /// One line about what this instance loaded, for the deployment's log.
     fn describe(&self) -> String {
         String::new()
+    }
+
+    /// The run as a future that waits on the calling task's reactor instead of a thread: for
+    /// an out-of-process hook, whose run is a frame out and a frame back over pipes, this
+    /// saves the two thread hand-offs a queued run costs (to a blocking thread and back).
+    /// Dropping the future before it is done (the request's deadline) must leave the instance
+    /// unhealthy, so the pool replaces it. `None`: this hook (or this request) runs only
+    /// through [`run`](Self::run).
+    fn run_async<'a>(&'a mut self, _request: HookRequest<'a>) -> Option<RunFuture<'a>> {
+        None
     }
 
     /// False once the instance cannot serve again (an out-of-process worker died, hung or

@@ -140,7 +140,8 @@ fn read_exact_until<R: Read + AsRawFd>(
         match input.read(&mut buf[filled..]) {
             Ok(0) => return Err(ReadError::Closed),
             Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // WouldBlock: the pipe is non-blocking (see PythonHook) and poll's word was stale.
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
