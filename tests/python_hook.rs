@@ -446,6 +446,12 @@ fn input_schema_and_rawhttp_scripts_run_with_azures_own_packages() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json(), json!({"sum": 20, "client": "c-7"}));
+    // As Azure's server: keys run() does not declare are ignored; a missing one is a 400.
+    let r = s.score_authed(&key, json!({"data": [[1]], "scale": 3, "extra": 1}).to_string().as_bytes(), Some("schema"));
+    assert_eq!((r.status, r.json()["sum"].clone()), (200, json!(3)), "{}", r.body);
+    let r = s.score_authed(&key, json!({"scale": 3}).to_string().as_bytes(), Some("schema"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("'data'"), "{}", r.body);
     // Not JSON by its Content-Type: 415, as Azure's server answers.
     let r = http(
         &agent(),
@@ -473,4 +479,8 @@ fn input_schema_and_rawhttp_scripts_run_with_azures_own_packages() {
     assert_eq!(twice, ["a", "b"], "{r:?}");
     assert_eq!(r.header("x-ms-run-function-failed"), Some("False"));
     assert_eq!(r.header("azureml-model-deployment"), Some("raw"));
+
+    // A run() Azure's server would refuse to load: the deployment fails, saying why.
+    let failed = put(&s, fixture_doc("varargs", "varargs"), "Failed").to_string();
+    assert!(failed.contains("*args, or **kwargs"), "{failed}");
 }

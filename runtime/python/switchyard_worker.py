@@ -197,7 +197,14 @@ class Runner:
             params = inspect.signature(self.run).parameters
         except (TypeError, ValueError):
             params = {}
+        # Azure's server refuses these signatures when it loads the script (user_script.py).
+        allowed = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if any(p.kind not in allowed for p in params.values()):
+            raise TypeError("run() cannot accept positional-only arguments, *args, or **kwargs.")
         self.wants_headers = "request_headers" in params
+        self.inputs = [p for p in params.values() if p.name != "request_headers"]
+        if params and not self.inputs:
+            raise TypeError('run() needs to accept an argument other than "request_headers".')
         self.schema = schema_decorated(self.run)
         self.raw = raw_http_requested()
         if self.raw and self.schema:
@@ -231,7 +238,15 @@ class Runner:
                 if not isinstance(data, dict):
                     send(ord("B"), b"the scoring script's @input_schema expects a JSON object of named inputs")
                     return
-                result = self.run(**data, **kwargs)
+                # As Azure's server: the declared inputs only (other keys are ignored), each
+                # from the body or its default, else 400.
+                for p in self.inputs:
+                    value = data.get(p.name, p.default)
+                    if value is inspect.Parameter.empty:
+                        send(ord("B"), f"A value is not provided for the {p.name!r} parameter.".encode())
+                        return
+                    kwargs[p.name] = value
+                result = self.run(**kwargs)
             else:
                 result = self.run(text, **kwargs)
             reply(result)
