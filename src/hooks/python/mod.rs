@@ -398,9 +398,9 @@ impl InFlight<'_> {
     /// Reads one whole frame into the hook's inbox; returns its length.
     async fn read_answer(&mut self) -> Result<usize, Exchange> {
         let hook = &mut *self.hook;
-        // A second handle on the pipe end, so the registration does not hold a borrow of the
-        // hook while the reads below need one; the hook keeps the descriptor open throughout.
-        let pipe = hook.from_worker.try_clone().map_err(|_| Exchange::Gone)?;
+        // Reads go through `&PipeReader`, so the registration's borrow of the pipe end and the
+        // reads share it (no second descriptor per request).
+        let pipe = &hook.from_worker;
         let ready = crate::sys::await_readable(pipe.as_fd())
             .map_err(|e| Exchange::Broken(format!("cannot wait for the worker's pipe: {e}")))?;
         if hook.inbox.len() < 4096 {
@@ -410,7 +410,7 @@ impl InFlight<'_> {
         let mut want: Option<usize> = None;
         loop {
             let mut guard = ready.readable().await.map_err(|_| Exchange::Gone)?;
-            match guard.try_io(|_| hook.from_worker.read(&mut hook.inbox[filled..])) {
+            match guard.try_io(|_| { pipe }.read(&mut hook.inbox[filled..])) {
                 Err(_would_block) => continue,
                 Ok(Ok(0)) => return Err(Exchange::Gone),
                 Ok(Ok(n)) => filled += n,
