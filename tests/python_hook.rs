@@ -152,9 +152,18 @@ fn the_sample_blue_deployment_answers_from_its_own_yaml_and_logs_its_prints() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_model_1(&r.body);
-    let log = logs(&s, "blue");
-    assert!(log.contains("blue/instance-0") && log.contains("INFO root: Init complete"), "{log}");
-    assert!(log.contains("model 1: request received"), "{log}");
+    // The script's output is copied into the log by its own thread, which may trail the answer.
+    eventually("the script's prints are in the log", Duration::from_secs(10), || {
+        let log = logs(&s, "blue");
+        let found = log.contains("blue/instance-0")
+            && log.contains("INFO root: Init complete")
+            && log.contains("model 1: request received");
+        if found {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
     // The registered-asset variant of the sample says what to write instead.
     let e =
         s.cli_err(&["online-deployment", "create", "-f", &format!("{dir}/blue-deployment-with-registered-assets.yml")]);
@@ -211,8 +220,16 @@ fn each_failure_is_answered_as_azure_does_and_the_other_deployment_serves_throug
     assert_eq!(r.header("ms-azureml-model-error-statuscode"), Some("500"));
     assert!(r.header("ms-azureml-model-error-reason").unwrap().contains("ValueError: asked to raise"), "{r:?}");
     assert_eq!(wait_answer(&s, &key, "probe")["pid"], first["pid"], "the worker lives on after an exception");
-    let log = logs(&s, "probe");
-    assert!(log.contains("Traceback (most recent call last)") && log.contains("ValueError: asked to raise"), "{log}");
+    // The worker's stderr is copied into the log by its own thread, which may trail the answer.
+    eventually("the traceback is in the log", Duration::from_secs(10), || {
+        let log = logs(&s, "probe");
+        let found = log.contains("Traceback (most recent call last)") && log.contains("ValueError: asked to raise");
+        if found {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
 
     // The worker dies: that request is a 424, and a new worker (init again) replaces it.
     let r = pinned(&s, &key, "probe", "exit");
@@ -230,7 +247,14 @@ fn each_failure_is_answered_as_azure_does_and_the_other_deployment_serves_throug
     assert_ne!(third["pid"], second["pid"], "the hung worker was replaced");
     let log = logs(&s, "probe");
     assert!(log.contains("died during a run") && log.contains("stopped at the request's deadline"), "{log}");
-    assert_eq!(log.matches("probe init: hello from probe").count(), 3, "init ran once per worker: {log}");
+    eventually("init ran once per worker", Duration::from_secs(10), || {
+        let log = logs(&s, "probe");
+        if log.matches("probe init: hello from probe").count() == 3 {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
 
     // An AMLResponse-like answer passes its status, type and headers through.
     let r = pinned(&s, &key, "probe", "text");
@@ -483,4 +507,11 @@ fn input_schema_and_rawhttp_scripts_run_with_azures_own_packages() {
     // A run() Azure's server would refuse to load: the deployment fails, saying why.
     let failed = put(&s, fixture_doc("varargs", "varargs"), "Failed").to_string();
     assert!(failed.contains("*args, or **kwargs"), "{failed}");
+
+    // A registered Azure environment cannot be fetched here: 400, saying what to write.
+    let mut doc = fixture_doc("azureenv", "schema");
+    doc["environment"] = json!("azureml:my-env:1");
+    let r = s.admin("PUT", "/v1/deployments/azureenv", Some(&doc));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("conda_file:") && r.message().contains("python:"), "{}", r.body);
 }
