@@ -5,6 +5,7 @@
 mod client;
 mod deployment;
 mod endpoint;
+mod env;
 mod output;
 mod probe;
 
@@ -110,6 +111,10 @@ pub enum Command {
     /// Check a server's readiness (GET /health/ready): exit 0 when ready, 1 otherwise. The
     /// container image's HEALTHCHECK (no shell tools needed).
     Probe(probe::ProbeArgs),
+    /// Python environments: `env build -f conda.yaml` builds a deployment's venv into the
+    /// cache ahead of time (at image build), so `serve` starts it without pip.
+    #[command(subcommand)]
+    Env(env::EnvVerb),
 }
 
 /// Why `--local` is refused, and what to run instead: the README's one `docker run` line. The
@@ -214,6 +219,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve(args, cli.global.admin_token),
         Command::OnlineEndpoint(verb) => report(endpoint::run(verb, &cli.global)),
         Command::OnlineDeployment(verb) => report(deployment::run(verb, &cli.global)),
+        Command::Env(verb) => match env::run(verb) {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(message) => report(Err(message)),
+        },
         Command::Probe(args) => match probe::run(&args) {
             Ok(line) => {
                 println!("{line}");

@@ -21,7 +21,7 @@ pub mod env;
 pub mod frame;
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +32,7 @@ use bytes::Bytes;
 
 pub use env::{configure, EnvSlot, PythonOptions};
 
-use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+use super::{HeaderName, HeaderValue, HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
 use crate::telemetry::LogRing;
 
@@ -56,6 +56,11 @@ pub struct PythonHook {
     from_worker: std::io::PipeReader,
     /// Reused buffer for outgoing frames.
     scratch: Vec<u8>,
+    /// Reused buffer for incoming frames (runs awaited on a task).
+    inbox: Vec<u8>,
+    /// The script reads the request's headers (`request_headers`, `@rawhttp`): only then are
+    /// they encoded and sent.
+    wants_headers: bool,
     /// False once the worker died, hung or broke the protocol: the pool replaces the instance.
     alive: bool,
     /// `deployment/instance-N pid P`, on every log line of this worker.
@@ -126,6 +131,8 @@ impl PythonHook {
             )
         })?;
         drop(in_r);
+        // Runs awaited on a task read this end through the reactor: a read must not wait.
+        crate::sys::set_nonblocking(out_r.as_raw_fd()).map_err(|e| format!("cannot set up the worker's pipe: {e}"))?;
         drop(out_w);
         let tag = format!("{}/instance-{n} pid {}", ctx.deployment, child.id());
         let mut copiers = Vec::new();
@@ -140,6 +147,8 @@ impl PythonHook {
             to_worker: in_w,
             from_worker: out_r,
             scratch: Vec::new(),
+            inbox: Vec::new(),
+            wants_headers: true,
             alive: true,
             tag,
             about: String::new(),
@@ -150,6 +159,7 @@ impl PythonHook {
         match frame::read_frame(&mut hook.from_worker, Some(Instant::now() + INIT_TIMEOUT)) {
             Ok((frame::kind::INIT_OK, payload)) => {
                 let info: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+                hook.wants_headers = info["headers"].as_bool().unwrap_or(true);
                 hook.about = format!(
                     "{}: python {} ({}) ran init() of {} in {}",
                     hook.tag,
@@ -212,8 +222,15 @@ impl PythonHook {
 
     /// Sends one request and reads its answer.
     fn exchange(&mut self, request: &HookRequest<'_>, deadline: Option<Instant>) -> Result<(u8, Vec<u8>), Exchange> {
-        frame::write_run(&mut self.to_worker, &mut self.scratch, request.content_type.unwrap_or(""), request.body)
-            .map_err(|_| Exchange::Gone)?;
+        let headers = self.wants_headers.then_some(request.headers);
+        frame::write_run(
+            &mut self.to_worker,
+            &mut self.scratch,
+            request.content_type.unwrap_or(""),
+            headers,
+            request.body,
+        )
+        .map_err(|_| Exchange::Gone)?;
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::new(); // do not keep one huge request's buffer forever
         }
@@ -226,6 +243,36 @@ impl PythonHook {
                 Exchange::Gone
             }
         })
+    }
+
+    /// A script's response headers that HTTP can carry: framing headers (the server sets
+    /// them for the body it sends) and malformed names or values are dropped, with a line in
+    /// the deployment's log.
+    fn answer_headers(&self, block: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
+        const FRAMING: &[&str] = &[
+            "content-type",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "trailer",
+            "proxy-connection",
+        ];
+        let mut out = Vec::new();
+        for (name, value) in frame::header_pairs(block) {
+            match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                (Ok(n), Ok(v)) if !FRAMING.contains(&n.as_str()) => out.push((n, v)),
+                (Ok(_), Ok(_)) => {}
+                _ => self.logs.push(format!(
+                    "{}: run() answered a header HTTP cannot carry ({:?}); it was left out",
+                    self.tag,
+                    String::from_utf8_lossy(name)
+                )),
+            }
+        }
+        out
     }
 
     /// Marks the worker dead and makes sure it is: the pool replaces this instance.
@@ -250,32 +297,17 @@ enum Exchange {
     Broken(String),
 }
 
-impl ScoringHook for PythonHook {
-    fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
-        if !self.alive {
-            return Err(HookError::Failed("the instance's Python worker is gone; it is being replaced".into()));
-        }
-        let pid = self.child.id();
-        if let Some(cancel) = request.cancel {
-            // The deadline was hit while this run was in the worker: kill the worker (a
-            // Python function cannot be interrupted safely from outside), and the pool
-            // replaces it.
-            if !cancel.on_cancel(move || kill_group(pid)) {
-                return Err(HookError::Failed("the run was cancelled before it started".into()));
-            }
-        }
-        let deadline = request.cancel.is_none().then(|| Instant::now() + self.timeout);
-        let outcome = self.exchange(&request, deadline);
-        if let Some(cancel) = request.cancel {
-            cancel.clear();
-        }
-        let cancelled = request.cancel.is_some_and(|c| c.is_cancelled());
+impl PythonHook {
+    /// What one exchange's outcome means for the caller, and for the worker (retired when it
+    /// died, hung or broke the protocol).
+    fn outcome(&mut self, outcome: Result<(u8, &[u8]), Exchange>, cancelled: bool) -> Result<HookResponse, HookError> {
         match outcome {
-            Ok((frame::kind::ANSWER, payload)) => match frame::parse_answer(&payload) {
-                Some((status, content_type, body)) => Ok(HookResponse {
-                    status: if (100..=999).contains(&status) { status } else { 500 },
-                    content_type: intern_content_type(content_type),
-                    body: Bytes::copy_from_slice(body),
+            Ok((frame::kind::ANSWER, payload)) => match frame::parse_answer(payload) {
+                Some(answer) => Ok(HookResponse {
+                    status: if (100..=999).contains(&answer.status) { answer.status } else { 500 },
+                    content_type: intern_content_type(answer.content_type),
+                    body: Bytes::copy_from_slice(answer.body),
+                    headers: if answer.headers.is_empty() { Vec::new() } else { self.answer_headers(answer.headers) },
                 }),
                 None => {
                     self.retire("sent a malformed answer");
@@ -283,9 +315,9 @@ impl ScoringHook for PythonHook {
                 }
             },
             Ok((frame::kind::RAISED, payload)) => {
-                Err(HookError::Failed(format!("run() raised {}", String::from_utf8_lossy(&payload))))
+                Err(HookError::Failed(format!("run() raised {}", String::from_utf8_lossy(payload))))
             }
-            Ok((frame::kind::BAD_INPUT, payload)) => Err(HookError::BadInput(String::from_utf8_lossy(&payload).into())),
+            Ok((frame::kind::BAD_INPUT, payload)) => Err(HookError::BadInput(String::from_utf8_lossy(payload).into())),
             Ok((other, _)) => {
                 self.retire("broke the protocol");
                 Err(HookError::Failed(format!("the Python worker sent an unexpected frame type {other}")))
@@ -310,6 +342,140 @@ impl ScoringHook for PythonHook {
                 Err(HookError::Failed(format!("the Python worker broke the frame protocol: {m}")))
             }
         }
+    }
+
+    /// The run on the caller's task: the frame is written at once (the worker is idle and
+    /// the pipe empty, so a body under [`ASYNC_BODY_LIMIT`] never waits), and the answer is
+    /// awaited on the runtime's reactor. The request's deadline is the caller's (a timeout
+    /// drops this future; [`InFlight`] then stops the worker).
+    async fn run_on_task(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+        let headers = self.wants_headers.then_some(request.headers);
+        let sent = frame::write_run(
+            &mut self.to_worker,
+            &mut self.scratch,
+            request.content_type.unwrap_or(""),
+            headers,
+            request.body,
+        );
+        if sent.is_err() {
+            return self.outcome(Err(Exchange::Gone), false);
+        }
+        let mut flight = InFlight { hook: self, done: false };
+        let read = flight.read_answer().await;
+        flight.done = true;
+        let hook = &mut *flight.hook;
+        let mut inbox = std::mem::take(&mut hook.inbox);
+        let result = match read {
+            Ok(len) => hook.outcome(Ok((inbox[4], &inbox[5..len])), false),
+            Err(e) => hook.outcome(Err(e), false),
+        };
+        if inbox.len() > 1 << 20 {
+            inbox = Vec::new(); // do not keep one huge answer's buffer forever
+        }
+        hook.inbox = inbox;
+        result
+    }
+}
+
+/// Bodies up to this size are written to the worker from the request's own task (a pipe
+/// holds 64 KiB; the worker, idle, has read everything before). Larger ones are queued to a
+/// blocking thread, where a write that waits for the worker harms no other request.
+pub const ASYNC_BODY_LIMIT: usize = 32 * 1024;
+
+/// A run whose answer is being awaited. Dropped before `done` (the request's deadline passed,
+/// or its client went away), it stops the worker: its answer would arrive in the next
+/// request's place. The pool then replaces the instance.
+struct InFlight<'h> {
+    hook: &'h mut PythonHook,
+    done: bool,
+}
+
+impl InFlight<'_> {
+    /// Reads one whole frame into the hook's inbox; returns its length.
+    async fn read_answer(&mut self) -> Result<usize, Exchange> {
+        let hook = &mut *self.hook;
+        // Reads go through `&PipeReader`, so the registration's borrow of the pipe end and the
+        // reads share it (no second descriptor per request).
+        let pipe = &hook.from_worker;
+        let ready = crate::sys::await_readable(pipe.as_fd())
+            .map_err(|e| Exchange::Broken(format!("cannot wait for the worker's pipe: {e}")))?;
+        if hook.inbox.len() < 4096 {
+            hook.inbox.resize(4096, 0);
+        }
+        let mut filled = 0;
+        let mut want: Option<usize> = None;
+        loop {
+            let mut guard = ready.readable().await.map_err(|_| Exchange::Gone)?;
+            match guard.try_io(|_| { pipe }.read(&mut hook.inbox[filled..])) {
+                Err(_would_block) => continue,
+                Ok(Ok(0)) => return Err(Exchange::Gone),
+                Ok(Ok(n)) => filled += n,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(Err(_)) => return Err(Exchange::Gone),
+            }
+            if want.is_none() && filled >= 5 {
+                let len = u32::from_be_bytes([hook.inbox[0], hook.inbox[1], hook.inbox[2], hook.inbox[3]]) as usize;
+                if len == 0 || len > frame::MAX_FRAME {
+                    return Err(Exchange::Broken(format!("a frame of {len} bytes")));
+                }
+                want = Some(4 + len);
+                if hook.inbox.len() < 4 + len {
+                    hook.inbox.resize(4 + len, 0);
+                }
+            }
+            match want {
+                Some(w) if filled > w => return Err(Exchange::Broken("the worker sent more than one answer".into())),
+                Some(w) if filled == w => return Ok(w),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let hook = &mut *self.hook;
+            hook.alive = false;
+            kill_group(hook.child.id());
+            let line = format!("{}: worker was stopped at the request's deadline; a new worker replaces it", hook.tag);
+            hook.logs.push(&line);
+            tracing::warn!(target: "switchyard::python", "{line}");
+        }
+    }
+}
+
+impl ScoringHook for PythonHook {
+    fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+        if !self.alive {
+            return Err(HookError::Failed("the instance's Python worker is gone; it is being replaced".into()));
+        }
+        let pid = self.child.id();
+        if let Some(cancel) = request.cancel {
+            // The deadline was hit while this run was in the worker: kill the worker (a
+            // Python function cannot be interrupted safely from outside), and the pool
+            // replaces it.
+            if !cancel.on_cancel(move || kill_group(pid)) {
+                return Err(HookError::Failed("the run was cancelled before it started".into()));
+            }
+        }
+        let deadline = request.cancel.is_none().then(|| Instant::now() + self.timeout);
+        let outcome = self.exchange(&request, deadline);
+        if let Some(cancel) = request.cancel {
+            cancel.clear();
+        }
+        let cancelled = request.cancel.is_some_and(|c| c.is_cancelled());
+        match outcome {
+            Ok((kind, payload)) => self.outcome(Ok((kind, &payload)), cancelled),
+            Err(e) => self.outcome(Err(e), cancelled),
+        }
+    }
+
+    fn run_async<'a>(&'a mut self, request: HookRequest<'a>) -> Option<super::RunFuture<'a>> {
+        if !self.alive || request.body.len() > ASYNC_BODY_LIMIT || tokio::runtime::Handle::try_current().is_err() {
+            return None;
+        }
+        Some(Box::pin(self.run_on_task(request)))
     }
 
     fn describe(&self) -> String {
