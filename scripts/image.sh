@@ -145,7 +145,15 @@ if ! has_image "$BASE_NAME"; then
 fi
 
 # --- 3. The image. ---
-build_args=(--pull-never --format docker --isolation chroot --network host --layers -f Dockerfile -t "$IMAGE")
+# Where the host trusts extra CAs (a TLS-intercepting proxy in front of PyPI and crates.io, as
+# in this sandbox), the build's RUN steps see them too: installing ca-certificates adds every
+# /usr/local/share/ca-certificates/*.crt to the bundle that pip and cargo check. The image then
+# trusts them as well; it is a local test image.
+ca_mount=()
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  ca_mount=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+fi
+build_args=(--pull-never --format docker --isolation chroot --network host --layers -f Dockerfile -t "$IMAGE" "${ca_mount[@]}")
 if [ "$full" = 1 ]; then
   # A Rust base from the host's toolchain: the slim base plus rustup's active toolchain (its
   # binaries and libraries) and a
@@ -155,8 +163,8 @@ if [ "$full" = 1 ]; then
     t=$(date +%s)
     toolchain=$(rustc --print sysroot)
     ctr=$(buildah from --pull-never "$BASE_NAME")
-    buildah run --isolation chroot --network host "$ctr" -- sh -c \
-      'apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*'
+    buildah run --isolation chroot --network host "${ca_mount[@]}" "$ctr" -- sh -c \
+      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/*'
     for part in bin lib libexec etc; do  # not share/ (docs, 0.8 GB)
       [ ! -d "$toolchain/$part" ] || buildah copy --quiet "$ctr" "$toolchain/$part" "/usr/local/rust/$part" >/dev/null
     done
@@ -177,13 +185,6 @@ else
   strip --strip-debug -o target/image/bin/switchyard.tmp "$bin" 2>/dev/null || cp "$bin" target/image/bin/switchyard.tmp
   mv target/image/bin/switchyard.tmp target/image/bin/switchyard
   build_args+=(--build-arg BINARY=prebuilt --build-arg "RUST_IMAGE=$BASE_NAME")
-fi
-# Where the host trusts extra CAs (a TLS-intercepting proxy in front of PyPI, as in this
-# sandbox), the build's RUN steps see them too: installing ca-certificates adds every
-# /usr/local/share/ca-certificates/*.crt to the bundle that pip checks. The image then trusts
-# them as well; it is a local test image.
-if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
-  build_args+=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
 fi
 t=$(date +%s)
 say "building $IMAGE (${build_args[*]})"
