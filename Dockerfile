@@ -42,8 +42,14 @@ RUN python3 -m pip download --quiet --no-deps --only-binary=:all: --python-versi
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin switchyard \
- && cp target/release/switchyard /switchyard
+# BINARY=prebuilt takes the release binary built on the host and staged at
+# target/image/bin/switchyard instead of compiling (scripts/image.sh, where no Rust image can be
+# pulled, e.g. CI: it also sets RUST_IMAGE to the Debian base; same glibc as the host's).
+# Debug info is stripped (52 MB -> 9 MB; symbols stay, so a backtrace still names functions).
+ARG BINARY=cargo
+RUN if [ "${BINARY}" = prebuilt ]; then cp target/image/bin/switchyard /switchyard; \
+    else CARGO_PROFILE_RELEASE_STRIP=debuginfo cargo build --release --locked --bin switchyard \
+      && cp target/release/switchyard /switchyard; fi
 
 # --- The runtime image. ---
 FROM ${DEBIAN_IMAGE}

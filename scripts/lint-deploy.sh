@@ -24,8 +24,9 @@ if [ "$(cat "$VENV/pins" 2>/dev/null)" != "$PINS" ]; then
   echo "$PINS" > "$VENV/pins"
 fi
 
-echo "lint-deploy: hadolint Dockerfile"
-"$VENV/bin/hadolint" Dockerfile
+mapfile -t dockerfiles < <(echo Dockerfile; find examples -name 'Dockerfile*' | sort)
+echo "lint-deploy: hadolint ${dockerfiles[*]}"
+"$VENV/bin/hadolint" "${dockerfiles[@]}"
 
 mapfile -t manifests < <(find deploy/kubernetes -name '*.yaml' ! -name kustomization.yaml | sort)
 [ "${#manifests[@]}" -gt 0 ] || { echo "lint-deploy: no manifests under deploy/kubernetes" >&2; exit 1; }

@@ -6,24 +6,13 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Once;
 use std::time::Duration;
 
 use common::*;
 
 /// The tests' venv (the sample conda file's scikit-learn pins), so no environment is built.
 fn venv_python() -> String {
-    static SETUP: Once = Once::new();
-    let python = repo().join("target/python-test-venv/bin/python");
-    SETUP.call_once(|| {
-        let status = Command::new(repo().join("scripts/setup.sh"))
-            .env("SWITCHYARD_SKIP_BUILD", "1")
-            .status()
-            .expect("run scripts/setup.sh");
-        assert!(status.success(), "scripts/setup.sh failed");
-    });
-    assert!(python.is_file(), "scripts/setup.sh did not make {}", python.display());
-    path_str(&python)
+    test_venv_python()
 }
 
 const BLUE_ANSWER: &str = "[11055.977245525679, 4503.079536107787]";

@@ -129,3 +129,21 @@ fn the_configmap_files_serve_the_sample_endpoint() {
     let r = s.score_authed(&key, &sample_request(), Some("green"));
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[test]
+fn the_prebuilt_binary_is_what_image_sh_stages_and_the_context_keeps_it() {
+    // scripts/image.sh (run by .ci/run) builds with `--build-arg BINARY=prebuilt`: the builder
+    // stage then copies the host's binary from where the script stages it, the only thing under
+    // target/ that .dockerignore lets into the build context; by default it compiles.
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    assert!(dockerfile.lines().any(|l| l == "ARG BINARY=cargo"), "the default build must compile");
+    let run = dockerfile.lines().find(|l| l.contains("\"${BINARY}\" = prebuilt")).expect("the BINARY switch");
+    let source = run.split("then cp ").nth(1).and_then(|r| r.split_whitespace().next()).expect("the staged path");
+    assert!(dockerfile.contains("cargo build --release --locked --bin switchyard"));
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "target/"), "target/ stays out of the context");
+    assert!(ignore.lines().any(|l| l == format!("!{source}")), ".dockerignore does not re-include {source}");
+    let script = std::fs::read_to_string(repo().join("scripts/image.sh")).unwrap();
+    assert!(script.contains(&format!("mv {source}.tmp {source}")), "scripts/image.sh does not stage {source}");
+    assert!(script.contains("--build-arg BINARY=prebuilt") && script.contains("--pull-never"));
+}

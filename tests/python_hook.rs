@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,17 +18,7 @@ use serde_json::{json, Value};
 
 /// The tests' venv (scikit-learn pinned as in the sample's conda file), made on first use.
 fn venv_python() -> String {
-    static SETUP: Once = Once::new();
-    let python = repo().join("target/python-test-venv/bin/python");
-    SETUP.call_once(|| {
-        let status = std::process::Command::new(repo().join("scripts/setup.sh"))
-            .env("SWITCHYARD_SKIP_BUILD", "1")
-            .status()
-            .expect("run scripts/setup.sh");
-        assert!(status.success(), "scripts/setup.sh failed");
-    });
-    assert!(python.is_file(), "scripts/setup.sh did not make {}", python.display());
-    path_str(&python)
+    test_venv_python()
 }
 
 fn sample() -> PathBuf {

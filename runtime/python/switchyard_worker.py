@@ -125,6 +125,29 @@ def load_entry_script():
     return module
 
 
+def wait_for_debugger():
+    """SWITCHYARD_DEBUGPY=[HOST:]PORT (the server's environment or the deployment's
+    environment_variables): listen with debugpy and wait until a debugger attaches, before the
+    scoring script is even imported, so breakpoints in init() and run() hold. Unset: nothing."""
+    address = os.environ.get("SWITCHYARD_DEBUGPY", "").strip()
+    if not address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"SWITCHYARD_DEBUGPY must be PORT or HOST:PORT (e.g. 0.0.0.0:5678), got {address!r}")
+    try:
+        import debugpy
+    except ImportError:
+        raise ImportError(
+            "SWITCHYARD_DEBUGPY is set but debugpy is not installed in this deployment's Python: "
+            "add debugpy to the conda file's pip list"
+        ) from None
+    host = host or "0.0.0.0"
+    debugpy.listen((host, int(port)))
+    print(f"debugpy listens on {host}:{port}: waiting for a debugger to attach", file=sys.stderr, flush=True)
+    debugpy.wait_for_client()
+
+
 def schema_decorated(run):
     """Whether run is decorated with @input_schema (inference-schema installed and used)."""
     try:
@@ -284,6 +307,7 @@ def main():
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
+        wait_for_debugger()
         module = load_entry_script()
         module.init()
         runner = Runner(module)

@@ -401,3 +401,19 @@ impl Load {
         LoadReport { total, ok, statuses, failures: self.failures.lock().unwrap().clone() }
     }
 }
+
+/// The tests' plain Python venv (`target/python-test-venv`, pinned by
+/// runtime/python/test-requirements.txt), made by scripts/setup.sh on first use; its python.
+pub fn test_venv_python() -> String {
+    static SETUP: std::sync::Once = std::sync::Once::new();
+    let python = repo().join("target/python-test-venv/bin/python");
+    SETUP.call_once(|| {
+        let status = Command::new(repo().join("scripts/setup.sh"))
+            .env("SWITCHYARD_SKIP_BUILD", "1")
+            .status()
+            .expect("run scripts/setup.sh");
+        assert!(status.success(), "scripts/setup.sh failed");
+    });
+    assert!(python.is_file(), "scripts/setup.sh did not make {}", python.display());
+    path_str(&python)
+}
