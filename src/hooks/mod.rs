@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod native;
 pub mod onnx;
 pub mod ort_runtime;
 pub mod python;
 pub mod tensor_json;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
@@ -124,6 +126,7 @@ pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, 
     match kind {
         HookKind::Onnx { model_file } => onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _),
         HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _),
+        HookKind::Native(plugin) => native::start(plugin, ctx),
     }
     .map_err(InitError)
 }
@@ -139,5 +142,6 @@ pub fn describe(kind: &HookKind) -> String {
     match kind {
         HookKind::Onnx { model_file } => format!("onnx {}", model_file.display()),
         HookKind::Python(script) => python::describe_script(script),
+        HookKind::Native(plugin) => native::describe_plugin(plugin),
     }
 }

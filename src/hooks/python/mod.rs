@@ -8,7 +8,7 @@
 //!
 //! The worker program ships inside the binary (`runtime/python/switchyard_worker.py`) and is
 //! written next to the instance's model folder at start. Requests and answers travel as frames
-//! ([`frame`]) on two inherited pipes, fds 3 and 4, because stdout and stderr belong to the
+//! (`hooks::worker`, shared with process-isolated native plugins) on two inherited pipes, fds 3 and 4, because stdout and stderr belong to the
 //! user's script: whatever it prints is copied line by line, tagged with the instance, into the
 //! deployment's log and the process log.
 //!
@@ -18,53 +18,25 @@
 //! the other instances keep serving.
 
 pub mod env;
-pub mod frame;
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
+use std::process::Command;
 
 pub use env::{configure, EnvSlot, PythonOptions};
 
+use super::worker::{frame, Flavor, Worker};
 use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
-use crate::telemetry::LogRing;
 
 /// The worker program, embedded so the binary is all a user installs.
 const WORKER_SOURCE: &str = include_str!("../../../runtime/python/switchyard_worker.py");
 
-/// How long `init()` may take (Azure has no limit but its probes; a model download in init
-/// can take minutes).
-const INIT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Longer lines of the script's output are cut (a script printing a huge array without a
-/// newline must not grow memory without bound).
-const MAX_LOG_LINE: usize = 8 * 1024;
-
-/// One instance: a worker process running the deployment's scoring script.
+/// One instance: a worker process running the deployment's scoring script (the process, the
+/// frames and the supervision are [`Worker`]'s).
 pub struct PythonHook {
-    child: Child,
-    /// Requests go here (the worker's fd 3).
-    to_worker: std::io::PipeWriter,
-    /// Answers come from here (the worker's fd 4).
-    from_worker: std::io::PipeReader,
-    /// Reused buffer for outgoing frames.
-    scratch: Vec<u8>,
-    /// False once the worker died, hung or broke the protocol: the pool replaces the instance.
-    alive: bool,
-    /// `deployment/instance-N pid P`, on every log line of this worker.
-    tag: String,
+    worker: Worker,
     /// What `describe` says (the interpreter, the script).
     about: String,
-    /// The deadline of runs that come without a `Cancellation` (mirror copies).
-    timeout: Duration,
-    logs: Arc<LogRing>,
     /// The instance's folder (worker program, model dir); removed on drop.
     files: PathBuf,
 }
@@ -93,26 +65,17 @@ impl PythonHook {
         std::os::unix::fs::symlink(&script.model_path, model_dir.join(&base))
             .map_err(|e| format!("cannot link the model into {}: {e}", model_dir.display()))?;
 
-        let (in_r, in_w) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
-        let (out_r, out_w) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
         let mut cmd = Command::new(python);
         cmd.arg("-u")
             .arg(&worker)
             .current_dir(&script.code_dir)
-            .env_remove("SWITCHYARD_ADMIN_TOKEN")
             .env("PYTHONUNBUFFERED", "1")
             .env("AZUREML_MODEL_DIR", &model_dir)
             .env("AML_APP_ROOT", &script.code_dir)
             .env("AZUREML_SOURCE_DIRECTORY", &script.code_dir)
             .env("AZUREML_ENTRY_SCRIPT", &script.script)
             .env("SCORING_TIMEOUT_MS", ctx.request_timeout_ms.to_string())
-            .envs(&ctx.environment_variables)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a kill reaches whatever the script started too, and a
-            // Ctrl-C at the terminal reaches the server only (which then drops its workers).
-            .process_group(0);
+            .envs(&ctx.environment_variables);
         if let Some(bin) = python.parent().filter(|_| is_venv(python)) {
             // As an activated venv: tools the script runs come from the venv first.
             let path = std::env::var_os("PATH").unwrap_or_default();
@@ -121,42 +84,19 @@ impl PythonHook {
                 cmd.env("PATH", joined).env("VIRTUAL_ENV", venv);
             }
         }
-        let (child_in, child_out) = (in_r.as_raw_fd(), out_w.as_raw_fd());
-        crate::sys::inherit_as_fd3_fd4(&mut cmd, child_in, child_out);
-        let mut child = cmd.spawn().map_err(|e| {
+        let worker = Worker::spawn(cmd, ctx, n, Flavor::Python).map_err(|e| {
             format!(
                 "cannot start the Python interpreter {}: {e} (set environment.python or serve --python)",
                 python.display()
             )
         })?;
-        drop(in_r);
-        drop(out_w);
-        let tag = format!("{}/instance-{n} pid {}", ctx.deployment, child.id());
-        let mut copiers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            copiers.push(copy_output(out, "stdout", &tag, &ctx.deployment, &ctx.logs));
-        }
-        if let Some(err) = child.stderr.take() {
-            copiers.push(copy_output(err, "stderr", &tag, &ctx.deployment, &ctx.logs));
-        }
-        let mut hook = Self {
-            child,
-            to_worker: in_w,
-            from_worker: out_r,
-            scratch: Vec::new(),
-            alive: true,
-            tag,
-            about: String::new(),
-            timeout: Duration::from_millis(ctx.request_timeout_ms.max(1)),
-            logs: Arc::clone(&ctx.logs),
-            files: files.to_path_buf(),
-        };
-        match frame::read_frame(&mut hook.from_worker, Some(Instant::now() + INIT_TIMEOUT)) {
+        let mut hook = Self { worker, about: String::new(), files: files.to_path_buf() };
+        match hook.worker.read_init() {
             Ok((frame::kind::INIT_OK, payload)) => {
                 let info: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
                 hook.about = format!(
                     "{}: python {} ({}) ran init() of {} in {}",
-                    hook.tag,
+                    hook.worker.tag(),
                     info["python"].as_str().unwrap_or("?"),
                     info["executable"].as_str().unwrap_or("?"),
                     script.script,
@@ -166,21 +106,17 @@ impl PythonHook {
             }
             Ok((frame::kind::INIT_FAILED, payload)) => {
                 let line = String::from_utf8_lossy(&payload).to_string();
-                hook.finish_output(copiers);
+                hook.worker.finish_output();
                 Err(format!("init() of {} raised {line} (the traceback is in get-logs)", script.script))
             }
-            Ok((other, _)) => {
-                hook.alive = false;
-                Err(format!("the Python worker sent frame type {other} instead of its init result"))
-            }
+            Ok((other, _)) => Err(format!("the Python worker sent frame type {other} instead of its init result")),
             Err(frame::ReadError::TimedOut) => Err(format!(
                 "init() of {} did not finish within {} s; the worker was stopped",
                 script.script,
-                INIT_TIMEOUT.as_secs()
+                super::worker::INIT_TIMEOUT.as_secs()
             )),
             Err(_) => {
-                let status = hook.wait_exit(Duration::from_secs(5));
-                hook.finish_output(copiers);
+                let status = hook.worker.finish_output();
                 Err(format!(
                     "the Python worker exited while loading {} ({status}); its output is in get-logs",
                     script.script
@@ -188,132 +124,11 @@ impl PythonHook {
             }
         }
     }
-
-    /// Waits (bounded) for the output copiers, so a failed init's traceback is in the log
-    /// before the deployment is marked Failed.
-    fn finish_output(&mut self, copiers: Vec<std::sync::mpsc::Receiver<()>>) {
-        let _ = self.wait_exit(Duration::from_secs(5));
-        let until = Instant::now() + Duration::from_secs(2);
-        for done in copiers {
-            let _ = done.recv_timeout(until.saturating_duration_since(Instant::now()));
-        }
-    }
-
-    /// How the worker ended, waiting up to `limit` for it (then killing it).
-    fn wait_exit(&mut self, limit: Duration) -> String {
-        let until = Instant::now() + limit;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return describe_exit(status),
-                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-                _ => {
-                    kill_group(self.child.id());
-                    return "did not exit; killed".to_string();
-                }
-            }
-        }
-    }
-
-    /// Sends one request and reads its answer.
-    fn exchange(&mut self, request: &HookRequest<'_>, deadline: Option<Instant>) -> Result<(u8, Vec<u8>), Exchange> {
-        frame::write_run(&mut self.to_worker, &mut self.scratch, request.content_type.unwrap_or(""), request.body)
-            .map_err(|_| Exchange::Gone)?;
-        if self.scratch.capacity() > 1 << 20 {
-            self.scratch = Vec::new(); // do not keep one huge request's buffer forever
-        }
-        frame::read_frame(&mut self.from_worker, deadline).map_err(|e| match e {
-            frame::ReadError::TimedOut => Exchange::TimedOut,
-            frame::ReadError::Malformed(m) => Exchange::Broken(m),
-            frame::ReadError::Closed => Exchange::Gone,
-            frame::ReadError::Io(e) => {
-                tracing::debug!(error = %e, "a worker's pipe failed");
-                Exchange::Gone
-            }
-        })
-    }
-
-    /// Marks the worker dead and makes sure it is: the pool replaces this instance.
-    fn retire(&mut self, why: &str) -> String {
-        self.alive = false;
-        kill_group(self.child.id());
-        let status = self.wait_exit(Duration::from_millis(500));
-        let line = format!("{}: worker {why} ({status}); a new worker replaces it", self.tag);
-        self.logs.push(&line);
-        tracing::warn!(target: "switchyard::python", "{line}");
-        status
-    }
-}
-
-/// Why an exchange with the worker failed.
-enum Exchange {
-    /// The pipe closed: the worker exited or was killed.
-    Gone,
-    /// The safety deadline passed (runs without a `Cancellation`).
-    TimedOut,
-    /// The worker sent something that is not a frame.
-    Broken(String),
 }
 
 impl ScoringHook for PythonHook {
     fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
-        if !self.alive {
-            return Err(HookError::Failed("the instance's Python worker is gone; it is being replaced".into()));
-        }
-        let pid = self.child.id();
-        if let Some(cancel) = request.cancel {
-            // The deadline was hit while this run was in the worker: kill the worker (a
-            // Python function cannot be interrupted safely from outside), and the pool
-            // replaces it.
-            if !cancel.on_cancel(move || kill_group(pid)) {
-                return Err(HookError::Failed("the run was cancelled before it started".into()));
-            }
-        }
-        let deadline = request.cancel.is_none().then(|| Instant::now() + self.timeout);
-        let outcome = self.exchange(&request, deadline);
-        if let Some(cancel) = request.cancel {
-            cancel.clear();
-        }
-        let cancelled = request.cancel.is_some_and(|c| c.is_cancelled());
-        match outcome {
-            Ok((frame::kind::ANSWER, payload)) => match frame::parse_answer(&payload) {
-                Some((status, content_type, body)) => Ok(HookResponse {
-                    status: if (100..=999).contains(&status) { status } else { 500 },
-                    content_type: intern_content_type(content_type),
-                    body: Bytes::copy_from_slice(body),
-                }),
-                None => {
-                    self.retire("sent a malformed answer");
-                    Err(HookError::Failed("the Python worker sent a malformed answer".into()))
-                }
-            },
-            Ok((frame::kind::RAISED, payload)) => {
-                Err(HookError::Failed(format!("run() raised {}", String::from_utf8_lossy(&payload))))
-            }
-            Ok((frame::kind::BAD_INPUT, payload)) => Err(HookError::BadInput(String::from_utf8_lossy(&payload).into())),
-            Ok((other, _)) => {
-                self.retire("broke the protocol");
-                Err(HookError::Failed(format!("the Python worker sent an unexpected frame type {other}")))
-            }
-            Err(Exchange::Gone) if cancelled => {
-                self.retire("was stopped at the request's deadline");
-                Err(HookError::Failed("the run passed request_timeout_ms; its worker was stopped".into()))
-            }
-            Err(Exchange::Gone) => {
-                let status = self.retire("died during a run");
-                Err(HookError::Failed(format!("the Python worker died during the run ({status})")))
-            }
-            Err(Exchange::TimedOut) => {
-                self.retire("passed the deadline");
-                Err(HookError::Failed(format!(
-                    "the run took longer than {} ms; its worker was stopped",
-                    self.timeout.as_millis()
-                )))
-            }
-            Err(Exchange::Broken(m)) => {
-                self.retire("broke the protocol");
-                Err(HookError::Failed(format!("the Python worker broke the frame protocol: {m}")))
-            }
-        }
+        self.worker.run(request)
     }
 
     fn describe(&self) -> String {
@@ -321,39 +136,14 @@ impl ScoringHook for PythonHook {
     }
 
     fn is_healthy(&self) -> bool {
-        self.alive
+        self.worker.is_healthy()
     }
 }
 
 impl Drop for PythonHook {
     fn drop(&mut self) {
-        kill_group(self.child.id());
-        let _ = self.child.wait();
+        self.worker.stop();
         let _ = std::fs::remove_dir_all(&self.files);
-    }
-}
-
-/// SIGKILL to the worker's process group (the worker and whatever it started).
-fn kill_group(pid: u32) {
-    crate::sys::kill_process_group(pid);
-}
-
-fn describe_exit(status: std::process::ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
-        _ => status.to_string(),
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => " SIGKILL (out of memory, or stopped)",
-        libc::SIGSEGV => " SIGSEGV",
-        libc::SIGABRT => " SIGABRT",
-        libc::SIGBUS => " SIGBUS",
-        libc::SIGTERM => " SIGTERM",
-        _ => "",
     }
 }
 
@@ -374,87 +164,6 @@ fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, String> {
         }
     }
     Err(format!("cannot create a fresh folder under {}", root.display()))
-}
-
-/// Copies one output stream of the worker into the deployment's log and the process log,
-/// line by line. The receiver hears when the stream ends.
-fn copy_output(
-    stream: impl Read + Send + 'static,
-    which: &'static str,
-    tag: &str,
-    deployment: &str,
-    logs: &Arc<LogRing>,
-) -> std::sync::mpsc::Receiver<()> {
-    let (done_tx, done) = std::sync::mpsc::channel();
-    let (tag, deployment, logs) = (tag.to_string(), deployment.to_string(), Arc::clone(logs));
-    let spawned = std::thread::Builder::new().name("switchyard-pylog".into()).spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut line = Vec::new();
-        while read_line_bounded(&mut reader, &mut line) {
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end();
-            logs.push(format!("{tag} {which}: {text}"));
-            tracing::info!(target: "switchyard::python", deployment = %deployment, instance = %tag, stream = which, "{text}");
-        }
-        let _ = done_tx.send(());
-    });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start a thread to copy a Python worker's {which}: {e}");
-    }
-    done
-}
-
-/// Reads one line into `line` (without keeping more than [`MAX_LOG_LINE`] bytes of it);
-/// false at the end of the stream.
-fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>) -> bool {
-    line.clear();
-    let mut any = false;
-    loop {
-        let buf = match reader.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return any,
-        };
-        if buf.is_empty() {
-            return any;
-        }
-        any = true;
-        let (chunk, used, end) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
-        };
-        let room = MAX_LOG_LINE.saturating_sub(line.len());
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        reader.consume(used);
-        if end {
-            return true;
-        }
-    }
-}
-
-/// `HookResponse::content_type` is `&'static str` (the ONNX hook's are constants); a script
-/// may answer any type, so the few distinct ones are kept for the process's life. Bounded:
-/// past 64 distinct types, the rest are answered as `application/octet-stream`.
-fn intern_content_type(ct: &str) -> &'static str {
-    const KNOWN: &[&str] =
-        &["application/json", "text/plain", "text/plain; charset=utf-8", "text/html", "application/octet-stream"];
-    if ct.is_empty() {
-        return "application/octet-stream";
-    }
-    if let Some(k) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(ct)) {
-        return k;
-    }
-    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = seen.iter().find(|s| **s == ct) {
-        return s;
-    }
-    if seen.len() >= 64 || actix_web::http::header::HeaderValue::from_str(ct).is_err() {
-        return "application/octet-stream";
-    }
-    let leaked: &'static str = Box::leak(ct.to_string().into_boxed_str());
-    seen.push(leaked);
-    leaked
 }
 
 /// What `describe` says about a Python deployment before it starts.

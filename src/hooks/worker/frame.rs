@@ -1,6 +1,6 @@
 //! The frame protocol between Switchyard and a worker process (runtime/python/switchyard_worker.py
-//! documents the frame types): a 4-byte big-endian length (of type and payload), a 1-byte type,
-//! the payload.
+//! documents the frame types; `switchyard native-worker` speaks the same, plus `P`): a 4-byte
+//! big-endian length (of type and payload), a 1-byte type, the payload.
 //!
 //! Reads take a deadline and wait with `poll(2)`, not a blocking `read`: a worker that hangs
 //! must never hang the thread that waits for it (mirror copies run without a `Cancellation`,
@@ -28,6 +28,9 @@ pub mod kind {
     pub const RAISED: u8 = b'X';
     /// Worker → Switchyard: the input is not what the script takes (HTTP 400).
     pub const BAD_INPUT: u8 = b'B';
+    /// Worker → Switchyard: the code panicked (HTTP 424); the worker exits after sending it
+    /// and is replaced (native plugins: `SWITCHYARD_PANIC`).
+    pub const PANICKED: u8 = b'P';
 }
 
 /// Why no frame came back.
@@ -55,6 +58,42 @@ pub fn write_run(out: &mut impl Write, scratch: &mut Vec<u8>, content_type: &str
     scratch.extend_from_slice(ct);
     scratch.extend_from_slice(body);
     out.write_all(scratch)
+}
+
+/// Writes one frame of `kind` whose payload is `parts`, one after the other (the worker side).
+pub fn write_frame(out: &mut impl Write, scratch: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|&l| l as usize <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    scratch.clear();
+    scratch.extend_from_slice(&len.to_be_bytes());
+    scratch.push(kind);
+    for p in parts {
+        scratch.extend_from_slice(p);
+    }
+    out.write_all(scratch)
+}
+
+/// Writes an answer frame: status, content type, body (the worker side).
+pub fn write_answer(
+    out: &mut impl Write,
+    scratch: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    let ct = &content_type.as_bytes()[..content_type.len().min(u16::MAX as usize)];
+    write_frame(out, scratch, kind::ANSWER, &[&status.to_be_bytes(), &(ct.len() as u16).to_be_bytes(), ct, body])
+}
+
+/// Splits a run payload into content type and body (the worker side).
+pub fn parse_run(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let ct_len = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]) as usize;
+    let ct = payload.get(2..2 + ct_len)?;
+    let body = payload.get(2 + ct_len..)?;
+    Some((std::str::from_utf8(ct).unwrap_or(""), body))
 }
 
 /// Reads one frame, waiting at most until `deadline` (`None`: no limit). Returns its type and
@@ -138,6 +177,20 @@ mod tests {
         assert_eq!(&payload[2..18], b"application/json");
         assert_eq!(&payload[18..], b"{\"a\":1}");
         assert!(matches!(read_frame(&mut r, None), Err(ReadError::Closed)));
+    }
+
+    #[test]
+    fn worker_side_frames_round_trip() {
+        let (mut r, mut w) = std::io::pipe().unwrap();
+        let mut scratch = Vec::new();
+        write_run(&mut w, &mut scratch, "text/csv", b"1,2").unwrap();
+        let (k, payload) = read_frame(&mut r, None).unwrap();
+        assert_eq!((k, parse_run(&payload)), (kind::RUN, Some(("text/csv", &b"1,2"[..]))));
+        write_answer(&mut w, &mut scratch, 201, "application/json", b"[1]").unwrap();
+        let (k, payload) = read_frame(&mut r, None).unwrap();
+        assert_eq!((k, parse_answer(&payload)), (kind::ANSWER, Some((201, "application/json", &b"[1]"[..]))));
+        assert_eq!(parse_run(b"\x00"), None);
+        assert_eq!(parse_run(b"\x00\x05ab"), None);
     }
 
     #[test]
