@@ -182,7 +182,12 @@ fn the_c_plugin_gets_its_environment_and_refuses_bad_input() {
 #[test]
 fn a_segfault_in_process_kills_the_server() {
     let p = plugins();
-    // A throwaway server: this is the failure `isolation: process` exists for.
+    // A throwaway server: this is the failure `isolation: process` exists for. No core file:
+    // the limit is inherited by the server this test process starts.
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit(2) with a valid resource and a pointer to a local; lowers this test
+    // process's core size limit, nothing else.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
     let mut s = server();
     let code = code_dir(&p.faults_c);
     deploy_native(&s, "crashy", code.path(), json!({}));
@@ -333,4 +338,57 @@ fn isolation_is_checked_at_the_edge() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.message().contains("missing.so is not a file"), "{}", r.body);
     assert_eq!(s.admin("GET", "/v1/deployments/xyz", None).status, 404);
+}
+
+#[test]
+fn the_readme_path_deploys_the_example_yaml_files_and_scores_them() {
+    // runtime/README.md, "Deploy it" and "Score it": the example YAML files, the CLI, the
+    // plugins copied where the YAML files point (examples/native/ ignores *.so).
+    let p = plugins();
+    let native = repo().join("examples/native");
+    std::fs::copy(&p.linear, native.join("libswitchyard_example_linear.so")).unwrap();
+    std::fs::copy(&p.row_sums, native.join("row_sums.so")).unwrap();
+    let s = Server::start();
+    s.cli_ok(&["online-endpoint", "create", "-n", "my-endpoint", "-f", "examples/endpoint.yml"]);
+    s.cli_ok(&[
+        "online-deployment",
+        "create",
+        "-n",
+        "native",
+        "-e",
+        "my-endpoint",
+        "-f",
+        "examples/native-deployment.yml",
+        "--all-traffic",
+    ]);
+    s.cli_ok(&[
+        "online-deployment",
+        "create",
+        "-n",
+        "rowsums",
+        "-e",
+        "my-endpoint",
+        "-f",
+        "examples/native-c-deployment.yml",
+    ]);
+    let shown = s.cli_json(&["online-deployment", "show", "-n", "rowsums", "-e", "my-endpoint"]);
+    assert_eq!(shown["provisioning_state"], "Succeeded", "{shown}");
+    assert_eq!(shown["isolation"], "process", "{shown}");
+    let out =
+        s.cli_ok(&["online-endpoint", "invoke", "-n", "my-endpoint", "--request-file", "sample-requests/model-1.json"]);
+    assert_model_1(out.trim());
+    let rows = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rows.path(), "1,2,3\n4,5,6\n").unwrap();
+    let file = rows.path().display().to_string();
+    let out = s.cli_ok(&[
+        "online-endpoint",
+        "invoke",
+        "-n",
+        "my-endpoint",
+        "--deployment-name",
+        "rowsums",
+        "--request-file",
+        &file,
+    ]);
+    assert_eq!(common::numbers(out.trim()), [12.0, 30.0], "{out}");
 }
