@@ -443,4 +443,29 @@ instance_count: 1
         let env = parse(&format!("{base}environment_variables:\n  A: 1\n  B: x\n")).unwrap();
         assert_eq!(env.environment_variables["A"], "1");
     }
+
+    #[test]
+    fn isolation_is_for_native_plugins_and_the_plugin_must_be_in_the_code_folder() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(code.path().join("p.so"), b"x").unwrap();
+        let model = code.path().display();
+        let native = |extra: &str, script: &str| {
+            let code = code.path().display();
+            let mut spec = parse(&format!(
+                "name: blue\nmodel:\n  path: {model}\ncode_configuration:\n  code: {code}\n  scoring_script: {script}\n{extra}"
+            ))?;
+            spec.resolve_paths(Path::new("/"));
+            spec.hook_kind()
+        };
+        let Ok(HookKind::Native(p)) = native("", "p.so") else { panic!("not native") };
+        assert_eq!((p.isolation, p.library), (Isolation::InProcess, code.path().join("p.so")));
+        let Ok(HookKind::Native(p)) = native("isolation: process\n", "p.so") else { panic!("not native") };
+        assert_eq!(p.isolation, Isolation::Process);
+        let e = native("isolation: sandbox\n", "p.so").unwrap_err();
+        assert!(e.message.contains("isolation") && e.message.contains("`process`"), "{e}");
+        assert!(native("", "../p.so").unwrap_err().message.contains("inside code_configuration.code"));
+        assert!(native("", "q.so").unwrap_err().message.contains("q.so is not a file"));
+        let onnx = parse("name: blue\nmodel:\n  path: m\nisolation: process\n").unwrap();
+        assert!(onnx.hook_kind().unwrap_err().message.contains("applies to native plugins only"));
+    }
 }
