@@ -13,7 +13,7 @@
 //!   restart, at the price of a frame each way per request.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -47,9 +47,42 @@ pub fn describe_plugin(plugin: &NativePlugin) -> String {
     format!("native plugin {} ({isolation})", plugin.library.display())
 }
 
+/// Where the server's process loads a plugin from: a copy named by the hash of its bytes.
+///
+/// Why a copy: the dynamic loader returns the already loaded library for a path it has loaded
+/// before, so a plugin rebuilt in place and deployed again (a replacement loads beside the old
+/// version, which is still loaded) would silently run the old code. Identical bytes share one
+/// copy (and one load); changed bytes get a new name and are loaded fresh. The copies live in
+/// `$TMPDIR/switchyard-plugins-PID/` for the process's life (a library may be loaded from its
+/// file again whenever its last instance was dropped). A worker process loads the file itself.
+fn load_path(library: &Path) -> Result<PathBuf, String> {
+    use sha2::{Digest, Sha256};
+    let bytes =
+        std::fs::read(library).map_err(|e| format!("cannot read the native plugin {}: {e}", library.display()))?;
+    let hash = hex::encode(&Sha256::digest(&bytes)[..12]);
+    let dir = std::env::temp_dir().join(format!("switchyard-plugins-{}", std::process::id()));
+    let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin.so".into());
+    let copy = dir.join(format!("{hash}-{name}"));
+    if !copy.is_file() {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Written under a temporary name and renamed, so a concurrent load never sees half a file.
+        let partial = dir.join(format!(".{hash}-{}.partial", fastrand::u64(..)));
+        std::fs::write(&partial, &bytes)
+            .and_then(|()| std::fs::rename(&partial, &copy))
+            .map_err(|e| format!("cannot copy the native plugin to {}: {e}", copy.display()))?;
+    }
+    Ok(copy)
+}
+
 /// Loads the library and creates one plugin instance; the message names the plugin.
 fn init_instance(library: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
-    let lib = Library::open(library)?;
+    init_from(library, library, model_dir, env)
+}
+
+/// As [`init_instance`], loading `load` (a copy of `library`, which messages name).
+fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
+    let lib =
+        Library::open(load).map_err(|e| e.replace(&load.display().to_string(), &library.display().to_string()))?;
     lib.init(model_dir, env).map_err(|(rc, message)| {
         let file = library.display();
         match rc {
@@ -114,7 +147,8 @@ impl NativeHook {
     pub fn load(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
         let env: Vec<(String, String)> =
             ctx.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let instance = init_instance(&plugin.library, &plugin.model_path, &env)?;
+        let load = load_path(&plugin.library)?;
+        let instance = init_from(&plugin.library, &load, &plugin.model_path, &env)?;
         let n = ctx.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let about = format!("{}/instance-{n}: {}", ctx.deployment, describe_plugin(plugin));
         Ok(Self { instance, reply: Reply::default(), healthy: true, about, logs: Arc::clone(&ctx.logs) })

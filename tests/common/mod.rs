@@ -109,8 +109,14 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`Server::start_with`], with these environment variables set for the server.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--port", "0", "--admin-port", "0"]).args(extra);
+        cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stdin(Stdio::null());
         if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
             cmd.stderr(Stdio::inherit());
