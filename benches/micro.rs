@@ -92,7 +92,8 @@ fn native_abi(c: &mut Criterion) {
     .unwrap();
     let switchyard::spec::HookKind::Native(plugin) = spec.hook_kind().unwrap() else { panic!("not native") };
     let mut hook = NativeHook::load(&plugin, &InitContext::new("native", Default::default())).unwrap();
-    let request = HookRequest { body: b"{}", content_type: Some("application/json"), cancel: None };
+    let headers = Default::default();
+    let request = HookRequest { body: b"{}", content_type: Some("application/json"), headers: &headers, cancel: None };
     c.bench_function("native ABI: one run of a no-op C plugin", |b| {
         b.iter(|| hook.run(black_box(request)).map(|r| r.body.len()))
     });

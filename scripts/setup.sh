@@ -46,11 +46,13 @@ fi
 # environment from a conda file makes its own): made once here, from pinned wheels.
 PY_VENV=target/python-test-venv
 PY_REQS=runtime/python/test-requirements.txt
-if [ "${SWITCHYARD_SKIP_PYTHON:-0}" != 1 ] && ! cmp -s "$PY_REQS" "$PY_VENV/requirements.txt" 2>/dev/null; then
+PY_NODEPS=runtime/python/test-requirements-nodeps.txt
+if [ "${SWITCHYARD_SKIP_PYTHON:-0}" != 1 ] && ! cat "$PY_REQS" "$PY_NODEPS" | cmp -s - "$PY_VENV/requirements.txt" 2>/dev/null; then
   command -v python3 >/dev/null || { echo "setup: python3 (3.11 or newer, with venv) is needed for the Python hook's tests" >&2; exit 1; }
   echo "setup: making $PY_VENV for the Python hook's tests"
   rm -rf "$PY_VENV"
   python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r "$PY_REQS"
-  cp "$PY_REQS" "$PY_VENV/requirements.txt"
+  "$PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all: --no-deps -r "$PY_NODEPS"
+  cat "$PY_REQS" "$PY_NODEPS" > "$PY_VENV/requirements.txt"
 fi

@@ -6,13 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWITCHYARD_SKIP_BUILD=1 scripts/setup.sh
+# The studio page's browser test (apt chromium + chromium-driver, a Selenium venv) and the
+# Python SDK's test (an azure-ai-ml venv): installed once, skipped when already there.
+scripts/studio-setup.sh
+scripts/sdk-setup.sh
 log=$(mktemp)
 # tests/common writes the pid of every server it starts here; the servers inherit the variable.
 SWITCHYARD_TEST_PID_DIR=$(mktemp -d)
 export SWITCHYARD_TEST_PID_DIR
 trap 'rm -rf "$log" "$SWITCHYARD_TEST_PID_DIR"' EXIT
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

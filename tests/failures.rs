@@ -98,10 +98,14 @@ fn over_the_admission_cap_is_429_at_once() {
         .collect();
     go.store(true, Ordering::Release);
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let ok = results.iter().filter(|r| r.0 == 200).count();
+    // An admitted request is answered by the model (200), or 408 when the one ahead of it kept
+    // the instance past its timeout (a loaded machine slows the test model down): either way it
+    // was admitted, which is what this test is about.
+    let admitted = results.iter().filter(|r| r.0 == 200 || r.0 == 408).count();
     let refused: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
-    assert_eq!(ok + refused.len(), 6, "{results:?}");
-    assert!(ok <= 2, "at most 2 admitted: {results:?}");
+    assert_eq!(admitted + refused.len(), 6, "{results:?}");
+    assert!(results.iter().any(|r| r.0 == 200), "the first admitted request is answered: {results:?}");
+    assert!(admitted <= 2, "at most 2 admitted: {results:?}");
     assert!(refused.len() >= 4, "{results:?}");
     for (_, retry, took) in refused {
         assert_eq!(retry.as_deref(), Some("1"));

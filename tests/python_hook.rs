@@ -65,6 +65,18 @@ fn wait_state(s: &Server, name: &str, state: &str) -> Value {
     }
 }
 
+/// The sample's blue (model-1's score.py) with `model.path` = `model-1/<model>`, plus `more`.
+fn sample_blue(model: &str, more: Value) -> Value {
+    let dir = sample().join("model-1");
+    let mut doc = json!({
+        "name": "blue",
+        "model": {"path": dir.join(model)},
+        "code_configuration": {"code": dir.join("onlinescoring"), "scoring_script": "score.py"},
+    });
+    json_patch::merge(&mut doc, &more);
+    doc
+}
+
 /// A deployment of the probe script.
 fn probe_doc(name: &str, vars: Value, timeout_ms: u64) -> Value {
     json!({
@@ -152,31 +164,42 @@ fn the_sample_blue_deployment_answers_from_its_own_yaml_and_logs_its_prints() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_model_1(&r.body);
-    let log = logs(&s, "blue");
-    assert!(log.contains("blue/instance-0") && log.contains("INFO root: Init complete"), "{log}");
-    assert!(log.contains("model 1: request received"), "{log}");
+    // The script's output is copied into the log by its own thread, which may trail the answer.
+    eventually("the script's prints are in the log", Duration::from_secs(10), || {
+        let log = logs(&s, "blue");
+        let found = log.contains("blue/instance-0")
+            && log.contains("INFO root: Init complete")
+            && log.contains("model 1: request received");
+        if found {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
     // The registered-asset variant of the sample says what to write instead.
     let e =
         s.cli_err(&["online-deployment", "create", "-f", &format!("{dir}/blue-deployment-with-registered-assets.yml")]);
     assert!(e.contains("model: {path:"), "{e}");
 }
 
+/// The SDK tutorial names the pickle itself (`Model(path=".../model/sklearn_regression_model.pkl")`)
+/// where the CLI YAML names its folder; the same score.py finds it either way, as on Azure.
+#[test]
+fn the_sample_score_py_finds_its_pickle_when_the_model_path_names_the_file() {
+    let s = server();
+    s.create_endpoint();
+    put(&s, sample_blue("model/sklearn_regression_model.pkl", json!({})), "Succeeded");
+    let r = s.score_authed(&s.primary_key(), &sample_request(), Some("blue"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_model_1(&r.body);
+}
+
 #[test]
 fn a_90_10_split_between_a_score_py_deployment_and_an_onnx_one() {
     let s = server();
     s.create_endpoint();
-    let dir = sample().join("model-1");
-    put(
-        &s,
-        json!({
-            "name": "blue",
-            "model": {"path": dir.join("model")},
-            "code_configuration": {"code": dir.join("onlinescoring"), "scoring_script": "score.py"},
-            "instance_count": 2,
-            "request_settings": {"max_concurrent_requests_per_instance": 4},
-        }),
-        "Succeeded",
-    );
+    let more = json!({"instance_count": 2, "request_settings": {"max_concurrent_requests_per_instance": 4}});
+    put(&s, sample_blue("model", more), "Succeeded");
     s.deploy("green", "model-2", json!({}));
     assert_eq!(s.set_traffic(json!({"blue": 90, "green": 10})).status, 200);
     let key = s.primary_key();
@@ -211,8 +234,16 @@ fn each_failure_is_answered_as_azure_does_and_the_other_deployment_serves_throug
     assert_eq!(r.header("ms-azureml-model-error-statuscode"), Some("500"));
     assert!(r.header("ms-azureml-model-error-reason").unwrap().contains("ValueError: asked to raise"), "{r:?}");
     assert_eq!(wait_answer(&s, &key, "probe")["pid"], first["pid"], "the worker lives on after an exception");
-    let log = logs(&s, "probe");
-    assert!(log.contains("Traceback (most recent call last)") && log.contains("ValueError: asked to raise"), "{log}");
+    // The worker's stderr is copied into the log by its own thread, which may trail the answer.
+    eventually("the traceback is in the log", Duration::from_secs(10), || {
+        let log = logs(&s, "probe");
+        let found = log.contains("Traceback (most recent call last)") && log.contains("ValueError: asked to raise");
+        if found {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
 
     // The worker dies: that request is a 424, and a new worker (init again) replaces it.
     let r = pinned(&s, &key, "probe", "exit");
@@ -230,12 +261,27 @@ fn each_failure_is_answered_as_azure_does_and_the_other_deployment_serves_throug
     assert_ne!(third["pid"], second["pid"], "the hung worker was replaced");
     let log = logs(&s, "probe");
     assert!(log.contains("died during a run") && log.contains("stopped at the request's deadline"), "{log}");
-    assert_eq!(log.matches("probe init: hello from probe").count(), 3, "init ran once per worker: {log}");
+    eventually("init ran once per worker", Duration::from_secs(10), || {
+        let log = logs(&s, "probe");
+        if log.matches("probe init: hello from probe").count() == 3 {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
 
-    // An AMLResponse-like answer passes its status and type through.
+    // An AMLResponse-like answer passes its status, type and headers through.
     let r = pinned(&s, &key, "probe", "text");
     assert_eq!((r.status, r.body.as_str()), (201, "plain words"));
     assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("x-probe"), Some("yes"), "{r:?}");
+    let multi: Vec<&str> =
+        r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("x-multi")).map(|(_, v)| v.as_str()).collect();
+    assert_eq!(multi, ["one", "two"], "a repeated header stays repeated: {r:?}");
+    // Where a name collides, the front door's own headers (CONTRACT §6) win.
+    assert_eq!(r.header("azureml-model-deployment"), Some("probe"));
+    assert_ne!(r.header("x-request-id"), Some("the script's own"));
+    assert_eq!(r.header("x-request-id"), r.header("x-ms-request-id"));
 
     // init() raising: the deployment is Failed with the exception's last line.
     let failed = put(&s, probe_doc("broken", json!({"INIT_FAIL": "1"}), 1500), "Failed");
@@ -265,6 +311,28 @@ fn blue_and_green_see_only_their_own_environment() {
     assert_eq!(blue["raw_type"], "str");
     assert_eq!(blue["content_type"], "application/json");
     assert_ne!(blue["pid"], green["pid"]);
+    // request_headers holds the request's headers as Azure's server passes them: title-cased
+    // names, repeated ones joined with ",", no names with "_", and never the endpoint's key.
+    let auth = format!("Bearer {key}");
+    let r = s.score(
+        &json!({"do": "ok"}).to_string().into_bytes(),
+        &[
+            ("Authorization", &auth),
+            ("azureml-model-deployment", "blue"),
+            ("x-ms-client-request-id", "client-1"),
+            ("X-Custom-Thing", "a"),
+            ("x-custom-thing", "b"),
+            ("x_under", "dropped"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["Content-Type"], "application/json", "{seen}");
+    assert_eq!(seen["X-Ms-Client-Request-Id"], "client-1", "{seen}");
+    assert_eq!(seen["Azureml-Model-Deployment"], "blue", "{seen}");
+    assert_eq!(seen["X-Custom-Thing"], "a,b", "{seen}");
+    assert!(seen.get("Authorization").is_none() && seen.get("X_Under").is_none(), "{seen}");
+    assert!(!r.body.contains(&key), "the key reached the script");
     // A body that is not UTF-8 is the caller's error.
     let r = s.score_authed(&key, b"\xff\xfe", Some("blue"));
     assert_eq!(r.status, 400, "{}", r.body);
@@ -328,4 +396,136 @@ fn an_environment_is_built_from_a_conda_file_once_then_served_from_the_cache() {
     let failed = put(&s, d, "Failed").to_string();
     assert!(failed.contains("switchyard-no-such-package-xyz"), "{failed}");
     assert!(failed.contains("No matching distribution") || failed.contains("ERROR"), "{failed}");
+}
+
+#[test]
+fn env_build_bakes_the_venv_that_serve_then_starts_without_pip() {
+    let cache = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let cache_dir = path_str(cache.path());
+    // A small environment (the probe needs only the standard library; joblib stands for the
+    // packages a real one installs).
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .expect("python3 on PATH");
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let conda = files.path().join("conda.yaml");
+    std::fs::write(&conda, format!("dependencies:\n  - python={version}\n  - pip\n  - pip:\n    - joblib==1.5.1\n"))
+        .unwrap();
+    let build = |file: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["env", "build", "-f", file.to_str().unwrap(), "--env-cache-dir", &cache_dir];
+        args.extend_from_slice(extra);
+        std::process::Command::new(bin()).args(&args).output().unwrap()
+    };
+    let first = build(&conda, &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&first.stdout), String::from_utf8_lossy(&first.stderr));
+    assert!(first.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("environment: building") && stderr.contains("environment: built in"), "{stderr}");
+    let venv = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(venv.starts_with(cache.path()) && venv.join("bin/python").is_file(), "{stdout}");
+    // Again: found, not built.
+    let again = build(&conda, &[]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("environment: cache hit"));
+    assert_eq!(String::from_utf8_lossy(&again.stdout).lines().last().map(str::trim), venv.to_str());
+
+    // serve with the same cache starts a deployment of that conda file with no pip run.
+    let s = Server::start_with(&["--env-cache-dir", &cache_dir]);
+    s.create_endpoint();
+    let mut doc = probe_doc("blue", json!({}), 5000);
+    doc["environment"] = json!({"conda_file": conda});
+    put(&s, doc, "Succeeded");
+    let log = logs(&s, "blue");
+    assert!(log.contains("environment: cache hit"), "{log}");
+    assert!(!log.contains("environment: $") && !log.contains("environment: building"), "pip ran: {log}");
+    let key = s.primary_key();
+    let answer = wait_answer(&s, &key, "blue");
+    assert!(answer["executable"].as_str().unwrap_or_default().starts_with(venv.to_str().unwrap()), "{answer}");
+
+    // A package pip cannot find: non-zero, with pip's own error line; an interpreter that
+    // does not run: non-zero, saying so.
+    let bad = files.path().join("bad.yaml");
+    std::fs::write(&bad, "dependencies:\n  - pip:\n    - switchyard-no-such-package-xyz==0.0.1\n").unwrap();
+    let failed = build(&bad, &[]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success() && failed.stdout.is_empty(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("ERROR:") && last.contains("switchyard-no-such-package-xyz"), "{stderr}");
+    let failed = build(&bad, &["--python", "/no/such/python"]);
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("/no/such/python"));
+}
+
+/// A deployment of one of the fixture scripts under tests/fixtures/python/NAME.
+fn fixture_doc(name: &str, fixture: &str) -> Value {
+    let dir = repo().join("tests/fixtures/python").join(fixture);
+    json!({
+        "name": name,
+        "model": {"path": dir.join("model")},
+        "code_configuration": {"code": dir.join("code"), "scoring_script": "score.py"},
+    })
+}
+
+#[test]
+fn input_schema_and_rawhttp_scripts_run_with_azures_own_packages() {
+    let s = server();
+    s.create_endpoint();
+    put(&s, fixture_doc("schema", "schema"), "Succeeded");
+    put(&s, fixture_doc("raw", "rawhttp"), "Succeeded");
+    let key = s.primary_key();
+    let auth = format!("Bearer {key}");
+
+    // @input_schema: the body's keys are run()'s arguments; request_headers comes along.
+    let body = json!({"data": [[1, 2], [3, 4]], "scale": 2}).to_string();
+    let r = s.score(
+        body.as_bytes(),
+        &[("Authorization", &auth), ("azureml-model-deployment", "schema"), ("x-ms-client-request-id", "c-7")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"sum": 20, "client": "c-7"}));
+    // As Azure's server: keys run() does not declare are ignored; a missing one is a 400.
+    let r = s.score_authed(&key, json!({"data": [[1]], "scale": 3, "extra": 1}).to_string().as_bytes(), Some("schema"));
+    assert_eq!((r.status, r.json()["sum"].clone()), (200, json!(3)), "{}", r.body);
+    let r = s.score_authed(&key, json!({"scale": 3}).to_string().as_bytes(), Some("schema"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("'data'"), "{}", r.body);
+    // Not JSON by its Content-Type: 415, as Azure's server answers.
+    let r = http(
+        &agent(),
+        "POST",
+        &format!("{}/score", s.scoring),
+        &[("Authorization", &auth), ("azureml-model-deployment", "schema"), ("Content-Type", "text/plain")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+
+    // @rawhttp: run() gets the request; Azure's AMLResponse passes status, headers and body.
+    let r = http(
+        &agent(),
+        "POST",
+        &format!("{}/score", s.scoring),
+        &[("Authorization", &auth), ("azureml-model-deployment", "raw"), ("Content-Type", "text/csv")],
+        Some(b"abc"),
+    );
+    assert_eq!((r.status, r.body.as_str()), (207, "cba"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(r.header("x-raw"), Some("POST"));
+    assert_eq!(r.header("x-seen-type"), Some("text/csv"), "headers are looked up without regard to case");
+    let twice: Vec<&str> =
+        r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("x-twice")).map(|(_, v)| v.as_str()).collect();
+    assert_eq!(twice, ["a", "b"], "{r:?}");
+    assert_eq!(r.header("x-ms-run-function-failed"), Some("False"));
+    assert_eq!(r.header("azureml-model-deployment"), Some("raw"));
+
+    // A run() Azure's server would refuse to load: the deployment fails, saying why.
+    let failed = put(&s, fixture_doc("varargs", "varargs"), "Failed").to_string();
+    assert!(failed.contains("*args, or **kwargs"), "{failed}");
+
+    // A registered Azure environment cannot be fetched here: 400, saying what to write.
+    let mut doc = fixture_doc("azureenv", "schema");
+    doc["environment"] = json!("azureml:my-env:1");
+    let r = s.admin("PUT", "/v1/deployments/azureenv", Some(&doc));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("conda_file:") && r.message().contains("python:"), "{}", r.body);
 }

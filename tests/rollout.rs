@@ -111,5 +111,10 @@ fn sigterm_answers_requests_in_flight_then_exits_0() {
     let answers: Vec<u16> = in_flight.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(answers, vec![200; 8], "every request in flight was answered");
     assert!(status.success(), "exit status {status:?}");
-    assert!(t.elapsed() < Duration::from_secs(20), "within the grace period");
+    // Every request was answered and the exit was clean; the server also never outlives its
+    // grace period (the default 30 s, plus the 1 s drain tail and a margin for process exit).
+    // How far below that it exits depends on how fast this machine runs the slow model, which
+    // a loaded CI machine stretches: not something to assert on.
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(35), "within the grace period: {took:?}");
 }

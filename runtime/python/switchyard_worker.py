@@ -6,11 +6,15 @@ everything it prints on stdout/stderr goes, line by line, to the deployment's lo
 
 Every frame is a 4-byte big-endian length, a 1-byte type and the payload (length counts type
 and payload). Switchyard sends:
-  R  run: u16 content-type length, the content type, the body.
+  R  run: u16 content-type length, the content type, u32 header-block length, the header
+     block, the body. The block holds the request's headers as Azure's server hands them to
+     run() (title-cased names, repeated values joined with ","), `name NUL value NUL ...`;
+     it is empty when the script reads no headers (the worker says so at init).
 The worker sends:
-  I  init done: JSON about the worker (python version, pid).
+  I  init done: JSON about the worker (python version, pid, whether it reads headers).
   E  init failed: the exception's last line (the traceback is on stderr); then it exits 3.
-  A  answer: u16 status, u16 content-type length, the content type, the body.
+  A  answer: u16 status, u16 content-type length, the content type, u32 header-block length,
+     the header block (an AMLResponse's other headers, as above), the body.
   X  run raised: the exception's last line (the traceback is on stderr); the worker lives on.
   B  bad input (HTTP 400): what was expected.
 
@@ -35,15 +39,37 @@ OUT_FD = 4
 HEADER = struct.Struct(">IB")
 
 
-def read_exact(fd, n):
-    chunks = []
-    while n:
-        chunk = os.read(fd, n)
-        if not chunk:
+class FrameReader:
+    """Reads frames from a pipe with as few reads as it can: one os.read usually brings a
+    whole frame (its head and payload), and what follows it is kept for the next frame."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = b""
+
+    def _fill(self, need):
+        chunks = [self.buf]
+        have = len(self.buf)
+        while have < need:
+            chunk = os.read(self.fd, max(65536, need - have))
+            if not chunk:
+                return False
+            chunks.append(chunk)
+            have += len(chunk)
+        self.buf = b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        return True
+
+    def frame(self):
+        """(kind, payload), or None once Switchyard closed the pipe."""
+        if len(self.buf) < 5 and not self._fill(5):
             return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+        length, kind = HEADER.unpack_from(self.buf)
+        end = 4 + length
+        if len(self.buf) < end and not self._fill(end):
+            return None
+        payload = self.buf[5:end]
+        self.buf = self.buf[end:]
+        return kind, payload
 
 
 def send(kind, payload):
@@ -52,6 +78,26 @@ def send(kind, payload):
     while view:
         n = os.write(OUT_FD, view)
         view = view[n:]
+
+
+def header_dict(block):
+    """A header block (name NUL value NUL ...) as the dict Azure's server passes."""
+    if not block:
+        return {}
+    parts = iter(block.decode("latin-1").split("\0"))
+    return dict(zip(parts, parts))
+
+
+def header_block(pairs):
+    """(name, value) pairs as a header block."""
+    out = []
+    for name, value in pairs:
+        name, value = str(name), str(value)
+        if name.lower() in ("content-type", "content-length"):
+            continue
+        out.append(name)
+        out.append(value)
+    return "\0".join(out).encode("latin-1", "replace")
 
 
 def last_line(exc):
@@ -97,6 +143,29 @@ def raw_http_requested():
     return bool(getattr(module, "_rawHttpRequested", False))
 
 
+class Headers(dict):
+    """Request headers looked up without regard to case, as flask's request.headers are."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self._lower = {k.lower(): v for k, v in self.items()}
+
+    def __getitem__(self, name):
+        return self._lower[name.lower()]
+
+    def __contains__(self, name):
+        return isinstance(name, str) and name.lower() in self._lower
+
+    def get(self, name, default=None, type=None):
+        value = self._lower.get(name.lower(), default) if isinstance(name, str) else default
+        if type is not None and value is not default:
+            try:
+                return type(value)
+            except (TypeError, ValueError):
+                return default
+        return value
+
+
 class RawRequest:
     """What a @rawhttp run() receives: the parts of a flask request a scoring script reads."""
 
@@ -104,9 +173,10 @@ class RawRequest:
     path = full_path = "/score"
     args = {}
 
-    def __init__(self, content_type, body):
-        self.headers = {"Content-Type": content_type} if content_type else {}
+    def __init__(self, content_type, headers, body):
+        self.headers = Headers(headers)
         self.content_type = content_type
+        self.mimetype = content_type.split(";")[0].strip().lower()
         self.data = body
 
     def get_data(self, as_text=False):
@@ -127,16 +197,24 @@ class Runner:
             params = inspect.signature(self.run).parameters
         except (TypeError, ValueError):
             params = {}
+        # Azure's server refuses these signatures when it loads the script (user_script.py).
+        allowed = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if any(p.kind not in allowed for p in params.values()):
+            raise TypeError("run() cannot accept positional-only arguments, *args, or **kwargs.")
         self.wants_headers = "request_headers" in params
+        self.inputs = [p for p in params.values() if p.name != "request_headers"]
+        if params and not self.inputs:
+            raise TypeError('run() needs to accept an argument other than "request_headers".')
         self.schema = schema_decorated(self.run)
         self.raw = raw_http_requested()
         if self.raw and self.schema:
             raise TypeError("run() cannot be decorated with both @rawhttp and @input_schema")
 
-    def score(self, content_type, body):
+    def score(self, content_type, headers, body):
+        kwargs = {"request_headers": headers} if self.wants_headers else {}
         if self.raw:
             try:
-                reply(self.run(RawRequest(content_type, body)))
+                reply(self.run(RawRequest(content_type, headers, body), **kwargs))
             except Exception as exc:
                 traceback.print_exc()
                 sys.stderr.flush()
@@ -147,9 +225,6 @@ class Runner:
         except UnicodeDecodeError:
             send(ord("B"), b"the request body is not UTF-8 text: run(raw_data) receives it as a str")
             return
-        kwargs = {}
-        if self.wants_headers:
-            kwargs["request_headers"] = {"Content-Type": content_type} if content_type else {}
         try:
             if self.schema:
                 if content_type and not content_type.split(";")[0].strip().lower() == "application/json":
@@ -163,7 +238,15 @@ class Runner:
                 if not isinstance(data, dict):
                     send(ord("B"), b"the scoring script's @input_schema expects a JSON object of named inputs")
                     return
-                result = self.run(**data, **kwargs)
+                # As Azure's server: the declared inputs only (other keys are ignored), each
+                # from the body or its default, else 400.
+                for p in self.inputs:
+                    value = data.get(p.name, p.default)
+                    if value is inspect.Parameter.empty:
+                        send(ord("B"), f"A value is not provided for the {p.name!r} parameter.".encode())
+                        return
+                    kwargs[p.name] = value
+                result = self.run(**kwargs)
             else:
                 result = self.run(text, **kwargs)
             reply(result)
@@ -173,16 +256,24 @@ class Runner:
             send(ord("X"), last_line(exc))
 
 
-def answer(status, content_type, body):
+ANSWER_HEAD = struct.Struct(">HH")
+NO_HEADERS = struct.pack(">I", 0)
+
+
+def answer(status, content_type, body, headers=b""):
     ct = content_type.encode("latin-1", "replace")[:1000]
-    send(ord("A"), struct.pack(">HH", status, len(ct)) + ct + body)
+    block = struct.pack(">I", len(headers)) + headers if headers else NO_HEADERS
+    send(ord("A"), ANSWER_HEAD.pack(status, len(ct)) + ct + block + body)
 
 
 def reply(result):
-    # AMLResponse (azureml-inference-server-http) and flask/werkzeug Responses pass through.
+    # AMLResponse (azureml-inference-server-http) and flask/werkzeug Responses pass through:
+    # status, headers (repeated ones too) and body.
     if hasattr(result, "status_code") and hasattr(result, "get_data"):
-        content_type = result.headers.get("Content-Type") or "application/octet-stream"
-        answer(int(result.status_code), content_type, result.get_data())
+        headers = result.headers
+        content_type = headers.get("Content-Type") or "application/octet-stream"
+        pairs = headers.items() if isinstance(headers, dict) else list(headers)
+        answer(int(result.status_code), content_type, result.get_data(), header_block(pairs))
         return
     answer(200, "application/json", json.dumps(result).encode("utf-8"))
 
@@ -202,20 +293,29 @@ def main():
         send(ord("E"), last_line(exc))
         sys.exit(3)
     sys.stdout.flush()
-    about = {"python": sys.version.split()[0], "pid": os.getpid(), "executable": sys.executable}
+    about = {
+        "python": sys.version.split()[0],
+        "pid": os.getpid(),
+        "executable": sys.executable,
+        "headers": runner.wants_headers or runner.raw,
+    }
     send(ord("I"), json.dumps(about).encode())
+    frames = FrameReader(IN_FD)
+    run_frame = struct.Struct(">H")
+    block_head = struct.Struct(">I")
     while True:
-        head = read_exact(IN_FD, HEADER.size)
-        if head is None:
+        frame = frames.frame()
+        if frame is None:
             return  # Switchyard closed the pipe: the instance was removed.
-        length, kind = HEADER.unpack(head)
-        payload = read_exact(IN_FD, length - 1)
-        if payload is None:
-            return
+        kind, payload = frame
         if kind == ord("R"):
-            (ct_len,) = struct.unpack_from(">H", payload)
+            (ct_len,) = run_frame.unpack_from(payload)
             content_type = payload[2 : 2 + ct_len].decode("latin-1")
-            runner.score(content_type, payload[2 + ct_len :])
+            at = 2 + ct_len
+            (block_len,) = block_head.unpack_from(payload, at)
+            at += 4
+            headers = header_dict(payload[at : at + block_len])
+            runner.score(content_type, headers, payload[at + block_len :])
         else:
             send(ord("B"), f"unknown frame type {kind}".encode())
 

@@ -5,6 +5,7 @@
 mod client;
 mod deployment;
 mod endpoint;
+mod env;
 mod output;
 mod probe;
 
@@ -110,6 +111,10 @@ pub enum Command {
     /// Check a server's readiness (GET /health/ready): exit 0 when ready, 1 otherwise. The
     /// container image's HEALTHCHECK (no shell tools needed).
     Probe(probe::ProbeArgs),
+    /// Python environments: `env build -f conda.yaml` builds a deployment's venv into the
+    /// cache ahead of time (at image build), so `serve` starts it without pip.
+    #[command(subcommand)]
+    Env(env::EnvVerb),
     /// The worker process of a native plugin deployed with `isolation: process` (started by
     /// `serve`, speaking frames on fds 3 and 4; not for use by hand).
     #[command(hide = true)]
@@ -186,6 +191,15 @@ pub struct ServeArgs {
     /// and whenever they change (the files then own the state; admin changes are refused).
     #[arg(long)]
     pub config_dir: Option<std::path::PathBuf>,
+    /// Take the endpoint's keys and aml_token signing secret from files in DIR (a mounted
+    /// Kubernetes Secret): primary-key, secondary-key, token-signing-key, optionally
+    /// token-verify-key and admin-token. Watched: an edit rotates them with no restart, and
+    /// regenerate-keys is refused.
+    #[arg(long)]
+    pub secrets_dir: Option<std::path::PathBuf>,
+    /// Seconds a key (or signing key) that left --secrets-dir stays accepted (0 revokes at once).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub key_grace_secs: u64,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -219,6 +233,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve(args, cli.global.admin_token),
         Command::OnlineEndpoint(verb) => report(endpoint::run(verb, &cli.global)),
         Command::OnlineDeployment(verb) => report(deployment::run(verb, &cli.global)),
+        Command::Env(verb) => match env::run(verb) {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(message) => report(Err(message)),
+        },
         Command::Probe(args) => match probe::run(&args) {
             Ok(line) => {
                 println!("{line}");
@@ -256,6 +277,8 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         state_dir: args.state_dir,
         config_dir: args.config_dir,
+        secrets_dir: args.secrets_dir.filter(|p| !p.as_os_str().is_empty()),
+        key_grace: Duration::from_secs(args.key_grace_secs),
         tolerance: crate::mirror::Tolerance { atol: args.compare_atol.max(0.0), rtol: args.compare_rtol.max(0.0) },
         mirror_cpu_percent: args.mirror_cpu_percent,
         python: crate::hooks::python::PythonOptions {

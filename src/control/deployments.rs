@@ -26,8 +26,30 @@ impl ControlPlane {
         body: Value,
         all_traffic: bool,
     ) -> Result<(Value, bool), ControlError> {
+        self.put_deployment_from(name, body, all_traffic, None)
+    }
+
+    /// As [`Self::put_deployment`], with the body's relative paths resolved against `base_dir`
+    /// (the folder of the YAML file it came from; `?base_dir=` on the admin API), as the CLI
+    /// resolves them against a `-f` file's folder. Without it they are left as sent.
+    pub fn put_deployment_from(
+        self: &Arc<Self>,
+        name: &str,
+        body: Value,
+        all_traffic: bool,
+        base_dir: Option<&std::path::Path>,
+    ) -> Result<(Value, bool), ControlError> {
         let body = with_name(body, name)?;
-        let (spec, _ignored) = DeploymentSpec::from_value(body)?;
+        let (mut spec, _ignored) = DeploymentSpec::from_value(body)?;
+        if let Some(base) = base_dir {
+            if !base.is_absolute() {
+                return Err(ControlError::invalid(format!(
+                    "base_dir must be an absolute folder (the YAML file's), got {}",
+                    base.display()
+                )));
+            }
+            spec.resolve_paths(base);
+        }
         let kind = spec.hook_kind()?;
         let mut state = self.lock();
         self.put_locked(&mut state, spec, kind, all_traffic)

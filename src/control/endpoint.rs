@@ -10,7 +10,6 @@ use super::ControlError;
 use super::{ControlPlane, EndpointRecord, State};
 use crate::deployment::ProvisioningState;
 use crate::endpoint::auth::KeyType;
-use crate::endpoint::Credentials;
 use crate::spec::{traffic, AuthMode, EndpointSpec, Traffic};
 
 /// Fields `PATCH /v1/endpoint` may change.
@@ -39,8 +38,8 @@ impl ControlPlane {
         let old_mirror = state.endpoint.as_ref().map(|e| e.spec.mirror_traffic.clone()).unwrap_or_default();
         let (credentials, pending) = match state.endpoint.take() {
             Some(old) if old.credentials.auth_mode == spec.auth_mode => (old.credentials, old.all_traffic_on_ready),
-            Some(old) => (Credentials::generate(spec.auth_mode, self.options.token_lifetime), old.all_traffic_on_ready),
-            None => (Credentials::generate(spec.auth_mode, self.options.token_lifetime), None),
+            Some(old) => (self.new_credentials(spec.auth_mode), old.all_traffic_on_ready),
+            None => (self.new_credentials(spec.auth_mode), None),
         };
         let new_mirror = mirror.clone();
         state.endpoint = Some(EndpointRecord {
@@ -154,6 +153,14 @@ impl ControlPlane {
             body.get("keyType").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
                 ControlError::invalid("expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}")
             })?;
+        if let Some(dir) = self.secrets_dir() {
+            return Err(ControlError::Conflict(format!(
+                "the endpoint's keys come from the files in {} (--secrets-dir, a mounted Secret) and are shared by every replica: regenerating one here would split them; write a new key into the Secret's {} (or {}) instead, and every replica takes it (docs/KUBERNETES.md, \"Rotating keys\")",
+                dir.display(),
+                super::secrets::SECONDARY_KEY,
+                super::secrets::PRIMARY_KEY,
+            )));
+        }
         let mut state = self.lock();
         let before = state.clone();
         let ep = state.endpoint.as_mut().ok_or_else(no_endpoint)?;
@@ -187,6 +194,9 @@ impl ControlPlane {
                         "last_error": status.and_then(Result::err),
                     }),
                 );
+            }
+            if let Some(secrets) = self.secrets_view() {
+                m.insert("secrets_dir".into(), secrets);
             }
         }
         spec

@@ -8,6 +8,7 @@ mod deployments;
 mod endpoint;
 mod error;
 mod restore;
+pub mod secrets;
 pub mod store;
 pub mod watch;
 
@@ -15,9 +16,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde_json::{json, Value};
 
 use crate::deployment::{Deployment, ProvisioningState};
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, Unavailable, WeightedSplit};
@@ -110,6 +112,23 @@ pub struct ControlPlane {
     /// `--config-dir`, when the files own the state, and how the last application went.
     declarative: OnceLock<PathBuf>,
     config_status: Mutex<Option<Result<(), String>>>,
+    /// `--secrets-dir`, when the endpoint's secrets come from files.
+    secrets: OnceLock<SecretsSource>,
+    /// The admin API's bearer token (`--admin-token`, or `admin-token` in `--secrets-dir`,
+    /// which may change while the server runs).
+    admin_token: ArcSwapOption<String>,
+}
+
+/// A `--secrets-dir` and what was last read from it.
+struct SecretsSource {
+    dir: PathBuf,
+    status: Mutex<SecretsStatus>,
+}
+
+struct SecretsStatus {
+    files: secrets::SecretFiles,
+    loaded_at: SystemTime,
+    last_error: Option<String>,
 }
 
 /// Settings of the control plane that come from `switchyard serve`'s flags.
@@ -119,6 +138,8 @@ pub struct ControlOptions {
     pub token_lifetime: Duration,
     /// Default tolerance of mirror comparisons.
     pub tolerance: Tolerance,
+    /// `--key-grace-secs`: how long a secret that left `--secrets-dir` stays accepted.
+    pub key_grace: Duration,
 }
 
 impl ControlPlane {
@@ -137,7 +158,82 @@ impl ControlPlane {
             shutting_down: AtomicBool::new(false),
             declarative: OnceLock::new(),
             config_status: Mutex::new(None),
+            secrets: OnceLock::new(),
+            admin_token: ArcSwapOption::empty(),
         })
+    }
+
+    /// The admin API's bearer token now (`None`: the admin API is open, on loopback).
+    pub fn admin_token(&self) -> Option<Arc<String>> {
+        self.admin_token.load_full()
+    }
+
+    /// Sets the admin API's bearer token.
+    pub fn set_admin_token(&self, token: Option<String>) {
+        self.admin_token.store(token.map(Arc::new));
+    }
+
+    /// The `--secrets-dir`, when the endpoint's secrets come from files.
+    pub fn secrets_dir(&self) -> Option<&Path> {
+        self.secrets.get().map(|s| s.dir.as_path())
+    }
+
+    /// Makes the files of `dir` the source of the endpoint's secrets (at start, before any
+    /// endpoint exists).
+    fn set_secrets_source(&self, dir: PathBuf, files: secrets::SecretFiles) {
+        let status = SecretsStatus { files, loaded_at: SystemTime::now(), last_error: None };
+        let _ = self.secrets.set(SecretsSource { dir, status: Mutex::new(status) });
+    }
+
+    /// Records why the last edit of `--secrets-dir` was refused (`None`: it was fine).
+    fn set_secrets_error(&self, error: Option<String>) {
+        if let Some(source) = self.secrets.get() {
+            source.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = error;
+        }
+    }
+
+    /// Rotates to an edited `--secrets-dir`: the endpoint's credentials move to the new
+    /// secrets (keeping the ones that left for the grace period) in one published change, and
+    /// so does the admin token when it comes from the folder.
+    fn apply_secrets(&self, files: secrets::SecretFiles) {
+        let Some(source) = self.secrets.get() else {
+            return;
+        };
+        let mut state = self.lock();
+        if let Some(ep) = state.endpoint.as_mut() {
+            ep.credentials.rotate_to(&files.shared, self.options.key_grace, Instant::now());
+        }
+        if files.admin_token.is_some() {
+            self.set_admin_token(files.admin_token.clone());
+        }
+        *source.status.lock().unwrap_or_else(|e| e.into_inner()) =
+            SecretsStatus { files, loaded_at: SystemTime::now(), last_error: None };
+        self.commit_background(&state);
+    }
+
+    /// The credentials a new endpoint gets: the folder's secrets in `--secrets-dir` mode, fresh
+    /// random ones otherwise.
+    fn new_credentials(&self, auth_mode: crate::spec::AuthMode) -> Credentials {
+        match self.secrets.get() {
+            Some(source) => {
+                let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
+                Credentials::from_shared(auth_mode, self.options.token_lifetime, &status.files.shared)
+            }
+            None => Credentials::generate(auth_mode, self.options.token_lifetime),
+        }
+    }
+
+    /// `show`'s `secrets_dir` object: where the secrets come from, a fingerprint of them (equal
+    /// on replicas that hold the same Secret), when they were read, and the last refused edit.
+    fn secrets_view(&self) -> Option<serde_json::Value> {
+        let source = self.secrets.get()?;
+        let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
+        Some(serde_json::json!({
+            "path": source.dir.display().to_string(),
+            "fingerprint": status.files.shared.fingerprint(),
+            "loaded_at": humantime::format_rfc3339_seconds(status.loaded_at).to_string(),
+            "last_error": status.last_error,
+        }))
     }
 
     /// The routing snapshot the front door reads.
@@ -221,6 +317,44 @@ impl ControlPlane {
         }
         self.metrics.refresh_process();
         self.metrics.render()
+    }
+
+    /// `GET /v1/metrics`: per deployment, the counts behind the request and duration series
+    /// as JSON (cumulative; a reader takes rates and quantiles from two reads), so a client
+    /// such as the studio page needs no Prometheus text parser.
+    pub fn metrics_json(&self) -> Value {
+        let state = self.lock();
+        let role = |r: &crate::telemetry::metrics::RoleSummary| {
+            let buckets: Vec<Value> = r
+                .buckets
+                .iter()
+                .map(|(le, n)| json!({"le": if *le == f64::MAX { Value::Null } else { json!(le) }, "count": n}))
+                .collect();
+            json!({"requests": r.requests, "seconds_sum": r.seconds_sum, "buckets": buckets})
+        };
+        let deployments: Vec<Value> = state
+            .deployments
+            .iter()
+            .map(|(name, record)| {
+                let s = record.live.metrics.summary();
+                let c = record.live.pool.counts();
+                let mut live = role(&s.live);
+                live["ok"] = json!(s.live_ok);
+                live["errors"] = json!(s.live.requests.saturating_sub(s.live_ok));
+                json!({
+                    "name": name,
+                    "inflight": record.live.inflight(),
+                    "instances": {"ready": c.ready, "loading": c.loading, "draining": c.draining, "failed": c.failed},
+                    "live": live,
+                    "mirror": role(&s.mirror),
+                })
+            })
+            .collect();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        json!({"time_ms": time_ms, "deployments": deployments})
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

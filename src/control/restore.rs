@@ -69,11 +69,13 @@ impl ControlPlane {
                 );
             }
             if let Some(ep) = saved.endpoint {
-                state.endpoint = Some(EndpointRecord {
-                    spec: ep.spec,
-                    credentials: ep.credentials,
-                    all_traffic_on_ready: ep.all_traffic_on_ready,
-                });
+                // In --secrets-dir mode the folder owns the secrets: what was saved is replaced.
+                let credentials = match self.secrets_dir() {
+                    Some(_) => self.new_credentials(ep.credentials.auth_mode),
+                    None => ep.credentials,
+                };
+                state.endpoint =
+                    Some(EndpointRecord { spec: ep.spec, credentials, all_traffic_on_ready: ep.all_traffic_on_ready });
             }
         }
         // The loads of deployments that carry traffic go first: model loads share a bounded

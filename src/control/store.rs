@@ -153,6 +153,25 @@ impl Durable {
     }
 }
 
+/// Why the state folder cannot be opened. Each message names the file and what to do: a
+/// saved state that cannot be trusted stops the start and is never overwritten.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create --state-dir {}: {source}", dir.display())]
+    CreateDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot read the saved state {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the saved state {} is corrupt ({source}); it was left as it is: move it away to start empty, or restore a backup",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("the saved state {} has format version {found}, this switchyard reads version {VERSION}", path.display())]
+    Version { path: PathBuf, found: u32 },
+    #[error("the saved state {} breaks a rule: {rule}; it was left as it is: fix or move it away to start", path.display())]
+    BreaksRule { path: PathBuf, rule: String },
+}
+
 /// The state folder.
 #[derive(Debug)]
 pub struct StateStore {
@@ -162,35 +181,21 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (creating) the folder and reads the saved state, if any. A file that exists but
     /// cannot be read or parsed is an error that names the file.
-    pub fn open(dir: &Path) -> Result<(Self, Option<Durable>), String> {
-        fs::create_dir_all(dir).map_err(|e| format!("cannot create --state-dir {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<(Self, Option<Durable>), OpenError> {
+        fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { dir: dir.to_path_buf(), source })?;
         let path = dir.join(STATE_FILE);
         let saved = match fs::read(&path) {
             Ok(bytes) => {
-                let doc: Durable = serde_json::from_slice(&bytes).map_err(|e| {
-                    format!(
-                        "the saved state {} is corrupt ({e}); it was left as it is: move it away to start empty, or restore a backup",
-                        path.display()
-                    )
-                })?;
+                let doc: Durable = serde_json::from_slice(&bytes)
+                    .map_err(|source| OpenError::Corrupt { path: path.clone(), source })?;
                 if doc.version != VERSION {
-                    return Err(format!(
-                        "the saved state {} has format version {}, this switchyard reads version {VERSION}",
-                        path.display(),
-                        doc.version
-                    ));
+                    return Err(OpenError::Version { path, found: doc.version });
                 }
-                doc.validate().map_err(|e| {
-                    format!(
-                        "the saved state {} breaks a rule: {}; it was left as it is: fix or move it away to start",
-                        path.display(),
-                        e.message
-                    )
-                })?;
+                doc.validate().map_err(|e| OpenError::BreaksRule { path: path.clone(), rule: e.message })?;
                 Some(doc)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(format!("cannot read the saved state {}: {e}", path.display())),
+            Err(source) => return Err(OpenError::Read { path, source }),
         };
         Ok((Self { dir: dir.to_path_buf() }, saved))
     }
@@ -241,7 +246,8 @@ mod tests {
         assert_eq!(back, Some(doc));
         std::fs::write(dir.path().join(STATE_FILE), b"{not json").unwrap();
         let err = StateStore::open(dir.path()).unwrap_err();
-        assert!(err.contains("corrupt") && err.contains("left as it is"), "{err}");
+        assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("left as it is"), "{err}");
         assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).unwrap(), b"{not json", "never replaced");
     }
 }

@@ -37,37 +37,59 @@ pub fn start(control: Arc<ControlPlane>, dir: PathBuf) -> Result<(), String> {
         return Err(format!("--config-dir {} is not a folder", dir.display()));
     }
     control.set_declarative(dir.clone());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reading a file (ours or ONNX Runtime's) produces access events: never a change.
-        if let Ok(e) = event {
-            if !matches!(e.kind, EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
-        }
-    })
-    .map_err(|e| format!("cannot watch --config-dir {}: {e}", dir.display()))?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("cannot watch --config-dir {}: {e}", dir.display()))?;
+    let mut changes = FolderWatch::new(&dir, "--config-dir")?;
     let runtime = control.runtime.clone();
     runtime.spawn(async move {
-        let _watcher = watcher; // lives as long as the task
         let mut applied: Option<Desired> = None;
         apply_folder(&control, &dir, &mut applied).await;
-        while rx.recv().await.is_some() {
-            // Let a burst of events settle, then read the folder once.
-            loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
+        while changes.next().await {
             apply_folder(&control, &dir, &mut applied).await;
         }
     });
     Ok(())
+}
+
+/// A folder watched for changes: its files, and the `..data` symlink swap by which the
+/// kubelet updates a ConfigMap or Secret volume (a rename in the folder itself, so a
+/// non-recursive watch sees it). Shared by `--config-dir` and `--secrets-dir`.
+pub(super) struct FolderWatch {
+    _watcher: notify::RecommendedWatcher,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl FolderWatch {
+    /// Starts watching `dir`; `flag` names it in errors.
+    pub(super) fn new(dir: &Path, flag: &str) -> Result<Self, String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Reading a file (ours or ONNX Runtime's) produces access events: never a change.
+            if let Ok(e) = event {
+                if !matches!(e.kind, EventKind::Access(_)) {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .map_err(|e| format!("cannot watch {flag} {}: {e}", dir.display()))?;
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {flag} {}: {e}", dir.display()))?;
+        Ok(Self { _watcher: watcher, rx })
+    }
+
+    /// Waits for the next change and lets its burst of events settle ([`DEBOUNCE`]), so the
+    /// folder is read once per edit. `false` once the watcher has stopped.
+    pub(super) async fn next(&mut self) -> bool {
+        if self.rx.recv().await.is_none() {
+            return false;
+        }
+        loop {
+            match tokio::time::timeout(DEBOUNCE, self.rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return false,
+                Err(_) => return true,
+            }
+        }
+    }
 }
 
 async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Option<Desired>) {

@@ -105,6 +105,8 @@ impl Deployment {
             // A run in a worker process is a pipe round trip at best and may hang: never on
             // the request's thread, always where a deadline can stop it.
             pool.queue_every_run();
+            // A script's run(raw_data, request_headers) reads them.
+            pool.pass_headers();
         }
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
@@ -155,6 +157,7 @@ impl Deployment {
         admitted: Admission<'_>,
         body: Bytes,
         content_type: Option<&str>,
+        headers: &hooks::HeaderMap,
         request_id: &str,
     ) -> Result<HookResponse, ScoreError> {
         debug_assert!(std::ptr::eq(admitted.deployment, self), "an admission is used on its own deployment");
@@ -162,7 +165,7 @@ impl Deployment {
         let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
         // Dropping the run's future on timeout cancels the run and frees the slot; a run that
         // finished inline past its deadline has its answer discarded.
-        let outcome = match tokio::time::timeout(limit, self.pool.run(body, content_type)).await {
+        let outcome = match tokio::time::timeout(limit, self.pool.run(body, content_type, headers)).await {
             Err(_) => Err(ScoreError::Timeout(limit)),
             Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
             Ok(result) => result.map_err(ScoreError::from),

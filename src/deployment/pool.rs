@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::hooks::cancel::Cancellation;
-use crate::hooks::{HookError, HookRequest, HookResponse, InitError, ScoringHook};
+use crate::hooks::{HeaderMap, HookError, HookRequest, HookResponse, InitError, ScoringHook};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
 pub const INLINE_LIMIT_NS: u64 = 100_000;
@@ -120,6 +120,9 @@ pub struct InstancePool {
     /// Every run is queued, whatever its measured cost: set for out-of-process hooks, whose
     /// runs may hang and must always have a deadline that can stop them.
     always_queued: AtomicBool,
+    /// Runs carry the request's headers (a scoring script may read them); otherwise a
+    /// queued run carries none and copies nothing.
+    pass_headers: AtomicBool,
     /// Instances replaced in a row without a successful run since: the backoff of the next
     /// replacement grows with it, so a worker that dies at every request cannot spin.
     restarts_in_row: AtomicU64,
@@ -129,6 +132,7 @@ pub struct InstancePool {
 struct QueuedRun {
     body: Bytes,
     content_type: Option<Box<str>>,
+    headers: HeaderMap,
     cancel: Arc<Cancellation>,
     reply: tokio::sync::oneshot::Sender<Result<HookResponse, RunError>>,
 }
@@ -166,6 +170,7 @@ impl InstancePool {
             pending: Mutex::new(VecDeque::new()),
             closed: AtomicBool::new(false),
             always_queued: AtomicBool::new(false),
+            pass_headers: AtomicBool::new(false),
             restarts_in_row: AtomicU64::new(0),
         })
     }
@@ -173,6 +178,17 @@ impl InstancePool {
     /// Queues every run for the blocking threads (see `always_queued`).
     pub fn queue_every_run(&self) {
         self.always_queued.store(true, Ordering::Relaxed);
+    }
+
+    /// Hands each run the request's headers (hooks that run user code; see `pass_headers`).
+    pub fn pass_headers(&self) {
+        self.pass_headers.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether runs get the request's headers: callers that must copy them (a mirror copy)
+    /// copy them only then.
+    pub fn wants_headers(&self) -> bool {
+        self.pass_headers.load(Ordering::Relaxed)
     }
 
     /// Stops the pool from growing: loads that have not started are skipped, and instances
@@ -317,12 +333,20 @@ impl InstancePool {
     }
 
     /// Scores one request on the next free instance, waiting for one if all are busy.
-    pub async fn run(self: &Arc<Self>, body: Bytes, content_type: Option<&str>) -> Result<HookResponse, RunError> {
+    pub async fn run(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<HookResponse, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
-        if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS || self.always_queued.load(Ordering::Relaxed) {
-            return self.run_queued(body, content_type).await;
+        if self.always_queued.load(Ordering::Relaxed) {
+            return self.run_on_task(body, content_type, headers).await;
+        }
+        if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
+            return self.run_queued(body, content_type, headers).await;
         }
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
@@ -334,7 +358,53 @@ impl InstancePool {
             // Unreachable while the invariant holds; answer 503 rather than panic.
             return Err(RunError::NoInstance);
         };
-        self.execute(hook, &body, content_type, None)
+        self.execute(hook, &body, content_type, self.headers_for_run(headers), None)
+    }
+
+    /// The headers a run gets: the request's, or none when the hook takes none.
+    fn headers_for_run<'h>(&self, headers: &'h HeaderMap) -> &'h HeaderMap {
+        static NONE: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        if self.wants_headers() {
+            headers
+        } else {
+            NONE.get_or_init(HeaderMap::new)
+        }
+    }
+
+    /// An out-of-process run, awaited on the request's own task when the hook can
+    /// ([`ScoringHook::run_async`]): the instance is taken here, the request goes down its
+    /// pipe, and the answer wakes this task, with no blocking thread in between (measured by
+    /// `benches/python_hook.rs` against the hand-off to a blocking thread). Otherwise (a body
+    /// too large to write without waiting) the run is queued as a long run.
+    async fn run_on_task(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<HookResponse, RunError> {
+        let permit = match self.available.try_acquire() {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
+            Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
+        };
+        permit.forget();
+        let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            return Err(RunError::NoInstance);
+        };
+        let mut out = CheckedOut { pool: self, hook: Some(hook) };
+        {
+            let request =
+                HookRequest { body: &body, content_type, headers: self.headers_for_run(headers), cancel: None };
+            if let Some(run) = out.hook.as_mut().and_then(|h| h.run_async(request)) {
+                let outcome = run.await;
+                if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
+                    self.restarts_in_row.store(0, Ordering::Relaxed);
+                }
+                return outcome.map_err(RunError::from);
+            }
+        }
+        drop(out); // checked back in
+        self.run_queued(body, content_type, headers).await
     }
 
     /// A long run: queued for the blocking threads. A blocking thread that holds an instance
@@ -343,13 +413,19 @@ impl InstancePool {
     /// with 64-row requests, that round trip left 13% of the CPU idle between runs). Dropping
     /// this future (timeout, client gone) cancels the run: skipped if not started, stopped
     /// through ONNX Runtime's terminate flag if running.
-    async fn run_queued(self: &Arc<Self>, body: Bytes, content_type: Option<&str>) -> Result<HookResponse, RunError> {
+    async fn run_queued(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<HookResponse, RunError> {
         let cancel = Arc::new(Cancellation::default());
         let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).push_back(QueuedRun {
             body,
             content_type: content_type.map(Into::into),
+            headers: if self.wants_headers() { headers.clone() } else { HeaderMap::new() },
             cancel,
             reply: tx,
         });
@@ -385,7 +461,8 @@ impl InstancePool {
             if run.cancel.is_cancelled() || run.reply.is_closed() {
                 continue;
             }
-            let (outcome, kept) = self.execute_keep(hook, &run.body, run.content_type.as_deref(), Some(&run.cancel));
+            let (outcome, kept) =
+                self.execute_keep(hook, &run.body, run.content_type.as_deref(), &run.headers, Some(&run.cancel));
             let _ = run.reply.send(outcome);
             match kept {
                 Some(h) => hook = h,
@@ -408,6 +485,7 @@ impl InstancePool {
         self: &Arc<Self>,
         body: &[u8],
         content_type: Option<&str>,
+        headers: &HeaderMap,
     ) -> Result<HookResponse, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
@@ -419,7 +497,7 @@ impl InstancePool {
         let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
             return Err(RunError::NoInstance);
         };
-        self.execute(hook, body, content_type, None)
+        self.execute(hook, body, content_type, self.headers_for_run(headers), None)
     }
 
     /// Runs the hook, measures it, and puts the instance back (or replaces it after a panic).
@@ -428,9 +506,10 @@ impl InstancePool {
         hook: Box<dyn ScoringHook>,
         body: &[u8],
         content_type: Option<&str>,
+        headers: &HeaderMap,
         cancel: Option<&Cancellation>,
     ) -> Result<HookResponse, RunError> {
-        let (outcome, kept) = self.execute_keep(hook, body, content_type, cancel);
+        let (outcome, kept) = self.execute_keep(hook, body, content_type, headers, cancel);
         if let Some(hook) = kept {
             self.checkin(hook);
         }
@@ -444,10 +523,11 @@ impl InstancePool {
         mut hook: Box<dyn ScoringHook>,
         body: &[u8],
         content_type: Option<&str>,
+        headers: &HeaderMap,
         cancel: Option<&Cancellation>,
     ) -> (Result<HookResponse, RunError>, Option<Box<dyn ScoringHook>>) {
         let start = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type, cancel })));
+        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type, headers, cancel })));
         self.record_cost(start.elapsed().as_nanos() as u64);
         match outcome {
             Ok(result) if hook.is_healthy() => {
@@ -474,7 +554,12 @@ impl InstancePool {
     /// each replacement in a row (0, 0.1, 0.2, ... up to 10 s) until a run succeeds again.
     fn replace(self: &Arc<Self>, hook: Box<dyn ScoringHook>) {
         self.ready.fetch_sub(1, Ordering::AcqRel);
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(hook)));
+        // Dropping an out-of-process instance reaps its process: off the caller's thread,
+        // which may be an async worker.
+        let dropped = crate::threads::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
+        if let Err(e) = dropped {
+            tracing::warn!("cannot start a thread to drop a broken instance: {e}");
+        }
         let n = self.restarts_in_row.fetch_add(1, Ordering::Relaxed);
         let backoff = if n == 0 { 0 } else { (100u64 << (n - 1).min(7)).min(10_000) };
         let pool = Arc::clone(self);
@@ -497,6 +582,26 @@ impl InstancePool {
         let old = self.run_cost_ns.load(Ordering::Relaxed);
         let new = if old == UNMEASURED { ns } else { (old.saturating_mul(7).saturating_add(ns)) / 8 };
         self.run_cost_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+/// An instance taken for a run awaited on a task. However the run ends (answered, or its
+/// future dropped at the deadline), dropping this gives the instance back, or replaces it
+/// when it can no longer serve.
+struct CheckedOut<'p> {
+    pool: &'p Arc<InstancePool>,
+    hook: Option<Box<dyn ScoringHook>>,
+}
+
+impl Drop for CheckedOut<'_> {
+    fn drop(&mut self) {
+        if let Some(hook) = self.hook.take() {
+            if hook.is_healthy() {
+                self.pool.checkin(hook);
+            } else {
+                self.pool.replace(hook);
+            }
+        }
     }
 }
 
@@ -532,10 +637,10 @@ mod tests {
     async fn a_panicking_run_is_a_model_error_and_the_instance_is_replaced() {
         let p = pool();
         p.add(1).await.unwrap();
-        let err = p.run(Bytes::from_static(b"panic"), None).await.unwrap_err();
+        let err = p.run(Bytes::from_static(b"panic"), None, &HeaderMap::new()).await.unwrap_err();
         assert_eq!(err, RunError::Failed("the scoring hook panicked: asked to panic".into()));
         eventually("a fresh instance replaced the one that panicked", || p.ready() == 1).await;
-        let ok = p.run(Bytes::from_static(b"[1]"), None).await.unwrap();
+        let ok = p.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await.unwrap();
         assert_eq!(&ok.body[..], b"[1]");
     }
 
@@ -547,7 +652,7 @@ mod tests {
         let runs: Vec<_> = (0..50)
             .map(|i| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None).await })
+                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, &HeaderMap::new()).await })
             })
             .collect();
         p.remove(2).await;
@@ -612,7 +717,7 @@ mod tests {
         let runs: Vec<_> = (0..60)
             .map(|i| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None).await })
+                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, &HeaderMap::new()).await })
             })
             .collect();
         p.remove(2).await;
@@ -627,12 +732,15 @@ mod tests {
         let busy: Vec<_> = (0..5)
             .map(|_| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from_static(b"[1]"), None).await })
+                tokio::spawn(async move { p.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await })
             })
             .collect();
         eventually("4 runs queued behind the one running", || p.queued() == 4).await;
-        let gave_up =
-            tokio::time::timeout(std::time::Duration::from_millis(10), p.run(Bytes::from_static(b"[2]"), None));
+        let no_headers = HeaderMap::new();
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            p.run(Bytes::from_static(b"[2]"), None, &no_headers),
+        );
         assert!(gave_up.await.is_err(), "timed out while queued");
         assert_eq!(p.queued(), 5, "the abandoned run is still queued, behind the others");
         gate.set(true);
@@ -674,6 +782,6 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_empty_pool_answers_no_instance() {
         let p = pool();
-        assert_eq!(p.run(Bytes::new(), None).await.unwrap_err(), RunError::NoInstance);
+        assert_eq!(p.run(Bytes::new(), None, &HeaderMap::new()).await.unwrap_err(), RunError::NoInstance);
     }
 }

@@ -2,7 +2,7 @@
 //! (`auth_mode: aml_token`). Every comparison is constant-time, and nothing here ever
 //! formats a key or token into a message.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,69 @@ pub struct Credentials {
     pub token_secret: String,
     /// Lifetime of newly issued tokens, in seconds.
     pub token_lifetime_secs: u64,
+    /// `--secrets-dir` only: secrets still accepted besides the ones above (a `token-verify-key`,
+    /// and keys that left the folder, until their grace period ends). Never saved: the folder
+    /// owns them, and a restart reads it again.
+    #[serde(skip)]
+    pub extra: Vec<ExtraSecret>,
 }
+
+/// A secret accepted besides the current ones (see [`Credentials::extra`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExtraSecret {
+    kind: SecretKind,
+    secret: String,
+    /// `None`: for as long as the folder holds it; `Some(t)`: retired, accepted until `t`.
+    until: Option<Instant>,
+}
+
+/// What an accepted secret authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretKind {
+    /// An endpoint key (`auth_mode: key`).
+    Key,
+    /// A token signing secret (`auth_mode: aml_token`): tokens it signed are accepted.
+    TokenSigning,
+}
+
+/// The secrets a `--secrets-dir` folder holds, validated (see `control::secrets`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedSecrets {
+    pub primary_key: String,
+    pub secondary_key: String,
+    /// Signs new tokens (and verifies them).
+    pub token_signing_key: String,
+    /// Verifies tokens but never signs: the step of a signing-key rotation where every replica
+    /// must already accept the next key (or still accept the previous one).
+    pub token_verify_key: Option<String>,
+}
+
+impl std::fmt::Debug for SharedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSecrets").finish_non_exhaustive()
+    }
+}
+
+impl SharedSecrets {
+    /// A short, non-reversible digest of every secret, so replicas can be compared (`show`'s
+    /// `secrets_dir.fingerprint`) without showing a key.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let mut h = Sha256::new();
+        for part in [&self.primary_key, &self.secondary_key, &self.token_signing_key] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        if let Some(v) = &self.token_verify_key {
+            h.update(v.as_bytes());
+        }
+        hex::encode(&h.finalize()[..6])
+    }
+}
+
+/// Most retired secrets kept at once (a folder edited many times within a grace period keeps
+/// the newest ones).
+const MAX_RETIRED: usize = 16;
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,7 +136,71 @@ impl Credentials {
             secondary_key: random_secret(),
             token_secret: random_secret(),
             token_lifetime_secs: token_lifetime.as_secs().max(1),
+            extra: Vec::new(),
         }
+    }
+
+    /// The credentials a `--secrets-dir` folder defines.
+    pub fn from_shared(auth_mode: AuthMode, token_lifetime: Duration, shared: &SharedSecrets) -> Self {
+        let mut c = Self {
+            auth_mode,
+            primary_key: shared.primary_key.clone(),
+            secondary_key: shared.secondary_key.clone(),
+            token_secret: shared.token_signing_key.clone(),
+            token_lifetime_secs: token_lifetime.as_secs().max(1),
+            extra: Vec::new(),
+        };
+        c.set_verify_key(shared);
+        c
+    }
+
+    /// Moves to the secrets of an edited `--secrets-dir` folder. New secrets are accepted at
+    /// once; a secret the folder no longer holds stays accepted until `now + grace` (a replica
+    /// whose Secret volume updated first must not refuse clients that still use the old key),
+    /// unless it comes back. `grace` zero revokes at once.
+    pub fn rotate_to(&mut self, shared: &SharedSecrets, grace: Duration, now: Instant) {
+        let mut accepted = vec![
+            (SecretKind::Key, std::mem::take(&mut self.primary_key)),
+            (SecretKind::Key, std::mem::take(&mut self.secondary_key)),
+            (SecretKind::TokenSigning, std::mem::take(&mut self.token_secret)),
+        ];
+        accepted.extend(self.extra.iter().filter(|e| e.until.is_none()).map(|e| (e.kind, e.secret.clone())));
+        self.primary_key = shared.primary_key.clone();
+        self.secondary_key = shared.secondary_key.clone();
+        self.token_secret = shared.token_signing_key.clone();
+        let current = |kind: SecretKind, secret: &str| match kind {
+            SecretKind::Key => secret == shared.primary_key || secret == shared.secondary_key,
+            SecretKind::TokenSigning => {
+                secret == shared.token_signing_key || shared.token_verify_key.as_deref() == Some(secret)
+            }
+        };
+        // Retired secrets that are still in grace and not current again.
+        let mut retired: Vec<ExtraSecret> = std::mem::take(&mut self.extra)
+            .into_iter()
+            .filter(|e| e.until.is_some_and(|t| t > now) && !current(e.kind, &e.secret))
+            .collect();
+        if !grace.is_zero() {
+            for (kind, secret) in accepted {
+                if !current(kind, &secret) && !retired.iter().any(|r| r.kind == kind && r.secret == secret) {
+                    retired.push(ExtraSecret { kind, secret, until: Some(now + grace) });
+                }
+            }
+        }
+        let excess = retired.len().saturating_sub(MAX_RETIRED);
+        retired.drain(..excess);
+        self.extra = retired;
+        self.set_verify_key(shared);
+    }
+
+    fn set_verify_key(&mut self, shared: &SharedSecrets) {
+        if let Some(v) = &shared.token_verify_key {
+            self.extra.push(ExtraSecret { kind: SecretKind::TokenSigning, secret: v.clone(), until: None });
+        }
+    }
+
+    /// The extra secrets of `kind` accepted at `now`.
+    fn extra_secrets(&self, kind: SecretKind, now: Instant) -> impl Iterator<Item = &str> {
+        self.extra.iter().filter(move |e| e.kind == kind && e.until.is_none_or(|t| t > now)).map(|e| e.secret.as_str())
     }
 
     /// Replaces one key; the other keeps working.
@@ -102,7 +228,14 @@ impl Credentials {
             AuthMode::Key => {
                 let p = presented.ct_eq(self.primary_key.as_bytes());
                 let s = presented.ct_eq(self.secondary_key.as_bytes());
-                (p | s).into()
+                let mut ok = p | s;
+                // Only `--secrets-dir` has extra secrets: no clock read on the common path.
+                if !self.extra.is_empty() {
+                    for extra in self.extra_secrets(SecretKind::Key, Instant::now()) {
+                        ok |= presented.ct_eq(extra.as_bytes());
+                    }
+                }
+                ok.into()
             }
             AuthMode::AmlToken => self.token_valid(presented, SystemTime::now()),
         }
@@ -122,7 +255,7 @@ impl Credentials {
         let expiry_secs = expiry.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let nonce = &random_secret()[..16];
         let payload = format!("{expiry_secs}.{nonce}");
-        let signature = hex::encode(self.sign(payload.as_bytes()));
+        let signature = hex::encode(sign(&self.token_secret, payload.as_bytes()));
         IssuedToken {
             access_token: format!("{payload}.{signature}"),
             expiry_time_utc: humantime::format_rfc3339_seconds(expiry).to_string(),
@@ -141,8 +274,11 @@ impl Credentials {
         let Ok(signature) = hex::decode(signature) else {
             return false;
         };
-        let expected = self.sign(payload.as_bytes());
-        if !bool::from(expected.as_slice().ct_eq(&signature)) {
+        let mut signed = sign(&self.token_secret, payload.as_bytes()).as_slice().ct_eq(&signature);
+        for extra in self.extra_secrets(SecretKind::TokenSigning, Instant::now()) {
+            signed |= sign(extra, payload.as_bytes()).as_slice().ct_eq(&signature);
+        }
+        if !bool::from(signed) {
             return false;
         }
         let Some(expiry) = payload.split('.').next().and_then(|s| s.parse::<u64>().ok()) else {
@@ -150,13 +286,13 @@ impl Credentials {
         };
         now.duration_since(UNIX_EPOCH).map(|d| d.as_secs() < expiry).unwrap_or(false)
     }
+}
 
-    fn sign(&self, payload: &[u8]) -> Vec<u8> {
-        let mut mac =
-            <Hmac<Sha256>>::new_from_slice(self.token_secret.as_bytes()).expect("HMAC accepts keys of any length");
-        mac.update(payload);
-        mac.finalize().into_bytes().to_vec()
-    }
+/// HMAC-SHA256 of `payload` under `secret`.
+fn sign(secret: &str, payload: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256>>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    mac.update(payload);
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// `Bearer <secret>` → `<secret>` (scheme case-insensitive, as RFC 6750 allows).
@@ -212,5 +348,76 @@ mod tests {
         }
         let far = UNIX_EPOCH + Duration::from_secs(253_402_300_000);
         let _ = c.issue_token(far);
+    }
+
+    fn shared(p: &str, s: &str, t: &str, v: Option<&str>) -> SharedSecrets {
+        SharedSecrets {
+            primary_key: p.into(),
+            secondary_key: s.into(),
+            token_signing_key: t.into(),
+            token_verify_key: v.map(String::from),
+        }
+    }
+
+    fn bearer(secret: &str) -> String {
+        format!("Bearer {secret}")
+    }
+
+    #[test]
+    fn a_rotated_key_is_accepted_at_once_and_the_old_one_until_its_grace_ends() {
+        let mut c = Credentials::from_shared(AuthMode::Key, DEFAULT_TOKEN_LIFETIME, &shared("p1", "s1", "t1", None));
+        let now = Instant::now();
+        c.rotate_to(&shared("p1", "s2", "t1", None), Duration::from_secs(3600), now);
+        for key in ["p1", "s1", "s2"] {
+            assert!(c.allows(Some(bearer(key).as_bytes())), "{key}");
+        }
+        // A later rotation keeps what is still in grace; a key that comes back is current again.
+        c.rotate_to(&shared("s1", "s2", "t1", None), Duration::from_secs(3600), now);
+        assert_eq!(c.extra.len(), 1, "p1 retired; s1 current again");
+        // Grace zero revokes what leaves at once (p1 keeps the deadline it retired with).
+        c.rotate_to(&shared("p3", "s3", "t1", None), Duration::ZERO, now);
+        assert_eq!(c.extra.len(), 1);
+        for key in ["s1", "s2"] {
+            assert!(!c.allows(Some(bearer(key).as_bytes())), "{key}");
+        }
+        assert!(c.allows(Some(bearer("p1").as_bytes())));
+        assert!(c.allows(Some(bearer("s3").as_bytes())));
+    }
+
+    #[test]
+    fn retired_keys_expire_and_are_bounded() {
+        let mut c = Credentials::from_shared(AuthMode::Key, DEFAULT_TOKEN_LIFETIME, &shared("p0", "s0", "t", None));
+        let past = Instant::now() - Duration::from_secs(10);
+        c.rotate_to(&shared("p1", "s1", "t", None), Duration::from_secs(5), past);
+        assert!(!c.allows(Some(bearer("p0").as_bytes())), "its grace ended 5 s ago");
+        for i in 2..40 {
+            c.rotate_to(
+                &shared(&format!("p{i}"), &format!("s{i}"), "t", None),
+                Duration::from_secs(60),
+                Instant::now(),
+            );
+        }
+        assert!(c.extra.len() <= MAX_RETIRED);
+        assert!(c.allows(Some(bearer("p38").as_bytes())), "the newest retired keys are kept");
+    }
+
+    #[test]
+    fn tokens_verify_with_the_verify_key_and_across_replicas() {
+        let now = SystemTime::now();
+        let old = shared("p", "s", "t-old", None);
+        let next = shared("p", "s", "t-old", Some("t-new"));
+        // Two replicas of one Secret: a token one signs, the other accepts.
+        let a = Credentials::from_shared(AuthMode::AmlToken, DEFAULT_TOKEN_LIFETIME, &old);
+        let b = Credentials::from_shared(AuthMode::AmlToken, DEFAULT_TOKEN_LIFETIME, &next);
+        let by_a = a.issue_token(now).access_token;
+        assert!(b.token_valid(by_a.as_bytes(), now));
+        // Step 2 of a signing-key rotation: b signs with the new key, which a does not know yet
+        // -- why step 1 (token-verify-key) must reach every replica first.
+        let mut b2 = b.clone();
+        b2.rotate_to(&shared("p", "s", "t-new", Some("t-old")), Duration::ZERO, Instant::now());
+        let by_b2 = b2.issue_token(now).access_token;
+        assert!(b.token_valid(by_b2.as_bytes(), now));
+        assert!(b2.token_valid(by_a.as_bytes(), now), "the old key verifies as token-verify-key");
+        assert!(!a.token_valid(by_b2.as_bytes(), now));
     }
 }

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+pub use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
 use crate::spec::HookKind;
@@ -34,6 +35,10 @@ pub struct HookRequest<'a> {
     pub body: &'a [u8],
     /// The `Content-Type` header, if any.
     pub content_type: Option<&'a str>,
+    /// The request's headers, for hooks that hand them to user code (a scoring script's
+    /// `request_headers`); empty for the others, whose runs then copy nothing (see
+    /// `InstancePool::pass_headers`).
+    pub headers: &'a HeaderMap,
     /// Set when the run may be cancelled (it runs off the request's thread and has a
     /// deadline); hooks that can stop early register how.
     pub cancel: Option<&'a cancel::Cancellation>,
@@ -48,12 +53,15 @@ pub struct HookResponse {
     pub content_type: &'static str,
     /// The response body (shared, so a mirrored pair can keep it without a copy).
     pub body: Bytes,
+    /// Further headers the hook answers with (a script's `AMLResponse` headers); the front
+    /// door's own headers win where a name collides. Empty (no allocation) for most answers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl HookResponse {
     /// A 200 JSON answer.
     pub fn json(body: Vec<u8>) -> Self {
-        Self { status: 200, content_type: "application/json", body: Bytes::from(body) }
+        Self { status: 200, content_type: "application/json", body: Bytes::from(body), headers: Vec::new() }
     }
 }
 
@@ -103,6 +111,10 @@ impl InitContext {
     }
 }
 
+/// A run awaited on the request's own task (see [`ScoringHook::run_async`]).
+pub type RunFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<HookResponse, HookError>> + Send + 'a>>;
+
 /// The per-instance scoring contract.
 pub trait ScoringHook: Send {
     /// Scores one request. Called by one thread at a time for a given instance.
@@ -111,6 +123,16 @@ pub trait ScoringHook: Send {
     /// One line about what this instance loaded, for the deployment's log.
     fn describe(&self) -> String {
         String::new()
+    }
+
+    /// The run as a future that waits on the calling task's reactor instead of a thread: for
+    /// an out-of-process hook, whose run is a frame out and a frame back over pipes, this
+    /// saves the two thread hand-offs a queued run costs (to a blocking thread and back).
+    /// Dropping the future before it is done (the request's deadline) must leave the instance
+    /// unhealthy, so the pool replaces it. `None`: this hook (or this request) runs only
+    /// through [`run`](Self::run).
+    fn run_async<'a>(&'a mut self, _request: HookRequest<'a>) -> Option<RunFuture<'a>> {
+        None
     }
 
     /// False once the instance cannot serve again (an out-of-process worker died, hung or
@@ -124,11 +146,12 @@ pub trait ScoringHook: Send {
 /// Creates one hook instance of the given kind. Blocking: call it off the request path.
 pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, InitError> {
     match kind {
-        HookKind::Onnx { model_file } => onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _),
-        HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _),
-        HookKind::Native(plugin) => native::start(plugin, ctx),
+        HookKind::Onnx { model_file } => {
+            onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _).map_err(|e| InitError(e.to_string()))
+        }
+        HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _).map_err(InitError),
+        HookKind::Native(plugin) => native::start(plugin, ctx).map_err(InitError),
     }
-    .map_err(InitError)
 }
 
 /// Why a hook instance could not be created: the message is the user's answer (`show` prints

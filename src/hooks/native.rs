@@ -162,7 +162,9 @@ impl ScoringHook for NativeHook {
         }
         let rc = self.instance.run(request.body, request.content_type.unwrap_or(""), &mut self.reply);
         match outcome(rc, &mut self.reply) {
-            Outcome::Answer { status, content_type, body } => Ok(HookResponse { status, content_type, body }),
+            Outcome::Answer { status, content_type, body } => {
+                Ok(HookResponse { status, content_type, body, headers: Vec::new() })
+            }
             Outcome::BadInput(m) => Err(HookError::BadInput(m)),
             Outcome::ModelError(m) => Err(HookError::Failed(m)),
             Outcome::Panicked(m) => {
@@ -289,7 +291,7 @@ pub fn worker_main(library: &Path, model_dir: &Path) -> i32 {
         };
         let written = match frame::parse_run(&payload) {
             None => frame::write_frame(&mut output, &mut scratch, frame::kind::RAISED, &[b"a malformed run frame"]),
-            Some((ct, body)) => {
+            Some((ct, _headers, body)) => {
                 let rc = instance.run(body, ct, &mut reply);
                 match outcome(rc, &mut reply) {
                     Outcome::Answer { status, content_type, body } => {

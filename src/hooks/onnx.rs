@@ -70,6 +70,25 @@ struct OutputSig {
     elem: Option<Elem>,
 }
 
+/// Why an ONNX model cannot be served: each message names the file or the input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxLoadError {
+    #[error(transparent)]
+    Runtime(#[from] super::ort_runtime::RuntimeError),
+    #[error("cannot configure an ONNX Runtime session: {0}")]
+    Configure(String),
+    #[error("cannot load ONNX model {}: {reason}", path.display())]
+    Model { path: std::path::PathBuf, reason: String },
+    #[error("model input {name:?} is not a tensor; the ONNX hook takes tensor inputs only")]
+    InputNotTensor { name: String },
+    #[error(
+        "model input {name:?} has element type {ty}; the ONNX hook accepts float32, float64, int32 and int64 inputs"
+    )]
+    InputType { name: String, ty: String },
+    #[error("the model has no numeric tensor output the ONNX hook can return as JSON")]
+    NoNumericOutput,
+}
+
 /// One instance's ONNX Runtime session and the model's signature.
 pub struct OnnxHook {
     session: Session,
@@ -79,9 +98,9 @@ pub struct OnnxHook {
 
 impl OnnxHook {
     /// Loads the model file into a new session (blocking; may take seconds for big models).
-    pub fn load(model_file: &Path, ctx: &InitContext) -> Result<Self, String> {
+    pub fn load(model_file: &Path, ctx: &InitContext) -> Result<Self, OnnxLoadError> {
         let environment = super::ort_runtime::environment()?;
-        let configure = |e: &dyn std::fmt::Display| format!("cannot configure an ONNX Runtime session: {e}");
+        let configure = |e: &dyn std::fmt::Display| OnnxLoadError::Configure(e.to_string());
         let session = Session::builder(environment)
             .map_err(|e| configure(&e))?
             .with_optimization_level(GraphOptimizationLevel::All)
@@ -89,21 +108,14 @@ impl OnnxHook {
             .with_intra_threads(ctx.intra_threads.max(1))
             .map_err(|e| configure(&e))?
             .commit_from_file(model_file)
-            .map_err(|e| format!("cannot load ONNX model {}: {e}", model_file.display()))?;
+            .map_err(|e| OnnxLoadError::Model { path: model_file.to_path_buf(), reason: e.to_string() })?;
         let mut inputs = Vec::new();
         for input in session.inputs() {
             let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
-                return Err(format!(
-                    "model input {:?} is not a tensor; the ONNX hook takes tensor inputs only",
-                    input.name()
-                ));
+                return Err(OnnxLoadError::InputNotTensor { name: input.name().to_string() });
             };
-            let elem = Elem::from_ort(*ty).ok_or_else(|| {
-                format!(
-                    "model input {:?} has element type {ty:?}; the ONNX hook accepts float32, float64, int32 and int64 inputs",
-                    input.name()
-                )
-            })?;
+            let elem = Elem::from_ort(*ty)
+                .ok_or_else(|| OnnxLoadError::InputType { name: input.name().to_string(), ty: format!("{ty:?}") })?;
             inputs.push(InputSig { name: input.name().to_string(), elem, dims: shape.to_vec() });
         }
         let outputs = session
@@ -118,7 +130,7 @@ impl OnnxHook {
             })
             .collect::<Vec<_>>();
         if !outputs.iter().any(|o| o.elem.is_some()) {
-            return Err("the model has no numeric tensor output the ONNX hook can return as JSON".into());
+            return Err(OnnxLoadError::NoNumericOutput);
         }
         Ok(Self { session, inputs, outputs })
     }

@@ -15,22 +15,35 @@ const LIB_NAME: &str = "libonnxruntime.so";
 
 /// The process-wide ONNX Runtime environment, or why it could not be created. `ort` keeps only
 /// a weak reference to the environment, so it is held here for the life of the process.
-static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, RuntimeError>> = OnceLock::new();
+
+/// Why ONNX Runtime is not available. Cloned into every ONNX deployment that fails for it, so
+/// each `show` says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found (looked in: {looked}). Run `scripts/setup.sh` in the Switchyard \
+         checkout to fetch it, or set {ENV_OVERRIDE}=/path/to/libonnxruntime.so (version >= 1.31)"
+    )]
+    NotFound { looked: String },
+    #[error(
+        "cannot load ONNX Runtime from {}: {reason}. Run `scripts/setup.sh` to fetch the pinned version, \
+         or point {ENV_OVERRIDE} at a libonnxruntime.so >= 1.31",
+        path.display()
+    )]
+    Load { path: PathBuf, reason: String },
+}
 
 /// Loads ONNX Runtime once and returns its environment; later calls return the first outcome.
-pub fn environment() -> Result<&'static ort::environment::Environment, String> {
+pub fn environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
     ENVIRONMENT.get_or_init(load).as_ref().map_err(Clone::clone)
 }
 
-fn load() -> Result<ort::environment::Environment, String> {
+fn load() -> Result<ort::environment::Environment, RuntimeError> {
     let candidates = candidates();
     let Some(path) = candidates.iter().find(|p| p.is_file()) else {
         let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        return Err(format!(
-            "ONNX Runtime library not found (looked in: {}). Run `scripts/setup.sh` in the Switchyard \
-             checkout to fetch it, or set {ENV_OVERRIDE}=/path/to/libonnxruntime.so (version >= 1.31)",
-            looked.join(", ")
-        ));
+        return Err(RuntimeError::NotFound { looked: looked.join(", ") });
     };
     // `ort` panics in a few load paths (e.g. a library of the wrong architecture); a panic here
     // must become a Failed deployment, never a dead process.
@@ -44,13 +57,7 @@ fn load() -> Result<ort::environment::Environment, String> {
     })
     .map_err(|_| "ONNX Runtime panicked while loading".to_string())
     .and_then(|r| r);
-    built.map_err(|e| {
-        format!(
-            "cannot load ONNX Runtime from {}: {e}. Run `scripts/setup.sh` to fetch the pinned version, \
-             or point {ENV_OVERRIDE} at a libonnxruntime.so >= 1.31",
-            path.display()
-        )
-    })
+    built.map_err(|reason| RuntimeError::Load { path: path.clone(), reason })
 }
 
 /// The search order: explicit override, beside the binary, the project's `.ort/` above the

@@ -107,7 +107,13 @@ impl Drop for LiveAnswerSlot {
 
 /// Sends a copy of a request to `shadow`. Returns the slot for the live answer, or `None` when
 /// the shadow's queue is full and the copy was dropped (and counted).
-pub fn copy(shadow: &Arc<Shadow>, body: Bytes, content_type: Option<&str>, request_id: &str) -> Option<LiveAnswerSlot> {
+pub fn copy(
+    shadow: &Arc<Shadow>,
+    body: Bytes,
+    content_type: Option<&str>,
+    headers: &crate::hooks::HeaderMap,
+    request_id: &str,
+) -> Option<LiveAnswerSlot> {
     let ticket = shadow.admit_copy(request_id)?;
     let meeting = Arc::new(Rendezvous {
         shadow: Arc::clone(shadow),
@@ -116,13 +122,20 @@ pub fn copy(shadow: &Arc<Shadow>, body: Bytes, content_type: Option<&str>, reque
     });
     let for_shadow = Arc::clone(&meeting);
     let content_type: Option<Box<str>> = content_type.map(Into::into);
+    // Copied only for a shadow whose hook reads them (a scoring script).
+    let headers = if shadow.deployment.pool.wants_headers() { headers.clone() } else { Default::default() };
     let queued_at = std::time::Instant::now();
     let window = ticket.window();
     let queued = executor::spawn(move || {
         let shadow = ticket.shadow();
-        let Some((outcome, latency)) =
-            shadow.score_copy(&body, content_type.as_deref(), &for_shadow.request_id, queued_at, ticket.window())
-        else {
+        let Some((outcome, latency)) = shadow.score_copy(
+            &body,
+            content_type.as_deref(),
+            &headers,
+            &for_shadow.request_id,
+            queued_at,
+            ticket.window(),
+        ) else {
             return; // counted as a drop
         };
         drop(ticket);

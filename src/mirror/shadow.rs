@@ -113,6 +113,7 @@ impl Shadow {
         &self,
         body: &[u8],
         content_type: Option<&str>,
+        headers: &crate::hooks::HeaderMap,
         request_id: &str,
         queued: Instant,
         window: u64,
@@ -124,7 +125,7 @@ impl Shadow {
         loop {
             let waiting_for = if budget.available() {
                 let start = Instant::now();
-                match d.pool.run_here_if_idle(body, content_type) {
+                match d.pool.run_here_if_idle(body, content_type, headers) {
                     Err(RunError::Busy) => DropReason::NoIdleInstance,
                     Err(RunError::NoInstance) => {
                         self.drop_copy(request_id, window, DropReason::NotReady);

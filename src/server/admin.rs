@@ -16,10 +16,9 @@ use crate::spec::{limits, SpecError};
 
 /// What the admin handlers share.
 pub struct AdminState {
-    /// The control plane.
+    /// The control plane (which also holds the admin token: when set, every admin call must
+    /// send `Authorization: Bearer <token>`).
     pub control: Arc<ControlPlane>,
-    /// When set, every admin call must send `Authorization: Bearer <token>`.
-    pub admin_token: Option<String>,
 }
 
 /// Registers the admin routes.
@@ -30,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/endpoint", web::delete().to(delete_endpoint))
         .route("/v1/endpoint/keys", web::get().to(get_keys))
         .route("/v1/endpoint/keys/regenerate", web::post().to(regenerate_keys))
+        .route("/v1/endpoint/invoke", web::post().to(invoke))
         .route("/v1/deployments", web::get().to(list_deployments))
         .route("/v1/deployments/{name}", web::get().to(get_deployment))
         .route("/v1/deployments/{name}", web::put().to(put_deployment))
@@ -38,9 +38,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/deployments/{name}/logs", web::get().to(deployment_logs))
         .route("/v1/deployments/{name}/comparison", web::get().to(get_comparison))
         .route("/v1/deployments/{name}/comparison/reset", web::post().to(reset_comparison))
+        .route("/v1/metrics", web::get().to(metrics_json))
         .route("/metrics", web::get().to(metrics))
+        .configure(super::studio::configure)
         .default_service(web::to(|| async {
-            error_response(404, "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /metrics)")
+            error_response(404, "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /v1/metrics, /metrics; the studio page is at /)")
         }));
 }
 
@@ -48,7 +50,7 @@ type Data = web::Data<AdminState>;
 
 /// Admin token check; `None` when the call may proceed.
 fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
-    let expected = data.admin_token.as_ref()?;
+    let expected = data.control.admin_token()?;
     // The scoring plane's parser: one rule for both planes (scheme case-insensitive).
     let presented = req
         .headers()
@@ -222,16 +224,22 @@ async fn get_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -
 struct PutQuery {
     #[serde(default)]
     all_traffic: bool,
+    /// The folder relative paths in the body resolve against (the studio page's "YAML file
+    /// folder", since a browser never learns where a picked file lives).
+    base_dir: Option<std::path::PathBuf>,
 }
 
 async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    let all_traffic = match web::Query::<PutQuery>::from_query(req.query_string()) {
-        Ok(q) => q.all_traffic,
-        Err(_) => return error_response(400, "all_traffic must be true or false"),
+    let (all_traffic, base_dir) = match web::Query::<PutQuery>::from_query(req.query_string()) {
+        Ok(q) => {
+            let q = q.into_inner();
+            (q.all_traffic, q.base_dir.filter(|b| !b.as_os_str().is_empty()))
+        }
+        Err(_) => return error_response(400, "all_traffic must be true or false; base_dir an absolute folder"),
     };
-    match parse(body).await.and_then(|v| data.control.put_deployment(&name, v, all_traffic)) {
+    match parse(body).await.and_then(|v| data.control.put_deployment_from(&name, v, all_traffic, base_dir.as_deref())) {
         Ok((view, true)) => HttpResponse::Created().json(view),
         Ok((view, false)) => HttpResponse::Ok().json(view),
         Err(e) => control_error(&e),
@@ -294,4 +302,78 @@ async fn metrics(req: HttpRequest, data: Data) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(data.control.metrics_text())
+}
+
+async fn metrics_json(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    HttpResponse::Ok().json(data.control.metrics_json())
+}
+
+/// `?deployment_name=` on invoke: pins the request as `--deployment-name` does.
+#[derive(Deserialize)]
+struct InvokeQuery {
+    deployment_name: Option<String>,
+}
+
+/// The longest an invoke waits for the scoring plane (the longest `request_timeout_ms`, and
+/// some room for the body).
+const INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(200);
+
+/// `POST /v1/endpoint/invoke`: what `online-endpoint invoke` does, for clients that cannot
+/// reach the scoring plane themselves (the studio page: a browser on the admin origin may not
+/// call another port). The body goes to the endpoint's own `scoring_uri` with its primary
+/// key (or token), through the front door like any client's request (auth, routing, pinning,
+/// mirroring, metrics); the scoring plane's status, body and `azureml-model-deployment` come
+/// back unchanged.
+async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
+    guard!(req, data);
+    let pin = match web::Query::<InvokeQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner().deployment_name.filter(|d| !d.is_empty()),
+        Err(_) => return error_response(400, "deployment_name must be a deployment's name"),
+    };
+    let body = match read(body) {
+        Ok(b) => b,
+        Err(e) => return control_error(&e),
+    };
+    let (uri, secret) = match data.control.get_endpoint().and_then(|ep| Ok((ep, data.control.credentials()?))) {
+        Ok((ep, creds)) => {
+            let secret = creds.get("primaryKey").or_else(|| creds.get("accessToken")).and_then(Value::as_str);
+            (ep["scoring_uri"].as_str().unwrap_or_default().to_string(), secret.map(str::to_string))
+        }
+        Err(e) => return control_error(&e),
+    };
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let sent = web::block(move || {
+        let mut request = ureq::http::Request::builder().method("POST").uri(&uri).header("Content-Type", content_type);
+        if let Some(secret) = secret {
+            request = request.header("Authorization", format!("Bearer {secret}"));
+        }
+        if let Some(pin) = pin {
+            request = request.header("azureml-model-deployment", pin);
+        }
+        let request = request.body(body.to_vec()).map_err(|e| e.to_string())?;
+        let config =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(INVOKE_TIMEOUT)).build();
+        let mut response = ureq::Agent::new_with_config(config).run(request).map_err(|e| format!("{uri}: {e}"))?;
+        let status = response.status().as_u16();
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (served, content_type) = (header("azureml-model-deployment"), header("content-type"));
+        let body = response.body_mut().read_to_vec().map_err(|e| format!("{uri}: {e}"))?;
+        Ok::<_, String>((status, served, content_type, body))
+    })
+    .await;
+    match sent {
+        Ok(Ok((status, served, content_type, body))) => {
+            let status =
+                actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+            let mut r = HttpResponse::build(status);
+            if let Some(served) = served {
+                r.insert_header(("azureml-model-deployment", served));
+            }
+            r.content_type(content_type.unwrap_or_else(|| "application/json".into())).body(body)
+        }
+        Ok(Err(e)) => error_response(502, &format!("the scoring plane did not answer: {e}")),
+        Err(_) => error_response(503, "the invoke could not run now: try again"),
+    }
 }

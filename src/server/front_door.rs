@@ -175,9 +175,9 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState) 
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, request_id));
+    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, headers, request_id));
     let start = Instant::now();
-    let outcome = deployment.score(admitted, body, content_type, request_id).await;
+    let outcome = deployment.score(admitted, body, content_type, headers, request_id).await;
     if let Some(slot) = live_slot {
         let (status, body) = match &outcome {
             Ok(answer) => (answer.status, answer.body.clone()),
@@ -186,9 +186,15 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState) 
         slot.send(Answer { status, body, latency: start.elapsed() });
     }
     let response = match outcome {
-        Ok(answer) => HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
-            .content_type(answer.content_type)
-            .body(answer.body),
+        Ok(answer) => {
+            let mut response = HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
+            // A script's own headers first: the front door's (content type, deployment, ids)
+            // are set after and replace any of the same name.
+            for (name, value) in answer.headers {
+                response.append_header((name, value));
+            }
+            response.content_type(answer.content_type).body(answer.body)
+        }
         Err(e) => score_error(&e),
     };
     with_ids(served_by(response, deployment), request_id, client_id.as_deref())

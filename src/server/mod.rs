@@ -10,6 +10,7 @@ mod errors;
 pub mod front_door;
 mod limits;
 mod scoring;
+mod studio;
 
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
@@ -58,6 +59,11 @@ pub struct ServeOptions {
     pub state_dir: Option<PathBuf>,
     /// `--config-dir`: the endpoint and deployment YAML files that own the state.
     pub config_dir: Option<PathBuf>,
+    /// `--secrets-dir`: the endpoint's keys and token signing secret (and optionally the admin
+    /// token), one file each, shared by every replica and watched.
+    pub secrets_dir: Option<PathBuf>,
+    /// `--key-grace-secs`: how long a secret that left `--secrets-dir` stays accepted.
+    pub key_grace: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// The shadow threads' CPU budget, percent of one core (0 = no limit). Process-wide: it
@@ -79,10 +85,13 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(
-        "refusing to expose the admin API on {0} without a token: set --admin-token (or SWITCHYARD_ADMIN_TOKEN), or keep --admin-host on loopback"
+        "refusing to expose the admin API on {0} without a token: set --admin-token (or SWITCHYARD_ADMIN_TOKEN, or an admin-token file in --secrets-dir), or keep --admin-host on loopback"
     )]
     AdminExposed(IpAddr),
-    /// `--state-dir` or `--config-dir` cannot be used as given.
+    /// `--state-dir` cannot be used as given, or its saved state cannot be trusted.
+    #[error(transparent)]
+    State(#[from] crate::control::store::OpenError),
+    /// `--config-dir` cannot be used as given.
     #[error("{0}")]
     Setup(String),
     #[error("cannot start the async runtime: {0}")]
@@ -144,22 +153,30 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let Listeners { scoring: scoring_listener, admin: admin_listener } = listeners;
     let admin_ip = admin_listener.local_addr()?.ip();
-    if !admin_ip.is_loopback() && opts.admin_token.is_none() {
-        return Err(ServeError::AdminExposed(admin_ip));
-    }
     let scoring_addr = scoring_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
     let (store, saved) = match &opts.state_dir {
         Some(dir) => {
-            let (store, saved) = StateStore::open(dir).map_err(ServeError::Setup)?;
+            let (store, saved) = StateStore::open(dir)?;
             (Some(store), saved)
         }
         None => (None, None),
     };
     let metrics = Metrics::new();
-    let options = ControlOptions { token_lifetime: opts.token_lifetime, tolerance: opts.tolerance };
+    let options =
+        ControlOptions { token_lifetime: opts.token_lifetime, tolerance: opts.tolerance, key_grace: opts.key_grace };
     let control = ControlPlane::new(metrics, options, store);
+    // The secrets first: the endpoint (restored or from --config-dir) is created with them.
+    let file_admin_token = match &opts.secrets_dir {
+        Some(dir) => crate::control::secrets::start(&control, dir.clone(), opts.admin_token.is_some())
+            .map_err(ServeError::Setup)?,
+        None => None,
+    };
+    control.set_admin_token(opts.admin_token.clone().or(file_admin_token));
+    if !admin_ip.is_loopback() && control.admin_token().is_none() {
+        return Err(ServeError::AdminExposed(admin_ip));
+    }
     if saved.is_some() {
         control.begin_restore();
     }
@@ -218,8 +235,7 @@ pub async fn run(
         })?
         .run();
 
-    let admin_state =
-        web::Data::new(AdminState { control: Arc::clone(&control), admin_token: opts.admin_token.clone() });
+    let admin_state = web::Data::new(AdminState { control: Arc::clone(&control) });
     let admin = HttpServer::new(move || {
         // Runs on the admin worker thread as it starts: control calls yield to scoring.
         crate::threads::set_nice(crate::threads::CONTROL_NICE);
@@ -380,6 +396,8 @@ mod tests {
             tolerance: Tolerance::default(),
             state_dir: None,
             config_dir: None,
+            secrets_dir: None,
+            key_grace: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
             mirror_cpu_percent: DEFAULT_MIRROR_CPU_PERCENT,
             python: Default::default(),

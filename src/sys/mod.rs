@@ -130,6 +130,32 @@ pub fn poll_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result
     Ok(false)
 }
 
+/// Puts `fd` in non-blocking mode (a pipe end read through the async runtime's reactor: a
+/// read when nothing is there must say so, not wait).
+#[cfg(unix)]
+pub fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor the caller owns; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers a borrowed, non-blocking descriptor with the current tokio runtime's reactor, for
+/// reading (a hook worker's answer pipe, awaited on the request's task). Must be called inside
+/// a runtime with I/O enabled. The caller must not `mem::forget` the result.
+#[cfg(unix)]
+pub fn await_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::BorrowedFd<'_>>> {
+    // SAFETY: tokio needs the descriptor open, and the same, for the AsyncFd's whole life; the
+    // AsyncFd holds the BorrowedFd, so it cannot outlive the borrow of the open descriptor
+    // (and it is never forgotten: it deregisters when dropped, before the borrow ends).
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
 /// Makes the child of `cmd` inherit `child_in` as fd 3 and `child_out` as fd 4 (the frame
 /// pipes of a hook worker), and nothing else beyond stdio (every other pipe of ours is
 /// close-on-exec).

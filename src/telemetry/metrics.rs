@@ -301,6 +301,26 @@ impl Metrics {
     }
 }
 
+/// One role's answered requests and their durations.
+#[derive(Debug, Clone)]
+pub struct RoleSummary {
+    /// Answered requests, whatever their status.
+    pub requests: u64,
+    /// Their total time in seconds.
+    pub seconds_sum: f64,
+    /// (upper bound in seconds, requests in that bucket); the last bound is `f64::MAX` (+Inf).
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// What [`DeploymentMetrics::summary`] reads.
+#[derive(Debug, Clone)]
+pub struct DeploymentSummary {
+    pub live: RoleSummary,
+    /// Live requests answered 200 (the others are errors).
+    pub live_ok: u64,
+    pub mirror: RoleSummary,
+}
+
 /// The instance states of `switchyard_instances`.
 pub const INSTANCE_STATES: [&str; 4] = ["ready", "loading", "draining", "failed"];
 
@@ -368,6 +388,21 @@ impl DeploymentMetrics {
         m.max_abs_diff.get_or_create(&dep).set(g.max_abs_diff);
         m.mean_abs_diff.get_or_create(&dep).set(g.mean_abs_diff);
         m.shadow_errors.get_or_create(&dep).set(g.shadow_errors as i64);
+    }
+
+    /// The counts behind this deployment's request and duration series, for the admin API's
+    /// JSON view (`GET /v1/metrics`): cumulative since the name first served, so a reader
+    /// takes rates and quantiles from the difference between two reads.
+    pub fn summary(&self) -> DeploymentSummary {
+        let role = |h: &ShardedHistogram| {
+            let (seconds_sum, requests, buckets) = h.snapshot();
+            RoleSummary { requests, seconds_sum, buckets }
+        };
+        DeploymentSummary {
+            live: role(&self.live_duration),
+            live_ok: self.live_ok.get(),
+            mirror: role(&self.mirror_duration),
+        }
     }
 
     /// Sets the instance gauges.

@@ -25,11 +25,11 @@ async fn score(body: Bytes, model: web::Data<PathBuf>) -> HttpResponse {
             let ctx = InitContext::new("floor", BTreeMap::new());
             match OnnxHook::load(&model, &ctx) {
                 Ok(h) => *slot = Some(h),
-                Err(e) => return HttpResponse::InternalServerError().body(e),
+                Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
             }
         }
         let hook = slot.as_mut().expect("loaded above");
-        match hook.run(HookRequest { body: &body, content_type: None, cancel: None }) {
+        match hook.run(HookRequest { body: &body, content_type: None, headers: &Default::default(), cancel: None }) {
             Ok(r) => HttpResponse::Ok().content_type(r.content_type).body(r.body),
             Err(HookError::BadInput(m)) => HttpResponse::BadRequest().body(m),
             Err(HookError::Failed(m)) => HttpResponse::InternalServerError().body(m),

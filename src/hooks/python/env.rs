@@ -62,6 +62,38 @@ pub fn cache_dir() -> PathBuf {
     base.join("switchyard").join("envs")
 }
 
+/// Where a build's progress lines go: the deployment's log (`get-logs` while it is
+/// `Creating`), or stderr for `switchyard env build`. One sink, so both show the same lines.
+pub trait Progress: Send + Sync {
+    /// One line of progress.
+    fn line(&self, line: &str);
+}
+
+impl Progress for LogRing {
+    fn line(&self, line: &str) {
+        self.push(line);
+    }
+}
+
+/// Progress lines on stderr, as they come.
+pub struct Stderr;
+
+impl Progress for Stderr {
+    fn line(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// Builds (or finds in the cache) the venv of `build`, as a deployment's create does (same
+/// cache key, folder and progress lines), with `base` as the interpreter to make it from
+/// instead of the one `python=X.Y` picks; returns the venv's folder. `switchyard env build`
+/// runs this at image build time, so that `serve` with the same cache starts without a build.
+pub fn prebuild(build: &EnvironmentBuild, base: Option<&Path>, progress: Arc<dyn Progress>) -> Result<PathBuf, String> {
+    let python = build_env(build, base, &progress)?;
+    // <venv>/bin/python → <venv>
+    Ok(python.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or(python))
+}
+
 /// A deployment's environment, resolved once and shared by its instances.
 #[derive(Clone, Default)]
 pub struct EnvSlot(Arc<Mutex<Option<Result<PathBuf, String>>>>);
@@ -88,16 +120,16 @@ impl EnvSlot {
 
 fn resolve(environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathBuf, String> {
     if let Some(python) = options().python {
-        logs.push(format!("python: {} (--python/SWITCHYARD_PYTHON; no environment is built)", python.display()));
+        logs.line(&format!("python: {} (--python/SWITCHYARD_PYTHON; no environment is built)", python.display()));
         return Ok(python);
     }
     match environment {
         PythonEnvironment::Default => Ok(PathBuf::from("python3")),
         PythonEnvironment::Interpreter(p) => {
-            logs.push(format!("python: {} (environment.python; no environment is built)", p.display()));
+            logs.line(&format!("python: {} (environment.python; no environment is built)", p.display()));
             Ok(p.clone())
         }
-        PythonEnvironment::Build(build) => build_env(build, logs),
+        PythonEnvironment::Build(build) => build_env(build, None, &(Arc::clone(logs) as Arc<dyn Progress>)),
     }
 }
 
@@ -116,32 +148,51 @@ fn key_of(build: &EnvironmentBuild) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
-/// Builds (or finds) the venv for `build`; returns its interpreter.
-fn build_env(build: &EnvironmentBuild, logs: &Arc<LogRing>) -> Result<PathBuf, String> {
+/// Builds (or finds) the venv for `build` (from `base`, else the interpreter its `python=`
+/// picks); returns its interpreter.
+fn build_env(build: &EnvironmentBuild, base: Option<&Path>, logs: &Arc<dyn Progress>) -> Result<PathBuf, String> {
     let dir = cache_dir().join(key_of(build));
     let python = dir.join("bin").join("python");
     if dir.join(".complete").is_file() {
-        logs.push(format!("environment: cache hit {} (built from {})", dir.display(), build.source));
+        logs.line(&format!("environment: cache hit {} (built from {})", dir.display(), build.source));
         return Ok(python);
     }
     std::fs::create_dir_all(cache_dir())
         .map_err(|e| format!("cannot create the environment cache {}: {e}", cache_dir().display()))?;
     let lock_path = dir.with_extension("lock");
     let lock = std::fs::File::create(&lock_path).map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
-    logs.push(format!("environment: waiting for the build lock {}", lock_path.display()));
+    logs.line(&format!("environment: waiting for the build lock {}", lock_path.display()));
     if let Err(e) = crate::sys::lock_exclusive(&lock) {
         return Err(format!("cannot lock {}: {e}", lock_path.display()));
     }
     if dir.join(".complete").is_file() {
-        logs.push(format!("environment: cache hit {} (built meanwhile by another deployment)", dir.display()));
+        logs.line(&format!("environment: cache hit {} (built meanwhile by another deployment)", dir.display()));
         return Ok(python);
     }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove the unfinished {}: {e}", dir.display()))?;
     }
     let started = Instant::now();
-    let base = find_interpreter(build.python_version.as_deref())?;
-    logs.push(format!(
+    let base = match base {
+        Some(base) => {
+            let found = version_of(base);
+            if found.is_none() {
+                return Err(format!("the interpreter {} does not run", base.display()));
+            }
+            if let (Some(want), Some(found)) = (build.python_version.as_deref(), found.as_deref()) {
+                if want != found {
+                    logs.line(&format!(
+                        "environment: warning: {} asks for python={want}; {} is Python {found}",
+                        build.source,
+                        base.display()
+                    ));
+                }
+            }
+            base.to_path_buf()
+        }
+        None => find_interpreter(build.python_version.as_deref())?,
+    };
+    logs.line(&format!(
         "environment: building {} from {} with {} ({} requirement(s))",
         dir.display(),
         build.source,
@@ -155,19 +206,19 @@ fn build_env(build: &EnvironmentBuild, logs: &Arc<LogRing>) -> Result<PathBuf, S
     }
     std::fs::write(dir.join(".complete"), format!("{:.1}\n", started.elapsed().as_secs_f64()))
         .map_err(|e| format!("cannot write {}: {e}", dir.join(".complete").display()))?;
-    logs.push(format!("environment: built in {:.1} s: {}", started.elapsed().as_secs_f64(), dir.display()));
+    logs.line(&format!("environment: built in {:.1} s: {}", started.elapsed().as_secs_f64(), dir.display()));
     tracing::info!(env = %dir.display(), seconds = started.elapsed().as_secs_f64(), "python environment built");
     Ok(python)
 }
 
-fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<LogRing>) -> Result<(), String> {
+fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<dyn Progress>) -> Result<(), String> {
     let uv = which("uv");
     let reqs = dir.with_extension("requirements.txt");
     std::fs::write(&reqs, build.requirements.join("\n") + "\n")
         .map_err(|e| format!("cannot write {}: {e}", reqs.display()))?;
     let venv_python = dir.join("bin").join("python");
     if let Some(uv) = uv {
-        logs.push(format!("environment: using {}", uv.display()));
+        logs.line(&format!("environment: using {}", uv.display()));
         run_logged(Command::new(&uv).arg("venv").arg("--python").arg(base).arg(dir), logs)?;
         if !build.requirements.is_empty() {
             run_logged(
@@ -176,7 +227,7 @@ fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<LogRi
             )?;
         }
     } else {
-        logs.push("environment: uv is not installed: using python -m venv and pip (slower)");
+        logs.line("environment: uv is not installed: using python -m venv and pip (slower)");
         run_logged(Command::new(base).args(["-m", "venv"]).arg(dir), logs)?;
         if !build.requirements.is_empty() {
             run_logged(
@@ -202,9 +253,9 @@ fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<LogRi
 
 /// Runs a build step, copying its output into the deployment's log line by line. On failure,
 /// the error is the tool's own error line (pip's `ERROR: ...`), else its last line.
-fn run_logged(cmd: &mut Command, logs: &Arc<LogRing>) -> Result<(), String> {
+fn run_logged(cmd: &mut Command, logs: &Arc<dyn Progress>) -> Result<(), String> {
     let shown = format!("{cmd:?}");
-    logs.push(format!("environment: $ {shown}"));
+    logs.line(&format!("environment: $ {shown}"));
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -218,11 +269,11 @@ fn run_logged(cmd: &mut Command, logs: &Arc<LogRing>) -> Result<(), String> {
     let err_logs = LogSink::default();
     let err_thread = stderr.map(|s| {
         let (sink, logs) = (err_logs.clone(), Arc::clone(logs));
-        std::thread::spawn(move || copy_lines(s, &sink, &logs))
+        std::thread::spawn(move || copy_lines(s, &sink, logs.as_ref()))
     });
     let out_logs = LogSink::default();
     if let Some(out) = child.stdout.take() {
-        copy_lines(out, &out_logs, logs);
+        copy_lines(out, &out_logs, logs.as_ref());
     }
     if let Some(t) = err_thread {
         let _ = t.join();
@@ -253,12 +304,12 @@ impl LogSink {
     }
 }
 
-fn copy_lines(stream: impl Read, sink: &LogSink, logs: &LogRing) {
+fn copy_lines(stream: impl Read, sink: &LogSink, logs: &dyn Progress) {
     for line in BufReader::new(stream).split(b'\n') {
         let Ok(line) = line else { break };
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         if !text.is_empty() {
-            logs.push(format!("environment: {text}"));
+            logs.line(&format!("environment: {text}"));
             sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(text);
         }
     }

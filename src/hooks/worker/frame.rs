@@ -1,6 +1,6 @@
 //! The frame protocol between Switchyard and a worker process (runtime/python/switchyard_worker.py
-//! documents the frame types; `switchyard native-worker` speaks the same, plus `P`): a 4-byte
-//! big-endian length (of type and payload), a 1-byte type, the payload.
+//! documents the frame types): a 4-byte big-endian length (of type and payload), a 1-byte type,
+//! the payload.
 //!
 //! Reads take a deadline and wait with `poll(2)`, not a blocking `read`: a worker that hangs
 //! must never hang the thread that waits for it (mirror copies run without a `Cancellation`,
@@ -10,6 +10,8 @@
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
+
+use actix_web::http::header::HeaderMap;
 
 /// The largest frame a worker may send: an answer bigger than this is a broken worker.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -46,18 +48,74 @@ pub enum ReadError {
     Io(io::Error),
 }
 
-/// Writes a run frame: the content type, then the body.
-pub fn write_run(out: &mut impl Write, scratch: &mut Vec<u8>, content_type: &str, body: &[u8]) -> io::Result<()> {
+/// Writes a run frame: the content type, the request's headers (`None`: the script reads
+/// none, so none are sent), then the body.
+pub fn write_run(
+    out: &mut impl Write,
+    scratch: &mut Vec<u8>,
+    content_type: &str,
+    headers: Option<&HeaderMap>,
+    body: &[u8],
+) -> io::Result<()> {
     let ct = &content_type.as_bytes()[..content_type.len().min(u16::MAX as usize)];
-    let len = 1 + 2 + ct.len() + body.len();
-    let len = u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?;
     scratch.clear();
-    scratch.extend_from_slice(&len.to_be_bytes());
+    scratch.extend_from_slice(&[0; 4]); // the frame's length, set below
     scratch.push(kind::RUN);
     scratch.extend_from_slice(&(ct.len() as u16).to_be_bytes());
     scratch.extend_from_slice(ct);
+    let block = scratch.len();
+    scratch.extend_from_slice(&[0; 4]);
+    if let Some(headers) = headers {
+        write_headers(scratch, headers);
+    }
+    let block_len = (scratch.len() - block - 4) as u32; // headers are bounded at 16 KiB
+    scratch[block..block + 4].copy_from_slice(&block_len.to_be_bytes());
     scratch.extend_from_slice(body);
+    let len = u32::try_from(scratch.len() - 4)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?;
+    scratch[..4].copy_from_slice(&len.to_be_bytes());
     out.write_all(scratch)
+}
+
+/// The request's headers as Azure's inference server hands them to `run(raw_data,
+/// request_headers)`: its `dict(request.headers)` under gunicorn and werkzeug gives each name
+/// title-cased (`X-Ms-Client-Request-Id`, `Content-Type`), a repeated header once with its
+/// values joined by `,`, and no header whose name holds `_` (gunicorn drops them). One thing
+/// differs on purpose: `Authorization` is not passed, so the endpoint's key never reaches user
+/// code or the logs a script writes. Written as `name NUL value NUL name NUL value`.
+fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    let mut first = true;
+    for name in headers.keys() {
+        let name = name.as_str();
+        if name.contains('_') || name == "authorization" {
+            continue;
+        }
+        if !first {
+            out.push(0);
+        }
+        first = false;
+        // Python's str.title(): a letter after a letter is lower case, any other is upper.
+        let mut after_letter = false;
+        out.extend(name.bytes().map(|b| {
+            let letter = b.is_ascii_alphabetic();
+            let c = if !letter {
+                b
+            } else if after_letter {
+                b.to_ascii_lowercase()
+            } else {
+                b.to_ascii_uppercase()
+            };
+            after_letter = letter;
+            c
+        }));
+        out.push(0);
+        for (i, value) in headers.get_all(name).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(value.as_bytes());
+        }
+    }
 }
 
 /// Writes one frame of `kind` whose payload is `parts`, one after the other (the worker side).
@@ -76,7 +134,8 @@ pub fn write_frame(out: &mut impl Write, scratch: &mut Vec<u8>, kind: u8, parts:
     out.write_all(scratch)
 }
 
-/// Writes an answer frame: status, content type, body (the worker side).
+/// Writes an answer frame with no further headers: status, content type, body (the worker
+/// side; the layout [`parse_answer`] reads).
 pub fn write_answer(
     out: &mut impl Write,
     scratch: &mut Vec<u8>,
@@ -85,15 +144,19 @@ pub fn write_answer(
     body: &[u8],
 ) -> io::Result<()> {
     let ct = &content_type.as_bytes()[..content_type.len().min(u16::MAX as usize)];
-    write_frame(out, scratch, kind::ANSWER, &[&status.to_be_bytes(), &(ct.len() as u16).to_be_bytes(), ct, body])
+    let parts: [&[u8]; 5] = [&status.to_be_bytes(), &(ct.len() as u16).to_be_bytes(), ct, &0u32.to_be_bytes(), body];
+    write_frame(out, scratch, kind::ANSWER, &parts)
 }
 
-/// Splits a run payload into content type and body (the worker side).
-pub fn parse_run(payload: &[u8]) -> Option<(&str, &[u8])> {
-    let ct_len = u16::from_be_bytes([*payload.first()?, *payload.get(1)?]) as usize;
+/// Splits a run payload into content type, header block and body (the worker side).
+pub fn parse_run(payload: &[u8]) -> Option<(&str, &[u8], &[u8])> {
+    let ct_len = u16::from_be_bytes(payload.get(0..2)?.try_into().ok()?) as usize;
     let ct = payload.get(2..2 + ct_len)?;
-    let body = payload.get(2 + ct_len..)?;
-    Some((std::str::from_utf8(ct).unwrap_or(""), body))
+    let rest = &payload[2 + ct_len..];
+    let h_len = u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+    let headers = rest.get(4..4usize.checked_add(h_len)?)?;
+    let body = &rest[4 + h_len..];
+    Some((std::str::from_utf8(ct).unwrap_or(""), headers, body))
 }
 
 /// Reads one frame, waiting at most until `deadline` (`None`: no limit). Returns its type and
@@ -121,7 +184,8 @@ fn read_exact_until<R: Read + AsRawFd>(
         match input.read(&mut buf[filled..]) {
             Ok(0) => return Err(ReadError::Closed),
             Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // WouldBlock: the pipe is non-blocking (see PythonHook) and poll's word was stale.
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
@@ -149,16 +213,34 @@ fn wait_readable(fd: i32, deadline: Option<Instant>) -> Result<(), ReadError> {
     }
 }
 
-/// Splits an answer payload into status, content type and body.
-pub fn parse_answer(payload: &[u8]) -> Option<(u16, &str, &[u8])> {
-    if payload.len() < 4 {
-        return None;
-    }
-    let status = u16::from_be_bytes([payload[0], payload[1]]);
-    let ct_len = u16::from_be_bytes([payload[2], payload[3]]) as usize;
+/// An answer frame's parts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    /// The script's further headers, `name NUL value NUL ...` (empty: none).
+    pub headers: &'a [u8],
+    pub body: &'a [u8],
+}
+
+/// Splits an answer payload: u16 status, u16 content-type length, the content type, u32
+/// header-block length, the header block, the body.
+pub fn parse_answer(payload: &[u8]) -> Option<Answer<'_>> {
+    let status = u16::from_be_bytes(payload.get(0..2)?.try_into().ok()?);
+    let ct_len = u16::from_be_bytes(payload.get(2..4)?.try_into().ok()?) as usize;
     let ct = payload.get(4..4 + ct_len)?;
-    let body = payload.get(4 + ct_len..)?;
-    Some((status, std::str::from_utf8(ct).unwrap_or("application/octet-stream"), body))
+    let rest = &payload[4 + ct_len..];
+    let h_len = u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+    let headers = rest.get(4..4usize.checked_add(h_len)?)?;
+    let body = &rest[4 + h_len..];
+    let content_type = std::str::from_utf8(ct).unwrap_or("application/octet-stream");
+    Some(Answer { status, content_type, headers, body })
+}
+
+/// The pairs of a header block (a malformed one yields what pairs it holds).
+pub fn header_pairs(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut parts = block.split(|&b| b == 0).filter(|_| !block.is_empty());
+    std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
 }
 
 #[cfg(test)]
@@ -169,13 +251,34 @@ mod tests {
     fn a_run_frame_round_trips_and_a_closed_pipe_is_closed() {
         let (mut r, mut w) = std::io::pipe().unwrap();
         let mut scratch = Vec::new();
-        write_run(&mut w, &mut scratch, "application/json", b"{\"a\":1}").unwrap();
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-ms-client-request-id", "abc"),
+            ("x-b3-traceid", "1"),
+            ("x-repeated", "a"),
+            ("x-repeated", "b"),
+            ("authorization", "Bearer secret"),
+            ("x_under", "dropped"),
+        ] {
+            headers.append(name.parse().unwrap(), value.parse().unwrap());
+        }
+        write_run(&mut w, &mut scratch, "application/json", Some(&headers), b"{\"a\":1}").unwrap();
         drop(w);
         let (k, payload) = read_frame(&mut r, None).unwrap();
         assert_eq!(k, kind::RUN);
         assert_eq!(&payload[..2], &16u16.to_be_bytes());
         assert_eq!(&payload[2..18], b"application/json");
-        assert_eq!(&payload[18..], b"{\"a\":1}");
+        let block_len = u32::from_be_bytes(payload[18..22].try_into().unwrap()) as usize;
+        let mut pairs: Vec<_> = header_pairs(&payload[22..22 + block_len])
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            [("X-B3-Traceid", "1"), ("X-Ms-Client-Request-Id", "abc"), ("X-Repeated", "a,b")]
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+        assert_eq!(&payload[22 + block_len..], b"{\"a\":1}");
         assert!(matches!(read_frame(&mut r, None), Err(ReadError::Closed)));
     }
 
@@ -183,12 +286,13 @@ mod tests {
     fn worker_side_frames_round_trip() {
         let (mut r, mut w) = std::io::pipe().unwrap();
         let mut scratch = Vec::new();
-        write_run(&mut w, &mut scratch, "text/csv", b"1,2").unwrap();
+        write_run(&mut w, &mut scratch, "text/csv", None, b"1,2").unwrap();
         let (k, payload) = read_frame(&mut r, None).unwrap();
-        assert_eq!((k, parse_run(&payload)), (kind::RUN, Some(("text/csv", &b"1,2"[..]))));
+        assert_eq!((k, parse_run(&payload)), (kind::RUN, Some(("text/csv", &b""[..], &b"1,2"[..]))));
         write_answer(&mut w, &mut scratch, 201, "application/json", b"[1]").unwrap();
         let (k, payload) = read_frame(&mut r, None).unwrap();
-        assert_eq!((k, parse_answer(&payload)), (kind::ANSWER, Some((201, "application/json", &b"[1]"[..]))));
+        let answer = Answer { status: 201, content_type: "application/json", headers: b"", body: b"[1]" };
+        assert_eq!((k, parse_answer(&payload)), (kind::ANSWER, Some(answer)));
         assert_eq!(parse_run(b"\x00"), None);
         assert_eq!(parse_run(b"\x00\x05ab"), None);
     }
@@ -202,7 +306,11 @@ mod tests {
 
     #[test]
     fn malformed_answers_are_refused_not_panicked_on() {
-        assert_eq!(parse_answer(b"\x00\xc8\x00\x02ab{}"), Some((200, "ab", &b"{}"[..])));
+        let a = parse_answer(b"\x00\xc8\x00\x02ab\x00\x00\x00\x03x\x00y{}").unwrap();
+        assert_eq!((a.status, a.content_type, a.headers, a.body), (200, "ab", &b"x\0y"[..], &b"{}"[..]));
+        assert_eq!(header_pairs(a.headers).collect::<Vec<_>>(), [(&b"x"[..], &b"y"[..])]);
+        assert_eq!(header_pairs(b"").count(), 0);
+        assert_eq!(parse_answer(b"\x00\xc8\x00\x02ab\x00\x00\x00\x09x"), None);
         assert_eq!(parse_answer(b"\x00\xc8\x00\x09ab"), None);
         assert_eq!(parse_answer(b"\x00"), None);
         let (mut r, mut w) = std::io::pipe().unwrap();

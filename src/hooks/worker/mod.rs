@@ -1,14 +1,18 @@
 //! Hook workers: scoring code run in a child process, one per instance, spoken to in frames
-//! ([`frame`]) on two inherited pipes (the child's fds 3 and 4). Two hooks use this: the
-//! Python hook (`runtime/python/switchyard_worker.py`) and native plugins deployed with
-//! `isolation: process` (`switchyard native-worker`, [`super::native::worker_main`]).
+//! ([`frame`], also the Python hook's) on two inherited pipes (the child's fds 3 and 4). Native
+//! plugins deployed with `isolation: process` run this way (`switchyard native-worker`,
+//! [`super::native::worker_main`]).
 //!
-//! What is written once here: starting the child in its own process group with the pipes and
-//! its stdout/stderr copied line by line into the deployment's log; one exchange per run,
-//! waiting with a deadline (a hung worker never hangs a thread) and killing the worker at the
+//! What is here: starting the child in its own process group with the pipes and its
+//! stdout/stderr copied line by line into the deployment's log; one exchange per run, waiting
+//! with a deadline (a hung worker never hangs a thread) and killing the worker at the
 //! request's cancellation; and the supervision rule: a worker that dies, hangs, panics or
 //! breaks the protocol is killed and reports itself unhealthy, so the pool replaces the
 //! instance (init again, with backoff) while the other instances keep serving.
+//!
+//! This was factored out of the Python hook, which has since grown request/answer headers and
+//! runs awaited on the request's task; folding it back onto this module is a follow-up (the
+//! `Flavor::Python` arm is kept for it).
 
 pub mod frame;
 
@@ -165,8 +169,15 @@ impl Worker {
 
     /// Sends one request and reads its answer.
     fn exchange(&mut self, request: &HookRequest<'_>, deadline: Option<Instant>) -> Result<(u8, Vec<u8>), Exchange> {
-        frame::write_run(&mut self.to_worker, &mut self.scratch, request.content_type.unwrap_or(""), request.body)
-            .map_err(|_| Exchange::Gone)?;
+        // Native plugins take no headers (the C ABI passes the body and its content type).
+        frame::write_run(
+            &mut self.to_worker,
+            &mut self.scratch,
+            request.content_type.unwrap_or(""),
+            None,
+            request.body,
+        )
+        .map_err(|_| Exchange::Gone)?;
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::new(); // do not keep one huge request's buffer forever
         }
@@ -217,10 +228,11 @@ impl Worker {
         let cancelled = request.cancel.is_some_and(|c| c.is_cancelled());
         match outcome {
             Ok((frame::kind::ANSWER, payload)) => match frame::parse_answer(&payload) {
-                Some((status, content_type, body)) => Ok(HookResponse {
-                    status: if (100..=999).contains(&status) { status } else { 500 },
-                    content_type: intern_content_type(content_type),
-                    body: Bytes::copy_from_slice(body),
+                Some(answer) => Ok(HookResponse {
+                    status: if (100..=999).contains(&answer.status) { answer.status } else { 500 },
+                    content_type: intern_content_type(answer.content_type),
+                    body: Bytes::copy_from_slice(answer.body),
+                    headers: Vec::new(),
                 }),
                 None => {
                     self.retire("sent a malformed answer");
@@ -292,7 +304,8 @@ enum Exchange {
     Broken(String),
 }
 
-fn describe_exit(status: std::process::ExitStatus) -> String {
+/// How a worker ended, in words (`exit code N`, `killed by signal 11 SIGSEGV`).
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
@@ -313,7 +326,7 @@ fn signal_name(sig: i32) -> &'static str {
 
 /// Copies one output stream of the worker into the deployment's log and the process log,
 /// line by line. The receiver hears when the stream ends.
-fn copy_output(
+pub fn copy_output(
     stream: impl Read + Send + 'static,
     which: &'static str,
     tag: &str,

@@ -1,0 +1,276 @@
+"""``online_endpoints`` and ``online_deployments``: azure-ai-ml entities ⇄ the admin API."""
+
+import hashlib
+import os
+import urllib.parse
+
+import yaml
+from azure.ai.ml.entities import (
+    CodeConfiguration,
+    EndpointAuthKeys,
+    EndpointAuthToken,
+    ManagedOnlineDeployment,
+    ManagedOnlineEndpoint,
+    Model,
+    OnlineRequestSettings,
+    ProbeSettings,
+)
+from azure.core.exceptions import ResourceNotFoundError
+
+from ._client import SwitchyardPoller, wait_deployment
+
+
+def _drop_empty(doc):
+    return {k: v for k, v in doc.items() if v not in (None, {}, [])}
+
+
+def _abs(path):
+    """Azure's SDK resolves local paths against the working folder; so does this."""
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+# ---------- endpoints ----------
+
+
+def _endpoint_from(view):
+    e = ManagedOnlineEndpoint(
+        name=view["name"],
+        description=view.get("description"),
+        tags=view.get("tags") or {},
+        auth_mode=view.get("auth_mode", "key"),
+        traffic=view.get("traffic") or {},
+        mirror_traffic=view.get("mirror_traffic") or {},
+        scoring_uri=view.get("scoring_uri"),
+        openapi_uri=view.get("swagger_uri"),
+        provisioning_state=view.get("provisioning_state"),
+    )
+    return e
+
+
+class OnlineEndpointOperations:
+    """``ml_client.online_endpoints``."""
+
+    def __init__(self, http):
+        self._http = http
+
+    def _view(self, name):
+        view = self._http.call("GET", "/v1/endpoint")
+        if name is not None and view.get("name") != name:
+            raise ResourceNotFoundError(message="(404) no endpoint named {}: this server hosts {}".format(name, view.get("name")))
+        return view
+
+    def get(self, name, **kwargs):
+        return _endpoint_from(self._view(name))
+
+    def list(self, **kwargs):
+        try:
+            return [_endpoint_from(self._view(None))]
+        except ResourceNotFoundError:
+            return []
+
+    def begin_create_or_update(self, endpoint, **kwargs):
+        """Creates the endpoint, or updates its description, tags, traffic and mirror traffic
+        (what ``ml_client.begin_create_or_update(endpoint)`` does in the tutorial)."""
+        try:
+            current = self._view(None)
+        except ResourceNotFoundError:
+            current = None
+        if current is None:
+            doc = _drop_empty({
+                "name": endpoint.name,
+                "description": endpoint.description,
+                "tags": dict(endpoint.tags or {}),
+                "auth_mode": endpoint.auth_mode or "key",
+                "traffic": dict(endpoint.traffic or {}),
+                "mirror_traffic": dict(endpoint.mirror_traffic or {}),
+            })
+            view = self._http.call("PUT", "/v1/endpoint", doc)
+        else:
+            if current.get("name") != endpoint.name:
+                raise ValueError("this server hosts endpoint {}, not {}".format(current.get("name"), endpoint.name))
+            patch = _drop_empty({
+                "description": endpoint.description,
+                "tags": dict(endpoint.tags or {}),
+                "traffic": dict(endpoint.traffic or {}),
+                "mirror_traffic": dict(endpoint.mirror_traffic or {}),
+            })
+            view = self._http.call("PATCH", "/v1/endpoint", patch) if patch else current
+        return SwitchyardPoller(lambda _t: _endpoint_from(view))
+
+    def begin_delete(self, name=None, **kwargs):
+        self._view(name)
+        self._http.call("DELETE", "/v1/endpoint")
+        return SwitchyardPoller(lambda _t: None)
+
+    def get_keys(self, name, **kwargs):
+        self._view(name)
+        k = self._http.call("GET", "/v1/endpoint/keys")
+        if "accessToken" in k:
+            return EndpointAuthToken(
+                access_token=k["accessToken"],
+                expiry_time_utc=k.get("expiryTimeUtc"),
+                refresh_after_time_utc=k.get("refreshAfterTimeUtc"),
+                token_type=k.get("tokenType"),
+            )
+        return EndpointAuthKeys(primary_key=k["primaryKey"], secondary_key=k.get("secondaryKey"))
+
+    def begin_regenerate_keys(self, name, key_type="primary", **kwargs):
+        self._view(name)
+        self._http.call("POST", "/v1/endpoint/keys/regenerate", {"keyType": key_type})
+        return SwitchyardPoller(lambda _t: None)
+
+    def invoke(self, endpoint_name, request_file=None, deployment_name=None, input_data=None, **kwargs):
+        """Scores ``request_file`` (a JSON file) through the endpoint; returns the answer's text,
+        as azure-ai-ml does. ``deployment_name`` pins a deployment."""
+        self._view(endpoint_name)
+        if request_file is not None:
+            with open(request_file, "rb") as f:
+                body = f.read()
+        elif input_data is not None:
+            body = input_data.encode() if isinstance(input_data, str) else bytes(input_data)
+        else:
+            raise ValueError("invoke needs request_file= (or input_data=)")
+        _, payload, _ = self._http.call(
+            "POST", "/v1/endpoint/invoke", body, query={"deployment_name": deployment_name}, raw=True
+        )
+        return payload.decode("utf-8", "replace")
+
+
+# ---------- deployments ----------
+
+
+def _conda_path(conda):
+    """azure-ai-ml loads ``Environment(conda_file=...)`` into a dict; the admin API takes a file,
+    so the dict is written once under the cache, named by its content."""
+    text = yaml.safe_dump(conda, sort_keys=False)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    folder = os.path.join(cache, "switchyard", "sdk-conda")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, hashlib.sha256(text.encode()).hexdigest()[:16] + ".yml")
+    if not os.path.exists(path):
+        tmp = path + ".%d.tmp" % os.getpid()
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def _environment_doc(env):
+    if env is None:
+        return None
+    if isinstance(env, str):
+        return env  # an azureml: reference; the server says what to write instead
+    doc = {}
+    conda = getattr(env, "conda_file", None)
+    if isinstance(conda, dict):
+        doc["conda_file"] = _conda_path(conda)
+    elif isinstance(conda, (str, os.PathLike)):
+        doc["conda_file"] = _abs(conda)
+    if getattr(env, "image", None):
+        doc["image"] = env.image
+    return doc or None
+
+
+def _probe_doc(p):
+    if p is None:
+        return None
+    return _drop_empty({k: getattr(p, k, None) for k in ("initial_delay", "period", "timeout", "success_threshold", "failure_threshold")})
+
+
+def _deployment_doc(d):
+    model = d.model
+    if isinstance(model, str):
+        model_doc = model  # azureml:NAME:VERSION; refused by the server with what to write instead
+    else:
+        model_doc = {"path": _abs(model.path)}
+    cc = d.code_configuration
+    code_doc = None
+    if cc is not None:
+        code_doc = _drop_empty({"code": _abs(cc.code) if isinstance(cc.code, (str, os.PathLike)) else None,
+                                "scoring_script": cc.scoring_script})
+    rs = d.request_settings
+    return _drop_empty({
+        "name": d.name,
+        "endpoint_name": d.endpoint_name,
+        "description": d.description,
+        "tags": dict(d.tags or {}),
+        "model": model_doc,
+        "code_configuration": code_doc,
+        "environment": _environment_doc(d.environment),
+        "environment_variables": dict(d.environment_variables or {}),
+        "instance_type": d.instance_type,
+        "instance_count": d.instance_count,
+        "request_settings": _drop_empty({k: getattr(rs, k, None) for k in
+                                         ("request_timeout_ms", "max_concurrent_requests_per_instance", "max_queue_wait_ms")}) if rs else None,
+        "liveness_probe": _probe_doc(d.liveness_probe),
+        "readiness_probe": _probe_doc(d.readiness_probe),
+        "app_insights_enabled": d.app_insights_enabled or None,
+    })
+
+
+def _deployment_from(view):
+    cc = view.get("code_configuration")
+    rs = view.get("request_settings") or {}
+    d = ManagedOnlineDeployment(
+        name=view["name"],
+        endpoint_name=view.get("endpoint_name"),
+        description=view.get("description"),
+        tags=view.get("tags") or {},
+        model=Model(name=view["name"] + "-model", version="1", path=view["model"]["path"]) if isinstance(view.get("model"), dict) else view.get("model"),
+        code_configuration=CodeConfiguration(code=cc.get("code"), scoring_script=cc.get("scoring_script")) if cc else None,
+        environment_variables=view.get("environment_variables") or {},
+        instance_type=view.get("instance_type"),
+        instance_count=view.get("instance_count"),
+        request_settings=OnlineRequestSettings(**{k: rs[k] for k in
+                                                  ("request_timeout_ms", "max_concurrent_requests_per_instance", "max_queue_wait_ms") if k in rs}),
+        liveness_probe=ProbeSettings(**view["liveness_probe"]) if view.get("liveness_probe") else None,
+        readiness_probe=ProbeSettings(**view["readiness_probe"]) if view.get("readiness_probe") else None,
+        provisioning_state=view.get("provisioning_state"),
+    )
+    return d
+
+
+class OnlineDeploymentOperations:
+    """``ml_client.online_deployments``."""
+
+    def __init__(self, http):
+        self._http = http
+
+    @staticmethod
+    def _path(name):
+        return "/v1/deployments/" + urllib.parse.quote(name)
+
+    def get(self, name, endpoint_name=None, **kwargs):
+        return _deployment_from(self._http.call("GET", self._path(name)))
+
+    def list(self, endpoint_name=None, **kwargs):
+        return [_deployment_from(v) for v in self._http.call("GET", "/v1/deployments")]
+
+    def begin_create_or_update(self, deployment, *, all_traffic=False, **kwargs):
+        """Creates the deployment; for one that exists, sends the entity as a merge patch, so a
+        changed ``instance_count`` scales in place and a changed model or code replaces it (the
+        old version serves until the new one is ready). ``result()`` waits for ``Succeeded``
+        and raises with the reason on ``Failed``."""
+        doc = _deployment_doc(deployment)
+        try:
+            # Waits out an operation in progress (the server refuses changes meanwhile).
+            current = self._http.call("GET", self._path(deployment.name), query={"wait": 60})
+        except ResourceNotFoundError:
+            current = None
+        if current is not None:
+            # Only what differs: naming `model` (even unchanged) would replace the deployment.
+            patch = {k: v for k, v in doc.items() if k != "name" and current.get(k) != v}
+            if patch:
+                self._http.call("PATCH", self._path(deployment.name), patch)
+        else:
+            query = {"all_traffic": "true"} if all_traffic else None
+            self._http.call("PUT", self._path(deployment.name), doc, query=query)
+        return SwitchyardPoller(lambda t: _deployment_from(wait_deployment(self._http, deployment.name, t)))
+
+    def begin_delete(self, name, endpoint_name=None, **kwargs):
+        self._http.call("DELETE", self._path(name))
+        return SwitchyardPoller(lambda _t: None)
+
+    def get_logs(self, name, endpoint_name=None, lines=100, container_type=None, local=False, **kwargs):
+        _, payload, _ = self._http.call("GET", self._path(name) + "/logs", query={"lines": lines}, raw=True)
+        return payload.decode("utf-8", "replace")

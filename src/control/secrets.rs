@@ -1,0 +1,247 @@
+//! `--secrets-dir`: the endpoint's keys and token signing secret (and, optionally, the admin
+//! token) come from files, one secret per file, the layout of a mounted Kubernetes Secret. Every
+//! replica given the same Secret accepts the same keys and verifies the tokens the others sign.
+//!
+//! The folder is read and validated here, at the edge of the control plane: a folder that is
+//! incomplete or holds a bad secret stops the start; a later bad edit is refused, logged and
+//! shown in `show` (`secrets_dir.last_error`) while the secrets in use stay. The folder is
+//! watched with the `--config-dir` watcher ([`FolderWatch`]), so the kubelet's `..data` swap of
+//! an updated Secret rotates the keys with no restart. A secret that leaves the folder stays
+//! accepted for `--key-grace-secs` (see [`Credentials::rotate_to`]); a new one is accepted as
+//! soon as it is read.
+//!
+//! [`Credentials::rotate_to`]: crate::endpoint::Credentials::rotate_to
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::watch::FolderWatch;
+use super::ControlPlane;
+use crate::endpoint::auth::SharedSecrets;
+
+/// The endpoint's primary key (`auth_mode: key`).
+pub const PRIMARY_KEY: &str = "primary-key";
+/// The endpoint's secondary key.
+pub const SECONDARY_KEY: &str = "secondary-key";
+/// Signs (and verifies) `aml_token` tokens.
+pub const TOKEN_SIGNING_KEY: &str = "token-signing-key";
+/// Optional: verifies tokens, never signs (the middle step of a signing-key rotation).
+pub const TOKEN_VERIFY_KEY: &str = "token-verify-key";
+/// Optional: the admin API's bearer token, in place of `--admin-token`.
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// Every file name the folder may hold (dot files, such as a Secret volume's `..data`, aside).
+const KNOWN: &[&str] = &[PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY, TOKEN_VERIFY_KEY, ADMIN_TOKEN];
+/// Shortest secret accepted: 32 characters (`openssl rand -hex 16` gives 32, Azure's keys have 32+).
+pub const MIN_SECRET_CHARS: usize = 32;
+/// Longest secret accepted (it travels in an `Authorization` header).
+pub const MAX_SECRET_CHARS: usize = 4096;
+
+/// What the folder holds, validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretFiles {
+    pub shared: SharedSecrets,
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for SecretFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a secret in a message.
+        f.debug_struct("SecretFiles").field("fingerprint", &self.shared.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+/// Reads and validates the folder. `admin_from_file` says whether the admin token comes from
+/// it (decided at start: an `admin-token` file that appears or disappears later is refused).
+pub fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<SecretFiles, String> {
+    let shown = dir.display();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list --secrets-dir {shown}: {e}"))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list --secrets-dir {shown}: {e}"))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') && !KNOWN.contains(&name.as_ref()) {
+            return Err(format!(
+                "--secrets-dir {shown} holds an unexpected file {name:?}: the names are {} (required), {} (optional)",
+                [PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY].join(", "),
+                [TOKEN_VERIFY_KEY, ADMIN_TOKEN].join(", "),
+            ));
+        }
+    }
+    let required = |name: &str| {
+        read_secret(dir, name)?.ok_or_else(|| {
+            format!(
+                "--secrets-dir {shown} has no {name} file: it needs {}, {} and {}, one secret per file",
+                PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY
+            )
+        })
+    };
+    let primary_key = required(PRIMARY_KEY)?;
+    let secondary_key = required(SECONDARY_KEY)?;
+    let token_signing_key = required(TOKEN_SIGNING_KEY)?;
+    let token_verify_key = read_secret(dir, TOKEN_VERIFY_KEY)?;
+    if primary_key == secondary_key {
+        return Err(format!(
+            "{shown}/{PRIMARY_KEY} and {SECONDARY_KEY} hold the same key: the two keys exist so that one can change while clients use the other"
+        ));
+    }
+    let admin_token = read_secret(dir, ADMIN_TOKEN)?;
+    match (admin_from_file, &admin_token) {
+        (Some(true), None) => {
+            return Err(format!(
+                "{shown}/{ADMIN_TOKEN} is gone: the admin token came from it at start; put it back (or restart with --admin-token)"
+            ))
+        }
+        (Some(false), Some(_)) => {
+            return Err(format!(
+                "{shown}/{ADMIN_TOKEN} appeared after start, but the admin token comes from --admin-token (SWITCHYARD_ADMIN_TOKEN): restart to take it from the file, or remove it"
+            ))
+        }
+        _ => {}
+    }
+    Ok(SecretFiles {
+        shared: SharedSecrets { primary_key, secondary_key, token_signing_key, token_verify_key },
+        admin_token,
+    })
+}
+
+/// One secret file: `None` when absent; its text without surrounding whitespace (a file
+/// written with `echo` ends with a newline) otherwise, checked.
+fn read_secret(dir: &Path, name: &str) -> Result<Option<String>, String> {
+    let path = dir.join(name);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    // Bounded: a secret larger than any key must not be read whole.
+    file.take(MAX_SECRET_CHARS as u64 + 64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = bytes.trim_ascii();
+    if text.is_empty() {
+        return Err(format!(
+            "{} is empty: write a secret of at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)",
+            path.display()
+        ));
+    }
+    if !text.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{} must hold visible ASCII characters only, no spaces or line breaks inside (it is sent in an Authorization header)",
+            path.display()
+        ));
+    }
+    if text.len() < MIN_SECRET_CHARS {
+        return Err(format!(
+            "{} holds {} characters: a secret needs at least {MIN_SECRET_CHARS} (e.g. `openssl rand -hex 32`)",
+            path.display(),
+            text.len()
+        ));
+    }
+    if text.len() > MAX_SECRET_CHARS {
+        return Err(format!("{} is longer than {MAX_SECRET_CHARS} characters", path.display()));
+    }
+    Ok(Some(String::from_utf8_lossy(text).into_owned()))
+}
+
+/// Reads `dir` (refusing to start on a bad folder), makes its secrets the endpoint's, and
+/// watches it. `admin_token_given` says whether `--admin-token` was given: an `admin-token`
+/// file besides it is refused (one admin token, from one place). Returns the file's admin token.
+pub fn start(control: &Arc<ControlPlane>, dir: PathBuf, admin_token_given: bool) -> Result<Option<String>, String> {
+    if !dir.is_dir() {
+        return Err(format!("--secrets-dir {} is not a folder", dir.display()));
+    }
+    // Watching before the first read: an edit in between is not missed.
+    let mut changes = FolderWatch::new(&dir, "--secrets-dir")?;
+    let files = read_folder(&dir, None)?;
+    if admin_token_given && files.admin_token.is_some() {
+        return Err(format!(
+            "the admin token is given twice: by --admin-token (or SWITCHYARD_ADMIN_TOKEN) and by {}/{ADMIN_TOKEN}; keep one",
+            dir.display()
+        ));
+    }
+    let admin_from_file = files.admin_token.is_some();
+    let admin_token = files.admin_token.clone();
+    control.set_secrets_source(dir.clone(), files.clone());
+    let watched = Arc::clone(control);
+    control.runtime.spawn(async move {
+        let control = watched;
+        let mut current = files;
+        while changes.next().await {
+            match read_folder(&dir, Some(admin_from_file)) {
+                Ok(next) if next == current => control.set_secrets_error(None),
+                Ok(next) => {
+                    tracing::info!(dir = %dir.display(), fingerprint = %next.shared.fingerprint(), "secrets rotated");
+                    control.apply_secrets(next.clone());
+                    current = next;
+                }
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "secrets refused; the secrets in use are kept");
+                    control.set_secrets_error(Some(e));
+                }
+            }
+        }
+    });
+    Ok(admin_token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "0123456789abcdef0123456789abcdef";
+    const K2: &str = "fedcba9876543210fedcba9876543210";
+    const K3: &str = "00112233445566778899aabbccddeeff";
+
+    fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(d.path().join(name), text).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn a_complete_folder_is_read_trimmed() {
+        let d = folder(&[(PRIMARY_KEY, &format!("{K1}\n")), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3)]);
+        std::os::unix::fs::symlink("nowhere", d.path().join("..data")).unwrap();
+        let f = read_folder(d.path(), None).unwrap();
+        assert_eq!(f.shared.primary_key, K1);
+        assert_eq!(f.shared.token_verify_key, None);
+        assert_eq!(f.admin_token, None);
+    }
+
+    #[test]
+    fn bad_folders_are_refused_with_the_reason() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[(SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3)], "has no primary-key file"),
+            (&[(PRIMARY_KEY, "\n"), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3)], "is empty"),
+            (&[(PRIMARY_KEY, "short"), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3)], "holds 5 characters"),
+            (&[(PRIMARY_KEY, K1), (SECONDARY_KEY, K1), (TOKEN_SIGNING_KEY, K3)], "hold the same key"),
+            (
+                &[(PRIMARY_KEY, "0123456789abcdef 0123456789abcdef"), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3)],
+                "visible ASCII",
+            ),
+            (
+                &[(PRIMARY_KEY, K1), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3), ("primary_key", K1)],
+                "unexpected file",
+            ),
+        ];
+        for (files, want) in cases {
+            let d = folder(files);
+            let err = read_folder(d.path(), None).err().unwrap_or_default();
+            assert!(err.contains(want), "{files:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_admin_token_file_cannot_come_or_go_after_start() {
+        let d = folder(&[(PRIMARY_KEY, K1), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3), (ADMIN_TOKEN, K1)]);
+        assert!(read_folder(d.path(), Some(true)).is_ok());
+        assert!(read_folder(d.path(), Some(false)).unwrap_err().contains("appeared after start"));
+        std::fs::remove_file(d.path().join(ADMIN_TOKEN)).unwrap();
+        assert!(read_folder(d.path(), Some(true)).unwrap_err().contains("is gone"));
+    }
+}

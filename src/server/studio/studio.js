@@ -1,0 +1,574 @@
+// Switchyard studio: the admin API (CONTRACT §5) in a browser. Vanilla JS, no dependencies.
+// Every call goes through api(), which adds the admin token when the server asked for one.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "switchyard-admin-token";
+const COLORS = ["#0b5cad", "#1a7f37", "#bc4c00", "#8250df", "#cf222e", "#116329", "#953800", "#0550ae"];
+const POLL_MS = 2000;
+const HISTORY = 60;
+
+const state = { endpoint: null, deployments: [], tab: "details", metrics: [], series: {}, mirror: [], keyShown: false };
+
+// ---------- the admin API ----------
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+let tokenWaiters = null;
+
+async function api(method, path, body, contentType) {
+  for (;;) {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers["Authorization"] = "Bearer " + token;
+    if (body !== undefined) headers["Content-Type"] = contentType || "application/json";
+    const init = { method, headers, cache: "no-store" };
+    if (body !== undefined) init.body = typeof body === "string" ? body : JSON.stringify(body);
+    const r = await fetch(path, init);
+    if (r.status === 401 && !path.startsWith("/v1/endpoint/invoke")) {
+      await askToken(token ? "That token was refused." : "");
+      continue;
+    }
+    const text = await r.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch (_) { /* text body (logs) */ }
+    if (!r.ok) throw new ApiError(r.status, (json && json.message) || text || r.statusText);
+    return { status: r.status, json, text, headers: r.headers };
+  }
+}
+
+function askToken(error) {
+  const err = $("token-error");
+  err.hidden = !error;
+  err.textContent = error;
+  if (!tokenWaiters) {
+    tokenWaiters = [];
+    $("token-dialog").showModal();
+    $("token-input").focus();
+  }
+  return new Promise((resolve) => tokenWaiters.push(resolve));
+}
+
+$("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+  $("token-dialog").close();
+  const waiters = tokenWaiters || [];
+  tokenWaiters = null;
+  waiters.forEach((w) => w());
+});
+$("token-dialog").addEventListener("cancel", (e) => e.preventDefault());
+
+let sayTimer = null;
+
+function say(text, isError) {
+  const m = $("message");
+  m.textContent = text;
+  m.className = isError ? "error" : "";
+  m.hidden = !text;
+  clearTimeout(sayTimer);
+  if (text && !isError) sayTimer = setTimeout(() => { m.hidden = true; }, 8000);
+}
+
+// ---------- tabs ----------
+
+const TABS = ["details", "test", "logs", "monitoring", "consume"];
+
+function showTab(name, focus) {
+  state.tab = name;
+  for (const t of TABS) {
+    const on = t === name;
+    const tab = $("tab-" + t);
+    tab.setAttribute("aria-selected", String(on));
+    tab.tabIndex = on ? 0 : -1;
+    $("panel-" + t).hidden = !on;
+    if (on && focus) tab.focus();
+  }
+  if (name === "logs") refreshLogs();
+  if (name === "monitoring") drawCharts();
+  if (name === "consume") renderConsume();
+}
+
+TABS.forEach((t, i) => {
+  const tab = $("tab-" + t);
+  tab.addEventListener("click", () => showTab(t));
+  tab.addEventListener("keydown", (e) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+    if (step) showTab(TABS[(i + step + TABS.length) % TABS.length], true);
+    if (e.key === "Home") showTab(TABS[0], true);
+    if (e.key === "End") showTab(TABS[TABS.length - 1], true);
+  });
+});
+
+// ---------- details ----------
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function splitText(map) {
+  const parts = Object.entries(map || {}).filter(([, w]) => w > 0).map(([n, w]) => `${n} ${w}%`);
+  return parts.length ? parts.join(", ") : "none";
+}
+
+async function refresh() {
+  try {
+    const ep = await api("GET", "/v1/endpoint");
+    state.endpoint = ep.json;
+    state.deployments = (await api("GET", "/v1/deployments")).json || [];
+  } catch (e) {
+    if (e.status === 404) {
+      state.endpoint = null;
+      state.deployments = [];
+    } else {
+      say("Cannot read the endpoint: " + e.message, true);
+      return;
+    }
+  }
+  renderDetails();
+  fillSelect($("test-deployment"), true);
+  fillSelect($("logs-deployment"), true);
+  if (state.tab === "consume") renderConsume();
+}
+
+function renderDetails() {
+  const ep = state.endpoint;
+  $("no-endpoint").hidden = !!ep;
+  $("endpoint-details").hidden = !ep;
+  $("endpoint-name").textContent = ep ? "· " + ep.name : "";
+  if (!ep) return;
+  $("ep-scoring-uri").textContent = ep.scoring_uri;
+  $("ep-auth-mode").textContent = ep.auth_mode;
+  $("ep-provisioning-state").textContent = ep.provisioning_state;
+  $("ep-traffic").textContent = splitText(ep.traffic);
+  $("ep-mirror-traffic").textContent = splitText(ep.mirror_traffic);
+  const cards = $("deployment-cards");
+  const editing = cards.querySelector("form.scale");
+  if (editing) return; // keep the user's edit; the next refresh after it redraws
+  // Redraw only what changed, so a button the user is about to press stays the same element.
+  const key = JSON.stringify([state.deployments, ep.traffic, ep.mirror_traffic]);
+  if (key === cards.dataset.drawn) return;
+  cards.dataset.drawn = key;
+  cards.replaceChildren(...state.deployments.map(card));
+}
+
+function hookOf(d) {
+  const cc = d.code_configuration;
+  if (cc && cc.scoring_script) return cc.scoring_script.endsWith(".py") ? `Python (${cc.scoring_script})` : cc.scoring_script;
+  return "ONNX (built-in)";
+}
+
+function card(d) {
+  const n = d.name;
+  const inst = d.instances || {};
+  const rs = d.request_settings || {};
+  const dl = el("dl", { class: "facts" });
+  const row = (label, value, id) => {
+    dl.append(el("dt", { text: label }));
+    const dd = el("dd", { text: value });
+    if (id) dd.id = id;
+    dl.append(dd);
+    return dd;
+  };
+  row("Model", (d.model && d.model.path) || "");
+  row("Scoring hook", hookOf(d));
+  row("Instances", `${inst.ready || 0} ready of ${d.instance_count}`, "instances-" + n);
+  const st = row("State", d.provisioning_state, "state-" + n);
+  st.className = "state-" + d.provisioning_state;
+  row("Traffic", `${(state.endpoint.traffic || {})[n] || 0}%` + ((state.endpoint.mirror_traffic || {})[n] ? `, mirror ${state.endpoint.mirror_traffic[n]}%` : ""), "traffic-of-" + n);
+  row("Request settings", `timeout ${rs.request_timeout_ms} ms, ${rs.max_concurrent_requests_per_instance} concurrent per instance`);
+  if (d.error) row("Error", d.error, "error-" + n).className = "error";
+  const edit = el("button", { id: "edit-" + n, class: "edit", type: "button", title: "Edit instance count", "aria-label": `Edit the instance count of ${n}` }, "✎");
+  edit.addEventListener("click", () => editScale(d));
+  const del = el("button", { id: "delete-" + n, type: "button", class: "danger", "aria-label": `Delete deployment ${n}` }, "Delete");
+  del.addEventListener("click", () => confirmDelete(n));
+  return el("article", { class: "card", id: "card-" + n }, el("h3", {}, el("span", { text: n }), edit), dl, el("div", { class: "actions" }, del));
+}
+
+function editScale(d) {
+  const c = $("card-" + d.name);
+  const input = el("input", { id: "scale-input-" + d.name, type: "number", min: "1", max: "256", value: String(d.instance_count), "aria-label": "Instance count" });
+  const save = el("button", { id: "scale-save-" + d.name, type: "submit" }, "Save");
+  const cancel = el("button", { id: "scale-cancel-" + d.name, type: "button" }, "Cancel");
+  const err = el("p", { class: "error", id: "scale-error-" + d.name, role: "alert" });
+  const form = el("form", { class: "scale" }, el("label", { for: input.id, text: "Instance count" }), input, el("div", { class: "actions" }, save, cancel), err);
+  cancel.addEventListener("click", () => { form.remove(); refresh(); });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("PATCH", "/v1/deployments/" + encodeURIComponent(d.name), { instance_count: Number(input.value) });
+      say(`Scaling ${d.name} to ${input.value} instances.`);
+      form.remove();
+      refresh();
+    } catch (x) {
+      err.textContent = x.message;
+    }
+  });
+  c.append(form);
+  input.focus();
+  input.select();
+}
+
+function fillSelect(select, preselectFirst) {
+  const names = state.deployments.map((d) => d.name);
+  const current = select.value;
+  if ([...select.options].map((o) => o.value).join() === names.join()) return;
+  select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+  if (names.includes(current)) select.value = current; else if (preselectFirst && names.length) select.value = names[0];
+}
+
+$("refresh").addEventListener("click", refresh);
+
+$("create-endpoint").addEventListener("click", async () => {
+  try {
+    await api("PUT", "/v1/endpoint", $("endpoint-yaml").value, "application/yaml");
+    say("Endpoint created.");
+    refresh();
+  } catch (e) { say(e.message, true); }
+});
+
+// ---------- update traffic ----------
+
+$("update-traffic").addEventListener("click", () => {
+  const ep = state.endpoint;
+  const fields = $("traffic-fields");
+  fields.replaceChildren(...state.deployments.map((d) => {
+    const id = "traffic-" + d.name;
+    return el("div", { class: "traffic-row" }, el("label", { for: id, text: d.name }),
+      el("input", { id, type: "number", min: "0", max: "100", value: String((ep.traffic || {})[d.name] || 0), "data-deployment": d.name }));
+  }));
+  const mirror = Object.entries(ep.mirror_traffic || {}).find(([, w]) => w > 0);
+  const sel = $("mirror-deployment");
+  sel.replaceChildren(...state.deployments.map((d) => el("option", { value: d.name, text: d.name })));
+  $("mirror-enable").checked = !!mirror;
+  if (mirror) sel.value = mirror[0];
+  else {
+    const idle = state.deployments.find((d) => !((ep.traffic || {})[d.name] > 0));
+    if (idle) sel.value = idle.name;
+  }
+  $("mirror-percent").value = mirror ? String(mirror[1]) : "10";
+  syncMirror();
+  $("traffic-error").hidden = true;
+  $("traffic-dialog").showModal();
+  const first = fields.querySelector("input");
+  if (first) first.focus();
+});
+
+function syncMirror() {
+  const on = $("mirror-enable").checked;
+  $("mirror-deployment").disabled = !on;
+  $("mirror-percent").disabled = !on;
+}
+$("mirror-enable").addEventListener("change", syncMirror);
+$("traffic-cancel").addEventListener("click", () => $("traffic-dialog").close());
+
+$("traffic-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const traffic = {};
+  for (const input of $("traffic-fields").querySelectorAll("input")) traffic[input.dataset.deployment] = Number(input.value);
+  const mirror_traffic = {};
+  if ($("mirror-enable").checked) mirror_traffic[$("mirror-deployment").value] = Number($("mirror-percent").value);
+  else for (const [n, w] of Object.entries(state.endpoint.mirror_traffic || {})) if (w > 0) mirror_traffic[n] = 0;
+  try {
+    await api("PATCH", "/v1/endpoint", { traffic, mirror_traffic });
+    $("traffic-dialog").close();
+    say("Traffic updated: " + splitText(traffic) + (Object.values(mirror_traffic).some((w) => w > 0) ? "; mirror " + splitText(mirror_traffic) : ""));
+    refresh();
+  } catch (x) {
+    const err = $("traffic-error");
+    err.textContent = x.message;
+    err.hidden = false;
+  }
+});
+
+// ---------- add deployment ----------
+
+$("add-deployment").addEventListener("click", () => {
+  $("add-progress").textContent = "";
+  $("add-error").hidden = true;
+  $("add-submit").disabled = false;
+  $("add-dialog").showModal();
+  $("add-file").focus();
+});
+$("add-cancel").addEventListener("click", () => $("add-dialog").close());
+
+function nameFromYaml(text) {
+  const m = /^name:\s*["']?([A-Za-z][-A-Za-z0-9]*)/m.exec(text);
+  return m ? m[1] : "";
+}
+
+$("add-file").addEventListener("change", async () => {
+  const f = $("add-file").files[0];
+  if (!f) return;
+  $("add-yaml").value = await f.text();
+  $("add-name").value = nameFromYaml($("add-yaml").value);
+});
+$("add-yaml").addEventListener("input", () => { if (!$("add-name").dataset.touched) $("add-name").value = nameFromYaml($("add-yaml").value); });
+$("add-name").addEventListener("input", () => { $("add-name").dataset.touched = "1"; });
+
+$("add-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const err = $("add-error");
+  const progress = $("add-progress");
+  err.hidden = true;
+  const name = $("add-name").value.trim() || nameFromYaml($("add-yaml").value);
+  if (!name) { err.textContent = "Give the deployment a name (the YAML's name: or the Name field)."; err.hidden = false; return; }
+  const q = new URLSearchParams();
+  if ($("add-all-traffic").checked) q.set("all_traffic", "true");
+  if ($("add-base").value.trim()) q.set("base_dir", $("add-base").value.trim());
+  const path = "/v1/deployments/" + encodeURIComponent(name);
+  $("add-submit").disabled = true;
+  const started = performance.now();
+  try {
+    await api("PUT", path + (q.toString() ? "?" + q : ""), $("add-yaml").value, "application/yaml");
+    refresh();
+    for (;;) {
+      const d = (await api("GET", path + "?wait=2")).json;
+      const secs = ((performance.now() - started) / 1000).toFixed(0);
+      progress.textContent = `${name}: ${d.provisioning_state} (${secs} s)` + (d.error ? " — " + d.error : "");
+      progress.className = "state-" + d.provisioning_state;
+      if (d.provisioning_state === "Succeeded" || d.provisioning_state === "Failed") break;
+    }
+    refresh();
+  } catch (x) {
+    err.textContent = x.message;
+    err.hidden = false;
+  } finally {
+    $("add-submit").disabled = false;
+  }
+});
+
+// ---------- delete ----------
+
+let pendingDelete = null;
+
+function confirmDelete(name) {
+  pendingDelete = name;
+  $("confirm-title").textContent = name ? "Delete deployment" : "Delete endpoint";
+  $("confirm-text").textContent = name
+    ? `Delete deployment ${name}? Its instances stop and its logs go.`
+    : `Delete endpoint ${state.endpoint.name} and all its deployments?`;
+  $("confirm-error").hidden = true;
+  $("confirm-dialog").showModal();
+  $("confirm-no").focus();
+}
+$("delete-endpoint").addEventListener("click", () => confirmDelete(null));
+$("confirm-no").addEventListener("click", () => $("confirm-dialog").close());
+$("confirm-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    const r = await api("DELETE", pendingDelete ? "/v1/deployments/" + encodeURIComponent(pendingDelete) : "/v1/endpoint");
+    $("confirm-dialog").close();
+    say((r.json && r.json.message) || "Deleted.");
+    refresh();
+  } catch (x) {
+    const err = $("confirm-error");
+    err.textContent = x.message;
+    err.hidden = false;
+  }
+});
+
+// ---------- test ----------
+
+$("test-run").addEventListener("click", async () => {
+  const dep = $("test-deployment").value;
+  const started = performance.now();
+  const q = dep ? "?deployment_name=" + encodeURIComponent(dep) : "";
+  let status, servedBy, text;
+  try {
+    const r = await api("POST", "/v1/endpoint/invoke" + q, $("test-input").value);
+    status = r.status; servedBy = r.headers.get("azureml-model-deployment"); text = r.text;
+  } catch (x) {
+    status = x.status; servedBy = "—"; text = x.message;
+  }
+  $("test-result").hidden = false;
+  $("test-status").textContent = String(status);
+  $("test-served-by").textContent = servedBy || "—";
+  $("test-time").textContent = `${(performance.now() - started).toFixed(1)} ms`;
+  $("test-output").textContent = text;
+});
+
+// ---------- logs ----------
+
+async function refreshLogs() {
+  const dep = $("logs-deployment").value;
+  if (!dep) { $("logs-output").textContent = ""; return; }
+  const lines = Math.max(1, Math.min(10000, Number($("logs-lines").value) || 100));
+  try {
+    const r = await api("GET", `/v1/deployments/${encodeURIComponent(dep)}/logs?lines=${lines}`);
+    const out = $("logs-output");
+    const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+    out.replaceChildren(...r.text.split("\n").filter((l) => l).map((l) => {
+      const mirror = /\bmirror\b/i.test(l);
+      return el("span", mirror ? { class: "mirror-line", text: "[mirror] " + l + "\n" } : { text: l + "\n" });
+    }));
+    if (atBottom) out.scrollTop = out.scrollHeight;
+  } catch (x) {
+    $("logs-output").textContent = x.message;
+  }
+}
+$("logs-deployment").addEventListener("change", refreshLogs);
+$("logs-lines").addEventListener("change", refreshLogs);
+
+// ---------- monitoring ----------
+
+function quantile(buckets, q) {
+  const total = buckets.reduce((s, b) => s + b.count, 0);
+  if (!total) return null;
+  let seen = 0, lower = 0;
+  for (const b of buckets) {
+    const upper = b.le === null ? lower * 2 : b.le;
+    if (seen + b.count >= q * total) return (lower + (upper - lower) * ((q * total - seen) / b.count)) * 1000;
+    seen += b.count;
+    lower = upper;
+  }
+  return lower * 1000;
+}
+
+function diffBuckets(now, before) {
+  return now.map((b, i) => ({ le: b.le, count: b.count - ((before && before[i] && before[i].count) || 0) }));
+}
+
+async function pollMetrics() {
+  if (!state.endpoint) return;
+  let m;
+  try { m = (await api("GET", "/v1/metrics")).json; } catch (_) { return; }
+  const prev = state.metrics;
+  state.metrics = m;
+  if (prev && prev.time_ms) {
+    const dt = (m.time_ms - prev.time_ms) / 1000;
+    for (const d of m.deployments) {
+      const p = (prev.deployments || []).find((x) => x.name === d.name);
+      if (!p || dt <= 0) continue;
+      const n = d.live.requests - p.live.requests;
+      const errors = d.live.errors - p.live.errors;
+      const b = diffBuckets(d.live.buckets, p.live.buckets);
+      const s = (state.series[d.name] = state.series[d.name] || []);
+      s.push({ t: m.time_ms, rate: n / dt, mirrorRate: (d.mirror.requests - p.mirror.requests) / dt, p50: quantile(b, 0.5), p99: quantile(b, 0.99), err: n ? (100 * errors) / n : null });
+      if (s.length > HISTORY) s.shift();
+    }
+  }
+  const mirror = Object.entries(state.endpoint.mirror_traffic || {}).find(([, w]) => w > 0);
+  if (mirror) {
+    try {
+      const c = (await api("GET", `/v1/deployments/${encodeURIComponent(mirror[0])}/comparison`)).json;
+      state.mirror.push({ t: m.time_ms, report: c });
+      if (state.mirror.length > HISTORY) state.mirror.shift();
+    } catch (_) { /* deleted meanwhile */ }
+  } else {
+    state.mirror = [];
+  }
+  if (state.tab === "monitoring") drawCharts();
+}
+
+function drawChart(canvas, lines, unit) {
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, L = 48, B = 22, T = 10, R = 10;
+  ctx.clearRect(0, 0, W, H);
+  const pts = lines.flatMap((l) => l.points).filter((p) => p[1] !== null && isFinite(p[1]));
+  const tMax = Date.now(), tMin = tMax - HISTORY * POLL_MS;
+  let yMax = Math.max(0, ...pts.map((p) => p[1]));
+  if (yMax <= 0) yMax = 1;
+  const mag = Math.pow(10, Math.floor(Math.log10(yMax)));
+  yMax = Math.ceil(yMax / mag) * mag;
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.strokeStyle = "#d0d7de"; ctx.fillStyle = "#59636e"; ctx.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) {
+    const y = T + ((H - T - B) * i) / 4;
+    ctx.beginPath(); ctx.moveTo(L, y); ctx.lineTo(W - R, y); ctx.stroke();
+    const v = yMax * (1 - i / 4);
+    ctx.fillText(v >= 100 ? v.toFixed(0) : v.toPrecision(2), 4, y + 4);
+  }
+  ctx.fillText(`last ${(HISTORY * POLL_MS) / 1000} s${unit ? " · " + unit : ""}`, L, H - 6);
+  if (!pts.length) { ctx.fillText("no requests yet", L + 10, T + 20); return; }
+  for (const l of lines) {
+    ctx.strokeStyle = l.color; ctx.lineWidth = 2; ctx.setLineDash(l.dash || []);
+    ctx.beginPath();
+    let started = false;
+    for (const [t, v] of l.points) {
+      if (v === null || !isFinite(v)) { started = false; continue; }
+      const x = L + ((W - L - R) * (t - tMin)) / (tMax - tMin);
+      const y = T + (H - T - B) * (1 - v / yMax);
+      if (started) ctx.lineTo(x, y); else { ctx.moveTo(x, y); started = true; }
+    }
+    ctx.stroke();
+    // A dot per reading, so a lone point (one busy interval) shows too.
+    ctx.fillStyle = l.color;
+    for (const [t, v] of l.points) {
+      if (v === null || !isFinite(v)) continue;
+      ctx.beginPath();
+      ctx.arc(L + ((W - L - R) * (t - tMin)) / (tMax - tMin), T + (H - T - B) * (1 - v / yMax), 2.5, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  }
+  ctx.setLineDash([]);
+}
+
+function drawCharts() {
+  const names = Object.keys(state.series).filter((n) => state.deployments.some((d) => d.name === n));
+  const color = (n) => COLORS[state.deployments.findIndex((d) => d.name === n) % COLORS.length];
+  const of = (n, k) => state.series[n].map((s) => [s.t, s[k]]);
+  drawChart($("chart-rate"), names.flatMap((n) => [{ color: color(n), points: of(n, "rate") }, { color: color(n), dash: [4, 3], points: of(n, "mirrorRate") }]), "dashed: mirror copies");
+  drawChart($("chart-latency"), names.flatMap((n) => [{ color: color(n), points: of(n, "p50") }, { color: color(n), dash: [4, 3], points: of(n, "p99") }]), "solid p50, dashed p99");
+  drawChart($("chart-errors"), names.map((n) => ({ color: color(n), points: of(n, "err") })), "");
+  $("chart-legend").replaceChildren(...names.map((n) => { const s = el("span", { text: n, id: "legend-" + n }); s.style.setProperty("--c", color(n)); return s; }));
+  const fig = $("mirror-figure");
+  fig.hidden = !state.mirror.length;
+  if (state.mirror.length) {
+    const last = state.mirror[state.mirror.length - 1].report;
+    const share = last.mirror || {};
+    $("mirror-summary").textContent = `${last.deployment} · ${last.mirror_percent}% · agreement ${last.agreement_ratio === null || last.agreement_ratio === undefined ? "—" : (100 * last.agreement_ratio).toFixed(1) + "%"} · max |diff| ${typeof last.max_abs_diff === "number" ? last.max_abs_diff.toPrecision(4) : "—"} · dropped ${share.dropped ?? 0} of ${share.wanted ?? 0}`;
+    drawChart($("chart-mirror"), [
+      { color: "#1a7f37", points: state.mirror.map((m) => [m.t, m.report.agreement_ratio === null || m.report.agreement_ratio === undefined ? null : 100 * m.report.agreement_ratio]) },
+      { color: "#cf222e", dash: [4, 3], points: state.mirror.map((m) => [m.t, m.report.mirror && m.report.mirror.wanted ? (100 * m.report.mirror.dropped) / m.report.mirror.wanted : 0]) },
+    ], "agreement % (solid), dropped % (dashed)");
+  }
+}
+
+// ---------- consume ----------
+
+function renderConsume() {
+  const ep = state.endpoint;
+  if (!ep) return;
+  const uri = ep.scoring_uri;
+  $("consume-uri").textContent = uri;
+  const key = state.keyShown ? $("consume-key").textContent : "<key>";
+  $("snippet-curl").textContent = `curl -X POST '${uri}' \\\n  -H 'Authorization: Bearer ${key}' \\\n  -H 'Content-Type: application/json' \\\n  -d @sample-request.json`;
+  $("snippet-python").textContent = `import json, urllib.request\n\nbody = json.dumps({"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}).encode()\nreq = urllib.request.Request(\n    "${uri}", body,\n    {"Content-Type": "application/json", "Authorization": "Bearer ${key}"},\n)\nprint(urllib.request.urlopen(req).read().decode())`;
+}
+
+$("show-key").addEventListener("click", async () => {
+  if (state.keyShown) {
+    state.keyShown = false;
+    $("consume-key").textContent = "••••••••";
+    $("show-key").textContent = "Show key";
+    renderConsume();
+    return;
+  }
+  try {
+    const k = (await api("GET", "/v1/endpoint/keys")).json;
+    $("consume-key").textContent = k.primaryKey || k.accessToken;
+    state.keyShown = true;
+    $("show-key").textContent = "Hide key";
+    renderConsume();
+  } catch (x) { say(x.message, true); }
+});
+
+// ---------- start ----------
+
+async function tick() {
+  const dialogOpen = [...document.querySelectorAll("dialog")].some((d) => d.open);
+  if (!dialogOpen) await refresh();
+  await pollMetrics();
+  if (state.tab === "logs" && !dialogOpen) await refreshLogs();
+}
+
+refresh().then(pollMetrics);
+setInterval(tick, POLL_MS);

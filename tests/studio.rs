@@ -1,0 +1,172 @@
+//! The studio page (`GET /` on the admin plane) and the admin API it is built on: the page and
+//! its assets come from the binary, `/v1/metrics` counts per deployment, `/v1/endpoint/invoke`
+//! scores through the front door, `?base_dir=` resolves a picked YAML file's relative paths;
+//! and the Azure tutorial's studio steps clicked through in headless Chromium
+//! (tests/studio/studio_test.py, installed by scripts/studio-setup.sh).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Once;
+
+use common::*;
+use serde_json::json;
+
+const TOKEN: &str = "studio-test-token";
+
+fn get_with(s: &Server, path: &str, token: Option<&str>) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http(&agent(), "GET", &format!("{}{path}", s.admin), &headers, None)
+}
+
+#[test]
+fn the_page_and_its_assets_are_served_from_the_binary_without_the_token() {
+    let s = Server::start_with(&["--admin-token", TOKEN]);
+    let page = get_with(&s, "/", None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"), "{page:?}");
+    assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"), "{page:?}");
+    for id in
+        ["tab-details", "tab-test", "tab-logs", "tab-monitoring", "tab-consume", "update-traffic", "mirror-enable"]
+    {
+        assert!(page.body.contains(&format!("id=\"{id}\"")), "the page has no #{id}");
+    }
+    for (path, kind) in [("/studio/studio.js", "text/javascript"), ("/studio/studio.css", "text/css")] {
+        let r = get_with(&s, path, None);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.header("content-type").unwrap().starts_with(kind), "{path}: {r:?}");
+    }
+    // The page holds no data; the API it calls still wants the token.
+    assert_eq!(get_with(&s, "/v1/metrics", None).status, 401);
+    assert_eq!(get_with(&s, "/v1/metrics", Some(TOKEN)).status, 200);
+    assert_eq!(get_with(&s, "/studio/nothing.js", None).status, 404);
+}
+
+#[test]
+fn v1_metrics_counts_live_requests_errors_and_durations_per_deployment() {
+    let s = Server::start();
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({}));
+    s.deploy("green", "model-1", json!({}));
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
+    for _ in 0..5 {
+        assert_eq!(s.score_authed(&key, &sample_request(), None).status, 200);
+    }
+    assert_eq!(s.score_authed(&key, b"{\"data\": \"not rows\"}", None).status, 400);
+    let m = s.admin("GET", "/v1/metrics", None).json();
+    let of = |name: &str| m["deployments"].as_array().unwrap().iter().find(|d| d["name"] == name).cloned().unwrap();
+    let blue = of("blue");
+    assert_eq!((blue["live"]["requests"].as_u64(), blue["live"]["ok"].as_u64()), (Some(6), Some(5)), "{blue}");
+    assert_eq!(blue["live"]["errors"], 1, "{blue}");
+    let counted: u64 = blue["live"]["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 6, "{blue}");
+    assert!(blue["live"]["buckets"].as_array().unwrap().last().unwrap()["le"].is_null(), "+Inf is null: {blue}");
+    assert_eq!(blue["instances"]["ready"], 1);
+    assert_eq!(of("green")["live"]["requests"], 0);
+    assert!(m["time_ms"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn invoke_scores_through_the_front_door_pinned_or_by_traffic() {
+    let s = Server::start();
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({}));
+    s.deploy("green", "model-2", json!({}));
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let invoke = |q: &str, body: &[u8]| {
+        http(
+            &agent(),
+            "POST",
+            &format!("{}/v1/endpoint/invoke{q}", s.admin),
+            &[("Content-Type", "application/json")],
+            Some(body),
+        )
+    };
+    let r = invoke("", &sample_request());
+    assert_eq!((r.status, r.header("azureml-model-deployment")), (200, Some("blue")), "{}", r.body);
+    assert_model_1(&r.body);
+    let r = invoke("?deployment_name=green", &sample_request());
+    assert_eq!((r.status, r.header("azureml-model-deployment")), (200, Some("green")), "{}", r.body);
+    // The scoring plane's own errors come back as they are.
+    let r = invoke("?deployment_name=nosuch", &sample_request());
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = invoke("", b"{\"data\": 1}");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(!r.message().is_empty());
+}
+
+#[test]
+fn put_with_base_dir_resolves_a_yaml_files_relative_paths() {
+    let s = Server::start();
+    s.create_endpoint();
+    let yaml = "name: blue\nmodel:\n  path: ../models/model-1/\n";
+    let put = |q: &str| {
+        http(
+            &agent(),
+            "PUT",
+            &format!("{}/v1/deployments/blue{q}", s.admin),
+            &[("Content-Type", "application/yaml")],
+            Some(yaml.as_bytes()),
+        )
+    };
+    let r = put("?base_dir=relative/folder");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("base_dir must be an absolute folder"), "{}", r.body);
+    assert_eq!(s.admin("GET", "/v1/deployments", None).json(), json!([]), "a refused PUT created nothing");
+    let base = repo().join("sample-requests");
+    let r = put(&format!("?base_dir={}", path_str(&base)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let d = s.wait_state("blue", "Succeeded");
+    assert_eq!(d["model"]["path"], json!(path_str(&repo().join("models/model-1"))), "{d}");
+}
+
+/// Installs chromium, chromedriver and Selenium once (scripts/studio-setup.sh).
+fn studio_python() -> PathBuf {
+    static SETUP: Once = Once::new();
+    SETUP.call_once(|| {
+        let status =
+            Command::new(repo().join("scripts/studio-setup.sh")).status().expect("run scripts/studio-setup.sh");
+        assert!(status.success(), "scripts/studio-setup.sh failed");
+    });
+    repo().join("target/studio-venv/bin/python")
+}
+
+/// The seed's score.py deployments run in the Python hook's test venv (no env build).
+fn hook_python() -> String {
+    let status = Command::new(repo().join("scripts/setup.sh"))
+        .env("SWITCHYARD_SKIP_BUILD", "1")
+        .status()
+        .expect("run scripts/setup.sh");
+    assert!(status.success(), "scripts/setup.sh failed");
+    path_str(&repo().join("target/python-test-venv/bin/python"))
+}
+
+#[test]
+fn the_tutorials_studio_steps_clicked_through_in_headless_chromium() {
+    if std::env::var("SWITCHYARD_SKIP_BROWSER").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: SWITCHYARD_SKIP_BROWSER=1");
+        return;
+    }
+    let python = studio_python();
+    let s = Server::start_with(&["--admin-token", TOKEN, "--python", &hook_python()]);
+    let shots = repo().join("target/studio-screenshots");
+    let out = Command::new(python)
+        .arg(repo().join("tests/studio/studio_test.py"))
+        .env("STUDIO_URL", &s.admin)
+        .env("ADMIN_TOKEN", TOKEN)
+        .env("SAMPLE_DIR", repo().join("examples/azure-sample/managed/sample"))
+        .env("SHOTS_DIR", &shots)
+        .output()
+        .expect("run tests/studio/studio_test.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stdout.contains("studio: all steps passed"), "{stdout}\n{stderr}");
+    for tab in ["details", "test", "logs", "monitoring", "consume", "update-traffic-refused"] {
+        let png = shots.join(format!("{tab}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_default();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} is not a screenshot", png.display());
+    }
+}
