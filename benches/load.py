@@ -10,6 +10,9 @@ Measures, in one run on one machine, so that every number has a baseline beside 
     the Python hook) and under azureml-inference-server-http (2 workers), same interpreter and
     packages, at concurrency 1, 8, 32: req/s and p99 ratios, the hook's per-request overhead
     (latency minus the in-process time of run()) and idle RSS per Python instance;
+  * native plugins (--only native): the Rust model-1 plugin (runtime/examples/linear) in process
+    and with `isolation: process` against the ONNX model-1 hook, same server, same run, c=1
+    and c=32: req/s ratios and the worker's cost per request;
   * scenarios: live p99 with a 50% mirror to a 10x slower shadow, p99 during traffic flips,
     scale 1->2->1 and deployment creates, model-2 on 64-row requests with 1 vs 2 instances,
     create->ready time, resident memory per added deployment;
@@ -393,6 +396,49 @@ def sample(args, results):
     out["python_hook_beyond_http_us"] = out["overhead_us"]["switchyard"] - table["switchyard_onnx"]["1"]["p50_ms"] * 1e3
 
 
+def native(args, results):
+    """The Rust model-1 plugin against the ONNX model-1 hook, one server, interleaved rounds."""
+    library = ROOT / "target" / "release" / "libswitchyard_example_linear.so"
+    if not library.exists():
+        raise SystemExit("bench: build the plugin first: cargo build --release -p switchyard-example-linear")
+    code = Path(tempfile.mkdtemp(prefix="switchyard-bench-native-"))
+    shutil.copy(library, code / "plugin.so")
+    model = {"path": str(ROOT / "models" / "model-1")}
+    plugin = {"model": model, "code_configuration": {"code": str(code), "scoring_script": "plugin.so"}}
+    sy = Switchyard()
+    try:
+        sy.deploy("onnx", "model-1", instances=2)
+        sy.deploy("native", None, instances=2, spec=plugin)
+        sy.deploy("isolated", None, instances=2, spec=dict(plugin, isolation="process"))
+        sample = ROOT / "sample-requests" / "model-1.json"
+        rounds = 1 if args.quick else 2
+        table = {}
+        for c in (1, 32):
+            for _ in range(rounds):
+                for name in ("onnx", "native", "isolated"):
+                    r = wrk(sy.url(), sample, c, args.seconds, key=sy.key, pin=name)
+                    assert r["errors"] == 0, (name, c, r)
+                    table.setdefault(name, {}).setdefault(str(c), []).append(r)
+                    print(f"  {name:9} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f} ms",
+                          flush=True)
+    finally:
+        sy.stop()
+        shutil.rmtree(code, ignore_errors=True)
+    best = {n: {c: max(rs, key=lambda r: r["rps"]) for c, rs in by_c.items()} for n, by_c in table.items()}
+    out = {
+        "table": best,
+        "native_vs_onnx_rps_c32": best["native"]["32"]["rps"] / best["onnx"]["32"]["rps"],
+        "isolated_vs_native_rps_c32": best["isolated"]["32"]["rps"] / best["native"]["32"]["rps"],
+        # What the worker process adds to one request: a frame each way through two pipes and
+        # a context switch, seen as the c=1 median latency over the in-process plugin's.
+        "isolated_cost_per_request_us": (best["isolated"]["1"]["p50_ms"] - best["native"]["1"]["p50_ms"]) * 1e3,
+    }
+    results["native"] = out
+    print(f"  native plugin / ONNX model-1 at c=32: {out['native_vs_onnx_rps_c32']:.2f}x req/s; "
+          f"isolation: process / in process: {out['isolated_vs_native_rps_c32']:.2f}x req/s, "
+          f"+{out['isolated_cost_per_request_us']:.0f} us per request at c=1 (p50)", flush=True)
+
+
 def p99_pair(sy, body, seconds, rounds, change=None, c=16):
     """Median over `rounds` of (steady p99, p99 with `change` running in a thread)."""
     steady, changed = [], []
@@ -652,17 +698,19 @@ def main():
     p.add_argument("--quick", action="store_true", help="2-second points, one round per scenario")
     p.add_argument("--seconds", type=int, help="seconds per measurement (default 5, quick 2)")
     p.add_argument("--no-python", action="store_true", help="skip the Azure ML inference server baseline")
-    p.add_argument("--only", choices=["throughput", "scenarios", "sample"], help="run one part")
+    p.add_argument("--only", choices=["throughput", "scenarios", "sample", "native"], help="run one part")
     p.add_argument("--manycore", action="store_true", help="model-2 64-row throughput against instances 1..16")
     p.add_argument("--out", type=Path, help="raw results (default: benches/results/load-results.json, with --only "
                    "sample python-sample-results.json)")
     p.add_argument("--merge", action="store_true", help="keep the other part's results already in --out")
     args = p.parse_args()
     args.seconds = args.seconds or (2 if args.quick else 5)
-    args.out = args.out or RESULTS / ("python-sample-results.json" if args.only == "sample" else "load-results.json")
+    args.out = args.out or RESULTS / {"sample": "python-sample-results.json", "native": "native-results.json"}.get(
+        args.only, "load-results.json")
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (benches/run.sh installs it)")
-    if not args.no_python and not args.manycore and args.only != "sample" and not (VENV / "bin" / "azmlinfsrv").exists():
+    if not args.no_python and not args.manycore and args.only not in ("sample", "native") \
+            and not (VENV / "bin" / "azmlinfsrv").exists():
         raise SystemExit("bench: .bench/venv is missing (benches/run.sh creates it), or pass --no-python")
     if not args.no_python and not args.manycore and args.only in (None, "sample") \
             and not (SAMPLE_VENV / "bin" / "azmlinfsrv").exists():
@@ -674,7 +722,10 @@ def main():
         results.update({k: v for k, v in old.items()
                         if k in ("throughput", "scenarios", "python_sample") and k != {"sample": "python_sample"}.get(args.only, args.only)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.manycore:
+    if args.only == "native":
+        print("native plugins: the Rust model-1 plugin against the ONNX model-1 hook", flush=True)
+        native(args, results)
+    elif args.manycore:
         manycore(args, results)
         args.out = args.out.with_name("manycore-results.json")
     else:

@@ -1,5 +1,6 @@
 //! Micro benchmarks of the hot path's pure parts: the routing decision, JSON → tensor input
-//! conversion, and response encoding. Run: `cargo bench --bench micro`.
+//! conversion, response encoding, and the native plugin ABI's cost per run. Run:
+//! `cargo bench --bench micro`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -64,5 +65,42 @@ fn response_encoding(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, routing, json_to_tensor, response_encoding);
+/// The cost of one run through the native plugin ABI (src/sys/native.rs): a no-op C plugin
+/// (tests/fixtures/native/faults.c, which answers a constant 12 bytes), called through
+/// `NativeHook::run` — the call through the table, the respond callback copying the answer,
+/// the return code's mapping — beside the same answer made without the ABI (a 12-byte copy
+/// into `Bytes`), in the same run. The target is <= 1 us per run.
+fn native_abi(c: &mut Criterion) {
+    use switchyard::{HookRequest, InitContext, NativeHook, ScoringHook};
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-O2", "-I", &format!("{root}/runtime/include")])
+        .arg(format!("{root}/tests/fixtures/native/faults.c"))
+        .arg("-o")
+        .arg(dir.path().join("noop.so"))
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("native ABI benchmark skipped: no C compiler (cc)");
+        return;
+    }
+    let (spec, _) = DeploymentSpec::from_value(serde_json::json!({
+        "name": "native",
+        "model": {"path": format!("{root}/models/model-1")},
+        "code_configuration": {"code": dir.path(), "scoring_script": "noop.so"},
+    }))
+    .unwrap();
+    let switchyard::spec::HookKind::Native(plugin) = spec.hook_kind().unwrap() else { panic!("not native") };
+    let mut hook = NativeHook::load(&plugin, &InitContext::new("native", Default::default())).unwrap();
+    let headers = Default::default();
+    let request = HookRequest { body: b"{}", content_type: Some("application/json"), headers: &headers, cancel: None };
+    c.bench_function("native ABI: one run of a no-op C plugin", |b| {
+        b.iter(|| hook.run(black_box(request)).map(|r| r.body.len()))
+    });
+    c.bench_function("native ABI baseline: the same answer without the ABI", |b| {
+        b.iter(|| bytes::Bytes::from(black_box(&b"{\"ok\": true}"[..]).to_vec()).len())
+    });
+}
+
+criterion_group!(benches, routing, json_to_tensor, response_encoding, native_abi);
 criterion_main!(benches);

@@ -7,10 +7,14 @@
 #   benches/run.sh --manycore model-2 64-row throughput against instance count 1..16
 #   benches/run.sh --only sample   the Azure sample's score.py: Switchyard against Azure's
 #                            inference server (~1 minute; benches/results/python-sample-results.json)
+#   benches/run.sh --only native   the Rust model-1 plugin (in process and isolation: process)
+#                            against the ONNX model-1 hook (~1 minute; benches/results/native-results.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p switchyard-bench-floor
+# The Rust model-1 plugin (runtime/examples/linear), for --only native.
+cargo build --release --locked -p switchyard-example-linear
 
 if ! command -v wrk >/dev/null; then
   echo "bench: installing wrk (Debian package)"
@@ -22,7 +26,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 case " $* " in
-  *" --manycore "*|*" --no-python "*) ;;
+  *" --manycore "*|*" --no-python "*|*" --only native "*) ;;
   *)
     if [ ! -x .bench/venv/bin/azmlinfsrv ]; then
       echo "bench: creating .bench/venv with azureml-inference-server-http (pinned)"

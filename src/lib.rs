@@ -27,6 +27,7 @@ mod threads;
 pub use cli::{run, Cli};
 pub use deployment::Deployment;
 pub use endpoint::{Credentials, WeightedSplit};
+pub use hooks::native::NativeHook;
 pub use hooks::onnx::OnnxHook;
 pub use hooks::{tensor_json, HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 pub use telemetry::Metrics;

@@ -115,6 +115,20 @@ pub enum Command {
     /// cache ahead of time (at image build), so `serve` starts it without pip.
     #[command(subcommand)]
     Env(env::EnvVerb),
+    /// The worker process of a native plugin deployed with `isolation: process` (started by
+    /// `serve`, speaking frames on fds 3 and 4; not for use by hand).
+    #[command(hide = true)]
+    NativeWorker(NativeWorkerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NativeWorkerArgs {
+    /// The plugin's shared library.
+    #[arg(long)]
+    pub library: std::path::PathBuf,
+    /// What the plugin's init receives as its model folder.
+    #[arg(long)]
+    pub model_dir: std::path::PathBuf,
 }
 
 /// Why `--local` is refused, and what to run instead: the README's one `docker run` line. The
@@ -233,6 +247,7 @@ pub fn run(cli: Cli) -> i32 {
             }
             Err(message) => report(Err(message)),
         },
+        Command::NativeWorker(args) => crate::hooks::native::worker_main(&args.library, &args.model_dir),
     }
 }
 

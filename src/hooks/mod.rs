@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod native;
 pub mod onnx;
 pub mod ort_runtime;
 pub mod python;
 pub mod tensor_json;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
@@ -148,6 +150,7 @@ pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, 
             onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _).map_err(|e| InitError(e.to_string()))
         }
         HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _).map_err(InitError),
+        HookKind::Native(plugin) => native::start(plugin, ctx).map_err(InitError),
     }
 }
 
@@ -162,5 +165,6 @@ pub fn describe(kind: &HookKind) -> String {
     match kind {
         HookKind::Onnx { model_file } => format!("onnx {}", model_file.display()),
         HookKind::Python(script) => python::describe_script(script),
+        HookKind::Native(plugin) => native::describe_plugin(plugin),
     }
 }

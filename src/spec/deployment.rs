@@ -85,6 +85,31 @@ pub enum HookKind {
     Onnx { model_file: PathBuf },
     /// An Azure ML scoring script (`score.py`) run by worker processes.
     Python(super::python::PythonScript),
+    /// A native plugin (`.so`) speaking the C ABI of `runtime/include/switchyard_plugin.h`.
+    Native(NativePlugin),
+}
+
+/// `isolation:` (a local extension): where a native plugin's instances run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// In the server's process (the default): fastest; a crash takes the server down.
+    #[default]
+    InProcess,
+    /// Each instance in a worker process: a crash costs one request and one instance restart.
+    Process,
+}
+
+/// A native deployment's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativePlugin {
+    /// The shared library: `code_configuration.code` joined with `scoring_script`.
+    pub library: PathBuf,
+    /// `code_configuration.code`: the worker's working folder under `isolation: process`.
+    pub code_dir: PathBuf,
+    /// `model.path`: what the plugin's init receives as its model folder (or file).
+    pub model_path: PathBuf,
+    pub isolation: Isolation,
 }
 
 /// One deployment as the user wrote it (paths made absolute).
@@ -124,6 +149,9 @@ pub struct DeploymentSpec {
     pub scale_settings: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_collector: Option<Value>,
+    /// Local extension: `in_process` (default) or `process`, for native (`.so`) plugins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
 }
 
 fn default_instances() -> u32 {
@@ -263,6 +291,17 @@ impl DeploymentSpec {
 
     /// Picks the scoring hook and checks that what it needs is on disk.
     pub fn hook_kind(&self) -> Result<HookKind, SpecError> {
+        let native = self
+            .code_configuration
+            .as_ref()
+            .is_some_and(|cc| cc.scoring_script.ends_with(".so") || cc.scoring_script.ends_with(".dylib"));
+        if let (Some(isolation), false) = (self.isolation, native) {
+            let value = if isolation == Isolation::Process { "process" } else { "in_process" };
+            return Err(SpecError::invalid(format!(
+                "isolation: {value} applies to native plugins only (code_configuration.scoring_script naming a .so); \
+                 ONNX models always run in process and score.py always runs in a worker process: remove isolation"
+            )));
+        }
         if let Some(cc) = &self.code_configuration {
             let script = cc.scoring_script.as_str();
             if script.ends_with(".py") {
@@ -271,16 +310,46 @@ impl DeploymentSpec {
                 return Ok(HookKind::Python(python));
             }
             if script.ends_with(".so") || script.ends_with(".dylib") {
-                return Err(SpecError::invalid(format!(
-                    "native scoring plugins are not supported yet (scoring_script: {script}); \
-                     remove code_configuration to serve an ONNX model at model.path with the built-in ONNX hook"
-                )));
+                return self.native_plugin(cc.code.as_deref(), script).map(HookKind::Native);
             }
             return Err(SpecError::invalid(format!(
                 "unknown kind of scoring_script {script:?}: expected none (built-in ONNX hook), a .so plugin or score.py"
             )));
         }
         Ok(HookKind::Onnx { model_file: find_onnx_file(&self.model.path)? })
+    }
+}
+
+impl DeploymentSpec {
+    /// A native plugin's files: the `.so` in the code folder, the model path.
+    fn native_plugin(&self, code: Option<&Path>, script: &str) -> Result<NativePlugin, SpecError> {
+        let Some(code_dir) = code else {
+            return Err(SpecError::invalid(format!(
+                "scoring_script {script} needs code_configuration.code: the folder that holds the plugin"
+            )));
+        };
+        let library = normalize(&code_dir.join(script));
+        if !library.starts_with(code_dir) {
+            return Err(SpecError::invalid(format!(
+                "scoring_script {script} must name a file inside code_configuration.code ({})",
+                code_dir.display()
+            )));
+        }
+        if !library.is_file() {
+            return Err(SpecError::invalid(format!(
+                "scoring_script {script} is not a file in code_configuration.code ({}): build the plugin first \
+                 (runtime/README.md)",
+                code_dir.display()
+            )));
+        }
+        std::fs::metadata(&self.model.path)
+            .map_err(|e| SpecError::invalid(format!("model.path {} cannot be read: {e}", self.model.path.display())))?;
+        Ok(NativePlugin {
+            library,
+            code_dir: code_dir.to_path_buf(),
+            model_path: self.model.path.clone(),
+            isolation: self.isolation.unwrap_or_default(),
+        })
     }
 }
 
@@ -373,5 +442,30 @@ instance_count: 1
         assert!(parse("name: b\nmodel:\n  path: m\n").unwrap_err().message.contains("invalid deployment name"));
         let env = parse(&format!("{base}environment_variables:\n  A: 1\n  B: x\n")).unwrap();
         assert_eq!(env.environment_variables["A"], "1");
+    }
+
+    #[test]
+    fn isolation_is_for_native_plugins_and_the_plugin_must_be_in_the_code_folder() {
+        let code = tempfile::tempdir().unwrap();
+        std::fs::write(code.path().join("p.so"), b"x").unwrap();
+        let model = code.path().display();
+        let native = |extra: &str, script: &str| {
+            let code = code.path().display();
+            let mut spec = parse(&format!(
+                "name: blue\nmodel:\n  path: {model}\ncode_configuration:\n  code: {code}\n  scoring_script: {script}\n{extra}"
+            ))?;
+            spec.resolve_paths(Path::new("/"));
+            spec.hook_kind()
+        };
+        let Ok(HookKind::Native(p)) = native("", "p.so") else { panic!("not native") };
+        assert_eq!((p.isolation, p.library), (Isolation::InProcess, code.path().join("p.so")));
+        let Ok(HookKind::Native(p)) = native("isolation: process\n", "p.so") else { panic!("not native") };
+        assert_eq!(p.isolation, Isolation::Process);
+        let e = native("isolation: sandbox\n", "p.so").unwrap_err();
+        assert!(e.message.contains("isolation") && e.message.contains("`process`"), "{e}");
+        assert!(native("", "../p.so").unwrap_err().message.contains("inside code_configuration.code"));
+        assert!(native("", "q.so").unwrap_err().message.contains("q.so is not a file"));
+        let onnx = parse("name: blue\nmodel:\n  path: m\nisolation: process\n").unwrap();
+        assert!(onnx.hook_kind().unwrap_err().message.contains("applies to native plugins only"));
     }
 }

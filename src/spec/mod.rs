@@ -11,7 +11,7 @@ pub mod names;
 pub mod python;
 pub mod traffic;
 
-pub use deployment::{DeploymentSpec, HookKind};
+pub use deployment::{DeploymentSpec, HookKind, Isolation, NativePlugin};
 pub use endpoint::{AuthMode, EndpointSpec};
 pub use error::{SpecError, SpecErrorKind};
 pub use traffic::{parse_assignments, Traffic};

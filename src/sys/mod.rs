@@ -2,9 +2,11 @@
 //! wrap: thread priority, a thread's CPU clock, descriptor limits, the listen backlog, the
 //! parent process. This is the only module where `unsafe` is allowed (every other module
 //! forbids it); each call says why it is sound. (`yaml` holds the other exception: libyaml's
-//! event parser, used to bound nesting depth before a document is parsed.)
+//! event parser, used to bound nesting depth before a document is parsed; `native` holds the
+//! other: loading native scoring plugins and calling through their C ABI.)
 #![allow(unsafe_code)]
 
+pub mod native;
 pub mod yaml;
 
 use std::time::Duration;
@@ -186,4 +188,24 @@ pub fn kill_process_group(pid: u32) {
         // SAFETY: kill(2) on the process group of a child we spawned (its own group).
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
+}
+
+/// The worker side of the frame pipes a hook worker inherits ([`inherit_as_fd3_fd4`]): fd 3
+/// (requests in) and fd 4 (answers out), made close-on-exec so that what the worker starts does
+/// not inherit them. `None` when they are not open (the program was not started as a worker).
+#[cfg(unix)]
+pub fn worker_frame_pipes() -> Option<(std::io::PipeReader, std::io::PipeWriter)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    for fd in [3, 4] {
+        // SAFETY: fcntl on a descriptor number: F_GETFD fails (EBADF) when it is not open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return None;
+        }
+        // SAFETY: as above, on a descriptor that is open.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: fds 3 and 4 are open (checked above), were inherited for exactly this use, and
+    // nothing else in this process owns them: they are taken once, at the worker's start.
+    let (input, output) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
+    Some((std::io::PipeReader::from(input), std::io::PipeWriter::from(output)))
 }

@@ -109,8 +109,14 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`Server::start_with`], with these environment variables set for the server.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--port", "0", "--admin-port", "0"]).args(extra);
+        cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stdin(Stdio::null());
         if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
             cmd.stderr(Stdio::inherit());
@@ -147,6 +153,25 @@ impl Server {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         self.child.wait().unwrap()
+    }
+
+    /// Waits for the process to end by itself (a test that crashes it).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// How the process ended, if it did within `limit` (`None`: still running).
+    pub fn wait_exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Kills the process with SIGKILL (no chance to clean up) and reaps it.

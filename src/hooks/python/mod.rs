@@ -18,20 +18,22 @@
 //! the other instances keep serving.
 
 pub mod env;
-pub mod frame;
+/// The frame protocol, shared with process-isolated native plugins (`hooks::worker`).
+pub use super::worker::frame;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 pub use env::{configure, EnvSlot, PythonOptions};
 
+use super::worker::{copy_output, describe_exit, intern_content_type, Flavor};
 use super::{HeaderName, HeaderValue, HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
 use crate::telemetry::LogRing;
@@ -42,10 +44,6 @@ const WORKER_SOURCE: &str = include_str!("../../../runtime/python/switchyard_wor
 /// How long `init()` may take (Azure has no limit but its probes; a model download in init
 /// can take minutes).
 const INIT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Longer lines of the script's output are cut (a script printing a huge array without a
-/// newline must not grow memory without bound).
-const MAX_LOG_LINE: usize = 8 * 1024;
 
 /// One instance: a worker process running the deployment's scoring script.
 pub struct PythonHook {
@@ -137,10 +135,10 @@ impl PythonHook {
         let tag = format!("{}/instance-{n} pid {}", ctx.deployment, child.id());
         let mut copiers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            copiers.push(copy_output(out, "stdout", &tag, &ctx.deployment, &ctx.logs));
+            copiers.push(copy_output(out, "stdout", &tag, &ctx.deployment, &ctx.logs, Flavor::Python));
         }
         if let Some(err) = child.stderr.take() {
-            copiers.push(copy_output(err, "stderr", &tag, &ctx.deployment, &ctx.logs));
+            copiers.push(copy_output(err, "stderr", &tag, &ctx.deployment, &ctx.logs, Flavor::Python));
         }
         let mut hook = Self {
             child,
@@ -500,25 +498,6 @@ fn kill_group(pid: u32) {
     crate::sys::kill_process_group(pid);
 }
 
-fn describe_exit(status: std::process::ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
-        _ => status.to_string(),
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => " SIGKILL (out of memory, or stopped)",
-        libc::SIGSEGV => " SIGSEGV",
-        libc::SIGABRT => " SIGABRT",
-        libc::SIGBUS => " SIGBUS",
-        libc::SIGTERM => " SIGTERM",
-        _ => "",
-    }
-}
-
 /// Whether `python` is a venv's interpreter (a `pyvenv.cfg` one folder up from `bin/`).
 fn is_venv(python: &Path) -> bool {
     python.parent().and_then(Path::parent).is_some_and(|venv| venv.join("pyvenv.cfg").is_file())
@@ -562,87 +541,6 @@ fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, String> {
         }
     }
     Err(format!("cannot create a fresh folder under {}", root.display()))
-}
-
-/// Copies one output stream of the worker into the deployment's log and the process log,
-/// line by line. The receiver hears when the stream ends.
-fn copy_output(
-    stream: impl Read + Send + 'static,
-    which: &'static str,
-    tag: &str,
-    deployment: &str,
-    logs: &Arc<LogRing>,
-) -> std::sync::mpsc::Receiver<()> {
-    let (done_tx, done) = std::sync::mpsc::channel();
-    let (tag, deployment, logs) = (tag.to_string(), deployment.to_string(), Arc::clone(logs));
-    let spawned = std::thread::Builder::new().name("switchyard-pylog".into()).spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut line = Vec::new();
-        while read_line_bounded(&mut reader, &mut line) {
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end();
-            logs.push(format!("{tag} {which}: {text}"));
-            tracing::info!(target: "switchyard::python", deployment = %deployment, instance = %tag, stream = which, "{text}");
-        }
-        let _ = done_tx.send(());
-    });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start a thread to copy a Python worker's {which}: {e}");
-    }
-    done
-}
-
-/// Reads one line into `line` (without keeping more than [`MAX_LOG_LINE`] bytes of it);
-/// false at the end of the stream.
-fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>) -> bool {
-    line.clear();
-    let mut any = false;
-    loop {
-        let buf = match reader.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return any,
-        };
-        if buf.is_empty() {
-            return any;
-        }
-        any = true;
-        let (chunk, used, end) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
-        };
-        let room = MAX_LOG_LINE.saturating_sub(line.len());
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        reader.consume(used);
-        if end {
-            return true;
-        }
-    }
-}
-
-/// `HookResponse::content_type` is `&'static str` (the ONNX hook's are constants); a script
-/// may answer any type, so the few distinct ones are kept for the process's life. Bounded:
-/// past 64 distinct types, the rest are answered as `application/octet-stream`.
-fn intern_content_type(ct: &str) -> &'static str {
-    const KNOWN: &[&str] =
-        &["application/json", "text/plain", "text/plain; charset=utf-8", "text/html", "application/octet-stream"];
-    if ct.is_empty() {
-        return "application/octet-stream";
-    }
-    if let Some(k) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(ct)) {
-        return k;
-    }
-    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = seen.iter().find(|s| **s == ct) {
-        return s;
-    }
-    if seen.len() >= 64 || actix_web::http::header::HeaderValue::from_str(ct).is_err() {
-        return "application/octet-stream";
-    }
-    let leaked: &'static str = Box::leak(ct.to_string().into_boxed_str());
-    seen.push(leaked);
-    leaked
 }
 
 /// What `describe` says about a Python deployment before it starts.

@@ -30,6 +30,9 @@ pub mod kind {
     pub const RAISED: u8 = b'X';
     /// Worker → Switchyard: the input is not what the script takes (HTTP 400).
     pub const BAD_INPUT: u8 = b'B';
+    /// Worker → Switchyard: the code panicked (HTTP 424); the worker exits after sending it
+    /// and is replaced (native plugins: `SWITCHYARD_PANIC`).
+    pub const PANICKED: u8 = b'P';
 }
 
 /// Why no frame came back.
@@ -113,6 +116,47 @@ fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
             out.extend_from_slice(value.as_bytes());
         }
     }
+}
+
+/// Writes one frame of `kind` whose payload is `parts`, one after the other (the worker side).
+pub fn write_frame(out: &mut impl Write, scratch: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|&l| l as usize <= MAX_FRAME)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    scratch.clear();
+    scratch.extend_from_slice(&len.to_be_bytes());
+    scratch.push(kind);
+    for p in parts {
+        scratch.extend_from_slice(p);
+    }
+    out.write_all(scratch)
+}
+
+/// Writes an answer frame with no further headers: status, content type, body (the worker
+/// side; the layout [`parse_answer`] reads).
+pub fn write_answer(
+    out: &mut impl Write,
+    scratch: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    let ct = &content_type.as_bytes()[..content_type.len().min(u16::MAX as usize)];
+    let parts: [&[u8]; 5] = [&status.to_be_bytes(), &(ct.len() as u16).to_be_bytes(), ct, &0u32.to_be_bytes(), body];
+    write_frame(out, scratch, kind::ANSWER, &parts)
+}
+
+/// Splits a run payload into content type, header block and body (the worker side).
+pub fn parse_run(payload: &[u8]) -> Option<(&str, &[u8], &[u8])> {
+    let ct_len = u16::from_be_bytes(payload.get(0..2)?.try_into().ok()?) as usize;
+    let ct = payload.get(2..2 + ct_len)?;
+    let rest = &payload[2 + ct_len..];
+    let h_len = u32::from_be_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+    let headers = rest.get(4..4usize.checked_add(h_len)?)?;
+    let body = &rest[4 + h_len..];
+    Some((std::str::from_utf8(ct).unwrap_or(""), headers, body))
 }
 
 /// Reads one frame, waiting at most until `deadline` (`None`: no limit). Returns its type and
@@ -236,6 +280,21 @@ mod tests {
         );
         assert_eq!(&payload[22 + block_len..], b"{\"a\":1}");
         assert!(matches!(read_frame(&mut r, None), Err(ReadError::Closed)));
+    }
+
+    #[test]
+    fn worker_side_frames_round_trip() {
+        let (mut r, mut w) = std::io::pipe().unwrap();
+        let mut scratch = Vec::new();
+        write_run(&mut w, &mut scratch, "text/csv", None, b"1,2").unwrap();
+        let (k, payload) = read_frame(&mut r, None).unwrap();
+        assert_eq!((k, parse_run(&payload)), (kind::RUN, Some(("text/csv", &b""[..], &b"1,2"[..]))));
+        write_answer(&mut w, &mut scratch, 201, "application/json", b"[1]").unwrap();
+        let (k, payload) = read_frame(&mut r, None).unwrap();
+        let answer = Answer { status: 201, content_type: "application/json", headers: b"", body: b"[1]" };
+        assert_eq!((k, parse_answer(&payload)), (kind::ANSWER, Some(answer)));
+        assert_eq!(parse_run(b"\x00"), None);
+        assert_eq!(parse_run(b"\x00\x05ab"), None);
     }
 
     #[test]

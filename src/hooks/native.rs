@@ -1,0 +1,320 @@
+//! The native hook: a scoring plugin in a shared library (`scoring_script: something.so`),
+//! speaking the C ABI of `runtime/include/switchyard_plugin.h` (loading and calling through it
+//! is `sys::native`, the only unsafe part).
+//!
+//! Two ways to run it, chosen by the deployment's `isolation`:
+//! - in process (the default): each instance holds one plugin handle and calls `run` directly
+//!   (~a few hundred ns of ABI cost). A panic the plugin catches (the Rust SDK catches every
+//!   one) is a 424 and the instance is replaced; a segfault kills the server, every deployment
+//!   with it.
+//! - `process`: each instance is a `switchyard native-worker` child holding the handle, spoken
+//!   to in the frame protocol of the Python hook, and supervised by the same code
+//!   ([`super::worker`]): a crash costs the request it was serving (424) and one instance
+//!   restart, at the price of a frame each way per request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchyard_plugin::code;
+
+use super::worker::{frame, intern_content_type, Flavor, Worker};
+use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+use crate::spec::{Isolation, NativePlugin};
+use crate::sys::native::{Instance, Library, Reply};
+use crate::telemetry::LogRing;
+
+/// The environment variable that carries the deployment's `environment_variables` (as a JSON
+/// object) to a native worker, which hands them to the plugin's `init`.
+const PLUGIN_ENV: &str = "SWITCHYARD_PLUGIN_ENV";
+
+/// Creates one instance of a native deployment, in process or in a worker.
+pub fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
+    match plugin.isolation {
+        Isolation::InProcess => NativeHook::load(plugin, ctx).map(|h| Box::new(h) as _),
+        Isolation::Process => WorkerHook::start(plugin, ctx).map(|h| Box::new(h) as _),
+    }
+}
+
+/// What a deployment's log and `describe` say about a native deployment.
+pub fn describe_plugin(plugin: &NativePlugin) -> String {
+    let isolation = match plugin.isolation {
+        Isolation::InProcess => "in process",
+        Isolation::Process => "in a worker process",
+    };
+    format!("native plugin {} ({isolation})", plugin.library.display())
+}
+
+/// Where the server's process loads a plugin from: a copy named by the hash of its bytes.
+///
+/// Why a copy: the dynamic loader returns the already loaded library for a path it has loaded
+/// before, so a plugin rebuilt in place and deployed again (a replacement loads beside the old
+/// version, which is still loaded) would silently run the old code. Identical bytes share one
+/// copy (and one load); changed bytes get a new name and are loaded fresh. The copies live in
+/// `$TMPDIR/switchyard-plugins-PID/` for the process's life (a library may be loaded from its
+/// file again whenever its last instance was dropped). A worker process loads the file itself.
+fn load_path(library: &Path) -> Result<PathBuf, String> {
+    use sha2::{Digest, Sha256};
+    let bytes =
+        std::fs::read(library).map_err(|e| format!("cannot read the native plugin {}: {e}", library.display()))?;
+    let hash = hex::encode(&Sha256::digest(&bytes)[..12]);
+    let dir = std::env::temp_dir().join(format!("switchyard-plugins-{}", std::process::id()));
+    let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin.so".into());
+    let copy = dir.join(format!("{hash}-{name}"));
+    if !copy.is_file() {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Written under a temporary name and renamed, so a concurrent load never sees half a file.
+        let partial = dir.join(format!(".{hash}-{}.partial", fastrand::u64(..)));
+        std::fs::write(&partial, &bytes)
+            .and_then(|()| std::fs::rename(&partial, &copy))
+            .map_err(|e| format!("cannot copy the native plugin to {}: {e}", copy.display()))?;
+    }
+    Ok(copy)
+}
+
+/// Loads the library and creates one plugin instance; the message names the plugin.
+fn init_instance(library: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
+    init_from(library, library, model_dir, env)
+}
+
+/// As [`init_instance`], loading `load` (a copy of `library`, which messages name).
+fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
+    let lib =
+        Library::open(load).map_err(|e| e.replace(&load.display().to_string(), &library.display().to_string()))?;
+    lib.init(model_dir, env).map_err(|(rc, message)| {
+        let file = library.display();
+        match rc {
+            code::PANIC => format!("init of the native plugin {file} failed: {message}"),
+            _ if message.is_empty() => format!("init of the native plugin {file} failed (return code {rc})"),
+            _ => format!("init of the native plugin {file} failed: {message}"),
+        }
+    })
+}
+
+/// What one run came to, from the return code and what the plugin handed to `respond`.
+enum Outcome {
+    Answer {
+        status: u16,
+        content_type: &'static str,
+        body: Bytes,
+    },
+    BadInput(String),
+    ModelError(String),
+    /// The plugin's state is suspect: the instance is replaced.
+    Panicked(String),
+}
+
+fn outcome(rc: i32, reply: &mut Reply) -> Outcome {
+    let message = |reply: &Reply, default: &str| {
+        if reply.called && !reply.body.is_empty() {
+            String::from_utf8_lossy(&reply.body).into_owned()
+        } else {
+            default.to_string()
+        }
+    };
+    match rc {
+        code::OK if reply.called => Outcome::Answer {
+            status: if (100..=999).contains(&reply.status) { reply.status } else { 500 },
+            content_type: intern_content_type(&reply.content_type),
+            body: Bytes::from(std::mem::take(&mut reply.body)),
+        },
+        code::OK => Outcome::ModelError("the native plugin's run returned OK without calling respond".into()),
+        code::BAD_INPUT => Outcome::BadInput(message(reply, "the native plugin refused the input")),
+        code::MODEL_ERROR => Outcome::ModelError(message(reply, "the native plugin's run failed")),
+        code::PANIC => Outcome::Panicked(message(reply, "the native plugin panicked")),
+        other => Outcome::ModelError(format!(
+            "the native plugin's run returned the unknown code {other}: {}",
+            message(reply, "no message")
+        )),
+    }
+}
+
+/// An in-process instance: one plugin handle.
+pub struct NativeHook {
+    instance: Instance,
+    /// The callback's buffers, reused from run to run.
+    reply: Reply,
+    /// False after a panic: the pool replaces the instance.
+    healthy: bool,
+    about: String,
+    logs: Arc<LogRing>,
+}
+
+impl NativeHook {
+    /// Loads the plugin (blocking: its init may load a model).
+    pub fn load(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
+        let env: Vec<(String, String)> =
+            ctx.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let load = load_path(&plugin.library)?;
+        let instance = init_from(&plugin.library, &load, &plugin.model_path, &env)?;
+        let n = ctx.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let about = format!("{}/instance-{n}: {}", ctx.deployment, describe_plugin(plugin));
+        Ok(Self { instance, reply: Reply::default(), healthy: true, about, logs: Arc::clone(&ctx.logs) })
+    }
+}
+
+impl ScoringHook for NativeHook {
+    fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+        if !self.healthy {
+            return Err(HookError::Failed("the instance's plugin panicked; it is being replaced".into()));
+        }
+        let rc = self.instance.run(request.body, request.content_type.unwrap_or(""), &mut self.reply);
+        match outcome(rc, &mut self.reply) {
+            Outcome::Answer { status, content_type, body } => {
+                Ok(HookResponse { status, content_type, body, headers: Vec::new() })
+            }
+            Outcome::BadInput(m) => Err(HookError::BadInput(m)),
+            Outcome::ModelError(m) => Err(HookError::Failed(m)),
+            Outcome::Panicked(m) => {
+                self.healthy = false;
+                let line = format!("{}: the plugin panicked ({m}); a new instance replaces it", self.about);
+                self.logs.push(&line);
+                tracing::warn!(target: "switchyard::native", "{line}");
+                Err(HookError::Failed(m))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.about.clone()
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy
+    }
+}
+
+/// A process-isolated instance: a `switchyard native-worker` child holding the handle.
+pub struct WorkerHook {
+    worker: Worker,
+    about: String,
+}
+
+impl WorkerHook {
+    /// Starts a worker and waits for the plugin's init (blocking).
+    pub fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the switchyard binary to start a worker: {e}"))?;
+        let env = serde_json::to_string(&ctx.environment_variables).unwrap_or_else(|_| "{}".into());
+        let mut cmd = Command::new(exe);
+        cmd.arg("native-worker")
+            .arg("--library")
+            .arg(&plugin.library)
+            .arg("--model-dir")
+            .arg(&plugin.model_path)
+            .current_dir(&plugin.code_dir)
+            .envs(&ctx.environment_variables)
+            .env(PLUGIN_ENV, env);
+        let n = ctx.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut worker = Worker::spawn(cmd, ctx, n, Flavor::Native)
+            .map_err(|e| format!("cannot start a native plugin worker: {e}"))?;
+        match worker.read_init() {
+            Ok((frame::kind::INIT_OK, _)) => {
+                let about = format!("{}: {}", worker.tag(), describe_plugin(plugin));
+                Ok(Self { worker, about })
+            }
+            Ok((frame::kind::INIT_FAILED, payload)) => {
+                worker.finish_output();
+                Err(String::from_utf8_lossy(&payload).into_owned())
+            }
+            Ok((other, _)) => {
+                Err(format!("the native plugin worker sent frame type {other} instead of its init result"))
+            }
+            Err(frame::ReadError::TimedOut) => Err(format!(
+                "init of the native plugin {} did not finish within {} s; the worker was stopped",
+                plugin.library.display(),
+                super::worker::INIT_TIMEOUT.as_secs()
+            )),
+            Err(_) => {
+                let status = worker.finish_output();
+                Err(format!(
+                    "the native plugin worker exited while loading {} ({status}); its output is in get-logs",
+                    plugin.library.display()
+                ))
+            }
+        }
+    }
+}
+
+impl ScoringHook for WorkerHook {
+    fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+        self.worker.run(request)
+    }
+
+    fn describe(&self) -> String {
+        self.about.clone()
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.worker.is_healthy()
+    }
+}
+
+/// `switchyard native-worker`: the child side of `isolation: process`. Loads the plugin,
+/// reports its init, then answers run frames until the pipe closes. Returns the exit code.
+pub fn worker_main(library: &Path, model_dir: &Path) -> i32 {
+    let Some((mut input, mut output)) = crate::sys::worker_frame_pipes() else {
+        eprintln!(
+            "ERROR: switchyard native-worker runs a native plugin for `switchyard serve` (isolation: process); \
+             it needs the frame pipes on fds 3 and 4 and is not meant to be run by hand"
+        );
+        return 2;
+    };
+    let env: Vec<(String, String)> = std::env::var(PLUGIN_ENV)
+        .ok()
+        .and_then(|text| serde_json::from_str::<BTreeMap<String, String>>(&text).ok())
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
+    let mut scratch = Vec::new();
+    let mut instance = match init_instance(library, model_dir, &env) {
+        Ok(i) => i,
+        Err(message) => {
+            let _ = frame::write_frame(&mut output, &mut scratch, frame::kind::INIT_FAILED, &[message.as_bytes()]);
+            return 3;
+        }
+    };
+    let info = serde_json::json!({"pid": std::process::id(), "library": library.display().to_string()}).to_string();
+    if frame::write_frame(&mut output, &mut scratch, frame::kind::INIT_OK, &[info.as_bytes()]).is_err() {
+        return 0;
+    }
+    let mut reply = Reply::default();
+    loop {
+        let payload = match frame::read_frame(&mut input, None) {
+            Ok((frame::kind::RUN, payload)) => payload,
+            Ok((other, _)) => {
+                eprintln!("ERROR: unexpected frame type {other} from the server");
+                return 2;
+            }
+            Err(_) => return 0, // the server closed the pipe: the instance is gone
+        };
+        let written = match frame::parse_run(&payload) {
+            None => frame::write_frame(&mut output, &mut scratch, frame::kind::RAISED, &[b"a malformed run frame"]),
+            Some((ct, _headers, body)) => {
+                let rc = instance.run(body, ct, &mut reply);
+                match outcome(rc, &mut reply) {
+                    Outcome::Answer { status, content_type, body } => {
+                        frame::write_answer(&mut output, &mut scratch, status, content_type, &body)
+                    }
+                    Outcome::BadInput(m) => {
+                        frame::write_frame(&mut output, &mut scratch, frame::kind::BAD_INPUT, &[m.as_bytes()])
+                    }
+                    Outcome::ModelError(m) => {
+                        frame::write_frame(&mut output, &mut scratch, frame::kind::RAISED, &[m.as_bytes()])
+                    }
+                    Outcome::Panicked(m) => {
+                        let _ = frame::write_frame(&mut output, &mut scratch, frame::kind::PANICKED, &[m.as_bytes()]);
+                        return 4;
+                    }
+                }
+            }
+        };
+        if written.is_err() {
+            return 0;
+        }
+        if scratch.capacity() > 1 << 20 {
+            scratch = Vec::new();
+        }
+    }
+}

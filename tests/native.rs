@@ -1,0 +1,422 @@
+//! Native scoring plugins (CONTRACT §2, "native hook"; runtime/README.md): the Rust example
+//! (model-1's linear model) and the C example built here, and the failure cases: a segfault
+//! in process (kills a throwaway server) and in a worker (`isolation: process`: one request,
+//! one restart), a panic, a failing init, an ABI version mismatch, a short table, bad input.
+//!
+//! The plugins are built by the test itself: the Rust ones with cargo (workspace members), the
+//! C ones with `cc` against runtime/include/switchyard_plugin.h.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{assert_model_1, eventually, repo, sample_request, try_http, Server};
+use serde_json::{json, Value};
+
+/// The built plugins.
+struct Plugins {
+    linear: PathBuf,
+    faults_rs: PathBuf,
+    faults_c: PathBuf,
+    row_sums: PathBuf,
+    abi_2: PathBuf,
+    short_table: PathBuf,
+}
+
+/// `target/debug` (or whichever profile built this test).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn cc(source: &Path, out: &Path, defines: &[&str]) {
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-O2", "-I"])
+        .arg(repo().join("runtime/include"))
+        .args(defines)
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .arg("-lm")
+        .status()
+        .expect("run cc (a C compiler is needed for the C plugin tests)");
+    assert!(status.success(), "cc {} failed", source.display());
+}
+
+fn plugins() -> &'static Plugins {
+    static BUILT: OnceLock<Plugins> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile = profile_dir();
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.current_dir(repo()).args(["build", "-p", "switchyard-example-linear", "-p", "switchyard-test-faults"]);
+        if profile.file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build for the plugins");
+        assert!(status.success(), "building the Rust plugins failed");
+        let c_dir = profile.join("native-test-plugins");
+        std::fs::create_dir_all(&c_dir).unwrap();
+        let faults = repo().join("tests/fixtures/native/faults.c");
+        let plugins = Plugins {
+            linear: profile.join("libswitchyard_example_linear.so"),
+            faults_rs: profile.join("libswitchyard_test_faults.so"),
+            faults_c: c_dir.join("faults.so"),
+            row_sums: c_dir.join("row_sums.so"),
+            abi_2: c_dir.join("faults_abi2.so"),
+            short_table: c_dir.join("faults_short.so"),
+        };
+        cc(&faults, &plugins.faults_c, &[]);
+        cc(&repo().join("runtime/examples/c/row_sums.c"), &plugins.row_sums, &[]);
+        cc(&faults, &plugins.abi_2, &["-DFAULT_ABI_MAJOR=2"]);
+        cc(&faults, &plugins.short_table, &["-DFAULT_SHORT_TABLE"]);
+        plugins
+    })
+}
+
+/// A code folder holding a copy of `library` as `plugin.so` (what a user deploys).
+fn code_dir(library: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(library, dir.path().join("plugin.so")).unwrap();
+    dir
+}
+
+/// The deployment document of a native plugin in `code` (model: models/model-1).
+fn native_doc(name: &str, code: &Path, extra: Value) -> Value {
+    let mut doc = json!({
+        "name": name,
+        "model": {"path": repo().join("models/model-1")},
+        "code_configuration": {"code": code, "scoring_script": "plugin.so"},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        doc[k] = v.clone();
+    }
+    doc
+}
+
+fn put(server: &Server, name: &str, doc: &Value) {
+    let r = server.admin("PUT", &format!("/v1/deployments/{name}"), Some(doc));
+    assert!(r.status == 200 || r.status == 201, "{}", r.body);
+}
+
+fn deploy_native(server: &Server, name: &str, code: &Path, extra: Value) -> Value {
+    put(server, name, &native_doc(name, code, extra));
+    server.wait_state(name, "Succeeded")
+}
+
+fn score(server: &Server, pin: &str, body: &[u8]) -> common::Reply {
+    server.score_authed(&server.primary_key(), body, Some(pin))
+}
+
+fn server() -> Server {
+    // A panic's backtrace (RUST_BACKTRACE set for the tests) takes seconds to symbolise in a
+    // debug build, past the run's deadline: the panic tests want the panic, not the timeout.
+    let s = Server::start_with_env(&[], &[("RUST_BACKTRACE", "0")]);
+    s.create_endpoint();
+    s
+}
+
+#[test]
+fn the_rust_plugin_answers_like_model_1_in_process_and_isolated() {
+    let p = plugins();
+    let s = server();
+    let code = code_dir(&p.linear);
+    s.deploy("onnx", "model-1", json!({}));
+    deploy_native(&s, "native", code.path(), json!({}));
+    deploy_native(&s, "isolated", code.path(), json!({"isolation": "process"}));
+    let onnx = score(&s, "onnx", &sample_request());
+    assert_eq!(onnx.status, 200, "{}", onnx.body);
+    for name in ["native", "isolated"] {
+        let r = score(&s, name, &sample_request());
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{name}");
+        assert_eq!(r.header("azureml-model-deployment"), Some(name));
+        assert_model_1(&r.body);
+        assert_model_1(&onnx.body);
+
+        // Bad input is the caller's error and says what is expected.
+        let bad = score(&s, name, br#"{"data": [[1, 2, 3]]}"#);
+        assert_eq!(bad.status, 400, "{name}: {}", bad.body);
+        assert!(bad.message().contains(r#"expected {"data": [[10 numbers], ...]}"#), "{}", bad.body);
+        assert!(bad.message().contains("row 0 has 3 numbers"), "{}", bad.body);
+        let not_json = score(&s, name, b"hello");
+        assert_eq!(not_json.status, 400, "{}", not_json.body);
+
+        // A model error (a prediction JSON cannot carry) is a 424 with the reason, and the
+        // instance keeps serving.
+        let inf =
+            score(&s, name, br#"{"data": [[1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308, 1e308]]}"#);
+        assert_eq!(inf.status, 424, "{name}: {}", inf.body);
+        let reason = inf.header("ms-azureml-model-error-reason").unwrap_or_default().to_string();
+        assert!(reason.contains("not a finite number"), "{reason}");
+        assert_eq!(score(&s, name, &sample_request()).status, 200);
+    }
+    let shown = s.admin("GET", "/v1/deployments/isolated", None).json();
+    assert_eq!(shown["isolation"], "process", "{shown}");
+}
+
+#[test]
+fn the_c_plugin_gets_its_environment_and_refuses_bad_input() {
+    let p = plugins();
+    let s = server();
+    let code = code_dir(&p.row_sums);
+    deploy_native(&s, "rows", code.path(), json!({"environment_variables": {"SCALE": 2}}));
+    let auth = format!("Bearer {}", s.primary_key());
+    let r = s.score(
+        b"1,2,3\n4,5,6\n",
+        &[("azureml-model-deployment", "rows"), ("Content-Type", "text/csv"), ("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(common::numbers(&r.body), [12.0, 30.0]);
+    let bad = score(&s, "rows", b"1,x");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.message().contains("comma-separated numbers"), "{}", bad.body);
+
+    // A failing init fails that deployment only, with the plugin's message.
+    put(&s, "rows-bad", &native_doc("rows-bad", code.path(), json!({"environment_variables": {"SCALE": "lots"}})));
+    let failed = s.wait_state("rows-bad", "Failed");
+    assert!(failed["error"].as_str().unwrap_or_default().contains("SCALE must be a number"), "{failed}");
+    assert_eq!(score(&s, "rows", b"1").status, 200);
+}
+
+#[test]
+fn a_segfault_in_process_kills_the_server() {
+    let p = plugins();
+    // A throwaway server: this is the failure `isolation: process` exists for. No core file:
+    // the limit is inherited by the server this test process starts.
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit(2) with a valid resource and a pointer to a local; lowers this test
+    // process's core size limit, nothing else.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    let mut s = server();
+    let code = code_dir(&p.faults_c);
+    deploy_native(&s, "crashy", code.path(), json!({}));
+    assert_eq!(score(&s, "crashy", b"{}").status, 200);
+    let agent = common::agent();
+    let url = format!("{}/score", s.scoring);
+    let auth = format!("Bearer {}", s.primary_key());
+    let headers = [("azureml-model-deployment", "crashy"), ("Authorization", auth.as_str())];
+    let r = try_http(&agent, "POST", &url, &headers, Some(b"segv"));
+    assert!(r.is_err(), "the server answered a segfaulting plugin: {r:?}");
+    let status = s.wait_exit();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "the server ended with {status:?}");
+}
+
+#[test]
+fn a_segfault_in_a_worker_costs_one_request_and_one_instance_restart() {
+    let p = plugins();
+    let mut s = server();
+    let code = code_dir(&p.faults_c);
+    s.deploy("onnx", "model-1", json!({}));
+    deploy_native(&s, "crashy", code.path(), json!({"isolation": "process"}));
+    assert_eq!(score(&s, "crashy", b"{}").status, 200);
+
+    let r = score(&s, "crashy", b"segv");
+    assert_eq!(r.status, 424, "{}", r.body);
+    let reason = r.header("ms-azureml-model-error-reason").unwrap_or_default().to_string();
+    assert!(reason.contains("died during the run") && reason.contains("SIGSEGV"), "{reason}");
+    // The server lives, the other deployment never noticed, and the instance comes back.
+    assert!(s.wait_exit_within(Duration::from_millis(0)).is_none(), "the server died");
+    assert_model_1(&score(&s, "onnx", &sample_request()).body);
+    eventually("the crashed instance is replaced", Duration::from_secs(30), || {
+        let r = score(&s, "crashy", b"{}");
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
+    let logs = s.cli_ok(&["online-deployment", "get-logs", "-n", "crashy", "-e", "my-endpoint", "--lines", "5000"]);
+    assert!(logs.contains("a new worker replaces it"), "{logs}");
+    // Bad input and model errors cross the worker's frames as 400 and 424.
+    assert_eq!(score(&s, "crashy", b"bad").status, 400);
+    let fail = score(&s, "crashy", b"fail");
+    assert_eq!(fail.status, 424);
+    assert_eq!(fail.header("ms-azureml-model-error-reason"), Some("the body said fail"));
+}
+
+/// The instance number the faults plugin answers with.
+fn instance_of(r: &common::Reply) -> u64 {
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["instance"].as_u64().unwrap()
+}
+
+#[test]
+fn a_panic_is_a_424_and_the_instance_is_replaced_both_ways() {
+    let p = plugins();
+    let s = server();
+    let code = code_dir(&p.faults_rs);
+    deploy_native(&s, "inproc", code.path(), json!({}));
+    deploy_native(&s, "isolated", code.path(), json!({"isolation": "process"}));
+    for name in ["inproc", "isolated"] {
+        let before = instance_of(&score(&s, name, b"{}"));
+        // A model error keeps the instance.
+        let fail = score(&s, name, b"fail");
+        assert_eq!(fail.status, 424, "{}", fail.body);
+        assert_eq!(instance_of(&score(&s, name, b"{}")), before, "{name}: a model error replaced the instance");
+        let logs = s.cli_ok(&["online-deployment", "get-logs", "-n", name, "-e", "my-endpoint", "--lines", "5000"]);
+        assert!(!logs.contains("replaces it"), "{name}: a model error replaced the instance: {logs}");
+        let bad = score(&s, name, b"bad");
+        assert_eq!(bad.status, 400);
+        assert_eq!(bad.message(), "expected anything but `bad`");
+
+        let r = score(&s, name, b"panic");
+        assert_eq!(r.status, 424, "{name}: {}", r.body);
+        let reason = r.header("ms-azureml-model-error-reason").unwrap_or_default().to_string();
+        assert!(reason.contains("run panicked: the body said panic"), "{name}: {reason}");
+        eventually("the panicked instance is replaced", Duration::from_secs(30), || {
+            let r = score(&s, name, b"{}");
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        });
+        let logs = s.cli_ok(&["online-deployment", "get-logs", "-n", name, "-e", "my-endpoint", "--lines", "5000"]);
+        let said = if name == "inproc" { "the plugin panicked" } else { "worker panicked" };
+        assert!(logs.contains(said) && logs.contains("replaces it"), "{name}: {logs}");
+    }
+
+    // A panic in init fails that deployment, with the panic's message; the others serve on.
+    for (name, isolation) in [("init-panic", "in_process"), ("init-panic-isolated", "process")] {
+        put(
+            &s,
+            name,
+            &native_doc(
+                name,
+                code.path(),
+                json!({"isolation": isolation, "environment_variables": {"FAULT_INIT": "panic"}}),
+            ),
+        );
+        let failed = s.wait_state(name, "Failed");
+        assert!(failed["error"].as_str().unwrap_or_default().contains("init panicked: FAULT_INIT=panic"), "{failed}");
+    }
+    assert_eq!(score(&s, "inproc", b"{}").status, 200);
+}
+
+#[test]
+fn version_mismatch_and_short_table_are_refused_naming_the_versions() {
+    let p = plugins();
+    let s = server();
+    let abi_2 = code_dir(&p.abi_2);
+    let short = code_dir(&p.short_table);
+    put(&s, "abi2", &native_doc("abi2", abi_2.path(), json!({})));
+    let failed = s.wait_state("abi2", "Failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("built for plugin ABI 2.0") && error.contains("speaks ABI 1.0"), "{error}");
+
+    put(&s, "short", &native_doc("short", short.path(), json!({"isolation": "process"})));
+    let failed = s.wait_state("short", "Failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("table is 16 bytes") && error.contains("needs 32"), "{error}");
+    assert!(error.contains("ABI 1.0"), "{error}");
+
+    // Not a plugin at all: a clear message, not a crash.
+    let not_plugin = tempfile::tempdir().unwrap();
+    std::fs::write(not_plugin.path().join("plugin.so"), b"not an ELF file").unwrap();
+    put(&s, "junk", &native_doc("junk", not_plugin.path(), json!({})));
+    let failed = s.wait_state("junk", "Failed");
+    assert!(failed["error"].as_str().unwrap_or_default().contains("cannot load the native plugin"), "{failed}");
+}
+
+#[test]
+fn isolation_is_checked_at_the_edge() {
+    let s = server();
+    let doc = json!({"name": "xyz", "model": {"path": repo().join("models/model-1")}, "isolation": "process"});
+    let r = s.admin("PUT", "/v1/deployments/xyz", Some(&doc));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("isolation: process applies to native plugins only"), "{}", r.body);
+    let code = code_dir(&plugins().faults_c);
+    let r =
+        s.admin("PUT", "/v1/deployments/xyz", Some(&native_doc("xyz", code.path(), json!({"isolation": "sandbox"}))));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("isolation") && r.message().contains("process"), "{}", r.body);
+    let mut doc = native_doc("xyz", code.path(), json!({}));
+    doc["code_configuration"]["scoring_script"] = json!("missing.so");
+    let r = s.admin("PUT", "/v1/deployments/xyz", Some(&doc));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.message().contains("missing.so is not a file"), "{}", r.body);
+    assert_eq!(s.admin("GET", "/v1/deployments/xyz", None).status, 404);
+}
+
+#[test]
+fn the_readme_path_deploys_the_example_yaml_files_and_scores_them() {
+    // runtime/README.md, "Deploy it" and "Score it": the example YAML files, the CLI, the
+    // plugins copied where the YAML files point (examples/native/ ignores *.so).
+    let p = plugins();
+    let native = repo().join("examples/native");
+    std::fs::copy(&p.linear, native.join("libswitchyard_example_linear.so")).unwrap();
+    std::fs::copy(&p.row_sums, native.join("row_sums.so")).unwrap();
+    let s = Server::start();
+    s.cli_ok(&["online-endpoint", "create", "-n", "my-endpoint", "-f", "examples/endpoint.yml"]);
+    s.cli_ok(&[
+        "online-deployment",
+        "create",
+        "-n",
+        "native",
+        "-e",
+        "my-endpoint",
+        "-f",
+        "examples/native-deployment.yml",
+        "--all-traffic",
+    ]);
+    s.cli_ok(&[
+        "online-deployment",
+        "create",
+        "-n",
+        "rowsums",
+        "-e",
+        "my-endpoint",
+        "-f",
+        "examples/native-c-deployment.yml",
+    ]);
+    let shown = s.cli_json(&["online-deployment", "show", "-n", "rowsums", "-e", "my-endpoint"]);
+    assert_eq!(shown["provisioning_state"], "Succeeded", "{shown}");
+    assert_eq!(shown["isolation"], "process", "{shown}");
+    let out =
+        s.cli_ok(&["online-endpoint", "invoke", "-n", "my-endpoint", "--request-file", "sample-requests/model-1.json"]);
+    assert_model_1(out.trim());
+    let rows = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rows.path(), "1,2,3\n4,5,6\n").unwrap();
+    let file = rows.path().display().to_string();
+    let out = s.cli_ok(&[
+        "online-endpoint",
+        "invoke",
+        "-n",
+        "my-endpoint",
+        "--deployment-name",
+        "rowsums",
+        "--request-file",
+        &file,
+    ]);
+    assert_eq!(common::numbers(out.trim()), [12.0, 30.0], "{out}");
+}
+
+#[test]
+fn a_plugin_rebuilt_in_place_and_deployed_again_runs_the_new_code() {
+    // The loader hands back an already loaded library for a path it knows: a replacement loads
+    // beside the old version, so without care the new deployment would run the old code.
+    let p = plugins();
+    let s = server();
+    let code = code_dir(&p.faults_c);
+    deploy_native(&s, "swap", code.path(), json!({}));
+    assert_eq!(score(&s, "swap", b"1,2").body, r#"{"ok": true}"#);
+    std::fs::copy(&p.row_sums, code.path().join("plugin.so")).unwrap();
+    let r = s.admin(
+        "PUT",
+        "/v1/deployments/swap",
+        Some(&native_doc("swap", code.path(), json!({"environment_variables": {"V": "2"}}))),
+    );
+    assert!(r.status == 200 || r.status == 201, "{}", r.body);
+    eventually("the rebuilt plugin answers", Duration::from_secs(30), || {
+        let r = score(&s, "swap", b"1,2");
+        if r.status == 200 && r.body == "[3]" {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
+}
