@@ -158,21 +158,28 @@ fn running(pid: u32) -> bool {
 fn a_server_exits_when_the_process_that_started_it_is_gone() {
     // A shell starts the server the way tests/common does (naming itself as the parent),
     // prints its pid and exits without stopping it: what a never-dropped fixture amounts to.
-    let out = Command::new("sh")
-        .args(["-c", "SWITCHYARD_PARENT_PID=$$ \"$0\" serve --port 0 --admin-port 0 >/dev/null 2>&1 & echo $!", bin()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("the shell printed the pid");
-    record_server_pid(pid);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    // Also with stderr, then stdout, a pipe nobody reads any more (a test whose output was cut
+    // short, `serve | head -1`): the server ran on, and its exit must not depend on being able
+    // to say why (both panicked the server at its first line of output, stderr's at startup).
+    let closed = ">(head -c 0 >/dev/null)";
+    for stderr in ["2>/dev/null".to_string(), format!("2> {closed}"), format!("2>/dev/null > {closed}")] {
+        let script = format!("SWITCHYARD_PARENT_PID=$$ \"$0\" serve --port 0 --admin-port 0 >/dev/null {stderr} & pid=$!; echo $pid; sleep 1; kill -0 $pid && echo alive");
+        let out = Command::new("bash").args(["-c", &script, bin()]).stdin(Stdio::null()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut lines = stdout.lines();
+        let pid: u32 = lines.next().unwrap_or_default().trim().parse().expect("the shell printed the pid");
+        record_server_pid(pid);
+        // The server was up while its parent lived: it is the watch that must end it.
+        assert_eq!(lines.next(), Some("alive"), "the server ran while its parent lived (stderr {stderr})");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let still = running(pid);
+        if still {
+            // SAFETY: kill(2) on the pid this test started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        assert!(!still, "the server outlived the process that started it (stderr {stderr})");
     }
-    let still = running(pid);
-    if still {
-        // SAFETY: kill(2) on the pid this test started.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    }
-    assert!(!still, "the server outlived the process that started it");
 }

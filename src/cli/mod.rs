@@ -9,6 +9,7 @@ mod env;
 mod output;
 mod probe;
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -289,7 +290,7 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
     match crate::server::serve(opts) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("ERROR: {e}");
+            let _ = writeln!(std::io::stderr(), "ERROR: {e}");
             1
         }
     }

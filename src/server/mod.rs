@@ -12,6 +12,7 @@ mod limits;
 mod scoring;
 mod studio;
 
+use std::io::Write as _;
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -255,8 +256,8 @@ pub async fn run(
     .listen(admin_listener)?
     .run();
 
-    println!("Scoring plane: http://{scoring_addr}");
-    println!("Admin plane: http://{admin_addr}");
+    // Not `println!`: a closed stdout (`serve | head -1`) must not panic a running server.
+    let _ = writeln!(std::io::stdout(), "Scoring plane: http://{scoring_addr}\nAdmin plane: http://{admin_addr}");
     tracing::info!(%scoring_addr, %admin_addr, "switchyard serving");
 
     if let Some(saved) = saved {
@@ -338,15 +339,20 @@ fn exit_with_parent() {
         return;
     };
     let orphaned = move || crate::sys::parent_pid() != parent;
-    if orphaned() {
-        eprintln!("switchyard: the process that started this server ({parent}) is gone; exiting");
+    // Not `eprintln!`: it panics when stderr is a closed pipe, which would end this thread and
+    // leave the server running, the one thing this watch is for.
+    let leave = move || {
+        let _ =
+            writeln!(std::io::stderr(), "switchyard: the process that started this server ({parent}) is gone; exiting");
         std::process::exit(1);
+    };
+    if orphaned() {
+        leave();
     }
     let watch = std::thread::Builder::new().name("parent-watch".into()).spawn(move || loop {
         std::thread::sleep(PARENT_POLL);
         if orphaned() {
-            eprintln!("switchyard: the process that started this server ({parent}) is gone; exiting");
-            std::process::exit(1);
+            leave();
         }
     });
     if let Err(e) = watch {
