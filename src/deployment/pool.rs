@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::hooks::cancel::Cancellation;
-use crate::hooks::{HookError, HookRequest, HookResponse, InitError, ScoringHook};
+use crate::hooks::{self, Answer, HookError, HookRequest, HookResponse, InitError, Protocol, ScoringHook};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
 pub const INLINE_LIMIT_NS: u64 = 100_000;
@@ -129,8 +129,9 @@ pub struct InstancePool {
 struct QueuedRun {
     body: Bytes,
     content_type: Option<Box<str>>,
+    protocol: Protocol,
     cancel: Arc<Cancellation>,
-    reply: tokio::sync::oneshot::Sender<Result<HookResponse, RunError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Answer, RunError>>,
 }
 
 /// Cancels a run when the request waiting for it goes away before it finishes.
@@ -318,11 +319,21 @@ impl InstancePool {
 
     /// Scores one request on the next free instance, waiting for one if all are busy.
     pub async fn run(self: &Arc<Self>, body: Bytes, content_type: Option<&str>) -> Result<HookResponse, RunError> {
+        self.call(body, content_type, Protocol::Score).await.map(|a| a.response)
+    }
+
+    /// As [`run`](Self::run), for a request of the given protocol.
+    pub async fn call(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<Answer, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
         if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS || self.always_queued.load(Ordering::Relaxed) {
-            return self.run_queued(body, content_type).await;
+            return self.run_queued(body, content_type, protocol).await;
         }
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
@@ -334,7 +345,7 @@ impl InstancePool {
             // Unreachable while the invariant holds; answer 503 rather than panic.
             return Err(RunError::NoInstance);
         };
-        self.execute(hook, &body, content_type, None)
+        self.execute(hook, &body, content_type, protocol, None)
     }
 
     /// A long run: queued for the blocking threads. A blocking thread that holds an instance
@@ -343,13 +354,19 @@ impl InstancePool {
     /// with 64-row requests, that round trip left 13% of the CPU idle between runs). Dropping
     /// this future (timeout, client gone) cancels the run: skipped if not started, stopped
     /// through ONNX Runtime's terminate flag if running.
-    async fn run_queued(self: &Arc<Self>, body: Bytes, content_type: Option<&str>) -> Result<HookResponse, RunError> {
+    async fn run_queued(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<Answer, RunError> {
         let cancel = Arc::new(Cancellation::default());
         let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).push_back(QueuedRun {
             body,
             content_type: content_type.map(Into::into),
+            protocol,
             cancel,
             reply: tx,
         });
@@ -385,7 +402,8 @@ impl InstancePool {
             if run.cancel.is_cancelled() || run.reply.is_closed() {
                 continue;
             }
-            let (outcome, kept) = self.execute_keep(hook, &run.body, run.content_type.as_deref(), Some(&run.cancel));
+            let (outcome, kept) =
+                self.execute_keep(hook, &run.body, run.content_type.as_deref(), run.protocol, Some(&run.cancel));
             let _ = run.reply.send(outcome);
             match kept {
                 Some(h) => hook = h,
@@ -408,6 +426,7 @@ impl InstancePool {
         self: &Arc<Self>,
         body: &[u8],
         content_type: Option<&str>,
+        protocol: Protocol,
     ) -> Result<HookResponse, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
@@ -419,7 +438,7 @@ impl InstancePool {
         let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
             return Err(RunError::NoInstance);
         };
-        self.execute(hook, body, content_type, None)
+        self.execute(hook, body, content_type, protocol, None).map(|a| a.response)
     }
 
     /// Runs the hook, measures it, and puts the instance back (or replaces it after a panic).
@@ -428,9 +447,10 @@ impl InstancePool {
         hook: Box<dyn ScoringHook>,
         body: &[u8],
         content_type: Option<&str>,
+        protocol: Protocol,
         cancel: Option<&Cancellation>,
-    ) -> Result<HookResponse, RunError> {
-        let (outcome, kept) = self.execute_keep(hook, body, content_type, cancel);
+    ) -> Result<Answer, RunError> {
+        let (outcome, kept) = self.execute_keep(hook, body, content_type, protocol, cancel);
         if let Some(hook) = kept {
             self.checkin(hook);
         }
@@ -444,10 +464,13 @@ impl InstancePool {
         mut hook: Box<dyn ScoringHook>,
         body: &[u8],
         content_type: Option<&str>,
+        protocol: Protocol,
         cancel: Option<&Cancellation>,
-    ) -> (Result<HookResponse, RunError>, Option<Box<dyn ScoringHook>>) {
+    ) -> (Result<Answer, RunError>, Option<Box<dyn ScoringHook>>) {
         let start = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type, cancel })));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            hooks::call(hook.as_mut(), HookRequest { body, content_type, cancel }, protocol)
+        }));
         self.record_cost(start.elapsed().as_nanos() as u64);
         match outcome {
             Ok(result) if hook.is_healthy() => {

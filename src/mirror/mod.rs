@@ -107,7 +107,13 @@ impl Drop for LiveAnswerSlot {
 
 /// Sends a copy of a request to `shadow`. Returns the slot for the live answer, or `None` when
 /// the shadow's queue is full and the copy was dropped (and counted).
-pub fn copy(shadow: &Arc<Shadow>, body: Bytes, content_type: Option<&str>, request_id: &str) -> Option<LiveAnswerSlot> {
+pub fn copy(
+    shadow: &Arc<Shadow>,
+    body: Bytes,
+    content_type: Option<&str>,
+    protocol: crate::hooks::Protocol,
+    request_id: &str,
+) -> Option<LiveAnswerSlot> {
     let ticket = shadow.admit_copy(request_id)?;
     let meeting = Arc::new(Rendezvous {
         shadow: Arc::clone(shadow),
@@ -120,9 +126,14 @@ pub fn copy(shadow: &Arc<Shadow>, body: Bytes, content_type: Option<&str>, reque
     let window = ticket.window();
     let queued = executor::spawn(move || {
         let shadow = ticket.shadow();
-        let Some((outcome, latency)) =
-            shadow.score_copy(&body, content_type.as_deref(), &for_shadow.request_id, queued_at, ticket.window())
-        else {
+        let Some((outcome, latency)) = shadow.score_copy(
+            &body,
+            content_type.as_deref(),
+            protocol,
+            &for_shadow.request_id,
+            queued_at,
+            ticket.window(),
+        ) else {
             return; // counted as a drop
         };
         drop(ticket);

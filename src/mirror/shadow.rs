@@ -11,7 +11,7 @@ use super::executor;
 use super::report::{DropReason, MirrorReport};
 use super::Tolerance;
 use crate::deployment::{Deployment, RunError, ScoreError};
-use crate::hooks::HookResponse;
+use crate::hooks::{HookResponse, Protocol};
 use crate::telemetry::Role;
 
 /// One deployment version as a shadow.
@@ -113,6 +113,7 @@ impl Shadow {
         &self,
         body: &[u8],
         content_type: Option<&str>,
+        protocol: Protocol,
         request_id: &str,
         queued: Instant,
         window: u64,
@@ -124,7 +125,7 @@ impl Shadow {
         loop {
             let waiting_for = if budget.available() {
                 let start = Instant::now();
-                match d.pool.run_here_if_idle(body, content_type) {
+                match d.pool.run_here_if_idle(body, content_type, protocol) {
                     Err(RunError::Busy) => DropReason::NoIdleInstance,
                     Err(RunError::NoInstance) => {
                         self.drop_copy(request_id, window, DropReason::NotReady);

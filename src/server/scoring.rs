@@ -7,7 +7,8 @@ use super::front_door::{self, ScoringState};
 
 /// Registers `/score`, the health routes and the OpenAPI document.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/score", web::post().to(front_door::score))
+    cfg.configure(super::oip::configure)
+        .route("/score", web::post().to(front_door::score))
         .route("/", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Healthy") }))
         .route("/health/live", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Live") }))
         .route("/health/ready", web::get().to(ready))
