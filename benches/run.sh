@@ -22,7 +22,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 case " $* " in
-  *" --manycore "*|*" --no-python "*) ;;
+  *" --manycore "*|*" --no-python "*|*" oip "*) ;;
   *)
     if [ ! -x .bench/venv/bin/azmlinfsrv ]; then
       echo "bench: creating .bench/venv with azureml-inference-server-http (pinned)"
