@@ -293,3 +293,87 @@ fn model_name_and_version_come_from_the_spec() {
     assert!(r.message().contains("model.name"), "{}", r.body);
     assert_eq!(get("/v2/models/regressor").status, 200);
 }
+
+/// The sum of a metric family's samples whose labels contain all of `labels`.
+fn metric(s: &Server, name: &str, labels: &[&str]) -> f64 {
+    let text = s.admin("GET", "/metrics", None).body;
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn v2_infers_are_mirrored_as_v2_infers() {
+    let server = Server::start();
+    server.create_endpoint();
+    server.deploy("blue", "model-1", json!({}));
+    server.deploy("shadow", "model-1", json!({}));
+    assert_eq!(server.set_traffic(json!({"blue": 100})).status, 200);
+    let r = server.admin("PATCH", "/v1/endpoint", Some(&json!({"mirror_traffic": {"shadow": 50}})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let key = server.primary_key();
+    let body = json!({"inputs": [{"name": "X", "shape": [2, 10], "datatype": "FP64", "data": sample_rows()}]});
+    for _ in 0..40 {
+        let (status, _, answer) = post_raw(&server, &key, "/v2/models/model-1/infer", &[], body.to_string().as_bytes());
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+    // The shadow reads the copies as v2 requests too: answered 200, not refused as /score bodies.
+    eventually("mirror copies answered 200", std::time::Duration::from_secs(20), || {
+        let ok =
+            metric(&server, "switchyard_requests_total", &["deployment=\"shadow\"", "role=\"mirror\"", "code=\"200\""]);
+        if ok >= 3.0 {
+            Ok(())
+        } else {
+            Err(format!("{ok} copies answered 200 so far"))
+        }
+    });
+    let refused =
+        metric(&server, "switchyard_requests_total", &["deployment=\"shadow\"", "role=\"mirror\"", "code=\"400\""]);
+    assert_eq!(refused, 0.0, "no mirror copy of a v2 infer is refused as a /score body");
+}
+
+#[test]
+fn python_deployments_get_the_v2_body_as_it_came() {
+    static SETUP: Once = Once::new();
+    SETUP.call_once(|| {
+        let status = std::process::Command::new(repo().join("scripts/setup.sh"))
+            .env("SWITCHYARD_SKIP_BUILD", "1")
+            .status()
+            .expect("run scripts/setup.sh");
+        assert!(status.success(), "scripts/setup.sh failed");
+    });
+    let python = repo().join("target/python-test-venv/bin/python");
+    let server = Server::start_with(&["--python", &path_str(&python)]);
+    server.create_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("code")).unwrap();
+    std::fs::create_dir_all(dir.path().join("echo-model")).unwrap();
+    std::fs::write(
+        dir.path().join("code/score.py"),
+        "import json\ndef init():\n    pass\ndef run(raw_data):\n    return {\"got\": json.loads(raw_data)}\n",
+    )
+    .unwrap();
+    let doc = json!({
+        "name": "pyecho",
+        "model": {"path": dir.path().join("echo-model")},
+        "code_configuration": {"code": dir.path().join("code"), "scoring_script": "score.py"},
+    });
+    let r = server.admin("PUT", "/v1/deployments/pyecho", Some(&doc));
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    server.wait_state("pyecho", "Succeeded");
+    assert_eq!(server.set_traffic(json!({"pyecho": 100})).status, 200);
+    let key = server.primary_key();
+    let body = json!({"inputs": [{"name": "anything", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]});
+    let (status, _, answer) = post_raw(&server, &key, "/v2/models/echo-model/infer", &[], body.to_string().as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(v["got"], body, "the script saw the v2 body unchanged");
+    // Its metadata declares no tensors: the script's are its own business.
+    let auth = format!("Bearer {key}");
+    let meta =
+        http(&agent(), "GET", &format!("{}/v2/models/echo-model", server.scoring), &[("Authorization", &auth)], None);
+    assert_eq!(meta.json()["inputs"], json!([]), "{}", meta.body);
+    assert_eq!(meta.json()["platform"], "switchyard_hook");
+}
