@@ -5,23 +5,30 @@
 
 mod common;
 
-use std::sync::Once;
-
 use common::*;
 use serde_json::{json, Value};
 
-/// The venv's Python, made on first use by the project's script.
-fn client_python() -> String {
-    static SETUP: Once = Once::new();
-    let python = repo().join("target/oip-client-venv/bin/python");
-    SETUP.call_once(|| {
-        let status = std::process::Command::new(repo().join("scripts/oip-client.sh"))
+/// The Python of a venv under target/ that a project script makes, running the script once
+/// per test binary for each venv.
+fn venv_made_by(script: &str, venv: &str, env: &[(&str, &str)]) -> String {
+    static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if !made.iter().any(|v| v == venv) {
+        let status = std::process::Command::new(repo().join(script))
+            .envs(env.iter().copied())
             .status()
-            .expect("run scripts/oip-client.sh");
-        assert!(status.success(), "scripts/oip-client.sh failed");
-    });
-    assert!(python.is_file(), "scripts/oip-client.sh did not make {}", python.display());
+            .unwrap_or_else(|e| panic!("run {script}: {e}"));
+        assert!(status.success(), "{script} failed");
+        made.push(venv.to_string());
+    }
+    let python = repo().join(venv).join("bin/python");
+    assert!(python.is_file(), "{script} did not make {}", python.display());
     path_str(&python)
+}
+
+/// The stock client's venv (tests/oip/requirements.txt).
+fn client_python() -> String {
+    venv_made_by("scripts/oip-client.sh", "target/oip-client-venv", &[])
 }
 
 /// Runs a plan of tritonclient calls (see tests/oip/client.py); one result per step.
@@ -253,6 +260,7 @@ fn raw_requests_get_clear_errors_and_binary_answers() {
     assert!(error_of(&answer).contains("Inference-Header-Content-Length"), "{}", error_of(&answer));
 
     // No key; an unknown v2 route; the errors are the protocol's {"error"}.
+    assert_eq!(server.get("/v2/health/live").status, 401, "the endpoint's key is needed once it exists");
     let r = server.get("/v2/models/model-1");
     assert_eq!(r.status, 401);
     assert!(r.json()["error"].as_str().unwrap().contains("credentials"), "{}", r.body);
@@ -266,6 +274,11 @@ fn raw_requests_get_clear_errors_and_binary_answers() {
 #[test]
 fn model_name_and_version_come_from_the_spec() {
     let server = Server::start();
+    // No endpoint yet: live, not ready, no key to check.
+    assert_eq!(server.get("/v2/health/live").status, 200);
+    let r = server.get("/v2/health/ready");
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("not ready"), "{}", r.body);
     server.create_endpoint();
     server.deploy(
         "blue",
@@ -336,16 +349,8 @@ fn v2_infers_are_mirrored_as_v2_infers() {
 
 #[test]
 fn python_deployments_get_the_v2_body_as_it_came() {
-    static SETUP: Once = Once::new();
-    SETUP.call_once(|| {
-        let status = std::process::Command::new(repo().join("scripts/setup.sh"))
-            .env("SWITCHYARD_SKIP_BUILD", "1")
-            .status()
-            .expect("run scripts/setup.sh");
-        assert!(status.success(), "scripts/setup.sh failed");
-    });
-    let python = repo().join("target/python-test-venv/bin/python");
-    let server = Server::start_with(&["--python", &path_str(&python)]);
+    let python = venv_made_by("scripts/setup.sh", "target/python-test-venv", &[("SWITCHYARD_SKIP_BUILD", "1")]);
+    let server = Server::start_with(&["--python", &python]);
     server.create_endpoint();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("code")).unwrap();

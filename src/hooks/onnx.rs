@@ -231,6 +231,19 @@ fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> 
     })
 }
 
+/// Runs `$emit!(rust type, JSON writer)` for an output's element type: the one place an
+/// element type picks both.
+macro_rules! by_elem {
+    ($elem:expr, $emit:ident) => {
+        match $elem {
+            Elem::F64 => $emit!(f64, tensor_json::write_f64),
+            Elem::F32 => $emit!(f32, tensor_json::write_f32),
+            Elem::I64 => $emit!(i64, tensor_json::write_i64),
+            Elem::I32 => $emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(o, v as i64)),
+        }
+    };
+}
+
 /// Converts one v2 input into an ONNX tensor: its datatype must be the model's and its shape
 /// must fit; JSON data goes through the same checks as `/score`'s, binary data is read as
 /// little-endian elements straight into the tensor.
@@ -314,12 +327,7 @@ fn write_v2_output(
             }
         }};
     }
-    match elem {
-        Elem::F64 => emit!(f64, tensor_json::write_f64),
-        Elem::F32 => emit!(f32, tensor_json::write_f32),
-        Elem::I64 => emit!(i64, tensor_json::write_i64),
-        Elem::I32 => emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(o, v as i64)),
-    }
+    by_elem!(elem, emit);
     Ok(())
 }
 
@@ -370,12 +378,7 @@ fn write_output(out: &mut Vec<u8>, name: &str, value: &DynValue, elem: Elem, fla
             tensor_json::write_nested(out, &dims, data, &$w);
         }};
     }
-    match elem {
-        Elem::F64 => emit!(f64, tensor_json::write_f64),
-        Elem::F32 => emit!(f32, tensor_json::write_f32),
-        Elem::I64 => emit!(i64, tensor_json::write_i64),
-        Elem::I32 => emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(o, v as i64)),
-    }
+    by_elem!(elem, emit);
     Ok(())
 }
 

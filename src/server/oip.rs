@@ -63,8 +63,19 @@ async fn server_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> Ht
     }))
 }
 
+/// Health checks take the key once an endpoint has one; before any endpoint exists there is
+/// no key to check, and the process is live (not ready) all the same.
+#[allow(clippy::result_large_err)]
+fn health_authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), HttpResponse> {
+    let table = state.snapshot();
+    if table.endpoint.is_none() && table.unavailable.is_none() {
+        return Ok(());
+    }
+    front_door::authorize(req.headers(), &table, STYLE).map(|_| ())
+}
+
 async fn live(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
-    let mut response = match authorized(&req, &state) {
+    let mut response = match health_authorized(&req, &state) {
         Ok(()) => HttpResponse::Ok().json(json!({"live": true})),
         Err(r) => r,
     };
@@ -73,7 +84,7 @@ async fn live(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse 
 }
 
 async fn ready(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
-    let mut response = if let Err(r) = authorized(&req, &state) {
+    let mut response = if let Err(r) = health_authorized(&req, &state) {
         r
     } else if state.drain.shutting_down() {
         STYLE.response(503, "not ready: the server is shutting down")
