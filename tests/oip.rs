@@ -267,6 +267,8 @@ fn raw_requests_get_clear_errors_and_binary_answers() {
     let (status, _, answer) = post_raw(&server, &key, "/v2/models/model-1/explain", &[], b"{}");
     assert_eq!(status, 404);
     assert!(error_of(&answer).contains("no such v2 route"));
+    let swagger = server.get("/swagger.json").json();
+    assert!(swagger["paths"]["/v2/models/{model}/infer"]["post"].is_object(), "{swagger}");
     // /score keeps its own spelling.
     assert!(server.score(b"{}", &[]).message().contains("credentials"));
 }
