@@ -443,6 +443,40 @@ mod tests {
         assert!(bad("[]").contains("not valid"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_body_is_parsed_or_refused_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in 0usize..320,
+            binary in proptest::prelude::any::<bool>(),
+        ) {
+            let _ = parse_request(&bytes, binary.then_some(cut));
+        }
+
+        #[test]
+        fn json_and_binary_forms_carry_the_same_numbers(
+            rows in 0usize..5,
+            values in proptest::collection::vec(-1e6f32..1e6, 0..15),
+        ) {
+            let cols = 3usize;
+            let values: Vec<f32> = values.into_iter().chain(std::iter::repeat(0.5)).take(rows * cols).collect();
+            let json = serde_json::json!({"inputs": [{"name": "x", "shape": [rows, cols], "datatype": "FP32", "data": values}]});
+            let json = json.to_string();
+            let parsed = parse_request(json.as_bytes(), None).unwrap();
+            let InputData::Json(raw) = parsed.inputs[0].data else { panic!("json") };
+            let from_json = parsed.inputs[0].json_numbers(raw).unwrap();
+            let header = serde_json::json!({"inputs": [{"name": "x", "shape": [rows, cols], "datatype": "FP32",
+                "parameters": {"binary_data_size": 4 * values.len()}}]}).to_string();
+            let mut body = header.clone().into_bytes();
+            values.iter().for_each(|v| body.extend_from_slice(&v.to_le_bytes()));
+            let parsed = parse_request(&body, Some(header.len())).unwrap();
+            let InputData::Binary(bytes) = parsed.inputs[0].data else { panic!("binary") };
+            let from_binary: Vec<f64> =
+                bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect();
+            proptest::prop_assert_eq!(from_json, from_binary);
+        }
+    }
+
     #[test]
     fn writes_json_and_binary_outputs() {
         let mut w = ResponseWriter::new("m", Some("1"), Some("a"));
