@@ -530,44 +530,67 @@ def scenarios(args, results):
     print(f"  model-2 64-row req/s: 1 instance {res['1']:.0f}, 2 instances {res['2']:.0f} ({res['ratio']:.2f}x)", flush=True)
 
 
-def oip_body_file(rows):
-    """A v2 binary infer body with the same rows as body_file(rows), FP32 for model-2; returns
-    the file and the JSON header's length."""
+def oip_rows(rows, floats):
+    """`rows` rows of 10 features: the seed's sample rows (small integers), or full-precision
+    floats (what real features look like in JSON: ~18 characters a number), fixed seed."""
+    if not floats:
+        seed = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
+        return [list(seed[i % 2]) for i in range(rows)]
+    import random
+    rng = random.Random(7)
+    # float32-exact values, so /score and v2 score the very same numbers.
     import struct
-    seed = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
-    values = [v for i in range(rows) for v in seed[i % 2]]
+    f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]
+    return [[f32(rng.uniform(0, 10)) for _ in range(10)] for _ in range(rows)]
+
+
+def oip_bodies(rows, floats):
+    """The /score JSON body and the v2 binary infer body (FP32, model-2) for the same rows;
+    returns both files and the v2 JSON header's length."""
+    import struct
+    data = oip_rows(rows, floats)
+    tag = "floats" if floats else "sample"
+    score = Path(tempfile.gettempdir()) / f"switchyard-bench-oip-{rows}-{tag}.json"
+    score.write_text(json.dumps({"data": data}))
+    values = [v for row in data for v in row]
     header = json.dumps({"inputs": [{"name": "X", "shape": [rows, 10], "datatype": "FP32",
                                      "parameters": {"binary_data_size": 4 * len(values)}}],
                          "parameters": {"binary_data_output": True}}).encode()
-    f = Path(tempfile.gettempdir()) / f"switchyard-bench-oip-{rows}.bin"
-    f.write_bytes(header + struct.pack(f"<{len(values)}f", *values))
-    return f, len(header)
+    v2 = Path(tempfile.gettempdir()) / f"switchyard-bench-oip-{rows}-{tag}.bin"
+    v2.write_bytes(header + struct.pack(f"<{len(values)}f", *values))
+    return score, v2, len(header)
 
 
 def oip(args, results):
-    """model-2, 64-row requests: v2 binary infer against /score JSON, same server, alternated."""
+    """model-2, 64-row requests: v2 binary infer against /score JSON, same server, alternated
+    round by round; with the seed's integer rows and with full-precision float rows."""
     seconds, rounds = args.seconds, (1 if args.quick else 3)
-    rows64 = body_file(64)
-    binary, header_length = oip_body_file(64)
     sy = Switchyard()
     sy.deploy("model-two", "model-2", all_traffic=True)
     infer = sy.scoring + "/v2/models/model-2/infer"
-    score, v2 = [], []
-    for _ in range(rounds):
-        score.append(wrk(sy.url(), rows64, 16, seconds, key=sy.key))
-        v2.append(wrk(infer, binary, 16, seconds, key=sy.key, header_length=header_length))
+    out = {}
+    for floats in (False, True):
+        score_body, v2_body, header_length = oip_bodies(64, floats)
+        score, v2 = [], []
+        for _ in range(rounds):
+            score.append(wrk(sy.url(), score_body, 16, seconds, key=sy.key))
+            v2.append(wrk(infer, v2_body, 16, seconds, key=sy.key, header_length=header_length))
+        assert all(r["errors"] == 0 for r in score + v2), (score, v2)
+        r = {"score_json_rps": statistics.median(x["rps"] for x in score),
+             "v2_binary_rps": statistics.median(x["rps"] for x in v2),
+             "score_json_p50_ms": statistics.median(x["p50_ms"] for x in score),
+             "v2_binary_p50_ms": statistics.median(x["p50_ms"] for x in v2),
+             "body_bytes": {"score_json": score_body.stat().st_size, "v2_binary": v2_body.stat().st_size}}
+        r["ratio"] = r["v2_binary_rps"] / r["score_json_rps"]
+        kind = "float_rows" if floats else "sample_rows"
+        out[kind] = r
+        print(f"  model-2 64-row ({kind}) req/s: /score JSON {r['score_json_rps']:.0f}, v2 binary "
+              f"{r['v2_binary_rps']:.0f} ({r['ratio']:.2f}x); p50 {r['score_json_p50_ms']:.2f} vs "
+              f"{r['v2_binary_p50_ms']:.2f} ms; bodies {r['body_bytes']['score_json']} vs "
+              f"{r['body_bytes']['v2_binary']} bytes", flush=True)
     sy.stop()
-    assert all(r["errors"] == 0 for r in score + v2), (score, v2)
-    out = {"score_json_rps": statistics.median(r["rps"] for r in score),
-           "v2_binary_rps": statistics.median(r["rps"] for r in v2),
-           "score_json_p50_ms": statistics.median(r["p50_ms"] for r in score),
-           "v2_binary_p50_ms": statistics.median(r["p50_ms"] for r in v2),
-           "body_bytes": {"score_json": rows64.stat().st_size, "v2_binary": binary.stat().st_size}}
-    out["ratio"] = out["v2_binary_rps"] / out["score_json_rps"]
+    out["ratio"] = out["float_rows"]["ratio"]
     results["oip"] = out
-    print(f"  model-2 64-row req/s: /score JSON {out['score_json_rps']:.0f}, v2 binary {out['v2_binary_rps']:.0f} "
-          f"({out['ratio']:.2f}x); bodies {out['body_bytes']['score_json']} vs {out['body_bytes']['v2_binary']} bytes",
-          flush=True)
 
 
 def manycore(args, results):
