@@ -16,6 +16,8 @@ Measures, in one run on one machine, so that every number has a baseline beside 
   * scenarios: live p99 with a 50% mirror to a 10x slower shadow, p99 during traffic flips,
     scale 1->2->1 and deployment creates, model-2 on 64-row requests with 1 vs 2 instances,
     create->ready time, resident memory per added deployment;
+  * Open Inference Protocol v2: model-2 on 64-row requests, binary-tensor `infer` (as
+    tritonclient sends it) against `/score` JSON, req/s ratio (`--only oip` runs just this);
 and prints ratio tables, writes benches/results/load-results.json and load-plot.svg.
 Only the standard library is used.
 """
@@ -221,10 +223,20 @@ def parse_duration(text):
     return value * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def wrk(url, body_file, concurrency, seconds, key="", pin="", threads=1):
-    lua = Path(tempfile.gettempdir()) / "switchyard-bench.lua"
-    lua.write_text(WRK_LUA)
-    env = dict(os.environ, WRK_BODY=str(body_file), WRK_AUTH=key, WRK_PIN=pin)
+# A v2 binary infer as tritonclient sends it: no Content-Type, the JSON header's length in
+# Inference-Header-Content-Length, the tensor's bytes after it.
+WRK_OIP_LUA = """
+wrk.method = "POST"
+local f = io.open(os.getenv("WRK_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+wrk.headers["Inference-Header-Content-Length"] = os.getenv("WRK_HEADER_LENGTH")
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRK_AUTH")
+"""
+
+
+def wrk(url, body_file, concurrency, seconds, key="", pin="", threads=1, header_length=None):
+    lua = Path(tempfile.gettempdir()) / ("switchyard-bench.lua" if header_length is None else "switchyard-bench-oip.lua")
+    lua.write_text(WRK_LUA if header_length is None else WRK_OIP_LUA)
+    env = dict(os.environ, WRK_BODY=str(body_file), WRK_AUTH=key, WRK_PIN=pin, WRK_HEADER_LENGTH=str(header_length))
     out = subprocess.run(
         ["wrk", f"-t{min(threads, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", "10s",
          "-s", str(lua), url], capture_output=True, text=True, env=env, check=True).stdout
@@ -564,6 +576,69 @@ def scenarios(args, results):
     print(f"  model-2 64-row req/s: 1 instance {res['1']:.0f}, 2 instances {res['2']:.0f} ({res['ratio']:.2f}x)", flush=True)
 
 
+def oip_rows(rows, floats):
+    """`rows` rows of 10 features: the seed's sample rows (small integers), or full-precision
+    floats (what real features look like in JSON: ~18 characters a number), fixed seed."""
+    if not floats:
+        seed = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]
+        return [list(seed[i % 2]) for i in range(rows)]
+    import random
+    rng = random.Random(7)
+    # float32-exact values, so /score and v2 score the very same numbers.
+    import struct
+    f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]
+    return [[f32(rng.uniform(0, 10)) for _ in range(10)] for _ in range(rows)]
+
+
+def oip_bodies(rows, floats):
+    """The /score JSON body and the v2 binary infer body (FP32, model-2) for the same rows;
+    returns both files and the v2 JSON header's length."""
+    import struct
+    data = oip_rows(rows, floats)
+    tag = "floats" if floats else "sample"
+    score = Path(tempfile.gettempdir()) / f"switchyard-bench-oip-{rows}-{tag}.json"
+    score.write_text(json.dumps({"data": data}))
+    values = [v for row in data for v in row]
+    header = json.dumps({"inputs": [{"name": "X", "shape": [rows, 10], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 4 * len(values)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    v2 = Path(tempfile.gettempdir()) / f"switchyard-bench-oip-{rows}-{tag}.bin"
+    v2.write_bytes(header + struct.pack(f"<{len(values)}f", *values))
+    return score, v2, len(header)
+
+
+def oip(args, results):
+    """model-2, 64-row requests: v2 binary infer against /score JSON, same server, alternated
+    round by round; with the seed's integer rows and with full-precision float rows."""
+    seconds, rounds = args.seconds, (1 if args.quick else 3)
+    sy = Switchyard()
+    sy.deploy("model-two", "model-2", all_traffic=True)
+    infer = sy.scoring + "/v2/models/model-2/infer"
+    out = {}
+    for floats in (False, True):
+        score_body, v2_body, header_length = oip_bodies(64, floats)
+        score, v2 = [], []
+        for _ in range(rounds):
+            score.append(wrk(sy.url(), score_body, 16, seconds, key=sy.key))
+            v2.append(wrk(infer, v2_body, 16, seconds, key=sy.key, header_length=header_length))
+        assert all(r["errors"] == 0 for r in score + v2), (score, v2)
+        r = {"score_json_rps": statistics.median(x["rps"] for x in score),
+             "v2_binary_rps": statistics.median(x["rps"] for x in v2),
+             "score_json_p50_ms": statistics.median(x["p50_ms"] for x in score),
+             "v2_binary_p50_ms": statistics.median(x["p50_ms"] for x in v2),
+             "body_bytes": {"score_json": score_body.stat().st_size, "v2_binary": v2_body.stat().st_size}}
+        r["ratio"] = r["v2_binary_rps"] / r["score_json_rps"]
+        kind = "float_rows" if floats else "sample_rows"
+        out[kind] = r
+        print(f"  model-2 64-row ({kind}) req/s: /score JSON {r['score_json_rps']:.0f}, v2 binary "
+              f"{r['v2_binary_rps']:.0f} ({r['ratio']:.2f}x); p50 {r['score_json_p50_ms']:.2f} vs "
+              f"{r['v2_binary_p50_ms']:.2f} ms; bodies {r['body_bytes']['score_json']} vs "
+              f"{r['body_bytes']['v2_binary']} bytes", flush=True)
+    sy.stop()
+    out["ratio"] = out["float_rows"]["ratio"]
+    results["oip"] = out
+
+
 def manycore(args, results):
     rows64 = body_file(64)
     cores = os.cpu_count() or 2
@@ -630,6 +705,9 @@ def report(results):
             x = s[f"during_{k}"]
             r = x["changed_p99_ms"] / x["steady_p99_ms"]
             targets.append((f"p99 during {k} / steady", f"{r:.2f}x", "<= 1.5x", r <= 1.5))
+    if "oip" in results:
+        r = results["oip"]["ratio"]
+        targets.append(("model-2 64-row, v2 binary vs /score JSON", f"{r:.2f}x", "> 1.0x", r > 1.0))
     if "model2_64rows_rps" in s:
         r = s["model2_64rows_rps"]["ratio"]
         targets.append(("model-2 64-row, 2 vs 1 instance", f"{r:.2f}x", ">= 1.8x", r >= 1.8))
@@ -698,18 +776,18 @@ def main():
     p.add_argument("--quick", action="store_true", help="2-second points, one round per scenario")
     p.add_argument("--seconds", type=int, help="seconds per measurement (default 5, quick 2)")
     p.add_argument("--no-python", action="store_true", help="skip the Azure ML inference server baseline")
-    p.add_argument("--only", choices=["throughput", "scenarios", "sample", "native"], help="run one part")
+    p.add_argument("--only", choices=["throughput", "scenarios", "sample", "native", "oip"], help="run one part")
     p.add_argument("--manycore", action="store_true", help="model-2 64-row throughput against instances 1..16")
     p.add_argument("--out", type=Path, help="raw results (default: benches/results/load-results.json, with --only "
                    "sample python-sample-results.json)")
     p.add_argument("--merge", action="store_true", help="keep the other part's results already in --out")
     args = p.parse_args()
     args.seconds = args.seconds or (2 if args.quick else 5)
-    args.out = args.out or RESULTS / {"sample": "python-sample-results.json", "native": "native-results.json"}.get(
-        args.only, "load-results.json")
+    args.out = args.out or RESULTS / {"sample": "python-sample-results.json", "native": "native-results.json",
+                                      "oip": "oip-results.json"}.get(args.only, "load-results.json")
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (benches/run.sh installs it)")
-    if not args.no_python and not args.manycore and args.only not in ("sample", "native") \
+    if not args.no_python and not args.manycore and args.only not in ("sample", "native", "oip") \
             and not (VENV / "bin" / "azmlinfsrv").exists():
         raise SystemExit("bench: .bench/venv is missing (benches/run.sh creates it), or pass --no-python")
     if not args.no_python and not args.manycore and args.only in (None, "sample") \
@@ -720,7 +798,8 @@ def main():
     if args.merge and args.out.exists():
         old = json.loads(args.out.read_text())
         results.update({k: v for k, v in old.items()
-                        if k in ("throughput", "scenarios", "python_sample") and k != {"sample": "python_sample"}.get(args.only, args.only)})
+                        if k in ("throughput", "scenarios", "python_sample", "oip")
+                        and k != {"sample": "python_sample"}.get(args.only, args.only)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.only == "native":
         print("native plugins: the Rust model-1 plugin against the ONNX model-1 hook", flush=True)
@@ -738,6 +817,12 @@ def main():
         if args.only in (None, "scenarios"):
             print("scenarios", flush=True)
             scenarios(args, results)
+        if args.only in (None, "oip"):
+            print("Open Inference Protocol v2: binary infer against /score JSON", flush=True)
+            oip(args, results)
+        if args.only == "oip":
+            args.out.write_text(json.dumps(results, indent=2))
+            return
         report(results)
         plot(results, args.out.with_name("load-plot.svg"))
     args.out.write_text(json.dumps(results, indent=2))

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use switchyard::spec::DeploymentSpec;
-use switchyard::{Deployment, Metrics};
+use switchyard::{Deployment, Metrics, Protocol};
 
 const SCRIPT: &str = "def init():\n    pass\n\n\ndef run(raw_data):\n    return [0.5, 0.5]\n";
 const BODY: &[u8] = br#"{"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}"#;
@@ -90,7 +90,7 @@ fn main() {
     for round in 0..=rounds {
         let t = Instant::now();
         for _ in 0..n {
-            let r = d.pool.run_here_if_idle(BODY, Some("application/json"), &headers).unwrap();
+            let r = d.pool.run_here_if_idle(BODY, Some("application/json"), &headers, Protocol::Score).unwrap();
             assert_eq!(&r.body[..], b"[0.5, 0.5]");
         }
         let pipe_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
@@ -100,7 +100,7 @@ fn main() {
             for _ in 0..n {
                 let pool = Arc::clone(&d.pool);
                 let r = tokio::task::spawn_blocking(move || {
-                    pool.run_here_if_idle(BODY, Some("application/json"), &Default::default())
+                    pool.run_here_if_idle(BODY, Some("application/json"), &Default::default(), Protocol::Score)
                 })
                 .await
                 .unwrap()

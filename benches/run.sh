@@ -26,7 +26,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 case " $* " in
-  *" --manycore "*|*" --no-python "*|*" --only native "*) ;;
+  *" --manycore "*|*" --no-python "*|*" --only native "*|*" oip "*) ;;
   *)
     if [ ! -x .bench/venv/bin/azmlinfsrv ]; then
       echo "bench: creating .bench/venv with azureml-inference-server-http (pinned)"

@@ -29,5 +29,5 @@ pub use deployment::Deployment;
 pub use endpoint::{Credentials, WeightedSplit};
 pub use hooks::native::NativeHook;
 pub use hooks::onnx::OnnxHook;
-pub use hooks::{tensor_json, HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+pub use hooks::{tensor_json, HookError, HookRequest, HookResponse, InitContext, Protocol, ScoringHook};
 pub use telemetry::Metrics;

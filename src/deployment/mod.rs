@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::hooks::{self, HookResponse, InitContext};
+use arc_swap::ArcSwapOption;
+
+use crate::hooks::{self, Answer, HookResponse, InitContext, Protocol, Signature};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
@@ -51,6 +53,13 @@ impl ScoreError {
 pub struct Deployment {
     /// The deployment's name.
     pub name: String,
+    /// The model's name, as v2 clients address it (`/v2/models/{model_name}`).
+    pub model_name: String,
+    /// The model's version, if the spec gives one.
+    pub model_version: Option<String>,
+    /// The model's inputs and outputs, as the first instance to load reported them (`None`
+    /// until then, or when the hook does not know them).
+    pub signature: Arc<ArcSwapOption<Signature>>,
     /// The instances.
     pub pool: Arc<InstancePool>,
     /// Provisioning state and last error.
@@ -86,12 +95,19 @@ impl Deployment {
             request_timeout_ms: spec.request_settings.request_timeout_ms,
             python_env: hooks::python::EnvSlot::default(),
             next_instance: Arc::default(),
+            model_name: spec.model.served_name(),
+            model_version: spec.model.served_version(),
         };
+        let signature: Arc<ArcSwapOption<Signature>> = Arc::default();
+        let signature_slot = Arc::clone(&signature);
         let factory_kind = kind.clone();
         let init_log = Arc::clone(&logs);
         let pool = InstancePool::new(
             Arc::new(move || {
                 let hook = hooks::init(&factory_kind, &ctx)?;
+                if signature_slot.load().is_none() {
+                    signature_slot.store(hook.signature().map(Arc::new));
+                }
                 let about = hook.describe();
                 if !about.is_empty() {
                     init_log.push(&about);
@@ -110,6 +126,9 @@ impl Deployment {
         }
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
+            model_name: spec.model.served_name(),
+            model_version: spec.model.served_version(),
+            signature,
             pool,
             state: StateCell::new(ProvisioningState::Creating),
             logs,
@@ -160,18 +179,31 @@ impl Deployment {
         headers: &hooks::HeaderMap,
         request_id: &str,
     ) -> Result<HookResponse, ScoreError> {
+        self.call(admitted, body, content_type, headers, Protocol::Score, request_id).await.map(|a| a.response)
+    }
+
+    /// As [`score`](Self::score), for a request of the given protocol (`/score` or v2 `infer`).
+    pub async fn call(
+        &self,
+        admitted: Admission<'_>,
+        body: Bytes,
+        content_type: Option<&str>,
+        headers: &hooks::HeaderMap,
+        protocol: Protocol,
+        request_id: &str,
+    ) -> Result<Answer, ScoreError> {
         debug_assert!(std::ptr::eq(admitted.deployment, self), "an admission is used on its own deployment");
         let start = Instant::now();
         let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
         // Dropping the run's future on timeout cancels the run and frees the slot; a run that
         // finished inline past its deadline has its answer discarded.
-        let outcome = match tokio::time::timeout(limit, self.pool.run(body, content_type, headers)).await {
+        let outcome = match tokio::time::timeout(limit, self.pool.call(body, content_type, headers, protocol)).await {
             Err(_) => Err(ScoreError::Timeout(limit)),
             Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
             Ok(result) => result.map_err(ScoreError::from),
         };
         drop(admitted);
-        self.record(Role::live, request_id, &outcome, start.elapsed());
+        self.record_status(Role::live, request_id, outcome.as_ref().map(|a| a.response.status), start.elapsed());
         outcome
     }
 
@@ -187,8 +219,13 @@ impl Deployment {
 
     /// Counts, logs and traces one answered request or copy.
     pub fn record(&self, role: Role, request_id: &str, outcome: &Result<HookResponse, ScoreError>, elapsed: Duration) {
+        self.record_status(role, request_id, outcome.as_ref().map(|r| r.status), elapsed)
+    }
+
+    /// As [`record`](Self::record), from the answer's status or the error.
+    fn record_status(&self, role: Role, request_id: &str, outcome: Result<u16, &ScoreError>, elapsed: Duration) {
         let status = match outcome {
-            Ok(r) => r.status,
+            Ok(status) => status,
             Err(e) => e.status(),
         };
         self.metrics.observe(role, status, elapsed.as_secs_f64());

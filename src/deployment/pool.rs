@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::hooks::cancel::Cancellation;
-use crate::hooks::{HeaderMap, HookError, HookRequest, HookResponse, InitError, ScoringHook};
+use crate::hooks::{self, Answer, HeaderMap, HookError, HookRequest, HookResponse, InitError, Protocol, ScoringHook};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
 pub const INLINE_LIMIT_NS: u64 = 100_000;
@@ -133,8 +133,9 @@ struct QueuedRun {
     body: Bytes,
     content_type: Option<Box<str>>,
     headers: HeaderMap,
+    protocol: Protocol,
     cancel: Arc<Cancellation>,
-    reply: tokio::sync::oneshot::Sender<Result<HookResponse, RunError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Answer, RunError>>,
 }
 
 /// Cancels a run when the request waiting for it goes away before it finishes.
@@ -339,14 +340,25 @@ impl InstancePool {
         content_type: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<HookResponse, RunError> {
+        self.call(body, content_type, headers, Protocol::Score).await.map(|a| a.response)
+    }
+
+    /// As [`run`](Self::run), for a request of the given protocol (`/score` or v2 `infer`).
+    pub async fn call(
+        self: &Arc<Self>,
+        body: Bytes,
+        content_type: Option<&str>,
+        headers: &HeaderMap,
+        protocol: Protocol,
+    ) -> Result<Answer, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
         if self.always_queued.load(Ordering::Relaxed) {
-            return self.run_on_task(body, content_type, headers).await;
+            return self.run_on_task(body, content_type, headers, protocol).await;
         }
         if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
-            return self.run_queued(body, content_type, headers).await;
+            return self.run_queued(body, content_type, headers, protocol).await;
         }
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
@@ -358,7 +370,7 @@ impl InstancePool {
             // Unreachable while the invariant holds; answer 503 rather than panic.
             return Err(RunError::NoInstance);
         };
-        self.execute(hook, &body, content_type, self.headers_for_run(headers), None)
+        self.execute(hook, &body, content_type, self.headers_for_run(headers), protocol, None)
     }
 
     /// The headers a run gets: the request's, or none when the hook takes none.
@@ -375,13 +387,18 @@ impl InstancePool {
     /// ([`ScoringHook::run_async`]): the instance is taken here, the request goes down its
     /// pipe, and the answer wakes this task, with no blocking thread in between (measured by
     /// `benches/python_hook.rs` against the hand-off to a blocking thread). Otherwise (a body
-    /// too large to write without waiting) the run is queued as a long run.
+    /// too large to write without waiting) the run is queued as a long run, as is a v2
+    /// `infer`, whose decoding is the hook's own [`ScoringHook::infer`].
     async fn run_on_task(
         self: &Arc<Self>,
         body: Bytes,
         content_type: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<HookResponse, RunError> {
+        protocol: Protocol,
+    ) -> Result<Answer, RunError> {
+        if protocol != Protocol::Score {
+            return self.run_queued(body, content_type, headers, protocol).await;
+        }
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
             Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
@@ -400,11 +417,11 @@ impl InstancePool {
                 if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
                     self.restarts_in_row.store(0, Ordering::Relaxed);
                 }
-                return outcome.map_err(RunError::from);
+                return outcome.map(|response| Answer { response, header_length: None }).map_err(RunError::from);
             }
         }
         drop(out); // checked back in
-        self.run_queued(body, content_type, headers).await
+        self.run_queued(body, content_type, headers, protocol).await
     }
 
     /// A long run: queued for the blocking threads. A blocking thread that holds an instance
@@ -418,7 +435,8 @@ impl InstancePool {
         body: Bytes,
         content_type: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<HookResponse, RunError> {
+        protocol: Protocol,
+    ) -> Result<Answer, RunError> {
         let cancel = Arc::new(Cancellation::default());
         let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -426,6 +444,7 @@ impl InstancePool {
             body,
             content_type: content_type.map(Into::into),
             headers: if self.wants_headers() { headers.clone() } else { HeaderMap::new() },
+            protocol,
             cancel,
             reply: tx,
         });
@@ -461,8 +480,14 @@ impl InstancePool {
             if run.cancel.is_cancelled() || run.reply.is_closed() {
                 continue;
             }
-            let (outcome, kept) =
-                self.execute_keep(hook, &run.body, run.content_type.as_deref(), &run.headers, Some(&run.cancel));
+            let (outcome, kept) = self.execute_keep(
+                hook,
+                &run.body,
+                run.content_type.as_deref(),
+                &run.headers,
+                run.protocol,
+                Some(&run.cancel),
+            );
             let _ = run.reply.send(outcome);
             match kept {
                 Some(h) => hook = h,
@@ -486,6 +511,7 @@ impl InstancePool {
         body: &[u8],
         content_type: Option<&str>,
         headers: &HeaderMap,
+        protocol: Protocol,
     ) -> Result<HookResponse, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
@@ -497,7 +523,7 @@ impl InstancePool {
         let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
             return Err(RunError::NoInstance);
         };
-        self.execute(hook, body, content_type, self.headers_for_run(headers), None)
+        self.execute(hook, body, content_type, self.headers_for_run(headers), protocol, None).map(|a| a.response)
     }
 
     /// Runs the hook, measures it, and puts the instance back (or replaces it after a panic).
@@ -507,9 +533,10 @@ impl InstancePool {
         body: &[u8],
         content_type: Option<&str>,
         headers: &HeaderMap,
+        protocol: Protocol,
         cancel: Option<&Cancellation>,
-    ) -> Result<HookResponse, RunError> {
-        let (outcome, kept) = self.execute_keep(hook, body, content_type, headers, cancel);
+    ) -> Result<Answer, RunError> {
+        let (outcome, kept) = self.execute_keep(hook, body, content_type, headers, protocol, cancel);
         if let Some(hook) = kept {
             self.checkin(hook);
         }
@@ -524,10 +551,13 @@ impl InstancePool {
         body: &[u8],
         content_type: Option<&str>,
         headers: &HeaderMap,
+        protocol: Protocol,
         cancel: Option<&Cancellation>,
-    ) -> (Result<HookResponse, RunError>, Option<Box<dyn ScoringHook>>) {
+    ) -> (Result<Answer, RunError>, Option<Box<dyn ScoringHook>>) {
         let start = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run(HookRequest { body, content_type, headers, cancel })));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            hooks::call(hook.as_mut(), HookRequest { body, content_type, headers, cancel }, protocol)
+        }));
         self.record_cost(start.elapsed().as_nanos() as u64);
         match outcome {
             Ok(result) if hook.is_healthy() => {

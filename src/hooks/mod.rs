@@ -12,6 +12,7 @@
 
 pub mod cancel;
 pub mod native;
+pub mod oip;
 pub mod onnx;
 pub mod ort_runtime;
 pub mod python;
@@ -65,6 +66,42 @@ impl HookResponse {
     }
 }
 
+/// Which API a request came by, and so how a hook reads it and answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// `POST /score`: the body is the hook's own format.
+    #[default]
+    Score,
+    /// Open Inference Protocol v2 `infer` ([`oip`]); `header_length` is the request's
+    /// `Inference-Header-Content-Length` (binary tensor extension).
+    Infer { header_length: Option<usize> },
+}
+
+/// A hook's answer to a request of either [`Protocol`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub response: HookResponse,
+    /// For a v2 answer with binary outputs: the JSON header's length, sent as the answer's
+    /// `Inference-Header-Content-Length`.
+    pub header_length: Option<usize>,
+}
+
+/// One tensor of a model's signature, for the v2 metadata route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: oip::Datatype,
+    /// Declared dimensions, -1 where dynamic.
+    pub shape: Vec<i64>,
+}
+
+/// What a hook knows of its model's inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
 /// Why a run produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookError {
@@ -94,6 +131,9 @@ pub struct InitContext {
     pub python_env: python::EnvSlot,
     /// Numbers the deployment's instances in logs (`blue/instance-0`, ...).
     pub next_instance: Arc<AtomicUsize>,
+    /// The model's name and version, as v2 answers name it (`model_name`, `model_version`).
+    pub model_name: String,
+    pub model_version: Option<String>,
 }
 
 impl InitContext {
@@ -107,6 +147,8 @@ impl InitContext {
             request_timeout_ms: 5000,
             python_env: python::EnvSlot::default(),
             next_instance: Arc::default(),
+            model_name: String::new(),
+            model_version: None,
         }
     }
 }
@@ -119,6 +161,19 @@ pub type RunFuture<'a> =
 pub trait ScoringHook: Send {
     /// Scores one request. Called by one thread at a time for a given instance.
     fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError>;
+
+    /// Scores one Open Inference Protocol v2 `infer` request. By default the hook's own `run`
+    /// gets the body as it came (a scoring script or plugin decides what it accepts);
+    /// hooks that know their tensors (ONNX) decode it with [`oip`] instead.
+    fn infer(&mut self, request: HookRequest<'_>, header_length: Option<usize>) -> Result<Answer, HookError> {
+        let _ = header_length;
+        self.run(request).map(|response| Answer { response, header_length: None })
+    }
+
+    /// The model's inputs and outputs, where the hook knows them (v2 metadata).
+    fn signature(&self) -> Option<Signature> {
+        None
+    }
 
     /// One line about what this instance loaded, for the deployment's log.
     fn describe(&self) -> String {
@@ -140,6 +195,14 @@ pub trait ScoringHook: Send {
     /// in-process hook is always healthy (a panic is handled by the pool).
     fn is_healthy(&self) -> bool {
         true
+    }
+}
+
+/// Runs one request on `hook` by the protocol it came by.
+pub fn call(hook: &mut dyn ScoringHook, request: HookRequest<'_>, protocol: Protocol) -> Result<Answer, HookError> {
+    match protocol {
+        Protocol::Score => hook.run(request).map(|response| Answer { response, header_length: None }),
+        Protocol::Infer { header_length } => hook.infer(request, header_length),
     }
 }
 

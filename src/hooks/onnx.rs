@@ -10,11 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{RunOptions, Session, SessionInputValue};
+use ort::session::{RunOptions, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
+use super::oip::{self, Datatype, InputData};
 use super::tensor_json::{self, NestedArray, ScoreRequest};
-use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+use super::{Answer, HookError, HookRequest, HookResponse, InitContext, ScoringHook, Signature, TensorSpec};
 
 /// Element types the JSON forms can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,16 @@ impl Elem {
             Elem::I64 => "int64",
         }
     }
+
+    /// The Open Inference Protocol's name for the type.
+    fn datatype(self) -> Datatype {
+        match self {
+            Elem::F32 => Datatype::Fp32,
+            Elem::F64 => Datatype::Fp64,
+            Elem::I32 => Datatype::Int32,
+            Elem::I64 => Datatype::Int64,
+        }
+    }
 }
 
 /// A model input: its name, element type and declared dimensions (-1 where dynamic).
@@ -68,6 +79,7 @@ impl InputSig {
 struct OutputSig {
     name: String,
     elem: Option<Elem>,
+    dims: Vec<i64>,
 }
 
 /// Why an ONNX model cannot be served: each message names the file or the input at fault.
@@ -94,6 +106,9 @@ pub struct OnnxHook {
     session: Session,
     inputs: Vec<InputSig>,
     outputs: Vec<OutputSig>,
+    /// The model's name and version, for v2 answers.
+    model_name: String,
+    model_version: Option<String>,
 }
 
 impl OnnxHook {
@@ -121,18 +136,24 @@ impl OnnxHook {
         let outputs = session
             .outputs()
             .iter()
-            .map(|o| OutputSig {
-                name: o.name().to_string(),
-                elem: match o.dtype() {
-                    ValueType::Tensor { ty, .. } => Elem::from_ort(*ty),
-                    _ => None,
-                },
+            .map(|o| {
+                let (elem, dims) = match o.dtype() {
+                    ValueType::Tensor { ty, shape, .. } => (Elem::from_ort(*ty), shape.to_vec()),
+                    _ => (None, Vec::new()),
+                };
+                OutputSig { name: o.name().to_string(), elem, dims }
             })
             .collect::<Vec<_>>();
         if !outputs.iter().any(|o| o.elem.is_some()) {
             return Err(OnnxLoadError::NoNumericOutput);
         }
-        Ok(Self { session, inputs, outputs })
+        Ok(Self {
+            session,
+            inputs,
+            outputs,
+            model_name: ctx.model_name.clone(),
+            model_version: ctx.model_version.clone(),
+        })
     }
 
     /// What a request must look like, for error messages.
@@ -152,12 +173,15 @@ impl OnnxHook {
     }
 }
 
+/// Whether `shape` fits the input's declared dimensions (-1 matches any length).
+fn shape_fits(sig: &InputSig, shape: &[usize]) -> bool {
+    sig.dims.is_empty() && shape.is_empty()
+        || (sig.dims.len() == shape.len() && sig.dims.iter().zip(shape).all(|(d, n)| *d < 0 || *d as usize == *n))
+}
+
 /// Converts one parsed array into an ONNX tensor of the input's type, checking its shape.
 fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> {
-    let shape_ok = sig.dims.is_empty() && array.shape.is_empty()
-        || (sig.dims.len() == array.shape.len()
-            && sig.dims.iter().zip(&array.shape).all(|(d, n)| *d < 0 || *d as usize == *n));
-    if !shape_ok {
+    if !shape_fits(sig, &array.shape) {
         return Err(HookError::BadInput(format!(
             "input {:?} expects a {} array of shape {}; got shape {:?}",
             sig.name,
@@ -207,6 +231,134 @@ fn to_tensor(sig: &InputSig, array: NestedArray) -> Result<DynValue, HookError> 
     })
 }
 
+/// Runs `$emit!(rust type, JSON writer)` for an output's element type: the one place an
+/// element type picks both.
+macro_rules! by_elem {
+    ($elem:expr, $emit:ident) => {
+        match $elem {
+            Elem::F64 => $emit!(f64, tensor_json::write_f64),
+            Elem::F32 => $emit!(f32, tensor_json::write_f32),
+            Elem::I64 => $emit!(i64, tensor_json::write_i64),
+            Elem::I32 => $emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(o, v as i64)),
+        }
+    };
+}
+
+/// Converts one v2 input into an ONNX tensor: its datatype must be the model's and its shape
+/// must fit; JSON data goes through the same checks as `/score`'s, binary data is read as
+/// little-endian elements straight into the tensor.
+fn v2_tensor(sig: &InputSig, input: &oip::Input<'_>) -> Result<DynValue, HookError> {
+    let want = sig.elem.datatype();
+    if input.datatype != want {
+        return Err(HookError::BadInput(format!(
+            "input {:?} is {} {} in this model; got datatype {}",
+            sig.name,
+            want.as_str(),
+            sig.shape_text(),
+            input.datatype.as_str()
+        )));
+    }
+    if !shape_fits(sig, &input.shape) {
+        return Err(HookError::BadInput(format!(
+            "input {:?} expects shape {} ({}); got shape {:?}",
+            sig.name,
+            sig.shape_text(),
+            want.as_str(),
+            input.shape
+        )));
+    }
+    let bytes = match input.data {
+        InputData::Json(raw) => {
+            let values = input.json_numbers(raw).map_err(HookError::BadInput)?;
+            return to_tensor(sig, NestedArray { shape: input.shape.clone(), values });
+        }
+        InputData::Binary(bytes) => bytes,
+    };
+    let shape: Vec<i64> = input.shape.iter().map(|d| *d as i64).collect();
+    let fail = |e: ort::Error| HookError::Failed(format!("cannot build input tensor {:?}: {e}", sig.name));
+    macro_rules! from_le {
+        ($t:ty) => {{
+            let v: Vec<$t> = bytes
+                .chunks_exact(std::mem::size_of::<$t>())
+                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunks_exact gives whole elements")))
+                .collect();
+            Tensor::from_array((shape, v)).map_err(fail)?.into_dyn()
+        }};
+    }
+    Ok(match sig.elem {
+        Elem::F32 => from_le!(f32),
+        Elem::F64 => from_le!(f64),
+        Elem::I32 => from_le!(i32),
+        Elem::I64 => from_le!(i64),
+    })
+}
+
+/// Refuses a NaN or an infinity bound for a JSON answer (see [`write_output`]).
+fn refuse_non_finite(name: &str, mut values: impl Iterator<Item = f64>) -> Result<(), HookError> {
+    match values.find(|v| !v.is_finite()) {
+        Some(bad) => Err(HookError::Failed(format!(
+            "the model produced a non-finite value ({bad}) in output {name:?}, which JSON cannot represent; check the input's range"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Adds one output to a v2 answer: binary (any value, little-endian) or JSON (flat `data`).
+fn write_v2_output(
+    w: &mut oip::ResponseWriter,
+    name: &str,
+    value: &DynValue,
+    elem: Elem,
+    binary: bool,
+) -> Result<(), HookError> {
+    let fail = |e: ort::Error| HookError::Failed(format!("cannot read model output: {e}"));
+    macro_rules! emit {
+        ($t:ty, $w:expr) => {{
+            let (shape, data) = value.try_extract_tensor::<$t>().map_err(fail)?;
+            let dims: Vec<usize> = shape.iter().map(|d| (*d).max(0) as usize).collect();
+            if binary {
+                let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                w.binary_output(name, elem.datatype(), &dims, &bytes);
+            } else {
+                refuse_non_finite(name, data.iter().map(|v| *v as f64))?;
+                w.json_output(name, elem.datatype(), &dims, |out| {
+                    tensor_json::write_nested(out, &[data.len()], data, &$w)
+                });
+            }
+        }};
+    }
+    by_elem!(elem, emit);
+    Ok(())
+}
+
+/// Runs the session and hands its outputs to `read` (they borrow the run's options); a run
+/// that can be cancelled gets its own RunOptions, whose terminate flag ONNX Runtime checks
+/// between nodes (and loop iterations).
+fn run_session<T>(
+    session: &mut Session,
+    feeds: Vec<(Cow<'static, str>, SessionInputValue<'static>)>,
+    cancel: Option<&super::cancel::Cancellation>,
+    read: impl FnOnce(&SessionOutputs<'_>) -> Result<T, HookError>,
+) -> Result<T, HookError> {
+    let ort_failed = |e: ort::Error| HookError::Failed(format!("ONNX Runtime failed to score the request: {e}"));
+    match cancel {
+        Some(cancel) => {
+            let options = Arc::new(RunOptions::new().map_err(ort_failed)?);
+            let stop = Arc::clone(&options);
+            if !cancel.on_cancel(move || {
+                let _ = stop.terminate();
+            }) {
+                return Err(HookError::Failed("cancelled before it started".into()));
+            }
+            let outcome = session.run_with_options(feeds, &options);
+            cancel.clear();
+            let results = outcome.map_err(ort_failed)?;
+            read(&results)
+        }
+        None => read(&session.run(feeds).map_err(ort_failed)?),
+    }
+}
+
 /// Writes one output tensor as JSON. `flatten` turns a `[N]` or `[N, 1]` output into a flat
 /// list of N numbers (the `{"data": ...}` answer form).
 ///
@@ -218,11 +370,7 @@ fn write_output(out: &mut Vec<u8>, name: &str, value: &DynValue, elem: Elem, fla
     macro_rules! emit {
         ($t:ty, $w:expr) => {{
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(fail)?;
-            if let Some(bad) = data.iter().map(|v| *v as f64).find(|v| !v.is_finite()) {
-                return Err(HookError::Failed(format!(
-                    "the model produced a non-finite value ({bad}) in output {name:?}, which JSON cannot represent; check the input's range"
-                )));
-            }
+            refuse_non_finite(name, data.iter().map(|v| *v as f64))?;
             let mut dims: Vec<usize> = shape.iter().map(|d| (*d).max(0) as usize).collect();
             if flatten && (dims.len() == 1 || (dims.len() == 2 && dims[1] == 1)) {
                 dims = vec![data.len()];
@@ -230,12 +378,7 @@ fn write_output(out: &mut Vec<u8>, name: &str, value: &DynValue, elem: Elem, fla
             tensor_json::write_nested(out, &dims, data, &$w);
         }};
     }
-    match elem {
-        Elem::F64 => emit!(f64, tensor_json::write_f64),
-        Elem::F32 => emit!(f32, tensor_json::write_f32),
-        Elem::I64 => emit!(i64, tensor_json::write_i64),
-        Elem::I32 => emit!(i32, |o: &mut Vec<u8>, v: i32| tensor_json::write_i64(o, v as i64)),
-    }
+    by_elem!(elem, emit);
     Ok(())
 }
 
@@ -243,7 +386,7 @@ impl ScoringHook for OnnxHook {
     fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
         let parsed: ScoreRequest = serde_json::from_slice(request.body)
             .map_err(|e| HookError::BadInput(format!("request body is not valid: {e}; {}", self.expected())))?;
-        let Self { session, inputs, outputs } = self;
+        let Self { session, inputs, outputs, .. } = self;
         let (feeds, named) = match (parsed.data, parsed.inputs) {
             (Some(data), None) => {
                 let [sig] = inputs.as_slice() else {
@@ -284,51 +427,104 @@ impl ScoringHook for OnnxHook {
                 ))
             }
         };
-        let ort_failed = |e: ort::Error| HookError::Failed(format!("ONNX Runtime failed to score the request: {e}"));
-        // A run that can be cancelled gets its own RunOptions, whose terminate flag ONNX
-        // Runtime checks between nodes (and loop iterations).
-        let options = match request.cancel {
-            Some(_) => Some(Arc::new(RunOptions::new().map_err(ort_failed)?)),
-            None => None,
-        };
-        let results = match (request.cancel, &options) {
-            (Some(cancel), Some(options)) => {
-                let stop = Arc::clone(options);
-                if !cancel.on_cancel(move || {
-                    let _ = stop.terminate();
-                }) {
-                    return Err(HookError::Failed("cancelled before it started".into()));
+        run_session(session, feeds, request.cancel, |results| {
+            let mut body = Vec::with_capacity(64);
+            if named {
+                body.extend_from_slice(b"{\"outputs\":{");
+                let mut first = true;
+                for (i, sig) in outputs.iter().enumerate() {
+                    let Some(elem) = sig.elem else { continue };
+                    if !first {
+                        body.push(b',');
+                    }
+                    first = false;
+                    serde_json::to_writer(&mut body, &sig.name).map_err(|e| HookError::Failed(e.to_string()))?;
+                    body.push(b':');
+                    write_output(&mut body, &sig.name, &results[i], elem, false)?;
                 }
-                let outcome = session.run_with_options(feeds, options);
-                cancel.clear();
-                outcome.map_err(ort_failed)?
+                body.extend_from_slice(b"}}");
+            } else {
+                let (i, name, elem) = outputs
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, o)| o.elem.map(|e| (i, o.name.as_str(), e)))
+                    .expect("init refuses models without a numeric tensor output");
+                write_output(&mut body, name, &results[i], elem, true)?;
             }
-            _ => session.run(feeds).map_err(ort_failed)?,
-        };
-        let mut body = Vec::with_capacity(64);
-        if named {
-            body.extend_from_slice(b"{\"outputs\":{");
-            let mut first = true;
-            for (i, sig) in outputs.iter().enumerate() {
-                let Some(elem) = sig.elem else { continue };
-                if !first {
-                    body.push(b',');
-                }
-                first = false;
-                serde_json::to_writer(&mut body, &sig.name).map_err(|e| HookError::Failed(e.to_string()))?;
-                body.push(b':');
-                write_output(&mut body, &sig.name, &results[i], elem, false)?;
-            }
-            body.extend_from_slice(b"}}");
-        } else {
-            let (i, name, elem) = outputs
-                .iter()
-                .enumerate()
-                .find_map(|(i, o)| o.elem.map(|e| (i, o.name.as_str(), e)))
-                .expect("init refuses models without a numeric tensor output");
-            write_output(&mut body, name, &results[i], elem, true)?;
+            Ok(HookResponse::json(body))
+        })
+    }
+
+    fn infer(&mut self, request: HookRequest<'_>, header_length: Option<usize>) -> Result<Answer, HookError> {
+        let parsed = oip::parse_request(request.body, header_length).map_err(HookError::BadInput)?;
+        let Self { session, inputs, outputs, model_name, model_version } = self;
+        let names = |list: &mut dyn Iterator<Item = &str>| list.collect::<Vec<_>>().join(", ");
+        if let Some(extra) = parsed.inputs.iter().find(|i| !inputs.iter().any(|s| s.name == i.name)) {
+            return Err(HookError::BadInput(format!(
+                "the model has no input {:?}; its inputs are {}",
+                extra.name,
+                names(&mut inputs.iter().map(|i| i.name.as_str()))
+            )));
         }
-        Ok(HookResponse::json(body))
+        let mut feeds = Vec::with_capacity(inputs.len());
+        for sig in inputs.iter() {
+            let input = parsed.inputs.iter().find(|i| i.name == sig.name).ok_or_else(|| {
+                HookError::BadInput(format!(
+                    "missing input {:?} ({} {})",
+                    sig.name,
+                    sig.elem.datatype().as_str(),
+                    sig.shape_text()
+                ))
+            })?;
+            feeds.push((Cow::Owned(sig.name.clone()), SessionInputValue::from(v2_tensor(sig, input)?)));
+        }
+        // Each output answered: its index in the model's outputs, and whether in binary.
+        let wanted: Vec<(usize, Elem, bool)> = match &parsed.outputs {
+            None => {
+                outputs.iter().enumerate().filter_map(|(i, o)| o.elem.map(|e| (i, e, parsed.binary_output))).collect()
+            }
+            Some(list) => list
+                .iter()
+                .map(|o| {
+                    outputs
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, s)| s.elem.filter(|_| s.name == o.name).map(|e| (i, e, o.is_binary(&parsed))))
+                        .ok_or_else(|| {
+                            HookError::BadInput(format!(
+                                "the model has no output {:?}; its outputs are {}",
+                                o.name,
+                                names(&mut outputs.iter().filter(|s| s.elem.is_some()).map(|s| s.name.as_str()))
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut w = oip::ResponseWriter::new(model_name, model_version.as_deref(), parsed.id.as_deref());
+        run_session(session, feeds, request.cancel, |results| {
+            for (i, elem, binary) in wanted {
+                write_v2_output(&mut w, &outputs[i].name, &results[i], elem, binary)?;
+            }
+            Ok(())
+        })?;
+        let (body, header_length) = w.finish();
+        let mut response = HookResponse::json(body);
+        if header_length.is_some() {
+            response.content_type = "application/octet-stream";
+        }
+        Ok(Answer { response, header_length })
+    }
+
+    fn signature(&self) -> Option<Signature> {
+        let spec = |name: &str, elem: Elem, dims: &[i64]| TensorSpec {
+            name: name.to_string(),
+            datatype: elem.datatype(),
+            shape: dims.to_vec(),
+        };
+        Some(Signature {
+            inputs: self.inputs.iter().map(|i| spec(&i.name, i.elem, &i.dims)).collect(),
+            outputs: self.outputs.iter().filter_map(|o| o.elem.map(|e| spec(&o.name, e, &o.dims))).collect(),
+        })
     }
 
     fn describe(&self) -> String {

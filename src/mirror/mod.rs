@@ -112,6 +112,7 @@ pub fn copy(
     body: Bytes,
     content_type: Option<&str>,
     headers: &crate::hooks::HeaderMap,
+    protocol: crate::hooks::Protocol,
     request_id: &str,
 ) -> Option<LiveAnswerSlot> {
     let ticket = shadow.admit_copy(request_id)?;
@@ -128,14 +129,15 @@ pub fn copy(
     let window = ticket.window();
     let queued = executor::spawn(move || {
         let shadow = ticket.shadow();
-        let Some((outcome, latency)) = shadow.score_copy(
-            &body,
-            content_type.as_deref(),
-            &headers,
-            &for_shadow.request_id,
-            queued_at,
-            ticket.window(),
-        ) else {
+        let copy = crate::hooks::HookRequest {
+            body: &body,
+            content_type: content_type.as_deref(),
+            headers: &headers,
+            cancel: None,
+        };
+        let Some((outcome, latency)) =
+            shadow.score_copy(copy, protocol, &for_shadow.request_id, queued_at, ticket.window())
+        else {
             return; // counted as a drop
         };
         drop(ticket);

@@ -11,7 +11,7 @@ use super::executor;
 use super::report::{DropReason, MirrorReport};
 use super::Tolerance;
 use crate::deployment::{Deployment, RunError, ScoreError};
-use crate::hooks::HookResponse;
+use crate::hooks::{HookRequest, HookResponse, Protocol};
 use crate::telemetry::Role;
 
 /// One deployment version as a shadow.
@@ -111,9 +111,8 @@ impl Shadow {
     /// has no ready instance. The budget is charged by the shadow thread, in CPU time.
     pub fn score_copy(
         &self,
-        body: &[u8],
-        content_type: Option<&str>,
-        headers: &crate::hooks::HeaderMap,
+        copy: HookRequest<'_>,
+        protocol: Protocol,
         request_id: &str,
         queued: Instant,
         window: u64,
@@ -125,7 +124,7 @@ impl Shadow {
         loop {
             let waiting_for = if budget.available() {
                 let start = Instant::now();
-                match d.pool.run_here_if_idle(body, content_type, headers) {
+                match d.pool.run_here_if_idle(copy.body, copy.content_type, copy.headers, protocol) {
                     Err(RunError::Busy) => DropReason::NoIdleInstance,
                     Err(RunError::NoInstance) => {
                         self.drop_copy(request_id, window, DropReason::NotReady);

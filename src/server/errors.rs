@@ -14,8 +14,50 @@ use crate::spec::{SpecError, SpecErrorKind};
 
 /// An error answer: JSON `{"message": ...}` with the given status.
 pub fn error_response(status: u16, message: &str) -> HttpResponse {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    HttpResponse::build(status).json(serde_json::json!({ "message": message }))
+    ErrorStyle::Message.response(status, message)
+}
+
+/// How an API spells its error bodies: Azure's `{"message": ...}`, or the Open Inference
+/// Protocol's `{"error": ...}` (what `tritonclient` reads). Same statuses and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    Message,
+    Error,
+}
+
+impl ErrorStyle {
+    /// An error answer in this style.
+    pub fn response(self, status: u16, message: &str) -> HttpResponse {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match self {
+            ErrorStyle::Message => serde_json::json!({ "message": message }),
+            ErrorStyle::Error => serde_json::json!({ "error": message }),
+        };
+        HttpResponse::build(status).json(body)
+    }
+}
+
+/// Respells an error answer made in `{"message": ...}` (the body reader's refusals) in `style`,
+/// keeping its status and headers. Errors only, so the extra copy costs nothing that matters.
+pub fn restyle(response: HttpResponse, style: ErrorStyle) -> HttpResponse {
+    if style == ErrorStyle::Message || response.status().is_success() {
+        return response;
+    }
+    let status = response.status().as_u16();
+    let (head, body) = response.into_parts();
+    let message = actix_web::body::MessageBody::try_into_bytes(body)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| head.status().canonical_reason().unwrap_or("error").to_string());
+    let mut fresh = style.response(status, &message);
+    for (k, v) in head.headers() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    fresh.head_mut().set_connection_type(head.head().connection_type());
+    fresh
 }
 
 /// The admin API's status for a refused document.
@@ -52,8 +94,10 @@ pub fn reply(result: Result<Value, ControlError>) -> HttpResponse {
 }
 
 /// A scoring failure as an answer (CONTRACT §6). The status is the deployment's own
-/// ([`ScoreError::status`], also the `code` label of its metrics); the message says what to do.
-pub fn score_error(e: &ScoreError) -> HttpResponse {
+/// ([`ScoreError::status`], also the `code` label of its metrics); the message says what to do,
+/// spelled in the API's error style.
+pub fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
+    let error_response = |status: u16, message: &str| style.response(status, message);
     match e {
         ScoreError::Overloaded => {
             let mut r = error_response(

@@ -1,5 +1,8 @@
 //! `POST /score`: authenticate, pick a deployment (pin header or weighted traffic), copy a
 //! share of unpinned requests to the shadow, score, and answer with the headers of CONTRACT §6.
+//! The Open Inference Protocol's `infer` ([`super::oip`]) goes through the same steps: only
+//! its error spelling, the model-name check and how the hook reads the body differ
+//! ([`Scoring`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -14,9 +17,10 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use super::body::{self, BodyLimits};
-use super::errors::{error_response, score_error};
+use super::errors::{restyle, score_error_in, ErrorStyle};
 use crate::deployment::Deployment;
 use crate::endpoint::RoutingTable;
+use crate::hooks::Protocol;
 use crate::mirror::{self, Answer, Shadow};
 use crate::telemetry::sharded::ShardedCounter;
 
@@ -134,68 +138,103 @@ impl ScoringState {
     }
 }
 
-/// The `/score` handler. The order matters: cheap refusals first (ids, auth, routing), then the
-/// admission slot (429 without reading the body), then the body (bounded in size and time)
-/// while holding the slot, then the run.
+/// How a scoring API differs from `/score`.
+#[derive(Debug, Clone, Copy)]
+pub struct Scoring<'a> {
+    /// How the hook reads the body.
+    pub protocol: Protocol,
+    /// How errors are spelled.
+    pub style: ErrorStyle,
+    /// The model the request names (v2 `/v2/models/{model}[/versions/{version}]`): the
+    /// chosen deployment must serve it.
+    pub model: Option<ModelRef<'a>>,
+}
+
+/// A model named in a v2 URL.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelRef<'a> {
+    pub name: &'a str,
+    pub version: Option<&'a str>,
+}
+
+/// The `/score` handler.
 pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<ScoringState>) -> HttpResponse {
+    let how = Scoring { protocol: Protocol::Score, style: ErrorStyle::Message, model: None };
+    serve(&req, payload, &state, how).await
+}
+
+/// Scores one request of a scoring API. The order matters: cheap refusals first (ids, auth,
+/// routing), then the admission slot (429 without reading the body), then the body (bounded
+/// in size and time) while holding the slot, then the run.
+pub async fn serve(req: &HttpRequest, payload: web::Payload, state: &ScoringState, how: Scoring<'_>) -> HttpResponse {
     let _active = state.drain.enter();
-    let mut response = handle(&req, payload, &state).await;
+    let mut response = handle(req, payload, state, how).await;
     state.drain.close_if_shutting_down(&mut response);
     response
 }
 
-async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState) -> HttpResponse {
+async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, how: Scoring<'_>) -> HttpResponse {
+    let style = how.style;
     let request_id = uuid::Uuid::new_v4();
     let mut id_buf = uuid::Uuid::encode_buffer();
     let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buf);
     let headers = req.headers();
 
-    let client_id = match client_request_id(headers) {
+    let client_id = match client_request_id(headers, style) {
         Ok(id) => id,
         Err(response) => return with_ids(response, request_id, None),
     };
     if state.drain.shutting_down() {
-        let response = error_response(503, "the server is shutting down: retry (another replica will answer)");
+        let response = style.response(503, "the server is shutting down: retry (another replica will answer)");
         return with_ids(response, request_id, client_id.as_deref());
     }
 
     let table = state.snapshot();
-    let (deployment, shadow) = match route(headers, &table) {
+    let (deployment, shadow) = match route(headers, &table, style) {
         Ok(chosen) => chosen,
         Err(response) => return with_ids(response, request_id, client_id.as_deref()),
     };
+    if let Some(model) = how.model {
+        if let Err(response) = serves(deployment, model, style) {
+            return with_ids(served_by(response, deployment), request_id, client_id.as_deref());
+        }
+    }
     let admitted = match deployment.admit(request_id) {
         Ok(admitted) => admitted,
-        Err(e) => return with_ids(served_by(score_error(&e), deployment), request_id, client_id.as_deref()),
+        Err(e) => return with_ids(served_by(score_error_in(style, &e), deployment), request_id, client_id.as_deref()),
     };
     let limits = BodyLimits { max_bytes: state.max_body_bytes, timeout: state.body_timeout };
     let body = match body::read(headers, payload, limits).await {
         Ok(body) => body,
-        Err(response) => return with_ids(response, request_id, client_id.as_deref()),
+        Err(response) => return with_ids(restyle(response, style), request_id, client_id.as_deref()),
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, headers, request_id));
+    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, headers, how.protocol, request_id));
     let start = Instant::now();
-    let outcome = deployment.score(admitted, body, content_type, headers, request_id).await;
+    let outcome = deployment.call(admitted, body, content_type, headers, how.protocol, request_id).await;
     if let Some(slot) = live_slot {
         let (status, body) = match &outcome {
-            Ok(answer) => (answer.status, answer.body.clone()),
+            Ok(answer) => (answer.response.status, answer.response.body.clone()),
             Err(e) => (e.status(), Bytes::new()),
         };
         slot.send(Answer { status, body, latency: start.elapsed() });
     }
     let response = match outcome {
         Ok(answer) => {
-            let mut response = HttpResponse::build(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK));
+            let mut r = HttpResponse::build(StatusCode::from_u16(answer.response.status).unwrap_or(StatusCode::OK));
             // A script's own headers first: the front door's (content type, deployment, ids)
             // are set after and replace any of the same name.
-            for (name, value) in answer.headers {
-                response.append_header((name, value));
+            for (name, value) in answer.response.headers {
+                r.append_header((name, value));
             }
-            response.content_type(answer.content_type).body(answer.body)
+            r.content_type(answer.response.content_type);
+            if let Some(n) = answer.header_length {
+                r.insert_header((INFERENCE_HEADER_LENGTH, n));
+            }
+            r.body(answer.response.body)
         }
-        Err(e) => score_error(&e),
+        Err(e) => score_error_in(style, &e),
     };
     with_ids(served_by(response, deployment), request_id, client_id.as_deref())
 }
@@ -208,29 +247,69 @@ fn served_by(mut response: HttpResponse, deployment: &Deployment) -> HttpRespons
     response
 }
 
-/// Picks the live deployment and, for unpinned requests, maybe a shadow.
+/// The binary tensor extension's header: the length of the JSON part of a body.
+pub const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Refuses a deployment that does not serve the model a v2 URL names (404 naming the model it
+/// does serve). A URL version must be the model's, when the spec gives one.
 #[allow(clippy::result_large_err)]
-fn route<'t>(
+pub fn serves(deployment: &Deployment, model: ModelRef<'_>, style: ErrorStyle) -> Result<(), HttpResponse> {
+    if model.name != deployment.model_name {
+        return Err(style.response(
+            404,
+            &format!(
+                "model {:?} is not served here: deployment {:?} serves model {:?}",
+                model.name, deployment.name, deployment.model_name
+            ),
+        ));
+    }
+    match (model.version, deployment.model_version.as_deref()) {
+        (Some(asked), Some(served)) if asked != served => Err(style.response(
+            404,
+            &format!(
+                "version {asked:?} of model {:?} is not served here: deployment {:?} serves version {served:?}",
+                model.name, deployment.name
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The endpoint, once the caller's credentials are checked.
+#[allow(clippy::result_large_err)]
+pub fn authorize<'t>(
     headers: &HeaderMap,
     table: &'t RoutingTable,
-) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), HttpResponse> {
+    style: ErrorStyle,
+) -> Result<&'t crate::endpoint::EndpointView, HttpResponse> {
     if let Some(why) = table.unavailable {
-        return Err(error_response(503, why.message()));
+        return Err(style.response(503, why.message()));
     }
     let Some(endpoint) = &table.endpoint else {
-        return Err(error_response(
-            404,
-            "this server has no endpoint yet: create one with `switchyard online-endpoint create`",
-        ));
+        return Err(
+            style.response(404, "this server has no endpoint yet: create one with `switchyard online-endpoint create`")
+        );
     };
     if !endpoint.credentials.allows(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
-        let mut r = error_response(
+        let mut r = style.response(
             401,
             "missing or invalid credentials: send `Authorization: Bearer <key or token>` (see `online-endpoint get-credentials`)",
         );
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Err(r);
     }
+    Ok(endpoint)
+}
+
+/// Picks the live deployment and, for unpinned requests, maybe a shadow.
+#[allow(clippy::result_large_err)]
+pub fn route<'t>(
+    headers: &HeaderMap,
+    table: &'t RoutingTable,
+    style: ErrorStyle,
+) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), HttpResponse> {
+    let error_response = |status: u16, message: &str| style.response(status, message);
+    let endpoint = authorize(headers, table, style)?;
     if let Some(pinned) = headers.get(DEPLOYMENT_HEADER) {
         let name = pinned.to_str().unwrap_or("").trim();
         return match endpoint.deployments.get(name) {
@@ -257,7 +336,8 @@ fn route<'t>(
 /// `x-ms-client-request-id`, sanitised to `[A-Za-z0-9_-]{0,40}`; over 100 characters is 431,
 /// and so are headers over [`MAX_HEADER_BYTES`] in all.
 #[allow(clippy::result_large_err)]
-fn client_request_id(headers: &HeaderMap) -> Result<Option<String>, HttpResponse> {
+fn client_request_id(headers: &HeaderMap, style: ErrorStyle) -> Result<Option<String>, HttpResponse> {
+    let error_response = |status: u16, message: &str| style.response(status, message);
     let total: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
     if total > MAX_HEADER_BYTES {
         return Err(error_response(

@@ -9,6 +9,7 @@ mod body;
 mod errors;
 pub mod front_door;
 mod limits;
+mod oip;
 mod scoring;
 mod studio;
 

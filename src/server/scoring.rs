@@ -7,7 +7,8 @@ use super::front_door::{self, ScoringState};
 
 /// Registers `/score`, the health routes and the OpenAPI document.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/score", web::post().to(front_door::score))
+    cfg.configure(super::oip::configure)
+        .route("/score", web::post().to(front_door::score))
         .route("/", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Healthy") }))
         .route("/health/live", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Live") }))
         .route("/health/ready", web::get().to(ready))
@@ -65,6 +66,22 @@ const SWAGGER: &str = r#"{
     }},
     "/": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Healthy"}}}},
     "/health/live": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Live"}}}},
-    "/health/ready": {"get": {"summary": "Readiness", "security": [], "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}}
+    "/health/ready": {"get": {"summary": "Readiness", "security": [], "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
+    "/v2": {"get": {"summary": "Open Inference Protocol v2 server metadata", "responses": {"200": {"description": "name, version, extensions"}}}},
+    "/v2/health/live": {"get": {"summary": "v2 liveness", "responses": {"200": {"description": "Live"}}}},
+    "/v2/health/ready": {"get": {"summary": "v2 readiness", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
+    "/v2/models/{model}": {"get": {"summary": "v2 model metadata (the deployment chosen as for /score must serve {model})",
+      "parameters": [{"name": "model", "in": "path", "required": true, "schema": {"type": "string"}}],
+      "responses": {"200": {"description": "name, versions, platform, inputs, outputs"}, "404": {"description": "The chosen deployment serves another model"}}}},
+    "/v2/models/{model}/ready": {"get": {"summary": "v2 model readiness",
+      "parameters": [{"name": "model", "in": "path", "required": true, "schema": {"type": "string"}}],
+      "responses": {"200": {"description": "Ready"}, "503": {"description": "No ready instance"}}}},
+    "/v2/models/{model}/infer": {"post": {"summary": "v2 inference: JSON tensors, or the binary tensor extension (Inference-Header-Content-Length)",
+      "parameters": [
+        {"name": "model", "in": "path", "required": true, "schema": {"type": "string"}},
+        {"name": "azureml-model-deployment", "in": "header", "required": false, "schema": {"type": "string"}},
+        {"name": "Inference-Header-Content-Length", "in": "header", "required": false, "schema": {"type": "integer"}}
+      ],
+      "responses": {"200": {"description": "outputs"}, "400": {"description": "Inputs not what the model takes ({\"error\"})"}, "404": {"description": "The chosen deployment serves another model"}}}}
   }
 }"#;

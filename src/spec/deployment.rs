@@ -65,6 +65,35 @@ pub struct Probe {
 pub struct ModelSpec {
     /// A folder or a file; relative paths resolve against the YAML file's folder.
     pub path: PathBuf,
+    /// The model's name, as Open Inference Protocol clients address it
+    /// (`/v2/models/{name}/...`); defaults to [`ModelSpec::served_name`]'s fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The model's version (Azure's `model.version`), reported by the v2 metadata route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Value>,
+}
+
+impl ModelSpec {
+    /// The name v2 clients address the model by: `model.name`, or else the base name of
+    /// `model.path` without a `.onnx` extension (`models/model-1` and `model-1.onnx` are both
+    /// `model-1`), so a deployment written without a name still has a stable one.
+    pub fn served_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let base = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        base.strip_suffix(".onnx").map(str::to_string).unwrap_or(base)
+    }
+
+    /// The version as text (Azure allows a number or a string), if any.
+    pub fn served_version(&self) -> Option<String> {
+        match &self.version {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => Some(v.to_string()),
+        }
+    }
 }
 
 /// `code_configuration:` — where the scoring script lives.
@@ -259,6 +288,23 @@ impl DeploymentSpec {
         }
         if self.model.path.as_os_str().is_empty() {
             return Err(SpecError::invalid("model.path is empty"));
+        }
+        if let Some(name) = &self.model.name {
+            // It is a URL path segment of the v2 routes.
+            if name.is_empty()
+                || name.len() > 255
+                || name.contains(['/', '?', '#', '%'])
+                || name.chars().any(char::is_control)
+            {
+                return Err(SpecError::invalid(format!(
+                    "model.name {name:?} must be 1 to 255 characters without '/', '?', '#', '%' or control characters (v2 clients put it in the URL)"
+                )));
+            }
+        }
+        if let Some(v) = &self.model.version {
+            if !(v.is_string() || v.is_number() || v.is_null()) {
+                return Err(SpecError::invalid("model.version must be a string or a number"));
+            }
         }
         Ok(())
     }

@@ -1,0 +1,174 @@
+//! The Open Inference Protocol v2 (KServe v2 / Triton) routes on the scoring plane, so stock
+//! clients (`tritonclient[http]`) talk to an endpoint as they talk to Triton: same key, same
+//! `azureml-model-deployment` pin, same traffic split and mirror as `/score` (the front door
+//! does all of it, see [`front_door::serve`]). `{model}` is the model's name
+//! (`model.name`, see `ModelSpec::served_name`) and must be the one the chosen deployment serves.
+//! Errors are `{"error": ...}`, as the protocol has them. The tensor codec is the hooks'
+//! ([`crate::hooks::oip`]): the hook that owns the model decodes the tensors.
+
+use actix_web::http::header::HeaderValue;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::errors::ErrorStyle;
+use super::front_door::{self, ModelRef, Scoring, ScoringState, DEPLOYMENT_HEADER, INFERENCE_HEADER_LENGTH};
+use crate::deployment::Deployment;
+use crate::hooks::{Protocol, TensorSpec};
+
+const STYLE: ErrorStyle = ErrorStyle::Error;
+
+/// Registers the v2 routes (under `/v2`; unknown ones answer 404 `{"error"}`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v2")
+            .route("", web::get().to(server_metadata))
+            .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
+            .route("/models/{model}", web::get().to(model_metadata))
+            .route("/models/{model}/versions/{version}", web::get().to(model_metadata))
+            .route("/models/{model}/ready", web::get().to(model_ready))
+            .route("/models/{model}/versions/{version}/ready", web::get().to(model_ready))
+            .route("/models/{model}/infer", web::post().to(infer))
+            .route("/models/{model}/versions/{version}/infer", web::post().to(infer))
+            .default_service(web::to(|| async {
+                STYLE.response(
+                    404,
+                    "no such v2 route: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{model}[/versions/{version}][/ready]; POST /v2/models/{model}[/versions/{version}]/infer",
+                )
+            })),
+    );
+}
+
+/// `{model}` and `{version}` of the URL.
+fn model_ref(req: &HttpRequest) -> ModelRef<'_> {
+    let info = req.match_info();
+    ModelRef { name: info.get("model").unwrap_or(""), version: info.get("version") }
+}
+
+/// Checks the key (when an endpoint exists) for the server-level routes.
+#[allow(clippy::result_large_err)]
+fn authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), HttpResponse> {
+    let table = state.snapshot();
+    front_door::authorize(req.headers(), &table, STYLE).map(|_| ())
+}
+
+async fn server_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
+    if let Err(r) = authorized(&req, &state) {
+        return r;
+    }
+    HttpResponse::Ok().json(json!({
+        "name": "switchyard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+/// Health checks take the key once an endpoint has one; before any endpoint exists there is
+/// no key to check, and the process is live (not ready) all the same.
+#[allow(clippy::result_large_err)]
+fn health_authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), HttpResponse> {
+    let table = state.snapshot();
+    if table.endpoint.is_none() && table.unavailable.is_none() {
+        return Ok(());
+    }
+    front_door::authorize(req.headers(), &table, STYLE).map(|_| ())
+}
+
+async fn live(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
+    let mut response = match health_authorized(&req, &state) {
+        Ok(()) => HttpResponse::Ok().json(json!({"live": true})),
+        Err(r) => r,
+    };
+    state.drain.close_if_shutting_down(&mut response);
+    response
+}
+
+async fn ready(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
+    let mut response = if let Err(r) = health_authorized(&req, &state) {
+        r
+    } else if state.drain.shutting_down() {
+        STYLE.response(503, "not ready: the server is shutting down")
+    } else if state.snapshot().ready() {
+        HttpResponse::Ok().json(json!({"ready": true}))
+    } else {
+        STYLE.response(503, "not ready: no deployment with live traffic has a ready instance")
+    };
+    state.drain.close_if_shutting_down(&mut response);
+    response
+}
+
+/// Runs `answer` on the deployment a request to `/v2/models/{model}...` would be scored on
+/// (traffic split or pin), once it is known to serve that model. Never mirrored: nothing is
+/// scored.
+fn with_model(
+    req: &HttpRequest,
+    state: &ScoringState,
+    answer: impl FnOnce(&Deployment) -> HttpResponse,
+) -> HttpResponse {
+    let table = state.snapshot();
+    let deployment = match front_door::route(req.headers(), &table, STYLE) {
+        Ok((deployment, _)) => deployment,
+        Err(r) => return r,
+    };
+    let mut response = match front_door::serves(deployment, model_ref(req), STYLE) {
+        Ok(()) => answer(deployment),
+        Err(r) => r,
+    };
+    if let Ok(v) = HeaderValue::from_str(&deployment.name) {
+        response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
+    }
+    response
+}
+
+fn tensors(list: &[TensorSpec]) -> Value {
+    list.iter().map(|t| json!({"name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape})).collect()
+}
+
+async fn model_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
+    with_model(&req, &state, |d| {
+        let signature = d.signature.load_full();
+        let (inputs, outputs) = match signature.as_deref() {
+            Some(s) => (tensors(&s.inputs), tensors(&s.outputs)),
+            // A scoring script's tensors are its own business: nothing to declare.
+            None => (json!([]), json!([])),
+        };
+        let versions: Vec<&str> = d.model_version.as_deref().into_iter().collect();
+        HttpResponse::Ok().json(json!({
+            "name": d.model_name,
+            "versions": versions,
+            "platform": if signature.is_some() { "onnxruntime_onnx" } else { "switchyard_hook" },
+            "inputs": inputs,
+            "outputs": outputs,
+        }))
+    })
+}
+
+async fn model_ready(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
+    with_model(&req, &state, |d| {
+        if d.pool.ready() > 0 {
+            HttpResponse::Ok().json(json!({"name": d.model_name, "ready": true}))
+        } else {
+            STYLE.response(
+                503,
+                &format!("model {:?} is not ready: deployment {:?} has no ready instance", d.model_name, d.name),
+            )
+        }
+    })
+}
+
+async fn infer(req: HttpRequest, payload: web::Payload, state: web::Data<ScoringState>) -> HttpResponse {
+    let header_length = match req.headers().get(INFERENCE_HEADER_LENGTH) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return STYLE.response(
+                    400,
+                    &format!("{INFERENCE_HEADER_LENGTH} must be the JSON header's length in bytes, got {v:?}"),
+                )
+            }
+        },
+    };
+    let how = Scoring { protocol: Protocol::Infer { header_length }, style: STYLE, model: Some(model_ref(&req)) };
+    front_door::serve(&req, payload, &state, how).await
+}
