@@ -77,8 +77,6 @@ fn a_healthy_green_reaches_100_under_load_with_no_failed_request() {
         "0",
         "--max-p99-ms",
         "2000",
-        "--max-p99-ratio",
-        "20",
         "--min-agreement",
         "0.99",
     ]);
@@ -107,6 +105,7 @@ fn a_healthy_green_reaches_100_under_load_with_no_failed_request() {
     let mirror_gates = &done["passed"][0]["gates"];
     assert!(mirror_gates["agreement"].as_f64().unwrap() >= 0.99, "{mirror_gates}");
     assert!(mirror_gates["requests"].as_u64().unwrap() >= 10, "{mirror_gates}");
+    // Measured even where not gated (a ratio gate on two equal models would only test noise).
     assert!(done["passed"][1]["gates"]["p99_ratio"].as_f64().is_some(), "{done}");
     assert!(events(&done).iter().any(|e| e.starts_with("succeeded")), "{done}");
     let ep = s.admin("GET", "/v1/endpoint", None).json();
@@ -301,9 +300,8 @@ fn sticky_users_stay_put_and_only_move_into_the_growing_band() {
     const CLIENTS: usize = 8;
     let s = Arc::new(Server::start());
     blue_green(&s, "model-1");
-    let r = s.admin("PATCH", "/v1/endpoint", Some(&json!({"traffic_affinity": {"header": "X-User-Id"}})));
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["traffic_affinity"], json!({"header": "x-user-id"}));
+    let shown = s.cli_json(&["online-endpoint", "update", "--set", "traffic_affinity.header=X-User-Id"]);
+    assert_eq!(shown["traffic_affinity"], json!({"header": "x-user-id"}));
     let bad = s.admin("PATCH", "/v1/endpoint", Some(&json!({"traffic_affinity": {"header": "bad header"}})));
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert_eq!(s.set_traffic(json!({"blue": 90, "green": 10})).status, 200);

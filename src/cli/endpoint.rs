@@ -188,6 +188,9 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
                 if !spec.mirror_traffic.is_empty() {
                     patch["mirror_traffic"] = json!(spec.mirror_traffic);
                 }
+                if let Some(affinity) = &spec.traffic_affinity {
+                    patch["traffic_affinity"] = json!(affinity);
+                }
             }
             if let Some(t) = traffic {
                 patch["traffic"] = json!(parse_assignments(&t, "--traffic").map_err(|e| e.message)?);
