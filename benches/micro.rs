@@ -33,6 +33,29 @@ fn routing(c: &mut Criterion) {
     c.bench_function("routing: weighted pick, 90/10", |b| b.iter(|| black_box(split.pick()).map(|d| d.name.len())));
     let three = WeightedSplit::new([(d[0].clone(), 34), (d[1].clone(), 33), (d[2].clone(), 33)]);
     c.bench_function("routing: weighted pick, 3 ways", |b| b.iter(|| black_box(three.pick()).map(|d| d.name.len())));
+    // Sticky assignment as the front door does it: find the affinity header among a request's
+    // usual headers, hash its value, pick the band. Compared with the random pick above.
+    let mut headers = actix_web::http::header::HeaderMap::new();
+    for (k, v) in [
+        ("host", "127.0.0.1:5001"),
+        ("content-type", "application/json"),
+        ("authorization", "Bearer 0123456789abcdef0123456789abcdef"),
+        ("content-length", "61"),
+        ("x-ms-client-request-id", "c0ffee"),
+        ("x-user-id", "user-12345678"),
+    ] {
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static(k),
+            actix_web::http::header::HeaderValue::from_static(v),
+        );
+    }
+    let affinity = String::from("x-user-id");
+    c.bench_function("routing: sticky pick by header hash, 90/10", |b| {
+        b.iter(|| {
+            let value = black_box(&headers).get(affinity.as_str()).map(|v| v.as_bytes());
+            value.and_then(|v| split.pick_sticky(v)).map(|d| d.name.len())
+        })
+    });
 }
 
 fn body(rows: usize) -> Vec<u8> {

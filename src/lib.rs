@@ -26,6 +26,7 @@ mod threads;
 
 pub use cli::{run, Cli};
 pub use deployment::Deployment;
+pub use endpoint::split::{affinity_hash, affinity_point};
 pub use endpoint::{Credentials, WeightedSplit};
 pub use hooks::native::NativeHook;
 pub use hooks::onnx::OnnxHook;

@@ -147,3 +147,60 @@ proptest! {
         }
     }
 }
+
+/// Sticky assignment is monotone: when one deployment's weight grows and every other weight
+/// shrinks or stays (any split of up to 6 deployments, in name order as the control plane
+/// builds it), no key that the growing deployment served leaves it. (With three or more, the
+/// shrinking ones may trade keys among themselves: bands in a fixed order shift.) With two,
+/// the keys that move are exactly those whose point lies in the added width.
+fn weights_growing_one() -> impl Strategy<Value = (Vec<u32>, Vec<u32>, usize)> {
+    (2usize..=6).prop_flat_map(|n| {
+        (prop::collection::vec(0u32..=100, n), 0..n, prop::collection::vec(0u32..=100, n)).prop_map(
+            move |(raw, grow, cut)| {
+                let total: u32 = raw.iter().sum::<u32>().max(1);
+                let mut before: Vec<u32> = raw.iter().map(|w| w * 100 / total).collect();
+                let short = 100 - before.iter().sum::<u32>();
+                before[0] += short;
+                // Take from the others (each by at most what it has), give to `grow`.
+                let mut after = before.clone();
+                let mut moved = 0;
+                for i in (0..n).filter(|i| *i != grow) {
+                    let take = after[i] * cut[i] / 100;
+                    after[i] -= take;
+                    moved += take;
+                }
+                after[grow] += moved;
+                (before, after, grow)
+            },
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn sticky_assignment_never_moves_a_user_out_of_the_growing_band((before, after, grow) in weights_growing_one()) {
+        let split = |w: &[u32]| switchyard::WeightedSplit::<usize>::new(w.iter().copied().enumerate());
+        let (old, new) = (split(&before), split(&after));
+        for user in 0..2_000u32 {
+            let key = format!("user-{user}");
+            let (a, b) = (old.pick_sticky(key.as_bytes()).copied(), new.pick_sticky(key.as_bytes()).copied());
+            prop_assert_eq!(a, old.pick_sticky(key.as_bytes()).copied(), "the same key, the same deployment");
+            if a == Some(grow) {
+                prop_assert_eq!(b, Some(grow), "user {} left the growing deployment {}: {:?} -> {:?}", key, grow, before, after);
+            }
+        }
+    }
+
+    #[test]
+    fn with_two_deployments_exactly_the_new_band_moves(green in 0u32..=100, more in 0u32..=100) {
+        let raised = (green + more).min(100);
+        let split = |g: u32| switchyard::WeightedSplit::<&str>::new([("blue", 100 - g), ("green", g)]);
+        let (old, new) = (split(green), split(raised));
+        for user in 0..2_000u32 {
+            let key = format!("user-{user}");
+            let point = switchyard::affinity_point(key.as_bytes(), 100);
+            let moved = old.pick_sticky(key.as_bytes()) != new.pick_sticky(key.as_bytes());
+            prop_assert_eq!(moved, (100 - raised..100 - green).contains(&point), "user {} at point {}", key, point);
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use super::client::AdminClient;
@@ -83,6 +83,69 @@ pub enum EndpointVerb {
         #[arg(long, value_enum, default_value_t = KeyTypeArg::Primary)]
         key_type: KeyTypeArg,
     },
+    /// Move traffic to a deployment in guarded steps that roll back by themselves (local
+    /// extension), e.g. `rollout --to green --steps mirror:10,10,25,50,100 --step-duration 60s`;
+    /// or `rollout pause|resume|abort|show`.
+    Rollout(RolloutArgs),
+}
+
+/// `online-endpoint rollout`: start one with the flags, or act on the current one.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    action: Option<RolloutAction>,
+    #[arg(short = 'n', long)]
+    name: Option<String>,
+    /// The deployment traffic moves to.
+    #[arg(long)]
+    to: Option<String>,
+    /// Steps: mirror percents first (`mirror:10`), then live percents ending at 100.
+    #[arg(long)]
+    steps: Option<String>,
+    /// How long each step is watched, e.g. 60s, 500ms.
+    #[arg(long)]
+    step_duration: Option<String>,
+    /// Answers the target must give in a step before it is judged (default 20).
+    #[arg(long)]
+    min_requests: Option<u64>,
+    /// Largest share of 5xx/424/408 answers of the target (default 0.01).
+    #[arg(long)]
+    max_error_rate: Option<f64>,
+    /// Largest p99 latency of the target, in milliseconds.
+    #[arg(long)]
+    max_p99_ms: Option<f64>,
+    /// Largest p99 of the target as a multiple of the live deployments' p99 over the window.
+    #[arg(long)]
+    max_p99_ratio: Option<f64>,
+    /// Smallest mirror agreement during mirror steps (0..1).
+    #[arg(long)]
+    min_agreement: Option<f64>,
+}
+
+/// What to do with the current rollout.
+#[derive(Subcommand, Debug)]
+pub enum RolloutAction {
+    /// Hold the current step: traffic stays, nothing is judged.
+    Pause {
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+    },
+    /// Go on from the current step (its window starts again).
+    Resume {
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+    },
+    /// Stop, sending traffic back to the split the rollout started from.
+    Abort {
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+    },
+    /// The current step, time left, gate values so far, passed steps, rollback reason, events.
+    Show {
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -125,6 +188,9 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
                 if !spec.mirror_traffic.is_empty() {
                     patch["mirror_traffic"] = json!(spec.mirror_traffic);
                 }
+                if let Some(affinity) = &spec.traffic_affinity {
+                    patch["traffic_affinity"] = json!(affinity);
+                }
             }
             if let Some(t) = traffic {
                 patch["traffic"] = json!(parse_assignments(&t, "--traffic").map_err(|e| e.message)?);
@@ -166,7 +232,39 @@ pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
             admin.call("POST", "/v1/endpoint/keys/regenerate", Some(&json!({"keyType": key_type})))?.ok_json()?;
             Ok(())
         }
+        EndpointVerb::Rollout(args) => rollout(&admin, args, global),
     }
+}
+
+fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Result<(), String> {
+    let (method, path, name) = match args.action {
+        Some(RolloutAction::Pause { name }) => ("POST", "/v1/endpoint/rollout/pause", name),
+        Some(RolloutAction::Resume { name }) => ("POST", "/v1/endpoint/rollout/resume", name),
+        Some(RolloutAction::Abort { name }) => ("POST", "/v1/endpoint/rollout/abort", name),
+        Some(RolloutAction::Show { name }) => ("GET", "/v1/endpoint/rollout", name),
+        None => {
+            hosted(admin, args.name.as_deref())?;
+            let (Some(to), Some(steps), Some(step_duration)) = (args.to, args.steps, args.step_duration) else {
+                return Err("a rollout needs --to NAME, --steps (e.g. mirror:10,10,25,50,100) and --step-duration (e.g. 60s); or use rollout pause|resume|abort|show".into());
+            };
+            let mut body = json!({"to": to, "steps": steps, "step_duration": step_duration});
+            for (key, value) in [
+                ("min_requests", args.min_requests.map(|n| json!(n))),
+                ("max_error_rate", args.max_error_rate.map(|n| json!(n))),
+                ("max_p99_ms", args.max_p99_ms.map(|n| json!(n))),
+                ("max_p99_ratio", args.max_p99_ratio.map(|n| json!(n))),
+                ("min_agreement", args.min_agreement.map(|n| json!(n))),
+            ] {
+                if let Some(v) = value {
+                    body[key] = v;
+                }
+            }
+            return print(&admin.call("POST", "/v1/endpoint/rollout", Some(&body))?.ok_json()?, global);
+        }
+    };
+    hosted(admin, name.as_deref())?;
+    let body = (method == "POST").then(|| json!({}));
+    print(&admin.call(method, path, body.as_ref())?.ok_json()?, global)
 }
 
 /// The hosted endpoint, checked against `--name` when one is given.

@@ -189,6 +189,7 @@ impl ControlPlane {
         if !state.deployments.contains_key(name) {
             return Err(unknown_deployment(name, &state));
         }
+        self.check_rollout_keeps(&state, name)?;
         let before = state.clone();
         if let Some(ep) = state.endpoint.as_mut() {
             let live = ep.spec.traffic.get(name).copied().unwrap_or(0);

@@ -13,13 +13,18 @@ use crate::endpoint::auth::KeyType;
 use crate::spec::{traffic, AuthMode, EndpointSpec, Traffic};
 
 /// Fields `PATCH /v1/endpoint` may change.
-const PATCHABLE: &[&str] = &["traffic", "mirror_traffic", "description", "tags"];
+const PATCHABLE: &[&str] = &["traffic", "mirror_traffic", "description", "tags", "traffic_affinity"];
 
 impl ControlPlane {
     /// `PUT /v1/endpoint`: creates the endpoint, or replaces its settings if it is the same one.
     /// Returns the endpoint view, whether it was created, and the ignored keys.
     pub fn put_endpoint(&self, body: Value) -> Result<(Value, bool, Vec<String>), ControlError> {
         let (spec, ignored) = EndpointSpec::from_value(body)?;
+        if spec.rollout.is_some() {
+            return Err(ControlError::invalid(
+                "`rollout` is read from endpoint.yml in --config-dir mode only: through the API, start one with POST /v1/endpoint/rollout (`online-endpoint rollout`)",
+            ));
+        }
         let mut state = self.lock();
         let created = match &state.endpoint {
             Some(existing) if existing.spec.name != spec.name => {
@@ -34,6 +39,7 @@ impl ControlPlane {
         let names: BTreeSet<String> = state.deployments.keys().cloned().collect();
         let (live, mirror) = traffic::validate(&spec.traffic, &spec.mirror_traffic, &names)?;
         check_can_serve(&state, &live)?;
+        self.check_no_rollout(&state, &live, &mirror)?;
         let before = state.clone();
         let old_mirror = state.endpoint.as_ref().map(|e| e.spec.mirror_traffic.clone()).unwrap_or_default();
         let (credentials, pending) = match state.endpoint.take() {
@@ -81,6 +87,11 @@ impl ControlPlane {
         };
         let (live, mirror) = traffic::validate(&new_traffic, &new_mirror, &names)?;
         check_can_serve(&state, &live)?;
+        self.check_no_rollout(&state, &live, &mirror)?;
+        let traffic_affinity = match fields.get("traffic_affinity") {
+            None => ep.spec.traffic_affinity.clone(),
+            Some(v) => crate::spec::TrafficAffinity::from_value(v)?,
+        };
         let description = match fields.get("description") {
             None => ep.spec.description.clone(),
             Some(Value::Null) => None,
@@ -100,6 +111,7 @@ impl ControlPlane {
         ep.spec.mirror_traffic = mirror;
         ep.spec.description = description;
         ep.spec.tags = tags;
+        ep.spec.traffic_affinity = traffic_affinity;
         self.commit(&mut state, before)?;
         self.reset_comparisons(&state, &old_mirror, &new_mirror);
         Ok(self.endpoint_view(&state))
@@ -115,6 +127,7 @@ impl ControlPlane {
         let before = state.clone();
         let removed: Vec<_> = std::mem::take(&mut state.deployments).into_values().collect();
         state.endpoint = None;
+        state.rollout = None;
         self.commit(&mut state, before)?;
         drop(state);
         for record in removed {
@@ -185,6 +198,9 @@ impl ControlPlane {
             m.insert("swagger_uri".into(), json!(format!("{base}/swagger.json")));
             m.insert("openapi_uri".into(), json!(format!("{base}/swagger.json")));
             m.insert("provisioning_state".into(), json!("Succeeded"));
+            if let Some(rollout) = self.rollout_summary(state) {
+                m.insert("rollout_status".into(), rollout);
+            }
             if let Some(dir) = self.declarative_dir() {
                 let status = self.config_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 m.insert(
@@ -205,7 +221,7 @@ impl ControlPlane {
 
 /// Positive traffic may only go to a deployment that can answer: not one still loading its
 /// first instances, and not one whose init failed.
-fn check_can_serve(state: &State, live: &Traffic) -> Result<(), ControlError> {
+pub(super) fn check_can_serve(state: &State, live: &Traffic) -> Result<(), ControlError> {
     let current = state.endpoint.as_ref().map(|e| &e.spec.traffic);
     for (name, percent) in live {
         let had = current.and_then(|t| t.get(name)).copied().unwrap_or(0);

@@ -8,6 +8,7 @@ mod deployments;
 mod endpoint;
 mod error;
 mod restore;
+mod rollout;
 pub mod secrets;
 pub mod store;
 pub mod watch;
@@ -27,6 +28,7 @@ use crate::mirror::{Shadow, Tolerance};
 use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
 pub use error::ControlError;
+pub use rollout::RolloutSource;
 use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
 
 /// The control plane's state: the endpoint and its deployments. Cloning it is cheap (the
@@ -38,6 +40,8 @@ struct State {
     /// Increases with each load started (create, replace), so a finished background load can
     /// tell whether its deployment is still the current one.
     next_load_id: u64,
+    /// The last rollout started (running, paused or over), kept for `rollout show`.
+    rollout: Option<rollout::RolloutRecord>,
 }
 
 /// The endpoint as accepted: its spec holds the normalised traffic (every deployment listed)
@@ -117,6 +121,8 @@ pub struct ControlPlane {
     /// The admin API's bearer token (`--admin-token`, or `admin-token` in `--secrets-dir`,
     /// which may change while the server runs).
     admin_token: ArcSwapOption<String>,
+    /// Numbers the rollout timer tasks, so a task outlived by its rollout stops.
+    rollout_tickers: std::sync::atomic::AtomicU64,
 }
 
 /// A `--secrets-dir` and what was last read from it.
@@ -160,6 +166,7 @@ impl ControlPlane {
             config_status: Mutex::new(None),
             secrets: OnceLock::new(),
             admin_token: ArcSwapOption::empty(),
+            rollout_tickers: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -418,6 +425,7 @@ impl ControlPlane {
                             .mirror_traffic
                             .iter()
                             .find_map(|(n, p)| state.deployments.get(n).map(|r| (Arc::clone(&r.shadow), *p))),
+                        affinity: ep.spec.traffic_affinity.as_ref().map(|a| a.header.clone()),
                     }),
                     unavailable: None,
                 }
@@ -441,5 +449,6 @@ fn durable(state: &State) -> Durable {
     );
     doc.pending = state.deployments.values().filter_map(|r| r.pending.as_ref().map(|p| p.spec.clone())).collect();
     doc.failed_updates = state.deployments.values().filter_map(|r| r.last_failure.clone()).collect();
+    doc.rollout = state.rollout.as_ref().map(|r| r.durable.clone());
     doc
 }

@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::rollout::RolloutRecord;
 use super::store::Durable;
 use super::{ControlPlane, DeploymentRecord, EndpointRecord};
 use crate::deployment::{Deployment, ProvisioningState};
@@ -68,6 +69,7 @@ impl ControlPlane {
                     DeploymentRecord { last_failure, ..DeploymentRecord::new(spec, live, load_id, tolerance) },
                 );
             }
+            state.rollout = saved.rollout.map(RolloutRecord::restored);
             if let Some(ep) = saved.endpoint {
                 // In --secrets-dir mode the folder owns the secrets: what was saved is replaced.
                 let credentials = match self.secrets_dir() {
@@ -90,6 +92,8 @@ impl ControlPlane {
             self.publish(&state);
             tracing::info!(deployments = state.deployments.len(), "saved state restored: traffic is live");
         }
+        // A rollout that was running goes on from its current step, whose window starts again.
+        self.resume_restored_rollout();
         for (spec, live, load_id, replacement) in others {
             drop(self.restore_one(spec, live, load_id, replacement));
         }

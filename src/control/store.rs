@@ -38,6 +38,9 @@ pub struct Durable {
     /// The last failed update of each deployment that has one, for `show`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_updates: Vec<FailedUpdate>,
+    /// The last rollout and its progress (a running one resumes after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::DurableRollout>,
 }
 
 /// An update (replacement or scale-up) that failed while the previous version kept serving.
@@ -73,7 +76,7 @@ pub struct DurableEndpoint {
 impl Durable {
     /// A document of the current version.
     pub fn new(endpoint: Option<DurableEndpoint>, deployments: Vec<DeploymentSpec>) -> Self {
-        Self { version: VERSION, endpoint, deployments, pending: Vec::new(), failed_updates: Vec::new() }
+        Self { version: VERSION, endpoint, deployments, pending: Vec::new(), failed_updates: Vec::new(), rollout: None }
     }
 
     /// Checks a document read from disk with the same rules as the admin API, so a hand-edited
@@ -148,6 +151,9 @@ impl Durable {
                 return Err(SpecError::invalid("deployments are saved without an endpoint"));
             }
             None => {}
+        }
+        if let Some(rollout) = &self.rollout {
+            rollout.validate(&names)?;
         }
         Ok(())
     }

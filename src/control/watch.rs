@@ -177,11 +177,12 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
                 || cur.auth_mode != ep.auth_mode
                 || cur.description != ep.description
                 || cur.tags != ep.tags
+                || cur.traffic_affinity != ep.traffic_affinity
         }
     };
     if needs_put {
-        let mut body =
-            json!({"name": ep.name, "auth_mode": ep.auth_mode, "description": ep.description, "tags": ep.tags});
+        let mut body = json!({"name": ep.name, "auth_mode": ep.auth_mode, "description": ep.description, "tags": ep.tags,
+            "traffic_affinity": ep.traffic_affinity});
         if let Some(cur) = current.0.as_ref().filter(|c| c.name == ep.name) {
             body["traffic"] = json!(cur.traffic);
             body["mirror_traffic"] = json!(cur.mirror_traffic);
@@ -209,9 +210,24 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
     for name in &touched {
         wait_idle(control, name).await;
     }
-    // 3. Traffic and mirror rule, in one atomic change.
+    // 3. Traffic and mirror rule, in one atomic change. With a `rollout:` in the file, the
+    // file's traffic is where the rollout starts: once started, the rollout owns the traffic
+    // (its progress is in `rollout show` and the endpoint's `rollout_status`, never written
+    // back), and it starts again only when the plan in the file changes. Removing the field
+    // aborts a rollout still going and applies the file's traffic.
     let split = json!({"traffic": ep.traffic, "mirror_traffic": ep.mirror_traffic});
-    control.patch_endpoint(split).map_err(|e| format!("traffic: {}", e))?;
+    let running_plan = control.config_rollout();
+    if ep.rollout.is_none() || running_plan != ep.rollout {
+        if running_plan.is_some() && control.rollout_active() {
+            control.abort_rollout().map_err(|e| format!("rollout: {e}"))?;
+        }
+        control.patch_endpoint(split).map_err(|e| format!("traffic: {}", e))?;
+        if let Some(plan) = &ep.rollout {
+            control
+                .start_rollout(&plan.to_document(), super::RolloutSource::ConfigDir)
+                .map_err(|e| format!("rollout: {e}"))?;
+        }
+    }
     // 4. Deployments no longer in the folder (their traffic is 0 now).
     for name in current.1.keys().filter(|n| !desired.deployments.contains_key(*n)) {
         control.delete_deployment(name).map_err(|e| format!("deployment {name}: {}", e))?;

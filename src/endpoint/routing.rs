@@ -49,6 +49,9 @@ pub struct EndpointView {
     pub split: WeightedSplit,
     /// The shadow deployment and the percent of unpinned requests copied to it.
     pub mirror: Option<(Arc<Shadow>, u32)>,
+    /// The header (lower case) whose value routes a request by a stable hash
+    /// (`traffic_affinity`), when set.
+    pub affinity: Option<String>,
 }
 
 impl RoutingTable {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::errors::{control_error, error_response, reply};
-use crate::control::{ControlError, ControlPlane};
+use crate::control::{ControlError, ControlPlane, RolloutSource};
 use crate::spec::{limits, SpecError};
 
 /// What the admin handlers share.
@@ -30,6 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/endpoint/keys", web::get().to(get_keys))
         .route("/v1/endpoint/keys/regenerate", web::post().to(regenerate_keys))
         .route("/v1/endpoint/invoke", web::post().to(invoke))
+        .route("/v1/endpoint/rollout", web::get().to(get_rollout))
+        .route("/v1/endpoint/rollout", web::post().to(start_rollout))
+        .route("/v1/endpoint/rollout/{action}", web::post().to(rollout_action))
         .route("/v1/deployments", web::get().to(list_deployments))
         .route("/v1/deployments/{name}", web::get().to(get_deployment))
         .route("/v1/deployments/{name}", web::put().to(put_deployment))
@@ -174,6 +177,33 @@ async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
     reply(data.control.delete_endpoint().map(|()| json!({"message": "endpoint deleted"})))
+}
+
+async fn get_rollout(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(data.control.rollout_view())
+}
+
+/// Starts a rollout (201). In declarative mode the rollout is a field of endpoint.yml.
+async fn start_rollout(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
+    guard!(req, data);
+    files_own_state!(data);
+    match parse(body).await.and_then(|v| data.control.start_rollout(&v, RolloutSource::Api)) {
+        Ok(view) => HttpResponse::Created().json(view),
+        Err(e) => control_error(&e),
+    }
+}
+
+/// `pause`, `resume` or `abort`: operational controls, allowed in declarative mode too (the
+/// files own what the rollout is, not whether someone holds or stops it).
+async fn rollout_action(req: HttpRequest, action: web::Path<String>, data: Data) -> HttpResponse {
+    guard!(req, data);
+    reply(match action.as_str() {
+        "pause" => data.control.pause_rollout(),
+        "resume" => data.control.resume_rollout(),
+        "abort" => data.control.abort_rollout(),
+        other => Err(ControlError::NotFound(format!("no rollout action {other:?}: expected pause, resume or abort"))),
+    })
 }
 
 async fn get_keys(req: HttpRequest, data: Data) -> HttpResponse {

@@ -323,7 +323,14 @@ pub fn route<'t>(
             )),
         };
     }
-    let Some(live) = endpoint.split.pick() else {
+    // Sticky assignment: the affinity header's value picks the band (no lock, no state: a
+    // hash of the value against the snapshot's split); without it, a random pick.
+    let sticky = endpoint.affinity.as_deref().and_then(|h| headers.get(h));
+    let picked = match sticky {
+        Some(value) => endpoint.split.pick_sticky(value.as_bytes()),
+        None => endpoint.split.pick(),
+    };
+    let Some(live) = picked else {
         return Err(error_response(
             404,
             "no deployment of this endpoint has traffic: set traffic (`online-endpoint update --traffic`) or pin a deployment with the azureml-model-deployment header",

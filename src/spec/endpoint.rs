@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::rollout::RolloutPlan;
 use super::{names::validate_name, traffic, SpecError, Traffic};
 
 /// Cloud-only keys: accepted so the Azure files parse unchanged, reported as ignored.
@@ -43,6 +44,54 @@ pub struct EndpointSpec {
     /// Shadow traffic percentages (at most one deployment).
     #[serde(default)]
     pub mirror_traffic: Traffic,
+    /// Sticky assignment (local extension): requests carrying this header are routed by a
+    /// stable hash of its value, so one user keeps one deployment while the weights hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_affinity: Option<TrafficAffinity>,
+    /// A guarded rollout to run (local extension, read from endpoint.yml in `--config-dir`
+    /// mode only; the admin API starts one with `POST /v1/endpoint/rollout`). Never part of
+    /// the accepted state: its progress is reported apart and never written back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPlan>,
+}
+
+/// `traffic_affinity: {header: x-user-id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficAffinity {
+    /// The request header whose value picks the deployment (lower case).
+    pub header: String,
+}
+
+impl TrafficAffinity {
+    /// Reads `{header: NAME}` (null: no affinity). The name must be a valid HTTP header name
+    /// and not the pin header, which always wins anyway.
+    pub fn from_value(value: &Value) -> Result<Option<Self>, SpecError> {
+        let header = match value {
+            Value::Null => return Ok(None),
+            Value::Object(m) => {
+                if let Some(key) = m.keys().find(|k| k.as_str() != "header") {
+                    return Err(SpecError::invalid(format!(
+                        "unknown traffic_affinity field `{key}`: expected `header`, e.g. {{header: x-user-id}}"
+                    )));
+                }
+                m.get("header").and_then(Value::as_str).unwrap_or("")
+            }
+            _ => "",
+        };
+        let valid = !header.is_empty()
+            && header.len() <= 64
+            && header.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid {
+            return Err(SpecError::invalid(format!(
+                "traffic_affinity must be {{header: NAME}} with NAME an HTTP header name of at most 64 characters (e.g. x-user-id), got {value}"
+            )));
+        }
+        let header = header.to_ascii_lowercase();
+        if header == "azureml-model-deployment" || header == "authorization" {
+            return Err(SpecError::invalid(format!("traffic_affinity cannot use the {header} header")));
+        }
+        Ok(Some(Self { header }))
+    }
 }
 
 impl EndpointSpec {
@@ -65,7 +114,8 @@ impl EndpointSpec {
                 ignored.push(format!("{key} (cloud-only; no effect here)"));
             }
         }
-        let known = ["name", "description", "tags", "auth_mode", "traffic", "mirror_traffic"];
+        let known =
+            ["name", "description", "tags", "auth_mode", "traffic", "mirror_traffic", "traffic_affinity", "rollout"];
         if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(SpecError::invalid(format!(
                 "unknown endpoint field `{key}`: expected one of {}",
@@ -106,7 +156,18 @@ impl EndpointSpec {
         };
         let traffic = traffic::from_json(map.get("traffic").unwrap_or(&Value::Null), "traffic")?;
         let mirror_traffic = traffic::from_json(map.get("mirror_traffic").unwrap_or(&Value::Null), "mirror_traffic")?;
-        Ok((EndpointSpec { name, description, tags, auth_mode, traffic, mirror_traffic }, ignored))
+        let traffic_affinity = TrafficAffinity::from_value(map.get("traffic_affinity").unwrap_or(&Value::Null))?;
+        let rollout = match map.get("rollout") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                RolloutPlan::from_value(v)
+                    .map_err(|e| SpecError { message: format!("rollout: {}", e.message), ..e })?,
+            ),
+        };
+        Ok((
+            EndpointSpec { name, description, tags, auth_mode, traffic, mirror_traffic, traffic_affinity, rollout },
+            ignored,
+        ))
     }
 }
 

@@ -9,11 +9,13 @@ pub mod error;
 pub mod limits;
 pub mod names;
 pub mod python;
+pub mod rollout;
 pub mod traffic;
 
 pub use deployment::{DeploymentSpec, HookKind, Isolation, NativePlugin};
-pub use endpoint::{AuthMode, EndpointSpec};
+pub use endpoint::{AuthMode, EndpointSpec, TrafficAffinity};
 pub use error::{SpecError, SpecErrorKind};
+pub use rollout::{RolloutPlan, Step};
 pub use traffic::{parse_assignments, Traffic};
 
 /// The most deployments one endpoint may hold (Azure's limit, CONTRACT §1).

@@ -60,6 +60,12 @@ struct DeploymentLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RollbackLabels {
+    deployment: String,
+    gate: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     deployment: String,
     state: &'static str,
@@ -95,6 +101,11 @@ pub struct Metrics {
     instances: Family<InstanceLabels, Gauge>,
     mirror: MirrorFamilies,
     process: ProcessGauges,
+    /// Live and mirror error answers (5xx, 424, 408) per deployment name, for windowed reads
+    /// (rollout gates); not exported (`switchyard_requests_total` has them by code).
+    errors: Mutex<HashMap<String, [ShardedCounter; 2]>>,
+    /// Rollouts rolled back, by target deployment and failed gate (kept as history).
+    rollbacks: Family<RollbackLabels, Counter>,
     /// Unreleased [`DeploymentMetrics`] per deployment name. Creating handles and removing a
     /// name's series both happen under this lock, so a version created while the last one of
     /// the same name is released either keeps the series or gets fresh ones, never detached
@@ -176,6 +187,12 @@ impl Metrics {
             "Mirror pairs where live answered 200 and the shadow did not",
             mirror.shadow_errors.clone(),
         );
+        let rollbacks = Family::<RollbackLabels, Counter>::default();
+        registry.register(
+            "switchyard_rollout_rollbacks",
+            "Rollouts rolled back automatically, by target deployment and failed gate",
+            rollbacks.clone(),
+        );
         let process = ProcessGauges::default();
         registry.register(
             "switchyard_process_cpu_usage_percent",
@@ -201,6 +218,8 @@ impl Metrics {
             instances,
             mirror,
             process,
+            rollbacks,
+            errors: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
         })
     }
@@ -230,6 +249,7 @@ impl Metrics {
         DeploymentMetrics {
             name: name.to_string(),
             root: Arc::clone(self),
+            errors: self.errors_of(name),
             live_ok,
             live_duration,
             mirror_duration,
@@ -237,6 +257,13 @@ impl Metrics {
             mirror_dropped,
             released: AtomicBool::new(false),
         }
+    }
+
+    /// The error counters of a name, shared by its versions like its series (created on
+    /// first use; kept for the process's life, a few bytes per name ever deployed).
+    fn errors_of(&self, name: &str) -> [ShardedCounter; 2] {
+        let mut map = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.to_string()).or_default().clone()
     }
 
     /// Gives back one handle set of `name`; the last one out removes the name's series.
@@ -270,6 +297,13 @@ impl Metrics {
         m.shadow_errors.remove(&dep);
         // Request counters are kept: a counter that vanishes looks like a reset to Prometheus,
         // and the totals of a deleted deployment are still history worth querying.
+    }
+
+    /// Counts a rollout to `deployment` rolled back by `gate`.
+    pub fn rollout_rolled_back(&self, deployment: &str, gate: &str) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels { deployment: deployment.to_string(), gate: gate.to_string() })
+            .inc();
     }
 
     /// Reads this process's CPU and memory use.
@@ -328,6 +362,8 @@ pub const INSTANCE_STATES: [&str; 4] = ["ready", "loading", "draining", "failed"
 pub struct DeploymentMetrics {
     name: String,
     root: Arc<Metrics>,
+    /// Error answers, `[live, mirror]` (see [`super::window::is_error`]).
+    errors: [ShardedCounter; 2],
     live_ok: ShardedCounter,
     live_duration: ShardedHistogram,
     mirror_duration: ShardedHistogram,
@@ -361,12 +397,29 @@ impl DeploymentMetrics {
     pub fn observe(&self, role: Role, code: u16, seconds: f64) {
         match (role, code) {
             (Role::live, 200) => self.live_ok.inc(),
-            _ => self.root.requests.get_or_create(&RequestLabels { deployment: self.name.clone(), role, code }).inc(),
+            _ => {
+                // Off the common path (a non-200 answer already looks its series up): counted
+                // again for windowed reads.
+                if super::window::is_error(code) {
+                    self.errors[role as usize].inc();
+                }
+                self.root.requests.get_or_create(&RequestLabels { deployment: self.name.clone(), role, code }).inc()
+            }
         };
         match role {
             Role::live => self.live_duration.observe(seconds),
             Role::mirror => self.mirror_duration.observe(seconds),
         }
+    }
+
+    /// The cumulative counts of one role now, for windows (`Reading::since`).
+    pub fn reading(&self, role: Role) -> super::Reading {
+        let histogram = match role {
+            Role::live => &self.live_duration,
+            Role::mirror => &self.mirror_duration,
+        };
+        let (_, requests, buckets) = histogram.snapshot();
+        super::Reading { requests, errors: self.errors[role as usize].get(), buckets }
     }
 
     /// Sets the in-flight gauge (read from the admission counter when metrics are rendered,

@@ -4,9 +4,11 @@
 pub mod logs;
 pub mod metrics;
 pub mod sharded;
+pub mod window;
 
 pub use logs::LogRing;
 pub use metrics::{DeploymentMetrics, Metrics, MirrorGauges, Role};
+pub use window::Reading;
 
 /// Sets up the process log on stderr: text by default, JSON with `SWITCHYARD_LOG_FORMAT=json`;
 /// the filter comes from `RUST_LOG`. By default lifecycle events are logged at `info` and the

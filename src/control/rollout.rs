@@ -1,0 +1,792 @@
+//! Guarded progressive rollout: traffic moves to a target deployment in steps, each step is
+//! watched for a window, and a step whose gates fail sends traffic back to the last good split
+//! by itself, with the reason on record.
+//!
+//! **No side door.** Every step, rollback and abort is an ordinary traffic change: the same
+//! `traffic::validate` and `check_can_serve` as `PATCH /v1/endpoint`, made under the state lock,
+//! saved (`--state-dir`) before it is published, and published as a new routing snapshot. The
+//! rollout's own progress is saved in the same document in the same save, so a restart finds
+//! the traffic and the step that produced it together. While a rollout is running or paused,
+//! other traffic changes are refused (409): it owns the split and the mirror rule.
+//!
+//! **Gates.** A step's numbers are windows over the deployments' cumulative series
+//! (`telemetry::window`): a reading at the step's start, one at its end, the difference. The
+//! target is read in its live role (live steps) or its mirror role (mirror steps); the p99
+//! ratio compares it with the other deployments of the step's split over the same window. A
+//! step is judged once its window is over *and* the target answered `min_requests` in it
+//! (it holds until then); it is judged once, so a healthy target is not rolled back by
+//! looking many times at a noisy number.
+//!
+//! **Timer.** One task per rollout ticks a few times per window (`tick`); it does nothing but
+//! call the control plane, which decides under the lock. A restart restores the rollout and
+//! starts a new task; the current step's window starts again then (the counts before the
+//! restart are gone with the process).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{ControlError, ControlPlane, State};
+use crate::spec::rollout::live_split;
+use crate::spec::{traffic, RolloutPlan, Step, Traffic};
+use crate::telemetry::{Reading, Role};
+
+/// The most events a rollout keeps (the oldest go first).
+const MAX_EVENTS: usize = 100;
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStatus {
+    /// Steps are being watched and taken.
+    Running,
+    /// Held by `rollout pause`: traffic stays, nothing is judged.
+    Paused,
+    /// The target has all traffic and passed the last step.
+    Succeeded,
+    /// A gate failed: traffic went back to the last good split.
+    RolledBack,
+    /// Stopped by `rollout abort`: traffic went back to the split the rollout started from.
+    Aborted,
+}
+
+impl RolloutStatus {
+    /// Running or paused: the rollout owns the traffic.
+    pub fn active(self) -> bool {
+        matches!(self, RolloutStatus::Running | RolloutStatus::Paused)
+    }
+}
+
+/// Who started a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutSource {
+    /// `online-endpoint rollout` / `POST /v1/endpoint/rollout`.
+    Api,
+    /// The `rollout:` field of endpoint.yml in `--config-dir` mode.
+    ConfigDir,
+}
+
+/// The numbers of one step's window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateValues {
+    /// Answers of the target in the window (live or mirror role, per the step).
+    pub requests: u64,
+    /// Of those, 5xx, 424 and 408.
+    pub errors: u64,
+    pub error_rate: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// p99 of the other deployments of the split over the same window.
+    pub live_p99_ms: Option<f64>,
+    pub p99_ratio: Option<f64>,
+    /// Mirror agreement since the step set the mirror rule (mirror steps).
+    pub agreement: Option<f64>,
+    pub compared_pairs: Option<u64>,
+}
+
+/// Why a rollout was rolled back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The step that failed (`mirror:10`, `25`).
+    pub step: String,
+    /// `error_rate`, `p99_ms`, `p99_ratio`, `agreement` or `traffic_change`.
+    pub gate: String,
+    /// The measured value (null when none could be measured).
+    pub value: Option<f64>,
+    /// The limit it broke.
+    pub limit: Option<f64>,
+    /// What happened, in words.
+    pub message: String,
+    /// The split traffic went back to.
+    pub traffic: Traffic,
+    pub at: String,
+}
+
+/// A passed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassedStep {
+    pub step: String,
+    pub gates: GateValues,
+    pub at: String,
+}
+
+/// One line of a rollout's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: String,
+    pub message: String,
+}
+
+/// A rollout as saved (`--state-dir`): the plan and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DurableRollout {
+    pub plan: RolloutPlan,
+    pub source: RolloutSource,
+    pub status: RolloutStatus,
+    /// The live split when the rollout started (an abort returns to it).
+    pub from: Traffic,
+    /// The split of the last live step that passed (`from` before any); a rollback returns to it.
+    pub last_good: Traffic,
+    /// Index of the current step in `plan.steps`.
+    pub step: usize,
+    pub started_at: String,
+    #[serde(default)]
+    pub passed: Vec<PassedStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// The rollout in the control plane's state: the saved part and the current window.
+#[derive(Debug, Clone)]
+pub(super) struct RolloutRecord {
+    pub durable: DurableRollout,
+    /// The current step's window; `None` until it starts (after a restart, a resume).
+    window: Option<Window>,
+    /// The timer task that drives this rollout (a newer rollout's task has another id).
+    ticker: u64,
+}
+
+/// Where the current step's window started.
+#[derive(Debug, Clone)]
+struct Window {
+    started: Instant,
+    target: Reading,
+    others: Vec<(String, Reading)>,
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl DurableRollout {
+    fn event(&mut self, message: String) {
+        tracing::info!(target: "switchyard::rollout", to = %self.plan.to, "{message}");
+        self.events.push(Event { at: now_text(), message });
+        if self.events.len() > MAX_EVENTS {
+            self.events.remove(0);
+        }
+    }
+
+    fn current(&self) -> Step {
+        self.plan.steps[self.step.min(self.plan.steps.len() - 1)]
+    }
+
+    /// The live split and mirror rule of step `index`.
+    fn split_of(&self, index: usize) -> (Traffic, Traffic) {
+        match self.plan.steps[index] {
+            Step::Mirror(p) => (self.last_good.clone(), [(self.plan.to.clone(), p)].into()),
+            Step::Live(p) => (live_split(&self.from, &self.plan.to, p).unwrap_or_default(), Traffic::new()),
+        }
+    }
+
+    /// Checks a saved rollout against the saved deployments (restart).
+    pub fn validate(&self, names: &std::collections::BTreeSet<String>) -> Result<(), crate::spec::SpecError> {
+        let plan = RolloutPlan::from_value(&self.plan.to_document())?;
+        let bad = |what: &str| crate::spec::SpecError::invalid(format!("the saved rollout {what}"));
+        if plan.steps != self.plan.steps || self.step >= plan.steps.len() {
+            return Err(bad("has a step out of its plan"));
+        }
+        if self.status.active() && !names.contains(&plan.to) {
+            return Err(bad(&format!("moves traffic to deployment {:?}, which is not saved", plan.to)));
+        }
+        let positive =
+            |t: &Traffic| -> Traffic { t.iter().filter(|(_, w)| **w > 0).map(|(n, w)| (n.clone(), *w)).collect() };
+        if self.status.active() {
+            traffic::validate(&positive(&self.from), &Traffic::new(), names)
+                .map_err(|e| bad(&format!("starts from a split that breaks a rule: {}", e.message)))?;
+            traffic::validate(&positive(&self.last_good), &Traffic::new(), names)
+                .map_err(|e| bad(&format!("has a last good split that breaks a rule: {}", e.message)))?;
+        }
+        Ok(())
+    }
+}
+
+impl RolloutRecord {
+    /// A record restored from the saved state: its window starts when its task first ticks.
+    pub(super) fn restored(durable: DurableRollout) -> Self {
+        Self { durable, window: None, ticker: 0 }
+    }
+}
+
+/// What a tick decided.
+enum Verdict {
+    Hold,
+    Pass(GateValues),
+    Fail { gate: &'static str, value: Option<f64>, limit: Option<f64>, values: GateValues },
+}
+
+impl ControlPlane {
+    /// `POST /v1/endpoint/rollout` (and the config-dir reconciler): checks the plan against the
+    /// state, takes the first step as an ordinary traffic change, and starts the timer.
+    pub fn start_rollout(self: &Arc<Self>, body: &Value, source: RolloutSource) -> Result<Value, ControlError> {
+        let plan = RolloutPlan::from_value(body)?;
+        let ticker = {
+            let mut state = self.lock();
+            let ep = state.endpoint.as_ref().ok_or_else(super::endpoint::no_endpoint)?;
+            if let Some(r) = state.rollout.as_ref().filter(|r| r.durable.status.active()) {
+                return Err(ControlError::Conflict(format!(
+                    "a rollout to {:?} is {}: wait for it, or stop it with `online-endpoint rollout abort`",
+                    r.durable.plan.to,
+                    status_word(r.durable.status)
+                )));
+            }
+            if !state.deployments.contains_key(&plan.to) {
+                let known: Vec<&str> = state.deployments.keys().map(String::as_str).collect();
+                return Err(ControlError::invalid(format!(
+                    "rollout --to names deployment {:?}, which does not exist (deployments: {})",
+                    plan.to,
+                    known.join(", ")
+                )));
+            }
+            let from = ep.spec.traffic.clone();
+            if from.get(&plan.to).copied() == Some(100) {
+                return Err(ControlError::Conflict(format!("deployment {:?} already has all live traffic", plan.to)));
+            }
+            if live_split(&from, &plan.to, 50).is_none() {
+                return Err(ControlError::Conflict(
+                    "no deployment has live traffic to move from: give one traffic first (`online-endpoint update --traffic`)"
+                        .into(),
+                ));
+            }
+            let mut durable = DurableRollout {
+                plan,
+                source,
+                status: RolloutStatus::Running,
+                last_good: from.clone(),
+                from,
+                step: 0,
+                started_at: now_text(),
+                passed: Vec::new(),
+                rollback: None,
+                events: Vec::new(),
+            };
+            durable.event(format!(
+                "rollout to {} started from {}: steps {}, {} each",
+                durable.plan.to,
+                split_text(&durable.from),
+                durable.plan.steps.iter().map(Step::to_string).collect::<Vec<_>>().join(","),
+                humantime::format_duration(durable.plan.step_duration())
+            ));
+            let ticker = self.next_ticker();
+            let (live, mirror) = durable.split_of(0);
+            durable.event(step_started(&durable, &live, &mirror));
+            let record = RolloutRecord { durable, window: None, ticker };
+            self.move_traffic(&mut state, live, mirror, move |s| s.rollout = Some(record))?;
+            self.start_window(&mut state);
+            ticker
+        };
+        self.spawn_ticker(ticker);
+        self.rollout_view()
+    }
+
+    /// `POST /v1/endpoint/rollout/pause`: traffic stays where it is and nothing is judged.
+    pub fn pause_rollout(&self) -> Result<Value, ControlError> {
+        self.change_status(RolloutStatus::Running, RolloutStatus::Paused, "paused: traffic stays, nothing is judged")
+    }
+
+    /// `POST /v1/endpoint/rollout/resume`: the current step's window starts again.
+    pub fn resume_rollout(&self) -> Result<Value, ControlError> {
+        self.change_status(
+            RolloutStatus::Paused,
+            RolloutStatus::Running,
+            "resumed: the current step's window starts again",
+        )
+    }
+
+    /// `POST /v1/endpoint/rollout/abort`: traffic goes back to the split the rollout started
+    /// from (mirror rule cleared), as one traffic change.
+    pub fn abort_rollout(&self) -> Result<Value, ControlError> {
+        {
+            let mut state = self.lock();
+            let r = active(&state)?;
+            let from = r.durable.from.clone();
+            let mut durable = r.durable.clone();
+            durable.status = RolloutStatus::Aborted;
+            durable.event(format!("aborted: traffic back to {}", split_text(&from)));
+            self.move_traffic(&mut state, from, Traffic::new(), move |s| {
+                if let Some(r) = s.rollout.as_mut() {
+                    r.durable = durable;
+                }
+            })?;
+        }
+        self.rollout_view()
+    }
+
+    /// `GET /v1/endpoint/rollout`: the plan, the status, the current step with its time left
+    /// and gate values so far, the passed steps, the rollback reason and the events.
+    pub fn rollout_view(&self) -> Result<Value, ControlError> {
+        let state = self.lock();
+        let r = state.rollout.as_ref().ok_or_else(|| {
+            ControlError::NotFound(
+                "no rollout has been started on this endpoint: start one with `online-endpoint rollout --to NAME --steps ... --step-duration ...`"
+                    .into(),
+            )
+        })?;
+        Ok(self.view_of(&state, r))
+    }
+
+    /// A short form for the endpoint's view (`rollout_status`): never a plan, so that a shown
+    /// endpoint written back as a file starts nothing.
+    pub(super) fn rollout_summary(&self, state: &State) -> Option<Value> {
+        let r = state.rollout.as_ref()?;
+        let d = &r.durable;
+        Some(json!({
+            "to": d.plan.to,
+            "status": d.status,
+            "step": d.current().to_string(),
+            "step_index": d.step,
+            "steps": d.plan.steps.len(),
+            "source": d.source,
+            "rollback": d.rollback,
+        }))
+    }
+
+    fn view_of(&self, state: &State, r: &RolloutRecord) -> Value {
+        let d = &r.durable;
+        let mut view = json!({
+            "to": d.plan.to,
+            "status": d.status,
+            "source": d.source,
+            "plan": d.plan.to_document(),
+            "from": d.from,
+            "last_good": d.last_good,
+            "started_at": d.started_at,
+            "passed": d.passed,
+            "rollback": d.rollback,
+            "events": d.events,
+        });
+        let (traffic, mirror) = state
+            .endpoint
+            .as_ref()
+            .map(|e| (e.spec.traffic.clone(), e.spec.mirror_traffic.clone()))
+            .unwrap_or_default();
+        let mut step = json!({
+            "index": d.step,
+            "of": d.plan.steps.len(),
+            "step": d.current().to_string(),
+            "traffic": traffic,
+            "mirror_traffic": mirror,
+        });
+        if d.status.active() {
+            match &r.window {
+                Some(w) => {
+                    let elapsed = w.started.elapsed();
+                    step["elapsed_ms"] = json!(elapsed.as_millis() as u64);
+                    step["remaining_ms"] = json!(d.plan.step_duration().saturating_sub(elapsed).as_millis() as u64);
+                    step["gates"] = json!(self.measure(state, d, w));
+                }
+                None => step["remaining_ms"] = json!(d.plan.step_duration_ms),
+            }
+        }
+        view["step"] = step;
+        view
+    }
+
+    fn change_status(&self, from: RolloutStatus, to: RolloutStatus, what: &str) -> Result<Value, ControlError> {
+        {
+            let mut state = self.lock();
+            let r = active(&state)?;
+            if r.durable.status != from {
+                return Err(ControlError::Conflict(format!(
+                    "the rollout to {:?} is {}, not {}",
+                    r.durable.plan.to,
+                    status_word(r.durable.status),
+                    status_word(from)
+                )));
+            }
+            let before = state.clone();
+            let r = state.rollout.as_mut().expect("checked above");
+            r.durable.status = to;
+            r.durable.event(what.to_string());
+            r.window = None;
+            self.commit(&mut state, before)?;
+            if to == RolloutStatus::Running {
+                self.start_window(&mut state);
+            }
+        }
+        self.rollout_view()
+    }
+
+    /// One change of traffic and mirror rule, with `update` applied to the state in the same
+    /// save: the same rules and the same commit as `PATCH /v1/endpoint`.
+    fn move_traffic(
+        &self,
+        state: &mut State,
+        live: Traffic,
+        mirror: Traffic,
+        update: impl FnOnce(&mut State),
+    ) -> Result<(), ControlError> {
+        let names = state.deployments.keys().cloned().collect();
+        // A deployment deleted since the split was recorded had 0 there (one with traffic
+        // cannot be deleted during a rollout): leave it out.
+        let mut live = live;
+        live.retain(|_, w| *w > 0);
+        let (live, mirror) = traffic::validate(&live, &mirror, &names)?;
+        super::endpoint::check_can_serve(state, &live)?;
+        let before = state.clone();
+        let ep = state.endpoint.as_mut().ok_or_else(super::endpoint::no_endpoint)?;
+        let old_mirror = std::mem::replace(&mut ep.spec.mirror_traffic, mirror.clone());
+        ep.spec.traffic = live;
+        update(state);
+        self.commit(state, before)?;
+        self.reset_comparisons(state, &old_mirror, &mirror);
+        Ok(())
+    }
+
+    /// Takes the readings the current step's window starts from.
+    fn start_window(&self, state: &mut State) {
+        let Some(r) = state.rollout.as_ref() else { return };
+        let d = &r.durable;
+        let role = match d.current() {
+            Step::Mirror(_) => Role::mirror,
+            Step::Live(_) => Role::live,
+        };
+        let reading = |name: &str, role| state.deployments.get(name).map(|rec| rec.live.metrics.reading(role));
+        let target = reading(&d.plan.to, role).unwrap_or_default();
+        let traffic = state.endpoint.as_ref().map(|e| e.spec.traffic.clone()).unwrap_or_default();
+        let others = traffic
+            .iter()
+            .filter(|(n, w)| **w > 0 && **n != d.plan.to)
+            .filter_map(|(n, _)| reading(n, Role::live).map(|r| (n.clone(), r)))
+            .collect();
+        let window = Window { started: Instant::now(), target, others };
+        if let Some(r) = state.rollout.as_mut() {
+            r.window = Some(window);
+        }
+    }
+
+    /// The gate values of the current window so far.
+    fn measure(&self, state: &State, d: &DurableRollout, w: &Window) -> GateValues {
+        let mirror_step = matches!(d.current(), Step::Mirror(_));
+        let role = if mirror_step { Role::mirror } else { Role::live };
+        let Some(target) = state.deployments.get(&d.plan.to) else {
+            return GateValues::default();
+        };
+        let now = target.live.metrics.reading(role).since(&w.target);
+        let mut others = Reading::default();
+        for (name, before) in &w.others {
+            if let Some(rec) = state.deployments.get(name) {
+                others.merge(&rec.live.metrics.reading(Role::live).since(before));
+            }
+        }
+        let ms = |s: f64| (s * 1e6).round() / 1e3;
+        let p99 = now.quantile(0.99).map(ms);
+        let live_p99 =
+            (!mirror_step && others.requests >= d.plan.min_requests).then(|| others.quantile(0.99).map(ms)).flatten();
+        let gauges = mirror_step.then(|| target.shadow.report.gauges());
+        GateValues {
+            requests: now.requests,
+            errors: now.errors,
+            error_rate: (now.requests > 0).then(|| now.errors as f64 / now.requests as f64),
+            p99_ms: p99,
+            live_p99_ms: live_p99,
+            p99_ratio: match (p99, live_p99) {
+                (Some(t), Some(l)) if l > 0.0 => Some(t / l),
+                _ => None,
+            },
+            agreement: gauges.filter(|g| g.compared > 0).map(|g| g.agreement_ratio),
+            compared_pairs: gauges.map(|g| g.compared),
+        }
+    }
+
+    /// Judges the current window: hold, pass or fail (and which gate).
+    fn judge(&self, state: &State, r: &RolloutRecord) -> Verdict {
+        let d = &r.durable;
+        let Some(w) = &r.window else { return Verdict::Hold };
+        if w.started.elapsed() < d.plan.step_duration() {
+            return Verdict::Hold;
+        }
+        let v = self.measure(state, d, w);
+        if v.requests < d.plan.min_requests {
+            return Verdict::Hold;
+        }
+        let plan = &d.plan;
+        let fail = |gate, value, limit: f64, values: &GateValues| Verdict::Fail {
+            gate,
+            value,
+            limit: Some(limit),
+            values: values.clone(),
+        };
+        if let Some(rate) = v.error_rate.filter(|rate| *rate > plan.max_error_rate) {
+            return fail("error_rate", Some(rate), plan.max_error_rate, &v);
+        }
+        if let (Some(limit), Some(p99)) = (plan.max_p99_ms, v.p99_ms) {
+            if p99 > limit {
+                return fail("p99_ms", Some(p99), limit, &v);
+            }
+        }
+        if let (Some(limit), Some(ratio)) = (plan.max_p99_ratio, v.p99_ratio) {
+            if ratio > limit {
+                return fail("p99_ratio", Some(ratio), limit, &v);
+            }
+        }
+        if let (Some(limit), Step::Mirror(_)) = (plan.min_agreement, d.current()) {
+            match v.agreement {
+                Some(a) if a >= limit => {}
+                other => return fail("agreement", other, limit, &v),
+            }
+        }
+        Verdict::Pass(v)
+    }
+
+    /// One tick of rollout `ticker`'s timer; false once that rollout no longer needs it.
+    fn tick(&self, ticker: u64) -> bool {
+        let mut state = self.lock();
+        let Some(r) = state.rollout.as_ref().filter(|r| r.ticker == ticker) else { return false };
+        match r.durable.status {
+            RolloutStatus::Paused => return true,
+            RolloutStatus::Running => {}
+            _ => return false,
+        }
+        if r.window.is_none() {
+            // Restored after a restart, or resumed: the window starts now.
+            self.start_window(&mut state);
+            return true;
+        }
+        let verdict = self.judge(&state, r);
+        let mut durable = r.durable.clone();
+        match verdict {
+            Verdict::Hold => true,
+            Verdict::Pass(values) => {
+                let step = durable.current();
+                durable.event(format!("step {} passed: {}", step, gates_text(&values)));
+                durable.passed.push(PassedStep { step: step.to_string(), gates: values, at: now_text() });
+                if let Step::Live(_) = step {
+                    durable.last_good = state.endpoint.as_ref().map(|e| e.spec.traffic.clone()).unwrap_or_default();
+                }
+                if durable.step + 1 >= durable.plan.steps.len() {
+                    durable.status = RolloutStatus::Succeeded;
+                    durable.event(format!("succeeded: {} has all live traffic", durable.plan.to));
+                    self.save_rollout(&mut state, durable);
+                    return false;
+                }
+                durable.step += 1;
+                let (live, mirror) = durable.split_of(durable.step);
+                durable.event(step_started(&durable, &live, &mirror));
+                let next = durable.clone();
+                match self.move_traffic(&mut state, live, mirror, move |s| {
+                    if let Some(r) = s.rollout.as_mut() {
+                        r.durable = next;
+                    }
+                }) {
+                    Ok(()) => {
+                        self.start_window(&mut state);
+                        true
+                    }
+                    Err(e) => {
+                        durable.step -= 1;
+                        let message = format!("the next step's traffic change was refused: {e}");
+                        self.roll_back(&mut state, durable, "traffic_change", None, None, message);
+                        false
+                    }
+                }
+            }
+            Verdict::Fail { gate, value, limit, values } => {
+                let message = format!(
+                    "gate {gate} failed at step {}: {} (limit {}); {}",
+                    durable.current(),
+                    value.map_or("nothing measurable".to_string(), |v| format!("{v:.4}")),
+                    limit.map_or("-".to_string(), |l| format!("{l}")),
+                    gates_text(&values)
+                );
+                self.roll_back(&mut state, durable, gate, value, limit, message);
+                false
+            }
+        }
+    }
+
+    /// Sends traffic back to the last good split at once (mirror rule cleared) and records why:
+    /// in the rollout (`show`, events), the target's log, the process log and a metric.
+    fn roll_back(
+        &self,
+        state: &mut State,
+        mut durable: DurableRollout,
+        gate: &str,
+        value: Option<f64>,
+        limit: Option<f64>,
+        message: String,
+    ) {
+        let back = durable.last_good.clone();
+        durable.status = RolloutStatus::RolledBack;
+        durable.rollback = Some(Rollback {
+            step: durable.current().to_string(),
+            gate: gate.to_string(),
+            value,
+            limit,
+            message: message.clone(),
+            traffic: back.clone(),
+            at: now_text(),
+        });
+        durable.event(format!("rolled back to {}: {message}", split_text(&back)));
+        let target = durable.plan.to.clone();
+        let saved = durable.clone();
+        let result = self.move_traffic(state, back.clone(), Traffic::new(), move |s| {
+            if let Some(r) = s.rollout.as_mut() {
+                r.durable = saved;
+            }
+        });
+        if let Err(e) = result {
+            // The last good split was valid when it served; a refusal now (a deployment gone)
+            // leaves the traffic where it is, and says so.
+            tracing::error!(to = %target, error = %e, "the rollback's traffic change was refused");
+            durable.event(format!("the rollback's traffic change was refused ({e}); traffic stays as it was"));
+            self.save_rollout(state, durable);
+        }
+        if let Some(rec) = state.deployments.get(&target) {
+            rec.live.logs.push(format!("ROLLOUT rolled back to {}: {message}", split_text(&back)));
+        }
+        self.metrics.rollout_rolled_back(&target, gate);
+        tracing::warn!(target: "switchyard::rollout", to = %target, gate, "rollout rolled back: {message}");
+    }
+
+    /// Saves the rollout's progress with no traffic change (a background change: a failed
+    /// save is logged).
+    fn save_rollout(&self, state: &mut State, durable: DurableRollout) {
+        if let Some(r) = state.rollout.as_mut() {
+            r.durable = durable;
+        }
+        self.commit_background(state);
+    }
+
+    fn next_ticker(&self) -> u64 {
+        self.rollout_tickers.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Starts the timer task of the rollout now in the state (after a restart).
+    pub(super) fn resume_restored_rollout(self: &Arc<Self>) {
+        let ticker = {
+            let mut state = self.lock();
+            let ticker = self.next_ticker();
+            let Some(r) = state.rollout.as_mut().filter(|r| r.durable.status.active()) else { return };
+            r.ticker = ticker;
+            r.window = None;
+            if r.durable.status == RolloutStatus::Running {
+                r.durable
+                    .event(format!("resumed after a restart at step {}: its window starts again", r.durable.current()));
+            }
+            ticker
+        };
+        self.spawn_ticker(ticker);
+    }
+
+    fn spawn_ticker(self: &Arc<Self>, ticker: u64) {
+        let period = {
+            let state = self.lock();
+            let Some(r) = state.rollout.as_ref() else { return };
+            (r.durable.plan.step_duration() / 20).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        };
+        let cp = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if !cp.tick(ticker) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Refuses a traffic or mirror change made around a running or paused rollout.
+    pub(super) fn check_no_rollout(&self, state: &State, live: &Traffic, mirror: &Traffic) -> Result<(), ControlError> {
+        let (Some(r), Some(ep)) = (state.rollout.as_ref(), state.endpoint.as_ref()) else { return Ok(()) };
+        if r.durable.status.active() && (*live != ep.spec.traffic || *mirror != ep.spec.mirror_traffic) {
+            return Err(ControlError::Conflict(format!(
+                "a rollout to {:?} is {} and owns the traffic: stop it with `online-endpoint rollout abort` first",
+                r.durable.plan.to,
+                status_word(r.durable.status)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The plan of the rollout now in the state, if one was started from the config folder
+    /// (the reconciler starts a new one only when the file's plan differs).
+    pub(super) fn config_rollout(&self) -> Option<RolloutPlan> {
+        let state = self.lock();
+        state.rollout.as_ref().filter(|r| r.durable.source == RolloutSource::ConfigDir).map(|r| r.durable.plan.clone())
+    }
+
+    /// Whether a rollout is running or paused.
+    pub(super) fn rollout_active(&self) -> bool {
+        self.lock().rollout.as_ref().is_some_and(|r| r.durable.status.active())
+    }
+
+    /// Refuses deleting a deployment a running or paused rollout moves traffic to or from.
+    pub(super) fn check_rollout_keeps(&self, state: &State, name: &str) -> Result<(), ControlError> {
+        let Some(r) = state.rollout.as_ref().filter(|r| r.durable.status.active()) else { return Ok(()) };
+        let d = &r.durable;
+        if d.plan.to == name
+            || d.from.get(name).is_some_and(|w| *w > 0)
+            || d.last_good.get(name).is_some_and(|w| *w > 0)
+        {
+            return Err(ControlError::Conflict(format!(
+                "a rollout to {:?} is {} and may move traffic to deployment {name:?}: abort it first (`online-endpoint rollout abort`)",
+                d.plan.to,
+                status_word(d.status)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn active(state: &State) -> Result<&RolloutRecord, ControlError> {
+    match state.rollout.as_ref() {
+        Some(r) if r.durable.status.active() => Ok(r),
+        Some(r) => Err(ControlError::Conflict(format!(
+            "the rollout to {:?} is over ({}): nothing to change",
+            r.durable.plan.to,
+            status_word(r.durable.status)
+        ))),
+        None => Err(ControlError::NotFound("no rollout has been started on this endpoint".into())),
+    }
+}
+
+fn status_word(s: RolloutStatus) -> &'static str {
+    match s {
+        RolloutStatus::Running => "running",
+        RolloutStatus::Paused => "paused",
+        RolloutStatus::Succeeded => "succeeded",
+        RolloutStatus::RolledBack => "rolled back",
+        RolloutStatus::Aborted => "aborted",
+    }
+}
+
+fn split_text(t: &Traffic) -> String {
+    let parts: Vec<String> = t.iter().filter(|(_, w)| **w > 0).map(|(n, w)| format!("{n}={w}")).collect();
+    if parts.is_empty() {
+        "no traffic".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn step_started(d: &DurableRollout, live: &Traffic, mirror: &Traffic) -> String {
+    let mirror = if mirror.is_empty() { String::new() } else { format!(", mirror {}", split_text(mirror)) };
+    format!(
+        "step {}/{} ({}) started: traffic {}{mirror}",
+        d.step + 1,
+        d.plan.steps.len(),
+        d.current(),
+        split_text(live)
+    )
+}
+
+fn gates_text(v: &GateValues) -> String {
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
+    format!(
+        "requests {} errors {} error_rate {} p99_ms {} live_p99_ms {} p99_ratio {} agreement {}",
+        v.requests,
+        v.errors,
+        f(v.error_rate),
+        f(v.p99_ms),
+        f(v.live_p99_ms),
+        f(v.p99_ratio),
+        f(v.agreement)
+    )
+}
