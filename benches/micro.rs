@@ -1,5 +1,6 @@
 //! Micro benchmarks of the hot path's pure parts: the routing decision, JSON → tensor input
-//! conversion, response encoding, and the native plugin ABI's cost per run. Run:
+//! conversion, response encoding, the native plugin ABI's cost per run, and what the v2
+//! protocol's binary tensors save in the hook. Run:
 //! `cargo bench --bench micro`.
 
 use std::hint::black_box;
@@ -125,5 +126,68 @@ fn native_abi(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, json_to_tensor, response_encoding, native_abi);
+/// What the Open Inference Protocol's binary tensors save inside the hook: model-2 (300 trees,
+/// float32) on 64 rows of 10 features, scored three ways by one ONNX hook instance in the same
+/// run — `/score`'s JSON (`{"data": [[...], ...]}`), a v2 `infer` with JSON tensors, and a v2
+/// `infer` with the binary extension (raw little-endian floats after the JSON header, binary
+/// output). The HTTP path is the same for all three, so the difference is decoding and
+/// encoding; the model's own run is common to all three and bounds the ratio.
+fn oip_binary(c: &mut Criterion) {
+    use switchyard::{HookRequest, InitContext, OnnxHook, ScoringHook};
+    let root = env!("CARGO_MANIFEST_DIR");
+    let Ok(mut hook) = OnnxHook::load(
+        std::path::Path::new(&format!("{root}/models/model-2/model.onnx")),
+        &InitContext::new("m2", Default::default()),
+    ) else {
+        eprintln!("OIP benchmark skipped: ONNX Runtime not found (scripts/setup.sh)");
+        return;
+    };
+    let signature = hook.signature().expect("the ONNX hook knows its signature");
+    let (input, output) = (&signature.inputs[0].name, &signature.outputs[0].name);
+    let rows: Vec<Vec<f32>> =
+        (0..64).map(|r| (0..10).map(|i| ((r * 7 + i * 3) % 50) as f32 * 0.37).collect()).collect();
+    let score_body = serde_json::to_vec(&serde_json::json!({ "data": rows })).unwrap();
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let v2_json = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": input, "shape": [64, 10], "datatype": "FP32", "data": flat}],
+        "outputs": [{"name": output}],
+    }))
+    .unwrap();
+    let header = serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": input, "shape": [64, 10], "datatype": "FP32", "parameters": {"binary_data_size": 64 * 10 * 4}}],
+        "outputs": [{"name": output, "parameters": {"binary_data": true}}],
+    }))
+    .unwrap();
+    let mut v2_binary = header.clone();
+    v2_binary.extend(flat.iter().flat_map(|v| v.to_le_bytes()));
+    let headers = Default::default();
+    let request =
+        |body: &'static [u8], content_type| HookRequest { body, content_type, headers: &headers, cancel: None };
+    let (score_body, v2_json, v2_binary) = (score_body.leak(), v2_json.leak(), v2_binary.leak());
+    // The same predictions three ways, or the comparison means nothing.
+    let from_score: Vec<f64> =
+        serde_json::from_slice(&hook.run(request(score_body, Some("application/json"))).unwrap().body).unwrap();
+    let v2: serde_json::Value =
+        serde_json::from_slice(&hook.infer(request(v2_json, None), None).unwrap().response.body).unwrap();
+    let from_v2_json: Vec<f64> = serde_json::from_value(v2["outputs"][0]["data"].clone()).unwrap();
+    let binary = hook.infer(request(v2_binary, None), Some(header.len())).unwrap();
+    let tensors = &binary.response.body[binary.header_length.expect("a binary answer")..];
+    let from_v2_binary: Vec<f64> =
+        tensors.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect();
+    assert_eq!(from_score.len(), 64);
+    for (i, want) in from_score.iter().enumerate() {
+        assert!((from_v2_json[i] - want).abs() < 1e-3 && (from_v2_binary[i] - want).abs() < 1e-3, "row {i}");
+    }
+    c.bench_function("model-2 64 rows: /score JSON through the hook", |b| {
+        b.iter(|| hook.run(black_box(request(score_body, Some("application/json")))).map(|r| r.body.len()))
+    });
+    c.bench_function("model-2 64 rows: v2 infer, JSON tensors", |b| {
+        b.iter(|| hook.infer(black_box(request(v2_json, None)), None).map(|a| a.response.body.len()))
+    });
+    c.bench_function("model-2 64 rows: v2 infer, binary tensors", |b| {
+        b.iter(|| hook.infer(black_box(request(v2_binary, None)), Some(header.len())).map(|a| a.response.body.len()))
+    });
+}
+
+criterion_group!(benches, routing, json_to_tensor, response_encoding, native_abi, oip_binary);
 criterion_main!(benches);
