@@ -28,9 +28,18 @@ fn the_page_and_its_assets_are_served_from_the_binary_without_the_token() {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.header("content-type").unwrap().starts_with("text/html"), "{page:?}");
     assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"), "{page:?}");
-    for id in
-        ["tab-details", "tab-test", "tab-logs", "tab-monitoring", "tab-consume", "update-traffic", "mirror-enable"]
-    {
+    for id in [
+        "tab-details",
+        "tab-test",
+        "tab-logs",
+        "tab-monitoring",
+        "tab-consume",
+        "tab-rollout",
+        "update-traffic",
+        "mirror-enable",
+        "rollout-form",
+        "rollout-status",
+    ] {
         assert!(page.body.contains(&format!("id=\"{id}\"")), "the page has no #{id}");
     }
     for (path, kind) in [("/studio/studio.js", "text/javascript"), ("/studio/studio.css", "text/css")] {
@@ -164,7 +173,9 @@ fn the_tutorials_studio_steps_clicked_through_in_headless_chromium() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("studio: all steps passed"), "{stdout}\n{stderr}");
-    for tab in ["details", "test", "logs", "monitoring", "consume", "update-traffic-refused"] {
+    for tab in
+        ["details", "test", "logs", "monitoring", "consume", "update-traffic-refused", "rollout", "rollout-refused"]
+    {
         let png = shots.join(format!("{tab}.png"));
         let bytes = std::fs::read(&png).unwrap_or_default();
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} is not a screenshot", png.display());
