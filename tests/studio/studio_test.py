@@ -307,15 +307,18 @@ try:
     by_id("rollout-resume").send_keys("\n")  # keyboard: Enter on the focused button
     text_is("rollout-status", "running")
 
-    def rollout_moves():
-        for _ in range(10):
-            status, body = api("POST", "/v1/endpoint/invoke", request)
-            assert status == 200, body
-        r = api("GET", "/v1/endpoint/rollout")[1]
-        assert r["status"] in ("running", "succeeded"), r
-        return r["status"] == "succeeded" or r["step"]
+    def rollout_ends(how):
+        """Sends traffic for the rollout's gates; True once it ended `how` (and never otherwise)."""
+        def probe():
+            for _ in range(10):
+                status, body = api("POST", "/v1/endpoint/invoke", request)
+                assert status == 200, body
+            r = api("GET", "/v1/endpoint/rollout")[1]
+            assert r["status"] in ("running", how), r
+            return r["status"] == how or r["step"]
+        return probe
 
-    wait_api("the rollout to green succeeded", rollout_moves, limit=60)
+    wait_api("the rollout to green succeeded", rollout_ends("succeeded"), limit=60)
     text_is("rollout-status", "succeeded")
     text_is("rollout-step", "100 (2 of 2)")
     text_has("rollout-passed", "50: ")
@@ -325,6 +328,21 @@ try:
     shot("rollout")
     r = api("GET", "/v1/endpoint/rollout")[1]
     assert [p["step"] for p in r["passed"]] == ["50", "100"] and r["rollback"] is None, r
+    assert endpoint()["traffic"] == {"blue": 0, "green": 100}, endpoint()
+
+    step("Rollout: back to blue with a p99 limit no deployment meets rolls itself back, the reason shown")
+    Select(by_id("rollout-to")).select_by_value("blue")
+    fill("rollout-max-p99-ms", 0.001)
+    click("rollout-start")
+    text_is("rollout-target", "blue")
+    wait_api("the rollout to blue rolled back", rollout_ends("rolled_back"), limit=60)
+    text_is("rollout-status", "rolled_back")
+    visible("rollout-rollback")
+    text_has("rollout-rollback", "gate p99_ms")
+    text_has("rollout-rollback", "limit 0.001")
+    shot("rollout-rolled-back")
+    r = api("GET", "/v1/endpoint/rollout")[1]
+    assert r["rollback"]["gate"] == "p99_ms" and r["rollback"]["step"] == "50", r
     assert endpoint()["traffic"] == {"blue": 0, "green": 100}, endpoint()
     tab("details")
     text_is("ep-traffic", "green 100%")

@@ -605,7 +605,7 @@ function renderRollout(r) {
   const rb = r.rollback;
   $("rollout-rollback-label").hidden = !rb;
   $("rollout-rollback").hidden = !rb;
-  $("rollout-rollback").textContent = rb ? `at step ${rb.step}, gate ${rb.gate}: ${fmt(rb.value)} (limit ${fmt(rb.limit)}); ${rb.message}` : "";
+  $("rollout-rollback").textContent = rb ? `${rb.message}; traffic went back to ${splitText(rb.traffic)} at ${rb.at}` : "";
   $("rollout-pause").disabled = r.status !== "running";
   $("rollout-resume").disabled = r.status !== "paused";
   $("rollout-abort").disabled = !active;
