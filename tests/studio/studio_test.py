@@ -275,6 +275,78 @@ try:
     text_is("ep-mirror-traffic", "none")
     assert not any(endpoint()["mirror_traffic"].values()), endpoint()
 
+    step("Rollout: a refused plan shows the control plane's message and starts nothing")
+    tab("rollout")
+    text_is("rollout-none", "No rollout has been started on this endpoint.")
+    Select(by_id("rollout-to")).select_by_value("green")
+    fill("rollout-steps", "100,50")
+    fill("rollout-step-duration", "500ms")
+    fill("rollout-min-requests", 3)
+    fill("rollout-max-error-rate", 0.5)
+    click("rollout-start")
+    visible("rollout-error")
+    text_has("rollout-error", "live percents must increase, got 50 after 100")
+    shot("rollout-refused")
+    assert api("GET", "/v1/endpoint/rollout")[0] == 404
+    assert endpoint()["traffic"] == {"blue": 100, "green": 0}, endpoint()
+
+    step("Rollout: start 50,100 to green from the page, pause and resume it, and see it succeed")
+    fill("rollout-steps", "50,100")
+    click("rollout-start")
+    text_is("rollout-status", "running")
+    wait.until(lambda d: not by_id("rollout-error").is_displayed(), "the old refusal stayed on screen")
+    status, r = api("GET", "/v1/endpoint/rollout")
+    assert status == 200 and r["to"] == "green" and r["plan"]["steps"] == "50,100", r
+    assert r["plan"]["step_duration"] == "500ms" and r["plan"]["min_requests"] == 3, r
+    text_is("rollout-target", "green")
+    # With no traffic yet the step holds (it needs 3 answers from green), so pausing is safe.
+    click("rollout-pause")
+    text_is("rollout-status", "paused")
+    assert api("GET", "/v1/endpoint/rollout")[1]["status"] == "paused"
+    assert by_id("rollout-pause").get_attribute("disabled") is not None
+    by_id("rollout-resume").send_keys("\n")  # keyboard: Enter on the focused button
+    text_is("rollout-status", "running")
+
+    def rollout_ends(how):
+        """Sends traffic for the rollout's gates; True once it ended `how` (and never otherwise)."""
+        def probe():
+            for _ in range(10):
+                status, body = api("POST", "/v1/endpoint/invoke", request)
+                assert status == 200, body
+            r = api("GET", "/v1/endpoint/rollout")[1]
+            assert r["status"] in ("running", how), r
+            return r["status"] == how or r["step"]
+        return probe
+
+    wait_api("the rollout to green succeeded", rollout_ends("succeeded"), limit=60)
+    text_is("rollout-status", "succeeded")
+    text_is("rollout-step", "100 (2 of 2)")
+    text_has("rollout-passed", "50: ")
+    text_has("rollout-events", "green")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#rollout-events li")) >= 3
+    assert by_id("rollout-abort").get_attribute("disabled") is not None
+    shot("rollout")
+    r = api("GET", "/v1/endpoint/rollout")[1]
+    assert [p["step"] for p in r["passed"]] == ["50", "100"] and r["rollback"] is None, r
+    assert endpoint()["traffic"] == {"blue": 0, "green": 100}, endpoint()
+
+    step("Rollout: back to blue with a p99 limit no deployment meets rolls itself back, the reason shown")
+    Select(by_id("rollout-to")).select_by_value("blue")
+    fill("rollout-max-p99-ms", 0.001)
+    click("rollout-start")
+    text_is("rollout-target", "blue")
+    wait_api("the rollout to blue rolled back", rollout_ends("rolled_back"), limit=60)
+    text_is("rollout-status", "rolled_back")
+    visible("rollout-rollback")
+    text_has("rollout-rollback", "gate p99_ms")
+    text_has("rollout-rollback", "limit 0.001")
+    shot("rollout-rolled-back")
+    r = api("GET", "/v1/endpoint/rollout")[1]
+    assert r["rollback"]["gate"] == "p99_ms" and r["rollback"]["step"] == "50", r
+    assert endpoint()["traffic"] == {"blue": 0, "green": 100}, endpoint()
+    tab("details")
+    text_is("ep-traffic", "green 100%")
+
     step("90/10")
     open_traffic(90, 10)
     text_is("ep-traffic", "blue 90%, green 10%")

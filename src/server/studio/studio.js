@@ -74,7 +74,7 @@ function say(text, isError) {
 
 // ---------- tabs ----------
 
-const TABS = ["details", "test", "logs", "monitoring", "consume"];
+const TABS = ["details", "test", "logs", "monitoring", "consume", "rollout"];
 
 function showTab(name, focus) {
   state.tab = name;
@@ -89,6 +89,7 @@ function showTab(name, focus) {
   if (name === "logs") refreshLogs();
   if (name === "monitoring") drawCharts();
   if (name === "consume") renderConsume();
+  if (name === "rollout") refreshRollout();
 }
 
 TABS.forEach((t, i) => {
@@ -135,6 +136,7 @@ async function refresh() {
   renderDetails();
   fillSelect($("test-deployment"), true);
   fillSelect($("logs-deployment"), true);
+  fillSelect($("rollout-to"), false);
   if (state.tab === "consume") renderConsume();
 }
 
@@ -561,6 +563,103 @@ $("show-key").addEventListener("click", async () => {
   } catch (x) { say(x.message, true); }
 });
 
+// ---------- rollout ----------
+// The control plane validates the plan (CONTRACT §9, "Guarded rollout"); the page sends what was
+// typed, leaves empty gates out (they are off or take the server's default) and shows the
+// server's own message when it refuses.
+
+const ROLLOUT_GATES = [
+  ["min_requests", "rollout-min-requests"],
+  ["max_error_rate", "rollout-max-error-rate"],
+  ["max_p99_ms", "rollout-max-p99-ms"],
+  ["max_p99_ratio", "rollout-max-p99-ratio"],
+  ["min_agreement", "rollout-min-agreement"],
+];
+
+function fmt(v, digits) {
+  return v === null || v === undefined ? "—" : typeof v === "number" ? String(Number(v.toFixed(digits === undefined ? 4 : digits))) : String(v);
+}
+
+function gatesText(g) {
+  if (!g) return "—";
+  const parts = [`${g.requests} requests`, `${g.errors} errors`, `error rate ${fmt(g.error_rate)}`, `p99 ${fmt(g.p99_ms, 1)} ms`];
+  if (g.live_p99_ms !== null && g.live_p99_ms !== undefined) parts.push(`live p99 ${fmt(g.live_p99_ms, 1)} ms`, `p99 ratio ${fmt(g.p99_ratio, 2)}`);
+  if (g.compared_pairs !== null && g.compared_pairs !== undefined) parts.push(`agreement ${fmt(g.agreement)} of ${g.compared_pairs} pairs`);
+  return parts.join(" · ");
+}
+
+function renderRollout(r) {
+  $("rollout-none").hidden = !!r;
+  $("rollout-view").hidden = !r;
+  if (!r) return;
+  const active = r.status === "running" || r.status === "paused";
+  const st = r.step || {};
+  $("rollout-target").textContent = r.to;
+  $("rollout-status").textContent = r.status;
+  $("rollout-status").className = "rollout-" + r.status;
+  $("rollout-step").textContent = `${st.step} (${st.index + 1} of ${st.of})`;
+  $("rollout-time-left").textContent = active && st.remaining_ms !== undefined ? `${(st.remaining_ms / 1000).toFixed(1)} s` + (r.status === "paused" ? " (paused)" : "") : "—";
+  $("rollout-gates").textContent = active ? gatesText(st.gates) : "—";
+  $("rollout-traffic").textContent = splitText(st.traffic) + (Object.values(st.mirror_traffic || {}).some((w) => w > 0) ? "; mirror " + splitText(st.mirror_traffic) : "");
+  $("rollout-passed").textContent = (r.passed || []).map((p) => `${p.step}: ${gatesText(p.gates)}`).join("\n") || "none yet";
+  const rb = r.rollback;
+  $("rollout-rollback-label").hidden = !rb;
+  $("rollout-rollback").hidden = !rb;
+  $("rollout-rollback").textContent = rb ? `${rb.message}; traffic went back to ${splitText(rb.traffic)} at ${rb.at}` : "";
+  $("rollout-pause").disabled = r.status !== "running";
+  $("rollout-resume").disabled = r.status !== "paused";
+  $("rollout-abort").disabled = !active;
+  const events = $("rollout-events");
+  const key = JSON.stringify(r.events);
+  if (events.dataset.drawn !== key) {
+    events.dataset.drawn = key;
+    events.replaceChildren(...(r.events || []).map((e) => el("li", {}, el("time", { text: e.at }), e.message)));
+  }
+}
+
+async function refreshRollout() {
+  if (!state.endpoint) { renderRollout(null); return; }
+  try {
+    renderRollout((await api("GET", "/v1/endpoint/rollout")).json);
+  } catch (x) {
+    if (x.status === 404) renderRollout(null);
+  }
+}
+
+$("rollout-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const err = $("rollout-error");
+  err.hidden = true;
+  const body = { to: $("rollout-to").value, steps: $("rollout-steps").value.trim(), step_duration: $("rollout-step-duration").value.trim() };
+  for (const [field, id] of ROLLOUT_GATES) {
+    const v = $(id).value.trim();
+    if (v !== "") body[field] = Number(v);
+  }
+  try {
+    const r = await api("POST", "/v1/endpoint/rollout", body);
+    say(`Rollout to ${body.to} started: ${body.steps}, ${body.step_duration} a step.`);
+    renderRollout(r.json);
+    refresh();
+  } catch (x) {
+    err.textContent = x.message;
+    err.hidden = false;
+  }
+});
+
+for (const action of ["pause", "resume", "abort"]) {
+  $("rollout-" + action).addEventListener("click", async () => {
+    const err = $("rollout-error");
+    err.hidden = true;
+    try {
+      renderRollout((await api("POST", "/v1/endpoint/rollout/" + action)).json);
+      refresh();
+    } catch (x) {
+      err.textContent = x.message;
+      err.hidden = false;
+    }
+  });
+}
+
 // ---------- start ----------
 
 async function tick() {
@@ -568,6 +667,7 @@ async function tick() {
   if (!dialogOpen) await refresh();
   await pollMetrics();
   if (state.tab === "logs" && !dialogOpen) await refreshLogs();
+  if (state.tab === "rollout") await refreshRollout();
 }
 
 refresh().then(pollMetrics);
