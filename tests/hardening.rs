@@ -226,6 +226,29 @@ fn wait_exit(s: &Server, within: Duration) -> i32 {
 }
 
 #[test]
+fn the_process_log_on_a_pipe_has_no_colour_codes() {
+    // As a container runtime or a log collector runs it: stderr is a pipe, not a terminal.
+    let mut child = Command::new(bin())
+        .args(["serve", "--port", "0", "--admin-port", "0"])
+        .env_remove("RUST_LOG")
+        .env_remove("SWITCHYARD_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The address lines on stdout come once the server is up.
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // SAFETY: kill(2) with the pid of the child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("switchyard serving"), "the process log has its start line: {err:?}");
+    assert!(!err.contains('\u{1b}'), "no terminal escape codes in a piped log: {err:?}");
+}
+
+#[test]
 fn sighup_is_ignored() {
     let s = Server::start();
     signal(&s, libc::SIGHUP);
