@@ -225,11 +225,12 @@ fn wait_exit(s: &Server, within: Duration) -> i32 {
     }
 }
 
-#[test]
-fn the_process_log_on_a_pipe_has_no_colour_codes() {
-    // As a container runtime or a log collector runs it: stderr is a pipe, not a terminal.
+/// Starts `serve` with stdout and stderr piped (as a container runtime or a log collector runs
+/// it), waits for the address lines, sends SIGTERM at once and returns how it ended and its
+/// stderr.
+fn start_and_stop_at_once() -> (std::process::ExitStatus, String) {
     let mut child = Command::new(bin())
-        .args(["serve", "--port", "0", "--admin-port", "0"])
+        .args(["serve", "--port", "0", "--admin-port", "0", "--shutdown-grace-secs", "2"])
         .env_remove("RUST_LOG")
         .env_remove("SWITCHYARD_LOG_FORMAT")
         .stdin(Stdio::null())
@@ -237,13 +238,30 @@ fn the_process_log_on_a_pipe_has_no_colour_codes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The address lines on stdout come once the server is up.
+    // The address lines on stdout say the server is up: a supervisor may stop it from then on.
     let mut first = [0u8; 16];
     child.stdout.take().unwrap().read_exact(&mut first).unwrap();
     // SAFETY: kill(2) with the pid of the child this test started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    (out.status, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn a_sigterm_right_after_the_address_lines_stops_gracefully() {
+    // The handler used to be installed only once the shutdown task first ran, after the
+    // address lines: a SIGTERM in between met the default action and killed the process.
+    for round in 0..10 {
+        let (status, err) = start_and_stop_at_once();
+        assert!(status.success(), "round {round}: {status:?} (killed, not drained): {err}");
+        assert!(err.contains("switchyard stopped"), "round {round}: {err}");
+    }
+}
+
+#[test]
+fn the_process_log_on_a_pipe_has_no_colour_codes() {
+    let (status, err) = start_and_stop_at_once();
+    assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("switchyard serving"), "the process log has its start line: {err:?}");
     assert!(!err.contains('\u{1b}'), "no terminal escape codes in a piped log: {err:?}");
 }

@@ -122,9 +122,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     runtime.block_on(async {
         // First: a SIGHUP from the moment the process exists must not kill it.
         ignore_hangup();
+        // Then SIGTERM/SIGINT, before anything is bound or printed (see `shutdown_signal`).
+        let shutdown = shutdown_signal();
         exit_with_parent();
         let listeners = bind(&opts)?;
-        run(opts, listeners, shutdown_signal()).await
+        run(opts, listeners, shutdown).await
     })
 }
 
@@ -361,26 +363,42 @@ fn exit_with_parent() {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Registers SIGTERM and SIGINT now and returns a future that resolves on either. The
+/// handlers are installed when this is called, not when the future is first polled: that
+/// happens in a spawned task after the address lines are printed, and a SIGTERM sent by whoever
+/// saw those lines (a supervisor, a test) would otherwise meet the default action and kill the
+/// process without the drain.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
                 }
+                // Not installed: the signal keeps its default action, which stops the process.
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        }
+        let term = signal(SignalKind::terminate())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGTERM; it will stop the server at once"))
+            .ok();
+        let interrupt = signal(SignalKind::interrupt())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGINT; it will stop the server at once"))
+            .ok();
+        async move {
+            tokio::select! {
+                _ = received(term) => {}
+                _ = received(interrupt) => {}
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
