@@ -323,7 +323,7 @@ impl InstancePool {
                 break;
             };
             permit.forget();
-            let hook = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let hook = self.pop_idle();
             self.ready.fetch_sub(1, Ordering::AcqRel);
             self.draining.fetch_sub(1, Ordering::Relaxed);
             // A session's teardown frees model memory: keep it off the async threads.
@@ -360,17 +360,36 @@ impl InstancePool {
         if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
             return self.run_queued(body, content_type, headers, protocol).await;
         }
+        let hook = self.take().await?;
+        self.execute(hook, &body, content_type, self.headers_for_run(headers), protocol, None)
+    }
+
+    /// Takes an idle instance, waiting for one (fairly) when all are busy. A permit of
+    /// `available` stands for one instance in `idle`; it is forgotten here and added back when
+    /// the instance returns.
+    async fn take(&self) -> Result<Box<dyn ScoringHook>, RunError> {
         let permit = match self.available.try_acquire() {
             Ok(p) => p,
             Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
             Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
         };
         permit.forget();
-        let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
-            // Unreachable while the invariant holds; answer 503 rather than panic.
-            return Err(RunError::NoInstance);
+        self.pop_idle().ok_or(RunError::NoInstance)
+    }
+
+    /// Takes an idle instance if one is free now; `Busy` when none is.
+    fn try_take(&self) -> Result<Box<dyn ScoringHook>, RunError> {
+        let Ok(permit) = self.available.try_acquire() else {
+            return Err(RunError::Busy);
         };
-        self.execute(hook, &body, content_type, self.headers_for_run(headers), protocol, None)
+        permit.forget();
+        self.pop_idle().ok_or(RunError::NoInstance)
+    }
+
+    /// The instance a forgotten permit stands for. `None` is unreachable while the invariant
+    /// holds; callers answer 503 rather than panic.
+    fn pop_idle(&self) -> Option<Box<dyn ScoringHook>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
     /// The headers a run gets: the request's, or none when the hook takes none.
@@ -399,15 +418,7 @@ impl InstancePool {
         if protocol != Protocol::Score {
             return self.run_queued(body, content_type, headers, protocol).await;
         }
-        let permit = match self.available.try_acquire() {
-            Ok(p) => p,
-            Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
-            Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
-        };
-        permit.forget();
-        let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
-            return Err(RunError::NoInstance);
-        };
+        let hook = self.take().await?;
         let mut out = CheckedOut { pool: self, hook: Some(hook) };
         {
             let request =
@@ -457,9 +468,7 @@ impl InstancePool {
     /// Starts a runner on each idle instance while runs are queued.
     fn kick(self: &Arc<Self>) {
         while !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-            let Ok(permit) = self.available.try_acquire() else { return };
-            permit.forget();
-            let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else { return };
+            let Ok(hook) = self.try_take() else { return };
             let pool = Arc::clone(self);
             let runner = move || pool.runner(hook);
             // Live long runs use the async worker's blocking pool (normal priority); a kick
@@ -516,13 +525,7 @@ impl InstancePool {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
-        let Ok(permit) = self.available.try_acquire() else {
-            return Err(RunError::Busy);
-        };
-        permit.forget();
-        let Some(hook) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
-            return Err(RunError::NoInstance);
-        };
+        let hook = self.try_take()?;
         self.execute(hook, body, content_type, self.headers_for_run(headers), protocol, None).map(|a| a.response)
     }
 

@@ -10,9 +10,9 @@
 //! breaks the protocol is killed and reports itself unhealthy, so the pool replaces the
 //! instance (init again, with backoff) while the other instances keep serving.
 //!
-//! This was factored out of the Python hook, which has since grown request/answer headers and
-//! runs awaited on the request's task; folding it back onto this module is a follow-up (the
-//! `Flavor::Python` arm is kept for it).
+//! The Python hook is a [`Worker`] of [`Flavor::Python`] plus what only it has: the script's
+//! files, the request headers its `run()` may read, and runs awaited on the request's task
+//! (through [`Worker::send_run`], [`Worker::answer_pipe`] and [`Worker::outcome`]).
 
 pub mod frame;
 
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{HookError, HookRequest, HookResponse, InitContext};
+use super::{HeaderName, HeaderValue, HookError, HookRequest, HookResponse, InitContext};
 use crate::telemetry::LogRing;
 
 /// How long a worker's init may take (Azure has no limit but its probes; a model download in
@@ -50,6 +50,14 @@ impl Flavor {
         match self {
             Flavor::Python => "Python worker",
             Flavor::Native => "native plugin worker",
+        }
+    }
+
+    /// A warning in the process log, under this flavor's target.
+    fn warn(self, line: &str) {
+        match self {
+            Flavor::Python => tracing::warn!(target: "switchyard::python", "{line}"),
+            Flavor::Native => tracing::warn!(target: "switchyard::native", "{line}"),
         }
     }
 
@@ -83,6 +91,9 @@ pub struct Worker {
     copiers: Vec<std::sync::mpsc::Receiver<()>>,
     /// Set once the worker was killed and reaped: its pid may belong to another process now.
     reaped: bool,
+    /// The request's headers go with each run (a Python script that reads them; native
+    /// plugins take none).
+    wants_headers: bool,
 }
 
 impl Worker {
@@ -101,6 +112,15 @@ impl Worker {
         let mut child = cmd.spawn()?;
         drop(in_r);
         drop(out_w);
+        if flavor == Flavor::Python {
+            // Python runs awaited on a task read this end through the reactor: a read must
+            // not wait. (`frame::read_frame` polls with a deadline either way.)
+            if let Err(e) = crate::sys::set_nonblocking(out_r.as_raw_fd()) {
+                crate::sys::kill_process_group(child.id());
+                let _ = child.wait();
+                return Err(e);
+            }
+        }
         let tag = format!("{}/instance-{n} pid {}", ctx.deployment, child.id());
         let mut copiers = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -121,7 +141,47 @@ impl Worker {
             flavor,
             copiers,
             reaped: false,
+            wants_headers: false,
         })
+    }
+
+    /// Sends the request's headers with each run from now on (or not).
+    pub fn set_wants_headers(&mut self, wants: bool) {
+        self.wants_headers = wants;
+    }
+
+    /// Writes one run frame (no waiting for the answer: see [`Self::answer_pipe`]).
+    pub fn send_run(&mut self, request: &HookRequest<'_>) -> Result<(), Exchange> {
+        let headers = self.wants_headers.then_some(request.headers);
+        frame::write_run(
+            &mut self.to_worker,
+            &mut self.scratch,
+            request.content_type.unwrap_or(""),
+            headers,
+            request.body,
+        )
+        .map_err(|_| Exchange::Gone)?;
+        if self.scratch.capacity() > 1 << 20 {
+            self.scratch = Vec::new(); // do not keep one huge request's buffer forever
+        }
+        Ok(())
+    }
+
+    /// The end answers come from, for a caller that awaits them on its own reactor (a
+    /// Python worker's end is non-blocking).
+    pub fn answer_pipe(&self) -> &std::io::PipeReader {
+        &self.from_worker
+    }
+
+    /// A run whose answer was being awaited was abandoned (its deadline passed or its client
+    /// went away): the answer would arrive in the next request's place, so the worker is
+    /// stopped and the pool replaces the instance.
+    pub fn stopped_at_deadline(&mut self) {
+        self.alive = false;
+        crate::sys::kill_process_group(self.child.id());
+        let line = format!("{}: worker was stopped at the request's deadline; a new worker replaces it", self.tag);
+        self.logs.push(&line);
+        self.flavor.warn(&line);
     }
 
     /// `deployment/instance-N pid P`.
@@ -169,18 +229,7 @@ impl Worker {
 
     /// Sends one request and reads its answer.
     fn exchange(&mut self, request: &HookRequest<'_>, deadline: Option<Instant>) -> Result<(u8, Vec<u8>), Exchange> {
-        // Native plugins take no headers (the C ABI passes the body and its content type).
-        frame::write_run(
-            &mut self.to_worker,
-            &mut self.scratch,
-            request.content_type.unwrap_or(""),
-            None,
-            request.body,
-        )
-        .map_err(|_| Exchange::Gone)?;
-        if self.scratch.capacity() > 1 << 20 {
-            self.scratch = Vec::new(); // do not keep one huge request's buffer forever
-        }
+        self.send_run(request)?;
         frame::read_frame(&mut self.from_worker, deadline).map_err(|e| match e {
             frame::ReadError::TimedOut => Exchange::TimedOut,
             frame::ReadError::Malformed(m) => Exchange::Broken(m),
@@ -199,10 +248,7 @@ impl Worker {
         let status = self.wait_exit(Duration::from_millis(500));
         let line = format!("{}: worker {why} ({status}); a new worker replaces it", self.tag);
         self.logs.push(&line);
-        match self.flavor {
-            Flavor::Python => tracing::warn!(target: "switchyard::python", "{line}"),
-            Flavor::Native => tracing::warn!(target: "switchyard::native", "{line}"),
-        }
+        self.flavor.warn(&line);
         status
     }
 
@@ -227,12 +273,27 @@ impl Worker {
         }
         let cancelled = request.cancel.is_some_and(|c| c.is_cancelled());
         match outcome {
-            Ok((frame::kind::ANSWER, payload)) => match frame::parse_answer(&payload) {
+            Ok((kind, payload)) => self.outcome(Ok((kind, &payload)), cancelled),
+            Err(e) => self.outcome(Err(e), cancelled),
+        }
+    }
+
+    /// What one exchange's outcome means for the caller, and for the worker (retired when it
+    /// died, hung, panicked or broke the protocol). `cancelled`: the request's deadline passed
+    /// while the run was in the worker (which was killed for it).
+    pub fn outcome(
+        &mut self,
+        outcome: Result<(u8, &[u8]), Exchange>,
+        cancelled: bool,
+    ) -> Result<HookResponse, HookError> {
+        let what = self.flavor.what();
+        match outcome {
+            Ok((frame::kind::ANSWER, payload)) => match frame::parse_answer(payload) {
                 Some(answer) => Ok(HookResponse {
                     status: if (100..=999).contains(&answer.status) { answer.status } else { 500 },
                     content_type: intern_content_type(answer.content_type),
                     body: Bytes::copy_from_slice(answer.body),
-                    headers: Vec::new(),
+                    headers: if answer.headers.is_empty() { Vec::new() } else { self.answer_headers(answer.headers) },
                 }),
                 None => {
                     self.retire("sent a malformed answer");
@@ -240,12 +301,12 @@ impl Worker {
                 }
             },
             Ok((frame::kind::RAISED, payload)) => {
-                Err(HookError::Failed(format!("{}{}", self.flavor.raised(), String::from_utf8_lossy(&payload))))
+                Err(HookError::Failed(format!("{}{}", self.flavor.raised(), String::from_utf8_lossy(payload))))
             }
-            Ok((frame::kind::BAD_INPUT, payload)) => Err(HookError::BadInput(String::from_utf8_lossy(&payload).into())),
+            Ok((frame::kind::BAD_INPUT, payload)) => Err(HookError::BadInput(String::from_utf8_lossy(payload).into())),
             Ok((frame::kind::PANICKED, payload)) => {
                 self.retire("panicked");
-                Err(HookError::Failed(String::from_utf8_lossy(&payload).into()))
+                Err(HookError::Failed(String::from_utf8_lossy(payload).into()))
             }
             Ok((other, _)) => {
                 self.retire("broke the protocol");
@@ -273,6 +334,36 @@ impl Worker {
         }
     }
 
+    /// A script's response headers that HTTP can carry: framing headers (the server sets
+    /// them for the body it sends) and malformed names or values are dropped, with a line in
+    /// the deployment's log.
+    fn answer_headers(&self, block: &[u8]) -> Vec<(HeaderName, HeaderValue)> {
+        const FRAMING: &[&str] = &[
+            "content-type",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "trailer",
+            "proxy-connection",
+        ];
+        let mut out = Vec::new();
+        for (name, value) in frame::header_pairs(block) {
+            match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                (Ok(n), Ok(v)) if !FRAMING.contains(&n.as_str()) => out.push((n, v)),
+                (Ok(_), Ok(_)) => {}
+                _ => self.logs.push(format!(
+                    "{}: run() answered a header HTTP cannot carry ({:?}); it was left out",
+                    self.tag,
+                    String::from_utf8_lossy(name)
+                )),
+            }
+        }
+        out
+    }
+
     /// False once the worker died, hung or broke the protocol.
     pub fn is_healthy(&self) -> bool {
         self.alive
@@ -295,7 +386,7 @@ impl Drop for Worker {
 }
 
 /// Why an exchange with the worker failed.
-enum Exchange {
+pub enum Exchange {
     /// The pipe closed: the worker exited or was killed.
     Gone,
     /// The safety deadline passed (runs without a `Cancellation`).
