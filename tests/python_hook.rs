@@ -519,3 +519,18 @@ fn input_schema_and_rawhttp_scripts_run_with_azures_own_packages() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.message().contains("conda_file:") && r.message().contains("python:"), "{}", r.body);
 }
+
+#[test]
+fn an_interpreter_that_cannot_run_fails_the_deployment_naming_it_and_the_setting() {
+    // No `--python` here: it would take precedence over the deployment's environment.python.
+    let s = Server::start();
+    s.create_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    // A file that is there but not executable, as a mistyped environment.python may be.
+    let python = dir.path().join("python3");
+    std::fs::write(&python, "not an interpreter").unwrap();
+    let v = put(&s, sample_blue("model", json!({"environment": {"python": python}})), "Failed");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&format!("cannot start a Python worker with {}", python.display())), "{v}");
+    assert!(error.contains("set environment.python or serve --python"), "the setting to fix is named: {v}");
+}

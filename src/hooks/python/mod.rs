@@ -87,10 +87,15 @@ impl PythonHook {
             }
         }
         let mut worker = Worker::spawn(cmd, ctx, n, Flavor::Python).map_err(|e| {
-            format!(
-                "cannot start the Python interpreter {}: {e} (set environment.python or serve --python)",
-                python.display()
-            )
+            // Only a missing or unrunnable interpreter is the user's setting to fix; running
+            // out of descriptors or processes is not.
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    " (set environment.python or serve --python)"
+                }
+                _ => "",
+            };
+            format!("cannot start a Python worker with {}: {e}{hint}", python.display())
         })?;
         match worker.read_init() {
             Ok((frame::kind::INIT_OK, payload)) => {
