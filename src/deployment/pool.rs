@@ -331,6 +331,19 @@ impl InstancePool {
                 let _ = crate::threads::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
             }
         }
+        if self.is_closed() && self.ready() == 0 {
+            self.turn_away_waiters();
+        }
+    }
+
+    /// A closed pool whose last instance is gone will never serve again: requests that came
+    /// for it after its drain began (routed on a table from before the deployment was deleted
+    /// or replaced) are answered `NoInstance` now, so the front door can route them again,
+    /// instead of waiting on a semaphore that no instance will ever release until their
+    /// deadline (a 408 five seconds later, seen under load during a rollout's delete).
+    fn turn_away_waiters(self: &Arc<Self>) {
+        self.available.close();
+        self.kick();
     }
 
     /// Scores one request on the next free instance, waiting for one if all are busy.
@@ -467,6 +480,16 @@ impl InstancePool {
 
     /// Starts a runner on each idle instance while runs are queued.
     fn kick(self: &Arc<Self>) {
+        if self.available.is_closed() {
+            // No instance will come (see `turn_away_waiters`): a run queued now, or before the
+            // last instance left, is answered at once. Checked here, after the run was queued,
+            // so a run that raced the close is never left behind.
+            let stranded: Vec<QueuedRun> = self.pending.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+            for run in stranded {
+                let _ = run.reply.send(Err(RunError::NoInstance));
+            }
+            return;
+        }
         while !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
             let Ok(hook) = self.try_take() else { return };
             let pool = Arc::clone(self);
@@ -810,6 +833,57 @@ mod tests {
         assert_eq!(loading.await.unwrap().unwrap_err(), LoadError::Cancelled);
         assert!(inits.load(Ordering::SeqCst) <= slots, "{} inits ran after close", inits.load(Ordering::SeqCst));
         assert_eq!(p.counts(), InstanceCounts { ready: 0, loading: 0, draining: 0, failed: 0 });
+    }
+
+    /// A hook whose runs are awaited on the task (as a Python worker's are) and finish when
+    /// the test lets them.
+    struct Held(Arc<tokio::sync::Notify>);
+
+    impl ScoringHook for Held {
+        fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+            Ok(HookResponse::json(request.body.to_vec()))
+        }
+
+        fn run_async<'a>(&'a mut self, request: HookRequest<'a>) -> Option<crate::hooks::RunFuture<'a>> {
+            let (open, body) = (Arc::clone(&self.0), request.body.to_vec());
+            Some(Box::pin(async move {
+                open.notified().await;
+                Ok(HookResponse::json(body))
+            }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_comes_for_a_deleted_pool_after_its_drain_began_is_turned_away_not_held() {
+        let open = Arc::new(tokio::sync::Notify::new());
+        let o = Arc::clone(&open);
+        let p = InstancePool::new(
+            Arc::new(move || Ok(Box::new(Held(Arc::clone(&o))) as Box<dyn ScoringHook>)),
+            tokio::runtime::Handle::current(),
+        );
+        p.queue_every_run();
+        p.add(1).await.unwrap();
+        // A holds the one instance.
+        let p1 = Arc::clone(&p);
+        let a = tokio::spawn(async move { p1.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await });
+        eventually("A holds the instance", || p.idle.lock().unwrap().is_empty()).await;
+        // The deployment is deleted: its drain waits for A.
+        p.close();
+        let p2 = Arc::clone(&p);
+        let drain = tokio::spawn(async move { p2.remove(1).await });
+        eventually("the drain waits", || p.counts().draining == 1).await;
+        // B was routed here before the delete and asks for an instance after the drain.
+        let p3 = Arc::clone(&p);
+        let mut b = tokio::spawn(async move { p3.run(Bytes::from_static(b"[2]"), None, &HeaderMap::new()).await });
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), &mut b).await;
+        assert!(waiting.is_err(), "B waits while A runs");
+        // A finishes: the drain takes the instance, and B, which no instance will ever serve,
+        // is answered at once (it waited on the semaphore until its deadline before).
+        open.notify_one();
+        assert_eq!(&a.await.unwrap().unwrap().body[..], b"[1]", "A, in flight, was served");
+        drain.await.unwrap();
+        let b = tokio::time::timeout(std::time::Duration::from_secs(5), b).await;
+        assert_eq!(b.expect("B was held after the last instance left").unwrap(), Err(RunError::NoInstance));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -212,7 +212,24 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, headers, how.protocol, request_id));
     let start = Instant::now();
-    let outcome = deployment.call(admitted, body, content_type, headers, how.protocol, request_id).await;
+    let mut outcome = deployment.call(admitted, body.clone(), content_type, headers, how.protocol, request_id).await;
+    // Routed to a version that has since left the routing table (deleted, or replaced by a new
+    // model) and lost its last instance before this request got one: route it again, once, on
+    // the current table, so a rollout step never fails a request that the endpoint can serve.
+    let current;
+    let mut deployment = deployment;
+    if matches!(outcome, Err(crate::deployment::ScoreError::NotReady)) && deployment.pool.is_closed() {
+        current = state.snapshot();
+        if let Ok((again, _)) = route(headers, &current, style) {
+            let same_model = how.model.is_none_or(|model| serves(again, model, style).is_ok());
+            if !std::ptr::eq(again, deployment) && same_model {
+                if let Ok(admitted) = again.admit(request_id) {
+                    deployment = again;
+                    outcome = deployment.call(admitted, body, content_type, headers, how.protocol, request_id).await;
+                }
+            }
+        }
+    }
     if let Some(slot) = live_slot {
         let (status, body) = match &outcome {
             Ok(answer) => (answer.response.status, answer.response.body.clone()),
