@@ -47,9 +47,26 @@ fn the_page_and_its_assets_are_served_from_the_binary_without_the_token() {
         assert_eq!(r.status, 200, "{path}");
         assert!(r.header("content-type").unwrap().starts_with(kind), "{path}: {r:?}");
     }
+    // The icon browsers ask for by themselves is there too (no 404 in the page's console).
+    let icon = get_with(&s, "/favicon.ico", None);
+    assert_eq!(icon.status, 200, "{}", icon.body);
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"), "{icon:?}");
+    assert!(icon.body.starts_with("<svg"), "{}", icon.body);
+    assert!(page.body.contains(r#"<link rel="icon" href="/favicon.ico""#), "the page names no icon");
+    // Nothing inline for the policy to allow: scripts come from studio.js, style from studio.css.
+    let markup = page.body.to_ascii_lowercase();
+    assert_eq!(markup.matches("<script").count(), markup.matches("<script src=").count(), "an inline <script>");
+    assert!(!markup.contains(" style=") && !markup.contains("<style"), "inline style in the page");
+    for handler in [" onclick=", " onload=", " onerror=", " onsubmit=", " onchange=", " oninput="] {
+        assert!(!markup.contains(handler), "an inline event handler ({handler}) in the page");
+    }
     // The page holds no data; the API it calls still wants the token.
     assert_eq!(get_with(&s, "/v1/metrics", None).status, 401);
-    assert_eq!(get_with(&s, "/v1/metrics", Some(TOKEN)).status, 200);
+    let m = get_with(&s, "/v1/metrics", Some(TOKEN));
+    assert_eq!(m.status, 200);
+    // No endpoint yet, said without a 404 (the page polls this, and a 404 is an error in the
+    // browser's console).
+    assert_eq!(m.json().get("endpoint"), Some(&json!(null)), "{}", m.body);
     assert_eq!(get_with(&s, "/studio/nothing.js", None).status, 404);
 }
 
@@ -76,6 +93,7 @@ fn v1_metrics_counts_live_requests_errors_and_durations_per_deployment() {
     assert_eq!(blue["instances"]["ready"], 1);
     assert_eq!(of("green")["live"]["requests"], 0);
     assert!(m["time_ms"].as_u64().unwrap() > 0);
+    assert_eq!(m["endpoint"], json!(s.admin("GET", "/v1/endpoint", None).json()["name"]), "{m}");
 }
 
 #[test]
@@ -176,6 +194,10 @@ fn the_tutorials_studio_steps_clicked_through_in_headless_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("studio: all steps passed"), "{stdout}\n{stderr}");
     for tab in [
+        "no-endpoint",
+        "update-traffic-failed",
+        "add-deployment-no-folder",
+        "no-endpoint-after",
         "details",
         "test",
         "logs",

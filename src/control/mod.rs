@@ -361,7 +361,9 @@ impl ControlPlane {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        json!({"time_ms": time_ms, "deployments": deployments})
+        // The endpoint's name (null without one): a poller learns there is none without a 404.
+        let endpoint = state.endpoint.as_ref().map(|e| e.spec.name.clone());
+        json!({"time_ms": time_ms, "endpoint": endpoint, "deployments": deployments})
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

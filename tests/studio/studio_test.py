@@ -9,6 +9,7 @@ folder; screenshots of each tab go to SHOTS_DIR.
 
 import json
 import os
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -147,6 +148,58 @@ def open_traffic(blue, green, mirror=None):
     click("traffic-save")
 
 
+def style_of(css_selector, prop):
+    return driver.execute_script(
+        "return getComputedStyle(document.querySelector(arguments[0]))[arguments[1]]", css_selector, prop)
+
+
+def assert_wraps_words(css_selector):
+    """Words are not split mid-word (word-break normal); long tokens still wrap (overflow-wrap)."""
+    wb, ow = style_of(css_selector, "wordBreak"), style_of(css_selector, "overflowWrap")
+    assert wb == "normal" and ow in ("anywhere", "break-word"), "{}: word-break {}, overflow-wrap {}".format(css_selector, wb, ow)
+
+
+def no_card_overflows():
+    wide = driver.execute_script(
+        "return [...document.querySelectorAll('.card')].filter(c => c.scrollWidth > c.clientWidth).map(c => c.id)")
+    assert not wide, "cards wider than their box (text not wrapped): {}".format(wide)
+
+
+def admin_requests():
+    """The admin API paths the page fetched since the last performance.clearResourceTimings()."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname).filter(p => p.startsWith('/v1/'))")
+
+
+def failed_requests():
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.responseStatus >= 400)"
+        ".map(e => new URL(e.name).pathname + ' ' + e.responseStatus)")
+
+
+def only_endpoint_probes(what):
+    """Over three more polls, the page only asks whether there is an endpoint (/v1/metrics
+    says, without a 404): no other tab's request, and nothing that fails."""
+    driver.execute_script("performance.setResourceTimingBufferSize(10000); performance.clearResourceTimings()")
+    wait.until(lambda d: admin_requests().count("/v1/metrics") >= 3, "the page stopped polling")
+    others = [p for p in admin_requests() if p not in ("/v1/metrics", "/v1/endpoint")]
+    assert not others, "{}: the page still fired {}".format(what, others)
+    assert not failed_requests(), "{}: requests that failed: {}".format(what, failed_requests())
+
+
+def console_errors():
+    """The browser console's errors since the last read, less the page's first call's 401
+    (how it learns that this server wants the admin token)."""
+    logs = driver.get_log("browser")
+    return [e["message"] for e in logs if e["level"] == "SEVERE"
+            and not (e["message"].split(" ")[0].endswith("/v1/metrics") and "status of 401" in e["message"])]
+
+
+def tabs_off():
+    return [t for t in ("test", "logs", "monitoring", "consume", "rollout")
+            if by_id("tab-" + t).get_attribute("disabled") is not None]
+
+
 def test_on_page(name, request_file):
     tab("test")
     Select(by_id("test-deployment")).select_by_value(name)
@@ -160,6 +213,23 @@ def test_on_page(name, request_file):
 
 
 try:
+    step("no endpoint yet: only Details is open, and the page fires nothing that can 404")
+    driver.get(URL + "/")
+    visible("token-dialog")
+    assert "--" not in text_now("token-dialog"), text_now("token-dialog")
+    fill("token-input", TOKEN)
+    click("token-save")
+    visible("no-endpoint")
+    wait.until(lambda d: len(tabs_off()) == 5, "tabs stayed open without an endpoint: {}".format(tabs_off()))
+    driver.execute_script("document.getElementById('tab-logs').click()")
+    assert by_id("panel-details").is_displayed() and not by_id("panel-logs").is_displayed()
+    only_endpoint_probes("without an endpoint")
+    shot("no-endpoint")
+    errors = console_errors()
+    assert not errors, "console errors on load: {}".format(errors)
+    favicon = driver.execute_script("return document.querySelector('link[rel=icon]').href")
+    assert favicon.endswith("/favicon.ico"), favicon
+
     step("the CLI's first steps (endpoint, blue with all traffic) through the admin API")
     with open(os.path.join(SAMPLE, "endpoint.yml")) as f:
         assert api("PUT", "/v1/endpoint", f.read(), "application/yaml")[0] == 201
@@ -169,19 +239,19 @@ try:
         assert status == 201, body
     wait_api("blue serves all traffic", lambda: endpoint()["traffic"] == {"blue": 100} or endpoint()["traffic"])
 
-    step("the page asks for the admin token")
-    driver.get(URL + "/")
-    visible("token-dialog")
-    fill("token-input", TOKEN)
-    click("token-save")
-
-    step("see blue (Details)")
+    step("see blue (Details): the page notices the endpoint and opens its tabs")
     visible("endpoint-details")
+    wait.until(lambda d: not tabs_off(), "tabs stayed off with an endpoint")
     text_is("ep-auth-mode", "key")
     text_is("ep-traffic", "blue 100%")
     text_is("state-blue", "Succeeded")
     assert text_now("ep-scoring-uri") == endpoint()["scoring_uri"]
     text_is("instances-blue", "1 ready of 1")
+    assert_wraps_words("#state-blue")
+    assert_wraps_words("#ep-scoring-uri")
+    no_card_overflows()
+    errors = console_errors()
+    assert not errors, "console errors: {}".format(errors)
     shot("details")
 
     step("test blue (Test tab, first deployment preselected)")
@@ -190,6 +260,7 @@ try:
     got = test_on_page("blue", os.path.join(SAMPLE, "sample-request.json"))
     assert all(abs(a - b) <= 1e-6 * b for a, b in zip(got, MODEL_1)), got
     assert text_now("test-time").endswith(" ms")
+    assert_wraps_words("#test-output")
     shot("test")
 
     step("scale blue to 2 from its card")
@@ -201,11 +272,53 @@ try:
     d = deployment("blue")
     assert d["instance_count"] == 2 and d["instances"]["ready"] == 2, d
 
-    step("add green from its YAML file")
+    step("a Failed deployment is never the mirror target Update traffic preselects")
+    broken = tempfile.mkdtemp(prefix="studio-broken-")
+    with open(os.path.join(broken, "model.onnx"), "w") as f:
+        f.write("not an onnx model")
+    status, body = api("PUT", "/v1/deployments/broken", {"model": {"path": broken}})
+    assert status == 201, body
+    wait_api("broken failed to load", lambda: deployment("broken")["provisioning_state"] == "Failed" or deployment("broken"))
+    text_is("state-broken", "Failed")
+    visible("error-broken")
+    assert_wraps_words("#error-broken")
+    no_card_overflows()
+    click("update-traffic")
+    visible("traffic-dialog")
+    click("mirror-enable")
+    mirror_to = Select(by_id("mirror-deployment"))
+    assert mirror_to.first_selected_option.get_attribute("value") != "broken", "the Failed deployment was preselected"
+    option = by_id("mirror-deployment").find_element(By.CSS_SELECTOR, "option[value=broken]")
+    assert not option.is_enabled() and "Failed" in option.text, option.text
+    shot("update-traffic-failed")
+    click("traffic-save")
+    text_has("traffic-error", "Choose the deployment that gets the mirrored copies")
+    click("traffic-cancel")
+    assert not any(endpoint()["mirror_traffic"].values()), endpoint()
+    click("delete-broken")
+    visible("confirm-dialog")
+    click("confirm-yes")
+    wait.until(lambda d: not d.find_elements(By.ID, "card-broken"), "broken's card stayed")
+
+    step("add green from its YAML file: without the folder, the error points at the folder field")
     click("add-deployment")
     visible("add-dialog")
+    fill("add-base", "")
     by_id("add-file").send_keys(os.path.join(SAMPLE, "green-deployment.yml"))
     wait.until(lambda d: by_id("add-name").get_attribute("value") == "green", "the picked file's name: was not read")
+    click("add-submit")
+    visible("add-error")
+    for part in ("Folder of the YAML file", "model.path ../../model-2/model/", "code_configuration.code ../../model-2/onlinescoring/",
+                 "environment.conda_file ../../model-2/environment/conda.yaml"):
+        text_has("add-error", part)
+    assert driver.execute_script("return document.activeElement.id") == "add-base"
+    assert by_id("add-base").get_attribute("aria-invalid") == "true"
+    shot("add-deployment-no-folder")
+    assert api("GET", "/v1/deployments/green")[0] == 404, "a refused add created green"
+    fill("add-base", "/no/such/switchyard/folder")
+    click("add-submit")
+    text_has("add-error", "check that it is the folder the YAML file is in")
+    assert api("GET", "/v1/deployments/green")[0] == 404, "a refused add created green"
     fill("add-base", SAMPLE)
     click("add-submit")
     text_has("add-progress", "green: Succeeded")
@@ -220,7 +333,15 @@ try:
     assert got and got != MODEL_1, got
     tab("details")
 
-    step("a refused traffic update shows the control plane's message and changes nothing")
+    step("Update traffic keeps a running total; a refused update shows the control plane's message and changes nothing")
+    click("update-traffic")
+    visible("traffic-dialog")
+    text_is("traffic-total", "Total: 100%")
+    fill("traffic-blue", 90)
+    fill("traffic-green", 20)
+    text_is("traffic-total", "Total: 110% (must be 0 or 100)")
+    assert "bad" in by_id("traffic-total").get_attribute("class")
+    click("traffic-cancel")
     open_traffic(90, 20)
     visible("traffic-error")
     text_has("traffic-error", "100")
@@ -231,8 +352,10 @@ try:
     click("mirror-enable")
     Select(by_id("mirror-deployment")).select_by_value("blue")
     click("traffic-save")
+    text_is("traffic-total", "Total: 100%")
     wait.until(lambda d: text_now("traffic-error") != refused_sum, "no new message for a mirror to a live deployment")
     assert "live" in text_now("traffic-error"), text_now("traffic-error")
+    assert_wraps_words("#traffic-error")
     click("traffic-cancel")
     ep = endpoint()
     assert ep["traffic"] == {"blue": 100, "green": 0} and not any(ep["mirror_traffic"].values()), ep
@@ -359,6 +482,9 @@ try:
     click("confirm-yes")
     visible("confirm-error")
     assert "traffic" in text_now("confirm-error"), text_now("confirm-error")
+    # The server's hint names the CLI command; the page names its own button.
+    assert "online-endpoint" not in text_now("confirm-error") and "--" not in text_now("confirm-error"), text_now("confirm-error")
+    assert "Update traffic" in text_now("confirm-error"), text_now("confirm-error")
     click("confirm-no")
     assert deployment("green")["name"] == "green"
 
@@ -388,6 +514,61 @@ try:
     step("keyboard: arrow keys move between tabs")
     by_id("tab-consume").send_keys("\ue012")  # ArrowLeft
     visible("panel-monitoring")
+
+    step("the server's CLI hints read in the page's terms")
+    cli_hints = [
+        "deployment \"green\" has 10% of live traffic: move its traffic to other deployments first (`online-endpoint update --traffic`)",
+        "this server has no endpoint yet: create one with `switchyard online-endpoint create -f endpoint.yml`",
+        "this server has no endpoint yet: create it before its deployments (`online-endpoint create`)",
+        "a rollout to \"green\" is running: wait for it, or stop it with `online-endpoint rollout abort`",
+        "a rollout to \"green\" is running and may move traffic to deployment \"blue\": abort it first (`online-endpoint rollout abort`)",
+        "no deployment has live traffic to move from: give one traffic first (`online-endpoint update --traffic`)",
+        "a rollout needs `to`: the deployment traffic moves to (--to green)",
+        "a rollout needs `step_duration`, e.g. \"60s\" (--step-duration)",
+        "rollout --to names deployment \"x\", which does not exist (deployments: blue)",
+        "deployment \"x\" failed to load; fix it with `online-deployment update -f` (replace) or delete it",
+        "deployment \"x\" is \"Updating\": wait until the current operation finishes (`online-deployment show`)",
+        "no deployment of this endpoint has traffic: set traffic (`online-endpoint update --traffic`) or pin a deployment with the azureml-model-deployment header",
+        "`rollout` is read from endpoint.yml in --config-dir mode only: through the API, start one with POST /v1/endpoint/rollout (`online-endpoint rollout`)",
+        "missing or invalid credentials: send `Authorization: Bearer <key or token>` (see `online-endpoint get-credentials`)",
+    ]
+    for hint in cli_hints:
+        said = driver.execute_script("return studioTerms(arguments[0])", hint)
+        for cli in ("online-endpoint", "online-deployment", "--to", "--traffic", "--step-duration", "-f`"):
+            assert cli not in said, "{!r} still says {!r}: {!r}".format(hint, cli, said)
+    said = driver.execute_script("return studioTerms(arguments[0])", cli_hints[0])
+    assert said.endswith("(Update traffic on the Details tab)"), said
+    plain = "traffic must add up to 100, got 110"
+    assert driver.execute_script("return studioTerms(arguments[0])", plain) == plain
+
+    step("the endpoint deleted elsewhere: the page falls back to Details, clears what it showed, and stops asking")
+    test_on_page("green", os.path.join(SAMPLE, "sample-request.json"))
+    tab("logs")
+    Select(by_id("logs-deployment")).select_by_value("green")
+    wait.until(lambda d: d.find_element(By.ID, "logs-output").text.strip(), "no log lines for green")
+    status, body = api("DELETE", "/v1/endpoint")
+    assert status in (200, 202, 204), body
+    visible("no-endpoint")
+    visible("panel-details")
+    wait.until(lambda d: len(tabs_off()) == 5, "tabs stayed open after the endpoint went: {}".format(tabs_off()))
+    for i in ("test-output", "test-status", "logs-output", "snippet-curl", "consume-uri"):
+        assert driver.execute_script("return document.getElementById(arguments[0]).textContent", i) == "", "#{} kept its text".format(i)
+    assert driver.execute_script("return document.getElementById('consume-key').textContent") == "••••••••"
+    assert not driver.find_elements(By.CSS_SELECTOR, "#deployment-cards .card")
+    only_endpoint_probes("after the endpoint was deleted")
+    shot("no-endpoint-after")
+    driver.get_log("browser")  # the one 404 that told the page the endpoint had gone
+
+    step("create an endpoint from the page, delete it from the page: no error in the console")
+    click("create-endpoint")
+    wait.until(lambda d: not tabs_off(), "tabs stayed off with an endpoint")
+    click("delete-endpoint")
+    visible("confirm-dialog")
+    click("confirm-yes")
+    visible("no-endpoint")
+    only_endpoint_probes("after Delete endpoint")
+    errors = console_errors()
+    assert not errors, "console errors: {}".format(errors)
     print("studio: all steps passed", flush=True)
 except Exception:
     shot("failure")

@@ -12,12 +12,16 @@ use actix_web::{web, HttpResponse};
 const INDEX_HTML: &str = include_str!("index.html");
 const STUDIO_JS: &str = include_str!("studio.js");
 const STUDIO_CSS: &str = include_str!("studio.css");
+/// The page's icon, at the path browsers ask for by themselves, so no request of the page (or
+/// of a JSON answer opened in a tab) ends in a 404 in the console.
+const FAVICON_SVG: &str = include_str!("favicon.svg");
 
-/// Registers `/` and the page's two assets.
+/// Registers `/`, the page's two assets and its icon.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/studio/studio.js", web::get().to(|| async { asset(STUDIO_JS, "text/javascript; charset=utf-8") }))
-        .route("/studio/studio.css", web::get().to(|| async { asset(STUDIO_CSS, "text/css; charset=utf-8") }));
+        .route("/studio/studio.css", web::get().to(|| async { asset(STUDIO_CSS, "text/css; charset=utf-8") }))
+        .route("/favicon.ico", web::get().to(|| async { asset(FAVICON_SVG, "image/svg+xml") }));
 }
 
 /// One embedded file. The policy keeps the page to its own origin (no inline script, no

@@ -13,7 +13,44 @@ const state = { endpoint: null, deployments: [], tab: "details", metrics: [], se
 // ---------- the admin API ----------
 
 class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  constructor(status, message) { super(studioTerms(message)); this.status = status; }
+}
+
+// The server's messages are written for every client and may point at the CLI
+// (`online-endpoint update --traffic`); on this page they name the button or field that does it.
+// Messages without such hints pass unchanged, so a server that words them neutrally needs none.
+const STUDIO_TERMS = [
+  [/`(?:switchyard )?online-endpoint create[^`]*`/g, "Create endpoint on the Details tab"],
+  [/`(?:switchyard )?online-endpoint update --traffic[^`]*`/g, "Update traffic on the Details tab"],
+  [/`(?:switchyard )?online-endpoint update --mirror-traffic[^`]*`/g, "Update traffic on the Details tab"],
+  [/`(?:switchyard )?online-endpoint rollout abort`/g, "Abort on the Rollout tab"],
+  [/`(?:switchyard )?online-endpoint rollout[^`]*`/g, "the Rollout tab"],
+  [/`(?:switchyard )?online-endpoint get-credentials[^`]*`/g, "Show key on the Consume tab"],
+  [/`(?:switchyard )?online-endpoint invoke[^`]*`/g, "the Test tab"],
+  [/`(?:switchyard )?online-endpoint delete[^`]*`/g, "Delete endpoint on the Details tab"],
+  [/`(?:switchyard )?online-deployment (?:create|update) -f[^`]*`/g, "Add deployment under the same name"],
+  [/`(?:switchyard )?online-deployment update[^`]*`/g, "the deployment's card on the Details tab"],
+  [/`(?:switchyard )?online-deployment (?:show|list)[^`]*`/g, "the deployment's card on the Details tab"],
+  [/`(?:switchyard )?online-deployment compare[^`]*`/g, "the mirror comparison on the Monitoring tab"],
+  [/`(?:switchyard )?online-deployment get-logs[^`]*`/g, "the Logs tab"],
+  [/`(?:switchyard )?online-deployment delete[^`]*`/g, "the deployment's Delete button"],
+  [/`(?:switchyard )?online-(?:endpoint|deployment)\b[^`]*`/g, "this page"],
+  [/\brollout --to names deployment/g, "Target deployment names deployment"],
+  [/\(--to [^)]*\)/g, "(Target deployment)"],
+  [/--step-duration\b/g, "Step duration"],
+  [/--steps\b/g, "Steps"],
+  [/--deployment-name\b/g, "the Deployment field"],
+  [/--all-traffic\b/g, "All traffic once ready"],
+  [/--mirror-traffic\b/g, "Enable mirrored traffic"],
+  [/--traffic\b/g, "Update traffic"],
+  [/pin a deployment with the azureml-model-deployment header/g, "pick a Deployment on the Test tab"],
+  [/\bbase_dir\b/g, "“Folder of the YAML file”"],
+];
+
+function studioTerms(message) {
+  let m = String(message || "");
+  for (const [from, to] of STUDIO_TERMS) m = m.replace(from, to);
+  return m;
 }
 
 let tokenWaiters = null;
@@ -23,7 +60,9 @@ async function api(method, path, body, contentType) {
     const headers = {};
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers["Authorization"] = "Bearer " + token;
-    if (body !== undefined) headers["Content-Type"] = contentType || "application/json";
+    // Every call that changes something declares its body's type, body or not: the admin plane
+    // refuses a state change whose type a page of another origin could send (CONTRACT §5).
+    if (body !== undefined || method !== "GET") headers["Content-Type"] = contentType || "application/json";
     const init = { method, headers, cache: "no-store" };
     if (body !== undefined) init.body = typeof body === "string" ? body : JSON.stringify(body);
     const r = await fetch(path, init);
@@ -76,7 +115,12 @@ function say(text, isError) {
 
 const TABS = ["details", "test", "logs", "monitoring", "consume", "rollout"];
 
+// Every tab but Details reads the endpoint: without one they are off (no requests that can
+// only 404) and what they showed is cleared.
+const NEEDS_ENDPOINT = TABS.filter((t) => t !== "details");
+
 function showTab(name, focus) {
+  if ($("tab-" + name).disabled) return;
   state.tab = name;
   for (const t of TABS) {
     const on = t === name;
@@ -96,12 +140,43 @@ TABS.forEach((t, i) => {
   const tab = $("tab-" + t);
   tab.addEventListener("click", () => showTab(t));
   tab.addEventListener("keydown", (e) => {
+    const on = TABS.filter((x) => !$("tab-" + x).disabled);
+    const at = on.indexOf(t);
     const step = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
-    if (step) showTab(TABS[(i + step + TABS.length) % TABS.length], true);
-    if (e.key === "Home") showTab(TABS[0], true);
-    if (e.key === "End") showTab(TABS[TABS.length - 1], true);
+    if (step) showTab(on[(at + step + on.length) % on.length], true);
+    if (e.key === "Home") showTab(on[0], true);
+    if (e.key === "End") showTab(on[on.length - 1], true);
   });
 });
+
+function applyEndpointState() {
+  const on = !!state.endpoint;
+  for (const t of NEEDS_ENDPOINT) {
+    const tab = $("tab-" + t);
+    tab.disabled = !on;
+    if (on) tab.removeAttribute("title"); else tab.title = "Create an endpoint first (Details tab)";
+  }
+  if (on) return;
+  clearEndpointViews();
+  if (state.tab !== "details") showTab("details");
+}
+
+/** What the tabs showed of an endpoint that is gone: nothing of it stays on screen. */
+function clearEndpointViews() {
+  $("test-result").hidden = true;
+  for (const id of ["test-status", "test-served-by", "test-time", "test-output", "logs-output", "consume-uri", "snippet-curl", "snippet-python"]) $(id).textContent = "";
+  state.keyShown = false;
+  $("consume-key").textContent = "••••••••";
+  $("show-key").textContent = "Show key";
+  state.metrics = [];
+  state.series = {};
+  state.mirror = [];
+  $("rollout-error").hidden = true;
+  renderRollout(null);
+  const cards = $("deployment-cards");
+  cards.replaceChildren();
+  delete cards.dataset.drawn;
+}
 
 // ---------- details ----------
 
@@ -121,6 +196,17 @@ function splitText(map) {
 
 async function refresh() {
   try {
+    // While there is no endpoint, /v1/metrics says so (its `endpoint` is null) without the 404
+    // that GET /v1/endpoint answers, which the browser's console would show every poll.
+    if (!state.endpoint) {
+      const m = (await api("GET", "/v1/metrics")).json;
+      if (m && m.endpoint === null) {
+        state.endpoint = null;
+        state.deployments = [];
+        showNoEndpoint();
+        return;
+      }
+    }
     const ep = await api("GET", "/v1/endpoint");
     state.endpoint = ep.json;
     state.deployments = (await api("GET", "/v1/deployments")).json || [];
@@ -133,11 +219,19 @@ async function refresh() {
       return;
     }
   }
+  if (!state.endpoint) { showNoEndpoint(); return; }
   renderDetails();
+  applyEndpointState();
   fillSelect($("test-deployment"), true);
   fillSelect($("logs-deployment"), true);
   fillSelect($("rollout-to"), false);
   if (state.tab === "consume") renderConsume();
+}
+
+function showNoEndpoint() {
+  renderDetails();
+  applyEndpointState();
+  for (const id of ["test-deployment", "logs-deployment", "rollout-to"]) fillSelect($(id), false);
 }
 
 function renderDetails() {
@@ -186,7 +280,7 @@ function card(d) {
   st.className = "state-" + d.provisioning_state;
   row("Traffic", `${(state.endpoint.traffic || {})[n] || 0}%` + ((state.endpoint.mirror_traffic || {})[n] ? `, mirror ${state.endpoint.mirror_traffic[n]}%` : ""), "traffic-of-" + n);
   row("Request settings", `timeout ${rs.request_timeout_ms} ms, ${rs.max_concurrent_requests_per_instance} concurrent per instance`);
-  if (d.error) row("Error", d.error, "error-" + n).className = "error";
+  if (d.error) row("Error", studioTerms(d.error), "error-" + n).className = "error";
   const edit = el("button", { id: "edit-" + n, class: "edit", type: "button", title: "Edit instance count", "aria-label": `Edit the instance count of ${n}` }, "✎");
   edit.addEventListener("click", () => editScale(d));
   const del = el("button", { id: "delete-" + n, type: "button", class: "danger", "aria-label": `Delete deployment ${n}` }, "Delete");
@@ -247,16 +341,26 @@ $("update-traffic").addEventListener("click", () => {
       el("input", { id, type: "number", min: "0", max: "100", value: String((ep.traffic || {})[d.name] || 0), "data-deployment": d.name }));
   }));
   const mirror = Object.entries(ep.mirror_traffic || {}).find(([, w]) => w > 0);
+  // A Failed deployment cannot score copies: it is listed (so the page says why it is not
+  // offered) but cannot be picked, and is never the one preselected.
+  const failed = (d) => d.provisioning_state === "Failed";
   const sel = $("mirror-deployment");
-  sel.replaceChildren(...state.deployments.map((d) => el("option", { value: d.name, text: d.name })));
+  sel.replaceChildren(
+    el("option", { value: "", text: "choose a deployment", disabled: "" }),
+    ...state.deployments.map((d) => {
+      const o = el("option", { value: d.name, text: failed(d) ? `${d.name} (Failed)` : d.name });
+      o.disabled = failed(d);
+      return o;
+    }),
+  );
   $("mirror-enable").checked = !!mirror;
-  if (mirror) sel.value = mirror[0];
-  else {
-    const idle = state.deployments.find((d) => !((ep.traffic || {})[d.name] > 0));
-    if (idle) sel.value = idle.name;
-  }
+  const target = mirror
+    ? state.deployments.find((d) => d.name === mirror[0] && !failed(d))
+    : state.deployments.find((d) => !failed(d) && !((ep.traffic || {})[d.name] > 0));
+  sel.value = target ? target.name : "";
   $("mirror-percent").value = mirror ? String(mirror[1]) : "10";
   syncMirror();
+  updateTotal();
   $("traffic-error").hidden = true;
   $("traffic-dialog").showModal();
   const first = fields.querySelector("input");
@@ -269,6 +373,17 @@ function syncMirror() {
   $("mirror-percent").disabled = !on;
 }
 $("mirror-enable").addEventListener("change", syncMirror);
+
+/** The live percentages' running total, which the control plane wants at 0 or 100. */
+function updateTotal() {
+  const inputs = [...$("traffic-fields").querySelectorAll("input")];
+  const total = inputs.reduce((s, i) => s + (Number(i.value) || 0), 0);
+  const ok = total === 0 || total === 100;
+  const t = $("traffic-total");
+  t.textContent = `Total: ${total}%` + (ok ? "" : " (must be 0 or 100)");
+  t.className = ok ? "" : "bad";
+}
+$("traffic-fields").addEventListener("input", updateTotal);
 $("traffic-cancel").addEventListener("click", () => $("traffic-dialog").close());
 
 $("traffic-form").addEventListener("submit", async (e) => {
@@ -276,6 +391,13 @@ $("traffic-form").addEventListener("submit", async (e) => {
   const traffic = {};
   for (const input of $("traffic-fields").querySelectorAll("input")) traffic[input.dataset.deployment] = Number(input.value);
   const mirror_traffic = {};
+  if ($("mirror-enable").checked && !$("mirror-deployment").value) {
+    const err = $("traffic-error");
+    err.textContent = "Choose the deployment that gets the mirrored copies, or turn off “Enable mirrored traffic”.";
+    err.hidden = false;
+    $("mirror-deployment").focus();
+    return;
+  }
   if ($("mirror-enable").checked) mirror_traffic[$("mirror-deployment").value] = Number($("mirror-percent").value);
   else for (const [n, w] of Object.entries(state.endpoint.mirror_traffic || {})) if (w > 0) mirror_traffic[n] = 0;
   try {
@@ -295,6 +417,7 @@ $("traffic-form").addEventListener("submit", async (e) => {
 $("add-deployment").addEventListener("click", () => {
   $("add-progress").textContent = "";
   $("add-error").hidden = true;
+  $("add-base").removeAttribute("aria-invalid");
   $("add-submit").disabled = false;
   $("add-dialog").showModal();
   $("add-file").focus();
@@ -314,6 +437,56 @@ $("add-file").addEventListener("change", async () => {
 });
 $("add-yaml").addEventListener("input", () => { if (!$("add-name").dataset.touched) $("add-name").value = nameFromYaml($("add-yaml").value); });
 $("add-name").addEventListener("input", () => { $("add-name").dataset.touched = "1"; });
+$("add-base").addEventListener("input", () => $("add-base").removeAttribute("aria-invalid"));
+
+// The fields whose relative paths the server resolves against `?base_dir=` (CONTRACT §9,
+// "Studio"); a browser never learns a picked file's folder, so the user has to type it.
+const PATH_FIELDS = ["model.path", "code_configuration.code", "environment.conda_file", "environment.python"];
+
+/**
+ * The path fields of a deployment document (JSON, or the block-style YAML the samples use)
+ * that are relative: [["model.path", "../../model-1/model/"], ...]. Only what is needed to
+ * point at the folder field; the server parses the document for real.
+ */
+function relativePaths(text) {
+  const found = {};
+  const trimmed = text.trim();
+  if (trimmed.startsWith("{")) {
+    let doc = null;
+    try { doc = JSON.parse(trimmed); } catch (_) { return []; }
+    for (const f of PATH_FIELDS) {
+      const v = f.split(".").reduce((o, k) => (o && typeof o === "object" ? o[k] : undefined), doc);
+      if (typeof v === "string") found[f] = v;
+    }
+  } else {
+    const stack = []; // [indent, key] of the mappings the current line is inside
+    for (const raw of text.split(/\r?\n/)) {
+      const m = /^( *)([A-Za-z_$][\w$-]*)\s*:(?:\s+(.*?))?\s*$/.exec(raw);
+      if (!m) continue;
+      const indent = m[1].length;
+      while (stack.length && stack[stack.length - 1][0] >= indent) stack.pop();
+      const key = [...stack.map((s) => s[1]), m[2]].join(".");
+      const value = (m[3] || "").replace(/\s+#.*$/, "");
+      if (value === "") stack.push([indent, m[2]]);
+      else found[key] = value.replace(/^(["'])(.*)\1$/, "$2");
+    }
+  }
+  return PATH_FIELDS.filter((f) => {
+    const v = found[f];
+    if (!v || v.startsWith("/") || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(v)) return false; // absolute, azureml:, https:
+    return f !== "environment.python" || v.includes("/"); // a bare interpreter name is looked up on PATH
+  }).map((f) => [f, found[f]]);
+}
+
+const FOLDER_FIELD = "“Folder of the YAML file”";
+
+function folderProblem(err, text) {
+  const base = $("add-base");
+  base.setAttribute("aria-invalid", "true");
+  base.focus();
+  err.textContent = text;
+  err.hidden = false;
+}
 
 $("add-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -322,9 +495,24 @@ $("add-form").addEventListener("submit", async (e) => {
   err.hidden = true;
   const name = $("add-name").value.trim() || nameFromYaml($("add-yaml").value);
   if (!name) { err.textContent = "Give the deployment a name (the YAML's name: or the Name field)."; err.hidden = false; return; }
+  const rel = relativePaths($("add-yaml").value);
+  const base = $("add-base").value.trim();
+  const listed = rel.map(([f, v]) => `${f} ${v}`).join(", ");
+  if (rel.length && !base) {
+    folderProblem(err, `This YAML has relative paths (${listed}), and they resolve against the folder the YAML file is in, which the browser does not tell this page: type that folder's full path (starting with /) in ${FOLDER_FIELD}.`);
+    return;
+  }
+  if (base && !base.startsWith("/")) {
+    folderProblem(err, `${FOLDER_FIELD} must be a full path starting with /, got ${base}.`);
+    return;
+  }
+  // A path the server could not find, once resolved against the folder the user typed.
+  const pathHint = (message) => rel.length && /cannot be read|cannot be listed|does not exist|not found|no such file|is not a file|not a folder/i.test(message)
+    ? ` — the relative paths (${listed}) were resolved against ${FOLDER_FIELD} (${base}): check that it is the folder the YAML file is in.`
+    : "";
   const q = new URLSearchParams();
   if ($("add-all-traffic").checked) q.set("all_traffic", "true");
-  if ($("add-base").value.trim()) q.set("base_dir", $("add-base").value.trim());
+  if (base) q.set("base_dir", base);
   const path = "/v1/deployments/" + encodeURIComponent(name);
   $("add-submit").disabled = true;
   const started = performance.now();
@@ -334,14 +522,16 @@ $("add-form").addEventListener("submit", async (e) => {
     for (;;) {
       const d = (await api("GET", path + "?wait=2")).json;
       const secs = ((performance.now() - started) / 1000).toFixed(0);
-      progress.textContent = `${name}: ${d.provisioning_state} (${secs} s)` + (d.error ? " — " + d.error : "");
+      const why = d.error ? studioTerms(d.error) : "";
+      progress.textContent = `${name}: ${d.provisioning_state} (${secs} s)` + (why ? " — " + why + pathHint(why) : "");
       progress.className = "state-" + d.provisioning_state;
       if (d.provisioning_state === "Succeeded" || d.provisioning_state === "Failed") break;
     }
     refresh();
   } catch (x) {
-    err.textContent = x.message;
-    err.hidden = false;
+    const hint = pathHint(x.message);
+    if (hint) folderProblem(err, x.message + hint);
+    else { err.textContent = x.message; err.hidden = false; }
   } finally {
     $("add-submit").disabled = false;
   }
@@ -369,6 +559,7 @@ $("confirm-form").addEventListener("submit", async (e) => {
     const r = await api("DELETE", pendingDelete ? "/v1/deployments/" + encodeURIComponent(pendingDelete) : "/v1/endpoint");
     $("confirm-dialog").close();
     say((r.json && r.json.message) || "Deleted.");
+    if (!pendingDelete) { state.endpoint = null; state.deployments = []; showNoEndpoint(); }
     refresh();
   } catch (x) {
     const err = $("confirm-error");
