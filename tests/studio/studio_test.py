@@ -308,7 +308,7 @@ try:
     wait.until(lambda d: by_id("add-name").get_attribute("value") == "green", "the picked file's name: was not read")
     click("add-submit")
     visible("add-error")
-    for part in ("Folder of the YAML file", "model.path ../../model-2/model/", "code_configuration.code ../../model-2/onlinescoring/",
+    for part in ("Folder of the YAML file", "the folder that holds green-deployment.yml", "model.path ../../model-2/model/", "code_configuration.code ../../model-2/onlinescoring/",
                  "environment.conda_file ../../model-2/environment/conda.yaml"):
         text_has("add-error", part)
     assert driver.execute_script("return document.activeElement.id") == "add-base"

@@ -499,7 +499,9 @@ $("add-form").addEventListener("submit", async (e) => {
   const base = $("add-base").value.trim();
   const listed = rel.map(([f, v]) => `${f} ${v}`).join(", ");
   if (rel.length && !base) {
-    folderProblem(err, `This YAML has relative paths (${listed}), and they resolve against the folder the YAML file is in, which the browser does not tell this page: type that folder's full path (starting with /) in ${FOLDER_FIELD}.`);
+    const picked = $("add-file").files[0];
+    const file = picked ? picked.name : "the YAML file";
+    folderProblem(err, `This YAML has relative paths (${listed}), and they resolve against the folder that holds ${file}, which the browser does not tell this page: type that folder's full path (starting with /) in ${FOLDER_FIELD}.`);
     return;
   }
   if (base && !base.startsWith("/")) {
