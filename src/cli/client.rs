@@ -27,14 +27,57 @@ impl Reply {
         }
     }
 
-    /// The server's `message`, or the raw body.
+    /// The server's `message` (or the raw body) as `az` prints a service error:
+    /// `(ResourceNotFound) message`, then `Code:` and `Message:` lines.
     pub fn error_text(&self) -> String {
         let message = serde_json::from_str::<Value>(&self.body)
             .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| v.get("message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| self.body.trim().to_string());
-        format!("({}) {message}", self.status)
+        let text = az_error(error_code(self.status), &message);
+        match cli_hint(&message) {
+            Some(hint) => format!("{text}\n{hint}"),
+            None => text,
+        }
     }
+}
+
+/// The command that does what a refusal asks. The admin API's messages say what to change in
+/// API terms (they are read by the SDK and the studio too); the CLI adds its own commands.
+fn cli_hint(message: &str) -> Option<&'static str> {
+    let hints: [(&[&str], &str); 6] = [
+        (&["hosts no endpoint"], "Create one with `switchyard online-endpoint create -f endpoint.yml`."),
+        (&["abort the rollout"], "Abort it with `switchyard online-endpoint rollout abort`."),
+        (&["no rollout has been started"], "Start one with `switchyard online-endpoint rollout --to NAME --steps mirror:10,10,25,50,100 --step-duration 60s`."),
+        (&["live traffic"], "Move traffic with `switchyard online-endpoint update --traffic \"NAME=100\"`."),
+        (&["failed to load"], "Replace it with `switchyard online-deployment update -f DEPLOYMENT.yml`, or delete it."),
+        (&["current operation finishes"], "Follow it with `switchyard online-deployment show -n NAME`."),
+    ];
+    hints.iter().find(|(phrases, _)| phrases.iter().all(|p| message.contains(p))).map(|(_, hint)| *hint)
+}
+
+/// The error code `az` shows for an HTTP status (Azure Resource Manager's names where it has
+/// one, the status's own name otherwise).
+pub fn error_code(status: u16) -> String {
+    match status {
+        400 => "BadRequest".into(),
+        401 => "Unauthorized".into(),
+        403 => "Forbidden".into(),
+        404 => "ResourceNotFound".into(),
+        408 => "RequestTimeout".into(),
+        409 => "Conflict".into(),
+        413 => "RequestEntityTooLarge".into(),
+        424 => "FailedDependency".into(),
+        429 => "TooManyRequests".into(),
+        500 => "InternalServerError".into(),
+        503 => "ServiceUnavailable".into(),
+        other => format!("HttpStatus{other}"),
+    }
+}
+
+/// An error as `az` prints a service's: `(Code) message`, `Code: ...`, `Message: ...`.
+pub fn az_error(code: impl std::fmt::Display, message: &str) -> String {
+    format!("({code}) {message}\nCode: {code}\nMessage: {message}")
 }
 
 /// Talks to one server's admin API.
