@@ -21,8 +21,8 @@ CONFIG_ADMIN_URL_KEY = "switchyard_admin_url"
 class AdminHttp:
     """Calls the admin API; errors become azure-core's exceptions with the server's message.
 
-    A request with a body is sent with ``Content-Type: application/json`` (the admin API
-    refuses other types on state-changing requests); one without a body has no Content-Type."""
+    Every request but GET/HEAD is sent with ``Content-Type: application/json``, with or without
+    a body (the admin API refuses other types on state-changing requests)."""
 
     def __init__(self, base_url, token=None, timeout=300.0, show_progress=True):
         self.base = base_url.rstrip("/")
@@ -39,6 +39,10 @@ class AdminHttp:
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = content_type
+        elif method not in ("GET", "HEAD"):
+            # A state-changing request says JSON even without a body: the admin API may refuse
+            # other (or missing) types there, as a browser's cross-site form cannot send this.
+            headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
