@@ -123,12 +123,12 @@ fn errors_are_printed_as_az_prints_them_and_advice_names_cli_commands() {
     // No endpoint at all, then one of another name: both ResourceNotFound.
     let err = s.cli_err(&["online-endpoint", "show"]);
     assert!(err.contains("(ResourceNotFound) this server hosts no endpoint"), "{err}");
-    assert!(err.contains("Code: ResourceNotFound"), "{err}");
+    assert!(err.contains("Code: ResourceNotFound") && err.contains("Status: 404"), "{err}");
     assert!(err.contains("switchyard online-endpoint create"), "the CLI's own advice: {err}");
     s.create_endpoint();
     let err = s.cli_err(&["online-endpoint", "show", "-n", "some-other"]);
     assert!(err.starts_with("ERROR: (ResourceNotFound) endpoint \"some-other\" not found"), "{err}");
-    assert!(err.contains("Code: ResourceNotFound"), "{err}");
+    assert!(err.contains("Code: ResourceNotFound") && err.contains("Status: 404"), "{err}");
     let err = s.cli_err(&["online-deployment", "show", "-n", "nope", "-e", "my-endpoint"]);
     assert!(err.contains("(ResourceNotFound)"), "{err}");
     // A refusal: the server says what to change, the CLI adds the command that changes it.

@@ -28,13 +28,13 @@ impl Reply {
     }
 
     /// The server's `message` (or the raw body) as `az` prints a service error:
-    /// `(ResourceNotFound) message`, then `Code:` and `Message:` lines.
+    /// `(ResourceNotFound) message`, then `Code:`, `Message:` and `Status:` lines.
     pub fn error_text(&self) -> String {
         let message = serde_json::from_str::<Value>(&self.body)
             .ok()
             .and_then(|v| v.get("message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| self.body.trim().to_string());
-        let text = az_error(error_code(self.status), &message);
+        let text = az_error(self.status, &message);
         match cli_hint(&message) {
             Some(hint) => format!("{text}\n{hint}"),
             None => text,
@@ -75,9 +75,11 @@ pub fn error_code(status: u16) -> String {
     }
 }
 
-/// An error as `az` prints a service's: `(Code) message`, `Code: ...`, `Message: ...`.
-pub fn az_error(code: impl std::fmt::Display, message: &str) -> String {
-    format!("({code}) {message}\nCode: {code}\nMessage: {message}")
+/// An error as `az` prints a service's (`(Code) message`, `Code: ...`, `Message: ...`), plus
+/// the HTTP status, which scripts written against this CLI read.
+pub fn az_error(status: u16, message: &str) -> String {
+    let code = error_code(status);
+    format!("({code}) {message}\nCode: {code}\nMessage: {message}\nStatus: {status}")
 }
 
 /// Talks to one server's admin API.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use super::client::{az_error, error_code, AdminClient};
+use super::client::{az_error, AdminClient};
 use super::output::{self, print};
 use super::GlobalArgs;
 use crate::spec::{parse_assignments, EndpointSpec};
@@ -274,10 +274,7 @@ pub fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> 
     if let Some(n) = name {
         let actual = endpoint.get("name").and_then(Value::as_str).unwrap_or("");
         if actual != n {
-            return Err(az_error(
-                error_code(404),
-                &format!("endpoint {n:?} not found: this server hosts endpoint {actual:?}"),
-            ));
+            return Err(az_error(404, &format!("endpoint {n:?} not found: this server hosts endpoint {actual:?}")));
         }
     }
     Ok(endpoint)
