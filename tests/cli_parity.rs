@@ -81,7 +81,7 @@ fn a_long_create_on_a_terminal_ticks_and_shows_the_latest_log_line() {
     let gate = dir.path().join("gate");
     let file = gated_yaml(dir.path(), &gate);
     // The CLI on a pseudo-terminal, its redraws arriving here as lines.
-    let mut child = std::process::Command::new("python3")
+    let mut child = std::process::Command::new(&python)
         .arg(repo().join("tests/fixtures/pty_run.py"))
         .args([bin(), "online-deployment", "create", "-f", &path_str(&file), "-o", "none"])
         .env("SWITCHYARD_ADMIN_URL", &s.admin)
@@ -89,7 +89,7 @@ fn a_long_create_on_a_terminal_ticks_and_shows_the_latest_log_line() {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("run python3 tests/fixtures/pty_run.py");
+        .expect("run tests/fixtures/pty_run.py");
     let (tx, rx) = std::sync::mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
