@@ -206,6 +206,12 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
     // build's, init's); a script just waits.
     let wait = if tty { 1 } else { 30 };
     let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(100);
+    if tty {
+        // The first frame at once, from the create's own answer.
+        let state = shown.get("provisioning_state").and_then(Value::as_str).unwrap_or("Creating");
+        eprint!("\r{}\x1b[K", progress_line(name, state, 0, None, width));
+        let _ = std::io::stderr().flush();
+    }
     loop {
         let current = admin.call("GET", &format!("/v1/deployments/{name}?wait={wait}"), None)?.ok_json()?;
         let state = current.get("provisioning_state").and_then(Value::as_str).unwrap_or("").to_string();
