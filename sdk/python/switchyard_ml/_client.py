@@ -18,6 +18,14 @@ DEFAULT_ADMIN_URL = "http://127.0.0.1:5002"
 CONFIG_ADMIN_URL_KEY = "switchyard_admin_url"
 
 
+def service_error(status, message):
+    """azure-core's exception for an error answer: ``ResourceNotFoundError`` for 404, else
+    ``HttpResponseError``; ``status_code`` set, as azure-ai-ml's errors have it."""
+    error = (ResourceNotFoundError if status == 404 else HttpResponseError)(message="({}) {}".format(status, message))
+    error.status_code = status
+    return error
+
+
 class AdminHttp:
     """Calls the admin API; errors become azure-core's exceptions with the server's message.
 
@@ -57,8 +65,7 @@ class AdminHttp:
                 message = json.loads(text).get("message", text)
             except (ValueError, AttributeError):
                 message = text
-            error = ResourceNotFoundError if e.code == 404 else HttpResponseError
-            raise error(message="({}) {}".format(e.code, message)) from None
+            raise service_error(e.code, message) from None
         except urllib.error.URLError as e:
             raise HttpResponseError(message="cannot reach the Switchyard admin API at {}: {}".format(self.base, e.reason)) from None
         if raw:
@@ -98,9 +105,7 @@ def hosted_endpoint(http, name):
     exist (the CLI refuses the same call)."""
     view = http.call("GET", "/v1/endpoint")
     if name is not None and view.get("name") != name:
-        raise ResourceNotFoundError(
-            message="(404) endpoint {!r} not found: this server hosts endpoint {!r}".format(name, view.get("name"))
-        )
+        raise service_error(404, "endpoint {!r} not found: this server hosts endpoint {!r}".format(name, view.get("name")))
     return view
 
 

@@ -25,10 +25,12 @@ conda_file = os.path.join(repo, "examples", "azure-sample", "model-1", "environm
 CLI_WORDS = ("online-endpoint", "online-deployment", "--traffic", "--set", "--all-traffic", "--yes", "switchyard ")
 
 
-def refused(call, kind):
+def refused(call, kind, status=None):
     try:
         call()
     except kind as e:
+        if status is not None:
+            assert getattr(e, "status_code", None) == status, "status_code {!r}, not {}".format(getattr(e, "status_code", None), status)
         return str(e)
     raise AssertionError("not refused with {}".format(kind.__name__))
 
@@ -93,7 +95,7 @@ def _():
             lambda: ml_client.online_deployments.begin_create_or_update(
                 ManagedOnlineDeployment(name="red", endpoint_name="some-other", model=Model(path=os.path.join(repo, "models", "model-1")))),
         ):
-            message = refused(call, ResourceNotFoundError)
+            message = refused(call, ResourceNotFoundError, 404)
             assert "some-other" in message and name in message, message
         names = sorted(d.name for d in ml_client.online_deployments.list(endpoint_name=name))
         assert names == ["blue", "green"], "something was deleted or made: {}".format(names)
@@ -125,7 +127,7 @@ def _():
     endpoint.traffic = {"blue": 100}
     endpoint.mirror_traffic = {}
     ml_client.begin_create_or_update(endpoint).result()
-    message = no_cli_advice(refused(lambda: ml_client.online_deployments.begin_delete(name="blue", endpoint_name=name), HttpResponseError))
+    message = no_cli_advice(refused(lambda: ml_client.online_deployments.begin_delete(name="blue", endpoint_name=name), HttpResponseError, 409))
     assert "traffic" in message, message
 
 
