@@ -8,8 +8,8 @@ import yaml
 from azure.ai.ml.entities import (
     CodeConfiguration,
     EndpointAuthKeys,
-    Environment,
     EndpointAuthToken,
+    Environment,
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
     Model,
