@@ -88,7 +88,7 @@ fn a_healthy_green_reaches_100_under_load_with_no_failed_request() {
     // target are refused and change nothing.
     let r = s.admin("PATCH", "/v1/endpoint", Some(&json!({"mirror_traffic": {"green": 0}})));
     assert_eq!(r.status, 409, "{}", r.body);
-    assert!(r.message().contains("rollout abort"), "{}", r.body);
+    assert!(r.message().contains("abort the rollout"), "{}", r.body);
     let r =
         s.admin("POST", "/v1/endpoint/rollout", Some(&json!({"to": "green", "steps": "100", "step_duration": "1s"})));
     assert_eq!(r.status, 409, "{}", r.body);

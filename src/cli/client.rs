@@ -27,14 +27,64 @@ impl Reply {
         }
     }
 
-    /// The server's `message`, or the raw body.
+    /// The server's `message` (or the raw body) as `az` prints a service error:
+    /// `(ResourceNotFound) message`, then `Code:`, `Message:` and `Status:` lines.
     pub fn error_text(&self) -> String {
         let message = serde_json::from_str::<Value>(&self.body)
             .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|v| v.get("message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| self.body.trim().to_string());
-        format!("({}) {message}", self.status)
+        let text = az_error(self.status, &message);
+        match cli_hint(&message) {
+            Some(hint) => format!("{text}\n{hint}"),
+            None => text,
+        }
     }
+}
+
+/// The command that does what a refusal asks, by a phrase of the admin API's message. The
+/// admin API's messages say what to change in API terms (the SDK and the studio show them too);
+/// the CLI adds its own commands. Each phrase is checked against the server's sources by a test.
+const HINTS: [(&str, &str); 6] = [
+    ("hosts no endpoint", "Create one with `switchyard online-endpoint create -f endpoint.yml`."),
+    ("abort the rollout", "Abort it with `switchyard online-endpoint rollout abort`."),
+    (
+        "no rollout has been started",
+        "Start one with `switchyard online-endpoint rollout --to NAME --steps mirror:10,10,25,50,100 --step-duration 60s`.",
+    ),
+    ("live traffic", "Move traffic with `switchyard online-endpoint update --traffic \"NAME=100\"`."),
+    ("failed to load", "Replace it with `switchyard online-deployment update -f DEPLOYMENT.yml`, or delete it."),
+    ("current operation finishes", "Follow it with `switchyard online-deployment show -n NAME`."),
+];
+
+fn cli_hint(message: &str) -> Option<&'static str> {
+    HINTS.iter().find(|(phrase, _)| message.contains(phrase)).map(|(_, hint)| *hint)
+}
+
+/// The error code `az` shows for an HTTP status (Azure Resource Manager's names where it has
+/// one, the status's own name otherwise).
+pub fn error_code(status: u16) -> String {
+    match status {
+        400 => "BadRequest".into(),
+        401 => "Unauthorized".into(),
+        403 => "Forbidden".into(),
+        404 => "ResourceNotFound".into(),
+        408 => "RequestTimeout".into(),
+        409 => "Conflict".into(),
+        413 => "RequestEntityTooLarge".into(),
+        424 => "FailedDependency".into(),
+        429 => "TooManyRequests".into(),
+        500 => "InternalServerError".into(),
+        503 => "ServiceUnavailable".into(),
+        other => format!("HttpStatus{other}"),
+    }
+}
+
+/// An error as `az` prints a service's (`(Code) message`, `Code: ...`, `Message: ...`), plus
+/// the HTTP status, which scripts written against this CLI read.
+pub fn az_error(status: u16, message: &str) -> String {
+    let code = error_code(status);
+    format!("({code}) {message}\nCode: {code}\nMessage: {message}\nStatus: {status}")
 }
 
 /// Talks to one server's admin API.
@@ -100,5 +150,37 @@ impl AdminClient {
             eprintln!("DEBUG: {method} {url} -> {status}, {} bytes in {:?}", body.len(), started.elapsed());
         }
         Ok(Reply { status, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hint_phrase_is_in_a_message_the_admin_api_sends() {
+        let sources = [
+            include_str!("../control/endpoint.rs"),
+            include_str!("../control/deployments.rs"),
+            include_str!("../control/rollout.rs"),
+        ]
+        .concat();
+        for (phrase, _) in HINTS {
+            assert!(sources.contains(phrase), "no admin API message says {phrase:?}: reword the hint");
+        }
+    }
+
+    #[test]
+    fn errors_read_as_az_prints_them_with_the_clis_hint() {
+        let reply =
+            Reply { status: 404, body: r#"{"message": "this server hosts no endpoint: create one first"}"#.into() };
+        assert_eq!(
+            reply.error_text(),
+            "(ResourceNotFound) this server hosts no endpoint: create one first\nCode: ResourceNotFound\n\
+             Message: this server hosts no endpoint: create one first\nStatus: 404\n\
+             Create one with `switchyard online-endpoint create -f endpoint.yml`."
+        );
+        let reply = Reply { status: 418, body: "teapot".into() };
+        assert_eq!(reply.error_text(), "(HttpStatus418) teapot\nCode: HttpStatus418\nMessage: teapot\nStatus: 418");
     }
 }

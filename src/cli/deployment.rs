@@ -200,17 +200,29 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
     }
     let tty = std::io::stderr().is_terminal() && !global.only_show_errors;
     let start = Instant::now();
-    let mut last = String::new();
     // The server answers once the operation ends (`?wait`), at the latest after `wait`
-    // seconds: a terminal's progress line is refreshed every second, a script just waits.
+    // seconds: on a terminal the progress line is redrawn after each answer, so it ticks at
+    // least once a second and shows the deployment's latest log line (the environment
+    // build's, init's); a script just waits.
     let wait = if tty { 1 } else { 30 };
+    let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(100);
+    if tty {
+        // The first frame at once, from the create's own answer.
+        let state = shown.get("provisioning_state").and_then(Value::as_str).unwrap_or("Creating");
+        eprint!("\r{}\x1b[K", progress_line(name, state, 0, None, width));
+        let _ = std::io::stderr().flush();
+    }
     loop {
         let current = admin.call("GET", &format!("/v1/deployments/{name}?wait={wait}"), None)?.ok_json()?;
         let state = current.get("provisioning_state").and_then(Value::as_str).unwrap_or("").to_string();
-        if tty && state != last {
-            eprint!("\r{name}: {state} ({:.1}s)   ", start.elapsed().as_secs_f64());
+        if tty {
+            let latest = match state.as_str() {
+                "Creating" | "Updating" => latest_log_line(admin, name),
+                _ => None,
+            };
+            let line = progress_line(name, &state, start.elapsed().as_secs(), latest.as_deref(), width);
+            eprint!("\r{line}\x1b[K");
             let _ = std::io::stderr().flush();
-            last = state.clone();
         }
         match state.as_str() {
             "Succeeded" => {
@@ -229,5 +241,54 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
             "Creating" | "Updating" => {}
             other => return Err(format!("deployment {name} is {other}")),
         }
+    }
+}
+
+/// The deployment's last log line, without its timestamp; `None` when it cannot be read
+/// (progress is best effort: the wait itself reports real errors).
+fn latest_log_line(admin: &AdminClient, name: &str) -> Option<String> {
+    let reply = admin.call("GET", &format!("/v1/deployments/{name}/logs?lines=1"), None).ok()?;
+    if reply.status != 200 {
+        return None;
+    }
+    let line = reply.body.lines().rev().find(|l| !l.trim().is_empty())?.trim();
+    // `2026-01-01T00:00:00.000Z text`: the clock is on the screen already.
+    let text = match line.split_once(' ') {
+        Some((stamp, rest)) if stamp.ends_with('Z') && stamp.contains('T') => rest,
+        _ => line,
+    };
+    Some(text.to_string())
+}
+
+/// One frame of the progress line: `blue: Creating 12s | <latest log line>`, cut to `width`
+/// characters so that `\r` redraws it in place instead of wrapping.
+fn progress_line(name: &str, state: &str, secs: u64, latest: Option<&str>, width: usize) -> String {
+    let mut line = format!("{name}: {state} {secs}s");
+    if let Some(l) = latest.map(|l| l.replace(['\r', '\t'], " ")) {
+        line.push_str(" | ");
+        line.push_str(&l);
+    }
+    let width = width.max(20) - 1;
+    if line.chars().count() > width {
+        line = line.chars().take(width - 1).collect::<String>() + "…";
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+
+    #[test]
+    fn the_progress_line_shows_state_seconds_and_the_latest_log_line_within_the_width() {
+        assert_eq!(progress_line("blue", "Creating", 3, None, 100), "blue: Creating 3s");
+        assert_eq!(
+            progress_line("blue", "Creating", 12, Some("environment: building"), 100),
+            "blue: Creating 12s | environment: building"
+        );
+        let long = "x".repeat(300);
+        let cut = progress_line("blue", "Creating", 1, Some(&long), 80);
+        assert_eq!(cut.chars().count(), 79, "{cut}");
+        assert!(cut.ends_with('…'));
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use super::client::AdminClient;
+use super::client::{az_error, AdminClient};
 use super::output::{self, print};
 use super::GlobalArgs;
 use crate::spec::{parse_assignments, EndpointSpec};
@@ -267,13 +267,14 @@ fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Resul
     print(&admin.call(method, path, body.as_ref())?.ok_json()?, global)
 }
 
-/// The hosted endpoint, checked against `--name` when one is given.
+/// The hosted endpoint, checked against `--name` when one is given: another name is
+/// `ResourceNotFound`, as Azure answers for an endpoint that does not exist.
 pub fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> {
     let endpoint = admin.call("GET", "/v1/endpoint", None)?.ok_json()?;
     if let Some(n) = name {
         let actual = endpoint.get("name").and_then(Value::as_str).unwrap_or("");
         if actual != n {
-            return Err(format!("endpoint {n:?} not found: this server hosts endpoint {actual:?}"));
+            return Err(az_error(404, &format!("endpoint {n:?} not found: this server hosts endpoint {actual:?}")));
         }
     }
     Ok(endpoint)

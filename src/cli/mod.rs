@@ -23,18 +23,27 @@ use crate::server::ServeOptions;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The client flags written before the verb (`switchyard --server URL online-endpoint
+    /// show`, as docs/KUBERNETES.md does). Hidden: each client verb lists them itself, and
+    /// `serve` refuses them, so `serve --help` shows only what `serve` uses.
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub leading: LeadingClientFlags,
 }
 
-/// Flags every client verb accepts (and the Azure flags accepted and ignored).
-#[derive(Args, Debug, Clone)]
-pub struct GlobalArgs {
-    /// Admin API of the server to talk to.
-    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_URL", default_value = "http://127.0.0.1:5002")]
-    pub server: String,
-    /// Admin token, when the server requires one.
-    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+/// The admin API's address when neither `--server` nor `SWITCHYARD_ADMIN_URL` gives one.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:5002";
+
+/// Flags of the client verbs (`online-endpoint`, `online-deployment`), accepted anywhere after
+/// the verb's group; Azure's own flags are accepted and ignored. `--server` and
+/// `--admin-token` fall back to their environment variables in [`ClientFlags::resolve`], not
+/// through clap, so that a flag written before the verb still wins over the environment.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientFlags {
+    /// Admin API of the server to talk to [env: SWITCHYARD_ADMIN_URL] [default: http://127.0.0.1:5002]
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// Admin token, when the server requires one [env: SWITCHYARD_ADMIN_TOKEN]
+    #[arg(long, global = true)]
     pub admin_token: Option<String>,
     /// JMESPath query applied to the output (as in the Azure CLI).
     #[arg(long, global = true)]
@@ -55,7 +64,7 @@ pub struct GlobalArgs {
     /// it is refused with the `docker run` line that does it (see LOCAL_REFUSAL).
     #[arg(long, global = true, hide = true)]
     pub local: bool,
-    /// Print only errors (as in the Azure CLI); warnings are suppressed.
+    /// Print only errors (as in the Azure CLI); warnings and progress are suppressed.
     #[arg(long, global = true)]
     pub only_show_errors: bool,
     /// Print each admin request and its answer status on stderr.
@@ -63,6 +72,90 @@ pub struct GlobalArgs {
     pub debug: bool,
     /// Print a line on stderr for each admin request.
     #[arg(long, global = true)]
+    pub verbose: bool,
+}
+
+/// [`ClientFlags`] written before the verb: the same flags, hidden and not inherited by the
+/// subcommands (a global flag would be listed, and accepted, by `serve` too).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LeadingClientFlags {
+    #[arg(long, hide = true)]
+    pub server: Option<String>,
+    #[arg(long, hide = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, hide = true)]
+    pub query: Option<String>,
+    #[arg(short = 'o', long, hide = true, value_enum)]
+    pub output: Option<OutputFormat>,
+    #[arg(short = 'g', long, hide = true)]
+    pub resource_group: Option<String>,
+    #[arg(short = 'w', long, hide = true)]
+    pub workspace_name: Option<String>,
+    #[arg(long, hide = true)]
+    pub subscription: Option<String>,
+    #[arg(long, hide = true)]
+    pub local: bool,
+    #[arg(long, hide = true)]
+    pub only_show_errors: bool,
+    #[arg(long, hide = true)]
+    pub debug: bool,
+    #[arg(long, hide = true)]
+    pub verbose: bool,
+}
+
+impl LeadingClientFlags {
+    /// The client-only flags given, by name (what `serve` refuses).
+    fn client_only(&self) -> Vec<&'static str> {
+        let given = [
+            ("--server", self.server.is_some()),
+            ("--query", self.query.is_some()),
+            ("--output", self.output.is_some()),
+            ("--resource-group", self.resource_group.is_some()),
+            ("--workspace-name", self.workspace_name.is_some()),
+            ("--subscription", self.subscription.is_some()),
+            ("--only-show-errors", self.only_show_errors),
+            ("--debug", self.debug),
+            ("--verbose", self.verbose),
+        ];
+        given.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()
+    }
+}
+
+impl ClientFlags {
+    /// The flags after the verb, else those before it, else the environment, else defaults.
+    pub fn resolve(&self, leading: &LeadingClientFlags) -> GlobalArgs {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        GlobalArgs {
+            server: self
+                .server
+                .clone()
+                .or_else(|| leading.server.clone())
+                .or_else(|| env("SWITCHYARD_ADMIN_URL"))
+                .unwrap_or_else(|| DEFAULT_SERVER.to_string()),
+            admin_token: self
+                .admin_token
+                .clone()
+                .or_else(|| leading.admin_token.clone())
+                .or_else(|| env("SWITCHYARD_ADMIN_TOKEN"))
+                .filter(|t| !t.is_empty()),
+            query: self.query.clone().or_else(|| leading.query.clone()),
+            output: self.output.or(leading.output),
+            only_show_errors: self.only_show_errors || leading.only_show_errors,
+            debug: self.debug || leading.debug,
+            verbose: self.verbose || leading.verbose,
+        }
+    }
+}
+
+/// What a client verb runs with: [`ClientFlags`] resolved.
+#[derive(Debug, Clone)]
+pub struct GlobalArgs {
+    pub server: String,
+    pub admin_token: Option<String>,
+    pub query: Option<String>,
+    pub output: Option<OutputFormat>,
+    pub only_show_errors: bool,
+    pub debug: bool,
     pub verbose: bool,
 }
 
@@ -104,11 +197,9 @@ pub enum Command {
     /// Run the server: the scoring plane and the admin API.
     Serve(ServeArgs),
     /// Manage the endpoint (create, show, update, list, delete, invoke, get-credentials, regenerate-keys).
-    #[command(subcommand)]
-    OnlineEndpoint(endpoint::EndpointVerb),
+    OnlineEndpoint(EndpointCommand),
     /// Manage deployments (create, show, update, list, delete, get-logs, compare).
-    #[command(subcommand)]
-    OnlineDeployment(deployment::DeploymentVerb),
+    OnlineDeployment(DeploymentCommand),
     /// Check a server's readiness (GET /health/ready): exit 0 when ready, 1 otherwise. The
     /// container image's HEALTHCHECK (no shell tools needed).
     Probe(probe::ProbeArgs),
@@ -120,6 +211,24 @@ pub enum Command {
     /// `serve`, speaking frames on fds 3 and 4; not for use by hand).
     #[command(hide = true)]
     NativeWorker(NativeWorkerArgs),
+}
+
+/// `online-endpoint VERB`, with the client flags.
+#[derive(Args, Debug)]
+pub struct EndpointCommand {
+    #[command(subcommand)]
+    pub verb: endpoint::EndpointVerb,
+    #[command(flatten)]
+    pub flags: ClientFlags,
+}
+
+/// `online-deployment VERB`, with the client flags.
+#[derive(Args, Debug)]
+pub struct DeploymentCommand {
+    #[command(subcommand)]
+    pub verb: deployment::DeploymentVerb,
+    #[command(flatten)]
+    pub flags: ClientFlags,
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +254,9 @@ without --local, with --server http://127.0.0.1:5002 --admin-token dev.";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Admin token: the admin API then requires `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Address of the scoring plane (use 0.0.0.0 in a container).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -226,14 +338,36 @@ fn parse_token_lifetime(text: &str) -> Result<u64, String> {
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    if cli.global.local {
+    let local = match &cli.command {
+        Command::OnlineEndpoint(c) => c.flags.local,
+        Command::OnlineDeployment(c) => c.flags.local,
+        _ => false,
+    };
+    if local || cli.leading.local {
         eprintln!("ERROR: {LOCAL_REFUSAL}");
         return 2;
     }
     match cli.command {
-        Command::Serve(args) => serve(args, cli.global.admin_token),
-        Command::OnlineEndpoint(verb) => report(endpoint::run(verb, &cli.global)),
-        Command::OnlineDeployment(verb) => report(deployment::run(verb, &cli.global)),
+        Command::Serve(args) => {
+            let client_only = cli.leading.client_only();
+            if !client_only.is_empty() {
+                eprintln!(
+                    "ERROR: {} is a flag of the client verbs (online-endpoint, online-deployment), not of serve; see `switchyard serve --help`",
+                    client_only.join(", ")
+                );
+                return 2;
+            }
+            // A token written before `serve` beats one `serve` only took from the environment.
+            let from_env = args.admin_token.is_some()
+                && args.admin_token.as_deref() == std::env::var("SWITCHYARD_ADMIN_TOKEN").ok().as_deref();
+            let token = match cli.leading.admin_token {
+                Some(t) if from_env || args.admin_token.is_none() => Some(t),
+                _ => args.admin_token.clone(),
+            };
+            serve(args, token)
+        }
+        Command::OnlineEndpoint(c) => report(endpoint::run(c.verb, &c.flags.resolve(&cli.leading))),
+        Command::OnlineDeployment(c) => report(deployment::run(c.verb, &c.flags.resolve(&cli.leading))),
         Command::Env(verb) => match env::run(verb) {
             Ok(line) => {
                 println!("{line}");

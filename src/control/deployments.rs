@@ -158,7 +158,7 @@ impl ControlPlane {
         }
         if current == ProvisioningState::Failed && record.live.pool.ready() == 0 {
             return Err(ControlError::Conflict(format!(
-                "deployment {name:?} failed to load; fix it with `online-deployment update -f` (replace) or delete it"
+                "deployment {name:?} failed to load; replace it (new model, code or environment) or delete it"
             )));
         }
         // Scaling starts from what runs, never from a count that was asked for and failed.
@@ -195,7 +195,7 @@ impl ControlPlane {
             let live = ep.spec.traffic.get(name).copied().unwrap_or(0);
             if live > 0 {
                 return Err(ControlError::Conflict(format!(
-                    "deployment {name:?} has {live}% of live traffic: move its traffic to other deployments first (`online-endpoint update --traffic`)"
+                    "deployment {name:?} has {live}% of live traffic: move its traffic to other deployments first (the endpoint's traffic)"
                 )));
             }
             ep.spec.traffic.remove(name);
@@ -403,9 +403,7 @@ impl ControlPlane {
 
     fn check_endpoint_name(&self, state: &State, spec: &DeploymentSpec) -> Result<(), ControlError> {
         let ep = state.endpoint.as_ref().ok_or_else(|| {
-            ControlError::Conflict(
-                "this server has no endpoint yet: create it before its deployments (`online-endpoint create`)".into(),
-            )
+            ControlError::Conflict("this server hosts no endpoint: create the endpoint before its deployments".into())
         })?;
         match &spec.endpoint_name {
             Some(n) if *n != ep.spec.name => Err(ControlError::invalid(format!(
@@ -481,7 +479,7 @@ fn with_name(body: Value, name: &str) -> Result<Value, ControlError> {
 
 fn busy(name: &str, state: ProvisioningState) -> ControlError {
     ControlError::Conflict(format!(
-        "deployment {name:?} is {state:?}: wait until the current operation finishes (`online-deployment show`)"
+        "deployment {name:?} is {state:?}: wait until the current operation finishes (its provisioning_state)"
     ))
 }
 

@@ -22,7 +22,7 @@ impl ControlPlane {
         let (spec, ignored) = EndpointSpec::from_value(body)?;
         if spec.rollout.is_some() {
             return Err(ControlError::invalid(
-                "`rollout` is read from endpoint.yml in --config-dir mode only: through the API, start one with POST /v1/endpoint/rollout (`online-endpoint rollout`)",
+                "`rollout` is read from endpoint.yml in --config-dir mode only: through the API, start one with POST /v1/endpoint/rollout",
             ));
         }
         let mut state = self.lock();
@@ -179,7 +179,7 @@ impl ControlPlane {
         let ep = state.endpoint.as_mut().ok_or_else(no_endpoint)?;
         if ep.credentials.auth_mode != AuthMode::Key {
             return Err(ControlError::invalid(
-                "this endpoint uses auth_mode aml_token: it has no keys to regenerate (get-credentials issues tokens)",
+                "this endpoint uses auth_mode aml_token: it has no keys to regenerate (its credentials are tokens, issued on request)",
             ));
         }
         ep.credentials.regenerate(which);
@@ -248,7 +248,5 @@ pub(super) fn check_can_serve(state: &State, live: &Traffic) -> Result<(), Contr
 }
 
 pub(super) fn no_endpoint() -> ControlError {
-    ControlError::NotFound(
-        "this server has no endpoint yet: create one with `switchyard online-endpoint create -f endpoint.yml`".into(),
-    )
+    ControlError::NotFound("this server hosts no endpoint: create one first".into())
 }

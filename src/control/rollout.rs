@@ -229,7 +229,7 @@ impl ControlPlane {
             let ep = state.endpoint.as_ref().ok_or_else(super::endpoint::no_endpoint)?;
             if let Some(r) = state.rollout.as_ref().filter(|r| r.durable.status.active()) {
                 return Err(ControlError::Conflict(format!(
-                    "a rollout to {:?} is {}: wait for it, or stop it with `online-endpoint rollout abort`",
+                    "a rollout to {:?} is {}: wait for it, or abort the rollout",
                     r.durable.plan.to,
                     status_word(r.durable.status)
                 )));
@@ -248,7 +248,7 @@ impl ControlPlane {
             }
             if live_split(&from, &plan.to, 50).is_none() {
                 return Err(ControlError::Conflict(
-                    "no deployment has live traffic to move from: give one traffic first (`online-endpoint update --traffic`)"
+                    "no deployment has live traffic to move from: give one traffic first (the endpoint's traffic)"
                         .into(),
                 ));
             }
@@ -322,8 +322,7 @@ impl ControlPlane {
         let state = self.lock();
         let r = state.rollout.as_ref().ok_or_else(|| {
             ControlError::NotFound(
-                "no rollout has been started on this endpoint: start one with `online-endpoint rollout --to NAME --steps ... --step-duration ...`"
-                    .into(),
+                "no rollout has been started on this endpoint: start one first (to, steps, step_duration)".into(),
             )
         })?;
         Ok(self.view_of(&state, r))
@@ -697,7 +696,7 @@ impl ControlPlane {
         let (Some(r), Some(ep)) = (state.rollout.as_ref(), state.endpoint.as_ref()) else { return Ok(()) };
         if r.durable.status.active() && (*live != ep.spec.traffic || *mirror != ep.spec.mirror_traffic) {
             return Err(ControlError::Conflict(format!(
-                "a rollout to {:?} is {} and owns the traffic: stop it with `online-endpoint rollout abort` first",
+                "a rollout to {:?} is {} and owns the traffic: abort the rollout first",
                 r.durable.plan.to,
                 status_word(r.durable.status)
             )));
@@ -726,7 +725,7 @@ impl ControlPlane {
             || d.last_good.get(name).is_some_and(|w| *w > 0)
         {
             return Err(ControlError::Conflict(format!(
-                "a rollout to {:?} is {} and may move traffic to deployment {name:?}: abort it first (`online-endpoint rollout abort`)",
+                "a rollout to {:?} is {} and may move traffic to deployment {name:?}: abort the rollout first",
                 d.plan.to,
                 status_word(d.status)
             )));

@@ -109,7 +109,7 @@ pub fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
         }
         ScoreError::NotReady => error_response(
             e.status(),
-            "the deployment has no ready instance: it is loading or failed (see `online-deployment show`)",
+            "the deployment has no ready instance: it is loading or failed (see its provisioning_state)",
         ),
         ScoreError::BadInput(m) => error_response(e.status(), m),
         ScoreError::Timeout(limit) => error_response(

@@ -303,14 +303,12 @@ pub fn authorize<'t>(
         return Err(style.response(503, why.message()));
     }
     let Some(endpoint) = &table.endpoint else {
-        return Err(
-            style.response(404, "this server has no endpoint yet: create one with `switchyard online-endpoint create`")
-        );
+        return Err(style.response(404, "this server hosts no endpoint"));
     };
     if !endpoint.credentials.allows(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
         let mut r = style.response(
             401,
-            "missing or invalid credentials: send `Authorization: Bearer <key or token>` (see `online-endpoint get-credentials`)",
+            "missing or invalid credentials: send `Authorization: Bearer <key or token>` (the endpoint's keys, or a token)",
         );
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Err(r);
@@ -350,7 +348,7 @@ pub fn route<'t>(
     let Some(live) = picked else {
         return Err(error_response(
             404,
-            "no deployment of this endpoint has traffic: set traffic (`online-endpoint update --traffic`) or pin a deployment with the azureml-model-deployment header",
+            "no deployment of this endpoint has traffic: give one live traffic (the endpoint's traffic) or pin a deployment with the azureml-model-deployment header",
         ));
     };
     let shadow = endpoint.mirror.as_ref().filter(|(_, percent)| fastrand::u32(0..100) < *percent).map(|(d, _)| d);

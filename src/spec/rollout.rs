@@ -96,7 +96,7 @@ impl RolloutPlan {
         }
         let to = match map.get("to") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(SpecError::invalid("a rollout needs `to`: the deployment traffic moves to (--to green)")),
+            _ => return Err(SpecError::invalid("a rollout needs `to`: the deployment traffic moves to")),
         };
         super::names::validate_name("deployment", &to)?;
         let steps = match map.get("steps") {
@@ -125,7 +125,7 @@ impl RolloutPlan {
         };
         let step_duration = match map.get("step_duration") {
             None | Some(Value::Null) => {
-                return Err(SpecError::invalid("a rollout needs `step_duration`, e.g. \"60s\" (--step-duration)"))
+                return Err(SpecError::invalid("a rollout needs `step_duration`, e.g. \"60s\""))
             }
             Some(Value::String(s)) => parse_duration(s)?,
             Some(Value::Number(n)) => n

@@ -1,24 +1,42 @@
 """The client: admin URL, token, HTTP, and Azure's long-running-operation shape."""
 
+import itertools
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:5002"
+# The config.json key (next to azure-ai-ml's subscription_id, resource_group, workspace_name)
+# that ``MLClient.from_config`` reads the admin API's URL from.
+CONFIG_ADMIN_URL_KEY = "switchyard_admin_url"
+
+
+def service_error(status, message):
+    """azure-core's exception for an error answer: ``ResourceNotFoundError`` for 404, else
+    ``HttpResponseError``; ``status_code`` set, as azure-ai-ml's errors have it."""
+    error = (ResourceNotFoundError if status == 404 else HttpResponseError)(message="({}) {}".format(status, message))
+    error.status_code = status
+    return error
 
 
 class AdminHttp:
-    """Calls the admin API; errors become azure-core's exceptions with the server's message."""
+    """Calls the admin API; errors become azure-core's exceptions with the server's message.
 
-    def __init__(self, base_url, token=None, timeout=300.0):
+    Every request but GET/HEAD is sent with ``Content-Type: application/json``, with or without
+    a body (the admin API refuses other types on state-changing requests)."""
+
+    def __init__(self, base_url, token=None, timeout=300.0, show_progress=True):
         self.base = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.show_progress = show_progress
 
     def call(self, method, path, body=None, query=None, content_type="application/json", raw=False):
         url = self.base + path
@@ -29,6 +47,10 @@ class AdminHttp:
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = content_type
+        elif method not in ("GET", "HEAD"):
+            # A state-changing request says JSON even without a body: the admin API may refuse
+            # other (or missing) types there, as a browser's cross-site form cannot send this.
+            headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = "Bearer " + self.token
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -43,8 +65,7 @@ class AdminHttp:
                 message = json.loads(text).get("message", text)
             except (ValueError, AttributeError):
                 message = text
-            error = ResourceNotFoundError if e.code == 404 else HttpResponseError
-            raise error(message="({}) {}".format(e.code, message)) from None
+            raise service_error(e.code, message) from None
         except urllib.error.URLError as e:
             raise HttpResponseError(message="cannot reach the Switchyard admin API at {}: {}".format(self.base, e.reason)) from None
         if raw:
@@ -78,18 +99,112 @@ class SwitchyardPoller:
         return "Succeeded" if self._done else "InProgress"
 
 
-def wait_deployment(http, name, timeout):
-    """Polls ``GET /v1/deployments/{name}?wait=`` until no operation is in progress."""
-    deadline = time.monotonic() + timeout
+def hosted_endpoint(http, name):
+    """The endpoint this server hosts, checked against ``name`` when one is given: another
+    name raises ``ResourceNotFoundError``, as azure-ai-ml does for an endpoint that does not
+    exist (the CLI refuses the same call)."""
+    view = http.call("GET", "/v1/endpoint")
+    if name is not None and view.get("name") != name:
+        raise service_error(404, "endpoint {!r} not found: this server hosts endpoint {!r}".format(name, view.get("name")))
+    return view
+
+
+def log_tail(http, name, lines=50):
+    """The deployment's last log lines, ``[]`` when there are none (or no deployment yet)."""
+    try:
+        _, payload, _ = http.call(
+            "GET", "/v1/deployments/" + urllib.parse.quote(name) + "/logs", query={"lines": lines}, raw=True
+        )
+    except HttpResponseError:
+        return []
+    return [line for line in payload.decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+class DeploymentProgress:
+    """What ``result()`` prints while a deployment is Creating or Updating, as azure-ai-ml
+    prints its dots: a dot per poll, and each new line of the deployment's log (the
+    environment build's, init's) as it arrives, without its timestamp."""
+
+    def __init__(self, http, name, out=None):
+        self._http = http
+        self._name = name
+        self._out = out
+        self._last = None  # the last log line already accounted for (with its timestamp)
+        self._dots = False
+
+    def baseline(self):
+        """Takes the log as it is before the operation: only what comes after is shown."""
+        tail = log_tail(self._http, self._name, 1)
+        self._last = tail[-1] if tail else None
+
+    def poll(self, dot=True):
+        out = self._out or sys.stdout
+        tail = log_tail(self._http, self._name)
+        fresh = tail
+        if self._last is not None and self._last in tail:
+            fresh = tail[len(tail) - tail[::-1].index(self._last):]
+        if fresh:
+            if self._dots:
+                out.write("\n")
+                self._dots = False
+            for line in fresh:
+                stamp, _, text = line.partition(" ")
+                shown = text if stamp.endswith("Z") and "T" in stamp else line
+                out.write("{}: {}\n".format(self._name, shown))
+            self._last = fresh[-1]
+        elif dot:
+            out.write(".")
+            self._dots = True
+        out.flush()
+
+    def done(self, state, seconds):
+        out = self._out or sys.stdout
+        if self._dots:
+            out.write("\n")
+        minutes, secs = divmod(int(round(seconds)), 60)
+        out.write("{}: {} ({}m {}s)\n".format(self._name, state, minutes, secs))
+        out.flush()
+
+
+def wait_deployment(http, name, timeout, progress=None):
+    """Polls ``GET /v1/deployments/{name}?wait=`` until no operation is in progress; with a
+    ``DeploymentProgress``, shows the log between polls (every 2 s at most)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    wait = 2 if progress is not None else 30
     while True:
-        view = http.call("GET", "/v1/deployments/" + urllib.parse.quote(name), query={"wait": 30})
+        view = http.call("GET", "/v1/deployments/" + urllib.parse.quote(name), query={"wait": wait})
         state = view.get("provisioning_state")
+        if progress is not None:
+            settled = state in ("Succeeded", "Failed")
+            progress.poll(dot=not settled)
+            if settled:
+                progress.done(state, time.monotonic() - started)
         if state == "Succeeded":
             return view
         if state == "Failed":
             raise HttpResponseError(message="deployment {} failed: {}".format(name, view.get("error", "no reason given")))
         if time.monotonic() > deadline:
             raise HttpResponseError(message="deployment {} still {} after {:.0f} s".format(name, state, timeout))
+
+
+def find_config(path=None, file_name=None):
+    """azure-ai-ml's search for the workspace config: ``path`` itself when it is a file;
+    otherwise, from ``path`` (default: the working folder) up to 20 folders above it, in
+    ``.azureml/``, ``aml_config/`` and the folder itself, ``file_name`` (default
+    ``config.json``, then ``project.json``). ``None`` when there is none."""
+    start = Path(".") if path is None else Path(path)
+    if start.is_file():
+        return start
+    start = start.resolve()
+    folders = [start] + list(start.parents)[:20]
+    names = [file_name] if file_name else ["config.json", "project.json"]
+    for sub, name in itertools.product([".azureml", "aml_config", None], names):
+        for folder in folders:
+            candidate = folder / sub / name if sub else folder / name
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 class MLClient:
@@ -99,10 +214,12 @@ class MLClient:
     accepted and ignored (a local server has no Azure identity). ``admin_url`` (else
     ``SWITCHYARD_ADMIN_URL``, else ``http://127.0.0.1:5002``) is the server's admin API;
     ``admin_token`` (else ``SWITCHYARD_ADMIN_TOKEN``) its token, when it has one.
+    ``show_progress`` (azure-ai-ml's flag, default on): ``result()`` of a deployment prints
+    dots and the deployment's log lines while it waits.
     """
 
     def __init__(self, credential=None, subscription_id=None, resource_group_name=None, workspace_name=None,
-                 admin_url=None, admin_token=None, **kwargs):
+                 admin_url=None, admin_token=None, show_progress=True, **kwargs):
         from ._operations import OnlineDeploymentOperations, OnlineEndpointOperations
 
         self.subscription_id = subscription_id
@@ -110,9 +227,55 @@ class MLClient:
         self.workspace_name = workspace_name
         url = admin_url or os.environ.get("SWITCHYARD_ADMIN_URL") or DEFAULT_ADMIN_URL
         token = admin_token or os.environ.get("SWITCHYARD_ADMIN_TOKEN")
-        self._http = AdminHttp(url, token)
+        self._http = AdminHttp(url, token, show_progress=show_progress)
         self.online_endpoints = OnlineEndpointOperations(self._http)
         self.online_deployments = OnlineDeploymentOperations(self._http)
+
+    @classmethod
+    def from_config(cls, credential=None, *, path=None, file_name=None, **kwargs):
+        """azure-ai-ml's ``MLClient.from_config``: reads the workspace config.json found as
+        azure-ai-ml finds it (``path`` a file, or the folder to search up from; ``file_name``
+        instead of ``config.json``). Its ``subscription_id``, ``resource_group`` and
+        ``workspace_name`` are kept (and ignored, as by the constructor); the Switchyard key
+        ``switchyard_admin_url`` gives the admin API's URL (an ``admin_url=`` argument wins
+        over it; without either, ``SWITCHYARD_ADMIN_URL``, then the default). Raises
+        azure-ai-ml's ``ValidationException`` when no file is found."""
+        from azure.ai.ml.exceptions import ErrorCategory, ErrorTarget, ValidationException
+
+        found = find_config(path, file_name)
+        if found is None:
+            msg = (
+                "We could not find {} in: {} or in its parent directories. Please provide the full path to the "
+                "config file or ensure that {} exists in the parent directories."
+            )
+            wanted = file_name or "config.json"
+            raise ValidationException(
+                message=msg.format(wanted, Path(".") if path is None else path, wanted),
+                no_personal_data_message=msg.format(wanted, "[path]", wanted),
+                target=ErrorTarget.GENERAL,
+                error_category=ErrorCategory.USER_ERROR,
+            )
+        try:
+            with open(found, encoding="utf-8") as f:
+                config = json.load(f)
+            if not isinstance(config, dict):
+                raise ValueError("expected a JSON object")
+        except (OSError, ValueError) as e:
+            raise ValidationException(
+                message="cannot read the config file {}: {}".format(found, e),
+                no_personal_data_message="cannot read the config file",
+                target=ErrorTarget.GENERAL,
+                error_category=ErrorCategory.USER_ERROR,
+            ) from None
+        admin_url = kwargs.pop("admin_url", None) or config.get(CONFIG_ADMIN_URL_KEY)
+        return cls(
+            credential,
+            config.get("subscription_id"),
+            config.get("resource_group"),
+            config.get("workspace_name"),
+            admin_url=admin_url,
+            **kwargs,
+        )
 
     def begin_create_or_update(self, entity, **kwargs):
         """``ml_client.begin_create_or_update(endpoint)`` (traffic, mirror traffic) or a deployment."""

@@ -9,6 +9,7 @@ from azure.ai.ml.entities import (
     CodeConfiguration,
     EndpointAuthKeys,
     EndpointAuthToken,
+    Environment,
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
     Model,
@@ -17,7 +18,12 @@ from azure.ai.ml.entities import (
 )
 from azure.core.exceptions import ResourceNotFoundError
 
-from ._client import SwitchyardPoller, wait_deployment
+from ._client import DeploymentProgress, SwitchyardPoller, hosted_endpoint, wait_deployment
+
+
+def _positive(split):
+    """A traffic map without its zero entries (``{"green": 0}`` and ``{}`` both mean none)."""
+    return {k: v for k, v in dict(split or {}).items() if v}
 
 
 def _drop_empty(doc):
@@ -54,10 +60,7 @@ class OnlineEndpointOperations:
         self._http = http
 
     def _view(self, name):
-        view = self._http.call("GET", "/v1/endpoint")
-        if name is not None and view.get("name") != name:
-            raise ResourceNotFoundError(message="(404) no endpoint named {}: this server hosts {}".format(name, view.get("name")))
-        return view
+        return hosted_endpoint(self._http, name)
 
     def get(self, name, **kwargs):
         return _endpoint_from(self._view(name))
@@ -91,9 +94,15 @@ class OnlineEndpointOperations:
             patch = _drop_empty({
                 "description": endpoint.description,
                 "tags": dict(endpoint.tags or {}),
-                "traffic": dict(endpoint.traffic or {}),
-                "mirror_traffic": dict(endpoint.mirror_traffic or {}),
             })
+            # The entity's traffic and mirror traffic are the whole of what is wanted (as
+            # azure-ai-ml sends them, zeros stripped): `{}` clears. Sent only when they differ
+            # from the server's, so an unchanged split is never re-sent (during a rollout the
+            # server refuses any traffic change).
+            for key, wanted in (("traffic", endpoint.traffic), ("mirror_traffic", endpoint.mirror_traffic)):
+                wanted = _positive(wanted)
+                if wanted != _positive(current.get(key)):
+                    patch[key] = wanted
             view = self._http.call("PATCH", "/v1/endpoint", patch) if patch else current
         return SwitchyardPoller(lambda _t: _endpoint_from(view))
 
@@ -162,12 +171,20 @@ def _environment_doc(env):
         return env  # an azureml: reference; the server says what to write instead
     doc = {}
     conda = getattr(env, "conda_file", None)
-    if isinstance(conda, dict):
+    # azure-ai-ml loads a conda file given by path into a dict and keeps the path aside: the
+    # path is sent when it is still there, so an entity from `get` sends back what it got.
+    conda_path = getattr(env, "_conda_file_path", None)
+    if conda_path is not None and os.path.isfile(str(conda_path)):
+        doc["conda_file"] = _abs(conda_path)
+    elif isinstance(conda, dict):
         doc["conda_file"] = _conda_path(conda)
     elif isinstance(conda, (str, os.PathLike)):
         doc["conda_file"] = _abs(conda)
     if getattr(env, "image", None):
         doc["image"] = env.image
+    python = (getattr(env, "properties", None) or {}).get("python")
+    if python:
+        doc["python"] = python  # the local extension, kept in properties by `get`
     return doc or None
 
 
@@ -208,6 +225,22 @@ def _deployment_doc(d):
     })
 
 
+def _environment_from(env):
+    """The view's ``environment`` as azure-ai-ml's entity: ``Environment(conda_file=...,
+    image=...)`` (the conda file is loaded by azure-ai-ml, as for one given by path); an
+    ``azureml:`` reference stays a string; the local ``python:`` extension has no field in
+    azure-ai-ml's ``Environment`` and is kept in its ``properties``."""
+    if env is None or isinstance(env, str):
+        return env
+    if not isinstance(env, dict):
+        return None
+    conda = env.get("conda_file")
+    if isinstance(conda, str) and not os.path.isfile(conda):
+        conda = None  # gone from disk since: azure-ai-ml would fail to load it
+    properties = {"python": str(env["python"])} if env.get("python") else None
+    return Environment(conda_file=conda, image=env.get("image"), properties=properties)
+
+
 def _deployment_from(view):
     cc = view.get("code_configuration")
     rs = view.get("request_settings") or {}
@@ -218,6 +251,7 @@ def _deployment_from(view):
         tags=view.get("tags") or {},
         model=Model(name=view["name"] + "-model", version="1", path=view["model"]["path"]) if isinstance(view.get("model"), dict) else view.get("model"),
         code_configuration=CodeConfiguration(code=cc.get("code"), scoring_script=cc.get("scoring_script")) if cc else None,
+        environment=_environment_from(view.get("environment")),
         environment_variables=view.get("environment_variables") or {},
         instance_type=view.get("instance_type"),
         instance_count=view.get("instance_count"),
@@ -240,23 +274,35 @@ class OnlineDeploymentOperations:
     def _path(name):
         return "/v1/deployments/" + urllib.parse.quote(name)
 
+    def _endpoint(self, endpoint_name):
+        """Refuses (``ResourceNotFoundError``) an ``endpoint_name`` this server does not host."""
+        if endpoint_name is not None:
+            hosted_endpoint(self._http, endpoint_name)
+
     def get(self, name, endpoint_name=None, **kwargs):
+        self._endpoint(endpoint_name)
         return _deployment_from(self._http.call("GET", self._path(name)))
 
     def list(self, endpoint_name=None, **kwargs):
+        self._endpoint(endpoint_name)
         return [_deployment_from(v) for v in self._http.call("GET", "/v1/deployments")]
 
     def begin_create_or_update(self, deployment, *, all_traffic=False, **kwargs):
         """Creates the deployment; for one that exists, sends the entity as a merge patch, so a
         changed ``instance_count`` scales in place and a changed model or code replaces it (the
         old version serves until the new one is ready). ``result()`` waits for ``Succeeded``
-        and raises with the reason on ``Failed``."""
+        (printing progress: dots and the deployment's new log lines, unless the client has
+        ``show_progress=False``) and raises with the reason on ``Failed``."""
+        self._endpoint(deployment.endpoint_name)
         doc = _deployment_doc(deployment)
         try:
             # Waits out an operation in progress (the server refuses changes meanwhile).
             current = self._http.call("GET", self._path(deployment.name), query={"wait": 60})
         except ResourceNotFoundError:
             current = None
+        progress = DeploymentProgress(self._http, deployment.name) if self._http.show_progress else None
+        if progress is not None:
+            progress.baseline()
         if current is not None:
             # Only what differs: naming `model` (even unchanged) would replace the deployment.
             patch = {k: v for k, v in doc.items() if k != "name" and current.get(k) != v}
@@ -265,12 +311,14 @@ class OnlineDeploymentOperations:
         else:
             query = {"all_traffic": "true"} if all_traffic else None
             self._http.call("PUT", self._path(deployment.name), doc, query=query)
-        return SwitchyardPoller(lambda t: _deployment_from(wait_deployment(self._http, deployment.name, t)))
+        return SwitchyardPoller(lambda t: _deployment_from(wait_deployment(self._http, deployment.name, t, progress)))
 
     def begin_delete(self, name, endpoint_name=None, **kwargs):
+        self._endpoint(endpoint_name)
         self._http.call("DELETE", self._path(name))
         return SwitchyardPoller(lambda _t: None)
 
     def get_logs(self, name, endpoint_name=None, lines=100, container_type=None, local=False, **kwargs):
+        self._endpoint(endpoint_name)
         _, payload, _ = self._http.call("GET", self._path(name) + "/logs", query={"lines": lines}, raw=True)
         return payload.decode("utf-8", "replace")
