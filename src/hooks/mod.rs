@@ -29,6 +29,22 @@ use bytes::Bytes;
 use crate::spec::HookKind;
 use crate::telemetry::LogRing;
 
+/// The largest answer any hook may give, in bytes (256 MiB): the worker processes' frame limit,
+/// and the same cap for in-process answers (ONNX, v2 `infer`, native plugins), so no request
+/// can make the server build an answer of unbounded size (a v2 request naming one output
+/// 10,000 times once made a 360 MB answer from 360 KB). An answer over it is the model's
+/// failure (424) with [`answer_over_cap`]'s message; encoders stop as soon as they know.
+pub const MAX_ANSWER_BYTES: usize = worker::frame::MAX_FRAME;
+
+/// The message of an answer over [`MAX_ANSWER_BYTES`]; `size` when it is known.
+pub fn answer_over_cap(size: Option<usize>) -> String {
+    let mib = MAX_ANSWER_BYTES >> 20;
+    match size {
+        Some(n) => format!("the answer is {n} bytes, over the answer cap of {mib} MiB ({MAX_ANSWER_BYTES} bytes)"),
+        None => format!("the answer would be over the answer cap of {mib} MiB ({MAX_ANSWER_BYTES} bytes)"),
+    }
+}
+
 /// One scoring request as a hook sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct HookRequest<'a> {
