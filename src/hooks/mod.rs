@@ -45,6 +45,21 @@ pub fn answer_over_cap(size: Option<usize>) -> String {
     }
 }
 
+/// How long an instance's init may take: [`worker::INIT_TIMEOUT`] (600 s), or
+/// `SWITCHYARD_INIT_TIMEOUT_MS` from the server's environment (read once; for operators whose
+/// inits are known to be quick, and for tests). An in-process native init past it fails the
+/// load (its thread cannot be stopped and is left behind; see `native::NativeHook::load`).
+pub fn init_timeout() -> std::time::Duration {
+    static TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        std::env::var("SWITCHYARD_INIT_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map_or(worker::INIT_TIMEOUT, std::time::Duration::from_millis)
+    })
+}
+
 /// One scoring request as a hook sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct HookRequest<'a> {
