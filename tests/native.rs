@@ -1,7 +1,9 @@
 //! Native scoring plugins (CONTRACT §2, "native hook"; runtime/README.md): the Rust example
 //! (model-1's linear model) and the C example built here, and the failure cases: a segfault
 //! in process (kills a throwaway server) and in a worker (`isolation: process`: one request,
-//! one restart), a panic, a failing init, an ABI version mismatch, a short table, bad input.
+//! one restart), a panic, a failing init, an ABI version mismatch, a short table, bad input, a
+//! missing dependency, a run or init that never returns, an answer over the cap, and where the
+//! server keeps its copies of in-process plugins.
 //!
 //! The plugins are built by the test itself: the Rust ones with cargo (workspace members), the
 //! C ones with `cc` against runtime/include/switchyard_plugin.h.
@@ -485,6 +487,11 @@ fn plugin_copies_live_in_a_private_folder_of_our_own_and_are_removed_when_unused
     });
     assert_eq!(files_in(private), copies, "the copy in use stays");
     assert_eq!(score(&s, "victim", b"1,2").status, 200);
+    // Deployed again, that version gets its copy back.
+    deploy_native(&s, "other", other.path(), json!({}));
+    assert_eq!(score(&s, "other", b"1,2").body, "[3]");
+    assert_eq!(files_in(private).len(), 2);
+    assert!(files_in(private).iter().all(|f| mode(f) == 0o600));
 
     // SIGTERM: the folder goes with the server; the planted one is not ours and stays.
     assert!(s.terminate().success());

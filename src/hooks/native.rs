@@ -6,7 +6,9 @@
 //! - in process (the default): each instance holds one plugin handle and calls `run` directly
 //!   (~a few hundred ns of ABI cost). A panic the plugin catches (the Rust SDK catches every
 //!   one) is a 424 and the instance is replaced; a segfault kills the server, every deployment
-//!   with it.
+//!   with it. Nothing can stop a call in process: a `run` past `request_timeout_ms` takes its
+//!   instance out of service (the pool's `watch_runs`), and an `init` past the init deadline
+//!   fails the load ([`init_with_deadline`]); either thread stays blocked in the plugin.
 //! - `process`: each instance is a `switchyard native-worker` child holding the handle, spoken
 //!   to in the frame protocol of the Python hook, and supervised by the same code
 //!   ([`super::worker`]): a crash costs the request it was serving (424) and one instance
@@ -65,7 +67,7 @@ struct Copies {
     dir: Option<tempfile::TempDir>,
     /// Each library's copy by the hash of its bytes, while an instance holds it.
     by_hash: HashMap<String, Weak<PluginCopy>>,
-    /// Numbers each copy's file name, so no name is ever written twice.
+    /// Numbers the partial files copies are written to.
     next: u64,
 }
 
@@ -74,14 +76,22 @@ fn copies() -> std::sync::MutexGuard<'static, Copies> {
     COPIES.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One copy of a plugin in the private folder; the file is removed when the last instance
-/// loaded from it is dropped.
+/// One copy of a plugin in the private folder, `HASH-NAME`; the file is removed when the last
+/// instance loaded from it is dropped.
 pub struct PluginCopy {
     path: PathBuf,
+    hash: String,
 }
 
 impl Drop for PluginCopy {
     fn drop(&mut self) {
+        // Under the lock: a load of the same bytes that came after the last instance went may
+        // have written a new copy at the same path already, which must stay.
+        let mut c = copies();
+        if c.by_hash.get(&self.hash).is_some_and(|w| w.strong_count() > 0) {
+            return;
+        }
+        c.by_hash.remove(&self.hash);
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -127,11 +137,13 @@ fn hash_copy(mut reader: impl Read, mut sink: impl Write) -> std::io::Result<Str
 /// copy (and one load); changed bytes get a new copy and are loaded fresh.
 ///
 /// Why this way: the copies live in a private folder this process made (0700, random name),
-/// each written to a file created here (`O_EXCL`, mode 0600) and never to a name that exists,
-/// so no other local user can put a library where the server will load it or read the copy;
-/// the file is removed when the last instance holding it is dropped, the folder when the
-/// server stops. The file is read once for its hash, and copied (hashed again on the way, so
-/// the key always matches the bytes written) only when no instance holds that version.
+/// each written to a file created here (`O_EXCL`, mode 0600), so no other local user can put a
+/// library where the server will load it or read the copy; the file is removed when the last
+/// instance holding it is dropped, the folder when the server stops. The file is read once for
+/// its hash, and copied (hashed again on the way, so the name always matches the bytes written)
+/// only when no instance holds that version. A version loaded again after its copy was removed
+/// gets the same name, so a library the loader never unloaded (a Rust plugin with thread-local
+/// destructors) is found by name instead of being mapped a second time.
 fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
     let read_failed = |e: std::io::Error| format!("cannot read the native plugin {}: {e}", library.display());
     let hash = hash_copy(std::fs::File::open(library).map_err(read_failed)?, std::io::sink()).map_err(read_failed)?;
@@ -139,7 +151,6 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
     if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
         return Ok(copy);
     }
-    c.by_hash.retain(|_, w| w.strong_count() > 0);
     if c.dir.is_none() {
         let dir = tempfile::Builder::new()
             .prefix("switchyard-plugins-")
@@ -150,21 +161,42 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
     }
     let dir = c.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
     c.next += 1;
-    let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin.so".into());
-    let path = dir.join(format!("{}-{name}", c.next));
-    let copy_failed = |e: std::io::Error| format!("cannot copy the native plugin to {}: {e}", path.display());
-    let file = std::fs::OpenOptions::new()
+    let partial = dir.join(format!(".partial-{}", c.next));
+    let copy_failed = |e: std::io::Error| format!("cannot copy the native plugin into {}: {e}", dir.display());
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(copy_failed)?;
-    // From here the file is ours: dropping `copy` on an error removes it.
-    let copy = Arc::new(PluginCopy { path: path.clone() });
-    let source = std::fs::File::open(library).map_err(read_failed)?;
-    let mut writer = std::io::BufWriter::new(file);
-    let hash = hash_copy(source, &mut writer).and_then(|hash| writer.flush().map(|()| hash)).map_err(copy_failed)?;
+        .open(&partial)
+        .and_then(|file| {
+            let source = std::fs::File::open(library)?;
+            let mut writer = std::io::BufWriter::new(file);
+            let hash = hash_copy(source, &mut writer)?;
+            writer.flush()?;
+            Ok(hash)
+        });
+    let hash = match written {
+        Ok(hash) => hash,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(copy_failed(e));
+        }
+    };
+    // The bytes may have changed since the first read: the name is the hash of these.
+    if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
+        let _ = std::fs::remove_file(&partial);
+        return Ok(copy);
+    }
+    let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin.so".into());
+    let path = dir.join(format!("{hash}-{name}"));
+    // Only this process writes in the folder: a file already at `path` is a copy of ours whose
+    // removal failed, with the same bytes.
+    if let Err(e) = std::fs::rename(&partial, &path) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(copy_failed(e));
+    }
+    let copy = Arc::new(PluginCopy { path, hash: hash.clone() });
     c.by_hash.insert(hash, Arc::downgrade(&copy));
     Ok(copy)
 }
