@@ -1,7 +1,9 @@
 //! Native scoring plugins (CONTRACT §2, "native hook"; runtime/README.md): the Rust example
 //! (model-1's linear model) and the C example built here, and the failure cases: a segfault
 //! in process (kills a throwaway server) and in a worker (`isolation: process`: one request,
-//! one restart), a panic, a failing init, an ABI version mismatch, a short table, bad input.
+//! one restart), a panic, a failing init, an ABI version mismatch, a short table, bad input, a
+//! missing dependency, a run or init that never returns, an answer over the cap, and where the
+//! server keeps its copies of in-process plugins.
 //!
 //! The plugins are built by the test itself: the Rust ones with cargo (workspace members), the
 //! C ones with `cc` against runtime/include/switchyard_plugin.h.
@@ -419,4 +421,171 @@ fn a_plugin_rebuilt_in_place_and_deployed_again_runs_the_new_code() {
             Err(format!("{} {}", r.status, r.body))
         }
     });
+}
+
+/// The `switchyard-plugins-*` folders under `tmp`.
+fn plugin_dirs(tmp: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("switchyard-plugins-"))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
+}
+
+#[test]
+fn plugin_copies_live_in_a_private_folder_of_our_own_and_are_removed_when_unused_and_at_exit() {
+    use sha2::{Digest, Sha256};
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp_path = tmp.path().to_str().unwrap();
+    let mut s = Server::start_with_env(&[], &[("TMPDIR", tmp_path)]);
+    s.create_endpoint();
+    // Another local user plants a folder named as the server's copies were
+    // (`$TMPDIR/switchyard-plugins-PID`) holding their library under the name the copy of the
+    // deployed plugin would have had (`HASH-plugin.so`).
+    let planted = tmp.path().join(format!("switchyard-plugins-{}", s.pid()));
+    std::fs::create_dir(&planted).unwrap();
+    let hash = hex::encode(&Sha256::digest(std::fs::read(&p.faults_c).unwrap())[..12]);
+    std::fs::copy(&p.row_sums, planted.join(format!("{hash}-plugin.so"))).unwrap();
+
+    // The code folder's plugin is reached through a link (inside the folder), readable by all.
+    let code = tempfile::tempdir().unwrap();
+    std::fs::create_dir(code.path().join("build")).unwrap();
+    std::fs::copy(&p.faults_c, code.path().join("build/faults.so")).unwrap();
+    std::os::unix::fs::symlink("build/faults.so", code.path().join("plugin.so")).unwrap();
+    deploy_native(&s, "victim", code.path(), json!({"instance_count": 2}));
+    let r = score(&s, "victim", b"1,2");
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"ok": true}"#), "the planted library was loaded");
+
+    let ours: Vec<PathBuf> = plugin_dirs(tmp.path()).into_iter().filter(|d| *d != planted).collect();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let private = &ours[0];
+    assert_eq!(mode(private), 0o700, "the copies' folder is private");
+    let copies = files_in(private);
+    assert_eq!(copies.len(), 1, "two instances of the same bytes share one copy: {copies:?}");
+    assert_eq!(mode(&copies[0]), 0o600, "the copy is readable by the server's user only");
+
+    // Another version beside it; deleting it removes its copy, the other stays in use.
+    let other = code_dir(&p.row_sums);
+    deploy_native(&s, "other", other.path(), json!({}));
+    assert_eq!(files_in(private).len(), 2);
+    assert_eq!(s.admin("DELETE", "/v1/deployments/other", None).status, 200);
+    eventually("the unused copy is removed", Duration::from_secs(30), || match files_in(private).len() {
+        1 => Ok(()),
+        n => Err(format!("{n} copies")),
+    });
+    assert_eq!(files_in(private), copies, "the copy in use stays");
+    assert_eq!(score(&s, "victim", b"1,2").status, 200);
+    // Deployed again, that version gets its copy back.
+    deploy_native(&s, "other", other.path(), json!({}));
+    assert_eq!(score(&s, "other", b"1,2").body, "[3]");
+    assert_eq!(files_in(private).len(), 2);
+    assert!(files_in(private).iter().all(|f| mode(f) == 0o600));
+
+    // SIGTERM: the folder goes with the server; the planted one is not ours and stays.
+    assert!(s.terminate().success());
+    assert_eq!(plugin_dirs(tmp.path()), vec![planted.clone()]);
+}
+
+#[test]
+fn a_plugin_that_does_not_load_says_why() {
+    // A plugin linked against a library that is not there: the loader's reason is the answer.
+    let p = plugins();
+    let build = tempfile::tempdir().unwrap();
+    let dep = build.path().join("dep.c");
+    std::fs::write(&dep, "int missing_dep(void) { return 1; }\n").unwrap();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(build.path().join("libmissingdep.so"))
+        .arg(&dep)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = tempfile::tempdir().unwrap();
+    let lib_dir = format!("-L{}", build.path().display());
+    cc(
+        &repo().join("tests/fixtures/native/faults.c"),
+        &code.path().join("plugin.so"),
+        &["-Wl,--no-as-needed", &lib_dir, "-lmissingdep"],
+    );
+    std::fs::remove_file(build.path().join("libmissingdep.so")).unwrap();
+    let _ = p;
+    let s = server();
+    for (name, isolation) in [("missing", "in_process"), ("missing-isolated", "process")] {
+        put(&s, name, &native_doc(name, code.path(), json!({"isolation": isolation})));
+        let failed = s.wait_state(name, "Failed");
+        let error = failed["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("libmissingdep.so: cannot open shared object file"),
+            "{name}: the loader's reason is missing: {error}"
+        );
+        assert!(error.contains(&code.path().join("plugin.so").display().to_string()), "{name}: {error}");
+    }
+}
+
+#[test]
+fn a_hung_run_takes_its_instance_out_of_service_and_a_hung_init_fails_at_the_deadline() {
+    let p = plugins();
+    let s = Server::start_with_env(&[], &[("RUST_BACKTRACE", "0"), ("SWITCHYARD_INIT_TIMEOUT_MS", "1500")]);
+    s.create_endpoint();
+    let code = code_dir(&p.faults_c);
+    let settings = json!({"request_settings": {"request_timeout_ms": 500}});
+    deploy_native(&s, "hangs", code.path(), settings.clone());
+    // The plugin's run never returns: the request times out, and the instance, whose thread is
+    // stuck in the plugin, must not be handed out again.
+    assert_eq!(score(&s, "hangs", b"hang").status, 408);
+    eventually("the hung instance is out of service and replaced", Duration::from_secs(30), || {
+        let show = s.admin("GET", "/v1/deployments/hangs", None).json();
+        let r = score(&s, "hangs", b"{}");
+        if show["instances"]["hung"] == 1 && show["instances"]["ready"] == 1 && r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{show} / {} {}", r.status, r.body))
+        }
+    });
+    let show = s.admin("GET", "/v1/deployments/hangs", None).json();
+    let reason = show["hung_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("500 ms") && reason.contains("taken out of service"), "{show}");
+    let logs = s.cli_ok(&["online-deployment", "get-logs", "-n", "hangs", "-e", "my-endpoint", "--lines", "5000"]);
+    assert!(logs.contains("taken out of service"), "{logs}");
+    for _ in 0..5 {
+        assert_eq!(score(&s, "hangs", b"{}").status, 200, "the replacement serves");
+    }
+
+    // An init that never returns fails the load at the deadline instead of leaving the
+    // deployment Creating for good; the others are unaffected.
+    let doc = native_doc("init-hangs", code.path(), json!({"environment_variables": {"FAULT_INIT": "hang"}}));
+    put(&s, "init-hangs", &doc);
+    let failed = s.wait_state("init-hangs", "Failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("did not return within 1500 ms") && error.contains("cannot be stopped"), "{error}");
+    assert_eq!(score(&s, "hangs", b"{}").status, 200);
+}
+
+#[test]
+fn an_answer_over_the_cap_is_a_424_naming_the_cap_in_process_and_isolated() {
+    // The plugin answers 300 MiB (mapped, never touched): in process it was copied whole.
+    let p = plugins();
+    let s = server();
+    let code = code_dir(&p.faults_c);
+    deploy_native(&s, "inproc", code.path(), json!({}));
+    deploy_native(&s, "isolated", code.path(), json!({"isolation": "process"}));
+    for name in ["inproc", "isolated"] {
+        let r = score(&s, name, b"huge");
+        assert_eq!(r.status, 424, "{name}: {} bytes", r.body.len());
+        let reason = r.header("ms-azureml-model-error-reason").unwrap_or_default().to_string();
+        assert!(reason.contains("answer cap of 256 MiB") && reason.contains("314572800 bytes"), "{name}: {reason}");
+        assert_eq!(score(&s, name, b"{}").status, 200, "{name}: the instance serves on");
+    }
 }

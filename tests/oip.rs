@@ -274,6 +274,27 @@ fn raw_requests_get_clear_errors_and_binary_answers() {
 }
 
 #[test]
+fn a_tensor_named_twice_is_a_400_naming_it_not_an_answer_that_many_times_larger() {
+    // Naming one output 10,000 times made a 360 MB answer from a 360 KB request.
+    let (server, key) = blue_green();
+    let infer = "/v2/models/model-1/infer";
+    let x = json!({"name": "X", "shape": [2, 10], "datatype": "FP64", "data": sample_rows()});
+    let outputs: Vec<Value> = (0..10_000).map(|_| json!({"name": "variable"})).collect();
+    let body = json!({"inputs": [x], "outputs": outputs}).to_string();
+    let (status, _, answer) = post_raw(&server, &key, infer, &[], body.as_bytes());
+    assert_eq!(status, 400, "{} bytes answered", answer.len());
+    assert!(error_of(&answer).contains("output \"variable\" appears more than once"), "{}", error_of(&answer));
+    let body = json!({"inputs": [x, x]}).to_string();
+    let (status, _, answer) = post_raw(&server, &key, infer, &[], body.as_bytes());
+    assert_eq!(status, 400);
+    assert!(error_of(&answer).contains("input \"X\" appears more than once"), "{}", error_of(&answer));
+    // Each once is still fine.
+    let body = json!({"inputs": [x], "outputs": [{"name": "variable"}]}).to_string();
+    let (status, _, answer) = post_raw(&server, &key, infer, &[], body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
 fn model_name_and_version_come_from_the_spec() {
     let server = Server::start();
     // No endpoint yet: live, not ready, no key to check.

@@ -421,7 +421,10 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
             env_cache_dir: args.env_cache_dir.filter(|p| !p.as_os_str().is_empty()),
         },
     };
-    match crate::server::serve(opts) {
+    let served = crate::server::serve(opts);
+    // The server's private copies of native plugins go with it (SIGTERM included).
+    crate::hooks::native::remove_plugin_copies();
+    match served {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "ERROR: {e}");

@@ -427,6 +427,9 @@ impl ControlPlane {
                 m.insert("error".into(), Value::String(e));
             }
             m.insert("instances".into(), serde_json::json!(record.live.pool.counts()));
+            if let Some(why) = record.live.pool.hung_reason() {
+                m.insert("hung_reason".into(), Value::String(why));
+            }
             let load = record.live.load_micros.load(std::sync::atomic::Ordering::Relaxed);
             if load > 0 {
                 m.insert("load_ms".into(), serde_json::json!(load as f64 / 1000.0));

@@ -124,6 +124,18 @@ impl Deployment {
             // A script's run(raw_data, request_headers) reads them.
             pool.pass_headers();
         }
+        if let HookKind::Native(plugin) = &kind {
+            if plugin.isolation == crate::spec::Isolation::InProcess {
+                // A plugin's run is a plain call that nothing can stop: one that outlives the
+                // request's deadline takes its instance out of service (see `watch_runs`).
+                let (log, name) = (Arc::clone(&logs), spec.name.clone());
+                let deadline = std::time::Duration::from_millis(spec.request_settings.request_timeout_ms);
+                pool.watch_runs(deadline, move |line| {
+                    log.push(format!("{name}: {line}"));
+                    tracing::warn!(target: "switchyard::native", deployment = %name, "{line}");
+                });
+            }
+        }
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
             model_name: spec.model.served_name(),

@@ -89,6 +89,9 @@ pub struct InstanceCounts {
     pub loading: usize,
     pub draining: usize,
     pub failed: usize,
+    /// Instances taken out of service because a run outlived its deadline and could not be
+    /// stopped (in-process native plugins; see [`InstancePool::watch_runs`]).
+    pub hung: usize,
 }
 
 /// The instances of one deployment.
@@ -126,7 +129,35 @@ pub struct InstancePool {
     /// Instances replaced in a row without a successful run since: the backoff of the next
     /// replacement grows with it, so a worker that dies at every request cannot spin.
     restarts_in_row: AtomicU64,
+    /// Set for hooks whose in-process runs cannot be stopped (see [`InstancePool::watch_runs`]).
+    watch: std::sync::OnceLock<RunWatch>,
+    /// Instances whose run is past its deadline and still running (out of service).
+    hung: AtomicUsize,
 }
+
+/// Watches the runs of a pool whose hook runs in process and cannot be stopped (a native
+/// plugin's `run` is a plain call): a run that outlives `deadline` takes its instance out of
+/// service, since the thread is stuck in it and nothing can take it back.
+struct RunWatch {
+    deadline: std::time::Duration,
+    /// Runs in progress (and some finished since the last scan, dropped then).
+    running: Mutex<Vec<Arc<RunClock>>>,
+    /// Says what happened, in the deployment's log.
+    report: Box<dyn Fn(&str) + Send + Sync>,
+    /// The last time an instance was taken out of service: why (for `show`).
+    last: Mutex<Option<String>>,
+}
+
+/// One watched run.
+struct RunClock {
+    started: Instant,
+    /// `RUNNING`, then `DONE` (the run ended in time) or `HUNG` (the watch took the instance).
+    state: std::sync::atomic::AtomicU8,
+}
+
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const HUNG: u8 = 2;
 
 /// A long run waiting for an instance.
 struct QueuedRun {
@@ -173,7 +204,73 @@ impl InstancePool {
             always_queued: AtomicBool::new(false),
             pass_headers: AtomicBool::new(false),
             restarts_in_row: AtomicU64::new(0),
+            watch: std::sync::OnceLock::new(),
+            hung: AtomicUsize::new(0),
         })
+    }
+
+    /// Takes out of service any instance whose run outlives `deadline` (the request's
+    /// timeout): for hooks whose runs happen in this process and cannot be stopped. The
+    /// instance leaves `ready` (counted as `hung`), a replacement loads (with the backoff of
+    /// [`replace`](Self::replace)), `report` gets a line, and from then on every run of the pool
+    /// is queued, so a run that hangs again holds a blocking thread rather than a thread of
+    /// the event loop. If the run returns after all, its instance is dropped, never reused.
+    pub fn watch_runs(self: &Arc<Self>, deadline: std::time::Duration, report: impl Fn(&str) + Send + Sync + 'static) {
+        let watch =
+            RunWatch { deadline, running: Mutex::new(Vec::new()), report: Box::new(report), last: Mutex::new(None) };
+        if self.watch.set(watch).is_err() {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let period = (deadline / 4).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_secs(1));
+        self.runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { break };
+                pool.take_hung_out();
+            }
+        });
+    }
+
+    /// Why instances were taken out of service, while any is (`show`'s `hung_reason`).
+    pub fn hung_reason(&self) -> Option<String> {
+        if self.hung.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.watch.get().and_then(|w| w.last.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// One scan of the watched runs (see [`watch_runs`](Self::watch_runs)).
+    fn take_hung_out(self: &Arc<Self>) {
+        let Some(watch) = self.watch.get() else { return };
+        let mut hung = 0;
+        watch.running.lock().unwrap_or_else(|e| e.into_inner()).retain(|run| {
+            if run.state.load(Ordering::Acquire) != RUNNING {
+                return false;
+            }
+            let late = run.started.elapsed() > watch.deadline;
+            if late && run.state.compare_exchange(RUNNING, HUNG, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                hung += 1;
+                return false;
+            }
+            true
+        });
+        for _ in 0..hung {
+            self.ready.fetch_sub(1, Ordering::AcqRel);
+            self.hung.fetch_add(1, Ordering::AcqRel);
+            self.queue_every_run();
+            let line = format!(
+                "an instance's run has not returned after {} ms (request_timeout_ms) and cannot be stopped in process: \
+                 the instance is taken out of service and a new one loads in its place; its thread stays blocked \
+                 in the plugin (isolation: process would have stopped it)",
+                watch.deadline.as_millis()
+            );
+            (watch.report)(&line);
+            *watch.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
+            self.schedule_replacement();
+        }
     }
 
     /// Queues every run for the blocking threads (see `always_queued`).
@@ -222,6 +319,7 @@ impl InstancePool {
             loading: self.loading.load(Ordering::Relaxed),
             draining: self.draining.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            hung: self.hung.load(Ordering::Relaxed),
         }
     }
 
@@ -581,10 +679,36 @@ impl InstancePool {
         cancel: Option<&Cancellation>,
     ) -> (Result<Answer, RunError>, Option<Box<dyn ScoringHook>>) {
         let start = Instant::now();
+        let clock = self.watch.get().map(|watch| {
+            let clock = Arc::new(RunClock { started: start, state: std::sync::atomic::AtomicU8::new(RUNNING) });
+            watch.running.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&clock));
+            clock
+        });
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             hooks::call(hook.as_mut(), HookRequest { body, content_type, headers, cancel }, protocol)
         }));
         self.record_cost(start.elapsed().as_nanos() as u64);
+        if let Some(clock) = clock {
+            if clock.state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                // The watch took this instance out of service while it ran (and a replacement
+                // is loading): it is dropped, whatever the run came to.
+                self.hung.fetch_sub(1, Ordering::AcqRel);
+                if let Some(watch) = self.watch.get() {
+                    (watch.report)(&format!(
+                        "a run taken out of service returned after {} ms; its instance is dropped",
+                        start.elapsed().as_millis()
+                    ));
+                }
+                drop(catch_unwind(AssertUnwindSafe(|| drop(hook))));
+                let deadline = self.watch.get().map_or(0, |w| w.deadline.as_millis());
+                return (
+                    Err(RunError::Failed(format!(
+                        "the run took longer than {deadline} ms and could not be stopped; its instance was taken out of service"
+                    ))),
+                    None,
+                );
+            }
+        }
         match outcome {
             Ok(result) if hook.is_healthy() => {
                 if result.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
@@ -616,6 +740,11 @@ impl InstancePool {
         if let Err(e) = dropped {
             tracing::warn!("cannot start a thread to drop a broken instance: {e}");
         }
+        self.schedule_replacement();
+    }
+
+    /// Loads one instance in place of one that left, after the backoff of [`replace`](Self::replace).
+    fn schedule_replacement(self: &Arc<Self>) {
         let n = self.restarts_in_row.fetch_add(1, Ordering::Relaxed);
         let backoff = if n == 0 { 0 } else { (100u64 << (n - 1).min(7)).min(10_000) };
         let pool = Arc::clone(self);
@@ -715,7 +844,7 @@ mod tests {
         for r in runs {
             assert!(r.await.unwrap().is_ok());
         }
-        assert_eq!(p.counts(), InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0 });
+        assert_eq!(p.counts(), InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0, hung: 0 });
     }
 
     /// Waits (bounded) until `condition` holds: the explicit wait for a background effect.
@@ -832,7 +961,7 @@ mod tests {
         gate.set(true);
         assert_eq!(loading.await.unwrap().unwrap_err(), LoadError::Cancelled);
         assert!(inits.load(Ordering::SeqCst) <= slots, "{} inits ran after close", inits.load(Ordering::SeqCst));
-        assert_eq!(p.counts(), InstanceCounts { ready: 0, loading: 0, draining: 0, failed: 0 });
+        assert_eq!(p.counts(), InstanceCounts { ready: 0, loading: 0, draining: 0, failed: 0, hung: 0 });
     }
 
     /// A hook whose runs are awaited on the task (as a Python worker's are) and finish when
@@ -884,6 +1013,42 @@ mod tests {
         drain.await.unwrap();
         let b = tokio::time::timeout(std::time::Duration::from_secs(5), b).await;
         assert_eq!(b.expect("B was held after the last instance left").unwrap(), Err(RunError::NoInstance));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watched_run_past_its_deadline_takes_its_instance_out_of_service_for_good() {
+        let (ran, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Gate::default()));
+        let (counter, g) = (Arc::clone(&ran), Arc::clone(&gate));
+        let p = InstancePool::new(
+            Arc::new(move || Ok(Box::new(Slow(Arc::clone(&counter), Arc::clone(&g))) as Box<dyn ScoringHook>)),
+            tokio::runtime::Handle::current(),
+        );
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let said = Arc::clone(&lines);
+        p.watch_runs(std::time::Duration::from_millis(50), move |l| said.lock().unwrap().push(l.to_string()));
+        p.add(1).await.unwrap();
+        // The gate is shut: the run does not return, and its caller gives up.
+        let no_headers = HeaderMap::new();
+        let stuck = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            p.run(Bytes::from_static(b"[1]"), None, &no_headers),
+        );
+        assert!(stuck.await.is_err());
+        eventually("the stuck instance is out of service and replaced", || {
+            p.counts() == InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0, hung: 1 }
+        })
+        .await;
+        assert!(p.hung_reason().unwrap().contains("taken out of service"));
+        assert!(lines.lock().unwrap()[0].contains("50 ms"), "{:?}", lines.lock().unwrap());
+        assert!(p.always_queued.load(Ordering::Relaxed), "after a hang no run is inline");
+        // The stuck run returns at last: its instance is dropped, not handed out again.
+        gate.set(true);
+        eventually("the late run's instance is dropped", || p.counts().hung == 0).await;
+        assert_eq!(p.counts().ready, 1);
+        assert!(lines.lock().unwrap()[1].contains("returned after"), "{:?}", lines.lock().unwrap());
+        let ok = p.run(Bytes::from_static(b"[2]"), None, &HeaderMap::new()).await.unwrap();
+        assert_eq!(&ok.body[..], b"[2]");
+        assert_eq!(p.hung_reason(), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

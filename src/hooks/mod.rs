@@ -29,6 +29,37 @@ use bytes::Bytes;
 use crate::spec::HookKind;
 use crate::telemetry::LogRing;
 
+/// The largest answer any hook may give, in bytes (256 MiB): the worker processes' frame limit,
+/// and the same cap for in-process answers (ONNX, v2 `infer`, native plugins), so no request
+/// can make the server build an answer of unbounded size (a v2 request naming one output
+/// 10,000 times once made a 360 MB answer from 360 KB). An answer over it is the model's
+/// failure (424) with [`answer_over_cap`]'s message; encoders stop as soon as they know.
+pub const MAX_ANSWER_BYTES: usize = worker::frame::MAX_FRAME;
+
+/// The message of an answer over [`MAX_ANSWER_BYTES`]; `size` when it is known.
+pub fn answer_over_cap(size: Option<usize>) -> String {
+    let mib = MAX_ANSWER_BYTES >> 20;
+    match size {
+        Some(n) => format!("the answer is {n} bytes, over the answer cap of {mib} MiB ({MAX_ANSWER_BYTES} bytes)"),
+        None => format!("the answer would be over the answer cap of {mib} MiB ({MAX_ANSWER_BYTES} bytes)"),
+    }
+}
+
+/// How long an instance's init may take: [`worker::INIT_TIMEOUT`] (600 s), or
+/// `SWITCHYARD_INIT_TIMEOUT_MS` from the server's environment (read once; for operators whose
+/// inits are known to be quick, and for tests). An in-process native init past it fails the
+/// load (its thread cannot be stopped and is left behind; see `native::NativeHook::load`).
+pub fn init_timeout() -> std::time::Duration {
+    static TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        std::env::var("SWITCHYARD_INIT_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map_or(worker::INIT_TIMEOUT, std::time::Duration::from_millis)
+    })
+}
+
 /// One scoring request as a hook sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct HookRequest<'a> {

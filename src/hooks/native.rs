@@ -6,23 +6,27 @@
 //! - in process (the default): each instance holds one plugin handle and calls `run` directly
 //!   (~a few hundred ns of ABI cost). A panic the plugin catches (the Rust SDK catches every
 //!   one) is a 424 and the instance is replaced; a segfault kills the server, every deployment
-//!   with it.
+//!   with it. Nothing can stop a call in process: a `run` past `request_timeout_ms` takes its
+//!   instance out of service (the pool's `watch_runs`), and an `init` past the init deadline
+//!   fails the load ([`init_with_deadline`]); either thread stays blocked in the plugin.
 //! - `process`: each instance is a `switchyard native-worker` child holding the handle, spoken
 //!   to in the frame protocol of the Python hook, and supervised by the same code
 //!   ([`super::worker`]): a crash costs the request it was serving (424) and one instance
 //!   restart, at the price of a frame each way per request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 use switchyard_plugin::code;
 
 use super::worker::{frame, intern_content_type, Flavor, Worker};
 use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
-use crate::spec::{Isolation, NativePlugin};
+use crate::spec::{resolve_scoring_script, Isolation, NativePlugin};
 use crate::sys::native::{Instance, Library, Reply};
 use crate::telemetry::LogRing;
 
@@ -38,6 +42,13 @@ pub fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Box<dyn Scoring
     }
 }
 
+/// `scoring_script` as written: the plugin's path relative to its code folder (the spec
+/// joined them; the lexical rule keeps it inside).
+fn script_name(plugin: &NativePlugin) -> String {
+    let relative = plugin.library.strip_prefix(&plugin.code_dir).unwrap_or(&plugin.library);
+    relative.to_string_lossy().into_owned()
+}
+
 /// What a deployment's log and `describe` say about a native deployment.
 pub fn describe_plugin(plugin: &NativePlugin) -> String {
     let isolation = match plugin.isolation {
@@ -47,30 +58,146 @@ pub fn describe_plugin(plugin: &NativePlugin) -> String {
     format!("native plugin {} ({isolation})", plugin.library.display())
 }
 
-/// Where the server's process loads a plugin from: a copy named by the hash of its bytes.
+/// The server's private copies of in-process plugins (see [`copy_for_load`]).
+#[derive(Default)]
+struct Copies {
+    /// `$TMPDIR/switchyard-plugins-XXXXXX`, made on first use: a fresh, randomly named folder
+    /// created by this process with mode 0700 (`mkdir` fails if the name exists, so a folder
+    /// another user made beforehand is never used).
+    dir: Option<tempfile::TempDir>,
+    /// Each library's copy by the hash of its bytes, while an instance holds it.
+    by_hash: HashMap<String, Weak<PluginCopy>>,
+    /// Numbers the partial files copies are written to.
+    next: u64,
+}
+
+fn copies() -> std::sync::MutexGuard<'static, Copies> {
+    static COPIES: OnceLock<Mutex<Copies>> = OnceLock::new();
+    COPIES.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One copy of a plugin in the private folder, `HASH-NAME`; the file is removed when the last
+/// instance loaded from it is dropped.
+pub struct PluginCopy {
+    path: PathBuf,
+    hash: String,
+}
+
+impl Drop for PluginCopy {
+    fn drop(&mut self) {
+        // Under the lock: a load of the same bytes that came after the last instance went may
+        // have written a new copy at the same path already, which must stay.
+        let mut c = copies();
+        if c.by_hash.get(&self.hash).is_some_and(|w| w.strong_count() > 0) {
+            return;
+        }
+        c.by_hash.remove(&self.hash);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the folder of plugin copies and everything in it: called once the server has
+/// stopped (after SIGTERM's drain too). After `kill -9` the folder stays in `$TMPDIR`; the
+/// next start makes a new, randomly named one and never reads the old.
+pub fn remove_plugin_copies() {
+    let dir = {
+        let mut c = copies();
+        c.by_hash.clear();
+        c.dir.take()
+    };
+    if let Some(dir) = dir {
+        let _ = dir.close();
+    }
+}
+
+/// SHA-256 (first 12 bytes, hex) of everything `reader` yields, copied into `sink` on the way.
+fn hash_copy(mut reader: impl Read, mut sink: impl Write) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        sink.write_all(&buf[..n])?;
+    }
+    Ok(hex::encode(&hasher.finalize()[..12]))
+}
+
+/// The copy of `library` (a path [`resolve_scoring_script`] returned) that the server's process
+/// loads, shared by every instance loaded from the same bytes.
 ///
 /// Why a copy: the dynamic loader returns the already loaded library for a path it has loaded
 /// before, so a plugin rebuilt in place and deployed again (a replacement loads beside the old
 /// version, which is still loaded) would silently run the old code. Identical bytes share one
-/// copy (and one load); changed bytes get a new name and are loaded fresh. The copies live in
-/// `$TMPDIR/switchyard-plugins-PID/` for the process's life (a library may be loaded from its
-/// file again whenever its last instance was dropped). A worker process loads the file itself.
-fn load_path(library: &Path) -> Result<PathBuf, String> {
-    use sha2::{Digest, Sha256};
-    let bytes =
-        std::fs::read(library).map_err(|e| format!("cannot read the native plugin {}: {e}", library.display()))?;
-    let hash = hex::encode(&Sha256::digest(&bytes)[..12]);
-    let dir = std::env::temp_dir().join(format!("switchyard-plugins-{}", std::process::id()));
-    let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin.so".into());
-    let copy = dir.join(format!("{hash}-{name}"));
-    if !copy.is_file() {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        // Written under a temporary name and renamed, so a concurrent load never sees half a file.
-        let partial = dir.join(format!(".{hash}-{}.partial", fastrand::u64(..)));
-        std::fs::write(&partial, &bytes)
-            .and_then(|()| std::fs::rename(&partial, &copy))
-            .map_err(|e| format!("cannot copy the native plugin to {}: {e}", copy.display()))?;
+/// copy (and one load); changed bytes get a new copy and are loaded fresh.
+///
+/// Why this way: the copies live in a private folder this process made (0700, random name),
+/// each written to a file created here (`O_EXCL`, mode 0600), so no other local user can put a
+/// library where the server will load it or read the copy; the file is removed when the last
+/// instance holding it is dropped, the folder when the server stops. The file is read once for
+/// its hash, and copied (hashed again on the way, so the name always matches the bytes written)
+/// only when no instance holds that version. A version loaded again after its copy was removed
+/// gets the same name, so a library the loader never unloaded (a Rust plugin with thread-local
+/// destructors) is found by name instead of being mapped a second time.
+fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
+    let read_failed = |e: std::io::Error| format!("cannot read the native plugin {}: {e}", library.display());
+    let hash = hash_copy(std::fs::File::open(library).map_err(read_failed)?, std::io::sink()).map_err(read_failed)?;
+    let mut c = copies();
+    if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
+        return Ok(copy);
     }
+    if c.dir.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-plugins-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| format!("cannot create a private folder for native plugin copies in $TMPDIR: {e}"))?;
+        c.dir = Some(dir);
+    }
+    let dir = c.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
+    c.next += 1;
+    let partial = dir.join(format!(".partial-{}", c.next));
+    let copy_failed = |e: std::io::Error| format!("cannot copy the native plugin into {}: {e}", dir.display());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&partial)
+        .and_then(|file| {
+            let source = std::fs::File::open(library)?;
+            let mut writer = std::io::BufWriter::new(file);
+            let hash = hash_copy(source, &mut writer)?;
+            writer.flush()?;
+            Ok(hash)
+        });
+    let hash = match written {
+        Ok(hash) => hash,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(copy_failed(e));
+        }
+    };
+    // The bytes may have changed since the first read: the name is the hash of these.
+    if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
+        let _ = std::fs::remove_file(&partial);
+        return Ok(copy);
+    }
+    let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin.so".into());
+    let path = dir.join(format!("{hash}-{name}"));
+    // Only this process writes in the folder: a file already at `path` is a copy of ours whose
+    // removal failed, with the same bytes.
+    if let Err(e) = std::fs::rename(&partial, &path) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(copy_failed(e));
+    }
+    let copy = Arc::new(PluginCopy { path, hash: hash.clone() });
+    c.by_hash.insert(hash, Arc::downgrade(&copy));
     Ok(copy)
 }
 
@@ -91,6 +218,43 @@ fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, Stri
             _ => format!("init of the native plugin {file} failed: {message}"),
         }
     })
+}
+
+/// Runs the plugin's `init` on a thread of its own and waits for it at most `deadline`.
+///
+/// An in-process call cannot be stopped: an init that never returns would hold the load (and
+/// the process-wide load slot it took) for good. Past the deadline the load fails with a message
+/// saying so; the thread is left blocked in the plugin (it holds its copy of the library, which
+/// is removed at exit), and if `init` ever returns, that instance is destroyed at once.
+fn init_with_deadline(
+    plugin: &NativePlugin,
+    copy: &Arc<PluginCopy>,
+    env: Vec<(String, String)>,
+    deadline: std::time::Duration,
+) -> Result<Instance, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (library, model, held) = (plugin.library.clone(), plugin.model_path.clone(), Arc::clone(copy));
+    std::thread::Builder::new()
+        .name("switchyard-native-init".into())
+        .spawn(move || {
+            let made = init_from(&library, &held.path, &model, &env);
+            // Nobody waits after the deadline: the instance is then dropped (destroyed) here.
+            let _ = tx.send(made);
+        })
+        .map_err(|e| format!("cannot start a thread for the native plugin's init: {e}"))?;
+    match rx.recv_timeout(deadline) {
+        Ok(made) => made,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "init of the native plugin {} did not return within {} ms (the init deadline, \
+             SWITCHYARD_INIT_TIMEOUT_MS, default 600 s); a call in process cannot be stopped, so its thread is \
+             left blocked in the plugin (with isolation: process the worker would be stopped)",
+            plugin.library.display(),
+            deadline.as_millis()
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(format!("init of the native plugin {} ended without a result", plugin.library.display()))
+        }
+    }
 }
 
 /// What one run came to, from the return code and what the plugin handed to `respond`.
@@ -114,6 +278,12 @@ fn outcome(rc: i32, reply: &mut Reply) -> Outcome {
             default.to_string()
         }
     };
+    if let (code::OK, Some(size)) = (rc, reply.too_large) {
+        return Outcome::ModelError(format!(
+            "the native plugin answered too much: {}",
+            super::answer_over_cap(Some(size))
+        ));
+    }
     match rc {
         code::OK if reply.called => Outcome::Answer {
             status: if (100..=999).contains(&reply.status) { reply.status } else { 500 },
@@ -140,6 +310,9 @@ pub struct NativeHook {
     healthy: bool,
     about: String,
     logs: Arc<LogRing>,
+    /// The file the library was loaded from; declared after `instance`, so the handle is
+    /// destroyed (and the library unloaded, if this was its last) before the file is removed.
+    _copy: Arc<PluginCopy>,
 }
 
 impl NativeHook {
@@ -147,11 +320,19 @@ impl NativeHook {
     pub fn load(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
         let env: Vec<(String, String)> =
             ctx.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let load = load_path(&plugin.library)?;
-        let instance = init_from(&plugin.library, &load, &plugin.model_path, &env)?;
+        let real = resolve_scoring_script(&plugin.code_dir, &script_name(plugin))?;
+        let copy = copy_for_load(&real)?;
+        let instance = init_with_deadline(plugin, &copy, env, super::init_timeout())?;
         let n = ctx.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let about = format!("{}/instance-{n}: {}", ctx.deployment, describe_plugin(plugin));
-        Ok(Self { instance, reply: Reply::default(), healthy: true, about, logs: Arc::clone(&ctx.logs) })
+        Ok(Self {
+            instance,
+            reply: Reply::with_limit(super::MAX_ANSWER_BYTES),
+            healthy: true,
+            about,
+            logs: Arc::clone(&ctx.logs),
+            _copy: copy,
+        })
     }
 }
 
@@ -195,13 +376,14 @@ pub struct WorkerHook {
 impl WorkerHook {
     /// Starts a worker and waits for the plugin's init (blocking).
     pub fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
+        let real = resolve_scoring_script(&plugin.code_dir, &script_name(plugin))?;
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the switchyard binary to start a worker: {e}"))?;
         let env = serde_json::to_string(&ctx.environment_variables).unwrap_or_else(|_| "{}".into());
         let mut cmd = Command::new(exe);
         cmd.arg("native-worker")
             .arg("--library")
-            .arg(&plugin.library)
+            .arg(&real)
             .arg("--model-dir")
             .arg(&plugin.model_path)
             .current_dir(&plugin.code_dir)
@@ -279,7 +461,9 @@ pub fn worker_main(library: &Path, model_dir: &Path) -> i32 {
     if frame::write_frame(&mut output, &mut scratch, frame::kind::INIT_OK, &[info.as_bytes()]).is_err() {
         return 0;
     }
-    let mut reply = Reply::default();
+    // The answer frame must fit the frame limit, which is the answer cap: an answer over it is
+    // reported as such, not as a broken protocol.
+    let mut reply = Reply::with_limit(super::MAX_ANSWER_BYTES - 2048);
     loop {
         let payload = match frame::read_frame(&mut input, None) {
             Ok((frame::kind::RUN, payload)) => payload,

@@ -288,6 +288,9 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<InferR
                 InputData::Binary(mine)
             }
         };
+        if inputs.iter().any(|i: &Input<'_>| i.name == input.name) {
+            return Err(format!("input {:?} appears more than once in inputs; send each input once", input.name));
+        }
         inputs.push(Input { name: input.name, datatype, shape, data });
     }
     if !binary.is_empty() {
@@ -296,11 +299,25 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<InferR
             binary.len()
         ));
     }
-    let outputs = parsed.outputs.map(|list| {
-        list.into_iter()
-            .map(|o| RequestedOutput { binary: o.parameters.and_then(|p| p.binary_data), name: o.name })
-            .collect()
-    });
+    // Each output once: naming one output 10,000 times would make an answer 10,000 times its
+    // size from a small request.
+    let outputs = match parsed.outputs {
+        None => None,
+        Some(list) => {
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            if let Some(twice) = list.iter().find(|o| !seen.insert(o.name.as_str())) {
+                return Err(format!(
+                    "output {:?} appears more than once in outputs; ask for each output once",
+                    twice.name
+                ));
+            }
+            Some(
+                list.into_iter()
+                    .map(|o| RequestedOutput { binary: o.parameters.and_then(|p| p.binary_data), name: o.name })
+                    .collect(),
+            )
+        }
+    };
     Ok(InferRequest {
         id: parsed.id,
         inputs,
@@ -310,10 +327,15 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<InferR
 }
 
 /// Writes an `infer` answer: a JSON header of outputs, and the binary outputs after it.
+///
+/// The answer is capped ([`super::MAX_ANSWER_BYTES`]): each output is checked against the room
+/// left before it is written where its size is known (binary), and after it otherwise, so an
+/// answer over the cap stops at the first output that crosses it instead of being built whole.
 pub struct ResponseWriter {
     header: Vec<u8>,
     binary: Vec<u8>,
     first: bool,
+    limit: usize,
 }
 
 impl ResponseWriter {
@@ -331,7 +353,32 @@ impl ResponseWriter {
             json_string(&mut header, id);
         }
         header.extend_from_slice(b",\"outputs\":[");
-        Self { header, binary: Vec::new(), first: true }
+        Self { header, binary: Vec::new(), first: true, limit: super::MAX_ANSWER_BYTES }
+    }
+
+    /// As [`new`](Self::new), with another cap (tests).
+    #[cfg(test)]
+    fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The answer's size so far.
+    fn len(&self) -> usize {
+        self.header.len() + self.binary.len()
+    }
+
+    /// `Err` (the cap's message) when `more` bytes would not fit under the cap.
+    pub fn fits(&self, more: usize) -> Result<(), String> {
+        let total = self.len().saturating_add(more).saturating_add(2);
+        if total > self.limit {
+            return Err(if self.limit == super::MAX_ANSWER_BYTES {
+                super::answer_over_cap(None)
+            } else {
+                format!("the answer would be over the answer cap of {} bytes", self.limit)
+            });
+        }
+        Ok(())
     }
 
     fn start(&mut self, name: &str, datatype: Datatype, shape: &[usize]) {
@@ -360,20 +407,31 @@ impl ResponseWriter {
         datatype: Datatype,
         shape: &[usize],
         write_data: impl FnOnce(&mut Vec<u8>),
-    ) {
+    ) -> Result<(), String> {
+        // Each element is at least one digit and a comma.
+        self.fits(shape.iter().product::<usize>().saturating_mul(2))?;
         self.start(name, datatype, shape);
         self.header.extend_from_slice(b",\"data\":");
         write_data(&mut self.header);
         self.header.push(b'}');
+        self.fits(0)
     }
 
     /// An output in binary: its little-endian bytes follow the header.
-    pub fn binary_output(&mut self, name: &str, datatype: Datatype, shape: &[usize], bytes: &[u8]) {
+    pub fn binary_output(
+        &mut self,
+        name: &str,
+        datatype: Datatype,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        self.fits(bytes.len())?;
         self.start(name, datatype, shape);
         self.header.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
         self.header.extend_from_slice(itoa::Buffer::new().format(bytes.len()).as_bytes());
         self.header.extend_from_slice(b"}}");
         self.binary.extend_from_slice(bytes);
+        self.fits(0)
     }
 
     /// The body, and the JSON header's length when binary outputs follow it (the answer's
@@ -478,16 +536,47 @@ mod tests {
     }
 
     #[test]
+    fn a_tensor_named_twice_is_refused_naming_it() {
+        let x = r#"{"name":"x","shape":[1],"datatype":"FP32","data":[1]}"#;
+        let body = format!(r#"{{"inputs":[{x},{x}]}}"#);
+        let e = parse_request(body.as_bytes(), None).unwrap_err();
+        assert!(e.contains(r#"input "x" appears more than once"#), "{e}");
+        let outputs = vec![r#"{"name":"y"}"#; 10_000].join(",");
+        let body = format!(r#"{{"inputs":[{x}],"outputs":[{outputs}]}}"#);
+        let e = parse_request(body.as_bytes(), None).unwrap_err();
+        assert!(e.contains(r#"output "y" appears more than once"#), "{e}");
+        let body = format!(r#"{{"inputs":[{x}],"outputs":[{{"name":"y"}},{{"name":"z"}}]}}"#);
+        assert_eq!(parse_request(body.as_bytes(), None).unwrap().outputs.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_answer_over_the_cap_stops_at_the_output_that_crosses_it() {
+        let mut w = ResponseWriter::new("m", None, None).with_limit(1000);
+        w.binary_output("a", Datatype::Uint8, &[400], &[0; 400]).unwrap();
+        let before = w.len();
+        let e = w.binary_output("b", Datatype::Uint8, &[700], &[0; 700]).unwrap_err();
+        assert!(e.contains("over the answer cap of 1000 bytes"), "{e}");
+        assert_eq!(w.len(), before, "nothing of the output over the cap was written");
+        let mut written = false;
+        let e = w.json_output("c", Datatype::Fp32, &[600], |_| written = true).unwrap_err();
+        assert!(e.contains("answer cap") && !written, "{e}");
+        let mut w = ResponseWriter::new("m", None, None).with_limit(100);
+        let e = w.json_output("d", Datatype::Fp32, &[3], |o| o.extend_from_slice(&[b'1'; 200])).unwrap_err();
+        assert!(e.contains("answer cap"), "{e}");
+        assert!(super::super::answer_over_cap(None).contains("256 MiB"));
+    }
+
+    #[test]
     fn writes_json_and_binary_outputs() {
         let mut w = ResponseWriter::new("m", Some("1"), Some("a"));
-        w.json_output("y", Datatype::Fp64, &[2], |o| o.extend_from_slice(b"[1.0,2.0]"));
+        w.json_output("y", Datatype::Fp64, &[2], |o| o.extend_from_slice(b"[1.0,2.0]")).unwrap();
         let (body, len) = w.finish();
         assert_eq!(len, None);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["outputs"][0]["data"], serde_json::json!([1.0, 2.0]));
         assert_eq!(v["model_version"], "1");
         let mut w = ResponseWriter::new("m", None, None);
-        w.binary_output("y", Datatype::Fp32, &[1], &3.0f32.to_le_bytes());
+        w.binary_output("y", Datatype::Fp32, &[1], &3.0f32.to_le_bytes()).unwrap();
         let (body, len) = w.finish();
         let len = len.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body[..len]).unwrap();

@@ -317,13 +317,16 @@ fn write_v2_output(
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(fail)?;
             let dims: Vec<usize> = shape.iter().map(|d| (*d).max(0) as usize).collect();
             if binary {
+                // Checked before the bytes are gathered, so an output over the cap costs nothing.
+                w.fits(std::mem::size_of_val(data)).map_err(HookError::Failed)?;
                 let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                w.binary_output(name, elem.datatype(), &dims, &bytes);
+                w.binary_output(name, elem.datatype(), &dims, &bytes).map_err(HookError::Failed)?;
             } else {
                 refuse_non_finite(name, data.iter().map(|v| *v as f64))?;
                 w.json_output(name, elem.datatype(), &dims, |out| {
                     tensor_json::write_nested(out, &[data.len()], data, &$w)
-                });
+                })
+                .map_err(HookError::Failed)?;
             }
         }};
     }
@@ -441,6 +444,9 @@ impl ScoringHook for OnnxHook {
                     serde_json::to_writer(&mut body, &sig.name).map_err(|e| HookError::Failed(e.to_string()))?;
                     body.push(b':');
                     write_output(&mut body, &sig.name, &results[i], elem, false)?;
+                    if body.len() > super::MAX_ANSWER_BYTES {
+                        return Err(HookError::Failed(super::answer_over_cap(None)));
+                    }
                 }
                 body.extend_from_slice(b"}}");
             } else {
@@ -450,6 +456,9 @@ impl ScoringHook for OnnxHook {
                     .find_map(|(i, o)| o.elem.map(|e| (i, o.name.as_str(), e)))
                     .expect("init refuses models without a numeric tensor output");
                 write_output(&mut body, name, &results[i], elem, true)?;
+            }
+            if body.len() > super::MAX_ANSWER_BYTES {
+                return Err(HookError::Failed(super::answer_over_cap(Some(body.len()))));
             }
             Ok(HookResponse::json(body))
         })

@@ -2,7 +2,7 @@
 //! request settings of one deployment.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -350,6 +350,13 @@ impl DeploymentSpec {
         }
         if let Some(cc) = &self.code_configuration {
             let script = cc.scoring_script.as_str();
+            check_script_path(script)?;
+            if let Some(code) = cc.code.as_deref() {
+                // The same rule the hooks check again at each load (files change meanwhile).
+                if code.join(script).exists() {
+                    resolve_scoring_script(code, script).map_err(SpecError::invalid)?;
+                }
+            }
             if script.ends_with(".py") {
                 let code = cc.code.as_deref();
                 let python = super::python::script(code, script, &self.model.path, self.environment.as_ref())?;
@@ -375,12 +382,6 @@ impl DeploymentSpec {
             )));
         };
         let library = normalize(&code_dir.join(script));
-        if !library.starts_with(code_dir) {
-            return Err(SpecError::invalid(format!(
-                "scoring_script {script} must name a file inside code_configuration.code ({})",
-                code_dir.display()
-            )));
-        }
         if !library.is_file() {
             return Err(SpecError::invalid(format!(
                 "scoring_script {script} is not a file in code_configuration.code ({}): build the plugin first \
@@ -397,6 +398,54 @@ impl DeploymentSpec {
             isolation: self.isolation.unwrap_or_default(),
         })
     }
+}
+
+/// The lexical half of the one rule for `code_configuration.scoring_script`, for every hook: a
+/// path relative to `code_configuration.code` that stays inside it, so `../x/score.py` or
+/// `/etc/x.so` never names a file the code folder does not hold. Checked at validation;
+/// [`resolve_scoring_script`] checks where the file really is at each load.
+pub fn check_script_path(script: &str) -> Result<(), SpecError> {
+    let path = Path::new(script);
+    let escapes =
+        path.is_absolute() || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if script.is_empty() || escapes || path.file_name().is_none() {
+        return Err(SpecError::invalid(format!(
+            "scoring_script {script:?} must be a file path relative to code_configuration.code, with no `..` \
+             and not absolute (e.g. score.py or onlinescoring/score.py): the scoring script must be inside \
+             the code folder"
+        )));
+    }
+    Ok(())
+}
+
+/// Where the scoring script really is: `code_dir` joined with `script`, with every symbolic
+/// link followed, which must still be inside `code_dir` (also resolved) and be a regular file.
+/// The lexical rule ([`check_script_path`]) cannot see a link inside the code folder that leads
+/// out of it, and the files can change after validation, so the hooks call this at each load
+/// and load the path it returns. The message says what is expected.
+pub fn resolve_scoring_script(code_dir: &Path, script: &str) -> Result<PathBuf, String> {
+    let code = std::fs::canonicalize(code_dir)
+        .map_err(|e| format!("code_configuration.code {} cannot be read: {e}", code_dir.display()))?;
+    let joined = code_dir.join(script);
+    let real = std::fs::canonicalize(&joined).map_err(|e| {
+        format!("scoring_script {script} cannot be read in code_configuration.code ({}): {e}", code_dir.display())
+    })?;
+    if !real.starts_with(&code) {
+        return Err(format!(
+            "scoring_script {script} resolves to {}, outside code_configuration.code ({}): a symbolic link \
+             leads out of the code folder; the scoring script must be a regular file inside it",
+            real.display(),
+            code.display()
+        ));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("scoring_script {script} cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "scoring_script {script} in code_configuration.code ({}) is not a regular file",
+            code_dir.display()
+        ));
+    }
+    Ok(real)
 }
 
 /// `model.path` is a `.onnx` file, or a folder holding exactly one.
@@ -509,9 +558,57 @@ instance_count: 1
         assert_eq!(p.isolation, Isolation::Process);
         let e = native("isolation: sandbox\n", "p.so").unwrap_err();
         assert!(e.message.contains("isolation") && e.message.contains("`process`"), "{e}");
-        assert!(native("", "../p.so").unwrap_err().message.contains("inside code_configuration.code"));
+        assert!(native("", "../p.so").unwrap_err().message.contains("no `..`"));
         assert!(native("", "q.so").unwrap_err().message.contains("q.so is not a file"));
         let onnx = parse("name: blue\nmodel:\n  path: m\nisolation: process\n").unwrap();
         assert!(onnx.hook_kind().unwrap_err().message.contains("applies to native plugins only"));
+    }
+
+    /// One rule for every hook: the scoring script is a regular file inside the code folder,
+    /// by its path (no `..`, not absolute) and where it really is (links followed).
+    #[test]
+    fn the_scoring_script_must_be_inside_the_code_folder_for_every_hook() {
+        let root = tempfile::tempdir().unwrap();
+        let (code, outside) = (root.path().join("code"), root.path().join("x"));
+        std::fs::create_dir_all(&code).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        for name in ["score.py", "p.so"] {
+            std::fs::write(outside.join(name), b"x").unwrap();
+            std::fs::write(code.join(name), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(outside.join("score.py"), code.join("linked.py")).unwrap();
+        std::os::unix::fs::symlink(outside.join("p.so"), code.join("linked.so")).unwrap();
+        std::os::unix::fs::symlink(&outside, code.join("sub")).unwrap();
+        std::fs::create_dir(code.join("dir.py")).unwrap();
+        let kind = |script: &str| {
+            let mut spec = parse(&format!(
+                "name: blue\nmodel:\n  path: {}\ncode_configuration:\n  code: {}\n  scoring_script: {script}\n",
+                root.path().display(),
+                code.display()
+            ))?;
+            spec.resolve_paths(Path::new("/"));
+            spec.hook_kind()
+        };
+        assert!(matches!(kind("score.py"), Ok(HookKind::Python(_))));
+        assert!(matches!(kind("./p.so"), Ok(HookKind::Native(_))));
+        for script in ["../x/score.py", "../x/p.so", "sub/../../x/score.py"] {
+            let e = kind(script).unwrap_err();
+            assert!(e.message.contains("no `..`") && e.message.contains("inside the code folder"), "{script}: {e}");
+        }
+        for script in [outside.join("score.py"), outside.join("p.so")] {
+            let e = kind(&script.display().to_string()).unwrap_err();
+            assert!(e.message.contains("not absolute"), "{}: {e}", script.display());
+        }
+        for script in ["linked.py", "linked.so", "sub/score.py", "sub/p.so"] {
+            let e = kind(script).unwrap_err();
+            assert!(e.message.contains("outside code_configuration.code"), "{script}: {e}");
+        }
+        let e = kind("dir.py").unwrap_err();
+        assert!(e.message.contains("not a regular file") || e.message.contains("is not a file"), "{e}");
+        // At load time the same rule: a link made after validation is refused.
+        assert_eq!(resolve_scoring_script(&code, "p.so").unwrap(), std::fs::canonicalize(code.join("p.so")).unwrap());
+        std::fs::remove_file(code.join("p.so")).unwrap();
+        std::os::unix::fs::symlink(outside.join("p.so"), code.join("p.so")).unwrap();
+        assert!(resolve_scoring_script(&code, "p.so").unwrap_err().contains("outside code_configuration.code"));
     }
 }

@@ -12,7 +12,7 @@ pub mod python;
 pub mod rollout;
 pub mod traffic;
 
-pub use deployment::{DeploymentSpec, HookKind, Isolation, NativePlugin};
+pub use deployment::{resolve_scoring_script, DeploymentSpec, HookKind, Isolation, NativePlugin};
 pub use endpoint::{AuthMode, EndpointSpec, TrafficAffinity};
 pub use error::{SpecError, SpecErrorKind};
 pub use rollout::{RolloutPlan, Step};

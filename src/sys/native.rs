@@ -25,6 +25,25 @@ pub struct Library {
     destroy: switchyard_plugin::DestroyFn,
 }
 
+/// A libloading error with its cause: libloading 0.9 displays only "dlopen failed", and the
+/// loader's own reason (`libmissingdep.so: cannot open shared object file: No such file or
+/// directory`, a wrong ELF class, a missing symbol) is the error's `source`, which is what the
+/// user needs to fix the plugin.
+fn with_reason(e: &libloading::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let reason = c.to_string();
+        if !reason.is_empty() && !text.contains(&reason) {
+            text.push_str(": ");
+            text.push_str(&reason);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// `major.minor` of an `abi_version`.
 fn version_text(v: u32) -> String {
     format!("{}.{}", v >> 16, v & 0xffff)
@@ -36,15 +55,16 @@ impl Library {
         // SAFETY: loading runs the library's initialisers; the library is the plugin the
         // deployment names (code the operator chose to run), loaded by absolute path.
         let lib = unsafe { libloading::Library::new(path) }
-            .map_err(|e| format!("cannot load the native plugin {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot load the native plugin {}: {}", path.display(), with_reason(&e)))?;
         // SAFETY: the symbol's type is the ABI's entry point (`switchyard_entry_fn`).
         let entry: EntryFn = match unsafe { lib.get::<EntryFn>(ENTRY_SYMBOL) } {
             Ok(symbol) => *symbol,
             Err(e) => {
                 return Err(format!(
                     "{} is not a Switchyard plugin: it does not export `switchyard_plugin` \
-                     (runtime/include/switchyard_plugin.h): {e}",
-                    path.display()
+                     (runtime/include/switchyard_plugin.h): {}",
+                    path.display(),
+                    with_reason(&e)
                 ))
             }
         };
@@ -120,13 +140,31 @@ impl Library {
 }
 
 /// What one `run` handed to the respond callback.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reply {
     /// Whether the plugin called `respond` (a second call replaces the first).
     pub called: bool,
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// The largest body copied: a longer one is not copied at all (the copy is what would
+    /// cost the memory) and its length is kept in `too_large` instead.
+    pub body_limit: usize,
+    /// The length of a body over `body_limit` (`body` is then empty).
+    pub too_large: Option<usize>,
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Self::with_limit(usize::MAX)
+    }
+}
+
+impl Reply {
+    /// A reply that copies bodies of at most `body_limit` bytes.
+    pub fn with_limit(body_limit: usize) -> Self {
+        Self { called: false, status: 0, content_type: String::new(), body: Vec::new(), body_limit, too_large: None }
+    }
 }
 
 /// One plugin instance (a handle from `init`), destroyed on drop.
@@ -148,6 +186,7 @@ impl Instance {
         reply.status = 0;
         reply.content_type.clear();
         reply.body = Vec::new();
+        reply.too_large = None;
         // SAFETY: `handle` came from this library's `init` and is used by this thread only for
         // the call (`&mut self`); `body` and `content_type` outlive the call; `respond_sink`
         // writes only into `reply`, which `respond_ctx` points at for the call.
@@ -222,6 +261,12 @@ unsafe extern "C" fn respond_sink(
         let ct = plugin_bytes(content_type.cast(), content_type_len.min(1024));
         reply.content_type.clear();
         reply.content_type.push_str(&String::from_utf8_lossy(ct));
-        reply.body = plugin_bytes(body, body_len).to_vec();
+        if body_len > reply.body_limit {
+            reply.body = Vec::new();
+            reply.too_large = Some(body_len);
+        } else {
+            reply.too_large = None;
+            reply.body = plugin_bytes(body, body_len).to_vec();
+        }
     }
 }

@@ -50,6 +50,8 @@ pub struct PythonHook {
 impl PythonHook {
     /// Starts a worker and waits for its `init()`; blocking (seconds).
     pub fn start(script: &PythonScript, ctx: &InitContext) -> Result<Self, String> {
+        // The file may have changed since validation: it must still be inside the code folder.
+        crate::spec::resolve_scoring_script(&script.code_dir, &script.script)?;
         let python = ctx.python_env.interpreter(&script.environment, &ctx.logs)?;
         let n = ctx.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let files = instance_dir(&ctx.deployment, n)?;
