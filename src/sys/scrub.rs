@@ -26,15 +26,22 @@ pub struct Scrubbed {
 /// Removes `variable` from the environment and overwrites, in the kernel-visible argument and
 /// environment blocks, `variable`'s value and every argument whose value is `secret`.
 ///
-/// Must be called before the process starts a thread: the environment is changed and the
-/// startup blocks are written without a lock, which is sound only while nothing else runs.
-/// Errors say why the blocks could not be found (no `/proc`, say); the variable is removed
-/// from the environment either way.
+/// Works only while the process has one thread (checked: an `Err`, and nothing changed, when
+/// it has more): the environment is changed and the startup blocks are written without a
+/// lock, which is sound only while nothing else runs. Errors also say why the blocks could not
+/// be found (no `/proc`, say).
 pub fn scrub_startup_secret(variable: &str, secret: Option<&str>) -> Result<Scrubbed, String> {
+    // With one thread, no other can appear meanwhile: only this one could start it.
+    match thread_count() {
+        Some(1) => {}
+        Some(n) => {
+            return Err(format!("the process already runs {n} threads; the startup blocks are left as they are"))
+        }
+        None => return Err("cannot count this process's threads (/proc/self/status)".into()),
+    }
     let set = std::env::var_os(variable).is_some();
     if set {
-        // `remove_var` is safe in edition 2021; it is sound here because no other thread exists
-        // yet to read the environment (the caller's contract).
+        // Sound: no other thread exists to read the environment meanwhile (checked above).
         std::env::remove_var(variable);
     }
     let mut done = Scrubbed::default();
@@ -85,6 +92,12 @@ pub fn forbid_dumping() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The process's thread count (`Threads:` of `/proc/self/status`).
+fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+}
+
 /// The original argument and environment blocks, `[arg_start..arg_end, env_start..env_end]`,
 /// from fields 48 to 51 of `/proc/self/stat` (Linux 3.5 and later).
 fn startup_blocks() -> Result<[std::ops::Range<usize>; 2], String> {
@@ -120,8 +133,8 @@ fn overwrite(
     // SAFETY: `range` is this process's original argument or environment block, as the kernel
     // reports it: memory of the initial stack, mapped readable and writable for the process's
     // whole life (checked against what the kernel shows through `shown` before any write).
-    // Nothing else reads or writes it meanwhile: the caller runs before any thread is started,
-    // and no Rust reference to it exists (std and libc hold raw pointers to its strings, and
+    // Nothing else reads or writes it meanwhile: the process has one thread (checked by the
+    // caller, `scrub_startup_secret`), and no Rust reference to it exists (std and libc hold raw pointers to its strings, and
     // read them only when asked, which nothing does during this call).
     let block = unsafe { std::slice::from_raw_parts_mut(range.start as *mut u8, len) };
     if block != expected.as_slice() {
@@ -141,4 +154,18 @@ fn overwrite(
         }
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test harness runs tests on threads of their own: the scrub must refuse, and leave
+    /// the environment as it was (writing it now could race with another thread's read).
+    #[test]
+    fn with_more_than_one_thread_nothing_is_changed() {
+        let e = scrub_startup_secret("PATH", None).unwrap_err();
+        assert!(e.contains("threads"), "{e}");
+        assert!(std::env::var_os("PATH").is_some());
+    }
 }
