@@ -41,7 +41,10 @@ async function attempt(name, run) {
     const r = await run();
     results[name] = (r && r.type !== undefined) ? r.type + " " + r.status : String(r);
   } catch (e) {
-    results[name] = "refused by the browser: " + e;
+    // A rejected fetch: refused by the browser before sending (a preflight not granted, a
+    // method no-cors forbids), or answered by a refusal whose `Cross-Origin-Resource-Policy:
+    // same-origin` the browser then withholds from this page.
+    results[name] = "failed: " + e;
   }
 }
 const rollout = JSON.stringify({to: "green", steps: "10,100", step_duration: "60s"});
