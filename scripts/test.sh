@@ -22,13 +22,16 @@ set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 
-# A server of ours: the pid is alive (not a zombie) and its environment carries our pid folder
-# (a reused pid, or another user's switchyard on this machine, does not).
+# A server of ours: the pid is alive (not a zombie) and started when the tests recorded it
+# (tests/common's record_server_pid writes the start time, field 22 of /proc/PID/stat: a
+# reused pid starts later). Not its environment: the server is not dumpable, so /proc/PID/environ
+# is unreadable to a non-root user.
 ours() {
-  local pid=$1
-  [ -r "/proc/$pid/environ" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "SWITCHYARD_TEST_PID_DIR=$SWITCHYARD_TEST_PID_DIR"
+  local pid=$1 fields
+  fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ -n "$fields" ] || return 1
+  [ "$(echo "$fields" | awk '{print $1}')" != Z ] || return 1
+  [ "$(echo "$fields" | awk '{print $20}')" = "$(cat "$SWITCHYARD_TEST_PID_DIR/$pid" 2>/dev/null)" ]
 }
 # Servers watch their parent every 200 ms: give them a moment to notice it is gone.
 leaked=()

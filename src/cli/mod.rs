@@ -269,6 +269,16 @@ pub struct ServeArgs {
     /// Port of the admin API; 0 picks a free port (printed at start).
     #[arg(long, default_value_t = 5002)]
     pub admin_port: u16,
+    /// Read the admin token from this file (a token given by --admin-token or
+    /// SWITCHYARD_ADMIN_TOKEN is visible to the user's other processes until the server has
+    /// started and overwritten it).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// Host names (comma-separated) a token-less admin API also answers to, besides
+    /// localhost, loopback addresses and --admin-host: requests naming any other Host are
+    /// refused (DNS rebinding). Not needed with an admin token.
+    #[arg(long, env = "SWITCHYARD_ADMIN_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub admin_allowed_hosts: Vec<String>,
     /// Scoring-plane worker threads (default: one per CPU).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -404,6 +414,8 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         admin_host: args.admin_host,
         admin_port: args.admin_port,
         admin_token: admin_token.filter(|t| !t.is_empty()),
+        admin_token_file: args.admin_token_file.filter(|p| !p.as_os_str().is_empty()),
+        admin_allowed_hosts: args.admin_allowed_hosts,
         workers,
         max_body_bytes: args.max_body_bytes,
         body_timeout: Duration::from_millis(args.body_timeout_ms),

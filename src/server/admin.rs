@@ -19,6 +19,8 @@ pub struct AdminState {
     /// The control plane (which also holds the admin token: when set, every admin call must
     /// send `Authorization: Bearer <token>`).
     pub control: Arc<ControlPlane>,
+    /// The names a token-less plane answers to (see `admin_guard`).
+    pub allowed_hosts: super::admin_guard::AllowedHosts,
 }
 
 /// Registers the admin routes.
@@ -354,7 +356,7 @@ const INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(200);
 /// call another port). The body goes to the endpoint's own `scoring_uri` with its primary
 /// key (or token), through the front door like any client's request (auth, routing, pinning,
 /// mirroring, metrics); the scoring plane's status, body and `azureml-model-deployment` come
-/// back unchanged.
+/// back unchanged, as an attachment (see below).
 async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     let pin = match web::Query::<InvokeQuery>::from_query(req.query_string()) {
@@ -401,6 +403,10 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
             if let Some(served) = served {
                 r.insert_header(("azureml-model-deployment", served));
             }
+            // The body is whatever a scoring script returned (HTML from a `@rawhttp` script,
+            // say): it must never render as a page of the admin origin. The gate adds
+            // `nosniff` and a sandboxing policy; opened as a page, this is a download.
+            r.insert_header((header::CONTENT_DISPOSITION, "attachment; filename=\"invoke-answer\""));
             r.content_type(content_type.unwrap_or_else(|| "application/json".into())).body(body)
         }
         Ok(Err(e)) => error_response(502, &format!("the scoring plane did not answer: {e}")),

@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::Value;
 
+use super::admin_guard::Refusal;
 use crate::control::ControlError;
 use crate::deployment::ScoreError;
 use crate::spec::{SpecError, SpecErrorKind};
@@ -83,6 +84,35 @@ pub fn control_status(e: &ControlError) -> u16 {
 /// A refused admin operation as an answer.
 pub fn control_error(e: &ControlError) -> HttpResponse {
     error_response(control_status(e), &e.to_string())
+}
+
+/// The admin gate's refusal as an answer: 403 for a foreign `Host` or a cross-site request,
+/// 415 for a body not declared as JSON or YAML; each message says what was expected.
+pub fn admin_refusal(refusal: &Refusal) -> HttpResponse {
+    match refusal {
+        Refusal::ForeignHost { host, allowed } => error_response(
+            403,
+            &format!(
+                "this admin plane has no admin token, so it answers only to the host names it serves ({allowed}); this request was sent to Host {host:?}. Add the name with --admin-allowed-hosts, or set an admin token"
+            ),
+        ),
+        Refusal::CrossSite { evidence } => error_response(
+            403,
+            &format!(
+                "a state-changing admin request must come from the admin plane's own origin (the studio page) or from a client that is not a browser; this one came from another site ({evidence})"
+            ),
+        ),
+        Refusal::ContentType { got } => {
+            let got = match got {
+                Some(t) => format!("got Content-Type {t:?}"),
+                None => "got a body without a Content-Type".to_string(),
+            };
+            error_response(
+                415,
+                &format!("admin request bodies must be sent as Content-Type: application/json (documents may also be application/yaml); {got}"),
+            )
+        }
+    }
 }
 
 /// An admin result as an answer: 200 with the JSON, or the error.

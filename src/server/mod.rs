@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_guard;
 mod body;
 mod errors;
 pub mod front_door;
@@ -44,6 +45,12 @@ pub struct ServeOptions {
     pub admin_port: u16,
     /// Required when the admin plane binds a non-loopback address.
     pub admin_token: Option<String>,
+    /// `--admin-token-file`: a file holding the admin token (in place of `admin_token`, which
+    /// other processes of the user can read from the command line or environment at start).
+    pub admin_token_file: Option<PathBuf>,
+    /// `--admin-allowed-hosts`: names a token-less admin plane answers to besides loopback
+    /// ones and its own address (DNS rebinding guard, see `admin_guard`).
+    pub admin_allowed_hosts: Vec<String>,
     /// Scoring-plane worker threads.
     pub workers: usize,
     /// Largest accepted `/score` body.
@@ -107,8 +114,10 @@ pub const DEFAULT_MIRROR_CPU_PERCENT: f64 = crate::mirror::executor::DEFAULT_SHA
 
 /// `switchyard serve`: sets up the process (tracing, the shadow budget, the runtime that runs
 /// control-plane work) and runs the server until SIGTERM/SIGINT.
-pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     crate::telemetry::init_tracing();
+    // Before any thread exists (the scrub writes the environment and the startup blocks).
+    hide_admin_token(&mut opts)?;
     crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
     crate::hooks::python::configure(opts.python.clone());
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
@@ -128,6 +137,79 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let listeners = bind(&opts)?;
         run(opts, listeners, shutdown).await
     })
+}
+
+/// The environment variable that may carry the admin token (clap's `env` for `--admin-token`).
+pub const ADMIN_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
+
+/// Keeps the admin token from scoring scripts and other processes of the user: reads
+/// `--admin-token-file`, overwrites the token where `/proc/<pid>/{environ,cmdline}` show it,
+/// and makes the process non-dumpable (no `ptrace`, no `/proc/<pid>/mem` for same-user
+/// processes). Runs before any thread is started, as the scrub requires.
+fn hide_admin_token(opts: &mut ServeOptions) -> Result<(), ServeError> {
+    if let Some(path) = &opts.admin_token_file {
+        if opts.admin_token.is_some() {
+            return Err(ServeError::Setup(format!(
+                "the admin token is given twice: by --admin-token (or {ADMIN_TOKEN_ENV}) and by --admin-token-file {}; keep one",
+                path.display()
+            )));
+        }
+        opts.admin_token = Some(read_admin_token_file(path).map_err(ServeError::Setup)?);
+    }
+    match crate::sys::scrub::scrub_startup_secret(ADMIN_TOKEN_ENV, opts.admin_token.as_deref()) {
+        Ok(done) if done != Default::default() => {
+            tracing::info!(
+                arguments = done.arguments,
+                variables = done.variables,
+                "admin token removed from /proc/self/cmdline and /proc/self/environ"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot overwrite the admin token in the startup environment and arguments; other processes of this user may read it there (use --admin-token-file or --secrets-dir)")
+        }
+    }
+    if let Err(e) = crate::sys::scrub::forbid_dumping() {
+        tracing::warn!(error = %e, "cannot make the process non-dumpable; processes of this user may read its memory");
+    }
+    Ok(())
+}
+
+/// The longest admin token file read (the token travels in a header).
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The token in `path`: its text without surrounding whitespace. The file must be a regular
+/// file (a FIFO would hold the start), at most 4 KiB, of visible ASCII characters.
+fn read_admin_token_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read --admin-token-file {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("--admin-token-file {shown} is not a regular file: expected a file holding the token"));
+    }
+    // Non-blocking: a file swapped for a FIFO after the check must not hold the start.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read --admin-token-file {shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read --admin-token-file {shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "--admin-token-file {shown} is larger than {MAX_TOKEN_FILE_BYTES} bytes: expected one token"
+        ));
+    }
+    let token = bytes.trim_ascii();
+    if token.is_empty() || !token.iter().all(u8::is_ascii_graphic) {
+        return Err(format!(
+            "--admin-token-file {shown} must hold one token of visible ASCII characters (no spaces or line breaks inside; surrounding whitespace is dropped)"
+        ));
+    }
+    Ok(String::from_utf8_lossy(token).into_owned())
 }
 
 /// The two planes' sockets, bound by the caller (so tests can bind ephemeral ports and run
@@ -181,6 +263,8 @@ pub async fn run(
     if !admin_ip.is_loopback() && control.admin_token().is_none() {
         return Err(ServeError::AdminExposed(admin_ip));
     }
+    let allowed_hosts =
+        admin_guard::AllowedHosts::new(admin_ip, &opts.admin_allowed_hosts).map_err(ServeError::Setup)?;
     if saved.is_some() {
         control.begin_restore();
     }
@@ -239,7 +323,7 @@ pub async fn run(
         })?
         .run();
 
-    let admin_state = web::Data::new(AdminState { control: Arc::clone(&control) });
+    let admin_state = web::Data::new(AdminState { control: Arc::clone(&control), allowed_hosts });
     let admin = HttpServer::new(move || {
         // Runs on the admin worker thread as it starts: control calls yield to scoring.
         crate::threads::set_nice(crate::threads::CONTROL_NICE);
@@ -247,6 +331,9 @@ pub async fn run(
             .app_data(admin_state.clone())
             // Admin documents are small; a larger body is refused before it is read whole.
             .app_data(web::PayloadConfig::new(crate::spec::limits::MAX_DOCUMENT_BYTES))
+            // In front of every route: refuses cross-site and rebinding requests, and puts
+            // nosniff and a CSP on every answer (see `admin_guard`).
+            .wrap(actix_web::middleware::from_fn(admin_guard::gate))
             .configure(admin::configure)
     })
     // Two workers: a call that takes long (a large body, a save to a slow disk) does not
@@ -413,6 +500,8 @@ mod tests {
             admin_host: "127.0.0.1".into(),
             admin_port: 0,
             admin_token: None,
+            admin_token_file: None,
+            admin_allowed_hosts: Vec::new(),
             workers: 1,
             max_body_bytes: 1 << 20,
             body_timeout: Duration::from_secs(5),

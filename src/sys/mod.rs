@@ -3,10 +3,12 @@
 //! parent process. This is the only module where `unsafe` is allowed (every other module
 //! forbids it); each call says why it is sound. (`yaml` holds the other exception: libyaml's
 //! event parser, used to bound nesting depth before a document is parsed; `native` holds the
-//! other: loading native scoring plugins and calling through their C ABI.)
+//! other: loading native scoring plugins and calling through their C ABI; `scrub` overwrites the
+//! admin token in the kernel-visible startup blocks and makes the server non-dumpable.)
 #![allow(unsafe_code)]
 
 pub mod native;
+pub mod scrub;
 pub mod yaml;
 
 use std::time::Duration;

@@ -310,10 +310,18 @@ impl Drop for Server {
 
 /// With `SWITCHYARD_TEST_PID_DIR` set (scripts/test.sh sets it), notes each server's pid there,
 /// so the script can check after the test binaries exit that none of them is still running.
-/// The server inherits the variable, which lets the script tell its servers from others.
+/// The file holds the process's start time (field 22 of `/proc/<pid>/stat`), which with the
+/// pid names this very process (a reused pid starts later). Not its environment: the server
+/// is not dumpable, so another user's process, or one without CAP_SYS_PTRACE, cannot read it.
 pub fn record_server_pid(pid: u32) {
     if let Some(dir) = std::env::var_os("SWITCHYARD_TEST_PID_DIR") {
-        let _ = std::fs::write(Path::new(&dir).join(pid.to_string()), b"");
+        let started = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19).map(str::to_string))
+            })
+            .unwrap_or_default();
+        let _ = std::fs::write(Path::new(&dir).join(pid.to_string()), started);
     }
 }
 
