@@ -45,6 +45,10 @@ const STUDIO_TERMS = [
   [/--traffic\b/g, "Update traffic"],
   [/pin a deployment with the azureml-model-deployment header/g, "pick a Deployment on the Test tab"],
   [/\bbase_dir\b/g, "“Folder of the YAML file”"],
+  // The neutral wording the admin API uses now (the CLI adds its own commands to it).
+  [/\(the endpoint's traffic\)/g, "(Update traffic on the Details tab)"],
+  [/\babort the rollout\b/g, "abort the rollout (Abort on the Rollout tab)"],
+  [/\bthis server hosts no endpoint: create one first\b/g, "this server hosts no endpoint: create one with Create endpoint on the Details tab"],
 ];
 
 function studioTerms(message) {
