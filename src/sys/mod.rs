@@ -6,6 +6,7 @@
 //! other: loading native scoring plugins and calling through their C ABI.)
 #![allow(unsafe_code)]
 
+pub mod files;
 pub mod native;
 pub mod yaml;
 
