@@ -82,6 +82,13 @@ fn load_slots() -> usize {
 fn a_slow_init_holding_every_load_slot_neither_blocks_another_deployment_nor_outlives_its_delete() {
     let s = server();
     s.create_endpoint();
+    // Blue serves all traffic, from a worker whose init is quick.
+    let blue_dir = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", blue_dir.path(), 1, 0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.wait_state("blue", "Succeeded");
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
     let dir = script_dir();
     let slots = load_slots();
     let r = s.admin("PUT", "/v1/deployments/slow", Some(&doc("slow", dir.path(), slots, 600)));
@@ -95,6 +102,19 @@ fn a_slow_init_holding_every_load_slot_neither_blocks_another_deployment_nor_out
             Err(format!("{n} of {slots} inits started"))
         }
     });
+
+    // The defect: blue's crashed worker was not replaced (503, readiness 503) until the slow
+    // inits ended.
+    assert_eq!(s.score_authed(&key, b"\"crash\"", None).status, 424);
+    eventually("blue's crashed worker is replaced beside the slow inits", Duration::from_secs(60), || {
+        let r = s.score_authed(&key, b"{}", None);
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
+    assert_eq!(s.get("/health/ready").status, 200);
 
     // The defect: the ONNX deployment waited for a slot until the slow inits ended (600 s).
     s.deploy("fast", "model-1", json!({}));
@@ -189,4 +209,47 @@ fn a_replacement_whose_init_fails_is_retried_shown_and_loads_once_fixed() {
     assert_eq!(v["provisioning_state"], "Succeeded", "{v}");
     assert!(v.get("restart").is_none(), "{v}");
     assert_eq!(s.score_authed(&key, b"{}", None).status, 200);
+}
+
+#[test]
+fn a_scale_counts_the_instances_waiting_to_be_replaced() {
+    let s = server();
+    s.create_endpoint();
+    let dir = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), 2, 0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.wait_state("blue", "Succeeded");
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
+    std::fs::write(dir.path().join("code/fail-init"), "").unwrap();
+    assert_eq!(s.score_authed(&key, b"\"crash\"", None).status, 424);
+    // Backoff made visible (`ready: 1` of 2 said nothing before).
+    let v = eventually("one instance waits to be replaced", Duration::from_secs(30), || {
+        let v = s.admin("GET", "/v1/deployments/blue", None).json();
+        if v["restart"]["failed_tries"].as_u64().unwrap_or(0) >= 2 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert_eq!(v["instances"]["ready"], 1, "{v}");
+    assert_eq!(v["provisioning_state"], "Succeeded", "one instance serves: {v}");
+    assert_eq!(v["restart"]["instances"], 1, "{v}");
+    // The defect: the scale started from 1 (what was ready), loaded 2 more, and the instance
+    // being replaced came back on top: 4 instances for instance_count 3.
+    let r = s.admin("PATCH", "/v1/deployments/blue", Some(&json!({"instance_count": 3})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    std::fs::remove_file(dir.path().join("code/fail-init")).unwrap();
+    eventually("3 instances serve", Duration::from_secs(60), || {
+        let v = s.admin("GET", "/v1/deployments/blue", None).json();
+        if v["instances"]["ready"] == 3 && v.get("restart").is_none() && v["provisioning_state"] == "Succeeded" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+    // Nothing more loads after: exactly instance_count.
+    let v = s.admin("GET", "/v1/deployments/blue", None).json();
+    assert_eq!(v["instances"]["ready"], 3, "{v}");
+    assert_eq!(v["instances"]["loading"], 0, "{v}");
 }

@@ -163,7 +163,8 @@ impl ControlPlane {
         }
         // Scaling starts from what runs, never from a count that was asked for and failed.
         let counts = record.live.pool.counts();
-        let from = counts.ready + counts.loading;
+        // Instances waiting out a replacement's backoff count too: they come back by themselves.
+        let from = counts.ready + counts.loading + counts.restarting;
         let to = spec.instance_count as usize;
         let before = state.clone();
         let record = state.deployments.get_mut(name).expect("checked above");
