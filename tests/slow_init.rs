@@ -253,3 +253,40 @@ fn a_scale_counts_the_instances_waiting_to_be_replaced() {
     assert_eq!(v["instances"]["ready"], 3, "{v}");
     assert_eq!(v["instances"]["loading"], 0, "{v}");
 }
+
+#[test]
+fn a_stop_during_a_restore_keeps_the_saved_traffic_of_deployments_still_in_init() {
+    let state = tempfile::tempdir().unwrap();
+    let args = ["--python", &test_venv_python(), "--state-dir", state.path().to_str().unwrap()];
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let mut s = Server::start_with(&args);
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({}));
+    let dir = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/green", Some(&doc("green", dir.path(), 1, 0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.wait_state("green", "Succeeded");
+    assert_eq!(s.set_traffic(json!({"blue": 50, "green": 50})).status, 200);
+    assert!(s.terminate().success());
+
+    // Green's init now sleeps: the restart is stopped while it runs.
+    let saved = std::fs::read_to_string(state.path().join("state.json")).unwrap();
+    let slow = saved.replace("\"SLEEP_S\": \"0\"", "\"SLEEP_S\": \"600\"");
+    assert_ne!(saved, slow, "the saved state holds green's SLEEP_S");
+    std::fs::write(state.path().join("state.json"), slow).unwrap();
+    let before = pids(dir.path()).len();
+    let mut s = Server::start_with(&args);
+    eventually("green's init runs again", Duration::from_secs(60), || {
+        if pids(dir.path()).len() > before {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    });
+    assert!(s.terminate().success());
+    // A load cancelled by the stop is no failure of green: its traffic stays saved.
+    let mut s = Server::start_with(&args);
+    let ep = s.admin("GET", "/v1/endpoint", None).json();
+    assert_eq!(ep["traffic"], json!({"blue": 50, "green": 50}), "{ep}");
+    assert!(s.terminate().success()); // and green's worker, in init again, goes with it
+}

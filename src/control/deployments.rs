@@ -349,9 +349,12 @@ impl ControlPlane {
                     fresh.state.set(ProvisioningState::Failed, Some(error.to_string()));
                     // A version that never loaded gets no traffic (CONTRACT §5): a rollout to
                     // it rolls back now, and live traffic it still has (saved before a
-                    // restart) goes to the others.
-                    self.roll_back_if_target_failed(&mut state, name, &error.to_string());
-                    self.drop_failed_traffic(&mut state);
+                    // restart) goes to the others. Not for a load cancelled by a stop: that
+                    // says nothing about the deployment, and the saved traffic must stay.
+                    if error != LoadError::Cancelled && !self.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                        self.roll_back_if_target_failed(&mut state, name, &error.to_string());
+                        self.drop_failed_traffic(&mut state);
+                    }
                 }
                 if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(name)) {
                     // A failed create takes no traffic.

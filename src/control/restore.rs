@@ -101,16 +101,19 @@ impl ControlPlane {
             // Deployments that cannot load (their hook or model is gone) get no traffic, and a
             // rollout to one of them does not resume: both decided before traffic is live.
             let mut state = self.lock();
+            let stopping = self.shutting_down.load(Ordering::Acquire);
             let failed: Vec<(String, String)> = state
                 .deployments
                 .iter()
-                .filter(|(_, r)| r.live.state.get() == ProvisioningState::Failed && r.live.pool.ready() == 0)
+                .filter(|(_, r)| {
+                    !stopping && r.live.state.get() == ProvisioningState::Failed && r.live.pool.ready() == 0
+                })
                 .map(|(n, r)| (n.clone(), r.live.state.error().unwrap_or_default()))
                 .collect();
             for (name, error) in &failed {
                 self.roll_back_if_target_failed(&mut state, name, error);
             }
-            if self.drop_failed_traffic(&mut state) {
+            if !stopping && self.drop_failed_traffic(&mut state) {
                 self.commit_background(&state);
             }
         }
