@@ -376,3 +376,18 @@ fn sticky_users_stay_put_and_only_move_into_the_growing_band() {
     );
     assert_eq!(r.header("azureml-model-deployment"), Some("green"));
 }
+
+#[test]
+fn deleting_the_endpoint_during_a_rollout_leaves_an_event() {
+    let s = Server::start();
+    blue_green(&s, "model-1");
+    let plan = json!({"to": "green", "steps": "10,100", "step_duration": "600s"});
+    assert_eq!(s.admin("POST", "/v1/endpoint/rollout", Some(&plan)).status, 201);
+    assert_eq!(s.admin("DELETE", "/v1/endpoint", None).status, 200);
+    // The defect: the rollout vanished with no event (404 here).
+    let show = s.admin("GET", "/v1/endpoint/rollout", None);
+    assert_eq!(show.status, 200, "{}", show.body);
+    let show = show.json();
+    assert_eq!(show["status"], "aborted", "{show}");
+    assert!(events(&show).iter().any(|e| e.contains("the endpoint was deleted")), "{show}");
+}

@@ -301,3 +301,69 @@ fn concurrent_patches_never_lose_each_others_fields() {
         assert_eq!(tags[format!("writer{i}")], "round4", "writer {i}'s last patch is kept: {tags}");
     }
 }
+
+/// Blue (model-1) and green (a copy of model-1 in `models`, which the test can remove) both
+/// Succeeded.
+fn blue_and_removable_green(s: &Server, models: &std::path::Path) {
+    std::fs::create_dir_all(models.join("green")).unwrap();
+    std::fs::copy(repo().join("models/model-1/model.onnx"), models.join("green/model.onnx")).unwrap();
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({}));
+    let green = json!({"name": "green", "model": {"path": path_str(&models.join("green"))}});
+    assert_eq!(s.admin("PUT", "/v1/deployments/green", Some(&green)).status, 201);
+    s.wait_state("green", "Succeeded");
+}
+
+#[test]
+fn a_restart_moves_the_traffic_of_a_deployment_that_no_longer_loads_and_readiness_is_honest() {
+    let state = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let args = ["--state-dir", state.path().to_str().unwrap()];
+    let mut s = Server::start_with(&args);
+    blue_and_removable_green(&s, models.path());
+    assert_eq!(s.set_traffic(json!({"blue": 50, "green": 50})).status, 200);
+    assert!(s.terminate().success());
+    std::fs::remove_dir_all(models.path().join("green")).unwrap();
+
+    let s = Server::start_with(&args);
+    s.wait_ready();
+    assert_eq!(s.wait_state("green", "Failed")["provisioning_state"], "Failed");
+    // The defect: green kept 50% and half the requests were 503 while readiness said 200.
+    let ep = s.admin("GET", "/v1/endpoint", None).json();
+    assert_eq!(ep["traffic"], json!({"blue": 100, "green": 0}), "{ep}");
+    let key = s.primary_key();
+    for _ in 0..20 {
+        let r = s.score_authed(&key, &sample_request(), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let logs = s.admin("GET", "/v1/deployments/green/logs?lines=50", None).body;
+    assert!(logs.contains("50% of live traffic moved to the others: now blue=100"), "{logs}");
+}
+
+#[test]
+fn a_rollout_whose_target_no_longer_loads_after_a_restart_rolls_back_at_once() {
+    let state = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let args = ["--state-dir", state.path().to_str().unwrap()];
+    let mut s = Server::start_with(&args);
+    blue_and_removable_green(&s, models.path());
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let plan = json!({"to": "green", "steps": "10,100", "step_duration": "600s"});
+    assert_eq!(s.admin("POST", "/v1/endpoint/rollout", Some(&plan)).status, 201);
+    assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["traffic"], json!({"blue": 90, "green": 10}));
+    assert!(s.terminate().success());
+    std::fs::remove_dir_all(models.path().join("green")).unwrap();
+
+    let s = Server::start_with(&args);
+    s.wait_ready();
+    // The defect: the rollout resumed onto the failed target (and 10% of requests were 503).
+    let show = s.admin("GET", "/v1/endpoint/rollout", None).json();
+    assert_eq!(show["status"], "rolled_back", "{show}");
+    assert_eq!(show["rollback"]["gate"], "target_failed", "{show}");
+    assert!(show["rollback"]["message"].as_str().unwrap().contains("green failed to load"), "{show}");
+    assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["traffic"], json!({"blue": 100, "green": 0}));
+    let key = s.primary_key();
+    for _ in 0..20 {
+        assert_eq!(s.score_authed(&key, &sample_request(), None).status, 200);
+    }
+}

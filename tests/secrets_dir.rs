@@ -197,3 +197,55 @@ fn the_shipped_secret_holds_the_files_the_server_reads_and_its_placeholders_cann
     }
     assert!(!deployment.contains("SWITCHYARD_ADMIN_TOKEN\n"), "the admin token would be given twice");
 }
+
+/// Makes a FIFO at `path` (a file whose open for reading waits for a writer, for ever).
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+#[test]
+fn a_fifo_for_a_key_file_is_refused_at_start_and_in_an_edit_without_wedging_anything() {
+    // At start: the defect hung the start (past SIGTERM) on opening the FIFO.
+    let d = folder(&[("primary-key", P), ("token-signing-key", T)]);
+    mkfifo(&d.path().join("secondary-key"));
+    let mut child = Command::new(bin())
+        .args(["serve", "--port", "0", "--admin-port", "0", "--secrets-dir", d.path().to_str().unwrap()])
+        .env("SWITCHYARD_PARENT_PID", std::process::id().to_string())
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = eventually("serve refuses the FIFO and exits", Duration::from_secs(30), || {
+        child.try_wait().unwrap().ok_or_else(|| "still starting".to_string())
+    });
+    assert!(!exited.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("secondary-key is not a regular file"), "{err}");
+
+    // In an edit: the defect wedged the watcher for good (no later edit was ever taken).
+    let d = folder(&keys(S1));
+    let s = Server::start_with(&["--secrets-dir", d.path().to_str().unwrap()]);
+    s.create_endpoint();
+    let fifo = d.path().join(".fifo.tmp");
+    mkfifo(&fifo);
+    std::fs::rename(&fifo, d.path().join("secondary-key")).unwrap();
+    eventually("the FIFO is refused", Duration::from_secs(20), || {
+        let v = s.admin("GET", "/v1/endpoint", None).json();
+        match v["secrets_dir"]["last_error"].as_str() {
+            Some(m) if m.contains("secondary-key is not a regular file") => Ok(()),
+            _ => Err(v.to_string()),
+        }
+    });
+    write(d.path(), &keys(S2));
+    eventually("the next edit is taken", Duration::from_secs(20), || {
+        let v = s.admin("GET", "/v1/endpoint/keys", None).json();
+        if v["secondaryKey"] == S2 {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+}

@@ -163,7 +163,8 @@ impl ControlPlane {
         }
         // Scaling starts from what runs, never from a count that was asked for and failed.
         let counts = record.live.pool.counts();
-        let from = counts.ready + counts.loading;
+        // Instances waiting out a replacement's backoff count too: they come back by themselves.
+        let from = counts.ready + counts.loading + counts.restarting;
         let to = spec.instance_count as usize;
         let before = state.clone();
         let record = state.deployments.get_mut(name).expect("checked above");
@@ -346,6 +347,14 @@ impl ControlPlane {
                     record.live.logs.push(format!("update failed, this version keeps serving: {error}"));
                 } else {
                     fresh.state.set(ProvisioningState::Failed, Some(error.to_string()));
+                    // A version that never loaded gets no traffic (CONTRACT §5): a rollout to
+                    // it rolls back now, and live traffic it still has (saved before a
+                    // restart) goes to the others. Not for a load cancelled by a stop: that
+                    // says nothing about the deployment, and the saved traffic must stay.
+                    if error != LoadError::Cancelled && !self.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                        self.roll_back_if_target_failed(&mut state, name, &error.to_string());
+                        self.drop_failed_traffic(&mut state);
+                    }
                 }
                 if let Some(ep) = state.endpoint.as_mut().filter(|e| e.all_traffic_on_ready.as_deref() == Some(name)) {
                     // A failed create takes no traffic.
@@ -356,6 +365,56 @@ impl ControlPlane {
                 Some(Arc::clone(fresh))
             }
         }
+    }
+
+    /// Moves the live traffic of deployments whose init failed (`Failed`, nothing loaded) to
+    /// the deployments that keep theirs, in proportion to their shares, and logs it in the
+    /// process log and both deployments' logs. Until now only a restart could leave such a
+    /// share (the saved traffic named a deployment whose model folder was gone): half the
+    /// requests were answered 503 while readiness said 200. When no deployment with traffic
+    /// loaded, traffic stays as it is (and readiness says 503). The caller saves the change.
+    pub(super) fn drop_failed_traffic(&self, state: &mut State) -> bool {
+        let failed = |name: &str| {
+            state.deployments.get(name).is_some_and(|r| {
+                r.live.pool.ready() == 0 && r.live.state.get() == ProvisioningState::Failed && r.pending.is_none()
+            })
+        };
+        let Some(ep) = state.endpoint.as_ref() else { return false };
+        type Shares = Vec<(String, u32)>;
+        let (gone, kept): (Shares, Shares) =
+            ep.spec.traffic.iter().filter(|(_, w)| **w > 0).map(|(n, w)| (n.clone(), *w)).partition(|(n, _)| failed(n));
+        if gone.is_empty() {
+            return false;
+        }
+        let names = gone.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        let kept_total: u32 = kept.iter().map(|(_, w)| *w).sum();
+        if kept_total == 0 {
+            tracing::error!(deployments = %names, "every deployment with live traffic failed to load: nothing serves");
+            return false;
+        }
+        let moved: u32 = gone.iter().map(|(_, w)| *w).sum();
+        let mut next: Vec<(String, u32)> = kept.iter().map(|(n, w)| (n.clone(), w + moved * w / kept_total)).collect();
+        // What integer division left over goes to the largest share, so the sum stays 100.
+        let left = kept_total + moved - next.iter().map(|(_, w)| *w).sum::<u32>();
+        if let Some(top) = next.iter_mut().max_by_key(|(_, w)| *w) {
+            top.1 += left;
+        }
+        let Some(ep) = state.endpoint.as_mut() else { return false };
+        for (n, _) in &gone {
+            ep.spec.traffic.insert(n.clone(), 0);
+        }
+        for (n, w) in &next {
+            ep.spec.traffic.insert(n.clone(), *w);
+        }
+        let to = next.iter().map(|(n, w)| format!("{n}={w}")).collect::<Vec<_>>().join(", ");
+        let line = format!("failed to load, so its {moved}% of live traffic moved to the others: now {to}");
+        tracing::warn!(deployments = %names, "{line}");
+        for (n, _) in gone.iter().chain(next.iter()) {
+            if let Some(r) = state.deployments.get(n) {
+                r.live.logs.push(format!("traffic: {names} {line}"));
+            }
+        }
+        true
     }
 
     /// Adds or drains instances of the version that serves. A scale-up that fails part-way
@@ -421,12 +480,27 @@ impl ControlPlane {
         let spec = record.pending.as_ref().map_or(&record.spec, |p| &p.spec);
         let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
-            let state = record.live.state.get();
+            let counts = record.live.pool.counts();
+            let restart = record.live.pool.restart();
+            let mut state = record.live.state.get();
+            let mut error = record.live.state.error();
+            if let Some(r) = restart.as_ref().filter(|_| state == ProvisioningState::Succeeded && counts.ready == 0) {
+                // Nothing serves while its instances are being replaced: not `Succeeded`.
+                state = ProvisioningState::Failed;
+                error = Some(format!(
+                    "no instance serves: {}; its replacement is retried with backoff{}",
+                    r.last_error,
+                    r.next_try_at.as_ref().map(|t| format!(" (next try at {t})")).unwrap_or_default()
+                ));
+            }
             m.insert("provisioning_state".into(), serde_json::json!(state));
-            if let Some(e) = record.live.state.error() {
+            if let Some(e) = error {
                 m.insert("error".into(), Value::String(e));
             }
-            m.insert("instances".into(), serde_json::json!(record.live.pool.counts()));
+            m.insert("instances".into(), serde_json::json!(counts));
+            if let Some(r) = restart {
+                m.insert("restart".into(), serde_json::json!(r));
+            }
             if let Some(why) = record.live.pool.hung_reason() {
                 m.insert("hung_reason".into(), Value::String(why));
             }

@@ -127,7 +127,7 @@ impl ControlPlane {
         let before = state.clone();
         let removed: Vec<_> = std::mem::take(&mut state.deployments).into_values().collect();
         state.endpoint = None;
-        state.rollout = None;
+        self.end_rollout_with_endpoint(&mut state);
         self.commit(&mut state, before)?;
         drop(state);
         for record in removed {

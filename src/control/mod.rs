@@ -317,7 +317,7 @@ impl ControlPlane {
             let state = self.lock();
             for record in state.deployments.values() {
                 let c = record.live.pool.counts();
-                record.live.metrics.set_instances(c.ready, c.loading, c.draining, c.failed);
+                record.live.metrics.set_instances([c.ready, c.loading, c.draining, c.failed, c.restarting]);
                 record.live.metrics.set_inflight(record.live.inflight());
                 record.live.metrics.set_mirror(&record.shadow.report.gauges());
             }

@@ -21,9 +21,20 @@ impl ControlPlane {
     }
 
     /// Stops serving new scoring requests (503, readiness false) for a graceful shutdown.
+    /// Every version stops growing: workers still in `init` are killed now, since nothing
+    /// would stop them after the server exits (a worker notices its server is gone only when
+    /// it next reads its pipe, after init), and no load or replacement starts. Instances that
+    /// serve keep serving the requests in flight.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        self.publish(&self.lock());
+        let state = self.lock();
+        self.publish(&state);
+        for record in state.deployments.values() {
+            record.live.pool.close();
+            if let Some(pending) = &record.pending {
+                pending.pool.pool.close();
+            }
+        }
     }
 
     /// Recreates the saved state and loads every deployment; returns when traffic is live.
@@ -85,6 +96,26 @@ impl ControlPlane {
         let carrying: Vec<_> = carrying.into_iter().map(|(s, l, g, r)| self.restore_one(s, l, g, r)).collect();
         for task in carrying {
             let _ = task.await;
+        }
+        {
+            // Deployments that cannot load (their hook or model is gone) get no traffic, and a
+            // rollout to one of them does not resume: both decided before traffic is live.
+            let mut state = self.lock();
+            let stopping = self.shutting_down.load(Ordering::Acquire);
+            let failed: Vec<(String, String)> = state
+                .deployments
+                .iter()
+                .filter(|(_, r)| {
+                    !stopping && r.live.state.get() == ProvisioningState::Failed && r.live.pool.ready() == 0
+                })
+                .map(|(n, r)| (n.clone(), r.live.state.error().unwrap_or_default()))
+                .collect();
+            for (name, error) in &failed {
+                self.roll_back_if_target_failed(&mut state, name, error);
+            }
+            if !stopping && self.drop_failed_traffic(&mut state) {
+                self.commit_background(&state);
+            }
         }
         self.restoring.store(false, Ordering::Release);
         {

@@ -642,6 +642,31 @@ impl ControlPlane {
         tracing::warn!(target: "switchyard::rollout", to = %target, gate, "rollout rolled back: {message}");
     }
 
+    /// Rolls the running or paused rollout back at once when its target is `name`, which failed
+    /// to load (after a restart, its model folder gone): it must not resume onto it.
+    pub(super) fn roll_back_if_target_failed(&self, state: &mut State, name: &str, error: &str) {
+        let Some(r) = state.rollout.as_ref().filter(|r| r.durable.status.active() && r.durable.plan.to == name) else {
+            return;
+        };
+        let durable = r.durable.clone();
+        let message = format!("the target {name} failed to load: {error}");
+        self.roll_back(state, durable, "target_failed", None, None, message);
+    }
+
+    /// The endpoint is being deleted: a running or paused rollout ends as aborted, with an
+    /// event saying why (in `rollout show` and the process log), instead of vanishing.
+    pub(super) fn end_rollout_with_endpoint(&self, state: &mut State) {
+        if let Some(r) = state.rollout.as_mut().filter(|r| r.durable.status.active()) {
+            r.durable.status = RolloutStatus::Aborted;
+            r.durable.event(format!(
+                "aborted: the endpoint was deleted (with its deployments) while the rollout to {} was at step {}",
+                r.durable.plan.to,
+                r.durable.current()
+            ));
+            tracing::warn!(target: "switchyard::rollout", to = %r.durable.plan.to, "rollout aborted: the endpoint was deleted");
+        }
+    }
+
     /// Saves the rollout's progress with no traffic change (a background change: a failed
     /// save is logged).
     fn save_rollout(&self, state: &mut State, durable: DurableRollout) {

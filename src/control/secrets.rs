@@ -12,7 +12,6 @@
 //!
 //! [`Credentials::rotate_to`]: crate::endpoint::Credentials::rotate_to
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -110,16 +109,14 @@ pub fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<SecretFi
 /// written with `echo` ends with a newline) otherwise, checked.
 fn read_secret(dir: &Path, name: &str) -> Result<Option<String>, String> {
     let path = dir.join(name);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    // Bounded in size (a secret larger than any key is not read) and in time, and only a
+    // regular file: a FIFO here wedged the watcher and the start for good.
+    let limit = MAX_SECRET_CHARS as u64 + 64;
+    let bytes = match crate::sys::files::read_bounded(&path, limit, crate::sys::files::READ_DEADLINE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.to_string()),
     };
-    let mut bytes = Vec::new();
-    // Bounded: a secret larger than any key must not be read whole.
-    file.take(MAX_SECRET_CHARS as u64 + 64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let text = bytes.trim_ascii();
     if text.is_empty() {
         return Err(format!(
@@ -170,7 +167,11 @@ pub fn start(control: &Arc<ControlPlane>, dir: PathBuf, admin_token_given: bool)
         let control = watched;
         let mut current = files;
         while changes.next().await {
-            match read_folder(&dir, Some(admin_from_file)) {
+            // Reading files may wait (a slow disk): off the async threads.
+            let read_dir = dir.clone();
+            let read = tokio::task::spawn_blocking(move || read_folder(&read_dir, Some(admin_from_file))).await;
+            let read = read.unwrap_or_else(|e| Err(format!("the secrets read failed: {e}")));
+            match read {
                 Ok(next) if next == current => control.set_secrets_error(None),
                 Ok(next) => {
                     tracing::info!(dir = %dir.display(), fingerprint = %next.shared.fingerprint(), "secrets rotated");

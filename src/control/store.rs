@@ -178,6 +178,10 @@ pub enum OpenError {
     BreaksRule { path: PathBuf, rule: String },
 }
 
+/// The largest saved state read back: far above what the limits allow (at most
+/// `MAX_DEPLOYMENTS` deployments of documents of at most 1 MiB each).
+const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The state folder.
 #[derive(Debug)]
 pub struct StateStore {
@@ -190,7 +194,9 @@ impl StateStore {
     pub fn open(dir: &Path) -> Result<(Self, Option<Durable>), OpenError> {
         fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { dir: dir.to_path_buf(), source })?;
         let path = dir.join(STATE_FILE);
-        let saved = match fs::read(&path) {
+        // A regular file only, read within a deadline (see `sys::files`): a FIFO or a hung
+        // mount here would hang the start past SIGTERM.
+        let saved = match crate::sys::files::read_bounded(&path, MAX_STATE_BYTES, crate::sys::files::READ_DEADLINE) {
             Ok(bytes) => {
                 let doc: Durable = serde_json::from_slice(&bytes)
                     .map_err(|source| OpenError::Corrupt { path: path.clone(), source })?;
@@ -200,8 +206,8 @@ impl StateStore {
                 doc.validate().map_err(|e| OpenError::BreaksRule { path: path.clone(), rule: e.message })?;
                 Some(doc)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(OpenError::Read { path, source }),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(OpenError::Read { path, source: std::io::Error::other(e.to_string()) }),
         };
         Ok((Self { dir: dir.to_path_buf() }, saved))
     }

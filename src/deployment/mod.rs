@@ -87,6 +87,7 @@ impl Deployment {
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let logs = Arc::new(LogRing::default());
+        let init_stop = Arc::new(hooks::cancel::InitStop::default());
         let ctx = InitContext {
             deployment: spec.name.clone(),
             environment_variables: spec.environment_variables.clone(),
@@ -97,6 +98,7 @@ impl Deployment {
             next_instance: Arc::default(),
             model_name: spec.model.served_name(),
             model_version: spec.model.served_version(),
+            init_stop: Arc::clone(&init_stop),
         };
         let signature: Arc<ArcSwapOption<Signature>> = Arc::default();
         let signature_slot = Arc::clone(&signature);
@@ -117,6 +119,7 @@ impl Deployment {
             }),
             runtime,
         );
+        pool.stop_inits_on_close(init_stop);
         if matches!(kind, HookKind::Python(_)) {
             // A run in a worker process is a pipe round trip at best and may hang: never on
             // the request's thread, always where a deadline can stop it.

@@ -16,13 +16,13 @@
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError};
 
-use crate::hooks::cancel::Cancellation;
+use crate::hooks::cancel::{Cancellation, InitStop};
 use crate::hooks::{self, Answer, HeaderMap, HookError, HookRequest, HookResponse, InitError, Protocol, ScoringHook};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
@@ -42,17 +42,30 @@ pub enum LoadError {
     Thread(String),
 }
 
-/// Model loads allowed to run at once in the whole process. Loads are CPU- and memory-heavy
-/// and nobody's request waits for them; without a bound, 8 creates of 256 instances started
-/// 2,048 loads and 299 threads at once. One per core keeps a big scale-up from starving
-/// everything else and still uses every core.
-pub fn load_slots() -> Arc<Semaphore> {
-    static SLOTS: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
-    Arc::clone(SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Arc::new(Semaphore::new(cores.clamp(2, 16)))
-    }))
+/// Model loads allowed to start at once in the whole process, and loads one deployment version
+/// may have running at once. Loads are CPU- and memory-heavy and nobody's request waits for
+/// them; without a bound, 8 creates of 256 instances started 2,048 loads and 299 threads at
+/// once. One per core keeps a big scale-up from starving everything else and still uses every
+/// core.
+pub fn load_slot_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16)
 }
+
+/// The process-wide load slots ([`load_slot_count`] of them). A load holds one only for its
+/// first [`SLOW_LOAD`]: a load still running after that (a `score.py` whose `init()` sleeps or
+/// downloads) is waiting, not computing, and gives its slot back, so it cannot hold every
+/// other deployment's creates and crash replacements for up to the init deadline (before, a
+/// slow `init()` kept a new ONNX deployment `Creating` and a crashed live worker unreplaced
+/// for 600 s). It still counts against its own version's [`load_slot_count`] loads at once,
+/// which bounds how many run in all.
+pub fn load_slots() -> Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    Arc::clone(SLOTS.get_or_init(|| Arc::new(Semaphore::new(load_slot_count()))))
+}
+
+/// How long a load holds a process-wide load slot at most (see [`load_slots`]).
+pub const SLOW_LOAD: Duration = Duration::from_secs(5);
+
 
 /// Marks a pool whose run cost has not been measured yet.
 const UNMEASURED: u64 = u64::MAX;
@@ -92,6 +105,23 @@ pub struct InstanceCounts {
     /// Instances taken out of service because a run outlived its deadline and could not be
     /// stopped (in-process native plugins; see [`InstancePool::watch_runs`]).
     pub hung: usize,
+    /// Instances that died and wait out the backoff before their replacement loads (then
+    /// they count as `loading`); [`InstancePool::restart`] says why and when.
+    pub restarting: usize,
+}
+
+/// Why instances are being replaced, and when the next try is (for `show`: without it, a
+/// deployment at `ready: 1` of 2 said nothing of the instance waiting out its backoff).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Restart {
+    /// Instances waiting to be replaced or loading their replacement.
+    pub instances: usize,
+    /// What went wrong last: the replacement's init error, or why the instance was dropped.
+    pub last_error: String,
+    /// Replacements of this pool that failed in a row.
+    pub failed_tries: u64,
+    /// When the next replacement starts loading (RFC 3339), if one is waiting.
+    pub next_try_at: Option<String>,
 }
 
 /// The instances of one deployment.
@@ -133,6 +163,23 @@ pub struct InstancePool {
     watch: std::sync::OnceLock<RunWatch>,
     /// Instances whose run is past its deadline and still running (out of service).
     hung: AtomicUsize,
+    /// Loads this version may run at once (see [`load_slots`]).
+    own_loads: Semaphore,
+    /// The hook's workers in init, stopped by [`close`](Self::close).
+    init_stop: OnceLock<Arc<InitStop>>,
+    /// How long one instance's init may take, for every hook (CONTRACT §9): past it the load
+    /// fails with an error saying so and its slot is freed. [`hooks::init_timeout`] (600 s, or
+    /// `SWITCHYARD_INIT_TIMEOUT_MS`), the deadline the hooks keep themselves too: an
+    /// out-of-process worker is killed at it; an in-process init (a native plugin's `init`
+    /// that never returns) cannot be stopped from outside, so its thread is left to finish and
+    /// whatever it makes then is dropped. Shorter in tests.
+    init_deadline: Duration,
+    /// Instances being replaced (waiting out the backoff or loading).
+    restarting: AtomicUsize,
+    /// Instances waiting out the backoff (not loading yet).
+    backing_off: AtomicUsize,
+    /// The last replacement's error and the next try, while any instance is being replaced.
+    restart: Mutex<Option<(String, u64, Option<SystemTime>)>>,
 }
 
 /// Watches the runs of a pool whose hook runs in process and cannot be stopped (a native
@@ -206,7 +253,27 @@ impl InstancePool {
             restarts_in_row: AtomicU64::new(0),
             watch: std::sync::OnceLock::new(),
             hung: AtomicUsize::new(0),
+            own_loads: Semaphore::new(load_slot_count()),
+            init_stop: OnceLock::new(),
+            init_deadline: hooks::init_timeout(),
+            restarting: AtomicUsize::new(0),
+            backing_off: AtomicUsize::new(0),
+            restart: Mutex::new(None),
         })
+    }
+
+    /// As [`new`](Self::new), with another init deadline (tests).
+    #[cfg(test)]
+    fn with_init_deadline(factory: HookFactory, runtime: tokio::runtime::Handle, deadline: Duration) -> Arc<Self> {
+        let mut pool = Self::new(factory, runtime);
+        Arc::get_mut(&mut pool).expect("just made").init_deadline = deadline;
+        pool
+    }
+
+    /// Where the factory registers the workers whose init runs: [`close`](Self::close) kills
+    /// them. Set once, right after [`new`](Self::new).
+    pub fn stop_inits_on_close(&self, stop: Arc<InitStop>) {
+        let _ = self.init_stop.set(stop);
     }
 
     /// Takes out of service any instance whose run outlives `deadline` (the request's
@@ -268,8 +335,8 @@ impl InstancePool {
                 watch.deadline.as_millis()
             );
             (watch.report)(&line);
-            *watch.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
-            self.schedule_replacement();
+            *watch.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(line.clone());
+            self.schedule_replacement(line);
         }
     }
 
@@ -292,9 +359,16 @@ impl InstancePool {
     /// Stops the pool from growing: loads that have not started are skipped, and instances
     /// still loading are dropped when they finish. Existing instances keep serving until
     /// [`remove`](Self::remove)d, so nothing in flight is dropped.
+    ///
+    /// Workers still in init are killed (a deleted version's slow `init()` must not run on).
     pub fn close(&self) {
-        let _idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        self.closed.store(true, Ordering::Release);
+        {
+            let _idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(true, Ordering::Release);
+        }
+        if let Some(stop) = self.init_stop.get() {
+            stop.stop();
+        }
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -320,7 +394,21 @@ impl InstancePool {
             draining: self.draining.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
+            restarting: self.backing_off.load(Ordering::Relaxed),
         }
+    }
+
+    /// Why and when instances are being replaced, while any is.
+    pub fn restart(&self) -> Option<Restart> {
+        let instances = self.restarting.load(Ordering::Relaxed);
+        let guard = self.restart.lock().unwrap_or_else(|e| e.into_inner());
+        let (error, failed_tries, next) = guard.as_ref().filter(|_| instances > 0)?;
+        Some(Restart {
+            instances,
+            last_error: error.clone(),
+            failed_tries: *failed_tries,
+            next_try_at: next.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        })
     }
 
     /// Loads `n` more instances, at most [`load_slots`] at a time across the process, off the
@@ -346,16 +434,30 @@ impl InstancePool {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Loads one instance once a process-wide load slot is free (counted in `loading` by the
-    /// caller).
+    /// Loads one instance (counted in `loading` by the caller) once this version may run
+    /// another load and a process-wide load slot is free; the slot goes back after
+    /// [`SLOW_LOAD`] even if the init goes on (see [`load_slots`]), the version's own share
+    /// when the load ends. The init runs on a loader thread; the wait for it here ends at the
+    /// init deadline whatever the hook does.
     async fn load_one(self: Arc<Self>) -> Result<(), LoadError> {
-        let slot = load_slots().acquire_owned().await;
-        if self.is_closed() || slot.is_err() {
-            self.loading.fetch_sub(1, Ordering::Relaxed);
+        let outcome = self.load_one_counted().await;
+        self.loading.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = &outcome {
+            if !matches!(e, LoadError::Cancelled) {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        outcome
+    }
+
+    async fn load_one_counted(self: &Arc<Self>) -> Result<(), LoadError> {
+        let own = self.own_loads.acquire().await;
+        let slot = if own.is_ok() { load_slots().acquire_owned().await.ok() } else { None };
+        if self.is_closed() || slot.is_none() {
             return Err(LoadError::Cancelled);
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let pool = Arc::clone(&self);
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<Result<Box<dyn ScoringHook>, LoadError>>();
+        let pool = Arc::clone(self);
         let load = move || {
             let made = if pool.is_closed() {
                 Err(LoadError::Cancelled)
@@ -364,31 +466,43 @@ impl InstancePool {
                     .unwrap_or_else(|_| Err(InitError("the scoring hook panicked during init".into())))
                     .map_err(|e| LoadError::Init(e.0))
             };
-            drop(slot);
-            let outcome = match made {
-                Ok(hook) => match pool.join(hook) {
-                    Ok(()) => Ok(()),
-                    Err(hook) => {
-                        drop(catch_unwind(AssertUnwindSafe(|| drop(hook))));
-                        Err(LoadError::Cancelled)
-                    }
-                },
-                Err(e) => {
-                    if e != LoadError::Cancelled {
-                        pool.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e)
-                }
-            };
-            pool.loading.fetch_sub(1, Ordering::Relaxed);
-            let _ = tx.send(outcome);
+            // Nobody waits any more (the init deadline passed): what was made is dropped here.
+            if let Err(Ok(hook)) = tx.send(made) {
+                drop(catch_unwind(AssertUnwindSafe(|| drop(hook))));
+            }
         };
         // Loading is CPU work nobody's request waits for: below live work in priority.
         if let Err(e) = crate::threads::spawn_loader(load) {
-            self.loading.fetch_sub(1, Ordering::Relaxed);
             return Err(LoadError::Thread(e.to_string()));
         }
-        rx.await.unwrap_or_else(|_| Err(LoadError::Init("instance init task failed".into())))
+        let started = tokio::time::Instant::now();
+        let made = match tokio::time::timeout(SLOW_LOAD.min(self.init_deadline), &mut rx).await {
+            Ok(made) => made,
+            Err(_) => {
+                drop(slot); // a slow init waits; it does not hold other deployments' loads
+                let left = self.init_deadline.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, &mut rx).await {
+                    Ok(made) => made,
+                    Err(_) => {
+                        return Err(LoadError::Init(format!(
+                            "init did not finish within {} s (the init deadline); the instance was given up",
+                            self.init_deadline.as_secs_f64()
+                        )))
+                    }
+                }
+            }
+        };
+        let made = made.unwrap_or_else(|_| Err(LoadError::Init("instance init task failed".into())));
+        match made {
+            Ok(hook) => self.join(hook).map_err(|hook| {
+                drop_off_thread(hook);
+                LoadError::Cancelled
+            }),
+            // A worker killed because its version was deleted or replaced fails its init:
+            // that is the cancellation, not a failure of the deployment.
+            Err(_) if self.is_closed() => Err(LoadError::Cancelled),
+            Err(e) => Err(e),
+        }
     }
 
     /// A freshly loaded instance joins the pool, unless the pool was closed meanwhile (then
@@ -426,7 +540,7 @@ impl InstancePool {
             self.draining.fetch_sub(1, Ordering::Relaxed);
             // A session's teardown frees model memory: keep it off the async threads.
             if let Some(hook) = hook {
-                let _ = crate::threads::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
+                drop_off_thread(hook);
             }
         }
         if self.is_closed() && self.ready() == 0 {
@@ -731,27 +845,54 @@ impl InstancePool {
     }
 
     /// Drops a broken instance and loads a replacement, after a backoff that doubles with
-    /// each replacement in a row (0, 0.1, 0.2, ... up to 10 s) until a run succeeds again.
+    /// each replacement in a row (0, 0.1, 0.2, ... up to 10 s) until a run succeeds again. A
+    /// replacement whose init fails is tried again on the same backoff until one loads or the
+    /// version is closed (before, one failed init left the deployment at 0 ready for good).
+    /// While it waits, [`restart`](Self::restart) says why and when the next try is.
     fn replace(self: &Arc<Self>, hook: Box<dyn ScoringHook>) {
         self.ready.fetch_sub(1, Ordering::AcqRel);
         // Dropping an out-of-process instance reaps its process: off the caller's thread,
         // which may be an async worker.
-        let dropped = crate::threads::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
-        if let Err(e) = dropped {
-            tracing::warn!("cannot start a thread to drop a broken instance: {e}");
-        }
-        self.schedule_replacement();
+        drop_off_thread(hook);
+        self.schedule_replacement("the instance stopped serving (its worker died, hung or panicked; see the log)".to_string());
     }
 
-    /// Loads one instance in place of one that left, after the backoff of [`replace`](Self::replace).
-    fn schedule_replacement(self: &Arc<Self>) {
-        let n = self.restarts_in_row.fetch_add(1, Ordering::Relaxed);
-        let backoff = if n == 0 { 0 } else { (100u64 << (n - 1).min(7)).min(10_000) };
+    /// Loads one instance in place of one that left (see [`replace`](Self::replace)): after the
+    /// backoff, again and again until one loads or the version is closed; `why` is what
+    /// [`restart`](Self::restart) says until a replacement's init fails with something else.
+    fn schedule_replacement(self: &Arc<Self>, mut why: String) {
+        self.restarting.fetch_add(1, Ordering::Relaxed);
         let pool = Arc::clone(self);
         self.runtime.spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
-            let _ = pool.add(1).await;
+            loop {
+                let n = pool.restarts_in_row.fetch_add(1, Ordering::Relaxed);
+                let backoff = Duration::from_millis(if n == 0 { 0 } else { (100u64 << (n - 1).min(7)).min(10_000) });
+                pool.backing_off.fetch_add(1, Ordering::Relaxed);
+                pool.note_restart(&why, Some(SystemTime::now() + backoff));
+                tokio::time::sleep(backoff).await;
+                pool.backing_off.fetch_sub(1, Ordering::Relaxed);
+                if pool.is_closed() {
+                    break;
+                }
+                pool.note_restart(&why, None);
+                match pool.add(1).await {
+                    Ok(()) | Err(LoadError::Cancelled) => break,
+                    Err(e) => {
+                        why = format!("the replacement's init failed: {e}");
+                        tracing::warn!(instance_error = %e, "a replacement instance failed to load; retrying with backoff");
+                    }
+                }
+            }
+            if pool.restarting.fetch_sub(1, Ordering::Relaxed) == 1 {
+                *pool.restart.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
         });
+    }
+
+    /// Records the last replacement error and the next try (`None`: loading now).
+    fn note_restart(&self, why: &str, next: Option<SystemTime>) {
+        let tries = self.restarts_in_row.load(Ordering::Relaxed).saturating_sub(1);
+        *self.restart.lock().unwrap_or_else(|e| e.into_inner()) = Some((why.to_string(), tries, next));
     }
 
     /// Puts an instance back; if long runs are queued, an idle instance starts on them.
@@ -787,6 +928,15 @@ impl Drop for CheckedOut<'_> {
                 self.pool.replace(hook);
             }
         }
+    }
+}
+
+/// Drops an instance on a loader thread: dropping an out-of-process instance reaps its
+/// process, and a session's teardown frees model memory, neither on an async thread.
+fn drop_off_thread(hook: Box<dyn ScoringHook>) {
+    let dropped = crate::threads::spawn_loader(move || drop(catch_unwind(AssertUnwindSafe(|| drop(hook)))));
+    if let Err(e) = dropped {
+        tracing::warn!("cannot start a thread to drop an instance: {e}");
     }
 }
 
@@ -844,7 +994,7 @@ mod tests {
         for r in runs {
             assert!(r.await.unwrap().is_ok());
         }
-        assert_eq!(p.counts(), InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0, hung: 0 });
+        assert_eq!(p.counts(), InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0, hung: 0, restarting: 0 });
     }
 
     /// Waits (bounded) until `condition` holds: the explicit wait for a background effect.
@@ -961,7 +1111,7 @@ mod tests {
         gate.set(true);
         assert_eq!(loading.await.unwrap().unwrap_err(), LoadError::Cancelled);
         assert!(inits.load(Ordering::SeqCst) <= slots, "{} inits ran after close", inits.load(Ordering::SeqCst));
-        assert_eq!(p.counts(), InstanceCounts { ready: 0, loading: 0, draining: 0, failed: 0, hung: 0 });
+        assert_eq!(p.counts(), InstanceCounts { ready: 0, loading: 0, draining: 0, failed: 0, hung: 0, restarting: 0 });
     }
 
     /// A hook whose runs are awaited on the task (as a Python worker's are) and finish when
@@ -1035,7 +1185,7 @@ mod tests {
         );
         assert!(stuck.await.is_err());
         eventually("the stuck instance is out of service and replaced", || {
-            p.counts() == InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0, hung: 1 }
+            p.counts() == InstanceCounts { ready: 1, loading: 0, draining: 0, failed: 0, hung: 1, restarting: 0 }
         })
         .await;
         assert!(p.hung_reason().unwrap().contains("taken out of service"));
@@ -1049,6 +1199,35 @@ mod tests {
         let ok = p.run(Bytes::from_static(b"[2]"), None, &HeaderMap::new()).await.unwrap();
         assert_eq!(&ok.body[..], b"[2]");
         assert_eq!(p.hung_reason(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_init_that_never_returns_fails_at_the_deadline_and_gives_its_slots_back() {
+        // An in-process init that hangs (a native plugin's `init` that never returns): the
+        // gate is never opened while the pool waits.
+        let gate = Arc::new(Gate::default());
+        let g = Arc::clone(&gate);
+        let hung = InstancePool::with_init_deadline(
+            Arc::new(move || {
+                g.pass();
+                Ok(Box::new(Echo) as Box<dyn ScoringHook>)
+            }),
+            tokio::runtime::Handle::current(),
+            Duration::from_millis(200),
+        );
+        let n = load_slot_count();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), hung.add(n)).await;
+        let err = outcome.expect("the load waited past the init deadline").unwrap_err();
+        assert!(matches!(&err, LoadError::Init(m) if m.contains("init deadline")), "{err}");
+        assert_eq!(hung.counts(), InstanceCounts { failed: n, ..InstanceCounts::default() });
+        // Every slot and every share is free again: another load goes through.
+        let p = pool();
+        tokio::time::timeout(Duration::from_secs(30), p.add(n)).await.expect("slots were freed").unwrap();
+        assert_eq!(p.ready(), n);
+        // The hung inits finish some day: what they make is dropped, never joins.
+        gate.set(true);
+        eventually("nothing joins the hung pool", || hung.counts().loading == 0).await;
+        assert_eq!(hung.ready(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

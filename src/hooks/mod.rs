@@ -165,6 +165,9 @@ pub struct InitContext {
     /// The model's name and version, as v2 answers name it (`model_name`, `model_version`).
     pub model_name: String,
     pub model_version: Option<String>,
+    /// The workers of this deployment version whose init is running, killed when the version
+    /// is deleted or replaced, or the server stops (see [`cancel::InitStop`]).
+    pub init_stop: Arc<cancel::InitStop>,
 }
 
 impl InitContext {
@@ -180,6 +183,7 @@ impl InitContext {
             next_instance: Arc::default(),
             model_name: String::new(),
             model_version: None,
+            init_stop: Arc::default(),
         }
     }
 }

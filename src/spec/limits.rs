@@ -9,7 +9,6 @@
 //! same cost. A spec is a few levels deep, so 64 levels and 1 MiB leave every real document
 //! far inside the limits and make the worst case linear and small.
 
-use std::io::Read;
 use std::path::Path;
 
 use super::SpecError;
@@ -67,16 +66,15 @@ pub fn check_value_depth(value: &serde_json::Value, what: &str) -> Result<(), Sp
 
 /// Reads a YAML file of at most [`MAX_DOCUMENT_BYTES`] (a larger one is refused without being
 /// read whole).
+/// Only a regular file is read, and within [`crate::sys::files::READ_DEADLINE`] (a FIFO or a
+/// hung mount must not stall the caller: see [`crate::sys::files`]).
 pub fn read_document_file(path: &Path) -> Result<String, SpecError> {
-    let file =
-        std::fs::File::open(path).map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_DOCUMENT_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| SpecError::invalid(format!("cannot read {}: {e}", path.display())))?;
-    if bytes.len() > MAX_DOCUMENT_BYTES {
-        return Err(SpecError::invalid(too_large(&path.display().to_string())));
-    }
+    use crate::sys::files::{read_bounded, ReadError, READ_DEADLINE};
+    let bytes = read_bounded(path, MAX_DOCUMENT_BYTES as u64, READ_DEADLINE).map_err(|e| match e {
+        ReadError::TooLarge { .. } => SpecError::invalid(too_large(&path.display().to_string())),
+        ReadError::Io { source, .. } => SpecError::invalid(format!("cannot read {}: {source}", path.display())),
+        other => SpecError::invalid(other.to_string()),
+    })?;
     String::from_utf8(bytes).map_err(|_| SpecError::invalid(format!("{} is not UTF-8 text", path.display())))
 }
 

@@ -143,8 +143,14 @@ fn curated(reference: &str) -> Result<PythonEnvironment, SpecError> {
 
 /// Reads a conda file into pip requirements.
 pub fn conda_file(path: &Path) -> Result<EnvironmentBuild, SpecError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SpecError::invalid(format!("environment.conda_file {} cannot be read: {e}", path.display())))?;
+    // Read when a deployment is put, on an admin worker: a FIFO or a hung mount must not stall
+    // it (see `sys::files`).
+    let text = crate::sys::files::read_text_bounded(
+        path,
+        super::limits::MAX_DOCUMENT_BYTES as u64,
+        crate::sys::files::READ_DEADLINE,
+    )
+    .map_err(|e| SpecError::invalid(format!("environment.conda_file cannot be read: {e}")))?;
     let mut build = parse_conda(&text, &path.display().to_string())?;
     build.source = path.display().to_string();
     Ok(build)

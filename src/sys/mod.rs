@@ -7,6 +7,7 @@
 //! admin token in the kernel-visible startup blocks and makes the server non-dumpable.)
 #![allow(unsafe_code)]
 
+pub mod files;
 pub mod native;
 pub mod scrub;
 pub mod yaml;

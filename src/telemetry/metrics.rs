@@ -356,7 +356,7 @@ pub struct DeploymentSummary {
 }
 
 /// The instance states of `switchyard_instances`.
-pub const INSTANCE_STATES: [&str; 4] = ["ready", "loading", "draining", "failed"];
+pub const INSTANCE_STATES: [&str; 5] = ["ready", "loading", "draining", "failed", "restarting"];
 
 /// One deployment's metric handles.
 pub struct DeploymentMetrics {
@@ -459,8 +459,9 @@ impl DeploymentMetrics {
     }
 
     /// Sets the instance gauges.
-    pub fn set_instances(&self, ready: usize, loading: usize, draining: usize, failed: usize) {
-        for (state, n) in INSTANCE_STATES.into_iter().zip([ready, loading, draining, failed]) {
+    /// `counts` are ready, loading, draining, failed and restarting, in [`INSTANCE_STATES`] order.
+    pub fn set_instances(&self, counts: [usize; 5]) {
+        for (state, n) in INSTANCE_STATES.into_iter().zip(counts) {
             self.root.instances.get_or_create(&InstanceLabels { deployment: self.name.clone(), state }).set(n as i64);
         }
     }

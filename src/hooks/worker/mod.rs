@@ -94,6 +94,9 @@ pub struct Worker {
     /// The request's headers go with each run (a Python script that reads them; native
     /// plugins take none).
     wants_headers: bool,
+    /// Where this worker is registered while its init runs (a delete, replace or shutdown
+    /// kills it there); `None` once init is over.
+    init_stop: Option<Arc<super::cancel::InitStop>>,
 }
 
 impl Worker {
@@ -112,10 +115,18 @@ impl Worker {
         let mut child = cmd.spawn()?;
         drop(in_r);
         drop(out_w);
+        if !ctx.init_stop.track(child.id()) {
+            // The version was deleted or replaced (or the server is stopping) meanwhile.
+            crate::sys::kill_process_group(child.id());
+            let _ = child.wait();
+            return Err(std::io::Error::other("the deployment was deleted or replaced while the worker started"));
+        }
+        let init_stop = Some(Arc::clone(&ctx.init_stop));
         if flavor == Flavor::Python {
             // Python runs awaited on a task read this end through the reactor: a read must
             // not wait. (`frame::read_frame` polls with a deadline either way.)
             if let Err(e) = crate::sys::set_nonblocking(out_r.as_raw_fd()) {
+                ctx.init_stop.untrack(child.id());
                 crate::sys::kill_process_group(child.id());
                 let _ = child.wait();
                 return Err(e);
@@ -142,6 +153,7 @@ impl Worker {
             copiers,
             reaped: false,
             wants_headers: false,
+            init_stop,
         })
     }
 
@@ -193,6 +205,7 @@ impl Worker {
     /// [`INIT_TIMEOUT`]. Anything but `INIT_OK` marks the worker dead.
     pub fn read_init(&mut self) -> Result<(u8, Vec<u8>), frame::ReadError> {
         let result = frame::read_frame(&mut self.from_worker, Some(Instant::now() + INIT_TIMEOUT));
+        self.end_init();
         match &result {
             Ok((frame::kind::INIT_OK, _)) => self.copiers.clear(),
             _ => self.alive = false,
@@ -369,8 +382,17 @@ impl Worker {
         self.alive
     }
 
+    /// The worker's init is over (or it is being reaped): a stop of its version no longer
+    /// needs to kill it here, and must not once its pid can be reused.
+    fn end_init(&mut self) {
+        if let Some(stop) = self.init_stop.take() {
+            stop.untrack(self.child.id());
+        }
+    }
+
     /// Kills the worker's process group and reaps it.
     pub fn stop(&mut self) {
+        self.end_init();
         if !self.reaped {
             crate::sys::kill_process_group(self.child.id());
             let _ = self.child.wait();
