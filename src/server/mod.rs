@@ -119,7 +119,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         // First: a SIGHUP from the moment the process exists must not kill it.
         ignore_hangup();
         // Then SIGTERM/SIGINT, before anything is bound or printed (see `shutdown_signal`).
@@ -127,7 +127,10 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         exit_with_parent();
         let listeners = bind(&opts)?;
         run(opts, listeners, shutdown).await
-    })
+    });
+    // Whatever instances were not dropped by now leave no folder behind.
+    crate::hooks::python::remove_instance_folders();
+    result
 }
 
 /// The two planes' sockets, bound by the caller (so tests can bind ephemeral ports and run
@@ -347,6 +350,7 @@ fn exit_with_parent() {
     let leave = move || {
         let _ =
             writeln!(std::io::stderr(), "switchyard: the process that started this server ({parent}) is gone; exiting");
+        crate::hooks::python::remove_instance_folders();
         std::process::exit(1);
     };
     if orphaned() {
