@@ -281,3 +281,24 @@ fn azures_documented_import_paths_work() {
     assert_eq!((r.status, r.body.as_str()), (201, "cba"), "{r:?}");
     assert_eq!(r.header("x-doc"), Some("yes"));
 }
+
+#[test]
+fn a_clean_stop_kills_what_the_script_started() {
+    // As for instance folders, a stop must not depend on every instance being dropped in time.
+    for round in 0..3 {
+        let (mut s, _log) = server_logging();
+        put(&s, hostile_doc("hostile", json!({})), "Succeeded");
+        let r = order(&s, "hostile", json!({"do": "spawn"}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let pids: Vec<u64> = r.json()["pids"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+        assert!(s.terminate().success());
+        eventually("the script's processes are gone", Duration::from_secs(10), || {
+            let left: Vec<u64> = pids.iter().copied().filter(|&p| alive(p)).collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("round {round}: still running: {left:?}"))
+            }
+        });
+    }
+}

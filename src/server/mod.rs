@@ -128,7 +128,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let listeners = bind(&opts)?;
         run(opts, listeners, shutdown).await
     });
-    // Whatever instances were not dropped by now leave no folder behind.
+    // Whatever instances were not dropped by now leave no worker and no folder behind.
+    crate::hooks::worker::stop_all();
     crate::hooks::python::remove_instance_folders();
     result
 }
@@ -350,6 +351,7 @@ fn exit_with_parent() {
     let leave = move || {
         let _ =
             writeln!(std::io::stderr(), "switchyard: the process that started this server ({parent}) is gone; exiting");
+        crate::hooks::worker::stop_all();
         crate::hooks::python::remove_instance_folders();
         std::process::exit(1);
     };

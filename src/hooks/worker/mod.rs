@@ -152,6 +152,7 @@ impl Worker {
             .process_group(0);
         crate::sys::inherit_as_fd3_fd4(&mut cmd, in_r.as_raw_fd(), out_w.as_raw_fd());
         let mut child = cmd.spawn()?;
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
         drop(in_r);
         drop(out_w);
         if flavor == Flavor::Python {
@@ -159,6 +160,7 @@ impl Worker {
             // not wait. (`frame::read_frame` polls with a deadline either way.)
             if let Err(e) = crate::sys::set_nonblocking(out_r.as_raw_fd()) {
                 kill_tree(child.id());
+                forget_live(child.id());
                 let _ = child.wait();
                 return Err(e);
             }
@@ -258,10 +260,16 @@ impl Worker {
 
     /// How the worker ended, waiting up to `limit` for it (then killing it).
     fn wait_exit(&mut self, limit: Duration) -> String {
+        // `try_wait` may reap it: from then on its pid may be another process's, so it leaves
+        // the registry first (this worker is killed here if it does not exit).
+        forget_live(self.child.id());
         let until = Instant::now() + limit;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return self.describe(status),
+                Ok(Some(status)) => {
+                    self.reaped = true;
+                    return self.describe(status);
+                }
                 Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
                 _ => {
                     self.kill("it did not exit by itself");
@@ -271,10 +279,13 @@ impl Worker {
         }
     }
 
-    /// Kills the worker and its descendants, noting why (the first reason is kept).
+    /// Kills the worker and its descendants, noting why (the first reason is kept). Nothing
+    /// once it was reaped: its pid may be another process's by now.
     fn kill(&self, because: &str) {
         let _ = self.killed.set(because.to_string());
-        kill_tree(self.child.id());
+        if !self.reaped {
+            kill_tree(self.child.id());
+        }
     }
 
     /// How the worker ended, in words: a SIGKILL Switchyard sent is said to be ours, with why.
@@ -452,6 +463,7 @@ impl Worker {
     pub fn stop(&mut self) {
         if !self.reaped {
             self.kill("its instance was removed (delete, replacement, scale-down or shutdown)");
+            forget_live(self.child.id());
             let _ = self.child.wait();
             self.reaped = true;
         }
@@ -709,6 +721,27 @@ impl OutputLimit {
         let since = self.dropping_since.take()?;
         let dropped = std::mem::take(&mut self.dropped);
         Some((dropped, now.saturating_duration_since(since)))
+    }
+}
+
+/// The pids of this process's workers not yet reaped (a pid leaves before its worker is
+/// reaped, so a pid here is always that worker's): [`stop_all`] reaches them when the server
+/// stops, whether or not their instances are dropped by then.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn forget_live(pid: u32) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+}
+
+/// Kills every worker of this process that is still running, with its descendants
+/// ([`kill_tree`]); called when the server stops (SIGTERM, or its parent gone). A worker would
+/// exit by itself once its request pipe closes with the server, but what its script started
+/// would not. The registry stays locked meanwhile, so no worker is reaped (and its pid reused)
+/// under the kill.
+pub fn stop_all() {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for &pid in live.iter() {
+        kill_tree(pid);
     }
 }
 
