@@ -17,12 +17,17 @@ The worker sends:
      the header block (an AMLResponse's other headers, as above), the body.
   X  run raised: the exception's last line (the traceback is on stderr); the worker lives on.
   B  bad input (HTTP 400): what was expected.
+  U  run() returned an answer that cannot be sent (HTTP 424): why (NaN or Infinity, which JSON
+     cannot carry; an answer over the cap of SWITCHYARD_MAX_ANSWER bytes); the worker lives on.
 
 The entry-script rules follow Azure's inference server (azureml-inference-server-http):
 AZUREML_ENTRY_SCRIPT is loaded from AML_APP_ROOT as module "entry_module", that folder is on
 sys.path and is the working directory, init() runs once, run(raw_data) gets the body as a str
 (a parameter named request_headers gets the headers), an AMLResponse/Response passes through,
-anything else is json.dumps'ed with status 200.
+anything else is json.dumps'ed with status 200. Two things differ on purpose: NaN and Infinity
+are refused (Azure's server sends the invalid JSON token NaN), and an answer has a size cap.
+Azure's server makes `azureml.contrib.services.aml_request`/`aml_response` names of its own
+`azureml_inference_server_http.api` modules; so does this worker (see AzureAlias).
 """
 
 import importlib.util
@@ -33,10 +38,19 @@ import os
 import struct
 import sys
 import traceback
+import types
 
 IN_FD = 3
 OUT_FD = 4
 HEADER = struct.Struct(">IB")
+# The largest frame Switchyard reads (frame::MAX_FRAME); an answer is refused before it is sent.
+MAX_FRAME = int(os.environ.get("SWITCHYARD_MAX_ANSWER", 256 * 1024 * 1024))
+# json.dumps, refusing NaN and Infinity (one encoder, as json.dumps keeps its default one).
+ENCODE = json.JSONEncoder(allow_nan=False).encode
+
+
+class Unservable(Exception):
+    """run()'s answer cannot be sent: the message says why (a U frame, HTTP 424)."""
 
 
 class FrameReader:
@@ -73,6 +87,10 @@ class FrameReader:
 
 
 def send(kind, payload):
+    if len(payload) + 1 > MAX_FRAME:
+        raise Unservable(
+            f"run() answered {len(payload)} bytes, over the cap of {MAX_FRAME - 1} bytes per answer"
+        )
     data = HEADER.pack(len(payload) + 1, kind) + payload
     view = memoryview(data)
     while view:
@@ -123,6 +141,45 @@ def load_entry_script():
         if not callable(getattr(module, name, None)):
             raise AttributeError(f"the scoring script {script} must define {name}()")
     return module
+
+
+class AzureAlias(types.ModuleType):
+    """`azureml.contrib.services.aml_request` (and `aml_response`), the names Azure's
+    documentation uses: azureml-inference-server-http puts its own `api` modules in
+    sys.modules under these names when its server starts, so that the same objects (rawhttp's
+    flag, AMLResponse) are reached either way. Here the real module is imported on first use,
+    not at every worker's start (it imports flask): until then this stand-in is in sys.modules,
+    and its first attribute lookup replaces it with the real module."""
+
+    def __init__(self, name, target):
+        super().__init__(name)
+        self._target = target
+
+    def _real(self):
+        try:
+            module = importlib.import_module(self._target)
+        except ImportError as exc:
+            raise ImportError(
+                f"{self.__name__} comes from Azure's inference server package: add "
+                f"azureml-inference-server-http to the conda file's pip list ({exc})",
+                name=self.__name__,
+            ) from None
+        sys.modules[self.__name__] = module
+        # Later lookups (and `from ... import *`) find the real module's names here too.
+        self.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+        return module
+
+    def __getattr__(self, name):
+        if name.startswith("_") and name not in ("__all__", "_rawHttpRequested"):
+            raise AttributeError(name)
+        return getattr(self._real(), name)
+
+
+def alias_azure_modules():
+    for name in ("aml_request", "aml_response"):
+        alias = f"azureml.contrib.services.{name}"
+        if alias not in sys.modules:
+            sys.modules[alias] = AzureAlias(alias, f"azureml_inference_server_http.api.{name}")
 
 
 def wait_for_debugger():
@@ -238,6 +295,8 @@ class Runner:
         if self.raw:
             try:
                 reply(self.run(RawRequest(content_type, headers, body), **kwargs))
+            except Unservable as exc:
+                send(ord("U"), str(exc).encode())
             except Exception as exc:
                 traceback.print_exc()
                 sys.stderr.flush()
@@ -273,6 +332,8 @@ class Runner:
             else:
                 result = self.run(text, **kwargs)
             reply(result)
+        except Unservable as exc:
+            send(ord("U"), str(exc).encode())
         except Exception as exc:
             traceback.print_exc()
             sys.stderr.flush()
@@ -298,7 +359,16 @@ def reply(result):
         pairs = headers.items() if isinstance(headers, dict) else list(headers)
         answer(int(result.status_code), content_type, result.get_data(), header_block(pairs))
         return
-    answer(200, "application/json", json.dumps(result).encode("utf-8"))
+    try:
+        body = ENCODE(result)
+    except ValueError as exc:
+        if "JSON compliant" not in str(exc):
+            raise
+        raise Unservable(
+            "run() returned NaN or Infinity, which JSON cannot carry (Azure's server would send "
+            "the invalid token NaN): return None, or a string, for a missing value"
+        ) from None
+    answer(200, "application/json", body.encode("utf-8"))
 
 
 def main():
@@ -306,6 +376,7 @@ def main():
     os.set_inheritable(OUT_FD, False)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    alias_azure_modules()
     try:
         wait_for_debugger()
         module = load_entry_script()

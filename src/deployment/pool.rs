@@ -66,7 +66,6 @@ pub fn load_slots() -> Arc<Semaphore> {
 /// How long a load holds a process-wide load slot at most (see [`load_slots`]).
 pub const SLOW_LOAD: Duration = Duration::from_secs(5);
 
-
 /// Marks a pool whose run cost has not been measured yet.
 const UNMEASURED: u64 = u64::MAX;
 
@@ -854,7 +853,9 @@ impl InstancePool {
         // Dropping an out-of-process instance reaps its process: off the caller's thread,
         // which may be an async worker.
         drop_off_thread(hook);
-        self.schedule_replacement("the instance stopped serving (its worker died, hung or panicked; see the log)".to_string());
+        self.schedule_replacement(
+            "the instance stopped serving (its worker died, hung or panicked; see the log)".to_string(),
+        );
     }
 
     /// Loads one instance in place of one that left (see [`replace`](Self::replace)): after the

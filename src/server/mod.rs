@@ -128,7 +128,7 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         // First: a SIGHUP from the moment the process exists must not kill it.
         ignore_hangup();
         // Then SIGTERM/SIGINT, before anything is bound or printed (see `shutdown_signal`).
@@ -136,7 +136,11 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         exit_with_parent();
         let listeners = bind(&opts)?;
         run(opts, listeners, shutdown).await
-    })
+    });
+    // Whatever instances were not dropped by now leave no worker and no folder behind.
+    crate::hooks::worker::stop_all();
+    crate::hooks::python::remove_instance_folders();
+    result
 }
 
 /// The environment variable that may carry the admin token (clap's `env` for `--admin-token`).
@@ -434,6 +438,8 @@ fn exit_with_parent() {
     let leave = move || {
         let _ =
             writeln!(std::io::stderr(), "switchyard: the process that started this server ({parent}) is gone; exiting");
+        crate::hooks::worker::stop_all();
+        crate::hooks::python::remove_instance_folders();
         std::process::exit(1);
     };
     if orphaned() {

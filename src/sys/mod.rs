@@ -212,3 +212,100 @@ pub fn worker_frame_pipes() -> Option<(std::io::PipeReader, std::io::PipeWriter)
     let (input, output) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
     Some((std::io::PipeReader::from(input), std::io::PipeWriter::from(output)))
 }
+
+/// What a hook worker's child sets on itself between fork and exec ([`worker_child_setup`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerChildSetup {
+    /// Written to `/proc/self/oom_score_adj` (Linux): the kernel's out-of-memory killer then
+    /// picks a worker before the server. `None`: left as inherited.
+    pub oom_score_adj: Option<i32>,
+    /// `RLIMIT_DATA` in bytes (soft and hard): the worker's heap and other private writable
+    /// memory; past it, allocations fail (Python raises `MemoryError`). `None`: no limit.
+    pub max_data_bytes: Option<u64>,
+}
+
+/// Makes the child of `cmd`, before it runs the worker program: a child subreaper (Linux
+/// `PR_SET_CHILD_SUBREAPER`: what its children start and orphan, even after a double fork and
+/// `setsid`, is re-parented to the worker rather than to init, so the server can still find
+/// and kill it as the worker's descendant); its `oom_score_adj`; its `RLIMIT_DATA`. A limit
+/// that cannot be set fails the spawn (the user asked for it); the other two are best effort.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
+pub fn worker_child_setup(cmd: &mut std::process::Command, setup: WorkerChildSetup) {
+    use std::os::unix::process::CommandExt;
+    // Formatted here: between fork and exec nothing may allocate.
+    let adj: Option<Vec<u8>> = setup.oom_score_adj.map(|v| v.to_string().into_bytes());
+    let limit = setup.max_data_bytes.map(|b| libc::rlimit { rlim_cur: b as libc::rlim_t, rlim_max: b as libc::rlim_t });
+    // SAFETY: only async-signal-safe calls between fork and exec (prctl, open, write, close,
+    // setrlimit), on memory prepared before the fork (the path literal, `adj`, `limit`).
+    unsafe {
+        cmd.pre_exec(move || {
+            #[cfg(target_os = "linux")]
+            {
+                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+                if let Some(adj) = &adj {
+                    let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::write(fd, adj.as_ptr().cast(), adj.len());
+                        libc::close(fd);
+                    }
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = &adj;
+            if let Some(limit) = &limit {
+                if libc::setrlimit(libc::RLIMIT_DATA, limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// This process's `oom_score_adj` (Linux; `None` elsewhere or when unreadable).
+pub fn own_oom_score_adj() -> Option<i32> {
+    std::fs::read_to_string("/proc/self/oom_score_adj").ok()?.trim().parse().ok()
+}
+
+/// The parent pid and state letter of process `pid`, from `/proc/<pid>/stat` (Linux; `None`
+/// elsewhere, or when the process is gone).
+pub fn process_parent(pid: u32) -> Option<(u32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// SIGKILL to `pid`, only if its parent is still `parent`: between reading `/proc` and the
+/// kill the process may have exited and its pid been reused. The check and the signal go
+/// through a pidfd (Linux 5.3+), which pins the process the check was made on; without pidfds
+/// the check is made just before a plain `kill`. Returns whether the signal was sent.
+#[cfg(unix)]
+pub fn kill_if_child_of(pid: u32, parent: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else { return false };
+    if raw <= 1 {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+        if fd >= 0 {
+            let fd = fd as libc::c_int;
+            let sent = process_parent(pid).is_some_and(|(p, _)| p == parent)
+                // SAFETY: pidfd_send_signal(2) on the descriptor opened above; no siginfo.
+                && unsafe {
+                    libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0)
+                } == 0;
+            // SAFETY: closes the descriptor opened above, once.
+            unsafe { libc::close(fd) };
+            return sent;
+        }
+    }
+    // SAFETY: kill(2) with a pid checked (just now) to be a child of the worker we started.
+    process_parent(pid).is_some_and(|(p, _)| p == parent) && unsafe { libc::kill(raw, libc::SIGKILL) } == 0
+}

@@ -114,15 +114,18 @@ impl Server {
 
     /// As [`Server::start_with`], with these environment variables set for the server.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let stderr = if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        Self::start_with_stderr(extra, env, stderr)
+    }
+
+    /// As [`Server::start_with_env`], with the server's stderr (its process log) going to
+    /// `stderr` (a file a test reads).
+    pub fn start_with_stderr(extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--port", "0", "--admin-port", "0"]).args(extra);
         cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stdin(Stdio::null());
-        if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
-            cmd.stderr(Stdio::inherit());
-        } else {
-            cmd.stderr(Stdio::null());
-        }
+        cmd.stderr(stderr);
         // The server exits when this test process does, even if the `Server` is never dropped
         // (a `static` fixture): see PARENT_PID_ENV in src/server/mod.rs.
         cmd.env("SWITCHYARD_PARENT_PID", std::process::id().to_string());

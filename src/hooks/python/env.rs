@@ -41,6 +41,11 @@ pub fn configure(options: PythonOptions) {
     let _ = OPTIONS.set(options);
 }
 
+/// The interpreter `--python`/`SWITCHYARD_PYTHON` names for every deployment, if any.
+pub fn forced_python() -> Option<PathBuf> {
+    options().python
+}
+
 fn options() -> PythonOptions {
     OPTIONS.get().cloned().unwrap_or_else(|| PythonOptions {
         python: std::env::var_os("SWITCHYARD_PYTHON").filter(|p| !p.is_empty()).map(PathBuf::from),
@@ -151,14 +156,24 @@ fn key_of(build: &EnvironmentBuild) -> String {
 /// Builds (or finds) the venv for `build` (from `base`, else the interpreter its `python=`
 /// picks); returns its interpreter.
 fn build_env(build: &EnvironmentBuild, base: Option<&Path>, logs: &Arc<dyn Progress>) -> Result<PathBuf, String> {
-    let dir = cache_dir().join(key_of(build));
+    build_env_in(&cache_dir(), build, base, logs)
+}
+
+/// [`build_env`] with the cache at `cache`.
+fn build_env_in(
+    cache: &Path,
+    build: &EnvironmentBuild,
+    base: Option<&Path>,
+    logs: &Arc<dyn Progress>,
+) -> Result<PathBuf, String> {
+    let dir = cache.join(key_of(build));
     let python = dir.join("bin").join("python");
     if dir.join(".complete").is_file() {
         logs.line(&format!("environment: cache hit {} (built from {})", dir.display(), build.source));
         return Ok(python);
     }
-    std::fs::create_dir_all(cache_dir())
-        .map_err(|e| format!("cannot create the environment cache {}: {e}", cache_dir().display()))?;
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create the environment cache {}: {e}", cache.display()))?;
     let lock_path = dir.with_extension("lock");
     let lock = std::fs::File::create(&lock_path).map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
     logs.line(&format!("environment: waiting for the build lock {}", lock_path.display()));
@@ -202,6 +217,8 @@ fn build_env(build: &EnvironmentBuild, base: Option<&Path>, logs: &Arc<dyn Progr
     let outcome = make_venv(&base, &dir, build, logs);
     if let Err(e) = outcome {
         let _ = std::fs::remove_dir_all(&dir);
+        // The requirements file sits next to the venv until a build succeeds (then it moves in).
+        let _ = std::fs::remove_file(requirements_file(&dir));
         return Err(format!("building the environment from {} failed: {e}", build.source));
     }
     std::fs::write(dir.join(".complete"), format!("{:.1}\n", started.elapsed().as_secs_f64()))
@@ -213,7 +230,7 @@ fn build_env(build: &EnvironmentBuild, base: Option<&Path>, logs: &Arc<dyn Progr
 
 fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<dyn Progress>) -> Result<(), String> {
     let uv = which("uv");
-    let reqs = dir.with_extension("requirements.txt");
+    let reqs = requirements_file(dir);
     std::fs::write(&reqs, build.requirements.join("\n") + "\n")
         .map_err(|e| format!("cannot write {}: {e}", reqs.display()))?;
     let venv_python = dir.join("bin").join("python");
@@ -249,6 +266,12 @@ fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<dyn P
     }
     let _ = std::fs::rename(&reqs, dir.join("requirements.txt"));
     Ok(())
+}
+
+/// Where a build writes the requirement lines it installs: `<key>.requirements.txt`, next to the
+/// venv's folder (moved into it once the build succeeds, removed when it fails).
+fn requirements_file(dir: &Path) -> PathBuf {
+    dir.with_extension("requirements.txt")
 }
 
 /// Runs a build step, copying its output into the deployment's log line by line. On failure,
@@ -316,7 +339,7 @@ fn copy_lines(stream: impl Read, sink: &LogSink, logs: &dyn Progress) {
 }
 
 /// An executable on PATH.
-fn which(name: &str) -> Option<PathBuf> {
+pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
@@ -328,24 +351,17 @@ pub fn find_interpreter(version: Option<&str>) -> Result<PathBuf, String> {
     let Some(version) = version else {
         return Ok(which("python3").unwrap_or_else(|| PathBuf::from("python3")));
     };
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    candidates.extend(which(&format!("python{version}")));
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let pyenv_root =
-        std::env::var_os("PYENV_ROOT").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".pyenv")));
-    if let Some(root) = pyenv_root {
-        candidates.extend(sorted_dirs(&root.join("versions"), version).into_iter().map(|d| d.join("bin/python3")));
+    if version.split('.').next().and_then(|major| major.parse::<u32>().ok()).is_some_and(|major| major < 3) {
+        // The worker (as Azure's inference server) is Python 3 code: say so, whether or not
+        // this machine has the old interpreter.
+        let found = candidates(version).into_iter().find(|c| version_of(c).as_deref() == Some(version));
+        let found = found.map(|p| format!(" (found at {})", p.display())).unwrap_or_default();
+        return Err(format!(
+            "the environment asks for python={version}{found}, which is not supported: scoring scripts run on \
+             Python 3 (as on Azure, whose inference server needs Python 3.8 or later): pin python=3.x"
+        ));
     }
-    if let Some(h) = &home {
-        let uv_root = h.join(".local/share/uv/python");
-        candidates.extend(
-            sorted_dirs(&uv_root, &format!("cpython-{version}")).into_iter().map(|d| d.join("bin").join("python3")),
-        );
-    }
-    candidates.push(PathBuf::from(format!("/usr/bin/python{version}")));
-    candidates.push(PathBuf::from(format!("/usr/local/bin/python{version}")));
-    candidates.extend(which("python3"));
-    for c in candidates {
+    for c in candidates(version) {
         if version_of(&c).as_deref() == Some(version) {
             return Ok(c);
         }
@@ -355,6 +371,29 @@ pub fn find_interpreter(version: Option<&str>) -> Result<PathBuf, String> {
          (looked on PATH, in pyenv's and uv's Pythons): install it (e.g. `uv python install {version}`), \
          or run an existing interpreter with `environment: {{python: /path/to/bin/python}}` or `serve --python`"
     ))
+}
+
+/// Where a Python `X.Y` may be, most specific first.
+fn candidates(version: &str) -> Vec<PathBuf> {
+    // An installed Python's folder has bin/python3, or (Python 2) only bin/python2.7.
+    let in_bin = |d: PathBuf| [d.join("bin/python3"), d.join(format!("bin/python{version}"))];
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    candidates.extend(which(&format!("python{version}")));
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let pyenv_root =
+        std::env::var_os("PYENV_ROOT").map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".pyenv")));
+    if let Some(root) = pyenv_root {
+        candidates.extend(sorted_dirs(&root.join("versions"), version).into_iter().flat_map(in_bin));
+    }
+    if let Some(h) = &home {
+        let uv_root = h.join(".local/share/uv/python");
+        candidates.extend(sorted_dirs(&uv_root, &format!("cpython-{version}")).into_iter().flat_map(in_bin));
+    }
+    candidates.push(PathBuf::from(format!("/usr/bin/python{version}")));
+    candidates.push(PathBuf::from(format!("/usr/local/bin/python{version}")));
+    candidates.extend(which("python3"));
+    candidates.retain(|c| c.is_file() || c.components().count() == 1);
+    candidates
 }
 
 /// Folders under `root` whose names start with `prefix` followed by `.` or `-` or nothing,
@@ -391,9 +430,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn python_2_is_refused_as_unsupported_not_as_missing() {
+        // This machine may have a Python 2.7 (pyenv's keeps it in bin/python2.7) or not:
+        // either way the answer is that it is not supported.
+        let e = find_interpreter(Some("2.7")).unwrap_err();
+        assert!(e.contains("python=2.7") && e.contains("not supported") && e.contains("python=3.x"), "{e}");
+        assert!(!e.contains("no working Python"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_build_leaves_no_requirements_file() {
+        let cache = tempfile::tempdir().unwrap();
+        // A requirement pip cannot satisfy without asking a registry: a local path that is not there.
+        let missing = cache.path().join("no-such-package-dir");
+        let text = format!("dependencies:\n  - pip:\n    - {}\n", missing.display());
+        let build = crate::spec::python::parse_conda(&text, "conda.yaml").unwrap();
+        let logs: Arc<dyn Progress> = Arc::new(LogRing::default());
+        let python = which("python3").expect("python3 on PATH");
+        let e = build_env_in(cache.path(), &build, Some(&python), &logs).unwrap_err();
+        assert!(e.contains("failed"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "only the lock file may stay");
+    }
+
+    #[test]
     fn a_missing_python_version_says_how_to_get_one() {
-        let e = find_interpreter(Some("2.1")).unwrap_err();
-        assert!(e.contains("python=2.1") && e.contains("environment: {python"), "{e}");
+        let e = find_interpreter(Some("3.1")).unwrap_err();
+        assert!(e.contains("python=3.1") && e.contains("environment: {python"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::process::Command;
 
 pub use env::{configure, EnvSlot, PythonOptions};
 
-use super::worker::{Exchange, Flavor, Worker, INIT_TIMEOUT};
+use super::worker::{one_line, Exchange, Flavor, Worker, INIT_TIMEOUT};
 use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
 
@@ -57,7 +57,7 @@ impl PythonHook {
         let files = instance_dir(&ctx.deployment, n)?;
         let hook = Self::spawn(script, ctx, &python, n, &files);
         if hook.is_err() {
-            let _ = std::fs::remove_dir_all(&files);
+            remove_instance_dir(&files);
         }
         hook
     }
@@ -79,6 +79,7 @@ impl PythonHook {
             .env("AZUREML_SOURCE_DIRECTORY", &script.code_dir)
             .env("AZUREML_ENTRY_SCRIPT", &script.script)
             .env("SCORING_TIMEOUT_MS", ctx.request_timeout_ms.to_string())
+            .env("SWITCHYARD_MAX_ANSWER", frame::MAX_FRAME.to_string())
             .envs(&ctx.environment_variables);
         if let Some(bin) = python.parent().filter(|_| is_venv(python)) {
             // As an activated venv: tools the script runs come from the venv first.
@@ -106,15 +107,15 @@ impl PythonHook {
                 let about = format!(
                     "{}: python {} ({}) ran init() of {} in {}",
                     worker.tag(),
-                    info["python"].as_str().unwrap_or("?"),
-                    info["executable"].as_str().unwrap_or("?"),
+                    one_line(info["python"].as_str().unwrap_or("?").as_bytes()),
+                    one_line(info["executable"].as_str().unwrap_or("?").as_bytes()),
                     script.script,
                     script.code_dir.display()
                 );
                 Ok(Self { worker, inbox: Vec::new(), about, files: files.to_path_buf() })
             }
             Ok((frame::kind::INIT_FAILED, payload)) => {
-                let line = String::from_utf8_lossy(&payload).to_string();
+                let line = one_line(&payload).into_owned();
                 worker.finish_output();
                 Err(format!("init() of {} raised {line} (the traceback is in get-logs)", script.script))
             }
@@ -199,8 +200,11 @@ impl InFlight<'_> {
             }
             if want.is_none() && filled >= 5 {
                 let len = u32::from_be_bytes([hook.inbox[0], hook.inbox[1], hook.inbox[2], hook.inbox[3]]) as usize;
-                if len == 0 || len > frame::MAX_FRAME {
-                    return Err(Exchange::Broken(format!("a frame of {len} bytes")));
+                if len > frame::MAX_FRAME {
+                    return Err(Exchange::TooLarge(len));
+                }
+                if len == 0 {
+                    return Err(Exchange::Broken("a frame of 0 bytes".into()));
                 }
                 want = Some(4 + len);
                 if hook.inbox.len() < 4 + len {
@@ -252,7 +256,7 @@ impl Drop for PythonHook {
     fn drop(&mut self) {
         // The worker first: it may still have the instance's files open.
         self.worker.stop();
-        let _ = std::fs::remove_dir_all(&self.files);
+        remove_instance_dir(&self.files);
     }
 }
 
@@ -293,7 +297,10 @@ fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, String> {
     for _ in 0..16 {
         let dir = root.join(format!("switchyard-{}-{deployment}-{n}-{:08x}", std::process::id(), fastrand::u32(..)));
         match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
+            Ok(()) => {
+                INSTANCE_DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(dir.clone());
+                return Ok(dir);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
         }
@@ -301,12 +308,38 @@ fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, String> {
     Err(format!("cannot create a fresh folder under {}", root.display()))
 }
 
-/// What `describe` says about a Python deployment before it starts.
+/// The instance folders of this process that still exist: an instance's drop removes its own,
+/// and [`remove_instance_folders`] the rest when the server stops (a stop that does not wait
+/// for every pool to drop its instances must not leave them in the temp folder).
+static INSTANCE_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn remove_instance_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    INSTANCE_DIRS.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| d != dir);
+}
+
+/// Removes every instance folder this process made that is still there; called when the
+/// server stops, on every path (SIGTERM, its parent gone). Workers still running are not
+/// harmed: they loaded their program at start, and their model link is only a link.
+pub fn remove_instance_folders() {
+    let dirs = std::mem::take(&mut *INSTANCE_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// What `describe` says about a Python deployment before it starts: the script, and which
+/// interpreter runs it and where that choice came from (`--python` wins over the deployment's
+/// own environment, as [`EnvSlot::interpreter`] does).
 pub fn describe_script(script: &PythonScript) -> String {
-    let env = match &script.environment {
-        PythonEnvironment::Default => "python3 on PATH".to_string(),
-        PythonEnvironment::Interpreter(p) => p.display().to_string(),
-        PythonEnvironment::Build(b) => format!("environment from {}", b.source),
+    let env = match (env::forced_python(), &script.environment) {
+        (Some(p), _) => format!("{} from serve --python/SWITCHYARD_PYTHON", p.display()),
+        (None, PythonEnvironment::Default) => match env::which("python3") {
+            Some(p) => format!("python3 on PATH: {}", p.display()),
+            None => "python3 on PATH, which has none".to_string(),
+        },
+        (None, PythonEnvironment::Interpreter(p)) => format!("{} from environment.python", p.display()),
+        (None, PythonEnvironment::Build(b)) => format!("an environment built from {}", b.source),
     };
     format!("python {} in {} ({env})", script.script, script.code_dir.display())
 }

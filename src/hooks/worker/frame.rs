@@ -33,6 +33,9 @@ pub mod kind {
     /// Worker → Switchyard: the code panicked (HTTP 424); the worker exits after sending it
     /// and is replaced (native plugins: `SWITCHYARD_PANIC`).
     pub const PANICKED: u8 = b'P';
+    /// Worker → Switchyard: the answer cannot be sent, and why (HTTP 424): NaN or Infinity
+    /// where JSON has none, an answer over [`super::MAX_FRAME`]. The worker lives on.
+    pub const UNSERVABLE: u8 = b'U';
 }
 
 /// Why no frame came back.
@@ -42,8 +45,10 @@ pub enum ReadError {
     Closed,
     /// The deadline passed first.
     TimedOut,
-    /// The frame is malformed (too long, empty).
+    /// The frame is malformed (empty).
     Malformed(String),
+    /// The frame is longer than [`MAX_FRAME`] (its announced length).
+    TooLarge(usize),
     /// Any other I/O error.
     Io(io::Error),
 }
@@ -165,8 +170,11 @@ pub fn read_frame<R: Read + AsRawFd>(input: &mut R, deadline: Option<Instant>) -
     let mut head = [0u8; 5];
     read_exact_until(input, &mut head, deadline)?;
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len == 0 || len > MAX_FRAME {
-        return Err(ReadError::Malformed(format!("a frame of {len} bytes")));
+    if len > MAX_FRAME {
+        return Err(ReadError::TooLarge(len));
+    }
+    if len == 0 {
+        return Err(ReadError::Malformed("a frame of 0 bytes".into()));
     }
     let mut payload = vec![0u8; len - 1];
     read_exact_until(input, &mut payload, deadline)?;

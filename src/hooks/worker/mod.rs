@@ -10,17 +10,24 @@
 //! breaks the protocol is killed and reports itself unhealthy, so the pool replaces the
 //! instance (init again, with backoff) while the other instances keep serving.
 //!
+//! What a worker may do to the server is bounded here too: everything it prints or sends as
+//! text is logged as one line with its control characters escaped (no script text starts a
+//! line of its own), what it prints reaches the process log at a bounded rate
+//! ([`LOG_LINES_PER_SEC`]), it runs with a high `oom_score_adj` and an optional memory limit
+//! ([`MAX_MEMORY_ENV`]), and a kill reaches its whole descendant tree ([`kill_tree`]).
+//!
 //! The Python hook is a [`Worker`] of [`Flavor::Python`] plus what only it has: the script's
 //! files, the request headers its `run()` may read, and runs awaited on the request's task
 //! (through [`Worker::send_run`], [`Worker::answer_pipe`] and [`Worker::outcome`]).
 
 pub mod frame;
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,6 +42,33 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longer lines of a worker's output are cut (a script printing a huge array without a
 /// newline must not grow memory without bound).
 const MAX_LOG_LINE: usize = 8 * 1024;
+
+/// What one worker's output (stdout and stderr together) may copy into the process log, per
+/// second, after a burst of [`LOG_BURST_LINES`] lines or [`LOG_BURST_BYTES`]: a script that
+/// prints 100 MB must not write 100 MB to the server's stderr (and to whatever collects it).
+/// The lines over it are counted and reported in a warning; the deployment's log
+/// (`get-logs`) still gets every line, as far as its ring holds.
+pub const LOG_LINES_PER_SEC: f64 = 100.0;
+/// See [`LOG_LINES_PER_SEC`].
+pub const LOG_BYTES_PER_SEC: f64 = 100.0 * 1024.0;
+/// See [`LOG_LINES_PER_SEC`].
+pub const LOG_BURST_LINES: f64 = 1000.0;
+/// See [`LOG_LINES_PER_SEC`].
+pub const LOG_BURST_BYTES: f64 = 1024.0 * 1024.0;
+/// How often a worker's dropped lines are reported while it keeps printing over the rate.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Dropped lines are reported once the worker's output has been quiet this long.
+const DROP_REPORT_QUIET_MS: i32 = 1000;
+
+/// The deployment's `environment_variables` entry (or the server's environment variable) that
+/// limits each worker's memory: a size in bytes, or with a `K`, `M` or `G` suffix (powers of
+/// 1024). Applied as `RLIMIT_DATA`: the worker's heap and other private writable memory, not
+/// its resident size; past it, allocations fail (`MemoryError` in Python, a 424).
+pub const MAX_MEMORY_ENV: &str = "SWITCHYARD_WORKER_MAX_MEMORY";
+
+/// A worker's `oom_score_adj` (or the server's own, where that is higher): under memory
+/// pressure the kernel kills a worker, which the pool replaces, rather than the server.
+pub const WORKER_OOM_SCORE_ADJ: i32 = 800;
 
 /// Which kind of worker: its name in messages and its log target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +125,9 @@ pub struct Worker {
     copiers: Vec<std::sync::mpsc::Receiver<()>>,
     /// Set once the worker was killed and reaped: its pid may belong to another process now.
     reaped: bool,
+    /// Why Switchyard killed the worker, once it did (the first reason wins; set from the
+    /// request's cancellation too): a SIGKILL is then reported as ours, not as the kernel's.
+    killed: Arc<OnceLock<String>>,
     /// The request's headers go with each run (a Python script that reads them; native
     /// plugins take none).
     wants_headers: bool,
@@ -104,6 +141,11 @@ impl Worker {
     /// whatever it started too, and a Ctrl-C at the terminal reaches the server only), with
     /// the frame pipes on fds 3 and 4, stdin closed and its output copied into the log.
     pub fn spawn(mut cmd: Command, ctx: &InitContext, n: usize, flavor: Flavor) -> std::io::Result<Self> {
+        let max_data_bytes = max_memory(&ctx.environment_variables)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let oom_score_adj =
+            Some(crate::sys::own_oom_score_adj().map_or(WORKER_OOM_SCORE_ADJ, |own| own.max(WORKER_OOM_SCORE_ADJ)));
+        crate::sys::worker_child_setup(&mut cmd, crate::sys::WorkerChildSetup { oom_score_adj, max_data_bytes });
         let (in_r, in_w) = std::io::pipe()?;
         let (out_r, out_w) = std::io::pipe()?;
         cmd.env_remove("SWITCHYARD_ADMIN_TOKEN")
@@ -113,11 +155,13 @@ impl Worker {
             .process_group(0);
         crate::sys::inherit_as_fd3_fd4(&mut cmd, in_r.as_raw_fd(), out_w.as_raw_fd());
         let mut child = cmd.spawn()?;
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
         drop(in_r);
         drop(out_w);
         if !ctx.init_stop.track(child.id()) {
             // The version was deleted or replaced (or the server is stopping) meanwhile.
-            crate::sys::kill_process_group(child.id());
+            kill_tree(child.id());
+            forget_live(child.id());
             let _ = child.wait();
             return Err(std::io::Error::other("the deployment was deleted or replaced while the worker started"));
         }
@@ -127,18 +171,20 @@ impl Worker {
             // not wait. (`frame::read_frame` polls with a deadline either way.)
             if let Err(e) = crate::sys::set_nonblocking(out_r.as_raw_fd()) {
                 ctx.init_stop.untrack(child.id());
-                crate::sys::kill_process_group(child.id());
+                kill_tree(child.id());
+                forget_live(child.id());
                 let _ = child.wait();
                 return Err(e);
             }
         }
         let tag = format!("{}/instance-{n} pid {}", ctx.deployment, child.id());
         let mut copiers = Vec::new();
+        let limit = Arc::new(Mutex::new(OutputLimit::new(Instant::now())));
         if let Some(out) = child.stdout.take() {
-            copiers.push(copy_output(out, "stdout", &tag, &ctx.deployment, &ctx.logs, flavor));
+            copiers.push(copy_output(out, "stdout", &tag, &ctx.deployment, &ctx.logs, flavor, Arc::clone(&limit)));
         }
         if let Some(err) = child.stderr.take() {
-            copiers.push(copy_output(err, "stderr", &tag, &ctx.deployment, &ctx.logs, flavor));
+            copiers.push(copy_output(err, "stderr", &tag, &ctx.deployment, &ctx.logs, flavor, limit));
         }
         Ok(Self {
             child,
@@ -152,6 +198,7 @@ impl Worker {
             flavor,
             copiers,
             reaped: false,
+            killed: Arc::default(),
             wants_headers: false,
             init_stop,
         })
@@ -190,7 +237,7 @@ impl Worker {
     /// stopped and the pool replaces the instance.
     pub fn stopped_at_deadline(&mut self) {
         self.alive = false;
-        crate::sys::kill_process_group(self.child.id());
+        self.kill("the request's deadline passed (or its client went away) during the run");
         let line = format!("{}: worker was stopped at the request's deadline; a new worker replaces it", self.tag);
         self.logs.push(&line);
         self.flavor.warn(&line);
@@ -227,16 +274,39 @@ impl Worker {
 
     /// How the worker ended, waiting up to `limit` for it (then killing it).
     fn wait_exit(&mut self, limit: Duration) -> String {
+        // `try_wait` may reap it: from then on its pid may be another process's, so it leaves
+        // the registry first (this worker is killed here if it does not exit).
+        forget_live(self.child.id());
         let until = Instant::now() + limit;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return describe_exit(status),
+                Ok(Some(status)) => {
+                    self.reaped = true;
+                    return self.describe(status);
+                }
                 Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
                 _ => {
-                    crate::sys::kill_process_group(self.child.id());
-                    return "did not exit; killed".to_string();
+                    self.kill("it did not exit by itself");
+                    return "it did not exit by itself; stopped by Switchyard".to_string();
                 }
             }
+        }
+    }
+
+    /// Kills the worker and its descendants, noting why (the first reason is kept). Nothing
+    /// once it was reaped: its pid may be another process's by now.
+    fn kill(&self, because: &str) {
+        let _ = self.killed.set(because.to_string());
+        if !self.reaped {
+            kill_tree(self.child.id());
+        }
+    }
+
+    /// How the worker ended, in words: a SIGKILL Switchyard sent is said to be ours, with why.
+    fn describe(&self, status: std::process::ExitStatus) -> String {
+        match (status.signal(), self.killed.get()) {
+            (Some(libc::SIGKILL), Some(why)) => format!("stopped by Switchyard: {why}"),
+            _ => describe_exit(status),
         }
     }
 
@@ -246,6 +316,7 @@ impl Worker {
         frame::read_frame(&mut self.from_worker, deadline).map_err(|e| match e {
             frame::ReadError::TimedOut => Exchange::TimedOut,
             frame::ReadError::Malformed(m) => Exchange::Broken(m),
+            frame::ReadError::TooLarge(len) => Exchange::TooLarge(len),
             frame::ReadError::Closed => Exchange::Gone,
             frame::ReadError::Io(e) => {
                 tracing::debug!(error = %e, "a worker's pipe failed");
@@ -254,10 +325,14 @@ impl Worker {
         })
     }
 
-    /// Marks the worker dead and makes sure it is: the pool replaces this instance.
-    fn retire(&mut self, why: &str) -> String {
+    /// Marks the worker dead and makes sure it is: the pool replaces this instance. A worker
+    /// that `ended` by itself (its pipe closed) is given a moment to exit, so its own exit
+    /// status is what is reported; any other is killed at once.
+    fn retire(&mut self, why: &str, ended: bool) -> String {
         self.alive = false;
-        crate::sys::kill_process_group(self.child.id());
+        if !ended {
+            self.kill(&format!("it {why}"));
+        }
         let status = self.wait_exit(Duration::from_millis(500));
         let line = format!("{}: worker {why} ({status}); a new worker replaces it", self.tag);
         self.logs.push(&line);
@@ -275,7 +350,12 @@ impl Worker {
         if let Some(cancel) = request.cancel {
             // The deadline was hit while this run was in the worker: kill the worker (the
             // code in it cannot be interrupted safely from outside), and the pool replaces it.
-            if !cancel.on_cancel(move || crate::sys::kill_process_group(pid)) {
+            let killed = Arc::clone(&self.killed);
+            let kill = move || {
+                let _ = killed.set("the request's deadline (request_timeout_ms) passed during the run".into());
+                kill_tree(pid);
+            };
+            if !cancel.on_cancel(kill) {
                 return Err(HookError::Failed("the run was cancelled before it started".into()));
             }
         }
@@ -309,39 +389,50 @@ impl Worker {
                     headers: if answer.headers.is_empty() { Vec::new() } else { self.answer_headers(answer.headers) },
                 }),
                 None => {
-                    self.retire("sent a malformed answer");
+                    self.retire("sent a malformed answer", false);
                     Err(HookError::Failed(format!("the {what} sent a malformed answer")))
                 }
             },
             Ok((frame::kind::RAISED, payload)) => {
-                Err(HookError::Failed(format!("{}{}", self.flavor.raised(), String::from_utf8_lossy(payload))))
+                Err(HookError::Failed(format!("{}{}", self.flavor.raised(), one_line(payload))))
             }
-            Ok((frame::kind::BAD_INPUT, payload)) => Err(HookError::BadInput(String::from_utf8_lossy(payload).into())),
+            Ok((frame::kind::BAD_INPUT, payload)) => Err(HookError::BadInput(one_line(payload).into())),
+            Ok((frame::kind::UNSERVABLE, payload)) => Err(HookError::Failed(one_line(payload).into())),
             Ok((frame::kind::PANICKED, payload)) => {
-                self.retire("panicked");
-                Err(HookError::Failed(String::from_utf8_lossy(payload).into()))
+                self.retire("panicked", false);
+                Err(HookError::Failed(one_line(payload).into()))
             }
             Ok((other, _)) => {
-                self.retire("broke the protocol");
+                self.retire("broke the protocol", false);
                 Err(HookError::Failed(format!("the {what} sent an unexpected frame type {other}")))
             }
             Err(Exchange::Gone) if cancelled => {
-                self.retire("was stopped at the request's deadline");
+                self.retire("was stopped at the request's deadline", true);
                 Err(HookError::Failed("the run passed request_timeout_ms; its worker was stopped".into()))
             }
             Err(Exchange::Gone) => {
-                let status = self.retire("died during a run");
+                let status = self.retire("died during a run", true);
                 Err(HookError::Failed(format!("the {what} died during the run ({status})")))
             }
             Err(Exchange::TimedOut) => {
-                self.retire("passed the deadline");
+                self.retire("passed the deadline", false);
                 Err(HookError::Failed(format!(
                     "the run took longer than {} ms; its worker was stopped",
                     self.timeout.as_millis()
                 )))
             }
+            Err(Exchange::TooLarge(len)) => {
+                self.retire(
+                    &format!("sent an answer of {len} bytes, over the cap of {} bytes", frame::MAX_FRAME),
+                    false,
+                );
+                Err(HookError::Failed(format!(
+                    "the answer is {len} bytes, over the cap of {} bytes per answer; its worker was stopped",
+                    frame::MAX_FRAME
+                )))
+            }
             Err(Exchange::Broken(m)) => {
-                self.retire("broke the protocol");
+                self.retire("broke the protocol", false);
                 Err(HookError::Failed(format!("the {what} broke the frame protocol: {m}")))
             }
         }
@@ -390,11 +481,12 @@ impl Worker {
         }
     }
 
-    /// Kills the worker's process group and reaps it.
+    /// Kills the worker, its process group and its descendants, and reaps it.
     pub fn stop(&mut self) {
         self.end_init();
         if !self.reaped {
-            crate::sys::kill_process_group(self.child.id());
+            self.kill("its instance was removed (delete, replacement, scale-down or shutdown)");
+            forget_live(self.child.id());
             let _ = self.child.wait();
             self.reaped = true;
         }
@@ -415,6 +507,8 @@ pub enum Exchange {
     TimedOut,
     /// The worker sent something that is not a frame.
     Broken(String),
+    /// The worker announced an answer longer than [`frame::MAX_FRAME`] bytes.
+    TooLarge(usize),
 }
 
 /// How a worker ended, in words (`exit code N`, `killed by signal 11 SIGSEGV`).
@@ -428,7 +522,7 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
 
 fn signal_name(sig: i32) -> &'static str {
     match sig {
-        libc::SIGKILL => " SIGKILL (out of memory, or stopped)",
+        libc::SIGKILL => " SIGKILL, not sent by Switchyard (the kernel's out-of-memory killer, or another process)",
         libc::SIGSEGV => " SIGSEGV",
         libc::SIGABRT => " SIGABRT",
         libc::SIGBUS => " SIGBUS",
@@ -439,23 +533,61 @@ fn signal_name(sig: i32) -> &'static str {
 
 /// Copies one output stream of the worker into the deployment's log and the process log,
 /// line by line. The receiver hears when the stream ends.
+/// Each line is escaped into one line ([`one_line`]) and tagged; the process log gets it
+/// within the worker's [`OutputLimit`] (shared by its two streams).
 pub fn copy_output(
-    stream: impl Read + Send + 'static,
+    stream: impl Read + AsRawFd + Send + 'static,
     which: &'static str,
     tag: &str,
     deployment: &str,
     logs: &Arc<LogRing>,
     flavor: Flavor,
+    limit: Arc<Mutex<OutputLimit>>,
 ) -> std::sync::mpsc::Receiver<()> {
     let (done_tx, done) = std::sync::mpsc::channel();
     let (tag, deployment, logs) = (tag.to_string(), deployment.to_string(), Arc::clone(logs));
     let spawned = std::thread::Builder::new().name("switchyard-wlog".into()).spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
-        while read_line_bounded(&mut reader, &mut line) {
+        let report = |dropped: u64, over: Duration| {
+            let line = format!(
+                "{tag}: {dropped} line(s) of the worker's output in the last {:.0} s were not copied to the process log \
+                 (over {LOG_LINES_PER_SEC} lines or {} KiB per second); get-logs has them, as far as it holds",
+                over.as_secs_f64().max(1.0),
+                LOG_BYTES_PER_SEC as u64 / 1024
+            );
+            logs.push(&line);
+            flavor.warn(&line);
+        };
+        let fd = reader.get_ref().as_raw_fd();
+        loop {
+            // Lines were dropped and nothing is waiting to be read: report them once the
+            // output has been quiet a moment (a flood that ended is reported at once, not
+            // whenever the script prints next).
+            if reader.buffer().is_empty() && limit.lock().unwrap_or_else(|e| e.into_inner()).has_dropped() {
+                let quiet = matches!(crate::sys::poll_readable(fd, DROP_REPORT_QUIET_MS), Ok(false));
+                let due = quiet.then(|| limit.lock().unwrap_or_else(|e| e.into_inner()).take_dropped(Instant::now()));
+                if let Some((dropped, over)) = due.flatten() {
+                    report(dropped, over);
+                }
+            }
+            if !read_line_bounded(&mut reader, &mut line) {
+                break;
+            }
             let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end();
+            let text = one_line(text.trim_end().as_bytes());
             logs.push(format!("{tag} {which}: {text}"));
+            let (copy, due) = {
+                let mut limit = limit.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                (limit.admit(text.len(), now), limit.report_due(now))
+            };
+            if let Some((dropped, over)) = due {
+                report(dropped, over);
+            }
+            if !copy {
+                continue;
+            }
             match flavor {
                 Flavor::Python => {
                     tracing::info!(target: "switchyard::python", deployment = %deployment, instance = %tag, stream = which, "{text}")
@@ -464,6 +596,11 @@ pub fn copy_output(
                     tracing::info!(target: "switchyard::native", deployment = %deployment, instance = %tag, stream = which, "{text}")
                 }
             }
+        }
+        // The stream ended: what was dropped since the last report is reported now.
+        let left = limit.lock().unwrap_or_else(|e| e.into_inner()).take_dropped(Instant::now());
+        if let Some((dropped, over)) = left {
+            report(dropped, over);
         }
         let _ = done_tx.send(());
     });
@@ -524,4 +661,245 @@ pub fn intern_content_type(ct: &str) -> &'static str {
     let leaked: &'static str = Box::leak(ct.to_string().into_boxed_str());
     seen.push(leaked);
     leaked
+}
+
+/// Text from a worker (a line it printed, an exception's message) as one log line: control
+/// characters are written as escapes (`\n`, `\r`, `\u{1b}`), and so are Unicode's line and
+/// paragraph separators. Whatever a script prints or raises then stays inside the line that
+/// names it, after the tag, and cannot start a line that looks like the server's own, nor
+/// rewrite one on a terminal. Tabs are kept. Borrowed when there is nothing to escape.
+pub fn one_line(bytes: &[u8]) -> Cow<'_, str> {
+    fn escaped(c: char) -> bool {
+        (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}'
+    }
+    let text = String::from_utf8_lossy(bytes);
+    if !text.chars().any(escaped) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if escaped(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The rate at which one worker's output is copied into the process log: two token buckets
+/// (lines and bytes, [`LOG_LINES_PER_SEC`] and the others), and the count of lines left out
+/// since the last report.
+#[derive(Debug)]
+pub struct OutputLimit {
+    lines: f64,
+    bytes: f64,
+    last: Instant,
+    dropped: u64,
+    /// When dropping started since the last report (`None`: nothing dropped since).
+    dropping_since: Option<Instant>,
+}
+
+impl OutputLimit {
+    /// A full bucket at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self { lines: LOG_BURST_LINES, bytes: LOG_BURST_BYTES, last: now, dropped: 0, dropping_since: None }
+    }
+
+    /// Whether a line of `len` bytes may be copied at `now` (it is counted as dropped if not).
+    pub fn admit(&mut self, len: usize, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.lines = (self.lines + elapsed * LOG_LINES_PER_SEC).min(LOG_BURST_LINES);
+        self.bytes = (self.bytes + elapsed * LOG_BYTES_PER_SEC).min(LOG_BURST_BYTES);
+        let cost = len as f64;
+        if self.lines >= 1.0 && self.bytes >= cost.min(LOG_BURST_BYTES) {
+            self.lines -= 1.0;
+            self.bytes -= cost;
+            return true;
+        }
+        self.dropped += 1;
+        self.dropping_since.get_or_insert(now);
+        false
+    }
+
+    /// Lines dropped, and over how long, when a report is due at `now` while the output goes
+    /// on: every [`DROP_REPORT_EVERY`] from the first drop.
+    pub fn report_due(&mut self, now: Instant) -> Option<(u64, Duration)> {
+        let since = self.dropping_since?;
+        if now.saturating_duration_since(since) < DROP_REPORT_EVERY {
+            return None;
+        }
+        self.take_dropped(now)
+    }
+
+    /// Whether lines were dropped since the last report.
+    pub fn has_dropped(&self) -> bool {
+        self.dropped > 0
+    }
+
+    /// Lines dropped since the last report, and over how long; resets the count.
+    pub fn take_dropped(&mut self, now: Instant) -> Option<(u64, Duration)> {
+        let since = self.dropping_since.take()?;
+        let dropped = std::mem::take(&mut self.dropped);
+        Some((dropped, now.saturating_duration_since(since)))
+    }
+}
+
+/// The pids of this process's workers not yet reaped (a pid leaves before its worker is
+/// reaped, so a pid here is always that worker's): [`stop_all`] reaches them when the server
+/// stops, whether or not their instances are dropped by then.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn forget_live(pid: u32) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+}
+
+/// Kills every worker of this process that is still running, with its descendants
+/// ([`kill_tree`]); called when the server stops (SIGTERM, or its parent gone). A worker would
+/// exit by itself once its request pipe closes with the server, but what its script started
+/// would not. The registry stays locked meanwhile, so no worker is reaped (and its pid reused)
+/// under the kill.
+pub fn stop_all() {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for &pid in live.iter() {
+        kill_tree(pid);
+    }
+}
+
+/// Kills the worker `pid`, its process group, and every process descended from it, also those
+/// that left its group or session (`setsid`, a daemon's double fork: the worker is their
+/// subreaper, see [`crate::sys::worker_child_setup`], so they stay its descendants). The
+/// descendants go first, while the worker still holds them; each round kills what `/proc`
+/// shows, and what a killed process orphaned shows up under the worker in the next round.
+/// Without `/proc` (not Linux) only the process group is reached.
+pub fn kill_tree(pid: u32) {
+    for _ in 0..32 {
+        let found = descendants(pid);
+        if found.is_empty() {
+            break;
+        }
+        for (child, parent) in found {
+            crate::sys::kill_if_child_of(child, parent);
+        }
+    }
+    crate::sys::kill_process_group(pid);
+}
+
+/// The living descendants of `root` as (pid, parent pid), from one pass over `/proc`.
+fn descendants(root: u32) -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut parent_of: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| match crate::sys::process_parent(pid) {
+            // A zombie is dead already (and has no children left).
+            Some((ppid, state)) if state != 'Z' && state != 'X' => Some((pid, ppid)),
+            _ => None,
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        parent_of.retain(|&(pid, ppid)| {
+            if ppid == parent {
+                found.push((pid, ppid));
+                frontier.push(pid);
+                false
+            } else {
+                true
+            }
+        });
+    }
+    found
+}
+
+/// The memory limit of a deployment's workers ([`MAX_MEMORY_ENV`]): its own
+/// `environment_variables` first, then the server's environment. `Err` says what is wrong.
+fn max_memory(vars: &std::collections::BTreeMap<String, String>) -> Result<Option<u64>, String> {
+    let value = match vars.get(MAX_MEMORY_ENV) {
+        Some(v) => v.clone(),
+        None => match std::env::var(MAX_MEMORY_ENV) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+    };
+    parse_size(&value)
+        .map(Some)
+        .ok_or_else(|| format!("{MAX_MEMORY_ENV} must be a size such as 2G, 512M or 1073741824 (bytes), got {value:?}"))
+}
+
+/// `2G`, `512M`, `64K` (powers of 1024, an optional `i`/`B`: `2GiB`, `512MB`) or bytes; at
+/// least 1 MiB (less cannot start an interpreter, and 0 would read as "none").
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let t = t.strip_suffix(['i', 'I']).unwrap_or(t);
+    let (digits, unit) = match t.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let shift = match unit {
+        ' ' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return None,
+    };
+    let n: u64 = digits.trim().parse().ok()?;
+    let bytes = n.checked_mul(1u64 << shift)?;
+    (bytes >= 1 << 20).then_some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_text_stays_on_one_line() {
+        assert!(matches!(one_line(b"plain words\tand a tab"), Cow::Borrowed(_)));
+        let forged = "boom\n2026-12-06T10:00:00.000Z request_id=x status=200\r\x1b[2K\u{2028}end";
+        assert_eq!(
+            one_line(forged.as_bytes()),
+            "boom\\n2026-12-06T10:00:00.000Z request_id=x status=200\\r\\u{1b}[2K\\u{2028}end"
+        );
+        assert!(!one_line(forged.as_bytes()).contains(['\n', '\r', '\x1b']));
+    }
+
+    #[test]
+    fn output_over_the_rate_is_counted_and_reported_once_per_period() {
+        let t0 = Instant::now();
+        let mut limit = OutputLimit::new(t0);
+        let passed = (0..5000).filter(|_| limit.admit(10, t0)).count();
+        assert_eq!(passed, LOG_BURST_LINES as usize, "the burst, then nothing in the same instant");
+        assert_eq!(limit.report_due(t0), None, "reported when quiet, or once a period is over");
+        // One second later: a second's worth of lines passes again.
+        let t1 = t0 + Duration::from_secs(1);
+        let passed = (0..1000).filter(|_| limit.admit(10, t1)).count();
+        assert_eq!(passed, LOG_LINES_PER_SEC as usize);
+        assert_eq!(limit.take_dropped(t1), Some((4900, Duration::from_secs(1))));
+        assert!(!limit.has_dropped());
+        // Flooding on: a report every period.
+        let t2 = t1 + DROP_REPORT_EVERY;
+        assert!(!limit.admit(10, t1) && limit.report_due(t1).is_none());
+        assert_eq!(limit.report_due(t2), Some((1, DROP_REPORT_EVERY)));
+        // Bytes count too: a few long lines use the byte budget up.
+        let mut limit = OutputLimit::new(t0);
+        let passed = (0..1000).filter(|_| limit.admit(MAX_LOG_LINE, t0)).count();
+        assert_eq!(passed, (LOG_BURST_BYTES as usize) / MAX_LOG_LINE);
+    }
+
+    #[test]
+    fn memory_sizes_parse_or_say_what_is_expected() {
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size(" 1073741824 "), Some(1 << 30));
+        for bad in ["", "lots", "1.5G", "-1G", "0", "100K", "2X"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        let vars = [(MAX_MEMORY_ENV.to_string(), "a lot".to_string())].into_iter().collect();
+        assert!(max_memory(&vars).unwrap_err().contains("such as 2G"));
+    }
 }
