@@ -66,6 +66,11 @@ pub fn load_slots() -> Arc<Semaphore> {
 /// How long a load holds a process-wide load slot at most (see [`load_slots`]).
 pub const SLOW_LOAD: Duration = Duration::from_secs(5);
 
+/// How much longer than [`hooks::init_timeout`] the pool waits for an init: the hooks keep that
+/// deadline themselves and say more when it passes (a worker stopped, an in-process call left
+/// behind); the pool's is the backstop for a hook that does not.
+const INIT_GRACE: Duration = Duration::from_secs(2);
+
 /// Marks a pool whose run cost has not been measured yet.
 const UNMEASURED: u64 = u64::MAX;
 
@@ -168,7 +173,7 @@ pub struct InstancePool {
     init_stop: OnceLock<Arc<InitStop>>,
     /// How long one instance's init may take, for every hook (CONTRACT §9): past it the load
     /// fails with an error saying so and its slot is freed. [`hooks::init_timeout`] (600 s, or
-    /// `SWITCHYARD_INIT_TIMEOUT_MS`), the deadline the hooks keep themselves too: an
+    /// `SWITCHYARD_INIT_TIMEOUT_MS`) plus [`INIT_GRACE`], after the deadline the hooks keep themselves: an
     /// out-of-process worker is killed at it; an in-process init (a native plugin's `init`
     /// that never returns) cannot be stopped from outside, so its thread is left to finish and
     /// whatever it makes then is dropped. Shorter in tests.
@@ -254,7 +259,7 @@ impl InstancePool {
             hung: AtomicUsize::new(0),
             own_loads: Semaphore::new(load_slot_count()),
             init_stop: OnceLock::new(),
-            init_deadline: hooks::init_timeout(),
+            init_deadline: hooks::init_timeout() + INIT_GRACE,
             restarting: AtomicUsize::new(0),
             backing_off: AtomicUsize::new(0),
             restart: Mutex::new(None),

@@ -405,9 +405,9 @@ impl WorkerHook {
                 Err(format!("the native plugin worker sent frame type {other} instead of its init result"))
             }
             Err(frame::ReadError::TimedOut) => Err(format!(
-                "init of the native plugin {} did not finish within {} s; the worker was stopped",
+                "init of the native plugin {} did not finish within {} ms (the init deadline); the worker was stopped",
                 plugin.library.display(),
-                super::worker::INIT_TIMEOUT.as_secs()
+                super::init_timeout().as_millis()
             )),
             Err(_) => {
                 let status = worker.finish_output();

@@ -28,7 +28,7 @@ use std::process::Command;
 
 pub use env::{configure, EnvSlot, PythonOptions};
 
-use super::worker::{one_line, Exchange, Flavor, Worker, INIT_TIMEOUT};
+use super::worker::{one_line, Exchange, Flavor, Worker};
 use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
 
@@ -121,9 +121,9 @@ impl PythonHook {
             }
             Ok((other, _)) => Err(format!("the Python worker sent frame type {other} instead of its init result")),
             Err(frame::ReadError::TimedOut) => Err(format!(
-                "init() of {} did not finish within {} s; the worker was stopped",
+                "init() of {} did not finish within {} ms (the init deadline); the worker was stopped",
                 script.script,
-                INIT_TIMEOUT.as_secs()
+                super::init_timeout().as_millis()
             )),
             Err(_) => {
                 let status = worker.finish_output();

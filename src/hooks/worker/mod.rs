@@ -249,9 +249,9 @@ impl Worker {
     }
 
     /// Reads the worker's init result (`INIT_OK` or `INIT_FAILED`), waiting up to
-    /// [`INIT_TIMEOUT`]. Anything but `INIT_OK` marks the worker dead.
+    /// [`super::init_timeout`] ([`INIT_TIMEOUT`] unless set). Anything but `INIT_OK` marks the worker dead.
     pub fn read_init(&mut self) -> Result<(u8, Vec<u8>), frame::ReadError> {
-        let result = frame::read_frame(&mut self.from_worker, Some(Instant::now() + INIT_TIMEOUT));
+        let result = frame::read_frame(&mut self.from_worker, Some(Instant::now() + super::init_timeout()));
         self.end_init();
         match &result {
             Ok((frame::kind::INIT_OK, _)) => self.copiers.clear(),
