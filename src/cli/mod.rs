@@ -333,6 +333,12 @@ pub struct ServeArgs {
     /// Where venvs built from conda files are cached (default: ~/.cache/switchyard/envs).
     #[arg(long, env = "SWITCHYARD_ENV_CACHE_DIR")]
     pub env_cache_dir: Option<std::path::PathBuf>,
+    /// Start scoring workers (score.py, process-isolated plugins) as USER[:GROUP] (names or
+    /// numbers), so they cannot read the server's secrets: the admin token file, --secrets-dir,
+    /// --state-dir. Needs a server started as root (CAP_SETUID, CAP_SETGID, CAP_CHOWN,
+    /// CAP_KILL); the user must be able to read the code, model and Python environment.
+    #[arg(long, env = "SWITCHYARD_WORKER_USER")]
+    pub worker_user: Option<String>,
 }
 
 /// `--token-lifetime-secs`: refused outside 1 s ..= one year at parse time, because a lifetime
@@ -432,6 +438,7 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
             python: args.python.filter(|p| !p.as_os_str().is_empty()),
             env_cache_dir: args.env_cache_dir.filter(|p| !p.as_os_str().is_empty()),
         },
+        worker_user: args.worker_user,
     };
     let served = crate::server::serve(opts);
     // The server's private copies of native plugins go with it (SIGTERM included).
@@ -441,6 +448,32 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "ERROR: {e}");
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// A `serve` option read from the environment that holds a secret, or says where one is,
+    /// must be kept from the workers (`sys::scrub::SECRET_VARIABLES`, removed in
+    /// `hooks::worker::Worker::spawn`): a scoring script inherits the rest.
+    #[test]
+    fn every_secret_variable_of_serve_is_kept_from_workers() {
+        let cli = super::Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let mut secret = Vec::new();
+        for arg in serve.get_arguments() {
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else { continue };
+            let id = arg.get_id().as_str();
+            if ["token", "secret", "key"].iter().any(|w| id.contains(w)) {
+                secret.push(env.to_string());
+            }
+        }
+        assert!(secret.contains(&"SWITCHYARD_ADMIN_TOKEN_FILE".to_string()), "{secret:?}");
+        for env in &secret {
+            assert!(crate::sys::scrub::SECRET_VARIABLES.contains(&env.as_str()), "{env} reaches the workers");
         }
     }
 }

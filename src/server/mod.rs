@@ -80,6 +80,9 @@ pub struct ServeOptions {
     pub mirror_cpu_percent: f64,
     /// `--python` / `--env-cache-dir`: how score.py deployments get their interpreter.
     pub python: crate::hooks::python::PythonOptions,
+    /// `--worker-user USER[:GROUP]`: the user hook workers run as (see `crate::sys::user`), so
+    /// that scoring scripts cannot read the server's secrets. `None`: the server's own user.
+    pub worker_user: Option<String>,
 }
 
 /// Why the server could not start or stopped with an error; the message is for the operator.
@@ -118,6 +121,7 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     crate::telemetry::init_tracing();
     // Before any thread exists (the scrub writes the environment and the startup blocks).
     hide_admin_token(&mut opts)?;
+    set_worker_user(opts.worker_user.as_deref())?;
     crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
     crate::hooks::python::configure(opts.python.clone());
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
@@ -175,6 +179,26 @@ fn hide_admin_token(opts: &mut ServeOptions) -> Result<(), ServeError> {
     }
     if let Err(e) = crate::sys::scrub::forbid_dumping() {
         tracing::warn!(error = %e, "cannot make the process non-dumpable; processes of this user may read its memory");
+    }
+    Ok(())
+}
+
+/// `--worker-user`: resolved and checked (refused when the server may not switch users), then
+/// in force for every worker. Without it, a server running as root warns: its scripts run as
+/// root too, and read whatever it reads.
+fn set_worker_user(spec: Option<&str>) -> Result<(), ServeError> {
+    let Some(spec) = spec.filter(|s| !s.trim().is_empty()) else {
+        if crate::sys::user::is_root() {
+            tracing::warn!("the server runs as root, and so do its scoring scripts: they can read its secrets (--admin-token-file, --secrets-dir, --state-dir); start them as another user with --worker-user");
+        }
+        return Ok(());
+    };
+    match crate::sys::user::resolve(spec).map_err(ServeError::Setup)? {
+        Some(user) => {
+            crate::sys::user::set_worker_user(user.clone()).map_err(ServeError::Setup)?;
+            tracing::info!(worker_user = %user, "hook workers run as another user");
+        }
+        None => tracing::info!(worker_user = spec, "--worker-user is the server's own user: workers run as it"),
     }
     Ok(())
 }
@@ -521,6 +545,7 @@ mod tests {
             shutdown_grace: Duration::from_secs(5),
             mirror_cpu_percent: DEFAULT_MIRROR_CPU_PERCENT,
             python: Default::default(),
+            worker_user: None,
         }
     }
 

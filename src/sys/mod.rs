@@ -4,12 +4,14 @@
 //! forbids it); each call says why it is sound. (`yaml` holds the other exception: libyaml's
 //! event parser, used to bound nesting depth before a document is parsed; `native` holds the
 //! other: loading native scoring plugins and calling through their C ABI; `scrub` overwrites the
-//! admin token in the kernel-visible startup blocks and makes the server non-dumpable.)
+//! admin token in the kernel-visible startup blocks and makes the server non-dumpable; `user` starts
+//! workers as another user, `serve --worker-user`.)
 #![allow(unsafe_code)]
 
 pub mod files;
 pub mod native;
 pub mod scrub;
+pub mod user;
 pub mod yaml;
 
 use std::time::Duration;

@@ -14,6 +14,12 @@
 //!   is not stopped by this; against it the scrub is what holds, for the environment and the
 //!   arguments (not for the token in the heap, which root can read).
 
+/// The server's environment variables that hold a secret or say where one is: never passed to
+/// a worker (a scoring script would read the token, or open the file the variable names). Every
+/// `serve` option read from the environment that names a secret must be listed here (checked by
+/// a test in `cli`).
+pub const SECRET_VARIABLES: &[&str] = &["SWITCHYARD_ADMIN_TOKEN", "SWITCHYARD_ADMIN_TOKEN_FILE"];
+
 /// Where the token was overwritten.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Scrubbed {

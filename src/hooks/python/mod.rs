@@ -68,6 +68,9 @@ impl PythonHook {
         let model_dir = files.join("azureml-models");
         std::fs::create_dir(&model_dir).map_err(|e| format!("cannot create {}: {e}", model_dir.display()))?;
         link_model(&script.model_path, &model_dir)?;
+        // Issue 22 D2: the worker may run as `serve --worker-user`; its folder is then its own.
+        crate::sys::user::hand_over(files)
+            .map_err(|e| format!("cannot hand {} to the worker user: {e}", files.display()))?;
 
         let mut cmd = Command::new(python);
         cmd.arg("-u")

@@ -148,13 +148,20 @@ impl Worker {
         crate::sys::worker_child_setup(&mut cmd, crate::sys::WorkerChildSetup { oom_score_adj, max_data_bytes });
         let (in_r, in_w) = std::io::pipe()?;
         let (out_r, out_w) = std::io::pipe()?;
-        cmd.env_remove("SWITCHYARD_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        // --- secrets kept from workers (issue 22 D2; sys::scrub, sys::user) ---
+        for variable in crate::sys::scrub::SECRET_VARIABLES {
+            cmd.env_remove(variable);
+        }
+        // --- end ---
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         crate::sys::inherit_as_fd3_fd4(&mut cmd, in_r.as_raw_fd(), out_w.as_raw_fd());
-        let mut child = cmd.spawn()?;
+        // --- worker user (issue 22 D2): last of the child's steps, the others need our rights ---
+        crate::sys::user::run_as_worker_user(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| match crate::sys::user::worker_user() {
+            Some(user) => std::io::Error::new(e.kind(), format!("{e} (started as --worker-user {user})")),
+            None => e,
+        })?;
+        // --- end ---
         LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
         drop(in_r);
         drop(out_w);
