@@ -234,6 +234,19 @@ fn a_worker_user_cannot_read_the_servers_secret_files() {
     let (_dir, file) = root_only_file("admin-token", &format!("{token}\n"));
     let state = tempfile::tempdir().unwrap();
     std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A Secret laid out as `--secrets-dir` reads it, root-only files in a folder anyone enters.
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(secrets.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let primary = "primary-key-4f1c9a7e2b6d40d8a3e5c1b9f7d2e6a0";
+    for (name, value) in [
+        ("primary-key", primary),
+        ("secondary-key", "secondary-key-8e2d4c6a0b1f43e7a9c5d3b1f0e2a4c6"),
+        ("token-signing-key", "signing-key-3a5c7e9b1d2f40a6b8c0e2d4f6a8b0c2"),
+    ] {
+        let file = secrets.path().join(name);
+        std::fs::write(&file, value).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     // The worker user must be able to run the interpreter: the test venv's may live under a
     // private home (pyenv in /root); the system's is for everyone.
     let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
@@ -247,6 +260,8 @@ fn a_worker_user_cannot_read_the_servers_secret_files() {
         &path_str(&file),
         "--state-dir",
         &path_str(state.path()),
+        "--secrets-dir",
+        &path_str(secrets.path()),
         "--worker-user",
         "nobody",
     ];
@@ -261,6 +276,11 @@ fn a_worker_user_cannot_read_the_servers_secret_files() {
     let saved = &found["secret_files"][path_str(&state.path().join("state.json"))];
     assert_eq!(saved["ok"], false, "the worker read the saved state (the endpoint's keys): {found}");
     assert!(saved["error"].as_str().unwrap().contains("Permission denied"), "{found}");
+    for name in ["primary-key", "token-signing-key"] {
+        let read = &found["secret_files"][path_str(&secrets.path().join(name))];
+        assert!(read["error"].as_str().unwrap_or_default().contains("Permission denied"), "{name}: {found}");
+    }
+    assert!(!found.to_string().contains(primary), "{found}");
     // Running as nobody, the worker cannot read the (root) server's environment either.
     assert_eq!(found["environ"]["ok"], false, "{found}");
     assert!(!found.to_string().contains(token), "{found}");
