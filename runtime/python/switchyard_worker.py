@@ -129,9 +129,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def configure_logging():
-    """The script's logging as Azure's server leaves it: the root logger untouched (WARNING,
-    Python's last-resort handler writes warnings and errors to stderr), so logging.info lines
-    cost next to nothing and are dropped. Two ways to have them, before the script is imported:
+    """The script's logging as Azure's server leaves it: the root logger untouched (WARNING;
+    warnings and errors still reach stderr, through the handler logging.warning() and friends
+    add when none is set), so logging.info lines cost next to nothing and are dropped. Two ways to have them, before the script is imported:
     a logging.json in the code folder (else in the entry script's folder) is applied with
     logging.config.dictConfig, as Azure's server does; SWITCHYARD_SCRIPT_LOG_LEVEL=INFO (a
     local extension) sets the root logger to that level, lines on stderr. AZUREML_LOG_LEVEL is
