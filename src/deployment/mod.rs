@@ -117,9 +117,9 @@ impl Deployment {
             }),
             runtime,
         );
-        // Azure's WORKER_COUNT: that many worker processes (hooks) per instance.
-        pool.set_workers_per_instance(spec.workers_per_instance() as usize);
         if matches!(kind, HookKind::Python(_)) {
+            // Azure's WORKER_COUNT: that many worker processes (hooks) per instance.
+            pool.set_workers_per_instance(spec.workers_per_instance() as usize);
             // A run in a worker process is a pipe round trip at best and may hang: never on
             // the request's thread, always where a deadline can stop it.
             pool.queue_every_run();
