@@ -256,6 +256,14 @@ fn worker_count_runs_that_many_workers_per_instance_and_a_crash_replaces_one() {
     assert_eq!(v["instances"]["ready"], 2, "{v}");
     let alive = pids.iter().filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()).count();
     assert_eq!(alive, 5, "the other workers were not restarted");
+    assert!(!logs(&s, "pool").contains("but max_concurrent_requests_per_instance"));
+    // With the default max_concurrent_requests_per_instance (1), the log says to match it.
+    create(&s, chatty_doc("lean", &code, json!({"environment_variables": {"WORKER_COUNT": "2"}})), "Succeeded");
+    log_with(
+        &s,
+        "lean",
+        &["WORKER_COUNT is 2 but max_concurrent_requests_per_instance is 1", "set it to 2, as on Azure"],
+    );
     // Scaling counts instances: 1 instance is 3 workers.
     let r = s.admin("PATCH", "/v1/deployments/pool", Some(&json!({"instance_count": 1})));
     assert_eq!(r.status, 200, "{}", r.body);
