@@ -276,3 +276,31 @@ fn worker_count_runs_that_many_workers_per_instance_and_a_crash_replaces_one() {
         }
     });
 }
+
+/// A thread's nice value, from /proc/PID[/task/TID]/stat (field 19).
+fn nice_of(stat_path: &std::path::Path) -> Option<(String, i64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let name = stat[stat.find('(')? + 1..stat.rfind(')')?].to_string();
+    let nice = stat[stat.rfind(')')? + 1..].split_whitespace().nth(16)?.parse().ok()?;
+    Some((name, nice))
+}
+
+#[test]
+fn a_worker_and_its_output_copiers_serve_at_the_servers_own_priority_not_the_loaders() {
+    let s = server();
+    s.create_endpoint();
+    let key = s.primary_key();
+    create(&s, chatty_doc("chatty", &chatty().join("code"), json!({})), "Succeeded");
+    let (_, live) = nice_of(&PathBuf::from(format!("/proc/{}/stat", s.pid()))).unwrap();
+    let r = order(&s, &key, "chatty", json!({"lines": 1}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Loads run on threads at nice 19; the worker they start must not inherit it.
+    assert_eq!(r.json()["nice"], live, "the worker's nice value: {}", r.body);
+    let copiers: Vec<(String, i64)> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+        .unwrap()
+        .filter_map(|t| nice_of(&t.unwrap().path().join("stat")))
+        .filter(|(name, _)| name == "switchyard-wlog")
+        .collect();
+    assert_eq!(copiers.len(), 2, "{copiers:?}");
+    assert!(copiers.iter().all(|(_, nice)| *nice == live), "{copiers:?}");
+}

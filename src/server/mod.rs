@@ -109,6 +109,8 @@ pub const DEFAULT_MIRROR_CPU_PERCENT: f64 = crate::mirror::executor::DEFAULT_SHA
 /// control-plane work) and runs the server until SIGTERM/SIGINT.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     crate::telemetry::init_tracing();
+    // From the main thread, at nice 0: worker processes are started there (live priority).
+    crate::threads::start_live_spawner();
     crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
     crate::hooks::python::configure(opts.python.clone());
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config

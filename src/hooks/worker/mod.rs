@@ -109,7 +109,23 @@ impl Worker {
             .stderr(Stdio::piped())
             .process_group(0);
         crate::sys::inherit_as_fd3_fd4(&mut cmd, in_r.as_raw_fd(), out_w.as_raw_fd());
-        let mut child = cmd.spawn()?;
+        // Started (with its output copiers) at live priority, not at the loader thread's nice
+        // 19, which the worker and the copiers would keep for every request they serve.
+        let (deployment, logs) = (ctx.deployment.clone(), Arc::clone(&ctx.logs));
+        let started = crate::threads::at_live_priority(move || {
+            let mut child = cmd.spawn()?;
+            let tag = format!("{deployment}/instance-{n} pid {}", child.id());
+            let mut copiers = Vec::new();
+            if let Some(out) = child.stdout.take() {
+                copiers.push(copy_output(out, "stdout", &tag, &deployment, &logs, flavor));
+            }
+            if let Some(err) = child.stderr.take() {
+                copiers.push(copy_output(err, "stderr", &tag, &deployment, &logs, flavor));
+            }
+            Ok::<_, std::io::Error>((child, tag, copiers))
+        });
+        let (mut child, tag, copiers) =
+            started.unwrap_or_else(|| Err(std::io::Error::other("starting the worker process panicked")))?;
         drop(in_r);
         drop(out_w);
         if flavor == Flavor::Python {
@@ -120,14 +136,6 @@ impl Worker {
                 let _ = child.wait();
                 return Err(e);
             }
-        }
-        let tag = format!("{}/instance-{n} pid {}", ctx.deployment, child.id());
-        let mut copiers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            copiers.push(copy_output(out, "stdout", &tag, &ctx.deployment, &ctx.logs, flavor));
-        }
-        if let Some(err) = child.stderr.take() {
-            copiers.push(copy_output(err, "stderr", &tag, &ctx.deployment, &ctx.logs, flavor));
         }
         Ok(Self {
             child,
