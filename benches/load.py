@@ -390,14 +390,17 @@ def memory_mib(pid):
 LOGGING_MODES = ["default", "info"]
 
 # Azure's server applies a logging.json found in its app root (AML_APP_ROOT, by default the
-# working folder): this one sets the root logger to INFO on stderr, as Switchyard's
+# working folder) instead of its own: this one is its own (its loggers and access lines as
+# they come) plus the root logger at INFO on stderr, as Switchyard's
 # SWITCHYARD_SCRIPT_LOG_LEVEL=INFO does.
-AZURE_INFO_LOGGING = {
-    "version": 1, "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
-    "root": {"level": "INFO", "handlers": ["err"]},
-}
+def azure_info_logging():
+    own = next(SAMPLE_VENV.glob("lib/python*/site-packages/azureml_inference_server_http/logging.json"))
+    config = json.loads(own.read_text())
+    config["formatters"]["plain"] = {"format": "%(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["root_stderr"] = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                         "formatter": "plain"}
+    config["root"] = {"level": "INFO", "handlers": ["root_stderr"]}
+    return config
 
 
 def sample_servers(script, python, model_dir, mode):
@@ -411,7 +414,7 @@ def sample_servers(script, python, model_dir, mode):
     sy.deploy("blue", None, instances=2, mcr=16, all_traffic=True, spec=spec)
     workdir = Path(tempfile.mkdtemp())
     if mode == "info":
-        (workdir / "logging.json").write_text(json.dumps(AZURE_INFO_LOGGING))
+        (workdir / "logging.json").write_text(json.dumps(azure_info_logging()))
     az = PythonServer(None, workdir, script=script, env=model_dir, venv=SAMPLE_VENV)
     return {"switchyard": sy, "azure": az}
 
