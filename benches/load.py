@@ -290,11 +290,13 @@ def throughput(args, results):
 
 
 # run() of the sample's score.py in one process, timed per call: the same interpreter and
-# packages as both servers' workers, and the logging set-up of Switchyard's worker (INFO to
-# stderr; /dev/null here), so the log records the script writes are formatted here too.
+# packages as both servers' workers, with the root logger untouched (both servers' default:
+# the script's logging.info lines are dropped) or, with a 4th argument "info", at INFO
+# (written to /dev/null here), so the log records the script writes are formatted too.
 RUN_TIMER = r"""
 import importlib.util, json, logging, os, sys, time
-logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"), format="%(levelname)s %(name)s: %(message)s")
+if sys.argv[4:] == ["info"]:
+    logging.basicConfig(level=logging.INFO, stream=open(os.devnull, "w"), format="%(levelname)s %(name)s: %(message)s")
 spec = importlib.util.spec_from_file_location("entry_module", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -327,6 +329,51 @@ def children(pid):
     return sorted(found)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread(pid):
+    """CPU seconds (user + system) of each live thread of `pid`, by thread name (numbered
+    threads of one kind summed), and the process's total (dead threads included)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = re.sub(r"[-_#:]?\d+$", "", stat[stat.index("(") + 1: stat.rindex(")")])
+        fields = stat.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    out["(total)"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def cpu_snapshot(server):
+    """CPU seconds of a server's process by thread, and of each child process (its workers)."""
+    snap = {"server": cpu_by_thread(server.proc.pid)}
+    for child in children(server.proc.pid):
+        try:
+            snap[f"worker {child}"] = {"(total)": cpu_by_thread(child)["(total)"]}
+        except OSError:
+            pass
+    return snap
+
+
+def cpu_per_request(before, after, requests):
+    """µs of CPU per request answered between two snapshots: the server's threads by name, its
+    workers each and together."""
+    out = {}
+    for proc, threads in after.items():
+        for name, sec in threads.items():
+            delta = sec - before.get(proc, {}).get(name, 0)
+            key = f"{proc}: {name}" if proc == "server" else proc
+            if proc == "server" or name == "(total)":
+                out[key] = round(delta * 1e6 / max(requests, 1), 1)
+    out["workers (all)"] = round(sum(v for k, v in out.items() if k.startswith("worker ")), 1)
+    return out
+
+
 def memory_mib(pid):
     """RSS and PSS of one process, in MiB (PSS splits shared pages among their sharers)."""
     values = {}
@@ -335,6 +382,41 @@ def memory_mib(pid):
         if key in ("Rss", "Pss"):
             values[key.lower() + "_mib"] = int(line.split()[1]) / 1024
     return values
+
+
+# How the script's logging.info lines are treated: "default" is each server as it comes (both
+# leave the root logger at WARNING, so the sample's two INFO lines per request are dropped);
+# "info" has both write them.
+LOGGING_MODES = ["default", "info"]
+
+# Azure's server applies a logging.json found in its app root (AML_APP_ROOT, by default the
+# working folder) instead of its own: this one is its own (its loggers and access lines as
+# they come) plus the root logger at INFO on stderr, as Switchyard's
+# SWITCHYARD_SCRIPT_LOG_LEVEL=INFO does.
+def azure_info_logging():
+    own = next(SAMPLE_VENV.glob("lib/python*/site-packages/azureml_inference_server_http/logging.json"))
+    config = json.loads(own.read_text())
+    config["formatters"]["plain"] = {"format": "%(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["root_stderr"] = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                         "formatter": "plain"}
+    config["root"] = {"level": "INFO", "handlers": ["root_stderr"]}
+    return config
+
+
+def sample_servers(script, python, model_dir, mode):
+    """Switchyard (2 instances of the sample's score.py) and Azure's server (2 workers), with the
+    script's INFO lines dropped (mode "default") or written (mode "info")."""
+    sy = Switchyard(extra=["--python", str(python)])
+    spec = {"model": {"path": str(SAMPLE / "model-1" / "model")},
+            "code_configuration": {"code": str(script.parent), "scoring_script": "score.py"}}
+    if mode == "info":
+        spec["environment_variables"] = {"SWITCHYARD_SCRIPT_LOG_LEVEL": "INFO"}
+    sy.deploy("blue", None, instances=2, mcr=16, all_traffic=True, spec=spec)
+    workdir = Path(tempfile.mkdtemp())
+    if mode == "info":
+        (workdir / "logging.json").write_text(json.dumps(azure_info_logging()))
+    az = PythonServer(None, workdir, script=script, env=model_dir, venv=SAMPLE_VENV)
+    return {"switchyard": sy, "azure": az}
 
 
 def sample(args, results):
@@ -346,12 +428,14 @@ def sample(args, results):
     python = SAMPLE_VENV / "bin" / "python"
     model_dir = {"AZUREML_MODEL_DIR": str(SAMPLE / "model-1")}
     calls = 20000
-    r = subprocess.run([str(python), "-c", RUN_TIMER, str(script), str(request), str(calls)], capture_output=True,
-                       text=True, check=True, env=dict(os.environ, **model_dir))
-    run_us = json.loads(r.stdout.strip().splitlines()[-1])
-    out["run_in_process_us"] = run_us
-    print(f"  run() in process: median {run_us['median_us']:.1f} us, mean {run_us['mean_us']:.1f} us"
-          f" ({calls} calls)", flush=True)
+    for mode in LOGGING_MODES:
+        r = subprocess.run([str(python), "-c", RUN_TIMER, str(script), str(request), str(calls), mode],
+                           capture_output=True, text=True, check=True, env=dict(os.environ, **model_dir))
+        run_us = json.loads(r.stdout.strip().splitlines()[-1])
+        out.setdefault("run_in_process_us_by_logging", {})[mode] = run_us
+        print(f"  run() in process, logging {mode}: median {run_us['median_us']:.1f} us, mean {run_us['mean_us']:.1f} us"
+              f" ({calls} calls)", flush=True)
+    run_us = out["run_in_process_us"] = out["run_in_process_us_by_logging"]["default"]
 
     # max_concurrent_requests_per_instance 16: 2 x 16 x 2 instances = 64 admitted, so c=32 is
     # queued as by Azure's server (whose gunicorn workers leave waiting connections in the
@@ -359,13 +443,12 @@ def sample(args, results):
     out["settings"] = {"switchyard": "serve --python .bench/sample-venv/bin/python (2 scoring workers); "
                                      "instance_count 2, max_concurrent_requests_per_instance 16",
                        "azure": "azmlinfsrv --worker_count 2 (azureml-inference-server-http 1.5.1)",
+                       "logging": "default: both servers as they come (the root logger untouched, the script's "
+                                  "logging.info lines dropped); info: the script's INFO lines written by both "
+                                  "(Switchyard: SWITCHYARD_SCRIPT_LOG_LEVEL=INFO; Azure: a logging.json in its "
+                                  "app root, the working folder, setting the root logger to INFO on stderr)",
                        "seconds_per_point": args.seconds, "concurrency": SAMPLE_CONCURRENCY}
-    sy = Switchyard(extra=["--python", str(python)])
-    sy.deploy("blue", None, instances=2, mcr=16, all_traffic=True, spec={
-        "model": {"path": str(SAMPLE / "model-1" / "model")},
-        "code_configuration": {"code": str(script.parent), "scoring_script": "score.py"}})
-    az = PythonServer(None, Path(tempfile.mkdtemp()), script=script, env=model_dir, venv=SAMPLE_VENV)
-    servers = {"switchyard": sy, "azure": az}
+    servers = sample_servers(script, python, model_dir, "default")
     body = request.read_bytes()
     for s in servers.values():
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {s.key}"}
@@ -385,22 +468,30 @@ def sample(args, results):
               f" (PSS {statistics.mean(pss):.1f}) each; parent RSS {mem[name]['parent']['rss_mib']:.1f} MiB", flush=True)
     out["idle_memory"] = mem
     # The same server's HTTP path without Python, for reference: the ONNX model-1, pinned.
+    sy = servers["switchyard"]
     sy.deploy("onnx", "model-1", instances=1)
 
-    table = out.setdefault("load", {})
-    for c in SAMPLE_CONCURRENCY:
-        for name, s in servers.items():
-            r = wrk(s.url(), request, c, args.seconds, key=s.key)
-            table.setdefault(name, {})[str(c)] = r
-            print(f"  sample {name:10} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f} ms"
-                  f"  errors {r['errors']}", flush=True)
-        if c == 1:
-            r = wrk(sy.url(), request, c, args.seconds, key=sy.key, pin="onnx")
-            table["switchyard_onnx"] = {"1": r}
-            print(f"  sample {'(onnx)':10} c=1   {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f} ms"
-                  f"  errors {r['errors']}  (Switchyard's HTTP path with model-1.onnx, no Python)", flush=True)
-    for s in servers.values():
-        s.stop()
+    for mode in LOGGING_MODES[: 1 if args.sample_logging == "default" else None]:
+        if mode != "default":
+            servers = sample_servers(script, python, model_dir, mode)
+            sy = servers["switchyard"]
+        table = out.setdefault("load" if mode == "default" else f"load_{mode}", {})
+        for c in SAMPLE_CONCURRENCY:
+            for name, s in servers.items():
+                before = cpu_snapshot(s)
+                r = wrk(s.url(), request, c, args.seconds, key=s.key)
+                r["cpu_us_per_request"] = cpu_per_request(before, cpu_snapshot(s), r["requests"])
+                table.setdefault(name, {})[str(c)] = r
+                print(f"  sample {mode:7} {name:10} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}"
+                      f"  p99 {r['p99_ms']:.3f} ms  errors {r['errors']}", flush=True)
+            if c == 1 and mode == "default":
+                r = wrk(sy.url(), request, c, args.seconds, key=sy.key, pin="onnx")
+                table["switchyard_onnx"] = {"1": r}
+                print(f"  sample {'(onnx)':18} c=1   {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:.3f}  p99 {r['p99_ms']:.3f}"
+                      f" ms  errors {r['errors']}  (Switchyard's HTTP path with model-1.onnx, no Python)", flush=True)
+        for s in servers.values():
+            s.stop()
+    table = out["load"]
     # Per-request overhead at c=1: the client's median latency less the median run() in process.
     out["overhead_us"] = {name: table[name]["1"]["p50_ms"] * 1e3 - run_us["median_us"] for name in servers}
     # ... and the part of Switchyard's that the Python hook adds to its HTTP path (the ONNX
@@ -670,13 +761,25 @@ def report(results):
                          f"{ratio(row['switchyard'], row['floor']):>9} {ratio(row['switchyard'], row['python']):>10}")
     ps = results.get("python_sample")
     if ps and "load" in ps:
-        lines.append("\nAzure sample score.py (model-1 pickle): requests/s (p99 ms) and ratios to Azure's server")
-        lines.append(f"{'c':>4} {'switchyard':>18} {'azure server':>18} {'req/s ratio':>12} {'p99 ratio':>10}")
-        for c in map(str, SAMPLE_CONCURRENCY):
-            a, b = ps["load"]["switchyard"].get(c), ps["load"]["azure"].get(c)
-            if a and b:
-                lines.append(f"{c:>4} {a['rps']:>9.0f} ({a['p99_ms']:>6.2f}) {b['rps']:>9.0f} ({b['p99_ms']:>6.2f}) "
-                             f"{a['rps'] / b['rps']:>12.2f} {a['p99_ms'] / b['p99_ms']:>10.2f}")
+        for key, what in (("load", "each server's default logging (the script's INFO lines dropped)"),
+                          ("load_info", "the script's INFO lines written by both")):
+            if key not in ps:
+                continue
+            lines.append(f"\nAzure sample score.py (model-1 pickle), {what}: requests/s (p99 ms) and ratios")
+            lines.append(f"{'c':>4} {'switchyard':>18} {'azure server':>18} {'req/s ratio':>12} {'p99 ratio':>10}")
+            for c in map(str, SAMPLE_CONCURRENCY):
+                a, b = ps[key]["switchyard"].get(c), ps[key]["azure"].get(c)
+                if a and b:
+                    lines.append(f"{c:>4} {a['rps']:>9.0f} ({a['p99_ms']:>6.2f}) {b['rps']:>9.0f} ({b['p99_ms']:>6.2f}) "
+                                 f"{a['rps'] / b['rps']:>12.2f} {a['p99_ms'] / b['p99_ms']:>10.2f}")
+        for key in ("load", "load_info"):
+            for c in map(str, SAMPLE_CONCURRENCY):
+                for n in ("switchyard", "azure"):
+                    cpu = ps.get(key, {}).get(n, {}).get(c, {}).get("cpu_us_per_request")
+                    if cpu:
+                        top = sorted(((v, k) for k, v in cpu.items() if v >= 1 and k != "workers (all)"), reverse=True)
+                        lines.append(f"CPU us/request, {key} c={c} {n}: workers (all) {cpu['workers (all)']}; "
+                                     + ", ".join(f"{k} {v}" for v, k in top[:8]))
         run = ps["run_in_process_us"]["median_us"]
         lines.append(f"run() in process: {run:.1f} us (median); c=1 median latency less run(): "
                      + ", ".join(f"{n} {v:.0f} us" for n, v in ps["overhead_us"].items()))
@@ -777,6 +880,8 @@ def main():
     p.add_argument("--seconds", type=int, help="seconds per measurement (default 5, quick 2)")
     p.add_argument("--no-python", action="store_true", help="skip the Azure ML inference server baseline")
     p.add_argument("--only", choices=["throughput", "scenarios", "sample", "native", "oip"], help="run one part")
+    p.add_argument("--sample-logging", choices=["both", "default"], default="both",
+                   help="--only sample: both logging settings (default), or each server's default logging only")
     p.add_argument("--manycore", action="store_true", help="model-2 64-row throughput against instances 1..16")
     p.add_argument("--out", type=Path, help="raw results (default: benches/results/load-results.json, with --only "
                    "sample python-sample-results.json)")

@@ -28,3 +28,61 @@ pub fn spawn_loader(job: impl FnOnce() + Send + 'static) -> std::io::Result<()> 
     })?;
     Ok(())
 }
+
+type LiveJob = Box<dyn FnOnce() + Send>;
+
+/// The thread that starts hook worker processes (see [`at_live_priority`]).
+static LIVE_SPAWNER: std::sync::OnceLock<std::sync::mpsc::Sender<LiveJob>> = std::sync::OnceLock::new();
+
+/// Starts the live-priority spawner thread: call it from a thread at nice 0 (the main thread,
+/// first thing in `serve`), because a thread inherits the nice value of the thread that
+/// starts it.
+pub fn start_live_spawner() {
+    LIVE_SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<LiveJob>();
+        let started = std::thread::Builder::new().name("switchyard-spawn".into()).spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        if let Err(e) = started {
+            tracing::warn!("cannot start the thread that starts worker processes: {e}");
+        }
+        tx
+    });
+}
+
+/// Runs `job` on the live-priority spawner thread (nice 0) and returns its result (`None` if
+/// it panicked); on the calling thread when the spawner was not started (unit tests, other
+/// subcommands).
+///
+/// Why: a process or thread inherits the nice value of the thread that starts it, and an
+/// unprivileged process cannot lower a nice value again. Hook worker processes are started
+/// by loads, on loader threads at nice 19; started there, a Python worker and its output
+/// copiers served every live request at nice 19, below everything else on a busy machine
+/// (measured: both sample workers at nice 19 under load). Started from here, they run at
+/// live priority; their init() runs at it too (it is a process the kernel schedules like
+/// any other).
+pub fn at_live_priority<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    let run = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).ok();
+    let Some(spawner) = LIVE_SPAWNER.get() else {
+        return run();
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let job = std::sync::Arc::new(std::sync::Mutex::new(Some(run)));
+    let queued = std::sync::Arc::clone(&job);
+    let sent = spawner.send(Box::new(move || {
+        let job = queued.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(job) = job {
+            let _ = tx.send(job());
+        }
+    }));
+    if sent.is_ok() {
+        if let Ok(result) = rx.recv() {
+            return result;
+        }
+    }
+    // The spawner thread is gone (it cannot be: jobs do not unwind): run here if it never ran.
+    let job = job.lock().unwrap_or_else(|e| e.into_inner()).take();
+    job.and_then(|job| job())
+}

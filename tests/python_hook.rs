@@ -154,12 +154,10 @@ fn the_sample_blue_deployment_answers_from_its_own_yaml_and_logs_its_prints() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_model_1(&r.body);
-    // The script's output is copied into the log by its own thread, which may trail the answer.
-    eventually("the script's prints are in the log", Duration::from_secs(10), || {
+    // Its logging.info lines are dropped, as by Azure's server (tests/python_workers.rs).
+    eventually("the instance's init is in the log", Duration::from_secs(10), || {
         let log = logs(&s, "blue");
-        let found = log.contains("blue/instance-0")
-            && log.contains("INFO root: Init complete")
-            && log.contains("model 1: request received");
+        let found = log.contains("blue/instance-0") && log.contains("ran init() of score.py");
         if found {
             Ok(())
         } else {

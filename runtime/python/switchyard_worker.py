@@ -182,6 +182,39 @@ def alias_azure_modules():
             sys.modules[alias] = AzureAlias(alias, f"azureml_inference_server_http.api.{name}")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def configure_logging():
+    """The script's logging as Azure's server leaves it: the root logger untouched (WARNING;
+    warnings and errors still reach stderr, through the handler logging.warning() and friends
+    add when none is set), so logging.info lines cost next to nothing and are dropped. Two ways to have them, before the script is imported:
+    a logging.json in the code folder (else in the entry script's folder) is applied with
+    logging.config.dictConfig, as Azure's server does; SWITCHYARD_SCRIPT_LOG_LEVEL=INFO (a
+    local extension) sets the root logger to that level, lines on stderr. AZUREML_LOG_LEVEL is
+    left alone: Azure's server reads it into its config and applies it to no logger."""
+    root = os.environ.get("AML_APP_ROOT", os.getcwd())
+    script_dir = os.path.dirname(os.path.join(root, os.environ.get("AZUREML_ENTRY_SCRIPT", "")))
+    for folder in dict.fromkeys((root, script_dir)):
+        path = os.path.join(folder, "logging.json")
+        if os.path.isfile(path):
+            from logging import config as logging_config  # only then: it imports socket, threading
+
+            try:
+                with open(path) as f:
+                    logging_config.dictConfig(json.load(f))
+            except Exception as exc:
+                raise ValueError(f"{path} is not a logging configuration this Python can apply: {exc}") from exc
+            break
+    level = os.environ.get("SWITCHYARD_SCRIPT_LOG_LEVEL", "").strip().upper()
+    if level:
+        if level not in LOG_LEVELS:
+            raise ValueError(f"SWITCHYARD_SCRIPT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        if not logging.getLogger().handlers:
+            logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger().setLevel(level)
+
+
 def wait_for_debugger():
     """SWITCHYARD_DEBUGPY=[HOST:]PORT (the server's environment or the deployment's
     environment_variables): listen with debugpy and wait until a debugger attaches, before the
@@ -374,10 +407,9 @@ def reply(result):
 def main():
     os.set_inheritable(IN_FD, False)
     os.set_inheritable(OUT_FD, False)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     alias_azure_modules()
     try:
+        configure_logging()
         wait_for_debugger()
         module = load_entry_script()
         module.init()

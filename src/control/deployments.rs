@@ -504,6 +504,12 @@ impl ControlPlane {
             if let Some(why) = record.live.pool.hung_reason() {
                 m.insert("hung_reason".into(), Value::String(why));
             }
+            let per_instance = record.live.pool.workers_per_instance();
+            if per_instance > 1 {
+                let mut workers = serde_json::json!(record.live.pool.workers());
+                workers["per_instance"] = serde_json::json!(per_instance);
+                m.insert("workers".into(), workers);
+            }
             let load = record.live.load_micros.load(std::sync::atomic::Ordering::Relaxed);
             if load > 0 {
                 m.insert("load_ms".into(), serde_json::json!(load as f64 / 1000.0));

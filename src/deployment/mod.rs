@@ -121,6 +121,16 @@ impl Deployment {
         );
         pool.stop_inits_on_close(init_stop);
         if matches!(kind, HookKind::Python(_)) {
+            // Azure's WORKER_COUNT: that many worker processes (hooks) per instance.
+            let workers = spec.workers_per_instance();
+            pool.set_workers_per_instance(workers as usize);
+            let mcr = spec.request_settings.max_concurrent_requests_per_instance;
+            if mcr < workers {
+                logs.push(format!(
+                    "WORKER_COUNT is {workers} but max_concurrent_requests_per_instance is {mcr}: admission lets \
+                     2 x {mcr} requests per instance in flight, so some workers may idle; set it to {workers}, as on Azure"
+                ));
+            }
             // A run in a worker process is a pipe round trip at best and may hang: never on
             // the request's thread, always where a deadline can stop it.
             pool.queue_every_run();

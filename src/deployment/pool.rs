@@ -184,6 +184,10 @@ pub struct InstancePool {
     backing_off: AtomicUsize,
     /// The last replacement's error and the next try, while any instance is being replaced.
     restart: Mutex<Option<(String, u64, Option<SystemTime>)>>,
+    /// Hooks per instance: Azure's `WORKER_COUNT` (worker processes per instance), 1 unless
+    /// a deployment sets it. The pool holds `instance_count` × this many interchangeable
+    /// hooks; `add`, `remove`, `ready` and `counts` speak in instances, `workers` in hooks.
+    per_instance: AtomicUsize,
 }
 
 /// Watches the runs of a pool whose hook runs in process and cannot be stopped (a native
@@ -263,6 +267,7 @@ impl InstancePool {
             restarting: AtomicUsize::new(0),
             backing_off: AtomicUsize::new(0),
             restart: Mutex::new(None),
+            per_instance: AtomicUsize::new(1),
         })
     }
 
@@ -380,8 +385,24 @@ impl InstancePool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Loaded instances (idle or busy).
+    /// Makes each instance `k` hooks (worker processes), before any is loaded.
+    pub fn set_workers_per_instance(&self, k: usize) {
+        self.per_instance.store(k.max(1), Ordering::Relaxed);
+    }
+
+    /// Hooks (worker processes) per instance.
+    pub fn workers_per_instance(&self) -> usize {
+        self.per_instance.load(Ordering::Relaxed)
+    }
+
+    /// Loaded instances (idle or busy): an instance counts once any of its workers is loaded,
+    /// so this is 0 only when no hook can serve.
     pub fn ready(&self) -> usize {
+        self.ready_workers().div_ceil(self.workers_per_instance())
+    }
+
+    /// Loaded hooks (worker processes), idle or busy.
+    fn ready_workers(&self) -> usize {
         self.ready.load(Ordering::Acquire)
     }
 
@@ -390,10 +411,30 @@ impl InstancePool {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Instance counts by state.
+    /// Instance counts by state. With several workers per instance, a worker being replaced
+    /// does not count as a loading instance (ready + loading stays what is asked for);
+    /// [`workers`](Self::workers) has the counts per worker.
     pub fn counts(&self) -> InstanceCounts {
+        let w = self.workers();
+        let k = self.workers_per_instance();
+        if k == 1 {
+            return w;
+        }
+        let ready = w.ready.div_ceil(k);
         InstanceCounts {
-            ready: self.ready(),
+            ready,
+            loading: (w.ready + w.loading).div_ceil(k) - ready,
+            draining: w.draining.div_ceil(k),
+            failed: w.failed.div_ceil(k),
+            hung: w.hung.div_ceil(k),
+            restarting: w.restarting.div_ceil(k),
+        }
+    }
+
+    /// Hook (worker process) counts by state.
+    pub fn workers(&self) -> InstanceCounts {
+        InstanceCounts {
+            ready: self.ready_workers(),
             loading: self.loading.load(Ordering::Relaxed),
             draining: self.draining.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
@@ -415,11 +456,17 @@ impl InstancePool {
         })
     }
 
-    /// Loads `n` more instances, at most [`load_slots`] at a time across the process, off the
-    /// async threads. Each joins the pool as soon as it is ready. Returns the first init error,
-    /// if any (the instances that loaded stay). After [`close`](Self::close), the loads not
-    /// started yet are skipped and the call answers [`LoadError::Cancelled`].
+    /// Loads `n` more instances (each [`workers_per_instance`](Self::workers_per_instance)
+    /// hooks), at most [`load_slots`] at a time across the process, off the async threads.
+    /// Each hook joins the pool as soon as it is ready. Returns the first init error, if any
+    /// (the hooks that loaded stay). After [`close`](Self::close), the loads not started yet
+    /// are skipped and the call answers [`LoadError::Cancelled`].
     pub async fn add(self: &Arc<Self>, n: usize) -> Result<(), LoadError> {
+        self.add_workers(n * self.workers_per_instance()).await
+    }
+
+    /// Loads `n` more hooks (worker processes).
+    async fn add_workers(self: &Arc<Self>, n: usize) -> Result<(), LoadError> {
         self.loading.fetch_add(n, Ordering::Relaxed);
         let mut loads = tokio::task::JoinSet::new();
         for _ in 0..n {
@@ -530,8 +577,8 @@ impl InstancePool {
     /// Removes up to `n` instances, each once it has finished its current request: nothing
     /// in flight is dropped. Requests already waiting are served first (the semaphore is fair).
     pub async fn remove(self: &Arc<Self>, n: usize) {
-        for _ in 0..n {
-            if self.ready() == 0 {
+        for _ in 0..n * self.workers_per_instance() {
+            if self.ready_workers() == 0 {
                 break;
             }
             self.draining.fetch_add(1, Ordering::Relaxed);
@@ -744,7 +791,7 @@ impl InstancePool {
             // A scale-down takes this instance, unless it is the last one standing: then the
             // queue is served first (a deleted deployment finishes its in-flight work).
             let draining = self.draining.load(Ordering::Relaxed);
-            if draining > 0 && self.ready() > draining {
+            if draining > 0 && self.ready_workers() > draining {
                 break;
             }
         }
@@ -881,7 +928,7 @@ impl InstancePool {
                     break;
                 }
                 pool.note_restart(&why, None);
-                match pool.add(1).await {
+                match pool.add_workers(1).await {
                     Ok(()) | Err(LoadError::Cancelled) => break,
                     Err(e) => {
                         why = format!("the replacement's init failed: {e}");
@@ -1240,5 +1287,32 @@ mod tests {
     async fn an_empty_pool_answers_no_instance() {
         let p = pool();
         assert_eq!(p.run(Bytes::new(), None, &HeaderMap::new()).await.unwrap_err(), RunError::NoInstance);
+    }
+
+    /// Azure's WORKER_COUNT: an instance is that many hooks; a broken one is replaced alone,
+    /// and scaling counts instances.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_of_three_workers_is_three_hooks_and_a_panic_replaces_one_of_them() {
+        let inits = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&inits);
+        let p = InstancePool::new(
+            Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(Box::new(Echo) as Box<dyn ScoringHook>)
+            }),
+            tokio::runtime::Handle::current(),
+        );
+        p.set_workers_per_instance(3);
+        p.add(2).await.unwrap();
+        assert_eq!(p.counts(), InstanceCounts { ready: 2, ..InstanceCounts::default() });
+        assert_eq!(p.workers(), InstanceCounts { ready: 6, ..InstanceCounts::default() });
+        assert_eq!(inits.load(Ordering::SeqCst), 6);
+        p.run(Bytes::from_static(b"panic"), None, &HeaderMap::new()).await.unwrap_err();
+        eventually("one worker replaced the one that panicked", || p.workers().ready == 6).await;
+        assert_eq!(inits.load(Ordering::SeqCst), 7, "only the broken worker is loaded again");
+        assert_eq!(p.counts().ready, 2);
+        p.remove(1).await;
+        assert_eq!(p.counts(), InstanceCounts { ready: 1, ..InstanceCounts::default() });
+        assert_eq!(p.workers().ready, 3);
     }
 }

@@ -122,6 +122,8 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     // Before any thread exists (the scrub writes the environment and the startup blocks).
     hide_admin_token(&mut opts)?;
     set_worker_user(opts.worker_user.as_deref())?;
+    // From the main thread, at nice 0: worker processes are started there (live priority).
+    crate::threads::start_live_spawner();
     crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
     crate::hooks::python::configure(opts.python.clone());
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config

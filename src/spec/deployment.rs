@@ -187,8 +187,21 @@ fn default_instances() -> u32 {
     1
 }
 
+/// `WORKER_COUNT` as Azure's server reads it (an integer above zero; spaces around it allowed).
+fn parse_worker_count(v: &str) -> Result<u32, String> {
+    match v.trim().parse::<u32>() {
+        Ok(k) if (1..=MAX_WORKERS).contains(&k) => Ok(k),
+        _ => Err(format!(
+            "environment_variables.WORKER_COUNT must be a whole number of worker processes per instance, from 1 to {MAX_WORKERS}; got {v:?}"
+        )),
+    }
+}
+
 /// The most instances one deployment may ask for: each holds a loaded model in memory.
 pub const MAX_INSTANCES: u32 = 256;
+
+/// The most worker processes (`instance_count` × `WORKER_COUNT`) one deployment may ask for.
+pub const MAX_WORKERS: u32 = MAX_INSTANCES;
 
 impl DeploymentSpec {
     /// Reads a deployment YAML file; relative paths resolve against its folder.
@@ -219,7 +232,7 @@ impl DeploymentSpec {
             }
         }
         // Fields the runtime does not read and that must not stop status fields from round-tripping.
-        for key in ["provisioning_state", "error", "instances", "load_ms", "mirror"] {
+        for key in ["provisioning_state", "error", "instances", "workers", "load_ms", "mirror"] {
             map.remove(key);
         }
         match map.get("model") {
@@ -261,6 +274,12 @@ impl DeploymentSpec {
         Ok((spec, ignored))
     }
 
+    /// Azure's `WORKER_COUNT` from `environment_variables`: worker processes per instance
+    /// (1 when unset). Checked by [`Self::from_value`]; an unreadable value counts as 1 here.
+    pub fn workers_per_instance(&self) -> u32 {
+        self.environment_variables.get("WORKER_COUNT").and_then(|v| parse_worker_count(v).ok()).unwrap_or(1)
+    }
+
     /// Rules that need no state: name, counts, limits.
     fn check(&self) -> Result<(), SpecError> {
         validate_name("deployment", &self.name)?;
@@ -272,6 +291,15 @@ impl DeploymentSpec {
                 "instance_count must be from 1 to {MAX_INSTANCES}, got {}",
                 self.instance_count
             )));
+        }
+        if let Some(v) = self.environment_variables.get("WORKER_COUNT") {
+            let k = parse_worker_count(v).map_err(SpecError::invalid)?;
+            if k.saturating_mul(self.instance_count) > MAX_WORKERS {
+                return Err(SpecError::invalid(format!(
+                    "instance_count × environment_variables.WORKER_COUNT is {} worker processes; at most {MAX_WORKERS} are allowed",
+                    u64::from(k) * u64::from(self.instance_count)
+                )));
+            }
         }
         let rs = &self.request_settings;
         if rs.request_timeout_ms == 0 || rs.request_timeout_ms > 180_000 {
@@ -537,6 +565,27 @@ instance_count: 1
         assert!(parse("name: b\nmodel:\n  path: m\n").unwrap_err().message.contains("invalid deployment name"));
         let env = parse(&format!("{base}environment_variables:\n  A: 1\n  B: x\n")).unwrap();
         assert_eq!(env.environment_variables["A"], "1");
+    }
+
+    #[test]
+    fn worker_count_is_a_whole_number_of_workers_per_instance_within_the_limit() {
+        let base = "name: blue\nmodel:\n  path: m\n";
+        let with = |count: &str, extra: &str| {
+            parse(&format!("{base}{extra}environment_variables:\n  WORKER_COUNT: {count}\n"))
+        };
+        assert_eq!(with("3", "").unwrap().workers_per_instance(), 3);
+        assert_eq!(with("\" 2 \"", "").unwrap().workers_per_instance(), 2);
+        assert_eq!(parse(base).unwrap().workers_per_instance(), 1);
+        assert_eq!(with("128", "instance_count: 2\n").unwrap().workers_per_instance(), 128);
+        for bad in ["0", "-1", "three", "1.5", "\"\"", "257"] {
+            let e = with(bad, "").unwrap_err().message;
+            assert!(
+                e.contains("WORKER_COUNT must be a whole number of worker processes per instance, from 1 to 256"),
+                "{bad}: {e}"
+            );
+        }
+        let e = with("100", "instance_count: 3\n").unwrap_err().message;
+        assert!(e.contains("300 worker processes; at most 256"), "{e}");
     }
 
     #[test]

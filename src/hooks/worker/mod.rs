@@ -157,12 +157,29 @@ impl Worker {
         crate::sys::inherit_as_fd3_fd4(&mut cmd, in_r.as_raw_fd(), out_w.as_raw_fd());
         // --- worker user (issue 22 D2): last of the child's steps, the others need our rights ---
         crate::sys::user::run_as_worker_user(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| match crate::sys::user::worker_user() {
-            Some(user) => std::io::Error::new(e.kind(), format!("{e} (started as --worker-user {user})")),
-            None => e,
-        })?;
         // --- end ---
-        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+        // Started (with its output copiers) at live priority, not at the loader thread's nice
+        // 19, which the worker and the copiers would keep for every request they serve.
+        let (deployment, logs) = (ctx.deployment.clone(), Arc::clone(&ctx.logs));
+        let started = crate::threads::at_live_priority(move || {
+            let mut child = cmd.spawn().map_err(|e| match crate::sys::user::worker_user() {
+                Some(user) => std::io::Error::new(e.kind(), format!("{e} (started as --worker-user {user})")),
+                None => e,
+            })?;
+            LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+            let tag = format!("{deployment}/instance-{n} pid {}", child.id());
+            let mut copiers = Vec::new();
+            let limit = Arc::new(Mutex::new(OutputLimit::new(Instant::now())));
+            if let Some(out) = child.stdout.take() {
+                copiers.push(copy_output(out, "stdout", &tag, &deployment, &logs, flavor, Arc::clone(&limit)));
+            }
+            if let Some(err) = child.stderr.take() {
+                copiers.push(copy_output(err, "stderr", &tag, &deployment, &logs, flavor, limit));
+            }
+            Ok::<_, std::io::Error>((child, tag, copiers))
+        });
+        let (mut child, tag, copiers) =
+            started.unwrap_or_else(|| Err(std::io::Error::other("starting the worker process panicked")))?;
         drop(in_r);
         drop(out_w);
         if !ctx.init_stop.track(child.id()) {
@@ -183,15 +200,6 @@ impl Worker {
                 let _ = child.wait();
                 return Err(e);
             }
-        }
-        let tag = format!("{}/instance-{n} pid {}", ctx.deployment, child.id());
-        let mut copiers = Vec::new();
-        let limit = Arc::new(Mutex::new(OutputLimit::new(Instant::now())));
-        if let Some(out) = child.stdout.take() {
-            copiers.push(copy_output(out, "stdout", &tag, &ctx.deployment, &ctx.logs, flavor, Arc::clone(&limit)));
-        }
-        if let Some(err) = child.stderr.take() {
-            copiers.push(copy_output(err, "stderr", &tag, &ctx.deployment, &ctx.logs, flavor, limit));
         }
         Ok(Self {
             child,

@@ -1,0 +1,306 @@
+//! What a score.py deployment's worker processes log and how many there are: the script's
+//! logging as Azure's server leaves it (INFO dropped unless asked for, prints kept), every
+//! printed line in `get-logs` under load, and Azure's `WORKER_COUNT` (worker processes per
+//! instance, each running init() once, a crash replacing that worker only).
+//!
+//! Real Python (the tests' venv), real HTTP, the `chatty` fixture script.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn server() -> Server {
+    Server::start_with(&["--python", &test_venv_python()])
+}
+
+fn chatty() -> PathBuf {
+    repo().join("tests/fixtures/python/chatty")
+}
+
+/// A deployment of the chatty script (code folder `code`), with `more` merged in.
+fn chatty_doc(name: &str, code: &std::path::Path, more: Value) -> Value {
+    let mut doc = json!({
+        "name": name,
+        "model": {"path": chatty().join("model")},
+        "code_configuration": {"code": code, "scoring_script": "score.py"},
+    });
+    json_patch::merge(&mut doc, &more);
+    doc
+}
+
+fn put(s: &Server, doc: &Value) -> Reply {
+    let name = doc["name"].as_str().unwrap();
+    s.admin("PUT", &format!("/v1/deployments/{name}"), Some(doc))
+}
+
+/// Creates a deployment and waits for `state` (room for Python inits).
+fn create(s: &Server, doc: Value, state: &str) -> Value {
+    let r = put(s, &doc);
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    let name = doc["name"].as_str().unwrap();
+    eventually(&format!("{name} is {state}"), Duration::from_secs(120), || {
+        let v = s.admin("GET", &format!("/v1/deployments/{name}"), None).json();
+        if v["provisioning_state"] == state {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
+}
+
+fn logs(s: &Server, name: &str) -> String {
+    s.admin("GET", &format!("/v1/deployments/{name}/logs?lines=10000"), None).body
+}
+
+fn order(s: &Server, key: &str, name: &str, order: Value) -> Reply {
+    s.score_authed(key, order.to_string().as_bytes(), Some(name))
+}
+
+/// Waits until the deployment's log holds every one of `wanted`; returns the log.
+fn log_with(s: &Server, name: &str, wanted: &[&str]) -> String {
+    eventually(&format!("{name}'s log holds {wanted:?}"), Duration::from_secs(20), || {
+        let log = logs(s, name);
+        if wanted.iter().all(|w| log.contains(w)) {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+}
+
+#[test]
+fn the_scripts_info_lines_are_dropped_as_on_azure_unless_asked_for_and_prints_are_always_kept() {
+    let s = server();
+    s.create_endpoint();
+    let key = s.primary_key();
+    let code = chatty().join("code");
+    // A copy of the code folder with a logging.json, Azure's own way to configure logging.
+    let configured = tempfile::tempdir().unwrap();
+    std::fs::copy(code.join("score.py"), configured.path().join("score.py")).unwrap();
+    std::fs::write(
+        configured.path().join("logging.json"),
+        json!({
+            "version": 1,
+            "disable_existing_loggers": false,
+            "formatters": {"plain": {"format": "FROM-JSON %(levelname)s %(message)s"}},
+            "handlers": {"err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain"}},
+            "root": {"level": "INFO", "handlers": ["err"]},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    create(&s, chatty_doc("quiet", &code, json!({})), "Succeeded");
+    let loud = json!({"environment_variables": {"SWITCHYARD_SCRIPT_LOG_LEVEL": "info"}});
+    create(&s, chatty_doc("loud", &code, loud), "Succeeded");
+    create(&s, chatty_doc("configured", configured.path(), json!({})), "Succeeded");
+    for name in ["quiet", "loud", "configured"] {
+        let r = order(&s, &key, name, json!({"tag": name, "lines": 1}));
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+    }
+
+    // By default (as Azure's server, whose root logger stays at WARNING): the prints and the
+    // warning (in the format of Python's own basicConfig, which logging.warning() applies when
+    // nothing configured the root logger), not the INFO lines. The warning follows the INFO
+    // line on the same stream, so once it is there an INFO line would be too.
+    let quiet =
+        log_with(&s, "quiet", &["stdout: chatty line quiet 0", "stderr: WARNING:root:chatty run at warning quiet"]);
+    assert!(quiet.contains("stdout: chatty init print"), "{quiet}");
+    assert!(!quiet.contains("at info"), "INFO lines are dropped by default:\n{quiet}");
+
+    let loud = log_with(
+        &s,
+        "loud",
+        &[
+            "stdout: chatty line loud 0",
+            "stderr: INFO root: chatty run at info loud",
+            "stderr: INFO root: chatty init at info",
+        ],
+    );
+    assert!(loud.contains("stderr: WARNING root: chatty run at warning loud"), "{loud}");
+    log_with(
+        &s,
+        "configured",
+        &["stdout: chatty line configured 0", "stderr: FROM-JSON INFO chatty run at info configured"],
+    );
+
+    // A level that is not one fails the load, saying what is expected.
+    let bad = json!({"environment_variables": {"SWITCHYARD_SCRIPT_LOG_LEVEL": "LOUD"}});
+    let v = create(&s, chatty_doc("bad", &code, bad), "Failed");
+    let error = v["error"].as_str().unwrap_or_default();
+    assert!(error.contains("SWITCHYARD_SCRIPT_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"), "{v}");
+}
+
+#[test]
+fn every_line_the_script_prints_under_load_reaches_get_logs_in_order() {
+    let s = Arc::new(server());
+    s.create_endpoint();
+    let key = s.primary_key();
+    let code = chatty().join("code");
+    let more = json!({"instance_count": 2, "request_settings": {"max_concurrent_requests_per_instance": 4}});
+    create(&s, chatty_doc("chatty", &code, more), "Succeeded");
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 25;
+    const LINES: usize = 5;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (s, key) = (Arc::clone(&s), key.clone());
+            std::thread::spawn(move || {
+                for r in 0..REQUESTS {
+                    let reply = order(&s, &key, "chatty", json!({"tag": format!("c{c}r{r}"), "lines": LINES}));
+                    assert_eq!(reply.status, 200, "{}", reply.body);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let want = CLIENTS * REQUESTS * LINES;
+    let log = eventually("every printed line is in the log", Duration::from_secs(30), || {
+        let log = logs(&s, "chatty");
+        let n = log.lines().filter(|l| l.contains(" stdout: chatty line c")).count();
+        if n >= want {
+            Ok(log)
+        } else {
+            Err(format!("{n} of {want} lines"))
+        }
+    });
+    // Each request's lines: all there, once, in the order printed, tagged with one instance.
+    let mut seen: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains(" stdout: chatty line c")) {
+        let (head, text) = line.split_once(" stdout: chatty line ").unwrap();
+        let (tag, i) = text.split_once(' ').unwrap();
+        let instance = head.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+        assert!(instance.starts_with("chatty/instance-") && instance.contains(" pid "), "{line}");
+        let entry = seen.entry(tag.to_string()).or_insert_with(|| (instance.clone(), Vec::new()));
+        assert_eq!(entry.0, instance, "one request's lines come from one instance");
+        entry.1.push(i.parse().unwrap());
+    }
+    assert_eq!(seen.len(), CLIENTS * REQUESTS);
+    for (tag, (_, lines)) in &seen {
+        assert_eq!(*lines, (0..LINES).collect::<Vec<_>>(), "request {tag}'s lines, in order, once each");
+    }
+}
+
+#[test]
+fn worker_count_runs_that_many_workers_per_instance_and_a_crash_replaces_one() {
+    let s = Arc::new(server());
+    s.create_endpoint();
+    let key = s.primary_key();
+    let code = chatty().join("code");
+
+    // Bad values are refused before anything loads, saying what is expected.
+    for bad in [json!("0"), json!("three"), json!(-1), json!("1.5")] {
+        let doc = chatty_doc("bad", &code, json!({"environment_variables": {"WORKER_COUNT": bad}}));
+        let r = put(&s, &doc);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.body.contains("WORKER_COUNT must be a whole number of worker processes per instance"), "{}", r.body);
+    }
+
+    let more = json!({
+        "instance_count": 2,
+        "environment_variables": {"WORKER_COUNT": 3},
+        "request_settings": {"max_concurrent_requests_per_instance": 3},
+    });
+    let v = create(&s, chatty_doc("pool", &code, more), "Succeeded");
+    assert_eq!(v["instances"]["ready"], 2, "{v}");
+    assert_eq!(v["workers"], json!({"per_instance": 3, "ready": 6, "loading": 0, "draining": 0, "failed": 0}), "{v}");
+    let log = log_with(&s, "pool", &["chatty init print"]);
+    eventually("six inits in the log", Duration::from_secs(20), || {
+        let n = logs(&s, "pool").matches("stdout: chatty init print").count();
+        if n == 6 {
+            Ok(())
+        } else {
+            Err(format!("{n} inits\n{log}"))
+        }
+    });
+
+    // Six processes serve, each ran init() once: concurrent requests reach all of them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pids = BTreeSet::new();
+    while pids.len() < 6 {
+        assert!(Instant::now() < deadline, "only {} distinct workers answered", pids.len());
+        let batch: Vec<_> = (0..6)
+            .map(|_| {
+                let (s, key) = (Arc::clone(&s), key.clone());
+                std::thread::spawn(move || order(&s, &key, "pool", json!({"lines": 0})))
+            })
+            .collect();
+        for b in batch {
+            let r = b.join().unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v = r.json();
+            assert_eq!(v["inits"], 1, "each worker runs init() once: {v}");
+            pids.insert(v["pid"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(pids.len(), 6);
+
+    // One worker dies: that request is a 424; only it is replaced, the other five live on.
+    let r = order(&s, &key, "pool", json!({"do": "exit"}));
+    assert_eq!(r.status, 424, "{}", r.body);
+    let v = eventually("a new worker replaced the one that died", Duration::from_secs(60), || {
+        let v = s.admin("GET", "/v1/deployments/pool", None).json();
+        if v["workers"]["ready"] == 6 && logs(&s, "pool").matches("stdout: chatty init print").count() == 7 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert_eq!(v["instances"]["ready"], 2, "{v}");
+    let alive = pids.iter().filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()).count();
+    assert_eq!(alive, 5, "the other workers were not restarted");
+    assert!(!logs(&s, "pool").contains("but max_concurrent_requests_per_instance"));
+    // With the default max_concurrent_requests_per_instance (1), the log says to match it.
+    create(&s, chatty_doc("lean", &code, json!({"environment_variables": {"WORKER_COUNT": "2"}})), "Succeeded");
+    log_with(
+        &s,
+        "lean",
+        &["WORKER_COUNT is 2 but max_concurrent_requests_per_instance is 1", "set it to 2, as on Azure"],
+    );
+    // Scaling counts instances: 1 instance is 3 workers.
+    let r = s.admin("PATCH", "/v1/deployments/pool", Some(&json!({"instance_count": 1})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("scaled to one instance of three workers", Duration::from_secs(60), || {
+        let v = s.admin("GET", "/v1/deployments/pool", None).json();
+        if v["provisioning_state"] == "Succeeded" && v["instances"]["ready"] == 1 && v["workers"]["ready"] == 3 {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+}
+
+/// A thread's nice value, from /proc/PID[/task/TID]/stat (field 19).
+fn nice_of(stat_path: &std::path::Path) -> Option<(String, i64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    let name = stat[stat.find('(')? + 1..stat.rfind(')')?].to_string();
+    let nice = stat[stat.rfind(')')? + 1..].split_whitespace().nth(16)?.parse().ok()?;
+    Some((name, nice))
+}
+
+#[test]
+fn a_worker_and_its_output_copiers_serve_at_the_servers_own_priority_not_the_loaders() {
+    let s = server();
+    s.create_endpoint();
+    let key = s.primary_key();
+    create(&s, chatty_doc("chatty", &chatty().join("code"), json!({})), "Succeeded");
+    let (_, live) = nice_of(&PathBuf::from(format!("/proc/{}/stat", s.pid()))).unwrap();
+    let r = order(&s, &key, "chatty", json!({"lines": 1}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Loads run on threads at nice 19; the worker they start must not inherit it.
+    assert_eq!(r.json()["nice"], live, "the worker's nice value: {}", r.body);
+    let copiers: Vec<(String, i64)> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+        .unwrap()
+        .filter_map(|t| nice_of(&t.unwrap().path().join("stat")))
+        .filter(|(name, _)| name == "switchyard-wlog")
+        .collect();
+    assert_eq!(copiers.len(), 2, "{copiers:?}");
+    assert!(copiers.iter().all(|(_, nice)| *nice == live), "{copiers:?}");
+}
