@@ -353,6 +353,7 @@ impl ControlPlane {
                     // says nothing about the deployment, and the saved traffic must stay.
                     if error != LoadError::Cancelled && !self.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
                         self.roll_back_if_target_failed(&mut state, name, &error.to_string());
+                        self.end_rollout_if_source_failed(&mut state, name, &error.to_string());
                         self.drop_failed_traffic(&mut state);
                     }
                 }
@@ -380,25 +381,17 @@ impl ControlPlane {
             })
         };
         let Some(ep) = state.endpoint.as_ref() else { return false };
-        type Shares = Vec<(String, u32)>;
-        let (gone, kept): (Shares, Shares) =
-            ep.spec.traffic.iter().filter(|(_, w)| **w > 0).map(|(n, w)| (n.clone(), *w)).partition(|(n, _)| failed(n));
+        let gone: Vec<(String, u32)> =
+            ep.spec.traffic.iter().filter(|(n, w)| **w > 0 && failed(n)).map(|(n, w)| (n.clone(), *w)).collect();
         if gone.is_empty() {
             return false;
         }
         let names = gone.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-        let kept_total: u32 = kept.iter().map(|(_, w)| *w).sum();
-        if kept_total == 0 {
+        let Some(next) = crate::spec::traffic::spread(&ep.spec.traffic, |n| !failed(n)) else {
             tracing::error!(deployments = %names, "every deployment with live traffic failed to load: nothing serves");
             return false;
-        }
+        };
         let moved: u32 = gone.iter().map(|(_, w)| *w).sum();
-        let mut next: Vec<(String, u32)> = kept.iter().map(|(n, w)| (n.clone(), w + moved * w / kept_total)).collect();
-        // What integer division left over goes to the largest share, so the sum stays 100.
-        let left = kept_total + moved - next.iter().map(|(_, w)| *w).sum::<u32>();
-        if let Some(top) = next.iter_mut().max_by_key(|(_, w)| *w) {
-            top.1 += left;
-        }
         let Some(ep) = state.endpoint.as_mut() else { return false };
         for (n, _) in &gone {
             ep.spec.traffic.insert(n.clone(), 0);
@@ -409,7 +402,7 @@ impl ControlPlane {
         let to = next.iter().map(|(n, w)| format!("{n}={w}")).collect::<Vec<_>>().join(", ");
         let line = format!("failed to load, so its {moved}% of live traffic moved to the others: now {to}");
         tracing::warn!(deployments = %names, "{line}");
-        for (n, _) in gone.iter().chain(next.iter()) {
+        for n in gone.iter().map(|(n, _)| n).chain(next.keys()) {
             if let Some(r) = state.deployments.get(n) {
                 r.live.logs.push(format!("traffic: {names} {line}"));
             }
