@@ -72,7 +72,7 @@ impl ControlPlane {
         }
         if let Some(record) = state.deployments.get(&name) {
             let s = record.live.state.get();
-            if s.is_busy() {
+            if s.is_busy() && !supersedable(record) {
                 return Err(busy(&name, s));
             }
         }
@@ -81,6 +81,9 @@ impl ControlPlane {
         let load_id = state.next_load_id;
         let fresh = Deployment::new(&spec, kind, &self.metrics, self.runtime.clone());
         let mut replaced = None;
+        // A replacement still loading is superseded: it never serves, and its pool is closed
+        // once this change is saved (its workers in init are killed).
+        let superseded = state.deployments.get_mut(&name).and_then(|r| r.pending.take());
         match state.deployments.get_mut(&name) {
             // Something serves: the new version loads beside it and takes over once ready.
             Some(record) if record.live.pool.ready() > 0 => {
@@ -111,6 +114,10 @@ impl ControlPlane {
             record.live.state.set(ProvisioningState::Updating, None);
         }
         let view = self.deployment_view(record);
+        if let Some(old) = superseded {
+            record.live.logs.push("a newer update supersedes the one still loading: its instances are stopped");
+            self.retire(old.pool);
+        }
         if let Some(old) = replaced {
             self.retire(old);
         }
@@ -132,7 +139,10 @@ impl ControlPlane {
         let mut state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         let current = record.live.state.get();
-        if current.is_busy() {
+        let replacing = REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some());
+        // A change of the model or hook supersedes an update still loading, as a PUT does; a
+        // change in place (instance count, settings) waits for it.
+        if current.is_busy() && !(replacing && supersedable(record)) {
             return Err(busy(name, current));
         }
         let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
@@ -140,7 +150,7 @@ impl ControlPlane {
         json_patch::merge(&mut merged, &patch);
         let merged = with_name(merged, name)?;
         let (spec, _) = DeploymentSpec::from_value(merged)?;
-        if REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some()) {
+        if replacing {
             // Finding the hook reads the disk: not while holding the lock. The change goes in
             // only if the deployment is still the one the patch was merged into.
             let based_on = (record.load_id, record.spec.clone());
@@ -545,6 +555,14 @@ fn with_name(body: Value, name: &str) -> Result<Value, ControlError> {
         }
     }
     Ok(Value::Object(m))
+}
+
+/// Whether a PUT (or a PATCH of the model or hook) may go ahead while the deployment is busy:
+/// only when what keeps it busy is a replacement still loading beside the version that
+/// serves. That replacement is superseded; the serving version is untouched. A create still
+/// loading, a scale or a delete is waited for.
+fn supersedable(record: &DeploymentRecord) -> bool {
+    record.pending.is_some() && record.live.state.get() == ProvisioningState::Updating
 }
 
 fn busy(name: &str, state: ProvisioningState) -> ControlError {
