@@ -190,6 +190,14 @@ impl ControlPlane {
             self.scale_in_background(live, from, to);
             return Ok(view);
         }
+        if current == ProvisioningState::Failed {
+            // A change that went through while the version serves (checked above: a failed
+            // version with nothing ready was refused) ends the failure shown: the deployment is
+            // Succeeded again, the failure stays under `last_failed_update`.
+            record.live.pool.forget_failed();
+            record.live.state.set(ProvisioningState::Succeeded, None);
+            record.live.logs.push("update applied: Succeeded again (the last failure stays under last_failed_update)");
+        }
         Ok(self.deployment_view(record))
     }
 
@@ -435,6 +443,8 @@ impl ControlPlane {
             };
             match outcome {
                 Ok(()) => {
+                    // The count asked for serves: instances that failed before are not wanted.
+                    deployment.pool.forget_failed();
                     deployment.logs.push(format!("scaled to {} instance(s)", deployment.pool.ready()));
                     deployment.state.set(ProvisioningState::Succeeded, None);
                 }
@@ -500,7 +510,9 @@ impl ControlPlane {
             if let Some(e) = error {
                 m.insert("error".into(), Value::String(e));
             }
-            m.insert("instances".into(), serde_json::json!(counts));
+            let mut instances = serde_json::json!(counts);
+            instances["failed_inits_total"] = serde_json::json!(record.live.pool.failed_inits_total());
+            m.insert("instances".into(), instances);
             if let Some(r) = restart {
                 m.insert("restart".into(), serde_json::json!(r));
             }
