@@ -134,3 +134,33 @@ fn a_configmap_symlink_swap_is_applied() {
         }
     });
 }
+
+#[test]
+fn a_yaml_entry_that_is_not_a_regular_file_is_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "endpoint.yml", &endpoint_yaml("  blue: 100", "  {}"));
+    write(d, "blue-deployment.yml", &deployment_yaml("blue", "model-1", 1));
+    let s = Server::start_with(&["--config-dir", d.to_str().unwrap()]);
+    wait_endpoint(&s, "blue at 100", |e| e["traffic"] == json!({"blue": 100}));
+    let key = s.primary_key();
+
+    // The defect: both were skipped without a word ("config applied").
+    let fifo = d.join(".green.tmp");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::fs::rename(&fifo, d.join("green.yml")).unwrap();
+    let e = wait_endpoint(&s, "the FIFO refused", |e| !e["config_dir"]["last_error"].is_null());
+    let error = e["config_dir"]["last_error"].as_str().unwrap();
+    assert!(error.contains("green.yml") && error.contains("not a regular file"), "{e}");
+    assert_eq!(e["traffic"], json!({"blue": 100}), "the running state is kept");
+    assert_eq!(s.score_authed(&key, &sample_request(), None).status, 200);
+
+    std::fs::remove_file(d.join("green.yml")).unwrap();
+    wait_endpoint(&s, "the error cleared", |e| e["config_dir"]["last_error"].is_null());
+    std::os::unix::fs::symlink("/dev/zero", d.join("red.yaml")).unwrap();
+    let e = wait_endpoint(&s, "the device refused", |e| !e["config_dir"]["last_error"].is_null());
+    let error = e["config_dir"]["last_error"].as_str().unwrap();
+    assert!(error.contains("red.yaml") && error.contains("not a regular file"), "{e}");
+    std::fs::remove_file(d.join("red.yaml")).unwrap();
+    wait_endpoint(&s, "the error cleared", |e| e["config_dir"]["last_error"].is_null());
+}

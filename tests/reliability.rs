@@ -367,3 +367,76 @@ fn a_rollout_whose_target_no_longer_loads_after_a_restart_rolls_back_at_once() {
         assert_eq!(s.score_authed(&key, &sample_request(), None).status, 200);
     }
 }
+
+#[test]
+fn a_rollout_whose_source_no_longer_loads_after_a_restart_ends_and_nothing_is_stuck() {
+    let state = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let args = ["--state-dir", state.path().to_str().unwrap()];
+    let mut s = Server::start_with(&args);
+    blue_and_removable_green(&s, models.path());
+    // The rollout moves traffic FROM green (the one whose model goes away) to blue.
+    assert_eq!(s.set_traffic(json!({"green": 100})).status, 200);
+    let plan = json!({"to": "blue", "steps": "10,50,100", "step_duration": "7d"});
+    assert_eq!(s.admin("POST", "/v1/endpoint/rollout", Some(&plan)).status, 201);
+    assert!(s.terminate().success());
+    std::fs::remove_dir_all(models.path().join("green")).unwrap();
+
+    let s = Server::start_with(&args);
+    s.wait_ready();
+    s.wait_state("green", "Failed");
+    // The defect: the rollout stayed `running` (blue at 100% at step "10", no gate judged) and
+    // abort, PATCH and DELETE were all refused with 409.
+    let show = s.admin("GET", "/v1/endpoint/rollout", None).json();
+    assert_eq!(show["status"], "aborted", "{show}");
+    assert!(events(&show).iter().any(|e| e.contains("green failed to load")), "{show}");
+    assert_eq!(share(&s, "blue"), 100);
+    assert_eq!(share(&s, "green"), 0);
+    let key = s.primary_key();
+    for _ in 0..10 {
+        assert_eq!(s.score_authed(&key, &sample_request(), None).status, 200);
+    }
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let r = s.admin("DELETE", "/v1/deployments/green", None);
+    assert!(r.status < 300, "{} {}", r.status, r.body);
+}
+
+#[test]
+fn abort_always_succeeds_and_leaves_out_a_source_that_failed() {
+    let state = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let args = ["--state-dir", state.path().to_str().unwrap()];
+    let mut s = Server::start_with(&args);
+    blue_and_removable_green(&s, models.path());
+    s.deploy("red", "model-1", json!({}));
+    // Sources: green (its model goes away) and red; target: blue.
+    assert_eq!(s.set_traffic(json!({"green": 50, "red": 50})).status, 200);
+    let plan = json!({"to": "blue", "steps": "10,50,100", "step_duration": "7d"});
+    assert_eq!(s.admin("POST", "/v1/endpoint/rollout", Some(&plan)).status, 201);
+    assert!(s.terminate().success());
+    std::fs::remove_dir_all(models.path().join("green")).unwrap();
+
+    let s = Server::start_with(&args);
+    s.wait_ready();
+    s.wait_state("green", "Failed");
+    let show = s.admin("GET", "/v1/endpoint/rollout", None).json();
+    assert_eq!(show["status"], "aborted", "{show}");
+    // The last good split without the failed source: red carries what green had.
+    assert_eq!((share(&s, "red"), share(&s, "green"), share(&s, "blue")), (100, 0, 0));
+    // A new rollout can start, and its abort goes back to where it started.
+    let plan = json!({"to": "blue", "steps": "10,100", "step_duration": "7d"});
+    let r = s.admin("POST", "/v1/endpoint/rollout", Some(&plan));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.admin("POST", "/v1/endpoint/rollout/abort", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(share(&s, "red"), 100);
+}
+
+/// A deployment's live share (0 when absent).
+fn share(s: &Server, name: &str) -> u64 {
+    s.admin("GET", "/v1/endpoint", None).json()["traffic"][name].as_u64().unwrap_or(0)
+}
+
+fn events(show: &Value) -> Vec<String> {
+    show["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_string()).collect()
+}

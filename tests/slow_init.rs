@@ -293,3 +293,152 @@ fn a_stop_during_a_restore_keeps_the_saved_traffic_of_deployments_still_in_init(
     assert_eq!(ep["traffic"], json!({"blue": 50, "green": 50}), "{ep}");
     assert!(s.terminate().success()); // and green's worker, in init again, goes with it
 }
+
+/// Waits until the worker with init sleeping in `dir` started, returning its pid.
+fn first_pid(dir: &Path) -> u32 {
+    eventually("the slow worker's init started", Duration::from_secs(60), || {
+        pids(dir).first().copied().ok_or_else(|| "no pid yet".to_string())
+    })
+}
+
+fn wait_gone(pid: u32) {
+    eventually("the superseded worker in init is gone", Duration::from_secs(20), || {
+        if alive(pid) {
+            Err(format!("worker {pid} still runs"))
+        } else {
+            Ok(())
+        }
+    });
+}
+
+#[test]
+fn a_slow_update_is_superseded_by_a_newer_put_or_model_patch_while_the_old_version_serves() {
+    let s = server();
+    s.create_endpoint();
+    let blue_dir = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", blue_dir.path(), 1, 0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.wait_state("blue", "Succeeded");
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
+
+    // A slow update, then a fast one: the fast one supersedes it.
+    let slow = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", slow.path(), 1, 600)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pid = first_pid(slow.path());
+    assert_eq!(s.score_authed(&key, b"{}", None).status, 200, "the old version serves");
+    // Changes in place still wait for the update.
+    let r = s.admin("PATCH", "/v1/deployments/blue", Some(&json!({"instance_count": 2})));
+    assert_eq!(r.status, 409, "{}", r.body);
+    // The defect: 409 "is Updating: wait" for up to 600 s.
+    let fast = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", fast.path(), 1, 0)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_gone(pid);
+    let v = s.wait_state("blue", "Succeeded");
+    assert!(v["code_configuration"]["code"].as_str().unwrap().starts_with(&path_str(fast.path())), "{v}");
+    assert_eq!(pids(fast.path()).len(), 1);
+    assert_eq!(s.score_authed(&key, b"{}", None).status, 200);
+
+    // A PATCH that changes the hook supersedes a slow update too.
+    let slow2 = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", slow2.path(), 1, 600)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pid = first_pid(slow2.path());
+    let patch = json!({"environment_variables": {"SLEEP_S": "0", "AGAIN": "1"}});
+    let r = s.admin("PATCH", "/v1/deployments/blue", Some(&patch));
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_gone(pid);
+    let v = s.wait_state("blue", "Succeeded");
+    assert_eq!(v["environment_variables"]["AGAIN"], "1", "{v}");
+    assert_eq!(s.score_authed(&key, b"{}", None).status, 200);
+}
+
+/// The value of `switchyard_instances{deployment="NAME",state="failed"}`.
+fn failed_gauge(s: &Server, name: &str) -> String {
+    let text = s.admin("GET", "/metrics", None).body;
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_instances{")
+                && l.contains(&format!("deployment=\"{name}\""))
+                && l.contains("state=\"failed\"")
+        })
+        .unwrap_or_else(|| panic!("no failed gauge for {name}: {text}"));
+    line.rsplit(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn failed_counts_the_instances_failing_now_not_every_try() {
+    let s = server();
+    s.create_endpoint();
+    let dir = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), 1, 0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.wait_state("blue", "Succeeded");
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
+
+    // A replacement that fails again and again is one instance failing.
+    std::fs::write(dir.path().join("code/fail-init"), "").unwrap();
+    assert_eq!(s.score_authed(&key, b"\"crash\"", None).status, 424);
+    let v = eventually("the replacement failed three times", Duration::from_secs(30), || {
+        let v = s.admin("GET", "/v1/deployments/blue", None).json();
+        if v["restart"]["failed_tries"].as_u64().unwrap_or(0) >= 3 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    // The defect: `failed` counted every try (3, 4, ...) and never came down.
+    assert_eq!(v["instances"]["failed"], 1, "{v}");
+    std::fs::remove_file(dir.path().join("code/fail-init")).unwrap();
+    let v = eventually("a later try loads", Duration::from_secs(30), || {
+        let v = s.admin("GET", "/v1/deployments/blue", None).json();
+        if v["instances"]["ready"] == 1 {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert_eq!(v["instances"]["failed"], 0, "{v}");
+    assert!(v["instances"]["failed_inits_total"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(failed_gauge(&s, "blue"), "0");
+}
+
+#[test]
+fn a_later_success_clears_a_failed_scale_up() {
+    let s = server();
+    s.create_endpoint();
+    let dir = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), 1, 0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.wait_state("blue", "Succeeded");
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
+
+    // A failed scale-up: Failed, the count back to what serves.
+    std::fs::write(dir.path().join("code/fail-init"), "").unwrap();
+    let r = s.admin("PATCH", "/v1/deployments/blue", Some(&json!({"instance_count": 2})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = s.wait_state("blue", "Failed");
+    assert!(v["error"].as_str().unwrap().contains("scale-up to 2 failed"), "{v}");
+    assert_eq!(v["instance_count"], 1, "{v}");
+    std::fs::remove_file(dir.path().join("code/fail-init")).unwrap();
+    // The defect: Failed for good; PATCH instance_count 1 did not clear it.
+    let r = s.admin("PATCH", "/v1/deployments/blue", Some(&json!({"instance_count": 1})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = s.wait_state("blue", "Succeeded");
+    assert_eq!(v["instances"]["failed"], 0, "{v}");
+    assert!(v["last_failed_update"]["error"].as_str().unwrap().contains("told to fail"), "{v}");
+    // A scale that reaches its count clears it too.
+    std::fs::write(dir.path().join("code/fail-init"), "").unwrap();
+    assert_eq!(s.admin("PATCH", "/v1/deployments/blue", Some(&json!({"instance_count": 2}))).status, 200);
+    s.wait_state("blue", "Failed");
+    std::fs::remove_file(dir.path().join("code/fail-init")).unwrap();
+    assert_eq!(s.admin("PATCH", "/v1/deployments/blue", Some(&json!({"instance_count": 2}))).status, 200);
+    let v = s.wait_state("blue", "Succeeded");
+    assert_eq!((v["instances"]["ready"].as_u64(), v["instances"]["failed"].as_u64()), (Some(2), Some(0)), "{v}");
+    assert_eq!(s.score_authed(&key, b"{}", None).status, 200);
+}

@@ -72,7 +72,7 @@ impl ControlPlane {
         }
         if let Some(record) = state.deployments.get(&name) {
             let s = record.live.state.get();
-            if s.is_busy() {
+            if s.is_busy() && !supersedable(record) {
                 return Err(busy(&name, s));
             }
         }
@@ -81,6 +81,9 @@ impl ControlPlane {
         let load_id = state.next_load_id;
         let fresh = Deployment::new(&spec, kind, &self.metrics, self.runtime.clone());
         let mut replaced = None;
+        // A replacement still loading is superseded: it never serves, and its pool is closed
+        // once this change is saved (its workers in init are killed).
+        let superseded = state.deployments.get_mut(&name).and_then(|r| r.pending.take());
         match state.deployments.get_mut(&name) {
             // Something serves: the new version loads beside it and takes over once ready.
             Some(record) if record.live.pool.ready() > 0 => {
@@ -111,6 +114,10 @@ impl ControlPlane {
             record.live.state.set(ProvisioningState::Updating, None);
         }
         let view = self.deployment_view(record);
+        if let Some(old) = superseded {
+            record.live.logs.push("a newer update supersedes the one still loading: its instances are stopped");
+            self.retire(old.pool);
+        }
         if let Some(old) = replaced {
             self.retire(old);
         }
@@ -132,7 +139,10 @@ impl ControlPlane {
         let mut state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         let current = record.live.state.get();
-        if current.is_busy() {
+        let replacing = REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some());
+        // A change of the model or hook supersedes an update still loading, as a PUT does; a
+        // change in place (instance count, settings) waits for it.
+        if current.is_busy() && !(replacing && supersedable(record)) {
             return Err(busy(name, current));
         }
         let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
@@ -140,7 +150,7 @@ impl ControlPlane {
         json_patch::merge(&mut merged, &patch);
         let merged = with_name(merged, name)?;
         let (spec, _) = DeploymentSpec::from_value(merged)?;
-        if REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some()) {
+        if replacing {
             // Finding the hook reads the disk: not while holding the lock. The change goes in
             // only if the deployment is still the one the patch was merged into.
             let based_on = (record.load_id, record.spec.clone());
@@ -179,6 +189,14 @@ impl ControlPlane {
             drop(state);
             self.scale_in_background(live, from, to);
             return Ok(view);
+        }
+        if current == ProvisioningState::Failed {
+            // A change that went through while the version serves (checked above: a failed
+            // version with nothing ready was refused) ends the failure shown: the deployment is
+            // Succeeded again, the failure stays under `last_failed_update`.
+            record.live.pool.forget_failed();
+            record.live.state.set(ProvisioningState::Succeeded, None);
+            record.live.logs.push("update applied: Succeeded again (the last failure stays under last_failed_update)");
         }
         Ok(self.deployment_view(record))
     }
@@ -353,6 +371,7 @@ impl ControlPlane {
                     // says nothing about the deployment, and the saved traffic must stay.
                     if error != LoadError::Cancelled && !self.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
                         self.roll_back_if_target_failed(&mut state, name, &error.to_string());
+                        self.end_rollout_if_source_failed(&mut state, name, &error.to_string());
                         self.drop_failed_traffic(&mut state);
                     }
                 }
@@ -380,25 +399,17 @@ impl ControlPlane {
             })
         };
         let Some(ep) = state.endpoint.as_ref() else { return false };
-        type Shares = Vec<(String, u32)>;
-        let (gone, kept): (Shares, Shares) =
-            ep.spec.traffic.iter().filter(|(_, w)| **w > 0).map(|(n, w)| (n.clone(), *w)).partition(|(n, _)| failed(n));
+        let gone: Vec<(String, u32)> =
+            ep.spec.traffic.iter().filter(|(n, w)| **w > 0 && failed(n)).map(|(n, w)| (n.clone(), *w)).collect();
         if gone.is_empty() {
             return false;
         }
         let names = gone.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-        let kept_total: u32 = kept.iter().map(|(_, w)| *w).sum();
-        if kept_total == 0 {
+        let Some(next) = crate::spec::traffic::spread(&ep.spec.traffic, |n| !failed(n)) else {
             tracing::error!(deployments = %names, "every deployment with live traffic failed to load: nothing serves");
             return false;
-        }
+        };
         let moved: u32 = gone.iter().map(|(_, w)| *w).sum();
-        let mut next: Vec<(String, u32)> = kept.iter().map(|(n, w)| (n.clone(), w + moved * w / kept_total)).collect();
-        // What integer division left over goes to the largest share, so the sum stays 100.
-        let left = kept_total + moved - next.iter().map(|(_, w)| *w).sum::<u32>();
-        if let Some(top) = next.iter_mut().max_by_key(|(_, w)| *w) {
-            top.1 += left;
-        }
         let Some(ep) = state.endpoint.as_mut() else { return false };
         for (n, _) in &gone {
             ep.spec.traffic.insert(n.clone(), 0);
@@ -409,7 +420,7 @@ impl ControlPlane {
         let to = next.iter().map(|(n, w)| format!("{n}={w}")).collect::<Vec<_>>().join(", ");
         let line = format!("failed to load, so its {moved}% of live traffic moved to the others: now {to}");
         tracing::warn!(deployments = %names, "{line}");
-        for (n, _) in gone.iter().chain(next.iter()) {
+        for n in gone.iter().map(|(n, _)| n).chain(next.keys()) {
             if let Some(r) = state.deployments.get(n) {
                 r.live.logs.push(format!("traffic: {names} {line}"));
             }
@@ -432,6 +443,8 @@ impl ControlPlane {
             };
             match outcome {
                 Ok(()) => {
+                    // The count asked for serves: instances that failed before are not wanted.
+                    deployment.pool.forget_failed();
                     deployment.logs.push(format!("scaled to {} instance(s)", deployment.pool.ready()));
                     deployment.state.set(ProvisioningState::Succeeded, None);
                 }
@@ -497,7 +510,9 @@ impl ControlPlane {
             if let Some(e) = error {
                 m.insert("error".into(), Value::String(e));
             }
-            m.insert("instances".into(), serde_json::json!(counts));
+            let mut instances = serde_json::json!(counts);
+            instances["failed_inits_total"] = serde_json::json!(record.live.pool.failed_inits_total());
+            m.insert("instances".into(), instances);
             if let Some(r) = restart {
                 m.insert("restart".into(), serde_json::json!(r));
             }
@@ -558,6 +573,14 @@ fn with_name(body: Value, name: &str) -> Result<Value, ControlError> {
         }
     }
     Ok(Value::Object(m))
+}
+
+/// Whether a PUT (or a PATCH of the model or hook) may go ahead while the deployment is busy:
+/// only when what keeps it busy is a replacement still loading beside the version that
+/// serves. That replacement is superseded; the serving version is untouched. A create still
+/// loading, a scale or a delete is waited for.
+fn supersedable(record: &DeploymentRecord) -> bool {
+    record.pending.is_some() && record.live.state.get() == ProvisioningState::Updating
 }
 
 fn busy(name: &str, state: ProvisioningState) -> ControlError {

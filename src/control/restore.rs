@@ -112,6 +112,7 @@ impl ControlPlane {
                 .collect();
             for (name, error) in &failed {
                 self.roll_back_if_target_failed(&mut state, name, error);
+                self.end_rollout_if_source_failed(&mut state, name, error);
             }
             if !stopping && self.drop_failed_traffic(&mut state) {
                 self.commit_background(&state);

@@ -298,16 +298,36 @@ impl ControlPlane {
     }
 
     /// `POST /v1/endpoint/rollout/abort`: traffic goes back to the split the rollout started
-    /// from (mirror rule cleared), as one traffic change.
+    /// from (mirror rule cleared), as one traffic change. An abort always ends the rollout: a
+    /// deployment of that split that cannot serve now (it failed to load) is left out and its
+    /// share spread over the others; when none of them can serve, traffic stays on the
+    /// deployments of the current split that can (CONTRACT §5).
     pub fn abort_rollout(&self) -> Result<Value, ControlError> {
         {
             let mut state = self.lock();
             let r = active(&state)?;
-            let from = r.durable.from.clone();
             let mut durable = r.durable.clone();
+            let current = state.endpoint.as_ref().map(|e| e.spec.traffic.clone()).unwrap_or_default();
+            let can = |n: &str| servable(&state, n);
+            let (back, note) = match traffic::spread(&durable.from, can) {
+                Some(back) => {
+                    let left: Vec<&str> =
+                        durable.from.iter().filter(|(n, w)| **w > 0 && !can(n)).map(|(n, _)| n.as_str()).collect();
+                    let note = match left.is_empty() {
+                        true => String::new(),
+                        false => format!(" (left out, as it cannot serve: {})", left.join(", ")),
+                    };
+                    (back, note)
+                }
+                None => (
+                    traffic::spread(&current, can).unwrap_or_else(|| current.clone()),
+                    " (no deployment of the split it started from can serve: traffic stays with the current split's)"
+                        .to_string(),
+                ),
+            };
             durable.status = RolloutStatus::Aborted;
-            durable.event(format!("aborted: traffic back to {}", split_text(&from)));
-            self.move_traffic(&mut state, from, Traffic::new(), move |s| {
+            durable.event(format!("aborted: traffic back to {}{note}", split_text(&back)));
+            self.move_traffic(&mut state, back, Traffic::new(), move |s| {
                 if let Some(r) = s.rollout.as_mut() {
                     r.durable = durable;
                 }
@@ -653,6 +673,50 @@ impl ControlPlane {
         self.roll_back(state, durable, "target_failed", None, None, message);
     }
 
+    /// Ends the running or paused rollout as aborted when `name`, one of the deployments it
+    /// moves traffic from, failed to load (after a restart, its model folder gone). Left
+    /// running, the failed source's share went to the target with no gate judged, and abort,
+    /// traffic changes and the source's deletion were all refused. Traffic goes to the last
+    /// good split without the deployments that cannot serve; when none can, it stays where the
+    /// failed-load rule puts it (`drop_failed_traffic`, run next by the caller).
+    pub(super) fn end_rollout_if_source_failed(&self, state: &mut State, name: &str, error: &str) {
+        let Some(r) = state.rollout.as_ref().filter(|r| r.durable.status.active() && r.durable.plan.to != name) else {
+            return;
+        };
+        let d = &r.durable;
+        if ![&d.from, &d.last_good].iter().any(|t| t.get(name).is_some_and(|w| *w > 0)) {
+            return;
+        }
+        let mut durable = d.clone();
+        durable.status = RolloutStatus::Aborted;
+        let why = format!("aborted: the source {name} failed to load ({error})");
+        tracing::warn!(target: "switchyard::rollout", to = %durable.plan.to, "{why}");
+        if let Some(rec) = state.deployments.get(&durable.plan.to) {
+            rec.live.logs.push(format!("ROLLOUT {why}"));
+        }
+        match traffic::spread(&durable.last_good, |n| servable(state, n)) {
+            Some(back) => {
+                durable.event(format!("{why}; traffic goes to the last good split without it: {}", split_text(&back)));
+                let saved = durable.clone();
+                let result = self.move_traffic(state, back, Traffic::new(), move |s| {
+                    if let Some(r) = s.rollout.as_mut() {
+                        r.durable = saved;
+                    }
+                });
+                if let Err(e) = result {
+                    durable.event(format!("the abort's traffic change was refused ({e}); traffic stays as it was"));
+                    self.save_rollout(state, durable);
+                }
+            }
+            None => {
+                durable.event(format!(
+                    "{why}; no deployment of the last good split can serve, so traffic stays with the current split's deployments that loaded"
+                ));
+                self.save_rollout(state, durable);
+            }
+        }
+    }
+
     /// The endpoint is being deleted: a running or paused rollout ends as aborted, with an
     /// event saying why (in `rollout show` and the process log), instead of vanishing.
     pub(super) fn end_rollout_with_endpoint(&self, state: &mut State) {
@@ -757,6 +821,14 @@ impl ControlPlane {
         }
         Ok(())
     }
+}
+
+/// Whether deployment `name` can carry live traffic now: it has a ready instance, or it
+/// carries some already and has not failed (the rule of `check_can_serve`, a failed one out).
+fn servable(state: &State, name: &str) -> bool {
+    let Some(r) = state.deployments.get(name) else { return false };
+    let has = state.endpoint.as_ref().and_then(|e| e.spec.traffic.get(name)).is_some_and(|w| *w > 0);
+    r.live.pool.ready() > 0 || (has && r.live.state.get() != crate::deployment::ProvisioningState::Failed)
 }
 
 fn active(state: &State) -> Result<&RolloutRecord, ControlError> {

@@ -102,6 +102,8 @@ async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Opt
         }
     };
     if applied.as_ref() == Some(&desired) {
+        // Back to what runs (a refused entry removed): the refusal is over.
+        control.set_config_status(Ok(()));
         return;
     }
     match apply(control, &desired).await {
@@ -117,9 +119,15 @@ async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Opt
     }
 }
 
-/// Parses and validates the whole folder; nothing is applied unless all of it is valid.
+/// Parses and validates the whole folder; nothing is applied unless all of it is valid. Every
+/// `.yml`/`.yaml` entry is read: one that is not a regular file (a FIFO, a link to a device, a
+/// folder) is refused by the bounded read with its name and why, as an invalid edit is, where
+/// it used to be skipped without a word.
 fn read_folder(dir: &Path) -> Result<Desired, String> {
-    let endpoint_file = ["endpoint.yml", "endpoint.yaml"].iter().map(|f| dir.join(f)).find(|p| p.is_file());
+    // Any entry of that name counts (not only a regular file): one that is not a regular
+    // file is then refused by the read, naming it, rather than reported as missing.
+    let endpoint_file =
+        ["endpoint.yml", "endpoint.yaml"].iter().map(|f| dir.join(f)).find(|p| std::fs::symlink_metadata(p).is_ok());
     let Some(endpoint_file) = endpoint_file else {
         return Err(format!("{} has no endpoint.yml", dir.display()));
     };
@@ -131,10 +139,7 @@ fn read_folder(dir: &Path) -> Result<Desired, String> {
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             // Dot files include a ConfigMap's `..data` folder and editors' swap files.
-            !name.starts_with('.')
-                && (name.ends_with(".yml") || name.ends_with(".yaml"))
-                && *p != endpoint_file
-                && p.is_file()
+            !name.starts_with('.') && (name.ends_with(".yml") || name.ends_with(".yaml")) && *p != endpoint_file
         })
         .collect();
     files.sort();

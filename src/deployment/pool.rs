@@ -140,8 +140,11 @@ pub struct InstancePool {
     loading: AtomicUsize,
     /// Instances waiting to finish their request before removal.
     draining: AtomicUsize,
-    /// Instance inits that failed since the pool was made.
+    /// Instances whose init failed and whose place no later load has filled (a replacement
+    /// retried again and again counts once): what fails now, so an alert on it clears.
     failed: AtomicUsize,
+    /// Instance inits that failed since the pool was made (never goes down).
+    failed_inits: AtomicU64,
     /// Moving average of one run's cost in ns, or `UNMEASURED`.
     run_cost_ns: AtomicU64,
     factory: HookFactory,
@@ -251,6 +254,7 @@ impl InstancePool {
             loading: AtomicUsize::new(0),
             draining: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
+            failed_inits: AtomicU64::new(0),
             run_cost_ns: AtomicU64::new(UNMEASURED),
             factory,
             runtime,
@@ -443,6 +447,23 @@ impl InstancePool {
         }
     }
 
+    /// Instance inits that failed since the pool was made (`failed` counts only those that
+    /// fail now).
+    pub fn failed_inits_total(&self) -> u64 {
+        self.failed_inits.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the failed instances: the deployment no longer asks for them (a failed
+    /// scale-up whose count went back to what serves, then a change that succeeded).
+    pub fn forget_failed(&self) {
+        self.failed.store(0, Ordering::Relaxed);
+    }
+
+    /// Takes `n` off `failed` (never below zero).
+    fn unfail(&self, n: usize) {
+        let _ = self.failed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| Some(f.saturating_sub(n)));
+    }
+
     /// Why and when instances are being replaced, while any is.
     pub fn restart(&self) -> Option<Restart> {
         let instances = self.restarting.load(Ordering::Relaxed);
@@ -467,6 +488,9 @@ impl InstancePool {
 
     /// Loads `n` more hooks (worker processes).
     async fn add_workers(self: &Arc<Self>, n: usize) -> Result<(), LoadError> {
+        // Instances that failed before this call: those this call loads take their places.
+        let failed_before = self.failed.load(Ordering::Relaxed);
+        let mut loaded = 0;
         self.loading.fetch_add(n, Ordering::Relaxed);
         let mut loads = tokio::task::JoinSet::new();
         for _ in 0..n {
@@ -475,6 +499,9 @@ impl InstancePool {
         let mut first_error = None;
         while let Some(outcome) = loads.join_next().await {
             let outcome = outcome.unwrap_or_else(|_| Err(LoadError::Init("instance init task failed".into())));
+            if outcome.is_ok() {
+                loaded += 1;
+            }
             if let Err(e) = outcome {
                 // A real init error says more than the cancellations that follow it.
                 if first_error.as_ref().is_none_or(|f| *f == LoadError::Cancelled) {
@@ -482,6 +509,7 @@ impl InstancePool {
                 }
             }
         }
+        self.unfail(loaded.min(failed_before));
         first_error.map_or(Ok(()), Err)
     }
 
@@ -496,6 +524,7 @@ impl InstancePool {
         if let Err(e) = &outcome {
             if !matches!(e, LoadError::Cancelled) {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                self.failed_inits.fetch_add(1, Ordering::Relaxed);
             }
         }
         outcome
@@ -917,6 +946,8 @@ impl InstancePool {
         self.restarting.fetch_add(1, Ordering::Relaxed);
         let pool = Arc::clone(self);
         self.runtime.spawn(async move {
+            // This instance counts once in `failed` however many of its tries fail.
+            let mut failed_once = false;
             loop {
                 let n = pool.restarts_in_row.fetch_add(1, Ordering::Relaxed);
                 let backoff = Duration::from_millis(if n == 0 { 0 } else { (100u64 << (n - 1).min(7)).min(10_000) });
@@ -931,6 +962,10 @@ impl InstancePool {
                 match pool.add_workers(1).await {
                     Ok(()) | Err(LoadError::Cancelled) => break,
                     Err(e) => {
+                        if failed_once {
+                            pool.unfail(1);
+                        }
+                        failed_once = true;
                         why = format!("the replacement's init failed: {e}");
                         tracing::warn!(instance_error = %e, "a replacement instance failed to load; retrying with backoff");
                     }

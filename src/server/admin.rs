@@ -113,6 +113,19 @@ async fn parse(body: Body) -> Result<Value, ControlError> {
     }
 }
 
+/// Runs a control-plane call that reads files (a deployment's hook is found on disk: its model
+/// folder, its scoring script, its conda file) on actix's blocking pool. A read may wait up to
+/// `READ_DEADLINE` on a hung mount; on one of the two admin workers, two such calls took the
+/// whole admin plane down for that long. Off the workers, a hung read costs its request only.
+async fn off_worker<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ControlError> {
+    match web::block(call).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ControlError::Unavailable("the change could not be made now: try again".into())),
+    }
+}
+
 /// The body's bytes, or the admin API's error for a body that could not be read.
 fn read(body: Body) -> Result<Bytes, ControlError> {
     body.map_err(|e| {
@@ -271,7 +284,13 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
         }
         Err(_) => return error_response(400, "all_traffic must be true or false; base_dir an absolute folder"),
     };
-    match parse(body).await.and_then(|v| data.control.put_deployment_from(&name, v, all_traffic, base_dir.as_deref())) {
+    let control = Arc::clone(&data.control);
+    let name = name.into_inner();
+    let put = match parse(body).await {
+        Ok(v) => off_worker(move || control.put_deployment_from(&name, v, all_traffic, base_dir.as_deref())).await,
+        Err(e) => Err(e),
+    };
+    match put {
         Ok((view, true)) => HttpResponse::Created().json(view),
         Ok((view, false)) => HttpResponse::Ok().json(view),
         Err(e) => control_error(&e),
@@ -281,7 +300,12 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
 async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(parse(body).await.and_then(|v| data.control.patch_deployment(&name, v)))
+    let control = Arc::clone(&data.control);
+    let name = name.into_inner();
+    match parse(body).await {
+        Ok(v) => reply(off_worker(move || control.patch_deployment(&name, v)).await),
+        Err(e) => reply(Err(e)),
+    }
 }
 
 async fn delete_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
@@ -411,5 +435,27 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
         }
         Ok(Err(e)) => error_response(502, &format!("the scoring plane did not answer: {e}")),
         Err(_) => error_response(503, "the invoke could not run now: try again"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that blocks its thread (as a read on a hung mount does) must leave the admin
+    /// worker free: on a one-thread runtime (one admin worker), another request's future still
+    /// completes while the call blocks.
+    #[actix_web::test]
+    async fn a_blocking_control_call_leaves_the_admin_worker_free() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let slow = actix_web::rt::spawn(off_worker(move || {
+            // Blocks until the other request has been answered on this worker.
+            rx.recv_timeout(std::time::Duration::from_secs(30))
+                .map_err(|_| ControlError::Unavailable("the worker was held".into()))
+        }));
+        // Another request on the same worker, answered while the call above still blocks.
+        actix_web::rt::task::yield_now().await;
+        tx.send(()).unwrap();
+        assert!(slow.await.unwrap().is_ok());
     }
 }

@@ -126,6 +126,27 @@ fn known(deployments: &BTreeSet<String>) -> String {
     }
 }
 
+/// `split` with only the deployments `keep` accepts: the shares of the others are spread over
+/// them in proportion to their own (what integer division leaves goes to the largest), so the
+/// total stays the same. `None` when no kept deployment has a share. Used wherever a split
+/// must do without deployments that cannot serve (a failed load, an abort of a rollout whose
+/// source failed), so every such place moves traffic by the same rule.
+pub fn spread(split: &Traffic, keep: impl Fn(&str) -> bool) -> Option<Traffic> {
+    let total: u32 = split.values().sum();
+    let kept: Traffic = split.iter().filter(|(n, w)| **w > 0 && keep(n)).map(|(n, w)| (n.clone(), *w)).collect();
+    let kept_total: u32 = kept.values().sum();
+    if kept_total == 0 {
+        return None;
+    }
+    let moved = total - kept_total;
+    let mut next: Traffic = kept.iter().map(|(n, w)| (n.clone(), w + moved * w / kept_total)).collect();
+    let left = total - next.values().sum::<u32>();
+    if let Some((_, top)) = next.iter_mut().max_by_key(|(_, w)| **w) {
+        *top += left;
+    }
+    Some(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +196,16 @@ mod tests {
         assert!(e.message.contains("live traffic"));
         let (_, active) = validate(&t, &m("green=0"), &d).unwrap();
         assert!(active.is_empty(), "green=0 turns mirroring off");
+    }
+
+    #[test]
+    fn spread_moves_the_shares_left_out_in_proportion_and_keeps_the_total() {
+        let t = |pairs: &[(&str, u32)]| pairs.iter().map(|(n, w)| (n.to_string(), *w)).collect::<Traffic>();
+        let split = t(&[("a", 45), ("b", 45), ("c", 10)]);
+        assert_eq!(spread(&split, |n| n != "a"), Some(t(&[("b", 82), ("c", 18)])));
+        assert_eq!(spread(&split, |n| n == "c"), Some(t(&[("c", 100)])));
+        assert_eq!(spread(&split, |_| false), None);
+        assert_eq!(spread(&t(&[("a", 0), ("b", 100)]), |n| n == "a"), None);
+        assert_eq!(spread(&t(&[("a", 34), ("b", 33), ("c", 33)]), |n| n != "c"), Some(t(&[("a", 51), ("b", 49)])));
     }
 }
