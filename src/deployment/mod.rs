@@ -6,8 +6,10 @@
 pub mod pool;
 pub mod state;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -221,14 +223,24 @@ impl Deployment {
         let start = Instant::now();
         let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
         // Dropping the run's future on timeout cancels the run and frees the slot; a run that
-        // finished inline past its deadline has its answer discarded.
-        let outcome = match tokio::time::timeout(limit, self.pool.call(body, content_type, headers, protocol)).await {
+        // finished inline past its deadline has its answer discarded. A run that finishes at
+        // its first poll (an inline run on an idle instance, the common case) needs no timer:
+        // the deadline timer is armed only when the run has to wait, for the same deadline,
+        // so most requests do not pay a registration and cancellation on the timer wheel.
+        let mut run = std::pin::pin!(self.pool.call(body, content_type, headers, protocol));
+        let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+        let finished = match first {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::time::timeout_at((start + limit).into(), run).await,
+        };
+        let elapsed = start.elapsed();
+        let outcome = match finished {
             Err(_) => Err(ScoreError::Timeout(limit)),
-            Ok(_) if start.elapsed() > limit => Err(ScoreError::Timeout(limit)),
+            Ok(_) if elapsed > limit => Err(ScoreError::Timeout(limit)),
             Ok(result) => result.map_err(ScoreError::from),
         };
         drop(admitted);
-        self.record_status(Role::live, request_id, outcome.as_ref().map(|a| a.response.status), start.elapsed());
+        self.record_status(Role::live, request_id, outcome.as_ref().map(|a| a.response.status), elapsed);
         outcome
     }
 
@@ -254,15 +266,14 @@ impl Deployment {
             Err(e) => e.status(),
         };
         self.metrics.observe(role, status, elapsed.as_secs_f64());
-        let ms = elapsed.as_secs_f64() * 1e3;
-        self.logs.push(format!("request_id={request_id} role={} status={status} duration_ms={ms:.3}", role.as_str()));
+        self.logs.push_access(request_id, role.as_str(), status, elapsed);
         tracing::info!(
             target: "switchyard::access",
             deployment = %self.name,
             request_id,
             role = role.as_str(),
             status,
-            duration_ms = ms
+            duration_ms = elapsed.as_secs_f64() * 1e3
         );
         if let Err(ScoreError::ModelFailed(reason)) = outcome {
             self.logs.push(format!("request_id={request_id} model error: {reason}"));

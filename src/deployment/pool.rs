@@ -151,7 +151,7 @@ pub struct InstancePool {
     /// Where replacement instances are loaded (runs may finish on threads without a runtime).
     runtime: tokio::runtime::Handle,
     /// Long runs waiting for an instance, oldest first.
-    pending: Mutex<VecDeque<QueuedRun>>,
+    pending: RunQueue,
     /// Set (under the `idle` lock) when the deployment version this pool serves is deleted or
     /// replaced: loads not started yet are skipped, and an instance that finishes loading
     /// after it is dropped instead of joining, so a deleted deployment stops costing CPU at
@@ -217,6 +217,57 @@ const RUNNING: u8 = 0;
 const DONE: u8 = 1;
 const HUNG: u8 = 2;
 
+/// The queue of long runs. Every inline run checks, when it gives its instance back, whether
+/// runs are queued; that check reads a count instead of taking the queue's lock, so the inline
+/// path (the common case for a fast model, which never queues) does not write a lock's cache
+/// line shared by every worker thread on each request.
+///
+/// Why the lock-free check misses no run: a run is pushed, counted (`SeqCst`), and then a
+/// `SeqCst` fence comes before its queuer tries to take an instance ([`InstancePool::kick`]);
+/// a check-in adds its permit, then a `SeqCst` fence, then reads the count. With a fence on
+/// both sides, either the queuer sees the permit (and takes the instance) or the check-in sees
+/// the count (and kicks): never neither.
+#[derive(Default)]
+struct RunQueue {
+    runs: Mutex<VecDeque<QueuedRun>>,
+    /// `runs.len()`, written under the lock.
+    len: AtomicUsize,
+}
+
+impl RunQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<QueuedRun>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, run: QueuedRun) {
+        let mut runs = self.lock();
+        runs.push_back(run);
+        self.len.store(runs.len(), Ordering::SeqCst);
+        drop(runs);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    fn pop(&self) -> Option<QueuedRun> {
+        let mut runs = self.lock();
+        let run = runs.pop_front();
+        self.len.store(runs.len(), Ordering::SeqCst);
+        run
+    }
+
+    fn take_all(&self) -> Vec<QueuedRun> {
+        let mut runs = self.lock();
+        self.len.store(0, Ordering::SeqCst);
+        runs.drain(..).collect()
+    }
+
+    /// Whether runs may be queued, after this thread's permit was added (see the type's
+    /// documentation); a stale `true` only costs a look under the lock.
+    fn maybe_queued(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.len.load(Ordering::Relaxed) != 0
+    }
+}
+
 /// A long run waiting for an instance.
 struct QueuedRun {
     body: Bytes,
@@ -258,7 +309,7 @@ impl InstancePool {
             run_cost_ns: AtomicU64::new(UNMEASURED),
             factory,
             runtime,
-            pending: Mutex::new(VecDeque::new()),
+            pending: RunQueue::default(),
             closed: AtomicBool::new(false),
             always_queued: AtomicBool::new(false),
             pass_headers: AtomicBool::new(false),
@@ -412,7 +463,7 @@ impl InstancePool {
 
     /// Long runs waiting for an instance.
     pub fn queued(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pending.lock().len()
     }
 
     /// Instance counts by state. With several workers per instance, a worker being replaced
@@ -597,7 +648,7 @@ impl InstancePool {
             idle.push(hook);
             self.available.add_permits(1);
         }
-        if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        if !self.pending.lock().is_empty() {
             self.kick();
         }
         Ok(())
@@ -756,7 +807,7 @@ impl InstancePool {
         let cancel = Arc::new(Cancellation::default());
         let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push_back(QueuedRun {
+        self.pending.push(QueuedRun {
             body,
             content_type: content_type.map(Into::into),
             headers: if self.wants_headers() { headers.clone() } else { HeaderMap::new() },
@@ -776,13 +827,13 @@ impl InstancePool {
             // No instance will come (see `turn_away_waiters`): a run queued now, or before the
             // last instance left, is answered at once. Checked here, after the run was queued,
             // so a run that raced the close is never left behind.
-            let stranded: Vec<QueuedRun> = self.pending.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+            let stranded = self.pending.take_all();
             for run in stranded {
                 let _ = run.reply.send(Err(RunError::NoInstance));
             }
             return;
         }
-        while !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        while !self.pending.lock().is_empty() {
             let Ok(hook) = self.try_take() else { return };
             let pool = Arc::clone(self);
             let runner = move || pool.runner(hook);
@@ -799,7 +850,7 @@ impl InstancePool {
     /// then checks the instance back in.
     fn runner(self: &Arc<Self>, mut hook: Box<dyn ScoringHook>) {
         loop {
-            let next = self.pending.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let next = self.pending.pop();
             let Some(run) = next else { break };
             if run.cancel.is_cancelled() || run.reply.is_closed() {
                 continue;
@@ -987,7 +1038,7 @@ impl InstancePool {
     fn checkin(self: &Arc<Self>, hook: Box<dyn ScoringHook>) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
         self.available.add_permits(1);
-        if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        if self.pending.maybe_queued() {
             self.kick();
         }
     }

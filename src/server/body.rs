@@ -11,10 +11,13 @@
 //!   second held a connection, a file descriptor and (since the front door takes the admission
 //!   slot first) an admission slot forever. The whole body must arrive within `timeout`.
 //! - **Memory.** The body is read into one buffer sized from `Content-Length` (capped at the
-//!   limit), so a 10 MiB body costs 10 MiB, not the 16 MiB of a doubling buffer.
+//!   limit), so a 10 MiB body costs 10 MiB, not the 16 MiB of a doubling buffer; a body that
+//!   arrives in one piece (most small ones) is kept as that piece, with no copy.
 
+use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -57,9 +60,34 @@ pub fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Coding, Opti
 }
 
 /// Reads the whole body within `limits` (see the module documentation).
+///
+/// The deadline runs from this call, but its timer is armed only for a body that is still
+/// incomplete at the second poll. A small body arrives with the request head, and actix's
+/// dispatcher polls the handler once *before* it feeds the body it has already read (then
+/// again right after): arming a timer at that first poll cost every request a timer
+/// registration and cancellation on the worker's timer wheel, for a body that was complete
+/// microseconds later. The first `Pending` therefore wakes the task itself (no timer yet, and
+/// no risk of never being polled again); if the body is still incomplete on the next poll,
+/// the timer is armed for the same deadline.
 pub async fn read(headers: &HeaderMap, mut payload: web::Payload, limits: BodyLimits) -> Result<Bytes, HttpResponse> {
     let (coding, declared) = check_head(headers, limits.max_bytes)?;
-    match tokio::time::timeout(limits.timeout, collect(&mut payload, coding, declared, limits.max_bytes)).await {
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut reading = std::pin::pin!(collect(&mut payload, coding, declared, limits.max_bytes));
+    let mut first = true;
+    let early = std::future::poll_fn(|cx| match reading.as_mut().poll(cx) {
+        Poll::Ready(result) => Poll::Ready(Some(result)),
+        Poll::Pending if first => {
+            first = false;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    if let Some(result) = early {
+        return result;
+    }
+    match tokio::time::timeout_at(deadline, reading).await {
         Ok(result) => result,
         Err(_) => {
             let mut r = error_response(
@@ -138,7 +166,18 @@ async fn collect(
     let start = declared.map_or(UNSIZED_START, |n| n as usize).min(max_bytes);
     match coding {
         Coding::Identity => {
-            let mut body = BytesMut::with_capacity(start);
+            // A body that arrives in one piece, as its declared length says (nearly every
+            // small body), is that piece: no buffer, no copy.
+            let Some(first) = next_chunk(payload).await else { return Ok(Bytes::new()) };
+            let first = first.map_err(cannot_read)?;
+            if first.len() > max_bytes {
+                return Err(too_large(max_bytes));
+            }
+            if declared == Some(first.len() as u64) {
+                return Ok(first);
+            }
+            let mut body = BytesMut::with_capacity(start.max(first.len()));
+            body.extend_from_slice(&first);
             while let Some(chunk) = next_chunk(payload).await {
                 let chunk = chunk.map_err(cannot_read)?;
                 if body.len() + chunk.len() > max_bytes {
@@ -222,6 +261,72 @@ mod tests {
         assert_eq!(check_head(&headers(&[("content-encoding", "identity, x-gzip")]), 10).unwrap().0, Coding::Gzip);
         assert_eq!(check_head(&headers(&[("content-encoding", "br")]), 10).unwrap_err().status(), 415);
         assert_eq!(check_head(&headers(&[("content-encoding", "gzip, gzip")]), 10).unwrap_err().status(), 415);
+    }
+
+    /// The handler's view of a body stream.
+    async fn web_payload(stream: actix_http::h1::Payload) -> web::Payload {
+        use actix_web::FromRequest;
+        let (req, _) = actix_web::test::TestRequest::default().to_http_parts();
+        web::Payload::from_request(&req, &mut actix_web::dev::Payload::from(stream)).await.unwrap()
+    }
+
+    /// A body stream that carries `chunks`, then ends.
+    async fn payload(chunks: &[Bytes]) -> web::Payload {
+        let (mut tx, rx) = actix_http::h1::Payload::create(false);
+        for chunk in chunks {
+            tx.feed_data(chunk.clone());
+        }
+        tx.feed_eof();
+        web_payload(rx).await
+    }
+
+    const LIMITS: BodyLimits = BodyLimits { max_bytes: 64, timeout: Duration::from_secs(30) };
+
+    #[tokio::test]
+    async fn a_body_in_one_piece_is_kept_without_a_copy() {
+        let chunk = Bytes::from(b"{\"data\":[[1]]}".to_vec());
+        let body = payload(std::slice::from_ref(&chunk)).await;
+        let got = read(&headers(&[("content-length", "14")]), body, LIMITS).await.unwrap();
+        assert_eq!(got, chunk);
+        assert_eq!(got.as_ptr(), chunk.as_ptr(), "the piece itself, not a copy");
+    }
+
+    #[tokio::test]
+    async fn pieces_are_joined_and_bounded() {
+        let pieces = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+        let body = payload(&pieces).await;
+        assert_eq!(read(&headers(&[("content-length", "11")]), body, LIMITS).await.unwrap(), "hello world");
+        let body = payload(&pieces).await;
+        assert_eq!(read(&headers(&[]), body, LIMITS).await.unwrap(), "hello world", "chunked: no length");
+        let small = BodyLimits { max_bytes: 8, ..LIMITS };
+        let body = payload(&pieces).await;
+        assert_eq!(read(&headers(&[]), body, small).await.unwrap_err().status(), 413);
+        let body = payload(&[Bytes::from_static(b"0123456789")]).await;
+        assert_eq!(read(&headers(&[]), body, small).await.unwrap_err().status(), 413, "one piece over the limit");
+    }
+
+    /// The deadline holds whether the body stalls before its first byte or after, though its
+    /// timer is armed only at the second poll; and a body that arrives after the first poll
+    /// is read (the first `Pending` wakes the task).
+    #[tokio::test]
+    async fn a_stalled_body_meets_its_deadline_and_a_late_one_is_read() {
+        let quick = BodyLimits { timeout: Duration::from_millis(50), ..LIMITS };
+        let h = headers(&[("content-length", "5")]);
+        let (_tx, rx) = actix_http::h1::Payload::create(false);
+        assert_eq!(read(&h, web_payload(rx).await, quick).await.unwrap_err().status(), 408, "no byte came");
+        let (mut tx, rx) = actix_http::h1::Payload::create(false);
+        tx.feed_data(Bytes::from_static(b"ab"));
+        assert_eq!(read(&h, web_payload(rx).await, quick).await.unwrap_err().status(), 408, "2 bytes of 5 came");
+
+        let (mut tx, rx) = actix_http::h1::Payload::create(false);
+        let body = web_payload(rx).await;
+        let (got, ()) = tokio::join!(read(&h, body, LIMITS), async move {
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            tx.feed_data(Bytes::from_static(b"hello"));
+            tx.feed_eof();
+        });
+        assert_eq!(got.unwrap(), "hello");
     }
 
     #[test]
