@@ -573,6 +573,47 @@ fn a_hung_run_takes_its_instance_out_of_service_and_a_hung_init_fails_at_the_dea
     assert_eq!(score(&s, "hangs", b"{}").status, 200);
 }
 
+/// POST /score pinned to `pin`, with a client that gives up after 20 s (the shared one waits
+/// 60 s): a connection held by a stalled I/O thread is an error here, not a hung test.
+fn score_or_error(s: &Server, pin: &str, body: &[u8]) -> Result<u16, String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(20))).build(),
+    );
+    let auth = format!("Bearer {}", s.primary_key());
+    let headers =
+        [("Authorization", auth.as_str()), ("azureml-model-deployment", pin), ("Content-Type", "application/json")];
+    try_http(&agent, "POST", &format!("{}/score", s.scoring), &headers, Some(body)).map(|r| r.status)
+}
+
+#[test]
+fn a_run_that_hangs_after_fast_ones_is_a_408_stalls_no_other_request_and_sigterm_still_exits() {
+    // Fast runs first: the pool's measured cost is then far under the inline limit, where a
+    // run used to execute on the scoring plane's I/O thread, which a hang then held for good
+    // (no 408, every later connection on that thread stalled, SIGTERM never finished).
+    let p = plugins();
+    let mut s = Server::start_with_env(&["--shutdown-grace-secs", "2"], &[("RUST_BACKTRACE", "0")]);
+    s.create_endpoint();
+    let code = code_dir(&p.faults_c);
+    deploy_native(&s, "hangs", code.path(), json!({"request_settings": {"request_timeout_ms": 1000}}));
+    s.deploy("onx", "model-1", json!({}));
+    for _ in 0..5 {
+        assert_eq!(score_or_error(&s, "hangs", b"ok"), Ok(200));
+    }
+    assert_eq!(score_or_error(&s, "hangs", b"hang"), Ok(408), "the hung run is answered at its deadline");
+    for i in 0..8 {
+        assert_eq!(score_or_error(&s, "onx", &sample_request()), Ok(200), "request {i} to another deployment");
+    }
+    for _ in 0..4 {
+        // No traffic is set, so 503 (not ready), but answered: the probe is not stalled.
+        assert_eq!(s.get("/health/ready").status, 503);
+    }
+    // SIGTERM: the blocking thread stuck in the plugin does not keep the process alive past
+    // the grace period (it exits then, saying what was left).
+    let killed = Command::new("kill").arg(s.pid().to_string()).status().unwrap();
+    assert!(killed.success());
+    assert!(s.wait_exit_within(Duration::from_secs(60)).is_some(), "still running 60 s after SIGTERM");
+}
+
 #[test]
 fn an_answer_over_the_cap_is_a_424_naming_the_cap_in_process_and_isolated() {
     // The plugin answers 300 MiB (mapped, never touched): in process it was copied whole.

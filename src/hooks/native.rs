@@ -220,6 +220,31 @@ fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, Stri
     })
 }
 
+/// Calls into in-process plugins (`run` or `init`) that have not returned yet.
+static CALLS_IN_PROGRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many in-process plugin calls (`run` or `init`) have not returned: what a stop cut short
+/// after the grace period leaves behind (said in its log line).
+pub fn calls_in_progress() -> usize {
+    CALLS_IN_PROGRESS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one call into a plugin while it lasts.
+struct InPlugin;
+
+impl InPlugin {
+    fn enter() -> Self {
+        CALLS_IN_PROGRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for InPlugin {
+    fn drop(&mut self) {
+        CALLS_IN_PROGRESS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Runs the plugin's `init` on a thread of its own and waits for it at most `deadline`.
 ///
 /// An in-process call cannot be stopped: an init that never returns would hold the load (and
@@ -237,7 +262,10 @@ fn init_with_deadline(
     std::thread::Builder::new()
         .name("switchyard-native-init".into())
         .spawn(move || {
-            let made = init_from(&library, &held.path, &model, &env);
+            let made = {
+                let _call = InPlugin::enter();
+                init_from(&library, &held.path, &model, &env)
+            };
             // Nobody waits after the deadline: the instance is then dropped (destroyed) here.
             let _ = tx.send(made);
         })
@@ -341,7 +369,10 @@ impl ScoringHook for NativeHook {
         if !self.healthy {
             return Err(HookError::Failed("the instance's plugin panicked; it is being replaced".into()));
         }
-        let rc = self.instance.run(request.body, request.content_type.unwrap_or(""), &mut self.reply);
+        let rc = {
+            let _call = InPlugin::enter();
+            self.instance.run(request.body, request.content_type.unwrap_or(""), &mut self.reply)
+        };
         match outcome(rc, &mut self.reply) {
             Outcome::Answer { status, content_type, body } => {
                 Ok(HookResponse { status, content_type, body, headers: Vec::new() })
