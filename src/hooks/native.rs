@@ -146,22 +146,28 @@ fn hash_copy(mut reader: impl Read, mut sink: impl Write) -> std::io::Result<Str
 /// destructors) is found by name instead of being mapped a second time.
 fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
     let read_failed = |e: std::io::Error| format!("cannot read the native plugin {}: {e}", library.display());
+    // The lock is held only to look up and register copies, never while a file is read or
+    // written: streaming a large library under it held every other in-process native
+    // deployment's load, scale and copy removal (`PluginCopy::drop` takes it) until it ended.
     let hash = hash_copy(std::fs::File::open(library).map_err(read_failed)?, std::io::sink()).map_err(read_failed)?;
-    let mut c = copies();
-    if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
-        return Ok(copy);
-    }
-    if c.dir.is_none() {
-        let dir = tempfile::Builder::new()
-            .prefix("switchyard-plugins-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .map_err(|e| format!("cannot create a private folder for native plugin copies in $TMPDIR: {e}"))?;
-        c.dir = Some(dir);
-    }
-    let dir = c.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
-    c.next += 1;
-    let partial = dir.join(format!(".partial-{}", c.next));
+    let (dir, partial) = {
+        let mut c = copies();
+        if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
+            return Ok(copy);
+        }
+        if c.dir.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("switchyard-plugins-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map_err(|e| format!("cannot create a private folder for native plugin copies in $TMPDIR: {e}"))?;
+            c.dir = Some(dir);
+        }
+        let dir = c.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
+        c.next += 1;
+        let partial = dir.join(format!(".partial-{}", c.next));
+        (dir, partial)
+    };
     let copy_failed = |e: std::io::Error| format!("cannot copy the native plugin into {}: {e}", dir.display());
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -183,7 +189,11 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
             return Err(copy_failed(e));
         }
     };
-    // The bytes may have changed since the first read: the name is the hash of these.
+    // Under the lock again: the rename and the registration happen together, as the removal
+    // in `PluginCopy::drop` does, so a copy being dropped never removes the file just named.
+    let mut c = copies();
+    // The bytes may have changed since the first read (the name is the hash of these), and
+    // another load of the same bytes may have registered its copy meanwhile.
     if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
         let _ = std::fs::remove_file(&partial);
         return Ok(copy);
