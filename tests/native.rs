@@ -528,6 +528,41 @@ fn a_large_plugin_being_copied_holds_up_no_other_plugin_deployment() {
 }
 
 #[test]
+fn a_dead_servers_plugin_copies_are_removed_by_the_next_start_and_a_live_ones_stay() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let code = code_dir(&p.faults_c);
+    let start = |name: &str| {
+        let s = Server::start_with_env(&[], &env);
+        s.create_endpoint();
+        deploy_native(&s, name, code.path(), json!({}));
+        s
+    };
+    let live = start("live");
+    let live_dir = plugin_dirs(tmp.path());
+    assert_eq!(live_dir.len(), 1);
+    let mut dead = start("dead");
+    let both = plugin_dirs(tmp.path());
+    assert_eq!(both.len(), 2);
+    dead.kill9();
+    // A look-alike of a dead server's folder that is not private (mode 0755) is not ours.
+    let dead_dir: Vec<PathBuf> = both.iter().filter(|d| !live_dir.contains(d)).cloned().collect();
+    let name = dead_dir[0].file_name().unwrap().to_string_lossy().into_owned();
+    let look_alike =
+        tmp.path().join(format!("{}-open", name.trim_end_matches(|c: char| c != '-').trim_end_matches('-')));
+    std::fs::create_dir(&look_alike).unwrap();
+    assert_eq!(plugin_dirs(tmp.path()).len(), 3, "kill -9 leaves the folder behind");
+
+    let _next = Server::start_with_env(&[], &env);
+    let mut left = plugin_dirs(tmp.path());
+    left.retain(|d| *d != look_alike);
+    assert_eq!(left, live_dir, "the dead server's folder is removed, the live one's stays");
+    assert!(look_alike.exists());
+    assert_eq!(score(&live, "live", b"{}").status, 200);
+}
+
+#[test]
 fn a_plugin_that_does_not_load_says_why() {
     // A plugin linked against a library that is not there: the loader's reason is the answer.
     let p = plugins();
@@ -561,6 +596,38 @@ fn a_plugin_that_does_not_load_says_why() {
         );
         assert!(error.contains(&code.path().join("plugin.so").display().to_string()), "{name}: {error}");
     }
+}
+
+#[test]
+fn a_plugin_whose_libraries_sit_beside_it_says_why_it_does_not_load_in_process() {
+    // RPATH $ORIGIN, libmissingdep.so right beside the plugin: found with isolation: process
+    // (loaded where it is); in process the loader looks beside the private copy instead.
+    let _ = plugins();
+    let code = tempfile::tempdir().unwrap();
+    let dep = code.path().join("dep.c");
+    std::fs::write(&dep, "int missing_dep(void) { return 1; }\n").unwrap();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(code.path().join("libmissingdep.so"))
+        .arg(&dep)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lib_dir = format!("-L{}", code.path().display());
+    cc(
+        &repo().join("tests/fixtures/native/faults.c"),
+        &code.path().join("plugin.so"),
+        &["-Wl,--no-as-needed", "-Wl,-rpath,$ORIGIN", &lib_dir, "-lmissingdep"],
+    );
+    let s = server();
+    deploy_native(&s, "beside-isolated", code.path(), json!({"isolation": "process"}));
+    assert_eq!(score(&s, "beside-isolated", b"{}").status, 200);
+    put(&s, "beside", &native_doc("beside", code.path(), json!({})));
+    let failed = s.wait_state("beside", "Failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("libmissingdep.so: cannot open shared object file"), "{error}");
+    assert!(error.contains("private copy") && error.contains("$ORIGIN"), "the copy is not explained: {error}");
+    assert!(error.contains("isolation: process"), "no way out is given: {error}");
 }
 
 #[test]

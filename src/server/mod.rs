@@ -120,6 +120,9 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     hide_admin_token(&mut opts)?;
     crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
     crate::hooks::python::configure(opts.python.clone());
+    // What a server killed with -9 left in $TMPDIR (before anything is bound: a test or a
+    // supervisor that sees the addresses sees it done).
+    crate::hooks::native::remove_dead_servers_copies();
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
     // watcher): below the scoring workers in priority.
     let runtime = tokio::runtime::Builder::new_multi_thread()
