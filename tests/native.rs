@@ -500,7 +500,7 @@ fn plugin_copies_live_in_a_private_folder_of_our_own_and_are_removed_when_unused
 
 #[test]
 fn a_large_plugin_being_copied_holds_up_no_other_plugin_deployment() {
-    // The copy of a large library (1 GiB, sparse: all zeros, so it then fails as not a
+    // The copy of a large library (512 MiB, sparse: all zeros, so it then fails as not a
     // library) was streamed and hashed under the process-wide lock of the copies, which every
     // other in-process plugin's load (and each copy's removal) takes: nothing else deployed
     // until it ended.
@@ -509,7 +509,7 @@ fn a_large_plugin_being_copied_holds_up_no_other_plugin_deployment() {
     let s = Server::start_with_env(&[], &[("TMPDIR", tmp.path().to_str().unwrap())]);
     s.create_endpoint();
     let big = tempfile::tempdir().unwrap();
-    std::fs::File::create(big.path().join("plugin.so")).unwrap().set_len(1 << 30).unwrap();
+    std::fs::File::create(big.path().join("plugin.so")).unwrap().set_len(512 << 20).unwrap();
     put(&s, "big", &native_doc("big", big.path(), json!({})));
     let partial = eventually("the big plugin is being copied", Duration::from_secs(120), || {
         let dirs = plugin_dirs(tmp.path());
@@ -523,8 +523,8 @@ fn a_large_plugin_being_copied_holds_up_no_other_plugin_deployment() {
     deploy_native(&s, "small", small.path(), json!({}));
     assert!(partial.exists(), "the small plugin deployed only after the big copy ended");
     assert_eq!(score(&s, "small", b"1,2").body, "[3]");
-    let failed = s.wait_state("big", "Failed");
-    assert!(failed["error"].as_str().unwrap_or_default().contains("plugin.so"), "{failed}");
+    // The big copy is not waited for (it then fails as not a library): the server is killed
+    // when the test ends, and its folder goes with `tmp`.
 }
 
 #[test]
