@@ -499,6 +499,70 @@ fn plugin_copies_live_in_a_private_folder_of_our_own_and_are_removed_when_unused
 }
 
 #[test]
+fn a_large_plugin_being_copied_holds_up_no_other_plugin_deployment() {
+    // The copy of a large library (512 MiB, sparse: all zeros, so it then fails as not a
+    // library) was streamed and hashed under the process-wide lock of the copies, which every
+    // other in-process plugin's load (and each copy's removal) takes: nothing else deployed
+    // until it ended.
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(&[], &[("TMPDIR", tmp.path().to_str().unwrap())]);
+    s.create_endpoint();
+    let big = tempfile::tempdir().unwrap();
+    std::fs::File::create(big.path().join("plugin.so")).unwrap().set_len(512 << 20).unwrap();
+    put(&s, "big", &native_doc("big", big.path(), json!({})));
+    let partial = eventually("the big plugin is being copied", Duration::from_secs(120), || {
+        let dirs = plugin_dirs(tmp.path());
+        let partial = dirs
+            .iter()
+            .flat_map(|d| files_in(d))
+            .find(|f| f.file_name().unwrap().to_string_lossy().starts_with(".partial-"));
+        partial.ok_or_else(|| format!("no copy in progress in {dirs:?}"))
+    });
+    let small = code_dir(&p.row_sums);
+    deploy_native(&s, "small", small.path(), json!({}));
+    assert!(partial.exists(), "the small plugin deployed only after the big copy ended");
+    assert_eq!(score(&s, "small", b"1,2").body, "[3]");
+    // The big copy is not waited for (it then fails as not a library): the server is killed
+    // when the test ends, and its folder goes with `tmp`.
+}
+
+#[test]
+fn a_dead_servers_plugin_copies_are_removed_by_the_next_start_and_a_live_ones_stay() {
+    let p = plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let code = code_dir(&p.faults_c);
+    let start = |name: &str| {
+        let s = Server::start_with_env(&[], &env);
+        s.create_endpoint();
+        deploy_native(&s, name, code.path(), json!({}));
+        s
+    };
+    let live = start("live");
+    let live_dir = plugin_dirs(tmp.path());
+    assert_eq!(live_dir.len(), 1);
+    let mut dead = start("dead");
+    let both = plugin_dirs(tmp.path());
+    assert_eq!(both.len(), 2);
+    dead.kill9();
+    // A look-alike of a dead server's folder that is not private (mode 0755) is not ours.
+    let dead_dir: Vec<PathBuf> = both.iter().filter(|d| !live_dir.contains(d)).cloned().collect();
+    let name = dead_dir[0].file_name().unwrap().to_string_lossy().into_owned();
+    let look_alike =
+        tmp.path().join(format!("{}-open", name.trim_end_matches(|c: char| c != '-').trim_end_matches('-')));
+    std::fs::create_dir(&look_alike).unwrap();
+    assert_eq!(plugin_dirs(tmp.path()).len(), 3, "kill -9 leaves the folder behind");
+
+    let _next = Server::start_with_env(&[], &env);
+    let mut left = plugin_dirs(tmp.path());
+    left.retain(|d| *d != look_alike);
+    assert_eq!(left, live_dir, "the dead server's folder is removed, the live one's stays");
+    assert!(look_alike.exists());
+    assert_eq!(score(&live, "live", b"{}").status, 200);
+}
+
+#[test]
 fn a_plugin_that_does_not_load_says_why() {
     // A plugin linked against a library that is not there: the loader's reason is the answer.
     let p = plugins();
@@ -532,6 +596,38 @@ fn a_plugin_that_does_not_load_says_why() {
         );
         assert!(error.contains(&code.path().join("plugin.so").display().to_string()), "{name}: {error}");
     }
+}
+
+#[test]
+fn a_plugin_whose_libraries_sit_beside_it_says_why_it_does_not_load_in_process() {
+    // RPATH $ORIGIN, libmissingdep.so right beside the plugin: found with isolation: process
+    // (loaded where it is); in process the loader looks beside the private copy instead.
+    let _ = plugins();
+    let code = tempfile::tempdir().unwrap();
+    let dep = code.path().join("dep.c");
+    std::fs::write(&dep, "int missing_dep(void) { return 1; }\n").unwrap();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(code.path().join("libmissingdep.so"))
+        .arg(&dep)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lib_dir = format!("-L{}", code.path().display());
+    cc(
+        &repo().join("tests/fixtures/native/faults.c"),
+        &code.path().join("plugin.so"),
+        &["-Wl,--no-as-needed", "-Wl,-rpath,$ORIGIN", &lib_dir, "-lmissingdep"],
+    );
+    let s = server();
+    deploy_native(&s, "beside-isolated", code.path(), json!({"isolation": "process"}));
+    assert_eq!(score(&s, "beside-isolated", b"{}").status, 200);
+    put(&s, "beside", &native_doc("beside", code.path(), json!({})));
+    let failed = s.wait_state("beside", "Failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("libmissingdep.so: cannot open shared object file"), "{error}");
+    assert!(error.contains("private copy") && error.contains("$ORIGIN"), "the copy is not explained: {error}");
+    assert!(error.contains("isolation: process"), "no way out is given: {error}");
 }
 
 #[test]
@@ -571,6 +667,47 @@ fn a_hung_run_takes_its_instance_out_of_service_and_a_hung_init_fails_at_the_dea
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(error.contains("did not return within 1500 ms") && error.contains("cannot be stopped"), "{error}");
     assert_eq!(score(&s, "hangs", b"{}").status, 200);
+}
+
+/// POST /score pinned to `pin`, with a client that gives up after 20 s (the shared one waits
+/// 60 s): a connection held by a stalled I/O thread is an error here, not a hung test.
+fn score_or_error(s: &Server, pin: &str, body: &[u8]) -> Result<u16, String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(20))).build(),
+    );
+    let auth = format!("Bearer {}", s.primary_key());
+    let headers =
+        [("Authorization", auth.as_str()), ("azureml-model-deployment", pin), ("Content-Type", "application/json")];
+    try_http(&agent, "POST", &format!("{}/score", s.scoring), &headers, Some(body)).map(|r| r.status)
+}
+
+#[test]
+fn a_run_that_hangs_after_fast_ones_is_a_408_stalls_no_other_request_and_sigterm_still_exits() {
+    // Fast runs first: the pool's measured cost is then far under the inline limit, where a
+    // run used to execute on the scoring plane's I/O thread, which a hang then held for good
+    // (no 408, every later connection on that thread stalled, SIGTERM never finished).
+    let p = plugins();
+    let mut s = Server::start_with_env(&["--shutdown-grace-secs", "2"], &[("RUST_BACKTRACE", "0")]);
+    s.create_endpoint();
+    let code = code_dir(&p.faults_c);
+    deploy_native(&s, "hangs", code.path(), json!({"request_settings": {"request_timeout_ms": 1000}}));
+    s.deploy("onx", "model-1", json!({}));
+    for _ in 0..5 {
+        assert_eq!(score_or_error(&s, "hangs", b"ok"), Ok(200));
+    }
+    assert_eq!(score_or_error(&s, "hangs", b"hang"), Ok(408), "the hung run is answered at its deadline");
+    for i in 0..8 {
+        assert_eq!(score_or_error(&s, "onx", &sample_request()), Ok(200), "request {i} to another deployment");
+    }
+    for _ in 0..4 {
+        // No traffic is set, so 503 (not ready), but answered: the probe is not stalled.
+        assert_eq!(s.get("/health/ready").status, 503);
+    }
+    // SIGTERM: the blocking thread stuck in the plugin does not keep the process alive past
+    // the grace period (it exits then, saying what was left).
+    let killed = Command::new("kill").arg(s.pid().to_string()).status().unwrap();
+    assert!(killed.success());
+    assert!(s.wait_exit_within(Duration::from_secs(60)).is_some(), "still running 60 s after SIGTERM");
 }
 
 #[test]

@@ -343,9 +343,10 @@ impl InstancePool {
     /// Takes out of service any instance whose run outlives `deadline` (the request's
     /// timeout): for hooks whose runs happen in this process and cannot be stopped. The
     /// instance leaves `ready` (counted as `hung`), a replacement loads (with the backoff of
-    /// [`replace`](Self::replace)), `report` gets a line, and from then on every run of the pool
-    /// is queued, so a run that hangs again holds a blocking thread rather than a thread of
-    /// the event loop. If the run returns after all, its instance is dropped, never reused.
+    /// [`replace`](Self::replace)) and `report` gets a line. A watched pool's runs are always
+    /// queued ([`call`](Self::call)), so a run that hangs holds a blocking thread, never a
+    /// thread of the event loop. If the run returns after all, its instance is dropped, never
+    /// reused.
     pub fn watch_runs(self: &Arc<Self>, deadline: std::time::Duration, report: impl Fn(&str) + Send + Sync + 'static) {
         let watch =
             RunWatch { deadline, running: Mutex::new(Vec::new()), report: Box::new(report), last: Mutex::new(None) };
@@ -709,6 +710,13 @@ impl InstancePool {
     ) -> Result<Answer, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
+        }
+        // [wt-fixnative D1] A watched pool (an in-process native plugin, see `watch_runs`)
+        // never runs inline, however short its runs: a run that hangs there held the I/O
+        // thread for good (no 408, every connection on that thread stalled, SIGTERM never
+        // finished). Queued, a hang costs one blocking thread and one instance.
+        if self.watch.get().is_some() {
+            return self.run_queued(body, content_type, headers, protocol).await;
         }
         if self.always_queued.load(Ordering::Relaxed) {
             return self.run_on_task(body, content_type, headers, protocol).await;
@@ -1338,6 +1346,38 @@ mod tests {
         let ok = p.run(Bytes::from_static(b"[2]"), None, &HeaderMap::new()).await.unwrap();
         assert_eq!(&ok.body[..], b"[2]");
         assert_eq!(p.hung_reason(), None);
+    }
+
+    /// Records the thread each run ran on.
+    struct WhereRan(Arc<Mutex<Vec<std::thread::ThreadId>>>);
+
+    impl ScoringHook for WhereRan {
+        fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+            self.0.lock().unwrap().push(std::thread::current().id());
+            Ok(HookResponse::json(request.body.to_vec()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watched_pool_never_runs_on_the_calling_thread_however_short_its_runs() {
+        // An in-process native plugin's run cannot be stopped: on the I/O thread, one that
+        // hangs held the event loop for good. Short runs must still be queued.
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let t = Arc::clone(&threads);
+        let p = InstancePool::new(
+            Arc::new(move || Ok(Box::new(WhereRan(Arc::clone(&t))) as Box<dyn ScoringHook>)),
+            tokio::runtime::Handle::current(),
+        );
+        p.watch_runs(Duration::from_secs(60), |_| {});
+        p.add(1).await.unwrap();
+        for _ in 0..20 {
+            p.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await.unwrap();
+        }
+        assert!(p.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS, "the runs were measured short");
+        let here = std::thread::current().id();
+        let threads = threads.lock().unwrap();
+        assert_eq!(threads.len(), 20);
+        assert!(threads.iter().all(|t| *t != here), "a watched run ran on the calling thread");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,8 +97,9 @@ impl Drop for PluginCopy {
 }
 
 /// Removes the folder of plugin copies and everything in it: called once the server has
-/// stopped (after SIGTERM's drain too). After `kill -9` the folder stays in `$TMPDIR`; the
-/// next start makes a new, randomly named one and never reads the old.
+/// stopped (after SIGTERM's drain too). After `kill -9` the folder stays in `$TMPDIR` until the
+/// next server starts ([`remove_dead_servers_copies`]); that one makes a new, randomly named
+/// folder and never loads from the old.
 pub fn remove_plugin_copies() {
     let dir = {
         let mut c = copies();
@@ -107,6 +108,58 @@ pub fn remove_plugin_copies() {
     };
     if let Some(dir) = dir {
         let _ = dir.close();
+    }
+}
+
+/// The start of the name of every folder of plugin copies.
+const COPIES_PREFIX: &str = "switchyard-plugins-";
+
+/// `PID-STARTTIME` of a running process (its start time in clock ticks since boot, from
+/// `/proc/PID/stat`): with the pid alone, a dead server's pid reused by another process would
+/// look alive. `None` when the process is not running.
+fn owner_tag(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses): the start time
+    // is field 22 of the line, the 20th after the name.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let start = after_name.split_whitespace().nth(19)?;
+    Some(format!("{pid}-{start}"))
+}
+
+/// Removes the folders of plugin copies left by servers that are no longer running (`kill -9`,
+/// a crash: nothing else removes them, and a crash loop added one set of copies per restart).
+/// A folder is removed only if it is ours in every way: named `switchyard-plugins-PID-START-…`
+/// by [`copy_for_load`], a real folder (not a link), owned by this user, mode 0700, and its
+/// owner (that pid with that start time) is not running. Called once at the server's start.
+pub fn remove_dead_servers_copies() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = std::env::temp_dir();
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
+    let Ok(entries) = std::fs::read_dir(&tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(COPIES_PREFIX)) else { continue };
+        let mut parts = rest.splitn(3, '-');
+        let (Some(pid), Some(start), Some(_random)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Ok(pid), true) = (pid.parse::<u32>(), !start.is_empty() && start.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o777 != 0o700 {
+            continue;
+        }
+        if owner_tag(pid).is_some_and(|tag| tag == format!("{pid}-{start}")) {
+            continue; // its server is running
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => {
+                tracing::info!(folder = %entry.path().display(), "removed the plugin copies of a server that is no longer running")
+            }
+            Err(e) => {
+                tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove the plugin copies of a server that is no longer running")
+            }
+        }
     }
 }
 
@@ -146,22 +199,29 @@ fn hash_copy(mut reader: impl Read, mut sink: impl Write) -> std::io::Result<Str
 /// destructors) is found by name instead of being mapped a second time.
 fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
     let read_failed = |e: std::io::Error| format!("cannot read the native plugin {}: {e}", library.display());
+    // The lock is held only to look up and register copies, never while a file is read or
+    // written: streaming a large library under it held every other in-process native
+    // deployment's load, scale and copy removal (`PluginCopy::drop` takes it) until it ended.
     let hash = hash_copy(std::fs::File::open(library).map_err(read_failed)?, std::io::sink()).map_err(read_failed)?;
-    let mut c = copies();
-    if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
-        return Ok(copy);
-    }
-    if c.dir.is_none() {
-        let dir = tempfile::Builder::new()
-            .prefix("switchyard-plugins-")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir()
-            .map_err(|e| format!("cannot create a private folder for native plugin copies in $TMPDIR: {e}"))?;
-        c.dir = Some(dir);
-    }
-    let dir = c.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
-    c.next += 1;
-    let partial = dir.join(format!(".partial-{}", c.next));
+    let (dir, partial) = {
+        let mut c = copies();
+        if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
+            return Ok(copy);
+        }
+        if c.dir.is_none() {
+            let prefix = format!("{COPIES_PREFIX}{}-", owner_tag(std::process::id()).unwrap_or_default());
+            let dir = tempfile::Builder::new()
+                .prefix(&prefix)
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .map_err(|e| format!("cannot create a private folder for native plugin copies in $TMPDIR: {e}"))?;
+            c.dir = Some(dir);
+        }
+        let dir = c.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
+        c.next += 1;
+        let partial = dir.join(format!(".partial-{}", c.next));
+        (dir, partial)
+    };
     let copy_failed = |e: std::io::Error| format!("cannot copy the native plugin into {}: {e}", dir.display());
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -183,7 +243,11 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
             return Err(copy_failed(e));
         }
     };
-    // The bytes may have changed since the first read: the name is the hash of these.
+    // Under the lock again: the rename and the registration happen together, as the removal
+    // in `PluginCopy::drop` does, so a copy being dropped never removes the file just named.
+    let mut c = copies();
+    // The bytes may have changed since the first read (the name is the hash of these), and
+    // another load of the same bytes may have registered its copy meanwhile.
     if let Some(copy) = c.by_hash.get(&hash).and_then(Weak::upgrade) {
         let _ = std::fs::remove_file(&partial);
         return Ok(copy);
@@ -201,6 +265,14 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
     Ok(copy)
 }
 
+/// Added to a missing-dependency error of an in-process load: the loader resolved the
+/// plugin's `$ORIGIN` (RPATH/RUNPATH) in the private copy's folder, not beside the original,
+/// so a library shipped next to the plugin is not found there even though it exists.
+const COPY_AND_ORIGIN: &str = " (an in-process plugin is loaded from a private copy of the file, so an RPATH of \
+    $ORIGIN points at the copy's folder, not the plugin's: a library beside the plugin is not found there; \
+    use isolation: process, which loads the plugin where it is, or link the dependency statically, or put \
+    its folder in LD_LIBRARY_PATH when the server starts)";
+
 /// Loads the library and creates one plugin instance; the message names the plugin.
 fn init_instance(library: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
     init_from(library, library, model_dir, env)
@@ -208,8 +280,14 @@ fn init_instance(library: &Path, model_dir: &Path, env: &[(String, String)]) -> 
 
 /// As [`init_instance`], loading `load` (a copy of `library`, which messages name).
 fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
-    let lib =
-        Library::open(load).map_err(|e| e.replace(&load.display().to_string(), &library.display().to_string()))?;
+    let lib = Library::open(load).map_err(|e| {
+        let e = e.replace(&load.display().to_string(), &library.display().to_string());
+        if load != library && e.contains("cannot open shared object file") {
+            format!("{e}{COPY_AND_ORIGIN}")
+        } else {
+            e
+        }
+    })?;
     lib.init(model_dir, env).map_err(|(rc, message)| {
         let file = library.display();
         match rc {
@@ -218,6 +296,31 @@ fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, Stri
             _ => format!("init of the native plugin {file} failed: {message}"),
         }
     })
+}
+
+/// Calls into in-process plugins (`run` or `init`) that have not returned yet.
+static CALLS_IN_PROGRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many in-process plugin calls (`run` or `init`) have not returned: what a stop cut short
+/// after the grace period leaves behind (said in its log line).
+pub fn calls_in_progress() -> usize {
+    CALLS_IN_PROGRESS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one call into a plugin while it lasts.
+struct InPlugin;
+
+impl InPlugin {
+    fn enter() -> Self {
+        CALLS_IN_PROGRESS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for InPlugin {
+    fn drop(&mut self) {
+        CALLS_IN_PROGRESS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Runs the plugin's `init` on a thread of its own and waits for it at most `deadline`.
@@ -237,7 +340,10 @@ fn init_with_deadline(
     std::thread::Builder::new()
         .name("switchyard-native-init".into())
         .spawn(move || {
-            let made = init_from(&library, &held.path, &model, &env);
+            let made = {
+                let _call = InPlugin::enter();
+                init_from(&library, &held.path, &model, &env)
+            };
             // Nobody waits after the deadline: the instance is then dropped (destroyed) here.
             let _ = tx.send(made);
         })
@@ -341,7 +447,10 @@ impl ScoringHook for NativeHook {
         if !self.healthy {
             return Err(HookError::Failed("the instance's plugin panicked; it is being replaced".into()));
         }
-        let rc = self.instance.run(request.body, request.content_type.unwrap_or(""), &mut self.reply);
+        let rc = {
+            let _call = InPlugin::enter();
+            self.instance.run(request.body, request.content_type.unwrap_or(""), &mut self.reply)
+        };
         match outcome(rc, &mut self.reply) {
             Outcome::Answer { status, content_type, body } => {
                 Ok(HookResponse { status, content_type, body, headers: Vec::new() })

@@ -126,6 +126,9 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     crate::threads::start_live_spawner();
     crate::mirror::executor::set_shadow_budget(opts.mirror_cpu_percent);
     crate::hooks::python::configure(opts.python.clone());
+    // What a server killed with -9 left in $TMPDIR (before anything is bound: a test or a
+    // supervisor that sees the addresses sees it done).
+    crate::hooks::native::remove_dead_servers_copies();
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
     // watcher): below the scoring workers in priority.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -139,6 +142,11 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         ignore_hangup();
         // Then SIGTERM/SIGINT, before anything is bound or printed (see `shutdown_signal`).
         let shutdown = shutdown_signal();
+        let grace = opts.shutdown_grace;
+        let shutdown = async move {
+            shutdown.await;
+            exit_after_grace(grace);
+        };
         exit_with_parent();
         let listeners = bind(&opts)?;
         run(opts, listeners, shutdown).await
@@ -147,6 +155,34 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     crate::hooks::worker::stop_all();
     crate::hooks::python::remove_instance_folders();
     result
+}
+
+/// How long after the grace period a stop that has not finished is cut short: the normal
+/// stop (closing connections, dropping instances, removing folders) has time to end first.
+pub const EXIT_MARGIN: Duration = Duration::from_secs(5);
+
+/// After SIGTERM: if the process is still running `grace` + [`EXIT_MARGIN`] later, says so
+/// and exits (code 1) without waiting any longer. A thread stuck in an in-process native
+/// plugin's `run` or `init` can never be taken back, and the runtimes wait for their blocking
+/// threads when they stop: without this the process never exited (still running 60 s after
+/// SIGTERM). Only for `serve`: a server run in process by a test is not exited under it.
+fn exit_after_grace(grace: Duration) {
+    let limit = grace + EXIT_MARGIN;
+    let watchdog = std::thread::Builder::new().name("switchyard-exit".into()).spawn(move || {
+        std::thread::sleep(limit);
+        tracing::error!(
+            after_secs = limit.as_secs(),
+            plugin_calls_left = crate::hooks::native::calls_in_progress(),
+            "the server has not stopped within the shutdown grace period (a thread is still held, e.g. by an in-process native plugin's run or init that never returned); exiting without waiting for it"
+        );
+        crate::hooks::worker::stop_all();
+        crate::hooks::python::remove_instance_folders();
+        crate::hooks::native::remove_plugin_copies();
+        std::process::exit(1);
+    });
+    if let Err(e) = watchdog {
+        tracing::warn!(error = %e, "cannot start the shutdown watchdog; a run stuck in a plugin may keep the process alive");
+    }
 }
 
 /// The environment variable that may carry the admin token (clap's `env` for `--admin-token`).
