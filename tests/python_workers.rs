@@ -210,7 +210,11 @@ fn worker_count_runs_that_many_workers_per_instance_and_a_crash_replaces_one() {
     });
     let v = create(&s, chatty_doc("pool", &code, more), "Succeeded");
     assert_eq!(v["instances"]["ready"], 2, "{v}");
-    assert_eq!(v["workers"], json!({"per_instance": 3, "ready": 6, "loading": 0, "draining": 0, "failed": 0}), "{v}");
+    assert_eq!(
+        v["workers"],
+        json!({"per_instance": 3, "ready": 6, "loading": 0, "draining": 0, "failed": 0, "hung": 0, "restarting": 0}),
+        "{v}"
+    );
     let log = log_with(&s, "pool", &["chatty init print"]);
     eventually("six inits in the log", Duration::from_secs(20), || {
         let n = logs(&s, "pool").matches("stdout: chatty init print").count();
