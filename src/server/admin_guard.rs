@@ -144,6 +144,10 @@ fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let end = rest.find(']')?;
         let (host, after) = authority.split_at(end + 2);
+        // After the literal: nothing, or a port (`[::1]evil.example` is no authority).
+        if !after.is_empty() && !after.starts_with(':') {
+            return None;
+        }
         (host, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
@@ -158,11 +162,13 @@ fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
     (!host.is_empty()).then_some((host, port))
 }
 
-/// The request's `Host` (or the authority of its target, for an absolute-form request).
-fn host_of(method_headers: &HeaderMap, uri: &actix_web::http::Uri) -> Option<String> {
-    match method_headers.get(header::HOST) {
-        Some(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        None => uri.authority().map(|a| a.as_str().to_string()),
+/// The names the request is addressed to: the authority of an absolute-form target (which
+/// overrides `Host`, RFC 9112 §3.2.2), else every `Host` value (a request with two is judged
+/// by both, not by whichever a proxy or handler would read).
+fn hosts_of(headers: &HeaderMap, uri: &actix_web::http::Uri) -> Vec<String> {
+    match uri.authority() {
+        Some(a) => vec![a.as_str().to_string()],
+        None => headers.get_all(header::HOST).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect(),
     }
 }
 
@@ -219,27 +225,33 @@ pub fn check(
     token_required: bool,
     hosts: &AllowedHosts,
 ) -> Result<(), Refusal> {
-    let host = host_of(headers, uri);
+    let names = hosts_of(headers, uri);
     if !token_required {
         // No `Host` at all is no browser's request (every browser sends it): let it through.
-        if let Some(host) = &host {
-            let name = split_authority(host).map(|(h, _)| h).unwrap_or(host);
-            if !hosts.allows(name) {
+        for host in &names {
+            if !split_authority(host).is_some_and(|(name, _)| hosts.allows(name)) {
                 return Err(Refusal::ForeignHost { host: host.chars().take(200).collect(), allowed: hosts.describe() });
             }
         }
     }
+    // Same-origin checks need one name the request is addressed to.
+    let host = match names.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
     if is_safe(method) {
         return Ok(());
     }
-    if let Some(site) = headers.get(HeaderName::from_static("sec-fetch-site")) {
+    // Every value of a repeated header is judged: a browser sends one, so a second is no
+    // browser's, and whichever one a reader takes must not decide.
+    for site in headers.get_all(HeaderName::from_static("sec-fetch-site")) {
         // `same-site` too: a page on another port of localhost is same-site, not same-origin.
         if !matches!(site.as_bytes(), b"same-origin" | b"none") {
             return Err(Refusal::CrossSite { evidence: format!("Sec-Fetch-Site: {}", shown(site)) });
         }
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let ours = match (&host, origin.to_str()) {
+    for origin in headers.get_all(header::ORIGIN) {
+        let ours = match (host, origin.to_str()) {
             (Some(host), Ok(origin)) => same_origin(origin, host),
             _ => false,
         };
@@ -247,12 +259,14 @@ pub fn check(
             return Err(Refusal::CrossSite { evidence: format!("Origin: {}", shown(origin)) });
         }
     }
-    match headers.get(header::CONTENT_TYPE) {
-        Some(ct) if !ct.to_str().is_ok_and(is_document_type) => {
-            return Err(Refusal::ContentType { got: Some(shown(ct)) })
+    let mut types = headers.get_all(header::CONTENT_TYPE).peekable();
+    if types.peek().is_none() && has_body(headers) {
+        return Err(Refusal::ContentType { got: None });
+    }
+    for ct in types {
+        if !ct.to_str().is_ok_and(is_document_type) {
+            return Err(Refusal::ContentType { got: Some(shown(ct)) });
         }
-        None if has_body(headers) => return Err(Refusal::ContentType { got: None }),
-        _ => {}
     }
     Ok(())
 }
@@ -376,5 +390,36 @@ mod tests {
             let e = AllowedHosts::new(bound, &[bad.into()]).unwrap_err();
             assert!(e.contains("--admin-allowed-hosts") && e.contains("without scheme or port"), "{e}");
         }
+    }
+
+    /// Found by the attack pass: only the first of repeated headers was judged, an IPv6
+    /// literal followed by a name parsed as the literal, and an absolute-form target was
+    /// judged by `Host` (which such a request's target overrides, RFC 9112 §3.2.2).
+    #[test]
+    fn repeated_headers_trailing_names_and_absolute_targets_are_judged_whole() {
+        let host = ("host", "127.0.0.1:5002");
+        let json = ("content-type", "application/json");
+        let ours = ("origin", "http://127.0.0.1:5002");
+        let r = verdict(Method::POST, &[host, json, ours, ("origin", "http://evil.example")], true);
+        assert!(matches!(r, Err(Refusal::CrossSite { .. })), "{r:?}");
+        let r = verdict(
+            Method::POST,
+            &[host, json, ("sec-fetch-site", "same-origin"), ("sec-fetch-site", "cross-site")],
+            true,
+        );
+        assert!(matches!(r, Err(Refusal::CrossSite { .. })), "{r:?}");
+        let r = verdict(Method::POST, &[host, json, ("content-type", "text/plain"), ("content-length", "2")], true);
+        assert!(matches!(r, Err(Refusal::ContentType { .. })), "{r:?}");
+        let r = verdict(Method::GET, &[host, ("host", "evil.example")], false);
+        assert!(matches!(r, Err(Refusal::ForeignHost { .. })), "{r:?}");
+        for name in ["[::1]evil.example", "[::1]evil.example:5002", "[::1]:5002x"] {
+            let r = verdict(Method::GET, &[("host", name)], false);
+            assert!(matches!(r, Err(Refusal::ForeignHost { .. })), "{name}: {r:?}");
+        }
+        let absolute: actix_web::http::Uri = "http://evil.example:5002/v1/endpoint/keys".parse().unwrap();
+        let r = check(&Method::GET, &absolute, &headers(&[host]), false, &hosts(&[]));
+        assert!(matches!(r, Err(Refusal::ForeignHost { .. })), "{r:?}");
+        let absolute: actix_web::http::Uri = "http://127.0.0.1:5002/v1/endpoint".parse().unwrap();
+        assert_eq!(check(&Method::GET, &absolute, &headers(&[host]), false, &hosts(&[])), Ok(()));
     }
 }
