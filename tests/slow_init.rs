@@ -57,6 +57,32 @@ fn server() -> Server {
 }
 
 /// The pids the script's workers wrote as their init started.
+/// A server with deployment `blue` (this folder's script, `instances` of it) serving all
+/// live traffic, the folder (for `fail-init`) and the endpoint's key.
+fn serving_blue(instances: usize) -> (Server, tempfile::TempDir, String) {
+    let s = server();
+    s.create_endpoint();
+    let dir = script_dir();
+    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), instances, 0)));
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.wait_state("blue", "Succeeded");
+    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
+    let key = s.primary_key();
+    (s, dir, key)
+}
+
+/// `blue`'s show once its replacement has failed at least `tries` times in a row.
+fn failed_tries(s: &Server, tries: u64, what: &str) -> Value {
+    eventually(what, Duration::from_secs(30), || {
+        let v = s.admin("GET", "/v1/deployments/blue", None).json();
+        if v["restart"]["failed_tries"].as_u64().unwrap_or(0) >= tries {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    })
+}
+
 fn pids(dir: &Path) -> Vec<u32> {
     std::fs::read_to_string(dir.join("code/pids"))
         .unwrap_or_default()
@@ -167,14 +193,7 @@ fn sigterm_during_a_slow_init_leaves_no_orphan_worker() {
 
 #[test]
 fn a_replacement_whose_init_fails_is_retried_shown_and_loads_once_fixed() {
-    let s = server();
-    s.create_endpoint();
-    let dir = script_dir();
-    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), 1, 0)));
-    assert_eq!(r.status, 201, "{}", r.body);
-    s.wait_state("blue", "Succeeded");
-    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
-    let key = s.primary_key();
+    let (s, dir, key) = serving_blue(1);
     assert_eq!(s.score_authed(&key, b"{}", None).status, 200);
 
     // The worker dies mid-run, and its replacement's init() fails.
@@ -182,15 +201,7 @@ fn a_replacement_whose_init_fails_is_retried_shown_and_loads_once_fixed() {
     assert_eq!(s.score_authed(&key, b"\"crash\"", None).status, 424);
     // The defect: after one failed init nothing was tried again, and `show` said Succeeded
     // with 0 ready and nothing loading or failing.
-    let v = eventually("show says what is failing and that it is retried", Duration::from_secs(30), || {
-        let v = s.admin("GET", "/v1/deployments/blue", None).json();
-        let tries = v["restart"]["failed_tries"].as_u64().unwrap_or(0);
-        if tries >= 2 {
-            Ok(v)
-        } else {
-            Err(v.to_string())
-        }
-    });
+    let v = failed_tries(&s, 2, "show says what is failing and that it is retried");
     assert_eq!(v["provisioning_state"], "Failed", "nothing serves: {v}");
     assert!(v["error"].as_str().unwrap().contains("told to fail by fail-init"), "{v}");
     assert!(v["restart"]["last_error"].as_str().unwrap().contains("told to fail"), "{v}");
@@ -213,25 +224,11 @@ fn a_replacement_whose_init_fails_is_retried_shown_and_loads_once_fixed() {
 
 #[test]
 fn a_scale_counts_the_instances_waiting_to_be_replaced() {
-    let s = server();
-    s.create_endpoint();
-    let dir = script_dir();
-    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), 2, 0)));
-    assert_eq!(r.status, 201, "{}", r.body);
-    s.wait_state("blue", "Succeeded");
-    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
-    let key = s.primary_key();
+    let (s, dir, key) = serving_blue(2);
     std::fs::write(dir.path().join("code/fail-init"), "").unwrap();
     assert_eq!(s.score_authed(&key, b"\"crash\"", None).status, 424);
     // Backoff made visible (`ready: 1` of 2 said nothing before).
-    let v = eventually("one instance waits to be replaced", Duration::from_secs(30), || {
-        let v = s.admin("GET", "/v1/deployments/blue", None).json();
-        if v["restart"]["failed_tries"].as_u64().unwrap_or(0) >= 2 {
-            Ok(v)
-        } else {
-            Err(v.to_string())
-        }
-    });
+    let v = failed_tries(&s, 2, "one instance waits to be replaced");
     assert_eq!(v["instances"]["ready"], 1, "{v}");
     assert_eq!(v["provisioning_state"], "Succeeded", "one instance serves: {v}");
     assert_eq!(v["restart"]["instances"], 1, "{v}");
@@ -371,26 +368,12 @@ fn failed_gauge(s: &Server, name: &str) -> String {
 
 #[test]
 fn failed_counts_the_instances_failing_now_not_every_try() {
-    let s = server();
-    s.create_endpoint();
-    let dir = script_dir();
-    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), 1, 0)));
-    assert_eq!(r.status, 201, "{}", r.body);
-    s.wait_state("blue", "Succeeded");
-    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
-    let key = s.primary_key();
+    let (s, dir, key) = serving_blue(1);
 
     // A replacement that fails again and again is one instance failing.
     std::fs::write(dir.path().join("code/fail-init"), "").unwrap();
     assert_eq!(s.score_authed(&key, b"\"crash\"", None).status, 424);
-    let v = eventually("the replacement failed three times", Duration::from_secs(30), || {
-        let v = s.admin("GET", "/v1/deployments/blue", None).json();
-        if v["restart"]["failed_tries"].as_u64().unwrap_or(0) >= 3 {
-            Ok(v)
-        } else {
-            Err(v.to_string())
-        }
-    });
+    let v = failed_tries(&s, 3, "the replacement failed three times");
     // The defect: `failed` counted every try (3, 4, ...) and never came down.
     assert_eq!(v["instances"]["failed"], 1, "{v}");
     std::fs::remove_file(dir.path().join("code/fail-init")).unwrap();
@@ -409,14 +392,7 @@ fn failed_counts_the_instances_failing_now_not_every_try() {
 
 #[test]
 fn a_later_success_clears_a_failed_scale_up() {
-    let s = server();
-    s.create_endpoint();
-    let dir = script_dir();
-    let r = s.admin("PUT", "/v1/deployments/blue", Some(&doc("blue", dir.path(), 1, 0)));
-    assert_eq!(r.status, 201, "{}", r.body);
-    s.wait_state("blue", "Succeeded");
-    assert_eq!(s.set_traffic(json!({"blue": 100})).status, 200);
-    let key = s.primary_key();
+    let (s, dir, key) = serving_blue(1);
 
     // A failed scale-up: Failed, the count back to what serves.
     std::fs::write(dir.path().join("code/fail-init"), "").unwrap();
