@@ -368,23 +368,29 @@ fn a_rollout_whose_target_no_longer_loads_after_a_restart_rolls_back_at_once() {
     }
 }
 
+/// Starts a rollout to blue (steps 10, 50, 100, a week each), stops the server, takes green's
+/// model away and starts again on the same arguments: the restore finds green unloadable.
+fn restart_mid_rollout_to_blue_without_green(mut s: Server, models: &std::path::Path, args: &[&str]) -> Server {
+    let plan = json!({"to": "blue", "steps": "10,50,100", "step_duration": "7d"});
+    assert_eq!(s.admin("POST", "/v1/endpoint/rollout", Some(&plan)).status, 201);
+    assert!(s.terminate().success());
+    std::fs::remove_dir_all(models.join("green")).unwrap();
+    let s = Server::start_with(args);
+    s.wait_ready();
+    s.wait_state("green", "Failed");
+    s
+}
+
 #[test]
 fn a_rollout_whose_source_no_longer_loads_after_a_restart_ends_and_nothing_is_stuck() {
     let state = tempfile::tempdir().unwrap();
     let models = tempfile::tempdir().unwrap();
     let args = ["--state-dir", state.path().to_str().unwrap()];
-    let mut s = Server::start_with(&args);
+    let s = Server::start_with(&args);
     blue_and_removable_green(&s, models.path());
     // The rollout moves traffic FROM green (the one whose model goes away) to blue.
     assert_eq!(s.set_traffic(json!({"green": 100})).status, 200);
-    let plan = json!({"to": "blue", "steps": "10,50,100", "step_duration": "7d"});
-    assert_eq!(s.admin("POST", "/v1/endpoint/rollout", Some(&plan)).status, 201);
-    assert!(s.terminate().success());
-    std::fs::remove_dir_all(models.path().join("green")).unwrap();
-
-    let s = Server::start_with(&args);
-    s.wait_ready();
-    s.wait_state("green", "Failed");
+    let s = restart_mid_rollout_to_blue_without_green(s, models.path(), &args);
     // The defect: the rollout stayed `running` (blue at 100% at step "10", no gate judged) and
     // abort, PATCH and DELETE were all refused with 409.
     let show = s.admin("GET", "/v1/endpoint/rollout", None).json();
@@ -406,19 +412,12 @@ fn abort_always_succeeds_and_leaves_out_a_source_that_failed() {
     let state = tempfile::tempdir().unwrap();
     let models = tempfile::tempdir().unwrap();
     let args = ["--state-dir", state.path().to_str().unwrap()];
-    let mut s = Server::start_with(&args);
+    let s = Server::start_with(&args);
     blue_and_removable_green(&s, models.path());
     s.deploy("red", "model-1", json!({}));
     // Sources: green (its model goes away) and red; target: blue.
     assert_eq!(s.set_traffic(json!({"green": 50, "red": 50})).status, 200);
-    let plan = json!({"to": "blue", "steps": "10,50,100", "step_duration": "7d"});
-    assert_eq!(s.admin("POST", "/v1/endpoint/rollout", Some(&plan)).status, 201);
-    assert!(s.terminate().success());
-    std::fs::remove_dir_all(models.path().join("green")).unwrap();
-
-    let s = Server::start_with(&args);
-    s.wait_ready();
-    s.wait_state("green", "Failed");
+    let s = restart_mid_rollout_to_blue_without_green(s, models.path(), &args);
     let show = s.admin("GET", "/v1/endpoint/rollout", None).json();
     assert_eq!(show["status"], "aborted", "{show}");
     // The last good split without the failed source: red carries what green had.
