@@ -9,25 +9,13 @@ cd "$(dirname "$0")/.."
 A=$1 B=$2 ROUNDS=${3:-4} CONNS=${CONNS:-"1 32"}
 PLUGIN=$(mktemp -d /tmp/switchyard-ab-native-XXXXXX)
 cp target/release/libswitchyard_example_linear.so "$PLUGIN/plugin.so"
-start() { # bin -> sets PID SC KEY
-  "$1" serve --port 0 --admin-port 0 > /tmp/abn.out 2>/dev/null &
-  PID=$!
-  for _ in $(seq 100); do grep -q '^Admin plane' /tmp/abn.out && break; sleep 0.05; done
-  SC=$(sed -n 's/^Scoring plane: //p' /tmp/abn.out); AD=$(sed -n 's/^Admin plane: //p' /tmp/abn.out)
-  curl -s -XPUT $AD/v1/endpoint -H 'content-type: application/json' -d '{"name":"my-endpoint"}' >/dev/null
-  curl -s -XPUT "$AD/v1/deployments/native?all_traffic=true" -H 'content-type: application/json' -d "{\"name\":\"native\",\"instance_count\":2,\"model\":{\"path\":\"$PWD/models/model-1\"},\"code_configuration\":{\"code\":\"$PLUGIN\",\"scoring_script\":\"plugin.so\"},\"request_settings\":{\"max_concurrent_requests_per_instance\":64}}" >/dev/null
-  for _ in $(seq 100); do curl -s "$AD/v1/deployments/native" | grep -q '"Succeeded"' && break; sleep 0.1; done
-  KEY=$(curl -s $AD/v1/endpoint/keys | python3 -c 'import json,sys;print(json.load(sys.stdin)["primaryKey"])')
-}
-cat > /tmp/abn.lua <<LUA
-wrk.method = "POST"
-wrk.body = io.open("sample-requests/model-1.json"):read("a")
-wrk.headers["Content-Type"] = "application/json"
-LUA
+. benches/ab-lib.sh
+DOC="{\"name\":\"native\",\"instance_count\":2,\"model\":{\"path\":\"$PWD/models/model-1\"},\"code_configuration\":{\"code\":\"$PLUGIN\",\"scoring_script\":\"plugin.so\"},\"request_settings\":{\"max_concurrent_requests_per_instance\":64}}"
+ab_wrk_script /tmp/abn.lua
 for round in $(seq "$ROUNDS"); do
   for which in A B; do
     bin=$A; [ $which = B ] && bin=$B
-    start $bin
+    ab_start $bin native "$DOC"
     for c in $CONNS; do
       out=$(wrk -t1 -c$c -d5s -H "Authorization: Bearer $KEY" -s /tmp/abn.lua --latency $SC/score 2>&1)
       rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
