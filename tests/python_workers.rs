@@ -308,3 +308,91 @@ fn a_worker_and_its_output_copiers_serve_at_the_servers_own_priority_not_the_loa
     assert_eq!(copiers.len(), 2, "{copiers:?}");
     assert!(copiers.iter().all(|(_, nice)| *nice == live), "{copiers:?}");
 }
+
+fn queued() -> PathBuf {
+    repo().join("tests/fixtures/python/queued/code")
+}
+
+/// A deployment of the `queued` script (no model of its own: the chatty one's).
+fn queued_doc(name: &str, more: Value) -> Value {
+    chatty_doc(name, &queued(), more)
+}
+
+/// Waits until `run()` wrote `mark` (it has begun); returns the pid in it.
+fn began(mark: &std::path::Path) -> u64 {
+    eventually(&format!("run() began ({})", mark.display()), Duration::from_secs(20), || {
+        std::fs::read_to_string(mark).ok().and_then(|p| p.trim().parse().ok()).ok_or_else(|| "not yet".to_string())
+    })
+}
+
+/// Runs queued one behind another in a worker's pipe (issue 23): under concurrent load a
+/// request is written while the run before it is still in the worker (the script sees it
+/// waiting on fd 3), and every answer still reaches the request it belongs to.
+#[test]
+fn requests_queue_in_a_busy_workers_pipe_and_each_answer_reaches_its_own_request() {
+    let s = Arc::new(server());
+    s.create_endpoint();
+    let key = s.primary_key();
+    let more = json!({"instance_count": 2, "request_settings": {"max_concurrent_requests_per_instance": 4}});
+    create(&s, queued_doc("queued", more), "Succeeded");
+    const CLIENTS: usize = 6;
+    const REQUESTS: usize = 15;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (s, key) = (Arc::clone(&s), key.clone());
+            std::thread::spawn(move || {
+                let mut queued_behind = 0;
+                for r in 0..REQUESTS {
+                    let tag = format!("c{c}r{r}");
+                    // Runs of different lengths, so answers come back in another order than
+                    // requests went out if any were crossed.
+                    let sleep_ms = (c * 7 + r * 3) % 11;
+                    let reply = order(&s, &key, "queued", json!({"tag": tag, "sleep_ms": sleep_ms}));
+                    assert_eq!(reply.status, 200, "{}", reply.body);
+                    let v = reply.json();
+                    assert_eq!(v["tag"], tag, "the answer belongs to the request: {v}");
+                    queued_behind += usize::from(v["queued_behind"] == true);
+                }
+                queued_behind
+            })
+        })
+        .collect();
+    let queued_behind: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(queued_behind > 0, "with 6 clients on 2 workers, some request waited in a worker's pipe");
+    let v = s.admin("GET", "/v1/deployments/queued", None).json();
+    assert_eq!(v["instances"]["ready"], 2, "no worker was replaced: {v}");
+    // One client alone is never queued behind another request.
+    for r in 0..5 {
+        let v = order(&s, &key, "queued", json!({"tag": format!("alone{r}"), "sleep_ms": 5})).json();
+        assert_eq!(v["queued_behind"], false, "{v}");
+    }
+}
+
+/// A request queued behind a run whose worker dies never began: it is run on a new worker
+/// and answered, not failed with the run it waited behind.
+#[test]
+fn a_request_queued_behind_a_run_whose_worker_dies_is_run_again_on_a_new_worker() {
+    let s = Arc::new(server());
+    s.create_endpoint();
+    let key = s.primary_key();
+    let more = json!({"request_settings": {"max_concurrent_requests_per_instance": 2, "request_timeout_ms": 30000}});
+    create(&s, queued_doc("dies", more), "Succeeded");
+    let dir = tempfile::tempdir().unwrap();
+    let (mark_a, mark_b) = (dir.path().join("a"), dir.path().join("b"));
+    // A is in the worker, and exits it once B waits in the pipe behind it (A answers 200 if
+    // B never comes there).
+    let (s1, k1, m) = (Arc::clone(&s), key.clone(), mark_a.clone());
+    let a =
+        std::thread::spawn(move || order(&s1, &k1, "dies", json!({"tag": "A", "mark": m, "do": "exit_when_queued"})));
+    let first = began(&mark_a);
+    let (s2, k2, m) = (Arc::clone(&s), key.clone(), mark_b.clone());
+    let b = std::thread::spawn(move || order(&s2, &k2, "dies", json!({"tag": "B", "mark": m})));
+    let a = a.join().unwrap();
+    assert_eq!(a.status, 424, "B was written behind A, and A's worker died under it: {}", a.body);
+    let b = b.join().unwrap();
+    assert_eq!(b.status, 200, "B never began in the worker that died: {}", b.body);
+    let v = b.json();
+    assert_eq!(v["tag"], "B");
+    assert_ne!(v["pid"].as_u64().unwrap(), first, "B ran on the new worker");
+    assert_eq!(began(&mark_b), v["pid"].as_u64().unwrap(), "B ran once, there");
+}

@@ -23,7 +23,9 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::hooks::cancel::{Cancellation, InitStop};
-use crate::hooks::{self, Answer, HeaderMap, HookError, HookRequest, HookResponse, InitError, Protocol, ScoringHook};
+use crate::hooks::{
+    self, Answer, HeaderMap, HookError, HookRequest, HookResponse, InitError, Protocol, Ran, ScoringHook,
+};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
 pub const INLINE_LIMIT_NS: u64 = 100_000;
@@ -730,30 +732,54 @@ impl InstancePool {
 
     /// Takes an idle instance, waiting for one (fairly) when all are busy. A permit of
     /// `available` stands for one instance in `idle`; it is forgotten here and added back when
-    /// the instance returns.
-    async fn take(&self) -> Result<Box<dyn ScoringHook>, RunError> {
-        let permit = match self.available.try_acquire() {
-            Ok(p) => p,
-            Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
-            Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
-        };
-        permit.forget();
-        self.pop_idle().ok_or(RunError::NoInstance)
+    /// the instance returns. An instance that stopped serving while it waited in `idle` (its
+    /// worker died under a run it had lent it for, see [`hooks::Started::lend`]) is replaced, and
+    /// the next one taken.
+    async fn take(self: &Arc<Self>) -> Result<Box<dyn ScoringHook>, RunError> {
+        loop {
+            let permit = match self.available.try_acquire() {
+                Ok(p) => p,
+                Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
+                Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
+            };
+            permit.forget();
+            match self.pop_idle() {
+                Some(hook) if hook.is_healthy() => return Ok(hook),
+                Some(broken) => self.replace(broken),
+                None => return Err(RunError::NoInstance),
+            }
+        }
     }
 
     /// Takes an idle instance if one is free now; `Busy` when none is.
-    fn try_take(&self) -> Result<Box<dyn ScoringHook>, RunError> {
-        let Ok(permit) = self.available.try_acquire() else {
-            return Err(RunError::Busy);
-        };
-        permit.forget();
-        self.pop_idle().ok_or(RunError::NoInstance)
+    fn try_take(self: &Arc<Self>) -> Result<Box<dyn ScoringHook>, RunError> {
+        loop {
+            let Ok(permit) = self.available.try_acquire() else {
+                return Err(RunError::Busy);
+            };
+            permit.forget();
+            match self.pop_idle() {
+                Some(hook) if hook.is_healthy() => return Ok(hook),
+                Some(broken) => self.replace(broken),
+                None => return Err(RunError::NoInstance),
+            }
+        }
     }
 
-    /// The instance a forgotten permit stands for. `None` is unreachable while the invariant
-    /// holds; callers answer 503 rather than panic.
+    /// The instance a forgotten permit stands for: one with no run in flight if there is one
+    /// (an instance lent back while its worker runs a request takes the next one only when
+    /// every other is busy too). `None` is unreachable while the invariant holds; callers
+    /// answer 503 rather than panic.
     fn pop_idle(&self) -> Option<Box<dyn ScoringHook>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let last = idle.len().checked_sub(1)?;
+        if idle[last].in_flight() == 0 {
+            return idle.pop();
+        }
+        match idle.iter().rposition(|hook| hook.in_flight() == 0) {
+            Some(free) => Some(idle.swap_remove(free)),
+            None => idle.pop(),
+        }
     }
 
     /// The headers a run gets: the request's, or none when the hook takes none.
@@ -767,11 +793,13 @@ impl InstancePool {
     }
 
     /// An out-of-process run, awaited on the request's own task when the hook can
-    /// ([`ScoringHook::run_async`]): the instance is taken here, the request goes down its
+    /// ([`ScoringHook::start_run`]): the instance is taken here, the request goes down its
     /// pipe, and the answer wakes this task, with no blocking thread in between (measured by
-    /// `benches/python_hook.rs` against the hand-off to a blocking thread). Otherwise (a body
-    /// too large to write without waiting) the run is queued as a long run, as is a v2
-    /// `infer`, whose decoding is the hook's own [`ScoringHook::infer`].
+    /// `benches/python_hook.rs` against the hand-off to a blocking thread). While the run is
+    /// in the worker, the instance is back in the pool when the hook lends it, so the next
+    /// request waits in the worker's pipe. Otherwise (a body too large to write without
+    /// waiting) the run is queued as a long run, as is a v2 `infer`, whose decoding is the
+    /// hook's own [`ScoringHook::infer`].
     async fn run_on_task(
         self: &Arc<Self>,
         body: Bytes,
@@ -782,21 +810,37 @@ impl InstancePool {
         if protocol != Protocol::Score {
             return self.run_queued(body, content_type, headers, protocol).await;
         }
-        let hook = self.take().await?;
-        let mut out = CheckedOut { pool: self, hook: Some(hook) };
-        {
+        // A run that never began (its worker stopped under the run before it) goes to another
+        // instance; a few tries, as each stands for a worker that died.
+        for _ in 0..NOT_STARTED_TRIES {
+            let hook = self.take().await?;
+            let mut out = CheckedOut { pool: self, hook: Some(hook) };
             let request =
                 HookRequest { body: &body, content_type, headers: self.headers_for_run(headers), cancel: None };
-            if let Some(run) = out.hook.as_mut().and_then(|h| h.run_async(request)) {
-                let outcome = run.await;
-                if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
-                    self.restarts_in_row.store(0, Ordering::Relaxed);
+            let Some(started) = out.hook.as_mut().and_then(|h| h.start_run(request)) else {
+                drop(out); // checked back in
+                return self.run_queued(body, content_type, headers, protocol).await;
+            };
+            if started.lend {
+                drop(out); // back in the pool while the worker runs this request
+            }
+            let ran = started.answer.await;
+            if started.lend && !matches!(ran, Ran::Done(Ok(_))) {
+                self.replace_broken_idle();
+            }
+            match ran {
+                Ran::Done(outcome) => {
+                    if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
+                        self.restarts_in_row.store(0, Ordering::Relaxed);
+                    }
+                    return outcome.map(|response| Answer { response, header_length: None }).map_err(RunError::from);
                 }
-                return outcome.map(|response| Answer { response, header_length: None }).map_err(RunError::from);
+                Ran::NotStarted => continue,
             }
         }
-        drop(out); // checked back in
-        self.run_queued(body, content_type, headers, protocol).await
+        Err(RunError::Failed(format!(
+            "the run could not start: the workers of {NOT_STARTED_TRIES} instances stopped before taking it"
+        )))
     }
 
     /// A long run: queued for the blocking threads. A blocking thread that holds an instance
@@ -899,8 +943,52 @@ impl InstancePool {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
-        let hook = self.try_take()?;
+        let hook = self.try_take_free()?;
         self.execute(hook, body, content_type, self.headers_for_run(headers), protocol, None).map(|a| a.response)
+    }
+
+    /// Replaces the instances in `idle` that can no longer serve: an instance lent back
+    /// while its worker ran a request ([`hooks::Started::lend`]) waits there when that worker
+    /// dies, and would count as ready until a request took it.
+    fn replace_broken_idle(self: &Arc<Self>) {
+        loop {
+            // A permit stands for an instance in `idle`; none left means every one is being
+            // taken, and `take` replaces a broken one it finds.
+            let Ok(permit) = self.available.try_acquire() else { return };
+            let broken = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                match idle.iter().position(|hook| !hook.is_healthy()) {
+                    Some(at) => idle.swap_remove(at),
+                    None => return,
+                }
+            };
+            permit.forget();
+            self.replace(broken);
+        }
+    }
+
+    /// Takes an instance with no run in flight, if one is idle now; `Busy` otherwise. An
+    /// instance lent back while its worker runs a live request ([`hooks::Started::lend`]) is
+    /// not idle for a mirror copy: the copy would wait for that request and then hold the
+    /// instance while live requests queue behind it.
+    fn try_take_free(self: &Arc<Self>) -> Result<Box<dyn ScoringHook>, RunError> {
+        loop {
+            let Ok(permit) = self.available.try_acquire() else {
+                return Err(RunError::Busy);
+            };
+            let hook = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                match idle.iter().rposition(|hook| hook.in_flight() == 0) {
+                    Some(free) => idle.swap_remove(free),
+                    None => return Err(RunError::Busy), // the permit goes back as it drops
+                }
+            };
+            permit.forget();
+            if hook.is_healthy() {
+                return Ok(hook);
+            }
+            self.replace(hook);
+        }
     }
 
     /// Runs the hook, measures it, and puts the instance back (or replaces it after a panic).
@@ -1057,6 +1145,9 @@ impl InstancePool {
         self.run_cost_ns.store(new, Ordering::Relaxed);
     }
 }
+
+/// How many instances a run that never began is offered to ([`Ran::NotStarted`]).
+const NOT_STARTED_TRIES: usize = 3;
 
 /// An instance taken for a run awaited on a task. However the run ends (answered, or its
 /// future dropped at the deadline), dropping this gives the instance back, or replaces it
@@ -1270,12 +1361,13 @@ mod tests {
             Ok(HookResponse::json(request.body.to_vec()))
         }
 
-        fn run_async<'a>(&'a mut self, request: HookRequest<'a>) -> Option<crate::hooks::RunFuture<'a>> {
+        fn start_run(&mut self, request: HookRequest<'_>) -> Option<crate::hooks::Started> {
             let (open, body) = (Arc::clone(&self.0), request.body.to_vec());
-            Some(Box::pin(async move {
+            let answer = Box::pin(async move {
                 open.notified().await;
-                Ok(HookResponse::json(body))
-            }))
+                Ran::Done(Ok(HookResponse::json(body)))
+            });
+            Some(crate::hooks::Started { lend: false, answer })
         }
     }
 

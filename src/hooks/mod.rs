@@ -188,9 +188,29 @@ impl InitContext {
     }
 }
 
-/// A run awaited on the request's own task (see [`ScoringHook::run_async`]).
-pub type RunFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<HookResponse, HookError>> + Send + 'a>>;
+/// A run started on an out-of-process hook ([`ScoringHook::start_run`]): its request is in
+/// the worker's pipe, and its answer is awaited on the request's own task, apart from the
+/// instance.
+pub struct Started {
+    /// The instance may take another run now, queued behind this one in its worker: the pool
+    /// gives it back at once, so the worker finds the next request waiting when it answers
+    /// this one instead of going to sleep between them.
+    pub lend: bool,
+    /// The answer. Dropped before it is ready (the request's deadline, its client gone), the
+    /// run is given up: the worker is stopped and replaced when the run had begun, as a run
+    /// that went on unwatched might never end.
+    pub answer: std::pin::Pin<Box<dyn std::future::Future<Output = Ran> + Send + 'static>>,
+}
+
+/// How a started run ended.
+#[derive(Debug)]
+pub enum Ran {
+    /// The run's own outcome.
+    Done(Result<HookResponse, HookError>),
+    /// The run never began: the worker was stopped (it died, or a run before it was given up
+    /// at its deadline) before it took this one. The pool runs it on another instance.
+    NotStarted,
+}
 
 /// The per-instance scoring contract.
 pub trait ScoringHook: Send {
@@ -215,14 +235,20 @@ pub trait ScoringHook: Send {
         String::new()
     }
 
-    /// The run as a future that waits on the calling task's reactor instead of a thread: for
-    /// an out-of-process hook, whose run is a frame out and a frame back over pipes, this
-    /// saves the two thread hand-offs a queued run costs (to a blocking thread and back).
-    /// Dropping the future before it is done (the request's deadline) must leave the instance
-    /// unhealthy, so the pool replaces it. `None`: this hook (or this request) runs only
+    /// Starts the run and returns at once, its answer to be awaited on the calling task's
+    /// reactor instead of a thread: for an out-of-process hook, whose run is a frame out and a
+    /// frame back over pipes, this saves the two thread hand-offs a queued run costs (to a
+    /// blocking thread and back), and lets the next request wait in the worker's pipe
+    /// ([`Started::lend`]). `None`: this hook (or this request, or this moment) runs only
     /// through [`run`](Self::run).
-    fn run_async<'a>(&'a mut self, _request: HookRequest<'a>) -> Option<RunFuture<'a>> {
+    fn start_run(&mut self, _request: HookRequest<'_>) -> Option<Started> {
         None
+    }
+
+    /// Runs started on this instance and not answered yet (it may be idle in the pool with
+    /// one in flight: see [`Started::lend`]). The pool takes an instance with none first.
+    fn in_flight(&self) -> usize {
+        0
     }
 
     /// False once the instance cannot serve again (an out-of-process worker died, hung or

@@ -147,6 +147,31 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Asks for a pipe of `bytes` (rounded up by the kernel to a power of two pages; 0: as it
+/// is) and returns what the pipe holds now: the asked size, or the default 64 KiB where the kernel refuses
+/// (an unprivileged user past `/proc/sys/fs/pipe-user-pages-soft`, or above
+/// `pipe-max-size`).
+#[cfg(target_os = "linux")]
+pub fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let fd = fd.as_raw_fd();
+    let asked = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl F_SETPIPE_SZ/F_GETPIPE_SZ on a pipe descriptor the caller keeps open; no
+    // memory is passed.
+    unsafe {
+        if asked > 0 {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, asked);
+        }
+        usize::try_from(libc::fcntl(fd, libc::F_GETPIPE_SZ)).unwrap_or(0)
+    }
+}
+
+/// See the Linux version: elsewhere pipes keep their size (at least 16 KiB is assumed).
+#[cfg(not(target_os = "linux"))]
+pub fn grow_pipe(_fd: std::os::fd::BorrowedFd<'_>, _bytes: usize) -> usize {
+    16 * 1024
+}
+
 /// Registers a borrowed, non-blocking descriptor with the current tokio runtime's reactor, for
 /// reading (a hook worker's answer pipe, awaited on the request's task). Must be called inside
 /// a runtime with I/O enabled. The caller must not `mem::forget` the result.

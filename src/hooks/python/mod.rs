@@ -18,17 +18,17 @@
 //! the other instances keep serving.
 
 pub mod env;
+mod line;
 /// The frame protocol, shared with process-isolated native plugins (`hooks::worker`).
 pub use super::worker::frame;
 
-use std::io::Read;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 pub use env::{configure, EnvSlot, PythonOptions};
 
-use super::worker::{one_line, Exchange, Flavor, Worker};
+use super::worker::{one_line, Flavor, Worker};
 use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
 
@@ -37,14 +37,11 @@ const WORKER_SOURCE: &str = include_str!("../../../runtime/python/switchyard_wor
 
 /// One instance: a worker process running the deployment's scoring script.
 pub struct PythonHook {
-    /// The process, its pipes and its supervision (shared with process-isolated plugins).
-    worker: Worker,
-    /// Reused buffer for incoming frames (runs awaited on a task).
-    inbox: Vec<u8>,
+    /// The process, its pipes and its supervision (shared with process-isolated plugins),
+    /// and the runs queued in it.
+    line: Arc<line::Line>,
     /// What `describe` says (the interpreter, the script).
     about: String,
-    /// The instance's folder (worker program, model dir); removed on drop.
-    files: PathBuf,
 }
 
 impl PythonHook {
@@ -115,7 +112,9 @@ impl PythonHook {
                     script.script,
                     script.code_dir.display()
                 );
-                Ok(Self { worker, inbox: Vec::new(), about, files: files.to_path_buf() })
+                let line = line::Line::new(worker, files.to_path_buf())
+                    .map_err(|e| format!("cannot open a second descriptor of the worker's pipe: {e}"))?;
+                Ok(Self { line, about })
             }
             Ok((frame::kind::INIT_FAILED, payload)) => {
                 let line = one_line(&payload).into_owned();
@@ -139,111 +138,26 @@ impl PythonHook {
     }
 }
 
-impl PythonHook {
-    /// The run on the caller's task: the frame is written at once (the worker is idle and
-    /// the pipe empty, so a body under [`ASYNC_BODY_LIMIT`] never waits), and the answer is
-    /// awaited on the runtime's reactor. The request's deadline is the caller's (a timeout
-    /// drops this future; [`InFlight`] then stops the worker).
-    async fn run_on_task(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
-        if let Err(gone) = self.worker.send_run(&request) {
-            return self.worker.outcome(Err(gone), false);
-        }
-        let mut flight = InFlight { hook: self, done: false };
-        let read = flight.read_answer().await;
-        flight.done = true;
-        let hook = &mut *flight.hook;
-        let mut inbox = std::mem::take(&mut hook.inbox);
-        let result = match read {
-            Ok(len) => hook.worker.outcome(Ok((inbox[4], &inbox[5..len])), false),
-            Err(e) => hook.worker.outcome(Err(e), false),
-        };
-        if inbox.len() > 1 << 20 {
-            inbox = Vec::new(); // do not keep one huge answer's buffer forever
-        }
-        hook.inbox = inbox;
-        result
-    }
-}
-
-/// Bodies up to this size are written to the worker from the request's own task (a pipe
-/// holds 64 KiB; the worker, idle, has read everything before). Larger ones are queued to a
-/// blocking thread, where a write that waits for the worker harms no other request.
+/// Bodies up to this size are written to the worker from the request's own task (two such
+/// runs fit in its request pipe together, see `worker::REQUEST_PIPE_BYTES`; a frame that
+/// does not fit behind the one there is not queued). Larger ones are queued to a blocking
+/// thread, where a write that waits for the worker harms no other request.
 pub const ASYNC_BODY_LIMIT: usize = 32 * 1024;
-
-/// A run whose answer is being awaited. Dropped before `done` (the request's deadline passed,
-/// or its client went away), it stops the worker: its answer would arrive in the next
-/// request's place. The pool then replaces the instance.
-struct InFlight<'h> {
-    hook: &'h mut PythonHook,
-    done: bool,
-}
-
-impl InFlight<'_> {
-    /// Reads one whole frame into the hook's inbox; returns its length.
-    async fn read_answer(&mut self) -> Result<usize, Exchange> {
-        let hook = &mut *self.hook;
-        // Reads go through `&PipeReader`, so the registration's borrow of the pipe end and the
-        // reads share it (no second descriptor per request).
-        let pipe = hook.worker.answer_pipe();
-        let ready = crate::sys::await_readable(pipe.as_fd())
-            .map_err(|e| Exchange::Broken(format!("cannot wait for the worker's pipe: {e}")))?;
-        if hook.inbox.len() < 4096 {
-            hook.inbox.resize(4096, 0);
-        }
-        let mut filled = 0;
-        let mut want: Option<usize> = None;
-        loop {
-            let mut guard = ready.readable().await.map_err(|_| Exchange::Gone)?;
-            match guard.try_io(|_| { pipe }.read(&mut hook.inbox[filled..])) {
-                Err(_would_block) => continue,
-                Ok(Ok(0)) => return Err(Exchange::Gone),
-                Ok(Ok(n)) => filled += n,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Ok(Err(_)) => return Err(Exchange::Gone),
-            }
-            if want.is_none() && filled >= 5 {
-                let len = u32::from_be_bytes([hook.inbox[0], hook.inbox[1], hook.inbox[2], hook.inbox[3]]) as usize;
-                if len > frame::MAX_FRAME {
-                    return Err(Exchange::TooLarge(len));
-                }
-                if len == 0 {
-                    return Err(Exchange::Broken("a frame of 0 bytes".into()));
-                }
-                want = Some(4 + len);
-                if hook.inbox.len() < 4 + len {
-                    hook.inbox.resize(4 + len, 0);
-                }
-            }
-            match want {
-                Some(w) if filled > w => return Err(Exchange::Broken("the worker sent more than one answer".into())),
-                Some(w) if filled == w => return Ok(w),
-                _ => {}
-            }
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.hook.worker.stopped_at_deadline();
-        }
-    }
-}
 
 impl ScoringHook for PythonHook {
     fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
-        self.worker.run(request)
+        self.line.run(request)
     }
 
-    fn run_async<'a>(&'a mut self, request: HookRequest<'a>) -> Option<super::RunFuture<'a>> {
-        if !self.worker.is_healthy()
-            || request.body.len() > ASYNC_BODY_LIMIT
-            || tokio::runtime::Handle::try_current().is_err()
-        {
+    fn start_run(&mut self, request: HookRequest<'_>) -> Option<super::Started> {
+        if request.body.len() > ASYNC_BODY_LIMIT || tokio::runtime::Handle::try_current().is_err() {
             return None;
         }
-        Some(Box::pin(self.run_on_task(request)))
+        self.line.start(&request)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.line.in_flight()
     }
 
     fn describe(&self) -> String {
@@ -251,15 +165,7 @@ impl ScoringHook for PythonHook {
     }
 
     fn is_healthy(&self) -> bool {
-        self.worker.is_healthy()
-    }
-}
-
-impl Drop for PythonHook {
-    fn drop(&mut self) {
-        // The worker first: it may still have the instance's files open.
-        self.worker.stop();
-        remove_instance_dir(&self.files);
+        self.line.is_healthy()
     }
 }
 

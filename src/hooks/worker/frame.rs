@@ -53,10 +53,10 @@ pub enum ReadError {
     Io(io::Error),
 }
 
-/// Writes a run frame: the content type, the request's headers (`None`: the script reads
-/// none, so none are sent), then the body.
-pub fn write_run(
-    out: &mut impl Write,
+/// Builds a run frame in `scratch`: the content type, the request's headers (`None`: the
+/// script reads none, so none are sent), then the body. Built whole, so its length is known
+/// before it is written (a run queued behind another must fit in what the pipe holds).
+pub fn build_run(
     scratch: &mut Vec<u8>,
     content_type: &str,
     headers: Option<&HeaderMap>,
@@ -79,7 +79,7 @@ pub fn write_run(
     let len = u32::try_from(scratch.len() - 4)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?;
     scratch[..4].copy_from_slice(&len.to_be_bytes());
-    out.write_all(scratch)
+    Ok(())
 }
 
 /// The request's headers as Azure's inference server hands them to `run(raw_data,
@@ -270,7 +270,8 @@ mod tests {
         ] {
             headers.append(name.parse().unwrap(), value.parse().unwrap());
         }
-        write_run(&mut w, &mut scratch, "application/json", Some(&headers), b"{\"a\":1}").unwrap();
+        build_run(&mut scratch, "application/json", Some(&headers), b"{\"a\":1}").unwrap();
+        w.write_all(&scratch).unwrap();
         drop(w);
         let (k, payload) = read_frame(&mut r, None).unwrap();
         assert_eq!(k, kind::RUN);
@@ -294,7 +295,8 @@ mod tests {
     fn worker_side_frames_round_trip() {
         let (mut r, mut w) = std::io::pipe().unwrap();
         let mut scratch = Vec::new();
-        write_run(&mut w, &mut scratch, "text/csv", None, b"1,2").unwrap();
+        build_run(&mut scratch, "text/csv", None, b"1,2").unwrap();
+        w.write_all(&scratch).unwrap();
         let (k, payload) = read_frame(&mut r, None).unwrap();
         assert_eq!((k, parse_run(&payload)), (kind::RUN, Some(("text/csv", &b""[..], &b"1,2"[..]))));
         write_answer(&mut w, &mut scratch, 201, "application/json", b"[1]").unwrap();

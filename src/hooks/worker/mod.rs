@@ -18,7 +18,7 @@
 //!
 //! The Python hook is a [`Worker`] of [`Flavor::Python`] plus what only it has: the script's
 //! files, the request headers its `run()` may read, and runs awaited on the request's task
-//! (through [`Worker::send_run`], [`Worker::answer_pipe`] and [`Worker::outcome`]).
+//! (through [`Worker::prepare_run`], [`Worker::answer_reader`] and [`Worker::outcome`]).
 
 pub mod frame;
 
@@ -134,7 +134,15 @@ pub struct Worker {
     /// Where this worker is registered while its init runs (a delete, replace or shutdown
     /// kills it there); `None` once init is over.
     init_stop: Option<Arc<super::cancel::InitStop>>,
+    /// Bytes the request pipe holds ([`REQUEST_PIPE_BYTES`] where the kernel allows).
+    request_pipe: usize,
 }
+
+/// The request pipe's size asked for: two runs of a Python worker may wait in it, one
+/// behind the other, and a write must never wait for the worker (it is made on an I/O
+/// thread). 256 KiB holds two of the largest runs written from a task (32 KiB bodies and
+/// 16 KiB of headers) several times over.
+pub const REQUEST_PIPE_BYTES: usize = 256 * 1024;
 
 impl Worker {
     /// Starts `cmd` as instance `n`'s worker: in its own process group (a kill reaches
@@ -182,6 +190,9 @@ impl Worker {
             started.unwrap_or_else(|| Err(std::io::Error::other("starting the worker process panicked")))?;
         drop(in_r);
         drop(out_w);
+        // Only a Python worker's runs queue one behind another (`hooks::python::line`).
+        let asked = if flavor == Flavor::Python { REQUEST_PIPE_BYTES } else { 0 };
+        let request_pipe = crate::sys::grow_pipe(std::os::fd::AsFd::as_fd(&in_w), asked);
         if !ctx.init_stop.track(child.id()) {
             // The version was deleted or replaced (or the server is stopping) meanwhile.
             kill_tree(child.id());
@@ -216,6 +227,7 @@ impl Worker {
             killed: Arc::default(),
             wants_headers: false,
             init_stop,
+            request_pipe,
         })
     }
 
@@ -224,27 +236,46 @@ impl Worker {
         self.wants_headers = wants;
     }
 
-    /// Writes one run frame (no waiting for the answer: see [`Self::answer_pipe`]).
+    /// Writes one run frame (no waiting for the answer).
     pub fn send_run(&mut self, request: &HookRequest<'_>) -> Result<(), Exchange> {
+        self.prepare_run(request)?;
+        self.write_prepared()
+    }
+
+    /// Builds the run frame of `request`, not written yet ([`Self::write_prepared`]); its
+    /// length in bytes.
+    pub fn prepare_run(&mut self, request: &HookRequest<'_>) -> Result<usize, Exchange> {
         let headers = self.wants_headers.then_some(request.headers);
-        frame::write_run(
-            &mut self.to_worker,
-            &mut self.scratch,
-            request.content_type.unwrap_or(""),
-            headers,
-            request.body,
-        )
-        .map_err(|_| Exchange::Gone)?;
+        frame::build_run(&mut self.scratch, request.content_type.unwrap_or(""), headers, request.body)
+            .map_err(|e| Exchange::Broken(e.to_string()))?;
+        Ok(self.scratch.len())
+    }
+
+    /// Writes the frame [`Self::prepare_run`] built.
+    pub fn write_prepared(&mut self) -> Result<(), Exchange> {
+        use std::io::Write;
+        let written = self.to_worker.write_all(&self.scratch).map_err(|_| Exchange::Gone);
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::new(); // do not keep one huge request's buffer forever
         }
-        Ok(())
+        written
     }
 
-    /// The end answers come from, for a caller that awaits them on its own reactor (a
-    /// Python worker's end is non-blocking).
-    pub fn answer_pipe(&self) -> &std::io::PipeReader {
-        &self.from_worker
+    /// The deadline of runs that come without a `Cancellation`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Bytes the request pipe holds: frames queued in it together up to this never make a
+    /// write wait.
+    pub fn request_pipe_bytes(&self) -> usize {
+        self.request_pipe
+    }
+
+    /// A second descriptor of the answer pipe, for a reader that does not hold the worker
+    /// (runs queued one behind another read their answers in turn; see `hooks::python`).
+    pub fn answer_reader(&self) -> std::io::Result<std::io::PipeReader> {
+        self.from_worker.try_clone()
     }
 
     /// A run whose answer was being awaited was abandoned (its deadline passed or its client
