@@ -396,3 +396,72 @@ fn a_request_queued_behind_a_run_whose_worker_dies_is_run_again_on_a_new_worker(
     assert_ne!(v["pid"].as_u64().unwrap(), first, "B ran on the new worker");
     assert_eq!(began(&mark_b), v["pid"].as_u64().unwrap(), "B ran once, there");
 }
+
+/// The server's worker processes (its children), from /proc.
+fn workers_of(s: &Server) -> BTreeSet<u32> {
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(end) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[end + 1..].split_whitespace().collect();
+        if fields.len() > 1 && fields[1].parse::<u32>() == Ok(s.pid()) && fields[0] != "Z" {
+            found.insert(pid);
+        }
+    }
+    found
+}
+
+/// A worker stopped at a request's deadline while its instance was lent back to the pool is
+/// replaced at once (it waited, dead and counted ready, until a request took it).
+#[test]
+fn a_worker_stopped_at_the_deadline_while_its_instance_is_lent_is_replaced_without_a_request() {
+    let s = Arc::new(server());
+    s.create_endpoint();
+    let key = s.primary_key();
+    let more = json!({"request_settings": {"max_concurrent_requests_per_instance": 2, "request_timeout_ms": 1000}});
+    create(&s, queued_doc("lent", more), "Succeeded");
+    let before = workers_of(&s);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let r = order(&s, &key, "lent", json!({"tag": "slow", "sleep_ms": 20000}));
+    assert_eq!(r.status, 408, "{}", r.body);
+    let after = eventually("a new worker replaced the one stopped", Duration::from_secs(30), || {
+        let now = workers_of(&s);
+        let v = s.admin("GET", "/v1/deployments/lent", None).json();
+        if now.len() == 1 && now.is_disjoint(&before) && v["instances"]["ready"] == 1 && v["instances"]["loading"] == 0
+        {
+            Ok(now)
+        } else {
+            Err(format!("{now:?}"))
+        }
+    });
+    let r = order(&s, &key, "lent", json!({"tag": "next"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["pid"].as_u64(), Some(u64::from(*after.first().unwrap())), "{}", r.body);
+}
+
+/// A run queued for a blocking thread (a body over the size written from the request's
+/// task) that finds an instance lent with a run whose worker then dies is not failed: it
+/// waits for another instance, here the replacement.
+#[test]
+fn a_queued_run_given_a_lent_instance_whose_worker_dies_waits_for_another() {
+    let s = Arc::new(server());
+    s.create_endpoint();
+    let key = s.primary_key();
+    let more = json!({"request_settings": {"max_concurrent_requests_per_instance": 2, "request_timeout_ms": 30000}});
+    create(&s, queued_doc("big", more), "Succeeded");
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("a");
+    let (s1, k1, m) = (Arc::clone(&s), key.clone(), mark.clone());
+    let a = std::thread::spawn(move || {
+        order(&s1, &k1, "big", json!({"tag": "A", "mark": m, "sleep_ms": 1500, "do": "exit"}))
+    });
+    let first = began(&mark);
+    // Over 32 KiB: queued for a blocking thread, which takes the lent instance.
+    let b = order(&s, &key, "big", json!({"tag": "B", "padding": "x".repeat(40 * 1024)}));
+    assert_eq!(a.join().unwrap().status, 424);
+    assert_eq!(b.status, 200, "B never began in the worker that died: {}", b.body);
+    let v = b.json();
+    assert_eq!(v["tag"], "B");
+    assert_ne!(v["pid"].as_u64().unwrap(), u64::from(first as u32), "B ran on the new worker");
+}

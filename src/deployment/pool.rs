@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::hooks::cancel::{Cancellation, InitStop};
 use crate::hooks::{
-    self, Answer, HeaderMap, HookError, HookRequest, HookResponse, InitError, Protocol, Ran, ScoringHook,
+    self, Answer, HeaderMap, HookError, HookRequest, HookResponse, InitError, Protocol, ScoringHook, Turn,
 };
 
 /// Runs whose average cost is at most this run inline on the calling thread.
@@ -641,7 +641,13 @@ impl InstancePool {
 
     /// A freshly loaded instance joins the pool, unless the pool was closed meanwhile (then
     /// the instance is handed back to be dropped).
-    fn join(self: &Arc<Self>, hook: Box<dyn ScoringHook>) -> Result<(), Box<dyn ScoringHook>> {
+    fn join(self: &Arc<Self>, mut hook: Box<dyn ScoringHook>) -> Result<(), Box<dyn ScoringHook>> {
+        let pool = Arc::downgrade(self);
+        hook.notify_stop(Arc::new(move || {
+            if let Some(pool) = pool.upgrade() {
+                pool.replace_broken_idle();
+            }
+        }));
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if self.is_closed() {
@@ -821,22 +827,20 @@ impl InstancePool {
                 drop(out); // checked back in
                 return self.run_queued(body, content_type, headers, protocol).await;
             };
+            let answer = match started.turn.await {
+                Turn::Begun(answer) => answer,
+                Turn::NotStarted => continue, // `out` goes back, or is replaced, as it drops
+            };
             if started.lend {
                 drop(out); // back in the pool while the worker runs this request
             }
-            let ran = started.answer.await;
-            if started.lend && !matches!(ran, Ran::Done(Ok(_))) {
-                self.replace_broken_idle();
+            // A worker that stops under this run while its instance is lent tells the pool
+            // (`notify_stop`, set as the instance joined), which replaces it then.
+            let outcome = answer.await;
+            if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
+                self.restarts_in_row.store(0, Ordering::Relaxed);
             }
-            match ran {
-                Ran::Done(outcome) => {
-                    if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
-                        self.restarts_in_row.store(0, Ordering::Relaxed);
-                    }
-                    return outcome.map(|response| Answer { response, header_length: None }).map_err(RunError::from);
-                }
-                Ran::NotStarted => continue,
-            }
+            return outcome.map(|response| Answer { response, header_length: None }).map_err(RunError::from);
         }
         Err(RunError::Failed(format!(
             "the run could not start: the workers of {NOT_STARTED_TRIES} instances stopped before taking it"
@@ -901,6 +905,14 @@ impl InstancePool {
     /// Runs queued runs on `hook` until the queue is empty (or an instance is being removed),
     /// then checks the instance back in.
     fn runner(self: &Arc<Self>, mut hook: Box<dyn ScoringHook>) {
+        // An instance lent while its worker runs a request ([`hooks::Started::lend`]) takes
+        // a queued run once that request is answered; if its worker stopped meanwhile, it is
+        // replaced and the queued runs stay queued for the other instances (and for the
+        // replacement, which kicks the queue as it joins).
+        hook.settle();
+        if !hook.is_healthy() {
+            return self.replace(hook);
+        }
         loop {
             let next = self.pending.pop();
             let Some(run) = next else { break };
@@ -957,13 +969,22 @@ impl InstancePool {
             let Ok(permit) = self.available.try_acquire() else { return };
             let broken = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                match idle.iter().position(|hook| !hook.is_healthy()) {
-                    Some(at) => idle.swap_remove(at),
-                    None => return,
-                }
+                idle.iter().position(|hook| !hook.is_healthy()).map(|at| idle.swap_remove(at))
+            };
+            let Some(broken) = broken else {
+                return self.permit_back(permit);
             };
             permit.forget();
             self.replace(broken);
+        }
+    }
+
+    /// Gives back a permit taken only to look: a queued run that found no permit meanwhile
+    /// (its kick answered `Busy`) is kicked again, as a check-in would.
+    fn permit_back(self: &Arc<Self>, permit: tokio::sync::SemaphorePermit<'_>) {
+        drop(permit);
+        if self.pending.maybe_queued() {
+            self.kick();
         }
     }
 
@@ -978,10 +999,11 @@ impl InstancePool {
             };
             let hook = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                match idle.iter().rposition(|hook| hook.in_flight() == 0) {
-                    Some(free) => idle.swap_remove(free),
-                    None => return Err(RunError::Busy), // the permit goes back as it drops
-                }
+                idle.iter().rposition(|hook| hook.in_flight() == 0).map(|free| idle.swap_remove(free))
+            };
+            let Some(hook) = hook else {
+                self.permit_back(permit);
+                return Err(RunError::Busy);
             };
             permit.forget();
             if hook.is_healthy() {
@@ -1146,7 +1168,7 @@ impl InstancePool {
     }
 }
 
-/// How many instances a run that never began is offered to ([`Ran::NotStarted`]).
+/// How many instances a run that never began is offered to ([`Turn::NotStarted`]).
 const NOT_STARTED_TRIES: usize = 3;
 
 /// An instance taken for a run awaited on a task. However the run ends (answered, or its
@@ -1365,9 +1387,10 @@ mod tests {
             let (open, body) = (Arc::clone(&self.0), request.body.to_vec());
             let answer = Box::pin(async move {
                 open.notified().await;
-                Ran::Done(Ok(HookResponse::json(body)))
+                Ok(HookResponse::json(body))
             });
-            Some(crate::hooks::Started { lend: false, answer })
+            let turn = Box::pin(std::future::ready(Turn::Begun(answer)));
+            Some(crate::hooks::Started { lend: false, turn })
         }
     }
 

@@ -192,21 +192,21 @@ impl InitContext {
 /// the worker's pipe, and its answer is awaited on the request's own task, apart from the
 /// instance.
 pub struct Started {
-    /// The instance may take another run now, queued behind this one in its worker: the pool
-    /// gives it back at once, so the worker finds the next request waiting when it answers
+    /// The instance may take another run once this one is the worker's current run: the pool
+    /// gives it back then, so the worker finds the next request waiting when it answers
     /// this one instead of going to sleep between them.
     pub lend: bool,
-    /// The answer. Dropped before it is ready (the request's deadline, its client gone), the
-    /// run is given up: the worker is stopped and replaced when the run had begun, as a run
-    /// that went on unwatched might never end.
-    pub answer: std::pin::Pin<Box<dyn std::future::Future<Output = Ran> + Send + 'static>>,
+    /// Resolves when the runs written before this one have ended: it is the worker's now.
+    /// Dropped before its answer (the request's deadline, its client gone), the run is given
+    /// up: the worker is stopped and replaced when the run had begun, as a run that went on
+    /// unwatched might never end.
+    pub turn: std::pin::Pin<Box<dyn std::future::Future<Output = Turn> + Send + 'static>>,
 }
 
-/// How a started run ended.
-#[derive(Debug)]
-pub enum Ran {
-    /// The run's own outcome.
-    Done(Result<HookResponse, HookError>),
+/// Where a started run stands once the runs before it ended.
+pub enum Turn {
+    /// The run is the worker's: its answer.
+    Begun(std::pin::Pin<Box<dyn std::future::Future<Output = Result<HookResponse, HookError>> + Send + 'static>>),
     /// The run never began: the worker was stopped (it died, or a run before it was given up
     /// at its deadline) before it took this one. The pool runs it on another instance.
     NotStarted,
@@ -244,6 +244,16 @@ pub trait ScoringHook: Send {
     fn start_run(&mut self, _request: HookRequest<'_>) -> Option<Started> {
         None
     }
+
+    /// Asks to be told when the instance stops serving outside a run the pool holds it for
+    /// (a Python worker that dies under a run while its instance is lent, see
+    /// [`Started::lend`]): the pool then replaces it at once. Nothing by default: other hooks
+    /// only stop during their own runs.
+    fn notify_stop(&mut self, _notice: std::sync::Arc<dyn Fn() + Send + Sync>) {}
+
+    /// Waits until no run started with [`start_run`](Self::start_run) is in flight, before a
+    /// run through [`run`](Self::run) (bounded by the request deadline). Nothing by default.
+    fn settle(&mut self) {}
 
     /// Runs started on this instance and not answered yet (it may be idle in the pool with
     /// one in flight: see [`Started::lend`]). The pool takes an instance with none first.

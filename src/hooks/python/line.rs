@@ -4,9 +4,10 @@
 //! the server writes the next request; under load that sleep and wake-up (and the caches
 //! other processes cooled meanwhile) cost the worker about as much CPU as the script's own
 //! `run()` (`perf` of the sample at c=32: a fifth of the worker's samples in the scheduler),
-//! and each write that wakes it costs the server a cross-CPU wake-up. So while a run is in
-//! the worker, the instance goes back to the pool ([`Started::lend`]) and one more run may be
-//! written behind it ([`DEPTH`]); the worker reads them in order and answers in order.
+//! and each write that wakes it costs the server a cross-CPU wake-up. So once a run is the
+//! worker's current one, the instance goes back to the pool ([`Started::lend`]) and one more
+//! run may be written behind it ([`DEPTH`]); the worker reads them in order and answers in
+//! order, and while it runs one, the next waits in its pipe.
 //!
 //! The rules that keep this as safe as one run at a time:
 //! - Answers are read in the order the runs were written: each run has a ticket, and a
@@ -15,24 +16,30 @@
 //! - Frames queued in the pipe together always fit in it ([`Worker::request_pipe_bytes`]), so
 //!   writing one never waits for the worker (the write is made on an I/O thread).
 //! - A run given up while it is in the worker (its deadline, its client gone) stops the
-//!   worker, as before: it might never end. A run given up while it waits behind another is
-//!   marked, and the worker is stopped when its turn comes. Runs waiting behind a run whose
-//!   worker stopped never began (the worker runs one at a time and never answered the one
-//!   before): they end [`Ran::NotStarted`] and the pool runs them on another instance.
+//!   worker, as before: it might never end; but when its whole answer is already there, the
+//!   answer is read and dropped and the worker goes on (it may have begun the next run). A
+//!   run given up while it waits behind another is marked, and the worker is stopped when its
+//!   turn comes. Runs waiting behind a run whose worker stopped in it never began (the
+//!   worker runs one at a time and never answered the one before): they end
+//!   [`Turn::NotStarted`] and the pool runs them on another instance. Only when the worker
+//!   was retired after a whole answer (it broke the protocol) may the next run have begun:
+//!   that one fails, it is not run twice.
+//! - The pool hears at once when a worker stops while its instance is lent
+//!   ([`Line::on_stop`]), so the instance is replaced then, not when a request next takes it.
 //! - The worker and its files live until the last run started on it has its answer
 //!   ([`Line`] is shared by the instance and its runs in flight), so a scale-down or a
 //!   delete never cuts a run short.
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::frame;
 use crate::hooks::worker::{Exchange, Worker};
-use crate::hooks::{HookError, HookRequest, HookResponse, Ran, Started};
+use crate::hooks::{HookError, HookRequest, HookResponse, Started, Turn};
 
 /// Runs one worker holds at most: the one it runs and one waiting behind it. One more is
 /// enough for the worker never to wait between runs; more would only lengthen the wait of
@@ -52,6 +59,11 @@ pub struct Line {
     /// Tickets written and not ended, readable without the lock (the pool's choice of the
     /// idlest instance).
     in_flight: AtomicUsize,
+    /// False once the worker stopped or was retired; read without a lock (a worker being
+    /// reaped holds its mutex for up to half a second).
+    healthy: AtomicBool,
+    /// Told when the worker stops ([`Line::on_stop`]).
+    stop_notice: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     /// The instance's folder (worker program, model links), removed with the worker.
     files: PathBuf,
 }
@@ -64,15 +76,18 @@ struct Queue {
     done: u64,
     /// The frame length of each ticket not ended, oldest first: what the pipe may still hold.
     frames: std::collections::VecDeque<usize>,
-    /// Bytes read past the answers taken so far: the start of the next ticket's answer.
+    /// Bytes read past the answers taken so far: the start of the next ticket's answer
+    /// (taken by the ticket whose turn it is while it reads).
     inbox: Vec<u8>,
     have: usize,
     /// The ticket waiting for its turn, to be woken when the one before it ends.
     waiting: Option<(u64, Waker)>,
     /// A ticket given up while it waited behind another: the worker is stopped at its turn.
     abandoned: Option<u64>,
-    /// The worker was stopped or died: tickets that have not had their turn never began.
+    /// The worker was stopped or died: tickets that have not had their turn never began...
     stopped: bool,
+    /// ...unless it was retired after it had answered the run before theirs whole.
+    maybe_begun: bool,
 }
 
 impl Line {
@@ -84,6 +99,8 @@ impl Line {
             queue: Mutex::default(),
             settled: Condvar::new(),
             in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            stop_notice: OnceLock::new(),
             files,
         }))
     }
@@ -101,26 +118,27 @@ impl Line {
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.worker().is_healthy() && !self.queue().stopped
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// `notice` is called (on whichever thread stops it, with no lock held) when the worker
+    /// stops or is retired: the pool then replaces the instance if it is idle.
+    pub fn on_stop(&self, notice: Arc<dyn Fn() + Send + Sync>) {
+        let _ = self.stop_notice.set(notice);
     }
 
     /// Writes the run's frame and returns its ticket; `None` when it cannot be queued now
     /// (the worker holds [`DEPTH`] runs, or the frame would not fit behind the one in the
-    /// pipe): the caller runs it through [`Line::run`] instead. A worker that is gone answers
-    /// at once, as a run on it does.
+    /// pipe): the caller runs it through [`Line::run`] instead. On a worker that is gone the
+    /// run never begins ([`Turn::NotStarted`]).
     pub fn start(self: &Arc<Self>, request: &HookRequest<'_>) -> Option<Started> {
-        let not_started = || Some(Started { lend: false, answer: Box::pin(std::future::ready(Ran::NotStarted)) });
+        let not_started = || Some(Started { lend: false, turn: Box::pin(std::future::ready(Turn::NotStarted)) });
         let mut worker = self.worker();
-        if !worker.is_healthy() || self.queue().stopped {
+        if !worker.is_healthy() || !self.is_healthy() {
             return not_started();
         }
-        let len = match worker.prepare_run(request) {
-            Ok(len) => len,
-            Err(e) => {
-                let outcome = worker.outcome(Err(e), false);
-                return Some(Started { lend: false, answer: Box::pin(std::future::ready(Ran::Done(outcome))) });
-            }
-        };
+        // A frame that cannot be built (over 4 GiB) is the blocking path's to refuse.
+        let len = worker.prepare_run(request).ok()?;
         let mut q = self.queue();
         let queued: usize = q.frames.iter().sum();
         if q.frames.len() >= DEPTH || (!q.frames.is_empty() && queued + len > worker.request_pipe_bytes()) {
@@ -132,18 +150,16 @@ impl Line {
             drop(q);
             let _ = worker.outcome(Err(e), false);
             drop(worker);
-            let q = self.queue();
-            self.wake(stop(q));
+            self.stop(self.queue(), false);
             return not_started();
         }
         q.sent += 1;
         q.frames.push_back(len);
-        let ticket = Ticket { line: Arc::clone(self), n: q.sent, ended: false };
-        let lend = q.frames.len() < DEPTH;
+        let ticket = Ticket { line: Some(Arc::clone(self)), n: q.sent, ended: false, inbox: None };
         self.in_flight.store(q.frames.len(), Ordering::Relaxed);
         drop(q);
         drop(worker);
-        Some(Started { lend, answer: Box::pin(ticket.answer()) })
+        Some(Started { lend: true, turn: Box::pin(ticket.turn()) })
     }
 
     /// A run on the calling (blocking) thread, once the runs queued before it have ended.
@@ -152,27 +168,29 @@ impl Line {
         self.settle(limit);
         let mut worker = self.worker();
         let mut q = self.queue();
+        if q.stopped {
+            return Err(HookError::Failed(
+                "the instance's Python worker stopped before it took this run; it is being replaced".into(),
+            ));
+        }
         if !q.frames.is_empty() {
             return Err(HookError::Failed("the instance's Python worker is still busy; try again".into()));
         }
-        if q.stopped {
-            drop(q);
-            return worker.outcome(Err(Exchange::Gone), false);
-        }
         // Nothing is in flight: the worker is ours until this run ends (tickets are only
         // written by whoever holds the instance, and that is this thread).
-        q.inbox.clear();
         q.have = 0;
         drop(q);
         let outcome = worker.run(request);
-        if !worker.is_healthy() {
-            self.queue().stopped = true;
+        let gone = !worker.is_healthy();
+        drop(worker);
+        if gone {
+            self.stop(self.queue(), false);
         }
         outcome
     }
 
     /// Waits (at most `limit`) until no run is in the pipe.
-    fn settle(&self, limit: Duration) {
+    pub fn settle(&self, limit: Duration) {
         let until = Instant::now() + limit;
         let mut q = self.queue();
         while !q.frames.is_empty() && !q.stopped {
@@ -184,61 +202,85 @@ impl Line {
         }
     }
 
-    /// Ticket `n`'s turn: `Ready(true)` when every ticket before it has ended, `Ready(false)`
-    /// when the worker stopped before that (the run never began).
-    fn poll_turn(&self, n: u64, waker: &Waker) -> Poll<bool> {
+    /// Ticket `n`'s turn: `Ok` when every ticket before it has ended; `Err(maybe_begun)`
+    /// when the worker stopped before that.
+    fn poll_turn(&self, n: u64, waker: &Waker) -> Poll<Result<(), bool>> {
         let mut q = self.queue();
         if q.stopped {
-            return Poll::Ready(false);
+            return Poll::Ready(Err(q.maybe_begun));
         }
         if q.done + 1 == n {
-            return Poll::Ready(true);
+            return Poll::Ready(Ok(()));
         }
         q.waiting = Some((n, waker.clone()));
         Poll::Pending
     }
 
-    /// Ticket `n` ended (its answer read, or the worker stopped under it).
-    fn end(&self, n: u64, worker_gone: bool) {
+    /// Ticket `n` ended: its answer was read (`answered`), or the worker stopped under it.
+    /// `gone`: the worker can serve no more.
+    fn end(&self, n: u64, gone: bool, answered: bool) {
         let mut q = self.queue();
         q.done = q.done.max(n);
         q.frames.pop_front();
-        if worker_gone {
-            q.stopped = true;
+        if gone {
+            return self.stop(q, answered);
         }
-        let next_abandoned = q.abandoned == Some(n + 1) && !q.stopped;
-        if next_abandoned {
+        if q.abandoned == Some(n + 1) && !q.stopped {
             // The run behind this one was given up: the worker takes it now, with nobody to
             // read its answer or stop it at a deadline.
             q.abandoned = None;
-            q.stopped = true;
             drop(q);
             self.worker().stopped_at_deadline();
-            q = self.queue();
+            return self.stop(self.queue(), false);
         }
         self.wake(q);
     }
 
-    /// Ticket `n` was given up before its answer was read.
-    fn abandon(&self, n: u64) {
+    /// Ticket `n` was given up before its answer was taken; `inbox`: what it had read.
+    fn abandon(&self, n: u64, inbox: Option<(Vec<u8>, usize)>) {
         let mut q = self.queue();
         if q.stopped || q.done >= n {
             q.frames.pop_front();
             q.done = q.done.max(n);
             return self.wake(q);
         }
-        if q.done + 1 == n {
-            // Its run is in the worker (or its answer in the pipe): the worker is stopped, as
-            // a run given up always stopped it; what waits behind it never began.
-            q.stopped = true;
+        if q.done + 1 != n {
+            // It waits behind another run: the worker is stopped when its turn comes.
+            if q.waiting.as_ref().is_some_and(|(w, _)| *w == n) {
+                q.waiting = None;
+            }
+            q.abandoned = Some(n);
+            return;
+        }
+        // Its run is in the worker, or done: if its whole answer is there, the answer is
+        // dropped and the worker goes on (it may be running the next run already).
+        let (mut buf, mut have) = inbox.unwrap_or_else(|| (std::mem::take(&mut q.inbox), std::mem::take(&mut q.have)));
+        if let Ok(Some(end)) = read_now(&self.answers, &mut buf, &mut have) {
+            buf.copy_within(end..have, 0);
+            q.inbox = buf;
+            q.have = have - end;
             drop(q);
-            self.worker().stopped_at_deadline();
-            return self.end(n, true);
+            return self.end(n, false, true);
         }
-        if q.waiting.as_ref().is_some_and(|(w, _)| *w == n) {
-            q.waiting = None;
+        // Still running: it might never end, and nobody would stop it at a deadline.
+        drop(q);
+        self.worker().stopped_at_deadline();
+        self.end(n, true, false);
+    }
+
+    /// Marks the worker stopped (what waits behind it is woken to go elsewhere) and tells
+    /// the pool.
+    fn stop(&self, mut q: MutexGuard<'_, Queue>, maybe_begun: bool) {
+        let first = !q.stopped;
+        q.stopped = true;
+        q.maybe_begun |= maybe_begun;
+        self.healthy.store(false, Ordering::Release);
+        self.wake(q);
+        if first {
+            if let Some(notice) = self.stop_notice.get() {
+                notice();
+            }
         }
-        q.abandoned = Some(n);
     }
 
     fn wake(&self, mut q: MutexGuard<'_, Queue>) {
@@ -255,12 +297,6 @@ impl Line {
     }
 }
 
-/// Marks the worker stopped.
-fn stop(mut q: MutexGuard<'_, Queue>) -> MutexGuard<'_, Queue> {
-    q.stopped = true;
-    q
-}
-
 impl Drop for Line {
     fn drop(&mut self) {
         // The worker first: it may still have the instance's files open.
@@ -271,26 +307,54 @@ impl Drop for Line {
 
 /// One run written to the worker, until its answer is read.
 struct Ticket {
-    line: Arc<Line>,
+    /// `None` only once dropped (the last reference may be handed to another thread).
+    line: Option<Arc<Line>>,
     n: u64,
     ended: bool,
+    /// The answer bytes read so far, while it is this ticket's turn.
+    inbox: Option<(Vec<u8>, usize)>,
 }
 
 impl Ticket {
-    async fn answer(mut self) -> Ran {
+    fn line(&self) -> &Arc<Line> {
+        self.line.as_ref().expect("a ticket's line is taken only when it drops")
+    }
+
+    /// Waits until the tickets before this one have ended.
+    async fn turn(mut self) -> Turn {
         let n = self.n;
-        let turn = std::future::poll_fn(|cx| self.line.poll_turn(n, cx.waker())).await;
-        if !turn {
-            self.ended = true;
-            self.line.end(n, true);
-            return Ran::NotStarted;
+        let turn = std::future::poll_fn(|cx| self.line().poll_turn(n, cx.waker())).await;
+        match turn {
+            Ok(()) => Turn::Begun(Box::pin(self.answer())),
+            Err(maybe_begun) => {
+                self.ended = true;
+                self.line().end(n, true, false);
+                if maybe_begun {
+                    // Not run twice: it may have begun in the worker that was retired.
+                    let failed = HookError::Failed(
+                        "the Python worker was stopped after it broke the protocol; this run may have begun in it"
+                            .into(),
+                    );
+                    return Turn::Begun(Box::pin(std::future::ready(Err(failed))));
+                }
+                Turn::NotStarted
+            }
         }
-        let (mut inbox, mut have) = {
-            let mut q = self.line.queue();
+    }
+
+    /// Reads this ticket's answer (its turn has come).
+    async fn answer(mut self) -> Result<HookResponse, HookError> {
+        let n = self.n;
+        let line = Arc::clone(self.line());
+        self.inbox = Some({
+            let mut q = line.queue();
             (std::mem::take(&mut q.inbox), std::mem::take(&mut q.have))
-        };
-        let read = read_answer(&self.line.answers, &mut inbox, &mut have).await;
-        let line = Arc::clone(&self.line);
+        });
+        let (inbox, have) = self.inbox.as_mut().expect("just set");
+        let read = read_answer(&line.answers, inbox, have).await;
+        let (inbox, mut have) = self.inbox.take().expect("set above");
+        let mut inbox = inbox;
+        let answered = read.is_ok();
         let (outcome, gone) = {
             let mut worker = line.worker();
             // Bytes past this answer with no run behind it: the worker answered what it
@@ -320,29 +384,84 @@ impl Ticket {
             inbox.shrink_to_fit(); // do not keep one huge answer's buffer forever
         }
         {
-            let mut q = self.line.queue();
+            let mut q = line.queue();
             q.inbox = inbox;
             q.have = have;
         }
         self.ended = true;
-        self.line.end(n, gone);
-        Ran::Done(outcome)
+        line.end(n, gone, answered);
+        outcome
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        let Some(line) = self.line.take() else { return };
         if !self.ended {
-            self.line.abandon(self.n);
+            line.abandon(self.n, self.inbox.take());
         }
-        if Arc::strong_count(&self.line) == 1 {
+        if let Some(last) = Arc::into_inner(line) {
             // The instance left the pool while this run was in flight (a scale-down, a
-            // delete): the worker is stopped and reaped, and its files removed, with the last
-            // reference, off the request's I/O thread.
-            let last = Arc::clone(&self.line);
+            // delete): the worker is stopped and reaped, and its files removed, off the
+            // request's I/O thread.
             if crate::threads::spawn_loader(move || drop(last)).is_err() {
                 tracing::warn!("cannot start a thread to stop a worker; it is stopped here");
             }
+        }
+    }
+}
+
+/// Where the first frame in `inbox[..have]` ends, once it is whole; `Err` for a frame that
+/// cannot be.
+fn frame_end(inbox: &[u8], have: usize) -> Result<Option<usize>, Exchange> {
+    if have < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([inbox[0], inbox[1], inbox[2], inbox[3]]) as usize;
+    if len > frame::MAX_FRAME {
+        return Err(Exchange::TooLarge(len));
+    }
+    if len == 0 {
+        return Err(Exchange::Broken("a frame of 0 bytes".into()));
+    }
+    Ok((have >= 4 + len).then_some(4 + len))
+}
+
+/// One non-blocking read into `inbox` after `have` (made room for); `Ok(false)` when the
+/// pipe is empty now.
+fn read_some(pipe: &std::io::PipeReader, inbox: &mut Vec<u8>, have: &mut usize) -> Result<bool, Exchange> {
+    use std::io::Read;
+    if inbox.len() < *have + 4096 {
+        inbox.resize(*have + 4096, 0);
+    }
+    if *have >= 5 {
+        let want = 4 + u32::from_be_bytes([inbox[0], inbox[1], inbox[2], inbox[3]]) as usize;
+        if inbox.len() < want {
+            inbox.resize(want, 0);
+        }
+    }
+    loop {
+        match { pipe }.read(&mut inbox[*have..]) {
+            Ok(0) => return Err(Exchange::Gone),
+            Ok(got) => {
+                *have += got;
+                return Ok(true);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(_) => return Err(Exchange::Gone),
+        }
+    }
+}
+
+/// What is there now, without waiting: the end of the whole first frame, or `None`.
+fn read_now(pipe: &std::io::PipeReader, inbox: &mut Vec<u8>, have: &mut usize) -> Result<Option<usize>, Exchange> {
+    loop {
+        if let Some(end) = frame_end(inbox, *have)? {
+            return Ok(Some(end));
+        }
+        if !read_some(pipe, inbox, have)? {
+            return Ok(None);
         }
     }
 }
@@ -351,43 +470,19 @@ impl Drop for Ticket {
 /// read at once, and waited on through the task's reactor only when it is empty (an answer
 /// the worker wrote while the task was busy costs no registration).
 async fn read_answer(pipe: &std::io::PipeReader, inbox: &mut Vec<u8>, have: &mut usize) -> Result<usize, Exchange> {
-    use std::io::Read;
     let mut ready = None;
     loop {
-        if *have >= 5 {
-            let len = u32::from_be_bytes([inbox[0], inbox[1], inbox[2], inbox[3]]) as usize;
-            if len > frame::MAX_FRAME {
-                return Err(Exchange::TooLarge(len));
-            }
-            if len == 0 {
-                return Err(Exchange::Broken("a frame of 0 bytes".into()));
-            }
-            if *have >= 4 + len {
-                return Ok(4 + len);
-            }
-            if inbox.len() < 4 + len {
-                inbox.resize(4 + len, 0);
-            }
+        if let Some(end) = read_now(pipe, inbox, have)? {
+            return Ok(end);
         }
-        if inbox.len() < *have + 4096 {
-            inbox.resize(*have + 4096, 0);
+        if ready.is_none() {
+            let registered = crate::sys::await_readable(pipe.as_fd())
+                .map_err(|e| Exchange::Broken(format!("cannot wait for the worker's pipe: {e}")))?;
+            ready = Some(registered);
         }
-        match { pipe }.read(&mut inbox[*have..]) {
-            Ok(0) => return Err(Exchange::Gone),
-            Ok(got) => *have += got,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if ready.is_none() {
-                    let registered = crate::sys::await_readable(pipe.as_fd())
-                        .map_err(|e| Exchange::Broken(format!("cannot wait for the worker's pipe: {e}")))?;
-                    ready = Some(registered);
-                }
-                let Some(fd) = ready.as_ref() else { continue };
-                let mut guard = fd.readable().await.map_err(|_| Exchange::Gone)?;
-                // Read again before waiting again: what arrived since is read then.
-                guard.clear_ready();
-            }
-            Err(_) => return Err(Exchange::Gone),
-        }
+        let Some(fd) = ready.as_ref() else { continue };
+        let mut guard = fd.readable().await.map_err(|_| Exchange::Gone)?;
+        // Read again before waiting again: what arrived since is read then.
+        guard.clear_ready();
     }
 }

@@ -160,6 +160,15 @@ impl ScoringHook for PythonHook {
         self.line.in_flight()
     }
 
+    fn notify_stop(&mut self, notice: Arc<dyn Fn() + Send + Sync>) {
+        self.line.on_stop(notice);
+    }
+
+    fn settle(&mut self) {
+        let limit = self.line.worker().timeout();
+        self.line.settle(limit);
+    }
+
     fn describe(&self) -> String {
         self.about.clone()
     }
