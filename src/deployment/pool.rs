@@ -750,11 +750,19 @@ impl InstancePool {
             };
             permit.forget();
             match self.pop_idle() {
-                Some(hook) if hook.is_healthy() => return Ok(hook),
-                Some(broken) => self.replace(broken),
+                Some(hook) if self.lends() && !hook.is_healthy() => self.replace(hook),
+                Some(hook) => return Ok(hook),
                 None => return Err(RunError::NoInstance),
             }
         }
+    }
+
+    /// Whether this pool's instances may be lent while they run ([`hooks::Started::lend`]):
+    /// only out-of-process hooks' runs are awaited apart from their instance. The others
+    /// (an ONNX session) never wait in `idle` with a run in flight or a dead worker, and their
+    /// take skips the checks for those.
+    fn lends(&self) -> bool {
+        self.always_queued.load(Ordering::Relaxed)
     }
 
     /// Takes an idle instance if one is free now; `Busy` when none is.
@@ -765,8 +773,8 @@ impl InstancePool {
             };
             permit.forget();
             match self.pop_idle() {
-                Some(hook) if hook.is_healthy() => return Ok(hook),
-                Some(broken) => self.replace(broken),
+                Some(hook) if self.lends() && !hook.is_healthy() => self.replace(hook),
+                Some(hook) => return Ok(hook),
                 None => return Err(RunError::NoInstance),
             }
         }
@@ -779,7 +787,7 @@ impl InstancePool {
     fn pop_idle(&self) -> Option<Box<dyn ScoringHook>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let last = idle.len().checked_sub(1)?;
-        if idle[last].in_flight() == 0 {
+        if !self.lends() || idle[last].in_flight() == 0 {
             return idle.pop();
         }
         match idle.iter().rposition(|hook| hook.in_flight() == 0) {
