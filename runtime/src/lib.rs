@@ -29,6 +29,9 @@
 //!
 //! The one `unsafe` of this crate is in [`glue`], the functions the macro points the table at.
 
+// The compiler holds the crate to that: `unsafe` anywhere else is an error.
+#![deny(unsafe_code)]
+
 use std::borrow::Cow;
 use std::ffi::c_void;
 use std::path::Path;
