@@ -155,6 +155,7 @@ fn running(pid: u32) -> bool {
 }
 
 #[test]
+#[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
 fn a_server_exits_when_the_process_that_started_it_is_gone() {
     // A shell starts the server the way tests/common does (naming itself as the parent),
     // prints its pid and exits without stopping it: what a never-dropped fixture amounts to.

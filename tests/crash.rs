@@ -142,6 +142,7 @@ fn start(dir: &std::path::Path) -> Server {
 }
 
 #[test]
+#[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
 fn state_survives_sigkill_at_random_moments() {
     let kills: usize = std::env::var("SWITCHYARD_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let dir = tempfile::tempdir().unwrap();

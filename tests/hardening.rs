@@ -204,12 +204,14 @@ fn an_out_of_range_token_lifetime_is_refused_at_start() {
     assert!(r.json()["accessToken"].is_string());
 }
 
+#[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
 fn signal(s: &Server, sig: libc::c_int) {
     // SAFETY: kill(2) with a pid this test started and a valid signal number.
     unsafe { libc::kill(s.pid() as libc::pid_t, sig) };
 }
 
 /// Waits for the server process to exit (it is our child) and returns its exit code.
+#[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
 fn wait_exit(s: &Server, within: Duration) -> i32 {
     let deadline = Instant::now() + within;
     loop {
@@ -228,6 +230,7 @@ fn wait_exit(s: &Server, within: Duration) -> i32 {
 /// Starts `serve` with stdout and stderr piped (as a container runtime or a log collector runs
 /// it), waits for the address lines, sends SIGTERM at once and returns how it ended and its
 /// stderr.
+#[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
 fn start_and_stop_at_once() -> (std::process::ExitStatus, String) {
     let mut child = Command::new(bin())
         .args(["serve", "--port", "0", "--admin-port", "0", "--shutdown-grace-secs", "2"])

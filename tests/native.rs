@@ -184,6 +184,7 @@ fn the_c_plugin_gets_its_environment_and_refuses_bad_input() {
 }
 
 #[test]
+#[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
 fn a_segfault_in_process_kills_the_server() {
     let p = plugins();
     // A throwaway server: this is the failure `isolation: process` exists for. No core file:

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::{json, Value};
 
+#[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
 fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

@@ -152,6 +152,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
+    #[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
