@@ -318,6 +318,17 @@ fn queued_doc(name: &str, more: Value) -> Value {
     chatty_doc(name, &queued(), more)
 }
 
+/// A server with one instance of the `queued` script, which may hold two requests (one
+/// running, one waiting in its pipe); its key.
+fn one_queued_instance(name: &str, request_timeout_ms: u64) -> (Arc<Server>, String) {
+    let s = Arc::new(server());
+    s.create_endpoint();
+    let key = s.primary_key();
+    let settings = json!({"max_concurrent_requests_per_instance": 2, "request_timeout_ms": request_timeout_ms});
+    create(&s, queued_doc(name, json!({"request_settings": settings})), "Succeeded");
+    (s, key)
+}
+
 /// Waits until `run()` wrote `mark` (it has begun); returns the pid in it.
 fn began(mark: &std::path::Path) -> u64 {
     eventually(&format!("run() began ({})", mark.display()), Duration::from_secs(20), || {
@@ -372,11 +383,7 @@ fn requests_queue_in_a_busy_workers_pipe_and_each_answer_reaches_its_own_request
 /// and answered, not failed with the run it waited behind.
 #[test]
 fn a_request_queued_behind_a_run_whose_worker_dies_is_run_again_on_a_new_worker() {
-    let s = Arc::new(server());
-    s.create_endpoint();
-    let key = s.primary_key();
-    let more = json!({"request_settings": {"max_concurrent_requests_per_instance": 2, "request_timeout_ms": 30000}});
-    create(&s, queued_doc("dies", more), "Succeeded");
+    let (s, key) = one_queued_instance("dies", 30000);
     let dir = tempfile::tempdir().unwrap();
     let (mark_a, mark_b) = (dir.path().join("a"), dir.path().join("b"));
     // A is in the worker, and exits it once B waits in the pipe behind it (A answers 200 if
@@ -416,11 +423,7 @@ fn workers_of(s: &Server) -> BTreeSet<u32> {
 /// replaced at once (it waited, dead and counted ready, until a request took it).
 #[test]
 fn a_worker_stopped_at_the_deadline_while_its_instance_is_lent_is_replaced_without_a_request() {
-    let s = Arc::new(server());
-    s.create_endpoint();
-    let key = s.primary_key();
-    let more = json!({"request_settings": {"max_concurrent_requests_per_instance": 2, "request_timeout_ms": 1000}});
-    create(&s, queued_doc("lent", more), "Succeeded");
+    let (s, key) = one_queued_instance("lent", 1000);
     let before = workers_of(&s);
     assert_eq!(before.len(), 1, "{before:?}");
     let r = order(&s, &key, "lent", json!({"tag": "slow", "sleep_ms": 20000}));
@@ -445,11 +448,7 @@ fn a_worker_stopped_at_the_deadline_while_its_instance_is_lent_is_replaced_witho
 /// waits for another instance, here the replacement.
 #[test]
 fn a_queued_run_given_a_lent_instance_whose_worker_dies_waits_for_another() {
-    let s = Arc::new(server());
-    s.create_endpoint();
-    let key = s.primary_key();
-    let more = json!({"request_settings": {"max_concurrent_requests_per_instance": 2, "request_timeout_ms": 30000}});
-    create(&s, queued_doc("big", more), "Succeeded");
+    let (s, key) = one_queued_instance("big", 30000);
     let dir = tempfile::tempdir().unwrap();
     let mark = dir.path().join("a");
     let (s1, k1, m) = (Arc::clone(&s), key.clone(), mark.clone());
