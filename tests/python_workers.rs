@@ -464,3 +464,28 @@ fn a_queued_run_given_a_lent_instance_whose_worker_dies_waits_for_another() {
     assert_eq!(v["tag"], "B");
     assert_ne!(v["pid"].as_u64().unwrap(), u64::from(first as u32), "B ran on the new worker");
 }
+
+/// Attack pass: a script that writes a well-formed answer to fd 4 (where the worker's answers
+/// went) put it in the place of the request waiting behind its run, and every later answer
+/// of that worker went to the client after its own. Scripts now find /dev/null on fds 3 and 4.
+#[test]
+fn a_script_that_writes_an_answer_to_fd_4_crosses_no_clients_answers() {
+    let (s, key) = one_queued_instance("forger", 30000);
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let (s, key) = (Arc::clone(&s), key.clone());
+            std::thread::spawn(move || {
+                for r in 0..12 {
+                    let tag = format!("c{c}r{r}");
+                    let forge = if r % 3 == 0 { "forge" } else { "" };
+                    let reply = order(&s, &key, "forger", json!({"tag": tag, "sleep_ms": 3, "do": forge}));
+                    assert_eq!(reply.status, 200, "{}", reply.body);
+                    assert_eq!(reply.json()["tag"], tag, "the answer belongs to the request: {}", reply.body);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}

@@ -40,6 +40,7 @@ import sys
 import traceback
 import types
 
+# The frame pipes as inherited; main() moves them to private descriptors (hide_frame_pipes).
 IN_FD = 3
 OUT_FD = 4
 HEADER = struct.Struct(">IB")
@@ -404,9 +405,25 @@ def reply(result):
     answer(200, "application/json", body.encode("utf-8"))
 
 
+def hide_frame_pipes():
+    """Moves the frame pipes to private descriptors and leaves /dev/null on fds 3 and 4.
+
+    Two runs may be in the pipes at once (the next request waits behind the current run), so
+    a script, or a library it loads, that writes to fd 4 or reads fd 3 would put a forged
+    answer in another client's place or take the next client's request. Now such writes go
+    nowhere and such reads find nothing. The private copies are not inherited by processes
+    the script starts (os.dup makes them close-on-exec), so a child cannot hold the pipes
+    open after the worker is gone either."""
+    global IN_FD, OUT_FD
+    IN_FD, OUT_FD = os.dup(3), os.dup(4)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 3, inheritable=False)
+    os.dup2(null, 4, inheritable=False)
+    os.close(null)
+
+
 def main():
-    os.set_inheritable(IN_FD, False)
-    os.set_inheritable(OUT_FD, False)
+    hide_frame_pipes()
     alias_azure_modules()
     try:
         configure_logging()

@@ -825,8 +825,11 @@ impl InstancePool {
             return self.run_queued(body, content_type, headers, protocol).await;
         }
         // A run that never began (its worker stopped under the run before it) goes to another
-        // instance; a few tries, as each stands for a worker that died.
-        for _ in 0..NOT_STARTED_TRIES {
+        // instance, as often as that happens until the request's own deadline (the caller's
+        // timeout) ends it: another client's run killed at its deadline must not fail this
+        // one as a model error. `take` waits for an instance (replacements come after a
+        // backoff), so this does not spin.
+        loop {
             let hook = self.take().await?;
             let mut out = CheckedOut { pool: self, hook: Some(hook) };
             let request =
@@ -850,9 +853,6 @@ impl InstancePool {
             }
             return outcome.map(|response| Answer { response, header_length: None }).map_err(RunError::from);
         }
-        Err(RunError::Failed(format!(
-            "the run could not start: the workers of {NOT_STARTED_TRIES} instances stopped before taking it"
-        )))
     }
 
     /// A long run: queued for the blocking threads. A blocking thread that holds an instance
@@ -1176,9 +1176,6 @@ impl InstancePool {
     }
 }
 
-/// How many instances a run that never began is offered to ([`Turn::NotStarted`]).
-const NOT_STARTED_TRIES: usize = 3;
-
 /// An instance taken for a run awaited on a task. However the run ends (answered, or its
 /// future dropped at the deadline), dropping this gives the instance back, or replaces it
 /// when it can no longer serve.
@@ -1400,6 +1397,47 @@ mod tests {
             let turn = Box::pin(std::future::ready(Turn::Begun(answer)));
             Some(crate::hooks::Started { lend: false, turn })
         }
+    }
+
+    /// A hook whose first runs never begin (as a Python run queued behind a run killed at its
+    /// deadline), counted down from a shared number.
+    struct NeverBegins(Arc<AtomicUsize>);
+
+    impl ScoringHook for NeverBegins {
+        fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+            Ok(HookResponse::json(request.body.to_vec()))
+        }
+
+        fn start_run(&mut self, request: HookRequest<'_>) -> Option<crate::hooks::Started> {
+            let begins = self.0.fetch_sub(1, Ordering::SeqCst) == 0;
+            if begins {
+                self.0.store(0, Ordering::SeqCst);
+            }
+            let body = request.body.to_vec();
+            let turn = if begins {
+                Turn::Begun(Box::pin(std::future::ready(Ok(HookResponse::json(body)))))
+            } else {
+                Turn::NotStarted
+            };
+            Some(crate::hooks::Started { lend: false, turn: Box::pin(std::future::ready(turn)) })
+        }
+    }
+
+    /// Issue 23 attack pass: a run that never began was offered to three instances and then
+    /// failed as a model error (424), though another client's runs were what stopped them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_that_never_begins_is_offered_again_until_it_does() {
+        let left = Arc::new(AtomicUsize::new(7));
+        let l = Arc::clone(&left);
+        let p = InstancePool::new(
+            Arc::new(move || Ok(Box::new(NeverBegins(Arc::clone(&l))) as Box<dyn ScoringHook>)),
+            tokio::runtime::Handle::current(),
+        );
+        p.queue_every_run();
+        p.add(1).await.unwrap();
+        let answer = p.run(Bytes::from_static(b"[7]"), None, &HeaderMap::new()).await;
+        assert_eq!(&answer.expect("answered once it began").body[..], b"[7]");
+        assert_eq!(left.load(Ordering::SeqCst), 0, "offered until it began");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

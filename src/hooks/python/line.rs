@@ -265,7 +265,13 @@ impl Line {
         // Still running: it might never end, and nobody would stop it at a deadline.
         drop(q);
         self.worker().stopped_at_deadline();
-        self.end(n, true, false);
+        // Its answer may have come whole between the look above and the kill: then the worker
+        // may have begun the next run, which must not be run again elsewhere.
+        let mut q = self.queue();
+        let answered = matches!(read_now(&self.answers, &mut buf, &mut have), Ok(Some(_)));
+        q.done = q.done.max(n);
+        q.frames.pop_front();
+        self.stop(q, answered);
     }
 
     /// Marks the worker stopped (what waits behind it is woken to go elsewhere) and tells
