@@ -249,12 +249,16 @@ fn worker_count_runs_that_many_workers_per_instance_and_a_crash_replaces_one() {
     // One worker dies: that request is a 424; only it is replaced, the other five live on.
     let r = order(&s, &key, "pool", json!({"do": "exit"}));
     assert_eq!(r.status, 424, "{}", r.body);
+    assert!(r.body.contains("died during the run"), "{}", r.body);
     let v = eventually("a new worker replaced the one that died", Duration::from_secs(60), || {
         let v = s.admin("GET", "/v1/deployments/pool", None).json();
-        if v["workers"]["ready"] == 6 && logs(&s, "pool").matches("stdout: chatty init print").count() == 7 {
+        let inits = logs(&s, "pool").matches("stdout: chatty init print").count();
+        if v["workers"]["ready"] == 6 && inits == 7 {
             Ok(v)
         } else {
-            Err(v.to_string())
+            let log = logs(&s, "pool");
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            Err(format!("{inits} inits: {v}\nlog, last lines first: {tail:#?}"))
         }
     });
     assert_eq!(v["instances"]["ready"], 2, "{v}");
