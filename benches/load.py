@@ -23,6 +23,7 @@ Only the standard library is used.
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -112,12 +113,38 @@ def wait_until(check, what, timeout=60):
 # --- servers ------------------------------------------------------------------------------
 
 
+# Every server process a benchmark starts, stopped when this script exits however it exits
+# (a later server failing to start, Ctrl-C): before, a Switchyard started for a point whose
+# floor binary was missing went on running after the script had failed.
+STARTED = []
+
+
+def started(proc):
+    STARTED.append(proc)
+    return proc
+
+
+@atexit.register
+def stop_started():
+    for proc in STARTED:
+        if proc.poll() is None:
+            try:
+                # Azure's server runs in its own session, with its gunicorn workers.
+                if os.getsid(proc.pid) == proc.pid:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except OSError:
+                pass
+            proc.wait()
+
+
 class Switchyard:
     def __init__(self, workers=None, extra=()):
         args = [str(BIN), "serve", "--port", "0", "--admin-port", "0", *extra]
         if workers:
             args += ["--workers", str(workers)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = started(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         self.scoring = self.admin = None
         while self.scoring is None or self.admin is None:
             line = self.proc.stdout.readline()
@@ -174,8 +201,8 @@ class Switchyard:
 class Floor:
     def __init__(self, model):
         self.port = free_port()
-        self.proc = subprocess.Popen([str(FLOOR), str(ROOT / "models" / model / "model.onnx"), str(self.port), "2"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = started(subprocess.Popen([str(FLOOR), str(ROOT / "models" / model / "model.onnx"), str(self.port), "2"],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True, "the floor")
         self.key = ""
 
@@ -197,10 +224,10 @@ class PythonServer:
             script.write_text(SCORE_PY)
             env = {"BENCH_MODEL": str(ROOT / "models" / model / "model.onnx")}
         env = dict(os.environ, WORKER_COUNT="2", **(env or {}))
-        self.proc = subprocess.Popen(
+        self.proc = started(subprocess.Popen(
             [str(venv / "bin" / "azmlinfsrv"), "--entry_script", str(script), "--port", str(self.port),
              "--health_port", str(health), "--worker_count", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=workdir, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=workdir, start_new_session=True))
         body = (ROOT / "sample-requests" / "model-1.json").read_bytes()
         wait_until(lambda: http("POST", self.url(), body, {"Content-Type": "application/json"})[0] == 200,
                    "the Azure ML inference server", timeout=120)
