@@ -3,6 +3,7 @@
 //! deployment's spec beside it.
 #![forbid(unsafe_code)]
 
+mod permits;
 pub mod pool;
 pub mod state;
 

@@ -1,5 +1,5 @@
 //! A deployment's worker pool: `instance_count` hook instances, each used by one request at a
-//! time, handed out through a fair semaphore.
+//! time, handed out through a semaphore that is fair within a bound ([`super::permits`]).
 //!
 //! How a request reaches an instance is the main performance decision of the runtime. A model-1
 //! run takes ~4 µs and handing it to another thread costs more than that, so a run whose
@@ -11,7 +11,9 @@
 //!
 //! Invariant: the semaphore holds exactly one permit per instance in `idle`. A permit is taken
 //! (and forgotten) before an instance is popped, and added back after it is pushed, so holding
-//! a permit guarantees an idle instance, and waiting requests are served in arrival order.
+//! a permit guarantees an idle instance, and waiting requests are served in arrival order
+//! (a request waiting on the thread that gives an instance back may go first, by at most
+//! [`super::permits::SKEW`]).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,7 +22,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::Semaphore;
+
+use super::permits::{Permit, Permits, TryAcquireError};
 
 use crate::hooks::cancel::{Cancellation, InitStop};
 use crate::hooks::{
@@ -135,7 +139,7 @@ pub struct InstancePool {
     /// Instances not running a request right now.
     idle: Mutex<Vec<Box<dyn ScoringHook>>>,
     /// One permit per instance in `idle`.
-    available: Semaphore,
+    available: Permits,
     /// Loaded instances, idle or busy.
     ready: AtomicUsize,
     /// Instances whose init is running.
@@ -302,7 +306,7 @@ impl InstancePool {
     pub fn new(factory: HookFactory, runtime: tokio::runtime::Handle) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(Vec::new()),
-            available: Semaphore::new(0),
+            available: Permits::new(0),
             ready: AtomicUsize::new(0),
             loading: AtomicUsize::new(0),
             draining: AtomicUsize::new(0),
@@ -664,7 +668,7 @@ impl InstancePool {
     }
 
     /// Removes up to `n` instances, each once it has finished its current request: nothing
-    /// in flight is dropped. Requests already waiting are served first (the semaphore is fair).
+    /// in flight is dropped. Requests already waiting are served first (the semaphore serves waiters before it).
     pub async fn remove(self: &Arc<Self>, n: usize) {
         for _ in 0..n * self.workers_per_instance() {
             if self.ready_workers() == 0 {
@@ -736,7 +740,7 @@ impl InstancePool {
         self.execute(hook, &body, content_type, self.headers_for_run(headers), protocol, None)
     }
 
-    /// Takes an idle instance, waiting for one (fairly) when all are busy. A permit of
+    /// Takes an idle instance, waiting for one when all are busy (in arrival order, within [`super::permits::SKEW`]). A permit of
     /// `available` stands for one instance in `idle`; it is forgotten here and added back when
     /// the instance returns. An instance that stopped serving while it waited in `idle` (its
     /// worker died under a run it had lent it for, see [`hooks::Started::lend`]) is replaced, and
@@ -989,7 +993,7 @@ impl InstancePool {
 
     /// Gives back a permit taken only to look: a queued run that found no permit meanwhile
     /// (its kick answered `Busy`) is kicked again, as a check-in would.
-    fn permit_back(self: &Arc<Self>, permit: tokio::sync::SemaphorePermit<'_>) {
+    fn permit_back(self: &Arc<Self>, permit: Permit<'_>) {
         drop(permit);
         if self.pending.maybe_queued() {
             self.kick();
