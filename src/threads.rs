@@ -5,23 +5,23 @@
 
 /// Nice value of the control plane's threads (admin API workers, the background runtime):
 /// control calls and bookkeeping yield to scoring.
-pub const CONTROL_NICE: i32 = 10;
+pub(crate) const CONTROL_NICE: i32 = 10;
 
 /// Nice value of the shadow (mirror) threads: below live work (nice 0), so a live thread
 /// waking up preempts them and gets three times their share of a contended core; but not
 /// idle-only, so the shadow still gets its CPU budget when other processes keep the cores busy.
-pub const SHADOW_NICE: i32 = 5;
+pub(crate) const SHADOW_NICE: i32 = 5;
 
 /// Nice value of model-load threads: below live work, so a create or scale-up does not show
 /// in live latency, but not idle-only, so it still finishes on a saturated machine.
 const LOADER_NICE: i32 = 19;
 
 /// Sets the calling thread's nice value.
-pub use crate::sys::set_nice;
+pub(crate) use crate::sys::set_nice;
 
 /// Runs `job` on a new thread at nice 19 (loads are rare and may take seconds: a thread each;
 /// how many run at once is bounded by the pool's load slots).
-pub fn spawn_loader(job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+pub(crate) fn spawn_loader(job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new().name("switchyard-load".into()).spawn(move || {
         set_nice(LOADER_NICE);
         job();
@@ -37,7 +37,7 @@ static LIVE_SPAWNER: std::sync::OnceLock<std::sync::mpsc::Sender<LiveJob>> = std
 /// Starts the live-priority spawner thread: call it from a thread at nice 0 (the main thread,
 /// first thing in `serve`), because a thread inherits the nice value of the thread that
 /// starts it.
-pub fn start_live_spawner() {
+pub(crate) fn start_live_spawner() {
     LIVE_SPAWNER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<LiveJob>();
         let started = std::thread::Builder::new().name("switchyard-spawn".into()).spawn(move || {
@@ -63,7 +63,7 @@ pub fn start_live_spawner() {
 /// (measured: both sample workers at nice 19 under load). Started from here, they run at
 /// live priority; their init() runs at it too (it is a process the kernel schedules like
 /// any other).
-pub fn at_live_priority<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+pub(crate) fn at_live_priority<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> Option<R> {
     let run = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).ok();
     let Some(spawner) = LIVE_SPAWNER.get() else {
         return run();

@@ -7,19 +7,19 @@ use serde_json::Value;
 use super::GlobalArgs;
 
 /// One HTTP answer.
-pub struct Reply {
+pub(super) struct Reply {
     pub status: u16,
     pub body: String,
 }
 
 impl Reply {
     /// The body as JSON (or a JSON string of the text when it is not JSON).
-    pub fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|_| Value::String(self.body.clone()))
     }
 
     /// `Ok(json)` for 2xx; otherwise the server's message.
-    pub fn ok_json(self) -> Result<Value, String> {
+    pub(super) fn ok_json(self) -> Result<Value, String> {
         if (200..300).contains(&self.status) {
             Ok(self.json())
         } else {
@@ -29,7 +29,7 @@ impl Reply {
 
     /// The server's `message` (or the raw body) as `az` prints a service error:
     /// `(ResourceNotFound) message`, then `Code:`, `Message:` and `Status:` lines.
-    pub fn error_text(&self) -> String {
+    pub(super) fn error_text(&self) -> String {
         let message = serde_json::from_str::<Value>(&self.body)
             .ok()
             .and_then(|v| v.get("message").or_else(|| v.get("error")).and_then(Value::as_str).map(str::to_owned))
@@ -63,7 +63,7 @@ fn cli_hint(message: &str) -> Option<&'static str> {
 
 /// The error code `az` shows for an HTTP status (Azure Resource Manager's names where it has
 /// one, the status's own name otherwise).
-pub fn error_code(status: u16) -> String {
+pub(super) fn error_code(status: u16) -> String {
     match status {
         400 => "BadRequest".into(),
         401 => "Unauthorized".into(),
@@ -82,13 +82,13 @@ pub fn error_code(status: u16) -> String {
 
 /// An error as `az` prints a service's (`(Code) message`, `Code: ...`, `Message: ...`), plus
 /// the HTTP status, which scripts written against this CLI read.
-pub fn az_error(status: u16, message: &str) -> String {
+pub(super) fn az_error(status: u16, message: &str) -> String {
     let code = error_code(status);
     format!("({code}) {message}\nCode: {code}\nMessage: {message}\nStatus: {status}")
 }
 
 /// Talks to one server's admin API.
-pub struct AdminClient {
+pub(super) struct AdminClient {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
@@ -99,7 +99,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// A client for `--server` / `SWITCHYARD_ADMIN_URL`.
-    pub fn new(global: &GlobalArgs) -> Self {
+    pub(super) fn new(global: &GlobalArgs) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(300)))
@@ -114,7 +114,7 @@ impl AdminClient {
     }
 
     /// A request to the admin API. `path` starts with `/`.
-    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
+    pub(super) fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, String> {
         let url = format!("{}{path}", self.base);
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         if let Some(t) = &self.token {
@@ -127,7 +127,7 @@ impl AdminClient {
     }
 
     /// Any HTTP request (used by `invoke` for the scoring plane).
-    pub fn send(
+    pub(super) fn send(
         &self,
         method: &str,
         url: &str,

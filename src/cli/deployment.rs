@@ -97,7 +97,7 @@ pub enum DeploymentVerb {
     },
 }
 
-pub fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), String> {
+pub(super) fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), String> {
     let admin = AdminClient::new(global);
     match verb {
         DeploymentVerb::Create { name, endpoint_name, file, all_traffic, set, no_wait } => {

@@ -125,7 +125,7 @@ pub struct RolloutArgs {
 
 /// What to do with the current rollout.
 #[derive(Subcommand, Debug)]
-pub enum RolloutAction {
+pub(super) enum RolloutAction {
     /// Hold the current step: traffic stays, nothing is judged.
     Pause {
         #[arg(short = 'n', long)]
@@ -154,7 +154,7 @@ pub enum KeyTypeArg {
     Secondary,
 }
 
-pub fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
+pub(super) fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String> {
     let admin = AdminClient::new(global);
     match verb {
         EndpointVerb::Create { name, file, auth_mode, set, no_wait: _ } => {
@@ -269,7 +269,7 @@ fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Resul
 
 /// The hosted endpoint, checked against `--name` when one is given: another name is
 /// `ResourceNotFound`, as Azure answers for an endpoint that does not exist.
-pub fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> {
+pub(super) fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> {
     let endpoint = admin.call("GET", "/v1/endpoint", None)?.ok_json()?;
     if let Some(n) = name {
         let actual = endpoint.get("name").and_then(Value::as_str).unwrap_or("");

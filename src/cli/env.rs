@@ -31,7 +31,7 @@ pub struct BuildArgs {
 }
 
 /// Runs the verb: progress on stderr, the venv's folder as the last line on stdout.
-pub fn run(verb: EnvVerb) -> Result<String, String> {
+pub(super) fn run(verb: EnvVerb) -> Result<String, String> {
     match verb {
         EnvVerb::Build(args) => {
             let build = crate::spec::python::conda_file(&args.file).map_err(|e| e.message)?;

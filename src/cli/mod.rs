@@ -31,7 +31,7 @@ pub struct Cli {
 }
 
 /// The admin API's address when neither `--server` nor `SWITCHYARD_ADMIN_URL` gives one.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:5002";
+pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:5002";
 
 /// Flags of the client verbs (`online-endpoint`, `online-deployment`), accepted anywhere after
 /// the verb's group; Azure's own flags are accepted and ignored. `--server` and
@@ -244,7 +244,7 @@ pub struct NativeWorkerArgs {
 /// Why `--local` is refused, and what to run instead: the README's one `docker run` line. The
 /// server in the container is the same one the CLI talks to, so every verb then works against it
 /// without `--local`.
-pub const LOCAL_REFUSAL: &str = "--local is not supported: this CLI does not start Docker for you. \
+pub(crate) const LOCAL_REFUSAL: &str = "--local is not supported: this CLI does not start Docker for you. \
 Run the endpoint in a local container yourself (README, \"Local debugging in Docker\"), from the folder \
 holding endpoint.yml, the deployment YAML files and what they point at:\n  \
 docker run --rm -p 5001:5001 -p 127.0.0.1:5002:5002 -e SWITCHYARD_ADMIN_TOKEN=dev \

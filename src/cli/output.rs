@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{GlobalArgs, OutputFormat};
 
 /// Applies `--query` and prints in the chosen format.
-pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
+pub(super) fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
     let value = match &global.query {
         Some(q) => query(value, q)?,
         None => value.clone(),
@@ -30,7 +30,7 @@ pub fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
 
 /// The Azure CLI's table: one row per object (one for a single object), a column per scalar
 /// field, headers from the field names; nested values are left out, as `az -o table` does.
-pub fn table(value: &Value) -> String {
+pub(super) fn table(value: &Value) -> String {
     let rows: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
         Value::Null => Vec::new(),
@@ -100,7 +100,7 @@ fn header_name(field: &str) -> String {
 }
 
 /// Evaluates a JMESPath expression.
-pub fn query(value: &Value, expression: &str) -> Result<Value, String> {
+pub(super) fn query(value: &Value, expression: &str) -> Result<Value, String> {
     let expr = jmespath::compile(expression).map_err(|e| format!("invalid --query {expression:?}: {e}"))?;
     let found = expr.search(value.clone()).map_err(|e| format!("--query {expression:?} failed: {e}"))?;
     serde_json::to_value(&*found).map_err(|e| e.to_string())
@@ -108,7 +108,7 @@ pub fn query(value: &Value, expression: &str) -> Result<Value, String> {
 
 /// The Azure CLI's tsv: scalars bare, an object's values on one line separated by tabs, one
 /// line per element of a list.
-pub fn tsv_lines(value: &Value) -> Vec<String> {
+pub(super) fn tsv_lines(value: &Value) -> Vec<String> {
     match value {
         Value::Array(items) => items.iter().map(tsv_row).collect(),
         other => vec![tsv_row(other)],
@@ -142,7 +142,7 @@ fn scalar(value: &Value) -> String {
 
 /// `--set a.b=c` pairs as a JSON merge document: values parse as JSON where they can
 /// (`2` is a number, `true` a boolean), otherwise they are strings.
-pub fn set_document(pairs: &[String]) -> Result<Value, String> {
+pub(super) fn set_document(pairs: &[String]) -> Result<Value, String> {
     let mut doc = Value::Object(Default::default());
     for pair in pairs {
         let (path, raw) = pair
@@ -169,7 +169,7 @@ pub fn set_document(pairs: &[String]) -> Result<Value, String> {
 }
 
 /// The comparison report as a table for people.
-pub fn comparison_table(r: &Value) -> String {
+pub(super) fn comparison_table(r: &Value) -> String {
     let num = |k: &str| r.get(k).map(scalar).unwrap_or_default();
     let ms = |side: &str, q: &str| {
         r.get(side).and_then(|v| v.get(q)).and_then(Value::as_f64).map_or("-".to_string(), |x| format!("{x:.3} ms"))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 /// The scoring plane's default address inside the container.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:5001";
+pub(super) const DEFAULT_URL: &str = "http://127.0.0.1:5001";
 
 #[derive(Args, Debug)]
 pub struct ProbeArgs {
@@ -22,7 +22,7 @@ pub struct ProbeArgs {
 
 /// The URL that is requested: `--url` as given when it already names a `/health/` path,
 /// otherwise its `/health/ready`; `host:port` alone means `http://host:port`.
-pub fn target(url: &str) -> String {
+pub(super) fn target(url: &str) -> String {
     let base = url.trim_end_matches('/');
     let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
     if base.contains("/health/") {
@@ -33,7 +33,7 @@ pub fn target(url: &str) -> String {
 }
 
 /// Runs the probe; `Ok` carries the line printed on success.
-pub fn run(args: &ProbeArgs) -> Result<String, String> {
+pub(super) fn run(args: &ProbeArgs) -> Result<String, String> {
     let url = target(&args.url);
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -11,7 +11,7 @@ use crate::spec::Traffic;
 
 impl ControlPlane {
     /// `GET /v1/deployments/{name}/comparison`.
-    pub fn comparison(&self, name: &str) -> Result<Value, ControlError> {
+    pub(crate) fn comparison(&self, name: &str) -> Result<Value, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
         let mut report = record.shadow.report.to_json();
@@ -45,7 +45,7 @@ impl ControlPlane {
     }
 
     /// `POST /v1/deployments/{name}/comparison/reset`, optionally with a new `atol`/`rtol`.
-    pub fn reset_comparison(&self, name: &str, body: Option<Value>) -> Result<Value, ControlError> {
+    pub(crate) fn reset_comparison(&self, name: &str, body: Option<Value>) -> Result<Value, ControlError> {
         let tolerance = {
             let state = self.lock();
             let record =

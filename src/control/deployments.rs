@@ -20,7 +20,7 @@ impl ControlPlane {
     /// version serves until the new one is ready). Loading runs in the background; the answer
     /// shows `Creating`/`Updating`. With `all_traffic`, the deployment gets 100% of live
     /// traffic the moment it is ready.
-    pub fn put_deployment(
+    pub(crate) fn put_deployment(
         self: &Arc<Self>,
         name: &str,
         body: Value,
@@ -32,7 +32,7 @@ impl ControlPlane {
     /// As [`Self::put_deployment`], with the body's relative paths resolved against `base_dir`
     /// (the folder of the YAML file it came from; `?base_dir=` on the admin API), as the CLI
     /// resolves them against a `-f` file's folder. Without it they are left as sent.
-    pub fn put_deployment_from(
+    pub(crate) fn put_deployment_from(
         self: &Arc<Self>,
         name: &str,
         body: Value,
@@ -130,7 +130,7 @@ impl ControlPlane {
     /// applied in place (scaling adds or drains instances without dropping a request); a change
     /// of the model or hook replaces the deployment as `PUT` does. The lock is held from the
     /// merge to the publish: two concurrent patches cannot lose each other's fields.
-    pub fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<Value, ControlError> {
+    pub(crate) fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<Value, ControlError> {
         if !patch.is_object() {
             return Err(ControlError::invalid(
                 "a deployment update must be a JSON object, e.g. {\"instance_count\": 2}",
@@ -203,7 +203,7 @@ impl ControlPlane {
 
     /// `DELETE /v1/deployments/{name}`: refused while it has live traffic; removes the mirror
     /// rule if it is the shadow. Requests in flight finish first; loads still running stop.
-    pub fn delete_deployment(&self, name: &str) -> Result<(), ControlError> {
+    pub(crate) fn delete_deployment(&self, name: &str) -> Result<(), ControlError> {
         let mut state = self.lock();
         if !state.deployments.contains_key(name) {
             return Err(unknown_deployment(name, &state));
@@ -231,14 +231,14 @@ impl ControlPlane {
     }
 
     /// `GET /v1/deployments/{name}`.
-    pub fn get_deployment(&self, name: &str) -> Result<Value, ControlError> {
+    pub(crate) fn get_deployment(&self, name: &str) -> Result<Value, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         Ok(self.deployment_view(record))
     }
 
     /// `GET /v1/deployments`.
-    pub fn list_deployments(&self) -> Result<Value, ControlError> {
+    pub(crate) fn list_deployments(&self) -> Result<Value, ControlError> {
         let state = self.lock();
         if state.endpoint.is_none() {
             return Err(no_endpoint());
@@ -247,7 +247,7 @@ impl ControlPlane {
     }
 
     /// `GET /v1/deployments/{name}/logs?lines=N`.
-    pub fn deployment_logs(&self, name: &str, lines: usize) -> Result<Vec<String>, ControlError> {
+    pub(crate) fn deployment_logs(&self, name: &str, lines: usize) -> Result<Vec<String>, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         Ok(record.live.logs.tail(lines))

@@ -18,7 +18,7 @@ const PATCHABLE: &[&str] = &["traffic", "mirror_traffic", "description", "tags",
 impl ControlPlane {
     /// `PUT /v1/endpoint`: creates the endpoint, or replaces its settings if it is the same one.
     /// Returns the endpoint view, whether it was created, and the ignored keys.
-    pub fn put_endpoint(&self, body: Value) -> Result<(Value, bool, Vec<String>), ControlError> {
+    pub(crate) fn put_endpoint(&self, body: Value) -> Result<(Value, bool, Vec<String>), ControlError> {
         let (spec, ignored) = EndpointSpec::from_value(body)?;
         if spec.rollout.is_some() {
             return Err(ControlError::invalid(
@@ -60,7 +60,7 @@ impl ControlPlane {
 
     /// `PATCH /v1/endpoint`: changes traffic, mirror rule, description or tags. Traffic given
     /// replaces the whole split (deployments not named get 0).
-    pub fn patch_endpoint(&self, body: Value) -> Result<Value, ControlError> {
+    pub(crate) fn patch_endpoint(&self, body: Value) -> Result<Value, ControlError> {
         let Value::Object(fields) = body else {
             return Err(ControlError::invalid(
                 "an endpoint update must be a JSON object, e.g. {\"traffic\": {\"blue\": 90, \"green\": 10}}",
@@ -119,7 +119,7 @@ impl ControlPlane {
 
     /// `DELETE /v1/endpoint`: removes the endpoint and every deployment; requests in flight
     /// finish on the pools they hold.
-    pub fn delete_endpoint(&self) -> Result<(), ControlError> {
+    pub(crate) fn delete_endpoint(&self) -> Result<(), ControlError> {
         let mut state = self.lock();
         if state.endpoint.is_none() {
             return Err(no_endpoint());
@@ -137,7 +137,7 @@ impl ControlPlane {
     }
 
     /// `GET /v1/endpoint`.
-    pub fn get_endpoint(&self) -> Result<Value, ControlError> {
+    pub(crate) fn get_endpoint(&self) -> Result<Value, ControlError> {
         let state = self.lock();
         if state.endpoint.is_none() {
             return Err(no_endpoint());
@@ -146,7 +146,7 @@ impl ControlPlane {
     }
 
     /// `GET /v1/endpoint/keys`: the keys, or a fresh token in `aml_token` mode.
-    pub fn credentials(&self) -> Result<Value, ControlError> {
+    pub(crate) fn credentials(&self) -> Result<Value, ControlError> {
         let state = self.lock();
         let ep = state.endpoint.as_ref().ok_or_else(no_endpoint)?;
         Ok(match ep.credentials.auth_mode {
@@ -161,7 +161,7 @@ impl ControlPlane {
     }
 
     /// `POST /v1/endpoint/keys/regenerate`: replaces one key at once; the other keeps working.
-    pub fn regenerate_key(&self, body: Value) -> Result<(), ControlError> {
+    pub(crate) fn regenerate_key(&self, body: Value) -> Result<(), ControlError> {
         let which: KeyType =
             body.get("keyType").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
                 ControlError::invalid("expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}")

@@ -6,7 +6,7 @@ use crate::spec::SpecError;
 
 /// A refused control-plane operation; nothing was changed.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     /// The request breaks a rule that needs no state.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -26,7 +26,7 @@ pub enum ControlError {
 
 impl ControlError {
     /// Shorthand for a refused, malformed request.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::Spec(SpecError::invalid(message))
     }
 }

@@ -9,9 +9,9 @@ mod endpoint;
 mod error;
 mod restore;
 mod rollout;
-pub mod secrets;
-pub mod store;
-pub mod watch;
+pub(crate) mod secrets;
+pub(crate) mod store;
+pub(crate) mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,8 @@ use crate::endpoint::{Credentials, EndpointView, RoutingTable, Unavailable, Weig
 use crate::mirror::{Shadow, Tolerance};
 use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
-pub use error::ControlError;
-pub use rollout::RolloutSource;
+pub(crate) use error::ControlError;
+pub(crate) use rollout::RolloutSource;
 use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
 
 /// The control plane's state: the endpoint and its deployments. Cloning it is cheap (the
@@ -95,7 +95,7 @@ struct PendingVersion {
 }
 
 /// The control plane, shared by the admin API (and later the config-dir watcher).
-pub struct ControlPlane {
+pub(crate) struct ControlPlane {
     state: Mutex<State>,
     routing: Arc<ArcSwap<RoutingTable>>,
     /// Bumped after each publish (the front door's per-thread snapshot caches watch it).
@@ -139,7 +139,7 @@ struct SecretsStatus {
 
 /// Settings of the control plane that come from `switchyard serve`'s flags.
 #[derive(Debug, Clone, Copy)]
-pub struct ControlOptions {
+pub(crate) struct ControlOptions {
     /// Lifetime of `aml_token` tokens.
     pub token_lifetime: Duration,
     /// Default tolerance of mirror comparisons.
@@ -150,7 +150,7 @@ pub struct ControlOptions {
 
 impl ControlPlane {
     /// A control plane with no endpoint. Call from inside a tokio runtime.
-    pub fn new(metrics: Arc<Metrics>, options: ControlOptions, store: Option<StateStore>) -> Arc<Self> {
+    pub(crate) fn new(metrics: Arc<Metrics>, options: ControlOptions, store: Option<StateStore>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
@@ -171,17 +171,17 @@ impl ControlPlane {
     }
 
     /// The admin API's bearer token now (`None`: the admin API is open, on loopback).
-    pub fn admin_token(&self) -> Option<Arc<String>> {
+    pub(crate) fn admin_token(&self) -> Option<Arc<String>> {
         self.admin_token.load_full()
     }
 
     /// Sets the admin API's bearer token.
-    pub fn set_admin_token(&self, token: Option<String>) {
+    pub(crate) fn set_admin_token(&self, token: Option<String>) {
         self.admin_token.store(token.map(Arc::new));
     }
 
     /// The `--secrets-dir`, when the endpoint's secrets come from files.
-    pub fn secrets_dir(&self) -> Option<&Path> {
+    pub(crate) fn secrets_dir(&self) -> Option<&Path> {
         self.secrets.get().map(|s| s.dir.as_path())
     }
 
@@ -244,38 +244,38 @@ impl ControlPlane {
     }
 
     /// The routing snapshot the front door reads.
-    pub fn routing(&self) -> Arc<ArcSwap<RoutingTable>> {
+    pub(crate) fn routing(&self) -> Arc<ArcSwap<RoutingTable>> {
         Arc::clone(&self.routing)
     }
 
     /// The publish counter the front door's snapshot caches watch.
-    pub fn publish_count(&self) -> Arc<std::sync::atomic::AtomicU64> {
+    pub(crate) fn publish_count(&self) -> Arc<std::sync::atomic::AtomicU64> {
         Arc::clone(&self.publish_count)
     }
 
     /// Records the scoring plane's address (for `scoring_uri`).
-    pub fn set_scoring_base(&self, base: String) {
+    pub(crate) fn set_scoring_base(&self, base: String) {
         let _ = self.scoring_base.set(base);
     }
 
     /// Puts the control plane in declarative mode: the files in `dir` own the state.
-    pub fn set_declarative(&self, dir: PathBuf) {
+    pub(crate) fn set_declarative(&self, dir: PathBuf) {
         let _ = self.declarative.set(dir);
     }
 
     /// The `--config-dir`, when the state is owned by files.
-    pub fn declarative_dir(&self) -> Option<&Path> {
+    pub(crate) fn declarative_dir(&self) -> Option<&Path> {
         self.declarative.get().map(PathBuf::as_path)
     }
 
     /// Records how the last application of the config folder went (shown by `show`).
-    pub fn set_config_status(&self, status: Result<(), String>) {
+    pub(crate) fn set_config_status(&self, status: Result<(), String>) {
         *self.config_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
     }
 
     /// The endpoint spec and deployment specs as accepted now (a replacement still loading is
     /// accepted; one that failed is not, so the config-dir reconciler tries it again).
-    pub fn current_specs(&self) -> (Option<EndpointSpec>, BTreeMap<String, DeploymentSpec>) {
+    pub(crate) fn current_specs(&self) -> (Option<EndpointSpec>, BTreeMap<String, DeploymentSpec>) {
         let state = self.lock();
         (
             state.endpoint.as_ref().map(|e| e.spec.clone()),
@@ -290,7 +290,7 @@ impl ControlPlane {
     /// Waits until the named deployment has no operation in progress, or `limit` passes;
     /// returns its view then (`None` if it does not exist). Woken by the deployment's state
     /// changes, not by polling.
-    pub async fn wait_settled(&self, name: &str, limit: Duration) -> Option<serde_json::Value> {
+    pub(crate) async fn wait_settled(&self, name: &str, limit: Duration) -> Option<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let live = self.lock().deployments.get(name).map(|r| Arc::clone(&r.live))?;
@@ -312,7 +312,7 @@ impl ControlPlane {
 
     /// Prometheus text, with the gauges that are read rather than counted (instances, mirror
     /// comparison, process) refreshed first.
-    pub fn metrics_text(&self) -> String {
+    pub(crate) fn metrics_text(&self) -> String {
         {
             let state = self.lock();
             for record in state.deployments.values() {
@@ -329,7 +329,7 @@ impl ControlPlane {
     /// `GET /v1/metrics`: per deployment, the counts behind the request and duration series
     /// as JSON (cumulative; a reader takes rates and quantiles from two reads), so a client
     /// such as the studio page needs no Prometheus text parser.
-    pub fn metrics_json(&self) -> Value {
+    pub(crate) fn metrics_json(&self) -> Value {
         let state = self.lock();
         let role = |r: &crate::telemetry::metrics::RoleSummary| {
             let buckets: Vec<Value> = r

@@ -15,7 +15,7 @@ use crate::spec::{DeploymentSpec, HookKind};
 impl ControlPlane {
     /// Marks the control plane as restoring (the scoring plane answers 503 until
     /// [`restore`](Self::restore) finishes).
-    pub fn begin_restore(&self) {
+    pub(crate) fn begin_restore(&self) {
         self.restoring.store(true, Ordering::Release);
         self.publish(&self.lock());
     }
@@ -25,7 +25,7 @@ impl ControlPlane {
     /// would stop them after the server exits (a worker notices its server is gone only when
     /// it next reads its pipe, after init), and no load or replacement starts. Instances that
     /// serve keep serving the requests in flight.
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
         let state = self.lock();
         self.publish(&state);
@@ -42,7 +42,7 @@ impl ControlPlane {
     /// traffic (a green at 0%, a shadow) keeps loading after, so a slow model that serves
     /// nobody does not hold the endpoint at 503. A replacement that was still loading when the
     /// process stopped starts again once the version that serves is back.
-    pub async fn restore(self: &Arc<Self>, saved: Durable) {
+    pub(crate) async fn restore(self: &Arc<Self>, saved: Durable) {
         self.begin_restore();
         let (mut carrying, mut others) = (Vec::new(), Vec::new());
         {

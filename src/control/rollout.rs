@@ -39,7 +39,7 @@ const MAX_EVENTS: usize = 100;
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RolloutStatus {
+pub(crate) enum RolloutStatus {
     /// Steps are being watched and taken.
     Running,
     /// Held by `rollout pause`: traffic stays, nothing is judged.
@@ -54,7 +54,7 @@ pub enum RolloutStatus {
 
 impl RolloutStatus {
     /// Running or paused: the rollout owns the traffic.
-    pub fn active(self) -> bool {
+    pub(crate) fn active(self) -> bool {
         matches!(self, RolloutStatus::Running | RolloutStatus::Paused)
     }
 }
@@ -62,7 +62,7 @@ impl RolloutStatus {
 /// Who started a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RolloutSource {
+pub(crate) enum RolloutSource {
     /// `online-endpoint rollout` / `POST /v1/endpoint/rollout`.
     Api,
     /// The `rollout:` field of endpoint.yml in `--config-dir` mode.
@@ -71,7 +71,7 @@ pub enum RolloutSource {
 
 /// The numbers of one step's window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct GateValues {
+pub(crate) struct GateValues {
     /// Answers of the target in the window (live or mirror role, per the step).
     pub requests: u64,
     /// Of those, 5xx, 424 and 408.
@@ -88,7 +88,7 @@ pub struct GateValues {
 
 /// Why a rollout was rolled back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rollback {
+pub(crate) struct Rollback {
     /// The step that failed (`mirror:10`, `25`).
     pub step: String,
     /// `error_rate`, `p99_ms`, `p99_ratio`, `agreement` or `traffic_change`.
@@ -106,7 +106,7 @@ pub struct Rollback {
 
 /// A passed step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PassedStep {
+pub(crate) struct PassedStep {
     pub step: String,
     pub gates: GateValues,
     pub at: String,
@@ -114,14 +114,14 @@ pub struct PassedStep {
 
 /// One line of a rollout's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub(crate) struct Event {
     pub at: String,
     pub message: String,
 }
 
 /// A rollout as saved (`--state-dir`): the plan and its progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DurableRollout {
+pub(crate) struct DurableRollout {
     pub plan: RolloutPlan,
     pub source: RolloutSource,
     pub status: RolloutStatus,
@@ -184,7 +184,7 @@ impl DurableRollout {
     }
 
     /// Checks a saved rollout against the saved deployments (restart).
-    pub fn validate(&self, names: &std::collections::BTreeSet<String>) -> Result<(), crate::spec::SpecError> {
+    pub(crate) fn validate(&self, names: &std::collections::BTreeSet<String>) -> Result<(), crate::spec::SpecError> {
         let plan = RolloutPlan::from_value(&self.plan.to_document())?;
         let bad = |what: &str| crate::spec::SpecError::invalid(format!("the saved rollout {what}"));
         if plan.steps != self.plan.steps || self.step >= plan.steps.len() {
@@ -222,7 +222,7 @@ enum Verdict {
 impl ControlPlane {
     /// `POST /v1/endpoint/rollout` (and the config-dir reconciler): checks the plan against the
     /// state, takes the first step as an ordinary traffic change, and starts the timer.
-    pub fn start_rollout(self: &Arc<Self>, body: &Value, source: RolloutSource) -> Result<Value, ControlError> {
+    pub(crate) fn start_rollout(self: &Arc<Self>, body: &Value, source: RolloutSource) -> Result<Value, ControlError> {
         let plan = RolloutPlan::from_value(body)?;
         let ticker = {
             let mut state = self.lock();
@@ -284,12 +284,12 @@ impl ControlPlane {
     }
 
     /// `POST /v1/endpoint/rollout/pause`: traffic stays where it is and nothing is judged.
-    pub fn pause_rollout(&self) -> Result<Value, ControlError> {
+    pub(crate) fn pause_rollout(&self) -> Result<Value, ControlError> {
         self.change_status(RolloutStatus::Running, RolloutStatus::Paused, "paused: traffic stays, nothing is judged")
     }
 
     /// `POST /v1/endpoint/rollout/resume`: the current step's window starts again.
-    pub fn resume_rollout(&self) -> Result<Value, ControlError> {
+    pub(crate) fn resume_rollout(&self) -> Result<Value, ControlError> {
         self.change_status(
             RolloutStatus::Paused,
             RolloutStatus::Running,
@@ -302,7 +302,7 @@ impl ControlPlane {
     /// deployment of that split that cannot serve now (it failed to load) is left out and its
     /// share spread over the others; when none of them can serve, traffic stays on the
     /// deployments of the current split that can (CONTRACT §5).
-    pub fn abort_rollout(&self) -> Result<Value, ControlError> {
+    pub(crate) fn abort_rollout(&self) -> Result<Value, ControlError> {
         {
             let mut state = self.lock();
             let r = active(&state)?;
@@ -338,7 +338,7 @@ impl ControlPlane {
 
     /// `GET /v1/endpoint/rollout`: the plan, the status, the current step with its time left
     /// and gate values so far, the passed steps, the rollback reason and the events.
-    pub fn rollout_view(&self) -> Result<Value, ControlError> {
+    pub(crate) fn rollout_view(&self) -> Result<Value, ControlError> {
         let state = self.lock();
         let r = state.rollout.as_ref().ok_or_else(|| {
             ControlError::NotFound(

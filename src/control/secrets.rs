@@ -20,26 +20,26 @@ use super::ControlPlane;
 use crate::endpoint::auth::SharedSecrets;
 
 /// The endpoint's primary key (`auth_mode: key`).
-pub const PRIMARY_KEY: &str = "primary-key";
+pub(crate) const PRIMARY_KEY: &str = "primary-key";
 /// The endpoint's secondary key.
-pub const SECONDARY_KEY: &str = "secondary-key";
+pub(crate) const SECONDARY_KEY: &str = "secondary-key";
 /// Signs (and verifies) `aml_token` tokens.
-pub const TOKEN_SIGNING_KEY: &str = "token-signing-key";
+pub(crate) const TOKEN_SIGNING_KEY: &str = "token-signing-key";
 /// Optional: verifies tokens, never signs (the middle step of a signing-key rotation).
-pub const TOKEN_VERIFY_KEY: &str = "token-verify-key";
+pub(crate) const TOKEN_VERIFY_KEY: &str = "token-verify-key";
 /// Optional: the admin API's bearer token, in place of `--admin-token`.
-pub const ADMIN_TOKEN: &str = "admin-token";
+pub(crate) const ADMIN_TOKEN: &str = "admin-token";
 
 /// Every file name the folder may hold (dot files, such as a Secret volume's `..data`, aside).
 const KNOWN: &[&str] = &[PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY, TOKEN_VERIFY_KEY, ADMIN_TOKEN];
 /// Shortest secret accepted: 32 characters (`openssl rand -hex 16` gives 32, Azure's keys have 32+).
-pub const MIN_SECRET_CHARS: usize = 32;
+pub(crate) const MIN_SECRET_CHARS: usize = 32;
 /// Longest secret accepted (it travels in an `Authorization` header).
-pub const MAX_SECRET_CHARS: usize = 4096;
+pub(crate) const MAX_SECRET_CHARS: usize = 4096;
 
 /// What the folder holds, validated.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretFiles {
+pub(crate) struct SecretFiles {
     pub shared: SharedSecrets,
     pub admin_token: Option<String>,
 }
@@ -53,7 +53,7 @@ impl std::fmt::Debug for SecretFiles {
 
 /// Reads and validates the folder. `admin_from_file` says whether the admin token comes from
 /// it (decided at start: an `admin-token` file that appears or disappears later is refused).
-pub fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<SecretFiles, String> {
+pub(crate) fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<SecretFiles, String> {
     let shown = dir.display();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list --secrets-dir {shown}: {e}"))?;
     for entry in entries {
@@ -146,7 +146,11 @@ fn read_secret(dir: &Path, name: &str) -> Result<Option<String>, String> {
 /// Reads `dir` (refusing to start on a bad folder), makes its secrets the endpoint's, and
 /// watches it. `admin_token_given` says whether `--admin-token` was given: an `admin-token`
 /// file besides it is refused (one admin token, from one place). Returns the file's admin token.
-pub fn start(control: &Arc<ControlPlane>, dir: PathBuf, admin_token_given: bool) -> Result<Option<String>, String> {
+pub(crate) fn start(
+    control: &Arc<ControlPlane>,
+    dir: PathBuf,
+    admin_token_given: bool,
+) -> Result<Option<String>, String> {
     if !dir.is_dir() {
         return Err(format!("--secrets-dir {} is not a folder", dir.display()));
     }

@@ -20,13 +20,13 @@ use crate::endpoint::Credentials;
 use crate::spec::{traffic, DeploymentSpec, EndpointSpec, SpecError, MAX_DEPLOYMENTS};
 
 /// The file name inside the state folder.
-pub const STATE_FILE: &str = "state.json";
+pub(crate) const STATE_FILE: &str = "state.json";
 /// The format version written now.
 const VERSION: u32 = 1;
 
 /// Everything that survives a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Durable {
+pub(crate) struct Durable {
     pub version: u32,
     pub endpoint: Option<DurableEndpoint>,
     /// Each deployment as it serves (a failed update never lands here).
@@ -45,7 +45,7 @@ pub struct Durable {
 
 /// An update (replacement or scale-up) that failed while the previous version kept serving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FailedUpdate {
+pub(crate) struct FailedUpdate {
     /// The spec that was asked for.
     pub spec: DeploymentSpec,
     /// Why it failed.
@@ -56,14 +56,14 @@ pub struct FailedUpdate {
 
 impl FailedUpdate {
     /// A failure recorded now.
-    pub fn now(spec: DeploymentSpec, error: String) -> Self {
+    pub(crate) fn now(spec: DeploymentSpec, error: String) -> Self {
         Self { spec, error, at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string() }
     }
 }
 
 /// The endpoint's part of the durable state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DurableEndpoint {
+pub(crate) struct DurableEndpoint {
     /// Name, auth mode, description, tags, traffic and mirror rule as accepted.
     pub spec: EndpointSpec,
     pub credentials: Credentials,
@@ -75,7 +75,7 @@ pub struct DurableEndpoint {
 
 impl Durable {
     /// A document of the current version.
-    pub fn new(endpoint: Option<DurableEndpoint>, deployments: Vec<DeploymentSpec>) -> Self {
+    pub(crate) fn new(endpoint: Option<DurableEndpoint>, deployments: Vec<DeploymentSpec>) -> Self {
         Self { version: VERSION, endpoint, deployments, pending: Vec::new(), failed_updates: Vec::new(), rollout: None }
     }
 
@@ -83,7 +83,7 @@ impl Durable {
     /// or damaged file cannot bring back a state the API would refuse (traffic 150, a mirror to
     /// the live deployment, 300 instances, a name with an escape sequence...). The error names
     /// the rule.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    pub(crate) fn validate(&self) -> Result<(), SpecError> {
         let mut names = BTreeSet::new();
         let check = |spec: &DeploymentSpec, what: &str| -> Result<(), SpecError> {
             let value = serde_json::to_value(spec).map_err(|e| SpecError::invalid(e.to_string()))?;
@@ -162,7 +162,7 @@ impl Durable {
 /// Why the state folder cannot be opened. Each message names the file and what to do: a
 /// saved state that cannot be trusted stops the start and is never overwritten.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     #[error("cannot create --state-dir {}: {source}", dir.display())]
     CreateDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot read the saved state {}: {source}", path.display())]
@@ -184,14 +184,14 @@ const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The state folder.
 #[derive(Debug)]
-pub struct StateStore {
+pub(crate) struct StateStore {
     dir: PathBuf,
 }
 
 impl StateStore {
     /// Opens (creating) the folder and reads the saved state, if any. A file that exists but
     /// cannot be read or parsed is an error that names the file.
-    pub fn open(dir: &Path) -> Result<(Self, Option<Durable>), OpenError> {
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Durable>), OpenError> {
         fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { dir: dir.to_path_buf(), source })?;
         let path = dir.join(STATE_FILE);
         // A regular file only, read within a deadline (see `sys::files`): a FIFO or a hung
@@ -213,7 +213,7 @@ impl StateStore {
     }
 
     /// Replaces the saved state atomically and durably.
-    pub fn save(&self, doc: &Durable) -> std::io::Result<()> {
+    pub(crate) fn save(&self, doc: &Durable) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
         let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
         {

@@ -32,7 +32,7 @@ struct Desired {
 }
 
 /// Starts declarative mode on `dir`: applies it now and on every change.
-pub fn start(control: Arc<ControlPlane>, dir: PathBuf) -> Result<(), String> {
+pub(crate) fn start(control: Arc<ControlPlane>, dir: PathBuf) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("--config-dir {} is not a folder", dir.display()));
     }

@@ -4,8 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod permits;
-pub mod pool;
-pub mod state;
+pub(crate) mod pool;
+pub(crate) mod state;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,8 +21,8 @@ use crate::hooks::{self, Answer, HookResponse, InitContext, Protocol, Signature}
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
-pub use pool::{InstancePool, LoadError, RunError};
-pub use state::{ProvisioningState, StateCell};
+pub(crate) use pool::{InstancePool, LoadError, RunError};
+pub(crate) use state::{ProvisioningState, StateCell};
 
 /// Why a deployment did not answer a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// thread may wait before it is served first. A few times the time a `score.py` run takes
 /// in the worker: short enough that no thread's requests fall behind in a way a client
 /// sees, long enough that under steady load each thread keeps the instances it returns.
-pub const SKEW: Duration = Duration::from_millis(1);
+pub(super) const SKEW: Duration = Duration::from_millis(1);
 
 /// How far down the queue a release looks for a waiter of its own thread (bounds the cost of
 /// a release under a very deep queue; beyond it, arrival order).
@@ -49,16 +49,16 @@ fn thread_token() -> u32 {
 
 /// A closed semaphore: no permit will come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+pub(super) struct Closed;
 
 /// Why `try_acquire` found no permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryAcquireError {
+pub(super) enum TryAcquireError {
     NoPermits,
     Closed,
 }
 
-pub struct Permits {
+pub(super) struct Permits {
     state: Mutex<State>,
     /// [`SKEW`], but for tests.
     skew: Duration,
@@ -83,13 +83,13 @@ struct Waiter {
 
 /// One permit, released when dropped unless [`forget`](Permit::forget) is called.
 #[must_use]
-pub struct Permit<'a> {
+pub(super) struct Permit<'a> {
     permits: &'a Permits,
 }
 
 impl Permit<'_> {
     /// Keeps the permit taken for good (the caller stands for it otherwise).
-    pub fn forget(self) {
+    pub(super) fn forget(self) {
         std::mem::forget(self);
     }
 }
@@ -101,7 +101,7 @@ impl Drop for Permit<'_> {
 }
 
 impl Permits {
-    pub fn new(permits: usize) -> Self {
+    pub(super) fn new(permits: usize) -> Self {
         Self::with_skew(permits, SKEW)
     }
 
@@ -114,7 +114,7 @@ impl Permits {
     }
 
     /// A permit now, if one is free and nobody waits for one.
-    pub fn try_acquire(&self) -> Result<Permit<'_>, TryAcquireError> {
+    pub(super) fn try_acquire(&self) -> Result<Permit<'_>, TryAcquireError> {
         let mut s = self.state();
         if s.closed {
             return Err(TryAcquireError::Closed);
@@ -128,12 +128,12 @@ impl Permits {
 
     /// Waits for a permit (cancel-safe: a permit handed to a future dropped before it took
     /// it goes to the next waiter).
-    pub fn acquire(&self) -> Acquire<'_> {
+    pub(super) fn acquire(&self) -> Acquire<'_> {
         Acquire { permits: self, id: None }
     }
 
     /// Adds `n` permits, each handed to a waiter if one waits ([`choose`] says which).
-    pub fn add_permits(&self, n: usize) {
+    pub(super) fn add_permits(&self, n: usize) {
         let mut wake = Vec::new();
         {
             let mut s = self.state();
@@ -157,7 +157,7 @@ impl Permits {
     }
 
     /// No permit will be given any more: waiters and later acquires get `Closed`.
-    pub fn close(&self) {
+    pub(super) fn close(&self) {
         let waiters = {
             let mut s = self.state();
             s.closed = true;
@@ -168,7 +168,7 @@ impl Permits {
         }
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         self.state().closed
     }
 }
@@ -194,7 +194,7 @@ fn choose(waiters: &VecDeque<Waiter>, me: u32, now: Instant, skew: Duration) -> 
 }
 
 /// The future of [`Permits::acquire`].
-pub struct Acquire<'a> {
+pub(super) struct Acquire<'a> {
     permits: &'a Permits,
     /// Set once it waits in the queue.
     id: Option<u64>,

@@ -32,7 +32,7 @@ use crate::hooks::{
 };
 
 /// Runs whose average cost is at most this run inline on the calling thread.
-pub const INLINE_LIMIT_NS: u64 = 100_000;
+pub(crate) const INLINE_LIMIT_NS: u64 = 100_000;
 
 /// Why instances did not load.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +53,7 @@ pub enum LoadError {
 /// them; without a bound, 8 creates of 256 instances started 2,048 loads and 299 threads at
 /// once. One per core keeps a big scale-up from starving everything else and still uses every
 /// core.
-pub fn load_slot_count() -> usize {
+pub(crate) fn load_slot_count() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16)
 }
 
@@ -64,13 +64,13 @@ pub fn load_slot_count() -> usize {
 /// slow `init()` kept a new ONNX deployment `Creating` and a crashed live worker unreplaced
 /// for 600 s). It still counts against its own version's [`load_slot_count`] loads at once,
 /// which bounds how many run in all.
-pub fn load_slots() -> Arc<Semaphore> {
+pub(crate) fn load_slots() -> Arc<Semaphore> {
     static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     Arc::clone(SLOTS.get_or_init(|| Arc::new(Semaphore::new(load_slot_count()))))
 }
 
 /// How long a load holds a process-wide load slot at most (see [`load_slots`]).
-pub const SLOW_LOAD: Duration = Duration::from_secs(5);
+pub(crate) const SLOW_LOAD: Duration = Duration::from_secs(5);
 
 /// How much longer than [`hooks::init_timeout`] the pool waits for an init: the hooks keep that
 /// deadline themselves and say more when it passes (a worker stopped, an in-process call left
@@ -81,7 +81,7 @@ const INIT_GRACE: Duration = Duration::from_secs(2);
 const UNMEASURED: u64 = u64::MAX;
 
 /// Creates one hook instance (blocking).
-pub type HookFactory = Arc<dyn Fn() -> Result<Box<dyn ScoringHook>, InitError> + Send + Sync>;
+pub(crate) type HookFactory = Arc<dyn Fn() -> Result<Box<dyn ScoringHook>, InitError> + Send + Sync>;
 
 /// Why a run produced no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

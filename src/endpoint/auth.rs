@@ -16,7 +16,7 @@ use crate::spec::AuthMode;
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// The longest token lifetime: `serve --token-lifetime-secs` refuses more, and a larger value
 /// from an older state file is clamped to it when a token is issued.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The endpoint's secrets. Persisted with the control-plane state; never logged.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub enum KeyType {
 }
 
 /// 32 random bytes as 64 hex characters.
-pub fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     // The OS random source failing is not recoverable for a server that must issue keys.
     getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
@@ -296,7 +296,7 @@ fn sign(secret: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// `Bearer <secret>` → `<secret>` (scheme case-insensitive, as RFC 6750 allows).
-pub fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
     if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
         Some(value[7..].trim_ascii())
     } else {

@@ -3,10 +3,10 @@
 //! `server::front_door`.
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod routing;
-pub mod split;
+pub(crate) mod auth;
+pub(crate) mod routing;
+pub(crate) mod split;
 
 pub use auth::Credentials;
-pub use routing::{EndpointView, RoutingTable, Unavailable};
+pub(crate) use routing::{EndpointView, RoutingTable, Unavailable};
 pub use split::WeightedSplit;

@@ -11,7 +11,7 @@ use crate::mirror::Shadow;
 
 /// What the scoring plane serves right now.
 #[derive(Default)]
-pub struct RoutingTable {
+pub(crate) struct RoutingTable {
     /// The hosted endpoint, if one was created.
     pub endpoint: Option<EndpointView>,
     /// Why the scoring plane answers 503 to every request now, if it does.
@@ -20,7 +20,7 @@ pub struct RoutingTable {
 
 /// Why no request is routed right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     /// A saved state is being restored: traffic goes live once its deployments are loaded.
     Restoring,
     /// SIGTERM was received: requests in flight finish, new ones are refused.
@@ -29,7 +29,7 @@ pub enum Unavailable {
 
 impl Unavailable {
     /// What a refused client is told.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Unavailable::Restoring => "the server is restoring its saved state: retry shortly",
             Unavailable::ShuttingDown => "the server is shutting down: retry on another replica",
@@ -38,7 +38,7 @@ impl Unavailable {
 }
 
 /// One endpoint's routing rules and deployments.
-pub struct EndpointView {
+pub(crate) struct EndpointView {
     /// The endpoint's name.
     pub name: String,
     /// Who may call `/score`.
@@ -56,7 +56,7 @@ pub struct EndpointView {
 
 impl RoutingTable {
     /// Ready when a deployment with live traffic has a loaded instance (`/health/ready`).
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.endpoint.as_ref().is_some_and(|e| e.split.deployments().any(|d| d.pool.ready() > 0))
     }
 }

@@ -10,20 +10,20 @@
 //! JSON-able value or an `AMLResponse`) fit the same trait as the built-in ONNX hook.
 #![forbid(unsafe_code)]
 
-pub mod cancel;
-pub mod native;
-pub mod oip;
-pub mod onnx;
-pub mod ort_runtime;
-pub mod python;
+pub(crate) mod cancel;
+pub(crate) mod native;
+pub(crate) mod oip;
+pub(crate) mod onnx;
+pub(crate) mod ort_runtime;
+pub(crate) mod python;
 pub mod tensor_json;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-pub use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+pub(crate) use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 
 use crate::spec::HookKind;
@@ -34,10 +34,10 @@ use crate::telemetry::LogRing;
 /// can make the server build an answer of unbounded size (a v2 request naming one output
 /// 10,000 times once made a 360 MB answer from 360 KB). An answer over it is the model's
 /// failure (424) with [`answer_over_cap`]'s message; encoders stop as soon as they know.
-pub const MAX_ANSWER_BYTES: usize = worker::frame::MAX_FRAME;
+pub(crate) const MAX_ANSWER_BYTES: usize = worker::frame::MAX_FRAME;
 
 /// The message of an answer over [`MAX_ANSWER_BYTES`]; `size` when it is known.
-pub fn answer_over_cap(size: Option<usize>) -> String {
+pub(crate) fn answer_over_cap(size: Option<usize>) -> String {
     let mib = MAX_ANSWER_BYTES >> 20;
     match size {
         Some(n) => format!("the answer is {n} bytes, over the answer cap of {mib} MiB ({MAX_ANSWER_BYTES} bytes)"),
@@ -49,7 +49,7 @@ pub fn answer_over_cap(size: Option<usize>) -> String {
 /// `SWITCHYARD_INIT_TIMEOUT_MS` from the server's environment (read once; for operators whose
 /// inits are known to be quick, and for tests). An in-process native init past it fails the
 /// load (its thread cannot be stopped and is left behind; see `native::NativeHook::load`).
-pub fn init_timeout() -> std::time::Duration {
+pub(crate) fn init_timeout() -> std::time::Duration {
     static TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *TIMEOUT.get_or_init(|| {
         std::env::var("SWITCHYARD_INIT_TIMEOUT_MS")
@@ -270,7 +270,11 @@ pub trait ScoringHook: Send {
 }
 
 /// Runs one request on `hook` by the protocol it came by.
-pub fn call(hook: &mut dyn ScoringHook, request: HookRequest<'_>, protocol: Protocol) -> Result<Answer, HookError> {
+pub(crate) fn call(
+    hook: &mut dyn ScoringHook,
+    request: HookRequest<'_>,
+    protocol: Protocol,
+) -> Result<Answer, HookError> {
     match protocol {
         Protocol::Score => hook.run(request).map(|response| Answer { response, header_length: None }),
         Protocol::Infer { header_length } => hook.infer(request, header_length),
@@ -278,7 +282,7 @@ pub fn call(hook: &mut dyn ScoringHook, request: HookRequest<'_>, protocol: Prot
 }
 
 /// Creates one hook instance of the given kind. Blocking: call it off the request path.
-pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, InitError> {
+pub(crate) fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, InitError> {
     match kind {
         HookKind::Onnx { model_file } => {
             onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _).map_err(|e| InitError(e.to_string()))
@@ -295,7 +299,7 @@ pub fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, 
 pub struct InitError(pub String);
 
 /// Where a hook's files are, for messages and logs.
-pub fn describe(kind: &HookKind) -> String {
+pub(crate) fn describe(kind: &HookKind) -> String {
     match kind {
         HookKind::Onnx { model_file } => format!("onnx {}", model_file.display()),
         HookKind::Python(script) => python::describe_script(script),

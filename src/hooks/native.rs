@@ -35,7 +35,7 @@ use crate::telemetry::LogRing;
 const PLUGIN_ENV: &str = "SWITCHYARD_PLUGIN_ENV";
 
 /// Creates one instance of a native deployment, in process or in a worker.
-pub fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
+pub(crate) fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
     match plugin.isolation {
         Isolation::InProcess => NativeHook::load(plugin, ctx).map(|h| Box::new(h) as _),
         Isolation::Process => WorkerHook::start(plugin, ctx).map(|h| Box::new(h) as _),
@@ -50,7 +50,7 @@ fn script_name(plugin: &NativePlugin) -> String {
 }
 
 /// What a deployment's log and `describe` say about a native deployment.
-pub fn describe_plugin(plugin: &NativePlugin) -> String {
+pub(crate) fn describe_plugin(plugin: &NativePlugin) -> String {
     let isolation = match plugin.isolation {
         Isolation::InProcess => "in process",
         Isolation::Process => "in a worker process",
@@ -78,7 +78,7 @@ fn copies() -> std::sync::MutexGuard<'static, Copies> {
 
 /// One copy of a plugin in the private folder, `HASH-NAME`; the file is removed when the last
 /// instance loaded from it is dropped.
-pub struct PluginCopy {
+pub(crate) struct PluginCopy {
     path: PathBuf,
     hash: String,
 }
@@ -100,7 +100,7 @@ impl Drop for PluginCopy {
 /// stopped (after SIGTERM's drain too). After `kill -9` the folder stays in `$TMPDIR` until the
 /// next server starts ([`remove_dead_servers_copies`]); that one makes a new, randomly named
 /// folder and never loads from the old.
-pub fn remove_plugin_copies() {
+pub(crate) fn remove_plugin_copies() {
     let dir = {
         let mut c = copies();
         c.by_hash.clear();
@@ -131,7 +131,7 @@ fn owner_tag(pid: u32) -> Option<String> {
 /// A folder is removed only if it is ours in every way: named `switchyard-plugins-PID-START-…`
 /// by [`copy_for_load`], a real folder (not a link), owned by this user, mode 0700, and its
 /// owner (that pid with that start time) is not running. Called once at the server's start.
-pub fn remove_dead_servers_copies() {
+pub(crate) fn remove_dead_servers_copies() {
     use std::os::unix::fs::MetadataExt;
     let tmp = std::env::temp_dir();
     let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
@@ -303,7 +303,7 @@ static CALLS_IN_PROGRESS: std::sync::atomic::AtomicUsize = std::sync::atomic::At
 
 /// How many in-process plugin calls (`run` or `init`) have not returned: what a stop cut short
 /// after the grace period leaves behind (said in its log line).
-pub fn calls_in_progress() -> usize {
+pub(crate) fn calls_in_progress() -> usize {
     CALLS_IN_PROGRESS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -477,14 +477,14 @@ impl ScoringHook for NativeHook {
 }
 
 /// A process-isolated instance: a `switchyard native-worker` child holding the handle.
-pub struct WorkerHook {
+pub(crate) struct WorkerHook {
     worker: Worker,
     about: String,
 }
 
 impl WorkerHook {
     /// Starts a worker and waits for the plugin's init (blocking).
-    pub fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
+    pub(crate) fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
         let real = resolve_scoring_script(&plugin.code_dir, &script_name(plugin))?;
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find the switchyard binary to start a worker: {e}"))?;
@@ -545,7 +545,7 @@ impl ScoringHook for WorkerHook {
 
 /// `switchyard native-worker`: the child side of `isolation: process`. Loads the plugin,
 /// reports its init, then answers run frames until the pipe closes. Returns the exit code.
-pub fn worker_main(library: &Path, model_dir: &Path) -> i32 {
+pub(crate) fn worker_main(library: &Path, model_dir: &Path) -> i32 {
     let Some((mut input, mut output)) = crate::sys::worker_frame_pipes() else {
         eprintln!(
             "ERROR: switchyard native-worker runs a native plugin for `switchyard serve` (isolation: process); \

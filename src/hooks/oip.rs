@@ -135,7 +135,7 @@ struct OutputJson {
 
 /// A parsed `infer` request; tensors borrow from the body.
 #[derive(Debug)]
-pub struct InferRequest<'a> {
+pub(crate) struct InferRequest<'a> {
     /// The request's `id`, echoed in the answer.
     pub id: Option<String>,
     /// The inputs, in request order.
@@ -148,7 +148,7 @@ pub struct InferRequest<'a> {
 
 /// One input tensor.
 #[derive(Debug)]
-pub struct Input<'a> {
+pub(crate) struct Input<'a> {
     pub name: String,
     pub datatype: Datatype,
     /// Dimensions, checked non-negative and consistent with the data.
@@ -158,7 +158,7 @@ pub struct Input<'a> {
 
 /// Where an input's elements are.
 #[derive(Debug)]
-pub enum InputData<'a> {
+pub(crate) enum InputData<'a> {
     /// JSON `data`, unparsed until the hook knows the element type it needs.
     Json(&'a RawValue),
     /// Little-endian elements from the binary part, length already checked against the shape.
@@ -167,7 +167,7 @@ pub enum InputData<'a> {
 
 /// One output asked for by name.
 #[derive(Debug)]
-pub struct RequestedOutput {
+pub(crate) struct RequestedOutput {
     pub name: String,
     /// `parameters.binary_data`, if given.
     pub binary: Option<bool>,
@@ -175,20 +175,20 @@ pub struct RequestedOutput {
 
 impl RequestedOutput {
     /// Whether this output is answered in binary.
-    pub fn is_binary(&self, request: &InferRequest<'_>) -> bool {
+    pub(crate) fn is_binary(&self, request: &InferRequest<'_>) -> bool {
         self.binary.unwrap_or(request.binary_output)
     }
 }
 
 impl Input<'_> {
     /// Number of elements the shape holds.
-    pub fn elements(&self) -> usize {
+    pub(crate) fn elements(&self) -> usize {
         self.shape.iter().product()
     }
 
     /// The JSON `data` as numbers, row-major (flat or nested both accepted), checked to hold
     /// exactly as many elements as the shape.
-    pub fn json_numbers(&self, raw: &RawValue) -> Result<Vec<f64>, String> {
+    pub(crate) fn json_numbers(&self, raw: &RawValue) -> Result<Vec<f64>, String> {
         let array: NestedArray = serde_json::from_str(raw.get()).map_err(|e| {
             format!(
                 "input {:?}: data must be numbers ({}), flat or nested row-major: {e}",
@@ -211,7 +211,7 @@ impl Input<'_> {
 
 /// Parses an `infer` body. `header_length` is `Inference-Header-Content-Length` (binary
 /// extension): the JSON is that many bytes, the binary inputs follow.
-pub fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<InferRequest<'_>, String> {
+pub(crate) fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<InferRequest<'_>, String> {
     let (json, mut binary) = match header_length {
         Some(n) if n > body.len() => {
             return Err(format!("Inference-Header-Content-Length is {n} but the body has only {} bytes", body.len()))
@@ -336,7 +336,7 @@ fn first_repeat<T: Eq + std::hash::Hash + Copy>(items: impl IntoIterator<Item = 
 /// The answer is capped ([`super::MAX_ANSWER_BYTES`]): each output is checked against the room
 /// left before it is written where its size is known (binary), and after it otherwise, so an
 /// answer over the cap stops at the first output that crosses it instead of being built whole.
-pub struct ResponseWriter {
+pub(crate) struct ResponseWriter {
     header: Vec<u8>,
     binary: Vec<u8>,
     first: bool,
@@ -345,7 +345,7 @@ pub struct ResponseWriter {
 
 impl ResponseWriter {
     /// Starts the answer for the model `model_name` (and version), echoing the request `id`.
-    pub fn new(model_name: &str, model_version: Option<&str>, id: Option<&str>) -> Self {
+    pub(crate) fn new(model_name: &str, model_version: Option<&str>, id: Option<&str>) -> Self {
         let mut header = Vec::with_capacity(128);
         header.extend_from_slice(b"{\"model_name\":");
         json_string(&mut header, model_name);
@@ -374,7 +374,7 @@ impl ResponseWriter {
     }
 
     /// `Err` (the cap's message) when `more` bytes would not fit under the cap.
-    pub fn fits(&self, more: usize) -> Result<(), String> {
+    pub(crate) fn fits(&self, more: usize) -> Result<(), String> {
         let total = self.len().saturating_add(more).saturating_add(2);
         if total > self.limit {
             return Err(if self.limit == super::MAX_ANSWER_BYTES {
@@ -406,7 +406,7 @@ impl ResponseWriter {
     }
 
     /// An output as JSON: `write_data` writes the flat, row-major `data` array.
-    pub fn json_output(
+    pub(crate) fn json_output(
         &mut self,
         name: &str,
         datatype: Datatype,
@@ -423,7 +423,7 @@ impl ResponseWriter {
     }
 
     /// An output in binary: its little-endian bytes follow the header.
-    pub fn binary_output(
+    pub(crate) fn binary_output(
         &mut self,
         name: &str,
         datatype: Datatype,
@@ -441,7 +441,7 @@ impl ResponseWriter {
 
     /// The body, and the JSON header's length when binary outputs follow it (the answer's
     /// `Inference-Header-Content-Length`).
-    pub fn finish(mut self) -> (Vec<u8>, Option<usize>) {
+    pub(crate) fn finish(mut self) -> (Vec<u8>, Option<usize>) {
         self.header.extend_from_slice(b"]}");
         if self.binary.is_empty() {
             return (self.header, None);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The environment variable that overrides the search (`ORT_DYLIB_PATH`, ort's own, also works).
-pub const ENV_OVERRIDE: &str = "SWITCHYARD_ORT_DYLIB";
+pub(crate) const ENV_OVERRIDE: &str = "SWITCHYARD_ORT_DYLIB";
 
 /// The library file name inside each searched folder.
 const LIB_NAME: &str = "libonnxruntime.so";
@@ -35,7 +35,7 @@ pub enum RuntimeError {
 }
 
 /// Loads ONNX Runtime once and returns its environment; later calls return the first outcome.
-pub fn environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
+pub(crate) fn environment() -> Result<&'static ort::environment::Environment, RuntimeError> {
     ENVIRONMENT.get_or_init(load).as_ref().map_err(Clone::clone)
 }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// How far two floats may be apart and still agree.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Tolerance {
+pub(crate) struct Tolerance {
     /// Absolute tolerance.
     pub atol: f64,
     /// Relative tolerance, against the live value.
@@ -26,7 +26,7 @@ impl Default for Tolerance {
 
 /// The outcome of comparing one pair of bodies.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PairDiff {
+pub(crate) struct PairDiff {
     /// Every value agrees within tolerance and the shapes match.
     pub agree: bool,
     /// Lengths, keys or kinds (scalar vs container) differ somewhere.
@@ -42,7 +42,7 @@ pub struct PairDiff {
 }
 
 /// Compares two response bodies.
-pub fn compare_bodies(live: &[u8], shadow: &[u8], tol: Tolerance) -> PairDiff {
+pub(crate) fn compare_bodies(live: &[u8], shadow: &[u8], tol: Tolerance) -> PairDiff {
     match (serde_json::from_slice::<Value>(live), serde_json::from_slice::<Value>(shadow)) {
         (Ok(l), Ok(s)) => {
             let mut diff = PairDiff { agree: true, ..PairDiff::default() };

@@ -36,7 +36,7 @@ const IDLE_POLL: Duration = Duration::from_millis(2);
 static QUEUE: OnceLock<Arc<ArrayQueue<Job>>> = OnceLock::new();
 
 /// Queues `job` for a low-priority thread; gives it back when the queue is full.
-pub fn spawn(job: impl FnOnce() + Send + 'static) -> Result<(), Job> {
+pub(crate) fn spawn(job: impl FnOnce() + Send + 'static) -> Result<(), Job> {
     QUEUE.get_or_init(start).push(Box::new(job))
 }
 
@@ -91,7 +91,7 @@ impl ThreadClock {
 /// second of wall time, `burst` ns at most saved up. Measured on the 2-core machine, shadow
 /// threads that run whenever they have work cost the live path CPU and a context switch per
 /// wake-up; a budget bounds that cost, and copies beyond it are dropped and counted.
-pub struct CpuBudget {
+pub(crate) struct CpuBudget {
     state: std::sync::Mutex<(std::time::Instant, f64)>,
     rate_per_ns: f64,
     burst_ns: f64,
@@ -99,13 +99,13 @@ pub struct CpuBudget {
 
 impl CpuBudget {
     /// A budget of `percent` of one core (0 = no limit).
-    pub fn new(percent: f64) -> Self {
+    pub(crate) fn new(percent: f64) -> Self {
         let rate = if percent <= 0.0 { f64::INFINITY } else { percent / 100.0 };
         Self { state: std::sync::Mutex::new((std::time::Instant::now(), 0.0)), rate_per_ns: rate, burst_ns: 20e6 }
     }
 
     /// Whether there is budget left now (refilling first).
-    pub fn available(&self) -> bool {
+    pub(crate) fn available(&self) -> bool {
         if self.rate_per_ns.is_infinite() {
             return true;
         }
@@ -117,7 +117,7 @@ impl CpuBudget {
     }
 
     /// Charges a finished run.
-    pub fn charge(&self, spent: Duration) {
+    pub(crate) fn charge(&self, spent: Duration) {
         if !self.rate_per_ns.is_infinite() {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             s.1 -= spent.as_nanos() as f64;
@@ -129,17 +129,17 @@ impl CpuBudget {
 static BUDGET: OnceLock<CpuBudget> = OnceLock::new();
 
 /// Sets the shadow CPU budget (once, at start; later calls are ignored).
-pub fn set_shadow_budget(percent: f64) {
+pub(crate) fn set_shadow_budget(percent: f64) {
     let _ = BUDGET.set(CpuBudget::new(percent));
 }
 
 /// The shadow CPU budget.
-pub fn shadow_budget() -> &'static CpuBudget {
+pub(crate) fn shadow_budget() -> &'static CpuBudget {
     BUDGET.get_or_init(|| CpuBudget::new(DEFAULT_SHADOW_CPU_PERCENT))
 }
 
 /// Default shadow CPU budget, percent of one core.
-pub const DEFAULT_SHADOW_CPU_PERCENT: f64 = 5.0;
+pub(crate) const DEFAULT_SHADOW_CPU_PERCENT: f64 = 5.0;
 
 #[cfg(test)]
 mod tests {

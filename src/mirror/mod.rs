@@ -10,18 +10,18 @@
 //! effective share (wanted / copied / dropped) is part of the report.
 #![forbid(unsafe_code)]
 
-pub mod compare;
-pub mod executor;
-pub mod report;
-pub mod shadow;
+pub(crate) mod compare;
+pub(crate) mod executor;
+pub(crate) mod report;
+pub(crate) mod shadow;
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-pub use compare::Tolerance;
-pub use report::Answer;
-pub use shadow::Shadow;
+pub(crate) use compare::Tolerance;
+pub(crate) use report::Answer;
+pub(crate) use shadow::Shadow;
 
 /// Where the two answers of a mirrored request meet. Whichever side arrives second has the
 /// pair recorded, always on a shadow thread, so neither side ever waits for the other.
@@ -86,11 +86,11 @@ impl Rendezvous {
 }
 
 /// Where the front door puts the live answer of a mirrored request.
-pub struct LiveAnswerSlot(Option<Arc<Rendezvous>>);
+pub(crate) struct LiveAnswerSlot(Option<Arc<Rendezvous>>);
 
 impl LiveAnswerSlot {
     /// Hands the live answer over (never waits for the shadow).
-    pub fn send(mut self, answer: Answer) {
+    pub(crate) fn send(mut self, answer: Answer) {
         if let Some(r) = self.0.take() {
             r.live_answered(Some(answer));
         }
@@ -107,7 +107,7 @@ impl Drop for LiveAnswerSlot {
 
 /// Sends a copy of a request to `shadow`. Returns the slot for the live answer, or `None` when
 /// the shadow's queue is full and the copy was dropped (and counted).
-pub fn copy(
+pub(crate) fn copy(
     shadow: &Arc<Shadow>,
     body: Bytes,
     content_type: Option<&str>,

@@ -13,13 +13,13 @@ use serde_json::{json, Value};
 use super::compare::{compare_bodies, PairDiff, Tolerance};
 
 /// Disagreeing pairs kept as examples.
-pub const MAX_SAMPLES: usize = 10;
+pub(crate) const MAX_SAMPLES: usize = 10;
 /// Characters of each body kept in a sample.
 const SAMPLE_BODY_CHARS: usize = 512;
 
 /// One side of a mirrored pair: what a deployment answered and how long it took.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub body: Bytes,
     pub latency: Duration,
@@ -27,7 +27,7 @@ pub struct Answer {
 
 /// A disagreeing pair kept as an example.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub request_id: String,
     pub reason: String,
     pub live_status: u16,
@@ -86,7 +86,7 @@ impl Totals {
 /// Why a mirror copy was not scored. Each reason has a stable key (JSON, CLI) and a sentence
 /// for the logs that says what to change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
+pub(crate) enum DropReason {
     /// The shadow's own bounded copy queue (2 × max_concurrent_requests_per_instance ×
     /// instance_count), or the process-wide shadow job queue, was full.
     QueueFull,
@@ -102,11 +102,11 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in the order reports list them.
-    pub const ALL: [DropReason; 4] =
+    pub(crate) const ALL: [DropReason; 4] =
         [DropReason::QueueFull, DropReason::CpuBudget, DropReason::NoIdleInstance, DropReason::NotReady];
 
     /// The stable key used in JSON and tables.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::CpuBudget => "cpu_budget",
@@ -116,7 +116,7 @@ impl DropReason {
     }
 
     /// What happened, for a log line.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             DropReason::QueueFull => "the shadow's copy queue is full",
             DropReason::CpuBudget => "the shadow CPU budget is spent (serve --mirror-cpu-percent)",
@@ -157,7 +157,7 @@ impl Share {
 
 /// A share window's numbers, copied out of the lock.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ShareSnapshot {
+pub(crate) struct ShareSnapshot {
     pub wanted: u64,
     pub copied: u64,
     pub dropped: u64,
@@ -167,19 +167,19 @@ pub struct ShareSnapshot {
 
 impl ShareSnapshot {
     /// Copies wanted and neither scored nor dropped yet (queued or running).
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.wanted.saturating_sub(self.copied + self.dropped)
     }
 
     /// The drops per reason, most frequent first, as `reason N` items (for log lines).
-    pub fn reasons_text(&self) -> String {
+    pub(crate) fn reasons_text(&self) -> String {
         let mut by: Vec<_> = self.dropped_by_reason.iter().filter(|(_, n)| *n > 0).collect();
         by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         by.iter().map(|(r, n)| format!("{} {n}", r.key())).collect::<Vec<_>>().join(", ")
     }
 
     /// As JSON; `percent` is the mirror rule's percentage (for the effective percentage).
-    pub fn to_json(&self, percent: u32) -> Value {
+    pub(crate) fn to_json(&self, percent: u32) -> Value {
         let share = (self.wanted > 0).then(|| ratio(self.copied, self.wanted));
         let reasons: serde_json::Map<String, Value> =
             self.dropped_by_reason.iter().map(|(r, n)| (r.key().to_string(), json!(n))).collect();
@@ -197,14 +197,14 @@ impl ShareSnapshot {
 }
 
 /// Drops above this share of wanted copies make the shadow's log warn.
-pub const DROP_WARN_RATIO: f64 = 0.10;
+pub(crate) const DROP_WARN_RATIO: f64 = 0.10;
 /// No warning before this many copies were wanted (one early drop is not a trend).
 const DROP_WARN_MIN_WANTED: u64 = 50;
 /// At most one low-share warning per this long, per window.
 const DROP_WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// The comparison report of one (shadow) deployment.
-pub struct MirrorReport {
+pub(crate) struct MirrorReport {
     totals: Mutex<Totals>,
     share: Mutex<Share>,
 }
@@ -213,7 +213,7 @@ use crate::telemetry::MirrorGauges;
 
 impl MirrorReport {
     /// An empty report comparing with `tolerance`.
-    pub fn new(tolerance: Tolerance) -> Self {
+    pub(crate) fn new(tolerance: Tolerance) -> Self {
         Self { totals: Mutex::new(Totals::new(tolerance)), share: Mutex::new(Share::new(0)) }
     }
 
@@ -226,13 +226,13 @@ impl MirrorReport {
     }
 
     /// The tolerance in use.
-    pub fn tolerance(&self) -> Tolerance {
+    pub(crate) fn tolerance(&self) -> Tolerance {
         self.lock().tolerance
     }
 
     /// Starts over (the mirror rule changed, or the user asked), optionally with a new
     /// tolerance.
-    pub fn reset(&self, tolerance: Option<Tolerance>) {
+    pub(crate) fn reset(&self, tolerance: Option<Tolerance>) {
         let mut t = self.lock();
         let tol = tolerance.unwrap_or(t.tolerance);
         *t = Totals::new(tol);
@@ -243,14 +243,14 @@ impl MirrorReport {
 
     /// The front door wants a copy sent (the mirror percentage picked this request). Returns
     /// the window the copy belongs to, for [`Self::copied`] and [`Self::dropped`].
-    pub fn wanted(&self) -> u64 {
+    pub(crate) fn wanted(&self) -> u64 {
         let mut s = self.lock_share();
         s.wanted += 1;
         s.generation
     }
 
     /// The shadow scored a copy wanted in window `generation` (whatever it answered).
-    pub fn copied(&self, generation: u64) {
+    pub(crate) fn copied(&self, generation: u64) {
         let mut s = self.lock_share();
         if s.generation == generation {
             s.copied += 1;
@@ -261,7 +261,7 @@ impl MirrorReport {
     /// drops have passed [`DROP_WARN_RATIO`] of the wanted copies and no warning was given in
     /// the last [`DROP_WARN_EVERY`]: the caller then warns (the rate limit lives here, under the
     /// same lock as the counts, so two threads never both warn).
-    pub fn dropped(&self, generation: u64, reason: DropReason) -> Option<ShareSnapshot> {
+    pub(crate) fn dropped(&self, generation: u64, reason: DropReason) -> Option<ShareSnapshot> {
         let mut s = self.lock_share();
         if s.generation != generation {
             return None;
@@ -277,17 +277,17 @@ impl MirrorReport {
     }
 
     /// The effective share since the last reset.
-    pub fn share(&self) -> ShareSnapshot {
+    pub(crate) fn share(&self) -> ShareSnapshot {
         snapshot(&self.lock_share())
     }
 
     /// The shadow answered but the live answer never came (the client went away).
-    pub fn record_unpaired(&self) {
+    pub(crate) fn record_unpaired(&self) {
         self.lock().unpaired += 1;
     }
 
     /// Records one mirrored pair. The bodies are compared before the lock is taken.
-    pub fn record(&self, request_id: &str, live: &Answer, shadow: &Answer) {
+    pub(crate) fn record(&self, request_id: &str, live: &Answer, shadow: &Answer) {
         let tolerance = self.tolerance();
         let both_ok = live.status == 200 && shadow.status == 200;
         let diff = if both_ok { Some(compare_bodies(&live.body, &shadow.body, tolerance)) } else { None };
@@ -343,7 +343,7 @@ impl MirrorReport {
     }
 
     /// The numbers exported as metrics.
-    pub fn gauges(&self) -> MirrorGauges {
+    pub(crate) fn gauges(&self) -> MirrorGauges {
         let t = self.lock();
         MirrorGauges {
             pairs: t.pairs,
@@ -356,7 +356,7 @@ impl MirrorReport {
     }
 
     /// The whole report, as `GET /v1/deployments/{name}/comparison` answers it.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let dropped = self.share().dropped;
         let t = self.lock();
         let pct = |h: &Histogram<u64>| {

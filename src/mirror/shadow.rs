@@ -15,7 +15,7 @@ use crate::hooks::{HookRequest, HookResponse, Protocol};
 use crate::telemetry::Role;
 
 /// One deployment version as a shadow.
-pub struct Shadow {
+pub(crate) struct Shadow {
     /// The deployment that scores the copies.
     pub deployment: Arc<Deployment>,
     /// How its answers compare with the live ones.
@@ -31,7 +31,7 @@ pub struct Shadow {
 
 impl Shadow {
     /// The shadow side of `deployment`, comparing with `tolerance`.
-    pub fn new(deployment: Arc<Deployment>, tolerance: Tolerance) -> Arc<Self> {
+    pub(crate) fn new(deployment: Arc<Deployment>, tolerance: Tolerance) -> Arc<Self> {
         Arc::new(Self {
             deployment,
             report: MirrorReport::new(tolerance),
@@ -43,7 +43,7 @@ impl Shadow {
     }
 
     /// Copies admitted and not finished yet (queued or running).
-    pub fn queued_copies(&self) -> usize {
+    pub(crate) fn queued_copies(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
     }
 
@@ -53,7 +53,7 @@ impl Shadow {
     /// every drop). When drops pass 10% of the wanted copies the log and the tracing output
     /// also get a warning (at most one per 30 s, see [`MirrorReport::dropped`]): users set a
     /// percentage and must not be left to believe the shadow sees it when it does not.
-    pub fn drop_copy(&self, request_id: &str, window: u64, reason: DropReason) {
+    pub(crate) fn drop_copy(&self, request_id: &str, window: u64, reason: DropReason) {
         let d = &self.deployment;
         d.metrics.mirror_dropped.inc();
         if let Some(share) = self.report.dropped(window, reason) {
@@ -87,7 +87,7 @@ impl Shadow {
     /// admission cap). Counts the copy as wanted first, so that every copy the front door
     /// picks is either scored or dropped with a reason. `None` when the queue is full (the
     /// copy is dropped and counted).
-    pub fn admit_copy(self: &Arc<Self>, request_id: &str) -> Option<CopyTicket> {
+    pub(crate) fn admit_copy(self: &Arc<Self>, request_id: &str) -> Option<CopyTicket> {
         let window = self.report.wanted();
         let before = self.inflight.fetch_add(1, Ordering::AcqRel);
         if before >= self.deployment.capacity() {
@@ -109,7 +109,7 @@ impl Shadow {
     /// again, until its deadline (`request_timeout_ms` after it was queued at `queued`);
     /// `None` when it is dropped then (counted, with the reason), or at once when the shadow
     /// has no ready instance. The budget is charged by the shadow thread, in CPU time.
-    pub fn score_copy(
+    pub(crate) fn score_copy(
         &self,
         copy: HookRequest<'_>,
         protocol: Protocol,
@@ -152,7 +152,7 @@ impl Shadow {
 }
 
 /// A copy's place in its shadow's queue; freed when the copy is done or dropped.
-pub struct CopyTicket {
+pub(crate) struct CopyTicket {
     shadow: Arc<Shadow>,
     /// The share window the copy was wanted in (see `MirrorReport::wanted`).
     window: u64,
@@ -160,12 +160,12 @@ pub struct CopyTicket {
 
 impl CopyTicket {
     /// The shadow.
-    pub fn shadow(&self) -> &Arc<Shadow> {
+    pub(crate) fn shadow(&self) -> &Arc<Shadow> {
         &self.shadow
     }
 
     /// The share window the copy was wanted in.
-    pub fn window(&self) -> u64 {
+    pub(crate) fn window(&self) -> u64 {
         self.window
     }
 }

@@ -15,7 +15,7 @@ use crate::control::{ControlError, ControlPlane, RolloutSource};
 use crate::spec::{limits, SpecError};
 
 /// What the admin handlers share.
-pub struct AdminState {
+pub(super) struct AdminState {
     /// The control plane (which also holds the admin token: when set, every admin call must
     /// send `Authorization: Bearer <token>`).
     pub control: Arc<ControlPlane>,
@@ -24,7 +24,7 @@ pub struct AdminState {
 }
 
 /// Registers the admin routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/endpoint", web::get().to(get_endpoint))
         .route("/v1/endpoint", web::put().to(put_endpoint))
         .route("/v1/endpoint", web::patch().to(patch_endpoint))

@@ -45,12 +45,13 @@ use super::errors::admin_refusal;
 /// The policy of every admin answer that does not set its own (the studio's assets do):
 /// nothing may load, and the answer, opened as a page, is sandboxed (no script, an opaque
 /// origin) and cannot be framed.
-pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox";
+pub(super) const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox";
 
 /// Why the gate refused a request. Mapped to an answer in `errors.rs`; every message says what
 /// was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(super) enum Refusal {
     /// A token-less plane was asked under a name it does not serve (DNS rebinding).
     ForeignHost {
         /// The `Host` the request named (as sent, shortened).
@@ -75,7 +76,7 @@ pub enum Refusal {
 /// The host names a token-less admin plane answers to, besides `localhost` and loopback
 /// addresses: the address it is bound to and the names of `--admin-allowed-hosts`.
 #[derive(Debug, Clone)]
-pub struct AllowedHosts {
+pub(super) struct AllowedHosts {
     bound: IpAddr,
     /// Lower case, no trailing dot.
     names: Vec<String>,
@@ -84,7 +85,7 @@ pub struct AllowedHosts {
 impl AllowedHosts {
     /// The plane bound to `bound`, also answering to `extra` (host names or IP addresses,
     /// without scheme or port). An entry that is not one is refused with the reason.
-    pub fn new(bound: IpAddr, extra: &[String]) -> Result<Self, String> {
+    pub(super) fn new(bound: IpAddr, extra: &[String]) -> Result<Self, String> {
         let mut names = Vec::new();
         for entry in extra.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             let name = normalize(entry);
@@ -218,7 +219,7 @@ fn shown(value: &HeaderValue) -> String {
 
 /// The gate's decision for one request. `token_required`: the plane has an admin token (the
 /// handlers check it; the `Host` rule is then not applied).
-pub fn check(
+pub(super) fn check(
     method: &Method,
     uri: &actix_web::http::Uri,
     headers: &HeaderMap,
@@ -273,7 +274,7 @@ pub fn check(
 
 /// The middleware: refuses what [`check`] refuses, and puts the security headers on every
 /// answer, refusals and error answers included.
-pub async fn gate(
+pub(super) async fn gate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {

@@ -32,7 +32,7 @@ const UNSIZED_START: usize = 16 * 1024;
 
 /// How a `/score` body may be read.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
+pub(super) struct BodyLimits {
     /// Largest body, in bytes, after decoding (and on the wire).
     pub max_bytes: usize,
     /// The whole body must have arrived this long after the handler starts reading it.
@@ -41,7 +41,7 @@ pub struct BodyLimits {
 
 /// The content codings a body may come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
+pub(super) enum Coding {
     Identity,
     Gzip,
 }
@@ -49,7 +49,7 @@ pub enum Coding {
 /// What the request head says about its body: refuses (413/415) what can be refused before a
 /// byte of it is read. Used by the `/score` handler and by the `Expect: 100-continue` check.
 #[allow(clippy::result_large_err)]
-pub fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Coding, Option<u64>), HttpResponse> {
+pub(super) fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Coding, Option<u64>), HttpResponse> {
     let coding = coding(headers)?;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
@@ -69,7 +69,11 @@ pub fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Coding, Opti
 /// microseconds later. The first `Pending` therefore wakes the task itself (no timer yet, and
 /// no risk of never being polled again); if the body is still incomplete on the next poll,
 /// the timer is armed for the same deadline.
-pub async fn read(headers: &HeaderMap, mut payload: web::Payload, limits: BodyLimits) -> Result<Bytes, HttpResponse> {
+pub(super) async fn read(
+    headers: &HeaderMap,
+    mut payload: web::Payload,
+    limits: BodyLimits,
+) -> Result<Bytes, HttpResponse> {
     let (coding, declared) = check_head(headers, limits.max_bytes)?;
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut reading = std::pin::pin!(collect(&mut payload, coding, declared, limits.max_bytes));
@@ -106,7 +110,7 @@ pub async fn read(headers: &HeaderMap, mut payload: web::Payload, limits: BodyLi
 }
 
 /// The 413 answer.
-pub fn too_large(max_bytes: usize) -> HttpResponse {
+pub(super) fn too_large(max_bytes: usize) -> HttpResponse {
     error_response(
         413,
         &format!(

@@ -14,21 +14,21 @@ use crate::deployment::ScoreError;
 use crate::spec::{SpecError, SpecErrorKind};
 
 /// An error answer: JSON `{"message": ...}` with the given status.
-pub fn error_response(status: u16, message: &str) -> HttpResponse {
+pub(super) fn error_response(status: u16, message: &str) -> HttpResponse {
     ErrorStyle::Message.response(status, message)
 }
 
 /// How an API spells its error bodies: Azure's `{"message": ...}`, or the Open Inference
 /// Protocol's `{"error": ...}` (what `tritonclient` reads). Same statuses and headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorStyle {
+pub(crate) enum ErrorStyle {
     Message,
     Error,
 }
 
 impl ErrorStyle {
     /// An error answer in this style.
-    pub fn response(self, status: u16, message: &str) -> HttpResponse {
+    pub(crate) fn response(self, status: u16, message: &str) -> HttpResponse {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = match self {
             ErrorStyle::Message => serde_json::json!({ "message": message }),
@@ -40,7 +40,7 @@ impl ErrorStyle {
 
 /// Respells an error answer made in `{"message": ...}` (the body reader's refusals) in `style`,
 /// keeping its status and headers. Errors only, so the extra copy costs nothing that matters.
-pub fn restyle(response: HttpResponse, style: ErrorStyle) -> HttpResponse {
+pub(super) fn restyle(response: HttpResponse, style: ErrorStyle) -> HttpResponse {
     if style == ErrorStyle::Message || response.status().is_success() {
         return response;
     }
@@ -62,7 +62,7 @@ pub fn restyle(response: HttpResponse, style: ErrorStyle) -> HttpResponse {
 }
 
 /// The admin API's status for a refused document.
-pub fn spec_status(e: &SpecError) -> u16 {
+pub(super) fn spec_status(e: &SpecError) -> u16 {
     match e.kind {
         SpecErrorKind::Invalid => 400,
         SpecErrorKind::Conflict => 409,
@@ -71,7 +71,7 @@ pub fn spec_status(e: &SpecError) -> u16 {
 }
 
 /// The admin API's status for a refused operation.
-pub fn control_status(e: &ControlError) -> u16 {
+pub(super) fn control_status(e: &ControlError) -> u16 {
     match e {
         ControlError::Spec(e) => spec_status(e),
         ControlError::Conflict(_) => 409,
@@ -82,13 +82,13 @@ pub fn control_status(e: &ControlError) -> u16 {
 }
 
 /// A refused admin operation as an answer.
-pub fn control_error(e: &ControlError) -> HttpResponse {
+pub(super) fn control_error(e: &ControlError) -> HttpResponse {
     error_response(control_status(e), &e.to_string())
 }
 
 /// The admin gate's refusal as an answer: 403 for a foreign `Host` or a cross-site request,
 /// 415 for a body not declared as JSON or YAML; each message says what was expected.
-pub fn admin_refusal(refusal: &Refusal) -> HttpResponse {
+pub(super) fn admin_refusal(refusal: &Refusal) -> HttpResponse {
     match refusal {
         Refusal::ForeignHost { host, allowed } => error_response(
             403,
@@ -116,7 +116,7 @@ pub fn admin_refusal(refusal: &Refusal) -> HttpResponse {
 }
 
 /// An admin result as an answer: 200 with the JSON, or the error.
-pub fn reply(result: Result<Value, ControlError>) -> HttpResponse {
+pub(super) fn reply(result: Result<Value, ControlError>) -> HttpResponse {
     match result {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => control_error(&e),
@@ -126,7 +126,7 @@ pub fn reply(result: Result<Value, ControlError>) -> HttpResponse {
 /// A scoring failure as an answer (CONTRACT §6). The status is the deployment's own
 /// ([`ScoreError::status`], also the `code` label of its metrics); the message says what to do,
 /// spelled in the API's error style.
-pub fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
+pub(super) fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
     let error_response = |status: u16, message: &str| style.response(status, message);
     match e {
         ScoreError::Overloaded => {

@@ -25,7 +25,7 @@ use crate::mirror::{self, Answer, Shadow};
 use crate::telemetry::sharded::ShardedCounter;
 
 /// The header that pins a deployment and names the one that answered.
-pub const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
+pub(crate) const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
 
 // Header names the front door reads or writes on every request, made at compile time:
 // `HeaderName::from_static` at run time, and a lookup by `&str`, parse and validate the name
@@ -35,13 +35,13 @@ const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-reque
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MS_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
 /// Client request ids longer than this are refused with 431, as the Azure server does.
-pub const MAX_CLIENT_REQUEST_ID: usize = 100;
+pub(crate) const MAX_CLIENT_REQUEST_ID: usize = 100;
 /// Total size of a request's header names and values beyond which it is refused with 431
 /// (actix-web itself refuses more than 96 headers with 431).
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// What the scoring plane's handlers share.
-pub struct ScoringState {
+pub(crate) struct ScoringState {
     /// The current routing snapshot.
     pub routing: Arc<ArcSwap<RoutingTable>>,
     /// Bumped by the control plane after each publish: tells a worker thread its cached
@@ -65,7 +65,7 @@ pub struct ScoringState {
 /// as the metrics are): one atomic shared by every worker, touched twice per request, is the
 /// cache-line bounce the hot path is built to avoid.
 #[derive(Debug, Default)]
-pub struct Drain {
+pub(crate) struct Drain {
     shutting_down: AtomicBool,
     entered: ShardedCounter,
     left: ShardedCounter,
@@ -73,17 +73,17 @@ pub struct Drain {
 
 impl Drain {
     /// From now on, new requests are refused (503) and every answer closes its connection.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.shutting_down.store(true, Ordering::Release);
     }
 
     /// Whether [`begin`](Self::begin) was called.
-    pub fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
     /// `/score` requests being handled now.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         // Exits first: every exit counted was preceded by its entry, so this never goes below
         // the true count of requests still inside.
         let left = self.left.get();
@@ -98,7 +98,7 @@ impl Drain {
 
     /// Marks `response` to close its connection when shutting down, so clients reconnect
     /// (to another replica) instead of keeping a connection to a process about to exit.
-    pub fn close_if_shutting_down(&self, response: &mut HttpResponse) {
+    pub(crate) fn close_if_shutting_down(&self, response: &mut HttpResponse) {
         if self.shutting_down() {
             response.head_mut().set_connection_type(ConnectionType::Close);
         }
@@ -117,7 +117,7 @@ impl Drop for Active<'_> {
 /// A worker thread's handle on the snapshot: the `Rc` is the point (its count is not atomic
 /// and not shared between threads), so the extra allocation is intended.
 #[allow(clippy::redundant_allocation)]
-pub type LocalSnapshot = Rc<Arc<RoutingTable>>;
+pub(crate) type LocalSnapshot = Rc<Arc<RoutingTable>>;
 
 thread_local! {
     /// This worker thread's copy of the routing snapshot, and the generation it was taken at.
@@ -130,7 +130,7 @@ impl ScoringState {
     /// worker threads is touched per request (on two cores that cache line would bounce on
     /// every request). A publish bumps `publish_count`, and the next request on each thread takes
     /// the new snapshot.
-    pub fn snapshot(&self) -> LocalSnapshot {
+    pub(crate) fn snapshot(&self) -> LocalSnapshot {
         let generation = self.publish_count.load(Ordering::Acquire);
         SNAPSHOT.with(|cell| {
             let mut cached = cell.borrow_mut();
@@ -148,7 +148,7 @@ impl ScoringState {
 
 /// How a scoring API differs from `/score`.
 #[derive(Debug, Clone, Copy)]
-pub struct Scoring<'a> {
+pub(crate) struct Scoring<'a> {
     /// How the hook reads the body.
     pub protocol: Protocol,
     /// How errors are spelled.
@@ -160,13 +160,13 @@ pub struct Scoring<'a> {
 
 /// A model named in a v2 URL.
 #[derive(Debug, Clone, Copy)]
-pub struct ModelRef<'a> {
+pub(crate) struct ModelRef<'a> {
     pub name: &'a str,
     pub version: Option<&'a str>,
 }
 
 /// The `/score` handler.
-pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<ScoringState>) -> HttpResponse {
+pub(crate) async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<ScoringState>) -> HttpResponse {
     let how = Scoring { protocol: Protocol::Score, style: ErrorStyle::Message, model: None };
     serve(&req, payload, &state, how).await
 }
@@ -174,7 +174,12 @@ pub async fn score(req: HttpRequest, payload: web::Payload, state: web::Data<Sco
 /// Scores one request of a scoring API. The order matters: cheap refusals first (ids, auth,
 /// routing), then the admission slot (429 without reading the body), then the body (bounded
 /// in size and time) while holding the slot, then the run.
-pub async fn serve(req: &HttpRequest, payload: web::Payload, state: &ScoringState, how: Scoring<'_>) -> HttpResponse {
+pub(crate) async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &ScoringState,
+    how: Scoring<'_>,
+) -> HttpResponse {
     let _active = state.drain.enter();
     let mut response = handle(req, payload, state, how).await;
     state.drain.close_if_shutting_down(&mut response);
@@ -274,12 +279,12 @@ fn served_by(mut response: HttpResponse, deployment: &Deployment) -> HttpRespons
 }
 
 /// The binary tensor extension's header: the length of the JSON part of a body.
-pub const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-length";
+pub(crate) const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// Refuses a deployment that does not serve the model a v2 URL names (404 naming the model it
 /// does serve). A URL version must be the model's, when the spec gives one.
 #[allow(clippy::result_large_err)]
-pub fn serves(deployment: &Deployment, model: ModelRef<'_>, style: ErrorStyle) -> Result<(), HttpResponse> {
+pub(crate) fn serves(deployment: &Deployment, model: ModelRef<'_>, style: ErrorStyle) -> Result<(), HttpResponse> {
     if model.name != deployment.model_name {
         return Err(style.response(
             404,
@@ -303,7 +308,7 @@ pub fn serves(deployment: &Deployment, model: ModelRef<'_>, style: ErrorStyle) -
 
 /// The endpoint, once the caller's credentials are checked.
 #[allow(clippy::result_large_err)]
-pub fn authorize<'t>(
+pub(crate) fn authorize<'t>(
     headers: &HeaderMap,
     table: &'t RoutingTable,
     style: ErrorStyle,
@@ -327,7 +332,7 @@ pub fn authorize<'t>(
 
 /// Picks the live deployment and, for unpinned requests, maybe a shadow.
 #[allow(clippy::result_large_err)]
-pub fn route<'t>(
+pub(crate) fn route<'t>(
     headers: &HeaderMap,
     table: &'t RoutingTable,
     style: ErrorStyle,

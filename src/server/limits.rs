@@ -9,21 +9,21 @@
 //! closes (slow ones are cut: headers after 5 s, bodies after `--body-timeout-ms`).
 
 /// Open connections the admin plane (one worker) accepts at once.
-pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+pub(super) const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// Descriptors kept for everything but scoring connections: the admin plane's connections,
 /// model and state files, the config watcher, ONNX Runtime, logs.
-pub const RESERVED_FDS: u64 = ADMIN_MAX_CONNECTIONS as u64 + 768;
+pub(super) const RESERVED_FDS: u64 = ADMIN_MAX_CONNECTIONS as u64 + 768;
 /// actix's default listen backlog; the kernel caps it at `net.core.somaxconn`.
-pub const SCORING_BACKLOG: u32 = 2048;
+pub(super) const SCORING_BACKLOG: u32 = 2048;
 /// The admin plane's listen backlog.
-pub const ADMIN_BACKLOG: u32 = 128;
+pub(super) const ADMIN_BACKLOG: u32 = 128;
 /// actix's default per-worker cap, kept when descriptors allow more.
 const ACTIX_DEFAULT_PER_WORKER: usize = 25_000;
-pub use crate::sys::{raise_fd_limit, set_backlog};
+pub(super) use crate::sys::{raise_fd_limit, set_backlog};
 
 /// The per-worker connection cap: `requested` (total, over all workers) when given, and never
 /// more than the descriptors left after [`RESERVED_FDS`] (or half the limit, if less).
-pub fn connections_per_worker(fd_limit: u64, workers: usize, requested: Option<usize>) -> usize {
+pub(super) fn connections_per_worker(fd_limit: u64, workers: usize, requested: Option<usize>) -> usize {
     let workers = workers.max(1);
     // Under a small limit, half of it is kept instead.
     let reserve = RESERVED_FDS.min(fd_limit / 2);

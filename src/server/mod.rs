@@ -8,7 +8,7 @@ mod admin;
 mod admin_guard;
 mod body;
 mod errors;
-pub mod front_door;
+pub(crate) mod front_door;
 mod limits;
 mod oip;
 mod scoring;
@@ -38,7 +38,7 @@ const ADMIN_WORKERS: usize = 2;
 
 /// Everything `switchyard serve` is told.
 #[derive(Debug, Clone)]
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     pub host: String,
     pub port: u16,
     pub admin_host: String,
@@ -87,7 +87,7 @@ pub struct ServeOptions {
 
 /// Why the server could not start or stopped with an error; the message is for the operator.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
+pub(crate) enum ServeError {
     #[error("--admin-host must be an IP address, got {0:?}")]
     AdminHost(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -113,11 +113,11 @@ pub enum ServeError {
 }
 
 /// Default of `serve --mirror-cpu-percent`: the shadow's CPU budget, percent of one core.
-pub const DEFAULT_MIRROR_CPU_PERCENT: f64 = crate::mirror::executor::DEFAULT_SHADOW_CPU_PERCENT;
+pub(crate) const DEFAULT_MIRROR_CPU_PERCENT: f64 = crate::mirror::executor::DEFAULT_SHADOW_CPU_PERCENT;
 
 /// `switchyard serve`: sets up the process (tracing, the shadow budget, the runtime that runs
 /// control-plane work) and runs the server until SIGTERM/SIGINT.
-pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
+pub(crate) fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     crate::telemetry::init_tracing();
     // Before any thread exists (the scrub writes the environment and the startup blocks).
     hide_admin_token(&mut opts)?;
@@ -159,7 +159,7 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
 
 /// How long after the grace period a stop that has not finished is cut short: the normal
 /// stop (closing connections, dropping instances, removing folders) has time to end first.
-pub const EXIT_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const EXIT_MARGIN: Duration = Duration::from_secs(5);
 
 /// After SIGTERM: if the process is still running `grace` + [`EXIT_MARGIN`] later, says so
 /// and exits (code 1) without waiting any longer. A thread stuck in an in-process native
@@ -186,7 +186,7 @@ fn exit_after_grace(grace: Duration) {
 }
 
 /// The environment variable that may carry the admin token (clap's `env` for `--admin-token`).
-pub const ADMIN_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
+pub(crate) const ADMIN_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
 
 /// Keeps the admin token from scoring scripts and other processes of the user: reads
 /// `--admin-token-file`, overwrites the token where `/proc/<pid>/{environ,cmdline}` show it,
@@ -280,13 +280,13 @@ fn read_admin_token_file(path: &std::path::Path) -> Result<String, String> {
 
 /// The two planes' sockets, bound by the caller (so tests can bind ephemeral ports and run
 /// the server in process).
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub scoring: TcpListener,
     pub admin: TcpListener,
 }
 
 /// Binds `--host`/`--port` and `--admin-host`/`--admin-port`.
-pub fn bind(opts: &ServeOptions) -> Result<Listeners, ServeError> {
+pub(crate) fn bind(opts: &ServeOptions) -> Result<Listeners, ServeError> {
     let admin_ip: IpAddr = opts.admin_host.parse().map_err(|_| ServeError::AdminHost(opts.admin_host.clone()))?;
     let scoring = TcpListener::bind((opts.host.as_str(), opts.port))
         .map_err(|source| ServeError::Listen { addr: format!("{}:{}", opts.host, opts.port), source })?;
@@ -298,7 +298,7 @@ pub fn bind(opts: &ServeOptions) -> Result<Listeners, ServeError> {
 /// Runs the server on `listeners` until `shutdown` resolves (SIGTERM/SIGINT for `serve`), then
 /// drains and stops gracefully. Prints the two bound addresses on stdout first, one per line,
 /// so scripts and tests started with `--port 0` can read them.
-pub async fn run(
+pub(crate) async fn run(
     opts: ServeOptions,
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -442,7 +442,7 @@ pub async fn run(
 
 /// After SIGTERM, how long the listeners stay open once nothing is in flight: a load balancer
 /// or a Kubernetes readiness probe that polls now sees the 503 instead of a refused connection.
-pub const DRAIN_TAIL: Duration = Duration::from_secs(1);
+pub(crate) const DRAIN_TAIL: Duration = Duration::from_secs(1);
 
 /// Waits until no `/score` request is in flight, then [`DRAIN_TAIL`], all within `grace`.
 async fn wait_for_drain(drain: &Drain, grace: Duration) {
@@ -482,7 +482,7 @@ fn ignore_hangup() {
 /// servers, such as the `static` fixtures of a test binary, which are never dropped, must not
 /// leave them running. `PR_SET_PDEATHSIG` would not do: it fires when the spawning *thread*
 /// ends, and a shared fixture is started by whichever test thread asks first.
-pub const PARENT_PID_ENV: &str = "SWITCHYARD_PARENT_PID";
+pub(crate) const PARENT_PID_ENV: &str = "SWITCHYARD_PARENT_PID";
 
 /// How often the parent is checked: a leaked server lives at most this long.
 const PARENT_POLL: Duration = Duration::from_millis(200);

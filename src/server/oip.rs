@@ -18,7 +18,7 @@ use crate::hooks::{Protocol, TensorSpec};
 const STYLE: ErrorStyle = ErrorStyle::Error;
 
 /// Registers the v2 routes (under `/v2`; unknown ones answer 404 `{"error"}`).
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v2")
             .route("", web::get().to(server_metadata))

@@ -6,7 +6,7 @@ use super::errors::error_response;
 use super::front_door::{self, ScoringState};
 
 /// Registers `/score`, the health routes and the OpenAPI document.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(super::oip::configure)
         .route("/score", web::post().to(front_door::score))
         .route("/", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Healthy") }))

@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a read of a small file may take before it is given up (a hung network mount).
-pub const READ_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why a file was not read. The messages name the path and say what was expected.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error("{0} does not exist")]
     NotFound(PathBuf),
     #[error("{0} is not a regular file (a FIFO, device, socket or folder): name a plain file")]
@@ -34,7 +34,7 @@ pub enum ReadError {
 
 impl ReadError {
     /// Whether the file is simply absent (callers for which absence is normal).
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ReadError::NotFound(_))
     }
 }
@@ -42,7 +42,7 @@ impl ReadError {
 /// Reads `path` whole, if it is a regular file of at most `max` bytes, on a helper thread
 /// waited for at most `limit`. A read still stuck then is left to its thread (it holds only
 /// that thread and a descriptor) and the caller gets [`ReadError::TimedOut`].
-pub fn read_bounded(path: &Path, max: u64, limit: Duration) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_bounded(path: &Path, max: u64, limit: Duration) -> Result<Vec<u8>, ReadError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let owned = path.to_path_buf();
     let spawned = std::thread::Builder::new().name("switchyard-read".into()).spawn(move || {
@@ -55,7 +55,7 @@ pub fn read_bounded(path: &Path, max: u64, limit: Duration) -> Result<Vec<u8>, R
 }
 
 /// As [`read_bounded`], for text: not UTF-8 is an `InvalidData` error naming the path.
-pub fn read_text_bounded(path: &Path, max: u64, limit: Duration) -> Result<String, ReadError> {
+pub(crate) fn read_text_bounded(path: &Path, max: u64, limit: Duration) -> Result<String, ReadError> {
     let bytes = read_bounded(path, max, limit)?;
     String::from_utf8(bytes).map_err(|_| ReadError::Io {
         path: path.to_path_buf(),

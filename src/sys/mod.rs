@@ -8,17 +8,17 @@
 //! workers as another user, `serve --worker-user`.)
 #![allow(unsafe_code)]
 
-pub mod files;
-pub mod native;
-pub mod scrub;
-pub mod user;
-pub mod yaml;
+pub(crate) mod files;
+pub(crate) mod native;
+pub(crate) mod scrub;
+pub(crate) mod user;
+pub(crate) mod yaml;
 
 use std::time::Duration;
 
 /// Sets the calling thread's nice value (Linux; elsewhere a no-op). Failure is ignored: a
 /// thread that keeps its priority still works, only less politely.
-pub fn set_nice(nice: i32) {
+pub(crate) fn set_nice(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: changes only the calling thread's nice value (by its tid); failure is ignored.
     unsafe {
@@ -31,7 +31,7 @@ pub fn set_nice(nice: i32) {
 
 /// The calling thread's CPU time (Linux `CLOCK_THREAD_CPUTIME_ID`; `None` elsewhere or on
 /// error).
-pub fn thread_cpu_time() -> Option<Duration> {
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
     #[cfg(target_os = "linux")]
     {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -48,7 +48,7 @@ pub fn thread_cpu_time() -> Option<Duration> {
 
 /// The parent process's id.
 #[cfg(unix)]
-pub fn parent_pid() -> i32 {
+pub(crate) fn parent_pid() -> i32 {
     // SAFETY: getppid(2) has no preconditions and cannot fail.
     unsafe { libc::getppid() }
 }
@@ -60,7 +60,7 @@ const FD_CEILING: u64 = 1 << 20;
 /// far below what a server facing clients needs); returns the soft limit in force.
 // `rlim_t` is u64 on Linux but not everywhere: the casts are for the other platforms.
 #[allow(clippy::unnecessary_cast)]
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -88,7 +88,7 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Sets the listen backlog of an already listening socket (std's `bind` uses 128): calling
 /// `listen` again only changes the backlog.
-pub fn set_backlog(listener: &std::net::TcpListener, backlog: u32) {
+pub(crate) fn set_backlog(listener: &std::net::TcpListener, backlog: u32) {
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
@@ -106,7 +106,7 @@ pub fn set_backlog(listener: &std::net::TcpListener, backlog: u32) {
 
 /// Takes an exclusive `flock` on `file`, waiting for it; released when the file is closed.
 #[cfg(unix)]
-pub fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
+pub(crate) fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a descriptor the caller owns and keeps open while it holds the lock.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -119,7 +119,7 @@ pub fn lock_exclusive(file: &std::fs::File) -> std::io::Result<()> {
 /// when the time ran out; an interrupted wait is reported as `Ok(false)` too, so callers
 /// recompute their timeout and call again.
 #[cfg(unix)]
-pub fn poll_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result<bool> {
+pub(crate) fn poll_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result<bool> {
     let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd for the duration of the call; `fd` is owned by the caller.
     let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
@@ -138,7 +138,7 @@ pub fn poll_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result
 /// Puts `fd` in non-blocking mode (a pipe end read through the async runtime's reactor: a
 /// read when nothing is there must say so, not wait).
 #[cfg(unix)]
-pub fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor the caller owns; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
@@ -152,7 +152,7 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
 /// (an unprivileged user past `/proc/sys/fs/pipe-user-pages-soft`, or above
 /// `pipe-max-size`).
 #[cfg(target_os = "linux")]
-pub fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> usize {
+pub(crate) fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> usize {
     use std::os::fd::AsRawFd;
     let fd = fd.as_raw_fd();
     let asked = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
@@ -176,7 +176,7 @@ pub fn grow_pipe(_fd: std::os::fd::BorrowedFd<'_>, _bytes: usize) -> usize {
 /// reading (a hook worker's answer pipe, awaited on the request's task). Must be called inside
 /// a runtime with I/O enabled. The caller must not `mem::forget` the result.
 #[cfg(unix)]
-pub fn await_readable(
+pub(crate) fn await_readable(
     fd: std::os::fd::BorrowedFd<'_>,
 ) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::BorrowedFd<'_>>> {
     // SAFETY: tokio needs the descriptor open, and the same, for the AsyncFd's whole life; the
@@ -190,7 +190,7 @@ pub fn await_readable(
 /// pipes of a hook worker), and nothing else beyond stdio (every other pipe of ours is
 /// close-on-exec).
 #[cfg(unix)]
-pub fn inherit_as_fd3_fd4(cmd: &mut std::process::Command, child_in: i32, child_out: i32) {
+pub(crate) fn inherit_as_fd3_fd4(cmd: &mut std::process::Command, child_in: i32, child_out: i32) {
     use std::os::unix::process::CommandExt;
     // SAFETY: only async-signal-safe calls (fcntl, dup2, close) between fork and exec.
     // Both ends are first moved to fds >= 10, so that placing one on 3 can never clobber
@@ -212,7 +212,7 @@ pub fn inherit_as_fd3_fd4(cmd: &mut std::process::Command, child_in: i32, child_
 
 /// SIGKILL to the process group led by `pid` (a worker and whatever it started).
 #[cfg(unix)]
-pub fn kill_process_group(pid: u32) {
+pub(crate) fn kill_process_group(pid: u32) {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return };
     if pid > 0 {
         // SAFETY: kill(2) on the process group of a child we spawned (its own group).
@@ -224,7 +224,7 @@ pub fn kill_process_group(pid: u32) {
 /// (requests in) and fd 4 (answers out), made close-on-exec so that what the worker starts does
 /// not inherit them. `None` when they are not open (the program was not started as a worker).
 #[cfg(unix)]
-pub fn worker_frame_pipes() -> Option<(std::io::PipeReader, std::io::PipeWriter)> {
+pub(crate) fn worker_frame_pipes() -> Option<(std::io::PipeReader, std::io::PipeWriter)> {
     use std::os::fd::{FromRawFd, OwnedFd};
     for fd in [3, 4] {
         // SAFETY: fcntl on a descriptor number: F_GETFD fails (EBADF) when it is not open.
@@ -242,7 +242,7 @@ pub fn worker_frame_pipes() -> Option<(std::io::PipeReader, std::io::PipeWriter)
 
 /// What a hook worker's child sets on itself between fork and exec ([`worker_child_setup`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WorkerChildSetup {
+pub(crate) struct WorkerChildSetup {
     /// Written to `/proc/self/oom_score_adj` (Linux): the kernel's out-of-memory killer then
     /// picks a worker before the server. `None`: left as inherited.
     pub oom_score_adj: Option<i32>,
@@ -258,7 +258,7 @@ pub struct WorkerChildSetup {
 /// that cannot be set fails the spawn (the user asked for it); the other two are best effort.
 #[cfg(unix)]
 #[allow(clippy::unnecessary_cast)]
-pub fn worker_child_setup(cmd: &mut std::process::Command, setup: WorkerChildSetup) {
+pub(crate) fn worker_child_setup(cmd: &mut std::process::Command, setup: WorkerChildSetup) {
     use std::os::unix::process::CommandExt;
     // Formatted here: between fork and exec nothing may allocate.
     let adj: Option<Vec<u8>> = setup.oom_score_adj.map(|v| v.to_string().into_bytes());
@@ -291,13 +291,13 @@ pub fn worker_child_setup(cmd: &mut std::process::Command, setup: WorkerChildSet
 }
 
 /// This process's `oom_score_adj` (Linux; `None` elsewhere or when unreadable).
-pub fn own_oom_score_adj() -> Option<i32> {
+pub(crate) fn own_oom_score_adj() -> Option<i32> {
     std::fs::read_to_string("/proc/self/oom_score_adj").ok()?.trim().parse().ok()
 }
 
 /// The parent pid and state letter of process `pid`, from `/proc/<pid>/stat` (Linux; `None`
 /// elsewhere, or when the process is gone).
-pub fn process_parent(pid: u32) -> Option<(u32, char)> {
+pub(crate) fn process_parent(pid: u32) -> Option<(u32, char)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`: comm may hold spaces and parentheses; it ends at the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -312,7 +312,7 @@ pub fn process_parent(pid: u32) -> Option<(u32, char)> {
 /// through a pidfd (Linux 5.3+), which pins the process the check was made on; without pidfds
 /// the check is made just before a plain `kill`. Returns whether the signal was sent.
 #[cfg(unix)]
-pub fn kill_if_child_of(pid: u32, parent: u32) -> bool {
+pub(crate) fn kill_if_child_of(pid: u32, parent: u32) -> bool {
     let Ok(raw) = libc::pid_t::try_from(pid) else { return false };
     if raw <= 1 {
         return false;

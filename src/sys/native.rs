@@ -17,7 +17,7 @@ use std::sync::Arc;
 use switchyard_plugin::{code, EntryFn, EnvPair, PluginTable, TableHead, ABI_MAJOR, ABI_VERSION, ENTRY_SYMBOL};
 
 /// A loaded plugin library and its checked table.
-pub struct Library {
+pub(crate) struct Library {
     /// Kept loaded for as long as this value lives, i.e. while any instance holds the `Arc`.
     _lib: libloading::Library,
     init: switchyard_plugin::InitFn,
@@ -51,7 +51,7 @@ fn version_text(v: u32) -> String {
 
 impl Library {
     /// Loads `path` and checks its table: the entry symbol, the major version, the size.
-    pub fn open(path: &Path) -> Result<Arc<Self>, String> {
+    pub(crate) fn open(path: &Path) -> Result<Arc<Self>, String> {
         // SAFETY: loading runs the library's initialisers; the library is the plugin the
         // deployment names (code the operator chose to run), loaded by absolute path.
         let lib = unsafe { libloading::Library::new(path) }
@@ -108,7 +108,11 @@ impl Library {
     }
 
     /// Creates one instance (the plugin's `init`). `Err` carries the return code and message.
-    pub fn init(self: &Arc<Self>, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, (i32, String)> {
+    pub(crate) fn init(
+        self: &Arc<Self>,
+        model_dir: &Path,
+        env: &[(String, String)],
+    ) -> Result<Instance, (i32, String)> {
         let dir = model_dir.as_os_str().as_encoded_bytes();
         let pairs: Vec<EnvPair> = env
             .iter()
@@ -141,7 +145,7 @@ impl Library {
 
 /// What one `run` handed to the respond callback.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// Whether the plugin called `respond` (a second call replaces the first).
     pub called: bool,
     pub status: u16,
@@ -162,13 +166,13 @@ impl Default for Reply {
 
 impl Reply {
     /// A reply that copies bodies of at most `body_limit` bytes.
-    pub fn with_limit(body_limit: usize) -> Self {
+    pub(crate) fn with_limit(body_limit: usize) -> Self {
         Self { called: false, status: 0, content_type: String::new(), body: Vec::new(), body_limit, too_large: None }
     }
 }
 
 /// One plugin instance (a handle from `init`), destroyed on drop.
-pub struct Instance {
+pub(crate) struct Instance {
     lib: Arc<Library>,
     handle: *mut c_void,
 }
@@ -181,7 +185,7 @@ unsafe impl Send for Instance {}
 impl Instance {
     /// Scores one request; returns the plugin's return code. `reply` is cleared first, then
     /// filled by the callback.
-    pub fn run(&mut self, body: &[u8], content_type: &str, reply: &mut Reply) -> i32 {
+    pub(crate) fn run(&mut self, body: &[u8], content_type: &str, reply: &mut Reply) -> i32 {
         reply.called = false;
         reply.status = 0;
         reply.content_type.clear();

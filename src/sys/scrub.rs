@@ -18,11 +18,11 @@
 /// a worker (a scoring script would read the token, or open the file the variable names). Every
 /// `serve` option read from the environment that names a secret must be listed here (checked by
 /// a test in `cli`).
-pub const SECRET_VARIABLES: &[&str] = &["SWITCHYARD_ADMIN_TOKEN", "SWITCHYARD_ADMIN_TOKEN_FILE"];
+pub(crate) const SECRET_VARIABLES: &[&str] = &["SWITCHYARD_ADMIN_TOKEN", "SWITCHYARD_ADMIN_TOKEN_FILE"];
 
 /// Where the token was overwritten.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Scrubbed {
+pub(crate) struct Scrubbed {
     /// Arguments overwritten in the original argument block.
     pub arguments: usize,
     /// Variables overwritten in the original environment block.
@@ -36,7 +36,7 @@ pub struct Scrubbed {
 /// it has more): the environment is changed and the startup blocks are written without a
 /// lock, which is sound only while nothing else runs. Errors also say why the blocks could not
 /// be found (no `/proc`, say).
-pub fn scrub_startup_secret(variable: &str, secret: Option<&str>) -> Result<Scrubbed, String> {
+pub(crate) fn scrub_startup_secret(variable: &str, secret: Option<&str>) -> Result<Scrubbed, String> {
     // With one thread, no other can appear meanwhile: only this one could start it.
     match thread_count() {
         Some(1) => {}
@@ -77,7 +77,7 @@ pub fn scrub_startup_secret(variable: &str, secret: Option<&str>) -> Result<Scru
 /// reading of `/proc/<pid>/{environ,mem}` by processes of the same user without
 /// `CAP_SYS_PTRACE`, and no core dump. Programs it starts get their own dumpable flag back at
 /// `exec`, so a scoring script can still be debugged. Elsewhere a no-op.
-pub fn forbid_dumping() -> std::io::Result<()> {
+pub(crate) fn forbid_dumping() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl(PR_SET_DUMPABLE, 0) changes only this process's dumpable flag; the

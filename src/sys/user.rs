@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 
 /// The user (and group) workers run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerUser {
+pub(crate) struct WorkerUser {
     /// As given (`nobody`, `10002:10002`), for messages.
     pub name: String,
     pub uid: u32,
@@ -43,7 +43,7 @@ const NEEDED_CAPS: [(u32, &str); 4] = [(0, "CHOWN"), (5, "KILL"), (6, "SETGID"),
 /// user. `Ok(None)`: the user and group are the server's own, nothing to switch. The group
 /// defaults to the user's primary group; a numeric user with no passwd entry (common in
 /// container images) gets the same number as its group.
-pub fn resolve(spec: &str) -> Result<Option<WorkerUser>, String> {
+pub(crate) fn resolve(spec: &str) -> Result<Option<WorkerUser>, String> {
     let spec = spec.trim();
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -88,7 +88,7 @@ pub fn resolve(spec: &str) -> Result<Option<WorkerUser>, String> {
 }
 
 /// Whether the process runs as root (effective uid 0).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -146,7 +146,7 @@ static WORKER_USER: OnceLock<WorkerUser> = OnceLock::new();
 
 /// Sets the user every worker of this process runs as (once, at the server's start; a second,
 /// different user is refused).
-pub fn set_worker_user(user: WorkerUser) -> Result<(), String> {
+pub(crate) fn set_worker_user(user: WorkerUser) -> Result<(), String> {
     let set = WORKER_USER.get_or_init(|| user.clone());
     if *set != user {
         return Err(format!("workers already run as {set}; cannot switch to {user}"));
@@ -155,7 +155,7 @@ pub fn set_worker_user(user: WorkerUser) -> Result<(), String> {
 }
 
 /// The user workers run as, when not the server's own.
-pub fn worker_user() -> Option<&'static WorkerUser> {
+pub(crate) fn worker_user() -> Option<&'static WorkerUser> {
     WORKER_USER.get()
 }
 
@@ -164,7 +164,7 @@ pub fn worker_user() -> Option<&'static WorkerUser> {
 /// the spawn: a worker must never run with the server's rights by accident. Register it after
 /// the child's other `pre_exec` steps, which need the server's rights.
 #[cfg(unix)]
-pub fn run_as_worker_user(cmd: &mut std::process::Command) {
+pub(crate) fn run_as_worker_user(cmd: &mut std::process::Command) {
     if let Some(user) = worker_user() {
         run_as(cmd, user.uid, user.gid);
     }
@@ -189,7 +189,7 @@ fn run_as(cmd: &mut std::process::Command, uid: u32, gid: u32) {
 /// links: the instance's folder, which the server made, must be readable and usable by the
 /// worker whatever the server's umask.
 #[cfg(unix)]
-pub fn hand_over(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn hand_over(dir: &Path) -> std::io::Result<()> {
     let Some(user) = worker_user() else { return Ok(()) };
     chown_tree(dir, user.uid, user.gid)
 }

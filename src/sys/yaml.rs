@@ -14,7 +14,7 @@ use unsafe_libyaml_norway as unsafe_yaml;
 /// current flow depth (its simple-key stack); stopping at `limit` keeps the whole check linear
 /// in the size of the text (the scanner looks ahead at most about 1024 characters on a line).
 /// JSON is YAML here: the same events, the same depth.
-pub fn first_too_deep(text: &[u8], limit: usize) -> Option<(u64, u64)> {
+pub(crate) fn first_too_deep(text: &[u8], limit: usize) -> Option<(u64, u64)> {
     let mut parser = EventParser::new(text);
     let mut depth = 0usize;
     loop {

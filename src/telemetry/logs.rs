@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::sharded::{shard, SHARDS};
 
 /// Lines kept per deployment.
-pub const DEFAULT_CAPACITY: usize = 10_000;
+pub(crate) const DEFAULT_CAPACITY: usize = 10_000;
 
 /// Longest request id an access line keeps inline (a hyphenated UUID is 36 bytes); a longer
 /// one is stored as text.

@@ -356,7 +356,7 @@ pub struct DeploymentSummary {
 }
 
 /// The instance states of `switchyard_instances`.
-pub const INSTANCE_STATES: [&str; 5] = ["ready", "loading", "draining", "failed", "restarting"];
+pub(crate) const INSTANCE_STATES: [&str; 5] = ["ready", "loading", "draining", "failed", "restarting"];
 
 /// One deployment's metric handles.
 pub struct DeploymentMetrics {

@@ -1,14 +1,15 @@
 //! Observability: the process log (`tracing`), per-deployment log rings and Prometheus metrics.
 #![forbid(unsafe_code)]
 
-pub mod logs;
-pub mod metrics;
-pub mod sharded;
-pub mod window;
+pub(crate) mod logs;
+pub(crate) mod metrics;
+pub(crate) mod sharded;
+pub(crate) mod window;
 
-pub use logs::LogRing;
-pub use metrics::{DeploymentMetrics, Metrics, MirrorGauges, Role};
-pub use window::Reading;
+pub(crate) use logs::LogRing;
+pub use metrics::Metrics;
+pub(crate) use metrics::{DeploymentMetrics, MirrorGauges, Role};
+pub(crate) use window::Reading;
 
 /// Sets up the process log on stderr: text by default, JSON with `SWITCHYARD_LOG_FORMAT=json`;
 /// the filter comes from `RUST_LOG`. By default lifecycle events are logged at `info` and the
@@ -17,7 +18,7 @@ pub use window::Reading;
 /// per-deployment log ring (`get-logs`) always has them. Colour codes are written only when
 /// stderr is a terminal: a container runtime, a Kubernetes log collector or a file would store
 /// them as literal `ESC[..m` noise in every line.
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =

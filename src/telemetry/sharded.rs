@@ -14,10 +14,10 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
 /// Number of shards; threads are spread over them round-robin.
-pub const SHARDS: usize = 8;
+pub(crate) const SHARDS: usize = 8;
 
 /// This thread's shard.
-pub fn shard() -> usize {
+pub(crate) fn shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
@@ -27,16 +27,16 @@ pub fn shard() -> usize {
 
 /// A counter with one slot per shard.
 #[derive(Clone, Default, Debug)]
-pub struct ShardedCounter(Arc<[CachePadded<AtomicU64>; SHARDS]>);
+pub(crate) struct ShardedCounter(Arc<[CachePadded<AtomicU64>; SHARDS]>);
 
 impl ShardedCounter {
     /// Adds one.
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0[shard()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The total.
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
@@ -71,11 +71,11 @@ struct HistogramInner {
 
 /// A histogram of durations in seconds, lock-free and sharded.
 #[derive(Clone, Debug)]
-pub struct ShardedHistogram(Arc<HistogramInner>);
+pub(crate) struct ShardedHistogram(Arc<HistogramInner>);
 
 impl ShardedHistogram {
     /// A histogram with the given upper bounds (+Inf is added).
-    pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
+    pub(crate) fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
         let mut bounds: Vec<f64> = bounds.into_iter().collect();
         bounds.push(f64::MAX);
         let shards = (0..SHARDS)
@@ -90,7 +90,7 @@ impl ShardedHistogram {
     }
 
     /// Records one duration in seconds.
-    pub fn observe(&self, seconds: f64) {
+    pub(crate) fn observe(&self, seconds: f64) {
         let i = self.0.bounds.partition_point(|b| *b < seconds).min(self.0.bounds.len() - 1);
         let shard = &self.0.shards[shard()];
         shard.counts[i].fetch_add(1, Ordering::Relaxed);
@@ -98,7 +98,7 @@ impl ShardedHistogram {
     }
 
     /// (sum in seconds, count, per-bucket counts) over all shards.
-    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+    pub(crate) fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut buckets: Vec<(f64, u64)> = self.0.bounds.iter().map(|b| (*b, 0)).collect();
         let mut sum_ns = 0u64;
         for s in self.0.shards.iter() {

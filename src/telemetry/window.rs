@@ -16,7 +16,7 @@ pub struct Reading {
 }
 
 /// Whether a status counts against a rollout's error rate.
-pub fn is_error(code: u16) -> bool {
+pub(crate) fn is_error(code: u16) -> bool {
     code >= 500 || code == 424 || code == 408
 }
 

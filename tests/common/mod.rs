@@ -9,32 +9,32 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The expected answer of model-1 to the seed's sample request.
-pub const MODEL_1_ANSWER: [f64; 2] = [11055.977245525679, 4503.079536107787];
+pub(crate) const MODEL_1_ANSWER: [f64; 2] = [11055.977245525679, 4503.079536107787];
 
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchyard")
 }
 
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The seed's sample request with its first number replaced by `x00`: the test models read it
 /// (test/slow takes about x00 ms; test/fail fails when x00 >= 2).
-pub fn body_with_x00(x00: f64) -> Vec<u8> {
+pub(crate) fn body_with_x00(x00: f64) -> Vec<u8> {
     serde_json::json!({"data": [[x00, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]})
         .to_string()
         .into_bytes()
 }
 
-pub fn sample_request() -> Vec<u8> {
+pub(crate) fn sample_request() -> Vec<u8> {
     std::fs::read(repo().join("sample-requests/model-1.json")).unwrap()
 }
 
 /// Waits until `probe` answers `Some`, checking every few milliseconds, and fails the test with
 /// `what` and the last answer's debug form after `limit`. The one way tests wait for an effect
 /// they cannot be told about directly (a load, a file applied, a counter reached).
-pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub(crate) fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + limit;
     loop {
         match probe() {
@@ -46,7 +46,7 @@ pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Res
 }
 
 /// A running server, killed on drop.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub scoring: String,
     pub admin: String,
@@ -55,36 +55,42 @@ pub struct Server {
 
 /// One HTTP answer.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Reply {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         self.json()["message"].as_str().unwrap_or_default().to_string()
     }
 }
 
-pub fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(
         ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build(),
     )
 }
 
-pub fn http(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+pub(crate) fn http(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
     try_http(agent, method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
 
 /// As [`http`], returning transport errors (a server killed mid-request) instead of panicking.
-pub fn try_http(
+pub(crate) fn try_http(
     agent: &ureq::Agent,
     method: &str,
     url: &str,
@@ -104,23 +110,23 @@ pub fn try_http(
 }
 
 impl Server {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(&[])
     }
 
-    pub fn start_with(extra: &[&str]) -> Self {
+    pub(crate) fn start_with(extra: &[&str]) -> Self {
         Self::start_with_env(extra, &[])
     }
 
     /// As [`Server::start_with`], with these environment variables set for the server.
-    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let stderr = if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
         Self::start_with_stderr(extra, env, stderr)
     }
 
     /// As [`Server::start_with_env`], with the server's stderr (its process log) going to
     /// `stderr` (a file a test reads).
-    pub fn start_with_stderr(extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
+    pub(crate) fn start_with_stderr(extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--port", "0", "--admin-port", "0"]).args(extra);
         cmd.envs(env.iter().copied());
@@ -147,25 +153,25 @@ impl Server {
         Server { child, scoring: scoring.unwrap(), admin: admin.unwrap(), agent: agent() }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGTERM and waits for the process to exit.
     #[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         self.child.wait().unwrap()
     }
 
     /// Waits for the process to end by itself (a test that crashes it).
-    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
     }
 
     /// How the process ended, if it did within `limit` (`None`: still running).
-    pub fn wait_exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait_exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -179,13 +185,13 @@ impl Server {
     }
 
     /// Kills the process with SIGKILL (no chance to clean up) and reaps it.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Waits until the scoring plane reports ready (a restored state is live).
-    pub fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         eventually("the server is ready", Duration::from_secs(60), || {
             let r = self.get("/health/ready");
             if r.status == 200 {
@@ -197,7 +203,7 @@ impl Server {
     }
 
     /// Runs the CLI against this server.
-    pub fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(bin())
             .args(args)
             .env("SWITCHYARD_ADMIN_URL", &self.admin)
@@ -207,7 +213,7 @@ impl Server {
     }
 
     /// Runs the CLI and asserts success; returns stdout.
-    pub fn cli_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
         assert!(
             out.status.success(),
@@ -219,19 +225,19 @@ impl Server {
     }
 
     /// Runs the CLI, asserts success and parses its JSON output.
-    pub fn cli_json(&self, args: &[&str]) -> Value {
+    pub(crate) fn cli_json(&self, args: &[&str]) -> Value {
         let out = self.cli_ok(args);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("switchyard {args:?} printed no JSON ({e}): {out}"))
     }
 
     /// Runs the CLI and asserts failure; returns stderr.
-    pub fn cli_err(&self, args: &[&str]) -> String {
+    pub(crate) fn cli_err(&self, args: &[&str]) -> String {
         let out = self.cli(args);
         assert!(!out.status.success(), "switchyard {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
         String::from_utf8(out.stderr).unwrap()
     }
 
-    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    pub(crate) fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         let body = body.map(|b| b.to_string().into_bytes());
         http(
             &self.agent,
@@ -242,19 +248,19 @@ impl Server {
         )
     }
 
-    pub fn primary_key(&self) -> String {
+    pub(crate) fn primary_key(&self) -> String {
         self.admin("GET", "/v1/endpoint/keys", None).json()["primaryKey"].as_str().unwrap().to_string()
     }
 
     /// POST /score with the given headers.
-    pub fn score(&self, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    pub(crate) fn score(&self, body: &[u8], headers: &[(&str, &str)]) -> Reply {
         let mut h = vec![("Content-Type", "application/json")];
         h.extend_from_slice(headers);
         http(&self.agent, "POST", &format!("{}/score", self.scoring), &h, Some(body))
     }
 
     /// POST /score with the primary key.
-    pub fn score_authed(&self, key: &str, body: &[u8], pin: Option<&str>) -> Reply {
+    pub(crate) fn score_authed(&self, key: &str, body: &[u8], pin: Option<&str>) -> Reply {
         let auth = format!("Bearer {key}");
         let mut h = vec![("Authorization", auth.as_str())];
         if let Some(p) = pin {
@@ -263,19 +269,19 @@ impl Server {
         self.score(body, &h)
     }
 
-    pub fn get(&self, path: &str) -> Reply {
+    pub(crate) fn get(&self, path: &str) -> Reply {
         http(&self.agent, "GET", &format!("{}{path}", self.scoring), &[], None)
     }
 
     /// Creates the endpoint (seed endpoint.yml) through the admin API.
-    pub fn create_endpoint(&self) {
+    pub(crate) fn create_endpoint(&self) {
         let r =
             self.admin("PUT", "/v1/endpoint", Some(&serde_json::json!({"name": "my-endpoint", "auth_mode": "key"})));
         assert_eq!(r.status, 201, "{}", r.body);
     }
 
     /// Creates a deployment of a shipped model and waits until it is Succeeded.
-    pub fn deploy(&self, name: &str, model: &str, extra: Value) -> Value {
+    pub(crate) fn deploy(&self, name: &str, model: &str, extra: Value) -> Value {
         let mut doc = serde_json::json!({"name": name, "model": {"path": repo().join("models").join(model)}});
         if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
             for (k, v) in e {
@@ -289,7 +295,7 @@ impl Server {
 
     /// Waits (on the server's `?wait`, so without polling) until a deployment reaches `state`,
     /// failing the test after 60 s.
-    pub fn wait_state(&self, name: &str, state: &str) -> Value {
+    pub(crate) fn wait_state(&self, name: &str, state: &str) -> Value {
         eventually(&format!("deployment {name} is {state}"), Duration::from_secs(60), || {
             let v = self.admin("GET", &format!("/v1/deployments/{name}?wait=10"), None).json();
             if v["provisioning_state"] == state {
@@ -300,7 +306,7 @@ impl Server {
         })
     }
 
-    pub fn set_traffic(&self, traffic: Value) -> Reply {
+    pub(crate) fn set_traffic(&self, traffic: Value) -> Reply {
         self.admin("PATCH", "/v1/endpoint", Some(&serde_json::json!({ "traffic": traffic })))
     }
 }
@@ -317,7 +323,7 @@ impl Drop for Server {
 /// The file holds the process's start time (field 22 of `/proc/<pid>/stat`), which with the
 /// pid names this very process (a reused pid starts later). Not its environment: the server
 /// is not dumpable, so another user's process, or one without CAP_SYS_PTRACE, cannot read it.
-pub fn record_server_pid(pid: u32) {
+pub(crate) fn record_server_pid(pid: u32) {
     if let Some(dir) = std::env::var_os("SWITCHYARD_TEST_PID_DIR") {
         let started = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
@@ -330,11 +336,11 @@ pub fn record_server_pid(pid: u32) {
 }
 
 /// Parses a JSON list of numbers.
-pub fn numbers(body: &str) -> Vec<f64> {
+pub(crate) fn numbers(body: &str) -> Vec<f64> {
     serde_json::from_str::<Vec<f64>>(body).unwrap_or_else(|e| panic!("expected a list of numbers ({e}): {body}"))
 }
 
-pub fn assert_model_1(body: &str) {
+pub(crate) fn assert_model_1(body: &str) {
     let got = numbers(body);
     assert_eq!(got.len(), 2, "{body}");
     for (g, w) in got.iter().zip(MODEL_1_ANSWER) {
@@ -343,19 +349,19 @@ pub fn assert_model_1(body: &str) {
 }
 
 /// A model folder holding a file that is not an ONNX model.
-pub fn broken_model_dir() -> tempfile::TempDir {
+pub(crate) fn broken_model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("model.onnx"), b"this is not an onnx model").unwrap();
     dir
 }
 
-pub fn path_str(p: &Path) -> String {
+pub(crate) fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
 /// Clients that keep sending one request to `/score` until stopped: the one load harness of
 /// the tests that change things under traffic.
-pub struct Load {
+pub(crate) struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     statuses: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u16, usize>>>,
@@ -365,7 +371,7 @@ pub struct Load {
 
 /// What a [`Load`] saw.
 #[derive(Debug)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     pub total: usize,
     pub ok: usize,
     pub statuses: std::collections::BTreeMap<u16, usize>,
@@ -376,7 +382,7 @@ pub struct LoadReport {
 impl Load {
     /// Starts `clients` threads sending `body` with `key` (unpinned), each request on a new
     /// round as soon as the last one is answered.
-    pub fn start(server: &std::sync::Arc<Server>, clients: usize, key: &str, body: Vec<u8>) -> Self {
+    pub(crate) fn start(server: &std::sync::Arc<Server>, clients: usize, key: &str, body: Vec<u8>) -> Self {
         use std::sync::atomic::Ordering;
         let load = Load {
             stop: Default::default(),
@@ -409,12 +415,12 @@ impl Load {
     }
 
     /// Requests answered so far.
-    pub fn sent(&self) -> usize {
+    pub(crate) fn sent(&self) -> usize {
         self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits until `n` more requests have been answered (traffic flowed over the last change).
-    pub fn wait_for_more(&self, n: usize) {
+    pub(crate) fn wait_for_more(&self, n: usize) {
         let before = self.sent();
         eventually(&format!("{n} more requests"), Duration::from_secs(60), || {
             let now = self.sent();
@@ -427,7 +433,7 @@ impl Load {
     }
 
     /// Stops the clients and reports.
-    pub fn stop(self) -> LoadReport {
+    pub(crate) fn stop(self) -> LoadReport {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for c in self.clients {
             c.join().unwrap();
@@ -441,7 +447,7 @@ impl Load {
 
 /// The tests' plain Python venv (`target/python-test-venv`, pinned by
 /// runtime/python/test-requirements.txt), made by scripts/setup.sh on first use; its python.
-pub fn test_venv_python() -> String {
+pub(crate) fn test_venv_python() -> String {
     static SETUP: std::sync::Once = std::sync::Once::new();
     let python = repo().join("target/python-test-venv/bin/python");
     SETUP.call_once(|| {

@@ -26,7 +26,7 @@ const BUILDER_VERSION: &str = "1";
 
 /// Server-wide settings of the Python hook (`serve --python`, `--env-cache-dir`).
 #[derive(Debug, Clone, Default)]
-pub struct PythonOptions {
+pub(crate) struct PythonOptions {
     /// `--python` / `SWITCHYARD_PYTHON`: every Python deployment runs this interpreter, and no
     /// environment is built (for machines without network, and for tests).
     pub python: Option<PathBuf>,
@@ -37,12 +37,12 @@ pub struct PythonOptions {
 static OPTIONS: OnceLock<PythonOptions> = OnceLock::new();
 
 /// Sets the server-wide options (once, at `serve`; later calls are ignored).
-pub fn configure(options: PythonOptions) {
+pub(crate) fn configure(options: PythonOptions) {
     let _ = OPTIONS.set(options);
 }
 
 /// The interpreter `--python`/`SWITCHYARD_PYTHON` names for every deployment, if any.
-pub fn forced_python() -> Option<PathBuf> {
+pub(crate) fn forced_python() -> Option<PathBuf> {
     options().python
 }
 
@@ -55,7 +55,7 @@ fn options() -> PythonOptions {
 
 /// The cache folder: `--env-cache-dir`, else `$XDG_CACHE_HOME/switchyard/envs`, else
 /// `~/.cache/switchyard/envs`, else under the temp folder.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     if let Some(dir) = options().env_cache_dir {
         return dir;
     }
@@ -69,7 +69,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// Where a build's progress lines go: the deployment's log (`get-logs` while it is
 /// `Creating`), or stderr for `switchyard env build`. One sink, so both show the same lines.
-pub trait Progress: Send + Sync {
+pub(crate) trait Progress: Send + Sync {
     /// One line of progress.
     fn line(&self, line: &str);
 }
@@ -81,7 +81,7 @@ impl Progress for LogRing {
 }
 
 /// Progress lines on stderr, as they come.
-pub struct Stderr;
+pub(crate) struct Stderr;
 
 impl Progress for Stderr {
     fn line(&self, line: &str) {
@@ -93,7 +93,11 @@ impl Progress for Stderr {
 /// cache key, folder and progress lines), with `base` as the interpreter to make it from
 /// instead of the one `python=X.Y` picks; returns the venv's folder. `switchyard env build`
 /// runs this at image build time, so that `serve` with the same cache starts without a build.
-pub fn prebuild(build: &EnvironmentBuild, base: Option<&Path>, progress: Arc<dyn Progress>) -> Result<PathBuf, String> {
+pub(crate) fn prebuild(
+    build: &EnvironmentBuild,
+    base: Option<&Path>,
+    progress: Arc<dyn Progress>,
+) -> Result<PathBuf, String> {
     let python = build_env(build, base, &progress)?;
     // <venv>/bin/python → <venv>
     Ok(python.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or(python))
@@ -339,7 +343,7 @@ fn copy_lines(stream: impl Read, sink: &LogSink, logs: &dyn Progress) {
 }
 
 /// An executable on PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
@@ -347,7 +351,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// An interpreter for `python=X.Y`: `pythonX.Y` on PATH, then pyenv's and uv's installed
 /// Pythons, then `python3` if it is that version. Each candidate is run once to check its
 /// version (pyenv shims exist for versions that are not selected, and fail when run).
-pub fn find_interpreter(version: Option<&str>) -> Result<PathBuf, String> {
+pub(crate) fn find_interpreter(version: Option<&str>) -> Result<PathBuf, String> {
     let Some(version) = version else {
         return Ok(which("python3").unwrap_or_else(|| PathBuf::from("python3")));
     };

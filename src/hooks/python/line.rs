@@ -44,10 +44,10 @@ use crate::hooks::{HookError, HookRequest, HookResponse, Started, Turn};
 /// Runs one worker holds at most: the one it runs and one waiting behind it. One more is
 /// enough for the worker never to wait between runs; more would only lengthen the wait of
 /// a request that another, idle instance could take.
-pub const DEPTH: usize = 2;
+pub(super) const DEPTH: usize = 2;
 
 /// One worker process and the runs in its pipe.
-pub struct Line {
+pub(super) struct Line {
     worker: Mutex<Worker>,
     /// The answer pipe, a second descriptor of the worker's (non-blocking), read by the
     /// ticket whose turn it is.
@@ -91,7 +91,7 @@ struct Queue {
 }
 
 impl Line {
-    pub fn new(worker: Worker, files: PathBuf) -> std::io::Result<Arc<Self>> {
+    pub(super) fn new(worker: Worker, files: PathBuf) -> std::io::Result<Arc<Self>> {
         let answers = worker.answer_reader()?;
         Ok(Arc::new(Self {
             worker: Mutex::new(worker),
@@ -105,7 +105,7 @@ impl Line {
         }))
     }
 
-    pub fn worker(&self) -> MutexGuard<'_, Worker> {
+    pub(super) fn worker(&self) -> MutexGuard<'_, Worker> {
         self.worker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -113,17 +113,17 @@ impl Line {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn is_healthy(&self) -> bool {
+    pub(super) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
 
     /// `notice` is called (on whichever thread stops it, with no lock held) when the worker
     /// stops or is retired: the pool then replaces the instance if it is idle.
-    pub fn on_stop(&self, notice: Arc<dyn Fn() + Send + Sync>) {
+    pub(super) fn on_stop(&self, notice: Arc<dyn Fn() + Send + Sync>) {
         let _ = self.stop_notice.set(notice);
     }
 
@@ -131,7 +131,7 @@ impl Line {
     /// (the worker holds [`DEPTH`] runs, or the frame would not fit behind the one in the
     /// pipe): the caller runs it through [`Line::run`] instead. On a worker that is gone the
     /// run never begins ([`Turn::NotStarted`]).
-    pub fn start(self: &Arc<Self>, request: &HookRequest<'_>) -> Option<Started> {
+    pub(super) fn start(self: &Arc<Self>, request: &HookRequest<'_>) -> Option<Started> {
         let not_started = || Some(Started { lend: false, turn: Box::pin(std::future::ready(Turn::NotStarted)) });
         let mut worker = self.worker();
         if !worker.is_healthy() || !self.is_healthy() {
@@ -163,7 +163,7 @@ impl Line {
     }
 
     /// A run on the calling (blocking) thread, once the runs queued before it have ended.
-    pub fn run(&self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+    pub(super) fn run(&self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
         let limit = self.worker().timeout();
         self.settle(limit);
         let mut worker = self.worker();
@@ -190,7 +190,7 @@ impl Line {
     }
 
     /// Waits (at most `limit`) until no run is in the pipe.
-    pub fn settle(&self, limit: Duration) {
+    pub(super) fn settle(&self, limit: Duration) {
         let until = Instant::now() + limit;
         let mut q = self.queue();
         while !q.frames.is_empty() && !q.stopped {

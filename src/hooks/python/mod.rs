@@ -17,16 +17,16 @@
 //! instance reports itself unhealthy, so the pool replaces it (init again, with backoff) while
 //! the other instances keep serving.
 
-pub mod env;
+pub(crate) mod env;
 mod line;
 /// The frame protocol, shared with process-isolated native plugins (`hooks::worker`).
-pub use super::worker::frame;
+pub(crate) use super::worker::frame;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-pub use env::{configure, EnvSlot, PythonOptions};
+pub(crate) use env::{configure, EnvSlot, PythonOptions};
 
 use super::worker::{one_line, Flavor, Worker};
 use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
@@ -36,7 +36,7 @@ use crate::spec::python::{PythonEnvironment, PythonScript};
 const WORKER_SOURCE: &str = include_str!("../../../runtime/python/switchyard_worker.py");
 
 /// One instance: a worker process running the deployment's scoring script.
-pub struct PythonHook {
+pub(crate) struct PythonHook {
     /// The process, its pipes and its supervision (shared with process-isolated plugins),
     /// and the runs queued in it.
     line: Arc<line::Line>,
@@ -46,7 +46,7 @@ pub struct PythonHook {
 
 impl PythonHook {
     /// Starts a worker and waits for its `init()`; blocking (seconds).
-    pub fn start(script: &PythonScript, ctx: &InitContext) -> Result<Self, String> {
+    pub(crate) fn start(script: &PythonScript, ctx: &InitContext) -> Result<Self, String> {
         // The file may have changed since validation: it must still be inside the code folder.
         crate::spec::resolve_scoring_script(&script.code_dir, &script.script)?;
         let python = ctx.python_env.interpreter(&script.environment, &ctx.logs)?;
@@ -142,7 +142,7 @@ impl PythonHook {
 /// runs fit in its request pipe together, see `worker::REQUEST_PIPE_BYTES`; a frame that
 /// does not fit behind the one there is not queued). Larger ones are queued to a blocking
 /// thread, where a write that waits for the worker harms no other request.
-pub const ASYNC_BODY_LIMIT: usize = 32 * 1024;
+pub(crate) const ASYNC_BODY_LIMIT: usize = 32 * 1024;
 
 impl ScoringHook for PythonHook {
     fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
@@ -239,7 +239,7 @@ fn remove_instance_dir(dir: &Path) {
 /// Removes every instance folder this process made that is still there; called when the
 /// server stops, on every path (SIGTERM, its parent gone). Workers still running are not
 /// harmed: they loaded their program at start, and their model link is only a link.
-pub fn remove_instance_folders() {
+pub(crate) fn remove_instance_folders() {
     let dirs = std::mem::take(&mut *INSTANCE_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
     for dir in dirs {
         let _ = std::fs::remove_dir_all(dir);
@@ -249,7 +249,7 @@ pub fn remove_instance_folders() {
 /// What `describe` says about a Python deployment before it starts: the script, and which
 /// interpreter runs it and where that choice came from (`--python` wins over the deployment's
 /// own environment, as [`EnvSlot::interpreter`] does).
-pub fn describe_script(script: &PythonScript) -> String {
+pub(crate) fn describe_script(script: &PythonScript) -> String {
     let env = match (env::forced_python(), &script.environment) {
         (Some(p), _) => format!("{} from serve --python/SWITCHYARD_PYTHON", p.display()),
         (None, PythonEnvironment::Default) => match env::which("python3") {

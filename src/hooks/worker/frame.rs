@@ -14,33 +14,33 @@ use std::time::Instant;
 use actix_web::http::header::HeaderMap;
 
 /// The largest frame a worker may send: an answer bigger than this is a broken worker.
-pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_FRAME: usize = 256 * 1024 * 1024;
 
 /// Frame types (one byte on the wire).
-pub mod kind {
+pub(crate) mod kind {
     /// Switchyard → worker: score one request.
-    pub const RUN: u8 = b'R';
+    pub(crate) const RUN: u8 = b'R';
     /// Worker → Switchyard: init done.
-    pub const INIT_OK: u8 = b'I';
+    pub(crate) const INIT_OK: u8 = b'I';
     /// Worker → Switchyard: init raised (then the worker exits).
-    pub const INIT_FAILED: u8 = b'E';
+    pub(crate) const INIT_FAILED: u8 = b'E';
     /// Worker → Switchyard: an answer.
-    pub const ANSWER: u8 = b'A';
+    pub(crate) const ANSWER: u8 = b'A';
     /// Worker → Switchyard: `run` raised.
-    pub const RAISED: u8 = b'X';
+    pub(crate) const RAISED: u8 = b'X';
     /// Worker → Switchyard: the input is not what the script takes (HTTP 400).
-    pub const BAD_INPUT: u8 = b'B';
+    pub(crate) const BAD_INPUT: u8 = b'B';
     /// Worker → Switchyard: the code panicked (HTTP 424); the worker exits after sending it
     /// and is replaced (native plugins: `SWITCHYARD_PANIC`).
-    pub const PANICKED: u8 = b'P';
+    pub(crate) const PANICKED: u8 = b'P';
     /// Worker → Switchyard: the answer cannot be sent, and why (HTTP 424): NaN or Infinity
     /// where JSON has none, an answer over [`super::MAX_FRAME`]. The worker lives on.
-    pub const UNSERVABLE: u8 = b'U';
+    pub(crate) const UNSERVABLE: u8 = b'U';
 }
 
 /// Why no frame came back.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The worker closed its end (it exited or was killed).
     Closed,
     /// The deadline passed first.
@@ -56,7 +56,7 @@ pub enum ReadError {
 /// Builds a run frame in `scratch`: the content type, the request's headers (`None`: the
 /// script reads none, so none are sent), then the body. Built whole, so its length is known
 /// before it is written (a run queued behind another must fit in what the pipe holds).
-pub fn build_run(
+pub(crate) fn build_run(
     scratch: &mut Vec<u8>,
     content_type: &str,
     headers: Option<&HeaderMap>,
@@ -124,7 +124,7 @@ fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
 }
 
 /// Writes one frame of `kind` whose payload is `parts`, one after the other (the worker side).
-pub fn write_frame(out: &mut impl Write, scratch: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+pub(crate) fn write_frame(out: &mut impl Write, scratch: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
     let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
     let len = u32::try_from(len)
         .ok()
@@ -141,7 +141,7 @@ pub fn write_frame(out: &mut impl Write, scratch: &mut Vec<u8>, kind: u8, parts:
 
 /// Writes an answer frame with no further headers: status, content type, body (the worker
 /// side; the layout [`parse_answer`] reads).
-pub fn write_answer(
+pub(crate) fn write_answer(
     out: &mut impl Write,
     scratch: &mut Vec<u8>,
     status: u16,
@@ -154,7 +154,7 @@ pub fn write_answer(
 }
 
 /// Splits a run payload into content type, header block and body (the worker side).
-pub fn parse_run(payload: &[u8]) -> Option<(&str, &[u8], &[u8])> {
+pub(crate) fn parse_run(payload: &[u8]) -> Option<(&str, &[u8], &[u8])> {
     let ct_len = u16::from_be_bytes(payload.get(0..2)?.try_into().ok()?) as usize;
     let ct = payload.get(2..2 + ct_len)?;
     let rest = &payload[2 + ct_len..];
@@ -166,7 +166,10 @@ pub fn parse_run(payload: &[u8]) -> Option<(&str, &[u8], &[u8])> {
 
 /// Reads one frame, waiting at most until `deadline` (`None`: no limit). Returns its type and
 /// payload.
-pub fn read_frame<R: Read + AsRawFd>(input: &mut R, deadline: Option<Instant>) -> Result<(u8, Vec<u8>), ReadError> {
+pub(crate) fn read_frame<R: Read + AsRawFd>(
+    input: &mut R,
+    deadline: Option<Instant>,
+) -> Result<(u8, Vec<u8>), ReadError> {
     let mut head = [0u8; 5];
     read_exact_until(input, &mut head, deadline)?;
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
@@ -223,7 +226,7 @@ fn wait_readable(fd: i32, deadline: Option<Instant>) -> Result<(), ReadError> {
 
 /// An answer frame's parts.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Answer<'a> {
+pub(crate) struct Answer<'a> {
     pub status: u16,
     pub content_type: &'a str,
     /// The script's further headers, `name NUL value NUL ...` (empty: none).
@@ -233,7 +236,7 @@ pub struct Answer<'a> {
 
 /// Splits an answer payload: u16 status, u16 content-type length, the content type, u32
 /// header-block length, the header block, the body.
-pub fn parse_answer(payload: &[u8]) -> Option<Answer<'_>> {
+pub(crate) fn parse_answer(payload: &[u8]) -> Option<Answer<'_>> {
     let status = u16::from_be_bytes(payload.get(0..2)?.try_into().ok()?);
     let ct_len = u16::from_be_bytes(payload.get(2..4)?.try_into().ok()?) as usize;
     let ct = payload.get(4..4 + ct_len)?;
@@ -246,7 +249,7 @@ pub fn parse_answer(payload: &[u8]) -> Option<Answer<'_>> {
 }
 
 /// The pairs of a header block (a malformed one yields what pairs it holds).
-pub fn header_pairs(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(crate) fn header_pairs(block: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut parts = block.split(|&b| b == 0).filter(|_| !block.is_empty());
     std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
 }

@@ -20,7 +20,7 @@
 //! files, the request headers its `run()` may read, and runs awaited on the request's task
 //! (through [`Worker::prepare_run`], [`Worker::answer_reader`] and [`Worker::outcome`]).
 
-pub mod frame;
+pub(crate) mod frame;
 
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read};
@@ -37,7 +37,7 @@ use crate::telemetry::LogRing;
 
 /// How long a worker's init may take (Azure has no limit but its probes; a model download in
 /// init can take minutes).
-pub const INIT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const INIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Longer lines of a worker's output are cut (a script printing a huge array without a
 /// newline must not grow memory without bound).
@@ -48,13 +48,13 @@ const MAX_LOG_LINE: usize = 8 * 1024;
 /// prints 100 MB must not write 100 MB to the server's stderr (and to whatever collects it).
 /// The lines over it are counted and reported in a warning; the deployment's log
 /// (`get-logs`) still gets every line, as far as its ring holds.
-pub const LOG_LINES_PER_SEC: f64 = 100.0;
+pub(crate) const LOG_LINES_PER_SEC: f64 = 100.0;
 /// See [`LOG_LINES_PER_SEC`].
-pub const LOG_BYTES_PER_SEC: f64 = 100.0 * 1024.0;
+pub(crate) const LOG_BYTES_PER_SEC: f64 = 100.0 * 1024.0;
 /// See [`LOG_LINES_PER_SEC`].
-pub const LOG_BURST_LINES: f64 = 1000.0;
+pub(crate) const LOG_BURST_LINES: f64 = 1000.0;
 /// See [`LOG_LINES_PER_SEC`].
-pub const LOG_BURST_BYTES: f64 = 1024.0 * 1024.0;
+pub(crate) const LOG_BURST_BYTES: f64 = 1024.0 * 1024.0;
 /// How often a worker's dropped lines are reported while it keeps printing over the rate.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Dropped lines are reported once the worker's output has been quiet this long.
@@ -64,15 +64,15 @@ const DROP_REPORT_QUIET_MS: i32 = 1000;
 /// limits each worker's memory: a size in bytes, or with a `K`, `M` or `G` suffix (powers of
 /// 1024). Applied as `RLIMIT_DATA`: the worker's heap and other private writable memory, not
 /// its resident size; past it, allocations fail (`MemoryError` in Python, a 424).
-pub const MAX_MEMORY_ENV: &str = "SWITCHYARD_WORKER_MAX_MEMORY";
+pub(crate) const MAX_MEMORY_ENV: &str = "SWITCHYARD_WORKER_MAX_MEMORY";
 
 /// A worker's `oom_score_adj` (or the server's own, where that is higher): under memory
 /// pressure the kernel kills a worker, which the pool replaces, rather than the server.
-pub const WORKER_OOM_SCORE_ADJ: i32 = 800;
+pub(crate) const WORKER_OOM_SCORE_ADJ: i32 = 800;
 
 /// Which kind of worker: its name in messages and its log target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
+pub(crate) enum Flavor {
     /// A Python scoring script (log target `switchyard::python`).
     Python,
     /// A native plugin with `isolation: process` (log target `switchyard::native`).
@@ -105,7 +105,7 @@ impl Flavor {
 }
 
 /// One running worker process and its frame pipes.
-pub struct Worker {
+pub(crate) struct Worker {
     child: Child,
     /// Requests go here (the worker's fd 3).
     to_worker: std::io::PipeWriter,
@@ -142,13 +142,13 @@ pub struct Worker {
 /// behind the other, and a write must never wait for the worker (it is made on an I/O
 /// thread). 256 KiB holds two of the largest runs written from a task (32 KiB bodies and
 /// 16 KiB of headers) several times over.
-pub const REQUEST_PIPE_BYTES: usize = 256 * 1024;
+pub(crate) const REQUEST_PIPE_BYTES: usize = 256 * 1024;
 
 impl Worker {
     /// Starts `cmd` as instance `n`'s worker: in its own process group (a kill reaches
     /// whatever it started too, and a Ctrl-C at the terminal reaches the server only), with
     /// the frame pipes on fds 3 and 4, stdin closed and its output copied into the log.
-    pub fn spawn(mut cmd: Command, ctx: &InitContext, n: usize, flavor: Flavor) -> std::io::Result<Self> {
+    pub(crate) fn spawn(mut cmd: Command, ctx: &InitContext, n: usize, flavor: Flavor) -> std::io::Result<Self> {
         let max_data_bytes = max_memory(&ctx.environment_variables)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let oom_score_adj =
@@ -232,19 +232,19 @@ impl Worker {
     }
 
     /// Sends the request's headers with each run from now on (or not).
-    pub fn set_wants_headers(&mut self, wants: bool) {
+    pub(crate) fn set_wants_headers(&mut self, wants: bool) {
         self.wants_headers = wants;
     }
 
     /// Writes one run frame (no waiting for the answer).
-    pub fn send_run(&mut self, request: &HookRequest<'_>) -> Result<(), Exchange> {
+    pub(crate) fn send_run(&mut self, request: &HookRequest<'_>) -> Result<(), Exchange> {
         self.prepare_run(request)?;
         self.write_prepared()
     }
 
     /// Builds the run frame of `request`, not written yet ([`Self::write_prepared`]); its
     /// length in bytes.
-    pub fn prepare_run(&mut self, request: &HookRequest<'_>) -> Result<usize, Exchange> {
+    pub(crate) fn prepare_run(&mut self, request: &HookRequest<'_>) -> Result<usize, Exchange> {
         let headers = self.wants_headers.then_some(request.headers);
         frame::build_run(&mut self.scratch, request.content_type.unwrap_or(""), headers, request.body)
             .map_err(|e| Exchange::Broken(e.to_string()))?;
@@ -252,7 +252,7 @@ impl Worker {
     }
 
     /// Writes the frame [`Self::prepare_run`] built.
-    pub fn write_prepared(&mut self) -> Result<(), Exchange> {
+    pub(crate) fn write_prepared(&mut self) -> Result<(), Exchange> {
         use std::io::Write;
         let written = self.to_worker.write_all(&self.scratch).map_err(|_| Exchange::Gone);
         if self.scratch.capacity() > 1 << 20 {
@@ -262,26 +262,26 @@ impl Worker {
     }
 
     /// The deadline of runs that come without a `Cancellation`.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
     /// Bytes the request pipe holds: frames queued in it together up to this never make a
     /// write wait.
-    pub fn request_pipe_bytes(&self) -> usize {
+    pub(crate) fn request_pipe_bytes(&self) -> usize {
         self.request_pipe
     }
 
     /// A second descriptor of the answer pipe, for a reader that does not hold the worker
     /// (runs queued one behind another read their answers in turn; see `hooks::python`).
-    pub fn answer_reader(&self) -> std::io::Result<std::io::PipeReader> {
+    pub(crate) fn answer_reader(&self) -> std::io::Result<std::io::PipeReader> {
         self.from_worker.try_clone()
     }
 
     /// A run whose answer was being awaited was abandoned (its deadline passed or its client
     /// went away): the answer would arrive in the next request's place, so the worker is
     /// stopped and the pool replaces the instance.
-    pub fn stopped_at_deadline(&mut self) {
+    pub(crate) fn stopped_at_deadline(&mut self) {
         self.alive = false;
         self.kill("the request's deadline passed (or its client went away) during the run");
         let line = format!("{}: worker was stopped at the request's deadline; a new worker replaces it", self.tag);
@@ -290,13 +290,13 @@ impl Worker {
     }
 
     /// `deployment/instance-N pid P`.
-    pub fn tag(&self) -> &str {
+    pub(crate) fn tag(&self) -> &str {
         &self.tag
     }
 
     /// Reads the worker's init result (`INIT_OK` or `INIT_FAILED`), waiting up to
     /// [`super::init_timeout`] ([`INIT_TIMEOUT`] unless set). Anything but `INIT_OK` marks the worker dead.
-    pub fn read_init(&mut self) -> Result<(u8, Vec<u8>), frame::ReadError> {
+    pub(crate) fn read_init(&mut self) -> Result<(u8, Vec<u8>), frame::ReadError> {
         let result = frame::read_frame(&mut self.from_worker, Some(Instant::now() + super::init_timeout()));
         self.end_init();
         match &result {
@@ -309,7 +309,7 @@ impl Worker {
     /// After a failed init: waits (bounded) for the worker to exit and for its output, so the
     /// traceback or message is in the log before the deployment is marked Failed; returns how
     /// it ended.
-    pub fn finish_output(&mut self) -> String {
+    pub(crate) fn finish_output(&mut self) -> String {
         let status = self.wait_exit(Duration::from_secs(5));
         let until = Instant::now() + Duration::from_secs(2);
         for done in std::mem::take(&mut self.copiers) {
@@ -387,7 +387,7 @@ impl Worker {
     }
 
     /// Scores one request in the worker (the `ScoringHook::run` of worker hooks).
-    pub fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
+    pub(crate) fn run(&mut self, request: HookRequest<'_>) -> Result<HookResponse, HookError> {
         let what = self.flavor.what();
         if !self.alive {
             return Err(HookError::Failed(format!("the instance's {what} is gone; it is being replaced")));
@@ -420,7 +420,7 @@ impl Worker {
     /// What one exchange's outcome means for the caller, and for the worker (retired when it
     /// died, hung, panicked or broke the protocol). `cancelled`: the request's deadline passed
     /// while the run was in the worker (which was killed for it).
-    pub fn outcome(
+    pub(crate) fn outcome(
         &mut self,
         outcome: Result<(u8, &[u8]), Exchange>,
         cancelled: bool,
@@ -515,7 +515,7 @@ impl Worker {
     }
 
     /// False once the worker died, hung or broke the protocol.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.alive
     }
 
@@ -528,7 +528,7 @@ impl Worker {
     }
 
     /// Kills the worker, its process group and its descendants, and reaps it.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.end_init();
         if !self.reaped {
             self.kill("its instance was removed (delete, replacement, scale-down or shutdown)");
@@ -546,7 +546,7 @@ impl Drop for Worker {
 }
 
 /// Why an exchange with the worker failed.
-pub enum Exchange {
+pub(crate) enum Exchange {
     /// The pipe closed: the worker exited or was killed.
     Gone,
     /// The safety deadline passed (runs without a `Cancellation`).
@@ -558,7 +558,7 @@ pub enum Exchange {
 }
 
 /// How a worker ended, in words (`exit code N`, `killed by signal 11 SIGSEGV`).
-pub fn describe_exit(status: std::process::ExitStatus) -> String {
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
@@ -581,7 +581,7 @@ fn signal_name(sig: i32) -> &'static str {
 /// line by line. The receiver hears when the stream ends.
 /// Each line is escaped into one line ([`one_line`]) and tagged; the process log gets it
 /// within the worker's [`OutputLimit`] (shared by its two streams).
-pub fn copy_output(
+pub(crate) fn copy_output(
     stream: impl Read + AsRawFd + Send + 'static,
     which: &'static str,
     tag: &str,
@@ -687,7 +687,7 @@ fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>) -> bool {
 /// `HookResponse::content_type` is `&'static str` (the ONNX hook's are constants); scripts and
 /// plugins may answer any type, so the few distinct ones are kept for the process's life.
 /// Bounded: past 64 distinct types, the rest are answered as `application/octet-stream`.
-pub fn intern_content_type(ct: &str) -> &'static str {
+pub(crate) fn intern_content_type(ct: &str) -> &'static str {
     const KNOWN: &[&str] =
         &["application/json", "text/plain", "text/plain; charset=utf-8", "text/html", "application/octet-stream"];
     if ct.is_empty() {
@@ -714,7 +714,7 @@ pub fn intern_content_type(ct: &str) -> &'static str {
 /// paragraph separators. Whatever a script prints or raises then stays inside the line that
 /// names it, after the tag, and cannot start a line that looks like the server's own, nor
 /// rewrite one on a terminal. Tabs are kept. Borrowed when there is nothing to escape.
-pub fn one_line(bytes: &[u8]) -> Cow<'_, str> {
+pub(crate) fn one_line(bytes: &[u8]) -> Cow<'_, str> {
     fn escaped(c: char) -> bool {
         (c.is_control() && c != '\t') || c == '\u{2028}' || c == '\u{2029}'
     }
@@ -738,7 +738,7 @@ pub fn one_line(bytes: &[u8]) -> Cow<'_, str> {
 /// (lines and bytes, [`LOG_LINES_PER_SEC`] and the others), and the count of lines left out
 /// since the last report.
 #[derive(Debug)]
-pub struct OutputLimit {
+pub(crate) struct OutputLimit {
     lines: f64,
     bytes: f64,
     last: Instant,
@@ -749,12 +749,12 @@ pub struct OutputLimit {
 
 impl OutputLimit {
     /// A full bucket at `now`.
-    pub fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self { lines: LOG_BURST_LINES, bytes: LOG_BURST_BYTES, last: now, dropped: 0, dropping_since: None }
     }
 
     /// Whether a line of `len` bytes may be copied at `now` (it is counted as dropped if not).
-    pub fn admit(&mut self, len: usize, now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, len: usize, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.lines = (self.lines + elapsed * LOG_LINES_PER_SEC).min(LOG_BURST_LINES);
@@ -772,7 +772,7 @@ impl OutputLimit {
 
     /// Lines dropped, and over how long, when a report is due at `now` while the output goes
     /// on: every [`DROP_REPORT_EVERY`] from the first drop.
-    pub fn report_due(&mut self, now: Instant) -> Option<(u64, Duration)> {
+    pub(crate) fn report_due(&mut self, now: Instant) -> Option<(u64, Duration)> {
         let since = self.dropping_since?;
         if now.saturating_duration_since(since) < DROP_REPORT_EVERY {
             return None;
@@ -781,12 +781,12 @@ impl OutputLimit {
     }
 
     /// Whether lines were dropped since the last report.
-    pub fn has_dropped(&self) -> bool {
+    pub(crate) fn has_dropped(&self) -> bool {
         self.dropped > 0
     }
 
     /// Lines dropped since the last report, and over how long; resets the count.
-    pub fn take_dropped(&mut self, now: Instant) -> Option<(u64, Duration)> {
+    pub(crate) fn take_dropped(&mut self, now: Instant) -> Option<(u64, Duration)> {
         let since = self.dropping_since.take()?;
         let dropped = std::mem::take(&mut self.dropped);
         Some((dropped, now.saturating_duration_since(since)))
@@ -807,7 +807,7 @@ fn forget_live(pid: u32) {
 /// exit by itself once its request pipe closes with the server, but what its script started
 /// would not. The registry stays locked meanwhile, so no worker is reaped (and its pid reused)
 /// under the kill.
-pub fn stop_all() {
+pub(crate) fn stop_all() {
     let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     for &pid in live.iter() {
         kill_tree(pid);
@@ -820,7 +820,7 @@ pub fn stop_all() {
 /// descendants go first, while the worker still holds them; each round kills what `/proc`
 /// shows, and what a killed process orphaned shows up under the worker in the next round.
 /// Without `/proc` (not Linux) only the process group is reached.
-pub fn kill_tree(pid: u32) {
+pub(crate) fn kill_tree(pid: u32) {
     for _ in 0..32 {
         let found = descendants(pid);
         if found.is_empty() {

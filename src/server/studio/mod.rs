@@ -17,7 +17,7 @@ const STUDIO_CSS: &str = include_str!("studio.css");
 const FAVICON_SVG: &str = include_str!("favicon.svg");
 
 /// Registers `/`, the page's two assets and its icon.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/studio/studio.js", web::get().to(|| async { asset(STUDIO_JS, "text/javascript; charset=utf-8") }))
         .route("/studio/studio.css", web::get().to(|| async { asset(STUDIO_CSS, "text/css; charset=utf-8") }))
