@@ -31,9 +31,9 @@ fn routing(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let d = deployments(&runtime);
     let split = WeightedSplit::new([(d[0].clone(), 90), (d[1].clone(), 10)]);
-    c.bench_function("routing: weighted pick, 90/10", |b| b.iter(|| black_box(split.pick()).map(|d| d.name.len())));
+    c.bench_function("routing: weighted pick, 90/10", |b| b.iter(|| black_box(split.pick()).map(|d| d.name().len())));
     let three = WeightedSplit::new([(d[0].clone(), 34), (d[1].clone(), 33), (d[2].clone(), 33)]);
-    c.bench_function("routing: weighted pick, 3 ways", |b| b.iter(|| black_box(three.pick()).map(|d| d.name.len())));
+    c.bench_function("routing: weighted pick, 3 ways", |b| b.iter(|| black_box(three.pick()).map(|d| d.name().len())));
     // Sticky assignment as the front door does it: find the affinity header among a request's
     // usual headers, hash its value, pick the band. Compared with the random pick above.
     let mut headers = actix_web::http::header::HeaderMap::new();
@@ -54,8 +54,8 @@ fn routing(c: &mut Criterion) {
     c.bench_function("routing: sticky pick by header hash, 90/10", |b| {
         b.iter(|| {
             let value = black_box(&headers).get(affinity.as_str()).map(|v| v.as_bytes());
-            value.and_then(|v| split.pick_sticky(v)).map(|d| d.name.len())
-        })
+            value.and_then(|v| split.pick_sticky(v)).map(|d| d.name().len())
+        });
     });
 }
 
@@ -71,7 +71,7 @@ fn json_to_tensor(c: &mut Criterion) {
             bench.iter(|| {
                 let r: ScoreRequest = serde_json::from_slice(black_box(&b)).unwrap();
                 r.data.map(|d| d.values.len())
-            })
+            });
         });
     }
 }
@@ -84,7 +84,7 @@ fn response_encoding(c: &mut Criterion) {
                 let mut out = Vec::with_capacity(32 * n);
                 write_nested(&mut out, &[n], black_box(&values), &write_f64);
                 out.len()
-            })
+            });
         });
     }
 }
@@ -119,10 +119,10 @@ fn native_abi(c: &mut Criterion) {
     let headers = Default::default();
     let request = HookRequest { body: b"{}", content_type: Some("application/json"), headers: &headers, cancel: None };
     c.bench_function("native ABI: one run of a no-op C plugin", |b| {
-        b.iter(|| hook.run(black_box(request)).map(|r| r.body.len()))
+        b.iter(|| hook.run(black_box(request)).map(|r| r.body.len()));
     });
     c.bench_function("native ABI baseline: the same answer without the ABI", |b| {
-        b.iter(|| bytes::Bytes::from(black_box(&b"{\"ok\": true}"[..]).to_vec()).len())
+        b.iter(|| bytes::Bytes::from(black_box(&b"{\"ok\": true}"[..]).to_vec()).len());
     });
 }
 
@@ -179,13 +179,13 @@ fn oip_binary(c: &mut Criterion) {
         assert!((from_v2_json[i] - want).abs() < 1e-3 && (from_v2_binary[i] - want).abs() < 1e-3, "row {i}");
     }
     c.bench_function("model-2 64 rows: /score JSON through the hook", |b| {
-        b.iter(|| hook.run(black_box(request(score_body, Some("application/json")))).map(|r| r.body.len()))
+        b.iter(|| hook.run(black_box(request(score_body, Some("application/json")))).map(|r| r.body.len()));
     });
     c.bench_function("model-2 64 rows: v2 infer, JSON tensors", |b| {
-        b.iter(|| hook.infer(black_box(request(v2_json, None)), None).map(|a| a.response.body.len()))
+        b.iter(|| hook.infer(black_box(request(v2_json, None)), None).map(|a| a.response.body.len()));
     });
     c.bench_function("model-2 64 rows: v2 infer, binary tensors", |b| {
-        b.iter(|| hook.infer(black_box(request(v2_binary, None)), Some(header.len())).map(|a| a.response.body.len()))
+        b.iter(|| hook.infer(black_box(request(v2_binary, None)), Some(header.len())).map(|a| a.response.body.len()));
     });
 }
 

@@ -81,7 +81,7 @@ fn main() {
     .unwrap();
     let kind = spec.hook_kind().unwrap();
     let d: Arc<Deployment> = Deployment::new(&spec, kind, &Metrics::new(), runtime.handle().clone());
-    runtime.block_on(d.pool.add(1)).expect("the worker starts");
+    runtime.block_on(d.pool().add(1)).expect("the worker starts");
     let headers = Default::default();
 
     let n: usize = std::env::var("BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
@@ -90,7 +90,7 @@ fn main() {
     for round in 0..=rounds {
         let t = Instant::now();
         for _ in 0..n {
-            let r = d.pool.run_here_if_idle(BODY, Some("application/json"), &headers, Protocol::Score).unwrap();
+            let r = d.pool().run_here_if_idle(BODY, Some("application/json"), &headers, Protocol::Score).unwrap();
             assert_eq!(&r.body[..], b"[0.5, 0.5]");
         }
         let pipe_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
@@ -98,7 +98,7 @@ fn main() {
         let t = Instant::now();
         runtime.block_on(async {
             for _ in 0..n {
-                let pool = Arc::clone(&d.pool);
+                let pool = Arc::clone(d.pool());
                 let r = tokio::task::spawn_blocking(move || {
                     pool.run_here_if_idle(BODY, Some("application/json"), &Default::default(), Protocol::Score)
                 })
@@ -113,7 +113,8 @@ fn main() {
         let t = Instant::now();
         runtime.block_on(async {
             for _ in 0..n {
-                let r = d.pool.run(bytes::Bytes::from_static(BODY), Some("application/json"), &headers).await.unwrap();
+                let r =
+                    d.pool().run(bytes::Bytes::from_static(BODY), Some("application/json"), &headers).await.unwrap();
                 assert_eq!(r.status, 200);
             }
         });

@@ -11,6 +11,8 @@
 //! The public surface is what the binary, the benchmarks and the property tests use: the CLI
 //! entry, the spec types, and the hot-path pieces the micro benchmarks measure.
 #![deny(unsafe_code)]
+// Files are read through sys::files::read_bounded (clippy.toml says why).
+#![warn(clippy::disallowed_methods)]
 
 mod cli;
 mod control;

@@ -251,8 +251,12 @@ pub mod glue {
         let result = catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: the host's pointers, valid for the call (header contract).
             let dir = String::from_utf8_lossy(unsafe { bytes(model_dir, model_dir_len) }).into_owned();
-            let pairs: &[EnvPair] =
-                if env.is_null() || env_len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(env, env_len) } };
+            let pairs: &[EnvPair] = if env.is_null() || env_len == 0 {
+                &[]
+            } else {
+                // SAFETY: a non-null array of `env_len` pairs, valid for the call (header contract).
+                unsafe { std::slice::from_raw_parts(env, env_len) }
+            };
             let env: Vec<(String, String)> = pairs
                 .iter()
                 .map(|p| {
@@ -312,7 +316,7 @@ pub mod glue {
                         r.content_type.len(),
                         r.body.as_ptr(),
                         r.body.len(),
-                    )
+                    );
                 };
                 return code::OK;
             }

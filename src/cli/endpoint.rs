@@ -282,6 +282,7 @@ pub(super) fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, S
 
 /// Posts the request file to the scoring URI with the endpoint's credentials and prints the
 /// answer body.
+#[allow(clippy::disallowed_methods, reason = "the CLI reads its own user's --request-file, as curl would")]
 fn invoke(admin: &AdminClient, endpoint: &Value, file: &PathBuf, deployment: Option<&str>) -> Result<(), String> {
     let body = std::fs::read(file).map_err(|e| format!("cannot read --request-file {}: {e}", file.display()))?;
     let uri = endpoint.get("scoring_uri").and_then(Value::as_str).ok_or("the endpoint has no scoring_uri")?.to_string();

@@ -13,10 +13,10 @@ pub(super) fn print(value: &Value, global: &GlobalArgs) -> Result<(), String> {
     match global.output.unwrap_or(OutputFormat::Json) {
         OutputFormat::None => {}
         OutputFormat::Json | OutputFormat::Jsonc => {
-            println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?)
+            println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
         }
         OutputFormat::Yaml | OutputFormat::Yamlc => {
-            print!("{}", serde_norway::to_string(&value).map_err(|e| e.to_string())?)
+            print!("{}", serde_norway::to_string(&value).map_err(|e| e.to_string())?);
         }
         OutputFormat::Table => print!("{}", table(&value)),
         OutputFormat::Tsv => {

@@ -38,7 +38,7 @@ impl ControlPlane {
             .endpoint
             .as_ref()
             .and_then(|e| e.mirror.as_ref())
-            .filter(|(d, _)| d.deployment.name == record.spec.name)
+            .filter(|(d, _)| d.deployment.name() == record.spec.name)
             .map_or(0, |(_, p)| *p);
         let share = record.shadow.report.share();
         (percent > 0 || share.wanted > 0).then(|| share.to_json(percent))

@@ -71,7 +71,7 @@ impl ControlPlane {
             return Err(ControlError::Conflict(format!("an endpoint holds at most {MAX_DEPLOYMENTS} deployments")));
         }
         if let Some(record) = state.deployments.get(&name) {
-            let s = record.live.state.get();
+            let s = record.live.state().get();
             if s.is_busy() && !supersedable(record) {
                 return Err(busy(&name, s));
             }
@@ -86,7 +86,7 @@ impl ControlPlane {
         let superseded = state.deployments.get_mut(&name).and_then(|r| r.pending.take());
         match state.deployments.get_mut(&name) {
             // Something serves: the new version loads beside it and takes over once ready.
-            Some(record) if record.live.pool.ready() > 0 => {
+            Some(record) if record.live.pool().ready() > 0 => {
                 record.pending = Some(PendingVersion { spec: spec.clone(), pool: Arc::clone(&fresh) });
                 record.load_id = load_id;
             }
@@ -111,11 +111,11 @@ impl ControlPlane {
         self.commit(state, before)?;
         let record = state.deployments.get(&name).expect("inserted or present");
         if record.pending.is_some() {
-            record.live.state.set(ProvisioningState::Updating, None);
+            record.live.state().set(ProvisioningState::Updating, None);
         }
         let view = self.deployment_view(record);
         if let Some(old) = superseded {
-            record.live.logs.push("a newer update supersedes the one still loading: its instances are stopped");
+            record.live.logs().push("a newer update supersedes the one still loading: its instances are stopped");
             self.retire(old.pool);
         }
         if let Some(old) = replaced {
@@ -138,7 +138,7 @@ impl ControlPlane {
         }
         let mut state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
-        let current = record.live.state.get();
+        let current = record.live.state().get();
         let replacing = REPLACING_FIELDS.iter().any(|f| patch.get(*f).is_some());
         // A change of the model or hook supersedes an update still loading, as a PUT does; a
         // change in place (instance count, settings) waits for it.
@@ -166,13 +166,13 @@ impl ControlPlane {
             }
             return self.put_locked(&mut state, spec, kind, false).map(|(v, _)| v);
         }
-        if current == ProvisioningState::Failed && record.live.pool.ready() == 0 {
+        if current == ProvisioningState::Failed && record.live.pool().ready() == 0 {
             return Err(ControlError::Conflict(format!(
                 "deployment {name:?} failed to load; replace it (new model, code or environment) or delete it"
             )));
         }
         // Scaling starts from what runs, never from a count that was asked for and failed.
-        let counts = record.live.pool.counts();
+        let counts = record.live.pool().counts();
         // Instances waiting out a replacement's backoff count too: they come back by themselves.
         let from = counts.ready + counts.loading + counts.restarting;
         let to = spec.instance_count as usize;
@@ -183,7 +183,7 @@ impl ControlPlane {
         let record = state.deployments.get(name).expect("checked above");
         record.live.apply_settings(&record.spec);
         if from != to {
-            record.live.state.set(ProvisioningState::Updating, None);
+            record.live.state().set(ProvisioningState::Updating, None);
             let view = self.deployment_view(record);
             let live = Arc::clone(&record.live);
             drop(state);
@@ -194,9 +194,12 @@ impl ControlPlane {
             // A change that went through while the version serves (checked above: a failed
             // version with nothing ready was refused) ends the failure shown: the deployment is
             // Succeeded again, the failure stays under `last_failed_update`.
-            record.live.pool.forget_failed();
-            record.live.state.set(ProvisioningState::Succeeded, None);
-            record.live.logs.push("update applied: Succeeded again (the last failure stays under last_failed_update)");
+            record.live.pool().forget_failed();
+            record.live.state().set(ProvisioningState::Succeeded, None);
+            record
+                .live
+                .logs()
+                .push("update applied: Succeeded again (the last failure stays under last_failed_update)");
         }
         Ok(self.deployment_view(record))
     }
@@ -250,7 +253,7 @@ impl ControlPlane {
     pub(crate) fn deployment_logs(&self, name: &str, lines: usize) -> Result<Vec<String>, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
-        Ok(record.live.logs.tail(lines))
+        Ok(record.live.logs().tail(lines))
     }
 
     /// Retires a removed deployment: the version that served and a replacement still loading.
@@ -264,15 +267,15 @@ impl ControlPlane {
     /// Drains and drops a deployment version that left the routing table: loads not finished
     /// are cancelled, requests in flight finish first.
     pub(super) fn retire(&self, deployment: Arc<Deployment>) {
-        deployment.pool.close();
-        deployment.state.set(ProvisioningState::Deleting, None);
-        deployment.logs.push("deployment removed: draining in-flight requests");
+        deployment.pool().close();
+        deployment.state().set(ProvisioningState::Deleting, None);
+        deployment.logs().push("deployment removed: draining in-flight requests");
         // Gives back this version's hold on the name's series: they go only when no other
         // version (a replacement) holds them.
-        deployment.metrics.release();
+        deployment.metrics().release();
         self.runtime.spawn(async move {
-            let n = deployment.pool.ready();
-            deployment.pool.remove(n).await;
+            let n = deployment.pool().ready();
+            deployment.pool().remove(n).await;
         });
     }
 
@@ -280,10 +283,10 @@ impl ControlPlane {
         let cp = Arc::clone(self);
         self.runtime.spawn(async move {
             let count = spec.instance_count as usize;
-            fresh.logs.push(format!("loading {count} instance(s)"));
+            fresh.logs().push(format!("loading {count} instance(s)"));
             let started = std::time::Instant::now();
-            let outcome = fresh.pool.add(count).await;
-            fresh.load_micros.store(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+            let outcome = fresh.pool().add(count).await;
+            fresh.set_load_time(started.elapsed());
             cp.finish_load(&spec.name, fresh, load_id, outcome).await;
         });
     }
@@ -298,9 +301,9 @@ impl ControlPlane {
         // Decide under the lock, then drain outside it (draining waits for requests).
         let to_drain = self.apply_load(name, &fresh, load_id, outcome);
         if let Some(stale) = to_drain {
-            stale.pool.close();
-            let n = stale.pool.ready();
-            stale.pool.remove(n).await;
+            stale.pool().close();
+            let n = stale.pool().ready();
+            stale.pool().remove(n).await;
         }
     }
 
@@ -315,14 +318,14 @@ impl ControlPlane {
         let mut state = self.lock();
         let Some(record) = state.deployments.get_mut(name).filter(|r| r.load_id == load_id) else {
             // Deleted or replaced again while loading: this version never serves.
-            fresh.state.set(ProvisioningState::Deleting, None);
+            fresh.state().set(ProvisioningState::Deleting, None);
             return Some(Arc::clone(fresh));
         };
         let replacing = !Arc::ptr_eq(&record.live, fresh);
         match outcome {
             Ok(()) => {
-                fresh.state.set(ProvisioningState::Succeeded, None);
-                fresh.logs.push(format!("ready: {} instance(s)", fresh.pool.ready()));
+                fresh.state().set(ProvisioningState::Succeeded, None);
+                fresh.logs().push(format!("ready: {} instance(s)", fresh.pool().ready()));
                 tracing::info!(deployment = %name, "deployment ready");
                 let old = if replacing {
                     if let Some(pending) = record.pending.take() {
@@ -344,27 +347,27 @@ impl ControlPlane {
                 self.commit_background(&state);
                 drop(state);
                 if let Some(old) = old {
-                    old.logs.push("replaced by a new version: draining");
+                    old.logs().push("replaced by a new version: draining");
                     self.retire(old);
                 }
                 None
             }
             Err(error) => {
                 tracing::warn!(deployment = %name, %error, "deployment failed to load");
-                fresh.logs.push(format!("init failed: {error}"));
+                fresh.logs().push(format!("init failed: {error}"));
                 if replacing {
                     // The version that serves stays as it is, spec included; the attempt is
                     // kept apart so `show` can say what failed and a restart does not load it.
                     if let Some(pending) = record.pending.take() {
                         record.last_failure = Some(FailedUpdate::now(pending.spec, error.to_string()));
                     }
-                    record.live.state.set(
+                    record.live.state().set(
                         ProvisioningState::Failed,
                         Some(format!("update failed, the previous version keeps serving: {error}")),
                     );
-                    record.live.logs.push(format!("update failed, this version keeps serving: {error}"));
+                    record.live.logs().push(format!("update failed, this version keeps serving: {error}"));
                 } else {
-                    fresh.state.set(ProvisioningState::Failed, Some(error.to_string()));
+                    fresh.state().set(ProvisioningState::Failed, Some(error.to_string()));
                     // A version that never loaded gets no traffic (CONTRACT §5): a rollout to
                     // it rolls back now, and live traffic it still has (saved before a
                     // restart) goes to the others. Not for a load cancelled by a stop: that
@@ -395,7 +398,7 @@ impl ControlPlane {
     pub(super) fn drop_failed_traffic(&self, state: &mut State) -> bool {
         let failed = |name: &str| {
             state.deployments.get(name).is_some_and(|r| {
-                r.live.pool.ready() == 0 && r.live.state.get() == ProvisioningState::Failed && r.pending.is_none()
+                r.live.pool().ready() == 0 && r.live.state().get() == ProvisioningState::Failed && r.pending.is_none()
             })
         };
         let Some(ep) = state.endpoint.as_ref() else { return false };
@@ -422,7 +425,7 @@ impl ControlPlane {
         tracing::warn!(deployments = %names, "{line}");
         for n in gone.iter().map(|(n, _)| n).chain(next.keys()) {
             if let Some(r) = state.deployments.get(n) {
-                r.live.logs.push(format!("traffic: {names} {line}"));
+                r.live.logs().push(format!("traffic: {names} {line}"));
             }
         }
         true
@@ -434,19 +437,19 @@ impl ControlPlane {
     fn scale_in_background(self: &Arc<Self>, deployment: Arc<Deployment>, from: usize, to: usize) {
         let cp = Arc::clone(self);
         self.runtime.spawn(async move {
-            deployment.logs.push(format!("scaling from {from} to {to} instance(s)"));
+            deployment.logs().push(format!("scaling from {from} to {to} instance(s)"));
             let outcome = if to > from {
-                deployment.pool.add(to - from).await
+                deployment.pool().add(to - from).await
             } else {
-                deployment.pool.remove(from - to).await;
+                deployment.pool().remove(from - to).await;
                 Ok(())
             };
             match outcome {
                 Ok(()) => {
                     // The count asked for serves: instances that failed before are not wanted.
-                    deployment.pool.forget_failed();
-                    deployment.logs.push(format!("scaled to {} instance(s)", deployment.pool.ready()));
-                    deployment.state.set(ProvisioningState::Succeeded, None);
+                    deployment.pool().forget_failed();
+                    deployment.logs().push(format!("scaled to {} instance(s)", deployment.pool().ready()));
+                    deployment.state().set(ProvisioningState::Succeeded, None);
                 }
                 Err(LoadError::Cancelled) => {}
                 Err(e) => cp.scale_up_failed(&deployment, to, e.to_string()),
@@ -455,10 +458,10 @@ impl ControlPlane {
     }
 
     fn scale_up_failed(&self, deployment: &Arc<Deployment>, asked: usize, error: String) {
-        let serving = deployment.pool.ready();
-        deployment.logs.push(format!("scale-up to {asked} failed, {serving} instance(s) keep serving: {error}"));
+        let serving = deployment.pool().ready();
+        deployment.logs().push(format!("scale-up to {asked} failed, {serving} instance(s) keep serving: {error}"));
         let mut state = self.lock();
-        let record = state.deployments.get_mut(&deployment.name).filter(|r| Arc::ptr_eq(&r.live, deployment));
+        let record = state.deployments.get_mut(deployment.name()).filter(|r| Arc::ptr_eq(&r.live, deployment));
         if let Some(record) = record.filter(|_| serving > 0) {
             let mut attempted = record.spec.clone();
             attempted.instance_count = asked as u32;
@@ -467,7 +470,7 @@ impl ControlPlane {
             deployment.apply_settings(&record.spec);
             self.commit_background(&state);
         }
-        deployment.state.set(
+        deployment.state().set(
             ProvisioningState::Failed,
             Some(format!("scale-up to {asked} failed, {serving} instance(s) keep serving: {error}")),
         );
@@ -493,10 +496,10 @@ impl ControlPlane {
         let spec = record.pending.as_ref().map_or(&record.spec, |p| &p.spec);
         let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
-            let counts = record.live.pool.counts();
-            let restart = record.live.pool.restart();
-            let mut state = record.live.state.get();
-            let mut error = record.live.state.error();
+            let counts = record.live.pool().counts();
+            let restart = record.live.pool().restart();
+            let mut state = record.live.state().get();
+            let mut error = record.live.state().error();
             if let Some(r) = restart.as_ref().filter(|_| state == ProvisioningState::Succeeded && counts.ready == 0) {
                 // Nothing serves while its instances are being replaced: not `Succeeded`.
                 state = ProvisioningState::Failed;
@@ -511,23 +514,23 @@ impl ControlPlane {
                 m.insert("error".into(), Value::String(e));
             }
             let mut instances = serde_json::json!(counts);
-            instances["failed_inits_total"] = serde_json::json!(record.live.pool.failed_inits_total());
+            instances["failed_inits_total"] = serde_json::json!(record.live.pool().failed_inits_total());
             m.insert("instances".into(), instances);
             if let Some(r) = restart {
                 m.insert("restart".into(), serde_json::json!(r));
             }
-            if let Some(why) = record.live.pool.hung_reason() {
+            if let Some(why) = record.live.pool().hung_reason() {
                 m.insert("hung_reason".into(), Value::String(why));
             }
-            let per_instance = record.live.pool.workers_per_instance();
+            let per_instance = record.live.pool().workers_per_instance();
             if per_instance > 1 {
-                let mut workers = serde_json::json!(record.live.pool.workers());
+                let mut workers = serde_json::json!(record.live.pool().workers());
                 workers["per_instance"] = serde_json::json!(per_instance);
                 m.insert("workers".into(), workers);
             }
-            let load = record.live.load_micros.load(std::sync::atomic::Ordering::Relaxed);
-            if load > 0 {
-                m.insert("load_ms".into(), serde_json::json!(load as f64 / 1000.0));
+            let load = record.live.load_time();
+            if !load.is_zero() {
+                m.insert("load_ms".into(), serde_json::json!(load.as_micros() as f64 / 1000.0));
             }
             if let Some(failed) = &record.last_failure {
                 m.insert(
@@ -580,7 +583,7 @@ fn with_name(body: Value, name: &str) -> Result<Value, ControlError> {
 /// serves. That replacement is superseded; the serving version is untouched. A create still
 /// loading, a scale or a delete is waited for.
 fn supersedable(record: &DeploymentRecord) -> bool {
-    record.pending.is_some() && record.live.state.get() == ProvisioningState::Updating
+    record.pending.is_some() && record.live.state().get() == ProvisioningState::Updating
 }
 
 fn busy(name: &str, state: ProvisioningState) -> ControlError {

@@ -231,13 +231,13 @@ pub(super) fn check_can_serve(state: &State, live: &Traffic) -> Result<(), Contr
         let Some(record) = state.deployments.get(name) else {
             continue;
         };
-        if record.live.pool.ready() > 0 {
+        if record.live.pool().ready() > 0 {
             continue;
         }
-        return Err(match record.live.state.get() {
+        return Err(match record.live.state().get() {
             ProvisioningState::Failed => ControlError::Conflict(format!(
                 "deployment {name:?} failed and cannot receive traffic: {}",
-                record.live.state.error().unwrap_or_default()
+                record.live.state().error().unwrap_or_default()
             )),
             state => ControlError::Conflict(format!(
                 "deployment {name:?} is {state:?} and has no ready instance yet: give it traffic once it has Succeeded"

@@ -294,7 +294,7 @@ impl ControlPlane {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let live = self.lock().deployments.get(name).map(|r| Arc::clone(&r.live))?;
-            let now = live.state.get();
+            let now = live.state().get();
             if !matches!(now, ProvisioningState::Creating | ProvisioningState::Updating) {
                 let state = self.lock();
                 let record = state.deployments.get(name)?;
@@ -303,7 +303,7 @@ impl ControlPlane {
                 }
                 continue; // replaced meanwhile: wait on the version that took over
             }
-            if tokio::time::timeout_at(deadline, live.state.settled()).await.is_err() {
+            if tokio::time::timeout_at(deadline, live.state().settled()).await.is_err() {
                 let state = self.lock();
                 return state.deployments.get(name).map(|r| self.deployment_view(r));
             }
@@ -316,10 +316,10 @@ impl ControlPlane {
         {
             let state = self.lock();
             for record in state.deployments.values() {
-                let c = record.live.pool.counts();
-                record.live.metrics.set_instances([c.ready, c.loading, c.draining, c.failed, c.restarting]);
-                record.live.metrics.set_inflight(record.live.inflight());
-                record.live.metrics.set_mirror(&record.shadow.report.gauges());
+                let c = record.live.pool().counts();
+                record.live.metrics().set_instances([c.ready, c.loading, c.draining, c.failed, c.restarting]);
+                record.live.metrics().set_inflight(record.live.inflight());
+                record.live.metrics().set_mirror(&record.shadow.report.gauges());
             }
         }
         self.metrics.refresh_process();
@@ -343,8 +343,8 @@ impl ControlPlane {
             .deployments
             .iter()
             .map(|(name, record)| {
-                let s = record.live.metrics.summary();
-                let c = record.live.pool.counts();
+                let s = record.live.metrics().summary();
+                let c = record.live.pool().counts();
                 let mut live = role(&s.live);
                 live["ok"] = json!(s.live_ok);
                 live["errors"] = json!(s.live.requests.saturating_sub(s.live_ok));

@@ -30,9 +30,9 @@ impl ControlPlane {
         let state = self.lock();
         self.publish(&state);
         for record in state.deployments.values() {
-            record.live.pool.close();
+            record.live.pool().close();
             if let Some(pending) = &record.pending {
-                pending.pool.pool.close();
+                pending.pool.pool().close();
             }
         }
     }
@@ -63,7 +63,7 @@ impl ControlPlane {
                 match problem {
                     Some(error) => {
                         tracing::warn!(deployment = %name, %error, "saved deployment cannot be loaded");
-                        live.state.set(ProvisioningState::Failed, Some(error));
+                        live.state().set(ProvisioningState::Failed, Some(error));
                     }
                     None => {
                         let load = (spec.clone(), Arc::clone(&live), load_id, replacement);
@@ -106,9 +106,9 @@ impl ControlPlane {
                 .deployments
                 .iter()
                 .filter(|(_, r)| {
-                    !stopping && r.live.state.get() == ProvisioningState::Failed && r.live.pool.ready() == 0
+                    !stopping && r.live.state().get() == ProvisioningState::Failed && r.live.pool().ready() == 0
                 })
-                .map(|(n, r)| (n.clone(), r.live.state.error().unwrap_or_default()))
+                .map(|(n, r)| (n.clone(), r.live.state().error().unwrap_or_default()))
                 .collect();
             for (name, error) in &failed {
                 self.roll_back_if_target_failed(&mut state, name, error);
@@ -142,8 +142,8 @@ impl ControlPlane {
         let cp = Arc::clone(self);
         self.runtime.spawn(async move {
             let count = spec.instance_count as usize;
-            live.logs.push(format!("restoring: loading {count} instance(s)"));
-            let outcome = live.pool.add(count).await;
+            live.logs().push(format!("restoring: loading {count} instance(s)"));
+            let outcome = live.pool().add(count).await;
             cp.finish_load(&spec.name, live, load_id, outcome).await;
             if let Some(next) = replacement {
                 let name = next.name.clone();

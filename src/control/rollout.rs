@@ -464,7 +464,7 @@ impl ControlPlane {
             Step::Mirror(_) => Role::mirror,
             Step::Live(_) => Role::live,
         };
-        let reading = |name: &str, role| state.deployments.get(name).map(|rec| rec.live.metrics.reading(role));
+        let reading = |name: &str, role| state.deployments.get(name).map(|rec| rec.live.metrics().reading(role));
         let target = reading(&d.plan.to, role).unwrap_or_default();
         let traffic = state.endpoint.as_ref().map(|e| e.spec.traffic.clone()).unwrap_or_default();
         let others = traffic
@@ -485,11 +485,11 @@ impl ControlPlane {
         let Some(target) = state.deployments.get(&d.plan.to) else {
             return GateValues::default();
         };
-        let now = target.live.metrics.reading(role).since(&w.target);
+        let now = target.live.metrics().reading(role).since(&w.target);
         let mut others = Reading::default();
         for (name, before) in &w.others {
             if let Some(rec) = state.deployments.get(name) {
-                others.merge(&rec.live.metrics.reading(Role::live).since(before));
+                others.merge(&rec.live.metrics().reading(Role::live).since(before));
             }
         }
         let ms = |s: f64| (s * 1e6).round() / 1e3;
@@ -656,7 +656,7 @@ impl ControlPlane {
             self.save_rollout(state, durable);
         }
         if let Some(rec) = state.deployments.get(&target) {
-            rec.live.logs.push(format!("ROLLOUT rolled back to {}: {message}", split_text(&back)));
+            rec.live.logs().push(format!("ROLLOUT rolled back to {}: {message}", split_text(&back)));
         }
         self.metrics.rollout_rolled_back(&target, gate);
         tracing::warn!(target: "switchyard::rollout", to = %target, gate, "rollout rolled back: {message}");
@@ -692,7 +692,7 @@ impl ControlPlane {
         let why = format!("aborted: the source {name} failed to load ({error})");
         tracing::warn!(target: "switchyard::rollout", to = %durable.plan.to, "{why}");
         if let Some(rec) = state.deployments.get(&durable.plan.to) {
-            rec.live.logs.push(format!("ROLLOUT {why}"));
+            rec.live.logs().push(format!("ROLLOUT {why}"));
         }
         match traffic::spread(&durable.last_good, |n| servable(state, n)) {
             Some(back) => {
@@ -828,7 +828,7 @@ impl ControlPlane {
 fn servable(state: &State, name: &str) -> bool {
     let Some(r) = state.deployments.get(name) else { return false };
     let has = state.endpoint.as_ref().and_then(|e| e.spec.traffic.get(name)).is_some_and(|w| *w > 0);
-    r.live.pool.ready() > 0 || (has && r.live.state.get() != crate::deployment::ProvisioningState::Failed)
+    r.live.pool().ready() > 0 || (has && r.live.state().get() != crate::deployment::ProvisioningState::Failed)
 }
 
 fn active(state: &State) -> Result<&RolloutRecord, ControlError> {

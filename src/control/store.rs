@@ -240,6 +240,7 @@ mod tests {
     use crate::spec::AuthMode;
 
     #[test]
+    #[allow(clippy::disallowed_methods, reason = "a test reading the file it wrote")]
     fn saves_and_reads_back_and_refuses_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let (store, saved) = StateStore::open(dir.path()).unwrap();

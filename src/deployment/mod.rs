@@ -55,22 +55,22 @@ impl ScoreError {
 /// One deployment as the front door sees it.
 pub struct Deployment {
     /// The deployment's name.
-    pub name: String,
+    name: String,
     /// The model's name, as v2 clients address it (`/v2/models/{model_name}`).
-    pub model_name: String,
+    model_name: String,
     /// The model's version, if the spec gives one.
-    pub model_version: Option<String>,
+    model_version: Option<String>,
     /// The model's inputs and outputs, as the first instance to load reported them (`None`
     /// until then, or when the hook does not know them).
-    pub signature: Arc<ArcSwapOption<Signature>>,
+    signature: Arc<ArcSwapOption<Signature>>,
     /// The instances.
-    pub pool: Arc<InstancePool>,
+    pool: Arc<InstancePool>,
     /// Provisioning state and last error.
-    pub state: StateCell,
+    state: StateCell,
     /// Recent log lines (init output, one access line per request).
-    pub logs: Arc<LogRing>,
+    logs: Arc<LogRing>,
     /// Metric handles.
-    pub metrics: DeploymentMetrics,
+    metrics: DeploymentMetrics,
     /// Live requests admitted and not yet answered.
     inflight: AtomicUsize,
     /// Admission cap: 2 × max_concurrent_requests_per_instance × instance_count.
@@ -78,10 +78,60 @@ pub struct Deployment {
     /// `request_timeout_ms`, measured from admission.
     timeout_ms: AtomicU64,
     /// How long the last load of instances (create, replace, scale-up) took, in µs.
-    pub load_micros: AtomicU64,
+    load_micros: AtomicU64,
 }
 
 impl Deployment {
+    /// The deployment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model's name, as v2 clients address it (`/v2/models/{model_name}`).
+    pub(crate) fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    /// The model's version, if the spec gives one.
+    pub(crate) fn model_version(&self) -> Option<&str> {
+        self.model_version.as_deref()
+    }
+
+    /// The model's inputs and outputs, once the first instance reported them.
+    pub(crate) fn signature(&self) -> Option<Arc<Signature>> {
+        self.signature.load_full()
+    }
+
+    /// The instances.
+    pub fn pool(&self) -> &Arc<InstancePool> {
+        &self.pool
+    }
+
+    /// Provisioning state and last error.
+    pub(crate) fn state(&self) -> &StateCell {
+        &self.state
+    }
+
+    /// Recent log lines (init output, one access line per request).
+    pub(crate) fn logs(&self) -> &Arc<LogRing> {
+        &self.logs
+    }
+
+    /// Metric handles.
+    pub(crate) fn metrics(&self) -> &DeploymentMetrics {
+        &self.metrics
+    }
+
+    /// How long the last load of instances (create, replace, scale-up) took.
+    pub(crate) fn load_time(&self) -> Duration {
+        Duration::from_micros(self.load_micros.load(Ordering::Relaxed))
+    }
+
+    /// Records how long a load of instances took.
+    pub(crate) fn set_load_time(&self, took: Duration) {
+        self.load_micros.store(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// A deployment with an empty pool; the control plane loads its instances.
     pub fn new(
         spec: &DeploymentSpec,
@@ -196,21 +246,9 @@ impl Deployment {
         })
     }
 
-    /// Scores one admitted live request, logging and counting the outcome. The deadline
-    /// (`request_timeout_ms`) runs from here, after the body was read (reading it has its own
-    /// deadline at the front door).
-    pub async fn score(
-        &self,
-        admitted: Admission<'_>,
-        body: Bytes,
-        content_type: Option<&str>,
-        headers: &hooks::HeaderMap,
-        request_id: &str,
-    ) -> Result<HookResponse, ScoreError> {
-        self.call(admitted, body, content_type, headers, Protocol::Score, request_id).await.map(|a| a.response)
-    }
-
-    /// As [`score`](Self::score), for a request of the given protocol (`/score` or v2 `infer`).
+    /// Scores one admitted live request of the given protocol (`/score` or v2 `infer`),
+    /// logging and counting the outcome. The deadline (`request_timeout_ms`) runs from here,
+    /// after the body was read (reading it has its own deadline at the front door).
     pub async fn call(
         &self,
         admitted: Admission<'_>,
@@ -257,7 +295,7 @@ impl Deployment {
 
     /// Counts, logs and traces one answered request or copy.
     pub fn record(&self, role: Role, request_id: &str, outcome: &Result<HookResponse, ScoreError>, elapsed: Duration) {
-        self.record_status(role, request_id, outcome.as_ref().map(|r| r.status), elapsed)
+        self.record_status(role, request_id, outcome.as_ref().map(|r| r.status), elapsed);
     }
 
     /// As [`record`](Self::record), from the answer's status or the error.

@@ -89,6 +89,7 @@ pub(super) struct Permit<'a> {
 
 impl Permit<'_> {
     /// Keeps the permit taken for good (the caller stands for it otherwise).
+    #[allow(clippy::mem_forget, reason = "not running Drop is the point: it would give the permit back")]
     pub(super) fn forget(self) {
         std::mem::forget(self);
     }

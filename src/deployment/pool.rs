@@ -469,7 +469,8 @@ impl InstancePool {
     }
 
     /// Long runs waiting for an instance.
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.pending.lock().len()
     }
 

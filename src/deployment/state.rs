@@ -7,7 +7,7 @@ use serde::Serialize;
 
 /// Where a deployment is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum ProvisioningState {
+pub(crate) enum ProvisioningState {
     /// Instances are loading for the first time; no traffic can reach it yet.
     Creating,
     /// A scale or replace is in progress; existing instances keep serving.
@@ -32,7 +32,7 @@ impl ProvisioningState {
     }
 
     /// Whether a control operation is still running (create, scale, replace).
-    pub fn is_busy(self) -> bool {
+    pub(crate) fn is_busy(self) -> bool {
         matches!(self, Self::Creating | Self::Updating | Self::Deleting)
     }
 }
@@ -40,7 +40,7 @@ impl ProvisioningState {
 /// The state plus the last error, updated by the control plane's background tasks. Waiters
 /// (the config-dir reconciler, the admin API's `?wait`) subscribe to changes instead of polling.
 #[derive(Debug)]
-pub struct StateCell {
+pub(crate) struct StateCell {
     state: AtomicU8,
     error: Mutex<Option<String>>,
     changes: tokio::sync::watch::Sender<ProvisioningState>,
@@ -48,7 +48,7 @@ pub struct StateCell {
 
 impl StateCell {
     /// Starts in `state` with no error.
-    pub fn new(state: ProvisioningState) -> Self {
+    pub(crate) fn new(state: ProvisioningState) -> Self {
         Self {
             state: AtomicU8::new(state as u8),
             error: Mutex::new(None),
@@ -59,7 +59,7 @@ impl StateCell {
     /// Resolves once this version is no longer creating or updating, and returns its state
     /// (`Deleting` included: a replaced version ends that way, and the waiter then looks at
     /// the version that took its place).
-    pub async fn settled(&self) -> ProvisioningState {
+    pub(crate) async fn settled(&self) -> ProvisioningState {
         let mut rx = self.changes.subscribe();
         let settled = rx.wait_for(|s| !matches!(s, ProvisioningState::Creating | ProvisioningState::Updating)).await;
         match settled {
@@ -70,19 +70,19 @@ impl StateCell {
     }
 
     /// The current state.
-    pub fn get(&self) -> ProvisioningState {
+    pub(crate) fn get(&self) -> ProvisioningState {
         ProvisioningState::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// Moves to `state`; an error is recorded with `Failed` and cleared by any other state.
-    pub fn set(&self, state: ProvisioningState, error: Option<String>) {
+    pub(crate) fn set(&self, state: ProvisioningState, error: Option<String>) {
         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = error;
         self.state.store(state as u8, Ordering::Release);
         self.changes.send_replace(state);
     }
 
     /// The error of the last failed operation, if any.
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -57,6 +57,6 @@ pub(crate) struct EndpointView {
 impl RoutingTable {
     /// Ready when a deployment with live traffic has a loaded instance (`/health/ready`).
     pub(crate) fn ready(&self) -> bool {
-        self.endpoint.as_ref().is_some_and(|e| e.split.deployments().any(|d| d.pool.ready() > 0))
+        self.endpoint.as_ref().is_some_and(|e| e.split.deployments().any(|d| d.pool().ready() > 0))
     }
 }

@@ -84,7 +84,8 @@ impl InitStop {
     }
 
     /// Whether [`stop`](Self::stop) was called.
-    pub fn is_stopped(&self) -> bool {
+    #[cfg(test)]
+    fn is_stopped(&self) -> bool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 

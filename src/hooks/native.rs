@@ -117,6 +117,7 @@ const COPIES_PREFIX: &str = "switchyard-plugins-";
 /// `PID-STARTTIME` of a running process (its start time in clock ticks since boot, from
 /// `/proc/PID/stat`): with the pid alone, a dead server's pid reused by another process would
 /// look alive. `None` when the process is not running.
+#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
 fn owner_tag(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces and parentheses): the start time
@@ -154,10 +155,10 @@ pub(crate) fn remove_dead_servers_copies() {
         }
         match std::fs::remove_dir_all(entry.path()) {
             Ok(()) => {
-                tracing::info!(folder = %entry.path().display(), "removed the plugin copies of a server that is no longer running")
+                tracing::info!(folder = %entry.path().display(), "removed the plugin copies of a server that is no longer running");
             }
             Err(e) => {
-                tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove the plugin copies of a server that is no longer running")
+                tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove the plugin copies of a server that is no longer running");
             }
         }
     }

@@ -147,7 +147,7 @@ pub fn write_nested<T: Copy>(out: &mut Vec<u8>, shape: &[usize], values: &[T], w
         match shape.split_first() {
             None => {
                 if let Some(v) = values.first() {
-                    write(out, *v)
+                    write(out, *v);
                 }
             }
             Some((&n, rest)) => {
@@ -163,7 +163,7 @@ pub fn write_nested<T: Copy>(out: &mut Vec<u8>, shape: &[usize], values: &[T], w
             }
         }
     }
-    rec(out, shape, values, write)
+    rec(out, shape, values, write);
 }
 
 /// Writes one float in JSON's shortest round-trip form. JSON has no spelling for NaN and

@@ -124,7 +124,7 @@ pub(crate) fn copy(
     let for_shadow = Arc::clone(&meeting);
     let content_type: Option<Box<str>> = content_type.map(Into::into);
     // Copied only for a shadow whose hook reads them (a scoring script).
-    let headers = if shadow.deployment.pool.wants_headers() { headers.clone() } else { Default::default() };
+    let headers = if shadow.deployment.pool().wants_headers() { headers.clone() } else { Default::default() };
     let queued_at = std::time::Instant::now();
     let window = ticket.window();
     let queued = executor::spawn(move || {

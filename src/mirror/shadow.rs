@@ -55,7 +55,7 @@ impl Shadow {
     /// percentage and must not be left to believe the shadow sees it when it does not.
     pub(crate) fn drop_copy(&self, request_id: &str, window: u64, reason: DropReason) {
         let d = &self.deployment;
-        d.metrics.mirror_dropped.inc();
+        d.metrics().mirror_dropped.inc();
         if let Some(share) = self.report.dropped(window, reason) {
             let line = format!(
                 "WARNING mirror share below target: {} of {} wanted copies dropped ({:.1}%), {} copied, since the mirror rule was set; drops by reason: {}. The shadow sees less traffic than its mirror percentage: give it more room (instance_count, max_concurrent_requests_per_instance) or CPU (serve --mirror-cpu-percent); see `online-deployment compare`",
@@ -65,8 +65,8 @@ impl Shadow {
                 share.copied,
                 share.reasons_text(),
             );
-            d.logs.push(&line);
-            tracing::warn!(deployment = %d.name, wanted = share.wanted, copied = share.copied, dropped = share.dropped, "{line}");
+            d.logs().push(&line);
+            tracing::warn!(deployment = %d.name(), wanted = share.wanted, copied = share.copied, dropped = share.dropped, "{line}");
         }
         self.drops_unlogged.fetch_add(1, Ordering::Relaxed);
         let now = self.born.elapsed().as_millis() as u64;
@@ -75,7 +75,7 @@ impl Shadow {
             && self.drop_logged_at_ms.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             let n = self.drops_unlogged.swap(0, Ordering::Relaxed);
-            d.logs.push(format!(
+            d.logs().push(format!(
                 "request_id={request_id} role=mirror dropped ({}): {} ({n} copies dropped since the last such line)",
                 reason.key(),
                 reason.describe()
@@ -124,7 +124,7 @@ impl Shadow {
         loop {
             let waiting_for = if budget.available() {
                 let start = Instant::now();
-                match d.pool.run_here_if_idle(copy.body, copy.content_type, copy.headers, protocol) {
+                match d.pool().run_here_if_idle(copy.body, copy.content_type, copy.headers, protocol) {
                     Err(RunError::Busy) => DropReason::NoIdleInstance,
                     Err(RunError::NoInstance) => {
                         self.drop_copy(request_id, window, DropReason::NotReady);

@@ -232,7 +232,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     // the current table, so a rollout step never fails a request that the endpoint can serve.
     let current;
     let mut deployment = deployment;
-    if matches!(outcome, Err(crate::deployment::ScoreError::NotReady)) && deployment.pool.is_closed() {
+    if matches!(outcome, Err(crate::deployment::ScoreError::NotReady)) && deployment.pool().is_closed() {
         current = state.snapshot();
         if let Ok((again, _)) = route(headers, &current, style) {
             let same_model = how.model.is_none_or(|model| serves(again, model, style).is_ok());
@@ -272,7 +272,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
 
 /// Adds the header naming the deployment that answered.
 fn served_by(mut response: HttpResponse, deployment: &Deployment) -> HttpResponse {
-    if let Ok(v) = HeaderValue::from_str(&deployment.name) {
+    if let Ok(v) = HeaderValue::from_str(deployment.name()) {
         response.headers_mut().insert(DEPLOYMENT, v);
     }
     response
@@ -285,21 +285,24 @@ pub(crate) const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-lengt
 /// does serve). A URL version must be the model's, when the spec gives one.
 #[allow(clippy::result_large_err)]
 pub(crate) fn serves(deployment: &Deployment, model: ModelRef<'_>, style: ErrorStyle) -> Result<(), HttpResponse> {
-    if model.name != deployment.model_name {
+    if model.name != deployment.model_name() {
         return Err(style.response(
             404,
             &format!(
                 "model {:?} is not served here: deployment {:?} serves model {:?}",
-                model.name, deployment.name, deployment.model_name
+                model.name,
+                deployment.name(),
+                deployment.model_name()
             ),
         ));
     }
-    match (model.version, deployment.model_version.as_deref()) {
+    match (model.version, deployment.model_version()) {
         (Some(asked), Some(served)) if asked != served => Err(style.response(
             404,
             &format!(
                 "version {asked:?} of model {:?} is not served here: deployment {:?} serves version {served:?}",
-                model.name, deployment.name
+                model.name,
+                deployment.name()
             ),
         )),
         _ => Ok(()),

@@ -208,11 +208,11 @@ fn hide_admin_token(opts: &mut ServeOptions) -> Result<(), ServeError> {
                 arguments = done.arguments,
                 variables = done.variables,
                 "admin token removed from /proc/self/cmdline and /proc/self/environ"
-            )
+            );
         }
         Ok(_) => {}
         Err(e) => {
-            tracing::warn!(error = %e, "cannot overwrite the admin token in the startup environment and arguments; other processes of this user may read it there (use --admin-token-file or --secrets-dir)")
+            tracing::warn!(error = %e, "cannot overwrite the admin token in the startup environment and arguments; other processes of this user may read it there (use --admin-token-file or --secrets-dir)");
         }
     }
     if let Err(e) = crate::sys::scrub::forbid_dumping() {

@@ -114,7 +114,7 @@ fn with_model(
         Ok(()) => answer(deployment),
         Err(r) => r,
     };
-    if let Ok(v) = HeaderValue::from_str(&deployment.name) {
+    if let Ok(v) = HeaderValue::from_str(deployment.name()) {
         response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
     }
     response
@@ -126,15 +126,15 @@ fn tensors(list: &[TensorSpec]) -> Value {
 
 async fn model_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
     with_model(&req, &state, |d| {
-        let signature = d.signature.load_full();
+        let signature = d.signature();
         let (inputs, outputs) = match signature.as_deref() {
             Some(s) => (tensors(&s.inputs), tensors(&s.outputs)),
             // A scoring script's tensors are its own business: nothing to declare.
             None => (json!([]), json!([])),
         };
-        let versions: Vec<&str> = d.model_version.as_deref().into_iter().collect();
+        let versions: Vec<&str> = d.model_version().into_iter().collect();
         HttpResponse::Ok().json(json!({
-            "name": d.model_name,
+            "name": d.model_name(),
             "versions": versions,
             "platform": if signature.is_some() { "onnxruntime_onnx" } else { "switchyard_hook" },
             "inputs": inputs,
@@ -145,12 +145,12 @@ async fn model_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> Htt
 
 async fn model_ready(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
     with_model(&req, &state, |d| {
-        if d.pool.ready() > 0 {
-            HttpResponse::Ok().json(json!({"name": d.model_name, "ready": true}))
+        if d.pool().ready() > 0 {
+            HttpResponse::Ok().json(json!({"name": d.model_name(), "ready": true}))
         } else {
             STYLE.response(
                 503,
-                &format!("model {:?} is not ready: deployment {:?} has no ready instance", d.model_name, d.name),
+                &format!("model {:?} is not ready: deployment {:?} has no ready instance", d.model_name(), d.name()),
             )
         }
     })

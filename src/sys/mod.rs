@@ -141,6 +141,7 @@ pub(crate) fn poll_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io:
 pub(crate) fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor the caller owns; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
     if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -291,12 +292,14 @@ pub(crate) fn worker_child_setup(cmd: &mut std::process::Command, setup: WorkerC
 }
 
 /// This process's `oom_score_adj` (Linux; `None` elsewhere or when unreadable).
+#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
 pub(crate) fn own_oom_score_adj() -> Option<i32> {
     std::fs::read_to_string("/proc/self/oom_score_adj").ok()?.trim().parse().ok()
 }
 
 /// The parent pid and state letter of process `pid`, from `/proc/<pid>/stat` (Linux; `None`
 /// elsewhere, or when the process is gone).
+#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
 pub(crate) fn process_parent(pid: u32) -> Option<(u32, char)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`: comm may hold spaces and parentheses; it ends at the last ')'.

@@ -99,6 +99,7 @@ pub(crate) fn forbid_dumping() -> std::io::Result<()> {
 }
 
 /// The process's thread count (`Threads:` of `/proc/self/status`).
+#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
 fn thread_count() -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
@@ -106,6 +107,7 @@ fn thread_count() -> Option<usize> {
 
 /// The original argument and environment blocks, `[arg_start..arg_end, env_start..env_end]`,
 /// from fields 48 to 51 of `/proc/self/stat` (Linux 3.5 and later).
+#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
 fn startup_blocks() -> Result<[std::ops::Range<usize>; 2], String> {
     let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("cannot read /proc/self/stat: {e}"))?;
     // Field 2 (the command name) may hold spaces and parentheses: count from its closing one.
@@ -129,6 +131,7 @@ fn startup_blocks() -> Result<[std::ops::Range<usize>; 2], String> {
 /// entry. The block is first compared with `shown` (the `/proc/self` file the kernel reads it
 /// through): a mismatch means the block is not where `/proc/self/stat` said, and nothing is
 /// written. Returns how many entries were changed.
+#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
 fn overwrite(
     range: std::ops::Range<usize>,
     shown: &str,

@@ -95,6 +95,7 @@ pub(crate) fn is_root() -> bool {
 
 /// The capabilities of [`NEEDED_CAPS`] this process lacks (`CapEff` of `/proc/self/status`
 /// on Linux; elsewhere, all of them unless the effective uid is root).
+#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
 fn missing_capabilities() -> Vec<&'static str> {
     let effective = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())

@@ -27,7 +27,7 @@ pub(crate) fn first_too_deep(text: &[u8], limit: usize) -> Option<(u64, u64)> {
                 }
             }
             unsafe_yaml::YAML_SEQUENCE_END_EVENT | unsafe_yaml::YAML_MAPPING_END_EVENT => {
-                depth = depth.saturating_sub(1)
+                depth = depth.saturating_sub(1);
             }
             unsafe_yaml::YAML_STREAM_END_EVENT => return None,
             _ => {}

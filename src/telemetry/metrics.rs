@@ -403,7 +403,7 @@ impl DeploymentMetrics {
                 if super::window::is_error(code) {
                     self.errors[role as usize].inc();
                 }
-                self.root.requests.get_or_create(&RequestLabels { deployment: self.name.clone(), role, code }).inc()
+                self.root.requests.get_or_create(&RequestLabels { deployment: self.name.clone(), role, code }).inc();
             }
         };
         match role {

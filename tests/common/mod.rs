@@ -199,7 +199,7 @@ impl Server {
             } else {
                 Err(format!("{} {}", r.status, r.body))
             }
-        })
+        });
     }
 
     /// Runs the CLI against this server.

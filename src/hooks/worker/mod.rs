@@ -636,10 +636,10 @@ pub(crate) fn copy_output(
             }
             match flavor {
                 Flavor::Python => {
-                    tracing::info!(target: "switchyard::python", deployment = %deployment, instance = %tag, stream = which, "{text}")
+                    tracing::info!(target: "switchyard::python", deployment = %deployment, instance = %tag, stream = which, "{text}");
                 }
                 Flavor::Native => {
-                    tracing::info!(target: "switchyard::native", deployment = %deployment, instance = %tag, stream = which, "{text}")
+                    tracing::info!(target: "switchyard::native", deployment = %deployment, instance = %tag, stream = which, "{text}");
                 }
             }
         }
