@@ -213,10 +213,43 @@ impl RolloutRecord {
 }
 
 /// What a tick decided.
+#[derive(Debug, PartialEq)]
 enum Verdict {
     Hold,
     Pass(GateValues),
     Fail { gate: &'static str, value: Option<f64>, limit: Option<f64>, values: GateValues },
+}
+
+/// The rules of a step's gates, on the window's numbers alone (no clock, no state): hold
+/// until the step has lasted `step_duration` and the target answered `min_requests`; then the
+/// first gate broken fails the step, in the order error rate, p99, p99 ratio, agreement; else
+/// it passes. A gate whose number could not be measured (no p99, no live traffic to compare
+/// with) does not fail the step, except agreement on a mirror step, which must be measured.
+fn verdict(plan: &RolloutPlan, step: Step, elapsed: Duration, v: GateValues) -> Verdict {
+    if elapsed < plan.step_duration() || v.requests < plan.min_requests {
+        return Verdict::Hold;
+    }
+    let fail = |gate, value, limit: f64, values: GateValues| Verdict::Fail { gate, value, limit: Some(limit), values };
+    if let Some(rate) = v.error_rate.filter(|rate| *rate > plan.max_error_rate) {
+        return fail("error_rate", Some(rate), plan.max_error_rate, v);
+    }
+    if let (Some(limit), Some(p99)) = (plan.max_p99_ms, v.p99_ms) {
+        if p99 > limit {
+            return fail("p99_ms", Some(p99), limit, v);
+        }
+    }
+    if let (Some(limit), Some(ratio)) = (plan.max_p99_ratio, v.p99_ratio) {
+        if ratio > limit {
+            return fail("p99_ratio", Some(ratio), limit, v);
+        }
+    }
+    if let (Some(limit), Step::Mirror(_)) = (plan.min_agreement, step) {
+        match v.agreement {
+            Some(a) if a >= limit => {}
+            other => return fail("agreement", other, limit, v),
+        }
+    }
+    Verdict::Pass(v)
 }
 
 impl ControlPlane {
@@ -516,40 +549,11 @@ impl ControlPlane {
     fn judge(&self, state: &State, r: &RolloutRecord) -> Verdict {
         let d = &r.durable;
         let Some(w) = &r.window else { return Verdict::Hold };
-        if w.started.elapsed() < d.plan.step_duration() {
+        let elapsed = w.started.elapsed();
+        if elapsed < d.plan.step_duration() {
             return Verdict::Hold;
         }
-        let v = self.measure(state, d, w);
-        if v.requests < d.plan.min_requests {
-            return Verdict::Hold;
-        }
-        let plan = &d.plan;
-        let fail = |gate, value, limit: f64, values: &GateValues| Verdict::Fail {
-            gate,
-            value,
-            limit: Some(limit),
-            values: values.clone(),
-        };
-        if let Some(rate) = v.error_rate.filter(|rate| *rate > plan.max_error_rate) {
-            return fail("error_rate", Some(rate), plan.max_error_rate, &v);
-        }
-        if let (Some(limit), Some(p99)) = (plan.max_p99_ms, v.p99_ms) {
-            if p99 > limit {
-                return fail("p99_ms", Some(p99), limit, &v);
-            }
-        }
-        if let (Some(limit), Some(ratio)) = (plan.max_p99_ratio, v.p99_ratio) {
-            if ratio > limit {
-                return fail("p99_ratio", Some(ratio), limit, &v);
-            }
-        }
-        if let (Some(limit), Step::Mirror(_)) = (plan.min_agreement, d.current()) {
-            match v.agreement {
-                Some(a) if a >= limit => {}
-                other => return fail("agreement", other, limit, &v),
-            }
-        }
-        Verdict::Pass(v)
+        verdict(&d.plan, d.current(), elapsed, self.measure(state, d, w))
     }
 
     /// One tick of rollout `ticker`'s timer; false once that rollout no longer needs it.
@@ -885,4 +889,109 @@ fn gates_text(v: &GateValues) -> String {
         f(v.p99_ratio),
         f(v.agreement)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(extra: Value) -> RolloutPlan {
+        let mut doc = json!({"to": "green", "steps": "mirror:10,50,100", "step_duration": "60s",
+                             "min_requests": 20, "max_error_rate": 0.01});
+        for (k, v) in extra.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        RolloutPlan::from_value(&doc).unwrap()
+    }
+
+    fn values(requests: u64, errors: u64) -> GateValues {
+        GateValues {
+            requests,
+            errors,
+            error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
+            ..GateValues::default()
+        }
+    }
+
+    const STEP: Duration = Duration::from_secs(60);
+
+    fn failed_gate(v: Verdict) -> Option<(&'static str, Option<f64>, Option<f64>)> {
+        match v {
+            Verdict::Fail { gate, value, limit, .. } => Some((gate, value, limit)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_step_holds_until_its_duration_is_over_and_the_target_answered_enough() {
+        let p = plan(json!({}));
+        let bad = values(1000, 1000);
+        assert_eq!(verdict(&p, Step::Live(50), STEP - Duration::from_millis(1), bad.clone()), Verdict::Hold);
+        assert_eq!(verdict(&p, Step::Live(50), STEP * 10, values(19, 19)), Verdict::Hold, "19 of 20 requests");
+        assert!(failed_gate(verdict(&p, Step::Live(50), STEP, bad)).is_some(), "judged at the duration exactly");
+        assert_eq!(verdict(&p, Step::Live(50), STEP, values(20, 0)), Verdict::Pass(values(20, 0)));
+    }
+
+    #[test]
+    fn the_error_rate_fails_a_step_only_above_its_limit() {
+        let p = plan(json!({"max_error_rate": 0.1}));
+        assert_eq!(verdict(&p, Step::Live(50), STEP, values(100, 10)), Verdict::Pass(values(100, 10)), "at the limit");
+        assert_eq!(
+            failed_gate(verdict(&p, Step::Live(50), STEP, values(100, 11))),
+            Some(("error_rate", Some(0.11), Some(0.1)))
+        );
+    }
+
+    #[test]
+    fn p99_and_p99_ratio_fail_above_their_limits_and_an_unmeasured_one_does_not_fail() {
+        let p = plan(json!({"max_p99_ms": 100, "max_p99_ratio": 1.5}));
+        let with = |p99: Option<f64>, ratio: Option<f64>| GateValues { p99_ms: p99, p99_ratio: ratio, ..values(50, 0) };
+        assert!(matches!(verdict(&p, Step::Live(50), STEP, with(Some(100.0), Some(1.5))), Verdict::Pass(_)));
+        assert_eq!(
+            failed_gate(verdict(&p, Step::Live(50), STEP, with(Some(100.5), None))),
+            Some(("p99_ms", Some(100.5), Some(100.0)))
+        );
+        assert_eq!(
+            failed_gate(verdict(&p, Step::Live(50), STEP, with(Some(10.0), Some(1.6)))),
+            Some(("p99_ratio", Some(1.6), Some(1.5)))
+        );
+        // No live traffic to compare with (no ratio), no p99: nothing to judge them on.
+        assert!(matches!(verdict(&p, Step::Live(50), STEP, with(None, None)), Verdict::Pass(_)));
+        // Without the limits in the plan, any value passes.
+        assert!(matches!(
+            verdict(&plan(json!({})), Step::Live(50), STEP, with(Some(1e9), Some(1e9))),
+            Verdict::Pass(_)
+        ));
+    }
+
+    #[test]
+    fn gates_are_judged_in_order_and_the_first_broken_one_is_named() {
+        let p = plan(json!({"max_p99_ms": 100, "max_p99_ratio": 1.5}));
+        let all_bad = GateValues { p99_ms: Some(500.0), p99_ratio: Some(5.0), ..values(100, 50) };
+        assert_eq!(failed_gate(verdict(&p, Step::Live(50), STEP, all_bad.clone())).unwrap().0, "error_rate");
+        let v = GateValues { errors: 0, error_rate: Some(0.0), ..all_bad };
+        assert_eq!(failed_gate(verdict(&p, Step::Live(50), STEP, v.clone())).unwrap().0, "p99_ms");
+        let v = GateValues { p99_ms: Some(1.0), ..v };
+        assert_eq!(failed_gate(verdict(&p, Step::Live(50), STEP, v)).unwrap().0, "p99_ratio");
+    }
+
+    #[test]
+    fn agreement_gates_mirror_steps_only_and_must_be_measured_there() {
+        let p = plan(json!({"min_agreement": 0.99}));
+        let agreeing = |a: Option<f64>| GateValues { agreement: a, ..values(50, 0) };
+        assert!(matches!(verdict(&p, Step::Mirror(10), STEP, agreeing(Some(0.99))), Verdict::Pass(_)));
+        assert_eq!(
+            failed_gate(verdict(&p, Step::Mirror(10), STEP, agreeing(Some(0.9)))),
+            Some(("agreement", Some(0.9), Some(0.99)))
+        );
+        assert_eq!(
+            failed_gate(verdict(&p, Step::Mirror(10), STEP, agreeing(None))),
+            Some(("agreement", None, Some(0.99))),
+            "no pair compared"
+        );
+        assert!(
+            matches!(verdict(&p, Step::Live(50), STEP, agreeing(Some(0.0))), Verdict::Pass(_)),
+            "a live step ignores it"
+        );
+    }
 }
