@@ -3,7 +3,7 @@
 //! a model replacement keeps the deployment's metrics; servers die with the tests that
 //! started them.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

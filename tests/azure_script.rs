@@ -3,7 +3,7 @@
 //! `switchyard`), run start to finish against a real server: its status checks, invokes, curl
 //! calls with the key, scaling, green, mirror, traffic and deletes all go through.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

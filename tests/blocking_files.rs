@@ -2,7 +2,7 @@
 //! within a deadline (issue 22 item 9): a FIFO standing in for a hung network mount must not
 //! stall the admin plane or the graceful stop. (The secrets folder's files: tests/secrets_dir.rs.)
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

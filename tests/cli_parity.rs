@@ -2,7 +2,7 @@
 //! `--only-show-errors` / `--debug` / `--verbose`, and `delete` that refuses without `--yes`
 //! when nobody can be asked.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -6,7 +6,7 @@
 //! `--nocapture`); a replica stopped with SIGTERM under load costs no request when the client
 //! retries elsewhere.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! diff; an invalid edit is refused and the running state stays; a Kubernetes ConfigMap's
 //! `..data` symlink swap is picked up; the admin API refuses changes the files own.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! Kubernetes manifests (the real checks are hadolint and kubernetes-validate in
 //! scripts/lint-deploy.sh).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! acknowledged change (or the one in flight, if it became durable just before the kill).
 //! SWITCHYARD_CRASH_KILLS sets the number of kills (default 50).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

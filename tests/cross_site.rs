@@ -5,7 +5,7 @@
 //! attachment. Checked over plain HTTP here, and from a real page of another origin in headless
 //! Chromium (tests/studio/cross_site_test.py).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! script until a debugger attaches. A real debugpy (pinned in the tests' venv) and a real
 //! Debug Adapter Protocol client attach here, as an editor's "Remote Attach" would.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! 401, 404, 431 and 503 are in scoring_api.rs and validation.rs), key rotation under traffic,
 //! and the admin plane's token.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! hostile admin changes. The front door never answers a client error with 5xx, and a refused
 //! change leaves the state exactly as it was. `PROPTEST_CASES` scales it (default 300 each).
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

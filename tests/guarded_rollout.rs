@@ -3,7 +3,7 @@
 //! `models/test/slow` takes about x00 ms), real load; step windows are sub-second so the suite
 //! stays fast.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

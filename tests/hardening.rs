@@ -2,7 +2,7 @@
 //! bodies, admission before the body, `Expect: 100-continue`, content codings, non-finite
 //! outputs, signals, the token lifetime flag.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! Shadow traffic: Azure's mirror rules, the share within binomial bounds, pinned requests
 //! never mirrored, live answers untouched, drops counted, and the comparison report.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! normal priority, not only idle CPU), and `online-deployment show` and `compare` report the
 //! same wanted / copied / dropped numbers.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! The plugins are built by the test itself: the Rust ones with cargo (workspace members), the
 //! C ones with `cc` against runtime/include/switchyard_plugin.h.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

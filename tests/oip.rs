@@ -3,7 +3,7 @@
 //! server with model-1 (FP64) and model-2 (FP32), and raw HTTP for what the client checks on
 //! its own side (shape against data) or never sends (a missing key, a wrong binary length).
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

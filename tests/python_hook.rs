@@ -5,7 +5,7 @@
 //! Real Python, real pickles. Most tests run their scripts in the plain venv that
 //! scripts/setup.sh makes (`serve --python`); the environment tests build venvs from conda files.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! carry, leave processes or folders behind. Real server, real Python
 //! (tests/fixtures/python/hostile).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

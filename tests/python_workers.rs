@@ -5,7 +5,7 @@
 //!
 //! Real Python (the tests' venv), real HTTP, the `chatty` fixture script.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Failed updates, restarts and deletes that must never take down what serves (issue 9 items
 //! 1, 2, 3, 7 and the state-file rules of item 8). Each test failed before its fix.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! seed's walkthrough runs, and not one answer is anything but 200. Also: SIGTERM with
 //! requests in flight answers them all and exits 0.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

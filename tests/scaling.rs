@@ -1,6 +1,6 @@
 //! Scaling up and down while requests flow: no request fails.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The scoring plane (CONTRACT §6): auth, routing errors, input errors, health and headers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

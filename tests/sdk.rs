@@ -3,7 +3,7 @@
 //! order against a real server, blue being the sample's score.py with `Model(path=<the .pkl>)`.
 //! scripts/sdk-setup.sh makes the pinned azure-ai-ml venv (target/sdk-venv) once.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! left at once; a restored `--state-dir` takes the folder's keys. The many-replica behaviour is
 //! in tests/cluster.rs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -4,7 +4,7 @@
 //! fails is retried with backoff, shown in `show`, until it loads. Real servers, real Python
 //! (the tests' venv); every wait polls.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

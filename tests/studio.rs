@@ -4,7 +4,7 @@
 //! and the Azure tutorial's studio steps clicked through in headless Chromium
 //! (tests/studio/studio_test.py, installed by scripts/studio-setup.sh).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

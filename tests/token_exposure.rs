@@ -7,7 +7,7 @@
 //! the scrub of the startup blocks is what must hold, and the non-dumpable check runs the
 //! server and the reader as `nobody`. As any other user, the script itself must be refused.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

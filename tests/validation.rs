@@ -1,7 +1,7 @@
 //! Every control-plane rule of CONTRACT §5 refused with its message, through the admin API and
 //! the CLI, and a refused change leaves the state exactly as it was.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! The seed's safe-rollout walkthrough, through the real CLI and real HTTP: blue with all
 //! traffic, invoke, scale, green at 0, pinned invoke, 90/10, 0/100, delete blue.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;
