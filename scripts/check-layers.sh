@@ -43,5 +43,12 @@ for module in "${layers[@]}" "${leaves[@]}"; do
     fi
   done < <(uses "${paths[@]}")
 done
-[ $status -eq 0 ] && echo "check-layers: every module uses only modules to its right, and the leaves no layer"
+# The HTTP framework stays in the planes: below `server` (and outside the CLI) nothing names
+# actix; requests go down as hooks::Request with hooks::Headers.
+while IFS=: read -r file line _; do
+  case "$file" in src/server/*|src/cli/*|src/main.rs|src/lib.rs) continue ;; esac
+  echo "check-layers: $file:$line: names actix below the server (use hooks::Request / hooks::Headers)"
+  status=1
+done < <(grep -rnE '(^|[^a-z_])actix(_web|_http|_server|_service|_rt)?::' src --include=*.rs | grep -vE ':[0-9]+:\s*//' || true)
+[ $status -eq 0 ] && echo "check-layers: every module uses only modules to its right, the leaves no layer, and nothing below the server actix"
 exit $status

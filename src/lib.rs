@@ -32,5 +32,7 @@ pub use endpoint::split::{affinity_hash, affinity_point};
 pub use endpoint::{Credentials, WeightedSplit};
 pub use hooks::native::NativeHook;
 pub use hooks::onnx::OnnxHook;
-pub use hooks::{tensor_json, HookError, HookRequest, HookResponse, InitContext, Protocol, ScoringHook};
+pub use hooks::{
+    tensor_json, Headers, HookError, HookRequest, HookResponse, InitContext, Protocol, Request, ScoringHook,
+};
 pub use telemetry::Metrics;

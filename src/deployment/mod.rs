@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use arc_swap::ArcSwapOption;
 
-use crate::hooks::{self, Answer, HookResponse, InitContext, Protocol, Signature};
+use crate::hooks::{self, Answer, HookResponse, InitContext, Request, Signature};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
@@ -249,15 +247,7 @@ impl Deployment {
     /// Scores one admitted live request of the given protocol (`/score` or v2 `infer`),
     /// logging and counting the outcome. The deadline (`request_timeout_ms`) runs from here,
     /// after the body was read (reading it has its own deadline at the front door).
-    pub async fn call(
-        &self,
-        admitted: Admission<'_>,
-        body: Bytes,
-        content_type: Option<&str>,
-        headers: &hooks::HeaderMap,
-        protocol: Protocol,
-        request_id: &str,
-    ) -> Result<Answer, ScoreError> {
+    pub async fn call(&self, admitted: Admission<'_>, request: Request<'_>) -> Result<Answer, ScoreError> {
         debug_assert!(std::ptr::eq(admitted.deployment, self), "an admission is used on its own deployment");
         let start = Instant::now();
         let limit = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
@@ -266,7 +256,7 @@ impl Deployment {
         // its first poll (an inline run on an idle instance, the common case) needs no timer:
         // the deadline timer is armed only when the run has to wait, for the same deadline,
         // so most requests do not pay a registration and cancellation on the timer wheel.
-        let mut run = std::pin::pin!(self.pool.call(body, content_type, headers, protocol));
+        let mut run = std::pin::pin!(self.pool.call(request));
         let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
         let finished = match first {
             Poll::Ready(result) => Ok(result),
@@ -279,7 +269,7 @@ impl Deployment {
             Ok(result) => result.map_err(ScoreError::from),
         };
         drop(admitted);
-        self.record_status(Role::live, request_id, outcome.as_ref().map(|a| a.response.status), elapsed);
+        self.record_status(Role::live, request.request_id, outcome.as_ref().map(|a| a.response.status), elapsed);
         outcome
     }
 

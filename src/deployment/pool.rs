@@ -28,7 +28,7 @@ use super::permits::{Permit, Permits, TryAcquireError};
 
 use crate::hooks::cancel::{Cancellation, InitStop};
 use crate::hooks::{
-    self, Answer, HeaderMap, HookError, HookRequest, HookResponse, InitError, Protocol, ScoringHook, Turn,
+    self, Answer, Headers, HookError, HookRequest, HookResponse, InitError, Protocol, Request, ScoringHook, Turn,
 };
 
 /// Runs whose average cost is at most this run inline on the calling thread.
@@ -278,7 +278,7 @@ impl RunQueue {
 struct QueuedRun {
     body: Bytes,
     content_type: Option<Box<str>>,
-    headers: HeaderMap,
+    headers: Headers,
     protocol: Protocol,
     cancel: Arc<Cancellation>,
     reply: tokio::sync::oneshot::Sender<Result<Answer, RunError>>,
@@ -708,19 +708,14 @@ impl InstancePool {
         self: &Arc<Self>,
         body: Bytes,
         content_type: Option<&str>,
-        headers: &HeaderMap,
+        headers: &Headers,
     ) -> Result<HookResponse, RunError> {
-        self.call(body, content_type, headers, Protocol::Score).await.map(|a| a.response)
+        let request = Request { body: &body, content_type, headers, protocol: Protocol::Score, request_id: "" };
+        self.call(request).await.map(|a| a.response)
     }
 
     /// As [`run`](Self::run), for a request of the given protocol (`/score` or v2 `infer`).
-    pub async fn call(
-        self: &Arc<Self>,
-        body: Bytes,
-        content_type: Option<&str>,
-        headers: &HeaderMap,
-        protocol: Protocol,
-    ) -> Result<Answer, RunError> {
+    pub async fn call(self: &Arc<Self>, request: Request<'_>) -> Result<Answer, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
@@ -729,16 +724,16 @@ impl InstancePool {
         // thread for good (no 408, every connection on that thread stalled, SIGTERM never
         // finished). Queued, a hang costs one blocking thread and one instance.
         if self.watch.get().is_some() {
-            return self.run_queued(body, content_type, headers, protocol).await;
+            return self.run_queued(request).await;
         }
         if self.always_queued.load(Ordering::Relaxed) {
-            return self.run_on_task(body, content_type, headers, protocol).await;
+            return self.run_on_task(request).await;
         }
         if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
-            return self.run_queued(body, content_type, headers, protocol).await;
+            return self.run_queued(request).await;
         }
         let hook = self.take().await?;
-        self.execute(hook, &body, content_type, self.headers_for_run(headers), protocol, None)
+        self.execute(hook, self.hook_request(&request, None), request.protocol)
     }
 
     /// Takes an idle instance, waiting for one when all are busy (in arrival order, within [`super::permits::SKEW`]). A permit of
@@ -802,12 +797,21 @@ impl InstancePool {
     }
 
     /// The headers a run gets: the request's, or none when the hook takes none.
-    fn headers_for_run<'h>(&self, headers: &'h HeaderMap) -> &'h HeaderMap {
-        static NONE: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+    fn headers_for_run<'h>(&self, headers: &'h Headers) -> &'h Headers {
         if self.wants_headers() {
             headers
         } else {
-            NONE.get_or_init(HeaderMap::new)
+            Headers::none()
+        }
+    }
+
+    /// What the hook gets of `request`.
+    fn hook_request<'a>(&self, request: &Request<'a>, cancel: Option<&'a Cancellation>) -> HookRequest<'a> {
+        HookRequest {
+            body: request.body,
+            content_type: request.content_type,
+            headers: self.headers_for_run(request.headers),
+            cancel,
         }
     }
 
@@ -819,15 +823,9 @@ impl InstancePool {
     /// request waits in the worker's pipe. Otherwise (a body too large to write without
     /// waiting) the run is queued as a long run, as is a v2 `infer`, whose decoding is the
     /// hook's own [`ScoringHook::infer`].
-    async fn run_on_task(
-        self: &Arc<Self>,
-        body: Bytes,
-        content_type: Option<&str>,
-        headers: &HeaderMap,
-        protocol: Protocol,
-    ) -> Result<Answer, RunError> {
-        if protocol != Protocol::Score {
-            return self.run_queued(body, content_type, headers, protocol).await;
+    async fn run_on_task(self: &Arc<Self>, request: Request<'_>) -> Result<Answer, RunError> {
+        if request.protocol != Protocol::Score {
+            return self.run_queued(request).await;
         }
         // A run that never began (its worker stopped under the run before it) goes to another
         // instance, as often as that happens until the request's own deadline (the caller's
@@ -837,11 +835,10 @@ impl InstancePool {
         loop {
             let hook = self.take().await?;
             let mut out = CheckedOut { pool: self, hook: Some(hook) };
-            let request =
-                HookRequest { body: &body, content_type, headers: self.headers_for_run(headers), cancel: None };
-            let Some(started) = out.hook.as_mut().and_then(|h| h.start_run(request)) else {
+            let run = self.hook_request(&request, None);
+            let Some(started) = out.hook.as_mut().and_then(|h| h.start_run(run)) else {
                 drop(out); // checked back in
-                return self.run_queued(body, content_type, headers, protocol).await;
+                return self.run_queued(request).await;
             };
             let answer = match started.turn.await {
                 Turn::Begun(answer) => answer,
@@ -866,21 +863,15 @@ impl InstancePool {
     /// with 64-row requests, that round trip left 13% of the CPU idle between runs). Dropping
     /// this future (timeout, client gone) cancels the run: skipped if not started, stopped
     /// through ONNX Runtime's terminate flag if running.
-    async fn run_queued(
-        self: &Arc<Self>,
-        body: Bytes,
-        content_type: Option<&str>,
-        headers: &HeaderMap,
-        protocol: Protocol,
-    ) -> Result<Answer, RunError> {
+    async fn run_queued(self: &Arc<Self>, request: Request<'_>) -> Result<Answer, RunError> {
         let cancel = Arc::new(Cancellation::default());
         let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.pending.push(QueuedRun {
-            body,
-            content_type: content_type.map(Into::into),
-            headers: if self.wants_headers() { headers.clone() } else { HeaderMap::new() },
-            protocol,
+            body: request.body.clone(),
+            content_type: request.content_type.map(Into::into),
+            headers: self.headers_for_run(request.headers).clone(),
+            protocol: request.protocol,
             cancel,
             reply: tx,
         });
@@ -932,14 +923,13 @@ impl InstancePool {
             if run.cancel.is_cancelled() || run.reply.is_closed() {
                 continue;
             }
-            let (outcome, kept) = self.execute_keep(
-                hook,
-                &run.body,
-                run.content_type.as_deref(),
-                &run.headers,
-                run.protocol,
-                Some(&run.cancel),
-            );
+            let hook_run = HookRequest {
+                body: &run.body,
+                content_type: run.content_type.as_deref(),
+                headers: &run.headers,
+                cancel: Some(&run.cancel),
+            };
+            let (outcome, kept) = self.execute_keep(hook, hook_run, run.protocol);
             let _ = run.reply.send(outcome);
             match kept {
                 Some(h) => hook = h,
@@ -958,18 +948,12 @@ impl InstancePool {
     /// Runs on the calling thread if an instance is idle right now; never waits. This is how
     /// mirror copies run, on low-priority threads: a copy never holds an instance while it
     /// waits for CPU and never queues ahead of live requests.
-    pub fn run_here_if_idle(
-        self: &Arc<Self>,
-        body: &[u8],
-        content_type: Option<&str>,
-        headers: &HeaderMap,
-        protocol: Protocol,
-    ) -> Result<HookResponse, RunError> {
+    pub fn run_here_if_idle(self: &Arc<Self>, request: Request<'_>) -> Result<HookResponse, RunError> {
         if self.ready() == 0 {
             return Err(RunError::NoInstance);
         }
         let hook = self.try_take_free()?;
-        self.execute(hook, body, content_type, self.headers_for_run(headers), protocol, None).map(|a| a.response)
+        self.execute(hook, self.hook_request(&request, None), request.protocol).map(|a| a.response)
     }
 
     /// Replaces the instances in `idle` that can no longer serve: an instance lent back
@@ -1030,13 +1014,10 @@ impl InstancePool {
     fn execute(
         self: &Arc<Self>,
         hook: Box<dyn ScoringHook>,
-        body: &[u8],
-        content_type: Option<&str>,
-        headers: &HeaderMap,
+        run: HookRequest<'_>,
         protocol: Protocol,
-        cancel: Option<&Cancellation>,
     ) -> Result<Answer, RunError> {
-        let (outcome, kept) = self.execute_keep(hook, body, content_type, headers, protocol, cancel);
+        let (outcome, kept) = self.execute_keep(hook, run, protocol);
         if let Some(hook) = kept {
             self.checkin(hook);
         }
@@ -1048,11 +1029,8 @@ impl InstancePool {
     fn execute_keep(
         self: &Arc<Self>,
         mut hook: Box<dyn ScoringHook>,
-        body: &[u8],
-        content_type: Option<&str>,
-        headers: &HeaderMap,
+        run: HookRequest<'_>,
         protocol: Protocol,
-        cancel: Option<&Cancellation>,
     ) -> (Result<Answer, RunError>, Option<Box<dyn ScoringHook>>) {
         let start = Instant::now();
         let clock = self.watch.get().map(|watch| {
@@ -1060,9 +1038,7 @@ impl InstancePool {
             watch.running.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&clock));
             clock
         });
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            hooks::call(hook.as_mut(), HookRequest { body, content_type, headers, cancel }, protocol)
-        }));
+        let outcome = catch_unwind(AssertUnwindSafe(|| hooks::call(hook.as_mut(), run, protocol)));
         self.record_cost(start.elapsed().as_nanos() as u64);
         if let Some(clock) = clock {
             if clock.state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire).is_err() {
@@ -1242,10 +1218,10 @@ mod tests {
     async fn a_panicking_run_is_a_model_error_and_the_instance_is_replaced() {
         let p = pool();
         p.add(1).await.unwrap();
-        let err = p.run(Bytes::from_static(b"panic"), None, &HeaderMap::new()).await.unwrap_err();
+        let err = p.run(Bytes::from_static(b"panic"), None, Headers::none()).await.unwrap_err();
         assert_eq!(err, RunError::Failed("the scoring hook panicked: asked to panic".into()));
         eventually("a fresh instance replaced the one that panicked", || p.ready() == 1).await;
-        let ok = p.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await.unwrap();
+        let ok = p.run(Bytes::from_static(b"[1]"), None, Headers::none()).await.unwrap();
         assert_eq!(&ok.body[..], b"[1]");
     }
 
@@ -1257,7 +1233,7 @@ mod tests {
         let runs: Vec<_> = (0..50)
             .map(|i| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, &HeaderMap::new()).await })
+                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, Headers::none()).await })
             })
             .collect();
         p.remove(2).await;
@@ -1322,7 +1298,7 @@ mod tests {
         let runs: Vec<_> = (0..60)
             .map(|i| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, &HeaderMap::new()).await })
+                tokio::spawn(async move { p.run(Bytes::from(format!("[{i}]")), None, Headers::none()).await })
             })
             .collect();
         p.remove(2).await;
@@ -1337,11 +1313,11 @@ mod tests {
         let busy: Vec<_> = (0..5)
             .map(|_| {
                 let p = Arc::clone(&p);
-                tokio::spawn(async move { p.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await })
+                tokio::spawn(async move { p.run(Bytes::from_static(b"[1]"), None, Headers::none()).await })
             })
             .collect();
         eventually("4 runs queued behind the one running", || p.queued() == 4).await;
-        let no_headers = HeaderMap::new();
+        let no_headers = Headers::default();
         let gave_up = tokio::time::timeout(
             std::time::Duration::from_millis(10),
             p.run(Bytes::from_static(b"[2]"), None, &no_headers),
@@ -1440,7 +1416,7 @@ mod tests {
         );
         p.queue_every_run();
         p.add(1).await.unwrap();
-        let answer = p.run(Bytes::from_static(b"[7]"), None, &HeaderMap::new()).await;
+        let answer = p.run(Bytes::from_static(b"[7]"), None, Headers::none()).await;
         assert_eq!(&answer.expect("answered once it began").body[..], b"[7]");
         assert_eq!(left.load(Ordering::SeqCst), 0, "offered until it began");
     }
@@ -1457,7 +1433,7 @@ mod tests {
         p.add(1).await.unwrap();
         // A holds the one instance.
         let p1 = Arc::clone(&p);
-        let a = tokio::spawn(async move { p1.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await });
+        let a = tokio::spawn(async move { p1.run(Bytes::from_static(b"[1]"), None, Headers::none()).await });
         eventually("A holds the instance", || p.idle.lock().unwrap().is_empty()).await;
         // The deployment is deleted: its drain waits for A.
         p.close();
@@ -1466,7 +1442,7 @@ mod tests {
         eventually("the drain waits", || p.counts().draining == 1).await;
         // B was routed here before the delete and asks for an instance after the drain.
         let p3 = Arc::clone(&p);
-        let mut b = tokio::spawn(async move { p3.run(Bytes::from_static(b"[2]"), None, &HeaderMap::new()).await });
+        let mut b = tokio::spawn(async move { p3.run(Bytes::from_static(b"[2]"), None, Headers::none()).await });
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), &mut b).await;
         assert!(waiting.is_err(), "B waits while A runs");
         // A finishes: the drain takes the instance, and B, which no instance will ever serve,
@@ -1491,7 +1467,7 @@ mod tests {
         p.watch_runs(std::time::Duration::from_millis(50), move |l| said.lock().unwrap().push(l.to_string()));
         p.add(1).await.unwrap();
         // The gate is shut: the run does not return, and its caller gives up.
-        let no_headers = HeaderMap::new();
+        let no_headers = Headers::default();
         let stuck = tokio::time::timeout(
             std::time::Duration::from_millis(100),
             p.run(Bytes::from_static(b"[1]"), None, &no_headers),
@@ -1509,7 +1485,7 @@ mod tests {
         eventually("the late run's instance is dropped", || p.counts().hung == 0).await;
         assert_eq!(p.counts().ready, 1);
         assert!(lines.lock().unwrap()[1].contains("returned after"), "{:?}", lines.lock().unwrap());
-        let ok = p.run(Bytes::from_static(b"[2]"), None, &HeaderMap::new()).await.unwrap();
+        let ok = p.run(Bytes::from_static(b"[2]"), None, Headers::none()).await.unwrap();
         assert_eq!(&ok.body[..], b"[2]");
         assert_eq!(p.hung_reason(), None);
     }
@@ -1537,7 +1513,7 @@ mod tests {
         p.watch_runs(Duration::from_secs(60), |_| {});
         p.add(1).await.unwrap();
         for _ in 0..20 {
-            p.run(Bytes::from_static(b"[1]"), None, &HeaderMap::new()).await.unwrap();
+            p.run(Bytes::from_static(b"[1]"), None, Headers::none()).await.unwrap();
         }
         assert!(p.run_cost_ns.load(Ordering::Relaxed) <= INLINE_LIMIT_NS, "the runs were measured short");
         let here = std::thread::current().id();
@@ -1578,7 +1554,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_empty_pool_answers_no_instance() {
         let p = pool();
-        assert_eq!(p.run(Bytes::new(), None, &HeaderMap::new()).await.unwrap_err(), RunError::NoInstance);
+        assert_eq!(p.run(Bytes::new(), None, Headers::none()).await.unwrap_err(), RunError::NoInstance);
     }
 
     /// Azure's WORKER_COUNT: an instance is that many hooks; a broken one is replaced alone,
@@ -1599,7 +1575,7 @@ mod tests {
         assert_eq!(p.counts(), InstanceCounts { ready: 2, ..InstanceCounts::default() });
         assert_eq!(p.workers(), InstanceCounts { ready: 6, ..InstanceCounts::default() });
         assert_eq!(inits.load(Ordering::SeqCst), 6);
-        p.run(Bytes::from_static(b"panic"), None, &HeaderMap::new()).await.unwrap_err();
+        p.run(Bytes::from_static(b"panic"), None, Headers::none()).await.unwrap_err();
         eventually("one worker replaced the one that panicked", || p.workers().ready == 6).await;
         assert_eq!(inits.load(Ordering::SeqCst), 7, "only the broken worker is loaded again");
         assert_eq!(p.counts().ready, 2);

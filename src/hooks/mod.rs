@@ -16,6 +16,7 @@ pub(crate) mod oip;
 pub(crate) mod onnx;
 pub(crate) mod ort_runtime;
 pub(crate) mod python;
+mod request;
 pub mod tensor_json;
 pub(crate) mod worker;
 
@@ -23,8 +24,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-pub(crate) use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+// A script's answer headers are validated as HTTP's own types (the `http` crate, which
+// the server's framework also uses) so the server can put them on the wire as they are.
 use bytes::Bytes;
+pub(crate) use http::{HeaderName, HeaderValue};
+pub use request::{Headers, Request};
 
 use crate::spec::HookKind;
 use crate::telemetry::LogRing;
@@ -68,9 +72,8 @@ pub struct HookRequest<'a> {
     /// The `Content-Type` header, if any.
     pub content_type: Option<&'a str>,
     /// The request's headers, for hooks that hand them to user code (a scoring script's
-    /// `request_headers`); empty for the others, whose runs then copy nothing (see
-    /// `InstancePool::pass_headers`).
-    pub headers: &'a HeaderMap,
+    /// `request_headers`); empty for the others (see `InstancePool::headers_for_run`).
+    pub headers: &'a Headers,
     /// Set when the run may be cancelled (it runs off the request's thread and has a
     /// deadline); hooks that can stop early register how.
     pub cancel: Option<&'a cancel::Cancellation>,

@@ -17,6 +17,7 @@ pub(crate) mod shadow;
 
 use std::sync::{Arc, Mutex};
 
+use crate::hooks::{Headers, Request};
 use bytes::Bytes;
 
 pub(crate) use compare::Tolerance;
@@ -107,14 +108,8 @@ impl Drop for LiveAnswerSlot {
 
 /// Sends a copy of a request to `shadow`. Returns the slot for the live answer, or `None` when
 /// the shadow's queue is full and the copy was dropped (and counted).
-pub(crate) fn copy(
-    shadow: &Arc<Shadow>,
-    body: Bytes,
-    content_type: Option<&str>,
-    headers: &crate::hooks::HeaderMap,
-    protocol: crate::hooks::Protocol,
-    request_id: &str,
-) -> Option<LiveAnswerSlot> {
+pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>) -> Option<LiveAnswerSlot> {
+    let request_id = request.request_id;
     let ticket = shadow.admit_copy(request_id)?;
     let meeting = Arc::new(Rendezvous {
         shadow: Arc::clone(shadow),
@@ -122,22 +117,23 @@ pub(crate) fn copy(
         state: Mutex::new(Meeting::Empty),
     });
     let for_shadow = Arc::clone(&meeting);
-    let content_type: Option<Box<str>> = content_type.map(Into::into);
+    let body = request.body.clone();
+    let content_type: Option<Box<str>> = request.content_type.map(Into::into);
+    let protocol = request.protocol;
     // Copied only for a shadow whose hook reads them (a scoring script).
-    let headers = if shadow.deployment.pool().wants_headers() { headers.clone() } else { Default::default() };
+    let headers = if shadow.deployment.pool().wants_headers() { request.headers.clone() } else { Headers::default() };
     let queued_at = std::time::Instant::now();
     let window = ticket.window();
     let queued = executor::spawn(move || {
         let shadow = ticket.shadow();
-        let copy = crate::hooks::HookRequest {
+        let copy = Request {
             body: &body,
             content_type: content_type.as_deref(),
             headers: &headers,
-            cancel: None,
+            protocol,
+            request_id: &for_shadow.request_id,
         };
-        let Some((outcome, latency)) =
-            shadow.score_copy(copy, protocol, &for_shadow.request_id, queued_at, ticket.window())
-        else {
+        let Some((outcome, latency)) = shadow.score_copy(copy, queued_at, ticket.window()) else {
             return; // counted as a drop
         };
         drop(ticket);

@@ -11,7 +11,7 @@ use super::executor;
 use super::report::{DropReason, MirrorReport};
 use super::Tolerance;
 use crate::deployment::{Deployment, RunError, ScoreError};
-use crate::hooks::{HookRequest, HookResponse, Protocol};
+use crate::hooks::{HookResponse, Request};
 use crate::telemetry::Role;
 
 /// One deployment version as a shadow.
@@ -111,20 +111,19 @@ impl Shadow {
     /// has no ready instance. The budget is charged by the shadow thread, in CPU time.
     pub(crate) fn score_copy(
         &self,
-        copy: HookRequest<'_>,
-        protocol: Protocol,
-        request_id: &str,
+        copy: Request<'_>,
         queued: Instant,
         window: u64,
     ) -> Option<(Result<HookResponse, ScoreError>, Duration)> {
         let d = &self.deployment;
+        let request_id = copy.request_id;
         let deadline = queued + d.timeout();
         let budget = executor::shadow_budget();
         let mut pause = Duration::from_micros(50);
         loop {
             let waiting_for = if budget.available() {
                 let start = Instant::now();
-                match d.pool().run_here_if_idle(copy.body, copy.content_type, copy.headers, protocol) {
+                match d.pool().run_here_if_idle(copy) {
                     Err(RunError::Busy) => DropReason::NoIdleInstance,
                     Err(RunError::NoInstance) => {
                         self.drop_copy(request_id, window, DropReason::NotReady);

@@ -20,7 +20,7 @@ use super::body::{self, BodyLimits};
 use super::errors::{restyle, score_error_in, ErrorStyle};
 use crate::deployment::Deployment;
 use crate::endpoint::RoutingTable;
-use crate::hooks::Protocol;
+use crate::hooks::{Headers, Protocol, Request};
 use crate::mirror::{self, Answer, Shadow};
 use crate::telemetry::sharded::ShardedCounter;
 
@@ -186,6 +186,21 @@ pub(crate) async fn serve(
     response
 }
 
+/// Whether `deployment`'s hook reads the request's headers (a scoring script's
+/// `request_headers`, `@rawhttp`).
+fn reads_headers(deployment: &Deployment) -> bool {
+    deployment.pool().wants_headers()
+}
+
+/// The request's headers in the hooks' own type (below the server nothing knows actix's).
+fn hook_headers(headers: &HeaderMap) -> Headers {
+    let mut out = Headers::default();
+    for (name, value) in headers {
+        out.push(name.as_str(), value.as_bytes());
+    }
+    out
+}
+
 async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, how: Scoring<'_>) -> HttpResponse {
     let style = how.style;
     let request_id = uuid::Uuid::new_v4();
@@ -223,10 +238,17 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let live_slot = shadow.and_then(|s| mirror::copy(s, body.clone(), content_type, headers, how.protocol, request_id));
+    // The headers in the hooks' own type, converted only when a hook on the way reads them.
+    let converted = if reads_headers(deployment) || shadow.is_some_and(|s| reads_headers(&s.deployment)) {
+        hook_headers(headers)
+    } else {
+        Headers::default()
+    };
+    let request = Request { body: &body, content_type, headers: &converted, protocol: how.protocol, request_id };
+    let live_slot = shadow.and_then(|s| mirror::copy(s, request));
     // The live answer's latency is only compared when a shadow copy was made.
     let start = live_slot.as_ref().map(|_| Instant::now());
-    let mut outcome = deployment.call(admitted, body.clone(), content_type, headers, how.protocol, request_id).await;
+    let mut outcome = deployment.call(admitted, request).await;
     // Routed to a version that has since left the routing table (deleted, or replaced by a new
     // model) and lost its last instance before this request got one: route it again, once, on
     // the current table, so a rollout step never fails a request that the endpoint can serve.
@@ -239,7 +261,15 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
             if !std::ptr::eq(again, deployment) && same_model {
                 if let Ok(admitted) = again.admit(request_id) {
                     deployment = again;
-                    outcome = deployment.call(admitted, body, content_type, headers, how.protocol, request_id).await;
+                    // The version routed to now may read the headers where the first did not.
+                    let again_headers;
+                    let request = if reads_headers(deployment) && converted.is_empty() {
+                        again_headers = hook_headers(headers);
+                        Request { headers: &again_headers, ..request }
+                    } else {
+                        request
+                    };
+                    outcome = deployment.call(admitted, request).await;
                 }
             }
         }

@@ -701,7 +701,7 @@ pub(crate) fn intern_content_type(ct: &str) -> &'static str {
     if let Some(s) = seen.iter().find(|s| **s == ct) {
         return s;
     }
-    if seen.len() >= 64 || actix_web::http::header::HeaderValue::from_str(ct).is_err() {
+    if seen.len() >= 64 || HeaderValue::from_str(ct).is_err() {
         return "application/octet-stream";
     }
     let leaked: &'static str = Box::leak(ct.to_string().into_boxed_str());
