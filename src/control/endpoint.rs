@@ -250,3 +250,104 @@ pub(super) fn check_can_serve(state: &State, live: &Traffic) -> Result<(), Contr
 pub(super) fn no_endpoint() -> ControlError {
     ControlError::NotFound("this server hosts no endpoint: create one first".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+
+    use super::super::{ControlError, ControlOptions, ControlPlane};
+    use crate::telemetry::Metrics;
+
+    /// A control plane in process, with no state folder: the endpoint rules need no server.
+    fn control() -> (tokio::runtime::Runtime, Arc<ControlPlane>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let options = ControlOptions {
+            token_lifetime: Duration::from_secs(3600),
+            tolerance: Default::default(),
+            key_grace: Duration::from_secs(60),
+        };
+        let cp = rt.block_on(async { ControlPlane::new(Metrics::new(), options, None) });
+        (rt, cp)
+    }
+
+    fn keys(cp: &ControlPlane) -> (Value, Value) {
+        let k = cp.credentials().unwrap();
+        (k["primaryKey"].clone(), k["secondaryKey"].clone())
+    }
+
+    #[test]
+    fn an_endpoint_is_created_once_and_only_it_replaces_itself() {
+        let (_rt, cp) = control();
+        let (view, created, _) = cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
+        assert!(created);
+        assert_eq!(view["name"], "my-ep");
+        let before_keys = keys(&cp);
+        let (_, created, _) =
+            cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key", "description": "d"})).unwrap();
+        assert!(!created, "the same endpoint again is a replace");
+        assert_eq!(keys(&cp), before_keys, "a replace with the same auth mode keeps the keys");
+        let other = cp.put_endpoint(json!({"name": "other-ep", "auth_mode": "key"})).unwrap_err();
+        assert!(matches!(&other, ControlError::Conflict(m) if m.contains("\"my-ep\"")), "{other}");
+        assert_eq!(cp.get_endpoint().unwrap()["name"], "my-ep", "the refused PUT changed nothing");
+        let rollout = cp
+            .put_endpoint(
+                json!({"name": "my-ep", "rollout": {"to": "green", "steps": "50,100", "step_duration": "60s"}}),
+            )
+            .unwrap_err();
+        assert!(rollout.to_string().contains("POST /v1/endpoint/rollout"), "{rollout}");
+    }
+
+    #[test]
+    fn a_patch_naming_an_unknown_deployment_or_field_changes_nothing() {
+        let (_rt, cp) = control();
+        cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
+        let before = cp.get_endpoint().unwrap();
+        let ghost = cp.patch_endpoint(json!({"traffic": {"ghost": 100}})).unwrap_err();
+        assert!(ghost.to_string().contains("ghost"), "{ghost}");
+        let field = cp.patch_endpoint(json!({"colour": "blue"})).unwrap_err();
+        assert!(field.to_string().contains("`colour`") && field.to_string().contains("traffic"), "{field}");
+        let not_object = cp.patch_endpoint(json!([1])).unwrap_err();
+        assert!(not_object.to_string().contains("JSON object"), "{not_object}");
+        let tags = cp.patch_endpoint(json!({"tags": "x"})).unwrap_err();
+        assert!(tags.to_string().contains("mapping"), "{tags}");
+        assert_eq!(cp.get_endpoint().unwrap(), before);
+        let changed = cp.patch_endpoint(json!({"description": "new", "tags": {"team": "ml"}})).unwrap();
+        assert_eq!(changed["description"], "new");
+        assert_eq!(changed["tags"]["team"], "ml");
+    }
+
+    #[test]
+    fn regenerating_one_key_leaves_the_other_and_bad_requests_change_nothing() {
+        let (_rt, cp) = control();
+        cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
+        let (primary, secondary) = keys(&cp);
+        cp.regenerate_key(json!({"keyType": "secondary"})).unwrap();
+        let (p2, s2) = keys(&cp);
+        assert_eq!(p2, primary);
+        assert_ne!(s2, secondary);
+        for bad in [json!({}), json!({"keyType": "tertiary"}), json!("primary")] {
+            let e = cp.regenerate_key(bad.clone()).unwrap_err();
+            assert!(e.to_string().contains("keyType"), "{bad}: {e}");
+        }
+        assert_eq!(keys(&cp), (p2, s2));
+        cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "aml_token"})).unwrap();
+        let token = cp.regenerate_key(json!({"keyType": "primary"})).unwrap_err();
+        assert!(token.to_string().contains("aml_token"), "{token}");
+    }
+
+    #[test]
+    fn without_an_endpoint_every_operation_says_so_and_delete_removes_it() {
+        let (_rt, cp) = control();
+        let none = |r: Result<Value, ControlError>| matches!(r, Err(ControlError::NotFound(_)));
+        assert!(none(cp.get_endpoint()));
+        assert!(none(cp.credentials()));
+        assert!(none(cp.patch_endpoint(json!({"description": "x"}))));
+        assert!(matches!(cp.delete_endpoint(), Err(ControlError::NotFound(_))));
+        cp.put_endpoint(json!({"name": "my-ep"})).unwrap();
+        cp.delete_endpoint().unwrap();
+        assert!(none(cp.get_endpoint()));
+    }
+}
