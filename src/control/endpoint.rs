@@ -202,12 +202,12 @@ impl ControlPlane {
                 m.insert("rollout_status".into(), rollout);
             }
             if let Some(dir) = self.declarative_dir() {
-                let status = self.config_status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let last_error = self.config_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 m.insert(
                     "config_dir".into(),
                     json!({
                         "path": dir.display().to_string(),
-                        "last_error": status.and_then(Result::err),
+                        "last_error": last_error,
                     }),
                 );
             }

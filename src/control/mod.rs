@@ -115,7 +115,8 @@ pub(crate) struct ControlPlane {
     shutting_down: AtomicBool,
     /// `--config-dir`, when the files own the state, and how the last application went.
     declarative: OnceLock<PathBuf>,
-    config_status: Mutex<Option<Result<(), String>>>,
+    /// Why the folder's last version was refused or not applied whole; `None` once applied.
+    config_error: Mutex<Option<String>>,
     /// `--secrets-dir`, when the endpoint's secrets come from files.
     secrets: OnceLock<SecretsSource>,
     /// The admin API's bearer token (`--admin-token`, or `admin-token` in `--secrets-dir`,
@@ -163,7 +164,7 @@ impl ControlPlane {
             restoring: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             declarative: OnceLock::new(),
-            config_status: Mutex::new(None),
+            config_error: Mutex::new(None),
             secrets: OnceLock::new(),
             admin_token: ArcSwapOption::empty(),
             rollout_tickers: std::sync::atomic::AtomicU64::new(0),
@@ -268,9 +269,10 @@ impl ControlPlane {
         self.declarative.get().map(PathBuf::as_path)
     }
 
-    /// Records how the last application of the config folder went (shown by `show`).
-    pub(crate) fn set_config_status(&self, status: Result<(), String>) {
-        *self.config_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    /// Records how the last application of the config folder went (shown by `show`): why it
+    /// was refused, or `None` once it applied.
+    pub(crate) fn set_config_error(&self, error: Option<String>) {
+        *self.config_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
     /// The endpoint spec and deployment specs as accepted now (a replacement still loading is

@@ -37,6 +37,45 @@ pub(crate) const MIN_SECRET_CHARS: usize = 32;
 /// Longest secret accepted (it travels in an `Authorization` header).
 pub(crate) const MAX_SECRET_CHARS: usize = 4096;
 
+/// Why a secrets folder, or one of its files, was refused (at start: the server does not
+/// start; later: the secrets in use stay, and `show` says why). Each message names the file
+/// and what is expected; none holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SecretsError {
+    #[error("--secrets-dir {0} is not a folder")]
+    NotAFolder(String),
+    #[error("cannot list --secrets-dir {dir}: {source}")]
+    Unlistable { dir: String, source: std::io::Error },
+    #[error("--secrets-dir {dir} holds an unexpected file {name:?}: the names are {PRIMARY_KEY}, {SECONDARY_KEY}, {TOKEN_SIGNING_KEY} (required), {TOKEN_VERIFY_KEY}, {ADMIN_TOKEN} (optional)")]
+    Unexpected { dir: String, name: String },
+    #[error("--secrets-dir {dir} has no {name} file: it needs {PRIMARY_KEY}, {SECONDARY_KEY} and {TOKEN_SIGNING_KEY}, one secret per file")]
+    Missing { dir: String, name: &'static str },
+    #[error("{0}")]
+    Unreadable(crate::sys::files::ReadError),
+    #[error("{0} is empty: write a secret of at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)")]
+    Empty(String),
+    #[error("{0} must hold visible ASCII characters only, no spaces or line breaks inside (it is sent in an Authorization header)")]
+    NotVisibleAscii(String),
+    #[error("{path} holds {len} characters: a secret needs at least {MIN_SECRET_CHARS} (e.g. `openssl rand -hex 32`)")]
+    TooShort { path: String, len: usize },
+    #[error("{0} is longer than {MAX_SECRET_CHARS} characters")]
+    TooLong(String),
+    #[error("{0}/{PRIMARY_KEY} and {SECONDARY_KEY} hold the same key: the two keys exist so that one can change while clients use the other")]
+    SameKeys(String),
+    #[error(
+        "{0}/{ADMIN_TOKEN} is gone: the admin token came from it at start; put it back (or restart with --admin-token)"
+    )]
+    AdminTokenGone(String),
+    #[error("{0}/{ADMIN_TOKEN} appeared after start, but the admin token comes from --admin-token (SWITCHYARD_ADMIN_TOKEN): restart to take it from the file, or remove it")]
+    AdminTokenAppeared(String),
+    #[error("the admin token is given twice: by --admin-token (or SWITCHYARD_ADMIN_TOKEN) and by {0}/{ADMIN_TOKEN}; keep one")]
+    AdminTokenTwice(String),
+    #[error(transparent)]
+    Watch(#[from] super::watch::WatchError),
+    #[error("the secrets read failed: {0}")]
+    ReadTask(String),
+}
+
 /// What the folder holds, validated.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SecretFiles {
@@ -53,50 +92,29 @@ impl std::fmt::Debug for SecretFiles {
 
 /// Reads and validates the folder. `admin_from_file` says whether the admin token comes from
 /// it (decided at start: an `admin-token` file that appears or disappears later is refused).
-pub(crate) fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<SecretFiles, String> {
-    let shown = dir.display();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list --secrets-dir {shown}: {e}"))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot list --secrets-dir {shown}: {e}"))?;
-        let name = entry.file_name();
+pub(crate) fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<SecretFiles, SecretsError> {
+    let shown = dir.display().to_string();
+    let unlistable = |source| SecretsError::Unlistable { dir: shown.clone(), source };
+    for entry in std::fs::read_dir(dir).map_err(unlistable)? {
+        let name = entry.map_err(unlistable)?.file_name();
         let name = name.to_string_lossy();
         if !name.starts_with('.') && !KNOWN.contains(&name.as_ref()) {
-            return Err(format!(
-                "--secrets-dir {shown} holds an unexpected file {name:?}: the names are {} (required), {} (optional)",
-                [PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY].join(", "),
-                [TOKEN_VERIFY_KEY, ADMIN_TOKEN].join(", "),
-            ));
+            return Err(SecretsError::Unexpected { dir: shown, name: name.into_owned() });
         }
     }
-    let required = |name: &str| {
-        read_secret(dir, name)?.ok_or_else(|| {
-            format!(
-                "--secrets-dir {shown} has no {name} file: it needs {}, {} and {}, one secret per file",
-                PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY
-            )
-        })
-    };
+    let required =
+        |name: &'static str| read_secret(dir, name)?.ok_or_else(|| SecretsError::Missing { dir: shown.clone(), name });
     let primary_key = required(PRIMARY_KEY)?;
     let secondary_key = required(SECONDARY_KEY)?;
     let token_signing_key = required(TOKEN_SIGNING_KEY)?;
     let token_verify_key = read_secret(dir, TOKEN_VERIFY_KEY)?;
     if primary_key == secondary_key {
-        return Err(format!(
-            "{shown}/{PRIMARY_KEY} and {SECONDARY_KEY} hold the same key: the two keys exist so that one can change while clients use the other"
-        ));
+        return Err(SecretsError::SameKeys(shown));
     }
     let admin_token = read_secret(dir, ADMIN_TOKEN)?;
     match (admin_from_file, &admin_token) {
-        (Some(true), None) => {
-            return Err(format!(
-                "{shown}/{ADMIN_TOKEN} is gone: the admin token came from it at start; put it back (or restart with --admin-token)"
-            ))
-        }
-        (Some(false), Some(_)) => {
-            return Err(format!(
-                "{shown}/{ADMIN_TOKEN} appeared after start, but the admin token comes from --admin-token (SWITCHYARD_ADMIN_TOKEN): restart to take it from the file, or remove it"
-            ))
-        }
+        (Some(true), None) => return Err(SecretsError::AdminTokenGone(shown)),
+        (Some(false), Some(_)) => return Err(SecretsError::AdminTokenAppeared(shown)),
         _ => {}
     }
     Ok(SecretFiles {
@@ -107,38 +125,29 @@ pub(crate) fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<S
 
 /// One secret file: `None` when absent; its text without surrounding whitespace (a file
 /// written with `echo` ends with a newline) otherwise, checked.
-fn read_secret(dir: &Path, name: &str) -> Result<Option<String>, String> {
+fn read_secret(dir: &Path, name: &str) -> Result<Option<String>, SecretsError> {
     let path = dir.join(name);
+    let shown = || path.display().to_string();
     // Bounded in size (a secret larger than any key is not read) and in time, and only a
     // regular file: a FIFO here wedged the watcher and the start for good.
     let limit = MAX_SECRET_CHARS as u64 + 64;
     let bytes = match crate::sys::files::read_bounded(&path, limit, crate::sys::files::READ_DEADLINE) {
         Ok(bytes) => bytes,
         Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(SecretsError::Unreadable(e)),
     };
     let text = bytes.trim_ascii();
     if text.is_empty() {
-        return Err(format!(
-            "{} is empty: write a secret of at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)",
-            path.display()
-        ));
+        return Err(SecretsError::Empty(shown()));
     }
     if !text.iter().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "{} must hold visible ASCII characters only, no spaces or line breaks inside (it is sent in an Authorization header)",
-            path.display()
-        ));
+        return Err(SecretsError::NotVisibleAscii(shown()));
     }
     if text.len() < MIN_SECRET_CHARS {
-        return Err(format!(
-            "{} holds {} characters: a secret needs at least {MIN_SECRET_CHARS} (e.g. `openssl rand -hex 32`)",
-            path.display(),
-            text.len()
-        ));
+        return Err(SecretsError::TooShort { path: shown(), len: text.len() });
     }
     if text.len() > MAX_SECRET_CHARS {
-        return Err(format!("{} is longer than {MAX_SECRET_CHARS} characters", path.display()));
+        return Err(SecretsError::TooLong(shown()));
     }
     Ok(Some(String::from_utf8_lossy(text).into_owned()))
 }
@@ -150,18 +159,15 @@ pub(crate) fn start(
     control: &Arc<ControlPlane>,
     dir: PathBuf,
     admin_token_given: bool,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, SecretsError> {
     if !dir.is_dir() {
-        return Err(format!("--secrets-dir {} is not a folder", dir.display()));
+        return Err(SecretsError::NotAFolder(dir.display().to_string()));
     }
     // Watching before the first read: an edit in between is not missed.
     let mut changes = FolderWatch::new(&dir, "--secrets-dir")?;
     let files = read_folder(&dir, None)?;
     if admin_token_given && files.admin_token.is_some() {
-        return Err(format!(
-            "the admin token is given twice: by --admin-token (or SWITCHYARD_ADMIN_TOKEN) and by {}/{ADMIN_TOKEN}; keep one",
-            dir.display()
-        ));
+        return Err(SecretsError::AdminTokenTwice(dir.display().to_string()));
     }
     let admin_from_file = files.admin_token.is_some();
     let admin_token = files.admin_token.clone();
@@ -174,7 +180,7 @@ pub(crate) fn start(
             // Reading files may wait (a slow disk): off the async threads.
             let read_dir = dir.clone();
             let read = tokio::task::spawn_blocking(move || read_folder(&read_dir, Some(admin_from_file))).await;
-            let read = read.unwrap_or_else(|e| Err(format!("the secrets read failed: {e}")));
+            let read = read.unwrap_or_else(|e| Err(SecretsError::ReadTask(e.to_string())));
             match read {
                 Ok(next) if next == current => control.set_secrets_error(None),
                 Ok(next) => {
@@ -184,7 +190,7 @@ pub(crate) fn start(
                 }
                 Err(e) => {
                     tracing::error!(dir = %dir.display(), error = %e, "secrets refused; the secrets in use are kept");
-                    control.set_secrets_error(Some(e));
+                    control.set_secrets_error(Some(e.to_string()));
                 }
             }
         }
@@ -236,7 +242,7 @@ mod tests {
         ];
         for (files, want) in cases {
             let d = folder(files);
-            let err = read_folder(d.path(), None).err().unwrap_or_default();
+            let err = read_folder(d.path(), None).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(want), "{files:?}: {err}");
         }
     }
@@ -245,8 +251,9 @@ mod tests {
     fn the_admin_token_file_cannot_come_or_go_after_start() {
         let d = folder(&[(PRIMARY_KEY, K1), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3), (ADMIN_TOKEN, K1)]);
         assert!(read_folder(d.path(), Some(true)).is_ok());
-        assert!(read_folder(d.path(), Some(false)).unwrap_err().contains("appeared after start"));
+        assert!(matches!(read_folder(d.path(), Some(false)), Err(SecretsError::AdminTokenAppeared(_))));
         std::fs::remove_file(d.path().join(ADMIN_TOKEN)).unwrap();
-        assert!(read_folder(d.path(), Some(true)).unwrap_err().contains("is gone"));
+        let gone = read_folder(d.path(), Some(true)).unwrap_err();
+        assert!(matches!(gone, SecretsError::AdminTokenGone(_)) && gone.to_string().contains("is gone"), "{gone}");
     }
 }

@@ -31,10 +31,51 @@ struct Desired {
     deployments: BTreeMap<String, DeploymentSpec>,
 }
 
+/// Why a config folder was refused (at start: the server does not start; later: the running
+/// state is kept, and `show` says why in `config_dir.last_error`). Each message names the
+/// file at fault.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigDirError {
+    #[error("--config-dir {0} is not a folder")]
+    NotAFolder(String),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("{0} has no endpoint.yml")]
+    NoEndpointFile(String),
+    #[error("cannot list {dir}: {source}")]
+    Unlistable { dir: String, source: std::io::Error },
+    /// endpoint.yml itself is invalid (its message names the file).
+    #[error("{}", .0.message)]
+    EndpointFile(crate::spec::SpecError),
+    /// A file of the folder breaks a rule.
+    #[error("{file}: {error}")]
+    InFile { file: String, error: crate::spec::SpecError },
+    #[error("{file}: deployment {name:?} is for endpoint {for_endpoint:?}, but endpoint.yml names {endpoint:?}")]
+    OtherEndpoint { file: String, name: String, for_endpoint: String, endpoint: String },
+    #[error("{0}: another file already defines this deployment")]
+    Duplicate(String),
+    #[error("an endpoint holds at most {} deployments", crate::spec::MAX_DEPLOYMENTS)]
+    TooMany,
+    /// The folder is valid, but the control plane refused a step of applying it.
+    #[error("{step}: {error}")]
+    Apply { step: String, error: super::ControlError },
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A folder that cannot be watched (`flag` names it: `--config-dir`, `--secrets-dir`).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {flag} {dir}: {source}")]
+pub(crate) struct WatchError {
+    flag: &'static str,
+    dir: String,
+    source: notify::Error,
+}
+
 /// Starts declarative mode on `dir`: applies it now and on every change.
-pub(crate) fn start(control: Arc<ControlPlane>, dir: PathBuf) -> Result<(), String> {
+pub(crate) fn start(control: Arc<ControlPlane>, dir: PathBuf) -> Result<(), ConfigDirError> {
     if !dir.is_dir() {
-        return Err(format!("--config-dir {} is not a folder", dir.display()));
+        return Err(ConfigDirError::NotAFolder(dir.display().to_string()));
     }
     control.set_declarative(dir.clone());
     let mut changes = FolderWatch::new(&dir, "--config-dir")?;
@@ -59,7 +100,8 @@ pub(super) struct FolderWatch {
 
 impl FolderWatch {
     /// Starts watching `dir`; `flag` names it in errors.
-    pub(super) fn new(dir: &Path, flag: &str) -> Result<Self, String> {
+    pub(super) fn new(dir: &Path, flag: &'static str) -> Result<Self, WatchError> {
+        let failed = |source| WatchError { flag, dir: dir.display().to_string(), source };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             // Reading a file (ours or ONNX Runtime's) produces access events: never a change.
@@ -69,10 +111,8 @@ impl FolderWatch {
                 }
             }
         })
-        .map_err(|e| format!("cannot watch {flag} {}: {e}", dir.display()))?;
-        watcher
-            .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|e| format!("cannot watch {flag} {}: {e}", dir.display()))?;
+        .map_err(failed)?;
+        watcher.watch(dir, RecursiveMode::NonRecursive).map_err(failed)?;
         Ok(Self { _watcher: watcher, rx })
     }
 
@@ -97,24 +137,24 @@ async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Opt
         Ok(d) => d,
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "config refused; the running state is kept");
-            control.set_config_status(Err(e));
+            control.set_config_error(Some(e.to_string()));
             return;
         }
     };
     if applied.as_ref() == Some(&desired) {
         // Back to what runs (a refused entry removed): the refusal is over.
-        control.set_config_status(Ok(()));
+        control.set_config_error(None);
         return;
     }
     match apply(control, &desired).await {
         Ok(()) => {
             tracing::info!(dir = %dir.display(), deployments = desired.deployments.len(), "config applied");
-            control.set_config_status(Ok(()));
+            control.set_config_error(None);
             *applied = Some(desired);
         }
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "config could not be applied completely");
-            control.set_config_status(Err(e));
+            control.set_config_error(Some(e.to_string()));
         }
     }
 }
@@ -123,17 +163,21 @@ async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Opt
 /// `.yml`/`.yaml` entry is read: one that is not a regular file (a FIFO, a link to a device, a
 /// folder) is refused by the bounded read with its name and why, as an invalid edit is, where
 /// it used to be skipped without a word.
-fn read_folder(dir: &Path) -> Result<Desired, String> {
+fn read_folder(dir: &Path) -> Result<Desired, ConfigDirError> {
     // Any entry of that name counts (not only a regular file): one that is not a regular
     // file is then refused by the read, naming it, rather than reported as missing.
     let endpoint_file =
         ["endpoint.yml", "endpoint.yaml"].iter().map(|f| dir.join(f)).find(|p| std::fs::symlink_metadata(p).is_ok());
     let Some(endpoint_file) = endpoint_file else {
-        return Err(format!("{} has no endpoint.yml", dir.display()));
+        return Err(ConfigDirError::NoEndpointFile(dir.display().to_string()));
     };
-    let (endpoint, _) = EndpointSpec::from_file(&endpoint_file).map_err(|e| e.message)?;
+    let (endpoint, _) = EndpointSpec::from_file(&endpoint_file).map_err(ConfigDirError::EndpointFile)?;
+    let in_file = |file: &Path| {
+        let file = file.display().to_string();
+        move |error| ConfigDirError::InFile { file, error }
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .map_err(|source| ConfigDirError::Unlistable { dir: dir.display().to_string(), source })?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -145,33 +189,33 @@ fn read_folder(dir: &Path) -> Result<Desired, String> {
     files.sort();
     let mut deployments = BTreeMap::new();
     for file in files {
-        let (spec, _) = DeploymentSpec::from_file(&file).map_err(|e| format!("{}: {}", file.display(), e))?;
+        let (spec, _) = DeploymentSpec::from_file(&file).map_err(in_file(&file))?;
         if let Some(ep) = &spec.endpoint_name {
             if *ep != endpoint.name {
-                return Err(format!(
-                    "{}: deployment {:?} is for endpoint {ep:?}, but endpoint.yml names {:?}",
-                    file.display(),
-                    spec.name,
-                    endpoint.name
-                ));
+                return Err(ConfigDirError::OtherEndpoint {
+                    file: file.display().to_string(),
+                    name: spec.name.clone(),
+                    for_endpoint: ep.clone(),
+                    endpoint: endpoint.name.clone(),
+                });
             }
         }
-        spec.hook_kind().map_err(|e| format!("{}: {}", file.display(), e))?;
+        spec.hook_kind().map_err(in_file(&file))?;
         if deployments.insert(spec.name.clone(), spec).is_some() {
-            return Err(format!("{}: another file already defines this deployment", file.display()));
+            return Err(ConfigDirError::Duplicate(file.display().to_string()));
         }
     }
     if deployments.len() > crate::spec::MAX_DEPLOYMENTS {
-        return Err(format!("an endpoint holds at most {} deployments", crate::spec::MAX_DEPLOYMENTS));
+        return Err(ConfigDirError::TooMany);
     }
     let names: BTreeSet<String> = deployments.keys().cloned().collect();
-    traffic::validate(&endpoint.traffic, &endpoint.mirror_traffic, &names)
-        .map_err(|e| format!("{}: {}", endpoint_file.display(), e))?;
+    traffic::validate(&endpoint.traffic, &endpoint.mirror_traffic, &names).map_err(in_file(&endpoint_file))?;
     Ok(Desired { endpoint, deployments })
 }
 
 /// Brings the running state to `desired`, touching only what differs.
-async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), String> {
+async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), ConfigDirError> {
+    let step = |step: String| move |error| ConfigDirError::Apply { step, error };
     let current = control.current_specs();
     // 1. The endpoint itself (keeping the running traffic until the deployments are ready).
     let ep = &desired.endpoint;
@@ -192,7 +236,7 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
             body["traffic"] = json!(cur.traffic);
             body["mirror_traffic"] = json!(cur.mirror_traffic);
         }
-        control.put_endpoint(body).map_err(|e| format!("endpoint: {}", e))?;
+        control.put_endpoint(body).map_err(step("endpoint".into()))?;
     }
     // 2. New and changed deployments, loaded before traffic moves.
     let mut touched = Vec::new();
@@ -202,12 +246,12 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
             Some(old) => {
                 wait_idle(control, name).await;
                 let patch = changed_fields(old, spec);
-                control.patch_deployment(name, patch).map_err(|e| format!("deployment {name}: {}", e))?;
+                control.patch_deployment(name, patch).map_err(step(format!("deployment {name}")))?;
                 touched.push(name.clone());
             }
             None => {
-                let body = serde_json::to_value(spec).map_err(|e| e.to_string())?;
-                control.put_deployment(name, body, false).map_err(|e| format!("deployment {name}: {}", e))?;
+                let body = serde_json::to_value(spec)?;
+                control.put_deployment(name, body, false).map_err(step(format!("deployment {name}")))?;
                 touched.push(name.clone());
             }
         }
@@ -224,18 +268,18 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Str
     let running_plan = control.config_rollout();
     if ep.rollout.is_none() || running_plan != ep.rollout {
         if running_plan.is_some() && control.rollout_active() {
-            control.abort_rollout().map_err(|e| format!("rollout: {e}"))?;
+            control.abort_rollout().map_err(step("rollout".into()))?;
         }
-        control.patch_endpoint(split).map_err(|e| format!("traffic: {}", e))?;
+        control.patch_endpoint(split).map_err(step("traffic".into()))?;
         if let Some(plan) = &ep.rollout {
             control
                 .start_rollout(&plan.to_document(), super::RolloutSource::ConfigDir)
-                .map_err(|e| format!("rollout: {e}"))?;
+                .map_err(step("rollout".into()))?;
         }
     }
     // 4. Deployments no longer in the folder (their traffic is 0 now).
     for name in current.1.keys().filter(|n| !desired.deployments.contains_key(*n)) {
-        control.delete_deployment(name).map_err(|e| format!("deployment {name}: {}", e))?;
+        control.delete_deployment(name).map_err(step(format!("deployment {name}")))?;
     }
     Ok(())
 }

@@ -322,7 +322,7 @@ pub(crate) async fn run(
     // The secrets first: the endpoint (restored or from --config-dir) is created with them.
     let file_admin_token = match &opts.secrets_dir {
         Some(dir) => crate::control::secrets::start(&control, dir.clone(), opts.admin_token.is_some())
-            .map_err(ServeError::Setup)?,
+            .map_err(|e| ServeError::Setup(e.to_string()))?,
         None => None,
     };
     control.set_admin_token(opts.admin_token.clone().or(file_admin_token));
@@ -421,7 +421,7 @@ pub(crate) async fn run(
         tokio::spawn(async move { control.restore(saved).await });
     }
     if let Some(dir) = opts.config_dir.clone() {
-        crate::control::watch::start(Arc::clone(&control), dir).map_err(ServeError::Setup)?;
+        crate::control::watch::start(Arc::clone(&control), dir).map_err(|e| ServeError::Setup(e.to_string()))?;
     }
     let (scoring_handle, admin_handle) = (scoring.handle(), admin.handle());
     let grace = opts.shutdown_grace;
