@@ -100,7 +100,7 @@ fn a_full_deployment_answers_429_before_reading_the_body() {
     let (s, key) = serving("model-1", &["--body-timeout-ms", "3000"]);
     // Two requests whose bodies never come hold the deployment's 2 admission slots.
     let holders: Vec<TcpStream> = (0..2).map(|_| send_head(&s, &key, 100, "")).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    s.wait_inflight("blue", 2);
     // A third is refused at once: its body is not waited for (nor read).
     let started = Instant::now();
     let mut third = send_head(&s, &key, 100, "");
@@ -273,7 +273,9 @@ fn the_process_log_on_a_pipe_has_no_colour_codes() {
 fn sighup_is_ignored() {
     let s = Server::start();
     signal(&s, libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(500));
+    // No wait needed: pending signals are delivered lowest number first, so a SIGHUP that
+    // was not ignored would end the process before this request, or before the SIGTERM
+    // below could give the clean exit the end asserts.
     assert_eq!(s.get("/health/live").status, 200, "still serving after SIGHUP");
     signal(&s, libc::SIGTERM);
     assert_eq!(wait_exit(&s, Duration::from_secs(20)), 0);
@@ -298,10 +300,17 @@ fn sigterm_answers_503_while_in_flight_requests_finish() {
         );
         (r.status, r.body)
     });
-    std::thread::sleep(Duration::from_millis(400));
+    s.wait_inflight("slow", 1);
     let signalled = Instant::now();
     signal(&s, libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(200));
+    eventually("the server to say it is shutting down", Duration::from_secs(10), || {
+        let r = s.get("/health/ready");
+        if r.status == 503 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
 
     // The listener is still open: new requests are told to go elsewhere, and to close.
     let r = s.score_authed(&key, &body_with_x00(1.0), None);

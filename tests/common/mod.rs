@@ -237,6 +237,25 @@ impl Server {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Live requests deployment `name` has admitted and not answered (`GET /v1/metrics`).
+    pub(crate) fn inflight(&self, name: &str) -> u64 {
+        let m = self.admin("GET", "/v1/metrics", None).json();
+        let d = m["deployments"].as_array().and_then(|ds| ds.iter().find(|d| d["name"] == name).cloned());
+        d.and_then(|d| d["inflight"].as_u64()).unwrap_or(0)
+    }
+
+    /// Waits until deployment `name` has exactly `n` live requests in flight.
+    pub(crate) fn wait_inflight(&self, name: &str, n: u64) {
+        eventually(&format!("{n} request(s) in flight on {name}"), Duration::from_secs(10), || {
+            let now = self.inflight(name);
+            if now == n {
+                Ok(())
+            } else {
+                Err(format!("{now} in flight"))
+            }
+        });
+    }
+
     pub(crate) fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         let body = body.map(|b| b.to_string().into_bytes());
         http(
