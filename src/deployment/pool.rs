@@ -780,20 +780,18 @@ impl InstancePool {
         }
     }
 
-    /// The instance a forgotten permit stands for: one with no run in flight if there is one
-    /// (an instance lent back while its worker runs a request takes the next one only when
-    /// every other is busy too). `None` is unreachable while the invariant holds; callers
-    /// answer 503 rather than panic.
+    /// The instance a forgotten permit stands for: the one with the fewest runs in flight
+    /// (an instance lent back while its worker runs requests takes another only when every
+    /// other is as busy). `None` is unreachable while the invariant holds; callers answer 503
+    /// rather than panic.
     fn pop_idle(&self) -> Option<Box<dyn ScoringHook>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let last = idle.len().checked_sub(1)?;
         if !self.lends() || idle[last].in_flight() == 0 {
             return idle.pop();
         }
-        match idle.iter().rposition(|hook| hook.in_flight() == 0) {
-            Some(free) => Some(idle.swap_remove(free)),
-            None => idle.pop(),
-        }
+        let idlest = (0..idle.len()).rev().min_by_key(|&i| idle[i].in_flight()).unwrap_or(last);
+        Some(idle.swap_remove(idlest))
     }
 
     /// The headers a run gets: the request's, or none when the hook takes none.
@@ -848,8 +846,9 @@ impl InstancePool {
                 drop(out); // back in the pool while the worker runs this request
             }
             // A worker that stops under this run while its instance is lent tells the pool
-            // (`notify_stop`, set as the instance joined), which replaces it then.
-            let outcome = answer.await;
+            // (`notify_stop`, set as the instance joined), which replaces it then; a run that
+            // waited behind others in that worker never began, and goes to another instance.
+            let Some(outcome) = answer.await else { continue };
             if outcome.is_ok() && self.restarts_in_row.load(Ordering::Relaxed) != 0 {
                 self.restarts_in_row.store(0, Ordering::Relaxed);
             }
@@ -1375,7 +1374,7 @@ mod tests {
                 open.notified().await;
                 Ok(HookResponse::json(body))
             });
-            let turn = Box::pin(std::future::ready(Turn::Begun(answer)));
+            let turn = Box::pin(std::future::ready(Turn::Begun(Box::pin(async move { Some(answer.await) }))));
             Some(crate::hooks::Started { lend: false, turn })
         }
     }
@@ -1396,7 +1395,7 @@ mod tests {
             }
             let body = request.body.to_vec();
             let turn = if begins {
-                Turn::Begun(Box::pin(std::future::ready(Ok(HookResponse::json(body)))))
+                Turn::Begun(Box::pin(std::future::ready(Some(Ok(HookResponse::json(body))))))
             } else {
                 Turn::NotStarted
             };

@@ -195,21 +195,27 @@ impl InitContext {
 /// the worker's pipe, and its answer is awaited on the request's own task, apart from the
 /// instance.
 pub struct Started {
-    /// The instance may take another run once this one is the worker's current run: the pool
-    /// gives it back then, so the worker finds the next request waiting when it answers
-    /// this one instead of going to sleep between them.
+    /// The instance may take another run once [`turn`](Self::turn) resolves: the pool gives
+    /// it back then, so the worker finds the next requests waiting in its pipe when it
+    /// answers this one instead of going to sleep between them.
     pub lend: bool,
-    /// Resolves when the runs written before this one have ended: it is the worker's now.
-    /// Dropped before its answer (the request's deadline, its client gone), the run is given
-    /// up: the worker is stopped and replaced when the run had begun, as a run that went on
-    /// unwatched might never end.
+    /// Resolves when few enough runs are ahead of this one in the worker for its instance to
+    /// be lent (for a hook that does not lend: when the run is the worker's). Dropped before
+    /// its answer (the request's deadline, its client gone), the run is given up: the worker
+    /// is stopped and replaced when the run had begun, as a run that went on unwatched might
+    /// never end.
     pub turn: std::pin::Pin<Box<dyn std::future::Future<Output = Turn> + Send + 'static>>,
 }
 
-/// Where a started run stands once the runs before it ended.
+/// The end of a started run: its answer, or `None` when it never began (the worker was
+/// stopped before it took the run; the pool runs it on another instance).
+pub(crate) type Answering =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<HookResponse, HookError>>> + Send + 'static>>;
+
+/// Where a started run stands once its instance may be lent.
 pub enum Turn {
-    /// The run is the worker's: its answer.
-    Begun(std::pin::Pin<Box<dyn std::future::Future<Output = Result<HookResponse, HookError>> + Send + 'static>>),
+    /// The run is in the worker, or waits there behind runs that will end: its end.
+    Begun(Answering),
     /// The run never began: the worker was stopped (it died, or a run before it was given up
     /// at its deadline) before it took this one. The pool runs it on another instance.
     NotStarted,

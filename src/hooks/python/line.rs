@@ -4,10 +4,10 @@
 //! the server writes the next request; under load that sleep and wake-up (and the caches
 //! other processes cooled meanwhile) cost the worker about as much CPU as the script's own
 //! `run()` (`perf` of the sample at c=32: a fifth of the worker's samples in the scheduler),
-//! and each write that wakes it costs the server a cross-CPU wake-up. So once a run is the
-//! worker's current one, the instance goes back to the pool ([`Started::lend`]) and one more
-//! run may be written behind it ([`DEPTH`]); the worker reads them in order and answers in
-//! order, and while it runs one, the next waits in its pipe.
+//! and each write that wakes it costs the server a cross-CPU wake-up. So once at most one
+//! run is ahead of a run in the worker, its instance goes back to the pool ([`Started::lend`])
+//! and another run may be written behind it, up to [`DEPTH`] in all; the worker reads them in
+//! order and answers in order, and while it runs one, the next ones wait in its pipe.
 //!
 //! The rules that keep this as safe as one run at a time:
 //! - Answers are read in the order the runs were written: each run has a ticket, and a
@@ -21,7 +21,8 @@
 //!   run given up while it waits behind another is marked, and the worker is stopped when its
 //!   turn comes. Runs waiting behind a run whose worker stopped in it never began (the
 //!   worker runs one at a time and never answered the one before): they end
-//!   [`Turn::NotStarted`] and the pool runs them on another instance. Only when the worker
+//!   not started (`Turn::NotStarted`, or `None` from a lent run's answer) and the pool runs
+//!   them on another instance. Only when the worker
 //!   was retired after a whole answer (it broke the protocol) may the next run have begun:
 //!   that one fails, it is not run twice.
 //! - The pool hears at once when a worker stops while its instance is lent
@@ -41,10 +42,18 @@ use super::frame;
 use crate::hooks::worker::{Exchange, Worker};
 use crate::hooks::{HookError, HookRequest, HookResponse, Started, Turn};
 
-/// Runs one worker holds at most: the one it runs and one waiting behind it. One more is
-/// enough for the worker never to wait between runs; more would only lengthen the wait of
-/// a request that another, idle instance could take.
-pub(super) const DEPTH: usize = 2;
+/// Runs one worker holds at most: the one it runs and two waiting behind it. With one
+/// behind, the next request was written only once the server thread that read the previous
+/// answer got the CPU back, which on 2 cores shared with the load generator often took
+/// longer than a run: at c=32 the worker found its pipe empty after 0.37–0.39 runs per
+/// request, against 0.29 at c=8, and c=32 served less than c=8. Two behind give the server
+/// two runs' time. The pool gives a request the instance with the fewest runs in flight, so
+/// a request waits behind two others only when every instance is that busy.
+pub(super) const DEPTH: usize = 3;
+
+/// A run's instance is lent back (and may take another run) once at most this many runs
+/// are ahead of it in the worker.
+const LEND_BEHIND: u64 = DEPTH as u64 - 2;
 
 /// One worker process and the runs in its pipe.
 pub(super) struct Line {
@@ -80,10 +89,10 @@ struct Queue {
     /// (taken by the ticket whose turn it is while it reads).
     inbox: Vec<u8>,
     have: usize,
-    /// The ticket waiting for its turn, to be woken when the one before it ends.
-    waiting: Option<(u64, Waker)>,
-    /// A ticket given up while it waited behind another: the worker is stopped at its turn.
-    abandoned: Option<u64>,
+    /// Tickets waiting (to be lent, or for their turn), woken when a ticket ends.
+    waiting: Vec<(u64, Waker)>,
+    /// Tickets given up while they waited behind another: the worker is stopped at their turn.
+    abandoned: Vec<u64>,
     /// The worker was stopped or died: tickets that have not had their turn never began...
     stopped: bool,
     /// ...unless it was retired after it had answered the run before theirs whole.
@@ -202,17 +211,21 @@ impl Line {
         }
     }
 
-    /// Ticket `n`'s turn: `Ok` when every ticket before it has ended; `Err(maybe_begun)`
-    /// when the worker stopped before that.
-    fn poll_turn(&self, n: u64, waker: &Waker) -> Poll<Result<(), bool>> {
+    /// Ticket `n`'s wait until at most `ahead` tickets before it have not ended (0: its
+    /// turn); `Err(maybe_begun)` when the worker stopped before that.
+    fn poll_ahead(&self, n: u64, ahead: u64, waker: &Waker) -> Poll<Result<(), bool>> {
         let mut q = self.queue();
         if q.stopped {
             return Poll::Ready(Err(q.maybe_begun));
         }
-        if q.done + 1 == n {
+        if q.done + 1 + ahead >= n {
             return Poll::Ready(Ok(()));
         }
-        q.waiting = Some((n, waker.clone()));
+        match q.waiting.iter_mut().find(|(w, _)| *w == n) {
+            Some((_, w)) if w.will_wake(waker) => {}
+            Some((_, w)) => *w = waker.clone(),
+            None => q.waiting.push((n, waker.clone())),
+        }
         Poll::Pending
     }
 
@@ -225,10 +238,10 @@ impl Line {
         if gone {
             return self.stop(q, answered);
         }
-        if q.abandoned == Some(n + 1) && !q.stopped {
+        if let Some(at) = q.abandoned.iter().position(|a| *a == n + 1).filter(|_| !q.stopped) {
             // The run behind this one was given up: the worker takes it now, with nobody to
             // read its answer or stop it at a deadline.
-            q.abandoned = None;
+            q.abandoned.swap_remove(at);
             drop(q);
             self.worker().stopped_at_deadline();
             return self.stop(self.queue(), false);
@@ -246,10 +259,8 @@ impl Line {
         }
         if q.done + 1 != n {
             // It waits behind another run: the worker is stopped when its turn comes.
-            if q.waiting.as_ref().is_some_and(|(w, _)| *w == n) {
-                q.waiting = None;
-            }
-            q.abandoned = Some(n);
+            q.waiting.retain(|(w, _)| *w != n);
+            q.abandoned.push(n);
             return;
         }
         // Its run is in the worker, or done: if its whole answer is there, the answer is
@@ -294,9 +305,9 @@ impl Line {
             q.frames.clear();
         }
         self.in_flight.store(q.frames.len(), Ordering::Relaxed);
-        let waiting = q.waiting.take();
+        let waiting = std::mem::take(&mut q.waiting);
         drop(q);
-        if let Some((_, waker)) = waiting {
+        for (_, waker) in waiting {
             waker.wake();
         }
         self.settled.notify_all();
@@ -326,30 +337,44 @@ impl Ticket {
         self.line.as_ref().expect("a ticket's line is taken only when it drops")
     }
 
-    /// Waits until the tickets before this one have ended.
+    /// Waits until at most [`LEND_BEHIND`] tickets before this one have not ended: the
+    /// instance may then be lent.
     async fn turn(mut self) -> Turn {
         let n = self.n;
-        let turn = std::future::poll_fn(|cx| self.line().poll_turn(n, cx.waker())).await;
-        match turn {
+        match std::future::poll_fn(|cx| self.line().poll_ahead(n, LEND_BEHIND, cx.waker())).await {
             Ok(()) => Turn::Begun(Box::pin(self.answer())),
-            Err(maybe_begun) => {
-                self.ended = true;
-                self.line().end(n, true, false);
-                if maybe_begun {
-                    // Not run twice: it may have begun in the worker that was retired.
-                    let failed = HookError::Failed(
-                        "the Python worker was stopped after it broke the protocol; this run may have begun in it"
-                            .into(),
-                    );
-                    return Turn::Begun(Box::pin(std::future::ready(Err(failed))));
-                }
-                Turn::NotStarted
-            }
+            Err(maybe_begun) => match self.never_had_its_turn(maybe_begun) {
+                Some(failed) => Turn::Begun(Box::pin(std::future::ready(Some(failed)))),
+                None => Turn::NotStarted,
+            },
         }
     }
 
+    /// The worker stopped before this ticket's turn: `None` when the run never began (the
+    /// pool runs it elsewhere), a failure when it may have.
+    fn never_had_its_turn(&mut self, maybe_begun: bool) -> Option<Result<HookResponse, HookError>> {
+        self.ended = true;
+        self.line().end(self.n, true, false);
+        // Not run twice: it may have begun in the worker that was retired.
+        maybe_begun.then(|| {
+            Err(HookError::Failed(
+                "the Python worker was stopped after it broke the protocol; this run may have begun in it".into(),
+            ))
+        })
+    }
+
+    /// Waits for this ticket's turn and reads its answer; `None` when the worker stopped
+    /// before it took the run.
+    async fn answer(mut self) -> Option<Result<HookResponse, HookError>> {
+        let n = self.n;
+        if let Err(maybe_begun) = std::future::poll_fn(|cx| self.line().poll_ahead(n, 0, cx.waker())).await {
+            return self.never_had_its_turn(maybe_begun);
+        }
+        Some(self.read_answer().await)
+    }
+
     /// Reads this ticket's answer (its turn has come).
-    async fn answer(mut self) -> Result<HookResponse, HookError> {
+    async fn read_answer(&mut self) -> Result<HookResponse, HookError> {
         let n = self.n;
         let line = Arc::clone(self.line());
         self.inbox = Some({
