@@ -412,6 +412,38 @@ fn a_request_queued_behind_a_run_whose_worker_dies_is_run_again_on_a_new_worker(
     assert_eq!(began(&mark_b), v["pid"].as_u64().unwrap(), "B ran once, there");
 }
 
+/// Two requests wait in a worker's pipe behind its current run (DEPTH 3): when that worker
+/// dies under the run, neither had begun, and both are run once on the new worker.
+#[test]
+fn two_requests_queued_behind_a_run_whose_worker_dies_are_both_run_again_on_a_new_worker() {
+    let (s, key) = one_queued_instance("dies2", 30000);
+    let dir = tempfile::tempdir().unwrap();
+    let marks: Vec<_> = ["a", "b", "c"].iter().map(|m| dir.path().join(m)).collect();
+    let (s1, k1, m) = (Arc::clone(&s), key.clone(), marks[0].clone());
+    let a = std::thread::spawn(move || {
+        order(&s1, &k1, "dies2", json!({"tag": "A", "mark": m, "sleep_ms": 1500, "do": "exit"}))
+    });
+    let first = began(&marks[0]);
+    let behind: Vec<_> = ["B", "C"]
+        .iter()
+        .zip(&marks[1..])
+        .map(|(tag, m)| {
+            let (s, k, m, tag) = (Arc::clone(&s), key.clone(), m.clone(), tag.to_string());
+            std::thread::spawn(move || order(&s, &k, "dies2", json!({"tag": tag, "mark": m})))
+        })
+        .collect();
+    assert_eq!(a.join().unwrap().status, 424, "A's worker exited under it");
+    for (r, (tag, mark)) in behind.into_iter().zip(["B", "C"].iter().zip(&marks[1..])) {
+        let r = r.join().unwrap();
+        assert_eq!(r.status, 200, "{tag} never began in the worker that died: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["tag"], *tag);
+        let pid = v["pid"].as_u64().unwrap();
+        assert_ne!(pid, first, "{tag} ran on the new worker");
+        assert_eq!(began(mark), pid, "{tag} ran once, there");
+    }
+}
+
 /// The server's worker processes (its children), from /proc.
 fn workers_of(s: &Server) -> BTreeSet<u32> {
     let mut found = BTreeSet::new();
