@@ -244,7 +244,13 @@ impl Line {
             q.abandoned.swap_remove(at);
             drop(q);
             self.worker().stopped_at_deadline();
-            return self.stop(self.queue(), false);
+            // A run may wait behind the one given up ([`DEPTH`] 3), and the worker may have
+            // answered the given-up run whole and begun that next one before it was stopped:
+            // then the next one must not be run again elsewhere.
+            let mut q = self.queue();
+            let (mut buf, mut have) = (std::mem::take(&mut q.inbox), std::mem::take(&mut q.have));
+            let answered = matches!(read_now(&self.answers, &mut buf, &mut have), Ok(Some(_)));
+            return self.stop(q, answered);
         }
         self.wake(q);
     }
@@ -515,5 +521,89 @@ async fn read_answer(pipe: &std::io::PipeReader, inbox: &mut Vec<u8>, have: &mut
         let mut guard = fd.readable().await.map_err(|_| Exchange::Gone)?;
         // Read again before waiting again: what arrived since is read then.
         guard.clear_ready();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::hooks::worker::Flavor;
+    use crate::hooks::{Headers, InitContext};
+
+    /// A worker speaking the frame protocol that answers each run with its body, except that
+    /// it answers "A" only once the file `go` exists, and on "C" writes `c-began` and stays.
+    const WORKER: &str = r#"
+import os, struct, sys, time
+IN, OUT, DIR = 3, 4, sys.argv[1]
+def read_exact(n):
+    b = b""
+    while len(b) < n:
+        c = os.read(IN, n - len(b))
+        if not c:
+            sys.exit(0)
+        b += c
+    return b
+while True:
+    length, _ = struct.unpack(">IB", read_exact(5))
+    p = read_exact(length - 1)
+    at = 2 + struct.unpack(">H", p[:2])[0]
+    body = p[at + 4 + struct.unpack(">I", p[at:at + 4])[0]:]
+    if body == b"A":
+        while not os.path.exists(os.path.join(DIR, "go")):
+            time.sleep(0.005)
+    if body == b"C":
+        open(os.path.join(DIR, "c-began"), "w").close()
+        time.sleep(60)
+    ct = b"text/plain"
+    payload = struct.pack(">HH", 200, len(ct)) + ct + struct.pack(">I", 0) + body
+    os.write(OUT, struct.pack(">IB", len(payload) + 1, ord("A")) + payload)
+"#;
+
+    fn started(line: &Arc<Line>, body: &'static [u8]) -> Started {
+        let request = HookRequest { body, content_type: None, headers: Headers::none(), cancel: None };
+        line.start(&request).expect("the run is written")
+    }
+
+    fn wait_for(file: &Path) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !file.exists() {
+            assert!(Instant::now() < until, "{} never appeared", file.display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Review finding: A runs, B and C wait behind it, B is given up. The worker answers A
+    /// and B whole and begins C before A's answer is read; reading it stops the worker at
+    /// B's turn. C may have begun (here it did): it must fail, not be run again elsewhere.
+    #[test]
+    fn a_run_behind_a_given_up_one_that_the_worker_may_have_begun_is_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c").arg(WORKER).arg(dir.path());
+        let worker = Worker::spawn(cmd, &InitContext::new("t", BTreeMap::new()), 0, Flavor::Python).unwrap();
+        let line = Line::new(worker, dir.path().join("instance")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let Turn::Begun(a) = started(&line, b"A").turn.await else { panic!("A is lent at once") };
+            let Turn::Begun(b) = started(&line, b"B").turn.await else { panic!("B is lent at once") };
+            let c = started(&line, b"C");
+            drop(b); // B is given up while it waits behind A
+            std::fs::write(dir.path().join("go"), b"").unwrap();
+            wait_for(&dir.path().join("c-began"));
+            let a = a.await.expect("A began").expect("A is answered");
+            assert_eq!(&a.body[..], b"A");
+            match c.turn.await {
+                Turn::NotStarted => panic!("C began in the stopped worker and would be run again elsewhere"),
+                Turn::Begun(c) => {
+                    let failed = c.await.expect("C may have begun: it is not sent elsewhere");
+                    assert!(matches!(&failed, Err(HookError::Failed(m)) if m.contains("may have begun")), "{failed:?}");
+                }
+            }
+        });
     }
 }
