@@ -302,3 +302,36 @@ fn a_clean_stop_kills_what_the_script_started() {
         });
     }
 }
+
+/// SWITCHYARD_WORKER_PROFILE (a benchmark's setting) writes the worker's CPU time per part of
+/// a run and the runs it counted (after runs 1, 10, 100, then every 1000).
+#[test]
+fn the_worker_profile_counts_its_runs_and_splits_their_cpu_time() {
+    let (s, _log) = server_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("p");
+    put(&s, hostile_doc("prof", json!({"SWITCHYARD_WORKER_PROFILE": base})), "Succeeded");
+    for _ in 0..10 {
+        let r = order(&s, "prof", json!({}));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let p = eventually("the profile of 10 runs", Duration::from_secs(20), || {
+        let found: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x != "tmp"))
+            .collect();
+        let [one] = found.as_slice() else { return Err(format!("{found:?}")) };
+        let p: Value =
+            serde_json::from_slice(&std::fs::read(one).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        if p["runs"] == 10 {
+            Ok(p)
+        } else {
+            Err(p.to_string())
+        }
+    });
+    let part = |k: &str| p[k].as_i64().unwrap_or_else(|| panic!("{k} in {p}"));
+    assert!(part("run_ns") > 0 && part("read_frame_ns") > 0 && part("write_answer_ns") > 0, "{p}");
+    assert!(part("rest_ns") >= 0, "the timed parts fit in the worker's CPU time: {p}");
+}
