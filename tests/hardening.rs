@@ -303,14 +303,7 @@ fn sigterm_answers_503_while_in_flight_requests_finish() {
     s.wait_inflight("slow", 1);
     let signalled = Instant::now();
     signal(&s, libc::SIGTERM);
-    eventually("the server to say it is shutting down", Duration::from_secs(10), || {
-        let r = s.get("/health/ready");
-        if r.status == 503 {
-            Ok(())
-        } else {
-            Err(format!("{} {}", r.status, r.body))
-        }
-    });
+    s.wait_readiness(503, Duration::from_secs(10)); // shutting down
 
     // The listener is still open: new requests are told to go elsewhere, and to close.
     let r = s.score_authed(&key, &body_with_x00(1.0), None);

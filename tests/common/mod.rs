@@ -192,9 +192,14 @@ impl Server {
 
     /// Waits until the scoring plane reports ready (a restored state is live).
     pub(crate) fn wait_ready(&self) {
-        eventually("the server is ready", Duration::from_secs(60), || {
+        self.wait_readiness(200, Duration::from_secs(60));
+    }
+
+    /// Waits until `/health/ready` answers `status` (503: not ready, e.g. shutting down).
+    pub(crate) fn wait_readiness(&self, status: u16, limit: Duration) {
+        eventually(&format!("/health/ready answers {status}"), limit, || {
             let r = self.get("/health/ready");
-            if r.status == 200 {
+            if r.status == status {
                 Ok(())
             } else {
                 Err(format!("{} {}", r.status, r.body))
