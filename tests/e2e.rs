@@ -18,6 +18,8 @@ mod cluster;
 mod config_dir;
 #[path = "container.rs"]
 mod container;
+#[path = "contract.rs"]
+mod contract;
 #[path = "crash.rs"]
 mod crash;
 #[path = "cross_site.rs"]

@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
+use super::answers::{read, DeploymentAnswer};
 use super::client::AdminClient;
 use super::endpoint::hosted;
 use super::output::{self, print};
@@ -147,7 +148,7 @@ pub(super) fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), Strin
                 admin.call("GET", &format!("/v1/deployments/{name}/comparison"), None)?.ok_json()?
             };
             if global.output.is_none() && global.query.is_none() && std::io::stdout().is_terminal() {
-                print!("{}", output::comparison_table(&report));
+                print!("{}", output::comparison_table(&read(&report, "comparison")?));
                 Ok(())
             } else {
                 print(&report, global)
@@ -208,13 +209,13 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
     let width = std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(100);
     if tty {
         // The first frame at once, from the create's own answer.
-        let state = shown.get("provisioning_state").and_then(Value::as_str).unwrap_or("Creating");
-        eprint!("\r{}\x1b[K", progress_line(name, state, 0, None, width));
+        let state = read::<DeploymentAnswer>(&shown, "deployment").map(|d| d.provisioning_state);
+        eprint!("\r{}\x1b[K", progress_line(name, state.as_deref().unwrap_or("Creating"), 0, None, width));
         let _ = std::io::stderr().flush();
     }
     loop {
         let current = admin.call("GET", &format!("/v1/deployments/{name}?wait={wait}"), None)?.ok_json()?;
-        let state = current.get("provisioning_state").and_then(Value::as_str).unwrap_or("").to_string();
+        let DeploymentAnswer { provisioning_state: state, error } = read(&current, "deployment")?;
         if tty {
             let latest = match state.as_str() {
                 "Creating" | "Updating" => latest_log_line(admin, name),
@@ -235,7 +236,7 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
                 if tty {
                     eprintln!();
                 }
-                let error = current.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+                let error = error.as_deref().unwrap_or("unknown error");
                 return Err(format!("deployment {name} failed: {error}"));
             }
             "Creating" | "Updating" => {}

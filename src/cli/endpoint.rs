@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+use super::answers::{read, EndpointAnswer, KeysAnswer};
 use super::client::{az_error, AdminClient};
 use super::output::{self, print};
 use super::GlobalArgs;
@@ -272,7 +273,7 @@ fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Resul
 pub(super) fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> {
     let endpoint = admin.call("GET", "/v1/endpoint", None)?.ok_json()?;
     if let Some(n) = name {
-        let actual = endpoint.get("name").and_then(Value::as_str).unwrap_or("");
+        let actual = read::<EndpointAnswer>(&endpoint, "endpoint")?.name;
         if actual != n {
             return Err(az_error(404, &format!("endpoint {n:?} not found: this server hosts endpoint {actual:?}")));
         }
@@ -285,13 +286,9 @@ pub(super) fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, S
 #[allow(clippy::disallowed_methods, reason = "the CLI reads its own user's --request-file, as curl would")]
 fn invoke(admin: &AdminClient, endpoint: &Value, file: &PathBuf, deployment: Option<&str>) -> Result<(), String> {
     let body = std::fs::read(file).map_err(|e| format!("cannot read --request-file {}: {e}", file.display()))?;
-    let uri = endpoint.get("scoring_uri").and_then(Value::as_str).ok_or("the endpoint has no scoring_uri")?.to_string();
-    let creds = admin.call("GET", "/v1/endpoint/keys", None)?.ok_json()?;
-    let secret = creds
-        .get("primaryKey")
-        .or_else(|| creds.get("accessToken"))
-        .and_then(Value::as_str)
-        .ok_or("the endpoint returned no key or token")?;
+    let uri = read::<EndpointAnswer>(endpoint, "endpoint")?.scoring_uri;
+    let creds: KeysAnswer = read(&admin.call("GET", "/v1/endpoint/keys", None)?.ok_json()?, "keys")?;
+    let secret = creds.secret();
     let mut headers = vec![
         ("Content-Type".to_string(), "application/json".to_string()),
         ("Authorization".to_string(), format!("Bearer {secret}")),

@@ -2,6 +2,7 @@
 //! API of a running server (`--server URL` or `SWITCHYARD_ADMIN_URL`).
 #![forbid(unsafe_code)]
 
+mod answers;
 mod client;
 mod deployment;
 mod endpoint;

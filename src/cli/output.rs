@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use super::answers::{ComparisonAnswer, LatencyAnswer, ShareAnswer};
 use super::{GlobalArgs, OutputFormat};
 
 /// Applies `--query` and prints in the chosen format.
@@ -168,54 +169,51 @@ pub(super) fn set_document(pairs: &[String]) -> Result<Value, String> {
     Ok(doc)
 }
 
+/// One quantile of a latency summary.
+type Quantile = fn(&LatencyAnswer) -> f64;
+
 /// The comparison report as a table for people.
-pub(super) fn comparison_table(r: &Value) -> String {
-    let num = |k: &str| r.get(k).map(scalar).unwrap_or_default();
-    let ms = |side: &str, q: &str| {
-        r.get(side).and_then(|v| v.get(q)).and_then(Value::as_f64).map_or("-".to_string(), |x| format!("{x:.3} ms"))
+pub(super) fn comparison_table(r: &ComparisonAnswer) -> String {
+    let ms = |side: &Option<LatencyAnswer>, q: Quantile| {
+        side.as_ref().map_or("-".to_string(), |l| format!("{:.3} ms", q(l)))
     };
-    let ratio =
-        r.get("agreement_ratio").and_then(Value::as_f64).map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0));
-    let live: Vec<String> =
-        r.get("live_deployments").and_then(Value::as_array).map(|a| a.iter().map(scalar).collect()).unwrap_or_default();
+    let ratio = r.agreement_ratio.map_or("-".to_string(), |x| format!("{:.2}%", x * 100.0));
     let mut rows = vec![
-        ("shadow deployment", num("deployment")),
-        ("live deployment(s)", live.join(", ")),
-        ("mirror percent", num("mirror_percent")),
-        ("since", num("since")),
-        ("tolerance (atol, rtol)", format!("{}, {}", r["tolerance"]["atol"], r["tolerance"]["rtol"])),
-        ("pairs", num("pairs")),
-        ("compared (both 200)", num("compared")),
+        ("shadow deployment", r.deployment.clone()),
+        ("live deployment(s)", r.live_deployments.join(", ")),
+        ("mirror percent", r.mirror_percent.to_string()),
+        ("since", r.since.clone()),
+        ("tolerance (atol, rtol)", format!("{}, {}", r.tolerance.atol, r.tolerance.rtol)),
+        ("pairs", r.pairs.to_string()),
+        ("compared (both 200)", r.compared.to_string()),
         ("agreement", ratio),
-        ("value disagreements", num("value_disagreements")),
-        ("shape mismatches", num("shape_mismatches")),
-        ("max |diff|", num("max_abs_diff")),
-        ("mean |diff|", num("mean_abs_diff")),
-        ("shadow errors / live errors", format!("{} / {}", num("shadow_errors"), num("live_errors"))),
-        ("unpaired (client gone)", num("unpaired")),
+        ("value disagreements", r.value_disagreements.to_string()),
+        ("shape mismatches", r.shape_mismatches.to_string()),
+        ("max |diff|", r.max_abs_diff.to_string()),
+        ("mean |diff|", r.mean_abs_diff.to_string()),
+        ("shadow errors / live errors", format!("{} / {}", r.shadow_errors, r.live_errors)),
+        ("unpaired (client gone)", r.unpaired.to_string()),
     ];
-    rows.extend(share_rows(r.get("mirror")));
-    for (label, q) in [
-        ("latency p50 live / shadow", "p50"),
-        ("latency p90 live / shadow", "p90"),
-        ("latency p99 live / shadow", "p99"),
-    ] {
-        rows.push((label, format!("{} / {}", ms("live_latency_ms", q), ms("shadow_latency_ms", q))));
+    rows.extend(r.mirror.as_ref().map(share_rows).unwrap_or_default());
+    let quantiles: [(&str, Quantile); 3] = [
+        ("latency p50 live / shadow", |l| l.p50),
+        ("latency p90 live / shadow", |l| l.p90),
+        ("latency p99 live / shadow", |l| l.p99),
+    ];
+    for (label, q) in quantiles {
+        rows.push((label, format!("{} / {}", ms(&r.live_latency_ms, q), ms(&r.shadow_latency_ms, q))));
     }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in rows {
         out.push_str(&format!("{k:<width$}  {v}\n"));
     }
-    if let Some(samples) = r.get("disagreement_samples").and_then(Value::as_array).filter(|s| !s.is_empty()) {
+    if !r.disagreement_samples.is_empty() {
         out.push_str("\nrecent disagreements:\n");
-        for s in samples {
+        for s in &r.disagreement_samples {
             out.push_str(&format!(
                 "  {}  {}\n    live:   {}\n    shadow: {}\n",
-                scalar(&s["request_id"]),
-                scalar(&s["reason"]),
-                scalar(&s["live_body"]),
-                scalar(&s["shadow_body"])
+                s.request_id, s.reason, s.live_body, s.shadow_body
             ));
         }
     }
@@ -224,27 +222,16 @@ pub(super) fn comparison_table(r: &Value) -> String {
 
 /// The effective mirror share rows of the comparison table: what the user asked for against
 /// what the shadow got, and why the rest was dropped.
-fn share_rows(m: Option<&Value>) -> Vec<(&'static str, String)> {
-    let Some(m) = m.filter(|m| m.is_object()) else {
-        return Vec::new();
-    };
-    let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let effective = m
-        .get("effective_percent")
-        .and_then(Value::as_f64)
-        .map_or("-".to_string(), |e| format!("{e:.1}% of unpinned requests (asked {}%)", n("percent")));
-    let reasons: Vec<String> = m
-        .get("dropped_by_reason")
-        .and_then(Value::as_object)
-        .map(|o| o.iter().filter(|(_, v)| v.as_u64().unwrap_or(0) > 0).map(|(k, v)| format!("{k} {v}")).collect())
-        .unwrap_or_default();
-    let dropped = if reasons.is_empty() {
-        n("dropped").to_string()
-    } else {
-        format!("{} ({})", n("dropped"), reasons.join(", "))
-    };
+fn share_rows(m: &ShareAnswer) -> Vec<(&'static str, String)> {
+    let effective =
+        m.effective_percent.map_or("-".to_string(), |e| format!("{e:.1}% of unpinned requests (asked {}%)", m.percent));
+    let mut reasons: Vec<(&String, &u64)> = m.dropped_by_reason.iter().filter(|(_, n)| **n > 0).collect();
+    reasons.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    let reasons: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let dropped =
+        if reasons.is_empty() { m.dropped.to_string() } else { format!("{} ({})", m.dropped, reasons.join(", ")) };
     vec![
-        ("copies wanted / copied / in flight", format!("{} / {} / {}", n("wanted"), n("copied"), n("in_flight"))),
+        ("copies wanted / copied / in flight", format!("{} / {} / {}", m.wanted, m.copied, m.in_flight)),
         ("copies dropped", dropped),
         ("effective mirror share", effective),
     ]
@@ -252,6 +239,7 @@ fn share_rows(m: Option<&Value>) -> Vec<(&'static str, String)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::answers::read;
     use super::*;
     use serde_json::json;
 
@@ -276,14 +264,15 @@ mod tests {
             "percent": 10, "wanted": 300, "copied": 270, "dropped": 30, "in_flight": 0,
             "dropped_by_reason": {"queue_full": 20, "cpu_budget": 10, "no_idle_instance": 0, "not_ready": 0},
             "copied_ratio": 0.9, "effective_percent": 9.0}});
-        let t = comparison_table(&r);
+        let t = comparison_table(&read(&r, "comparison").unwrap());
         assert!(t.contains("300 / 270 / 0"), "{t}");
         assert!(
             t.contains("30 (queue_full 20, cpu_budget 10)") || t.contains("30 (cpu_budget 10, queue_full 20)"),
             "{t}"
         );
         assert!(t.contains("9.0% of unpinned requests (asked 10%)"), "{t}");
-        assert!(!comparison_table(&json!({"tolerance": {}})).contains("copies wanted"), "no mirror object, no rows");
+        let bare = comparison_table(&read(&json!({"tolerance": {}}), "comparison").unwrap());
+        assert!(!bare.contains("copies wanted"), "no mirror object, no rows");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::endpoint::no_endpoint;
 use super::store::FailedUpdate;
+use super::views::{DeploymentView, FailedUpdateView, InstancesView, WorkersView};
 use super::ControlError;
 use super::{ControlPlane, DeploymentRecord, PendingVersion, State};
 use crate::deployment::{Deployment, LoadError, ProvisioningState};
@@ -19,37 +20,13 @@ impl ControlPlane {
     /// `PUT /v1/deployments/{name}`: creates a deployment, or replaces an existing one (the old
     /// version serves until the new one is ready). Loading runs in the background; the answer
     /// shows `Creating`/`Updating`. With `all_traffic`, the deployment gets 100% of live
-    /// traffic the moment it is ready.
+    /// traffic the moment it is ready. Finding the hook reads the disk (the model folder, the
+    /// scoring script): the admin API calls this off its workers.
     pub(crate) fn put_deployment(
         self: &Arc<Self>,
-        name: &str,
-        body: Value,
+        spec: DeploymentSpec,
         all_traffic: bool,
-    ) -> Result<(Value, bool), ControlError> {
-        self.put_deployment_from(name, body, all_traffic, None)
-    }
-
-    /// As [`Self::put_deployment`], with the body's relative paths resolved against `base_dir`
-    /// (the folder of the YAML file it came from; `?base_dir=` on the admin API), as the CLI
-    /// resolves them against a `-f` file's folder. Without it they are left as sent.
-    pub(crate) fn put_deployment_from(
-        self: &Arc<Self>,
-        name: &str,
-        body: Value,
-        all_traffic: bool,
-        base_dir: Option<&std::path::Path>,
-    ) -> Result<(Value, bool), ControlError> {
-        let body = with_name(body, name)?;
-        let (mut spec, _ignored) = DeploymentSpec::from_value(body)?;
-        if let Some(base) = base_dir {
-            if !base.is_absolute() {
-                return Err(ControlError::invalid(format!(
-                    "base_dir must be an absolute folder (the YAML file's), got {}",
-                    base.display()
-                )));
-            }
-            spec.resolve_paths(base);
-        }
+    ) -> Result<(DeploymentView, bool), ControlError> {
         let kind = spec.hook_kind()?;
         let mut state = self.lock();
         self.put_locked(&mut state, spec, kind, all_traffic)
@@ -63,7 +40,7 @@ impl ControlPlane {
         spec: DeploymentSpec,
         kind: HookKind,
         all_traffic: bool,
-    ) -> Result<(Value, bool), ControlError> {
+    ) -> Result<(DeploymentView, bool), ControlError> {
         let name = spec.name.clone();
         self.check_endpoint_name(state, &spec)?;
         let exists = state.deployments.contains_key(&name);
@@ -130,7 +107,7 @@ impl ControlPlane {
     /// applied in place (scaling adds or drains instances without dropping a request); a change
     /// of the model or hook replaces the deployment as `PUT` does. The lock is held from the
     /// merge to the publish: two concurrent patches cannot lose each other's fields.
-    pub(crate) fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<Value, ControlError> {
+    pub(crate) fn patch_deployment(self: &Arc<Self>, name: &str, patch: Value) -> Result<DeploymentView, ControlError> {
         if !patch.is_object() {
             return Err(ControlError::invalid(
                 "a deployment update must be a JSON object, e.g. {\"instance_count\": 2}",
@@ -148,8 +125,7 @@ impl ControlPlane {
         let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
         // RFC 7396: objects merge key by key, `null` removes, anything else replaces.
         json_patch::merge(&mut merged, &patch);
-        let merged = with_name(merged, name)?;
-        let (spec, _) = DeploymentSpec::from_value(merged)?;
+        let (spec, _) = DeploymentSpec::from_request(merged, name, None)?;
         if replacing {
             // Finding the hook reads the disk: not while holding the lock. The change goes in
             // only if the deployment is still the one the patch was merged into.
@@ -234,19 +210,19 @@ impl ControlPlane {
     }
 
     /// `GET /v1/deployments/{name}`.
-    pub(crate) fn get_deployment(&self, name: &str) -> Result<Value, ControlError> {
+    pub(crate) fn get_deployment(&self, name: &str) -> Result<DeploymentView, ControlError> {
         let state = self.lock();
         let record = state.deployments.get(name).ok_or_else(|| unknown_deployment(name, &state))?;
         Ok(self.deployment_view(record))
     }
 
     /// `GET /v1/deployments`.
-    pub(crate) fn list_deployments(&self) -> Result<Value, ControlError> {
+    pub(crate) fn list_deployments(&self) -> Result<Vec<DeploymentView>, ControlError> {
         let state = self.lock();
         if state.endpoint.is_none() {
             return Err(no_endpoint());
         }
-        Ok(Value::Array(state.deployments.values().map(|r| self.deployment_view(r)).collect()))
+        Ok(state.deployments.values().map(|r| self.deployment_view(r)).collect())
     }
 
     /// `GET /v1/deployments/{name}/logs?lines=N`.
@@ -492,90 +468,50 @@ impl ControlPlane {
     /// A deployment as `show` prints it: the spec plus state, error and instance counts.
     /// While a replacement loads, the spec shown is the one being loaded (what was just
     /// acknowledged); a failed update shows under `last_failed_update`.
-    pub(super) fn deployment_view(&self, record: &DeploymentRecord) -> Value {
-        let spec = record.pending.as_ref().map_or(&record.spec, |p| &p.spec);
-        let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut v {
-            let counts = record.live.pool().counts();
-            let restart = record.live.pool().restart();
-            let mut state = record.live.state().get();
-            let mut error = record.live.state().error();
-            if let Some(r) = restart.as_ref().filter(|_| state == ProvisioningState::Succeeded && counts.ready == 0) {
-                // Nothing serves while its instances are being replaced: not `Succeeded`.
-                state = ProvisioningState::Failed;
-                error = Some(format!(
-                    "no instance serves: {}; its replacement is retried with backoff{}",
-                    r.last_error,
-                    r.next_try_at.as_ref().map(|t| format!(" (next try at {t})")).unwrap_or_default()
-                ));
-            }
-            m.insert("provisioning_state".into(), serde_json::json!(state));
-            if let Some(e) = error {
-                m.insert("error".into(), Value::String(e));
-            }
-            let mut instances = serde_json::json!(counts);
-            instances["failed_inits_total"] = serde_json::json!(record.live.pool().failed_inits_total());
-            m.insert("instances".into(), instances);
-            if let Some(r) = restart {
-                m.insert("restart".into(), serde_json::json!(r));
-            }
-            if let Some(why) = record.live.pool().hung_reason() {
-                m.insert("hung_reason".into(), Value::String(why));
-            }
-            let per_instance = record.live.pool().workers_per_instance();
-            if per_instance > 1 {
-                let mut workers = serde_json::json!(record.live.pool().workers());
-                workers["per_instance"] = serde_json::json!(per_instance);
-                m.insert("workers".into(), workers);
-            }
-            let load = record.live.load_time();
-            if !load.is_zero() {
-                m.insert("load_ms".into(), serde_json::json!(load.as_micros() as f64 / 1000.0));
-            }
-            if let Some(failed) = &record.last_failure {
-                m.insert(
-                    "last_failed_update".into(),
-                    serde_json::json!({
-                        "error": failed.error,
-                        "at": failed.at,
-                        "instance_count": failed.spec.instance_count,
-                        "model": failed.spec.model,
-                    }),
-                );
-            }
-            if let Some(ep) = self.published_endpoint_name() {
-                m.entry("endpoint_name").or_insert(Value::String(ep));
-            }
-            if let Some(mirror) = self.mirror_view(record) {
-                m.insert("mirror".into(), mirror);
-            }
+    pub(super) fn deployment_view(&self, record: &DeploymentRecord) -> DeploymentView {
+        let mut spec = record.pending.as_ref().map_or(&record.spec, |p| &p.spec).clone();
+        let pool = record.live.pool();
+        let counts = pool.counts();
+        let restart = pool.restart();
+        let mut state = record.live.state().get();
+        let mut error = record.live.state().error();
+        if let Some(r) = restart.as_ref().filter(|_| state == ProvisioningState::Succeeded && counts.ready == 0) {
+            // Nothing serves while its instances are being replaced: not `Succeeded`.
+            state = ProvisioningState::Failed;
+            error = Some(format!(
+                "no instance serves: {}; its replacement is retried with backoff{}",
+                r.last_error,
+                r.next_try_at.as_ref().map(|t| format!(" (next try at {t})")).unwrap_or_default()
+            ));
         }
-        v
+        let per_instance = pool.workers_per_instance();
+        let load = record.live.load_time();
+        if spec.endpoint_name.is_none() {
+            spec.endpoint_name = self.published_endpoint_name();
+        }
+        DeploymentView {
+            spec,
+            provisioning_state: state,
+            error,
+            instances: InstancesView { counts, failed_inits_total: pool.failed_inits_total() },
+            restart,
+            hung_reason: pool.hung_reason(),
+            workers: (per_instance > 1).then(|| WorkersView { counts: pool.workers(), per_instance }),
+            load_ms: (!load.is_zero()).then(|| load.as_micros() as f64 / 1000.0),
+            last_failed_update: record.last_failure.as_ref().map(|failed| FailedUpdateView {
+                error: failed.error.clone(),
+                at: failed.at.clone(),
+                instance_count: failed.spec.instance_count,
+                model: failed.spec.model.clone(),
+            }),
+            mirror: self.mirror_view(record),
+        }
     }
 
     /// The endpoint's name from the routing snapshot (readable while the state lock is held).
     fn published_endpoint_name(&self) -> Option<String> {
         self.routing.load().endpoint.as_ref().map(|e| e.name.clone())
     }
-}
-
-/// Sets the body's `name` from the URL (or checks they agree).
-fn with_name(body: Value, name: &str) -> Result<Value, ControlError> {
-    let Value::Object(mut m) = body else {
-        return Err(ControlError::invalid("a deployment must be a JSON or YAML mapping of fields"));
-    };
-    match m.get("name") {
-        None | Some(Value::Null) => {
-            m.insert("name".into(), Value::String(name.to_string()));
-        }
-        Some(Value::String(n)) if n == name => {}
-        Some(other) => {
-            return Err(ControlError::invalid(format!(
-                "the body names deployment {other}, but the URL names {name:?}: they must agree"
-            )))
-        }
-    }
-    Ok(Value::Object(m))
 }
 
 /// Whether a PUT (or a PATCH of the model or hook) may go ahead while the deployment is busy:

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::views::{ConfigDirView, CredentialsView, EndpointView, KeysView};
 use super::ControlError;
 use super::{ControlPlane, EndpointRecord, State};
 use crate::deployment::ProvisioningState;
@@ -17,9 +18,13 @@ const PATCHABLE: &[&str] = &["traffic", "mirror_traffic", "description", "tags",
 
 impl ControlPlane {
     /// `PUT /v1/endpoint`: creates the endpoint, or replaces its settings if it is the same one.
-    /// Returns the endpoint view, whether it was created, and the ignored keys.
-    pub(crate) fn put_endpoint(&self, body: Value) -> Result<(Value, bool, Vec<String>), ControlError> {
-        let (spec, ignored) = EndpointSpec::from_value(body)?;
+    /// Returns the endpoint view (with the document's `ignored` keys) and whether it was
+    /// created.
+    pub(crate) fn put_endpoint(
+        &self,
+        spec: EndpointSpec,
+        ignored: Vec<String>,
+    ) -> Result<(EndpointView, bool), ControlError> {
         if spec.rollout.is_some() {
             return Err(ControlError::invalid(
                 "`rollout` is read from endpoint.yml in --config-dir mode only: through the API, start one with POST /v1/endpoint/rollout",
@@ -55,12 +60,14 @@ impl ControlPlane {
         });
         self.commit(&mut state, before)?;
         self.reset_comparisons(&state, &old_mirror, &new_mirror);
-        Ok((self.endpoint_view(&state), created, ignored))
+        let mut view = self.endpoint_view(&state).ok_or_else(no_endpoint)?;
+        view.ignored_fields = ignored;
+        Ok((view, created))
     }
 
     /// `PATCH /v1/endpoint`: changes traffic, mirror rule, description or tags. Traffic given
     /// replaces the whole split (deployments not named get 0).
-    pub(crate) fn patch_endpoint(&self, body: Value) -> Result<Value, ControlError> {
+    pub(crate) fn patch_endpoint(&self, body: Value) -> Result<EndpointView, ControlError> {
         let Value::Object(fields) = body else {
             return Err(ControlError::invalid(
                 "an endpoint update must be a JSON object, e.g. {\"traffic\": {\"blue\": 90, \"green\": 10}}",
@@ -114,7 +121,7 @@ impl ControlPlane {
         ep.spec.traffic_affinity = traffic_affinity;
         self.commit(&mut state, before)?;
         self.reset_comparisons(&state, &old_mirror, &new_mirror);
-        Ok(self.endpoint_view(&state))
+        self.endpoint_view(&state).ok_or_else(no_endpoint)
     }
 
     /// `DELETE /v1/endpoint`: removes the endpoint and every deployment; requests in flight
@@ -137,35 +144,26 @@ impl ControlPlane {
     }
 
     /// `GET /v1/endpoint`.
-    pub(crate) fn get_endpoint(&self) -> Result<Value, ControlError> {
+    pub(crate) fn get_endpoint(&self) -> Result<EndpointView, ControlError> {
         let state = self.lock();
-        if state.endpoint.is_none() {
-            return Err(no_endpoint());
-        }
-        Ok(self.endpoint_view(&state))
+        self.endpoint_view(&state).ok_or_else(no_endpoint)
     }
 
     /// `GET /v1/endpoint/keys`: the keys, or a fresh token in `aml_token` mode.
-    pub(crate) fn credentials(&self) -> Result<Value, ControlError> {
+    pub(crate) fn credentials(&self) -> Result<CredentialsView, ControlError> {
         let state = self.lock();
         let ep = state.endpoint.as_ref().ok_or_else(no_endpoint)?;
         Ok(match ep.credentials.auth_mode {
-            AuthMode::Key => json!({
-                "primaryKey": ep.credentials.primary_key,
-                "secondaryKey": ep.credentials.secondary_key,
+            AuthMode::Key => CredentialsView::Keys(KeysView {
+                primary_key: ep.credentials.primary_key.clone(),
+                secondary_key: ep.credentials.secondary_key.clone(),
             }),
-            AuthMode::AmlToken => {
-                serde_json::to_value(ep.credentials.issue_token(SystemTime::now())).unwrap_or(Value::Null)
-            }
+            AuthMode::AmlToken => CredentialsView::Token(ep.credentials.issue_token(SystemTime::now())),
         })
     }
 
     /// `POST /v1/endpoint/keys/regenerate`: replaces one key at once; the other keeps working.
-    pub(crate) fn regenerate_key(&self, body: Value) -> Result<(), ControlError> {
-        let which: KeyType =
-            body.get("keyType").cloned().and_then(|v| serde_json::from_value(v).ok()).ok_or_else(|| {
-                ControlError::invalid("expected {\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}")
-            })?;
+    pub(crate) fn regenerate_key(&self, which: KeyType) -> Result<(), ControlError> {
         if let Some(dir) = self.secrets_dir() {
             return Err(ControlError::Conflict(format!(
                 "the endpoint's keys come from the files in {} (--secrets-dir, a mounted Secret) and are shared by every replica: regenerating one here would split them; write a new key into the Secret's {} (or {}) instead, and every replica takes it (docs/KUBERNETES.md, \"Rotating keys\")",
@@ -186,36 +184,25 @@ impl ControlPlane {
         self.commit(&mut state, before)
     }
 
-    /// The endpoint as `show` prints it.
-    pub(super) fn endpoint_view(&self, state: &State) -> Value {
-        let Some(ep) = &state.endpoint else {
-            return Value::Null;
-        };
+    /// The endpoint as `show` prints it; `None` without one.
+    pub(super) fn endpoint_view(&self, state: &State) -> Option<EndpointView> {
+        let ep = state.endpoint.as_ref()?;
         let base = self.scoring_base.get().cloned().unwrap_or_default();
-        let mut spec = serde_json::to_value(&ep.spec).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut spec {
-            m.insert("scoring_uri".into(), json!(format!("{base}/score")));
-            m.insert("swagger_uri".into(), json!(format!("{base}/swagger.json")));
-            m.insert("openapi_uri".into(), json!(format!("{base}/swagger.json")));
-            m.insert("provisioning_state".into(), json!("Succeeded"));
-            if let Some(rollout) = self.rollout_summary(state) {
-                m.insert("rollout_status".into(), rollout);
-            }
-            if let Some(dir) = self.declarative_dir() {
-                let last_error = self.config_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                m.insert(
-                    "config_dir".into(),
-                    json!({
-                        "path": dir.display().to_string(),
-                        "last_error": last_error,
-                    }),
-                );
-            }
-            if let Some(secrets) = self.secrets_view() {
-                m.insert("secrets_dir".into(), secrets);
-            }
-        }
-        spec
+        let config_dir = self.declarative_dir().map(|dir| ConfigDirView {
+            path: dir.display().to_string(),
+            last_error: self.config_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        });
+        Some(EndpointView {
+            spec: ep.spec.clone(),
+            scoring_uri: format!("{base}/score"),
+            swagger_uri: format!("{base}/swagger.json"),
+            openapi_uri: format!("{base}/swagger.json"),
+            provisioning_state: ProvisioningState::Succeeded,
+            rollout_status: self.rollout_summary(state),
+            config_dir,
+            secrets_dir: self.secrets_view(),
+            ignored_fields: Vec::new(),
+        })
     }
 }
 
@@ -256,9 +243,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use serde_json::{json, Value};
+    use serde_json::json;
 
+    use super::super::views::{CredentialsView, EndpointView};
     use super::super::{ControlError, ControlOptions, ControlPlane};
+    use crate::endpoint::auth::KeyType;
+    use crate::spec::EndpointSpec;
     use crate::telemetry::Metrics;
 
     /// A control plane in process, with no state folder: the endpoint rules need no server.
@@ -273,38 +263,48 @@ mod tests {
         (rt, cp)
     }
 
-    fn keys(cp: &ControlPlane) -> (Value, Value) {
-        let k = cp.credentials().unwrap();
-        (k["primaryKey"].clone(), k["secondaryKey"].clone())
+    /// A `PUT /v1/endpoint` of this document, as the admin API makes it.
+    fn put(cp: &ControlPlane, doc: serde_json::Value) -> Result<(EndpointView, bool), ControlError> {
+        let (spec, ignored) = EndpointSpec::from_value(doc)?;
+        cp.put_endpoint(spec, ignored)
+    }
+
+    fn keys(cp: &ControlPlane) -> (String, String) {
+        match cp.credentials().unwrap() {
+            CredentialsView::Keys(k) => (k.primary_key, k.secondary_key),
+            CredentialsView::Token(_) => panic!("a key endpoint answered with a token"),
+        }
     }
 
     #[test]
     fn an_endpoint_is_created_once_and_only_it_replaces_itself() {
         let (_rt, cp) = control();
-        let (view, created, _) = cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
+        let (view, created) = put(&cp, json!({"name": "my-ep", "auth_mode": "key", "kind": "x"})).unwrap();
         assert!(created);
-        assert_eq!(view["name"], "my-ep");
+        assert_eq!(view.spec.name, "my-ep");
+        assert!(
+            matches!(view.ignored_fields.as_slice(), [k] if k.starts_with("kind ")),
+            "a cloud-only key is accepted and reported: {:?}",
+            view.ignored_fields
+        );
         let before_keys = keys(&cp);
-        let (_, created, _) =
-            cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key", "description": "d"})).unwrap();
+        let (_, created) = put(&cp, json!({"name": "my-ep", "auth_mode": "key", "description": "d"})).unwrap();
         assert!(!created, "the same endpoint again is a replace");
         assert_eq!(keys(&cp), before_keys, "a replace with the same auth mode keeps the keys");
-        let other = cp.put_endpoint(json!({"name": "other-ep", "auth_mode": "key"})).unwrap_err();
+        let other = put(&cp, json!({"name": "other-ep", "auth_mode": "key"})).unwrap_err();
         assert!(matches!(&other, ControlError::Conflict(m) if m.contains("\"my-ep\"")), "{other}");
-        assert_eq!(cp.get_endpoint().unwrap()["name"], "my-ep", "the refused PUT changed nothing");
-        let rollout = cp
-            .put_endpoint(
-                json!({"name": "my-ep", "rollout": {"to": "green", "steps": "50,100", "step_duration": "60s"}}),
-            )
-            .unwrap_err();
+        assert_eq!(cp.get_endpoint().unwrap().spec.name, "my-ep", "the refused PUT changed nothing");
+        let rollout =
+            put(&cp, json!({"name": "my-ep", "rollout": {"to": "green", "steps": "50,100", "step_duration": "60s"}}))
+                .unwrap_err();
         assert!(rollout.to_string().contains("POST /v1/endpoint/rollout"), "{rollout}");
     }
 
     #[test]
     fn a_patch_naming_an_unknown_deployment_or_field_changes_nothing() {
         let (_rt, cp) = control();
-        cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
-        let before = cp.get_endpoint().unwrap();
+        put(&cp, json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
+        let before = cp.get_endpoint().unwrap().spec;
         let ghost = cp.patch_endpoint(json!({"traffic": {"ghost": 100}})).unwrap_err();
         assert!(ghost.to_string().contains("ghost"), "{ghost}");
         let field = cp.patch_endpoint(json!({"colour": "blue"})).unwrap_err();
@@ -313,40 +313,50 @@ mod tests {
         assert!(not_object.to_string().contains("JSON object"), "{not_object}");
         let tags = cp.patch_endpoint(json!({"tags": "x"})).unwrap_err();
         assert!(tags.to_string().contains("mapping"), "{tags}");
-        assert_eq!(cp.get_endpoint().unwrap(), before);
+        assert_eq!(cp.get_endpoint().unwrap().spec, before);
         let changed = cp.patch_endpoint(json!({"description": "new", "tags": {"team": "ml"}})).unwrap();
-        assert_eq!(changed["description"], "new");
-        assert_eq!(changed["tags"]["team"], "ml");
+        assert_eq!(changed.spec.description.as_deref(), Some("new"));
+        assert_eq!(changed.spec.tags["team"], "ml");
     }
 
     #[test]
     fn regenerating_one_key_leaves_the_other_and_bad_requests_change_nothing() {
         let (_rt, cp) = control();
-        cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
+        put(&cp, json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
         let (primary, secondary) = keys(&cp);
-        cp.regenerate_key(json!({"keyType": "secondary"})).unwrap();
+        cp.regenerate_key(KeyType::Secondary).unwrap();
         let (p2, s2) = keys(&cp);
         assert_eq!(p2, primary);
         assert_ne!(s2, secondary);
-        for bad in [json!({}), json!({"keyType": "tertiary"}), json!("primary")] {
-            let e = cp.regenerate_key(bad.clone()).unwrap_err();
-            assert!(e.to_string().contains("keyType"), "{bad}: {e}");
-        }
-        assert_eq!(keys(&cp), (p2, s2));
-        cp.put_endpoint(json!({"name": "my-ep", "auth_mode": "aml_token"})).unwrap();
-        let token = cp.regenerate_key(json!({"keyType": "primary"})).unwrap_err();
+        put(&cp, json!({"name": "my-ep", "auth_mode": "aml_token"})).unwrap();
+        let token = cp.regenerate_key(KeyType::Primary).unwrap_err();
         assert!(token.to_string().contains("aml_token"), "{token}");
+    }
+
+    /// The fields a patch may change are the ones the admin API's document shows for it.
+    #[test]
+    fn the_patchable_fields_are_the_documented_ones() {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::RefOr;
+        let RefOr::T(Schema::Object(schema)) = <super::super::views::EndpointPatch as utoipa::PartialSchema>::schema()
+        else {
+            panic!("EndpointPatch is an object schema");
+        };
+        let documented: Vec<&str> = schema.properties.keys().map(String::as_str).collect();
+        assert_eq!(documented, super::PATCHABLE);
     }
 
     #[test]
     fn without_an_endpoint_every_operation_says_so_and_delete_removes_it() {
         let (_rt, cp) = control();
-        let none = |r: Result<Value, ControlError>| matches!(r, Err(ControlError::NotFound(_)));
+        fn none<T>(r: Result<T, ControlError>) -> bool {
+            matches!(r, Err(ControlError::NotFound(_)))
+        }
         assert!(none(cp.get_endpoint()));
         assert!(none(cp.credentials()));
         assert!(none(cp.patch_endpoint(json!({"description": "x"}))));
-        assert!(matches!(cp.delete_endpoint(), Err(ControlError::NotFound(_))));
-        cp.put_endpoint(json!({"name": "my-ep"})).unwrap();
+        assert!(none(cp.delete_endpoint()));
+        put(&cp, json!({"name": "my-ep"})).unwrap();
         cp.delete_endpoint().unwrap();
         assert!(none(cp.get_endpoint()));
     }

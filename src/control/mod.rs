@@ -11,6 +11,7 @@ mod restore;
 mod rollout;
 pub(crate) mod secrets;
 pub(crate) mod store;
+pub(crate) mod views;
 pub(crate) mod watch;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use serde_json::{json, Value};
 
 use crate::deployment::{Deployment, ProvisioningState};
 use crate::endpoint::{Credentials, EndpointView, RoutingTable, Unavailable, WeightedSplit};
@@ -30,6 +30,9 @@ use crate::telemetry::Metrics;
 pub(crate) use error::ControlError;
 pub(crate) use rollout::RolloutSource;
 use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
+use views::{
+    Bucket, DeploymentMetrics, DeploymentView, LiveMetrics, MetricInstances, MetricsView, RoleMetrics, SecretsDirView,
+};
 
 /// The control plane's state: the endpoint and its deployments. Cloning it is cheap (the
 /// pools are shared), which is how a change that cannot be saved is undone.
@@ -233,15 +236,15 @@ impl ControlPlane {
 
     /// `show`'s `secrets_dir` object: where the secrets come from, a fingerprint of them (equal
     /// on replicas that hold the same Secret), when they were read, and the last refused edit.
-    fn secrets_view(&self) -> Option<serde_json::Value> {
+    fn secrets_view(&self) -> Option<SecretsDirView> {
         let source = self.secrets.get()?;
         let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
-        Some(serde_json::json!({
-            "path": source.dir.display().to_string(),
-            "fingerprint": status.files.shared.fingerprint(),
-            "loaded_at": humantime::format_rfc3339_seconds(status.loaded_at).to_string(),
-            "last_error": status.last_error,
-        }))
+        Some(SecretsDirView {
+            path: source.dir.display().to_string(),
+            fingerprint: status.files.shared.fingerprint(),
+            loaded_at: humantime::format_rfc3339_seconds(status.loaded_at).to_string(),
+            last_error: status.last_error.clone(),
+        })
     }
 
     /// The routing snapshot the front door reads.
@@ -292,7 +295,7 @@ impl ControlPlane {
     /// Waits until the named deployment has no operation in progress, or `limit` passes;
     /// returns its view then (`None` if it does not exist). Woken by the deployment's state
     /// changes, not by polling.
-    pub(crate) async fn wait_settled(&self, name: &str, limit: Duration) -> Option<serde_json::Value> {
+    pub(crate) async fn wait_settled(&self, name: &str, limit: Duration) -> Option<DeploymentView> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let live = self.lock().deployments.get(name).map(|r| Arc::clone(&r.live))?;
@@ -331,41 +334,47 @@ impl ControlPlane {
     /// `GET /v1/metrics`: per deployment, the counts behind the request and duration series
     /// as JSON (cumulative; a reader takes rates and quantiles from two reads), so a client
     /// such as the studio page needs no Prometheus text parser.
-    pub(crate) fn metrics_json(&self) -> Value {
+    pub(crate) fn metrics_json(&self) -> MetricsView {
         let state = self.lock();
-        let role = |r: &crate::telemetry::metrics::RoleSummary| {
-            let buckets: Vec<Value> = r
+        let role = |r: &crate::telemetry::metrics::RoleSummary| RoleMetrics {
+            requests: r.requests,
+            seconds_sum: r.seconds_sum,
+            buckets: r
                 .buckets
                 .iter()
-                .map(|(le, n)| json!({"le": if *le == f64::MAX { Value::Null } else { json!(le) }, "count": n}))
-                .collect();
-            json!({"requests": r.requests, "seconds_sum": r.seconds_sum, "buckets": buckets})
+                .map(|(le, n)| Bucket { le: (*le != f64::MAX).then_some(*le), count: *n })
+                .collect(),
         };
-        let deployments: Vec<Value> = state
+        let deployments = state
             .deployments
             .iter()
             .map(|(name, record)| {
                 let s = record.live.metrics().summary();
                 let c = record.live.pool().counts();
-                let mut live = role(&s.live);
-                live["ok"] = json!(s.live_ok);
-                live["errors"] = json!(s.live.requests.saturating_sub(s.live_ok));
-                json!({
-                    "name": name,
-                    "inflight": record.live.inflight(),
-                    "instances": {"ready": c.ready, "loading": c.loading, "draining": c.draining, "failed": c.failed},
-                    "live": live,
-                    "mirror": role(&s.mirror),
-                })
+                DeploymentMetrics {
+                    name: name.clone(),
+                    inflight: record.live.inflight(),
+                    instances: MetricInstances {
+                        ready: c.ready,
+                        loading: c.loading,
+                        draining: c.draining,
+                        failed: c.failed,
+                    },
+                    live: LiveMetrics {
+                        role: role(&s.live),
+                        ok: s.live_ok,
+                        errors: s.live.requests.saturating_sub(s.live_ok),
+                    },
+                    mirror: role(&s.mirror),
+                }
             })
             .collect();
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        // The endpoint's name (null without one): a poller learns there is none without a 404.
         let endpoint = state.endpoint.as_ref().map(|e| e.spec.name.clone());
-        json!({"time_ms": time_ms, "endpoint": endpoint, "deployments": deployments})
+        MetricsView { time_ms, endpoint, deployments }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -147,8 +147,7 @@ impl ControlPlane {
             cp.finish_load(&spec.name, live, load_id, outcome).await;
             if let Some(next) = replacement {
                 let name = next.name.clone();
-                let body = serde_json::to_value(&next).unwrap_or(serde_json::Value::Null);
-                if let Err(e) = cp.put_deployment(&name, body, false) {
+                if let Err(e) = cp.put_deployment(next, false) {
                     tracing::warn!(deployment = %name, error = %e, "the saved replacement cannot start again");
                 }
             }

@@ -25,19 +25,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-
+use super::views::{RolloutSummary, RolloutView, StepView};
 use super::{ControlError, ControlPlane, State};
 use crate::spec::rollout::live_split;
 use crate::spec::{traffic, RolloutPlan, Step, Traffic};
 use crate::telemetry::{Reading, Role};
+use serde::{Deserialize, Serialize};
 
 /// The most events a rollout keeps (the oldest go first).
 const MAX_EVENTS: usize = 100;
 
 /// Where a rollout is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RolloutStatus {
     /// Steps are being watched and taken.
@@ -60,7 +59,7 @@ impl RolloutStatus {
 }
 
 /// Who started a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RolloutSource {
     /// `online-endpoint rollout` / `POST /v1/endpoint/rollout`.
@@ -70,7 +69,7 @@ pub(crate) enum RolloutSource {
 }
 
 /// The numbers of one step's window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct GateValues {
     /// Answers of the target in the window (live or mirror role, per the step).
     pub requests: u64,
@@ -87,7 +86,7 @@ pub(crate) struct GateValues {
 }
 
 /// Why a rollout was rolled back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Rollback {
     /// The step that failed (`mirror:10`, `25`).
     pub step: String,
@@ -100,12 +99,13 @@ pub(crate) struct Rollback {
     /// What happened, in words.
     pub message: String,
     /// The split traffic went back to.
+    #[schema(inline)]
     pub traffic: Traffic,
     pub at: String,
 }
 
 /// A passed step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct PassedStep {
     pub step: String,
     pub gates: GateValues,
@@ -113,7 +113,7 @@ pub(crate) struct PassedStep {
 }
 
 /// One line of a rollout's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Event {
     pub at: String,
     pub message: String,
@@ -185,7 +185,7 @@ impl DurableRollout {
 
     /// Checks a saved rollout against the saved deployments (restart).
     pub(crate) fn validate(&self, names: &std::collections::BTreeSet<String>) -> Result<(), crate::spec::SpecError> {
-        let plan = RolloutPlan::from_value(&self.plan.to_document())?;
+        let plan = RolloutPlan::from_document(&self.plan.to_document())?;
         let bad = |what: &str| crate::spec::SpecError::invalid(format!("the saved rollout {what}"));
         if plan.steps != self.plan.steps || self.step >= plan.steps.len() {
             return Err(bad("has a step out of its plan"));
@@ -255,8 +255,11 @@ fn verdict(plan: &RolloutPlan, step: Step, elapsed: Duration, v: GateValues) -> 
 impl ControlPlane {
     /// `POST /v1/endpoint/rollout` (and the config-dir reconciler): checks the plan against the
     /// state, takes the first step as an ordinary traffic change, and starts the timer.
-    pub(crate) fn start_rollout(self: &Arc<Self>, body: &Value, source: RolloutSource) -> Result<Value, ControlError> {
-        let plan = RolloutPlan::from_value(body)?;
+    pub(crate) fn start_rollout(
+        self: &Arc<Self>,
+        plan: RolloutPlan,
+        source: RolloutSource,
+    ) -> Result<RolloutView, ControlError> {
         let ticker = {
             let mut state = self.lock();
             let ep = state.endpoint.as_ref().ok_or_else(super::endpoint::no_endpoint)?;
@@ -317,12 +320,12 @@ impl ControlPlane {
     }
 
     /// `POST /v1/endpoint/rollout/pause`: traffic stays where it is and nothing is judged.
-    pub(crate) fn pause_rollout(&self) -> Result<Value, ControlError> {
+    pub(crate) fn pause_rollout(&self) -> Result<RolloutView, ControlError> {
         self.change_status(RolloutStatus::Running, RolloutStatus::Paused, "paused: traffic stays, nothing is judged")
     }
 
     /// `POST /v1/endpoint/rollout/resume`: the current step's window starts again.
-    pub(crate) fn resume_rollout(&self) -> Result<Value, ControlError> {
+    pub(crate) fn resume_rollout(&self) -> Result<RolloutView, ControlError> {
         self.change_status(
             RolloutStatus::Paused,
             RolloutStatus::Running,
@@ -335,7 +338,7 @@ impl ControlPlane {
     /// deployment of that split that cannot serve now (it failed to load) is left out and its
     /// share spread over the others; when none of them can serve, traffic stays on the
     /// deployments of the current split that can (CONTRACT §5).
-    pub(crate) fn abort_rollout(&self) -> Result<Value, ControlError> {
+    pub(crate) fn abort_rollout(&self) -> Result<RolloutView, ControlError> {
         {
             let mut state = self.lock();
             let r = active(&state)?;
@@ -371,7 +374,7 @@ impl ControlPlane {
 
     /// `GET /v1/endpoint/rollout`: the plan, the status, the current step with its time left
     /// and gate values so far, the passed steps, the rollback reason and the events.
-    pub(crate) fn rollout_view(&self) -> Result<Value, ControlError> {
+    pub(crate) fn rollout_view(&self) -> Result<RolloutView, ControlError> {
         let state = self.lock();
         let r = state.rollout.as_ref().ok_or_else(|| {
             ControlError::NotFound(
@@ -383,62 +386,64 @@ impl ControlPlane {
 
     /// A short form for the endpoint's view (`rollout_status`): never a plan, so that a shown
     /// endpoint written back as a file starts nothing.
-    pub(super) fn rollout_summary(&self, state: &State) -> Option<Value> {
+    pub(super) fn rollout_summary(&self, state: &State) -> Option<RolloutSummary> {
         let r = state.rollout.as_ref()?;
         let d = &r.durable;
-        Some(json!({
-            "to": d.plan.to,
-            "status": d.status,
-            "step": d.current().to_string(),
-            "step_index": d.step,
-            "steps": d.plan.steps.len(),
-            "source": d.source,
-            "rollback": d.rollback,
-        }))
+        Some(RolloutSummary {
+            to: d.plan.to.clone(),
+            status: d.status,
+            step: d.current().to_string(),
+            step_index: d.step,
+            steps: d.plan.steps.len(),
+            source: d.source,
+            rollback: d.rollback.clone(),
+        })
     }
 
-    fn view_of(&self, state: &State, r: &RolloutRecord) -> Value {
+    fn view_of(&self, state: &State, r: &RolloutRecord) -> RolloutView {
         let d = &r.durable;
-        let mut view = json!({
-            "to": d.plan.to,
-            "status": d.status,
-            "source": d.source,
-            "plan": d.plan.to_document(),
-            "from": d.from,
-            "last_good": d.last_good,
-            "started_at": d.started_at,
-            "passed": d.passed,
-            "rollback": d.rollback,
-            "events": d.events,
-        });
-        let (traffic, mirror) = state
+        let (traffic, mirror_traffic) = state
             .endpoint
             .as_ref()
             .map(|e| (e.spec.traffic.clone(), e.spec.mirror_traffic.clone()))
             .unwrap_or_default();
-        let mut step = json!({
-            "index": d.step,
-            "of": d.plan.steps.len(),
-            "step": d.current().to_string(),
-            "traffic": traffic,
-            "mirror_traffic": mirror,
-        });
+        let mut step = StepView {
+            index: d.step,
+            of: d.plan.steps.len(),
+            step: d.current().to_string(),
+            traffic,
+            mirror_traffic,
+            elapsed_ms: None,
+            remaining_ms: None,
+            gates: None,
+        };
         if d.status.active() {
             match &r.window {
                 Some(w) => {
                     let elapsed = w.started.elapsed();
-                    step["elapsed_ms"] = json!(elapsed.as_millis() as u64);
-                    step["remaining_ms"] = json!(d.plan.step_duration().saturating_sub(elapsed).as_millis() as u64);
-                    step["gates"] = json!(self.measure(state, d, w));
+                    step.elapsed_ms = Some(elapsed.as_millis() as u64);
+                    step.remaining_ms = Some(d.plan.step_duration().saturating_sub(elapsed).as_millis() as u64);
+                    step.gates = Some(self.measure(state, d, w));
                 }
-                None => step["remaining_ms"] = json!(d.plan.step_duration_ms),
+                None => step.remaining_ms = Some(d.plan.step_duration_ms),
             }
         }
-        view["step"] = step;
-        view
+        RolloutView {
+            to: d.plan.to.clone(),
+            status: d.status,
+            source: d.source,
+            plan: d.plan.to_document(),
+            from: d.from.clone(),
+            last_good: d.last_good.clone(),
+            started_at: d.started_at.clone(),
+            passed: d.passed.clone(),
+            rollback: d.rollback.clone(),
+            events: d.events.clone(),
+            step,
+        }
     }
 
-    fn change_status(&self, from: RolloutStatus, to: RolloutStatus, what: &str) -> Result<Value, ControlError> {
+    fn change_status(&self, from: RolloutStatus, to: RolloutStatus, what: &str) -> Result<RolloutView, ControlError> {
         {
             let mut state = self.lock();
             let r = active(&state)?;
@@ -893,6 +898,8 @@ fn gates_text(v: &GateValues) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
 
     fn plan(extra: Value) -> RolloutPlan {

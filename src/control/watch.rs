@@ -230,13 +230,15 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Con
         }
     };
     if needs_put {
-        let mut body = json!({"name": ep.name, "auth_mode": ep.auth_mode, "description": ep.description, "tags": ep.tags,
-            "traffic_affinity": ep.traffic_affinity});
-        if let Some(cur) = current.0.as_ref().filter(|c| c.name == ep.name) {
-            body["traffic"] = json!(cur.traffic);
-            body["mirror_traffic"] = json!(cur.mirror_traffic);
-        }
-        control.put_endpoint(body).map_err(step("endpoint".into()))?;
+        // The settings from the file; traffic stays where it is until step 3 moves it.
+        let (traffic, mirror_traffic) = current
+            .0
+            .as_ref()
+            .filter(|c| c.name == ep.name)
+            .map(|c| (c.traffic.clone(), c.mirror_traffic.clone()))
+            .unwrap_or_default();
+        let spec = EndpointSpec { traffic, mirror_traffic, rollout: None, ..ep.clone() };
+        control.put_endpoint(spec, Vec::new()).map_err(step("endpoint".into()))?;
     }
     // 2. New and changed deployments, loaded before traffic moves.
     let mut touched = Vec::new();
@@ -250,8 +252,7 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Con
                 touched.push(name.clone());
             }
             None => {
-                let body = serde_json::to_value(spec)?;
-                control.put_deployment(name, body, false).map_err(step(format!("deployment {name}")))?;
+                control.put_deployment(spec.clone(), false).map_err(step(format!("deployment {name}")))?;
                 touched.push(name.clone());
             }
         }
@@ -272,9 +273,7 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Con
         }
         control.patch_endpoint(split).map_err(step("traffic".into()))?;
         if let Some(plan) = &ep.rollout {
-            control
-                .start_rollout(&plan.to_document(), super::RolloutSource::ConfigDir)
-                .map_err(step("rollout".into()))?;
+            control.start_rollout(plan.clone(), super::RolloutSource::ConfigDir).map_err(step("rollout".into()))?;
         }
     }
     // 4. Deployments no longer in the folder (their traffic is 0 now).

@@ -19,7 +19,7 @@ use crate::hooks::{self, Answer, HookResponse, InitContext, Request, Signature};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
 
-pub(crate) use pool::{InstancePool, LoadError, RunError};
+pub(crate) use pool::{InstanceCounts, InstancePool, LoadError, Restart, RunError};
 pub(crate) use state::{ProvisioningState, StateCell};
 
 /// Why a deployment did not answer a request.

@@ -106,7 +106,7 @@ impl From<HookError> for RunError {
 }
 
 /// Instance counts by state, for `show` and the `switchyard_instances` gauge.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct InstanceCounts {
     pub ready: usize,
     pub loading: usize,
@@ -122,7 +122,7 @@ pub struct InstanceCounts {
 
 /// Why instances are being replaced, and when the next try is (for `show`: without it, a
 /// deployment at `ready: 1` of 2 said nothing of the instance waiting out its backoff).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Restart {
     /// Instances waiting to be replaced or loading their replacement.
     pub instances: usize,

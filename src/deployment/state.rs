@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 /// Where a deployment is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) enum ProvisioningState {
     /// Instances are loading for the first time; no traffic can reach it yet.
     Creating,

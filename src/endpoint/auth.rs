@@ -102,7 +102,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// A newly issued token, as `get-credentials` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedToken {
     pub access_token: String,
@@ -112,7 +112,7 @@ pub struct IssuedToken {
 }
 
 /// Which key `regenerate-keys` replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyType {
     Primary,

@@ -21,7 +21,7 @@ use crate::hooks::{Headers, Request};
 use bytes::Bytes;
 
 pub(crate) use compare::Tolerance;
-pub(crate) use report::Answer;
+pub(crate) use report::{Answer, ReportView, ShareView};
 pub(crate) use shadow::Shadow;
 
 /// Where the two answers of a mirrored request meet. Whichever side arrives second has the

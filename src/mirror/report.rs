@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use super::compare::{compare_bodies, PairDiff, Tolerance};
 
@@ -26,7 +25,7 @@ pub(crate) struct Answer {
 }
 
 /// A disagreeing pair kept as an example.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub(crate) struct Sample {
     pub request_id: String,
     pub reason: String,
@@ -178,22 +177,83 @@ impl ShareSnapshot {
         by.iter().map(|(r, n)| format!("{} {n}", r.key())).collect::<Vec<_>>().join(", ")
     }
 
-    /// As JSON; `percent` is the mirror rule's percentage (for the effective percentage).
-    pub(crate) fn to_json(&self, percent: u32) -> Value {
+    /// The view of this window; `percent` is the mirror rule's percentage (for the effective
+    /// percentage).
+    pub(crate) fn view(&self, percent: u32) -> ShareView {
         let share = (self.wanted > 0).then(|| ratio(self.copied, self.wanted));
-        let reasons: serde_json::Map<String, Value> =
-            self.dropped_by_reason.iter().map(|(r, n)| (r.key().to_string(), json!(n))).collect();
-        json!({
-            "percent": percent,
-            "wanted": self.wanted,
-            "copied": self.copied,
-            "dropped": self.dropped,
-            "in_flight": self.in_flight(),
-            "dropped_by_reason": reasons,
-            "copied_ratio": share,
-            "effective_percent": share.map(|s| s * f64::from(percent)),
-        })
+        ShareView {
+            percent,
+            wanted: self.wanted,
+            copied: self.copied,
+            dropped: self.dropped,
+            in_flight: self.in_flight(),
+            dropped_by_reason: self.dropped_by_reason.iter().map(|(r, n)| (r.key().to_string(), *n)).collect(),
+            copied_ratio: share,
+            effective_percent: share.map(|s| s * f64::from(percent)),
+        }
     }
+}
+
+/// The effective mirror share since the rule was set (`mirror` in a deployment's view and in
+/// its comparison report): whether a user who asked for 10% got 10%.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub(crate) struct ShareView {
+    /// The mirror rule's percentage now.
+    pub percent: u32,
+    /// Copies the rule asked for.
+    pub wanted: u64,
+    /// Copies scored by the shadow.
+    pub copied: u64,
+    /// Copies dropped (queue full, over the CPU budget, shutting down...).
+    pub dropped: u64,
+    /// Copies wanted and neither scored nor dropped yet.
+    pub in_flight: u64,
+    /// Drops per reason.
+    pub dropped_by_reason: std::collections::BTreeMap<String, u64>,
+    /// `copied / wanted` (null before any copy was wanted).
+    pub copied_ratio: Option<f64>,
+    /// `copied_ratio × percent`: the share of live requests the shadow actually saw.
+    pub effective_percent: Option<f64>,
+}
+
+/// Latency percentiles of one side of the mirrored pairs, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub(crate) struct LatencyView {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// A comparison report since its last reset (`GET /v1/deployments/{name}/comparison`, with
+/// the control plane's fields around it).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub(crate) struct ReportView {
+    /// When the report began (RFC 3339).
+    pub since: String,
+    pub tolerance: Tolerance,
+    /// Pairs that met (both answers arrived).
+    pub pairs: u64,
+    /// Pairs compared (both answered 2xx).
+    pub compared: u64,
+    pub agreed: u64,
+    /// `agreed / compared` (null before any comparison).
+    pub agreement_ratio: Option<f64>,
+    pub value_disagreements: u64,
+    pub shape_mismatches: u64,
+    pub max_abs_diff: f64,
+    pub mean_abs_diff: f64,
+    pub numbers_compared: u64,
+    pub shadow_errors: u64,
+    pub live_errors: u64,
+    pub both_errors: u64,
+    /// Copies whose live answer never met them.
+    pub unpaired: u64,
+    pub dropped: u64,
+    pub live_latency_ms: Option<LatencyView>,
+    pub shadow_latency_ms: Option<LatencyView>,
+    /// A few disagreeing pairs, as examples.
+    pub disagreement_samples: Vec<Sample>,
 }
 
 /// Drops above this share of wanted copies make the shadow's log warn.
@@ -356,37 +416,39 @@ impl MirrorReport {
     }
 
     /// The whole report, as `GET /v1/deployments/{name}/comparison` answers it.
-    pub(crate) fn to_json(&self) -> Value {
+    pub(crate) fn view(&self) -> ReportView {
         let dropped = self.share().dropped;
         let t = self.lock();
         let pct = |h: &Histogram<u64>| {
-            if h.is_empty() {
-                return json!(null);
-            }
             let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            json!({"p50": ms(0.50), "p90": ms(0.90), "p99": ms(0.99), "max": h.max() as f64 / 1000.0})
+            (!h.is_empty()).then(|| LatencyView {
+                p50: ms(0.50),
+                p90: ms(0.90),
+                p99: ms(0.99),
+                max: h.max() as f64 / 1000.0,
+            })
         };
-        json!({
-            "since": humantime::format_rfc3339_seconds(t.since).to_string(),
-            "tolerance": t.tolerance,
-            "pairs": t.pairs,
-            "compared": t.compared,
-            "agreed": t.agreed,
-            "agreement_ratio": if t.compared == 0 { Value::Null } else { json!(ratio(t.agreed, t.compared)) },
-            "value_disagreements": t.value_disagreements,
-            "shape_mismatches": t.shape_mismatches,
-            "max_abs_diff": t.max_abs_diff,
-            "mean_abs_diff": if t.numbers == 0 { 0.0 } else { t.sum_abs_diff / t.numbers as f64 },
-            "numbers_compared": t.numbers,
-            "shadow_errors": t.shadow_errors,
-            "live_errors": t.live_errors,
-            "both_errors": t.both_errors,
-            "unpaired": t.unpaired,
-            "dropped": dropped,
-            "live_latency_ms": pct(&t.live_latency_us),
-            "shadow_latency_ms": pct(&t.shadow_latency_us),
-            "disagreement_samples": t.samples.iter().collect::<Vec<_>>(),
-        })
+        ReportView {
+            since: humantime::format_rfc3339_seconds(t.since).to_string(),
+            tolerance: t.tolerance,
+            pairs: t.pairs,
+            compared: t.compared,
+            agreed: t.agreed,
+            agreement_ratio: (t.compared > 0).then(|| ratio(t.agreed, t.compared)),
+            value_disagreements: t.value_disagreements,
+            shape_mismatches: t.shape_mismatches,
+            max_abs_diff: t.max_abs_diff,
+            mean_abs_diff: if t.numbers == 0 { 0.0 } else { t.sum_abs_diff / t.numbers as f64 },
+            numbers_compared: t.numbers,
+            shadow_errors: t.shadow_errors,
+            live_errors: t.live_errors,
+            both_errors: t.both_errors,
+            unpaired: t.unpaired,
+            dropped,
+            live_latency_ms: pct(&t.live_latency_us),
+            shadow_latency_ms: pct(&t.shadow_latency_us),
+            disagreement_samples: t.samples.iter().cloned().collect(),
+        }
     }
 }
 
@@ -437,7 +499,7 @@ mod tests {
         r.record("d", &answer(200, "[1.0]"), &answer(200, "[1.0, 2.0]"));
         let window = r.wanted();
         assert!(r.dropped(window, DropReason::QueueFull).is_none(), "no warning on the first drop");
-        let v = r.to_json();
+        let v = serde_json::to_value(r.view()).unwrap();
         assert_eq!(v["pairs"], 4);
         assert_eq!(v["compared"], 3);
         assert_eq!(v["agreed"], 1);
@@ -450,9 +512,9 @@ mod tests {
         assert_eq!(v["disagreement_samples"][0]["request_id"], "b");
         r.reset(Some(Tolerance { atol: 5.0, rtol: 0.0 }));
         r.record("e", &answer(200, "[1.0]"), &answer(200, "[3.0]"));
-        assert_eq!(r.to_json()["agreed"], 1, "a wider tolerance after reset");
-        assert_eq!(r.to_json()["pairs"], 1);
-        assert_eq!(r.to_json()["dropped"], 0, "reset starts the share over");
+        assert_eq!(serde_json::to_value(r.view()).unwrap()["agreed"], 1, "a wider tolerance after reset");
+        assert_eq!(serde_json::to_value(r.view()).unwrap()["pairs"], 1);
+        assert_eq!(serde_json::to_value(r.view()).unwrap()["dropped"], 0, "reset starts the share over");
     }
 
     #[test]
@@ -472,7 +534,7 @@ mod tests {
         assert_eq!(warnings.len(), 1, "one warning per window and period: {warnings:?}");
         assert!(warnings[0].wanted >= DROP_WARN_MIN_WANTED);
         assert_eq!(s.reasons_text(), "queue_full 10, cpu_budget 10", "ties in report order");
-        let j = s.to_json(10);
+        let j = serde_json::to_value(s.view(10)).unwrap();
         assert_eq!(j["dropped_by_reason"]["cpu_budget"], 10);
         assert_eq!(j["dropped_by_reason"]["no_idle_instance"], 0);
         assert_eq!(j["copied_ratio"], 0.8);
@@ -488,7 +550,7 @@ mod tests {
         assert_eq!((s.wanted, s.copied, s.dropped, s.in_flight()), (1, 0, 0, 1));
         r.copied(fresh);
         assert_eq!(r.share().in_flight(), 0);
-        assert_eq!(MirrorReport::new(Tolerance::default()).share().to_json(10)["copied_ratio"], Value::Null);
+        assert_eq!(MirrorReport::new(Tolerance::default()).share().view(10).copied_ratio, None);
     }
 
     #[test]
@@ -497,7 +559,7 @@ mod tests {
         for i in 0..50 {
             r.record(&i.to_string(), &answer(200, "[1]"), &answer(200, "[2]"));
         }
-        let v = r.to_json();
+        let v = serde_json::to_value(r.view()).unwrap();
         assert_eq!(v["disagreement_samples"].as_array().unwrap().len(), MAX_SAMPLES);
         assert_eq!(v["disagreement_samples"][MAX_SAMPLES - 1]["request_id"], "49");
     }

@@ -7,12 +7,17 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
+use utoipa::IntoParams;
 
-use super::errors::{control_error, error_response, reply};
+use super::errors::{control_error, error_response, reply, reply_created, ErrorBody};
+use crate::control::views::{
+    ComparisonView, CredentialsView, DeploymentView, EndpointPatch, EndpointView, Message, MetricsView,
+    RegenerateKeyInput, RolloutView, ToleranceInput,
+};
 use crate::control::{ControlError, ControlPlane, RolloutSource};
-use crate::spec::{limits, SpecError};
+use crate::spec::{limits, DeploymentSpec, EndpointSpec, RolloutDocument, RolloutPlan, SpecError};
 
 /// What the admin handlers share.
 pub(super) struct AdminState {
@@ -46,6 +51,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/metrics", web::get().to(metrics_json))
         .route("/metrics", web::get().to(metrics))
         .configure(super::studio::configure)
+        .configure(super::openapi::configure)
         .default_service(web::to(|| async {
             error_response(404, "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /v1/metrics, /metrics; the studio page is at /)")
         }));
@@ -159,51 +165,74 @@ fn parse_body(body: &Bytes) -> Result<Value, SpecError> {
         .map_err(|e| SpecError::invalid(format!("the request body is neither JSON nor YAML: {e}")))
 }
 
+/// Reads a small typed input (not an Azure document) from a parsed body; the error names the
+/// field and what was expected.
+fn input<T: serde::de::DeserializeOwned>(value: Value, expected: &str) -> Result<T, ControlError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let at = if at == "." { String::new() } else { format!("{at}: ") };
+        ControlError::invalid(format!("{at}{}; expected {expected}", e.inner()))
+    })
+}
+
+/// The endpoint as `show` prints it.
+#[utoipa::path(get, path = "/v1/endpoint", tag = "endpoint",
+    responses((status = 200, body = EndpointView), (status = 404, description = "no endpoint", body = ErrorBody)))]
 async fn get_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(data.control.get_endpoint())
 }
 
+/// Creates the endpoint, or replaces its settings (the same name). The body is Azure's
+/// endpoint YAML (or the same as JSON); cloud-only keys are accepted and listed under
+/// `ignored_fields`.
+#[utoipa::path(put, path = "/v1/endpoint", tag = "endpoint",
+    request_body(content = EndpointSpec, description = "endpoint.yml's fields, as JSON or YAML"),
+    responses((status = 201, description = "created", body = EndpointView), (status = 200, description = "replaced", body = EndpointView),
+        (status = 400, body = ErrorBody), (status = 409, description = "another endpoint, a rollout, or declarative mode", body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 async fn put_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    match parse(body).await.and_then(|v| data.control.put_endpoint(v)) {
-        Ok((mut view, created, ignored)) => {
-            if !ignored.is_empty() {
-                view["ignored_fields"] = json!(ignored);
-            }
-            if created {
-                HttpResponse::Created().json(view)
-            } else {
-                HttpResponse::Ok().json(view)
-            }
-        }
-        Err(e) => control_error(&e),
-    }
+    let spec = parse(body).await.and_then(|v| Ok(EndpointSpec::from_value(v)?));
+    reply_created(spec.and_then(|(spec, ignored)| data.control.put_endpoint(spec, ignored)))
 }
 
+/// Changes traffic, the mirror rule, description, tags or traffic affinity.
+#[utoipa::path(patch, path = "/v1/endpoint", tag = "endpoint", request_body = EndpointPatch,
+    responses((status = 200, body = EndpointView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "a deployment that cannot serve, a rollout, or declarative mode", body = ErrorBody)))]
 async fn patch_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
     reply(parse(body).await.and_then(|v| data.control.patch_endpoint(v)))
 }
 
+/// Deletes the endpoint and every deployment.
+#[utoipa::path(delete, path = "/v1/endpoint", tag = "endpoint",
+    responses((status = 200, body = Message), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(data.control.delete_endpoint().map(|()| json!({"message": "endpoint deleted"})))
+    reply(data.control.delete_endpoint().map(|()| Message::new("endpoint deleted")))
 }
 
+/// The rollout: plan, status, current step and its gate values, history.
+#[utoipa::path(get, path = "/v1/endpoint/rollout", tag = "rollout",
+    responses((status = 200, body = RolloutView), (status = 404, description = "no rollout was started", body = ErrorBody)))]
 async fn get_rollout(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(data.control.rollout_view())
 }
 
-/// Starts a rollout (201). In declarative mode the rollout is a field of endpoint.yml.
+/// Starts a guarded rollout (201). In declarative mode the rollout is a field of endpoint.yml.
+#[utoipa::path(post, path = "/v1/endpoint/rollout", tag = "rollout", request_body = RolloutDocument,
+    responses((status = 201, body = RolloutView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start_rollout(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    match parse(body).await.and_then(|v| data.control.start_rollout(&v, RolloutSource::Api)) {
+    let plan = parse(body).await.and_then(|v| Ok(RolloutPlan::from_value(&v)?));
+    match plan.and_then(|plan| data.control.start_rollout(plan, RolloutSource::Api)) {
         Ok(view) => HttpResponse::Created().json(view),
         Err(e) => control_error(&e),
     }
@@ -211,6 +240,9 @@ async fn start_rollout(req: HttpRequest, body: Body, data: Data) -> HttpResponse
 
 /// `pause`, `resume` or `abort`: operational controls, allowed in declarative mode too (the
 /// files own what the rollout is, not whether someone holds or stops it).
+#[utoipa::path(post, path = "/v1/endpoint/rollout/{action}", tag = "rollout",
+    params(("action" = String, Path, description = "`pause`, `resume` or `abort`")),
+    responses((status = 200, body = RolloutView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn rollout_action(req: HttpRequest, action: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(match action.as_str() {
@@ -221,18 +253,29 @@ async fn rollout_action(req: HttpRequest, action: web::Path<String>, data: Data)
     })
 }
 
+/// The keys, or in `aml_token` mode a fresh token.
+#[utoipa::path(get, path = "/v1/endpoint/keys", tag = "endpoint",
+    responses((status = 200, body = CredentialsView), (status = 404, body = ErrorBody)))]
 async fn get_keys(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(data.control.credentials())
 }
 
+/// Replaces one key at once; the other keeps working.
+#[utoipa::path(post, path = "/v1/endpoint/keys/regenerate", tag = "endpoint", request_body = RegenerateKeyInput,
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the keys come from --secrets-dir", body = ErrorBody)))]
 async fn regenerate_keys(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(
-        parse(body).await.and_then(|v| data.control.regenerate_key(v)).map(|()| json!({"message": "key regenerated"})),
-    )
+    let which = parse(body)
+        .await
+        .and_then(|v| input::<RegenerateKeyInput>(v, "{\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}"));
+    reply(which.and_then(|i| data.control.regenerate_key(i.key_type)).map(|()| Message::new("key regenerated")))
 }
 
+/// Every deployment, as `show` prints each.
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments",
+    responses((status = 200, body = Vec<DeploymentView>), (status = 404, body = ErrorBody)))]
 async fn list_deployments(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(data.control.list_deployments())
@@ -240,14 +283,20 @@ async fn list_deployments(req: HttpRequest, data: Data) -> HttpResponse {
 
 /// `?wait=SECONDS` on `GET /v1/deployments/{name}`: answer once no operation is in progress
 /// (or the time is up), so clients wait for a load without polling.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
+    /// Answer once the deployment is neither Creating nor Updating, or after this many seconds
+    /// (at most 60).
     wait: Option<f64>,
 }
 
 /// The longest `?wait` honoured in one call; clients call again for longer waits.
 const MAX_WAIT_SECS: f64 = 60.0;
 
+/// A deployment: its spec, state, instances and mirror share.
+#[utoipa::path(get, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path), WaitQuery),
+    responses((status = 200, body = DeploymentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
     let wait = match web::Query::<WaitQuery>::from_query(req.query_string()) {
@@ -265,15 +314,25 @@ async fn get_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -
 }
 
 /// `?all_traffic=true` on create.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PutQuery {
+    /// Give the deployment all live traffic once it is ready.
     #[serde(default)]
     all_traffic: bool,
     /// The folder relative paths in the body resolve against (the studio page's "YAML file
     /// folder", since a browser never learns where a picked file lives).
+    #[param(value_type = Option<String>)]
     base_dir: Option<std::path::PathBuf>,
 }
 
+/// Creates a deployment, or replaces it (the old version serves until the new one is ready).
+/// The body is Azure's deployment YAML (or the same as JSON); loading runs in the background.
+#[utoipa::path(put, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path), PutQuery),
+    request_body(content = DeploymentSpec, description = "the deployment YAML's fields, as JSON or YAML"),
+    responses((status = 201, description = "created (Creating)", body = DeploymentView),
+        (status = 200, description = "replaced (Updating)", body = DeploymentView),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
@@ -286,17 +345,20 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
     };
     let control = Arc::clone(&data.control);
     let name = name.into_inner();
-    let put = match parse(body).await {
-        Ok(v) => off_worker(move || control.put_deployment_from(&name, v, all_traffic, base_dir.as_deref())).await,
+    let spec = parse(body).await.and_then(|v| Ok(DeploymentSpec::from_request(v, &name, base_dir.as_deref())?));
+    let put = match spec {
+        Ok((spec, _)) => off_worker(move || control.put_deployment(spec, all_traffic)).await,
         Err(e) => Err(e),
     };
-    match put {
-        Ok((view, true)) => HttpResponse::Created().json(view),
-        Ok((view, false)) => HttpResponse::Ok().json(view),
-        Err(e) => control_error(&e),
-    }
+    reply_created(put)
 }
 
+/// Merges the given fields (JSON merge patch, RFC 7396) into the deployment: instance count
+/// and settings change in place; a new model, code or environment replaces it as `PUT` does.
+#[utoipa::path(patch, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path)),
+    request_body(content = Object, description = "any of the deployment's fields (a merge patch of DeploymentSpec)"),
+    responses((status = 200, body = DeploymentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
@@ -304,22 +366,31 @@ async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Body,
     let name = name.into_inner();
     match parse(body).await {
         Ok(v) => reply(off_worker(move || control.patch_deployment(&name, v)).await),
-        Err(e) => reply(Err(e)),
+        Err(e) => reply::<DeploymentView>(Err(e)),
     }
 }
 
+/// Deletes a deployment (refused while it has live traffic).
+#[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path)),
+    responses((status = 200, body = Message), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(data.control.delete_deployment(&name).map(|()| json!({"message": format!("deployment {name} deleted")})))
+    reply(data.control.delete_deployment(&name).map(|()| Message::new(format!("deployment {name} deleted"))))
 }
 
 /// `?lines=N` for logs.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// How many of the last lines (default 100).
     lines: Option<usize>,
 }
 
+/// The last lines of a deployment's log (its instances' output and the server's own events).
+#[utoipa::path(get, path = "/v1/deployments/{name}/logs", tag = "deployments", params(("name" = String, Path), LogQuery),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
     let lines = match web::Query::<LogQuery>::from_query(req.query_string()) {
@@ -338,21 +409,35 @@ async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) 
     }
 }
 
+/// The mirror comparison report of a shadow deployment.
+#[utoipa::path(get, path = "/v1/deployments/{name}/comparison", tag = "deployments", params(("name" = String, Path)),
+    responses((status = 200, body = ComparisonView), (status = 404, body = ErrorBody)))]
 async fn get_comparison(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(data.control.comparison(&name))
 }
 
+/// Starts the comparison report over, optionally with a new tolerance (an empty body keeps it).
+#[utoipa::path(post, path = "/v1/deployments/{name}/comparison/reset", tag = "deployments", params(("name" = String, Path)),
+    request_body(content = Option<ToleranceInput>, description = "optional: a new atol and/or rtol"),
+    responses((status = 200, body = ComparisonView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn reset_comparison(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
-    let body = match read(body) {
-        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(None),
-        Ok(b) => parse(Ok(b)).await.map(Some),
+    const EXPECTED: &str = "{\"atol\": number, \"rtol\": number} (both optional)";
+    let input = match read(body) {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(ToleranceInput::default()),
+        Ok(b) => parse(Ok(b)).await.and_then(|v| match v {
+            Value::Null => Ok(ToleranceInput::default()),
+            v => input::<ToleranceInput>(v, EXPECTED),
+        }),
         Err(e) => Err(e),
     };
-    reply(body.and_then(|b| data.control.reset_comparison(&name, b)))
+    reply(input.and_then(|i| data.control.reset_comparison(&name, i)))
 }
 
+/// The Prometheus families (CONTRACT §7), as OpenMetrics text.
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     HttpResponse::Ok()
@@ -360,14 +445,18 @@ async fn metrics(req: HttpRequest, data: Data) -> HttpResponse {
         .body(data.control.metrics_text())
 }
 
+/// The counts behind the request and duration series, per deployment, as JSON.
+#[utoipa::path(get, path = "/v1/metrics", tag = "metrics", responses((status = 200, body = MetricsView)))]
 async fn metrics_json(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     HttpResponse::Ok().json(data.control.metrics_json())
 }
 
 /// `?deployment_name=` on invoke: pins the request as `--deployment-name` does.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct InvokeQuery {
+    /// Send the request to this deployment (as `azureml-model-deployment` does).
     deployment_name: Option<String>,
 }
 
@@ -381,6 +470,10 @@ const INVOKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(200);
 /// key (or token), through the front door like any client's request (auth, routing, pinning,
 /// mirroring, metrics); the scoring plane's status, body and `azureml-model-deployment` come
 /// back unchanged, as an attachment (see below).
+#[utoipa::path(post, path = "/v1/endpoint/invoke", tag = "endpoint", params(InvokeQuery),
+    request_body(content = Object, description = "the scoring request, sent as it is"),
+    responses((status = 200, description = "the scoring plane's answer, status and body unchanged"),
+        (status = 502, description = "the scoring plane did not answer", body = ErrorBody)))]
 async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     let pin = match web::Query::<InvokeQuery>::from_query(req.query_string()) {
@@ -393,8 +486,11 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     };
     let (uri, secret) = match data.control.get_endpoint().and_then(|ep| Ok((ep, data.control.credentials()?))) {
         Ok((ep, creds)) => {
-            let secret = creds.get("primaryKey").or_else(|| creds.get("accessToken")).and_then(Value::as_str);
-            (ep["scoring_uri"].as_str().unwrap_or_default().to_string(), secret.map(str::to_string))
+            let secret = match creds {
+                CredentialsView::Keys(k) => k.primary_key,
+                CredentialsView::Token(t) => t.access_token,
+            };
+            (ep.scoring_uri, Some(secret))
         }
         Err(e) => return control_error(&e),
     };
@@ -440,7 +536,28 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    /// A small input that is not what was expected is refused with the field and the
+    /// expected form named.
+    #[test]
+    fn a_typed_input_names_the_field_and_the_expected_form() {
+        const EXPECTED: &str = "{\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}";
+        for bad in [json!({}), json!({"keyType": "tertiary"}), json!("primary"), json!({"keyType": 1})] {
+            let e = input::<RegenerateKeyInput>(bad.clone(), EXPECTED).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                matches!(e, ControlError::Spec(_)) && text.contains("keyType") && text.contains(EXPECTED),
+                "{bad}: {text}"
+            );
+        }
+        let bad = input::<ToleranceInput>(json!({"atol": "x"}), "numbers").unwrap_err().to_string();
+        assert!(bad.starts_with("atol: "), "{bad}");
+        let ok = input::<RegenerateKeyInput>(json!({"keyType": "secondary"}), EXPECTED).unwrap();
+        assert_eq!(ok.key_type, crate::endpoint::auth::KeyType::Secondary);
+    }
 
     /// A call that blocks its thread (as a read on a hung mount does) must leave the admin
     /// worker free: on a one-thread runtime (one admin worker), another request's future still

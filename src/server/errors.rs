@@ -30,11 +30,10 @@ impl ErrorStyle {
     /// An error answer in this style.
     pub(crate) fn response(self, status: u16, message: &str) -> HttpResponse {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = match self {
-            ErrorStyle::Message => serde_json::json!({ "message": message }),
-            ErrorStyle::Error => serde_json::json!({ "error": message }),
-        };
-        HttpResponse::build(status).json(body)
+        match self {
+            ErrorStyle::Message => HttpResponse::build(status).json(ErrorBody { message: message.to_string() }),
+            ErrorStyle::Error => HttpResponse::build(status).json(serde_json::json!({ "error": message })),
+        }
     }
 }
 
@@ -115,12 +114,28 @@ pub(super) fn admin_refusal(refusal: &Refusal) -> HttpResponse {
     }
 }
 
-/// An admin result as an answer: 200 with the JSON, or the error.
-pub(super) fn reply(result: Result<Value, ControlError>) -> HttpResponse {
+/// An admin result as an answer: 200 with the view as JSON, or the error.
+pub(super) fn reply<T: serde::Serialize>(result: Result<T, ControlError>) -> HttpResponse {
     match result {
         Ok(v) => HttpResponse::Ok().json(v),
         Err(e) => control_error(&e),
     }
+}
+
+/// An admin result that may have created what it names: 201 then, else 200.
+pub(super) fn reply_created<T: serde::Serialize>(result: Result<(T, bool), ControlError>) -> HttpResponse {
+    match result {
+        Ok((v, true)) => HttpResponse::Created().json(v),
+        Ok((v, false)) => HttpResponse::Ok().json(v),
+        Err(e) => control_error(&e),
+    }
+}
+
+/// Every error body of the admin API (and of the scoring plane's Azure routes).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ErrorBody {
+    /// What went wrong and what was expected.
+    pub message: String,
 }
 
 /// A scoring failure as an answer (CONTRACT §6). The status is the deployment's own

@@ -11,6 +11,7 @@ mod errors;
 pub(crate) mod front_door;
 mod limits;
 mod oip;
+pub(crate) mod openapi;
 mod scoring;
 mod studio;
 

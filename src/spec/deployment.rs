@@ -13,7 +13,7 @@ use super::{names::validate_name, SpecError};
 const CLOUD_ONLY: &[&str] = &["type", "egress_public_network_access", "code_configuration_ref"];
 
 /// `request_settings`: per-request limits of a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSettings {
     /// How long one request may take from admission to answer (default 5000, at most 180000).
@@ -45,7 +45,7 @@ impl Default for RequestSettings {
 }
 
 /// A liveness or readiness probe (recorded; the runtime knows its instances' state directly).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,9 +61,10 @@ pub struct Probe {
 }
 
 /// `model:` — only a local `path:` can be served here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelSpec {
     /// A folder or a file; relative paths resolve against the YAML file's folder.
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// The model's name, as Open Inference Protocol clients address it
     /// (`/v2/models/{name}/...`); defaults to [`ModelSpec::served_name`]'s fallback.
@@ -97,11 +98,12 @@ impl ModelSpec {
 }
 
 /// `code_configuration:` — where the scoring script lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeConfiguration {
     /// The folder holding the scoring script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub code: Option<PathBuf>,
     /// `score.py` (python hook) or a `.so` (native hook).
     pub scoring_script: String,
@@ -119,7 +121,7 @@ pub enum HookKind {
 }
 
 /// `isolation:` (a local extension): where a native plugin's instances run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// In the server's process (the default): fastest; a crash takes the server down.
@@ -142,7 +144,7 @@ pub struct NativePlugin {
 }
 
 /// One deployment as the user wrote it (paths made absolute).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     pub name: String,
@@ -335,6 +337,37 @@ impl DeploymentSpec {
             }
         }
         Ok(())
+    }
+
+    /// Reads a deployment sent for the URL's `name` (`PUT /v1/deployments/{name}`, or a merge
+    /// patch applied to one): the body's `name` is set from the URL, or must agree with it;
+    /// relative paths resolve against `base_dir` (the YAML file's folder) when one is given.
+    pub fn from_request(body: Value, name: &str, base_dir: Option<&Path>) -> Result<(Self, Vec<String>), SpecError> {
+        let Value::Object(mut m) = body else {
+            return Err(SpecError::invalid("a deployment must be a JSON or YAML mapping of fields"));
+        };
+        match m.get("name") {
+            None | Some(Value::Null) => {
+                m.insert("name".into(), Value::String(name.to_string()));
+            }
+            Some(Value::String(n)) if n == name => {}
+            Some(other) => {
+                return Err(SpecError::invalid(format!(
+                    "the body names deployment {other}, but the URL names {name:?}: they must agree"
+                )))
+            }
+        }
+        let (mut spec, ignored) = Self::from_value(Value::Object(m))?;
+        if let Some(base) = base_dir {
+            if !base.is_absolute() {
+                return Err(SpecError::invalid(format!(
+                    "base_dir must be an absolute folder (the YAML file's), got {}",
+                    base.display()
+                )));
+            }
+            spec.resolve_paths(base);
+        }
+        Ok((spec, ignored))
     }
 
     /// Makes relative paths absolute against `base` (the YAML file's folder).

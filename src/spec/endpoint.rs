@@ -13,7 +13,7 @@ use super::{names::validate_name, traffic, SpecError, Traffic};
 const CLOUD_ONLY: &[&str] = &["identity", "public_network_access", "compute", "kind"];
 
 /// How `/score` callers authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// A primary and a secondary key, either accepted (`Authorization: Bearer <key>`).
@@ -25,7 +25,7 @@ pub enum AuthMode {
 
 /// A parsed, validated-in-isolation endpoint definition. Rules that depend on the deployments
 /// (traffic names, mirror) are checked by the control plane against its state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointSpec {
     /// The endpoint's name (CONTRACT §1 naming rule).
     pub name: String,
@@ -40,9 +40,11 @@ pub struct EndpointSpec {
     pub auth_mode: AuthMode,
     /// Live traffic percentages by deployment.
     #[serde(default)]
+    #[schema(inline)]
     pub traffic: Traffic,
     /// Shadow traffic percentages (at most one deployment).
     #[serde(default)]
+    #[schema(inline)]
     pub mirror_traffic: Traffic,
     /// Sticky assignment (local extension): requests carrying this header are routed by a
     /// stable hash of its value, so one user keeps one deployment while the weights hold.
@@ -52,11 +54,12 @@ pub struct EndpointSpec {
     /// mode only; the admin API starts one with `POST /v1/endpoint/rollout`). Never part of
     /// the accepted state: its progress is reported apart and never written back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     pub rollout: Option<RolloutPlan>,
 }
 
 /// `traffic_affinity: {header: x-user-id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrafficAffinity {
     /// The request header whose value picks the deployment (lower case).
     pub header: String,

@@ -12,10 +12,10 @@ pub mod python;
 pub mod rollout;
 pub mod traffic;
 
-pub use deployment::{resolve_scoring_script, DeploymentSpec, HookKind, Isolation, NativePlugin};
+pub use deployment::{resolve_scoring_script, DeploymentSpec, HookKind, Isolation, ModelSpec, NativePlugin};
 pub use endpoint::{AuthMode, EndpointSpec, TrafficAffinity};
 pub use error::{SpecError, SpecErrorKind};
-pub use rollout::{RolloutPlan, Step};
+pub use rollout::{RolloutDocument, RolloutPlan, Step};
 pub use traffic::{parse_assignments, Traffic};
 
 /// The most deployments one endpoint may hold (Azure's limit, CONTRACT §1).

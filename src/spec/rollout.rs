@@ -67,6 +67,32 @@ pub struct RolloutPlan {
     pub min_agreement: Option<f64>,
 }
 
+/// A plan as a document: what `POST /v1/endpoint/rollout` and endpoint.yml's `rollout:` take
+/// (read by [`RolloutPlan::from_value`], which also takes `steps` as a list and
+/// `step_duration` as seconds), and what `show` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RolloutDocument {
+    /// The deployment traffic moves to.
+    pub to: String,
+    /// `mirror:N` steps first, then live percents increasing to 100, e.g. `mirror:10,10,25,50,100`.
+    pub steps: String,
+    /// How long each step is watched, e.g. `60s`, `5m`.
+    pub step_duration: String,
+    /// Requests the target must answer in a step before it is judged (default 20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// Largest share of 5xx, 424 and 408 answers (default 0.01).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_p99_ratio: Option<f64>,
+    /// Smallest mirror agreement during mirror steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_agreement: Option<f64>,
+}
+
 /// Fields a plan document may carry.
 const FIELDS: &[&str] =
     &["to", "steps", "step_duration", "min_requests", "max_error_rate", "max_p99_ms", "max_p99_ratio", "min_agreement"];
@@ -170,25 +196,25 @@ impl RolloutPlan {
         })
     }
 
+    /// Reads a plan from its document form (what `show` printed, or endpoint.yml's mapping).
+    pub fn from_document(doc: &RolloutDocument) -> Result<Self, SpecError> {
+        let value = serde_json::to_value(doc)
+            .map_err(|e| SpecError::invalid(format!("the rollout document cannot be read: {e}")))?;
+        Self::from_value(&value)
+    }
+
     /// The plan in the document form [`from_value`](Self::from_value) reads (for `show`).
-    pub fn to_document(&self) -> Value {
-        let mut doc = serde_json::json!({
-            "to": self.to,
-            "steps": self.steps.iter().map(Step::to_string).collect::<Vec<_>>().join(","),
-            "step_duration": humantime::format_duration(self.step_duration()).to_string(),
-            "min_requests": self.min_requests,
-            "max_error_rate": self.max_error_rate,
-        });
-        for (key, v) in [
-            ("max_p99_ms", self.max_p99_ms),
-            ("max_p99_ratio", self.max_p99_ratio),
-            ("min_agreement", self.min_agreement),
-        ] {
-            if let Some(v) = v {
-                doc[key] = serde_json::json!(v);
-            }
+    pub fn to_document(&self) -> RolloutDocument {
+        RolloutDocument {
+            to: self.to.clone(),
+            steps: self.steps.iter().map(Step::to_string).collect::<Vec<_>>().join(","),
+            step_duration: humantime::format_duration(self.step_duration()).to_string(),
+            min_requests: Some(self.min_requests),
+            max_error_rate: Some(self.max_error_rate),
+            max_p99_ms: self.max_p99_ms,
+            max_p99_ratio: self.max_p99_ratio,
+            min_agreement: self.min_agreement,
         }
-        doc
     }
 }
 
@@ -321,7 +347,7 @@ mod tests {
         assert_eq!(plan.steps, vec![Step::Mirror(10), Step::Live(10), Step::Live(25), Step::Live(50), Step::Live(100)]);
         assert_eq!(plan.step_duration_ms, 60_000);
         assert_eq!(plan.max_error_rate, DEFAULT_MAX_ERROR_RATE);
-        assert_eq!(RolloutPlan::from_value(&plan.to_document()).unwrap(), plan, "show's form reads back");
+        assert_eq!(RolloutPlan::from_document(&plan.to_document()).unwrap(), plan, "show's form reads back");
         for (bad, says) in [
             ("10,25", "end with 100"),
             ("25,10,100", "increase"),

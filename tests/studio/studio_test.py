@@ -9,6 +9,7 @@ folder; screenshots of each tab go to SHOTS_DIR.
 
 import json
 import os
+import sys
 import tempfile
 import time
 import urllib.error
@@ -70,6 +71,14 @@ for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1366,900"):
     opts.add_argument(flag)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+# What the page sends and reads is recorded (tests/contract/record.js) and checked against the
+# admin API's OpenAPI document at the end: a page that drifts from the server fails here.
+CONTRACT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contract")
+sys.path.insert(0, CONTRACT)
+import openapi_contract  # noqa: E402
+
+with open(os.path.join(CONTRACT, "record.js")) as f:
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": f.read()})
 wait = WebDriverWait(driver, 120, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException))
 
 
@@ -569,6 +578,14 @@ try:
     only_endpoint_probes("after Delete endpoint")
     errors = console_errors()
     assert not errors, "console errors: {}".format(errors)
+
+    step("every call the page made, and every answer field it read, is in the admin API's document")
+    records = driver.execute_script("return window.__contractLog()")
+    problems = openapi_contract.check(openapi_contract.load(URL), records)
+    assert not problems, "the page drifted from the admin API's document:\n  " + "\n  ".join(problems)
+    reads = sum(len(r["reads"]) for r in records)
+    assert len(records) > 10 and reads > 50, "too little recorded to prove anything: {} calls, {} reads".format(len(records), reads)
+    print("contract: {} calls and {} field reads match the admin API's document".format(len(records), reads), flush=True)
     print("studio: all steps passed", flush=True)
 except Exception:
     shot("failure")

@@ -1,0 +1,250 @@
+//! What the CLI reads of the admin API's answers, as types: each names its route, and a test
+//! checks every field of each against the admin API's OpenAPI document (`server::openapi`), so
+//! a field renamed or removed on the server fails here, not at a user's terminal. The CLI
+//! prints whole answers as they come (`-o json`, `--query`); fields it reads itself, to decide
+//! or to lay out a table, are read only through these types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Reads `T` out of an answer; the error says which answer did not have what was expected.
+pub(super) fn read<T: serde::de::DeserializeOwned>(answer: &Value, what: &str) -> Result<T, String> {
+    T::deserialize(answer).map_err(|e| format!("the admin API's {what} answer is not what this CLI reads: {e}"))
+}
+
+/// `GET /v1/endpoint`: the name `--name` is checked against, and where `invoke` sends.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(super) struct EndpointAnswer {
+    pub name: String,
+    pub scoring_uri: String,
+}
+
+/// `GET /v1/deployments/{name}` (and a create's answer): what `--wait` follows.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(super) struct DeploymentAnswer {
+    pub provisioning_state: String,
+    pub error: Option<String>,
+}
+
+/// `GET /v1/endpoint/keys`: the secret `invoke` sends.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(super) enum KeysAnswer {
+    Keys {
+        #[serde(rename = "primaryKey")]
+        primary_key: String,
+    },
+    Token {
+        #[serde(rename = "accessToken")]
+        access_token: String,
+    },
+}
+
+impl KeysAnswer {
+    pub(super) fn secret(&self) -> &str {
+        match self {
+            KeysAnswer::Keys { primary_key } => primary_key,
+            KeysAnswer::Token { access_token } => access_token,
+        }
+    }
+}
+
+/// `GET /v1/deployments/{name}/comparison`: what the comparison table shows.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct ComparisonAnswer {
+    pub deployment: String,
+    pub live_deployments: Vec<String>,
+    pub mirror_percent: u32,
+    pub since: String,
+    pub tolerance: ToleranceAnswer,
+    pub pairs: u64,
+    pub compared: u64,
+    pub agreement_ratio: Option<f64>,
+    pub value_disagreements: u64,
+    pub shape_mismatches: u64,
+    pub max_abs_diff: f64,
+    pub mean_abs_diff: f64,
+    pub shadow_errors: u64,
+    pub live_errors: u64,
+    pub unpaired: u64,
+    pub mirror: Option<ShareAnswer>,
+    pub live_latency_ms: Option<LatencyAnswer>,
+    pub shadow_latency_ms: Option<LatencyAnswer>,
+    pub disagreement_samples: Vec<SampleAnswer>,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct ToleranceAnswer {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+/// The effective mirror share.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct ShareAnswer {
+    pub percent: u32,
+    pub wanted: u64,
+    pub copied: u64,
+    pub dropped: u64,
+    pub in_flight: u64,
+    pub dropped_by_reason: BTreeMap<String, u64>,
+    pub effective_percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct LatencyAnswer {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct SampleAnswer {
+    pub request_id: String,
+    pub reason: String,
+    pub live_body: String,
+    pub shadow_body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use utoipa::openapi::OpenApi;
+    use utoipa::{OpenApi as _, PartialSchema};
+
+    use super::*;
+
+    /// A schema as JSON, its `$ref`s resolved against `doc`'s components.
+    struct Doc(Value);
+
+    impl Doc {
+        fn resolve<'a>(&'a self, mut s: &'a Value) -> &'a Value {
+            while let Some(r) = s.get("$ref").and_then(Value::as_str) {
+                let name = r.rsplit('/').next().unwrap_or_default();
+                s = &self.0["components"]["schemas"][name];
+            }
+            s
+        }
+
+        /// The object schemas a value may be (through `oneOf`, `anyOf`, `allOf`).
+        fn variants<'a>(&'a self, s: &'a Value, out: &mut Vec<&'a Value>) {
+            let s = self.resolve(s);
+            let mut composite = false;
+            for key in ["oneOf", "anyOf", "allOf"] {
+                for v in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+                    composite = true;
+                    self.variants(v, out);
+                }
+            }
+            if !composite || s.get("properties").is_some() {
+                out.push(s);
+            }
+        }
+
+        /// Whether a value of `schema` can have `path`.
+        fn has(&self, schema: &Value, path: &[String]) -> bool {
+            let Some((key, rest)) = path.split_first() else {
+                return true;
+            };
+            let mut variants = Vec::new();
+            self.variants(schema, &mut variants);
+            variants.iter().any(|v| {
+                if key == "[]" {
+                    return v.get("items").is_some_and(|items| self.has(items, rest));
+                }
+                match (v.get("properties").and_then(|p| p.get(key)), v.get("additionalProperties")) {
+                    (Some(child), _) => self.has(child, rest),
+                    (None, Some(extra)) if extra.is_object() => self.has(extra, rest),
+                    _ => false,
+                }
+            })
+        }
+    }
+
+    /// Every field path of a CLI answer type (lists as `[]`, maps as any key: not descended).
+    fn paths(schema: &Value, defs: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        let mut s = schema;
+        while let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            s = &defs[r.rsplit('/').next().unwrap_or_default()];
+        }
+        for key in ["oneOf", "anyOf", "allOf"] {
+            for v in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+                paths(v, defs, prefix, out);
+            }
+        }
+        if let Some(items) = s.get("items") {
+            prefix.push("[]".into());
+            paths(items, defs, prefix, out);
+            prefix.pop();
+        }
+        for (name, child) in s.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            prefix.push(name.clone());
+            out.push(prefix.clone());
+            paths(child, defs, prefix, out);
+            prefix.pop();
+        }
+    }
+
+    fn schema_of<T: PartialSchema + ToSchema>() -> (Value, Value) {
+        let mut defs = Vec::new();
+        T::schemas(&mut defs);
+        let defs: serde_json::Map<String, Value> =
+            defs.into_iter().map(|(name, s)| (name, serde_json::to_value(s).unwrap())).collect();
+        (serde_json::to_value(T::schema()).unwrap(), Value::Object(defs))
+    }
+
+    /// Every field the CLI reads is in the answer the document gives for its route.
+    #[test]
+    fn every_field_the_cli_reads_is_in_the_admin_apis_document() {
+        let doc: OpenApi = crate::server::openapi::AdminApi::openapi();
+        let doc = Doc(serde_json::to_value(doc).unwrap());
+        let cases: Vec<(&str, &str, (Value, Value))> = vec![
+            ("get", "/v1/endpoint", schema_of::<EndpointAnswer>()),
+            ("get", "/v1/deployments/{name}", schema_of::<DeploymentAnswer>()),
+            ("put", "/v1/deployments/{name}", schema_of::<DeploymentAnswer>()),
+            ("get", "/v1/endpoint/keys", schema_of::<KeysAnswer>()),
+            ("get", "/v1/deployments/{name}/comparison", schema_of::<ComparisonAnswer>()),
+        ];
+        let mut missing = Vec::new();
+        for (method, route, (schema, defs)) in cases {
+            let answer = &doc.0["paths"][route][method]["responses"]["200"]["content"]["application/json"]["schema"];
+            assert!(!answer.is_null(), "{method} {route}: no 200 JSON answer in the document");
+            let mut all = Vec::new();
+            paths(&schema, &defs, &mut Vec::new(), &mut all);
+            assert!(!all.is_empty(), "{method} {route}: the CLI's type has no field");
+            for path in all {
+                if !doc.has(answer, &path) {
+                    missing.push(format!("{} {route}: {}", method.to_uppercase(), path.join(".")));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "the CLI reads fields the admin API does not send: {missing:#?}");
+    }
+
+    /// The check itself finds a field the server does not send.
+    #[test]
+    fn a_field_the_server_does_not_send_is_found() {
+        #[derive(Deserialize, ToSchema)]
+        #[allow(dead_code)]
+        struct Drifted {
+            provisioning_state: String,
+            provisioning_status: String,
+        }
+        let doc = Doc(serde_json::to_value(crate::server::openapi::AdminApi::openapi()).unwrap());
+        let answer = &doc.0["paths"]["/v1/deployments/{name}"]["get"]["responses"]["200"]["content"]
+            ["application/json"]["schema"];
+        let (schema, defs) = schema_of::<Drifted>();
+        let mut all = Vec::new();
+        paths(&schema, &defs, &mut Vec::new(), &mut all);
+        let missing: Vec<_> = all.iter().filter(|p| !doc.has(answer, p)).collect();
+        assert_eq!(missing, [&vec!["provisioning_status".to_string()]]);
+    }
+}

@@ -1,0 +1,105 @@
+//! The admin API's OpenAPI document, generated from the handlers' `#[utoipa::path]`
+//! declarations (`admin.rs`) and the view and input types they name (`control::views`, the
+//! spec types). Served at `GET /openapi.json` on the admin plane; a copy is committed as
+//! `docs/admin-openapi.json`, and a test fails when the two differ, so a change of an admin
+//! field shows in review as a change of the document. The CLI, the Python SDK and the studio
+//! page are each checked against it by their own tests (docs/CONTRACT.md §5).
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::admin;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Switchyard admin API",
+        description = "The control API of one `switchyard serve` (docs/CONTRACT.md §5). When the server has an admin token, every call but this document and the studio page needs `Authorization: Bearer <admin token>`. Request documents may be JSON or YAML (`Content-Type: application/yaml`); every error is `{\"message\": ...}`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        admin::get_endpoint,
+        admin::put_endpoint,
+        admin::patch_endpoint,
+        admin::delete_endpoint,
+        admin::get_keys,
+        admin::regenerate_keys,
+        admin::invoke,
+        admin::get_rollout,
+        admin::start_rollout,
+        admin::rollout_action,
+        admin::list_deployments,
+        admin::get_deployment,
+        admin::put_deployment,
+        admin::patch_deployment,
+        admin::delete_deployment,
+        admin::deployment_logs,
+        admin::get_comparison,
+        admin::reset_comparison,
+        admin::metrics_json,
+        admin::metrics,
+    ),
+    modifiers(&AdminToken),
+    security(("admin_token" = []))
+)]
+pub(crate) struct AdminApi;
+
+/// The admin token as a bearer scheme.
+struct AdminToken;
+
+impl Modify for AdminToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("the admin token (`--admin-token-file`, SWITCHYARD_ADMIN_TOKEN)"))
+            .build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("admin_token", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The document as served and committed: pretty JSON with a final newline.
+pub(crate) fn document() -> String {
+    let mut text = AdminApi::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// Registers `GET /openapi.json`. Served without the admin token, as the studio page is: it
+/// is the same for every server and holds no data.
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/openapi.json",
+        web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                .body(document())
+        }),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed copy is the generated document. To accept a change of the API, run
+    /// `SWITCHYARD_BLESS=1 cargo test --lib openapi` and commit `docs/admin-openapi.json`.
+    #[test]
+    fn the_committed_document_is_the_generated_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin-openapi.json");
+        let generated = document();
+        if std::env::var_os("SWITCHYARD_BLESS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+            return;
+        }
+        let committed = include_str!("../../docs/admin-openapi.json");
+        assert!(
+            committed == generated,
+            "docs/admin-openapi.json differs from the admin API the code serves: run `SWITCHYARD_BLESS=1 cargo test --lib openapi` and review the diff"
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! The contract check itself (tests/contract/openapi_contract.py): it must fail on each kind
+//! of drift a client can make, or the SDK's and the studio's checks prove nothing. Run on the
+//! committed document (the same as the served one: `server::openapi`'s test).
+
+use crate::common;
+
+use std::process::Command;
+
+use common::*;
+
+fn check(records: &[serde_json::Value]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.jsonl");
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&log, text).unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("tests/contract/openapi_contract.py"))
+        .arg(repo().join("docs/admin-openapi.json"))
+        .arg(&log)
+        .output()
+        .expect("run tests/contract/openapi_contract.py");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_contract_check_passes_what_the_api_has_and_names_each_drift() {
+    use serde_json::json;
+    let good = [
+        json!({"method": "GET", "path": "/v1/deployments/blue?wait=5", "status": 200,
+               "reads": [["provisioning_state"], ["instances", "ready"], ["model", "path"], ["tags", "any-label"]]}),
+        json!({"method": "PATCH", "path": "/v1/endpoint", "status": "2xx", "body": {"traffic": {"blue": 100}},
+               "reads": [["traffic", "blue"], ["scoring_uri"], ["rollout_status", "step"]]}),
+        json!({"method": "GET", "path": "/v1/endpoint/keys", "status": 200, "reads": [["primaryKey"], ["accessToken"]]}),
+        json!({"method": "GET", "path": "/v1/metrics", "status": 200,
+               "reads": [["deployments", "[]", "live", "buckets", "[]", "le"]]}),
+        json!({"method": "DELETE", "path": "/v1/endpoint", "status": 404, "reads": [["message"]]}),
+    ];
+    let (ok, out) = check(&good);
+    assert!(ok, "{out}");
+    let drift = [
+        json!({"method": "GET", "path": "/v1/deployment/blue", "status": 200}),
+        json!({"method": "POST", "path": "/v1/endpoint", "status": 200}),
+        json!({"method": "GET", "path": "/v1/deployments/blue?follow=1", "status": 200}),
+        json!({"method": "PATCH", "path": "/v1/endpoint", "status": 200, "body": {"trafic": {"blue": 100}}}),
+        json!({"method": "GET", "path": "/v1/deployments/blue", "status": 200, "reads": [["instances", "redy"]]}),
+        json!({"method": "GET", "path": "/v1/endpoint/rollout", "status": 200, "reads": [["step", "gates", "p95_ms"]]}),
+    ];
+    let (ok, out) = check(&drift);
+    assert!(!ok, "drift passed the check: {out}");
+    for named in [
+        "/v1/deployment/blue: no such route",
+        "POST /v1/endpoint: the document has",
+        "query parameter 'follow'",
+        "sends field 'trafic'",
+        "reads instances.redy",
+        "reads step.gates.p95_ms",
+    ] {
+        assert!(out.contains(named), "the check did not name {named:?}: {out}");
+    }
+}

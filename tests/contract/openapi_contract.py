@@ -1,0 +1,182 @@
+"""Checks what a client of the admin API did against the admin API's OpenAPI document.
+
+The document is generated from the server's own types (src/server/openapi.rs) and served at
+``GET /openapi.json``. A client's test records each call it made: the method, the path, the
+query keys, the body it sent and the answer fields it read (``sitecustomize.py`` here does so
+for the Python SDK, ``tests/studio/studio_test.py`` for the studio page). This module says
+which of those the document does not have: a route or method that is gone, a query parameter
+or body field the server does not take, an answer field the server does not send. So a
+client that drifts from the server fails its own test.
+
+    python3 openapi_contract.py ADMIN_URL_OR_FILE LOG   # LOG: one JSON record per line
+
+A record: ``{"method": "GET", "path": "/v1/deployments/blue?wait=5", "status": 200 (or "2xx"),
+"body": {...} or null, "reads": [["instances", "ready"], ...]}``; a list index in a read path
+is ``"[]"``.
+"""
+
+import json
+import re
+import sys
+import urllib.parse
+import urllib.request
+
+
+def load(source):
+    """The document, from a served admin plane (``http://...``) or a file."""
+    if source.startswith("http://") or source.startswith("https://"):
+        with urllib.request.urlopen(source.rstrip("/") + "/openapi.json", timeout=30) as r:
+            return json.loads(r.read())
+    with open(source) as f:
+        return json.load(f)
+
+
+class Contract:
+    def __init__(self, doc):
+        self.doc = doc
+        self.routes = []
+        for template, item in doc["paths"].items():
+            pattern = "^" + re.sub(r"\\\{[^/]+\\\}", "[^/]+", re.escape(template)) + "$"
+            self.routes.append((re.compile(pattern), template, item))
+
+    def resolve(self, schema):
+        while isinstance(schema, dict) and "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            schema = self.doc["components"]["schemas"][name]
+        return schema
+
+    def variants(self, schema):
+        """The object schemas a value of ``schema`` may be (through refs, allOf, oneOf, anyOf)."""
+        schema = self.resolve(schema)
+        if not isinstance(schema, dict):
+            return [{}]
+        out = []
+        for key in ("oneOf", "anyOf"):
+            for s in schema.get(key, []):
+                out.extend(self.variants(s))
+        if "allOf" in schema:
+            merged = {"properties": {}}
+            for s in schema["allOf"]:
+                for v in self.variants(s):
+                    merged["properties"].update(v.get("properties", {}))
+                    if "additionalProperties" in v:
+                        merged["additionalProperties"] = v["additionalProperties"]
+            out.append(merged)
+        if not out or "properties" in schema or "items" in schema or "additionalProperties" in schema:
+            out.append(schema)
+        return out
+
+    def child(self, schema, key):
+        """The schemas of ``key`` in a value of ``schema``; [] when no variant has it."""
+        found = []
+        for v in self.variants(schema):
+            types = v.get("type")
+            types = types if isinstance(types, list) else [types]
+            if key == "[]":
+                if "items" in v:
+                    found.append(v["items"])
+                continue
+            if key in v.get("properties", {}):
+                found.append(v["properties"][key])
+            elif isinstance(v.get("additionalProperties"), dict):
+                found.append(v["additionalProperties"])
+            elif v.get("additionalProperties") is True or (
+                not v.get("properties") and "items" not in v and ("object" in types or types == [None])
+            ):
+                found.append({})  # a free-form object (tags, a model's version): any key
+        return found
+
+    def has(self, schema, path):
+        current = [schema]
+        for key in path:
+            current = [c for s in current for c in self.child(s, key)]
+            if not current:
+                return False
+        return True
+
+    def operation(self, method, path):
+        bare = urllib.parse.urlsplit(path).path
+        for pattern, template, item in self.routes:
+            if pattern.match(bare):
+                op = item.get(method.lower())
+                if op is None:
+                    return template, None, "{} {}: the document has {} for {}, not {}".format(
+                        method, bare, ", ".join(m.upper() for m in item), template, method)
+                return template, op, None
+        return None, None, "{} {}: no such route in the admin API's document".format(method, bare)
+
+    def problems(self, record):
+        method, path = record["method"], record["path"]
+        template, op, missing = self.operation(method, path)
+        if missing:
+            return [missing]
+        where = "{} {}".format(method, template)
+        out = []
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query, keep_blank_values=True)
+        documented = {p["name"] for p in op.get("parameters", []) if p.get("in") == "query"}
+        for key in query:
+            if key not in documented:
+                out.append("{}: query parameter {!r} is not in the document".format(where, key))
+        body = record.get("body")
+        if isinstance(body, dict):
+            content = op.get("requestBody", {}).get("content", {})
+            schema = content.get("application/json", {}).get("schema")
+            if schema is None:
+                out.append("{}: sends a body; the document takes none".format(where))
+            else:
+                for key in body:
+                    if not self.has(schema, [key]):
+                        out.append("{}: sends field {!r}, which the document does not take".format(where, key))
+        status = str(record.get("status"))
+        reads = record.get("reads") or []
+        if reads:
+            responses = op.get("responses", {})
+            codes = [c for c in responses if c.startswith("2")] if status == "2xx" else [status]
+            schemas = [responses[c].get("content", {}).get("application/json", {}).get("schema") for c in codes if c in responses]
+            schemas = [s for s in schemas if s is not None]
+            schema = {"oneOf": schemas} if schemas else None
+            if schema is None:
+                out.append("{}: reads fields of a {} answer, which the document does not describe".format(where, status))
+            else:
+                for read in reads:
+                    if not self.has(schema, read):
+                        out.append("{}: reads {} of the {} answer, which the document does not have".format(
+                            where, ".".join(read), status))
+        return out
+
+
+def check(doc, records):
+    """Every problem of every record, each once, in order."""
+    contract = Contract(doc)
+    seen, out = set(), []
+    for record in records:
+        for p in contract.problems(record):
+            if p not in seen:
+                seen.add(p)
+                out.append(p)
+    return out
+
+
+def main(argv):
+    if len(argv) != 3:
+        print(__doc__)
+        return 2
+    doc = load(argv[1])
+    with open(argv[2]) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    problems = check(doc, records)
+    reads = sum(len(r.get("reads") or []) for r in records)
+    if problems:
+        print("contract: {} problem(s) against the admin API's document:".format(len(problems)))
+        for p in problems:
+            print("  " + p)
+        return 1
+    if not records:
+        print("contract: no call was recorded")
+        return 1
+    print("contract: {} calls and {} field reads match the admin API's document".format(len(records), reads))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
