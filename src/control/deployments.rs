@@ -27,7 +27,7 @@ impl ControlPlane {
         spec: DeploymentSpec,
         all_traffic: bool,
     ) -> Result<(DeploymentView, bool), ControlError> {
-        let kind = spec.hook_kind()?;
+        let kind = self.loader.hook_kind(&spec)?;
         let mut state = self.lock();
         self.put_locked(&mut state, spec, kind, all_traffic)
     }
@@ -56,7 +56,7 @@ impl ControlPlane {
         let before = state.clone();
         state.next_load_id += 1;
         let load_id = state.next_load_id;
-        let fresh = Deployment::new(&spec, kind, &self.metrics, self.runtime.clone());
+        let fresh = self.loader.deployment(&spec, kind, &self.metrics, self.runtime.clone());
         let mut replaced = None;
         // A replacement still loading is superseded: it never serves, and its pool is closed
         // once this change is saved (its workers in init are killed).
@@ -131,7 +131,7 @@ impl ControlPlane {
             // only if the deployment is still the one the patch was merged into.
             let based_on = (record.load_id, record.spec.clone());
             drop(state);
-            let kind = spec.hook_kind()?;
+            let kind = self.loader.hook_kind(&spec)?;
             let mut state = self.lock();
             let unchanged =
                 state.deployments.get(name).is_some_and(|r| (r.load_id, &r.spec) == (based_on.0, &based_on.1));

@@ -7,10 +7,13 @@ mod comparison;
 mod deployments;
 mod endpoint;
 mod error;
+pub(crate) mod loader;
 mod restore;
 mod rollout;
 pub(crate) mod secrets;
 pub(crate) mod store;
+#[cfg(test)]
+mod tests;
 pub(crate) mod views;
 pub(crate) mod watch;
 
@@ -99,6 +102,8 @@ struct PendingVersion {
 
 /// The control plane, shared by the admin API (and later the config-dir watcher).
 pub(crate) struct ControlPlane {
+    /// Makes deployments from specs (the hooks on disk; a fake in unit tests).
+    loader: Arc<dyn loader::Loader>,
     state: Mutex<State>,
     routing: Arc<ArcSwap<RoutingTable>>,
     /// Bumped after each publish (the front door's per-thread snapshot caches watch it).
@@ -155,7 +160,18 @@ pub(crate) struct ControlOptions {
 impl ControlPlane {
     /// A control plane with no endpoint. Call from inside a tokio runtime.
     pub(crate) fn new(metrics: Arc<Metrics>, options: ControlOptions, store: Option<StateStore>) -> Arc<Self> {
+        Self::with_loader(metrics, options, store, Arc::new(loader::Hooks))
+    }
+
+    /// As [`new`](Self::new), with deployments made by `loader` (a fake one in unit tests).
+    pub(crate) fn with_loader(
+        metrics: Arc<Metrics>,
+        options: ControlOptions,
+        store: Option<StateStore>,
+        loader: Arc<dyn loader::Loader>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            loader,
             state: Mutex::new(State::default()),
             routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
             publish_count: Arc::new(std::sync::atomic::AtomicU64::new(0)),

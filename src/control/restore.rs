@@ -53,11 +53,11 @@ impl ControlPlane {
             for spec in saved.deployments {
                 state.next_load_id += 1;
                 let load_id = state.next_load_id;
-                let (kind, problem) = match spec.hook_kind() {
+                let (kind, problem) = match self.loader.hook_kind(&spec) {
                     Ok(kind) => (kind, None),
                     Err(e) => (HookKind::Onnx { model_file: spec.model.path.clone() }, Some(e.message)),
                 };
-                let live = Deployment::new(&spec, kind, &self.metrics, self.runtime.clone());
+                let live = self.loader.deployment(&spec, kind, &self.metrics, self.runtime.clone());
                 let name = spec.name.clone();
                 let replacement = saved.pending.iter().find(|p| p.name == name).cloned();
                 match problem {

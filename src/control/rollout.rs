@@ -23,7 +23,10 @@
 //! restart are gone with the process).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The window clock is tokio's: under its paused clock (the unit tests) a step's minute passes at once.
+use tokio::time::Instant;
 
 use super::views::{RolloutSummary, RolloutView, StepView};
 use super::{ControlError, ControlPlane, State};

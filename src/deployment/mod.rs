@@ -200,6 +200,30 @@ impl Deployment {
                 });
             }
         }
+        Self::assemble(spec, pool, logs, signature, metrics, &hooks::describe(&kind))
+    }
+
+    /// A deployment whose instances come from `factory` rather than from a hook on disk: the
+    /// control plane's unit tests load fake instances through it (`control::loader`).
+    #[cfg(test)]
+    pub(crate) fn with_factory(
+        spec: &DeploymentSpec,
+        factory: pool::HookFactory,
+        metrics: &Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        let pool = InstancePool::new(factory, runtime);
+        Self::assemble(spec, pool, Arc::new(LogRing::default()), Arc::default(), metrics, "test instances")
+    }
+
+    fn assemble(
+        spec: &DeploymentSpec,
+        pool: Arc<InstancePool>,
+        logs: Arc<LogRing>,
+        signature: Arc<ArcSwapOption<Signature>>,
+        metrics: &Arc<Metrics>,
+        described: &str,
+    ) -> Arc<Self> {
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
             model_name: spec.model.served_name(),
@@ -215,7 +239,7 @@ impl Deployment {
             load_micros: AtomicU64::new(0),
         });
         deployment.apply_settings(spec);
-        deployment.logs.push(format!("deployment {} created: {}", spec.name, hooks::describe(&kind)));
+        deployment.logs.push(format!("deployment {} created: {described}", spec.name));
         deployment
     }
 

@@ -1,0 +1,249 @@
+//! The control plane's rules, in process: deployments made by [`FakeLoader`] (no file, no
+//! process, no ONNX Runtime), loads awaited by their state (never by sleeping), and the
+//! rollout's step windows under tokio's paused clock, so a step of a minute passes at once.
+//! What these prove needed a started binary and real minutes before.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::loader::FakeLoader;
+use super::store::StateStore;
+use super::views::DeploymentView;
+use super::{ControlError, ControlOptions, ControlPlane, RolloutSource};
+use crate::deployment::ProvisioningState;
+use crate::spec::{DeploymentSpec, EndpointSpec, RolloutPlan};
+use crate::telemetry::{Metrics, Role};
+
+fn options() -> ControlOptions {
+    ControlOptions {
+        token_lifetime: Duration::from_secs(3600),
+        tolerance: Default::default(),
+        key_grace: Duration::ZERO,
+    }
+}
+
+fn control(loader: &Arc<FakeLoader>, store: Option<StateStore>) -> Arc<ControlPlane> {
+    ControlPlane::with_loader(Metrics::new(), options(), store, Arc::clone(loader) as Arc<dyn super::loader::Loader>)
+}
+
+fn endpoint(cp: &ControlPlane) {
+    let (spec, ignored) = EndpointSpec::from_value(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
+    cp.put_endpoint(spec, ignored).unwrap();
+}
+
+fn deployment(name: &str, model: &str, extra: Value) -> DeploymentSpec {
+    let mut doc = json!({"name": name, "model": {"path": model}, "instance_count": 1});
+    json_patch::merge(&mut doc, &extra);
+    DeploymentSpec::from_value(doc).unwrap().0
+}
+
+/// Puts a deployment and waits until its load ends (by its state, not by time).
+async fn loaded(cp: &Arc<ControlPlane>, spec: DeploymentSpec) -> DeploymentView {
+    let name = spec.name.clone();
+    cp.put_deployment(spec, false).unwrap();
+    settled(cp, &name).await
+}
+
+async fn settled(cp: &Arc<ControlPlane>, name: &str) -> DeploymentView {
+    cp.wait_settled(name, Duration::from_secs(30)).await.expect("the deployment exists")
+}
+
+fn traffic(cp: &ControlPlane, split: Value) -> Result<(), ControlError> {
+    cp.patch_endpoint(json!({ "traffic": split })).map(|_| ())
+}
+
+fn split(cp: &ControlPlane) -> Value {
+    json!(cp.get_endpoint().unwrap().spec.traffic)
+}
+
+/// `n` answers of `name` in its live role, `errors` of them 500s, as the front door counts them.
+fn answers(cp: &ControlPlane, name: &str, n: u64, errors: u64) {
+    let state = cp.lock();
+    let metrics = state.deployments[name].live.metrics();
+    for i in 0..n {
+        metrics.observe(Role::live, if i < errors { 500 } else { 200 }, 0.002);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_init_fails_its_deployment_only_and_it_never_gets_traffic() {
+    let loader = Arc::new(FakeLoader::default());
+    loader.fail_model("models/broken");
+    let cp = control(&loader, None);
+    endpoint(&cp);
+    let blue = loaded(&cp, deployment("blue", "models/ok", json!({}))).await;
+    assert_eq!((blue.provisioning_state, blue.instances.counts.ready), (ProvisioningState::Succeeded, 1));
+    let green = loaded(&cp, deployment("green", "models/broken", json!({}))).await;
+    assert_eq!(green.provisioning_state, ProvisioningState::Failed);
+    assert!(green.error.as_deref().unwrap_or_default().contains("broken"), "{:?}", green.error);
+    assert_eq!(cp.get_deployment("blue").unwrap().provisioning_state, ProvisioningState::Succeeded);
+    let refused = traffic(&cp, json!({"green": 100})).unwrap_err();
+    assert!(matches!(&refused, ControlError::Conflict(m) if m.contains("failed")), "{refused}");
+    traffic(&cp, json!({"blue": 100})).unwrap();
+    assert_eq!(split(&cp), json!({"blue": 100, "green": 0}));
+}
+
+#[tokio::test]
+async fn a_replacement_that_fails_leaves_the_old_version_serving_and_says_why() {
+    let loader = Arc::new(FakeLoader::default());
+    loader.fail_model("models/v2");
+    let cp = control(&loader, None);
+    endpoint(&cp);
+    loaded(&cp, deployment("blue", "models/v1", json!({}))).await;
+    traffic(&cp, json!({"blue": 100})).unwrap();
+    let (shown, created) = cp.put_deployment(deployment("blue", "models/v2", json!({})), false).unwrap();
+    assert!(!created);
+    assert_eq!(shown.provisioning_state, ProvisioningState::Updating);
+    assert_eq!(shown.spec.model.path.to_str(), Some("models/v2"), "show has the version being loaded");
+    let after = settled(&cp, "blue").await;
+    assert_eq!(after.provisioning_state, ProvisioningState::Failed, "the update failed");
+    assert!(after.error.as_deref().unwrap_or_default().contains("previous version keeps serving"), "{:?}", after.error);
+    assert_eq!(after.instances.counts.ready, 1, "v1's instance still serves");
+    assert_eq!(after.spec.model.path.to_str(), Some("models/v1"), "show has the version that serves");
+    let failed = after.last_failed_update.expect("the failed update is on record");
+    assert!(failed.error.contains("broken"), "{}", failed.error);
+    assert_eq!(split(&cp), json!({"blue": 100}));
+}
+
+#[tokio::test]
+async fn scaling_changes_the_instances_in_place_and_files_that_are_not_there_change_nothing() {
+    let loader = Arc::new(FakeLoader::default());
+    loader.missing_model("models/gone");
+    let cp = control(&loader, None);
+    endpoint(&cp);
+    loaded(&cp, deployment("blue", "models/v1", json!({}))).await;
+    let scaling = cp.patch_deployment("blue", json!({"instance_count": 3})).unwrap();
+    assert_eq!(scaling.provisioning_state, ProvisioningState::Updating);
+    let scaled = settled(&cp, "blue").await;
+    assert_eq!((scaled.provisioning_state, scaled.instances.counts.ready), (ProvisioningState::Succeeded, 3));
+    let missing = cp.put_deployment(deployment("green", "models/gone", json!({})), false).unwrap_err();
+    assert!(missing.to_string().contains("does not exist"), "{missing}");
+    assert_eq!(cp.list_deployments().unwrap().len(), 1, "the refused create left nothing behind");
+}
+
+#[tokio::test]
+async fn a_deployment_with_live_traffic_cannot_be_deleted_and_deleting_the_shadow_ends_the_mirror() {
+    let loader = Arc::new(FakeLoader::default());
+    let cp = control(&loader, None);
+    endpoint(&cp);
+    loaded(&cp, deployment("blue", "models/v1", json!({}))).await;
+    loaded(&cp, deployment("green", "models/v2", json!({}))).await;
+    cp.patch_endpoint(json!({"traffic": {"blue": 100}, "mirror_traffic": {"green": 10}})).unwrap();
+    let refused = cp.delete_deployment("blue").unwrap_err();
+    assert!(matches!(refused, ControlError::Conflict(_)), "{refused}");
+    cp.delete_deployment("green").unwrap();
+    let ep = cp.get_endpoint().unwrap();
+    assert!(ep.spec.mirror_traffic.is_empty(), "{:?}", ep.spec.mirror_traffic);
+    assert_eq!(split(&cp), json!({"blue": 100}));
+}
+
+/// Loads blue (all traffic) and green, then pauses the clock: what follows runs on tokio's
+/// paused time, which jumps ahead whenever every task waits on a timer.
+async fn two_deployments_paused() -> Arc<ControlPlane> {
+    let loader = Arc::new(FakeLoader::default());
+    let cp = control(&loader, None);
+    endpoint(&cp);
+    loaded(&cp, deployment("blue", "models/v1", json!({}))).await;
+    loaded(&cp, deployment("green", "models/v2", json!({}))).await;
+    traffic(&cp, json!({"blue": 100})).unwrap();
+    tokio::time::pause();
+    cp
+}
+
+fn rollout(cp: &Arc<ControlPlane>, doc: Value) {
+    cp.start_rollout(RolloutPlan::from_value(&doc).unwrap(), RolloutSource::Api).unwrap();
+}
+
+#[tokio::test]
+async fn a_rollout_steps_on_evidence_holds_without_it_and_succeeds() {
+    let cp = two_deployments_paused().await;
+    rollout(&cp, json!({"to": "green", "steps": "50,100", "step_duration": "60s", "min_requests": 20}));
+    assert_eq!(split(&cp), json!({"blue": 50, "green": 50}));
+    // A window over with too few answers is not judged: the step holds, traffic stays.
+    answers(&cp, "green", 5, 0);
+    tokio::time::sleep(Duration::from_secs(180)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!((view.step.index, view.passed.len()), (0, 0), "{:?}", view.events);
+    assert_eq!(view.step.gates.as_ref().map(|g| g.requests), Some(5));
+    // Enough answers, none an error: the step passes at its next tick, the next starts.
+    answers(&cp, "green", 20, 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.step.index, 1, "{:?}", view.events);
+    assert_eq!(split(&cp), json!({"blue": 0, "green": 100}));
+    // The last step's minute, with evidence: the rollout succeeds.
+    answers(&cp, "green", 25, 0);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.status, super::rollout::RolloutStatus::Succeeded, "{:?}", view.events);
+    assert_eq!(view.passed.len(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_gate_rolls_back_to_the_last_good_split_and_says_which() {
+    let cp = two_deployments_paused().await;
+    rollout(
+        &cp,
+        json!({"to": "green", "steps": "25,50,100", "step_duration": "60s", "min_requests": 20,
+                        "max_error_rate": 0.05}),
+    );
+    answers(&cp, "green", 40, 0);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(split(&cp), json!({"blue": 50, "green": 50}), "the first step passed");
+    answers(&cp, "green", 40, 10);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.status, super::rollout::RolloutStatus::RolledBack);
+    let rollback = view.rollback.expect("why it rolled back");
+    assert_eq!((rollback.gate.as_str(), rollback.step.as_str()), ("error_rate", "50"));
+    assert_eq!(rollback.value, Some(0.25));
+    assert_eq!(split(&cp), json!({"blue": 75, "green": 25}), "back to the split of the last step that passed");
+    // Traffic is the user's again: the rollout no longer owns it.
+    traffic(&cp, json!({"blue": 100})).unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_rollout_judges_nothing_and_an_abort_returns_to_where_it_started() {
+    let cp = two_deployments_paused().await;
+    rollout(&cp, json!({"to": "green", "steps": "mirror:10,50,100", "step_duration": "60s"}));
+    assert_eq!(cp.get_endpoint().unwrap().spec.mirror_traffic.get("green"), Some(&10));
+    let refused = cp.patch_endpoint(json!({"mirror_traffic": {}})).unwrap_err();
+    assert!(refused.to_string().contains("owns the traffic"), "{refused}");
+    cp.pause_rollout().unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(cp.rollout_view().unwrap().step.index, 0, "nothing is judged while paused");
+    cp.abort_rollout().unwrap();
+    let ep = cp.get_endpoint().unwrap();
+    assert_eq!(json!(ep.spec.traffic), json!({"blue": 100, "green": 0}));
+    assert!(ep.spec.mirror_traffic.values().all(|p| *p == 0), "{:?}", ep.spec.mirror_traffic);
+}
+
+#[tokio::test]
+async fn a_restart_restores_the_endpoint_its_keys_traffic_and_deployments_from_the_state_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let loader = Arc::new(FakeLoader::default());
+    let keys = {
+        let (store, saved) = StateStore::open(dir.path()).unwrap();
+        assert!(saved.is_none());
+        let cp = control(&loader, Some(store));
+        endpoint(&cp);
+        loaded(&cp, deployment("blue", "models/v1", json!({}))).await;
+        loaded(&cp, deployment("green", "models/v2", json!({"instance_count": 2}))).await;
+        traffic(&cp, json!({"blue": 70, "green": 30})).unwrap();
+        serde_json::to_value(cp.credentials().unwrap()).unwrap()
+    };
+    // green's model is gone when the server comes back: its share goes to blue.
+    loader.missing_model("models/v2");
+    let (store, saved) = StateStore::open(dir.path()).unwrap();
+    let cp = control(&loader, Some(store));
+    cp.restore(saved.expect("the state was saved")).await;
+    assert_eq!(serde_json::to_value(cp.credentials().unwrap()).unwrap(), keys, "the same keys");
+    let blue = settled(&cp, "blue").await;
+    assert_eq!(blue.provisioning_state, ProvisioningState::Succeeded);
+    let green = cp.get_deployment("green").unwrap();
+    assert_eq!(green.provisioning_state, ProvisioningState::Failed);
+    assert_eq!(green.spec.instance_count, 2, "the saved spec, as it was");
+    assert_eq!(split(&cp), json!({"blue": 100, "green": 0}), "the share of what cannot load moved");
+}
