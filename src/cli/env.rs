@@ -40,7 +40,7 @@ pub(super) fn run(verb: EnvVerb) -> Result<String, String> {
                 env_cache_dir: args.env_cache_dir.filter(|p| !p.as_os_str().is_empty()),
             });
             let base = args.python.filter(|p| !p.as_os_str().is_empty());
-            let venv = env::prebuild(&build, base.as_deref(), Arc::new(Stderr))?;
+            let venv = env::prebuild(&build, base.as_deref(), Arc::new(Stderr)).map_err(|e| e.to_string())?;
             Ok(venv.display().to_string())
         }
     }

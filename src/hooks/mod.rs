@@ -137,11 +137,13 @@ pub struct Signature {
 }
 
 /// Why a run produced no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HookError {
     /// The caller's input is not what the hook accepts (HTTP 400); the message says what is.
+    #[error("{0}")]
     BadInput(String),
     /// The model or hook failed (HTTP 424 with the reason in `ms-azureml-model-error-reason`).
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -296,8 +298,8 @@ pub(crate) fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn Scoring
         HookKind::Onnx { model_file } => {
             onnx::OnnxHook::load(model_file, ctx).map(|h| Box::new(h) as _).map_err(|e| InitError(e.to_string()))
         }
-        HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _).map_err(InitError),
-        HookKind::Native(plugin) => native::start(plugin, ctx).map_err(InitError),
+        HookKind::Python(script) => python::PythonHook::start(script, ctx).map(|h| Box::new(h) as _),
+        HookKind::Native(plugin) => native::start(plugin, ctx),
     }
 }
 
@@ -306,6 +308,14 @@ pub(crate) fn init(kind: &HookKind, ctx: &InitContext) -> Result<Box<dyn Scoring
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InitError(pub String);
+
+impl From<crate::spec::SpecError> for InitError {
+    /// A spec rule that no longer holds at load time (the scoring script moved out of its
+    /// folder since validation): the rule's message is the init error.
+    fn from(e: crate::spec::SpecError) -> Self {
+        InitError(e.message)
+    }
+}
 
 /// Where a hook's files are, for messages and logs.
 pub(crate) fn describe(kind: &HookKind) -> String {

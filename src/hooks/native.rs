@@ -25,7 +25,7 @@ use bytes::Bytes;
 use switchyard_plugin::code;
 
 use super::worker::{frame, intern_content_type, Flavor, Worker};
-use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+use super::{HookError, HookRequest, HookResponse, InitContext, InitError, ScoringHook};
 use crate::spec::{resolve_scoring_script, Isolation, NativePlugin};
 use crate::sys::native::{Instance, Library, Reply};
 use crate::telemetry::LogRing;
@@ -35,7 +35,7 @@ use crate::telemetry::LogRing;
 const PLUGIN_ENV: &str = "SWITCHYARD_PLUGIN_ENV";
 
 /// Creates one instance of a native deployment, in process or in a worker.
-pub(crate) fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, String> {
+pub(crate) fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Box<dyn ScoringHook>, InitError> {
     match plugin.isolation {
         Isolation::InProcess => NativeHook::load(plugin, ctx).map(|h| Box::new(h) as _),
         Isolation::Process => WorkerHook::start(plugin, ctx).map(|h| Box::new(h) as _),
@@ -198,8 +198,9 @@ fn hash_copy(mut reader: impl Read, mut sink: impl Write) -> std::io::Result<Str
 /// only when no instance holds that version. A version loaded again after its copy was removed
 /// gets the same name, so a library the loader never unloaded (a Rust plugin with thread-local
 /// destructors) is found by name instead of being mapped a second time.
-fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
-    let read_failed = |e: std::io::Error| format!("cannot read the native plugin {}: {e}", library.display());
+fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, InitError> {
+    let read_failed =
+        |e: std::io::Error| InitError(format!("cannot read the native plugin {}: {e}", library.display()));
     // The lock is held only to look up and register copies, never while a file is read or
     // written: streaming a large library under it held every other in-process native
     // deployment's load, scale and copy removal (`PluginCopy::drop` takes it) until it ended.
@@ -215,7 +216,9 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
                 .prefix(&prefix)
                 .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
-                .map_err(|e| format!("cannot create a private folder for native plugin copies in $TMPDIR: {e}"))?;
+                .map_err(|e| {
+                    InitError(format!("cannot create a private folder for native plugin copies in $TMPDIR: {e}"))
+                })?;
             c.dir = Some(dir);
         }
         let dir = c.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
@@ -223,7 +226,8 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, String> {
         let partial = dir.join(format!(".partial-{}", c.next));
         (dir, partial)
     };
-    let copy_failed = |e: std::io::Error| format!("cannot copy the native plugin into {}: {e}", dir.display());
+    let copy_failed =
+        |e: std::io::Error| InitError(format!("cannot copy the native plugin into {}: {e}", dir.display()));
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -275,27 +279,27 @@ const COPY_AND_ORIGIN: &str = " (an in-process plugin is loaded from a private c
     its folder in LD_LIBRARY_PATH when the server starts)";
 
 /// Loads the library and creates one plugin instance; the message names the plugin.
-fn init_instance(library: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
+fn init_instance(library: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, InitError> {
     init_from(library, library, model_dir, env)
 }
 
 /// As [`init_instance`], loading `load` (a copy of `library`, which messages name).
-fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, String> {
+fn init_from(library: &Path, load: &Path, model_dir: &Path, env: &[(String, String)]) -> Result<Instance, InitError> {
     let lib = Library::open(load).map_err(|e| {
-        let e = e.replace(&load.display().to_string(), &library.display().to_string());
-        if load != library && e.contains("cannot open shared object file") {
+        let e = e.0.replace(&load.display().to_string(), &library.display().to_string());
+        InitError(if load != library && e.contains("cannot open shared object file") {
             format!("{e}{COPY_AND_ORIGIN}")
         } else {
             e
-        }
+        })
     })?;
     lib.init(model_dir, env).map_err(|(rc, message)| {
         let file = library.display();
-        match rc {
+        InitError(match rc {
             code::PANIC => format!("init of the native plugin {file} failed: {message}"),
             _ if message.is_empty() => format!("init of the native plugin {file} failed (return code {rc})"),
             _ => format!("init of the native plugin {file} failed: {message}"),
-        }
+        })
     })
 }
 
@@ -335,7 +339,7 @@ fn init_with_deadline(
     copy: &Arc<PluginCopy>,
     env: Vec<(String, String)>,
     deadline: std::time::Duration,
-) -> Result<Instance, String> {
+) -> Result<Instance, InitError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let (library, model, held) = (plugin.library.clone(), plugin.model_path.clone(), Arc::clone(copy));
     std::thread::Builder::new()
@@ -348,18 +352,18 @@ fn init_with_deadline(
             // Nobody waits after the deadline: the instance is then dropped (destroyed) here.
             let _ = tx.send(made);
         })
-        .map_err(|e| format!("cannot start a thread for the native plugin's init: {e}"))?;
+        .map_err(|e| InitError(format!("cannot start a thread for the native plugin's init: {e}")))?;
     match rx.recv_timeout(deadline) {
         Ok(made) => made,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(InitError(format!(
             "init of the native plugin {} did not return within {} ms (the init deadline, \
              SWITCHYARD_INIT_TIMEOUT_MS, default 600 s); a call in process cannot be stopped, so its thread is \
              left blocked in the plugin (with isolation: process the worker would be stopped)",
             plugin.library.display(),
             deadline.as_millis()
-        )),
+        ))),
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            Err(format!("init of the native plugin {} ended without a result", plugin.library.display()))
+            Err(InitError(format!("init of the native plugin {} ended without a result", plugin.library.display())))
         }
     }
 }
@@ -424,7 +428,7 @@ pub struct NativeHook {
 
 impl NativeHook {
     /// Loads the plugin (blocking: its init may load a model).
-    pub fn load(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
+    pub fn load(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, InitError> {
         let env: Vec<(String, String)> =
             ctx.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let real = resolve_scoring_script(&plugin.code_dir, &script_name(plugin))?;
@@ -485,10 +489,10 @@ pub(crate) struct WorkerHook {
 
 impl WorkerHook {
     /// Starts a worker and waits for the plugin's init (blocking).
-    pub(crate) fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, String> {
+    pub(crate) fn start(plugin: &NativePlugin, ctx: &InitContext) -> Result<Self, InitError> {
         let real = resolve_scoring_script(&plugin.code_dir, &script_name(plugin))?;
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the switchyard binary to start a worker: {e}"))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| InitError(format!("cannot find the switchyard binary to start a worker: {e}")))?;
         let env = serde_json::to_string(&ctx.environment_variables).unwrap_or_else(|_| "{}".into());
         let mut cmd = Command::new(exe);
         cmd.arg("native-worker")
@@ -501,7 +505,7 @@ impl WorkerHook {
             .env(PLUGIN_ENV, env);
         let n = ctx.next_instance.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut worker = Worker::spawn(cmd, ctx, n, Flavor::Native)
-            .map_err(|e| format!("cannot start a native plugin worker: {e}"))?;
+            .map_err(|e| InitError(format!("cannot start a native plugin worker: {e}")))?;
         match worker.read_init() {
             Ok((frame::kind::INIT_OK, _)) => {
                 let about = format!("{}: {}", worker.tag(), describe_plugin(plugin));
@@ -509,22 +513,22 @@ impl WorkerHook {
             }
             Ok((frame::kind::INIT_FAILED, payload)) => {
                 worker.finish_output();
-                Err(String::from_utf8_lossy(&payload).into_owned())
+                Err(InitError(String::from_utf8_lossy(&payload).into_owned()))
             }
             Ok((other, _)) => {
-                Err(format!("the native plugin worker sent frame type {other} instead of its init result"))
+                Err(InitError(format!("the native plugin worker sent frame type {other} instead of its init result")))
             }
-            Err(frame::ReadError::TimedOut) => Err(format!(
+            Err(frame::ReadError::TimedOut) => Err(InitError(format!(
                 "init of the native plugin {} did not finish within {} ms (the init deadline); the worker was stopped",
                 plugin.library.display(),
                 super::init_timeout().as_millis()
-            )),
+            ))),
             Err(_) => {
                 let status = worker.finish_output();
-                Err(format!(
+                Err(InitError(format!(
                     "the native plugin worker exited while loading {} ({status}); its output is in get-logs",
                     plugin.library.display()
-                ))
+                )))
             }
         }
     }
@@ -563,7 +567,7 @@ pub(crate) fn worker_main(library: &Path, model_dir: &Path) -> i32 {
     let mut instance = match init_instance(library, model_dir, &env) {
         Ok(i) => i,
         Err(message) => {
-            let _ = frame::write_frame(&mut output, &mut scratch, frame::kind::INIT_FAILED, &[message.as_bytes()]);
+            let _ = frame::write_frame(&mut output, &mut scratch, frame::kind::INIT_FAILED, &[message.0.as_bytes()]);
             return 3;
         }
     };

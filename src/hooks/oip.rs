@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::tensor_json::NestedArray;
+use super::HookError;
 
 /// The protocol's tensor element types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,22 +189,22 @@ impl Input<'_> {
 
     /// The JSON `data` as numbers, row-major (flat or nested both accepted), checked to hold
     /// exactly as many elements as the shape.
-    pub(crate) fn json_numbers(&self, raw: &RawValue) -> Result<Vec<f64>, String> {
+    pub(crate) fn json_numbers(&self, raw: &RawValue) -> Result<Vec<f64>, HookError> {
         let array: NestedArray = serde_json::from_str(raw.get()).map_err(|e| {
-            format!(
+            HookError::BadInput(format!(
                 "input {:?}: data must be numbers ({}), flat or nested row-major: {e}",
                 self.name,
                 self.datatype.as_str()
-            )
+            ))
         })?;
         if array.values.len() != self.elements() {
-            return Err(format!(
+            return Err(HookError::BadInput(format!(
                 "input {:?}: shape {:?} holds {} elements but data has {}",
                 self.name,
                 self.shape,
                 self.elements(),
                 array.values.len()
-            ));
+            )));
         }
         Ok(array.values)
     }
@@ -211,76 +212,83 @@ impl Input<'_> {
 
 /// Parses an `infer` body. `header_length` is `Inference-Header-Content-Length` (binary
 /// extension): the JSON is that many bytes, the binary inputs follow.
-pub(crate) fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<InferRequest<'_>, String> {
+pub(crate) fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<InferRequest<'_>, HookError> {
     let (json, mut binary) = match header_length {
         Some(n) if n > body.len() => {
-            return Err(format!("Inference-Header-Content-Length is {n} but the body has only {} bytes", body.len()))
+            return Err(HookError::BadInput(format!(
+                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                body.len()
+            )))
         }
         Some(n) => body.split_at(n),
         None => (body, &body[body.len()..]),
     };
     let parsed: RequestJson<'_> = serde_json::from_slice(json).map_err(|e| {
-        format!(
+        HookError::BadInput(format!(
             "the infer request is not valid: {e}; expected {{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \"data\"}}], \"outputs\"?: [{{\"name\"}}]}}"
-        )
+        ))
     })?;
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in parsed.inputs {
         let datatype = Datatype::parse(&input.datatype).ok_or_else(|| {
             let known: Vec<&str> = Datatype::ALL.iter().map(|d| d.as_str()).collect();
-            format!(
+            HookError::BadInput(format!(
                 "input {:?}: unknown datatype {:?}; the protocol's are {}",
                 input.name,
                 input.datatype,
                 known.join(", ")
-            )
+            ))
         })?;
         let mut shape = Vec::with_capacity(input.shape.len());
         let mut elements: usize = 1;
         for d in &input.shape {
-            let d = usize::try_from(*d)
-                .map_err(|_| format!("input {:?}: shape {:?} has a negative dimension", input.name, input.shape))?;
-            elements = elements
-                .checked_mul(d)
-                .ok_or_else(|| format!("input {:?}: shape {:?} is too large", input.name, input.shape))?;
+            let d = usize::try_from(*d).map_err(|_| {
+                HookError::BadInput(format!("input {:?}: shape {:?} has a negative dimension", input.name, input.shape))
+            })?;
+            elements = elements.checked_mul(d).ok_or_else(|| {
+                HookError::BadInput(format!("input {:?}: shape {:?} is too large", input.name, input.shape))
+            })?;
             shape.push(d);
         }
         let binary_size = input.parameters.as_ref().and_then(|p| p.binary_data_size);
         let data = match (binary_size, input.data) {
             (Some(_), Some(_)) => {
-                return Err(format!("input {:?} has both data and parameters.binary_data_size; send one", input.name))
+                return Err(HookError::BadInput(format!(
+                    "input {:?} has both data and parameters.binary_data_size; send one",
+                    input.name
+                )))
             }
             (None, None) => {
-                return Err(format!(
+                return Err(HookError::BadInput(format!(
                     "input {:?} has no data: send \"data\" or binary data with parameters.binary_data_size",
                     input.name
-                ))
+                )))
             }
             (None, Some(raw)) => InputData::Json(raw),
             (Some(size), None) => {
                 if header_length.is_none() {
-                    return Err(format!(
+                    return Err(HookError::BadInput(format!(
                         "input {:?} has parameters.binary_data_size but the request has no Inference-Header-Content-Length header",
                         input.name
-                    ));
+                    )));
                 }
                 let size = usize::try_from(size).unwrap_or(usize::MAX);
                 if size > binary.len() {
-                    return Err(format!(
+                    return Err(HookError::BadInput(format!(
                         "input {:?}: binary_data_size is {size} but only {} bytes of binary data are left",
                         input.name,
                         binary.len()
-                    ));
+                    )));
                 }
                 if let Some(each) = datatype.size() {
                     if elements.checked_mul(each) != Some(size) {
-                        return Err(format!(
+                        return Err(HookError::BadInput(format!(
                             "input {:?}: shape {:?} of {} needs {} bytes but binary_data_size is {size}",
                             input.name,
                             shape,
                             datatype.as_str(),
                             elements.saturating_mul(each)
-                        ));
+                        )));
                     }
                 }
                 let (mine, rest) = binary.split_at(size);
@@ -291,13 +299,15 @@ pub(crate) fn parse_request(body: &[u8], header_length: Option<usize>) -> Result
         inputs.push(Input { name: input.name, datatype, shape, data });
     }
     if let Some(twice) = first_repeat(inputs.iter().map(|i| i.name.as_str())) {
-        return Err(format!("input {twice:?} appears more than once in inputs; send each input once"));
+        return Err(HookError::BadInput(format!(
+            "input {twice:?} appears more than once in inputs; send each input once"
+        )));
     }
     if !binary.is_empty() {
-        return Err(format!(
+        return Err(HookError::BadInput(format!(
             "{} bytes follow the inputs' binary data (binary_data_size values do not add up to the body)",
             binary.len()
-        ));
+        )));
     }
     // Each output once: naming one output 10,000 times would make an answer 10,000 times its
     // size from a small request.
@@ -305,7 +315,9 @@ pub(crate) fn parse_request(body: &[u8], header_length: Option<usize>) -> Result
         None => None,
         Some(list) => {
             if let Some(twice) = first_repeat(list.iter().map(|o| o.name.as_str())) {
-                return Err(format!("output {twice:?} appears more than once in outputs; ask for each output once"));
+                return Err(HookError::BadInput(format!(
+                    "output {twice:?} appears more than once in outputs; ask for each output once"
+                )));
             }
             Some(
                 list.into_iter()
@@ -373,15 +385,15 @@ impl ResponseWriter {
         self.header.len() + self.binary.len()
     }
 
-    /// `Err` (the cap's message) when `more` bytes would not fit under the cap.
-    pub(crate) fn fits(&self, more: usize) -> Result<(), String> {
+    /// A model failure naming the cap when `more` bytes would not fit under it.
+    pub(crate) fn fits(&self, more: usize) -> Result<(), HookError> {
         let total = self.len().saturating_add(more).saturating_add(2);
         if total > self.limit {
-            return Err(if self.limit == super::MAX_ANSWER_BYTES {
+            return Err(HookError::Failed(if self.limit == super::MAX_ANSWER_BYTES {
                 super::answer_over_cap(None)
             } else {
                 format!("the answer would be over the answer cap of {} bytes", self.limit)
-            });
+            }));
         }
         Ok(())
     }
@@ -412,7 +424,7 @@ impl ResponseWriter {
         datatype: Datatype,
         shape: &[usize],
         write_data: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(), String> {
+    ) -> Result<(), HookError> {
         // Each element is at least one digit and a comma.
         self.fits(shape.iter().product::<usize>().saturating_mul(2))?;
         self.start(name, datatype, shape);
@@ -429,7 +441,7 @@ impl ResponseWriter {
         datatype: Datatype,
         shape: &[usize],
         bytes: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), HookError> {
         self.fits(bytes.len())?;
         self.start(name, datatype, shape);
         self.header.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
@@ -471,7 +483,7 @@ mod tests {
         let flat = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3]}]}"#;
         let r = parse_request(flat, None).unwrap();
         let InputData::Json(raw) = r.inputs[0].data else { panic!("json") };
-        assert!(r.inputs[0].json_numbers(raw).unwrap_err().contains("holds 4 elements but data has 3"));
+        assert!(r.inputs[0].json_numbers(raw).unwrap_err().to_string().contains("holds 4 elements but data has 3"));
     }
 
     #[test]
@@ -486,16 +498,20 @@ mod tests {
         assert_eq!(bytes.len(), 8);
         assert!(parse_request(&body[..body.len() - 1], Some(header.len()))
             .unwrap_err()
+            .to_string()
             .contains("binary_data_size is 8"));
         let mut extra = body.clone();
         extra.push(0);
-        assert!(parse_request(&extra, Some(header.len())).unwrap_err().contains("1 bytes follow"));
-        assert!(parse_request(&body, Some(body.len() + 1)).unwrap_err().contains("Inference-Header-Content-Length"));
+        assert!(parse_request(&extra, Some(header.len())).unwrap_err().to_string().contains("1 bytes follow"));
+        assert!(parse_request(&body, Some(body.len() + 1))
+            .unwrap_err()
+            .to_string()
+            .contains("Inference-Header-Content-Length"));
     }
 
     #[test]
     fn refuses_bad_shapes_and_datatypes() {
-        let bad = |s: &str| parse_request(s.as_bytes(), None).unwrap_err();
+        let bad = |s: &str| parse_request(s.as_bytes(), None).unwrap_err().to_string();
         assert!(bad(r#"{"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]}"#).contains("negative"));
         assert!(
             bad(r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FLOAT","data":[1]}]}"#).contains("unknown datatype")
@@ -577,11 +593,11 @@ mod tests {
     fn a_tensor_named_twice_is_refused_naming_it() {
         let x = r#"{"name":"x","shape":[1],"datatype":"FP32","data":[1]}"#;
         let body = format!(r#"{{"inputs":[{x},{x}]}}"#);
-        let e = parse_request(body.as_bytes(), None).unwrap_err();
+        let e = parse_request(body.as_bytes(), None).unwrap_err().to_string();
         assert!(e.contains(r#"input "x" appears more than once"#), "{e}");
         let outputs = vec![r#"{"name":"y"}"#; 10_000].join(",");
         let body = format!(r#"{{"inputs":[{x}],"outputs":[{outputs}]}}"#);
-        let e = parse_request(body.as_bytes(), None).unwrap_err();
+        let e = parse_request(body.as_bytes(), None).unwrap_err().to_string();
         assert!(e.contains(r#"output "y" appears more than once"#), "{e}");
         let body = format!(r#"{{"inputs":[{x}],"outputs":[{{"name":"y"}},{{"name":"z"}}]}}"#);
         assert_eq!(parse_request(body.as_bytes(), None).unwrap().outputs.unwrap().len(), 2);
@@ -592,14 +608,15 @@ mod tests {
         let mut w = ResponseWriter::new("m", None, None).with_limit(1000);
         w.binary_output("a", Datatype::Uint8, &[400], &[0; 400]).unwrap();
         let before = w.len();
-        let e = w.binary_output("b", Datatype::Uint8, &[700], &[0; 700]).unwrap_err();
+        let e = w.binary_output("b", Datatype::Uint8, &[700], &[0; 700]).unwrap_err().to_string();
         assert!(e.contains("over the answer cap of 1000 bytes"), "{e}");
         assert_eq!(w.len(), before, "nothing of the output over the cap was written");
         let mut written = false;
-        let e = w.json_output("c", Datatype::Fp32, &[600], |_| written = true).unwrap_err();
+        let e = w.json_output("c", Datatype::Fp32, &[600], |_| written = true).unwrap_err().to_string();
         assert!(e.contains("answer cap") && !written, "{e}");
         let mut w = ResponseWriter::new("m", None, None).with_limit(100);
-        let e = w.json_output("d", Datatype::Fp32, &[3], |o| o.extend_from_slice(&[b'1'; 200])).unwrap_err();
+        let e =
+            w.json_output("d", Datatype::Fp32, &[3], |o| o.extend_from_slice(&[b'1'; 200])).unwrap_err().to_string();
         assert!(e.contains("answer cap"), "{e}");
         assert!(super::super::answer_over_cap(None).contains("256 MiB"));
     }

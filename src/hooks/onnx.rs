@@ -269,7 +269,7 @@ fn v2_tensor(sig: &InputSig, input: &oip::Input<'_>) -> Result<DynValue, HookErr
     }
     let bytes = match input.data {
         InputData::Json(raw) => {
-            let values = input.json_numbers(raw).map_err(HookError::BadInput)?;
+            let values = input.json_numbers(raw)?;
             return to_tensor(sig, NestedArray { shape: input.shape.clone(), values });
         }
         InputData::Binary(bytes) => bytes,
@@ -318,15 +318,14 @@ fn write_v2_output(
             let dims: Vec<usize> = shape.iter().map(|d| (*d).max(0) as usize).collect();
             if binary {
                 // Checked before the bytes are gathered, so an output over the cap costs nothing.
-                w.fits(std::mem::size_of_val(data)).map_err(HookError::Failed)?;
+                w.fits(std::mem::size_of_val(data))?;
                 let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                w.binary_output(name, elem.datatype(), &dims, &bytes).map_err(HookError::Failed)?;
+                w.binary_output(name, elem.datatype(), &dims, &bytes)?;
             } else {
                 refuse_non_finite(name, data.iter().map(|v| *v as f64))?;
                 w.json_output(name, elem.datatype(), &dims, |out| {
                     tensor_json::write_nested(out, &[data.len()], data, &$w)
-                })
-                .map_err(HookError::Failed)?;
+                })?;
             }
         }};
     }
@@ -465,7 +464,7 @@ impl ScoringHook for OnnxHook {
     }
 
     fn infer(&mut self, request: HookRequest<'_>, header_length: Option<usize>) -> Result<Answer, HookError> {
-        let parsed = oip::parse_request(request.body, header_length).map_err(HookError::BadInput)?;
+        let parsed = oip::parse_request(request.body, header_length)?;
         let Self { session, inputs, outputs, model_name, model_version } = self;
         let names = |list: &mut dyn Iterator<Item = &str>| list.collect::<Vec<_>>().join(", ");
         if let Some(extra) = parsed.inputs.iter().find(|i| !inputs.iter().any(|s| s.name == i.name)) {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 use utoipa::IntoParams;
 
-use super::errors::{control_error, error_response, reply, reply_created, ErrorBody};
+use super::errors::{reply, reply_created, ErrorBody, Refused};
 use crate::control::views::{
     ComparisonView, CredentialsView, DeploymentView, EndpointPatch, EndpointView, Message, MetricsView,
     RegenerateKeyInput, RolloutView, ToleranceInput,
@@ -53,7 +53,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .configure(super::studio::configure)
         .configure(super::openapi::configure)
         .default_service(web::to(|| async {
-            error_response(404, "no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /v1/metrics, /metrics; the studio page is at /)")
+            Refused::NotFound("no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /v1/metrics, /metrics; the studio page is at /; this API's document at /openapi.json)".into()).answer()
         }));
 }
 
@@ -71,12 +71,12 @@ fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
     if bool::from(presented.ct_eq(expected.as_bytes())) {
         return None;
     }
-    let mut r = error_response(
-        401,
-        "the admin API needs `Authorization: Bearer <admin token>` (set SWITCHYARD_ADMIN_TOKEN for the CLI)",
-    );
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-    Some(r)
+    Some(
+        Refused::Unauthenticated(
+            "the admin API needs `Authorization: Bearer <admin token>` (set SWITCHYARD_ADMIN_TOKEN for the CLI)".into(),
+        )
+        .answer(),
+    )
 }
 
 macro_rules! guard {
@@ -92,13 +92,11 @@ macro_rules! guard {
 macro_rules! files_own_state {
     ($data:expr) => {
         if let Some(dir) = $data.control.declarative_dir() {
-            return error_response(
-                409,
-                &format!(
-                    "this server is in declarative mode: the endpoint and deployments are defined by the files in {}; edit them instead",
-                    dir.display()
-                ),
-            );
+            return Refused::from(ControlError::Conflict(format!(
+                "this server is in declarative mode: the endpoint and deployments are defined by the files in {}; edit them instead",
+                dir.display()
+            )))
+            .answer();
         }
     };
 }
@@ -234,7 +232,7 @@ async fn start_rollout(req: HttpRequest, body: Body, data: Data) -> HttpResponse
     let plan = parse(body).await.and_then(|v| Ok(RolloutPlan::from_value(&v)?));
     match plan.and_then(|plan| data.control.start_rollout(plan, RolloutSource::Api)) {
         Ok(view) => HttpResponse::Created().json(view),
-        Err(e) => control_error(&e),
+        Err(e) => Refused::from(e).answer(),
     }
 }
 
@@ -301,7 +299,7 @@ async fn get_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -
     guard!(req, data);
     let wait = match web::Query::<WaitQuery>::from_query(req.query_string()) {
         Ok(q) => q.wait,
-        Err(_) => return error_response(400, "wait must be a number of seconds, e.g. ?wait=30"),
+        Err(_) => return Refused::BadRequest("wait must be a number of seconds, e.g. ?wait=30".into()).answer(),
     };
     let Some(wait) = wait.filter(|w| w.is_finite() && *w > 0.0) else {
         return reply(data.control.get_deployment(&name));
@@ -341,7 +339,10 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
             let q = q.into_inner();
             (q.all_traffic, q.base_dir.filter(|b| !b.as_os_str().is_empty()))
         }
-        Err(_) => return error_response(400, "all_traffic must be true or false; base_dir an absolute folder"),
+        Err(_) => {
+            return Refused::BadRequest("all_traffic must be true or false; base_dir an absolute folder".into())
+                .answer()
+        }
     };
     let control = Arc::clone(&data.control);
     let name = name.into_inner();
@@ -395,7 +396,7 @@ async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) 
     guard!(req, data);
     let lines = match web::Query::<LogQuery>::from_query(req.query_string()) {
         Ok(q) => q.lines.unwrap_or(100),
-        Err(_) => return error_response(400, "lines must be a non-negative integer"),
+        Err(_) => return Refused::BadRequest("lines must be a non-negative integer".into()).answer(),
     };
     match data.control.deployment_logs(&name, lines) {
         Ok(lines) => {
@@ -405,7 +406,7 @@ async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) 
             }
             HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text)
         }
-        Err(e) => control_error(&e),
+        Err(e) => Refused::from(e).answer(),
     }
 }
 
@@ -478,11 +479,11 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     let pin = match web::Query::<InvokeQuery>::from_query(req.query_string()) {
         Ok(q) => q.into_inner().deployment_name.filter(|d| !d.is_empty()),
-        Err(_) => return error_response(400, "deployment_name must be a deployment's name"),
+        Err(_) => return Refused::BadRequest("deployment_name must be a deployment's name".into()).answer(),
     };
     let body = match read(body) {
         Ok(b) => b,
-        Err(e) => return control_error(&e),
+        Err(e) => return Refused::from(e).answer(),
     };
     let (uri, secret) = match data.control.get_endpoint().and_then(|ep| Ok((ep, data.control.credentials()?))) {
         Ok((ep, creds)) => {
@@ -492,7 +493,7 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
             };
             (ep.scoring_uri, Some(secret))
         }
-        Err(e) => return control_error(&e),
+        Err(e) => return Refused::from(e).answer(),
     };
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
@@ -529,8 +530,8 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
             r.insert_header((header::CONTENT_DISPOSITION, "attachment; filename=\"invoke-answer\""));
             r.content_type(content_type.unwrap_or_else(|| "application/json".into())).body(body)
         }
-        Ok(Err(e)) => error_response(502, &format!("the scoring plane did not answer: {e}")),
-        Err(_) => error_response(503, "the invoke could not run now: try again"),
+        Ok(Err(e)) => Refused::BadGateway(format!("the scoring plane did not answer: {e}")).answer(),
+        Err(_) => Refused::Unavailable("the invoke could not run now: try again".into()).answer(),
     }
 }
 

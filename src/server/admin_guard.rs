@@ -85,7 +85,7 @@ pub(super) struct AllowedHosts {
 impl AllowedHosts {
     /// The plane bound to `bound`, also answering to `extra` (host names or IP addresses,
     /// without scheme or port). An entry that is not one is refused with the reason.
-    pub(super) fn new(bound: IpAddr, extra: &[String]) -> Result<Self, String> {
+    pub(super) fn new(bound: IpAddr, extra: &[String]) -> Result<Self, super::ServeError> {
         let mut names = Vec::new();
         for entry in extra.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             let name = normalize(entry);
@@ -99,9 +99,9 @@ impl AllowedHosts {
                             && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                     }));
             if !valid {
-                return Err(format!(
+                return Err(super::ServeError::Setup(format!(
                     "--admin-allowed-hosts: {entry:?} is not a host name or IP address (expected names such as switchyard.internal or 10.0.0.5, comma-separated, without scheme or port)"
-                ));
+                )));
             }
             names.push(literal.to_string());
         }
@@ -388,7 +388,7 @@ mod tests {
         let bound = IpAddr::V4(Ipv4Addr::LOCALHOST);
         assert!(AllowedHosts::new(bound, &["a.example".into(), " 10.0.0.5 ".into(), "[::1]".into(), "".into()]).is_ok());
         for bad in ["http://a.example", "a.example:5002", "a b", "a..b"] {
-            let e = AllowedHosts::new(bound, &[bad.into()]).unwrap_err();
+            let e = AllowedHosts::new(bound, &[bad.into()]).unwrap_err().to_string();
             assert!(e.contains("--admin-allowed-hosts") && e.contains("without scheme or port"), "{e}");
         }
     }

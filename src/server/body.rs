@@ -20,12 +20,12 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::{web, HttpResponse};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::web;
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 
-use super::errors::error_response;
+use super::errors::Refused;
 
 /// First buffer size for a body without `Content-Length` (chunked): grows by doubling.
 const UNSIZED_START: usize = 16 * 1024;
@@ -48,8 +48,7 @@ pub(super) enum Coding {
 
 /// What the request head says about its body: refuses (413/415) what can be refused before a
 /// byte of it is read. Used by the `/score` handler and by the `Expect: 100-continue` check.
-#[allow(clippy::result_large_err)]
-pub(super) fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Coding, Option<u64>), HttpResponse> {
+pub(super) fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Coding, Option<u64>), Refused> {
     let coding = coding(headers)?;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
@@ -69,11 +68,7 @@ pub(super) fn check_head(headers: &HeaderMap, max_bytes: usize) -> Result<(Codin
 /// microseconds later. The first `Pending` therefore wakes the task itself (no timer yet, and
 /// no risk of never being polled again); if the body is still incomplete on the next poll,
 /// the timer is armed for the same deadline.
-pub(super) async fn read(
-    headers: &HeaderMap,
-    mut payload: web::Payload,
-    limits: BodyLimits,
-) -> Result<Bytes, HttpResponse> {
+pub(super) async fn read(headers: &HeaderMap, mut payload: web::Payload, limits: BodyLimits) -> Result<Bytes, Refused> {
     let (coding, declared) = check_head(headers, limits.max_bytes)?;
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut reading = std::pin::pin!(collect(&mut payload, coding, declared, limits.max_bytes));
@@ -93,35 +88,23 @@ pub(super) async fn read(
     }
     match tokio::time::timeout_at(deadline, reading).await {
         Ok(result) => result,
-        Err(_) => {
-            let mut r = error_response(
-                408,
-                &format!(
-                    "the request body arrived too slowly: it was not complete within {} ms (serve --body-timeout-ms)",
-                    limits.timeout.as_millis()
-                ),
-            );
-            // The rest of the body will never be read: this connection cannot carry another
-            // request.
-            r.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
-            Err(r)
-        }
+        // The rest of the body will never be read: the answer closes the connection.
+        Err(_) => Err(Refused::BodyTimeout(format!(
+            "the request body arrived too slowly: it was not complete within {} ms (serve --body-timeout-ms)",
+            limits.timeout.as_millis()
+        ))),
     }
 }
 
-/// The 413 answer.
-pub(super) fn too_large(max_bytes: usize) -> HttpResponse {
-    error_response(
-        413,
-        &format!(
-            "the request body is larger than this server accepts ({max_bytes} bytes, after decoding; see serve --max-body-bytes)"
-        ),
-    )
+/// The 413 refusal.
+pub(super) fn too_large(max_bytes: usize) -> Refused {
+    Refused::TooLarge(format!(
+        "the request body is larger than this server accepts ({max_bytes} bytes, after decoding; see serve --max-body-bytes)"
+    ))
 }
 
 /// `Content-Encoding`: none, `identity` or `gzip` (`x-gzip`); anything else is 415, naming it.
-#[allow(clippy::result_large_err)]
-fn coding(headers: &HeaderMap) -> Result<Coding, HttpResponse> {
+fn coding(headers: &HeaderMap) -> Result<Coding, Refused> {
     let mut found = Coding::Identity;
     for value in headers.get_all(header::CONTENT_ENCODING) {
         let text = value.to_str().unwrap_or("?");
@@ -144,13 +127,10 @@ fn coding(headers: &HeaderMap) -> Result<Coding, HttpResponse> {
     Ok(found)
 }
 
-fn unsupported(what: &str) -> HttpResponse {
-    let mut r = error_response(
-        415,
-        &format!("{what}: send the body uncompressed, or compressed once with Content-Encoding: gzip"),
-    );
-    r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-    r
+fn unsupported(what: &str) -> Refused {
+    Refused::UnsupportedEncoding(format!(
+        "{what}: send the body uncompressed, or compressed once with Content-Encoding: gzip"
+    ))
 }
 
 /// The next chunk of the body, `None` at its end.
@@ -163,9 +143,9 @@ async fn collect(
     coding: Coding,
     declared: Option<u64>,
     max_bytes: usize,
-) -> Result<Bytes, HttpResponse> {
+) -> Result<Bytes, Refused> {
     let cannot_read =
-        |e: actix_web::error::PayloadError| error_response(400, &format!("cannot read the request body: {e}"));
+        |e: actix_web::error::PayloadError| Refused::BadRequest(format!("cannot read the request body: {e}"));
     // `check_head` refused a declared length over the limit, so this allocation is bounded.
     let start = declared.map_or(UNSIZED_START, |n| n as usize).min(max_bytes);
     match coding {
@@ -193,10 +173,9 @@ async fn collect(
         }
         Coding::Gzip => {
             let not_gzip = |e: std::io::Error| {
-                error_response(
-                    400,
-                    &format!("the body is sent with Content-Encoding: gzip but is not valid gzip data ({e})"),
-                )
+                Refused::BadRequest(format!(
+                    "the body is sent with Content-Encoding: gzip but is not valid gzip data ({e})"
+                ))
             };
             // The decoded size is unknown: start from the wire size, grow as needed.
             let mut decoder =
@@ -251,7 +230,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(header::HeaderName::from_static(k), HeaderValue::from_static(v));
+            h.append(header::HeaderName::from_static(k), header::HeaderValue::from_static(v));
         }
         h
     }
@@ -260,11 +239,11 @@ mod tests {
     fn head_checks() {
         assert_eq!(check_head(&headers(&[]), 10).unwrap(), (Coding::Identity, None));
         assert_eq!(check_head(&headers(&[("content-length", "10")]), 10).unwrap(), (Coding::Identity, Some(10)));
-        assert_eq!(check_head(&headers(&[("content-length", "11")]), 10).unwrap_err().status(), 413);
+        assert_eq!(check_head(&headers(&[("content-length", "11")]), 10).unwrap_err().answer().status(), 413);
         assert_eq!(check_head(&headers(&[("content-encoding", "GZIP")]), 10).unwrap().0, Coding::Gzip);
         assert_eq!(check_head(&headers(&[("content-encoding", "identity, x-gzip")]), 10).unwrap().0, Coding::Gzip);
-        assert_eq!(check_head(&headers(&[("content-encoding", "br")]), 10).unwrap_err().status(), 415);
-        assert_eq!(check_head(&headers(&[("content-encoding", "gzip, gzip")]), 10).unwrap_err().status(), 415);
+        assert_eq!(check_head(&headers(&[("content-encoding", "br")]), 10).unwrap_err().answer().status(), 415);
+        assert_eq!(check_head(&headers(&[("content-encoding", "gzip, gzip")]), 10).unwrap_err().answer().status(), 415);
     }
 
     /// The handler's view of a body stream.
@@ -304,9 +283,13 @@ mod tests {
         assert_eq!(read(&headers(&[]), body, LIMITS).await.unwrap(), "hello world", "chunked: no length");
         let small = BodyLimits { max_bytes: 8, ..LIMITS };
         let body = payload(&pieces).await;
-        assert_eq!(read(&headers(&[]), body, small).await.unwrap_err().status(), 413);
+        assert_eq!(read(&headers(&[]), body, small).await.unwrap_err().answer().status(), 413);
         let body = payload(&[Bytes::from_static(b"0123456789")]).await;
-        assert_eq!(read(&headers(&[]), body, small).await.unwrap_err().status(), 413, "one piece over the limit");
+        assert_eq!(
+            read(&headers(&[]), body, small).await.unwrap_err().answer().status(),
+            413,
+            "one piece over the limit"
+        );
     }
 
     /// The deadline holds whether the body stalls before its first byte or after, though its
@@ -317,10 +300,14 @@ mod tests {
         let quick = BodyLimits { timeout: Duration::from_millis(50), ..LIMITS };
         let h = headers(&[("content-length", "5")]);
         let (_tx, rx) = actix_http::h1::Payload::create(false);
-        assert_eq!(read(&h, web_payload(rx).await, quick).await.unwrap_err().status(), 408, "no byte came");
+        assert_eq!(read(&h, web_payload(rx).await, quick).await.unwrap_err().answer().status(), 408, "no byte came");
         let (mut tx, rx) = actix_http::h1::Payload::create(false);
         tx.feed_data(Bytes::from_static(b"ab"));
-        assert_eq!(read(&h, web_payload(rx).await, quick).await.unwrap_err().status(), 408, "2 bytes of 5 came");
+        assert_eq!(
+            read(&h, web_payload(rx).await, quick).await.unwrap_err().answer().status(),
+            408,
+            "2 bytes of 5 came"
+        );
 
         let (mut tx, rx) = actix_http::h1::Payload::create(false);
         let body = web_payload(rx).await;

@@ -1,21 +1,100 @@
-//! The one place where errors become HTTP answers, for both planes: every error is JSON
-//! `{"message": ...}` with the status CONTRACT §5/§6 gives its kind, plus the headers that go
-//! with it (`Retry-After` on 429, the model-error headers on 424). The layers below return
-//! typed errors (`SpecError`, `ControlError`, `ScoreError`) and know nothing of HTTP.
+//! The one place where errors become HTTP answers, for both planes and both error styles:
+//! every refusal is a [`Refused`] kind (or a layer's typed error converted into one), and
+//! [`Refused::response`] alone gives it its status, its body (`{"message": ...}`, or the Open
+//! Inference Protocol's `{"error": ...}`) and the headers that go with it (`WWW-Authenticate` on
+//! 401, `Retry-After` on 429, `Accept-Encoding` on 415, the model-error headers on 424). The
+//! layers below return typed errors (`SpecError`, `ControlError`, `ScoreError`) and know
+//! nothing of HTTP; the handlers and the body reader name kinds, never status codes.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
-use serde_json::Value;
 
 use super::admin_guard::Refusal;
 use crate::control::ControlError;
 use crate::deployment::ScoreError;
 use crate::spec::{SpecError, SpecErrorKind};
 
-/// An error answer: JSON `{"message": ...}` with the given status.
-pub(super) fn error_response(status: u16, message: &str) -> HttpResponse {
-    ErrorStyle::Message.response(status, message)
+/// Why a request is refused, by kind; each message says what was expected.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// 400: the request is not what was expected.
+    BadRequest(String),
+    /// 401, with `WWW-Authenticate: Bearer`: credentials missing or wrong.
+    Unauthenticated(String),
+    /// 404.
+    NotFound(String),
+    /// 408: the body did not arrive in time; the connection closes (its rest is never read).
+    BodyTimeout(String),
+    /// 413.
+    TooLarge(String),
+    /// 415, with `Accept-Encoding: gzip`: a content coding this server does not read.
+    UnsupportedEncoding(String),
+    /// 431: headers too large.
+    HeadersTooLarge(String),
+    /// 502: the scoring plane did not answer an invoke.
+    BadGateway(String),
+    /// 503: not now (shutting down, nothing ready, the endpoint unavailable).
+    Unavailable(String),
+    /// A deployment did not answer (CONTRACT §6: 429, 503, 400, 424, 408).
+    Score(ScoreError),
+    /// A refused admin operation (CONTRACT §5: 400, 409, 404, 413, 500, 503).
+    Control(ControlError),
+}
+
+impl From<ScoreError> for Refused {
+    fn from(e: ScoreError) -> Self {
+        Refused::Score(e)
+    }
+}
+
+impl From<ControlError> for Refused {
+    fn from(e: ControlError) -> Self {
+        Refused::Control(e)
+    }
+}
+
+impl From<SpecError> for Refused {
+    fn from(e: SpecError) -> Self {
+        Refused::Control(ControlError::Spec(e))
+    }
+}
+
+impl Refused {
+    /// The answer in the admin API's (and Azure's scoring routes') style, `{"message": ...}`.
+    pub(super) fn answer(&self) -> HttpResponse {
+        self.response(ErrorStyle::Message)
+    }
+
+    /// The answer in `style`: the kind's status, body and headers.
+    pub(crate) fn response(&self, style: ErrorStyle) -> HttpResponse {
+        let text = |status: u16, message: &str| style.render(status, message);
+        match self {
+            Refused::BadRequest(m) => text(400, m),
+            Refused::Unauthenticated(m) => {
+                let mut r = text(401, m);
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            Refused::NotFound(m) => text(404, m),
+            Refused::BodyTimeout(m) => {
+                let mut r = text(408, m);
+                r.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+                r
+            }
+            Refused::TooLarge(m) => text(413, m),
+            Refused::UnsupportedEncoding(m) => {
+                let mut r = text(415, m);
+                r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            Refused::HeadersTooLarge(m) => text(431, m),
+            Refused::BadGateway(m) => text(502, m),
+            Refused::Unavailable(m) => text(503, m),
+            Refused::Score(e) => score_error_in(style, e),
+            Refused::Control(e) => text(control_status(e), &e.to_string()),
+        }
+    }
 }
 
 /// How an API spells its error bodies: Azure's `{"message": ...}`, or the Open Inference
@@ -27,8 +106,8 @@ pub(crate) enum ErrorStyle {
 }
 
 impl ErrorStyle {
-    /// An error answer in this style.
-    pub(crate) fn response(self, status: u16, message: &str) -> HttpResponse {
+    /// An error body in this style with `status`.
+    fn render(self, status: u16, message: &str) -> HttpResponse {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match self {
             ErrorStyle::Message => HttpResponse::build(status).json(ErrorBody { message: message.to_string() }),
@@ -37,31 +116,8 @@ impl ErrorStyle {
     }
 }
 
-/// Respells an error answer made in `{"message": ...}` (the body reader's refusals) in `style`,
-/// keeping its status and headers. Errors only, so the extra copy costs nothing that matters.
-pub(super) fn restyle(response: HttpResponse, style: ErrorStyle) -> HttpResponse {
-    if style == ErrorStyle::Message || response.status().is_success() {
-        return response;
-    }
-    let status = response.status().as_u16();
-    let (head, body) = response.into_parts();
-    let message = actix_web::body::MessageBody::try_into_bytes(body)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| head.status().canonical_reason().unwrap_or("error").to_string());
-    let mut fresh = style.response(status, &message);
-    for (k, v) in head.headers() {
-        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
-            fresh.headers_mut().insert(k.clone(), v.clone());
-        }
-    }
-    fresh.head_mut().set_connection_type(head.head().connection_type());
-    fresh
-}
-
 /// The admin API's status for a refused document.
-pub(super) fn spec_status(e: &SpecError) -> u16 {
+fn spec_status(e: &SpecError) -> u16 {
     match e.kind {
         SpecErrorKind::Invalid => 400,
         SpecErrorKind::Conflict => 409,
@@ -70,7 +126,7 @@ pub(super) fn spec_status(e: &SpecError) -> u16 {
 }
 
 /// The admin API's status for a refused operation.
-pub(super) fn control_status(e: &ControlError) -> u16 {
+fn control_status(e: &ControlError) -> u16 {
     match e {
         ControlError::Spec(e) => spec_status(e),
         ControlError::Conflict(_) => 409,
@@ -80,14 +136,10 @@ pub(super) fn control_status(e: &ControlError) -> u16 {
     }
 }
 
-/// A refused admin operation as an answer.
-pub(super) fn control_error(e: &ControlError) -> HttpResponse {
-    error_response(control_status(e), &e.to_string())
-}
-
 /// The admin gate's refusal as an answer: 403 for a foreign `Host` or a cross-site request,
 /// 415 for a body not declared as JSON or YAML; each message says what was expected.
 pub(super) fn admin_refusal(refusal: &Refusal) -> HttpResponse {
+    let error_response = |status: u16, message: &str| ErrorStyle::Message.render(status, message);
     match refusal {
         Refusal::ForeignHost { host, allowed } => error_response(
             403,
@@ -118,7 +170,7 @@ pub(super) fn admin_refusal(refusal: &Refusal) -> HttpResponse {
 pub(super) fn reply<T: serde::Serialize>(result: Result<T, ControlError>) -> HttpResponse {
     match result {
         Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => control_error(&e),
+        Err(e) => Refused::from(e).answer(),
     }
 }
 
@@ -127,7 +179,7 @@ pub(super) fn reply_created<T: serde::Serialize>(result: Result<(T, bool), Contr
     match result {
         Ok((v, true)) => HttpResponse::Created().json(v),
         Ok((v, false)) => HttpResponse::Ok().json(v),
-        Err(e) => control_error(&e),
+        Err(e) => Refused::from(e).answer(),
     }
 }
 
@@ -141,8 +193,8 @@ pub(super) struct ErrorBody {
 /// A scoring failure as an answer (CONTRACT §6). The status is the deployment's own
 /// ([`ScoreError::status`], also the `code` label of its metrics); the message says what to do,
 /// spelled in the API's error style.
-pub(super) fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
-    let error_response = |status: u16, message: &str| style.response(status, message);
+fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
+    let error_response = |status: u16, message: &str| style.render(status, message);
     match e {
         ScoreError::Overloaded => {
             let mut r = error_response(

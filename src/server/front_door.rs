@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use super::body::{self, BodyLimits};
-use super::errors::{restyle, score_error_in, ErrorStyle};
+use super::errors::{ErrorStyle, Refused};
 use crate::deployment::Deployment;
 use crate::endpoint::RoutingTable;
 use crate::hooks::{Headers, Protocol, Request};
@@ -208,33 +208,35 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buf);
     let headers = req.headers();
 
-    let client_id = match client_request_id(headers, style) {
+    let client_id = match client_request_id(headers) {
         Ok(id) => id,
-        Err(response) => return with_ids(response, request_id, None),
+        Err(refused) => return with_ids(refused.response(style), request_id, None),
     };
+    let refused = |refused: Refused| with_ids(refused.response(style), request_id, client_id.as_deref());
     if state.drain.shutting_down() {
-        let response = style.response(503, "the server is shutting down: retry (another replica will answer)");
-        return with_ids(response, request_id, client_id.as_deref());
+        return refused(Refused::Unavailable(
+            "the server is shutting down: retry (another replica will answer)".into(),
+        ));
     }
 
     let table = state.snapshot();
-    let (deployment, shadow) = match route(headers, &table, style) {
+    let (deployment, shadow) = match route(headers, &table) {
         Ok(chosen) => chosen,
-        Err(response) => return with_ids(response, request_id, client_id.as_deref()),
+        Err(e) => return refused(e),
     };
     if let Some(model) = how.model {
-        if let Err(response) = serves(deployment, model, style) {
-            return with_ids(served_by(response, deployment), request_id, client_id.as_deref());
+        if let Err(e) = serves(deployment, model) {
+            return served_by(refused(e), deployment);
         }
     }
     let admitted = match deployment.admit(request_id) {
         Ok(admitted) => admitted,
-        Err(e) => return with_ids(served_by(score_error_in(style, &e), deployment), request_id, client_id.as_deref()),
+        Err(e) => return served_by(refused(e.into()), deployment),
     };
     let limits = BodyLimits { max_bytes: state.max_body_bytes, timeout: state.body_timeout };
     let body = match body::read(headers, payload, limits).await {
         Ok(body) => body,
-        Err(response) => return with_ids(restyle(response, style), request_id, client_id.as_deref()),
+        Err(e) => return refused(e),
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -256,8 +258,8 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     let mut deployment = deployment;
     if matches!(outcome, Err(crate::deployment::ScoreError::NotReady)) && deployment.pool().is_closed() {
         current = state.snapshot();
-        if let Ok((again, _)) = route(headers, &current, style) {
-            let same_model = how.model.is_none_or(|model| serves(again, model, style).is_ok());
+        if let Ok((again, _)) = route(headers, &current) {
+            let same_model = how.model.is_none_or(|model| serves(again, model).is_ok());
             if !std::ptr::eq(again, deployment) && same_model {
                 if let Ok(admitted) = again.admit(request_id) {
                     deployment = again;
@@ -295,7 +297,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
             }
             r.body(answer.response.body)
         }
-        Err(e) => score_error_in(style, &e),
+        Err(e) => Refused::Score(e).response(style),
     };
     with_ids(served_by(response, deployment), request_id, client_id.as_deref())
 }
@@ -313,76 +315,59 @@ pub(crate) const INFERENCE_HEADER_LENGTH: &str = "inference-header-content-lengt
 
 /// Refuses a deployment that does not serve the model a v2 URL names (404 naming the model it
 /// does serve). A URL version must be the model's, when the spec gives one.
-#[allow(clippy::result_large_err)]
-pub(crate) fn serves(deployment: &Deployment, model: ModelRef<'_>, style: ErrorStyle) -> Result<(), HttpResponse> {
+pub(crate) fn serves(deployment: &Deployment, model: ModelRef<'_>) -> Result<(), Refused> {
     if model.name != deployment.model_name() {
-        return Err(style.response(
-            404,
-            &format!(
-                "model {:?} is not served here: deployment {:?} serves model {:?}",
-                model.name,
-                deployment.name(),
-                deployment.model_name()
-            ),
-        ));
+        return Err(Refused::NotFound(format!(
+            "model {:?} is not served here: deployment {:?} serves model {:?}",
+            model.name,
+            deployment.name(),
+            deployment.model_name()
+        )));
     }
     match (model.version, deployment.model_version()) {
-        (Some(asked), Some(served)) if asked != served => Err(style.response(
-            404,
-            &format!(
-                "version {asked:?} of model {:?} is not served here: deployment {:?} serves version {served:?}",
-                model.name,
-                deployment.name()
-            ),
-        )),
+        (Some(asked), Some(served)) if asked != served => Err(Refused::NotFound(format!(
+            "version {asked:?} of model {:?} is not served here: deployment {:?} serves version {served:?}",
+            model.name,
+            deployment.name()
+        ))),
         _ => Ok(()),
     }
 }
 
 /// The endpoint, once the caller's credentials are checked.
-#[allow(clippy::result_large_err)]
 pub(crate) fn authorize<'t>(
     headers: &HeaderMap,
     table: &'t RoutingTable,
-    style: ErrorStyle,
-) -> Result<&'t crate::endpoint::EndpointView, HttpResponse> {
+) -> Result<&'t crate::endpoint::EndpointView, Refused> {
     if let Some(why) = table.unavailable {
-        return Err(style.response(503, why.message()));
+        return Err(Refused::Unavailable(why.message().to_string()));
     }
     let Some(endpoint) = &table.endpoint else {
-        return Err(style.response(404, "this server hosts no endpoint"));
+        return Err(Refused::NotFound("this server hosts no endpoint".into()));
     };
     if !endpoint.credentials.allows(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
-        let mut r = style.response(
-            401,
-            "missing or invalid credentials: send `Authorization: Bearer <key or token>` (the endpoint's keys, or a token)",
-        );
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Err(r);
+        return Err(Refused::Unauthenticated(
+            "missing or invalid credentials: send `Authorization: Bearer <key or token>` (the endpoint's keys, or a token)"
+                .into(),
+        ));
     }
     Ok(endpoint)
 }
 
 /// Picks the live deployment and, for unpinned requests, maybe a shadow.
-#[allow(clippy::result_large_err)]
 pub(crate) fn route<'t>(
     headers: &HeaderMap,
     table: &'t RoutingTable,
-    style: ErrorStyle,
-) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), HttpResponse> {
-    let error_response = |status: u16, message: &str| style.response(status, message);
-    let endpoint = authorize(headers, table, style)?;
+) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), Refused> {
+    let endpoint = authorize(headers, table)?;
     if let Some(pinned) = headers.get(DEPLOYMENT) {
         let name = pinned.to_str().unwrap_or("").trim();
         return match endpoint.deployments.get(name) {
             Some(d) => Ok((d, None)),
-            None => Err(error_response(
-                404,
-                &format!(
-                    "deployment {name:?} does not exist in endpoint {:?} ({DEPLOYMENT_HEADER} header)",
-                    endpoint.name
-                ),
-            )),
+            None => Err(Refused::NotFound(format!(
+                "deployment {name:?} does not exist in endpoint {:?} ({DEPLOYMENT_HEADER} header)",
+                endpoint.name
+            ))),
         };
     }
     // Sticky assignment: the affinity header's value picks the band (no lock, no state: a
@@ -393,9 +378,9 @@ pub(crate) fn route<'t>(
         None => endpoint.split.pick(),
     };
     let Some(live) = picked else {
-        return Err(error_response(
-            404,
-            "no deployment of this endpoint has traffic: give one live traffic (the endpoint's traffic) or pin a deployment with the azureml-model-deployment header",
+        return Err(Refused::NotFound(
+            "no deployment of this endpoint has traffic: give one live traffic (the endpoint's traffic) or pin a deployment with the azureml-model-deployment header"
+                .into(),
         ));
     };
     let shadow = endpoint.mirror.as_ref().filter(|(_, percent)| fastrand::u32(0..100) < *percent).map(|(d, _)| d);
@@ -404,24 +389,20 @@ pub(crate) fn route<'t>(
 
 /// `x-ms-client-request-id`, sanitised to `[A-Za-z0-9_-]{0,40}`; over 100 characters is 431,
 /// and so are headers over [`MAX_HEADER_BYTES`] in all.
-#[allow(clippy::result_large_err)]
-fn client_request_id(headers: &HeaderMap, style: ErrorStyle) -> Result<Option<String>, HttpResponse> {
-    let error_response = |status: u16, message: &str| style.response(status, message);
+fn client_request_id(headers: &HeaderMap) -> Result<Option<String>, Refused> {
     let total: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
     if total > MAX_HEADER_BYTES {
-        return Err(error_response(
-            431,
-            &format!("the request's headers total {total} bytes; at most {MAX_HEADER_BYTES} are accepted"),
-        ));
+        return Err(Refused::HeadersTooLarge(format!(
+            "the request's headers total {total} bytes; at most {MAX_HEADER_BYTES} are accepted"
+        )));
     }
     let Some(raw) = headers.get(CLIENT_REQUEST_ID) else {
         return Ok(None);
     };
     if raw.len() > MAX_CLIENT_REQUEST_ID {
-        return Err(error_response(
-            431,
-            &format!("x-ms-client-request-id is longer than {MAX_CLIENT_REQUEST_ID} characters"),
-        ));
+        return Err(Refused::HeadersTooLarge(format!(
+            "x-ms-client-request-id is longer than {MAX_CLIENT_REQUEST_ID} characters"
+        )));
     }
     Ok(Some(
         raw.as_bytes()

@@ -201,7 +201,7 @@ fn hide_admin_token(opts: &mut ServeOptions) -> Result<(), ServeError> {
                 path.display()
             )));
         }
-        opts.admin_token = Some(read_admin_token_file(path).map_err(ServeError::Setup)?);
+        opts.admin_token = Some(read_admin_token_file(path)?);
     }
     match crate::sys::scrub::scrub_startup_secret(ADMIN_TOKEN_ENV, opts.admin_token.as_deref()) {
         Ok(done) if done != Default::default() => {
@@ -232,9 +232,9 @@ fn set_worker_user(spec: Option<&str>) -> Result<(), ServeError> {
         }
         return Ok(());
     };
-    match crate::sys::user::resolve(spec).map_err(ServeError::Setup)? {
+    match crate::sys::user::resolve(spec).map_err(|e| ServeError::Setup(e.to_string()))? {
         Some(user) => {
-            crate::sys::user::set_worker_user(user.clone()).map_err(ServeError::Setup)?;
+            crate::sys::user::set_worker_user(user.clone()).map_err(|e| ServeError::Setup(e.to_string()))?;
             tracing::info!(worker_user = %user, "hook workers run as another user");
         }
         None => tracing::info!(worker_user = spec, "--worker-user is the server's own user: workers run as it"),
@@ -247,34 +247,37 @@ const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 /// The token in `path`: its text without surrounding whitespace. The file must be a regular
 /// file (a FIFO would hold the start), at most 4 KiB, of visible ASCII characters.
-fn read_admin_token_file(path: &std::path::Path) -> Result<String, String> {
+fn read_admin_token_file(path: &std::path::Path) -> Result<String, ServeError> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read --admin-token-file {shown}: {e}"))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ServeError::Setup(format!("cannot read --admin-token-file {shown}: {e}")))?;
     if !meta.is_file() {
-        return Err(format!("--admin-token-file {shown} is not a regular file: expected a file holding the token"));
+        return Err(ServeError::Setup(format!(
+            "--admin-token-file {shown} is not a regular file: expected a file holding the token"
+        )));
     }
     // Non-blocking: a file swapped for a FIFO after the check must not hold the start.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| format!("cannot read --admin-token-file {shown}: {e}"))?;
+        .map_err(|e| ServeError::Setup(format!("cannot read --admin-token-file {shown}: {e}")))?;
     let mut bytes = Vec::new();
     file.take(MAX_TOKEN_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read --admin-token-file {shown}: {e}"))?;
+        .map_err(|e| ServeError::Setup(format!("cannot read --admin-token-file {shown}: {e}")))?;
     if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
-        return Err(format!(
+        return Err(ServeError::Setup(format!(
             "--admin-token-file {shown} is larger than {MAX_TOKEN_FILE_BYTES} bytes: expected one token"
-        ));
+        )));
     }
     let token = bytes.trim_ascii();
     if token.is_empty() || !token.iter().all(u8::is_ascii_graphic) {
-        return Err(format!(
+        return Err(ServeError::Setup(format!(
             "--admin-token-file {shown} must hold one token of visible ASCII characters (no spaces or line breaks inside; surrounding whitespace is dropped)"
-        ));
+        )));
     }
     Ok(String::from_utf8_lossy(token).into_owned())
 }
@@ -330,8 +333,7 @@ pub(crate) async fn run(
     if !admin_ip.is_loopback() && control.admin_token().is_none() {
         return Err(ServeError::AdminExposed(admin_ip));
     }
-    let allowed_hosts =
-        admin_guard::AllowedHosts::new(admin_ip, &opts.admin_allowed_hosts).map_err(ServeError::Setup)?;
+    let allowed_hosts = admin_guard::AllowedHosts::new(admin_ip, &opts.admin_allowed_hosts)?;
     if saved.is_some() {
         control.begin_restore();
     }
@@ -381,8 +383,9 @@ pub(crate) async fn run(
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(scoring_addr)
                 .expect(fn_service(move |req: Request| {
-                    let checked =
-                        body::check_head(&req.head().headers, max_body).map(|_| req).map_err(Response::<BoxBody>::from);
+                    let checked = body::check_head(&req.head().headers, max_body)
+                        .map(|_| req)
+                        .map_err(|e| Response::<BoxBody>::from(e.answer()));
                     std::future::ready(checked)
                 }))
                 .finish(map_config(app, |_| AppConfig::default()))

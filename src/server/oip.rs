@@ -10,7 +10,7 @@ use actix_web::http::header::HeaderValue;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::errors::ErrorStyle;
+use super::errors::{ErrorStyle, Refused};
 use super::front_door::{self, ModelRef, Scoring, ScoringState, DEPLOYMENT_HEADER, INFERENCE_HEADER_LENGTH};
 use crate::deployment::Deployment;
 use crate::hooks::{Protocol, TensorSpec};
@@ -31,10 +31,11 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/models/{model}/infer", web::post().to(infer))
             .route("/models/{model}/versions/{version}/infer", web::post().to(infer))
             .default_service(web::to(|| async {
-                STYLE.response(
-                    404,
-                    "no such v2 route: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{model}[/versions/{version}][/ready]; POST /v2/models/{model}[/versions/{version}]/infer",
+                Refused::NotFound(
+                    "no such v2 route: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{model}[/versions/{version}][/ready]; POST /v2/models/{model}[/versions/{version}]/infer"
+                        .into(),
                 )
+                .response(STYLE)
             })),
     );
 }
@@ -46,15 +47,14 @@ fn model_ref(req: &HttpRequest) -> ModelRef<'_> {
 }
 
 /// Checks the key (when an endpoint exists) for the server-level routes.
-#[allow(clippy::result_large_err)]
-fn authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), HttpResponse> {
+fn authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), Refused> {
     let table = state.snapshot();
-    front_door::authorize(req.headers(), &table, STYLE).map(|_| ())
+    front_door::authorize(req.headers(), &table).map(|_| ())
 }
 
 async fn server_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return r;
+    if let Err(e) = authorized(&req, &state) {
+        return e.response(STYLE);
     }
     HttpResponse::Ok().json(json!({
         "name": "switchyard",
@@ -65,33 +65,32 @@ async fn server_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> Ht
 
 /// Health checks take the key once an endpoint has one; before any endpoint exists there is
 /// no key to check, and the process is live (not ready) all the same.
-#[allow(clippy::result_large_err)]
-fn health_authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), HttpResponse> {
+fn health_authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), Refused> {
     let table = state.snapshot();
     if table.endpoint.is_none() && table.unavailable.is_none() {
         return Ok(());
     }
-    front_door::authorize(req.headers(), &table, STYLE).map(|_| ())
+    front_door::authorize(req.headers(), &table).map(|_| ())
 }
 
 async fn live(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
     let mut response = match health_authorized(&req, &state) {
         Ok(()) => HttpResponse::Ok().json(json!({"live": true})),
-        Err(r) => r,
+        Err(e) => e.response(STYLE),
     };
     state.drain.close_if_shutting_down(&mut response);
     response
 }
 
 async fn ready(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
-    let mut response = if let Err(r) = health_authorized(&req, &state) {
-        r
+    let mut response = if let Err(e) = health_authorized(&req, &state) {
+        e.response(STYLE)
     } else if state.drain.shutting_down() {
-        STYLE.response(503, "not ready: the server is shutting down")
+        Refused::Unavailable("not ready: the server is shutting down".into()).response(STYLE)
     } else if state.snapshot().ready() {
         HttpResponse::Ok().json(json!({"ready": true}))
     } else {
-        STYLE.response(503, "not ready: no deployment with live traffic has a ready instance")
+        Refused::Unavailable("not ready: no deployment with live traffic has a ready instance".into()).response(STYLE)
     };
     state.drain.close_if_shutting_down(&mut response);
     response
@@ -106,13 +105,13 @@ fn with_model(
     answer: impl FnOnce(&Deployment) -> HttpResponse,
 ) -> HttpResponse {
     let table = state.snapshot();
-    let deployment = match front_door::route(req.headers(), &table, STYLE) {
+    let deployment = match front_door::route(req.headers(), &table) {
         Ok((deployment, _)) => deployment,
-        Err(r) => return r,
+        Err(e) => return e.response(STYLE),
     };
-    let mut response = match front_door::serves(deployment, model_ref(req), STYLE) {
+    let mut response = match front_door::serves(deployment, model_ref(req)) {
         Ok(()) => answer(deployment),
-        Err(r) => r,
+        Err(e) => e.response(STYLE),
     };
     if let Ok(v) = HeaderValue::from_str(deployment.name()) {
         response.headers_mut().insert(actix_web::http::header::HeaderName::from_static(DEPLOYMENT_HEADER), v);
@@ -148,10 +147,12 @@ async fn model_ready(req: HttpRequest, state: web::Data<ScoringState>) -> HttpRe
         if d.pool().ready() > 0 {
             HttpResponse::Ok().json(json!({"name": d.model_name(), "ready": true}))
         } else {
-            STYLE.response(
-                503,
-                &format!("model {:?} is not ready: deployment {:?} has no ready instance", d.model_name(), d.name()),
-            )
+            Refused::Unavailable(format!(
+                "model {:?} is not ready: deployment {:?} has no ready instance",
+                d.model_name(),
+                d.name()
+            ))
+            .response(STYLE)
         }
     })
 }
@@ -162,10 +163,10 @@ async fn infer(req: HttpRequest, payload: web::Payload, state: web::Data<Scoring
         Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) {
             Some(n) => Some(n),
             None => {
-                return STYLE.response(
-                    400,
-                    &format!("{INFERENCE_HEADER_LENGTH} must be the JSON header's length in bytes, got {v:?}"),
-                )
+                return Refused::BadRequest(format!(
+                    "{INFERENCE_HEADER_LENGTH} must be the JSON header's length in bytes, got {v:?}"
+                ))
+                .response(STYLE)
             }
         },
     };

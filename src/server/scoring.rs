@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::errors::error_response;
+use super::errors::Refused;
 use super::front_door::{self, ScoringState};
 
 /// Registers `/score`, the health routes and the OpenAPI document.
@@ -14,17 +14,17 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/health/ready", web::get().to(ready))
         .route("/swagger.json", web::get().to(swagger))
         .default_service(web::to(|| async {
-            error_response(404, "no such route: POST /score to score; GET /health/ready, /swagger.json")
+            Refused::NotFound("no such route: POST /score to score; GET /health/ready, /swagger.json".into()).answer()
         }));
 }
 
 async fn ready(state: web::Data<ScoringState>) -> HttpResponse {
     let mut response = if state.drain.shutting_down() {
-        error_response(503, "not ready: the server is shutting down")
+        Refused::Unavailable("not ready: the server is shutting down".into()).answer()
     } else if state.routing.load().ready() {
         HttpResponse::Ok().content_type("text/plain").body("Ready")
     } else {
-        error_response(503, "not ready: no deployment with live traffic has a ready instance")
+        Refused::Unavailable("not ready: no deployment with live traffic has a ready instance".into()).answer()
     };
     state.drain.close_if_shutting_down(&mut response);
     response

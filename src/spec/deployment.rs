@@ -190,12 +190,12 @@ fn default_instances() -> u32 {
 }
 
 /// `WORKER_COUNT` as Azure's server reads it (an integer above zero; spaces around it allowed).
-fn parse_worker_count(v: &str) -> Result<u32, String> {
+fn parse_worker_count(v: &str) -> Result<u32, SpecError> {
     match v.trim().parse::<u32>() {
         Ok(k) if (1..=MAX_WORKERS).contains(&k) => Ok(k),
-        _ => Err(format!(
+        _ => Err(SpecError::invalid(format!(
             "environment_variables.WORKER_COUNT must be a whole number of worker processes per instance, from 1 to {MAX_WORKERS}; got {v:?}"
-        )),
+        ))),
     }
 }
 
@@ -295,7 +295,7 @@ impl DeploymentSpec {
             )));
         }
         if let Some(v) = self.environment_variables.get("WORKER_COUNT") {
-            let k = parse_worker_count(v).map_err(SpecError::invalid)?;
+            let k = parse_worker_count(v)?;
             if k.saturating_mul(self.instance_count) > MAX_WORKERS {
                 return Err(SpecError::invalid(format!(
                     "instance_count × environment_variables.WORKER_COUNT is {} worker processes; at most {MAX_WORKERS} are allowed",
@@ -415,7 +415,7 @@ impl DeploymentSpec {
             if let Some(code) = cc.code.as_deref() {
                 // The same rule the hooks check again at each load (files change meanwhile).
                 if code.join(script).exists() {
-                    resolve_scoring_script(code, script).map_err(SpecError::invalid)?;
+                    resolve_scoring_script(code, script)?;
                 }
             }
             if script.ends_with(".py") {
@@ -484,27 +484,32 @@ pub fn check_script_path(script: &str) -> Result<(), SpecError> {
 /// The lexical rule ([`check_script_path`]) cannot see a link inside the code folder that leads
 /// out of it, and the files can change after validation, so the hooks call this at each load
 /// and load the path it returns. The message says what is expected.
-pub fn resolve_scoring_script(code_dir: &Path, script: &str) -> Result<PathBuf, String> {
-    let code = std::fs::canonicalize(code_dir)
-        .map_err(|e| format!("code_configuration.code {} cannot be read: {e}", code_dir.display()))?;
+pub fn resolve_scoring_script(code_dir: &Path, script: &str) -> Result<PathBuf, SpecError> {
+    let code = std::fs::canonicalize(code_dir).map_err(|e| {
+        SpecError::invalid(format!("code_configuration.code {} cannot be read: {e}", code_dir.display()))
+    })?;
     let joined = code_dir.join(script);
     let real = std::fs::canonicalize(&joined).map_err(|e| {
-        format!("scoring_script {script} cannot be read in code_configuration.code ({}): {e}", code_dir.display())
+        SpecError::invalid(format!(
+            "scoring_script {script} cannot be read in code_configuration.code ({}): {e}",
+            code_dir.display()
+        ))
     })?;
     if !real.starts_with(&code) {
-        return Err(format!(
+        return Err(SpecError::invalid(format!(
             "scoring_script {script} resolves to {}, outside code_configuration.code ({}): a symbolic link \
              leads out of the code folder; the scoring script must be a regular file inside it",
             real.display(),
             code.display()
-        ));
+        )));
     }
-    let meta = std::fs::metadata(&real).map_err(|e| format!("scoring_script {script} cannot be read: {e}"))?;
+    let meta = std::fs::metadata(&real)
+        .map_err(|e| SpecError::invalid(format!("scoring_script {script} cannot be read: {e}")))?;
     if !meta.is_file() {
-        return Err(format!(
+        return Err(SpecError::invalid(format!(
             "scoring_script {script} in code_configuration.code ({}) is not a regular file",
             code_dir.display()
-        ));
+        )));
     }
     Ok(real)
 }
@@ -691,6 +696,6 @@ instance_count: 1
         assert_eq!(resolve_scoring_script(&code, "p.so").unwrap(), std::fs::canonicalize(code.join("p.so")).unwrap());
         std::fs::remove_file(code.join("p.so")).unwrap();
         std::os::unix::fs::symlink(outside.join("p.so"), code.join("p.so")).unwrap();
-        assert!(resolve_scoring_script(&code, "p.so").unwrap_err().contains("outside code_configuration.code"));
+        assert!(resolve_scoring_script(&code, "p.so").unwrap_err().message.contains("outside code_configuration.code"));
     }
 }

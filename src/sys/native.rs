@@ -14,6 +14,12 @@ use std::ffi::c_void;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Why a native plugin could not be loaded (the file, its symbol, its table's version or
+/// layout); the message names the plugin and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct PluginLoadError(pub String);
+
 use switchyard_plugin::{code, EntryFn, EnvPair, PluginTable, TableHead, ABI_MAJOR, ABI_VERSION, ENTRY_SYMBOL};
 
 /// A loaded plugin library and its checked table.
@@ -51,57 +57,64 @@ fn version_text(v: u32) -> String {
 
 impl Library {
     /// Loads `path` and checks its table: the entry symbol, the major version, the size.
-    pub(crate) fn open(path: &Path) -> Result<Arc<Self>, String> {
+    pub(crate) fn open(path: &Path) -> Result<Arc<Self>, PluginLoadError> {
         // SAFETY: loading runs the library's initialisers; the library is the plugin the
         // deployment names (code the operator chose to run), loaded by absolute path.
-        let lib = unsafe { libloading::Library::new(path) }
-            .map_err(|e| format!("cannot load the native plugin {}: {}", path.display(), with_reason(&e)))?;
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
+            PluginLoadError(format!("cannot load the native plugin {}: {}", path.display(), with_reason(&e)))
+        })?;
         // SAFETY: the symbol's type is the ABI's entry point (`switchyard_entry_fn`).
         let entry: EntryFn = match unsafe { lib.get::<EntryFn>(ENTRY_SYMBOL) } {
             Ok(symbol) => *symbol,
             Err(e) => {
-                return Err(format!(
+                return Err(PluginLoadError(format!(
                     "{} is not a Switchyard plugin: it does not export `switchyard_plugin` \
                      (runtime/include/switchyard_plugin.h): {}",
                     path.display(),
                     with_reason(&e)
-                ))
+                )))
             }
         };
         // SAFETY: calling the plugin's entry point, which takes nothing and returns a pointer
         // to its static table.
         let table = unsafe { entry() };
         if table.is_null() {
-            return Err(format!("the native plugin {} returned no table from switchyard_plugin()", path.display()));
+            return Err(PluginLoadError(format!(
+                "the native plugin {} returned no table from switchyard_plugin()",
+                path.display()
+            )));
         }
         // SAFETY: every version of the table starts with these two u32s; nothing further is
         // read until `struct_size` says it is there.
         let head = unsafe { *table.cast::<TableHead>() };
         if head.abi_version >> 16 != u32::from(ABI_MAJOR) {
-            return Err(format!(
+            return Err(PluginLoadError(format!(
                 "the native plugin {} was built for plugin ABI {}, and this Switchyard speaks ABI {}: \
                  rebuild it against runtime/include/switchyard_plugin.h (or the switchyard-plugin crate) \
                  of this version",
                 path.display(),
                 version_text(head.abi_version),
                 version_text(ABI_VERSION)
-            ));
+            )));
         }
         let needed = std::mem::size_of::<PluginTable>();
         if (head.struct_size as usize) < needed {
-            return Err(format!(
+            return Err(PluginLoadError(format!(
                 "the native plugin {}'s table is {} bytes, and ABI {} (the plugin says {}) needs {needed} \
                  (abi_version, struct_size, init, run, destroy)",
                 path.display(),
                 head.struct_size,
                 version_text(ABI_VERSION),
                 version_text(head.abi_version),
-            ));
+            )));
         }
         // SAFETY: the plugin declares at least `needed` bytes: the whole table of this version.
         let t = unsafe { *table };
         let (Some(init), Some(run), Some(destroy)) = (t.init, t.run, t.destroy) else {
-            return Err(format!("the native plugin {}'s table has a null init, run or destroy", path.display()));
+            return Err(PluginLoadError(format!(
+                "the native plugin {}'s table has a null init, run or destroy",
+                path.display()
+            )));
         };
         // Any 1.x minor whose table covers ours is accepted: minor versions only append.
         Ok(Arc::new(Self { _lib: lib, init, run, destroy }))

@@ -29,6 +29,12 @@ pub(crate) struct Scrubbed {
     pub variables: usize,
 }
 
+/// Why the startup blocks were left as they are (more than one thread, no `/proc`, a block
+/// not where the kernel said); the server logs it and goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ScrubError(String);
+
 /// Removes `variable` from the environment and overwrites, in the kernel-visible argument and
 /// environment blocks, `variable`'s value and every argument whose value is `secret`.
 ///
@@ -36,14 +42,16 @@ pub(crate) struct Scrubbed {
 /// it has more): the environment is changed and the startup blocks are written without a
 /// lock, which is sound only while nothing else runs. Errors also say why the blocks could not
 /// be found (no `/proc`, say).
-pub(crate) fn scrub_startup_secret(variable: &str, secret: Option<&str>) -> Result<Scrubbed, String> {
+pub(crate) fn scrub_startup_secret(variable: &str, secret: Option<&str>) -> Result<Scrubbed, ScrubError> {
     // With one thread, no other can appear meanwhile: only this one could start it.
     match thread_count() {
         Some(1) => {}
         Some(n) => {
-            return Err(format!("the process already runs {n} threads; the startup blocks are left as they are"))
+            return Err(ScrubError(format!(
+                "the process already runs {n} threads; the startup blocks are left as they are"
+            )))
         }
-        None => return Err("cannot count this process's threads (/proc/self/status)".into()),
+        None => return Err(ScrubError("cannot count this process's threads (/proc/self/status)".into())),
     }
     let set = std::env::var_os(variable).is_some();
     if set {
@@ -108,20 +116,27 @@ fn thread_count() -> Option<usize> {
 /// The original argument and environment blocks, `[arg_start..arg_end, env_start..env_end]`,
 /// from fields 48 to 51 of `/proc/self/stat` (Linux 3.5 and later).
 #[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
-fn startup_blocks() -> Result<[std::ops::Range<usize>; 2], String> {
-    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| format!("cannot read /proc/self/stat: {e}"))?;
+fn startup_blocks() -> Result<[std::ops::Range<usize>; 2], ScrubError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| ScrubError(format!("cannot read /proc/self/stat: {e}")))?;
     // Field 2 (the command name) may hold spaces and parentheses: count from its closing one.
-    let after = stat.rfind(')').map(|i| &stat[i + 1..]).ok_or("/proc/self/stat has no command name")?;
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| ScrubError("/proc/self/stat has no command name".into()))?;
     let fields: Vec<&str> = after.split_ascii_whitespace().collect();
     // `after` starts at field 3.
-    let field = |n: usize| -> Result<usize, String> {
-        fields.get(n - 3).and_then(|f| f.parse().ok()).ok_or_else(|| format!("/proc/self/stat has no field {n}"))
+    let field = |n: usize| -> Result<usize, ScrubError> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| ScrubError(format!("/proc/self/stat has no field {n}")))
     };
     let (arg_start, arg_end, env_start, env_end) = (field(48)?, field(49)?, field(50)?, field(51)?);
     for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
         // The blocks are bounded by the kernel's argument limit (a quarter of the stack limit).
         if start == 0 || end < start || end - start > 64 << 20 {
-            return Err(format!("/proc/self/stat gives an unusable block {start:#x}..{end:#x}"));
+            return Err(ScrubError(format!("/proc/self/stat gives an unusable block {start:#x}..{end:#x}")));
         }
     }
     Ok([arg_start..arg_end, env_start..env_end])
@@ -136,8 +151,8 @@ fn overwrite(
     range: std::ops::Range<usize>,
     shown: &str,
     pick: impl Fn(&[u8]) -> Option<std::ops::Range<usize>>,
-) -> Result<usize, String> {
-    let expected = std::fs::read(shown).map_err(|e| format!("cannot read {shown}: {e}"))?;
+) -> Result<usize, ScrubError> {
+    let expected = std::fs::read(shown).map_err(|e| ScrubError(format!("cannot read {shown}: {e}")))?;
     let len = range.end - range.start;
     // SAFETY: `range` is this process's original argument or environment block, as the kernel
     // reports it: memory of the initial stack, mapped readable and writable for the process's
@@ -147,7 +162,7 @@ fn overwrite(
     // read them only when asked, which nothing does during this call).
     let block = unsafe { std::slice::from_raw_parts_mut(range.start as *mut u8, len) };
     if block != expected.as_slice() {
-        return Err(format!("the block at {:#x} does not match {shown}; left as it is", range.start));
+        return Err(ScrubError(format!("the block at {:#x} does not match {shown}; left as it is", range.start)));
     }
     let mut changed = 0;
     let mut offset = 0;
@@ -174,7 +189,7 @@ mod tests {
     #[test]
     fn with_more_than_one_thread_nothing_is_changed() {
         let e = scrub_startup_secret("PATH", None).unwrap_err();
-        assert!(e.contains("threads"), "{e}");
+        assert!(e.0.contains("threads"), "{e}");
         assert!(std::env::var_os("PATH").is_some());
     }
 }

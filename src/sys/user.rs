@@ -39,32 +39,43 @@ impl std::fmt::Display for WorkerUser {
 /// user: CHOWN, KILL, SETGID, SETUID.
 const NEEDED_CAPS: [(u32, &str); 4] = [(0, "CHOWN"), (5, "KILL"), (6, "SETGID"), (7, "SETUID")];
 
+/// Why `--worker-user` cannot be used as given; the message says what is expected.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct WorkerUserError(String);
+
 /// Resolves `USER[:GROUP]` (names or numbers) and checks the server may start workers as that
 /// user. `Ok(None)`: the user and group are the server's own, nothing to switch. The group
 /// defaults to the user's primary group; a numeric user with no passwd entry (common in
 /// container images) gets the same number as its group.
-pub(crate) fn resolve(spec: &str) -> Result<Option<WorkerUser>, String> {
+pub(crate) fn resolve(spec: &str) -> Result<Option<WorkerUser>, WorkerUserError> {
     let spec = spec.trim();
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     if user.is_empty() || group.is_some_and(str::is_empty) {
-        return Err(format!("--worker-user expects USER or USER:GROUP (names or numeric ids), got {spec:?}"));
+        return Err(WorkerUserError(format!(
+            "--worker-user expects USER or USER:GROUP (names or numeric ids), got {spec:?}"
+        )));
     }
     let entry = match user.parse::<u32>() {
         Ok(uid) => Some(passwd_by_uid(uid).unwrap_or((uid, uid))),
         Err(_) => passwd_by_name(user),
     };
     let Some((uid, primary_gid)) = entry else {
-        return Err(format!("--worker-user {spec}: no user named {user:?} on this system (give a numeric uid)"));
+        return Err(WorkerUserError(format!(
+            "--worker-user {spec}: no user named {user:?} on this system (give a numeric uid)"
+        )));
     };
     let gid = match group {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => group_by_name(g).ok_or_else(|| {
-                format!("--worker-user {spec}: no group named {g:?} on this system (give a numeric gid)")
+                WorkerUserError(format!(
+                    "--worker-user {spec}: no group named {g:?} on this system (give a numeric gid)"
+                ))
             })?,
         },
     };
@@ -76,13 +87,13 @@ pub(crate) fn resolve(spec: &str) -> Result<Option<WorkerUser>, String> {
     }
     let missing = missing_capabilities();
     if !missing.is_empty() {
-        return Err(format!(
+        return Err(WorkerUserError(format!(
             "--worker-user {chosen}: the server runs as uid {euid} without {}, so it cannot start workers as \
              another user. Start the server as root (in Kubernetes: runAsUser 0 with capabilities CHOWN, KILL, \
              SETGID and SETUID), or leave --worker-user out: the scripts then run as the server's user and can \
              read what it reads (docs/CONTRACT.md §9, \"What a scoring script can and cannot reach\")",
             missing.iter().map(|c| format!("CAP_{c}")).collect::<Vec<_>>().join(", ")
-        ));
+        )));
     }
     Ok(Some(chosen))
 }
@@ -147,12 +158,20 @@ static WORKER_USER: OnceLock<WorkerUser> = OnceLock::new();
 
 /// Sets the user every worker of this process runs as (once, at the server's start; a second,
 /// different user is refused).
-pub(crate) fn set_worker_user(user: WorkerUser) -> Result<(), String> {
+pub(crate) fn set_worker_user(user: WorkerUser) -> Result<(), UserSwitchRefused> {
     let set = WORKER_USER.get_or_init(|| user.clone());
     if *set != user {
-        return Err(format!("workers already run as {set}; cannot switch to {user}"));
+        return Err(UserSwitchRefused { set: set.clone(), asked: user });
     }
     Ok(())
+}
+
+/// A second, different worker user for the same process.
+#[derive(Debug, thiserror::Error)]
+#[error("workers already run as {set}; cannot switch to {asked}")]
+pub(crate) struct UserSwitchRefused {
+    set: WorkerUser,
+    asked: WorkerUser,
 }
 
 /// The user workers run as, when not the server's own.
@@ -213,11 +232,11 @@ mod tests {
     #[test]
     fn a_worker_user_is_a_user_and_an_optional_group_by_name_or_number() {
         for bad in ["", ":", "nobody:", ":nobody"] {
-            assert!(resolve(bad).unwrap_err().contains("USER or USER:GROUP"), "{bad:?}");
+            assert!(resolve(bad).unwrap_err().0.contains("USER or USER:GROUP"), "{bad:?}");
         }
-        let e = resolve("no-such-user-x9").unwrap_err();
+        let e = resolve("no-such-user-x9").unwrap_err().to_string();
         assert!(e.contains("no user named \"no-such-user-x9\""), "{e}");
-        let e = resolve("0:no-such-group-x9").unwrap_err();
+        let e = resolve("0:no-such-group-x9").unwrap_err().to_string();
         assert!(e.contains("no group named \"no-such-group-x9\""), "{e}");
         // SAFETY: geteuid(2)/getegid(2) have no preconditions.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -227,7 +246,7 @@ mod tests {
         let other = if euid == 0 { 4_000_123 } else { 0 };
         match resolve(&other.to_string()) {
             Ok(Some(u)) => assert_eq!((u.uid, u.gid), (other, other)),
-            Err(e) => assert!(euid != 0 && e.contains("cannot start workers as another user"), "{e}"),
+            Err(e) => assert!(euid != 0 && e.0.contains("cannot start workers as another user"), "{e}"),
             Ok(None) => panic!("{other} is not this process's user"),
         }
     }

@@ -89,6 +89,35 @@ impl Progress for Stderr {
     }
 }
 
+/// Why a deployment's Python environment could not be had. Clone: a deployment's instances
+/// share one outcome ([`EnvSlot`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    /// A file or folder of the environment cache could not be made, written, locked or removed.
+    #[error("cannot {action} {}: {reason}", path.display())]
+    Cache { action: &'static str, path: PathBuf, reason: String },
+    /// No interpreter of the version asked for, or the one given does not run.
+    #[error("{0}")]
+    Interpreter(String),
+    /// A build command could not run or failed: its own error line (pip's `ERROR: ...`).
+    #[error("{0}")]
+    Command(String),
+    /// A step of the build failed; `reason` is the tool's own error line.
+    #[error("building the environment from {from} failed: {reason}")]
+    Build { from: String, reason: String },
+}
+
+impl From<EnvError> for super::super::InitError {
+    fn from(e: EnvError) -> Self {
+        super::super::InitError(e.to_string())
+    }
+}
+
+/// A cache operation's failure.
+fn cache<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EnvError + 'a {
+    move |e| EnvError::Cache { action, path: path.to_path_buf(), reason: e.to_string() }
+}
+
 /// Builds (or finds in the cache) the venv of `build`, as a deployment's create does (same
 /// cache key, folder and progress lines), with `base` as the interpreter to make it from
 /// instead of the one `python=X.Y` picks; returns the venv's folder. `switchyard env build`
@@ -97,7 +126,7 @@ pub(crate) fn prebuild(
     build: &EnvironmentBuild,
     base: Option<&Path>,
     progress: Arc<dyn Progress>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, EnvError> {
     let python = build_env(build, base, &progress)?;
     // <venv>/bin/python → <venv>
     Ok(python.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or(python))
@@ -105,7 +134,7 @@ pub(crate) fn prebuild(
 
 /// A deployment's environment, resolved once and shared by its instances.
 #[derive(Clone, Default)]
-pub struct EnvSlot(Arc<Mutex<Option<Result<PathBuf, String>>>>);
+pub struct EnvSlot(Arc<Mutex<Option<Result<PathBuf, EnvError>>>>);
 
 impl std::fmt::Debug for EnvSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,7 +145,7 @@ impl std::fmt::Debug for EnvSlot {
 impl EnvSlot {
     /// The interpreter for `environment`, building its venv the first time. Every instance
     /// of the deployment calls this; the first one does the work while the others wait.
-    pub fn interpreter(&self, environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathBuf, String> {
+    pub fn interpreter(&self, environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathBuf, EnvError> {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(done) = slot.as_ref() {
             return done.clone();
@@ -127,7 +156,7 @@ impl EnvSlot {
     }
 }
 
-fn resolve(environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathBuf, String> {
+fn resolve(environment: &PythonEnvironment, logs: &Arc<LogRing>) -> Result<PathBuf, EnvError> {
     if let Some(python) = options().python {
         logs.line(&format!("python: {} (--python/SWITCHYARD_PYTHON; no environment is built)", python.display()));
         return Ok(python);
@@ -159,7 +188,7 @@ fn key_of(build: &EnvironmentBuild) -> String {
 
 /// Builds (or finds) the venv for `build` (from `base`, else the interpreter its `python=`
 /// picks); returns its interpreter.
-fn build_env(build: &EnvironmentBuild, base: Option<&Path>, logs: &Arc<dyn Progress>) -> Result<PathBuf, String> {
+fn build_env(build: &EnvironmentBuild, base: Option<&Path>, logs: &Arc<dyn Progress>) -> Result<PathBuf, EnvError> {
     build_env_in(&cache_dir(), build, base, logs)
 }
 
@@ -169,34 +198,31 @@ fn build_env_in(
     build: &EnvironmentBuild,
     base: Option<&Path>,
     logs: &Arc<dyn Progress>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, EnvError> {
     let dir = cache.join(key_of(build));
     let python = dir.join("bin").join("python");
     if dir.join(".complete").is_file() {
         logs.line(&format!("environment: cache hit {} (built from {})", dir.display(), build.source));
         return Ok(python);
     }
-    std::fs::create_dir_all(cache)
-        .map_err(|e| format!("cannot create the environment cache {}: {e}", cache.display()))?;
+    std::fs::create_dir_all(cache).map_err(self::cache("create the environment cache", cache))?;
     let lock_path = dir.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    let lock = std::fs::File::create(&lock_path).map_err(self::cache("create", &lock_path))?;
     logs.line(&format!("environment: waiting for the build lock {}", lock_path.display()));
-    if let Err(e) = crate::sys::lock_exclusive(&lock) {
-        return Err(format!("cannot lock {}: {e}", lock_path.display()));
-    }
+    crate::sys::lock_exclusive(&lock).map_err(self::cache("lock", &lock_path))?;
     if dir.join(".complete").is_file() {
         logs.line(&format!("environment: cache hit {} (built meanwhile by another deployment)", dir.display()));
         return Ok(python);
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove the unfinished {}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(&dir).map_err(self::cache("remove the unfinished", &dir))?;
     }
     let started = Instant::now();
     let base = match base {
         Some(base) => {
             let found = version_of(base);
             if found.is_none() {
-                return Err(format!("the interpreter {} does not run", base.display()));
+                return Err(EnvError::Interpreter(format!("the interpreter {} does not run", base.display())));
             }
             if let (Some(want), Some(found)) = (build.python_version.as_deref(), found.as_deref()) {
                 if want != found {
@@ -223,20 +249,21 @@ fn build_env_in(
         let _ = std::fs::remove_dir_all(&dir);
         // The requirements file sits next to the venv until a build succeeds (then it moves in).
         let _ = std::fs::remove_file(requirements_file(&dir));
-        return Err(format!("building the environment from {} failed: {e}", build.source));
+        return Err(EnvError::Build { from: build.source.clone(), reason: e.to_string() });
     }
-    std::fs::write(dir.join(".complete"), format!("{:.1}\n", started.elapsed().as_secs_f64()))
-        .map_err(|e| format!("cannot write {}: {e}", dir.join(".complete").display()))?;
+    let complete = dir.join(".complete");
+    std::fs::write(&complete, format!("{:.1}\n", started.elapsed().as_secs_f64()))
+        .map_err(self::cache("write", &complete))?;
     logs.line(&format!("environment: built in {:.1} s: {}", started.elapsed().as_secs_f64(), dir.display()));
     tracing::info!(env = %dir.display(), seconds = started.elapsed().as_secs_f64(), "python environment built");
     Ok(python)
 }
 
-fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<dyn Progress>) -> Result<(), String> {
+fn make_venv(base: &Path, dir: &Path, build: &EnvironmentBuild, logs: &Arc<dyn Progress>) -> Result<(), EnvError> {
     let uv = which("uv");
     let reqs = requirements_file(dir);
     std::fs::write(&reqs, build.requirements.join("\n") + "\n")
-        .map_err(|e| format!("cannot write {}: {e}", reqs.display()))?;
+        .map_err(|e| EnvError::Command(format!("cannot write {}: {e}", reqs.display())))?;
     let venv_python = dir.join("bin").join("python");
     if let Some(uv) = uv {
         logs.line(&format!("environment: using {}", uv.display()));
@@ -280,7 +307,7 @@ fn requirements_file(dir: &Path) -> PathBuf {
 
 /// Runs a build step, copying its output into the deployment's log line by line. On failure,
 /// the error is the tool's own error line (pip's `ERROR: ...`), else its last line.
-fn run_logged(cmd: &mut Command, logs: &Arc<dyn Progress>) -> Result<(), String> {
+fn run_logged(cmd: &mut Command, logs: &Arc<dyn Progress>) -> Result<(), EnvError> {
     let shown = format!("{cmd:?}");
     logs.line(&format!("environment: $ {shown}"));
     let mut child = cmd
@@ -289,7 +316,7 @@ fn run_logged(cmd: &mut Command, logs: &Arc<dyn Progress>) -> Result<(), String>
         .stderr(Stdio::piped())
         .env("PIP_NO_INPUT", "1")
         .spawn()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+        .map_err(|e| EnvError::Command(format!("cannot run {shown}: {e}")))?;
     let stderr = child.stderr.take();
     // Lines go to the log as they come: the build's progress is what `get-logs` shows
     // while the deployment is Creating.
@@ -305,7 +332,7 @@ fn run_logged(cmd: &mut Command, logs: &Arc<dyn Progress>) -> Result<(), String>
     if let Some(t) = err_thread {
         let _ = t.join();
     }
-    let status = child.wait().map_err(|e| format!("{shown}: {e}"))?;
+    let status = child.wait().map_err(|e| EnvError::Command(format!("{shown}: {e}")))?;
     let mut all = out_logs.take();
     all.extend(err_logs.take());
     if status.success() {
@@ -318,7 +345,7 @@ fn run_logged(cmd: &mut Command, logs: &Arc<dyn Progress>) -> Result<(), String>
         .or_else(|| all.iter().rev().find(|l| !l.trim().is_empty()))
         .cloned()
         .unwrap_or_else(|| format!("{shown} exited with {status}"));
-    Err(reason.trim().to_string())
+    Err(EnvError::Command(reason.trim().to_string()))
 }
 
 /// Lines gathered from one stream of a build step.
@@ -351,7 +378,7 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
 /// An interpreter for `python=X.Y`: `pythonX.Y` on PATH, then pyenv's and uv's installed
 /// Pythons, then `python3` if it is that version. Each candidate is run once to check its
 /// version (pyenv shims exist for versions that are not selected, and fail when run).
-pub(crate) fn find_interpreter(version: Option<&str>) -> Result<PathBuf, String> {
+pub(crate) fn find_interpreter(version: Option<&str>) -> Result<PathBuf, EnvError> {
     let Some(version) = version else {
         return Ok(which("python3").unwrap_or_else(|| PathBuf::from("python3")));
     };
@@ -360,21 +387,21 @@ pub(crate) fn find_interpreter(version: Option<&str>) -> Result<PathBuf, String>
         // this machine has the old interpreter.
         let found = candidates(version).into_iter().find(|c| version_of(c).as_deref() == Some(version));
         let found = found.map(|p| format!(" (found at {})", p.display())).unwrap_or_default();
-        return Err(format!(
+        return Err(EnvError::Interpreter(format!(
             "the environment asks for python={version}{found}, which is not supported: scoring scripts run on \
              Python 3 (as on Azure, whose inference server needs Python 3.8 or later): pin python=3.x"
-        ));
+        )));
     }
     for c in candidates(version) {
         if version_of(&c).as_deref() == Some(version) {
             return Ok(c);
         }
     }
-    Err(format!(
+    Err(EnvError::Interpreter(format!(
         "the environment asks for python={version}, and no working Python {version} was found \
          (looked on PATH, in pyenv's and uv's Pythons): install it (e.g. `uv python install {version}`), \
          or run an existing interpreter with `environment: {{python: /path/to/bin/python}}` or `serve --python`"
-    ))
+    )))
 }
 
 /// Where a Python `X.Y` may be, most specific first.
@@ -437,7 +464,7 @@ mod tests {
     fn python_2_is_refused_as_unsupported_not_as_missing() {
         // This machine may have a Python 2.7 (pyenv's keeps it in bin/python2.7) or not:
         // either way the answer is that it is not supported.
-        let e = find_interpreter(Some("2.7")).unwrap_err();
+        let e = find_interpreter(Some("2.7")).unwrap_err().to_string();
         assert!(e.contains("python=2.7") && e.contains("not supported") && e.contains("python=3.x"), "{e}");
         assert!(!e.contains("no working Python"), "{e}");
     }
@@ -451,7 +478,7 @@ mod tests {
         let build = crate::spec::python::parse_conda(&text, "conda.yaml").unwrap();
         let logs: Arc<dyn Progress> = Arc::new(LogRing::default());
         let python = which("python3").expect("python3 on PATH");
-        let e = build_env_in(cache.path(), &build, Some(&python), &logs).unwrap_err();
+        let e = build_env_in(cache.path(), &build, Some(&python), &logs).unwrap_err().to_string();
         assert!(e.contains("failed"), "{e}");
         let left: Vec<_> = std::fs::read_dir(cache.path())
             .unwrap()
@@ -463,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_missing_python_version_says_how_to_get_one() {
-        let e = find_interpreter(Some("3.1")).unwrap_err();
+        let e = find_interpreter(Some("3.1")).unwrap_err().to_string();
         assert!(e.contains("python=3.1") && e.contains("environment: {python"), "{e}");
     }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub(crate) use env::{configure, EnvSlot, PythonOptions};
 
 use super::worker::{one_line, Flavor, Worker};
-use super::{HookError, HookRequest, HookResponse, InitContext, ScoringHook};
+use super::{HookError, HookRequest, HookResponse, InitContext, InitError, ScoringHook};
 use crate::spec::python::{PythonEnvironment, PythonScript};
 
 /// The worker program, embedded so the binary is all a user installs.
@@ -46,7 +46,7 @@ pub(crate) struct PythonHook {
 
 impl PythonHook {
     /// Starts a worker and waits for its `init()`; blocking (seconds).
-    pub(crate) fn start(script: &PythonScript, ctx: &InitContext) -> Result<Self, String> {
+    pub(crate) fn start(script: &PythonScript, ctx: &InitContext) -> Result<Self, InitError> {
         // The file may have changed since validation: it must still be inside the code folder.
         crate::spec::resolve_scoring_script(&script.code_dir, &script.script)?;
         let python = ctx.python_env.interpreter(&script.environment, &ctx.logs)?;
@@ -59,15 +59,23 @@ impl PythonHook {
         hook
     }
 
-    fn spawn(script: &PythonScript, ctx: &InitContext, python: &Path, n: usize, files: &Path) -> Result<Self, String> {
+    fn spawn(
+        script: &PythonScript,
+        ctx: &InitContext,
+        python: &Path,
+        n: usize,
+        files: &Path,
+    ) -> Result<Self, InitError> {
         let worker = files.join("switchyard_worker.py");
-        std::fs::write(&worker, WORKER_SOURCE).map_err(|e| format!("cannot write {}: {e}", worker.display()))?;
+        std::fs::write(&worker, WORKER_SOURCE)
+            .map_err(|e| InitError(format!("cannot write {}: {e}", worker.display())))?;
         let model_dir = files.join("azureml-models");
-        std::fs::create_dir(&model_dir).map_err(|e| format!("cannot create {}: {e}", model_dir.display()))?;
+        std::fs::create_dir(&model_dir)
+            .map_err(|e| InitError(format!("cannot create {}: {e}", model_dir.display())))?;
         link_model(&script.model_path, &model_dir)?;
         // Issue 22 D2: the worker may run as `serve --worker-user`; its folder is then its own.
         crate::sys::user::hand_over(files)
-            .map_err(|e| format!("cannot hand {} to the worker user: {e}", files.display()))?;
+            .map_err(|e| InitError(format!("cannot hand {} to the worker user: {e}", files.display())))?;
 
         let mut cmd = Command::new(python);
         cmd.arg("-u")
@@ -98,7 +106,7 @@ impl PythonHook {
                 }
                 _ => "",
             };
-            format!("cannot start a Python worker with {}: {e}{hint}", python.display())
+            InitError(format!("cannot start a Python worker with {}: {e}{hint}", python.display()))
         })?;
         match worker.read_init() {
             Ok((frame::kind::INIT_OK, payload)) => {
@@ -113,26 +121,28 @@ impl PythonHook {
                     script.code_dir.display()
                 );
                 let line = line::Line::new(worker, files.to_path_buf())
-                    .map_err(|e| format!("cannot open a second descriptor of the worker's pipe: {e}"))?;
+                    .map_err(|e| InitError(format!("cannot open a second descriptor of the worker's pipe: {e}")))?;
                 Ok(Self { line, about })
             }
             Ok((frame::kind::INIT_FAILED, payload)) => {
                 let line = one_line(&payload).into_owned();
                 worker.finish_output();
-                Err(format!("init() of {} raised {line} (the traceback is in get-logs)", script.script))
+                Err(InitError(format!("init() of {} raised {line} (the traceback is in get-logs)", script.script)))
             }
-            Ok((other, _)) => Err(format!("the Python worker sent frame type {other} instead of its init result")),
-            Err(frame::ReadError::TimedOut) => Err(format!(
+            Ok((other, _)) => {
+                Err(InitError(format!("the Python worker sent frame type {other} instead of its init result")))
+            }
+            Err(frame::ReadError::TimedOut) => Err(InitError(format!(
                 "init() of {} did not finish within {} ms (the init deadline); the worker was stopped",
                 script.script,
                 super::init_timeout().as_millis()
-            )),
+            ))),
             Err(_) => {
                 let status = worker.finish_output();
-                Err(format!(
+                Err(InitError(format!(
                     "the Python worker exited while loading {} ({status}); its output is in get-logs",
                     script.script
-                ))
+                )))
             }
         }
     }
@@ -192,10 +202,10 @@ fn is_venv(python: &Path) -> bool {
 /// A file (the SDK tutorial's `Model(path=".../model/sklearn_regression_model.pkl")`) is there
 /// under its own name and also inside a folder named like the one it sits in, so the same
 /// score.py opens the same relative path for both forms of the tutorial.
-fn link_model(model: &Path, model_dir: &Path) -> Result<(), String> {
+fn link_model(model: &Path, model_dir: &Path) -> Result<(), InitError> {
     let link = |target: &Path, at: PathBuf| {
         std::os::unix::fs::symlink(target, &at)
-            .map_err(|e| format!("cannot link the model into {}: {e}", model_dir.display()))
+            .map_err(|e| InitError(format!("cannot link the model into {}: {e}", model_dir.display())))
     };
     let base = model.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("model"));
     link(model, model_dir.join(&base))?;
@@ -203,14 +213,14 @@ fn link_model(model: &Path, model_dir: &Path) -> Result<(), String> {
         let folder = model.parent().and_then(Path::file_name).map(PathBuf::from);
         if let Some(folder) = folder.filter(|f| *f != base) {
             let inner = model_dir.join(folder);
-            std::fs::create_dir(&inner).map_err(|e| format!("cannot create {}: {e}", inner.display()))?;
+            std::fs::create_dir(&inner).map_err(|e| InitError(format!("cannot create {}: {e}", inner.display())))?;
             link(model, inner.join(&base))?;
         }
     }
     Ok(())
 }
 
-fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, String> {
+fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, InitError> {
     let root = std::env::temp_dir();
     for _ in 0..16 {
         let dir = root.join(format!("switchyard-{}-{deployment}-{n}-{:08x}", std::process::id(), fastrand::u32(..)));
@@ -220,10 +230,10 @@ fn instance_dir(deployment: &str, n: usize) -> Result<PathBuf, String> {
                 return Ok(dir);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            Err(e) => return Err(InitError(format!("cannot create {}: {e}", dir.display()))),
         }
     }
-    Err(format!("cannot create a fresh folder under {}", root.display()))
+    Err(InitError(format!("cannot create a fresh folder under {}", root.display())))
 }
 
 /// The instance folders of this process that still exist: an instance's drop removes its own,
