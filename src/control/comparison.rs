@@ -77,3 +77,48 @@ impl ControlPlane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::super::loader::FakeLoader;
+    use super::super::tests::{control, deployment, endpoint, loaded};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reset_keeps_the_tolerance_left_out_and_refuses_a_negative_one() {
+        let cp = control(&Arc::new(FakeLoader::default()), None);
+        endpoint(&cp);
+        loaded(&cp, deployment("green", "models/v2", json!({}))).await;
+        let before = cp.comparison("green").unwrap().report.tolerance;
+        let after = cp.reset_comparison("green", ToleranceInput { atol: Some(0.5), rtol: None }).unwrap();
+        assert_eq!((after.report.tolerance.atol, after.report.tolerance.rtol), (0.5, before.rtol));
+        for bad in
+            [ToleranceInput { atol: Some(-1.0), rtol: None }, ToleranceInput { atol: None, rtol: Some(f64::NAN) }]
+        {
+            let e = cp.reset_comparison("green", bad).unwrap_err();
+            assert!(e.to_string().contains("non-negative number"), "{e}");
+        }
+        assert_eq!(cp.comparison("green").unwrap().report.tolerance.atol, 0.5, "a refused reset changed nothing");
+        let e = cp.reset_comparison("blue", ToleranceInput::default()).unwrap_err();
+        assert!(matches!(e, ControlError::NotFound(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_report_names_the_rule_and_the_live_side() {
+        let cp = control(&Arc::new(FakeLoader::default()), None);
+        endpoint(&cp);
+        loaded(&cp, deployment("blue", "models/v1", json!({}))).await;
+        loaded(&cp, deployment("green", "models/v2", json!({}))).await;
+        cp.patch_endpoint(json!({"traffic": {"blue": 100}, "mirror_traffic": {"green": 20}})).unwrap();
+        let c = cp.comparison("green").unwrap();
+        assert_eq!((c.deployment.as_str(), c.mirror_percent), ("green", 20));
+        assert_eq!(c.live_deployments, ["blue"]);
+        assert_eq!(c.mirror.percent, 20);
+        assert!(cp.get_deployment("green").unwrap().mirror.is_some(), "show carries the share while it is the shadow");
+        assert!(cp.get_deployment("blue").unwrap().mirror.is_none());
+    }
+}

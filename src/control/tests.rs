@@ -16,7 +16,7 @@ use crate::deployment::ProvisioningState;
 use crate::spec::{DeploymentSpec, EndpointSpec, RolloutPlan};
 use crate::telemetry::{Metrics, Role};
 
-fn options() -> ControlOptions {
+pub(super) fn options() -> ControlOptions {
     ControlOptions {
         token_lifetime: Duration::from_secs(3600),
         tolerance: Default::default(),
@@ -24,42 +24,42 @@ fn options() -> ControlOptions {
     }
 }
 
-fn control(loader: &Arc<FakeLoader>, store: Option<StateStore>) -> Arc<ControlPlane> {
+pub(super) fn control(loader: &Arc<FakeLoader>, store: Option<StateStore>) -> Arc<ControlPlane> {
     ControlPlane::with_loader(Metrics::new(), options(), store, Arc::clone(loader) as Arc<dyn super::loader::Loader>)
 }
 
-fn endpoint(cp: &ControlPlane) {
+pub(super) fn endpoint(cp: &ControlPlane) {
     let (spec, ignored) = EndpointSpec::from_value(json!({"name": "my-ep", "auth_mode": "key"})).unwrap();
     cp.put_endpoint(spec, ignored).unwrap();
 }
 
-fn deployment(name: &str, model: &str, extra: Value) -> DeploymentSpec {
+pub(super) fn deployment(name: &str, model: &str, extra: Value) -> DeploymentSpec {
     let mut doc = json!({"name": name, "model": {"path": model}, "instance_count": 1});
     json_patch::merge(&mut doc, &extra);
     DeploymentSpec::from_value(doc).unwrap().0
 }
 
 /// Puts a deployment and waits until its load ends (by its state, not by time).
-async fn loaded(cp: &Arc<ControlPlane>, spec: DeploymentSpec) -> DeploymentView {
+pub(super) async fn loaded(cp: &Arc<ControlPlane>, spec: DeploymentSpec) -> DeploymentView {
     let name = spec.name.clone();
     cp.put_deployment(spec, false).unwrap();
     settled(cp, &name).await
 }
 
-async fn settled(cp: &Arc<ControlPlane>, name: &str) -> DeploymentView {
+pub(super) async fn settled(cp: &Arc<ControlPlane>, name: &str) -> DeploymentView {
     cp.wait_settled(name, Duration::from_secs(30)).await.expect("the deployment exists")
 }
 
-fn traffic(cp: &ControlPlane, split: Value) -> Result<(), ControlError> {
+pub(super) fn traffic(cp: &ControlPlane, split: Value) -> Result<(), ControlError> {
     cp.patch_endpoint(json!({ "traffic": split })).map(|_| ())
 }
 
-fn split(cp: &ControlPlane) -> Value {
+pub(super) fn split(cp: &ControlPlane) -> Value {
     json!(cp.get_endpoint().unwrap().spec.traffic)
 }
 
 /// `n` answers of `name` in its live role, `errors` of them 500s, as the front door counts them.
-fn answers(cp: &ControlPlane, name: &str, n: u64, errors: u64) {
+pub(super) fn answers(cp: &ControlPlane, name: &str, n: u64, errors: u64) {
     let state = cp.lock();
     let metrics = state.deployments[name].live.metrics();
     for i in 0..n {

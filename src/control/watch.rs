@@ -305,3 +305,61 @@ fn changed_fields(old: &DeploymentSpec, new: &DeploymentSpec) -> Value {
 async fn wait_idle(control: &ControlPlane, name: &str) {
     control.wait_settled(name, LOAD_WAIT).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::super::loader::FakeLoader;
+    use super::super::tests::{control, deployment, split};
+    use super::*;
+    use crate::deployment::ProvisioningState;
+
+    fn desired(traffic: Value, deployments: &[DeploymentSpec]) -> Desired {
+        let (endpoint, _) = EndpointSpec::from_value(json!({"name": "my-ep", "traffic": traffic})).unwrap();
+        Desired { endpoint, deployments: deployments.iter().map(|d| (d.name.clone(), d.clone())).collect() }
+    }
+
+    /// A folder applied from nothing, then changed: only what differs is touched (a count
+    /// scales the same version in place), a deployment gone from the folder is deleted, and
+    /// traffic moves once the deployments it names are ready.
+    #[tokio::test]
+    async fn a_folder_is_applied_and_a_change_touches_only_what_differs() {
+        let loader = Arc::new(FakeLoader::default());
+        let cp = control(&loader, None);
+        let blue = deployment("blue", "models/v1", json!({}));
+        let green = deployment("green", "models/v2", json!({}));
+        apply(&cp, &desired(json!({"blue": 80, "green": 20}), &[blue.clone(), green.clone()])).await.unwrap();
+        assert_eq!(split(&cp), json!({"blue": 80, "green": 20}));
+        let load_of = |name: &str| cp.lock().deployments[name].load_id;
+        let (blue_load, green_load) = (load_of("blue"), load_of("green"));
+
+        let green2 = deployment("green", "models/v2", json!({"instance_count": 2}));
+        apply(&cp, &desired(json!({"blue": 80, "green": 20}), &[blue.clone(), green2])).await.unwrap();
+        assert_eq!(load_of("blue"), blue_load, "blue did not change: untouched");
+        assert_eq!(load_of("green"), green_load, "a count change scales the same version");
+        assert_eq!(cp.get_deployment("green").unwrap().instances.counts.ready, 2);
+
+        apply(&cp, &desired(json!({"blue": 100}), &[blue])).await.unwrap();
+        assert_eq!(split(&cp), json!({"blue": 100}));
+        assert!(cp.get_deployment("green").is_err(), "green left the folder: deleted");
+    }
+
+    /// Traffic to a deployment whose init failed is refused as the API refuses it: the error
+    /// names the step, and the split that serves stays.
+    #[tokio::test]
+    async fn traffic_to_a_deployment_that_failed_is_refused_and_the_running_split_stays() {
+        let loader = Arc::new(FakeLoader::default());
+        loader.fail_model("models/broken");
+        let cp = control(&loader, None);
+        let blue = deployment("blue", "models/v1", json!({}));
+        apply(&cp, &desired(json!({"blue": 100}), std::slice::from_ref(&blue))).await.unwrap();
+        let green = deployment("green", "models/broken", json!({}));
+        let e = apply(&cp, &desired(json!({"blue": 50, "green": 50}), &[blue, green])).await.unwrap_err();
+        assert!(e.to_string().contains("traffic"), "{e}");
+        assert_eq!(cp.get_deployment("green").unwrap().provisioning_state, ProvisioningState::Failed);
+        assert_eq!(split(&cp), json!({"blue": 100, "green": 0}));
+    }
+}
