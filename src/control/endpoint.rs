@@ -48,7 +48,7 @@ impl ControlPlane {
         let before = state.clone();
         let old_mirror = state.endpoint.as_ref().map(|e| e.spec.mirror_traffic.clone()).unwrap_or_default();
         let (credentials, pending) = match state.endpoint.take() {
-            Some(old) if old.credentials.auth_mode == spec.auth_mode => (old.credentials, old.all_traffic_on_ready),
+            Some(old) if old.credentials.auth_mode() == spec.auth_mode => (old.credentials, old.all_traffic_on_ready),
             Some(old) => (self.new_credentials(spec.auth_mode), old.all_traffic_on_ready),
             None => (self.new_credentials(spec.auth_mode), None),
         };
@@ -153,10 +153,10 @@ impl ControlPlane {
     pub(crate) fn credentials(&self) -> Result<CredentialsView, ControlError> {
         let state = self.lock();
         let ep = state.endpoint.as_ref().ok_or_else(no_endpoint)?;
-        Ok(match ep.credentials.auth_mode {
+        Ok(match ep.credentials.auth_mode() {
             AuthMode::Key => CredentialsView::Keys(KeysView {
-                primary_key: ep.credentials.primary_key.clone(),
-                secondary_key: ep.credentials.secondary_key.clone(),
+                primary_key: ep.credentials.keys().0.to_string(),
+                secondary_key: ep.credentials.keys().1.to_string(),
             }),
             AuthMode::AmlToken => CredentialsView::Token(ep.credentials.issue_token(SystemTime::now())),
         })
@@ -175,7 +175,7 @@ impl ControlPlane {
         let mut state = self.lock();
         let before = state.clone();
         let ep = state.endpoint.as_mut().ok_or_else(no_endpoint)?;
-        if ep.credentials.auth_mode != AuthMode::Key {
+        if ep.credentials.auth_mode() != AuthMode::Key {
             return Err(ControlError::invalid(
                 "this endpoint uses auth_mode aml_token: it has no keys to regenerate (its credentials are tokens, issued on request)",
             ));

@@ -84,7 +84,7 @@ impl ControlPlane {
             if let Some(ep) = saved.endpoint {
                 // In --secrets-dir mode the folder owns the secrets: what was saved is replaced.
                 let credentials = match self.secrets_dir() {
-                    Some(_) => self.new_credentials(ep.credentials.auth_mode),
+                    Some(_) => self.new_credentials(ep.credentials.auth_mode()),
                     None => ep.credentials,
                 };
                 state.endpoint =

@@ -135,10 +135,11 @@ impl Durable {
                 let value = serde_json::to_value(&ep.spec).map_err(|e| SpecError::invalid(e.to_string()))?;
                 let (spec, _) = EndpointSpec::from_value(value)?;
                 traffic::validate(&spec.traffic, &spec.mirror_traffic, &names)?;
-                if ep.credentials.auth_mode != spec.auth_mode {
+                if ep.credentials.auth_mode() != spec.auth_mode {
                     return Err(SpecError::invalid(format!(
                         "the saved credentials are for auth_mode {:?}, the endpoint says {:?}",
-                        ep.credentials.auth_mode, spec.auth_mode
+                        ep.credentials.auth_mode(),
+                        spec.auth_mode
                     )));
                 }
                 if let Some(n) = ep.all_traffic_on_ready.as_ref().filter(|n| !names.contains(*n)) {

@@ -22,25 +22,25 @@ pub(crate) const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Credentials {
     /// Which secret a caller presents.
-    pub auth_mode: AuthMode,
+    auth_mode: AuthMode,
     /// Primary key (`key` mode).
-    pub primary_key: String,
+    primary_key: String,
     /// Secondary key (`key` mode).
-    pub secondary_key: String,
+    secondary_key: String,
     /// Signing secret of `aml_token` tokens.
-    pub token_secret: String,
+    token_secret: String,
     /// Lifetime of newly issued tokens, in seconds.
-    pub token_lifetime_secs: u64,
+    token_lifetime_secs: u64,
     /// `--secrets-dir` only: secrets still accepted besides the ones above (a `token-verify-key`,
     /// and keys that left the folder, until their grace period ends). Never saved: the folder
     /// owns them, and a restart reads it again.
     #[serde(skip)]
-    pub extra: Vec<ExtraSecret>,
+    extra: Vec<ExtraSecret>,
 }
 
 /// A secret accepted besides the current ones (see [`Credentials::extra`]).
 #[derive(Clone, PartialEq, Eq)]
-pub struct ExtraSecret {
+pub(crate) struct ExtraSecret {
     kind: SecretKind,
     secret: String,
     /// `None`: for as long as the folder holds it; `Some(t)`: retired, accepted until `t`.
@@ -128,6 +128,16 @@ pub(crate) fn random_secret() -> String {
 }
 
 impl Credentials {
+    /// Which secret a caller presents.
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth_mode
+    }
+
+    /// The primary and secondary keys (`key` mode; `get-credentials` shows them).
+    pub fn keys(&self) -> (&str, &str) {
+        (&self.primary_key, &self.secondary_key)
+    }
+
     /// Fresh secrets for a new endpoint.
     pub fn generate(auth_mode: AuthMode, token_lifetime: Duration) -> Self {
         Self {
