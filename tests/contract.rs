@@ -34,6 +34,10 @@ fn the_contract_check_passes_what_the_api_has_and_names_each_drift() {
         json!({"method": "GET", "path": "/v1/metrics", "status": 200,
                "reads": [["deployments", "[]", "live", "buckets", "[]", "le"]]}),
         json!({"method": "DELETE", "path": "/v1/endpoint", "status": 404, "reads": [["message"]]}),
+        // An error no route documents (a 503 of any route) is still an ErrorBody.
+        json!({"method": "GET", "path": "/v1/endpoint", "status": 503, "reads": [["message"]]}),
+        json!({"method": "PUT", "path": "/v1/deployments/blue", "status": 201,
+               "body": {"name": "blue", "model": {"path": "m"}, "tags": {"any": {"thing": 1}}}}),
     ];
     let (ok, out) = check(&good);
     assert!(ok, "{out}");
@@ -45,15 +49,27 @@ fn the_contract_check_passes_what_the_api_has_and_names_each_drift() {
         json!({"method": "GET", "path": "/v1/deployments/blue", "status": 200, "reads": [["instances", "redy"]]}),
         json!({"method": "GET", "path": "/v1/endpoint/rollout", "status": 200, "reads": [["step", "gates", "p95_ms"]]}),
     ];
+    let drift: Vec<_> = drift
+        .into_iter()
+        .chain([
+            json!({"method": "POST", "path": "/v1/endpoint/rollout/pasue", "status": 200}),
+            json!({"method": "PUT", "path": "/v1/deployments/blue", "status": 201,
+                   "body": {"name": "blue", "model": {"pth": "x"}}}),
+            json!({"method": "PATCH", "path": "/v1/deployments/blue", "status": 200, "body": {"instance_cont": 2}}),
+        ])
+        .collect();
     let (ok, out) = check(&drift);
     assert!(!ok, "drift passed the check: {out}");
     for named in [
         "/v1/deployment/blue: no such route",
         "POST /v1/endpoint: the document has",
         "query parameter 'follow'",
-        "sends field 'trafic'",
+        "sends field trafic,",
         "reads instances.redy",
         "reads step.gates.p95_ms",
+        "action 'pasue' is not one of pause, resume, abort",
+        "sends field model.pth,",
+        "sends field instance_cont,",
     ] {
         assert!(out.contains(named), "the check did not name {named:?}: {out}");
     }

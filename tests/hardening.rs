@@ -123,6 +123,16 @@ fn expect_continue_over_the_limit_gets_413_at_once() {
     assert!(answer.starts_with("HTTP/1.1 413"), "no 100 Continue before the 413: {answer:?}");
     assert!(!answer.contains("100 Continue"), "{answer}");
     assert!(answer.contains("larger than this server accepts"), "{answer}");
+    assert!(answer.contains("{\"message\":"), "Azure's error style on /score: {answer}");
+    // On a v2 route, the same refusal in the v2 protocol's style (what tritonclient reads).
+    let mut c = TcpStream::connect(authority(&s.scoring)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v2/models/model-1/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let answer = read_some(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("{\"error\":"), "{answer}");
     // Within the limit, the client is told to continue and gets its answer.
     let body = sample_request();
     let mut c = send_head(&s, &key, body.len(), "Expect: 100-continue\r\n");

@@ -66,8 +66,9 @@ pub(super) struct ComparisonAnswer {
     pub agreement_ratio: Option<f64>,
     pub value_disagreements: u64,
     pub shape_mismatches: u64,
-    pub max_abs_diff: f64,
-    pub mean_abs_diff: f64,
+    /// Null when the difference overflowed (serde_json writes a non-finite number as null).
+    pub max_abs_diff: Option<f64>,
+    pub mean_abs_diff: Option<f64>,
     pub shadow_errors: u64,
     pub live_errors: u64,
     pub unpaired: u64,
@@ -227,6 +228,96 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "the CLI reads fields the admin API does not send: {missing:#?}");
+    }
+
+    /// Every route the CLI calls, with the query parameters it sends, is in the document. The
+    /// CLI names its routes as literals, `admin.call("METHOD", "/v1/...")` or a
+    /// `("METHOD", "/v1/...")` pair for a call that picks one (the rollout verbs); a call with
+    /// a route computed any other way fails this test, so none escapes it.
+    #[test]
+    fn every_route_the_cli_calls_is_in_the_admin_apis_document() {
+        let doc = serde_json::to_value(crate::server::openapi::AdminApi::openapi()).unwrap();
+        let sources = [
+            ("client.rs", include_str!("client.rs")),
+            ("deployment.rs", include_str!("deployment.rs")),
+            ("endpoint.rs", include_str!("endpoint.rs")),
+            ("env.rs", include_str!("env.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+            ("output.rs", include_str!("output.rs")),
+            ("probe.rs", include_str!("probe.rs")),
+        ];
+        // (method, route, query parameters, the documented values of each path parameter)
+        type Route = (String, String, Vec<String>, Vec<(String, Vec<String>)>);
+        let documented: Vec<Route> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object().unwrap().iter().map(move |(method, op)| {
+                    let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                    let name = |p: &Value| p["name"].as_str().unwrap_or_default().to_string();
+                    let query = params.iter().filter(|p| p["in"] == "query").map(name).collect();
+                    let values = params
+                        .iter()
+                        .filter(|p| p["in"] == "path")
+                        .map(|p| {
+                            let allowed = p["schema"]["enum"].as_array().into_iter().flatten();
+                            (name(p), allowed.filter_map(|v| v.as_str().map(str::to_string)).collect())
+                        })
+                        .collect();
+                    (method.to_uppercase(), path.clone(), query, values)
+                })
+            })
+            .collect();
+        // A literal path matches a route segment by segment; a `{param}` takes a placeholder,
+        // or a literal among its documented values (any, when it documents none).
+        let matches = |route: &str, values: &[(String, Vec<String>)], path: &str| {
+            let (r, p): (Vec<&str>, Vec<&str>) = (route.split('/').collect(), path.split('/').collect());
+            r.len() == p.len()
+                && r.iter().zip(&p).all(|(r, p)| match r.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                    None => r == p,
+                    Some(param) => {
+                        p.starts_with('{')
+                            || values
+                                .iter()
+                                .find(|(n, _)| n == param)
+                                .is_none_or(|(_, v)| v.is_empty() || v.iter().any(|v| v == p))
+                    }
+                })
+        };
+        let mut seen = 0;
+        let mut missing = Vec::new();
+        for (file, text) in sources {
+            let computed = text.matches("admin.call(").count() - text.matches("admin.call(\"").count();
+            let pairs = text.matches("\", \"/v1/").count();
+            assert!(computed == 0 || pairs > 0, "{file}: admin.call with a route that is not a literal");
+            for (i, _) in text.match_indices("\"/v1/").chain(text.match_indices("\"/metrics")) {
+                let before = &text[..i];
+                let Some(method) = ["GET", "PUT", "PATCH", "POST", "DELETE"].into_iter().find(|m| {
+                    before.trim_end_matches("&format!(").trim_end().trim_end_matches(',').ends_with(&format!("\"{m}\""))
+                }) else {
+                    continue; // a path in a message, not a call
+                };
+                let literal = &text[i + 1..];
+                let literal = &literal[..literal.find('"').unwrap()];
+                let (path, query) = literal.split_once('?').unwrap_or((literal, ""));
+                let keys: Vec<&str> =
+                    query.split('&').filter(|q| !q.is_empty()).map(|q| q.split('=').next().unwrap()).collect();
+                seen += 1;
+                let found =
+                    documented.iter().find(|(m, route, _, values)| *m == method && matches(route, values, path));
+                match found {
+                    None => missing.push(format!("{file}: {method} {path}")),
+                    Some((_, _, documented_query, _)) => {
+                        for k in keys.iter().filter(|k| !documented_query.iter().any(|d| d == *k)) {
+                            missing.push(format!("{file}: {method} {path}?{k}="));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen >= 20, "only {seen} routes found in the CLI's sources: the scan is broken");
+        assert!(missing.is_empty(), "the CLI calls what the admin API's document does not have: {missing:#?}");
     }
 
     /// The check itself finds a field the server does not send.

@@ -104,8 +104,9 @@ pub(super) fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), Strin
         DeploymentVerb::Create { name, endpoint_name, file, all_traffic, set, no_wait } => {
             let (name, doc) = document(name, endpoint_name.as_deref(), file.as_ref(), &set)?;
             hosted(&admin, endpoint_name.as_deref())?;
-            let path = format!("/v1/deployments/{name}?all_traffic={all_traffic}");
-            let shown = admin.call("PUT", &path, Some(&doc))?.ok_json()?;
+            let shown = admin
+                .call("PUT", &format!("/v1/deployments/{name}?all_traffic={all_traffic}"), Some(&doc))?
+                .ok_json()?;
             finish(&admin, &name, shown, no_wait, global)
         }
         DeploymentVerb::Update { name, endpoint_name, file, set, no_wait } => {

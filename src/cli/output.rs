@@ -169,6 +169,12 @@ pub(super) fn set_document(pairs: &[String]) -> Result<Value, String> {
     Ok(doc)
 }
 
+/// A number as the JSON answer wrote it (`2.0`, `1e-6`), as the table showed it before it read
+/// typed answers.
+fn json_number(x: f64) -> String {
+    Value::from(x).to_string()
+}
+
 /// One quantile of a latency summary.
 type Quantile = fn(&LatencyAnswer) -> f64;
 
@@ -183,14 +189,14 @@ pub(super) fn comparison_table(r: &ComparisonAnswer) -> String {
         ("live deployment(s)", r.live_deployments.join(", ")),
         ("mirror percent", r.mirror_percent.to_string()),
         ("since", r.since.clone()),
-        ("tolerance (atol, rtol)", format!("{}, {}", r.tolerance.atol, r.tolerance.rtol)),
+        ("tolerance (atol, rtol)", format!("{}, {}", json_number(r.tolerance.atol), json_number(r.tolerance.rtol))),
         ("pairs", r.pairs.to_string()),
         ("compared (both 200)", r.compared.to_string()),
         ("agreement", ratio),
         ("value disagreements", r.value_disagreements.to_string()),
         ("shape mismatches", r.shape_mismatches.to_string()),
-        ("max |diff|", r.max_abs_diff.to_string()),
-        ("mean |diff|", r.mean_abs_diff.to_string()),
+        ("max |diff|", r.max_abs_diff.map_or("-".to_string(), json_number)),
+        ("mean |diff|", r.mean_abs_diff.map_or("-".to_string(), json_number)),
         ("shadow errors / live errors", format!("{} / {}", r.shadow_errors, r.live_errors)),
         ("unpaired (client gone)", r.unpaired.to_string()),
     ];

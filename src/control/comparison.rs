@@ -48,15 +48,15 @@ impl ControlPlane {
     /// `POST /v1/deployments/{name}/comparison/reset`, optionally with a new `atol`/`rtol`
     /// (a field left out keeps its current value).
     pub(crate) fn reset_comparison(&self, name: &str, input: ToleranceInput) -> Result<ComparisonView, ControlError> {
-        for (key, value) in [("atol", input.atol), ("rtol", input.rtol)] {
-            if let Some(v) = value.filter(|x| !(x.is_finite() && *x >= 0.0)) {
-                return Err(ControlError::invalid(format!("{key} must be a non-negative number, got {v}")));
-            }
-        }
         {
             let state = self.lock();
             let record =
                 state.deployments.get(name).ok_or_else(|| super::deployments::unknown_deployment(name, &state))?;
+            for (key, value) in [("atol", input.atol), ("rtol", input.rtol)] {
+                if let Some(v) = value.filter(|x| !(x.is_finite() && *x >= 0.0)) {
+                    return Err(ControlError::invalid(format!("{key} must be a non-negative number, got {v}")));
+                }
+            }
             let current = record.shadow.report.tolerance();
             let tolerance =
                 Tolerance { atol: input.atol.unwrap_or(current.atol), rtol: input.rtol.unwrap_or(current.rtol) };

@@ -241,7 +241,10 @@ pub(crate) struct ReportView {
     pub agreement_ratio: Option<f64>,
     pub value_disagreements: u64,
     pub shape_mismatches: u64,
+    /// Null when the difference overflowed (serde_json writes a non-finite number as null).
+    #[schema(nullable)]
     pub max_abs_diff: f64,
+    #[schema(nullable)]
     pub mean_abs_diff: f64,
     pub numbers_compared: u64,
     pub shadow_errors: u64,

@@ -236,10 +236,21 @@ async fn start_rollout(req: HttpRequest, body: Body, data: Data) -> HttpResponse
     }
 }
 
+/// What `POST /v1/endpoint/rollout/{action}` does (its documented values; the handler matches
+/// the path segment against them).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // A schema: the action is read from the path as text.
+enum RolloutAction {
+    Pause,
+    Resume,
+    Abort,
+}
+
 /// `pause`, `resume` or `abort`: operational controls, allowed in declarative mode too (the
 /// files own what the rollout is, not whether someone holds or stops it).
 #[utoipa::path(post, path = "/v1/endpoint/rollout/{action}", tag = "rollout",
-    params(("action" = String, Path, description = "`pause`, `resume` or `abort`")),
+    params(("action" = inline(RolloutAction), Path, description = "`pause`, `resume` or `abort`")),
     responses((status = 200, body = RolloutView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn rollout_action(req: HttpRequest, action: web::Path<String>, data: Data) -> HttpResponse {
     guard!(req, data);
@@ -357,7 +368,7 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
 /// Merges the given fields (JSON merge patch, RFC 7396) into the deployment: instance count
 /// and settings change in place; a new model, code or environment replaces it as `PUT` does.
 #[utoipa::path(patch, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path)),
-    request_body(content = Object, description = "any of the deployment's fields (a merge patch of DeploymentSpec)"),
+    request_body(content = DeploymentSpec, description = "any of the deployment's fields: a JSON merge patch (RFC 7396) of the deployment, `null` removing a field"),
     responses((status = 200, body = DeploymentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {

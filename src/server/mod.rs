@@ -383,9 +383,16 @@ pub(crate) async fn run(
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(scoring_addr)
                 .expect(fn_service(move |req: Request| {
+                    // Refused in the style of the route asked for: the v2 protocol's `{"error"}`
+                    // under /v2, Azure's `{"message"}` elsewhere.
+                    let style = if req.path().starts_with("/v2/") {
+                        errors::ErrorStyle::Error
+                    } else {
+                        errors::ErrorStyle::Message
+                    };
                     let checked = body::check_head(&req.head().headers, max_body)
                         .map(|_| req)
-                        .map_err(|e| Response::<BoxBody>::from(e.answer()));
+                        .map_err(|e| Response::<BoxBody>::from(e.response(style)));
                     std::future::ready(checked)
                 }))
                 .finish(map_config(app, |_| AppConfig::default()))

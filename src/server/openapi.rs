@@ -86,6 +86,19 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 mod tests {
     use super::*;
 
+    /// Every `$ref` names a schema the document defines (a parameter's type is not collected by
+    /// itself: one named only there would dangle).
+    #[test]
+    fn every_reference_is_defined() {
+        let doc = serde_json::to_value(AdminApi::openapi()).unwrap();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for (i, _) in text.match_indices("#/components/schemas/") {
+            let name: String = text[i + 21..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            assert!(schemas.contains_key(&name), "a $ref to {name} dangles");
+        }
+    }
+
     /// The committed copy is the generated document. To accept a change of the API, run
     /// `SWITCHYARD_BLESS=1 cargo test --lib openapi` and commit `docs/admin-openapi.json`.
     #[test]

@@ -36,7 +36,7 @@ class Contract:
         self.doc = doc
         self.routes = []
         for template, item in doc["paths"].items():
-            pattern = "^" + re.sub(r"\\\{[^/]+\\\}", "[^/]+", re.escape(template)) + "$"
+            pattern = "^" + re.sub(r"\\\{([^/]+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
             self.routes.append((re.compile(pattern), template, item))
 
     def resolve(self, schema):
@@ -97,11 +97,19 @@ class Contract:
     def operation(self, method, path):
         bare = urllib.parse.urlsplit(path).path
         for pattern, template, item in self.routes:
-            if pattern.match(bare):
+            found = pattern.match(bare)
+            if found:
                 op = item.get(method.lower())
                 if op is None:
                     return template, None, "{} {}: the document has {} for {}, not {}".format(
                         method, bare, ", ".join(m.upper() for m in item), template, method)
+                # A path parameter with documented values must be one of them.
+                for p in op.get("parameters", []):
+                    allowed = self.resolve(p.get("schema", {})).get("enum")
+                    value = found.groupdict().get(p["name"]) if p.get("in") == "path" else None
+                    if allowed and value is not None and urllib.parse.unquote(value) not in allowed:
+                        return template, None, "{} {}: {} {!r} is not one of {}".format(
+                            method, bare, p["name"], value, ", ".join(allowed))
                 return template, op, None
         return None, None, "{} {}: no such route in the admin API's document".format(method, bare)
 
@@ -124,9 +132,13 @@ class Contract:
             if schema is None:
                 out.append("{}: sends a body; the document takes none".format(where))
             else:
-                for key in body:
-                    if not self.has(schema, [key]):
-                        out.append("{}: sends field {!r}, which the document does not take".format(where, key))
+                unknown = []
+                for sent in field_paths(body):
+                    if any(sent[:len(u)] == u for u in unknown):
+                        continue  # inside a field already reported
+                    if not self.has(schema, sent):
+                        unknown.append(sent)
+                        out.append("{}: sends field {}, which the document does not take".format(where, ".".join(sent)))
         status = str(record.get("status"))
         reads = record.get("reads") or []
         if reads:
@@ -134,6 +146,9 @@ class Contract:
             codes = [c for c in responses if c.startswith("2")] if status == "2xx" else [status]
             schemas = [responses[c].get("content", {}).get("application/json", {}).get("schema") for c in codes if c in responses]
             schemas = [s for s in schemas if s is not None]
+            if not schemas and status.isdigit() and int(status) >= 400:
+                # Every error of the admin API is an ErrorBody, documented per route or not.
+                schemas = [{"$ref": "#/components/schemas/ErrorBody"}]
             schema = {"oneOf": schemas} if schemas else None
             if schema is None:
                 out.append("{}: reads fields of a {} answer, which the document does not describe".format(where, status))
@@ -143,6 +158,19 @@ class Contract:
                         out.append("{}: reads {} of the {} answer, which the document does not have".format(
                             where, ".".join(read), status))
         return out
+
+
+def field_paths(body, prefix=()):
+    """Every field path of a sent JSON body (objects descended, lists as `[]`)."""
+    for key, value in body.items():
+        path = prefix + (key,)
+        yield list(path)
+        if isinstance(value, dict):
+            yield from field_paths(value, path)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    yield from field_paths(item, path + ("[]",))
 
 
 def check(doc, records):

@@ -1,7 +1,7 @@
 // Records what the studio page sends to and reads from the admin API, for the contract check
 // (tests/contract/openapi_contract.py). tests/studio/studio_test.py has the browser run this
 // before the page's own script (CDP Page.addScriptToEvaluateOnNewDocument); the page is not
-// changed. Each fetch of /v1/... is one record (method, path, status, the JSON body's keys);
+// changed. Each fetch of /v1/... is recorded (method, path, status, the JSON body's fields);
 // the answer text it reads is matched when the page parses it, and the parsed answer is a
 // proxy that notes every field the page reads. window.__contractLog() returns the records.
 (() => {
@@ -33,21 +33,28 @@
     });
   }
 
+  function shape(value) {
+    if (Array.isArray(value)) return value.map(shape);
+    if (value === null || typeof value !== "object") return null;
+    return Object.fromEntries(Object.keys(value).map((k) => [k, shape(value[k])]));
+  }
+
   window.fetch = async function (input, init) {
     const url = new URL(typeof input === "string" ? input : input.url, location.href);
     const response = await realFetch(input, init);
     if (!url.pathname.startsWith("/v1/") || url.origin !== location.origin) return response;
     const method = ((init && init.method) || "GET").toUpperCase();
-    const key = method + " " + url.pathname + url.search + " " + response.status;
+    // The JSON body's fields, nested objects kept (values dropped); null for a YAML document,
+    // which is not checked field by field. One record per route, status and body shape, so
+    // every distinct body the page sends is checked, not only the first.
+    let body = null;
+    try {
+      const parsed = init && typeof init.body === "string" ? realParse(init.body) : null;
+      if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) body = shape(parsed);
+    } catch (_) { /* a YAML document */ }
+    const key = method + " " + url.pathname + url.search + " " + response.status + " " + JSON.stringify(body);
     let record = records.get(key);
     if (!record) {
-      let body = null;
-      try {
-        const parsed = init && typeof init.body === "string" ? realParse(init.body) : null;
-        if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
-          body = Object.fromEntries(Object.keys(parsed).map((k) => [k, null]));
-        }
-      } catch (_) { /* a YAML document: not checked field by field */ }
       record = { method, path: url.pathname + url.search, status: response.status, body, reads: new Set() };
       records.set(key, record);
     }

@@ -44,6 +44,14 @@ class _Dict(dict):
     def items(self):
         return [(k, _wrap(v, self._path + (k,), self._reads)) for k, v in super().items()]
 
+    # Overridden so that `f(**d)` and `dict(d)` take CPython's generic path (keys(), then
+    # `d[key]` for each, noted above) rather than copying the values past `__getitem__`.
+    def __iter__(self):
+        return super().__iter__()
+
+    def keys(self):
+        return super().keys()
+
     def values(self):
         return [v for _, v in self.items()]
 
