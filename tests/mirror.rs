@@ -182,8 +182,9 @@ fn a_slow_shadow_does_not_slow_live_and_a_full_one_drops() {
     s.deploy("slow", "test/slow", json!({}));
     s.set_traffic(json!({"blue": 100}));
     let key = s.primary_key();
-    // x00 = 3: the shadow takes ~3 ms per copy, more than 20x a live model-1 request.
-    let body = body_with_x00(3.0);
+    // x00 = 2000: the shadow takes ~2 s per copy, a thousand times a live model-1 request.
+    let shadow_run = Duration::from_secs(2);
+    let body = body_with_x00(shadow_run.as_millis() as f64);
     let measure = |n: usize| -> Vec<Duration> {
         (0..n)
             .map(|_| {
@@ -200,9 +201,10 @@ fn a_slow_shadow_does_not_slow_live_and_a_full_one_drops() {
     assert_eq!(s.admin("PATCH", "/v1/endpoint", Some(&json!({"mirror_traffic": {"slow": 50}}))).status, 200);
     let mirrored_p99 = p99(measure(1500));
     eprintln!("live p99 without mirror {steady:?}, with 50% mirror to a slow shadow {mirrored_p99:?}");
-    // Generous bound: the precise figure belongs in the benchmark. The shadow's run takes 3 ms;
-    // had live requests waited for it, p99 would be over 3 ms.
-    assert!(mirrored_p99 < steady * 3 + Duration::from_millis(2), "live p99 {steady:?} -> {mirrored_p99:?}");
+    // Had live requests waited for the shadow, one in two would take its 2 s run: p99 would be
+    // over 2 s. The bound is half of that, so load on the machine cannot make it flaky; the
+    // precise cost of mirroring belongs in the benchmark (benches/mirror_share.py).
+    assert!(mirrored_p99 < shadow_run / 2, "live p99 {steady:?} -> {mirrored_p99:?}");
 
     // The shadow (1 instance, admission cap 2) cannot keep up: copies are dropped and counted.
     settle(&s, "slow");
