@@ -38,6 +38,11 @@ fn the_contract_check_passes_what_the_api_has_and_names_each_drift() {
         json!({"method": "GET", "path": "/v1/endpoint", "status": 503, "reads": [["message"]]}),
         json!({"method": "PUT", "path": "/v1/deployments/blue", "status": 201,
                "body": {"name": "blue", "model": {"path": "m"}, "tags": {"any": {"thing": 1}}}}),
+        // Types as the server sends them: a nullable number as null, a free-form tag as anything.
+        json!({"method": "GET", "path": "/v1/deployments/green/comparison", "status": 200,
+               "types": [[["max_abs_diff"], "null"], [["agreement_ratio"], "number"], [["pairs"], "integer"]]}),
+        json!({"method": "GET", "path": "/v1/deployments/blue", "status": 200,
+               "types": [[["tags", "x"], "object"], [["provisioning_state"], "string"]]}),
     ];
     let (ok, out) = check(&good);
     assert!(ok, "{out}");
@@ -56,6 +61,8 @@ fn the_contract_check_passes_what_the_api_has_and_names_each_drift() {
             json!({"method": "PUT", "path": "/v1/deployments/blue", "status": 201,
                    "body": {"name": "blue", "model": {"pth": "x"}}}),
             json!({"method": "PATCH", "path": "/v1/deployments/blue", "status": 200, "body": {"instance_cont": 2}}),
+            json!({"method": "GET", "path": "/v1/deployments/blue", "status": 200,
+                   "types": [[["instances", "ready"], "string"]]}),
         ])
         .collect();
     let (ok, out) = check(&drift);
@@ -70,6 +77,7 @@ fn the_contract_check_passes_what_the_api_has_and_names_each_drift() {
         "action 'pasue' is not one of pause, resume, abort",
         "sends field model.pth,",
         "sends field instance_cont,",
+        "reads instances.ready of the 200 answer as JSON type string",
     ] {
         assert!(out.contains(named), "the check did not name {named:?}: {out}");
     }

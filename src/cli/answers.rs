@@ -117,7 +117,7 @@ pub(super) struct SampleAnswer {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
+    use serde_json::{json, Value};
     use utoipa::openapi::OpenApi;
     use utoipa::{OpenApi as _, PartialSchema};
 
@@ -152,20 +152,64 @@ mod tests {
 
         /// Whether a value of `schema` can have `path`.
         fn has(&self, schema: &Value, path: &[String]) -> bool {
+            !self.at(schema, path).is_empty()
+        }
+
+        /// The schemas a value at `path` of a value of `schema` may have.
+        fn at<'a>(&'a self, schema: &'a Value, path: &[String]) -> Vec<&'a Value> {
             let Some((key, rest)) = path.split_first() else {
-                return true;
+                return vec![schema];
             };
             let mut variants = Vec::new();
             self.variants(schema, &mut variants);
-            variants.iter().any(|v| {
-                if key == "[]" {
-                    return v.get("items").is_some_and(|items| self.has(items, rest));
+            variants
+                .iter()
+                .flat_map(|v| {
+                    let child = if key == "[]" {
+                        v.get("items")
+                    } else {
+                        v.get("properties")
+                            .and_then(|p| p.get(key))
+                            .or(v.get("additionalProperties").filter(|e| e.is_object()))
+                    };
+                    child.map(|c| self.at(c, rest)).unwrap_or_default()
+                })
+                .collect()
+        }
+
+        /// The JSON types a value of `schema` may be; `None` for any.
+        fn types(&self, schema: &Value) -> Option<std::collections::BTreeSet<String>> {
+            let s = self.resolve(schema);
+            let mut found = std::collections::BTreeSet::new();
+            let mut composite = false;
+            for key in ["oneOf", "anyOf", "allOf"] {
+                for part in s.get(key).and_then(Value::as_array).into_iter().flatten() {
+                    composite = true;
+                    found.extend(self.types(part)?);
                 }
-                match (v.get("properties").and_then(|p| p.get(key)), v.get("additionalProperties")) {
-                    (Some(child), _) => self.has(child, rest),
-                    (None, Some(extra)) if extra.is_object() => self.has(extra, rest),
-                    _ => false,
+            }
+            match s.get("type") {
+                Some(Value::String(t)) => {
+                    found.insert(t.clone());
                 }
+                Some(Value::Array(ts)) => found.extend(ts.iter().filter_map(|t| t.as_str().map(str::to_string))),
+                _ if s.get("enum").is_some() => {
+                    found.insert("string".into());
+                }
+                _ if s.get("properties").is_some() || s.get("additionalProperties").is_some() => {
+                    found.insert("object".into());
+                }
+                _ if !composite => return None,
+                _ => {}
+            }
+            Some(found)
+        }
+
+        /// The union of the types of `schemas`; `None` if any may be anything.
+        fn types_of(&self, schemas: &[&Value]) -> Option<std::collections::BTreeSet<String>> {
+            schemas.iter().try_fold(std::collections::BTreeSet::new(), |mut all, s| {
+                all.extend(self.types(s)?);
+                Some(all)
             })
         }
     }
@@ -221,9 +265,25 @@ mod tests {
             let mut all = Vec::new();
             paths(&schema, &defs, &mut Vec::new(), &mut all);
             assert!(!all.is_empty(), "{method} {route}: the CLI's type has no field");
+            let cli = Doc(json!({"components": {"schemas": defs}}));
             for path in all {
-                if !doc.has(answer, &path) {
+                let sent = doc.at(answer, &path);
+                if sent.is_empty() {
                     missing.push(format!("{} {route}: {}", method.to_uppercase(), path.join(".")));
+                    continue;
+                }
+                // Every type the server may send there is one the CLI's field reads (an
+                // integer where the CLI reads a number).
+                let (Some(sent), Some(read)) = (doc.types_of(&sent), cli.types_of(&cli.at(&schema, &path))) else {
+                    continue;
+                };
+                let reads = |t: &str| read.contains(t) || (t == "integer" && read.contains("number"));
+                for t in sent.iter().filter(|t| !reads(t)) {
+                    missing.push(format!(
+                        "{} {route}: {} may be {t}; the CLI reads {read:?}",
+                        method.to_uppercase(),
+                        path.join(".")
+                    ));
                 }
             }
         }

@@ -11,8 +11,10 @@ client that drifts from the server fails its own test.
     python3 openapi_contract.py ADMIN_URL_OR_FILE LOG   # LOG: one JSON record per line
 
 A record: ``{"method": "GET", "path": "/v1/deployments/blue?wait=5", "status": 200 (or "2xx"),
-"body": {...} or null, "reads": [["instances", "ready"], ...]}``; a list index in a read path
-is ``"[]"``.
+"body": {...} or null, "reads": [["instances", "ready"], ...], "types": [[["instances",
+"ready"], "integer"], ...]}``; a list index in a read path is ``"[]"``; ``types`` gives the JSON
+type (null, boolean, integer, number, string, object, array) each read field had, checked
+against the document's type for it.
 """
 
 import json
@@ -86,13 +88,55 @@ class Contract:
                 found.append({})  # a free-form object (tags, a model's version): any key
         return found
 
-    def has(self, schema, path):
+    def at(self, schema, path):
+        """The schemas a value at ``path`` of a value of ``schema`` may have; [] if none."""
         current = [schema]
         for key in path:
             current = [c for s in current for c in self.child(s, key)]
             if not current:
-                return False
-        return True
+                return []
+        return current
+
+    def has(self, schema, path):
+        return bool(self.at(schema, path))
+
+    def types(self, schema):
+        """The JSON types a value of ``schema`` may be; None for any."""
+        schema = self.resolve(schema)
+        if not isinstance(schema, dict):
+            return None
+        found = set()
+        composite = False
+        for key in ("oneOf", "anyOf", "allOf"):
+            for part in schema.get(key, []):
+                composite = True
+                more = self.types(part)
+                if more is None and key != "allOf":
+                    return None
+                found |= more or set()
+        kind = schema.get("type")
+        if kind is not None:
+            found |= set(kind if isinstance(kind, list) else [kind])
+        elif "enum" in schema:
+            found |= {"string"}
+        elif "properties" in schema or "additionalProperties" in schema:
+            found |= {"object"}
+        elif not composite:
+            return None
+        if schema.get("nullable"):
+            found.add("null")
+        return found
+
+    def allows(self, schemas, kind):
+        """Whether a value of JSON type ``kind`` fits one of ``schemas`` (a number read from a
+        browser may be an integer)."""
+        for schema in schemas:
+            allowed = self.types(schema)
+            if allowed is None or kind in allowed:
+                return True
+            if kind in ("number", "integer") and allowed & {"number", "integer"}:
+                return True
+        return False
 
     def operation(self, method, path):
         bare = urllib.parse.urlsplit(path).path
@@ -141,7 +185,7 @@ class Contract:
                         out.append("{}: sends field {}, which the document does not take".format(where, ".".join(sent)))
         status = str(record.get("status"))
         reads = record.get("reads") or []
-        if reads:
+        if reads or record.get("types"):
             responses = op.get("responses", {})
             codes = [c for c in responses if c.startswith("2")] if status == "2xx" else [status]
             schemas = [responses[c].get("content", {}).get("application/json", {}).get("schema") for c in codes if c in responses]
@@ -157,6 +201,11 @@ class Contract:
                     if not self.has(schema, read):
                         out.append("{}: reads {} of the {} answer, which the document does not have".format(
                             where, ".".join(read), status))
+                for read, kind in record.get("types") or []:
+                    places = self.at(schema, read)
+                    if places and not self.allows(places, kind):
+                        out.append("{}: reads {} of the {} answer as JSON type {}, which the document does not give it".format(
+                            where, ".".join(read), status, kind))
         return out
 
 
@@ -194,6 +243,7 @@ def main(argv):
         records = [json.loads(line) for line in f if line.strip()]
     problems = check(doc, records)
     reads = sum(len(r.get("reads") or []) for r in records)
+    typed = sum(len(r.get("types") or []) for r in records)
     if problems:
         print("contract: {} problem(s) against the admin API's document:".format(len(problems)))
         for p in problems:
@@ -202,7 +252,8 @@ def main(argv):
     if not records:
         print("contract: no call was recorded")
         return 1
-    print("contract: {} calls and {} field reads match the admin API's document".format(len(records), reads))
+    print("contract: {} calls and {} field reads ({} with their JSON types) match the admin API's document".format(
+        len(records), reads, typed))
     return 0
 
 

@@ -24,6 +24,10 @@
         if (!Object.prototype.hasOwnProperty.call(target, prop) && typeof v === "function") return v;
         const at = path.concat([prop]);
         reads.add(JSON.stringify(at));
+        if (Object.prototype.hasOwnProperty.call(target, prop)) {
+          const kind = v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+          reads.add(JSON.stringify({ at, kind }));
+        }
         return wrap(v, at, reads);
       },
       has(target, prop) {
@@ -76,5 +80,12 @@
   };
 
   window.__contractLog = () =>
-    [...records.values()].map((r) => ({ ...r, reads: [...r.reads].map((p) => realParse(p)) }));
+    [...records.values()].map((r) => {
+      const all = [...r.reads].map((p) => realParse(p));
+      return {
+        ...r,
+        reads: all.filter((p) => Array.isArray(p)),
+        types: all.filter((p) => !Array.isArray(p)).map((p) => [p.at, p.kind]),
+      };
+    });
 })();

@@ -25,7 +25,10 @@ class _Dict(dict):
 
     def _note(self, key):
         if isinstance(key, str):
-            self._reads.add(self._path + (key,))
+            path = self._path + (key,)
+            self._reads.add(path)
+            if super().__contains__(key):
+                self._reads.add((path, _kind(super().__getitem__(key))))
 
     def __getitem__(self, key):
         self._note(key)
@@ -74,6 +77,21 @@ class _List(list):
             yield _wrap(item, self._path + ("[]",), self._reads)
 
 
+def _kind(value):
+    """The JSON type of a value json.loads made."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "object" if isinstance(value, dict) else "array"
+
+
 def _wrap(value, path, reads):
     if isinstance(value, dict) and not isinstance(value, _Dict):
         return _Dict(value, path, reads)
@@ -110,7 +128,9 @@ def _install():
     def dump():
         with open(_LOG, "a") as f:
             for r in _records:
-                r = dict(r, reads=sorted(list(p) for p in r["reads"]))
+                paths = [p for p in r["reads"] if all(isinstance(k, str) for k in p)]
+                typed = [[list(p[0]), p[1]] for p in r["reads"] if len(p) == 2 and isinstance(p[0], tuple)]
+                r = dict(r, reads=sorted(list(p) for p in paths), types=sorted(typed))
                 f.write(json.dumps(r) + "\n")
 
     atexit.register(dump)

@@ -584,8 +584,11 @@ try:
     problems = openapi_contract.check(openapi_contract.load(URL), records)
     assert not problems, "the page drifted from the admin API's document:\n  " + "\n  ".join(problems)
     reads = sum(len(r["reads"]) for r in records)
-    assert len(records) > 10 and reads > 50, "too little recorded to prove anything: {} calls, {} reads".format(len(records), reads)
-    print("contract: {} calls and {} field reads match the admin API's document".format(len(records), reads), flush=True)
+    typed = sum(len(r["types"]) for r in records)
+    assert len(records) > 10 and reads > 50 and typed > 50, "too little recorded to prove anything: {} calls, {} reads, {} typed".format(
+        len(records), reads, typed)
+    print("contract: {} calls and {} field reads ({} with their JSON types) match the admin API's document".format(
+        len(records), reads, typed), flush=True)
     print("studio: all steps passed", flush=True)
 except Exception:
     shot("failure")
