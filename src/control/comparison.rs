@@ -34,9 +34,8 @@ impl ControlPlane {
     /// was sent are still counted; `None` otherwise. Reads the routing snapshot, not the state,
     /// so it may be called with the state lock held.
     pub(super) fn mirror_view(&self, record: &DeploymentRecord) -> Option<ShareView> {
-        let routing = self.routing.load();
-        let percent = routing
-            .endpoint
+        let percent = self
+            .published()
             .as_ref()
             .and_then(|e| e.mirror.as_ref())
             .filter(|(d, _)| d.deployment.name() == record.spec.name)

@@ -56,7 +56,7 @@ impl ControlPlane {
         let before = state.clone();
         state.next_load_id += 1;
         let load_id = state.next_load_id;
-        let fresh = self.loader.deployment(&spec, kind, &self.metrics, self.runtime.clone());
+        let fresh = self.loader.deployment(&self.name, &spec, kind, &self.metrics, self.runtime.clone());
         let mut replaced = None;
         // A replacement still loading is superseded: it never serves, and its pool is closed
         // once this change is saved (its workers in init are killed).
@@ -348,7 +348,7 @@ impl ControlPlane {
                     // it rolls back now, and live traffic it still has (saved before a
                     // restart) goes to the others. Not for a load cancelled by a stop: that
                     // says nothing about the deployment, and the saved traffic must stay.
-                    if error != LoadError::Cancelled && !self.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                    if error != LoadError::Cancelled && !self.shared.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
                         self.roll_back_if_target_failed(&mut state, name, &error.to_string());
                         self.end_rollout_if_source_failed(&mut state, name, &error.to_string());
                         self.drop_failed_traffic(&mut state);
@@ -508,9 +508,9 @@ impl ControlPlane {
         }
     }
 
-    /// The endpoint's name from the routing snapshot (readable while the state lock is held).
+    /// The endpoint's name (a plane's is fixed: readable while the state lock is held).
     fn published_endpoint_name(&self) -> Option<String> {
-        self.routing.load().endpoint.as_ref().map(|e| e.name.clone())
+        Some(self.name.clone())
     }
 }
 

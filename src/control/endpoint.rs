@@ -32,10 +32,11 @@ impl ControlPlane {
         }
         let mut state = self.lock();
         let created = match &state.endpoint {
-            Some(existing) if existing.spec.name != spec.name => {
-                return Err(ControlError::Conflict(format!(
-                    "this server hosts endpoint {:?}; one process serves one endpoint: delete it first, or start another `switchyard serve`",
-                    existing.spec.name
+            _ if state.retired => return Err(ControlError::Retry),
+            _ if spec.name != self.name => {
+                return Err(ControlError::invalid(format!(
+                    "the document names endpoint {:?}, not {:?}",
+                    spec.name, self.name
                 )))
             }
             Some(_) => false,
@@ -187,7 +188,8 @@ impl ControlPlane {
     /// The endpoint as `show` prints it; `None` without one.
     pub(super) fn endpoint_view(&self, state: &State) -> Option<EndpointView> {
         let ep = state.endpoint.as_ref()?;
-        let base = self.scoring_base.get().cloned().unwrap_or_default();
+        let base = self.shared.scoring_base.get().map(String::as_str).unwrap_or_default();
+        let base = format!("{base}/endpoints/{}", self.name);
         let config_dir = self.declarative_dir().map(|dir| ConfigDirView {
             path: dir.display().to_string(),
             last_error: self.config_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -259,7 +261,8 @@ mod tests {
             tolerance: Default::default(),
             key_grace: Duration::from_secs(60),
         };
-        let cp = rt.block_on(async { ControlPlane::new(Metrics::new(), options, None) });
+        let cp = rt.block_on(async { super::super::Workspace::new(Metrics::new(), options, None).plane_for("my-ep") });
+        let cp = cp.unwrap().0;
         (rt, cp)
     }
 
@@ -292,7 +295,7 @@ mod tests {
         assert!(!created, "the same endpoint again is a replace");
         assert_eq!(keys(&cp), before_keys, "a replace with the same auth mode keeps the keys");
         let other = put(&cp, json!({"name": "other-ep", "auth_mode": "key"})).unwrap_err();
-        assert!(matches!(&other, ControlError::Conflict(m) if m.contains("\"my-ep\"")), "{other}");
+        assert!(matches!(&other, ControlError::Spec(_)) && other.to_string().contains("\"other-ep\""), "{other}");
         assert_eq!(cp.get_endpoint().unwrap().spec.name, "my-ep", "the refused PUT changed nothing");
         let rollout =
             put(&cp, json!({"name": "my-ep", "rollout": {"to": "green", "steps": "50,100", "step_duration": "60s"}}))

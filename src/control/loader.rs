@@ -16,14 +16,22 @@ pub(crate) trait Loader: Send + Sync + 'static {
     /// Which hook serves `spec`; may read the disk (call it off the admin plane's workers).
     fn hook_kind(&self, spec: &DeploymentSpec) -> Result<HookKind, SpecError>;
 
-    /// A deployment with an empty pool for `spec`: the control plane loads its instances.
+    /// A deployment of endpoint `endpoint` with an empty pool for `spec`: the control plane
+    /// loads its instances.
     fn deployment(
         &self,
+        endpoint: &str,
         spec: &DeploymentSpec,
         kind: HookKind,
         metrics: &Arc<Metrics>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Deployment>;
+}
+
+/// `spec` naming `endpoint`, which labels the deployment's metric series (the stored spec
+/// keeps what its document said, so the config-dir reconciler compares like with like).
+fn labelled(endpoint: &str, spec: &DeploymentSpec) -> DeploymentSpec {
+    DeploymentSpec { endpoint_name: Some(endpoint.to_string()), ..spec.clone() }
 }
 
 /// The hooks on disk (the server's loader).
@@ -36,12 +44,13 @@ impl Loader for Hooks {
 
     fn deployment(
         &self,
+        endpoint: &str,
         spec: &DeploymentSpec,
         kind: HookKind,
         metrics: &Arc<Metrics>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Deployment> {
-        Deployment::new(spec, kind, metrics, runtime)
+        Deployment::new(&labelled(endpoint, spec), kind, metrics, runtime)
     }
 }
 
@@ -96,6 +105,7 @@ mod fake {
 
         fn deployment(
             &self,
+            endpoint: &str,
             spec: &DeploymentSpec,
             _kind: HookKind,
             metrics: &Arc<Metrics>,
@@ -109,7 +119,7 @@ mod fake {
                 }
                 Ok(Box::new(Echo) as Box<dyn ScoringHook>)
             });
-            Deployment::with_factory(spec, factory, metrics, runtime)
+            Deployment::with_factory(&super::labelled(endpoint, spec), factory, metrics, runtime)
         }
     }
 }

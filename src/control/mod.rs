@@ -16,6 +16,7 @@ pub(crate) mod store;
 mod tests;
 pub(crate) mod views;
 pub(crate) mod watch;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
 pub(crate) use error::ControlError;
 pub(crate) use rollout::RolloutSource;
+pub(crate) use workspace::Workspace;
 use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
 use views::{
     Bucket, DeploymentMetrics, DeploymentView, LiveMetrics, MetricInstances, MetricsView, RoleMetrics, SecretsDirView,
@@ -48,6 +50,9 @@ struct State {
     next_load_id: u64,
     /// The last rollout started (running, paused or over), kept for `rollout show`.
     rollout: Option<rollout::RolloutRecord>,
+    /// Set when the endpoint was deleted and its plane left the workspace: the plane changes,
+    /// saves and publishes nothing more (a request that still holds it gets a 404).
+    retired: bool,
 }
 
 /// The endpoint as accepted: its spec holds the normalised traffic (every deployment listed)
@@ -100,38 +105,129 @@ struct PendingVersion {
     pool: Arc<Deployment>,
 }
 
-/// The control plane, shared by the admin API (and later the config-dir watcher).
+/// One endpoint's control plane: the one owner of that endpoint's state. The process holds
+/// one per endpoint ([`Workspace`]); what they share (the routing snapshot, the admin token,
+/// the secrets folder, the scoring address) is in [`Shared`]. Keeping each endpoint's state
+/// behind its own lock is what makes the endpoints independent: a slow change on one (a save,
+/// a load's bookkeeping) never waits on another's, and an operation cannot reach a
+/// deployment of another endpoint by mistake, since it holds no reference to it.
 pub(crate) struct ControlPlane {
+    /// The endpoint this plane owns (fixed: a new name is a new plane).
+    name: String,
+    /// Tells this plane's publishes apart from those of an earlier plane of the same name.
+    id: u64,
+    /// What every endpoint's plane shares.
+    shared: Arc<Shared>,
     /// Makes deployments from specs (the hooks on disk; a fake in unit tests).
     loader: Arc<dyn loader::Loader>,
     state: Mutex<State>,
-    routing: Arc<ArcSwap<RoutingTable>>,
-    /// Bumped after each publish (the front door's per-thread snapshot caches watch it).
-    publish_count: Arc<std::sync::atomic::AtomicU64>,
     metrics: Arc<Metrics>,
     /// Where background work (model loads, drains) runs.
     runtime: tokio::runtime::Handle,
-    /// The scoring plane's base URL, known once it is bound.
-    scoring_base: OnceLock<String>,
     /// Settings given at start.
     options: ControlOptions,
     /// Where accepted changes are saved (`--state-dir`).
     store: Option<StateStore>,
-    /// True while a saved state is being restored: the scoring plane answers 503.
+    /// True while a saved state is being restored: the endpoint answers 503.
     restoring: AtomicBool,
-    /// True once shutdown began: the scoring plane answers 503 to new requests.
-    shutting_down: AtomicBool,
     /// `--config-dir`, when the files own the state, and how the last application went.
     declarative: OnceLock<PathBuf>,
     /// Why the folder's last version was refused or not applied whole; `None` once applied.
     config_error: Mutex<Option<String>>,
-    /// `--secrets-dir`, when the endpoint's secrets come from files.
+    /// Numbers the rollout timer tasks, so a task outlived by its rollout stops.
+    rollout_tickers: std::sync::atomic::AtomicU64,
+}
+
+/// What the endpoints of one process share.
+pub(crate) struct Shared {
+    routing: Arc<ArcSwap<RoutingTable>>,
+    /// Bumped after each publish (the front door's per-thread snapshot caches watch it).
+    publish_count: Arc<std::sync::atomic::AtomicU64>,
+    /// What each endpoint last published, by name, with the id of the plane that did; a
+    /// publish rebuilds the table from it under this lock, so two endpoints publishing at
+    /// once cannot lose each other's change.
+    board: Mutex<BTreeMap<String, (u64, Published)>>,
+    /// Numbers the planes.
+    next_plane: std::sync::atomic::AtomicU64,
+    /// True once shutdown began: the scoring plane answers 503 to new requests.
+    shutting_down: AtomicBool,
+    /// The scoring plane's base URL, known once it is bound.
+    scoring_base: OnceLock<String>,
+    /// `--secrets-dir`, when the endpoints' secrets come from files.
     secrets: OnceLock<SecretsSource>,
     /// The admin API's bearer token (`--admin-token`, or `admin-token` in `--secrets-dir`,
     /// which may change while the server runs).
     admin_token: ArcSwapOption<String>,
-    /// Numbers the rollout timer tasks, so a task outlived by its rollout stops.
-    rollout_tickers: std::sync::atomic::AtomicU64,
+}
+
+/// What one endpoint shows the scoring plane.
+#[derive(Clone)]
+enum Published {
+    /// Its saved state is being restored (503).
+    Restoring,
+    Serving(Arc<EndpointView>),
+}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
+            publish_count: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            board: Mutex::new(BTreeMap::new()),
+            next_plane: std::sync::atomic::AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            scoring_base: OnceLock::new(),
+            secrets: OnceLock::new(),
+            admin_token: ArcSwapOption::empty(),
+        })
+    }
+
+    /// Records what plane `id` shows for endpoint `name` (`None`: nothing, it is gone) and
+    /// swaps in a table rebuilt with it. A plane that no longer owns the name (deleted, and
+    /// the name taken by a new endpoint since) changes nothing.
+    fn publish(&self, id: u64, name: &str, shown: Option<Published>) {
+        let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        if board.get(name).is_some_and(|(owner, _)| *owner != id) {
+            return;
+        }
+        match shown {
+            Some(p) => {
+                board.insert(name.to_string(), (id, p));
+            }
+            None => {
+                board.remove(name);
+            }
+        }
+        self.swap_in(&board);
+    }
+
+    /// Builds the table from `board` and makes it the one requests see.
+    fn swap_in(&self, board: &BTreeMap<String, (u64, Published)>) {
+        let mut table = RoutingTable {
+            unavailable: self.shutting_down.load(Ordering::Acquire).then_some(Unavailable::ShuttingDown),
+            ..RoutingTable::default()
+        };
+        for (name, (_, shown)) in board {
+            match shown {
+                Published::Restoring => table.restoring.push(name.clone()),
+                Published::Serving(view) => {
+                    table.endpoints.insert(name.as_str().into(), Arc::clone(view));
+                }
+            }
+        }
+        if board.len() == 1 {
+            table.only = table.endpoints.values().next().cloned();
+        }
+        self.routing.store(Arc::new(table));
+        self.publish_count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// From now on every scoring request is refused (503).
+    fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let board = self.board.lock().unwrap_or_else(|e| e.into_inner());
+        self.swap_in(&board);
+    }
 }
 
 /// A `--secrets-dir` and what was last read from it.
@@ -158,90 +254,49 @@ pub(crate) struct ControlOptions {
 }
 
 impl ControlPlane {
-    /// A control plane with no endpoint. Call from inside a tokio runtime.
-    pub(crate) fn new(metrics: Arc<Metrics>, options: ControlOptions, store: Option<StateStore>) -> Arc<Self> {
-        Self::with_loader(metrics, options, store, Arc::new(loader::Hooks))
-    }
-
-    /// As [`new`](Self::new), with deployments made by `loader` (a fake one in unit tests).
-    pub(crate) fn with_loader(
-        metrics: Arc<Metrics>,
-        options: ControlOptions,
-        store: Option<StateStore>,
-        loader: Arc<dyn loader::Loader>,
-    ) -> Arc<Self> {
+    /// A plane for endpoint `name`, with no endpoint yet (created by the workspace).
+    fn new(name: &str, ws: &Workspace, store: Option<StateStore>) -> Arc<Self> {
         Arc::new(Self {
-            loader,
+            name: name.to_string(),
+            id: ws.shared.next_plane.fetch_add(1, Ordering::Relaxed),
+            shared: Arc::clone(&ws.shared),
+            loader: Arc::clone(&ws.loader),
             state: Mutex::new(State::default()),
-            routing: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
-            publish_count: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-            metrics,
-            runtime: tokio::runtime::Handle::current(),
-            scoring_base: OnceLock::new(),
-            options,
+            metrics: Arc::clone(&ws.metrics),
+            runtime: ws.runtime.clone(),
+            options: ws.options,
             store,
             restoring: AtomicBool::new(false),
-            shutting_down: AtomicBool::new(false),
             declarative: OnceLock::new(),
             config_error: Mutex::new(None),
-            secrets: OnceLock::new(),
-            admin_token: ArcSwapOption::empty(),
             rollout_tickers: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// The admin API's bearer token now (`None`: the admin API is open, on loopback).
-    pub(crate) fn admin_token(&self) -> Option<Arc<String>> {
-        self.admin_token.load_full()
-    }
-
-    /// Sets the admin API's bearer token.
-    pub(crate) fn set_admin_token(&self, token: Option<String>) {
-        self.admin_token.store(token.map(Arc::new));
+    /// The endpoint this plane owns.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// The `--secrets-dir`, when the endpoint's secrets come from files.
     pub(crate) fn secrets_dir(&self) -> Option<&Path> {
-        self.secrets.get().map(|s| s.dir.as_path())
-    }
-
-    /// Makes the files of `dir` the source of the endpoint's secrets (at start, before any
-    /// endpoint exists).
-    fn set_secrets_source(&self, dir: PathBuf, files: secrets::SecretFiles) {
-        let status = SecretsStatus { files, loaded_at: SystemTime::now(), last_error: None };
-        let _ = self.secrets.set(SecretsSource { dir, status: Mutex::new(status) });
-    }
-
-    /// Records why the last edit of `--secrets-dir` was refused (`None`: it was fine).
-    fn set_secrets_error(&self, error: Option<String>) {
-        if let Some(source) = self.secrets.get() {
-            source.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = error;
-        }
+        self.shared.secrets.get().map(|s| s.dir.as_path())
     }
 
     /// Rotates to an edited `--secrets-dir`: the endpoint's credentials move to the new
-    /// secrets (keeping the ones that left for the grace period) in one published change, and
-    /// so does the admin token when it comes from the folder.
-    fn apply_secrets(&self, files: secrets::SecretFiles) {
-        let Some(source) = self.secrets.get() else {
-            return;
-        };
+    /// secrets (keeping the ones that left for the grace period) in one published change.
+    fn apply_secrets(&self, files: &secrets::SecretFiles) {
         let mut state = self.lock();
         if let Some(ep) = state.endpoint.as_mut() {
             ep.credentials.rotate_to(&files.shared, self.options.key_grace, Instant::now());
         }
-        if files.admin_token.is_some() {
-            self.set_admin_token(files.admin_token.clone());
-        }
-        *source.status.lock().unwrap_or_else(|e| e.into_inner()) =
-            SecretsStatus { files, loaded_at: SystemTime::now(), last_error: None };
         self.commit_background(&state);
     }
 
     /// The credentials a new endpoint gets: the folder's secrets in `--secrets-dir` mode, fresh
     /// random ones otherwise.
     fn new_credentials(&self, auth_mode: crate::spec::AuthMode) -> Credentials {
-        match self.secrets.get() {
+        match self.shared.secrets.get() {
             Some(source) => {
                 let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
                 Credentials::from_shared(auth_mode, self.options.token_lifetime, &status.files.shared)
@@ -253,7 +308,7 @@ impl ControlPlane {
     /// `show`'s `secrets_dir` object: where the secrets come from, a fingerprint of them (equal
     /// on replicas that hold the same Secret), when they were read, and the last refused edit.
     fn secrets_view(&self) -> Option<SecretsDirView> {
-        let source = self.secrets.get()?;
+        let source = self.shared.secrets.get()?;
         let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
         Some(SecretsDirView {
             path: source.dir.display().to_string(),
@@ -263,27 +318,12 @@ impl ControlPlane {
         })
     }
 
-    /// The routing snapshot the front door reads.
-    pub(crate) fn routing(&self) -> Arc<ArcSwap<RoutingTable>> {
-        Arc::clone(&self.routing)
-    }
-
-    /// The publish counter the front door's snapshot caches watch.
-    pub(crate) fn publish_count(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        Arc::clone(&self.publish_count)
-    }
-
-    /// Records the scoring plane's address (for `scoring_uri`).
-    pub(crate) fn set_scoring_base(&self, base: String) {
-        let _ = self.scoring_base.set(base);
-    }
-
-    /// Puts the control plane in declarative mode: the files in `dir` own the state.
+    /// Puts the plane in declarative mode: the files in `dir` own the endpoint.
     pub(crate) fn set_declarative(&self, dir: PathBuf) {
         let _ = self.declarative.set(dir);
     }
 
-    /// The `--config-dir`, when the state is owned by files.
+    /// The `--config-dir` folder of this endpoint, when its state is owned by files.
     pub(crate) fn declarative_dir(&self) -> Option<&Path> {
         self.declarative.get().map(PathBuf::as_path)
     }
@@ -331,26 +371,21 @@ impl ControlPlane {
         }
     }
 
-    /// Prometheus text, with the gauges that are read rather than counted (instances, mirror
-    /// comparison, process) refreshed first.
-    pub(crate) fn metrics_text(&self) -> String {
-        {
-            let state = self.lock();
-            for record in state.deployments.values() {
-                let c = record.live.pool().counts();
-                record.live.metrics().set_instances([c.ready, c.loading, c.draining, c.failed, c.restarting]);
-                record.live.metrics().set_inflight(record.live.inflight());
-                record.live.metrics().set_mirror(&record.shadow.report.gauges());
-            }
+    /// Refreshes the gauges that are read rather than counted (instances, in flight, mirror
+    /// comparison) before a scrape.
+    fn refresh_gauges(&self) {
+        let state = self.lock();
+        for record in state.deployments.values() {
+            let c = record.live.pool().counts();
+            record.live.metrics().set_instances([c.ready, c.loading, c.draining, c.failed, c.restarting]);
+            record.live.metrics().set_inflight(record.live.inflight());
+            record.live.metrics().set_mirror(&record.shadow.report.gauges());
         }
-        self.metrics.refresh_process();
-        self.metrics.render()
     }
 
-    /// `GET /v1/metrics`: per deployment, the counts behind the request and duration series
-    /// as JSON (cumulative; a reader takes rates and quantiles from two reads), so a client
-    /// such as the studio page needs no Prometheus text parser.
-    pub(crate) fn metrics_json(&self) -> MetricsView {
+    /// This endpoint's deployments in `GET /v1/metrics`: the counts behind the request and
+    /// duration series (cumulative; a reader takes rates and quantiles from two reads).
+    fn metric_rows(&self) -> Vec<DeploymentMetrics> {
         let state = self.lock();
         let role = |r: &crate::telemetry::metrics::RoleSummary| RoleMetrics {
             requests: r.requests,
@@ -361,13 +396,14 @@ impl ControlPlane {
                 .map(|(le, n)| Bucket { le: (*le != f64::MAX).then_some(*le), count: *n })
                 .collect(),
         };
-        let deployments = state
+        state
             .deployments
             .iter()
             .map(|(name, record)| {
                 let s = record.live.metrics().summary();
                 let c = record.live.pool().counts();
                 DeploymentMetrics {
+                    endpoint: self.name.clone(),
                     name: name.clone(),
                     inflight: record.live.inflight(),
                     instances: MetricInstances {
@@ -384,13 +420,12 @@ impl ControlPlane {
                     mirror: role(&s.mirror),
                 }
             })
-            .collect();
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let endpoint = state.endpoint.as_ref().map(|e| e.spec.name.clone());
-        MetricsView { time_ms, endpoint, deployments }
+            .collect()
+    }
+
+    /// `GET /v1/endpoints/{name}/metrics`: this endpoint's deployments.
+    pub(crate) fn metrics_json(&self) -> MetricsView {
+        MetricsView { time_ms: now_ms(), endpoint: Some(self.name.clone()), deployments: self.metric_rows() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -403,10 +438,14 @@ impl ControlPlane {
     /// cannot be saved, the state goes back to `before` and the change is refused: nothing is
     /// acknowledged that a restart would lose.
     fn commit(&self, state: &mut State, before: State) -> Result<(), ControlError> {
+        if state.retired {
+            *state = before;
+            return Err(ControlError::NotFound(format!("endpoint {:?} was deleted", self.name)));
+        }
         if let Some(store) = &self.store {
             if let Err(e) = store.save(&durable(state)) {
                 *state = before;
-                tracing::error!(error = %e, "cannot save the state");
+                tracing::error!(endpoint = %self.name, error = %e, "cannot save the state");
                 return Err(ControlError::Unsaved(e));
             }
         }
@@ -415,54 +454,57 @@ impl ControlPlane {
     }
 
     /// Saves and publishes a change made by a background task (a load that finished), which
-    /// has nobody to refuse it to: a failure to save is logged.
+    /// has nobody to refuse it to: a failure to save is logged. A deleted endpoint's plane
+    /// saves and publishes nothing (its name may belong to a new endpoint by now).
     fn commit_background(&self, state: &State) {
+        if state.retired {
+            return;
+        }
         if let Some(store) = &self.store {
             if let Err(e) = store.save(&durable(state)) {
-                tracing::error!(error = %e, "cannot save the state after a background change");
+                tracing::error!(endpoint = %self.name, error = %e, "cannot save the state after a background change");
             }
         }
         self.publish(state);
     }
 
-    /// Builds the routing snapshot from `state` and swaps it in.
+    /// Builds this endpoint's routing view from `state` and swaps in a table with it.
     fn publish(&self, state: &State) {
-        let unavailable = if self.shutting_down.load(Ordering::Acquire) {
-            Some(Unavailable::ShuttingDown)
-        } else if self.restoring.load(Ordering::Acquire) {
-            Some(Unavailable::Restoring)
-        } else {
-            None
-        };
-        if unavailable.is_some() {
-            self.routing.store(Arc::new(RoutingTable { endpoint: None, unavailable }));
-            self.publish_count.fetch_add(1, Ordering::AcqRel);
+        if state.retired {
             return;
         }
-        let table = match &state.endpoint {
-            None => RoutingTable::default(),
-            Some(ep) => {
+        let shown = if self.restoring.load(Ordering::Acquire) {
+            Some(Published::Restoring)
+        } else {
+            state.endpoint.as_ref().map(|ep| {
                 let live = |name: &String| state.deployments.get(name).map(|r| Arc::clone(&r.live));
-                RoutingTable {
-                    endpoint: Some(EndpointView {
-                        name: ep.spec.name.clone(),
-                        credentials: ep.credentials.clone(),
-                        deployments: state.deployments.iter().map(|(n, r)| (n.clone(), Arc::clone(&r.live))).collect(),
-                        split: WeightedSplit::new(ep.spec.traffic.iter().filter_map(|(n, w)| live(n).map(|d| (d, *w)))),
-                        mirror: ep
-                            .spec
-                            .mirror_traffic
-                            .iter()
-                            .find_map(|(n, p)| state.deployments.get(n).map(|r| (Arc::clone(&r.shadow), *p))),
-                        affinity: ep.spec.traffic_affinity.as_ref().map(|a| a.header.clone()),
-                    }),
-                    unavailable: None,
-                }
-            }
+                Published::Serving(Arc::new(EndpointView {
+                    name: ep.spec.name.clone(),
+                    credentials: ep.credentials.clone(),
+                    deployments: state.deployments.iter().map(|(n, r)| (n.clone(), Arc::clone(&r.live))).collect(),
+                    split: WeightedSplit::new(ep.spec.traffic.iter().filter_map(|(n, w)| live(n).map(|d| (d, *w)))),
+                    mirror: ep
+                        .spec
+                        .mirror_traffic
+                        .iter()
+                        .find_map(|(n, p)| state.deployments.get(n).map(|r| (Arc::clone(&r.shadow), *p))),
+                    affinity: ep.spec.traffic_affinity.as_ref().map(|a| a.header.clone()),
+                }))
+            })
         };
-        self.routing.store(Arc::new(table));
-        self.publish_count.fetch_add(1, Ordering::AcqRel);
+        self.shared.publish(self.id, &self.name, shown);
     }
+
+    /// This endpoint's view in the routing snapshot now (readable while the state lock is
+    /// held).
+    fn published(&self) -> Option<Arc<EndpointView>> {
+        self.shared.routing.load().endpoints.get(self.name.as_str()).cloned()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The durable part of `state`: what serves, the replacements still loading (acknowledged, so

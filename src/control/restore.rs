@@ -20,15 +20,13 @@ impl ControlPlane {
         self.publish(&self.lock());
     }
 
-    /// Stops serving new scoring requests (503, readiness false) for a graceful shutdown.
-    /// Every version stops growing: workers still in `init` are killed now, since nothing
+    /// Part of a graceful shutdown (the workspace has made the scoring plane answer 503):
+    /// every version stops growing: workers still in `init` are killed now, since nothing
     /// would stop them after the server exits (a worker notices its server is gone only when
     /// it next reads its pipe, after init), and no load or replacement starts. Instances that
     /// serve keep serving the requests in flight.
     pub(crate) fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
         let state = self.lock();
-        self.publish(&state);
         for record in state.deployments.values() {
             record.live.pool().close();
             if let Some(pending) = &record.pending {
@@ -57,7 +55,7 @@ impl ControlPlane {
                     Ok(kind) => (kind, None),
                     Err(e) => (HookKind::Onnx { model_file: spec.model.path.clone() }, Some(e.message)),
                 };
-                let live = self.loader.deployment(&spec, kind, &self.metrics, self.runtime.clone());
+                let live = self.loader.deployment(&self.name, &spec, kind, &self.metrics, self.runtime.clone());
                 let name = spec.name.clone();
                 let replacement = saved.pending.iter().find(|p| p.name == name).cloned();
                 match problem {
@@ -101,7 +99,7 @@ impl ControlPlane {
             // Deployments that cannot load (their hook or model is gone) get no traffic, and a
             // rollout to one of them does not resume: both decided before traffic is live.
             let mut state = self.lock();
-            let stopping = self.shutting_down.load(Ordering::Acquire);
+            let stopping = self.shared.shutting_down.load(Ordering::Acquire);
             let failed: Vec<(String, String)> = state
                 .deployments
                 .iter()

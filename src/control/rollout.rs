@@ -670,7 +670,7 @@ impl ControlPlane {
         if let Some(rec) = state.deployments.get(&target) {
             rec.live.logs().push(format!("ROLLOUT rolled back to {}: {message}", split_text(&back)));
         }
-        self.metrics.rollout_rolled_back(&target, gate);
+        self.metrics.rollout_rolled_back(&self.name, &target, gate);
         tracing::warn!(target: "switchyard::rollout", to = %target, gate, "rollout rolled back: {message}");
     }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::watch::FolderWatch;
-use super::ControlPlane;
+use super::Workspace;
 use crate::endpoint::auth::SharedSecrets;
 
 /// The endpoint's primary key (`auth_mode: key`).
@@ -156,7 +156,7 @@ fn read_secret(dir: &Path, name: &str) -> Result<Option<String>, SecretsError> {
 /// watches it. `admin_token_given` says whether `--admin-token` was given: an `admin-token`
 /// file besides it is refused (one admin token, from one place). Returns the file's admin token.
 pub(crate) fn start(
-    control: &Arc<ControlPlane>,
+    control: &Arc<Workspace>,
     dir: PathBuf,
     admin_token_given: bool,
 ) -> Result<Option<String>, SecretsError> {
@@ -173,7 +173,7 @@ pub(crate) fn start(
     let admin_token = files.admin_token.clone();
     control.set_secrets_source(dir.clone(), files.clone());
     let watched = Arc::clone(control);
-    control.runtime.spawn(async move {
+    control.runtime.clone().spawn(async move {
         let control = watched;
         let mut current = files;
         while changes.next().await {

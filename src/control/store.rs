@@ -1,12 +1,20 @@
 //! `--state-dir`: the control-plane state on disk, so a restarted process comes back exactly
 //! where it was.
 //!
-//! The whole durable state (endpoint with its traffic and mirror rule, credentials, deployment
-//! specs) is one small JSON document, rewritten after each accepted change: write a temporary
-//! file, fsync it, rename it over `state.json`, fsync the folder. A reader therefore sees the
-//! old document or the new one, never a mix, and a change is acknowledged only once the rename
-//! is durable. A document that cannot be read is reported and left alone: the operator decides,
-//! nothing is silently replaced.
+//! Each endpoint's durable state (the endpoint with its traffic and mirror rule, credentials,
+//! deployment specs) is one small JSON document, rewritten after each accepted change: write a
+//! temporary file, fsync it, rename it over the endpoint's file, fsync the folder. A reader
+//! therefore sees the old document or the new one, never a mix, and a change is acknowledged
+//! only once the rename is durable. One file per endpoint is what keeps endpoints apart on
+//! disk too: a crash in the middle of one endpoint's change leaves every other file as it was.
+//!
+//! Layout: the first endpoint lives in `state.json`, exactly as when a process held one
+//! endpoint (so a state folder of that time is read as it is, and a one-endpoint server still
+//! writes the same file); every further endpoint in `endpoints/NAME.json`. A deleted
+//! endpoint's file is removed, and `state.json` goes to the next endpoint created.
+//!
+//! A document that cannot be read is reported and left alone: the operator decides, nothing
+//! is silently replaced.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -183,21 +191,113 @@ pub(crate) enum OpenError {
 /// `MAX_DEPLOYMENTS` deployments of documents of at most 1 MiB each).
 const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The folder of the endpoints' files other than `state.json`.
+pub(crate) const ENDPOINTS_DIR: &str = "endpoints";
+
 /// The state folder.
 #[derive(Debug)]
-pub(crate) struct StateStore {
+pub(crate) struct StateDir {
     dir: PathBuf,
 }
 
-impl StateStore {
-    /// Opens (creating) the folder and reads the saved state, if any. A file that exists but
-    /// cannot be read or parsed is an error that names the file.
-    pub(crate) fn open(dir: &Path) -> Result<(Self, Option<Durable>), OpenError> {
+/// One saved endpoint: its document and the store it was read from (where its changes go).
+#[derive(Debug)]
+pub(crate) struct Saved {
+    pub store: StateStore,
+    pub doc: Durable,
+}
+
+impl StateDir {
+    /// Opens (creating) the folder and reads every saved endpoint. A file that exists but
+    /// cannot be read, parsed or trusted is an error that names the file.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Vec<Saved>), OpenError> {
         fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { dir: dir.to_path_buf(), source })?;
-        let path = dir.join(STATE_FILE);
+        let mut saved = Vec::new();
+        let primary = StateStore { dir: dir.to_path_buf(), file: STATE_FILE.to_string() };
+        if let Some(doc) = primary.read()? {
+            if doc.endpoint.is_some() {
+                saved.push(Saved { store: primary, doc });
+            }
+        }
+        let others = dir.join(ENDPOINTS_DIR);
+        let entries = match fs::read_dir(&others) {
+            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.file_name()).collect::<Vec<_>>(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(OpenError::Read { path: others, source }),
+        };
+        let mut names: Vec<String> = entries
+            .iter()
+            .filter_map(|n| n.to_str())
+            // Temporary files of an interrupted save start with a dot.
+            .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        for file in names {
+            let store = StateStore { dir: others.clone(), file };
+            let path = store.path();
+            let Some(doc) = store.read()? else { continue };
+            let Some(ep) = &doc.endpoint else {
+                return Err(OpenError::BreaksRule { path, rule: "the file holds no endpoint".into() });
+            };
+            if store.file != format!("{}.json", ep.spec.name) {
+                return Err(OpenError::BreaksRule {
+                    path,
+                    rule: format!("the file is named for another endpoint than the one it holds ({:?})", ep.spec.name),
+                });
+            }
+            let name = &ep.spec.name;
+            if saved.iter().any(|s: &Saved| s.doc.endpoint.as_ref().is_some_and(|e| e.spec.name == *name)) {
+                return Err(OpenError::BreaksRule {
+                    path,
+                    rule: format!("endpoint {name:?} is saved twice (also in {STATE_FILE})"),
+                });
+            }
+            saved.push(Saved { store, doc });
+        }
+        if saved.len() > crate::spec::MAX_ENDPOINTS {
+            return Err(OpenError::BreaksRule {
+                path: dir.to_path_buf(),
+                rule: format!("it holds {} endpoints; a server holds at most {}", saved.len(), crate::spec::MAX_ENDPOINTS),
+            });
+        }
+        Ok((Self { dir: dir.to_path_buf() }, saved))
+    }
+
+    /// Where a new endpoint's changes go: `state.json` when no other endpoint holds it
+    /// (`primary_taken` false), else `endpoints/NAME.json`.
+    pub(crate) fn store_for(&self, name: &str, primary_taken: bool) -> StateStore {
+        if primary_taken {
+            StateStore { dir: self.dir.join(ENDPOINTS_DIR), file: format!("{name}.json") }
+        } else {
+            StateStore { dir: self.dir.clone(), file: STATE_FILE.to_string() }
+        }
+    }
+}
+
+/// One endpoint's file in the state folder.
+#[derive(Debug)]
+pub(crate) struct StateStore {
+    dir: PathBuf,
+    file: String,
+}
+
+impl StateStore {
+    /// Whether this is `state.json` (which a new endpoint may take once it is free).
+    pub(crate) fn is_primary(&self) -> bool {
+        self.file == STATE_FILE && !self.dir.ends_with(ENDPOINTS_DIR)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(&self.file)
+    }
+
+    /// Reads and checks the document, if the file exists.
+    fn read(&self) -> Result<Option<Durable>, OpenError> {
+        let path = self.path();
         // A regular file only, read within a deadline (see `sys::files`): a FIFO or a hung
         // mount here would hang the start past SIGTERM.
-        let saved = match crate::sys::files::read_bounded(&path, MAX_STATE_BYTES, crate::sys::files::READ_DEADLINE) {
+        match crate::sys::files::read_bounded(&path, MAX_STATE_BYTES, crate::sys::files::READ_DEADLINE) {
             Ok(bytes) => {
                 let doc: Durable = serde_json::from_slice(&bytes)
                     .map_err(|source| OpenError::Corrupt { path: path.clone(), source })?;
@@ -205,18 +305,34 @@ impl StateStore {
                     return Err(OpenError::Version { path, found: doc.version });
                 }
                 doc.validate().map_err(|e| OpenError::BreaksRule { path: path.clone(), rule: e.message })?;
-                Some(doc)
+                Ok(Some(doc))
             }
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(OpenError::Read { path, source: std::io::Error::other(e.to_string()) }),
-        };
-        Ok((Self { dir: dir.to_path_buf() }, saved))
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(OpenError::Read { path, source: std::io::Error::other(e.to_string()) }),
+        }
     }
 
-    /// Replaces the saved state atomically and durably.
+    /// Replaces the saved document atomically and durably; a document without an endpoint
+    /// (it was deleted) removes the file.
     pub(crate) fn save(&self, doc: &Durable) -> std::io::Result<()> {
+        if doc.endpoint.is_none() {
+            return match fs::remove_file(self.path()) {
+                Ok(()) => File::open(&self.dir)?.sync_all(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        if !self.dir.is_dir() {
+            let mut builder = fs::DirBuilder::new();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder.recursive(true).create(&self.dir)?;
+        }
         let bytes = serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
+        let tmp = self.dir.join(format!(".{}.tmp", self.file));
         {
             let mut options = OpenOptions::new();
             options.write(true).create(true).truncate(true);
@@ -230,7 +346,7 @@ impl StateStore {
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, self.dir.join(STATE_FILE))?;
+        fs::rename(&tmp, self.path())?;
         File::open(&self.dir)?.sync_all()
     }
 }
@@ -244,8 +360,9 @@ mod tests {
     #[allow(clippy::disallowed_methods, reason = "a test reading the file it wrote")]
     fn saves_and_reads_back_and_refuses_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, saved) = StateStore::open(dir.path()).unwrap();
-        assert!(saved.is_none());
+        let (folder, saved) = StateDir::open(dir.path()).unwrap();
+        assert!(saved.is_empty());
+        let store = folder.store_for("ep-1", false);
         let (spec, _) = EndpointSpec::from_value(serde_json::json!({"name": "ep-1"})).unwrap();
         let doc = Durable::new(
             Some(DurableEndpoint {
@@ -256,10 +373,10 @@ mod tests {
             vec![],
         );
         store.save(&doc).unwrap();
-        let (_, back) = StateStore::open(dir.path()).unwrap();
-        assert_eq!(back, Some(doc));
+        let (_, back) = StateDir::open(dir.path()).unwrap();
+        assert_eq!(back.into_iter().map(|s| s.doc).collect::<Vec<_>>(), vec![doc]);
         std::fs::write(dir.path().join(STATE_FILE), b"{not json").unwrap();
-        let err = StateStore::open(dir.path()).unwrap_err();
+        let err = StateDir::open(dir.path()).unwrap_err();
         assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("left as it is"), "{err}");
         assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).unwrap(), b"{not json", "never replaced");

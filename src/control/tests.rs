@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::loader::FakeLoader;
-use super::store::StateStore;
+use super::store::StateDir;
 use super::views::DeploymentView;
-use super::{ControlError, ControlOptions, ControlPlane, RolloutSource};
+use super::{ControlError, ControlOptions, ControlPlane, RolloutSource, Workspace};
 use crate::deployment::ProvisioningState;
 use crate::spec::{DeploymentSpec, EndpointSpec, RolloutPlan};
 use crate::telemetry::{Metrics, Role};
@@ -24,8 +24,13 @@ pub(super) fn options() -> ControlOptions {
     }
 }
 
-pub(super) fn control(loader: &Arc<FakeLoader>, store: Option<StateStore>) -> Arc<ControlPlane> {
-    ControlPlane::with_loader(Metrics::new(), options(), store, Arc::clone(loader) as Arc<dyn super::loader::Loader>)
+pub(super) fn workspace(loader: &Arc<FakeLoader>, state_dir: Option<StateDir>) -> Arc<Workspace> {
+    Workspace::with_loader(Metrics::new(), options(), state_dir, Arc::clone(loader) as Arc<dyn super::loader::Loader>)
+}
+
+/// The plane of endpoint `my-ep` (not created yet: see [`endpoint`]) in a workspace of its own.
+pub(super) fn control(loader: &Arc<FakeLoader>, state_dir: Option<StateDir>) -> Arc<ControlPlane> {
+    workspace(loader, state_dir).plane_for("my-ep").unwrap().0
 }
 
 pub(super) fn endpoint(cp: &ControlPlane) {
@@ -225,8 +230,8 @@ async fn a_restart_restores_the_endpoint_its_keys_traffic_and_deployments_from_t
     let dir = tempfile::tempdir().unwrap();
     let loader = Arc::new(FakeLoader::default());
     let keys = {
-        let (store, saved) = StateStore::open(dir.path()).unwrap();
-        assert!(saved.is_none());
+        let (store, saved) = StateDir::open(dir.path()).unwrap();
+        assert!(saved.is_empty());
         let cp = control(&loader, Some(store));
         endpoint(&cp);
         loaded(&cp, deployment("blue", "models/v1", json!({}))).await;
@@ -236,9 +241,12 @@ async fn a_restart_restores_the_endpoint_its_keys_traffic_and_deployments_from_t
     };
     // green's model is gone when the server comes back: its share goes to blue.
     loader.missing_model("models/v2");
-    let (store, saved) = StateStore::open(dir.path()).unwrap();
-    let cp = control(&loader, Some(store));
-    cp.restore(saved.expect("the state was saved")).await;
+    let (store, saved) = StateDir::open(dir.path()).unwrap();
+    let ws = workspace(&loader, Some(store));
+    for (plane, doc) in ws.begin_restore(saved) {
+        plane.restore(doc).await;
+    }
+    let cp = ws.endpoint("my-ep").expect("the state was saved");
     assert_eq!(serde_json::to_value(cp.credentials().unwrap()).unwrap(), keys, "the same keys");
     let blue = settled(&cp, "blue").await;
     assert_eq!(blue.provisioning_state, ProvisioningState::Succeeded);

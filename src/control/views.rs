@@ -24,7 +24,8 @@ use crate::spec::{DeploymentSpec, EndpointSpec, ModelSpec, RolloutDocument, Traf
 pub(crate) struct EndpointView {
     #[serde(flatten)]
     pub spec: EndpointSpec,
-    /// `http://HOST:PORT/score` of the scoring plane.
+    /// `http://HOST:PORT/endpoints/NAME/score` on the scoring plane (the bare `/score` also
+    /// reaches it while it is the server's only endpoint).
     pub scoring_uri: String,
     /// The scoring plane's Azure-style swagger document.
     pub swagger_uri: String,
@@ -251,7 +252,8 @@ pub(crate) struct ComparisonView {
 pub(crate) struct MetricsView {
     /// When the counts were read (milliseconds since the Unix epoch).
     pub time_ms: u64,
-    /// The endpoint's name, null without one (a poller learns there is none without a 404).
+    /// The endpoint's name, null without one (a poller learns there is none without a 404);
+    /// on `GET /v1/metrics` of a server holding several, null (each deployment names its own).
     pub endpoint: Option<String>,
     pub deployments: Vec<DeploymentMetrics>,
 }
@@ -259,6 +261,8 @@ pub(crate) struct MetricsView {
 /// One deployment in `GET /v1/metrics`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct DeploymentMetrics {
+    /// The endpoint the deployment belongs to.
+    pub endpoint: String,
     pub name: String,
     /// Requests admitted and not answered yet.
     pub inflight: usize,

@@ -1,6 +1,9 @@
 //! `--config-dir`: declarative mode. The folder's `endpoint.yml` and deployment YAML files own
 //! the state; they are applied at start and again whenever a file changes, including the
-//! `..data` symlink swap a Kubernetes ConfigMap volume does on update.
+//! `..data` symlink swap a Kubernetes ConfigMap volume does on update. A folder without an
+//! `endpoint.yml` of its own holds one sub-folder per endpoint, each read as such a folder
+//! and applied on its own (a refused edit in one keeps that endpoint as it runs and touches
+//! no other).
 //!
 //! Each application is a diff against what runs: only deployments whose spec changed are
 //! touched (scaled in place, or replaced when the model or hook changed), new ones are created
@@ -16,7 +19,7 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::{json, Value};
 
-use super::ControlPlane;
+use super::{ControlPlane, Workspace};
 use crate::spec::{traffic, DeploymentSpec, EndpointSpec};
 
 /// Quiet time after a change before the folder is read (editors and ConfigMaps write in steps).
@@ -52,6 +55,8 @@ pub(crate) enum ConfigDirError {
     InFile { file: String, error: crate::spec::SpecError },
     #[error("{file}: deployment {name:?} is for endpoint {for_endpoint:?}, but endpoint.yml names {endpoint:?}")]
     OtherEndpoint { file: String, name: String, for_endpoint: String, endpoint: String },
+    #[error("{folder}: endpoint {name:?} is already defined by the folder {owner}")]
+    Claimed { folder: String, name: String, owner: String },
     #[error("{0}: another file already defines this deployment")]
     Duplicate(String),
     #[error("an endpoint holds at most {} deployments", crate::spec::MAX_DEPLOYMENTS)]
@@ -72,22 +77,55 @@ pub(crate) struct WatchError {
     source: notify::Error,
 }
 
-/// Starts declarative mode on `dir`: applies it now and on every change.
-pub(crate) fn start(control: Arc<ControlPlane>, dir: PathBuf) -> Result<(), ConfigDirError> {
+/// Starts declarative mode on `dir`: applies it now and on every change. With an
+/// `endpoint.yml` at its top (or nothing that looks like an endpoint's folder) `dir` is one
+/// endpoint's folder, as it always was; otherwise each sub-folder with an `endpoint.yml` is
+/// one endpoint's, watched and applied on its own. Sub-folders added later are picked up at
+/// the next start.
+pub(crate) fn start(control: Arc<Workspace>, dir: PathBuf) -> Result<(), ConfigDirError> {
     if !dir.is_dir() {
         return Err(ConfigDirError::NotAFolder(dir.display().to_string()));
     }
     control.set_declarative(dir.clone());
-    let mut changes = FolderWatch::new(&dir, "--config-dir")?;
-    let runtime = control.runtime.clone();
-    runtime.spawn(async move {
-        let mut applied: Option<Desired> = None;
-        apply_folder(&control, &dir, &mut applied).await;
-        while changes.next().await {
-            apply_folder(&control, &dir, &mut applied).await;
+    let folders = match endpoint_file(&dir) {
+        Some(_) => vec![dir.clone()],
+        None => {
+            let mut subs: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|source| ConfigDirError::Unlistable { dir: dir.display().to_string(), source })?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+                    !hidden && p.is_dir() && endpoint_file(p).is_some()
+                })
+                .collect();
+            subs.sort();
+            if subs.is_empty() {
+                vec![dir.clone()]
+            } else {
+                subs
+            }
         }
-    });
+    };
+    for folder in folders {
+        let mut changes = FolderWatch::new(&folder, "--config-dir")?;
+        let ws = Arc::clone(&control);
+        control.runtime.spawn(async move {
+            let mut applied: Option<Desired> = None;
+            apply_folder(&ws, &folder, &mut applied).await;
+            while changes.next().await {
+                apply_folder(&ws, &folder, &mut applied).await;
+            }
+        });
+    }
     Ok(())
+}
+
+/// The folder's `endpoint.yml` (or `.yaml`): any entry of that name counts (not only a
+/// regular file), so one that is not a regular file is refused by the read, naming it,
+/// rather than reported as missing.
+fn endpoint_file(dir: &Path) -> Option<PathBuf> {
+    ["endpoint.yml", "endpoint.yaml"].iter().map(|f| dir.join(f)).find(|p| std::fs::symlink_metadata(p).is_ok())
 }
 
 /// A folder watched for changes: its files, and the `..data` symlink swap by which the
@@ -132,29 +170,43 @@ impl FolderWatch {
     }
 }
 
-async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Option<Desired>) {
+async fn apply_folder(ws: &Arc<Workspace>, dir: &Path, applied: &mut Option<Desired>) {
+    // Where a refusal is shown: the endpoint this folder last applied (`show`'s config_dir).
+    let shown = |error: Option<String>, name: Option<&str>| {
+        if let Some(plane) = name.and_then(|n| ws.endpoint(n).ok()) {
+            plane.set_config_error(error);
+        }
+    };
+    let last = applied.as_ref().map(|a| a.endpoint.name.clone());
     let desired = match read_folder(dir) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "config refused; the running state is kept");
-            control.set_config_error(Some(e.to_string()));
+            shown(Some(e.to_string()), last.as_deref());
             return;
         }
     };
     if applied.as_ref() == Some(&desired) {
         // Back to what runs (a refused entry removed): the refusal is over.
-        control.set_config_error(None);
+        shown(None, last.as_deref());
         return;
     }
-    match apply(control, &desired).await {
+    match apply(ws, dir, &desired).await {
         Ok(()) => {
             tracing::info!(dir = %dir.display(), deployments = desired.deployments.len(), "config applied");
-            control.set_config_error(None);
+            shown(None, Some(&desired.endpoint.name));
+            // The folder renamed its endpoint: the old one was this folder's, and goes.
+            if let Some(old) = last.filter(|old| *old != desired.endpoint.name) {
+                if let Err(e) = ws.delete_endpoint(&old) {
+                    tracing::warn!(dir = %dir.display(), endpoint = %old, error = %e, "the endpoint the folder no longer names could not be deleted");
+                }
+            }
             *applied = Some(desired);
         }
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "config could not be applied completely");
-            control.set_config_error(Some(e.to_string()));
+            shown(Some(e.to_string()), Some(&desired.endpoint.name));
+            shown(Some(e.to_string()), last.as_deref());
         }
     }
 }
@@ -164,11 +216,7 @@ async fn apply_folder(control: &Arc<ControlPlane>, dir: &Path, applied: &mut Opt
 /// folder) is refused by the bounded read with its name and why, as an invalid edit is, where
 /// it used to be skipped without a word.
 fn read_folder(dir: &Path) -> Result<Desired, ConfigDirError> {
-    // Any entry of that name counts (not only a regular file): one that is not a regular
-    // file is then refused by the read, naming it, rather than reported as missing.
-    let endpoint_file =
-        ["endpoint.yml", "endpoint.yaml"].iter().map(|f| dir.join(f)).find(|p| std::fs::symlink_metadata(p).is_ok());
-    let Some(endpoint_file) = endpoint_file else {
+    let Some(endpoint_file) = endpoint_file(dir) else {
         return Err(ConfigDirError::NoEndpointFile(dir.display().to_string()));
     };
     let (endpoint, _) = EndpointSpec::from_file(&endpoint_file).map_err(ConfigDirError::EndpointFile)?;
@@ -213,10 +261,19 @@ fn read_folder(dir: &Path) -> Result<Desired, ConfigDirError> {
     Ok(Desired { endpoint, deployments })
 }
 
-/// Brings the running state to `desired`, touching only what differs.
-async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), ConfigDirError> {
+/// Brings the running state of the endpoint `desired` names to it, touching only what
+/// differs. The endpoint belongs to the folder `dir`: another folder naming it is refused.
+async fn apply(ws: &Workspace, dir: &Path, desired: &Desired) -> Result<(), ConfigDirError> {
     let step = |step: String| move |error| ConfigDirError::Apply { step, error };
-    let current = control.current_specs();
+    let existing = ws.endpoint(&desired.endpoint.name).ok();
+    if let Some(owner) = existing.as_ref().and_then(|p| p.declarative_dir()).filter(|owner| *owner != dir) {
+        return Err(ConfigDirError::Claimed {
+            folder: dir.display().to_string(),
+            name: desired.endpoint.name.clone(),
+            owner: owner.display().to_string(),
+        });
+    }
+    let current = existing.map(|p| p.current_specs()).unwrap_or_default();
     // 1. The endpoint itself (keeping the running traffic until the deployments are ready).
     let ep = &desired.endpoint;
     let needs_put = match &current.0 {
@@ -238,8 +295,10 @@ async fn apply(control: &Arc<ControlPlane>, desired: &Desired) -> Result<(), Con
             .map(|c| (c.traffic.clone(), c.mirror_traffic.clone()))
             .unwrap_or_default();
         let spec = EndpointSpec { traffic, mirror_traffic, rollout: None, ..ep.clone() };
-        control.put_endpoint(spec, Vec::new()).map_err(step("endpoint".into()))?;
+        ws.put_endpoint(spec, Vec::new()).map_err(step("endpoint".into()))?;
     }
+    let control = &ws.endpoint(&ep.name).map_err(step("endpoint".into()))?;
+    control.set_declarative(dir.to_path_buf());
     // 2. New and changed deployments, loaded before traffic moves.
     let mut touched = Vec::new();
     for (name, spec) in &desired.deployments {
@@ -313,7 +372,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::loader::FakeLoader;
-    use super::super::tests::{control, deployment, split};
+    use super::super::tests::{deployment, split, workspace};
     use super::*;
     use crate::deployment::ProvisioningState;
 
@@ -328,23 +387,30 @@ mod tests {
     #[tokio::test]
     async fn a_folder_is_applied_and_a_change_touches_only_what_differs() {
         let loader = Arc::new(FakeLoader::default());
-        let cp = control(&loader, None);
+        let ws = workspace(&loader, None);
+        let dir = Path::new("/config/my-ep");
         let blue = deployment("blue", "models/v1", json!({}));
         let green = deployment("green", "models/v2", json!({}));
-        apply(&cp, &desired(json!({"blue": 80, "green": 20}), &[blue.clone(), green.clone()])).await.unwrap();
+        apply(&ws, dir, &desired(json!({"blue": 80, "green": 20}), &[blue.clone(), green.clone()])).await.unwrap();
+        let cp = ws.endpoint("my-ep").unwrap();
         assert_eq!(split(&cp), json!({"blue": 80, "green": 20}));
         let load_of = |name: &str| cp.lock().deployments[name].load_id;
         let (blue_load, green_load) = (load_of("blue"), load_of("green"));
 
         let green2 = deployment("green", "models/v2", json!({"instance_count": 2}));
-        apply(&cp, &desired(json!({"blue": 80, "green": 20}), &[blue.clone(), green2])).await.unwrap();
+        apply(&ws, dir, &desired(json!({"blue": 80, "green": 20}), &[blue.clone(), green2])).await.unwrap();
         assert_eq!(load_of("blue"), blue_load, "blue did not change: untouched");
         assert_eq!(load_of("green"), green_load, "a count change scales the same version");
         assert_eq!(cp.get_deployment("green").unwrap().instances.counts.ready, 2);
 
-        apply(&cp, &desired(json!({"blue": 100}), &[blue])).await.unwrap();
+        apply(&ws, dir, &desired(json!({"blue": 100}), std::slice::from_ref(&blue))).await.unwrap();
         assert_eq!(split(&cp), json!({"blue": 100}));
         assert!(cp.get_deployment("green").is_err(), "green left the folder: deleted");
+
+        // A second folder naming the same endpoint is refused, and changes nothing.
+        let claimed = apply(&ws, Path::new("/config/copy"), &desired(json!({}), &[])).await.unwrap_err();
+        assert!(matches!(claimed, ConfigDirError::Claimed { .. }) && claimed.to_string().contains("/config/my-ep"), "{claimed}");
+        assert_eq!(split(&cp), json!({"blue": 100}));
     }
 
     /// Traffic to a deployment whose init failed is refused as the API refuses it: the error
@@ -353,11 +419,13 @@ mod tests {
     async fn traffic_to_a_deployment_that_failed_is_refused_and_the_running_split_stays() {
         let loader = Arc::new(FakeLoader::default());
         loader.fail_model("models/broken");
-        let cp = control(&loader, None);
+        let ws = workspace(&loader, None);
+        let dir = Path::new("/config");
         let blue = deployment("blue", "models/v1", json!({}));
-        apply(&cp, &desired(json!({"blue": 100}), std::slice::from_ref(&blue))).await.unwrap();
+        apply(&ws, dir, &desired(json!({"blue": 100}), std::slice::from_ref(&blue))).await.unwrap();
+        let cp = ws.endpoint("my-ep").unwrap();
         let green = deployment("green", "models/broken", json!({}));
-        let e = apply(&cp, &desired(json!({"blue": 50, "green": 50}), &[blue, green])).await.unwrap_err();
+        let e = apply(&ws, dir, &desired(json!({"blue": 50, "green": 50}), &[blue, green])).await.unwrap_err();
         assert!(e.to_string().contains("traffic"), "{e}");
         assert_eq!(cp.get_deployment("green").unwrap().provisioning_state, ProvisioningState::Failed);
         assert_eq!(split(&cp), json!({"blue": 100, "green": 0}));

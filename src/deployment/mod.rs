@@ -232,7 +232,8 @@ impl Deployment {
             pool,
             state: StateCell::new(ProvisioningState::Creating),
             logs,
-            metrics: metrics.for_deployment(&spec.name),
+            // Labelled with the endpoint the spec names (the control plane's loader sets it).
+            metrics: metrics.for_deployment(spec.endpoint_name.as_deref().unwrap_or_default(), &spec.name),
             inflight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             timeout_ms: AtomicU64::new(0),

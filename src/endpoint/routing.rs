@@ -9,15 +9,20 @@ use super::{Credentials, WeightedSplit};
 use crate::deployment::Deployment;
 use crate::mirror::Shadow;
 
-/// What the scoring plane serves right now.
+/// What the scoring plane serves right now: every endpoint of the process by name.
 #[derive(Default)]
 pub(crate) struct RoutingTable {
-    /// The hosted endpoint, if one was created.
-    pub endpoint: Option<EndpointView>,
+    /// The endpoints that serve, by name (`/endpoints/NAME/...`, `Host: NAME.localhost`).
+    pub endpoints: HashMap<Box<str>, Arc<EndpointView>>,
+    /// The endpoint, when the process holds exactly one and it serves: the bare `/score` and
+    /// `/v2/...` routes go there (containers, manifests and scripts of the one-endpoint
+    /// days). A separate field so that those requests make no lookup by name.
+    pub only: Option<Arc<EndpointView>>,
+    /// Endpoints whose saved state is being restored: they answer 503 until it is.
+    pub restoring: Vec<String>,
     /// Why the scoring plane answers 503 to every request now, if it does.
     pub unavailable: Option<Unavailable>,
 }
-
 /// Why no request is routed right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unavailable {
@@ -55,8 +60,19 @@ pub(crate) struct EndpointView {
 }
 
 impl RoutingTable {
-    /// Ready when a deployment with live traffic has a loaded instance (`/health/ready`).
+    /// Ready (`/health/ready`) when nothing is being restored and an endpoint has a
+    /// deployment with live traffic and a loaded instance.
     pub(crate) fn ready(&self) -> bool {
-        self.endpoint.as_ref().is_some_and(|e| e.split.deployments().any(|d| d.pool().ready() > 0))
+        self.unavailable.is_none()
+            && self.restoring.is_empty()
+            && self.endpoints.values().any(|e| e.split.deployments().any(|d| d.pool().ready() > 0))
+    }
+
+    /// The names of every endpoint, sorted (for messages that list them).
+    pub(crate) fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> =
+            self.endpoints.keys().map(|k| &**k).chain(self.restoring.iter().map(String::as_str)).collect();
+        names.sort_unstable();
+        names
     }
 }

@@ -16,48 +16,82 @@ use crate::control::views::{
     ComparisonView, CredentialsView, DeploymentView, EndpointPatch, EndpointView, Message, MetricsView,
     RegenerateKeyInput, RolloutView, ToleranceInput,
 };
-use crate::control::{ControlError, ControlPlane, RolloutSource};
+use crate::control::{ControlError, ControlPlane, RolloutSource, Workspace};
 use crate::spec::{limits, DeploymentSpec, EndpointSpec, RolloutDocument, RolloutPlan, SpecError};
 
 /// What the admin handlers share.
 pub(super) struct AdminState {
-    /// The control plane (which also holds the admin token: when set, every admin call must
-    /// send `Authorization: Bearer <token>`).
-    pub control: Arc<ControlPlane>,
+    /// The workspace: every endpoint's control plane (it also holds the admin token: when
+    /// set, every admin call must send `Authorization: Bearer <token>`).
+    pub control: Arc<Workspace>,
     /// The names a token-less plane answers to (see `admin_guard`).
     pub allowed_hosts: super::admin_guard::AllowedHosts,
 }
 
+/// Where an endpoint's routes live: under `/v1/endpoints/{endpoint}` for the endpoint
+/// named in the path, and the one-endpoint forms of before, which mean the server's only
+/// endpoint (409 naming them when it holds several).
+const SCOPES: [(&str, &str); 2] =
+    [("/v1/endpoints/{endpoint}", "/v1/endpoints/{endpoint}/deployments"), ("/v1/endpoint", "/v1/deployments")];
+
 /// Registers the admin routes.
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/endpoint", web::get().to(get_endpoint))
-        .route("/v1/endpoint", web::put().to(put_endpoint))
-        .route("/v1/endpoint", web::patch().to(patch_endpoint))
-        .route("/v1/endpoint", web::delete().to(delete_endpoint))
-        .route("/v1/endpoint/keys", web::get().to(get_keys))
-        .route("/v1/endpoint/keys/regenerate", web::post().to(regenerate_keys))
-        .route("/v1/endpoint/invoke", web::post().to(invoke))
-        .route("/v1/endpoint/rollout", web::get().to(get_rollout))
-        .route("/v1/endpoint/rollout", web::post().to(start_rollout))
-        .route("/v1/endpoint/rollout/{action}", web::post().to(rollout_action))
-        .route("/v1/deployments", web::get().to(list_deployments))
-        .route("/v1/deployments/{name}", web::get().to(get_deployment))
-        .route("/v1/deployments/{name}", web::put().to(put_deployment))
-        .route("/v1/deployments/{name}", web::patch().to(patch_deployment))
-        .route("/v1/deployments/{name}", web::delete().to(delete_deployment))
-        .route("/v1/deployments/{name}/logs", web::get().to(deployment_logs))
-        .route("/v1/deployments/{name}/comparison", web::get().to(get_comparison))
-        .route("/v1/deployments/{name}/comparison/reset", web::post().to(reset_comparison))
-        .route("/v1/metrics", web::get().to(metrics_json))
+    cfg.route("/v1/endpoints", web::get().to(list_endpoints))
+        .route("/v1/endpoints/{endpoint}/metrics", web::get().to(endpoint_metrics));
+    for (ep, deployments) in SCOPES {
+        cfg.route(ep, web::get().to(get_endpoint))
+            .route(ep, web::put().to(put_endpoint))
+            .route(ep, web::patch().to(patch_endpoint))
+            .route(ep, web::delete().to(delete_endpoint))
+            .route(&format!("{ep}/keys"), web::get().to(get_keys))
+            .route(&format!("{ep}/keys/regenerate"), web::post().to(regenerate_keys))
+            .route(&format!("{ep}/invoke"), web::post().to(invoke))
+            .route(&format!("{ep}/rollout"), web::get().to(get_rollout))
+            .route(&format!("{ep}/rollout"), web::post().to(start_rollout))
+            .route(&format!("{ep}/rollout/{{action}}"), web::post().to(rollout_action))
+            .route(deployments, web::get().to(list_deployments))
+            .route(&format!("{deployments}/{{name}}"), web::get().to(get_deployment))
+            .route(&format!("{deployments}/{{name}}"), web::put().to(put_deployment))
+            .route(&format!("{deployments}/{{name}}"), web::patch().to(patch_deployment))
+            .route(&format!("{deployments}/{{name}}"), web::delete().to(delete_deployment))
+            .route(&format!("{deployments}/{{name}}/logs"), web::get().to(deployment_logs))
+            .route(&format!("{deployments}/{{name}}/comparison"), web::get().to(get_comparison))
+            .route(&format!("{deployments}/{{name}}/comparison/reset"), web::post().to(reset_comparison));
+    }
+    cfg.route("/v1/metrics", web::get().to(metrics_json))
         .route("/metrics", web::get().to(metrics))
         .configure(super::studio::configure)
         .configure(super::openapi::configure)
         .default_service(web::to(|| async {
-            Refused::NotFound("no such admin route: see CONTRACT §5 (/v1/endpoint, /v1/deployments, /v1/metrics, /metrics; the studio page is at /; this API's document at /openapi.json)".into()).answer()
+            Refused::NotFound("no such admin route: see CONTRACT §5 (/v1/endpoints, /v1/endpoints/{name}[/deployments], /v1/endpoint and /v1/deployments for the only endpoint, /v1/metrics, /metrics; the studio page is at /; this API's document at /openapi.json)".into()).answer()
         }));
 }
 
 type Data = web::Data<AdminState>;
+
+/// The plane of the endpoint a request is about: the one its path names, or the server's only
+/// endpoint on the one-endpoint routes.
+fn select(req: &HttpRequest, data: &AdminState) -> Result<Arc<ControlPlane>, ControlError> {
+    match req.match_info().get("endpoint") {
+        Some(name) => data.control.endpoint(name),
+        None => data.control.only(),
+    }
+}
+
+/// The endpoint's plane, or the refusal to answer with.
+macro_rules! plane {
+    ($req:expr, $data:expr) => {
+        match select(&$req, &$data) {
+            Ok(plane) => plane,
+            Err(e) => return Refused::from(e).answer(),
+        }
+    };
+}
+
+/// A segment of the route's path (`name`, `action`); always present where the route has it.
+fn segment(req: &HttpRequest, key: &str) -> String {
+    req.match_info().get(key).unwrap_or_default().to_string()
+}
 
 /// Admin token check; `None` when the call may proceed.
 fn refuse(req: &HttpRequest, data: &AdminState) -> Option<HttpResponse> {
@@ -178,7 +212,22 @@ fn input<T: serde::de::DeserializeOwned>(value: Value, expected: &str) -> Result
     responses((status = 200, body = EndpointView), (status = 404, description = "no endpoint", body = ErrorBody)))]
 async fn get_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(data.control.get_endpoint())
+    reply(plane!(req, data).get_endpoint())
+}
+
+/// Every endpoint of the server, as `show` prints each.
+#[utoipa::path(get, path = "/v1/endpoints", tag = "endpoint", responses((status = 200, body = Vec<EndpointView>)))]
+async fn list_endpoints(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    HttpResponse::Ok().json(data.control.list_endpoints())
+}
+
+/// One endpoint's deployments in the form of `GET /v1/metrics`.
+#[utoipa::path(get, path = "/v1/endpoints/{endpoint}/metrics", tag = "metrics", params(("endpoint" = String, Path)),
+    responses((status = 200, body = MetricsView), (status = 404, body = ErrorBody)))]
+async fn endpoint_metrics(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    HttpResponse::Ok().json(plane!(req, data).metrics_json())
 }
 
 /// Creates the endpoint, or replaces its settings (the same name). The body is Azure's
@@ -192,8 +241,30 @@ async fn get_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
 async fn put_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    let spec = parse(body).await.and_then(|v| Ok(EndpointSpec::from_value(v)?));
+    let named = req.match_info().get("endpoint").map(str::to_string);
+    let spec = parse(body).await.and_then(|v| Ok(EndpointSpec::from_value(named_in_path(v, named.as_deref())?)?));
     reply_created(spec.and_then(|(spec, ignored)| data.control.put_endpoint(spec, ignored)))
+}
+
+/// The endpoint document of `PUT /v1/endpoints/{name}`: the name comes from the path when the
+/// document has none, and a document naming another endpoint is refused (a copy of another
+/// endpoint's file sent to the wrong URL must not create or change that one).
+fn named_in_path(mut doc: Value, path: Option<&str>) -> Result<Value, ControlError> {
+    let (Some(path), Value::Object(fields)) = (path, &mut doc) else {
+        return Ok(doc);
+    };
+    match fields.get("name") {
+        None | Some(Value::Null) => {
+            fields.insert("name".into(), Value::String(path.to_string()));
+        }
+        Some(Value::String(n)) if n == path => {}
+        Some(other) => {
+            return Err(ControlError::invalid(format!(
+                "the document names endpoint {other}, but the URL names {path:?}: they must agree"
+            )))
+        }
+    }
+    Ok(doc)
 }
 
 /// Changes traffic, the mirror rule, description, tags or traffic affinity.
@@ -203,7 +274,8 @@ async fn put_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse 
 async fn patch_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(parse(body).await.and_then(|v| data.control.patch_endpoint(v)))
+    let plane = plane!(req, data);
+    reply(parse(body).await.and_then(|v| plane.patch_endpoint(v)))
 }
 
 /// Deletes the endpoint and every deployment.
@@ -212,7 +284,8 @@ async fn patch_endpoint(req: HttpRequest, body: Body, data: Data) -> HttpRespons
 async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(data.control.delete_endpoint().map(|()| Message::new("endpoint deleted")))
+    let plane = plane!(req, data);
+    reply(data.control.delete_endpoint(plane.name()).map(|()| Message::new(format!("endpoint {} deleted", plane.name()))))
 }
 
 /// The rollout: plan, status, current step and its gate values, history.
@@ -220,7 +293,7 @@ async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     responses((status = 200, body = RolloutView), (status = 404, description = "no rollout was started", body = ErrorBody)))]
 async fn get_rollout(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(data.control.rollout_view())
+    reply(plane!(req, data).rollout_view())
 }
 
 /// Starts a guarded rollout (201). In declarative mode the rollout is a field of endpoint.yml.
@@ -230,7 +303,8 @@ async fn start_rollout(req: HttpRequest, body: Body, data: Data) -> HttpResponse
     guard!(req, data);
     files_own_state!(data);
     let plan = parse(body).await.and_then(|v| Ok(RolloutPlan::from_value(&v)?));
-    match plan.and_then(|plan| data.control.start_rollout(plan, RolloutSource::Api)) {
+    let plane = plane!(req, data);
+    match plan.and_then(|plan| plane.start_rollout(plan, RolloutSource::Api)) {
         Ok(view) => HttpResponse::Created().json(view),
         Err(e) => Refused::from(e).answer(),
     }
@@ -252,12 +326,13 @@ enum RolloutAction {
 #[utoipa::path(post, path = "/v1/endpoint/rollout/{action}", tag = "rollout",
     params(("action" = inline(RolloutAction), Path, description = "`pause`, `resume` or `abort`")),
     responses((status = 200, body = RolloutView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn rollout_action(req: HttpRequest, action: web::Path<String>, data: Data) -> HttpResponse {
+async fn rollout_action(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(match action.as_str() {
-        "pause" => data.control.pause_rollout(),
-        "resume" => data.control.resume_rollout(),
-        "abort" => data.control.abort_rollout(),
+    let plane = plane!(req, data);
+    reply(match segment(&req, "action").as_str() {
+        "pause" => plane.pause_rollout(),
+        "resume" => plane.resume_rollout(),
+        "abort" => plane.abort_rollout(),
         other => Err(ControlError::NotFound(format!("no rollout action {other:?}: expected pause, resume or abort"))),
     })
 }
@@ -267,7 +342,7 @@ async fn rollout_action(req: HttpRequest, action: web::Path<String>, data: Data)
     responses((status = 200, body = CredentialsView), (status = 404, body = ErrorBody)))]
 async fn get_keys(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(data.control.credentials())
+    reply(plane!(req, data).credentials())
 }
 
 /// Replaces one key at once; the other keeps working.
@@ -279,7 +354,8 @@ async fn regenerate_keys(req: HttpRequest, body: Body, data: Data) -> HttpRespon
     let which = parse(body)
         .await
         .and_then(|v| input::<RegenerateKeyInput>(v, "{\"keyType\": \"primary\"} or {\"keyType\": \"secondary\"}"));
-    reply(which.and_then(|i| data.control.regenerate_key(i.key_type)).map(|()| Message::new("key regenerated")))
+    let plane = plane!(req, data);
+    reply(which.and_then(|i| plane.regenerate_key(i.key_type)).map(|()| Message::new("key regenerated")))
 }
 
 /// Every deployment, as `show` prints each.
@@ -287,7 +363,7 @@ async fn regenerate_keys(req: HttpRequest, body: Body, data: Data) -> HttpRespon
     responses((status = 200, body = Vec<DeploymentView>), (status = 404, body = ErrorBody)))]
 async fn list_deployments(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(data.control.list_deployments())
+    reply(plane!(req, data).list_deployments())
 }
 
 /// `?wait=SECONDS` on `GET /v1/deployments/{name}`: answer once no operation is in progress
@@ -306,19 +382,20 @@ const MAX_WAIT_SECS: f64 = 60.0;
 /// A deployment: its spec, state, instances and mirror share.
 #[utoipa::path(get, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path), WaitQuery),
     responses((status = 200, body = DeploymentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+async fn get_deployment(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
+    let (plane, name) = (plane!(req, data), segment(&req, "name"));
     let wait = match web::Query::<WaitQuery>::from_query(req.query_string()) {
         Ok(q) => q.wait,
         Err(_) => return Refused::BadRequest("wait must be a number of seconds, e.g. ?wait=30".into()).answer(),
     };
     let Some(wait) = wait.filter(|w| w.is_finite() && *w > 0.0) else {
-        return reply(data.control.get_deployment(&name));
+        return reply(plane.get_deployment(&name));
     };
     let limit = std::time::Duration::from_secs_f64(wait.min(MAX_WAIT_SECS));
-    match data.control.wait_settled(&name, limit).await {
+    match plane.wait_settled(&name, limit).await {
         Some(view) => reply(Ok(view)),
-        None => reply(data.control.get_deployment(&name)),
+        None => reply(plane.get_deployment(&name)),
     }
 }
 
@@ -342,7 +419,7 @@ struct PutQuery {
     responses((status = 201, description = "created (Creating)", body = DeploymentView),
         (status = 200, description = "replaced (Updating)", body = DeploymentView),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
-async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
+async fn put_deployment(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
     let (all_traffic, base_dir) = match web::Query::<PutQuery>::from_query(req.query_string()) {
@@ -355,8 +432,7 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
                 .answer()
         }
     };
-    let control = Arc::clone(&data.control);
-    let name = name.into_inner();
+    let (control, name) = (plane!(req, data), segment(&req, "name"));
     let spec = parse(body).await.and_then(|v| Ok(DeploymentSpec::from_request(v, &name, base_dir.as_deref())?));
     let put = match spec {
         Ok((spec, _)) => off_worker(move || control.put_deployment(spec, all_traffic)).await,
@@ -371,11 +447,10 @@ async fn put_deployment(req: HttpRequest, name: web::Path<String>, body: Body, d
     request_body(content = DeploymentSpec, description = "any of the deployment's fields: a JSON merge patch (RFC 7396) of the deployment, `null` removing a field"),
     responses((status = 200, body = DeploymentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
+async fn patch_deployment(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    let control = Arc::clone(&data.control);
-    let name = name.into_inner();
+    let (control, name) = (plane!(req, data), segment(&req, "name"));
     match parse(body).await {
         Ok(v) => reply(off_worker(move || control.patch_deployment(&name, v)).await),
         Err(e) => reply::<DeploymentView>(Err(e)),
@@ -385,10 +460,11 @@ async fn patch_deployment(req: HttpRequest, name: web::Path<String>, body: Body,
 /// Deletes a deployment (refused while it has live traffic).
 #[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path)),
     responses((status = 200, body = Message), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_deployment(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+async fn delete_deployment(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
-    reply(data.control.delete_deployment(&name).map(|()| Message::new(format!("deployment {name} deleted"))))
+    let (plane, name) = (plane!(req, data), segment(&req, "name"));
+    reply(plane.delete_deployment(&name).map(|()| Message::new(format!("deployment {name} deleted"))))
 }
 
 /// `?lines=N` for logs.
@@ -403,13 +479,14 @@ struct LogQuery {
 #[utoipa::path(get, path = "/v1/deployments/{name}/logs", tag = "deployments", params(("name" = String, Path), LogQuery),
     responses((status = 200, content_type = "text/plain", body = String), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+async fn deployment_logs(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
+    let (plane, name) = (plane!(req, data), segment(&req, "name"));
     let lines = match web::Query::<LogQuery>::from_query(req.query_string()) {
         Ok(q) => q.lines.unwrap_or(100),
         Err(_) => return Refused::BadRequest("lines must be a non-negative integer".into()).answer(),
     };
-    match data.control.deployment_logs(&name, lines) {
+    match plane.deployment_logs(&name, lines) {
         Ok(lines) => {
             let mut text = lines.join("\n");
             if !text.is_empty() {
@@ -424,17 +501,18 @@ async fn deployment_logs(req: HttpRequest, name: web::Path<String>, data: Data) 
 /// The mirror comparison report of a shadow deployment.
 #[utoipa::path(get, path = "/v1/deployments/{name}/comparison", tag = "deployments", params(("name" = String, Path)),
     responses((status = 200, body = ComparisonView), (status = 404, body = ErrorBody)))]
-async fn get_comparison(req: HttpRequest, name: web::Path<String>, data: Data) -> HttpResponse {
+async fn get_comparison(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(data.control.comparison(&name))
+    reply(plane!(req, data).comparison(&segment(&req, "name")))
 }
 
 /// Starts the comparison report over, optionally with a new tolerance (an empty body keeps it).
 #[utoipa::path(post, path = "/v1/deployments/{name}/comparison/reset", tag = "deployments", params(("name" = String, Path)),
     request_body(content = Option<ToleranceInput>, description = "optional: a new atol and/or rtol"),
     responses((status = 200, body = ComparisonView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn reset_comparison(req: HttpRequest, name: web::Path<String>, body: Body, data: Data) -> HttpResponse {
+async fn reset_comparison(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
+    let (plane, name) = (plane!(req, data), segment(&req, "name"));
     const EXPECTED: &str = "{\"atol\": number, \"rtol\": number} (both optional)";
     let input = match read(body) {
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => Ok(ToleranceInput::default()),
@@ -444,7 +522,7 @@ async fn reset_comparison(req: HttpRequest, name: web::Path<String>, body: Body,
         }),
         Err(e) => Err(e),
     };
-    reply(input.and_then(|i| data.control.reset_comparison(&name, i)))
+    reply(input.and_then(|i| plane.reset_comparison(&name, i)))
 }
 
 /// The Prometheus families (CONTRACT §7), as OpenMetrics text.
@@ -496,7 +574,8 @@ async fn invoke(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
         Ok(b) => b,
         Err(e) => return Refused::from(e).answer(),
     };
-    let (uri, secret) = match data.control.get_endpoint().and_then(|ep| Ok((ep, data.control.credentials()?))) {
+    let plane = plane!(req, data);
+    let (uri, secret) = match plane.get_endpoint().and_then(|ep| Ok((ep, plane.credentials()?))) {
         Ok((ep, creds)) => {
             let secret = match creds {
                 CredentialsView::Keys(k) => k.primary_key,

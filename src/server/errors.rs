@@ -129,7 +129,7 @@ fn spec_status(e: &SpecError) -> u16 {
 fn control_status(e: &ControlError) -> u16 {
     match e {
         ControlError::Spec(e) => spec_status(e),
-        ControlError::Conflict(_) => 409,
+        ControlError::Conflict(_) | ControlError::Retry => 409,
         ControlError::NotFound(_) => 404,
         ControlError::Unsaved(_) => 500,
         ControlError::Unavailable(_) => 503,

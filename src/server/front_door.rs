@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::body::{self, BodyLimits};
 use super::errors::{ErrorStyle, Refused};
 use crate::deployment::Deployment;
-use crate::endpoint::RoutingTable;
+use crate::endpoint::{RoutingTable, Unavailable};
 use crate::hooks::{Headers, Protocol, Request};
 use crate::mirror::{self, Answer, Shadow};
 use crate::telemetry::sharded::ShardedCounter;
@@ -220,7 +220,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     }
 
     let table = state.snapshot();
-    let (deployment, shadow) = match route(headers, &table) {
+    let (deployment, shadow) = match route(req, &table) {
         Ok(chosen) => chosen,
         Err(e) => return refused(e),
     };
@@ -258,7 +258,7 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     let mut deployment = deployment;
     if matches!(outcome, Err(crate::deployment::ScoreError::NotReady)) && deployment.pool().is_closed() {
         current = state.snapshot();
-        if let Ok((again, _)) = route(headers, &current) {
+        if let Ok((again, _)) = route(req, &current) {
             let same_model = how.model.is_none_or(|model| serves(again, model).is_ok());
             if !std::ptr::eq(again, deployment) && same_model {
                 if let Ok(admitted) = again.admit(request_id) {
@@ -334,18 +334,90 @@ pub(crate) fn serves(deployment: &Deployment, model: ModelRef<'_>) -> Result<(),
     }
 }
 
-/// The endpoint, once the caller's credentials are checked.
-pub(crate) fn authorize<'t>(
-    headers: &HeaderMap,
+/// The endpoint a scoring request is for: the one its path names (`/endpoints/NAME/...`),
+/// else the server's only endpoint, else the one its `Host` names (`NAME.localhost`, as
+/// Azure's scoring URIs carry the endpoint in the host name); else a 404 naming them.
+///
+/// The only-endpoint case is checked before the host on purpose: it is what every request of
+/// a one-endpoint server takes, and it costs one field read, not a header parse.
+pub(crate) fn endpoint_of<'t>(
+    req: &HttpRequest,
     table: &'t RoutingTable,
 ) -> Result<&'t crate::endpoint::EndpointView, Refused> {
     if let Some(why) = table.unavailable {
         return Err(Refused::Unavailable(why.message().to_string()));
     }
-    let Some(endpoint) = &table.endpoint else {
+    if let Some(name) = req.match_info().get("endpoint") {
+        return match table.endpoints.get(name) {
+            Some(endpoint) => Ok(endpoint),
+            None if table.restoring.iter().any(|r| r == name) => {
+                Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()))
+            }
+            None => Err(Refused::NotFound(format!(
+                "endpoint {name:?} does not exist on this server{}",
+                listed(table, req)
+            ))),
+        };
+    }
+    if let Some(only) = &table.only {
+        return Ok(only);
+    }
+    if let Some(endpoint) = host_endpoint(req, table) {
+        return Ok(endpoint);
+    }
+    if table.endpoints.is_empty() && !table.restoring.is_empty() {
+        return Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()));
+    }
+    if table.endpoints.is_empty() {
         return Err(Refused::NotFound("this server hosts no endpoint".into()));
+    }
+    Err(Refused::NotFound(format!(
+        "this server hosts several endpoints: call one at its own URI (or with Host: NAME.localhost){}",
+        listed(table, req)
+    )))
+}
+
+/// The endpoint named by the request's host (`NAME.localhost[:port]`), if one exists. Host
+/// names are case-insensitive, and so are endpoint names (the control plane keeps them
+/// unique regardless of case).
+fn host_endpoint<'t>(req: &HttpRequest, table: &'t RoutingTable) -> Option<&'t crate::endpoint::EndpointView> {
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => req.uri().host()?,
     };
-    if !endpoint.credentials.allows(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let label = host.strip_suffix('.').unwrap_or(host);
+    let (name, domain) = label.split_once('.')?;
+    if !domain.eq_ignore_ascii_case("localhost") {
+        return None;
+    }
+    table.endpoints.get(name).or_else(|| table.endpoints.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, e)| e)).map(|e| &**e)
+}
+
+/// `: a at /endpoints/a/score, b at ...` for the endpoints of `table`, with the path the
+/// request asked for under each (so a `/v2/...` call is told its own URL).
+fn listed(table: &RoutingTable, req: &HttpRequest) -> String {
+    let names = table.names();
+    if names.is_empty() {
+        return String::new();
+    }
+    let path = match req.match_info().get("endpoint") {
+        Some(name) => req.path().strip_prefix(&format!("/endpoints/{name}")).unwrap_or("/score").to_string(),
+        None => req.path().to_string(),
+    };
+    let host = req.connection_info().host().to_string();
+    let uris: Vec<String> = names.iter().map(|n| format!("{n} at http://{host}/endpoints/{n}{path}")).collect();
+    format!("; its endpoints: {}", uris.join(", "))
+}
+
+/// The endpoint, once the caller's credentials are checked. A key of one endpoint never
+/// opens another: the endpoint is found first, and only its own credentials are checked.
+pub(crate) fn authorize<'t>(
+    req: &HttpRequest,
+    table: &'t RoutingTable,
+) -> Result<&'t crate::endpoint::EndpointView, Refused> {
+    let endpoint = endpoint_of(req, table)?;
+    if !endpoint.credentials.allows(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
         return Err(Refused::Unauthenticated(
             "missing or invalid credentials: send `Authorization: Bearer <key or token>` (the endpoint's keys, or a token)"
                 .into(),
@@ -356,10 +428,11 @@ pub(crate) fn authorize<'t>(
 
 /// Picks the live deployment and, for unpinned requests, maybe a shadow.
 pub(crate) fn route<'t>(
-    headers: &HeaderMap,
+    req: &HttpRequest,
     table: &'t RoutingTable,
 ) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), Refused> {
-    let endpoint = authorize(headers, table)?;
+    let headers = req.headers();
+    let endpoint = authorize(req, table)?;
     if let Some(pinned) = headers.get(DEPLOYMENT) {
         let name = pinned.to_str().unwrap_or("").trim();
         return match endpoint.deployments.get(name) {

@@ -27,8 +27,8 @@ use actix_web::body::BoxBody;
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 
-use crate::control::store::StateStore;
-use crate::control::{ControlOptions, ControlPlane};
+use crate::control::store::StateDir;
+use crate::control::{ControlOptions, Workspace};
 use crate::mirror::Tolerance;
 use crate::telemetry::Metrics;
 use admin::AdminState;
@@ -312,17 +312,17 @@ pub(crate) async fn run(
     let scoring_addr = scoring_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let (store, saved) = match &opts.state_dir {
+    let (state_dir, saved) = match &opts.state_dir {
         Some(dir) => {
-            let (store, saved) = StateStore::open(dir)?;
-            (Some(store), saved)
+            let (state_dir, saved) = StateDir::open(dir)?;
+            (Some(state_dir), saved)
         }
-        None => (None, None),
+        None => (None, Vec::new()),
     };
     let metrics = Metrics::new();
     let options =
         ControlOptions { token_lifetime: opts.token_lifetime, tolerance: opts.tolerance, key_grace: opts.key_grace };
-    let control = ControlPlane::new(metrics, options, store);
+    let control = Workspace::new(metrics, options, state_dir);
     // The secrets first: the endpoint (restored or from --config-dir) is created with them.
     let file_admin_token = match &opts.secrets_dir {
         Some(dir) => crate::control::secrets::start(&control, dir.clone(), opts.admin_token.is_some())
@@ -334,9 +334,9 @@ pub(crate) async fn run(
         return Err(ServeError::AdminExposed(admin_ip));
     }
     let allowed_hosts = admin_guard::AllowedHosts::new(admin_ip, &opts.admin_allowed_hosts)?;
-    if saved.is_some() {
-        control.begin_restore();
-    }
+    // Each saved endpoint answers 503 until it is restored (the restores start once the
+    // planes listen).
+    let restores = control.begin_restore(saved);
     let shown_host =
         if scoring_addr.ip().is_unspecified() { "localhost".to_string() } else { scoring_addr.ip().to_string() };
     control.set_scoring_base(format!("http://{shown_host}:{}", scoring_addr.port()));
@@ -385,7 +385,7 @@ pub(crate) async fn run(
                 .expect(fn_service(move |req: Request| {
                     // Refused in the style of the route asked for: the v2 protocol's `{"error"}`
                     // under /v2, Azure's `{"message"}` elsewhere.
-                    let style = if req.path().starts_with("/v2/") {
+                    let style = if oip::is_v2(req.path()) {
                         errors::ErrorStyle::Error
                     } else {
                         errors::ErrorStyle::Message
@@ -427,9 +427,8 @@ pub(crate) async fn run(
     let _ = writeln!(std::io::stdout(), "Scoring plane: http://{scoring_addr}\nAdmin plane: http://{admin_addr}");
     tracing::info!(%scoring_addr, %admin_addr, "switchyard serving");
 
-    if let Some(saved) = saved {
-        let control = Arc::clone(&control);
-        tokio::spawn(async move { control.restore(saved).await });
+    for (plane, saved) in restores {
+        tokio::spawn(async move { plane.restore(saved).await });
     }
     if let Some(dir) = opts.config_dir.clone() {
         crate::control::watch::start(Arc::clone(&control), dir).map_err(|e| ServeError::Setup(e.to_string()))?;

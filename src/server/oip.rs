@@ -40,6 +40,13 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Whether `path` is a v2 route (`/v2/...` or `/endpoints/NAME/v2/...`): its errors are
+/// spelled `{"error"}`.
+pub(super) fn is_v2(path: &str) -> bool {
+    let rest = path.strip_prefix("/endpoints/").and_then(|p| p.split_once('/')).map_or(path, |(_, rest)| rest);
+    path.starts_with("/v2/") || rest.starts_with("v2/")
+}
+
 /// `{model}` and `{version}` of the URL.
 fn model_ref(req: &HttpRequest) -> ModelRef<'_> {
     let info = req.match_info();
@@ -49,7 +56,7 @@ fn model_ref(req: &HttpRequest) -> ModelRef<'_> {
 /// Checks the key (when an endpoint exists) for the server-level routes.
 fn authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), Refused> {
     let table = state.snapshot();
-    front_door::authorize(req.headers(), &table).map(|_| ())
+    front_door::authorize(req, &table).map(|_| ())
 }
 
 async fn server_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
@@ -63,19 +70,21 @@ async fn server_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> Ht
     }))
 }
 
-/// Health checks take the key once an endpoint has one; before any endpoint exists there is
-/// no key to check, and the process is live (not ready) all the same.
-fn health_authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), Refused> {
+/// Health checks take the key of the endpoint they are for; before any endpoint exists there
+/// is no key to check, and the process is live (not ready) all the same. `Ok(true)` when that
+/// endpoint is ready: a deployment with live traffic has a ready instance.
+fn health_authorized(req: &HttpRequest, state: &ScoringState) -> Result<bool, Refused> {
     let table = state.snapshot();
-    if table.endpoint.is_none() && table.unavailable.is_none() {
-        return Ok(());
+    let named = req.match_info().get("endpoint").is_some();
+    if !named && table.endpoints.is_empty() && table.restoring.is_empty() && table.unavailable.is_none() {
+        return Ok(false);
     }
-    front_door::authorize(req.headers(), &table).map(|_| ())
+    front_door::authorize(req, &table).map(|e| e.split.deployments().any(|d| d.pool().ready() > 0))
 }
 
 async fn live(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
     let mut response = match health_authorized(&req, &state) {
-        Ok(()) => HttpResponse::Ok().json(json!({"live": true})),
+        Ok(_) => HttpResponse::Ok().json(json!({"live": true})),
         Err(e) => e.response(STYLE),
     };
     state.drain.close_if_shutting_down(&mut response);
@@ -83,17 +92,24 @@ async fn live(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse 
 }
 
 async fn ready(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
-    let mut response = if let Err(e) = health_authorized(&req, &state) {
-        e.response(STYLE)
-    } else if state.drain.shutting_down() {
-        Refused::Unavailable("not ready: the server is shutting down".into()).response(STYLE)
-    } else if state.snapshot().ready() {
-        HttpResponse::Ok().json(json!({"ready": true}))
-    } else {
-        Refused::Unavailable("not ready: no deployment with live traffic has a ready instance".into()).response(STYLE)
+    let mut response = match health_authorized(&req, &state) {
+        Err(e) => e.response(STYLE),
+        Ok(_) if state.drain.shutting_down() => {
+            Refused::Unavailable("not ready: the server is shutting down".into()).response(STYLE)
+        }
+        Ok(ready) => ready_answer(ready),
     };
     state.drain.close_if_shutting_down(&mut response);
     response
+}
+
+/// The v2 readiness answer.
+fn ready_answer(ready: bool) -> HttpResponse {
+    if ready {
+        HttpResponse::Ok().json(json!({"ready": true}))
+    } else {
+        Refused::Unavailable("not ready: no deployment with live traffic has a ready instance".into()).response(STYLE)
+    }
 }
 
 /// Runs `answer` on the deployment a request to `/v2/models/{model}...` would be scored on
@@ -105,7 +121,7 @@ fn with_model(
     answer: impl FnOnce(&Deployment) -> HttpResponse,
 ) -> HttpResponse {
     let table = state.snapshot();
-    let deployment = match front_door::route(req.headers(), &table) {
+    let deployment = match front_door::route(req, &table) {
         Ok((deployment, _)) => deployment,
         Err(e) => return e.response(STYLE),
     };

@@ -20,6 +20,8 @@ use super::admin;
         license(name = "MIT OR Apache-2.0")
     ),
     paths(
+        admin::list_endpoints,
+        admin::endpoint_metrics,
         admin::get_endpoint,
         admin::put_endpoint,
         admin::patch_endpoint,
@@ -63,9 +65,61 @@ impl Modify for AdminToken {
 
 /// The document as served and committed: pretty JSON with a final newline.
 pub(crate) fn document() -> String {
-    let mut text = AdminApi::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let generated = serde_json::to_value(AdminApi::openapi()).map(per_endpoint);
+    let mut text = generated
+        .and_then(|doc| serde_json::to_string_pretty(&doc))
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
     text
+}
+
+/// Every route of one endpoint exists twice (`admin::SCOPES`): under
+/// `/v1/endpoints/{endpoint}` for the endpoint the path names, and in the one-endpoint form
+/// of before (`/v1/endpoint`, `/v1/deployments`), which means the server's only endpoint. The
+/// handlers declare the short form once; this adds the named form of each, with its
+/// `endpoint` parameter, and says what the short form means.
+fn per_endpoint(mut doc: serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return doc;
+    };
+    let mut named = Vec::new();
+    for (path, item) in paths.iter_mut() {
+        let long = if path == "/v1/endpoint" || path.starts_with("/v1/endpoint/") {
+            format!("/v1/endpoints/{{endpoint}}{}", &path["/v1/endpoint".len()..])
+        } else if let Some(rest) = path.strip_prefix("/v1/deployments") {
+            format!("/v1/endpoints/{{endpoint}}/deployments{rest}")
+        } else {
+            continue;
+        };
+        let mut copy = item.clone();
+        for (_, op) in copy.as_object_mut().into_iter().flatten() {
+            let Some(op) = op.as_object_mut() else { continue };
+            if let Some(Value::String(id)) = op.get_mut("operationId") {
+                id.push_str("_of_endpoint");
+            }
+            let parameter = json!({"name": "endpoint", "in": "path", "required": true,
+                "description": "the endpoint's name", "schema": {"type": "string"}});
+            match op.get_mut("parameters").and_then(Value::as_array_mut) {
+                Some(list) => list.insert(0, parameter),
+                None => {
+                    op.insert("parameters".into(), json!([parameter]));
+                }
+            }
+        }
+        for (_, op) in item.as_object_mut().into_iter().flatten() {
+            if let Some(op) = op.as_object_mut() {
+                let said = op.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
+                op.insert(
+                    "description".into(),
+                    json!(format!("{said}\n\nThe one-endpoint form of `{long}`: the server's only endpoint (404 without one, 409 naming them when it holds several).").trim_start()),
+                );
+            }
+        }
+        named.push((long, copy));
+    }
+    paths.extend(named);
+    doc
 }
 
 /// The document, built once per process: it depends only on the code, and the route that
@@ -98,7 +152,7 @@ mod tests {
     /// itself: one named only there would dangle).
     #[test]
     fn every_reference_is_defined() {
-        let doc = serde_json::to_value(AdminApi::openapi()).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
         let text = doc.to_string();
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for (i, _) in text.match_indices("#/components/schemas/") {

@@ -5,17 +5,28 @@ use actix_web::{web, HttpResponse};
 use super::errors::Refused;
 use super::front_door::{self, ScoringState};
 
-/// Registers `/score`, the health routes and the OpenAPI document.
+/// Registers `/score`, the v2 routes and the OpenAPI document of each endpoint under
+/// `/endpoints/{endpoint}`, the same at the root for the server's only endpoint (or the one
+/// `Host: NAME.localhost` names), and the process's health routes.
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(super::oip::configure)
-        .route("/score", web::post().to(front_door::score))
+    cfg.service(web::scope("/endpoints/{endpoint}").configure(endpoint_routes))
+        .configure(endpoint_routes)
         .route("/", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Healthy") }))
         .route("/health/live", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Live") }))
         .route("/health/ready", web::get().to(ready))
-        .route("/swagger.json", web::get().to(swagger))
         .default_service(web::to(|| async {
-            Refused::NotFound("no such route: POST /score to score; GET /health/ready, /swagger.json".into()).answer()
+            Refused::NotFound(
+                "no such route: POST /score (or /endpoints/NAME/score) to score; GET /health/ready, /swagger.json".into(),
+            )
+            .answer()
         }));
+}
+
+/// An endpoint's own routes.
+fn endpoint_routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(super::oip::configure)
+        .route("/score", web::post().to(front_door::score))
+        .route("/swagger.json", web::get().to(swagger));
 }
 
 async fn ready(state: web::Data<ScoringState>) -> HttpResponse {

@@ -20,6 +20,8 @@ pub use traffic::{parse_assignments, Traffic};
 
 /// The most deployments one endpoint may hold (Azure's limit, CONTRACT §1).
 pub const MAX_DEPLOYMENTS: usize = 20;
+/// The most endpoints one server holds (each with up to [`MAX_DEPLOYMENTS`] deployments).
+pub const MAX_ENDPOINTS: usize = 50;
 
 /// Parses YAML text into a generic JSON value, so that both the YAML files and the admin API's
 /// JSON bodies go through the same typed deserialisation and the same error messages. The

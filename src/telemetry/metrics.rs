@@ -46,29 +46,48 @@ struct RequestLabels {
     deployment: String,
     role: Role,
     code: u16,
+    endpoint: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
     deployment: String,
     role: Role,
+    endpoint: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeploymentLabel {
     deployment: String,
+    endpoint: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RollbackLabels {
     deployment: String,
     gate: String,
+    endpoint: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     deployment: String,
     state: &'static str,
+    endpoint: String,
+}
+
+impl DeploymentLabel {
+    fn request(&self, role: Role, code: u16) -> RequestLabels {
+        RequestLabels { deployment: self.deployment.clone(), role, code, endpoint: self.endpoint.clone() }
+    }
+
+    fn duration(&self, role: Role) -> DurationLabels {
+        DurationLabels { deployment: self.deployment.clone(), role, endpoint: self.endpoint.clone() }
+    }
+
+    fn instances(&self, state: &'static str) -> InstanceLabels {
+        InstanceLabels { deployment: self.deployment.clone(), state, endpoint: self.endpoint.clone() }
+    }
 }
 
 type HistogramFamily<L> = Family<L, ShardedHistogram, fn() -> ShardedHistogram>;
@@ -103,14 +122,14 @@ pub struct Metrics {
     process: ProcessGauges,
     /// Live and mirror error answers (5xx, 424, 408) per deployment name, for windowed reads
     /// (rollout gates); not exported (`switchyard_requests_total` has them by code).
-    errors: Mutex<HashMap<String, [ShardedCounter; 2]>>,
+    errors: Mutex<HashMap<DeploymentLabel, [ShardedCounter; 2]>>,
     /// Rollouts rolled back, by target deployment and failed gate (kept as history).
     rollbacks: Family<RollbackLabels, Counter>,
     /// Unreleased [`DeploymentMetrics`] per deployment name. Creating handles and removing a
     /// name's series both happen under this lock, so a version created while the last one of
     /// the same name is released either keeps the series or gets fresh ones, never detached
     /// handles.
-    holders: Mutex<HashMap<String, usize>>,
+    holders: Mutex<HashMap<DeploymentLabel, usize>>,
 }
 
 /// The comparison report's numbers (`switchyard_mirror_*`), read from the reports at scrape.
@@ -224,32 +243,28 @@ impl Metrics {
         })
     }
 
-    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<DeploymentLabel, usize>> {
         // The map is only ever changed by one `+= 1`, `-= 1` or remove: a panic cannot leave
         // it half-changed, so a poisoned lock is still usable.
         self.holders.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Handles for one deployment's series, shared with every other version of the same name.
-    /// The series stay until every handle set of the name is released.
-    pub fn for_deployment(self: &Arc<Self>, name: &str) -> DeploymentMetrics {
+    /// Handles for one deployment's series (endpoint `endpoint`, name `name`), shared with
+    /// every other version of the same name in that endpoint. The series stay until every
+    /// handle set of the name is released.
+    pub fn for_deployment(self: &Arc<Self>, endpoint: &str, name: &str) -> DeploymentMetrics {
+        let dep = DeploymentLabel { deployment: name.to_string(), endpoint: endpoint.to_string() };
         let mut holders = self.holders();
-        *holders.entry(name.to_string()).or_insert(0) += 1;
-        let dep = DeploymentLabel { deployment: name.to_string() };
-        let live_ok = self
-            .requests
-            .get_or_create(&RequestLabels { deployment: name.to_string(), role: Role::live, code: 200 })
-            .clone();
-        let live_duration =
-            self.durations.get_or_create(&DurationLabels { deployment: name.to_string(), role: Role::live }).clone();
-        let mirror_duration =
-            self.durations.get_or_create(&DurationLabels { deployment: name.to_string(), role: Role::mirror }).clone();
+        *holders.entry(dep.clone()).or_insert(0) += 1;
+        let live_ok = self.requests.get_or_create(&dep.request(Role::live, 200)).clone();
+        let live_duration = self.durations.get_or_create(&dep.duration(Role::live)).clone();
+        let mirror_duration = self.durations.get_or_create(&dep.duration(Role::mirror)).clone();
         let inflight = self.inflight.get_or_create(&dep).clone();
         let mirror_dropped = self.mirror_dropped.get_or_create(&dep).clone();
         DeploymentMetrics {
-            name: name.to_string(),
             root: Arc::clone(self),
-            errors: self.errors_of(name),
+            errors: self.errors_of(&dep),
+            key: dep,
             live_ok,
             live_duration,
             mirror_duration,
@@ -261,48 +276,51 @@ impl Metrics {
 
     /// The error counters of a name, shared by its versions like its series (created on
     /// first use; kept for the process's life, a few bytes per name ever deployed).
-    fn errors_of(&self, name: &str) -> [ShardedCounter; 2] {
+    fn errors_of(&self, dep: &DeploymentLabel) -> [ShardedCounter; 2] {
         let mut map = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(name.to_string()).or_default().clone()
+        map.entry(dep.clone()).or_default().clone()
     }
 
-    /// Gives back one handle set of `name`; the last one out removes the name's series.
-    fn release(&self, name: &str) {
+    /// Gives back one handle set of `dep`; the last one out removes the name's series.
+    fn release(&self, dep: &DeploymentLabel) {
         let mut holders = self.holders();
-        let Some(n) = holders.get_mut(name) else { return };
+        let Some(n) = holders.get_mut(dep) else { return };
         *n -= 1;
         if *n == 0 {
-            holders.remove(name);
-            self.remove_series(name);
+            holders.remove(dep);
+            self.remove_series(dep);
         }
     }
 
     /// Forgets every series of a deployment name that no version holds any more.
-    fn remove_series(&self, name: &str) {
-        let dep = DeploymentLabel { deployment: name.to_string() };
-        self.inflight.remove(&dep);
-        self.mirror_dropped.remove(&dep);
+    fn remove_series(&self, dep: &DeploymentLabel) {
+        self.inflight.remove(dep);
+        self.mirror_dropped.remove(dep);
         for role in [Role::live, Role::mirror] {
-            self.durations.remove(&DurationLabels { deployment: name.to_string(), role });
+            self.durations.remove(&dep.duration(role));
         }
         for state in INSTANCE_STATES {
-            self.instances.remove(&InstanceLabels { deployment: name.to_string(), state });
+            self.instances.remove(&dep.instances(state));
         }
         let m = &self.mirror;
-        m.agreement_ratio.remove(&dep);
-        m.pairs.remove(&dep);
-        m.compared.remove(&dep);
-        m.max_abs_diff.remove(&dep);
-        m.mean_abs_diff.remove(&dep);
-        m.shadow_errors.remove(&dep);
+        m.agreement_ratio.remove(dep);
+        m.pairs.remove(dep);
+        m.compared.remove(dep);
+        m.max_abs_diff.remove(dep);
+        m.mean_abs_diff.remove(dep);
+        m.shadow_errors.remove(dep);
         // Request counters are kept: a counter that vanishes looks like a reset to Prometheus,
         // and the totals of a deleted deployment are still history worth querying.
     }
 
-    /// Counts a rollout to `deployment` rolled back by `gate`.
-    pub fn rollout_rolled_back(&self, deployment: &str, gate: &str) {
+    /// Counts a rollout to `deployment` of `endpoint` rolled back by `gate`.
+    pub fn rollout_rolled_back(&self, endpoint: &str, deployment: &str, gate: &str) {
         self.rollbacks
-            .get_or_create(&RollbackLabels { deployment: deployment.to_string(), gate: gate.to_string() })
+            .get_or_create(&RollbackLabels {
+                deployment: deployment.to_string(),
+                gate: gate.to_string(),
+                endpoint: endpoint.to_string(),
+            })
             .inc();
     }
 
@@ -360,7 +378,8 @@ pub(crate) const INSTANCE_STATES: [&str; 5] = ["ready", "loading", "draining", "
 
 /// One deployment's metric handles.
 pub struct DeploymentMetrics {
-    name: String,
+    /// The endpoint and deployment name the series are labelled with.
+    key: DeploymentLabel,
     root: Arc<Metrics>,
     /// Error answers, `[live, mirror]` (see [`super::window::is_error`]).
     errors: [ShardedCounter; 2],
@@ -389,7 +408,7 @@ impl DeploymentMetrics {
     /// model keeps the name's series (and their counts) for the new version. Idempotent.
     pub fn release(&self) {
         if !self.released.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            self.root.release(&self.name);
+            self.root.release(&self.key);
         }
     }
 
@@ -403,7 +422,7 @@ impl DeploymentMetrics {
                 if super::window::is_error(code) {
                     self.errors[role as usize].inc();
                 }
-                self.root.requests.get_or_create(&RequestLabels { deployment: self.name.clone(), role, code }).inc();
+                self.root.requests.get_or_create(&self.key.request(role, code)).inc();
             }
         };
         match role {
@@ -433,14 +452,14 @@ impl DeploymentMetrics {
         if g.pairs == 0 {
             return;
         }
-        let dep = DeploymentLabel { deployment: self.name.clone() };
+        let dep = &self.key;
         let m = &self.root.mirror;
-        m.agreement_ratio.get_or_create(&dep).set(g.agreement_ratio);
-        m.pairs.get_or_create(&dep).set(g.pairs as i64);
-        m.compared.get_or_create(&dep).set(g.compared as i64);
-        m.max_abs_diff.get_or_create(&dep).set(g.max_abs_diff);
-        m.mean_abs_diff.get_or_create(&dep).set(g.mean_abs_diff);
-        m.shadow_errors.get_or_create(&dep).set(g.shadow_errors as i64);
+        m.agreement_ratio.get_or_create(dep).set(g.agreement_ratio);
+        m.pairs.get_or_create(dep).set(g.pairs as i64);
+        m.compared.get_or_create(dep).set(g.compared as i64);
+        m.max_abs_diff.get_or_create(dep).set(g.max_abs_diff);
+        m.mean_abs_diff.get_or_create(dep).set(g.mean_abs_diff);
+        m.shadow_errors.get_or_create(dep).set(g.shadow_errors as i64);
     }
 
     /// The counts behind this deployment's request and duration series, for the admin API's
@@ -462,7 +481,7 @@ impl DeploymentMetrics {
     /// `counts` are ready, loading, draining, failed and restarting, in [`INSTANCE_STATES`] order.
     pub fn set_instances(&self, counts: [usize; 5]) {
         for (state, n) in INSTANCE_STATES.into_iter().zip(counts) {
-            self.root.instances.get_or_create(&InstanceLabels { deployment: self.name.clone(), state }).set(n as i64);
+            self.root.instances.get_or_create(&self.key.instances(state)).set(n as i64);
         }
     }
 }
@@ -478,8 +497,8 @@ mod tests {
     #[test]
     fn a_replaced_version_leaves_the_names_series_to_the_new_one() {
         let m = Metrics::new();
-        let old = m.for_deployment("blue");
-        let new = m.for_deployment("blue");
+        let old = m.for_deployment("ep", "blue");
+        let new = m.for_deployment("ep", "blue");
         new.observe(Role::live, 200, 0.01);
         old.release();
         drop(old);
@@ -489,7 +508,7 @@ mod tests {
         {
             assert!(has_series(&m, family, "blue"), "{family} vanished with the replaced version:\n{}", m.render());
         }
-        assert!(m.render().contains("switchyard_request_duration_seconds_count{deployment=\"blue\",role=\"live\"} 2"));
+        assert!(m.render().contains("switchyard_request_duration_seconds_count{deployment=\"blue\",role=\"live\",endpoint=\"ep\"} 2"));
         new.release();
         assert!(!has_series(&m, "switchyard_inflight_requests", "blue"), "the last version out removes the series");
         assert!(!has_series(&m, "switchyard_request_duration_seconds", "blue"));
@@ -498,14 +517,14 @@ mod tests {
     #[test]
     fn a_version_that_never_served_gives_its_hold_back_on_drop() {
         let m = Metrics::new();
-        let serving = m.for_deployment("green");
-        let failed_replacement = m.for_deployment("green");
+        let serving = m.for_deployment("ep", "green");
+        let failed_replacement = m.for_deployment("ep", "green");
         drop(failed_replacement);
         assert!(has_series(&m, "switchyard_inflight_requests", "green"));
         serving.release();
         serving.release(); // idempotent: a second release does not take another holder's share
         assert!(!has_series(&m, "switchyard_inflight_requests", "green"));
-        let again = m.for_deployment("green");
+        let again = m.for_deployment("ep", "green");
         assert!(has_series(&m, "switchyard_inflight_requests", "green"), "a re-created name gets fresh series");
         drop(again);
     }
