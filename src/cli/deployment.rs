@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::answers::{read, DeploymentAnswer};
 use super::client::AdminClient;
-use super::endpoint::hosted;
+use super::endpoint::endpoint_of;
 use super::output::{self, print};
 use super::GlobalArgs;
 use crate::spec::DeploymentSpec;
@@ -103,50 +103,55 @@ pub(super) fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), Strin
     match verb {
         DeploymentVerb::Create { name, endpoint_name, file, all_traffic, set, no_wait } => {
             let (name, doc) = document(name, endpoint_name.as_deref(), file.as_ref(), &set)?;
-            hosted(&admin, endpoint_name.as_deref())?;
+            let ep = endpoint_of(&admin, endpoint_name.as_deref().or(named_in(&doc)))?;
             let shown = admin
-                .call("PUT", &format!("/v1/deployments/{name}?all_traffic={all_traffic}"), Some(&doc))?
+                .call("PUT", &format!("/v1/endpoints/{ep}/deployments/{name}?all_traffic={all_traffic}"), Some(&doc))?
                 .ok_json()?;
-            finish(&admin, &name, shown, no_wait, global)
+            finish(&admin, &ep, &name, shown, no_wait, global)
         }
         DeploymentVerb::Update { name, endpoint_name, file, set, no_wait } => {
-            hosted(&admin, endpoint_name.as_deref())?;
-            let shown = if file.is_some() {
+            let (ep, shown) = if file.is_some() {
                 let (name, doc) = document(name, endpoint_name.as_deref(), file.as_ref(), &set)?;
-                let shown = admin.call("PUT", &format!("/v1/deployments/{name}"), Some(&doc))?.ok_json()?;
-                (name, shown)
+                let ep = endpoint_of(&admin, endpoint_name.as_deref().or(named_in(&doc)))?;
+                let shown =
+                    admin.call("PUT", &format!("/v1/endpoints/{ep}/deployments/{name}"), Some(&doc))?.ok_json()?;
+                (ep, (name, shown))
             } else {
+                let ep = endpoint_of(&admin, endpoint_name.as_deref())?;
                 let name = name.ok_or("give the deployment's --name")?;
                 if set.is_empty() {
                     return Err("nothing to update: give --set KEY=VALUE or --file".into());
                 }
                 let patch = output::set_document(&set)?;
-                let shown = admin.call("PATCH", &format!("/v1/deployments/{name}"), Some(&patch))?.ok_json()?;
-                (name, shown)
+                let shown =
+                    admin.call("PATCH", &format!("/v1/endpoints/{ep}/deployments/{name}"), Some(&patch))?.ok_json()?;
+                (ep, (name, shown))
             };
-            finish(&admin, &shown.0, shown.1, no_wait, global)
+            finish(&admin, &ep, &shown.0, shown.1, no_wait, global)
         }
         DeploymentVerb::Show { name, endpoint_name } => {
-            hosted(&admin, endpoint_name.as_deref())?;
-            print(&admin.call("GET", &format!("/v1/deployments/{name}"), None)?.ok_json()?, global)
+            let ep = endpoint_of(&admin, endpoint_name.as_deref())?;
+            print(&admin.call("GET", &format!("/v1/endpoints/{ep}/deployments/{name}"), None)?.ok_json()?, global)
         }
         DeploymentVerb::List { endpoint_name } => {
-            hosted(&admin, endpoint_name.as_deref())?;
-            print(&admin.call("GET", "/v1/deployments", None)?.ok_json()?, global)
+            let ep = endpoint_of(&admin, endpoint_name.as_deref())?;
+            print(&admin.call("GET", &format!("/v1/endpoints/{ep}/deployments"), None)?.ok_json()?, global)
         }
         DeploymentVerb::Delete { name, endpoint_name, yes, no_wait: _ } => {
-            hosted(&admin, endpoint_name.as_deref())?;
-            super::confirm(&format!("deployment {name:?} will be deleted"), yes)?;
-            admin.call("DELETE", &format!("/v1/deployments/{name}"), None)?.ok_json()?;
+            let ep = endpoint_of(&admin, endpoint_name.as_deref())?;
+            super::confirm(&format!("deployment {name:?} of endpoint {ep:?} will be deleted"), yes)?;
+            admin.call("DELETE", &format!("/v1/endpoints/{ep}/deployments/{name}"), None)?.ok_json()?;
             Ok(())
         }
         DeploymentVerb::Compare { name, endpoint_name, reset, atol, rtol } => {
-            hosted(&admin, endpoint_name.as_deref())?;
+            let ep = endpoint_of(&admin, endpoint_name.as_deref())?;
             let report = if reset {
                 let body = json!({"atol": atol, "rtol": rtol});
-                admin.call("POST", &format!("/v1/deployments/{name}/comparison/reset"), Some(&body))?.ok_json()?
+                admin
+                    .call("POST", &format!("/v1/endpoints/{ep}/deployments/{name}/comparison/reset"), Some(&body))?
+                    .ok_json()?
             } else {
-                admin.call("GET", &format!("/v1/deployments/{name}/comparison"), None)?.ok_json()?
+                admin.call("GET", &format!("/v1/endpoints/{ep}/deployments/{name}/comparison"), None)?.ok_json()?
             };
             if global.output.is_none() && global.query.is_none() && std::io::stdout().is_terminal() {
                 print!("{}", output::comparison_table(&read(&report, "comparison")?));
@@ -156,8 +161,9 @@ pub(super) fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), Strin
             }
         }
         DeploymentVerb::GetLogs { name, endpoint_name, lines, container: _ } => {
-            hosted(&admin, endpoint_name.as_deref())?;
-            let reply = admin.call("GET", &format!("/v1/deployments/{name}/logs?lines={lines}"), None)?;
+            let ep = endpoint_of(&admin, endpoint_name.as_deref())?;
+            let reply =
+                admin.call("GET", &format!("/v1/endpoints/{ep}/deployments/{name}/logs?lines={lines}"), None)?;
             if reply.status != 200 {
                 return Err(reply.error_text());
             }
@@ -195,8 +201,20 @@ fn document(
     Ok((name, doc))
 }
 
+/// The `endpoint_name` a deployment document names (the Azure YAML's own field).
+fn named_in(doc: &Value) -> Option<&str> {
+    doc.get("endpoint_name").and_then(Value::as_str)
+}
+
 /// Waits for a terminal state (unless --no-wait), showing progress on a terminal, then prints.
-fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: &GlobalArgs) -> Result<(), String> {
+fn finish(
+    admin: &AdminClient,
+    ep: &str,
+    name: &str,
+    shown: Value,
+    no_wait: bool,
+    global: &GlobalArgs,
+) -> Result<(), String> {
     if no_wait {
         return print(&shown, global);
     }
@@ -215,11 +233,12 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
         let _ = std::io::stderr().flush();
     }
     loop {
-        let current = admin.call("GET", &format!("/v1/deployments/{name}?wait={wait}"), None)?.ok_json()?;
+        let current =
+            admin.call("GET", &format!("/v1/endpoints/{ep}/deployments/{name}?wait={wait}"), None)?.ok_json()?;
         let DeploymentAnswer { provisioning_state: state, error } = read(&current, "deployment")?;
         if tty {
             let latest = match state.as_str() {
-                "Creating" | "Updating" => latest_log_line(admin, name),
+                "Creating" | "Updating" => latest_log_line(admin, ep, name),
                 _ => None,
             };
             let line = progress_line(name, &state, start.elapsed().as_secs(), latest.as_deref(), width);
@@ -248,8 +267,8 @@ fn finish(admin: &AdminClient, name: &str, shown: Value, no_wait: bool, global: 
 
 /// The deployment's last log line, without its timestamp; `None` when it cannot be read
 /// (progress is best effort: the wait itself reports real errors).
-fn latest_log_line(admin: &AdminClient, name: &str) -> Option<String> {
-    let reply = admin.call("GET", &format!("/v1/deployments/{name}/logs?lines=1"), None).ok()?;
+fn latest_log_line(admin: &AdminClient, ep: &str, name: &str) -> Option<String> {
+    let reply = admin.call("GET", &format!("/v1/endpoints/{ep}/deployments/{name}/logs?lines=1"), None).ok()?;
     if reply.status != 200 {
         return None;
     }

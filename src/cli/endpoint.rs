@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use super::answers::{read, EndpointAnswer, KeysAnswer};
-use super::client::{az_error, AdminClient};
+use super::client::AdminClient;
 use super::output::{self, print};
 use super::GlobalArgs;
 use crate::spec::{parse_assignments, EndpointSpec};
@@ -50,7 +50,7 @@ pub enum EndpointVerb {
         #[arg(long)]
         no_wait: bool,
     },
-    /// List endpoints (this server hosts at most one).
+    /// List the server's endpoints.
     List,
     /// Delete the endpoint and all its deployments.
     Delete {
@@ -174,11 +174,12 @@ pub(super) fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String>
             if doc.get("name").is_none() {
                 return Err("give the endpoint a name: --name NAME or a `name` in the --file".into());
             }
-            print(&admin.call("PUT", "/v1/endpoint", Some(&doc))?.ok_json()?, global)
+            let ep = endpoint_of(&admin, doc.get("name").and_then(Value::as_str))?;
+            print(&admin.call("PUT", &format!("/v1/endpoints/{ep}"), Some(&doc))?.ok_json()?, global)
         }
-        EndpointVerb::Show { name } => print(&hosted(&admin, name.as_deref())?, global),
+        EndpointVerb::Show { name } => print(&hosted(&admin, name.as_deref())?.1, global),
         EndpointVerb::Update { name, file, traffic, mirror_traffic, set, no_wait: _ } => {
-            hosted(&admin, name.as_deref())?;
+            let ep = endpoint_of(&admin, name.as_deref())?;
             let mut patch = json!({});
             if let Some(f) = file {
                 let spec = EndpointSpec::from_file(&f).map_err(|e| e.message)?.0;
@@ -203,34 +204,31 @@ pub(super) fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String>
             if patch.as_object().is_some_and(|m| m.is_empty()) {
                 return Err("nothing to update: give --traffic, --mirror-traffic, --file or --set".into());
             }
-            print(&admin.call("PATCH", "/v1/endpoint", Some(&patch))?.ok_json()?, global)
+            print(&admin.call("PATCH", &format!("/v1/endpoints/{ep}"), Some(&patch))?.ok_json()?, global)
         }
-        EndpointVerb::List => {
-            let reply = admin.call("GET", "/v1/endpoint", None)?;
-            let list = if reply.status == 404 { json!([]) } else { json!([reply.ok_json()?]) };
-            print(&list, global)
-        }
+        EndpointVerb::List => print(&admin.call("GET", "/v1/endpoints", None)?.ok_json()?, global),
         EndpointVerb::Delete { name, yes, no_wait: _ } => {
-            let endpoint = hosted(&admin, name.as_deref())?;
-            super::confirm(&format!("endpoint {endpoint:?} and all its deployments will be deleted"), yes)?;
-            admin.call("DELETE", "/v1/endpoint", None)?.ok_json()?;
+            let ep = endpoint_of(&admin, name.as_deref())?;
+            super::confirm(&format!("endpoint {ep:?} and all its deployments will be deleted"), yes)?;
+            admin.call("DELETE", &format!("/v1/endpoints/{ep}"), None)?.ok_json()?;
             Ok(())
         }
         EndpointVerb::Invoke { name, request_file, deployment_name } => {
-            let endpoint = hosted(&admin, name.as_deref())?;
-            invoke(&admin, &endpoint, &request_file, deployment_name.as_deref())
+            let (ep, endpoint) = hosted(&admin, name.as_deref())?;
+            invoke(&admin, &ep, &endpoint, &request_file, deployment_name.as_deref())
         }
         EndpointVerb::GetCredentials { name } => {
-            hosted(&admin, name.as_deref())?;
-            print(&admin.call("GET", "/v1/endpoint/keys", None)?.ok_json()?, global)
+            let ep = endpoint_of(&admin, name.as_deref())?;
+            print(&admin.call("GET", &format!("/v1/endpoints/{ep}/keys"), None)?.ok_json()?, global)
         }
         EndpointVerb::RegenerateKeys { name, key_type } => {
-            hosted(&admin, name.as_deref())?;
+            let ep = endpoint_of(&admin, name.as_deref())?;
             let key_type = match key_type {
                 KeyTypeArg::Primary => "primary",
                 KeyTypeArg::Secondary => "secondary",
             };
-            admin.call("POST", "/v1/endpoint/keys/regenerate", Some(&json!({"keyType": key_type})))?.ok_json()?;
+            let body = json!({"keyType": key_type});
+            admin.call("POST", &format!("/v1/endpoints/{ep}/keys/regenerate"), Some(&body))?.ok_json()?;
             Ok(())
         }
         EndpointVerb::Rollout(args) => rollout(&admin, args, global),
@@ -238,13 +236,29 @@ pub(super) fn run(verb: EndpointVerb, global: &GlobalArgs) -> Result<(), String>
 }
 
 fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Result<(), String> {
-    let (method, path, name) = match args.action {
-        Some(RolloutAction::Pause { name }) => ("POST", "/v1/endpoint/rollout/pause", name),
-        Some(RolloutAction::Resume { name }) => ("POST", "/v1/endpoint/rollout/resume", name),
-        Some(RolloutAction::Abort { name }) => ("POST", "/v1/endpoint/rollout/abort", name),
-        Some(RolloutAction::Show { name }) => ("GET", "/v1/endpoint/rollout", name),
+    let name = match &args.action {
+        Some(
+            RolloutAction::Pause { name }
+            | RolloutAction::Resume { name }
+            | RolloutAction::Abort { name }
+            | RolloutAction::Show { name },
+        ) => name.clone(),
+        None => args.name.clone(),
+    };
+    let ep = endpoint_of(admin, name.as_deref())?;
+    let empty = json!({});
+    let reply = match args.action {
+        Some(RolloutAction::Pause { .. }) => {
+            admin.call("POST", &format!("/v1/endpoints/{ep}/rollout/pause"), Some(&empty))?
+        }
+        Some(RolloutAction::Resume { .. }) => {
+            admin.call("POST", &format!("/v1/endpoints/{ep}/rollout/resume"), Some(&empty))?
+        }
+        Some(RolloutAction::Abort { .. }) => {
+            admin.call("POST", &format!("/v1/endpoints/{ep}/rollout/abort"), Some(&empty))?
+        }
+        Some(RolloutAction::Show { .. }) => admin.call("GET", &format!("/v1/endpoints/{ep}/rollout"), None)?,
         None => {
-            hosted(admin, args.name.as_deref())?;
             let (Some(to), Some(steps), Some(step_duration)) = (args.to, args.steps, args.step_duration) else {
                 return Err("a rollout needs --to NAME, --steps (e.g. mirror:10,10,25,50,100) and --step-duration (e.g. 60s); or use rollout pause|resume|abort|show".into());
             };
@@ -260,34 +274,58 @@ fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Resul
                     body[key] = v;
                 }
             }
-            return print(&admin.call("POST", "/v1/endpoint/rollout", Some(&body))?.ok_json()?, global);
+            admin.call("POST", &format!("/v1/endpoints/{ep}/rollout"), Some(&body))?
         }
     };
-    hosted(admin, name.as_deref())?;
-    let body = (method == "POST").then(|| json!({}));
-    print(&admin.call(method, path, body.as_ref())?.ok_json()?, global)
+    print(&reply.ok_json()?, global)
 }
 
-/// The hosted endpoint, checked against `--name` when one is given: another name is
-/// `ResourceNotFound`, as Azure answers for an endpoint that does not exist.
-pub(super) fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<Value, String> {
-    let endpoint = admin.call("GET", "/v1/endpoint", None)?.ok_json()?;
-    if let Some(n) = name {
-        let actual = read::<EndpointAnswer>(&endpoint, "endpoint")?.name;
-        if actual != n {
-            return Err(az_error(404, &format!("endpoint {n:?} not found: this server hosts endpoint {actual:?}")));
+/// The endpoint a command is for, as a path segment: the one `--name` (`--endpoint-name`)
+/// gives, or without one the server's only endpoint (the server's answer names its endpoints
+/// when it holds several, so the user learns what to pass).
+pub(super) fn endpoint_of(admin: &AdminClient, name: Option<&str>) -> Result<String, String> {
+    match name {
+        Some(n) => Ok(path_segment(n)),
+        None => {
+            let only = admin.call("GET", "/v1/endpoint", None)?.ok_json()?;
+            Ok(path_segment(&read::<EndpointAnswer>(&only, "endpoint")?.name))
         }
     }
-    Ok(endpoint)
+}
+
+/// The endpoint a command is for (see [`endpoint_of`]) and its view; a name that does not
+/// exist is the server's 404, which names the endpoints that do (`ResourceNotFound`, as
+/// Azure answers).
+pub(super) fn hosted(admin: &AdminClient, name: Option<&str>) -> Result<(String, Value), String> {
+    let ep = endpoint_of(admin, name)?;
+    let endpoint = admin.call("GET", &format!("/v1/endpoints/{ep}"), None)?.ok_json()?;
+    Ok((ep, endpoint))
+}
+
+/// `name` as one URL path segment: a name typed by a user (`-n 'a/b?c'`) must not reach
+/// another route. Endpoint names are letters, digits and `-`, so a valid one is unchanged.
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Posts the request file to the scoring URI with the endpoint's credentials and prints the
 /// answer body.
 #[allow(clippy::disallowed_methods, reason = "the CLI reads its own user's --request-file, as curl would")]
-fn invoke(admin: &AdminClient, endpoint: &Value, file: &PathBuf, deployment: Option<&str>) -> Result<(), String> {
+fn invoke(
+    admin: &AdminClient,
+    ep: &str,
+    endpoint: &Value,
+    file: &PathBuf,
+    deployment: Option<&str>,
+) -> Result<(), String> {
     let body = std::fs::read(file).map_err(|e| format!("cannot read --request-file {}: {e}", file.display()))?;
     let uri = read::<EndpointAnswer>(endpoint, "endpoint")?.scoring_uri;
-    let creds: KeysAnswer = read(&admin.call("GET", "/v1/endpoint/keys", None)?.ok_json()?, "keys")?;
+    let creds: KeysAnswer = read(&admin.call("GET", &format!("/v1/endpoints/{ep}/keys"), None)?.ok_json()?, "keys")?;
     let secret = creds.secret();
     let mut headers = vec![
         ("Content-Type".to_string(), "application/json".to_string()),

@@ -348,7 +348,9 @@ impl ControlPlane {
                     // it rolls back now, and live traffic it still has (saved before a
                     // restart) goes to the others. Not for a load cancelled by a stop: that
                     // says nothing about the deployment, and the saved traffic must stay.
-                    if error != LoadError::Cancelled && !self.shared.shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                    if error != LoadError::Cancelled
+                        && !self.shared.shutting_down.load(std::sync::atomic::Ordering::Acquire)
+                    {
                         self.roll_back_if_target_failed(&mut state, name, &error.to_string());
                         self.end_rollout_if_source_failed(&mut state, name, &error.to_string());
                         self.drop_failed_traffic(&mut state);

@@ -33,11 +33,11 @@ use crate::spec::{DeploymentSpec, EndpointSpec};
 use crate::telemetry::Metrics;
 pub(crate) use error::ControlError;
 pub(crate) use rollout::RolloutSource;
-pub(crate) use workspace::Workspace;
 use store::{Durable, DurableEndpoint, FailedUpdate, StateStore};
 use views::{
     Bucket, DeploymentMetrics, DeploymentView, LiveMetrics, MetricInstances, MetricsView, RoleMetrics, SecretsDirView,
 };
+pub(crate) use workspace::Workspace;
 
 /// The control plane's state: the endpoint and its deployments. Cloning it is cheap (the
 /// pools are shared), which is how a change that cannot be saved is undone.

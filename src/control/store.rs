@@ -258,7 +258,11 @@ impl StateDir {
         if saved.len() > crate::spec::MAX_ENDPOINTS {
             return Err(OpenError::BreaksRule {
                 path: dir.to_path_buf(),
-                rule: format!("it holds {} endpoints; a server holds at most {}", saved.len(), crate::spec::MAX_ENDPOINTS),
+                rule: format!(
+                    "it holds {} endpoints; a server holds at most {}",
+                    saved.len(),
+                    crate::spec::MAX_ENDPOINTS
+                ),
             });
         }
         Ok((Self { dir: dir.to_path_buf() }, saved))

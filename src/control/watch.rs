@@ -409,7 +409,10 @@ mod tests {
 
         // A second folder naming the same endpoint is refused, and changes nothing.
         let claimed = apply(&ws, Path::new("/config/copy"), &desired(json!({}), &[])).await.unwrap_err();
-        assert!(matches!(claimed, ConfigDirError::Claimed { .. }) && claimed.to_string().contains("/config/my-ep"), "{claimed}");
+        assert!(
+            matches!(claimed, ConfigDirError::Claimed { .. }) && claimed.to_string().contains("/config/my-ep"),
+            "{claimed}"
+        );
         assert_eq!(split(&cp), json!({"blue": 100}));
     }
 

@@ -21,7 +21,9 @@ use arc_swap::ArcSwap;
 
 use super::store::{Saved, StateDir};
 use super::views::{EndpointView, MetricsView};
-use super::{loader, now_ms, secrets, ControlError, ControlOptions, ControlPlane, SecretsSource, SecretsStatus, Shared};
+use super::{
+    loader, now_ms, secrets, ControlError, ControlOptions, ControlPlane, SecretsSource, SecretsStatus, Shared,
+};
 use crate::endpoint::RoutingTable;
 use crate::spec::{EndpointSpec, MAX_ENDPOINTS};
 use crate::telemetry::Metrics;
@@ -280,7 +282,11 @@ impl Workspace {
         if let [only] = planes.as_slice() {
             return only.metrics_json();
         }
-        MetricsView { time_ms: now_ms(), endpoint: None, deployments: planes.iter().flat_map(|p| p.metric_rows()).collect() }
+        MetricsView {
+            time_ms: now_ms(),
+            endpoint: None,
+            deployments: planes.iter().flat_map(|p| p.metric_rows()).collect(),
+        }
     }
 
     /// Starts bringing back the saved endpoints: each gets its plane now (answering 503 until

@@ -285,7 +285,9 @@ async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     files_own_state!(data);
     let plane = plane!(req, data);
-    reply(data.control.delete_endpoint(plane.name()).map(|()| Message::new(format!("endpoint {} deleted", plane.name()))))
+    reply(
+        data.control.delete_endpoint(plane.name()).map(|()| Message::new(format!("endpoint {} deleted", plane.name()))),
+    )
 }
 
 /// The rollout: plan, status, current step and its gate values, history.

@@ -353,10 +353,9 @@ pub(crate) fn endpoint_of<'t>(
             None if table.restoring.iter().any(|r| r == name) => {
                 Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()))
             }
-            None => Err(Refused::NotFound(format!(
-                "endpoint {name:?} does not exist on this server{}",
-                listed(table, req)
-            ))),
+            None => {
+                Err(Refused::NotFound(format!("endpoint {name:?} does not exist on this server{}", listed(table, req))))
+            }
         };
     }
     if let Some(only) = &table.only {
@@ -385,13 +384,18 @@ fn host_endpoint<'t>(req: &HttpRequest, table: &'t RoutingTable) -> Option<&'t c
         Some(h) => h.to_str().ok()?,
         None => req.uri().host()?,
     };
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     let label = host.strip_suffix('.').unwrap_or(host);
     let (name, domain) = label.split_once('.')?;
     if !domain.eq_ignore_ascii_case("localhost") {
         return None;
     }
-    table.endpoints.get(name).or_else(|| table.endpoints.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, e)| e)).map(|e| &**e)
+    table
+        .endpoints
+        .get(name)
+        .or_else(|| table.endpoints.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, e)| e))
+        .map(|e| &**e)
 }
 
 /// `: a at /endpoints/a/score, b at ...` for the endpoints of `table`, with the path the

@@ -385,11 +385,8 @@ pub(crate) async fn run(
                 .expect(fn_service(move |req: Request| {
                     // Refused in the style of the route asked for: the v2 protocol's `{"error"}`
                     // under /v2, Azure's `{"message"}` elsewhere.
-                    let style = if oip::is_v2(req.path()) {
-                        errors::ErrorStyle::Error
-                    } else {
-                        errors::ErrorStyle::Message
-                    };
+                    let style =
+                        if oip::is_v2(req.path()) { errors::ErrorStyle::Error } else { errors::ErrorStyle::Message };
                     let checked = body::check_head(&req.head().headers, max_body)
                         .map(|_| req)
                         .map_err(|e| Response::<BoxBody>::from(e.response(style)));

@@ -16,7 +16,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/health/ready", web::get().to(ready))
         .default_service(web::to(|| async {
             Refused::NotFound(
-                "no such route: POST /score (or /endpoints/NAME/score) to score; GET /health/ready, /swagger.json".into(),
+                "no such route: POST /score (or /endpoints/NAME/score) to score; GET /health/ready, /swagger.json"
+                    .into(),
             )
             .answer()
         }));

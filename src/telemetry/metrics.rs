@@ -508,7 +508,9 @@ mod tests {
         {
             assert!(has_series(&m, family, "blue"), "{family} vanished with the replaced version:\n{}", m.render());
         }
-        assert!(m.render().contains("switchyard_request_duration_seconds_count{deployment=\"blue\",role=\"live\",endpoint=\"ep\"} 2"));
+        assert!(m.render().contains(
+            "switchyard_request_duration_seconds_count{deployment=\"blue\",role=\"live\",endpoint=\"ep\"} 2"
+        ));
         new.release();
         assert!(!has_series(&m, "switchyard_inflight_requests", "blue"), "the last version out removes the series");
         assert!(!has_series(&m, "switchyard_request_duration_seconds", "blue"));
