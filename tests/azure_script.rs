@@ -44,7 +44,9 @@ fn the_azure_samples_deploy_script_runs_start_to_finish() {
     assert!(stdout.contains("blue/instance-0") && stdout.contains("ran init() of score.py"), "{stdout}");
     // `-o tsv --query scoring_uri` is the scoring URL, and the key it gets works with curl:
     // blue answers the invoke, the curl call and the 20 invokes of the mirror phase.
-    assert!(stdout.contains(&format!("Scoring uri: {}/score\n", server.scoring)), "{stdout}");
+    let uri = format!("Scoring uri: {}/endpoints/endpt-moe-", server.scoring);
+    let shown = stdout.lines().find(|l| l.starts_with(&uri)).unwrap_or_default();
+    assert!(shown.ends_with("/score"), "the endpoint's own scoring URI: {stdout}");
     assert_eq!(stdout.matches(BLUE_ANSWER).count(), 22, "{stdout}");
     // Green, pinned by the CLI (--deployment-name) and by curl's azureml-model-deployment header.
     assert_eq!(stdout.matches(GREEN_ANSWER).count(), 2, "{stdout}");

@@ -100,7 +100,7 @@ fn sigterm_answers_requests_in_flight_then_exits_0() {
     // Let all 8 be admitted (2 run, 6 wait for an instance), then ask the server to stop.
     eventually("8 requests in flight", Duration::from_secs(10), || {
         let m = s.admin("GET", "/metrics", None).body;
-        if m.contains("switchyard_inflight_requests{deployment=\"slow\"} 8") {
+        if m.contains("switchyard_inflight_requests{deployment=\"slow\",endpoint=\"my-endpoint\"} 8") {
             Ok(())
         } else {
             Err("fewer".into())

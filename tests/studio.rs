@@ -1,8 +1,9 @@
 //! The studio page (`GET /` on the admin plane) and the admin API it is built on: the page and
 //! its assets come from the binary, `/v1/metrics` counts per deployment, `/v1/endpoint/invoke`
 //! scores through the front door, `?base_dir=` resolves a picked YAML file's relative paths;
-//! and the Azure tutorial's studio steps clicked through in headless Chromium
-//! (tests/studio/studio_test.py, installed by scripts/studio-setup.sh).
+//! and, in headless Chromium (tests/studio/studio_test.py, installed by
+//! scripts/studio-setup.sh), the Azure tutorial's studio steps and the Endpoints list of a
+//! server holding several endpoints.
 
 use crate::common;
 
@@ -29,6 +30,13 @@ fn the_page_and_its_assets_are_served_from_the_binary_without_the_token() {
     assert!(page.header("content-type").unwrap().starts_with("text/html"), "{page:?}");
     assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"), "{page:?}");
     for id in [
+        "view-list",
+        "endpoints-table",
+        "endpoint-rows",
+        "no-endpoint",
+        "create-endpoint",
+        "view-endpoint",
+        "back-to-list",
         "tab-details",
         "tab-test",
         "tab-logs",
@@ -171,45 +179,97 @@ fn hook_python() -> String {
     path_str(&repo().join("target/python-test-venv/bin/python"))
 }
 
-#[test]
-fn the_tutorials_studio_steps_clicked_through_in_headless_chromium() {
-    if std::env::var("SWITCHYARD_SKIP_BROWSER").as_deref() == Ok("1") {
+fn skip_browser() -> bool {
+    let skip = std::env::var("SWITCHYARD_SKIP_BROWSER").as_deref() == Ok("1");
+    if skip {
         eprintln!("SKIPPED: SWITCHYARD_SKIP_BROWSER=1");
-        return;
     }
+    skip
+}
+
+/// Runs one scenario of tests/studio/studio_test.py against `s`, its screenshots going to
+/// `shots` (emptied first: shots of an earlier run would pass the checks for a step that no
+/// longer ran).
+fn run_studio(s: &Server, scenario: &str, shots: &std::path::Path) {
     let python = studio_python();
-    let s = Server::start_with(&["--admin-token", TOKEN, "--python", &hook_python()]);
-    let shots = repo().join("target/studio-screenshots");
-    // Shots from an earlier run would pass the checks below for a step that no longer ran.
-    let _ = std::fs::remove_dir_all(&shots);
+    let _ = std::fs::remove_dir_all(shots);
     let out = Command::new(python)
         .arg(repo().join("tests/studio/studio_test.py"))
         .env("STUDIO_URL", &s.admin)
         .env("ADMIN_TOKEN", TOKEN)
         .env("SAMPLE_DIR", repo().join("examples/azure-sample/managed/sample"))
-        .env("SHOTS_DIR", &shots)
+        .env("MODELS_DIR", repo().join("models"))
+        .env("STUDIO_SCENARIO", scenario)
+        .env("SHOTS_DIR", shots)
         .output()
         .expect("run tests/studio/studio_test.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("studio: all steps passed"), "{stdout}\n{stderr}");
-    for tab in [
-        "no-endpoint",
-        "update-traffic-failed",
-        "add-deployment-no-folder",
-        "no-endpoint-after",
-        "details",
-        "test",
-        "logs",
-        "monitoring",
-        "consume",
-        "update-traffic-refused",
-        "rollout",
-        "rollout-refused",
-        "rollout-rolled-back",
-    ] {
-        let png = shots.join(format!("{tab}.png"));
+}
+
+fn assert_screenshots(shots: &std::path::Path, names: &[&str]) {
+    for name in names {
+        let png = shots.join(format!("{name}.png"));
         let bytes = std::fs::read(&png).unwrap_or_default();
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} is not a screenshot", png.display());
     }
+}
+
+#[test]
+fn the_tutorials_studio_steps_clicked_through_in_headless_chromium() {
+    if skip_browser() {
+        return;
+    }
+    let s = Server::start_with(&["--admin-token", TOKEN, "--python", &hook_python()]);
+    let shots = repo().join("target/studio-screenshots");
+    run_studio(&s, "tutorial", &shots);
+    assert_screenshots(
+        &shots,
+        &[
+            "no-endpoint",
+            "endpoints",
+            "update-traffic-failed",
+            "add-deployment-no-folder",
+            "no-endpoint-after",
+            "details",
+            "test",
+            "logs",
+            "monitoring",
+            "consume",
+            "update-traffic-refused",
+            "rollout",
+            "rollout-refused",
+            "rollout-rolled-back",
+        ],
+    );
+}
+
+/// The Endpoints list of a server holding two endpoints (made through the admin API): both
+/// listed with their scoring URIs, deployments and traffic; each row opens that endpoint's own
+/// page (its deployments, traffic, Test answers, metrics and key, none of the other's); a
+/// traffic change on one leaves the other as it was; the browser's Back and Forward move
+/// between the list and a page; Delete endpoint on one page leaves the other; a link to an
+/// endpoint that does not exist lands on the list; Create endpoint adds one beside the others.
+/// Every call the page made names its endpoint (/v1/endpoints/NAME/...) and is in the
+/// document.
+#[test]
+fn the_endpoints_list_opens_each_endpoints_own_page_in_headless_chromium() {
+    if skip_browser() {
+        return;
+    }
+    let s = Server::start_with(&["--admin-token", TOKEN]);
+    let shots = repo().join("target/studio-screenshots-endpoints");
+    run_studio(&s, "endpoints", &shots);
+    assert_screenshots(
+        &shots,
+        &["endpoints-list", "endpoints-list-rollout", "endpoint-alpha", "endpoint-beta", "endpoints-list-after"],
+    );
+    // What the page left, read without it: alpha with the traffic set on its page, beta
+    // deleted from its page, gamma created from the list.
+    let list = get_with(&s, "/v1/endpoints", Some(TOKEN)).json();
+    let names: Vec<_> = list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["alpha", "gamma"], "{list}");
+    assert_eq!(list[0]["traffic"], json!({"blue": 0, "green": 100}), "{list}");
+    assert_eq!(list[1]["auth_mode"], json!("aml_token"), "{list}");
 }

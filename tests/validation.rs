@@ -163,10 +163,14 @@ fn endpoint_rules() {
     let r = s.admin("PUT", "/v1/endpoint", Some(&json!({"name": "ep-1", "identity": {"type": "system_assigned"}})));
     assert_eq!(r.status, 201);
     assert!(r.json()["ignored_fields"][0].as_str().unwrap().contains("identity"));
-    // One endpoint per process.
+    // A second endpoint goes beside the first; the one-endpoint routes then name both (409)
+    // until it is gone again.
     let r = s.admin("PUT", "/v1/endpoint", Some(&json!({"name": "ep-2"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.admin("GET", "/v1/endpoint", None);
     assert_eq!(r.status, 409);
-    assert!(r.message().contains("one endpoint"));
+    assert!(r.message().contains("ep-1, ep-2"), "{}", r.message());
+    assert_eq!(s.admin("DELETE", "/v1/endpoints/ep-2", None).status, 200);
     // Malformed bodies.
     let r = s.admin("PATCH", "/v1/endpoint", None);
     assert_eq!(r.status, 400);

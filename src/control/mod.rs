@@ -288,7 +288,7 @@ impl ControlPlane {
     fn apply_secrets(&self, files: &secrets::SecretFiles) {
         let mut state = self.lock();
         if let Some(ep) = state.endpoint.as_mut() {
-            ep.credentials.rotate_to(&files.shared, self.options.key_grace, Instant::now());
+            ep.credentials.rotate_to(files.of(&self.name), self.options.key_grace, Instant::now());
         }
         self.commit_background(&state);
     }
@@ -299,7 +299,7 @@ impl ControlPlane {
         match self.shared.secrets.get() {
             Some(source) => {
                 let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
-                Credentials::from_shared(auth_mode, self.options.token_lifetime, &status.files.shared)
+                Credentials::from_shared(auth_mode, self.options.token_lifetime, status.files.of(&self.name))
             }
             None => Credentials::generate(auth_mode, self.options.token_lifetime),
         }
@@ -312,7 +312,7 @@ impl ControlPlane {
         let status = source.status.lock().unwrap_or_else(|e| e.into_inner());
         Some(SecretsDirView {
             path: source.dir.display().to_string(),
-            fingerprint: status.files.shared.fingerprint(),
+            fingerprint: status.files.of(&self.name).fingerprint(),
             loaded_at: humantime::format_rfc3339_seconds(status.loaded_at).to_string(),
             last_error: status.last_error.clone(),
         })

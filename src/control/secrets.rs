@@ -10,6 +10,12 @@
 //! accepted for `--key-grace-secs` (see [`Credentials::rotate_to`]); a new one is accepted as
 //! soon as it is read.
 //!
+//! Several endpoints: the unprefixed files are every endpoint's keys by default; an endpoint
+//! gets keys of its own from files prefixed with its name and a dot (`ep-a.primary-key`,
+//! `ep-a.secondary-key`, `ep-a.token-signing-key`, optionally `ep-a.token-verify-key`). A
+//! flat layout, because a Secret volume is flat: one Secret holds the keys of every endpoint,
+//! and endpoint names hold no dot, so a prefix cannot be mistaken.
+//!
 //! [`Credentials::rotate_to`]: crate::endpoint::Credentials::rotate_to
 
 use std::path::{Path, PathBuf};
@@ -32,6 +38,8 @@ pub(crate) const ADMIN_TOKEN: &str = "admin-token";
 
 /// Every file name the folder may hold (dot files, such as a Secret volume's `..data`, aside).
 const KNOWN: &[&str] = &[PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY, TOKEN_VERIFY_KEY, ADMIN_TOKEN];
+/// The files an endpoint may have of its own, as `NAME.FILE`.
+const PER_ENDPOINT: &[&str] = &[PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY, TOKEN_VERIFY_KEY];
 /// Shortest secret accepted: 32 characters (`openssl rand -hex 16` gives 32, Azure's keys have 32+).
 pub(crate) const MIN_SECRET_CHARS: usize = 32;
 /// Longest secret accepted (it travels in an `Authorization` header).
@@ -46,10 +54,10 @@ pub(crate) enum SecretsError {
     NotAFolder(String),
     #[error("cannot list --secrets-dir {dir}: {source}")]
     Unlistable { dir: String, source: std::io::Error },
-    #[error("--secrets-dir {dir} holds an unexpected file {name:?}: the names are {PRIMARY_KEY}, {SECONDARY_KEY}, {TOKEN_SIGNING_KEY} (required), {TOKEN_VERIFY_KEY}, {ADMIN_TOKEN} (optional)")]
+    #[error("--secrets-dir {dir} holds an unexpected file {name:?}: the names are {PRIMARY_KEY}, {SECONDARY_KEY}, {TOKEN_SIGNING_KEY} (required), {TOKEN_VERIFY_KEY}, {ADMIN_TOKEN} (optional), and an endpoint's own ENDPOINT.{PRIMARY_KEY}, ENDPOINT.{SECONDARY_KEY}, ENDPOINT.{TOKEN_SIGNING_KEY} (with ENDPOINT.{TOKEN_VERIFY_KEY} optional)")]
     Unexpected { dir: String, name: String },
     #[error("--secrets-dir {dir} has no {name} file: it needs {PRIMARY_KEY}, {SECONDARY_KEY} and {TOKEN_SIGNING_KEY}, one secret per file")]
-    Missing { dir: String, name: &'static str },
+    Missing { dir: String, name: String },
     #[error("{0}")]
     Unreadable(crate::sys::files::ReadError),
     #[error("{0} is empty: write a secret of at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)")]
@@ -60,8 +68,8 @@ pub(crate) enum SecretsError {
     TooShort { path: String, len: usize },
     #[error("{0} is longer than {MAX_SECRET_CHARS} characters")]
     TooLong(String),
-    #[error("{0}/{PRIMARY_KEY} and {SECONDARY_KEY} hold the same key: the two keys exist so that one can change while clients use the other")]
-    SameKeys(String),
+    #[error("{dir}/{prefix}{PRIMARY_KEY} and {prefix}{SECONDARY_KEY} hold the same key: the two keys exist so that one can change while clients use the other")]
+    SameKeys { dir: String, prefix: String },
     #[error(
         "{0}/{ADMIN_TOKEN} is gone: the admin token came from it at start; put it back (or restart with --admin-token)"
     )]
@@ -79,8 +87,18 @@ pub(crate) enum SecretsError {
 /// What the folder holds, validated.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SecretFiles {
+    /// The unprefixed files: the keys of every endpoint without files of its own.
     pub shared: SharedSecrets,
+    /// The keys of endpoints with files of their own, by endpoint name.
+    pub own: std::collections::BTreeMap<String, SharedSecrets>,
     pub admin_token: Option<String>,
+}
+
+impl SecretFiles {
+    /// The secrets of endpoint `name`: its own, or the folder's shared ones.
+    pub(crate) fn of(&self, name: &str) -> &SharedSecrets {
+        self.own.get(name).unwrap_or(&self.shared)
+    }
 }
 
 impl std::fmt::Debug for SecretFiles {
@@ -95,21 +113,27 @@ impl std::fmt::Debug for SecretFiles {
 pub(crate) fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<SecretFiles, SecretsError> {
     let shown = dir.display().to_string();
     let unlistable = |source| SecretsError::Unlistable { dir: shown.clone(), source };
+    let mut prefixes = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(dir).map_err(unlistable)? {
         let name = entry.map_err(unlistable)?.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with('.') && !KNOWN.contains(&name.as_ref()) {
-            return Err(SecretsError::Unexpected { dir: shown, name: name.into_owned() });
+        if name.starts_with('.') || KNOWN.contains(&name.as_ref()) {
+            continue;
+        }
+        match name.split_once('.') {
+            Some((endpoint, file))
+                if PER_ENDPOINT.contains(&file) && crate::spec::names::validate_name("endpoint", endpoint).is_ok() =>
+            {
+                prefixes.insert(endpoint.to_string());
+            }
+            _ => return Err(SecretsError::Unexpected { dir: shown, name: name.into_owned() }),
         }
     }
-    let required =
-        |name: &'static str| read_secret(dir, name)?.ok_or_else(|| SecretsError::Missing { dir: shown.clone(), name });
-    let primary_key = required(PRIMARY_KEY)?;
-    let secondary_key = required(SECONDARY_KEY)?;
-    let token_signing_key = required(TOKEN_SIGNING_KEY)?;
-    let token_verify_key = read_secret(dir, TOKEN_VERIFY_KEY)?;
-    if primary_key == secondary_key {
-        return Err(SecretsError::SameKeys(shown));
+    let shared = read_set(dir, "")?;
+    let mut own = std::collections::BTreeMap::new();
+    for endpoint in prefixes {
+        let secrets = read_set(dir, &format!("{endpoint}."))?;
+        own.insert(endpoint, secrets);
     }
     let admin_token = read_secret(dir, ADMIN_TOKEN)?;
     match (admin_from_file, &admin_token) {
@@ -117,10 +141,25 @@ pub(crate) fn read_folder(dir: &Path, admin_from_file: Option<bool>) -> Result<S
         (Some(false), Some(_)) => return Err(SecretsError::AdminTokenAppeared(shown)),
         _ => {}
     }
-    Ok(SecretFiles {
-        shared: SharedSecrets { primary_key, secondary_key, token_signing_key, token_verify_key },
-        admin_token,
-    })
+    Ok(SecretFiles { shared, own, admin_token })
+}
+
+/// One set of keys: the files named `{prefix}primary-key` and so on (the shared set with no
+/// prefix, an endpoint's own with `NAME.`).
+fn read_set(dir: &Path, prefix: &str) -> Result<SharedSecrets, SecretsError> {
+    let shown = dir.display().to_string();
+    let read = |name: &str| read_secret(dir, &format!("{prefix}{name}"));
+    let required = |name: &'static str| {
+        read(name)?.ok_or_else(|| SecretsError::Missing { dir: shown.clone(), name: format!("{prefix}{name}") })
+    };
+    let primary_key = required(PRIMARY_KEY)?;
+    let secondary_key = required(SECONDARY_KEY)?;
+    let token_signing_key = required(TOKEN_SIGNING_KEY)?;
+    let token_verify_key = read(TOKEN_VERIFY_KEY)?;
+    if primary_key == secondary_key {
+        return Err(SecretsError::SameKeys { dir: shown, prefix: prefix.to_string() });
+    }
+    Ok(SharedSecrets { primary_key, secondary_key, token_signing_key, token_verify_key })
 }
 
 /// One secret file: `None` when absent; its text without surrounding whitespace (a file
@@ -244,6 +283,33 @@ mod tests {
             let d = folder(files);
             let err = read_folder(d.path(), None).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(want), "{files:?}: {err}");
+        }
+    }
+
+    /// An endpoint's own files (`NAME.primary-key`, ...) give it keys of its own; the others
+    /// keep the shared ones. An incomplete set, or a prefix that is not an endpoint name, is
+    /// refused naming the file.
+    #[test]
+    fn an_endpoints_own_files_give_it_its_own_keys() {
+        const K4: &str = "44444444444444444444444444444444";
+        const K5: &str = "55555555555555555555555555555555";
+        let shared = [(PRIMARY_KEY, K1), (SECONDARY_KEY, K2), (TOKEN_SIGNING_KEY, K3)];
+        let mut files = shared.to_vec();
+        files.extend([("ep-a.primary-key", K4), ("ep-a.secondary-key", K5), ("ep-a.token-signing-key", K3)]);
+        let f = read_folder(folder(&files).path(), None).unwrap();
+        assert_eq!(f.of("ep-a").primary_key, K4);
+        assert_eq!(f.of("ep-b").primary_key, K1, "no files of its own: the shared keys");
+        assert_ne!(f.of("ep-a").fingerprint(), f.of("ep-b").fingerprint());
+
+        let mut incomplete = shared.to_vec();
+        incomplete.push(("ep-a.primary-key", K4));
+        let e = read_folder(folder(&incomplete).path(), None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("no ep-a.secondary-key file"), "{e}");
+        for bad in ["e.primary-key", "ep-a.admin-token", "ep-a.primary_key"] {
+            let mut odd = shared.to_vec();
+            odd.push((bad, K4));
+            let e = read_folder(folder(&odd).path(), None).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("unexpected file") && e.contains(bad), "{bad}: {e}");
         }
     }
 

@@ -255,3 +255,153 @@ async fn a_restart_restores_the_endpoint_its_keys_traffic_and_deployments_from_t
     assert_eq!(green.spec.instance_count, 2, "the saved spec, as it was");
     assert_eq!(split(&cp), json!({"blue": 100, "green": 0}), "the share of what cannot load moved");
 }
+
+// ---- Many endpoints in one workspace ----
+
+fn create(ws: &Workspace, name: &str) -> Arc<ControlPlane> {
+    let (spec, ignored) = EndpointSpec::from_value(json!({"name": name, "auth_mode": "key"})).unwrap();
+    ws.put_endpoint(spec, ignored).unwrap();
+    ws.endpoint(name).unwrap()
+}
+
+fn primary_key(cp: &ControlPlane) -> String {
+    match cp.credentials().unwrap() {
+        super::views::CredentialsView::Keys(k) => k.primary_key,
+        super::views::CredentialsView::Token(_) => panic!("key mode"),
+    }
+}
+
+/// Two endpoints each own a deployment named blue, their traffic, keys and rollout; deleting
+/// one leaves the other serving exactly as it was, in the state and in the routing table.
+#[tokio::test]
+async fn endpoints_side_by_side_own_their_deployments_keys_and_traffic_and_deleting_one_leaves_the_other() {
+    let loader = Arc::new(FakeLoader::default());
+    let ws = workspace(&loader, None);
+    let (a, b) = (create(&ws, "ep-a"), create(&ws, "ep-b"));
+    loaded(&a, deployment("blue", "models/a", json!({}))).await;
+    loaded(&b, deployment("blue", "models/b", json!({"instance_count": 2}))).await;
+    loaded(&b, deployment("green", "models/b2", json!({}))).await;
+    traffic(&a, json!({"blue": 100})).unwrap();
+    traffic(&b, json!({"blue": 60, "green": 40})).unwrap();
+    assert_ne!(primary_key(&a), primary_key(&b), "each endpoint has its own keys");
+    assert_eq!(a.list_deployments().unwrap().len(), 1, "a's deployments are a's only");
+    assert_eq!(b.get_deployment("blue").unwrap().spec.instance_count, 2);
+    assert_eq!(a.get_deployment("blue").unwrap().spec.model.path.to_str(), Some("models/a"));
+
+    let table = ws.routing().load_full();
+    assert_eq!(table.names(), ["ep-a", "ep-b"]);
+    assert!(table.only.is_none(), "two endpoints: the bare routes name neither");
+    let (ta, tb) = (&table.endpoints["ep-a"], &table.endpoints["ep-b"]);
+    let bearer = |k: &str| format!("Bearer {k}");
+    assert!(ta.credentials.allows(Some(bearer(&primary_key(&a)).as_bytes())));
+    assert!(!ta.credentials.allows(Some(bearer(&primary_key(&b)).as_bytes())), "b's key does not open a");
+    assert!(!tb.credentials.allows(Some(bearer(&primary_key(&a)).as_bytes())), "a's key does not open b");
+
+    // A rollout on b leaves a's traffic the user's.
+    b.start_rollout(
+        RolloutPlan::from_value(&json!({"to": "green", "steps": "50,100", "step_duration": "60s"})).unwrap(),
+        RolloutSource::Api,
+    )
+    .unwrap();
+    traffic(&a, json!({"blue": 100})).unwrap();
+    assert!(a.rollout_view().is_err(), "a has no rollout");
+
+    ws.delete_endpoint("ep-a").unwrap();
+    assert!(matches!(ws.endpoint("ep-a"), Err(ControlError::NotFound(m)) if m.contains("ep-b")), "404 names ep-b");
+    assert_eq!(split(&b), json!({"blue": 50, "green": 50}), "b's rollout step stands");
+    assert_eq!(b.get_deployment("blue").unwrap().instances.counts.ready, 2);
+    let table = ws.routing().load_full();
+    assert_eq!(table.names(), ["ep-b"]);
+    assert!(table.only.as_ref().is_some_and(|e| e.name == "ep-b"), "one endpoint left: the bare routes serve it");
+    // The old plane is retired: a change through it is refused and touches nothing.
+    assert!(a.patch_endpoint(json!({"description": "late"})).is_err());
+    assert!(ws.endpoint("ep-a").is_err());
+}
+
+/// The endpoint-level rules: the one-endpoint routes' meaning (none: 404, several: 409 naming
+/// them), names unique regardless of case, and the limit on endpoints.
+#[tokio::test]
+async fn the_only_endpoint_names_unique_regardless_of_case_and_the_limit() {
+    let loader = Arc::new(FakeLoader::default());
+    let ws = workspace(&loader, None);
+    assert!(matches!(ws.only(), Err(ControlError::NotFound(_))));
+    create(&ws, "first");
+    assert_eq!(ws.only().unwrap().name(), "first");
+    create(&ws, "second");
+    let several = ws.only().err().expect("two endpoints");
+    assert!(matches!(&several, ControlError::Conflict(m) if m.contains("first, second")), "{several}");
+    let (spec, _) = EndpointSpec::from_value(json!({"name": "FIRST"})).unwrap();
+    let clash = ws.put_endpoint(spec, vec![]).unwrap_err();
+    assert!(matches!(&clash, ControlError::Conflict(m) if m.contains("regardless of case")), "{clash}");
+    for i in ws.names().len()..crate::spec::MAX_ENDPOINTS {
+        create(&ws, &format!("ep-{i}"));
+    }
+    let (spec, _) = EndpointSpec::from_value(json!({"name": "one-too-many"})).unwrap();
+    let full = ws.put_endpoint(spec, vec![]).unwrap_err();
+    assert!(matches!(&full, ControlError::Conflict(m) if m.contains("50 endpoints")), "{full}");
+    assert_eq!(ws.names().len(), crate::spec::MAX_ENDPOINTS, "the refused one left nothing behind");
+}
+
+/// A change that lost the race with a delete lands nowhere: the retired plane saves and
+/// publishes nothing, so an endpoint created again under the same name is not disturbed.
+#[tokio::test]
+async fn a_retired_plane_never_touches_the_endpoint_that_took_its_name() {
+    let loader = Arc::new(FakeLoader::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (state_dir, _) = StateDir::open(dir.path()).unwrap();
+    let ws = workspace(&loader, Some(state_dir));
+    let old = create(&ws, "ep-a");
+    ws.delete_endpoint("ep-a").unwrap();
+    let new = create(&ws, "ep-a");
+    old.commit_background(&old.lock());
+    old.publish(&old.lock());
+    assert!(ws.routing().load().endpoints.contains_key("ep-a"), "the new endpoint still routes");
+    assert!(dir.path().join(super::store::STATE_FILE).is_file(), "the new endpoint's file is there");
+    assert_eq!(primary_key(&ws.endpoint("ep-a").unwrap()), primary_key(&new));
+}
+
+/// `--state-dir` with several endpoints: the first in `state.json` (as a one-endpoint server
+/// always wrote it), each other in `endpoints/NAME.json`; a deleted endpoint's file goes and
+/// `state.json` passes to the next endpoint created; a restart brings every endpoint back
+/// with its own keys and deployments.
+#[tokio::test]
+async fn every_endpoint_is_saved_in_its_own_file_and_restored() {
+    let loader = Arc::new(FakeLoader::default());
+    let dir = tempfile::tempdir().unwrap();
+    let keys = {
+        let (state_dir, saved) = StateDir::open(dir.path()).unwrap();
+        assert!(saved.is_empty());
+        let ws = workspace(&loader, Some(state_dir));
+        let (a, b, c) = (create(&ws, "ep-a"), create(&ws, "ep-b"), create(&ws, "ep-c"));
+        loaded(&b, deployment("blue", "models/b", json!({}))).await;
+        traffic(&b, json!({"blue": 100})).unwrap();
+        loaded(&c, deployment("blue", "models/c", json!({"instance_count": 2}))).await;
+        assert!(dir.path().join("state.json").is_file() && dir.path().join("endpoints/ep-b.json").is_file());
+        drop(a);
+        ws.delete_endpoint("ep-a").unwrap();
+        assert!(!dir.path().join("state.json").exists(), "a's file went with it");
+        let d = create(&ws, "ep-d");
+        assert!(dir.path().join("state.json").is_file(), "d took state.json");
+        [primary_key(&b), primary_key(&c), primary_key(&d)]
+    };
+    let (state_dir, saved) = StateDir::open(dir.path()).unwrap();
+    let ws = workspace(&loader, Some(state_dir));
+    for (plane, doc) in ws.begin_restore(saved) {
+        plane.restore(doc).await;
+    }
+    assert_eq!(ws.names(), ["ep-b", "ep-c", "ep-d"]);
+    let restored: Vec<String> = ["ep-b", "ep-c", "ep-d"].iter().map(|n| primary_key(&ws.endpoint(n).unwrap())).collect();
+    assert_eq!(restored, keys, "each endpoint's own keys");
+    let c = ws.endpoint("ep-c").unwrap();
+    assert_eq!(settled(&c, "blue").await.instances.counts.ready, 2);
+    assert_eq!(split(&ws.endpoint("ep-b").unwrap()), json!({"blue": 100}));
+
+    // A damaged file of one endpoint stops the start and is named; nothing is rewritten.
+    std::fs::write(dir.path().join("endpoints/ep-c.json"), b"{").unwrap();
+    let e = StateDir::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("ep-c.json") && e.contains("corrupt"), "{e}");
+    // A file named for another endpoint than the one it holds is refused too.
+    std::fs::copy(dir.path().join("endpoints/ep-b.json"), dir.path().join("endpoints/ep-c.json")).unwrap();
+    let e = StateDir::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("another endpoint"), "{e}");
+}

@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::store::{Saved, StateDir};
-use super::views::{EndpointView, MetricsView};
+use super::views::{EndpointView, MetricsView, RolloutView};
 use super::{
     loader, now_ms, secrets, ControlError, ControlOptions, ControlPlane, SecretsSource, SecretsStatus, Shared,
 };
@@ -41,6 +41,10 @@ pub(crate) struct Workspace {
     planes: Mutex<BTreeMap<String, Arc<ControlPlane>>>,
     /// `--config-dir`, when the files own the endpoints.
     declarative: OnceLock<PathBuf>,
+    /// The last rollout of each deleted endpoint (aborted by the delete, with the event that
+    /// says so): `rollout show` still answers for an endpoint deleted mid-rollout, until an
+    /// endpoint of that name is created again. Bounded by the endpoint limit (oldest go).
+    deleted_rollouts: Mutex<Vec<(String, RolloutView)>>,
 }
 
 impl Workspace {
@@ -65,6 +69,7 @@ impl Workspace {
             state_dir,
             planes: Mutex::new(BTreeMap::new()),
             declarative: OnceLock::new(),
+            deleted_rollouts: Mutex::new(Vec::new()),
         })
     }
 
@@ -146,13 +151,14 @@ impl Workspace {
         self.planes().keys().cloned().collect()
     }
 
-    /// What a request naming an endpoint that does not exist is told: the ones that do.
+    /// What a request naming an endpoint that does not exist is told: the ones that do (in the
+    /// words of the one-endpoint days when there is one, which scripts may match).
     fn unknown(&self, name: &str) -> ControlError {
-        let names = self.names();
-        ControlError::NotFound(if names.is_empty() {
-            format!("endpoint {name:?} does not exist: this server hosts no endpoint yet")
-        } else {
-            format!("endpoint {name:?} does not exist; this server hosts: {}", names.join(", "))
+        let names: Vec<String> = self.names().iter().map(|n| format!("{n:?}")).collect();
+        ControlError::NotFound(match names.as_slice() {
+            [] => format!("endpoint {name:?} not found: this server hosts no endpoint yet"),
+            [one] => format!("endpoint {name:?} not found: this server hosts endpoint {one}"),
+            all => format!("endpoint {name:?} not found: this server hosts endpoints {}", all.join(", ")),
         })
     }
 
@@ -227,6 +233,7 @@ impl Workspace {
         let store = self.state_dir.as_ref().map(|d| d.store_for(name, primary_taken));
         let plane = ControlPlane::new(name, self, store);
         planes.insert(name.to_string(), Arc::clone(&plane));
+        self.deleted_rollouts().retain(|(n, _)| n != name);
         Ok((plane, true))
     }
 
@@ -249,8 +256,35 @@ impl Workspace {
     pub(crate) fn delete_endpoint(&self, name: &str) -> Result<(), ControlError> {
         let plane = self.endpoint(name)?;
         plane.delete_endpoint()?;
+        let rollout = plane.rollout_view().ok();
         self.forget_if_empty(&plane);
+        if let Some(view) = rollout {
+            let mut kept = self.deleted_rollouts();
+            kept.retain(|(n, _)| n != name);
+            if kept.len() >= MAX_ENDPOINTS {
+                kept.remove(0);
+            }
+            kept.push((name.to_string(), view));
+        }
         Ok(())
+    }
+
+    fn deleted_rollouts(&self) -> MutexGuard<'_, Vec<(String, RolloutView)>> {
+        self.deleted_rollouts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last rollout of a deleted endpoint: `name`'s, or with `None` the most recently
+    /// deleted endpoint's while the server holds none (the one-endpoint route's meaning).
+    pub(crate) fn deleted_rollout(&self, name: Option<&str>) -> Option<RolloutView> {
+        if name.is_none() && !self.planes().is_empty() {
+            return None;
+        }
+        let kept = self.deleted_rollouts();
+        let found = match name {
+            Some(n) => kept.iter().rev().find(|(k, _)| k == n),
+            None => kept.last(),
+        };
+        found.map(|(_, view)| view.clone())
     }
 
     /// `GET /v1/endpoints`: every endpoint, as `show` prints each.

@@ -295,7 +295,14 @@ async fn delete_endpoint(req: HttpRequest, data: Data) -> HttpResponse {
     responses((status = 200, body = RolloutView), (status = 404, description = "no rollout was started", body = ErrorBody)))]
 async fn get_rollout(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(plane!(req, data).rollout_view())
+    match select(&req, &data) {
+        Ok(plane) => reply(plane.rollout_view()),
+        // An endpoint deleted mid-rollout: its rollout still shows, aborted, with the event.
+        Err(e) => match data.control.deleted_rollout(req.match_info().get("endpoint")) {
+            Some(view) => HttpResponse::Ok().json(view),
+            None => Refused::from(e).answer(),
+        },
+    }
 }
 
 /// Starts a guarded rollout (201). In declarative mode the rollout is a field of endpoint.yml.
@@ -434,7 +441,18 @@ async fn put_deployment(req: HttpRequest, body: Body, data: Data) -> HttpRespons
                 .answer()
         }
     };
-    let (control, name) = (plane!(req, data), segment(&req, "name"));
+    let control = match select(&req, &data) {
+        Ok(plane) => plane,
+        // The one-endpoint route with no endpoint: a conflict with the state, as before.
+        Err(ControlError::NotFound(_)) if req.match_info().get("endpoint").is_none() => {
+            return Refused::from(ControlError::Conflict(
+                "this server hosts no endpoint: create the endpoint before its deployments".into(),
+            ))
+            .answer()
+        }
+        Err(e) => return Refused::from(e).answer(),
+    };
+    let name = segment(&req, "name");
     let spec = parse(body).await.and_then(|v| Ok(DeploymentSpec::from_request(v, &name, base_dir.as_deref())?));
     let put = match spec {
         Ok((spec, _)) => off_worker(move || control.put_deployment(spec, all_traffic)).await,

@@ -354,7 +354,7 @@ pub(crate) fn endpoint_of<'t>(
                 Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()))
             }
             None => {
-                Err(Refused::NotFound(format!("endpoint {name:?} does not exist on this server{}", listed(table, req))))
+                Err(Refused::NotFound(format!("endpoint {name:?} not found on this server{}", listed(table, req))))
             }
         };
     }

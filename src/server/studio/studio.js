@@ -1,5 +1,7 @@
 // Switchyard studio: the admin API (CONTRACT §5) in a browser. Vanilla JS, no dependencies.
 // Every call goes through api(), which adds the admin token when the server asked for one.
+// The page opens on the Endpoints list (#/endpoints); each endpoint has its own page
+// (#/endpoints/NAME) with the tabs, and every call about it goes to /v1/endpoints/NAME/...
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,7 +10,22 @@ const COLORS = ["#0b5cad", "#1a7f37", "#bc4c00", "#8250df", "#cf222e", "#116329"
 const POLL_MS = 2000;
 const HISTORY = 60;
 
-const state = { endpoint: null, deployments: [], tab: "details", metrics: [], series: {}, mirror: [], keyShown: false };
+// `view` is "list" or "endpoint"; `name` the endpoint whose page is open (null on the list);
+// `gen` changes whenever the page shown changes, so an answer about the page that was left is
+// dropped instead of drawn on the next one. `endpoints` is the last list read (null before).
+const state = { view: null, name: null, gen: 0, notice: null, endpoints: null, endpoint: null, deployments: [], tab: "details", metrics: [], series: {}, mirror: [], keyShown: false };
+
+const seg = encodeURIComponent;
+
+/** The admin API path of the open endpoint (`rest` appended): /v1/endpoints/NAME/... */
+function epPath(rest) {
+  return "/v1/endpoints/" + seg(state.name) + (rest || "");
+}
+
+/** The admin API path of one of the open endpoint's deployments. */
+function depPath(name, rest) {
+  return epPath("/deployments/" + seg(name) + (rest || ""));
+}
 
 // ---------- the admin API ----------
 
@@ -20,7 +37,9 @@ class ApiError extends Error {
 // (`online-endpoint update --traffic`); on this page they name the button or field that does it.
 // Messages without such hints pass unchanged, so a server that words them neutrally needs none.
 const STUDIO_TERMS = [
-  [/`(?:switchyard )?online-endpoint create[^`]*`/g, "Create endpoint on the Details tab"],
+  [/\bthis server hosts no endpoint: create one first \([^)]*\)/g, "this server hosts no endpoint: create one with Create endpoint on the Endpoints list"],
+  [/ \(the CLI's [^)]*\)/g, ""],
+  [/`(?:switchyard )?online-endpoint create[^`]*`/g, "Create endpoint on the Endpoints list"],
   [/`(?:switchyard )?online-endpoint update --traffic[^`]*`/g, "Update traffic on the Details tab"],
   [/`(?:switchyard )?online-endpoint update --mirror-traffic[^`]*`/g, "Update traffic on the Details tab"],
   [/`(?:switchyard )?online-endpoint rollout abort`/g, "Abort on the Rollout tab"],
@@ -48,7 +67,7 @@ const STUDIO_TERMS = [
   // The neutral wording the admin API uses now (the CLI adds its own commands to it).
   [/\(the endpoint's traffic\)/g, "(Update traffic on the Details tab)"],
   [/\babort the rollout\b/g, "abort the rollout (Abort on the Rollout tab)"],
-  [/\bthis server hosts no endpoint: create one first\b/g, "this server hosts no endpoint: create one with Create endpoint on the Details tab"],
+  [/\bthis server hosts no endpoint: create one first\b/g, "this server hosts no endpoint: create one with Create endpoint on the Endpoints list"],
 ];
 
 function studioTerms(message) {
@@ -70,7 +89,8 @@ async function api(method, path, body, contentType) {
     const init = { method, headers, cache: "no-store" };
     if (body !== undefined) init.body = typeof body === "string" ? body : JSON.stringify(body);
     const r = await fetch(path, init);
-    if (r.status === 401 && !path.startsWith("/v1/endpoint/invoke")) {
+    // A 401 of invoke is the scoring plane's (passed through), not a question for the token.
+    if (r.status === 401 && !/\/invoke(?:\?|$)/.test(path)) {
       await askToken(token ? "That token was refused." : "");
       continue;
     }
@@ -119,8 +139,8 @@ function say(text, isError) {
 
 const TABS = ["details", "test", "logs", "monitoring", "consume", "rollout"];
 
-// Every tab but Details reads the endpoint: without one they are off (no requests that can
-// only 404) and what they showed is cleared.
+// Every tab but Details reads the endpoint: until its page has read it they are off (no
+// request for an endpoint the page does not know yet).
 const NEEDS_ENDPOINT = TABS.filter((t) => t !== "details");
 
 function showTab(name, focus) {
@@ -158,28 +178,161 @@ function applyEndpointState() {
   for (const t of NEEDS_ENDPOINT) {
     const tab = $("tab-" + t);
     tab.disabled = !on;
-    if (on) tab.removeAttribute("title"); else tab.title = "Create an endpoint first (Details tab)";
+    if (on) tab.removeAttribute("title"); else tab.title = "Reading the endpoint…";
   }
-  if (on) return;
-  clearEndpointViews();
-  if (state.tab !== "details") showTab("details");
+  if (!on && state.tab !== "details") showTab("details");
 }
 
-/** What the tabs showed of an endpoint that is gone: nothing of it stays on screen. */
+/** What the page showed of an endpoint (left, or gone): nothing of it stays on screen, so the
+ * next endpoint's page never shows a value of this one. */
 function clearEndpointViews() {
+  state.endpoint = null;
+  state.deployments = [];
+  $("endpoint-details").hidden = true;
   $("test-result").hidden = true;
-  for (const id of ["test-status", "test-served-by", "test-time", "test-output", "logs-output", "consume-uri", "snippet-curl", "snippet-python"]) $(id).textContent = "";
+  for (const id of ["test-status", "test-served-by", "test-time", "test-output", "logs-output", "consume-uri", "snippet-curl", "snippet-python",
+    "ep-scoring-uri", "ep-auth-mode", "ep-provisioning-state", "ep-traffic", "ep-mirror-traffic", "chart-legend", "mirror-summary"]) $(id).textContent = "";
+  for (const id of ["test-deployment", "logs-deployment", "rollout-to"]) $(id).replaceChildren();
   state.keyShown = false;
   $("consume-key").textContent = "••••••••";
   $("show-key").textContent = "Show key";
   state.metrics = [];
   state.series = {};
   state.mirror = [];
+  $("mirror-figure").hidden = true;
   $("rollout-error").hidden = true;
   renderRollout(null);
+  delete $("rollout-events").dataset.drawn;
+  $("rollout-events").replaceChildren();
   const cards = $("deployment-cards");
   cards.replaceChildren();
   delete cards.dataset.drawn;
+  applyEndpointState();
+}
+
+// ---------- pages: #/endpoints (the list) and #/endpoints/NAME (an endpoint's page) ----------
+
+/** The endpoint the address names (#/endpoints/NAME), or null for the list. */
+function hashEndpoint() {
+  const m = /^#\/endpoints\/([^/?#]+)\/?$/.exec(location.hash);
+  if (!m) return null;
+  try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+}
+
+/** Opens endpoint `name`'s page (null: the list). A new history entry, so the browser's Back
+ * returns; `replace` swaps the current one instead (an endpoint that is gone, or deleted).
+ * `notice`, if given, is said on the page opened (what was said on the page left is not). */
+function go(name, replace, notice) {
+  const hash = name ? "#/endpoints/" + seg(name) : "#/endpoints";
+  state.notice = notice || null;
+  if (replace) {
+    history.replaceState(null, "", hash);
+    route();
+  } else if (location.hash !== hash) {
+    location.hash = hash; // hashchange routes
+  } else {
+    route();
+  }
+}
+
+/** Shows the page the address names. */
+function route() {
+  const notice = state.notice;
+  state.notice = null;
+  const name = hashEndpoint();
+  if (!name && location.hash !== "#/endpoints") history.replaceState(null, "", "#/endpoints");
+  const view = name ? "endpoint" : "list";
+  if (view === state.view && name === state.name) {
+    if (notice) say(notice);
+    return;
+  }
+  state.gen++;
+  say(notice || ""); // a message about the page left does not stay on the next one
+  for (const d of document.querySelectorAll("dialog")) if (d.open && d.id !== "token-dialog") d.close();
+  clearEndpointViews();
+  state.view = view;
+  state.name = name;
+  $("view-list").hidden = view !== "list";
+  $("view-endpoint").hidden = view !== "endpoint";
+  $("endpoint-name").textContent = name ? "· " + name : "";
+  document.title = name ? `${name} · Switchyard studio` : "Endpoints · Switchyard studio";
+  if (view === "list") {
+    $("create-error").hidden = true;
+    if (state.endpoints) renderList();
+  } else {
+    showTab("details");
+  }
+  refresh().then(pollMetrics);
+}
+
+window.addEventListener("hashchange", route);
+
+/** The endpoint of the open page is not on the server (deleted elsewhere, or a stale link):
+ * back to the list, which says so. */
+function gone(name) {
+  if (state.endpoints) state.endpoints = state.endpoints.filter((e) => e.name !== name);
+  go(null, true, `Endpoint ${name} does not exist (any more): it was deleted, or never created.`);
+}
+
+// ---------- the endpoints list ----------
+
+function stateText(ep) {
+  const r = ep.rollout_status;
+  if (!r) return "";
+  const active = r.status === "running" || r.status === "paused";
+  return `rollout to ${r.to}: ${r.status}` + (active ? ` (step ${r.step}, ${r.step_index + 1} of ${r.steps})` : "");
+}
+
+function trafficText(ep) {
+  const mirrored = Object.values(ep.mirror_traffic || {}).some((w) => w > 0);
+  return splitText(ep.traffic) + (mirrored ? "; mirror " + splitText(ep.mirror_traffic) : "");
+}
+
+function endpointRow(ep) {
+  const n = ep.name;
+  // The endpoint's traffic lists every deployment it has (0% included).
+  const deployments = Object.keys(ep.traffic || {});
+  const link = el("a", { href: "#/endpoints/" + seg(n), id: "open-" + n, text: n });
+  const st = el("span", { class: "state-" + ep.provisioning_state, text: ep.provisioning_state });
+  const rollout = stateText(ep);
+  const row = el("tr", { id: "endpoint-row-" + n },
+    el("th", { scope: "row" }, link),
+    el("td", { id: "list-state-" + n }, st, ...(rollout ? [el("br"), el("span", { class: "rollout-" + ep.rollout_status.status, text: rollout })] : [])),
+    el("td", { id: "list-traffic-" + n, text: trafficText(ep) }),
+    el("td", { id: "list-deployments-" + n, text: deployments.length ? `${deployments.length}: ${deployments.join(", ")}` : "none yet" }),
+    el("td", { id: "list-uri-" + n, class: "uri", text: ep.scoring_uri }));
+  // The whole row opens the endpoint (the name is the link for the keyboard); a click that
+  // ends a text selection (copying the URI) does not.
+  row.addEventListener("click", (e) => {
+    if (e.target.closest("a") || String(window.getSelection())) return;
+    go(n);
+  });
+  return row;
+}
+
+function renderList() {
+  const list = state.endpoints || [];
+  $("no-endpoint").hidden = list.length > 0;
+  $("endpoints-table").hidden = !list.length;
+  const rows = $("endpoint-rows");
+  const key = JSON.stringify(list);
+  if (rows.dataset.drawn === key) return; // the link the user is about to press stays
+  rows.dataset.drawn = key;
+  rows.replaceChildren(...list.map(endpointRow));
+}
+
+async function refreshList() {
+  const gen = state.gen;
+  let list;
+  try {
+    list = (await api("GET", "/v1/endpoints")).json || [];
+  } catch (e) {
+    if (gen === state.gen) say("Cannot list the endpoints: " + e.message, true);
+    return;
+  }
+  if (gen !== state.gen) return;
+  state.endpoints = list;
+  renderList();
 }
 
 // ---------- details ----------
@@ -198,32 +351,25 @@ function splitText(map) {
   return parts.length ? parts.join(", ") : "none";
 }
 
+/** Reads what the page shown needs: the list, or the open endpoint and its deployments. */
 async function refresh() {
+  if (state.view !== "endpoint") return refreshList();
+  const gen = state.gen;
+  const name = state.name;
+  const base = epPath();
+  let ep, deployments;
   try {
-    // While there is no endpoint, /v1/metrics says so (its `endpoint` is null) without the 404
-    // that GET /v1/endpoint answers, which the browser's console would show every poll.
-    if (!state.endpoint) {
-      const m = (await api("GET", "/v1/metrics")).json;
-      if (m && m.endpoint === null) {
-        state.endpoint = null;
-        state.deployments = [];
-        showNoEndpoint();
-        return;
-      }
-    }
-    const ep = await api("GET", "/v1/endpoint");
-    state.endpoint = ep.json;
-    state.deployments = (await api("GET", "/v1/deployments")).json || [];
+    ep = (await api("GET", base)).json;
+    deployments = (await api("GET", base + "/deployments")).json || [];
   } catch (e) {
-    if (e.status === 404) {
-      state.endpoint = null;
-      state.deployments = [];
-    } else {
-      say("Cannot read the endpoint: " + e.message, true);
-      return;
-    }
+    if (gen !== state.gen) return;
+    if (e.status === 404) gone(name);
+    else say(`Cannot read endpoint ${name}: ${e.message}`, true);
+    return;
   }
-  if (!state.endpoint) { showNoEndpoint(); return; }
+  if (gen !== state.gen) return; // another page was opened meanwhile
+  state.endpoint = ep;
+  state.deployments = deployments;
   renderDetails();
   applyEndpointState();
   fillSelect($("test-deployment"), true);
@@ -232,17 +378,9 @@ async function refresh() {
   if (state.tab === "consume") renderConsume();
 }
 
-function showNoEndpoint() {
-  renderDetails();
-  applyEndpointState();
-  for (const id of ["test-deployment", "logs-deployment", "rollout-to"]) fillSelect($(id), false);
-}
-
 function renderDetails() {
   const ep = state.endpoint;
-  $("no-endpoint").hidden = !!ep;
   $("endpoint-details").hidden = !ep;
-  $("endpoint-name").textContent = ep ? "· " + ep.name : "";
   if (!ep) return;
   $("ep-scoring-uri").textContent = ep.scoring_uri;
   $("ep-auth-mode").textContent = ep.auth_mode;
@@ -303,7 +441,7 @@ function editScale(d) {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
-      await api("PATCH", "/v1/deployments/" + encodeURIComponent(d.name), { instance_count: Number(input.value) });
+      await api("PATCH", depPath(d.name), { instance_count: Number(input.value) });
       say(`Scaling ${d.name} to ${input.value} instances.`);
       form.remove();
       refresh();
@@ -326,12 +464,33 @@ function fillSelect(select, preselectFirst) {
 
 $("refresh").addEventListener("click", refresh);
 
+/** The name an endpoint document (endpoint.yml, or the same as JSON) gives. */
+function endpointNameOf(text) {
+  const trimmed = text.trim();
+  if (trimmed.startsWith("{")) {
+    try {
+      const doc = JSON.parse(trimmed);
+      return doc && typeof doc.name === "string" ? doc.name : "";
+    } catch (_) { return ""; }
+  }
+  return nameFromYaml(text);
+}
+
+// Creates the endpoint beside the others (PUT /v1/endpoints/NAME) and opens its page. A name
+// the list already has is refused here: that PUT would replace the endpoint's settings.
 $("create-endpoint").addEventListener("click", async () => {
+  const err = $("create-error");
+  err.hidden = true;
+  const text = $("endpoint-yaml").value;
+  const name = endpointNameOf(text);
+  const fail = (message) => { err.textContent = message; err.hidden = false; };
+  if (!name) return fail("Give the endpoint a name: the document's name: field.");
+  const taken = (state.endpoints || []).find((e) => e.name.toLowerCase() === name.toLowerCase());
+  if (taken) return fail(`Endpoint ${taken.name} exists already (names are unique regardless of case): open it from the list, or pick another name.`);
   try {
-    await api("PUT", "/v1/endpoint", $("endpoint-yaml").value, "application/yaml");
-    say("Endpoint created.");
-    refresh();
-  } catch (e) { say(e.message, true); }
+    const r = await api("PUT", "/v1/endpoints/" + seg(name), text, text.trim().startsWith("{") ? "application/json" : "application/yaml");
+    go(name, false, r.status === 201 ? `Endpoint ${name} created.` : `Endpoint ${name} updated.`);
+  } catch (e) { fail(e.message); }
 });
 
 // ---------- update traffic ----------
@@ -405,7 +564,7 @@ $("traffic-form").addEventListener("submit", async (e) => {
   if ($("mirror-enable").checked) mirror_traffic[$("mirror-deployment").value] = Number($("mirror-percent").value);
   else for (const [n, w] of Object.entries(state.endpoint.mirror_traffic || {})) if (w > 0) mirror_traffic[n] = 0;
   try {
-    await api("PATCH", "/v1/endpoint", { traffic, mirror_traffic });
+    await api("PATCH", epPath(), { traffic, mirror_traffic });
     $("traffic-dialog").close();
     say("Traffic updated: " + splitText(traffic) + (Object.values(mirror_traffic).some((w) => w > 0) ? "; mirror " + splitText(mirror_traffic) : ""));
     refresh();
@@ -519,7 +678,7 @@ $("add-form").addEventListener("submit", async (e) => {
   const q = new URLSearchParams();
   if ($("add-all-traffic").checked) q.set("all_traffic", "true");
   if (base) q.set("base_dir", base);
-  const path = "/v1/deployments/" + encodeURIComponent(name);
+  const path = depPath(name);
   $("add-submit").disabled = true;
   const started = performance.now();
   try {
@@ -561,12 +720,15 @@ $("delete-endpoint").addEventListener("click", () => confirmDelete(null));
 $("confirm-no").addEventListener("click", () => $("confirm-dialog").close());
 $("confirm-form").addEventListener("submit", async (e) => {
   e.preventDefault();
+  const endpoint = state.name;
   try {
-    const r = await api("DELETE", pendingDelete ? "/v1/deployments/" + encodeURIComponent(pendingDelete) : "/v1/endpoint");
+    const r = await api("DELETE", pendingDelete ? depPath(pendingDelete) : epPath());
     $("confirm-dialog").close();
-    say((r.json && r.json.message) || "Deleted.");
-    if (!pendingDelete) { state.endpoint = null; state.deployments = []; showNoEndpoint(); }
-    refresh();
+    const message = (r.json && r.json.message) || "Deleted.";
+    if (pendingDelete) { say(message); refresh(); return; }
+    // The endpoint's page is gone with it: back to the list (in place of this page's entry).
+    if (state.endpoints) state.endpoints = state.endpoints.filter((e) => e.name !== endpoint);
+    if (state.name === endpoint) go(null, true, message); else say(message);
   } catch (x) {
     const err = $("confirm-error");
     err.textContent = x.message;
@@ -580,13 +742,15 @@ $("test-run").addEventListener("click", async () => {
   const dep = $("test-deployment").value;
   const started = performance.now();
   const q = dep ? "?deployment_name=" + encodeURIComponent(dep) : "";
+  const gen = state.gen;
   let status, servedBy, text;
   try {
-    const r = await api("POST", "/v1/endpoint/invoke" + q, $("test-input").value);
+    const r = await api("POST", epPath("/invoke") + q, $("test-input").value);
     status = r.status; servedBy = r.headers.get("azureml-model-deployment"); text = r.text;
   } catch (x) {
     status = x.status; servedBy = "—"; text = x.message;
   }
+  if (gen !== state.gen) return; // the answer of an endpoint whose page was left
   $("test-result").hidden = false;
   $("test-status").textContent = String(status);
   $("test-served-by").textContent = servedBy || "—";
@@ -600,8 +764,10 @@ async function refreshLogs() {
   const dep = $("logs-deployment").value;
   if (!dep) { $("logs-output").textContent = ""; return; }
   const lines = Math.max(1, Math.min(10000, Number($("logs-lines").value) || 100));
+  const gen = state.gen;
   try {
-    const r = await api("GET", `/v1/deployments/${encodeURIComponent(dep)}/logs?lines=${lines}`);
+    const r = await api("GET", depPath(dep, `/logs?lines=${lines}`));
+    if (gen !== state.gen) return;
     const out = $("logs-output");
     const atBottom = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
     out.replaceChildren(...r.text.split("\n").filter((l) => l).map((l) => {
@@ -610,7 +776,7 @@ async function refreshLogs() {
     }));
     if (atBottom) out.scrollTop = out.scrollHeight;
   } catch (x) {
-    $("logs-output").textContent = x.message;
+    if (gen === state.gen) $("logs-output").textContent = x.message;
   }
 }
 $("logs-deployment").addEventListener("change", refreshLogs);
@@ -636,9 +802,15 @@ function diffBuckets(now, before) {
 }
 
 async function pollMetrics() {
-  if (!state.endpoint) return;
+  if (state.view !== "endpoint" || !state.endpoint) return;
+  const gen = state.gen;
+  const name = state.name;
+  const base = epPath();
   let m;
-  try { m = (await api("GET", "/v1/metrics")).json; } catch (_) { return; }
+  try { m = (await api("GET", base + "/metrics")).json; } catch (_) { return; }
+  if (gen !== state.gen || !m) return;
+  // Only this endpoint's deployments (the route answers no other; each row names its own).
+  m = { time_ms: m.time_ms, deployments: (m.deployments || []).filter((d) => d.endpoint === name) };
   const prev = state.metrics;
   state.metrics = m;
   if (prev && prev.time_ms) {
@@ -657,7 +829,8 @@ async function pollMetrics() {
   const mirror = Object.entries(state.endpoint.mirror_traffic || {}).find(([, w]) => w > 0);
   if (mirror) {
     try {
-      const c = (await api("GET", `/v1/deployments/${encodeURIComponent(mirror[0])}/comparison`)).json;
+      const c = (await api("GET", base + "/deployments/" + seg(mirror[0]) + "/comparison")).json;
+      if (gen !== state.gen) return;
       state.mirror.push({ t: m.time_ms, report: c });
       if (state.mirror.length > HISTORY) state.mirror.shift();
     } catch (_) { /* deleted meanwhile */ }
@@ -751,8 +924,10 @@ $("show-key").addEventListener("click", async () => {
     renderConsume();
     return;
   }
+  const gen = state.gen;
   try {
-    const k = (await api("GET", "/v1/endpoint/keys")).json;
+    const k = (await api("GET", epPath("/keys"))).json;
+    if (gen !== state.gen) return;
     $("consume-key").textContent = k.primaryKey || k.accessToken;
     state.keyShown = true;
     $("show-key").textContent = "Hide key";
@@ -816,10 +991,12 @@ function renderRollout(r) {
 
 async function refreshRollout() {
   if (!state.endpoint) { renderRollout(null); return; }
+  const gen = state.gen;
   try {
-    renderRollout((await api("GET", "/v1/endpoint/rollout")).json);
+    const r = (await api("GET", epPath("/rollout"))).json;
+    if (gen === state.gen) renderRollout(r);
   } catch (x) {
-    if (x.status === 404) renderRollout(null);
+    if (x.status === 404 && gen === state.gen) renderRollout(null);
   }
 }
 
@@ -833,7 +1010,7 @@ $("rollout-form").addEventListener("submit", async (e) => {
     if (v !== "") body[field] = Number(v);
   }
   try {
-    const r = await api("POST", "/v1/endpoint/rollout", body);
+    const r = await api("POST", epPath("/rollout"), body);
     say(`Rollout to ${body.to} started: ${body.steps}, ${body.step_duration} a step.`);
     renderRollout(r.json);
     refresh();
@@ -847,8 +1024,10 @@ for (const action of ["pause", "resume", "abort"]) {
   $("rollout-" + action).addEventListener("click", async () => {
     const err = $("rollout-error");
     err.hidden = true;
+    const gen = state.gen;
     try {
-      renderRollout((await api("POST", "/v1/endpoint/rollout/" + action)).json);
+      const r = (await api("POST", epPath("/rollout/" + action))).json;
+      if (gen === state.gen) renderRollout(r);
       refresh();
     } catch (x) {
       err.textContent = x.message;
@@ -862,10 +1041,11 @@ for (const action of ["pause", "resume", "abort"]) {
 async function tick() {
   const dialogOpen = [...document.querySelectorAll("dialog")].some((d) => d.open);
   if (!dialogOpen) await refresh();
+  if (state.view !== "endpoint") return; // the list reads /v1/endpoints only
   await pollMetrics();
   if (state.tab === "logs" && !dialogOpen) await refreshLogs();
   if (state.tab === "rollout") await refreshRollout();
 }
 
-refresh().then(pollMetrics);
+route();
 setInterval(tick, POLL_MS);
