@@ -140,7 +140,12 @@ fn metrics_survive_a_model_replacement() {
         assert!(series(&text, family, "blue"), "{family} for blue is gone after the replacement:\n{text}");
     }
     // The counts go on across versions: 1 request before the replacement, 5 after.
-    assert!(text.contains("switchyard_request_duration_seconds_count{deployment=\"blue\",role=\"live\",endpoint=\"my-endpoint\"} 6"), "{text}");
+    assert!(
+        text.contains(
+            "switchyard_request_duration_seconds_count{deployment=\"blue\",role=\"live\",endpoint=\"my-endpoint\"} 6"
+        ),
+        "{text}"
+    );
     // Deleting the name does remove its series.
     assert_eq!(s.set_traffic(json!({"blue": 0})).status, 200);
     assert_eq!(s.admin("DELETE", "/v1/deployments/blue", None).status, 200);

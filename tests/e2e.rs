@@ -34,6 +34,8 @@ mod fuzz_http;
 mod guarded_rollout;
 #[path = "hardening.rs"]
 mod hardening;
+#[path = "many_endpoints.rs"]
+mod many_endpoints;
 #[path = "mirror.rs"]
 mod mirror;
 #[path = "mirror_busy.rs"]

@@ -35,7 +35,12 @@ fn timeout_is_408_and_cancels_the_run() {
     assert!(t.elapsed() < run / 2, "the instance was stuck: {:?}", t.elapsed());
     let m = s.admin("GET", "/metrics", None).body;
     assert!(m.contains("switchyard_inflight_requests{deployment=\"slow\",endpoint=\"my-endpoint\"} 0"), "no slot held");
-    assert!(m.contains("switchyard_requests_total{deployment=\"slow\",role=\"live\",code=\"408\",endpoint=\"my-endpoint\"} 1"), "{m}");
+    assert!(
+        m.contains(
+            "switchyard_requests_total{deployment=\"slow\",role=\"live\",code=\"408\",endpoint=\"my-endpoint\"} 1"
+        ),
+        "{m}"
+    );
 }
 
 #[test]

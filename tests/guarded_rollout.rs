@@ -157,7 +157,9 @@ fn a_failing_green_rolls_back_within_one_window_with_the_reason_on_record() {
     assert!(logs.contains("ROLLOUT rolled back to blue=100: gate error_rate failed"), "{logs}");
     let metrics = s.admin("GET", "/metrics", None).body;
     assert!(
-        metrics.contains("switchyard_rollout_rollbacks_total{deployment=\"green\",gate=\"error_rate\",endpoint=\"my-endpoint\"} 1"),
+        metrics.contains(
+            "switchyard_rollout_rollbacks_total{deployment=\"green\",gate=\"error_rate\",endpoint=\"my-endpoint\"} 1"
+        ),
         "{metrics}"
     );
 }

@@ -137,5 +137,8 @@ fn health_and_swagger() {
     let swagger = s.get("/swagger.json").json();
     assert!(swagger["paths"]["/score"]["post"].is_object());
     let metrics = s.admin("GET", "/metrics", None).body;
-    assert!(metrics.contains("switchyard_instances{deployment=\"blue\",state=\"ready\",endpoint=\"my-endpoint\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_instances{deployment=\"blue\",state=\"ready\",endpoint=\"my-endpoint\"} 1"),
+        "{metrics}"
+    );
 }

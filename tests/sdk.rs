@@ -67,6 +67,24 @@ pub(crate) fn assert_contract(admin: &str, log: &Path) {
     eprintln!("{stdout}");
 }
 
+/// Every recorded call names its endpoint (`/v1/endpoints...`): none uses the one-endpoint
+/// routes (`/v1/endpoint...`, `/v1/deployments...`), which a server with several endpoints
+/// refuses.
+fn assert_named_routes(log: &Path) {
+    let text = std::fs::read_to_string(log).expect("read the SDK's call log");
+    let old: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("a JSON record")["path"].as_str().unwrap_or_default().to_string()
+        })
+        .filter(|p| {
+            let route = p.split('?').next().unwrap_or_default();
+            route == "/v1/endpoint" || route.starts_with("/v1/endpoint/") || route.starts_with("/v1/deployments")
+        })
+        .collect();
+    assert!(old.is_empty(), "the SDK used the one-endpoint routes: {old:?}");
+}
+
 #[test]
 fn the_tutorials_sdk_steps_run_in_order_against_a_real_server() {
     if skip_or_set_up() {
@@ -94,6 +112,7 @@ fn the_tutorials_sdk_steps_run_in_order_against_a_real_server() {
     assert_eq!(s.admin("GET", "/v1/endpoint", None).status, 404);
     assert_eq!(s.admin("GET", "/v1/endpoints", None).json(), json!([]));
     assert_contract(&s.admin, &log);
+    assert_named_routes(&log);
 }
 
 /// sdk/python/tests/checks.py: `endpoint_name` is checked, `{}` clears traffic and mirror
@@ -118,6 +137,7 @@ fn the_sdk_checks_endpoint_names_clears_traffic_shows_progress_and_reads_config_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("checks: all passed"), "{stdout}\n{stderr}");
     assert_contract(&s.admin, &log);
+    assert_named_routes(&log);
 }
 
 /// The endpoint the notebook runs beside in the test below: what must not change.
@@ -233,6 +253,7 @@ fn the_seed_sdk_notebook_runs_twice_in_a_row_on_one_server_beside_another_endpoi
     }
     eprintln!("the notebook's endpoints: {made:?}");
     assert_contract(&s.admin, &log);
+    assert_named_routes(&log);
 }
 
 /// sdk/python/tests/many_endpoints.py: two endpoints made with the SDK, each with a `blue`
@@ -253,4 +274,5 @@ fn the_sdk_addresses_each_of_several_endpoints_by_name() {
     assert!(passed, "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(s.admin("GET", "/v1/endpoints", None).json(), json!([]));
     assert_contract(&s.admin, &log);
+    assert_named_routes(&log);
 }

@@ -233,7 +233,10 @@ fn a_scale_counts_the_instances_waiting_to_be_replaced() {
     assert_eq!(v["provisioning_state"], "Succeeded", "one instance serves: {v}");
     assert_eq!(v["restart"]["instances"], 1, "{v}");
     let metrics = s.admin("GET", "/metrics", None).body;
-    assert!(metrics.contains("switchyard_instances{deployment=\"blue\",state=\"ready\",endpoint=\"my-endpoint\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_instances{deployment=\"blue\",state=\"ready\",endpoint=\"my-endpoint\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("switchyard_instances{deployment=\"blue\",state=\"restarting\""), "{metrics}");
     // The defect: the scale started from 1 (what was ready), loaded 2 more, and the instance
     // being replaced came back on top: 4 instances for instance_count 3.

@@ -390,7 +390,8 @@ async fn every_endpoint_is_saved_in_its_own_file_and_restored() {
         plane.restore(doc).await;
     }
     assert_eq!(ws.names(), ["ep-b", "ep-c", "ep-d"]);
-    let restored: Vec<String> = ["ep-b", "ep-c", "ep-d"].iter().map(|n| primary_key(&ws.endpoint(n).unwrap())).collect();
+    let restored: Vec<String> =
+        ["ep-b", "ep-c", "ep-d"].iter().map(|n| primary_key(&ws.endpoint(n).unwrap())).collect();
     assert_eq!(restored, keys, "each endpoint's own keys");
     let c = ws.endpoint("ep-c").unwrap();
     assert_eq!(settled(&c, "blue").await.instances.counts.ready, 2);

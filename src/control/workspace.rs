@@ -156,7 +156,7 @@ impl Workspace {
     fn unknown(&self, name: &str) -> ControlError {
         let names: Vec<String> = self.names().iter().map(|n| format!("{n:?}")).collect();
         ControlError::NotFound(match names.as_slice() {
-            [] => format!("endpoint {name:?} not found: this server hosts no endpoint yet"),
+            [] => format!("endpoint {name:?} not found: this server hosts no endpoint"),
             [one] => format!("endpoint {name:?} not found: this server hosts endpoint {one}"),
             all => format!("endpoint {name:?} not found: this server hosts endpoints {}", all.join(", ")),
         })

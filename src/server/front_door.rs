@@ -353,9 +353,7 @@ pub(crate) fn endpoint_of<'t>(
             None if table.restoring.iter().any(|r| r == name) => {
                 Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()))
             }
-            None => {
-                Err(Refused::NotFound(format!("endpoint {name:?} not found on this server{}", listed(table, req))))
-            }
+            None => Err(Refused::NotFound(format!("endpoint {name:?} not found on this server{}", listed(table, req)))),
         };
     }
     if let Some(only) = &table.only {

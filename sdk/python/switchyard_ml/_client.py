@@ -99,22 +99,48 @@ class SwitchyardPoller:
         return "Succeeded" if self._done else "InProgress"
 
 
-def hosted_endpoint(http, name):
-    """The endpoint this server hosts, checked against ``name`` when one is given: another
-    name raises ``ResourceNotFoundError``, as azure-ai-ml does for an endpoint that does not
-    exist (the CLI refuses the same call)."""
-    view = http.call("GET", "/v1/endpoint")
-    if name is not None and view.get("name") != name:
-        raise service_error(404, "endpoint {!r} not found: this server hosts endpoint {!r}".format(name, view.get("name")))
-    return view
+def segment(name):
+    """A name as one segment of an admin API path."""
+    return urllib.parse.quote(str(name), safe="")
 
 
-def log_tail(http, name, lines=50):
+def endpoint_path(endpoint):
+    """``/v1/endpoints/{endpoint}``: every call about an endpoint names it (the server hosts
+    many; ``/v1/endpoint`` means its only one and is refused when it has several)."""
+    return "/v1/endpoints/" + segment(endpoint)
+
+
+def deployment_path(endpoint, name=None):
+    """``/v1/endpoints/{endpoint}/deployments[/{name}]``."""
+    path = endpoint_path(endpoint) + "/deployments"
+    return path if name is None else path + "/" + segment(name)
+
+
+def endpoint_names(http):
+    """The names of the endpoints the server hosts (``GET /v1/endpoints``), in its order."""
+    return [view["name"] for view in http.call("GET", "/v1/endpoints")]
+
+
+def resolve_endpoint(http, name):
+    """``name``; or, when it is ``None`` (a call that names no endpoint, as this SDK allowed
+    when a server hosted one), the server's only endpoint: ``ResourceNotFoundError`` when it
+    hosts none, ``HttpResponseError`` (409) naming them when it hosts several."""
+    if name is not None:
+        return name
+    names = endpoint_names(http)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise service_error(404, "this server hosts no endpoint: create one first")
+    raise service_error(
+        409, "this server hosts {} endpoints ({}): name one with endpoint_name=".format(len(names), ", ".join(names))
+    )
+
+
+def log_tail(http, endpoint, name, lines=50):
     """The deployment's last log lines, ``[]`` when there are none (or no deployment yet)."""
     try:
-        _, payload, _ = http.call(
-            "GET", "/v1/deployments/" + urllib.parse.quote(name) + "/logs", query={"lines": lines}, raw=True
-        )
+        _, payload, _ = http.call("GET", deployment_path(endpoint, name) + "/logs", query={"lines": lines}, raw=True)
     except HttpResponseError:
         return []
     return [line for line in payload.decode("utf-8", "replace").splitlines() if line.strip()]
@@ -125,8 +151,9 @@ class DeploymentProgress:
     prints its dots: a dot per poll, and each new line of the deployment's log (the
     environment build's, init's) as it arrives, without its timestamp."""
 
-    def __init__(self, http, name, out=None):
+    def __init__(self, http, endpoint, name, out=None):
         self._http = http
+        self._endpoint = endpoint
         self._name = name
         self._out = out
         self._last = None  # the last log line already accounted for (with its timestamp)
@@ -134,12 +161,12 @@ class DeploymentProgress:
 
     def baseline(self):
         """Takes the log as it is before the operation: only what comes after is shown."""
-        tail = log_tail(self._http, self._name, 1)
+        tail = log_tail(self._http, self._endpoint, self._name, 1)
         self._last = tail[-1] if tail else None
 
     def poll(self, dot=True):
         out = self._out or sys.stdout
-        tail = log_tail(self._http, self._name)
+        tail = log_tail(self._http, self._endpoint, self._name)
         fresh = tail
         if self._last is not None and self._last in tail:
             fresh = tail[len(tail) - tail[::-1].index(self._last):]
@@ -166,14 +193,14 @@ class DeploymentProgress:
         out.flush()
 
 
-def wait_deployment(http, name, timeout, progress=None):
-    """Polls ``GET /v1/deployments/{name}?wait=`` until no operation is in progress; with a
-    ``DeploymentProgress``, shows the log between polls (every 2 s at most)."""
+def wait_deployment(http, endpoint, name, timeout, progress=None):
+    """Polls ``GET /v1/endpoints/{endpoint}/deployments/{name}?wait=`` until no operation is in
+    progress; with a ``DeploymentProgress``, shows the log between polls (every 2 s at most)."""
     started = time.monotonic()
     deadline = started + timeout
     wait = 2 if progress is not None else 30
     while True:
-        view = http.call("GET", "/v1/deployments/" + urllib.parse.quote(name), query={"wait": wait})
+        view = http.call("GET", deployment_path(endpoint, name), query={"wait": wait})
         state = view.get("provisioning_state")
         if progress is not None:
             settled = state in ("Succeeded", "Failed")

@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import urllib.parse
 
 import yaml
 from azure.ai.ml.entities import (
@@ -18,7 +17,14 @@ from azure.ai.ml.entities import (
 )
 from azure.core.exceptions import ResourceNotFoundError
 
-from ._client import DeploymentProgress, SwitchyardPoller, hosted_endpoint, wait_deployment
+from ._client import (
+    DeploymentProgress,
+    SwitchyardPoller,
+    deployment_path,
+    endpoint_path,
+    resolve_endpoint,
+    wait_deployment,
+)
 
 
 def _positive(split):
@@ -54,28 +60,32 @@ def _endpoint_from(view):
 
 
 class OnlineEndpointOperations:
-    """``ml_client.online_endpoints``."""
+    """``ml_client.online_endpoints``: each call names its endpoint, one of the many the
+    server may host (``/v1/endpoints/{name}``)."""
 
     def __init__(self, http):
         self._http = http
 
     def _view(self, name):
-        return hosted_endpoint(self._http, name)
+        """The endpoint's view; ``ResourceNotFoundError`` (the server's message names the
+        endpoints that exist) when there is none of that name."""
+        return self._http.call("GET", endpoint_path(name))
 
     def get(self, name, **kwargs):
         return _endpoint_from(self._view(name))
 
     def list(self, **kwargs):
-        try:
-            return [_endpoint_from(self._view(None))]
-        except ResourceNotFoundError:
-            return []
+        """Every endpoint of the server."""
+        return [_endpoint_from(view) for view in self._http.call("GET", "/v1/endpoints")]
 
     def begin_create_or_update(self, endpoint, **kwargs):
-        """Creates the endpoint, or updates its description, tags, traffic and mirror traffic
-        (what ``ml_client.begin_create_or_update(endpoint)`` does in the tutorial)."""
+        """Creates the endpoint beside the server's others, or updates its description, tags,
+        traffic and mirror traffic (what ``ml_client.begin_create_or_update(endpoint)`` does in
+        the tutorial)."""
+        if not endpoint.name:
+            raise ValueError("the endpoint needs a name")
         try:
-            current = self._view(None)
+            current = self._view(endpoint.name)
         except ResourceNotFoundError:
             current = None
         if current is None:
@@ -87,10 +97,8 @@ class OnlineEndpointOperations:
                 "traffic": dict(endpoint.traffic or {}),
                 "mirror_traffic": dict(endpoint.mirror_traffic or {}),
             })
-            view = self._http.call("PUT", "/v1/endpoint", doc)
+            view = self._http.call("PUT", endpoint_path(endpoint.name), doc)
         else:
-            if current.get("name") != endpoint.name:
-                raise ValueError("this server hosts endpoint {}, not {}".format(current.get("name"), endpoint.name))
             patch = _drop_empty({
                 "description": endpoint.description,
                 "tags": dict(endpoint.tags or {}),
@@ -103,17 +111,18 @@ class OnlineEndpointOperations:
                 wanted = _positive(wanted)
                 if wanted != _positive(current.get(key)):
                     patch[key] = wanted
-            view = self._http.call("PATCH", "/v1/endpoint", patch) if patch else current
+            view = self._http.call("PATCH", endpoint_path(endpoint.name), patch) if patch else current
         return SwitchyardPoller(lambda _t: _endpoint_from(view))
 
     def begin_delete(self, name=None, **kwargs):
-        self._view(name)
-        self._http.call("DELETE", "/v1/endpoint")
+        """Deletes endpoint ``name`` and its deployments; the server's other endpoints stay as
+        they are. Without a name: the server's only endpoint."""
+        name = resolve_endpoint(self._http, name)
+        self._http.call("DELETE", endpoint_path(name))
         return SwitchyardPoller(lambda _t: None)
 
     def get_keys(self, name, **kwargs):
-        self._view(name)
-        k = self._http.call("GET", "/v1/endpoint/keys")
+        k = self._http.call("GET", endpoint_path(name) + "/keys")
         if "accessToken" in k:
             return EndpointAuthToken(
                 access_token=k["accessToken"],
@@ -124,14 +133,14 @@ class OnlineEndpointOperations:
         return EndpointAuthKeys(primary_key=k["primaryKey"], secondary_key=k.get("secondaryKey"))
 
     def begin_regenerate_keys(self, name, key_type="primary", **kwargs):
-        self._view(name)
-        self._http.call("POST", "/v1/endpoint/keys/regenerate", {"keyType": key_type})
+        self._http.call("POST", endpoint_path(name) + "/keys/regenerate", {"keyType": key_type})
         return SwitchyardPoller(lambda _t: None)
 
     def invoke(self, endpoint_name, request_file=None, deployment_name=None, input_data=None, **kwargs):
         """Scores ``request_file`` (a JSON file) through the endpoint; returns the answer's text,
-        as azure-ai-ml does. ``deployment_name`` pins a deployment."""
-        self._view(endpoint_name)
+        as azure-ai-ml does. ``deployment_name`` pins a deployment. The server sends it to
+        that endpoint's ``scoring_uri`` with that endpoint's key (``POST
+        /v1/endpoints/{name}/invoke``)."""
         if request_file is not None:
             with open(request_file, "rb") as f:
                 body = f.read()
@@ -140,7 +149,7 @@ class OnlineEndpointOperations:
         else:
             raise ValueError("invoke needs request_file= (or input_data=)")
         _, payload, _ = self._http.call(
-            "POST", "/v1/endpoint/invoke", body, query={"deployment_name": deployment_name}, raw=True
+            "POST", endpoint_path(endpoint_name) + "/invoke", body, query={"deployment_name": deployment_name}, raw=True
         )
         return payload.decode("utf-8", "replace")
 
@@ -265,60 +274,64 @@ def _deployment_from(view):
 
 
 class OnlineDeploymentOperations:
-    """``ml_client.online_deployments``."""
+    """``ml_client.online_deployments``: each call goes to the deployments of the endpoint
+    ``endpoint_name`` names (``/v1/endpoints/{endpoint_name}/deployments/...``); an endpoint
+    the server does not host raises ``ResourceNotFoundError`` naming the ones it does. Without
+    ``endpoint_name`` (the argument, or the entity's): the server's only endpoint."""
 
     def __init__(self, http):
         self._http = http
 
-    @staticmethod
-    def _path(name):
-        return "/v1/deployments/" + urllib.parse.quote(name)
-
     def _endpoint(self, endpoint_name):
-        """Refuses (``ResourceNotFoundError``) an ``endpoint_name`` this server does not host."""
-        if endpoint_name is not None:
-            hosted_endpoint(self._http, endpoint_name)
+        return resolve_endpoint(self._http, endpoint_name)
 
     def get(self, name, endpoint_name=None, **kwargs):
-        self._endpoint(endpoint_name)
-        return _deployment_from(self._http.call("GET", self._path(name)))
+        endpoint = self._endpoint(endpoint_name)
+        return _deployment_from(self._http.call("GET", deployment_path(endpoint, name)))
 
     def list(self, endpoint_name=None, **kwargs):
-        self._endpoint(endpoint_name)
-        return [_deployment_from(v) for v in self._http.call("GET", "/v1/deployments")]
+        endpoint = self._endpoint(endpoint_name)
+        return [_deployment_from(v) for v in self._http.call("GET", deployment_path(endpoint))]
 
     def begin_create_or_update(self, deployment, *, all_traffic=False, **kwargs):
-        """Creates the deployment; for one that exists, sends the entity as a merge patch, so a
-        changed ``instance_count`` scales in place and a changed model or code replaces it (the
-        old version serves until the new one is ready). ``result()`` waits for ``Succeeded``
-        (printing progress: dots and the deployment's new log lines, unless the client has
-        ``show_progress=False``) and raises with the reason on ``Failed``."""
-        self._endpoint(deployment.endpoint_name)
+        """Creates the deployment in its endpoint (``deployment.endpoint_name``); for one that
+        exists, sends the entity as a merge patch, so a changed ``instance_count`` scales in
+        place and a changed model or code replaces it (the old version serves until the new
+        one is ready). ``result()`` waits for ``Succeeded`` (printing progress: dots and the
+        deployment's new log lines, unless the client has ``show_progress=False``) and raises
+        with the reason on ``Failed``."""
+        endpoint = self._endpoint(deployment.endpoint_name)
+        # The endpoint first: a 404 below then means no such deployment, and an endpoint the
+        # server does not host is refused before anything is sent to change.
+        self._http.call("GET", endpoint_path(endpoint))
         doc = _deployment_doc(deployment)
+        path = deployment_path(endpoint, deployment.name)
         try:
             # Waits out an operation in progress (the server refuses changes meanwhile).
-            current = self._http.call("GET", self._path(deployment.name), query={"wait": 60})
+            current = self._http.call("GET", path, query={"wait": 60})
         except ResourceNotFoundError:
             current = None
-        progress = DeploymentProgress(self._http, deployment.name) if self._http.show_progress else None
+        progress = DeploymentProgress(self._http, endpoint, deployment.name) if self._http.show_progress else None
         if progress is not None:
             progress.baseline()
         if current is not None:
             # Only what differs: naming `model` (even unchanged) would replace the deployment.
             patch = {k: v for k, v in doc.items() if k != "name" and current.get(k) != v}
             if patch:
-                self._http.call("PATCH", self._path(deployment.name), patch)
+                self._http.call("PATCH", path, patch)
         else:
             query = {"all_traffic": "true"} if all_traffic else None
-            self._http.call("PUT", self._path(deployment.name), doc, query=query)
-        return SwitchyardPoller(lambda t: _deployment_from(wait_deployment(self._http, deployment.name, t, progress)))
+            self._http.call("PUT", path, doc, query=query)
+        return SwitchyardPoller(
+            lambda t: _deployment_from(wait_deployment(self._http, endpoint, deployment.name, t, progress))
+        )
 
     def begin_delete(self, name, endpoint_name=None, **kwargs):
-        self._endpoint(endpoint_name)
-        self._http.call("DELETE", self._path(name))
+        endpoint = self._endpoint(endpoint_name)
+        self._http.call("DELETE", deployment_path(endpoint, name))
         return SwitchyardPoller(lambda _t: None)
 
     def get_logs(self, name, endpoint_name=None, lines=100, container_type=None, local=False, **kwargs):
-        self._endpoint(endpoint_name)
-        _, payload, _ = self._http.call("GET", self._path(name) + "/logs", query={"lines": lines}, raw=True)
+        endpoint = self._endpoint(endpoint_name)
+        _, payload, _ = self._http.call("GET", deployment_path(endpoint, name) + "/logs", query={"lines": lines}, raw=True)
         return payload.decode("utf-8", "replace")

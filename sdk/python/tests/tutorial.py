@@ -3,7 +3,9 @@
 Run by tests/sdk.rs: ``python tutorial.py SAMPLE_DIR`` with SWITCHYARD_ADMIN_URL set. The
 code below is the tutorial's own, with the ``MLClient(...)`` line changed; the asserts are
 what the tutorial's reader checks by eye. Blue runs the sample's score.py with
-``Model(path=<the .pkl file>)`` as the SDK tutorial writes it.
+``Model(path=<the .pkl file>)`` as the SDK tutorial writes it. The endpoint's name is the
+tutorial's ``"endpt-moe-" + str(random.randint(0, 10000))``: run twice against one server,
+each run makes (and at its end deletes) its own endpoint beside whatever else the server hosts.
 """
 
 import json
@@ -29,7 +31,10 @@ def step(text):
 ml_client = MLClient(None, "subscription-id", "resource-group", "workspace")
 
 step("create the endpoint")
-online_endpoint_name = "endpt-sdk-tutorial"
+# The tutorial's unique name: a second run makes a second endpoint.
+import random
+
+online_endpoint_name = "endpt-moe-" + str(random.randint(0, 10000))
 endpoint = ManagedOnlineEndpoint(
     name=online_endpoint_name, description="this is a sample endpoint", auth_mode="key", tags={"foo": "bar"}
 )
@@ -134,5 +139,6 @@ step("delete blue, then the endpoint")
 ml_client.online_deployments.begin_delete(name="blue", endpoint_name=online_endpoint_name).result()
 assert [d.name for d in ml_client.online_deployments.list(endpoint_name=online_endpoint_name)] == ["green"]
 ml_client.online_endpoints.begin_delete(name=online_endpoint_name).result()
-assert ml_client.online_endpoints.list() == []
+# Gone from the list; the server's other endpoints, if it hosts any, are not this script's.
+assert online_endpoint_name not in [e.name for e in ml_client.online_endpoints.list()]
 print("tutorial: all steps passed", flush=True)
