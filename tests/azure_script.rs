@@ -21,6 +21,69 @@ const GREEN_ANSWER: &str = "[0.5, 0.5]";
 #[test]
 fn the_azure_samples_deploy_script_runs_start_to_finish() {
     let server = Server::start_with(&["--python", &venv_python()]);
+    run_the_script(&server);
+    // The script's last command deleted the endpoint (--no-wait).
+    eventually("the endpoint is deleted", Duration::from_secs(30), || {
+        let r = server.admin("GET", "/v1/endpoint", None);
+        if r.status == 404 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
+}
+
+/// The same script on a server that already serves another endpoint: every step names its
+/// own endpoint, and the other one serves throughout, untouched, after the script deleted
+/// its own.
+#[test]
+fn the_azure_samples_deploy_script_runs_beside_another_endpoint() {
+    let server = Server::start_with(&["--python", &venv_python()]);
+    assert_eq!(server.admin("PUT", "/v1/endpoints/resident", Some(&serde_json::json!({}))).status, 201);
+    let doc = serde_json::json!({"model": {"path": repo().join("models/model-1")}});
+    let r = server.admin("PUT", "/v1/endpoints/resident/deployments/blue?all_traffic=true", Some(&doc));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let key =
+        server.admin("GET", "/v1/endpoints/resident/keys", None).json()["primaryKey"].as_str().unwrap().to_string();
+    let score = || {
+        let auth = format!("Bearer {key}");
+        let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
+        let url = format!("{}/endpoints/resident/score", server.scoring);
+        http(&agent(), "POST", &url, &headers, Some(&sample_request()))
+    };
+    eventually("resident serves", Duration::from_secs(60), || {
+        let r = score();
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(r.body)
+        }
+    });
+    let before = server.admin("GET", "/v1/endpoints/resident", None).json();
+    run_the_script(&server);
+    eventually("only resident is left", Duration::from_secs(30), || {
+        let names: Vec<String> = server
+            .admin("GET", "/v1/endpoints", None)
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if names == ["resident"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    });
+    assert_eq!(server.admin("GET", "/v1/endpoints/resident", None).json(), before, "resident is as it was");
+    let r = score();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_model_1(&r.body);
+}
+
+/// Runs the sample's script against `server` and checks what it printed.
+fn run_the_script(server: &Server) {
     let script = repo().join("examples/azure-sample/deploy-managed-online-endpoint.sh");
     // Run from elsewhere than the repository: the script finds its files by itself.
     let out = Command::new("bash")
@@ -54,14 +117,4 @@ fn the_azure_samples_deploy_script_runs_start_to_finish() {
     assert!(stdout.contains("{\n  \"blue\": 100,\n  \"green\": 0\n}"), "{stdout}");
     // green's logs (after the mirror phase) are its own.
     assert!(stdout.contains("green/instance-0 pid") && stdout.contains("ran init() of score.py in"), "{stdout}");
-
-    // The script's last command deleted the endpoint (--no-wait).
-    eventually("the endpoint is deleted", Duration::from_secs(30), || {
-        let r = server.admin("GET", "/v1/endpoint", None);
-        if r.status == 404 {
-            Ok(())
-        } else {
-            Err(format!("{} {}", r.status, r.body))
-        }
-    });
 }

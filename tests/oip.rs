@@ -33,9 +33,14 @@ fn client_python() -> String {
 
 /// Runs a plan of tritonclient calls (see tests/oip/client.py); one result per step.
 fn tritonclient(server: &Server, key: &str, plan: Value) -> Vec<Value> {
+    tritonclient_at(&server.scoring, key, plan)
+}
+
+/// As [`tritonclient`], at `url` (tritonclient takes `host:port/<base path>`).
+fn tritonclient_at(url: &str, key: &str, plan: Value) -> Vec<Value> {
     let out = std::process::Command::new(client_python())
         .arg(repo().join("tests/oip/client.py"))
-        .args([server.scoring.as_str(), key, &plan.to_string()])
+        .args([url, key, &plan.to_string()])
         .output()
         .expect("run tests/oip/client.py");
     assert!(out.status.success(), "client.py failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -133,6 +138,52 @@ fn tritonclient_scores_both_models_in_both_encodings_as_score_does() {
     assert_close(&flat(&results[9]["outputs"]["variable"]), &green_score, "model-2 JSON");
     assert_eq!(results[10], json!({"ready": true}));
     assert_ne!(blue_score, green_score, "the two models answer differently");
+}
+
+/// Two endpoints in one server: tritonclient reaches each at its own base URL
+/// (`host:port/endpoints/NAME`), with that endpoint's key only, and gets its model.
+#[test]
+fn tritonclient_reaches_each_endpoint_at_its_own_url() {
+    let server = Server::start();
+    let mut keys = Vec::new();
+    for (ep, model) in [("ep-a", "model-1"), ("ep-b", "model-2")] {
+        assert_eq!(server.admin("PUT", &format!("/v1/endpoints/{ep}"), Some(&json!({}))).status, 201);
+        let doc = json!({"model": {"path": repo().join("models").join(model)}});
+        let r = server.admin("PUT", &format!("/v1/endpoints/{ep}/deployments/blue?all_traffic=true"), Some(&doc));
+        assert_eq!(r.status, 201, "{}", r.body);
+        eventually("blue takes the traffic", std::time::Duration::from_secs(60), || {
+            let shown = server.admin("GET", &format!("/v1/endpoints/{ep}"), None).json();
+            if shown["traffic"]["blue"] == 100 {
+                Ok(())
+            } else {
+                Err(shown.to_string())
+            }
+        });
+        keys.push(server.admin("GET", &format!("/v1/endpoints/{ep}/keys"), None).json()["primaryKey"].clone());
+    }
+    let key = |i: usize| keys[i].as_str().unwrap().to_string();
+    let rows = sample_rows();
+    let url = |ep: &str| format!("{}/endpoints/{ep}", server.scoring);
+    let a = tritonclient_at(
+        &url("ep-a"),
+        &key(0),
+        json!([
+            {"op": "server_ready"},
+            {"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": rows, "binary": true},
+            {"op": "metadata", "model": "model-2"},
+        ]),
+    );
+    assert_eq!(a[0], json!({"ready": true}));
+    assert_close(&flat(&a[1]["outputs"]["variable"]), &MODEL_1_ANSWER, "ep-a's model-1");
+    assert_eq!(a[2]["status"], "404", "ep-a serves no model-2: {}", a[2]);
+    let b = tritonclient_at(
+        &url("ep-b"),
+        &key(1),
+        json!([{"op": "infer", "model": "model-2", "input": "X", "datatype": "FP32", "rows": rows, "binary": true}]),
+    );
+    assert_eq!(b[0]["response"]["model_name"], "model-2", "{}", b[0]);
+    let crossed = tritonclient_at(&url("ep-b"), &key(0), json!([{"op": "metadata", "model": "model-2"}]));
+    assert_eq!(crossed[0]["status"], "401", "ep-a's key on ep-b: {}", crossed[0]);
 }
 
 #[test]
