@@ -745,6 +745,14 @@ impl InstancePool {
         loop {
             let permit = match self.available.try_acquire() {
                 Ok(p) => p,
+                // A closed pool being drained (its deployment deleted or replaced) will free no
+                // instance for a request that comes now: the drain takes each one as it frees.
+                // Waiting here raced the drain for the permit (the semaphore's order holds only
+                // within `permits::SKEW`), and a request that won held the last instance the
+                // drain was waiting for. Answered at once, the front door routes it again.
+                Err(TryAcquireError::NoPermits) if self.is_closed() && self.draining.load(Ordering::Relaxed) > 0 => {
+                    return Err(RunError::NoInstance)
+                }
                 Err(TryAcquireError::NoPermits) => self.available.acquire().await.map_err(|_| RunError::NoInstance)?,
                 Err(TryAcquireError::Closed) => return Err(RunError::NoInstance),
             };
@@ -1439,18 +1447,18 @@ mod tests {
         let p2 = Arc::clone(&p);
         let drain = tokio::spawn(async move { p2.remove(1).await });
         eventually("the drain waits", || p.counts().draining == 1).await;
-        // B was routed here before the delete and asks for an instance after the drain.
-        let p3 = Arc::clone(&p);
-        let mut b = tokio::spawn(async move { p3.run(Bytes::from_static(b"[2]"), None, Headers::none()).await });
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), &mut b).await;
-        assert!(waiting.is_err(), "B waits while A runs");
-        // A finishes: the drain takes the instance, and B, which no instance will ever serve,
-        // is answered at once (it waited on the semaphore until its deadline before).
+        // B was routed here before the delete and asks for an instance after the drain began:
+        // no instance will ever serve it, so it is answered at once, while A still runs (it
+        // waited on the semaphore until its deadline at first; then it could win the freed
+        // instance from the drain, and hold it, now and then under load).
+        let b = p.run(Bytes::from_static(b"[2]"), None, Headers::none());
+        let b = tokio::time::timeout(std::time::Duration::from_secs(5), b).await;
+        assert_eq!(b.expect("B was held while the pool drained"), Err(RunError::NoInstance));
+        // A finishes: the drain takes the instance.
         open.notify_one();
         assert_eq!(&a.await.unwrap().unwrap().body[..], b"[1]", "A, in flight, was served");
-        drain.await.unwrap();
-        let b = tokio::time::timeout(std::time::Duration::from_secs(5), b).await;
-        assert_eq!(b.expect("B was held after the last instance left").unwrap(), Err(RunError::NoInstance));
+        tokio::time::timeout(std::time::Duration::from_secs(5), drain).await.expect("the drain ends").unwrap();
+        assert_eq!(p.ready(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

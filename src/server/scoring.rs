@@ -9,8 +9,10 @@ use super::front_door::{self, ScoringState};
 /// `/endpoints/{endpoint}`, the same at the root for the server's only endpoint (or the one
 /// `Host: NAME.localhost` names), and the process's health routes.
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope("/endpoints/{endpoint}").configure(endpoint_routes))
-        .configure(endpoint_routes)
+    // The root routes first: actix tries services in order, and a request of a one-endpoint
+    // server (the bare `/score`) then matches before the scope's dynamic pattern is tried.
+    cfg.configure(endpoint_routes)
+        .service(web::scope("/endpoints/{endpoint}").configure(endpoint_routes))
         .route("/", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Healthy") }))
         .route("/health/live", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("Live") }))
         .route("/health/ready", web::get().to(ready))
