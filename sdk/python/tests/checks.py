@@ -17,48 +17,21 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from switchyard_ml import MLClient
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, failed, no_cli_advice, refused  # noqa: E402
+
 repo = sys.argv[1]
 admin_url = os.environ["SWITCHYARD_ADMIN_URL"]
 fixtures = os.path.join(repo, "tests", "fixtures", "python")
 conda_file = os.path.join(repo, "examples", "azure-sample", "model-1", "environment", "conda.yaml")
-# What no message of the admin API may say to an SDK user: the CLI's commands and flags.
-CLI_WORDS = ("online-endpoint", "online-deployment", "--traffic", "--set", "--all-traffic", "--yes", "switchyard ")
 
 
-def refused(call, kind, status=None):
-    try:
-        call()
-    except kind as e:
-        if status is not None:
-            assert getattr(e, "status_code", None) == status, "status_code {!r}, not {}".format(getattr(e, "status_code", None), status)
-        return str(e)
-    raise AssertionError("not refused with {}".format(kind.__name__))
-
-
-def no_cli_advice(message):
-    assert not any(w in message for w in CLI_WORDS), "CLI advice given to an SDK user: " + message
-    return message
 
 
 ml_client = MLClient(None, "sub", "rg", "ws", show_progress=False)
 name = "sdk-checks"
 endpoint = ManagedOnlineEndpoint(name=name, auth_mode="key")
-failed = []
 
-
-def check(text):
-    """Runs the decorated check at once; a failure is recorded and the next check runs."""
-
-    def run(fn):
-        print("check:", text, flush=True)
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - every failure is reported, then the next runs
-            print("FAILED: {}: {}: {}".format(text, type(e).__name__, e), flush=True)
-            failed.append(text)
-        return fn
-
-    return run
 
 
 def deployment(dname, **more):

@@ -18,44 +18,25 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from switchyard_ml import MLClient
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, failed, no_cli_advice, refused  # noqa: E402
+
+
+def refused_plainly(call, kind, status=None):
+    """``refused``, with a message that gives an SDK user no CLI advice."""
+    return no_cli_advice(refused(call, kind, status))
+
 repo = sys.argv[1]
 request_file = os.path.join(repo, "sample-requests", "model-1.json")
 MODEL_1 = [11055.977245525679, 4503.079536107787]  # models/model-1 (FP64) on the request
 MODEL_2 = [120.3559, 92.30396]  # models/model-2 (FP32) on the same request
-CLI_WORDS = ("online-endpoint", "online-deployment", "--traffic", "--set", "--all-traffic", "--yes", "switchyard ")
 
 A, B = "sdk-many-a", "sdk-many-b"
 MODELS = {A: ("model-1", 1, MODEL_1), B: ("model-2", 2, MODEL_2)}
 
 ml_client = MLClient(None, "sub", "rg", "ws", show_progress=False)
-failed = []
 
 
-def check(text):
-    """Runs the decorated check at once; a failure is recorded and the next check runs."""
-
-    def run(fn):
-        print("check:", text, flush=True)
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - every failure is reported, then the next runs
-            print("FAILED: {}: {}: {}".format(text, type(e).__name__, e), flush=True)
-            failed.append(text)
-        return fn
-
-    return run
-
-
-def refused(call, kind, status=None):
-    try:
-        call()
-    except kind as e:
-        if status is not None:
-            assert getattr(e, "status_code", None) == status, "status_code {!r}, not {}".format(getattr(e, "status_code", None), status)
-        message = str(e)
-        assert not any(w in message for w in CLI_WORDS), "CLI advice given to an SDK user: " + message
-        return message
-    raise AssertionError("not refused with {}".format(kind.__name__))
 
 
 def close(got, want, rel=1e-5):
@@ -119,7 +100,7 @@ def _():
 
 @check("get() of a missing endpoint raises ResourceNotFoundError naming the endpoints that exist")
 def _():
-    message = refused(lambda: ml_client.online_endpoints.get(name="sdk-many-missing"), ResourceNotFoundError, 404)
+    message = refused_plainly(lambda: ml_client.online_endpoints.get(name="sdk-many-missing"), ResourceNotFoundError, 404)
     assert "sdk-many-missing" in message and A in message and B in message, message
     for call in (
         lambda: ml_client.online_endpoints.get_keys(name="sdk-many-missing"),
@@ -127,7 +108,7 @@ def _():
         lambda: ml_client.online_endpoints.begin_delete(name="sdk-many-missing"),
         lambda: ml_client.online_deployments.list(endpoint_name="sdk-many-missing"),
     ):
-        message = refused(call, ResourceNotFoundError, 404)
+        message = refused_plainly(call, ResourceNotFoundError, 404)
         assert "sdk-many-missing" in message and A in message and B in message, message
     assert names(ml_client.online_endpoints.list()) == [A, B]
 
@@ -160,7 +141,7 @@ def _():
             ManagedOnlineDeployment(name="blue", model=Model(path=os.path.join(repo, "models", "model-1")))),
         lambda: ml_client.online_endpoints.begin_delete(),
     ):
-        message = refused(call, HttpResponseError, 409)
+        message = refused_plainly(call, HttpResponseError, 409)
         assert A in message and B in message and "endpoint_name" in message, message
     assert names(ml_client.online_endpoints.list()) == [A, B]
     for n in (A, B):
@@ -188,7 +169,7 @@ def _():
     assert ml_client.online_endpoints.get(name=A).traffic == {"blue": 100}
     assert not any(ml_client.online_endpoints.get(name=B).traffic.values()), ml_client.online_endpoints.get(name=B).traffic
     # B has no live traffic yet: its invoke is refused, A's is not.
-    refused(lambda: ml_client.online_endpoints.invoke(endpoint_name=B, request_file=request_file), HttpResponseError)
+    refused_plainly(lambda: ml_client.online_endpoints.invoke(endpoint_name=B, request_file=request_file), HttpResponseError)
     endpoints[B].traffic = {"blue": 100}
     ml_client.begin_create_or_update(endpoints[B]).result()
     for n in (A, B):
@@ -238,7 +219,7 @@ def _():
     ml_client.begin_create_or_update(endpoints[A]).result()
     ml_client.online_deployments.begin_delete(name="blue", endpoint_name=A).result()
     assert names(ml_client.online_deployments.list(endpoint_name=A)) == []
-    message = refused(lambda: ml_client.online_deployments.get(name="blue", endpoint_name=A), ResourceNotFoundError, 404)
+    message = refused_plainly(lambda: ml_client.online_deployments.get(name="blue", endpoint_name=A), ResourceNotFoundError, 404)
     assert "blue" in message, message
     assert names(ml_client.online_deployments.list(endpoint_name=B)) == ["blue"]
     got = json.loads(ml_client.online_endpoints.invoke(endpoint_name=B, request_file=request_file))
@@ -250,7 +231,7 @@ def _():
     keys_b = ml_client.online_endpoints.get_keys(name=B)
     ml_client.online_endpoints.begin_delete(name=A).result()
     assert names(ml_client.online_endpoints.list()) == [B]
-    message = refused(lambda: ml_client.online_endpoints.get(name=A), ResourceNotFoundError, 404)
+    message = refused_plainly(lambda: ml_client.online_endpoints.get(name=A), ResourceNotFoundError, 404)
     assert A in message and B in message, message
     got = ml_client.online_endpoints.get(name=B)
     assert got.traffic == {"blue": 100} and got.tags == {"which": B}, (got.traffic, got.tags)
@@ -265,7 +246,7 @@ def _():
 def _():
     ml_client.online_endpoints.begin_delete(name=B).result()
     assert ml_client.online_endpoints.list() == []
-    refused(lambda: ml_client.online_endpoints.get(name=B), ResourceNotFoundError, 404)
+    refused_plainly(lambda: ml_client.online_endpoints.get(name=B), ResourceNotFoundError, 404)
 
 
 if failed:
