@@ -175,7 +175,8 @@ fn score_at(uri: &str, key: &str) -> String {
 /// exists (the one-endpoint routes would be refused with 409 then). The notebook deletes its
 /// endpoint at its end, so after each run the server hosts `resident` alone: its settings,
 /// deployments and keys are as they were, and it still answers through its `scoring_uri` with
-/// its key, from its own model.
+/// its key, from its own model. Then twice more stopped before the clean-up cell: the two
+/// endpoints remain beside resident, each served with its own key.
 #[test]
 fn the_seed_sdk_notebook_runs_twice_in_a_row_on_one_server_beside_another_endpoint() {
     if skip_or_set_up() {
@@ -252,6 +253,50 @@ fn the_seed_sdk_notebook_runs_twice_in_a_row_on_one_server_beside_another_endpoi
         made.push(name);
     }
     eprintln!("the notebook's endpoints: {made:?}");
+
+    // Twice more, each run stopped before its clean-up cell (a user who keeps what the
+    // notebook deployed): both endpoints remain beside resident, each serving from its own
+    // scoring URI with its own key, and one's key does not open the other.
+    let mut kept = Vec::new();
+    for run in 3..=4 {
+        let out = sdk_python(&log)
+            .arg(repo().join("sdk/python/tests/tutorial.py"))
+            .arg(repo().join("examples/azure-sample"))
+            .env("SWITCHYARD_ADMIN_URL", &s.admin)
+            .env("TUTORIAL_STOP_BEFORE_CLEAN_UP", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("tutorial: all steps passed"), "run {run}:\n{stdout}");
+        let listed = s.admin("GET", "/v1/endpoints", None).json();
+        let new: Vec<Value> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["name"] != "resident" && !kept.iter().any(|(n, _, _): &(String, String, String)| e["name"] == *n)
+            })
+            .cloned()
+            .collect();
+        assert_eq!(new.len(), 1, "run {run} left its endpoint: {listed}");
+        let name = new[0]["name"].as_str().unwrap().to_string();
+        let key = s.admin("GET", &format!("/v1/endpoints/{name}/keys"), None).json()["primaryKey"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        kept.push((name, new[0]["scoring_uri"].as_str().unwrap().to_string(), key));
+    }
+    let listed = s.admin("GET", "/v1/endpoints", None).json();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "resident and the two kept: {listed}");
+    for (name, uri, key) in &kept {
+        let answer = score_at(uri, key);
+        assert_eq!(numbers(&answer).len(), 2, "{name} serves: {answer}");
+    }
+    let auth = format!("Bearer {}", kept[0].2);
+    let h = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
+    let crossed = http(&agent(), "POST", &kept[1].1, &h, Some(&sample_request()));
+    assert_eq!(crossed.status, 401, "one kept endpoint's key on the other's URI: {}", crossed.body);
+    assert_eq!(resident_state(&s), before, "the kept runs changed resident");
     assert_contract(&s.admin, &log);
     assert_named_routes(&log);
 }
