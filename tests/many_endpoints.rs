@@ -97,6 +97,11 @@ fn two_endpoints_side_by_side_through_the_cli_each_with_its_own_uri_and_keys() {
     let by_host = post(&s, "/score", &key_b, &model_2_request(), Some("ep-b.localhost"));
     assert_eq!(by_host.status, 200, "{}", by_host.body);
     assert_eq!(post(&s, "/score", &key_a, &sample_request(), Some("ep-b.localhost")).status, 401);
+    // The scoring document: each endpoint's; an unknown endpoint's, or the bare one with two
+    // endpoints and no host to pick one, is 404 as `/score` there is.
+    assert_eq!(s.get("/endpoints/ep-a/swagger.json").status, 200);
+    assert_eq!(s.get("/endpoints/ep-c/swagger.json").status, 404);
+    assert_eq!(s.get("/swagger.json").status, 404);
     let unknown = post(&s, "/endpoints/ep-c/score", &key_a, &sample_request(), None);
     assert_eq!(unknown.status, 404);
     assert!(unknown.message().contains("ep-c") && unknown.message().contains(&uri_a), "{}", unknown.message());
@@ -139,6 +144,7 @@ fn two_endpoints_side_by_side_through_the_cli_each_with_its_own_uri_and_keys() {
     assert_eq!(post(&s, &path(&uri_b), &key_b, &model_2_request(), None).status, 200);
     let bare = post(&s, "/score", &key_b, &model_2_request(), None);
     assert_eq!(bare.status, 200, "{}", bare.body);
+    assert_eq!(s.get("/swagger.json").status, 200, "one endpoint left: the bare document again");
     assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["name"], "ep-b");
 }
 

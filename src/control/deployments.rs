@@ -126,6 +126,9 @@ impl ControlPlane {
         // RFC 7396: objects merge key by key, `null` removes, anything else replaces.
         json_patch::merge(&mut merged, &patch);
         let (spec, _) = DeploymentSpec::from_request(merged, name, None)?;
+        // A merge patch may name another endpoint: refused here as a PUT's document is (saved,
+        // it would stop the next start).
+        self.check_endpoint_name(&state, &spec)?;
         if replacing {
             // Finding the hook reads the disk: not while holding the lock. The change goes in
             // only if the deployment is still the one the patch was merged into.
@@ -460,7 +463,7 @@ impl ControlPlane {
         })?;
         match &spec.endpoint_name {
             Some(n) if *n != ep.spec.name => Err(ControlError::invalid(format!(
-                "deployment {:?} is for endpoint {n:?}, but this server hosts endpoint {:?}",
+                "deployment {:?} names endpoint {n:?} (endpoint_name), but it is being sent to endpoint {:?}: a deployment stays in its endpoint",
                 spec.name, ep.spec.name
             ))),
             _ => Ok(()),

@@ -287,9 +287,11 @@ impl ControlPlane {
     /// secrets (keeping the ones that left for the grace period) in one published change.
     fn apply_secrets(&self, files: &secrets::SecretFiles) {
         let mut state = self.lock();
-        if let Some(ep) = state.endpoint.as_mut() {
-            ep.credentials.rotate_to(files.of(&self.name), self.options.key_grace, Instant::now());
-        }
+        // No endpoint yet (a restore that has not set it up): nothing to rotate, and nothing
+        // to save (a document without the endpoint would remove its saved file). The restore
+        // takes the folder's secrets as it sets the endpoint up.
+        let Some(ep) = state.endpoint.as_mut() else { return };
+        ep.credentials.rotate_to(files.of(&self.name), self.options.key_grace, Instant::now());
         self.commit_background(&state);
     }
 

@@ -97,7 +97,10 @@ pub(crate) struct SecretFiles {
 impl SecretFiles {
     /// The secrets of endpoint `name`: its own, or the folder's shared ones.
     pub(crate) fn of(&self, name: &str) -> &SharedSecrets {
-        self.own.get(name).unwrap_or(&self.shared)
+        // Endpoint names are unique regardless of case, and so is the prefix that names one.
+        let own =
+            self.own.get(name).or_else(|| self.own.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, s)| s));
+        own.unwrap_or(&self.shared)
     }
 }
 
@@ -300,6 +303,7 @@ mod tests {
         assert_eq!(f.of("ep-a").primary_key, K4);
         assert_eq!(f.of("ep-b").primary_key, K1, "no files of its own: the shared keys");
         assert_ne!(f.of("ep-a").fingerprint(), f.of("ep-b").fingerprint());
+        assert_eq!(f.of("EP-A").primary_key, K4, "endpoint names are unique regardless of case, and so is the prefix");
 
         let mut incomplete = shared.to_vec();
         incomplete.push(("ep-a.primary-key", K4));

@@ -406,3 +406,69 @@ async fn every_endpoint_is_saved_in_its_own_file_and_restored() {
     let e = StateDir::open(dir.path()).unwrap_err().to_string();
     assert!(e.contains("another endpoint"), "{e}");
 }
+
+/// An endpoint deleted while it was still being restored leaves the routing table: before,
+/// its "restoring" entry stayed for good (503 on its URI, the process never ready again, a
+/// new endpoint of the name never routed).
+#[tokio::test]
+async fn an_endpoint_deleted_while_restoring_leaves_the_routing_table() {
+    let loader = Arc::new(FakeLoader::default());
+    let ws = workspace(&loader, None);
+    let a = create(&ws, "ep-a");
+    a.restoring.store(true, std::sync::atomic::Ordering::Release);
+    a.publish(&a.lock());
+    assert_eq!(ws.routing().load().restoring, ["ep-a"]);
+    ws.delete_endpoint("ep-a").unwrap();
+    let table = ws.routing().load_full();
+    assert!(table.restoring.is_empty() && table.endpoints.is_empty(), "{:?}", table.names());
+    create(&ws, "ep-a");
+    assert!(ws.routing().load().endpoints.contains_key("ep-a"), "the new ep-a routes");
+}
+
+/// A merge patch that names another endpoint is refused as a PUT's document is: saved, it
+/// stopped the next start ("deployment is for endpoint ...").
+#[tokio::test]
+async fn a_patch_cannot_move_a_deployment_to_another_endpoint() {
+    let loader = Arc::new(FakeLoader::default());
+    let ws = workspace(&loader, None);
+    let a = create(&ws, "ep-a");
+    create(&ws, "ep-b");
+    loaded(&a, deployment("blue", "models/v1", json!({}))).await;
+    let refused = a.patch_deployment("blue", json!({"endpoint_name": "ep-b", "instance_count": 2})).unwrap_err();
+    assert!(matches!(refused, ControlError::Spec(_)) && refused.to_string().contains("ep-b"), "{refused}");
+    assert_eq!(a.get_deployment("blue").unwrap().spec.instance_count, 1, "nothing changed");
+}
+
+/// A secrets edit that lands while a saved endpoint is not set up yet (its restore has not
+/// run) rotates nothing and saves nothing: before, it saved a document without the endpoint,
+/// which removed the endpoint's file.
+#[tokio::test]
+async fn a_secrets_edit_before_the_restore_keeps_the_saved_file() {
+    let loader = Arc::new(FakeLoader::default());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (state_dir, _) = StateDir::open(dir.path()).unwrap();
+        create(&workspace(&loader, Some(state_dir)), "ep-a");
+    }
+    let (state_dir, saved) = StateDir::open(dir.path()).unwrap();
+    let ws = workspace(&loader, Some(state_dir));
+    let secret = |s: &str| s.repeat(32);
+    let files = super::secrets::SecretFiles {
+        shared: crate::endpoint::auth::SharedSecrets {
+            primary_key: secret("a"),
+            secondary_key: secret("b"),
+            token_signing_key: secret("c"),
+            token_verify_key: None,
+        },
+        own: Default::default(),
+        admin_token: None,
+    };
+    ws.set_secrets_source(dir.path().to_path_buf(), files.clone());
+    let restores = ws.begin_restore(saved);
+    ws.apply_secrets(files);
+    assert!(dir.path().join("state.json").is_file(), "the saved endpoint is still on disk");
+    for (plane, doc) in restores {
+        plane.restore(doc).await;
+    }
+    assert_eq!(primary_key(&ws.endpoint("ep-a").unwrap()), secret("a"), "the restore took the folder's keys");
+}

@@ -87,26 +87,15 @@ pub(crate) fn start(control: Arc<Workspace>, dir: PathBuf) -> Result<(), ConfigD
         return Err(ConfigDirError::NotAFolder(dir.display().to_string()));
     }
     control.set_declarative(dir.clone());
-    let folders = match endpoint_file(&dir) {
-        Some(_) => vec![dir.clone()],
-        None => {
-            let mut subs: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|source| ConfigDirError::Unlistable { dir: dir.display().to_string(), source })?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-                    !hidden && p.is_dir() && endpoint_file(p).is_some()
-                })
-                .collect();
-            subs.sort();
-            if subs.is_empty() {
-                vec![dir.clone()]
-            } else {
-                subs
-            }
+    let folders = endpoint_folders(&dir)?;
+    // Each endpoint belongs to the first folder (in name order) that names it; claimed here,
+    // before any folder is applied, so which folder wins does not depend on which task runs
+    // first.
+    for folder in &folders {
+        if let Ok(desired) = read_folder(folder) {
+            let _ = control.claim(&desired.endpoint.name, folder);
         }
-    };
+    }
     for folder in folders {
         let mut changes = FolderWatch::new(&folder, "--config-dir")?;
         let ws = Arc::clone(&control);
@@ -119,6 +108,55 @@ pub(crate) fn start(control: Arc<Workspace>, dir: PathBuf) -> Result<(), ConfigD
         });
     }
     Ok(())
+}
+
+/// The folders of `dir` that each hold one endpoint: `dir` itself when it has an
+/// `endpoint.yml` (or holds no sub-folder that has one), else those sub-folders, in name order.
+fn endpoint_folders(dir: &Path) -> Result<Vec<PathBuf>, ConfigDirError> {
+    if endpoint_file(dir).is_some() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| ConfigDirError::Unlistable { dir: dir.display().to_string(), source })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+            !hidden && p.is_dir() && endpoint_file(p).is_some()
+        })
+        .collect();
+    subs.sort();
+    Ok(if subs.is_empty() { vec![dir.to_path_buf()] } else { subs })
+}
+
+/// The saved endpoints (`--state-dir`) that a folder of `dir` still defines; the others were
+/// removed from the files while the server was down (a folder gone, an `endpoint.yml` that
+/// names another endpoint now), and their saved files go with them: in declarative mode the
+/// files own the endpoints, and one that no file defines could never be changed or deleted.
+/// When a folder cannot be read, every saved endpoint is kept (its folder may be the one).
+pub(crate) fn keep_defined(dir: &Path, saved: Vec<super::store::Saved>) -> Vec<super::store::Saved> {
+    let Ok(folders) = endpoint_folders(dir) else { return saved };
+    let mut names = BTreeSet::new();
+    for folder in &folders {
+        match read_folder(folder) {
+            Ok(desired) => names.insert(desired.endpoint.name.to_ascii_lowercase()),
+            Err(_) => return saved,
+        };
+    }
+    saved
+        .into_iter()
+        .filter(|s| {
+            let Some(name) = s.doc.endpoint.as_ref().map(|e| e.spec.name.clone()) else { return false };
+            if names.contains(&name.to_ascii_lowercase()) {
+                return true;
+            }
+            tracing::warn!(endpoint = %name, dir = %dir.display(), "a saved endpoint that no folder of --config-dir defines any more: deleted");
+            if let Err(e) = s.store.save(&super::store::Durable::new(None, Vec::new())) {
+                tracing::error!(endpoint = %name, error = %e, "cannot remove the saved endpoint's file");
+            }
+            false
+        })
+        .collect()
 }
 
 /// The folder's `endpoint.yml` (or `.yaml`): any entry of that name counts (not only a
@@ -197,6 +235,7 @@ async fn apply_folder(ws: &Arc<Workspace>, dir: &Path, applied: &mut Option<Desi
             shown(None, Some(&desired.endpoint.name));
             // The folder renamed its endpoint: the old one was this folder's, and goes.
             if let Some(old) = last.filter(|old| *old != desired.endpoint.name) {
+                ws.release(&old, dir);
                 if let Err(e) = ws.delete_endpoint(&old) {
                     tracing::warn!(dir = %dir.display(), endpoint = %old, error = %e, "the endpoint the folder no longer names could not be deleted");
                 }
@@ -265,14 +304,14 @@ fn read_folder(dir: &Path) -> Result<Desired, ConfigDirError> {
 /// differs. The endpoint belongs to the folder `dir`: another folder naming it is refused.
 async fn apply(ws: &Workspace, dir: &Path, desired: &Desired) -> Result<(), ConfigDirError> {
     let step = |step: String| move |error| ConfigDirError::Apply { step, error };
-    let existing = ws.endpoint(&desired.endpoint.name).ok();
-    if let Some(owner) = existing.as_ref().and_then(|p| p.declarative_dir()).filter(|owner| *owner != dir) {
+    if let Err(owner) = ws.claim(&desired.endpoint.name, dir) {
         return Err(ConfigDirError::Claimed {
             folder: dir.display().to_string(),
             name: desired.endpoint.name.clone(),
             owner: owner.display().to_string(),
         });
     }
+    let existing = ws.endpoint(&desired.endpoint.name).ok();
     let current = existing.map(|p| p.current_specs()).unwrap_or_default();
     // 1. The endpoint itself (keeping the running traffic until the deployments are ready).
     let ep = &desired.endpoint;
@@ -414,6 +453,50 @@ mod tests {
             "{claimed}"
         );
         assert_eq!(split(&cp), json!({"blue": 100}));
+    }
+
+    /// Two folders that name one endpoint, applied at once: exactly one owns it, the other is
+    /// refused naming the owner (before, both could pass the check and be applied, mixed).
+    #[tokio::test]
+    async fn two_folders_naming_one_endpoint_never_both_apply() {
+        let loader = Arc::new(FakeLoader::default());
+        let ws = workspace(&loader, None);
+        let (one, two) = (Path::new("/config/one"), Path::new("/config/two"));
+        let first = desired(json!({"one": 100}), &[deployment("one", "models/a", json!({}))]);
+        let second = desired(json!({"two": 100}), &[deployment("two", "models/b", json!({}))]);
+        let (x, y) = tokio::join!(apply(&ws, one, &first), apply(&ws, two, &second));
+        assert!(x.is_ok() != y.is_ok(), "exactly one applies: {x:?} {y:?}");
+        let refused = x.err().or(y.err()).unwrap();
+        assert!(matches!(refused, ConfigDirError::Claimed { .. }), "{refused}");
+        assert_eq!(ws.endpoint("my-ep").unwrap().list_deployments().unwrap().len(), 1);
+    }
+
+    /// Saved endpoints that no folder defines any more (renamed or removed while the server
+    /// was down) are not restored, and their files go: before, they came back owned by no
+    /// folder, and could then be neither changed nor deleted.
+    #[tokio::test]
+    async fn a_saved_endpoint_no_folder_defines_is_not_restored() {
+        let loader = Arc::new(FakeLoader::default());
+        let state = tempfile::tempdir().unwrap();
+        {
+            let (state_dir, _) = super::super::store::StateDir::open(state.path()).unwrap();
+            let ws = workspace(&loader, Some(state_dir));
+            for name in ["old-ep", "kept-ep"] {
+                let (spec, _) = EndpointSpec::from_value(json!({"name": name})).unwrap();
+                ws.put_endpoint(spec, vec![]).unwrap();
+            }
+        }
+        let config = tempfile::tempdir().unwrap();
+        std::fs::write(config.path().join("endpoint.yml"), "name: kept-ep\n").unwrap();
+        let (_, saved) = super::super::store::StateDir::open(state.path()).unwrap();
+        let kept = keep_defined(config.path(), saved);
+        let names: Vec<_> = kept.iter().map(|s| s.doc.endpoint.as_ref().unwrap().spec.name.clone()).collect();
+        assert_eq!(names, ["kept-ep"]);
+        let (_, again) = super::super::store::StateDir::open(state.path()).unwrap();
+        assert_eq!(again.len(), 1, "old-ep's file is gone");
+        // A folder that cannot be read keeps every saved endpoint (it may be the one).
+        std::fs::write(config.path().join("endpoint.yml"), "name: [").unwrap();
+        assert_eq!(keep_defined(config.path(), again).len(), 1);
     }
 
     /// Traffic to a deployment whose init failed is refused as the API refuses it: the error

@@ -45,6 +45,8 @@ pub(crate) struct Workspace {
     /// says so): `rollout show` still answers for an endpoint deleted mid-rollout, until an
     /// endpoint of that name is created again. Bounded by the endpoint limit (oldest go).
     deleted_rollouts: Mutex<Vec<(String, RolloutView)>>,
+    /// In `--config-dir` mode, the folder that owns each endpoint (by lower-case name).
+    claims: Mutex<BTreeMap<String, PathBuf>>,
 }
 
 impl Workspace {
@@ -70,6 +72,7 @@ impl Workspace {
             planes: Mutex::new(BTreeMap::new()),
             declarative: OnceLock::new(),
             deleted_rollouts: Mutex::new(Vec::new()),
+            claims: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -146,6 +149,29 @@ impl Workspace {
         self.declarative.get().map(PathBuf::as_path)
     }
 
+    /// Makes `folder` the owner of endpoint `name` (`--config-dir`), unless another folder owns
+    /// it: then that folder is the error. One check-and-set under one lock, so two folders
+    /// that name the same endpoint cannot both be applied.
+    pub(crate) fn claim(&self, name: &str, folder: &Path) -> Result<(), PathBuf> {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        match claims.get(&name.to_ascii_lowercase()) {
+            Some(owner) if owner != folder => Err(owner.clone()),
+            Some(_) => Ok(()),
+            None => {
+                claims.insert(name.to_ascii_lowercase(), folder.to_path_buf());
+                Ok(())
+            }
+        }
+    }
+
+    /// `folder` no longer defines endpoint `name` (it renamed it).
+    pub(crate) fn release(&self, name: &str, folder: &Path) {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        if claims.get(&name.to_ascii_lowercase()).is_some_and(|owner| owner == folder) {
+            claims.remove(&name.to_ascii_lowercase());
+        }
+    }
+
     /// The names of the endpoints, sorted.
     pub(crate) fn names(&self) -> Vec<String> {
         self.planes().keys().cloned().collect()
@@ -205,7 +231,13 @@ impl Workspace {
                     }
                     return Err(e);
                 }
-                Ok(done) => return Ok(done),
+                Ok(done) => {
+                    if new_plane {
+                        // An endpoint of the name again: the deleted one's rollout is history.
+                        self.deleted_rollouts().retain(|(n, _)| *n != spec.name);
+                    }
+                    return Ok(done);
+                }
             }
         }
     }
@@ -233,7 +265,6 @@ impl Workspace {
         let store = self.state_dir.as_ref().map(|d| d.store_for(name, primary_taken));
         let plane = ControlPlane::new(name, self, store);
         planes.insert(name.to_string(), Arc::clone(&plane));
-        self.deleted_rollouts().retain(|(n, _)| n != name);
         Ok((plane, true))
     }
 
@@ -248,6 +279,10 @@ impl Workspace {
         if state.endpoint.is_none() {
             state.retired = true;
             planes.remove(plane.name());
+            // Whatever the plane last showed goes with it (an endpoint deleted while it was
+            // still being restored showed "restoring": left there, it answered 503 for good
+            // and held the process's readiness down).
+            self.shared.publish(plane.id, plane.name(), None);
         }
     }
 

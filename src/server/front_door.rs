@@ -360,7 +360,7 @@ pub(crate) fn endpoint_of<'t>(
         return Ok(only);
     }
     if let Some(endpoint) = host_endpoint(req, table) {
-        return Ok(endpoint);
+        return endpoint;
     }
     if table.endpoints.is_empty() && !table.restoring.is_empty() {
         return Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()));
@@ -377,7 +377,10 @@ pub(crate) fn endpoint_of<'t>(
 /// The endpoint named by the request's host (`NAME.localhost[:port]`), if one exists. Host
 /// names are case-insensitive, and so are endpoint names (the control plane keeps them
 /// unique regardless of case).
-fn host_endpoint<'t>(req: &HttpRequest, table: &'t RoutingTable) -> Option<&'t crate::endpoint::EndpointView> {
+fn host_endpoint<'t>(
+    req: &HttpRequest,
+    table: &'t RoutingTable,
+) -> Option<Result<&'t crate::endpoint::EndpointView, Refused>> {
     let host = match req.headers().get(header::HOST) {
         Some(h) => h.to_str().ok()?,
         None => req.uri().host()?,
@@ -389,11 +392,18 @@ fn host_endpoint<'t>(req: &HttpRequest, table: &'t RoutingTable) -> Option<&'t c
     if !domain.eq_ignore_ascii_case("localhost") {
         return None;
     }
-    table
+    let serving = table
         .endpoints
         .get(name)
-        .or_else(|| table.endpoints.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, e)| e))
-        .map(|e| &**e)
+        .or_else(|| table.endpoints.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, e)| e));
+    match serving {
+        Some(e) => Some(Ok(&**e)),
+        // Named, and coming back from a restart: 503, which a client retries (not a 404).
+        None if table.restoring.iter().any(|r| r.eq_ignore_ascii_case(name)) => {
+            Some(Err(Refused::Unavailable(Unavailable::Restoring.message().to_string())))
+        }
+        None => None,
+    }
 }
 
 /// `: a at /endpoints/a/score, b at ...` for the endpoints of `table`, with the path the
@@ -498,4 +508,40 @@ fn with_ids(mut response: HttpResponse, request_id: &str, client_id: Option<&str
         h.insert(CLIENT_REQUEST_ID, client);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, host: &str) -> HttpRequest {
+        actix_web::test::TestRequest::post().uri(path).insert_header((header::HOST, host)).to_http_request()
+    }
+
+    /// A request for an endpoint that is coming back from a restart is told to retry (503),
+    /// however it names the endpoint; an endpoint that does not exist is 404. Before, the host
+    /// name of a restoring endpoint got a 404, which clients take as final.
+    #[test]
+    fn an_endpoint_being_restored_is_503_by_path_and_by_host() {
+        let serving = crate::endpoint::EndpointView {
+            name: "ep-a".into(),
+            credentials: crate::endpoint::Credentials::generate(crate::spec::AuthMode::Key, Duration::from_secs(60)),
+            deployments: Default::default(),
+            split: crate::endpoint::WeightedSplit::new(std::iter::empty()),
+            mirror: None,
+            affinity: None,
+        };
+        let mut table = RoutingTable { restoring: vec!["ep-s".into()], ..RoutingTable::default() };
+        table.endpoints.insert("ep-a".into(), Arc::new(serving));
+        let status = |r: &HttpRequest| match endpoint_of(r, &table) {
+            Err(Refused::Unavailable(_)) => 503,
+            Err(Refused::NotFound(_)) => 404,
+            _ => 0,
+        };
+        assert_eq!(status(&request("/score", "ep-s.localhost:5001")), 503);
+        assert_eq!(status(&request("/score", "EP-S.localhost")), 503);
+        assert_eq!(status(&request("/score", "other.localhost")), 404, "no such endpoint, two on the server");
+        let empty = RoutingTable::default();
+        assert!(matches!(endpoint_of(&request("/score", "ep-s.localhost"), &empty), Err(Refused::NotFound(_))));
+    }
 }

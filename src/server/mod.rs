@@ -334,6 +334,11 @@ pub(crate) async fn run(
         return Err(ServeError::AdminExposed(admin_ip));
     }
     let allowed_hosts = admin_guard::AllowedHosts::new(admin_ip, &opts.admin_allowed_hosts)?;
+    // In declarative mode, a saved endpoint that no folder defines any more is not restored.
+    let saved = match &opts.config_dir {
+        Some(dir) => crate::control::watch::keep_defined(dir, saved),
+        None => saved,
+    };
     // Each saved endpoint answers 503 until it is restored (the restores start once the
     // planes listen).
     let restores = control.begin_restore(saved);

@@ -1,6 +1,6 @@
 //! The scoring plane's routes (CONTRACT §6).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::errors::Refused;
 use super::front_door::{self, ScoringState};
@@ -44,8 +44,18 @@ async fn ready(state: web::Data<ScoringState>) -> HttpResponse {
     response
 }
 
-async fn swagger() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(SWAGGER)
+/// The scoring plane's document: the same for every endpoint (it holds no data, and needs no
+/// key), but only for one that exists: `/endpoints/NAME/swagger.json` of an unknown name, and
+/// the bare `/swagger.json` of a server holding several endpoints that the host does not pick
+/// from, answer 404 naming them, as `/score` there would. With no endpoint yet the bare
+/// document is served, as it always was.
+async fn swagger(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
+    let table = state.snapshot();
+    let bare_and_empty = req.match_info().get("endpoint").is_none() && table.endpoints.len() <= 1;
+    match front_door::endpoint_of(&req, &table) {
+        Err(e @ Refused::NotFound(_)) if !bare_and_empty => e.answer(),
+        _ => HttpResponse::Ok().content_type("application/json").body(SWAGGER),
+    }
 }
 
 /// OpenAPI 3 description of the scoring plane.

@@ -216,7 +216,11 @@ function clearEndpointViews() {
 function hashEndpoint() {
   const m = /^#\/endpoints\/([^/?#]+)\/?$/.exec(location.hash);
   if (!m) return null;
-  try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+  let name;
+  try { name = decodeURIComponent(m[1]); } catch (_) { return null; }
+  // Only an endpoint name (CONTRACT §1): a ".." or "a/b" would make the page's calls leave
+  // /v1/endpoints/NAME once the browser resolves the path.
+  return /^[A-Za-z]([-A-Za-z0-9]*[A-Za-z0-9])?$/.test(name) ? name : null;
 }
 
 /** Opens endpoint `name`'s page (null: the list). A new history entry, so the browser's Back
