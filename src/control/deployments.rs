@@ -463,7 +463,7 @@ impl ControlPlane {
         })?;
         match &spec.endpoint_name {
             Some(n) if *n != ep.spec.name => Err(ControlError::invalid(format!(
-                "deployment {:?} names endpoint {n:?} (endpoint_name), but it is being sent to endpoint {:?}: a deployment stays in its endpoint",
+                "deployment {:?} is for endpoint {n:?}, but this server hosts endpoint {:?} here (the one the request names): send it to endpoint {n:?}, or drop endpoint_name; a deployment stays in its endpoint",
                 spec.name, ep.spec.name
             ))),
             _ => Ok(()),
