@@ -43,8 +43,7 @@ fn the_azure_samples_deploy_script_runs_beside_another_endpoint() {
     let doc = serde_json::json!({"model": {"path": repo().join("models/model-1")}});
     let r = server.admin("PUT", "/v1/endpoints/resident/deployments/blue?all_traffic=true", Some(&doc));
     assert_eq!(r.status, 201, "{}", r.body);
-    let key =
-        server.admin("GET", "/v1/endpoints/resident/keys", None).json()["primaryKey"].as_str().unwrap().to_string();
+    let key = server.key_of("resident");
     let score = || {
         let auth = format!("Bearer {key}");
         let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
@@ -62,14 +61,7 @@ fn the_azure_samples_deploy_script_runs_beside_another_endpoint() {
     let before = server.admin("GET", "/v1/endpoints/resident", None).json();
     run_the_script(&server);
     eventually("only resident is left", Duration::from_secs(30), || {
-        let names: Vec<String> = server
-            .admin("GET", "/v1/endpoints", None)
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].as_str().unwrap_or_default().to_string())
-            .collect();
+        let names = server.endpoint_names();
         if names == ["resident"] {
             Ok(())
         } else {

@@ -30,10 +30,6 @@ fn deploy_in(s: &Server, ep: &str, name: &str, model: &str, extra: Value) {
     });
 }
 
-fn key_of(s: &Server, ep: &str) -> String {
-    s.admin("GET", &format!("/v1/endpoints/{ep}/keys"), None).json()["primaryKey"].as_str().unwrap().to_string()
-}
-
 fn post(s: &Server, url: &str, key: &str, body: &[u8], host: Option<&str>) -> Reply {
     let auth = format!("Bearer {key}");
     let mut headers = vec![("Content-Type", "application/json"), ("Authorization", auth.as_str())];
@@ -158,12 +154,12 @@ fn every_endpoint_comes_back_after_kill_9_with_its_own_keys() {
     }
     deploy_in(&s, "ep-a", "blue", "model-1", json!({}));
     deploy_in(&s, "ep-b", "green", "model-2", json!({}));
-    let keys = [key_of(&s, "ep-a"), key_of(&s, "ep-b")];
+    let keys = [s.key_of("ep-a"), s.key_of("ep-b")];
     assert!(state.path().join("state.json").is_file() && state.path().join("endpoints/ep-b.json").is_file());
     s.kill9();
     let s = Server::start_with(&args);
     s.wait_ready();
-    assert_eq!([key_of(&s, "ep-a"), key_of(&s, "ep-b")], keys, "each endpoint's own keys");
+    assert_eq!([s.key_of("ep-a"), s.key_of("ep-b")], keys, "each endpoint's own keys");
     eventually("both endpoints serve again", Duration::from_secs(60), || {
         let a = post(&s, "/endpoints/ep-a/score", &keys[0], &sample_request(), None);
         let b = post(&s, "/endpoints/ep-b/score", &keys[1], &model_2_request(), None);
@@ -192,8 +188,8 @@ fn a_config_dir_of_endpoint_folders_applies_each_on_its_own() {
     }
     let s = Server::start_with(&["--config-dir", dir.path().to_str().unwrap()]);
     eventually("both folders applied", Duration::from_secs(60), || {
-        let a = post(&s, "/endpoints/ep-a/score", &key_of(&s, "ep-a"), &sample_request(), None);
-        let b = post(&s, "/endpoints/ep-b/score", &key_of(&s, "ep-b"), &model_2_request(), None);
+        let a = post(&s, "/endpoints/ep-a/score", &s.key_of("ep-a"), &sample_request(), None);
+        let b = post(&s, "/endpoints/ep-b/score", &s.key_of("ep-b"), &model_2_request(), None);
         if (a.status, b.status) == (200, 200) {
             Ok(())
         } else {
@@ -212,7 +208,7 @@ fn a_config_dir_of_endpoint_folders_applies_each_on_its_own() {
     let b = s.admin("GET", "/v1/endpoints/ep-b", None).json();
     assert!(b["config_dir"]["last_error"].is_null(), "{b}");
     assert!(b["config_dir"]["path"].as_str().unwrap().ends_with("ep-b"), "{b}");
-    assert_eq!(post(&s, "/endpoints/ep-a/score", &key_of(&s, "ep-a"), &sample_request(), None).status, 200);
+    assert_eq!(post(&s, "/endpoints/ep-a/score", &s.key_of("ep-a"), &sample_request(), None).status, 200);
 }
 
 #[test]
@@ -236,8 +232,8 @@ fn secrets_dir_files_of_an_endpoint_give_it_keys_of_its_own() {
     deploy_in(&s, "ep-a", "blue", "model-1", json!({}));
     deploy_in(&s, "ep-b", "blue", "model-1", json!({}));
     let (own, shared) = (files[3].1, files[0].1);
-    assert_eq!(key_of(&s, "ep-a"), own);
-    assert_eq!(key_of(&s, "ep-b"), shared);
+    assert_eq!(s.key_of("ep-a"), own);
+    assert_eq!(s.key_of("ep-b"), shared);
     assert_eq!(post(&s, "/endpoints/ep-a/score", own, &sample_request(), None).status, 200);
     assert_eq!(post(&s, "/endpoints/ep-a/score", shared, &sample_request(), None).status, 401);
     assert_eq!(post(&s, "/endpoints/ep-b/score", own, &sample_request(), None).status, 401);
@@ -279,15 +275,8 @@ fn a_flooded_and_crashing_endpoint_does_not_touch_the_other() {
     let doc = json!({"model": {"path": crash.path().join("model.txt")},
         "code_configuration": {"code": crash.path().join("code"), "scoring_script": "score.py"}});
     assert_eq!(s.admin("PUT", "/v1/endpoints/noisy/deployments/crashy", Some(&doc)).status, 201);
-    eventually("crashy loaded", Duration::from_secs(60), || {
-        let v = s.admin("GET", "/v1/endpoints/noisy/deployments/crashy?wait=10", None).json();
-        if v["provisioning_state"] == "Succeeded" {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    });
-    let (quiet_key, noisy_key) = (key_of(&s, "quiet"), key_of(&s, "noisy"));
+    s.wait_state_in("noisy", "crashy", "Succeeded");
+    let (quiet_key, noisy_key) = (s.key_of("quiet"), s.key_of("noisy"));
 
     // A rollout on noisy to the crashing deployment (while it still has an instance), judged
     // on its errors: once the attack sends it traffic it rolls back.

@@ -159,9 +159,9 @@ fn tritonclient_reaches_each_endpoint_at_its_own_url() {
                 Err(shown.to_string())
             }
         });
-        keys.push(server.admin("GET", &format!("/v1/endpoints/{ep}/keys"), None).json()["primaryKey"].clone());
+        keys.push(server.key_of(ep));
     }
-    let key = |i: usize| keys[i].as_str().unwrap().to_string();
+    let key = |i: usize| keys[i].clone();
     let rows = sample_rows();
     let url = |ep: &str| format!("{}/endpoints/{ep}", server.scoring);
     let a = tritonclient_at(

@@ -9,7 +9,6 @@ use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -190,14 +189,7 @@ fn the_seed_sdk_notebook_runs_twice_in_a_row_on_one_server_beside_another_endpoi
     let blue = json!({"model": {"path": repo().join("models/model-2")}, "instance_count": 2});
     let r = s.admin("PUT", "/v1/endpoints/resident/deployments/blue?all_traffic=true", Some(&blue));
     assert_eq!(r.status, 201, "{}", r.body);
-    eventually("resident's blue is Succeeded", Duration::from_secs(60), || {
-        let v = s.admin("GET", "/v1/endpoints/resident/deployments/blue?wait=10", None).json();
-        if v["provisioning_state"] == "Succeeded" {
-            Ok(())
-        } else {
-            Err(v.to_string())
-        }
-    });
+    s.wait_state_in("resident", "blue", "Succeeded");
     let before = resident_state(&s);
     assert_eq!(before.0["traffic"], json!({"blue": 100}), "{}", before.0);
     let resident_uri = before.0["scoring_uri"].as_str().unwrap().to_string();
@@ -232,15 +224,7 @@ fn the_seed_sdk_notebook_runs_twice_in_a_row_on_one_server_beside_another_endpoi
             .to_string();
         assert!(name.starts_with("endpt-moe-"), "run {run}: {name}");
         // The notebook deleted its endpoint and nothing else.
-        let names: Vec<Value> = s
-            .admin("GET", "/v1/endpoints", None)
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].clone())
-            .collect();
-        assert_eq!(names, vec![json!("resident")], "after run {run}");
+        assert_eq!(s.endpoint_names(), ["resident"], "after run {run}");
         let gone = s.admin("GET", &format!("/v1/endpoints/{name}"), None);
         assert!(
             gone.status == 404 && gone.message().contains("resident"),
@@ -280,10 +264,7 @@ fn the_seed_sdk_notebook_runs_twice_in_a_row_on_one_server_beside_another_endpoi
             .collect();
         assert_eq!(new.len(), 1, "run {run} left its endpoint: {listed}");
         let name = new[0]["name"].as_str().unwrap().to_string();
-        let key = s.admin("GET", &format!("/v1/endpoints/{name}/keys"), None).json()["primaryKey"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let key = s.key_of(&name);
         kept.push((name, new[0]["scoring_uri"].as_str().unwrap().to_string(), key));
     }
     let listed = s.admin("GET", "/v1/endpoints", None).json();

@@ -272,6 +272,18 @@ impl Server {
         )
     }
 
+    /// The names of the server's endpoints (`GET /v1/endpoints`), in its order.
+    pub(crate) fn endpoint_names(&self) -> Vec<String> {
+        let listed = self.admin("GET", "/v1/endpoints", None).json();
+        listed.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Endpoint `endpoint`'s primary key.
+    pub(crate) fn key_of(&self, endpoint: &str) -> String {
+        let keys = self.admin("GET", &format!("/v1/endpoints/{endpoint}/keys"), None).json();
+        keys["primaryKey"].as_str().unwrap().to_string()
+    }
+
     pub(crate) fn primary_key(&self) -> String {
         self.admin("GET", "/v1/endpoint/keys", None).json()["primaryKey"].as_str().unwrap().to_string()
     }
@@ -320,8 +332,17 @@ impl Server {
     /// Waits (on the server's `?wait`, so without polling) until a deployment reaches `state`,
     /// failing the test after 60 s.
     pub(crate) fn wait_state(&self, name: &str, state: &str) -> Value {
+        self.wait_state_at("/v1/deployments", name, state)
+    }
+
+    /// [`wait_state`](Self::wait_state) for a deployment of endpoint `endpoint`.
+    pub(crate) fn wait_state_in(&self, endpoint: &str, name: &str, state: &str) -> Value {
+        self.wait_state_at(&format!("/v1/endpoints/{endpoint}/deployments"), name, state)
+    }
+
+    fn wait_state_at(&self, deployments: &str, name: &str, state: &str) -> Value {
         eventually(&format!("deployment {name} is {state}"), Duration::from_secs(60), || {
-            let v = self.admin("GET", &format!("/v1/deployments/{name}?wait=10"), None).json();
+            let v = self.admin("GET", &format!("{deployments}/{name}?wait=10"), None).json();
             if v["provisioning_state"] == state {
                 Ok(v)
             } else {
