@@ -492,7 +492,7 @@ impl ControlPlane {
         let per_instance = pool.workers_per_instance();
         let load = record.live.load_time();
         if spec.endpoint_name.is_none() {
-            spec.endpoint_name = self.published_endpoint_name();
+            spec.endpoint_name = Some(self.name.clone());
         }
         DeploymentView {
             spec,
@@ -511,11 +511,6 @@ impl ControlPlane {
             }),
             mirror: self.mirror_view(record),
         }
-    }
-
-    /// The endpoint's name (a plane's is fixed: readable while the state lock is held).
-    fn published_endpoint_name(&self) -> Option<String> {
-        Some(self.name.clone())
     }
 }
 

@@ -350,9 +350,7 @@ pub(crate) fn endpoint_of<'t>(
     if let Some(name) = req.match_info().get("endpoint") {
         return match table.endpoints.get(name) {
             Some(endpoint) => Ok(endpoint),
-            None if table.restoring.iter().any(|r| r == name) => {
-                Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()))
-            }
+            None if table.restoring.iter().any(|r| r == name) => Err(restoring()),
             None => Err(Refused::NotFound(format!("endpoint {name:?} not found on this server{}", listed(table, req)))),
         };
     }
@@ -363,7 +361,7 @@ pub(crate) fn endpoint_of<'t>(
         return endpoint;
     }
     if table.endpoints.is_empty() && !table.restoring.is_empty() {
-        return Err(Refused::Unavailable(Unavailable::Restoring.message().to_string()));
+        return Err(restoring());
     }
     if table.endpoints.is_empty() {
         return Err(Refused::NotFound("this server hosts no endpoint".into()));
@@ -372,6 +370,11 @@ pub(crate) fn endpoint_of<'t>(
         "this server hosts several endpoints: call one at its own URI (or with Host: NAME.localhost){}",
         listed(table, req)
     )))
+}
+
+/// What a request for an endpoint coming back from a restart is told (503: retry).
+fn restoring() -> Refused {
+    Refused::Unavailable(Unavailable::Restoring.message().to_string())
 }
 
 /// The endpoint named by the request's host (`NAME.localhost[:port]`), if one exists. Host
@@ -399,9 +402,7 @@ fn host_endpoint<'t>(
     match serving {
         Some(e) => Some(Ok(&**e)),
         // Named, and coming back from a restart: 503, which a client retries (not a 404).
-        None if table.restoring.iter().any(|r| r.eq_ignore_ascii_case(name)) => {
-            Some(Err(Refused::Unavailable(Unavailable::Restoring.message().to_string())))
-        }
+        None if table.restoring.iter().any(|r| r.eq_ignore_ascii_case(name)) => Some(Err(restoring())),
         None => None,
     }
 }
