@@ -14,6 +14,7 @@
 // Files are read through sys::files::read_bounded (clippy.toml says why).
 #![warn(clippy::disallowed_methods)]
 
+mod assets;
 mod cli;
 mod control;
 mod deployment;

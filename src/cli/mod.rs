@@ -311,6 +311,10 @@ pub struct ServeArgs {
     /// Save the control-plane state here after each change, and restore it at start.
     #[arg(long)]
     pub state_dir: Option<std::path::PathBuf>,
+    /// Registered models and environments (`switchyard model create`) are stored here
+    /// [default: STATE_DIR/assets, or a temporary folder removed at exit without --state-dir].
+    #[arg(long)]
+    pub assets_dir: Option<std::path::PathBuf>,
     /// Declarative mode: apply DIR/endpoint.yml and the deployment YAML files in DIR at start
     /// and whenever they change (the files then own the state; admin changes are refused).
     #[arg(long)]
@@ -430,6 +434,7 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         token_lifetime: Duration::from_secs(args.token_lifetime_secs),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         state_dir: args.state_dir,
+        assets_dir: args.assets_dir.filter(|p| !p.as_os_str().is_empty()),
         config_dir: args.config_dir,
         secrets_dir: args.secrets_dir.filter(|p| !p.as_os_str().is_empty()),
         key_grace: Duration::from_secs(args.key_grace_secs),

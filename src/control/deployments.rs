@@ -24,9 +24,12 @@ impl ControlPlane {
     /// scoring script): the admin API calls this off its workers.
     pub(crate) fn put_deployment(
         self: &Arc<Self>,
-        spec: DeploymentSpec,
+        mut spec: DeploymentSpec,
         all_traffic: bool,
     ) -> Result<(DeploymentView, bool), ControlError> {
+        // Held to the save: an archive cannot slip between resolving and using a version.
+        let _assets = self.shared.asset_gate();
+        self.resolve_assets(&mut spec)?;
         let kind = self.loader.hook_kind(&spec)?;
         let mut state = self.lock();
         self.put_locked(&mut state, spec, kind, all_traffic)
@@ -125,7 +128,7 @@ impl ControlPlane {
         let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
         // RFC 7396: objects merge key by key, `null` removes, anything else replaces.
         json_patch::merge(&mut merged, &patch);
-        let (spec, _) = DeploymentSpec::from_request(merged, name, None)?;
+        let (mut spec, _) = DeploymentSpec::from_request(merged, name, None)?;
         // A merge patch may name another endpoint: refused here as a PUT's document is (saved,
         // it would stop the next start).
         self.check_endpoint_name(&state, &spec)?;
@@ -134,6 +137,8 @@ impl ControlPlane {
             // only if the deployment is still the one the patch was merged into.
             let based_on = (record.load_id, record.spec.clone());
             drop(state);
+            let _assets = self.shared.asset_gate();
+            self.resolve_assets(&mut spec)?;
             let kind = self.loader.hook_kind(&spec)?;
             let mut state = self.lock();
             let unchanged =

@@ -22,6 +22,9 @@ pub(crate) enum ControlError {
     /// The server cannot take the request right now; the same request may succeed later.
     #[error("{0}")]
     Unavailable(String),
+    /// The server failed at something that should not fail (the asset store's disk).
+    #[error("{0}")]
+    Internal(String),
     /// The endpoint's plane was retired (the endpoint deleted) between finding it and
     /// changing it: the workspace makes the change again on the current plane.
     #[error("the endpoint was deleted while this change was made: try again")]

@@ -3,6 +3,7 @@
 //! new routing snapshot in one step, so the front door never sees a half-applied change.
 #![forbid(unsafe_code)]
 
+mod assets;
 mod comparison;
 mod deployments;
 mod endpoint;
@@ -158,6 +159,10 @@ pub(crate) struct Shared {
     /// The admin API's bearer token (`--admin-token`, or `admin-token` in `--secrets-dir`,
     /// which may change while the server runs).
     admin_token: ArcSwapOption<String>,
+    /// Registered models and environments (CONTRACT §11), shared by every endpoint.
+    assets: OnceLock<Arc<crate::assets::AssetStore>>,
+    /// Resolving references (shared) against archiving (exclusive): see `assets.rs`.
+    asset_gate: std::sync::RwLock<()>,
 }
 
 /// What one endpoint shows the scoring plane.
@@ -179,6 +184,8 @@ impl Shared {
             scoring_base: OnceLock::new(),
             secrets: OnceLock::new(),
             admin_token: ArcSwapOption::empty(),
+            assets: OnceLock::new(),
+            asset_gate: std::sync::RwLock::new(()),
         })
     }
 

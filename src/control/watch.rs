@@ -287,7 +287,11 @@ fn read_folder(dir: &Path) -> Result<Desired, ConfigDirError> {
                 });
             }
         }
-        spec.hook_kind().map_err(in_file(&file))?;
+        // Registered assets are resolved when the folder is applied (the store is the
+        // workspace's); the rest of the spec is checked here, before anything is applied.
+        if !spec.names_registered_assets() {
+            spec.hook_kind().map_err(in_file(&file))?;
+        }
         if deployments.insert(spec.name.clone(), spec).is_some() {
             return Err(ConfigDirError::Duplicate(file.display().to_string()));
         }
@@ -341,6 +345,13 @@ async fn apply(ws: &Workspace, dir: &Path, desired: &Desired) -> Result<(), Conf
     // 2. New and changed deployments, loaded before traffic moves.
     let mut touched = Vec::new();
     for (name, spec) in &desired.deployments {
+        let resolved;
+        let spec = if spec.names_registered_assets() {
+            resolved = ws.resolved(spec, current.1.get(name)).map_err(step(format!("deployment {name}")))?;
+            &resolved
+        } else {
+            spec
+        };
         match current.1.get(name) {
             Some(old) if old == spec => {}
             Some(old) => {

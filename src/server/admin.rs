@@ -34,8 +34,11 @@ pub(super) struct AdminState {
 const SCOPES: [(&str, &str); 2] =
     [("/v1/endpoints/{endpoint}", "/v1/endpoints/{endpoint}/deployments"), ("/v1/endpoint", "/v1/deployments")];
 
+pub(super) mod assets;
+
 /// Registers the admin routes.
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(assets::configure);
     cfg.route("/v1/endpoints", web::get().to(list_endpoints))
         .route("/v1/endpoints/{endpoint}/metrics", web::get().to(endpoint_metrics));
     for (ep, deployments) in SCOPES {
@@ -63,7 +66,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .configure(super::studio::configure)
         .configure(super::openapi::configure)
         .default_service(web::to(|| async {
-            Refused::NotFound("no such admin route: see CONTRACT §5 (/v1/endpoints, /v1/endpoints/{name}[/deployments], /v1/endpoint and /v1/deployments for the only endpoint, /v1/metrics, /metrics; the studio page is at /; this API's document at /openapi.json)".into()).answer()
+            Refused::NotFound("no such admin route: see CONTRACT §5 (/v1/endpoints, /v1/endpoints/{name}[/deployments], /v1/endpoint and /v1/deployments for the only endpoint, /v1/metrics, /metrics, /v1/models, /v1/environments, /v1/uploads, /v1/codes; the studio page is at /; this API's document at /openapi.json)".into()).answer()
         }));
 }
 

@@ -202,6 +202,12 @@ fn is_document_type(content_type: &str) -> bool {
         || (essence.starts_with("application/") && (essence.ends_with("+json") || essence.ends_with("+yaml")))
 }
 
+/// Whether `content_type` declares a file's bytes: what `PUT /v1/uploads/{id}/files/{path}`
+/// takes (and only it). Not a type a form can send, so it needs a preflight cross-site too.
+fn is_file_type(content_type: &str) -> bool {
+    content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream")
+}
+
 /// Whether the request carries a body (a length above 0, or a chunked one).
 fn has_body(headers: &HeaderMap) -> bool {
     let declared = headers
@@ -264,8 +270,9 @@ pub(super) fn check(
     if types.peek().is_none() && has_body(headers) {
         return Err(Refusal::ContentType { got: None });
     }
+    let file_upload = *method == Method::PUT && uri.path().starts_with("/v1/uploads/");
     for ct in types {
-        if !ct.to_str().is_ok_and(is_document_type) {
+        if !ct.to_str().is_ok_and(|ct| is_document_type(ct) || (file_upload && is_file_type(ct))) {
             return Err(Refusal::ContentType { got: Some(shown(ct)) });
         }
     }
@@ -361,6 +368,21 @@ mod tests {
             assert_eq!(verdict(Method::DELETE, &[host, (name, value)], false), Ok(()), "{name}: {value}");
         }
         assert_eq!(verdict(Method::PUT, &[("host", "x:443"), ("origin", "https://x")], true), Ok(()));
+    }
+
+    #[test]
+    fn only_a_file_upload_takes_octet_stream() {
+        let host = ("host", "127.0.0.1:5002");
+        let bytes = ("content-type", "application/octet-stream");
+        let h = headers(&[host, bytes]);
+        let put = |path: &str, method: Method| check(&method, &path.parse().unwrap(), &h, true, &hosts(&[]));
+        assert!(put("/v1/uploads/abc/files/model/w.pkl", Method::PUT).is_ok());
+        assert!(matches!(put("/v1/uploads", Method::POST), Err(Refusal::ContentType { .. })));
+        assert!(matches!(put("/v1/deployments/blue", Method::PUT), Err(Refusal::ContentType { .. })));
+        // A form's types stay refused on the upload route.
+        let form = headers(&[host, ("content-type", "multipart/form-data; boundary=x")]);
+        let r = check(&Method::PUT, &"/v1/uploads/abc/files/a".parse().unwrap(), &form, true, &hosts(&[]));
+        assert!(matches!(r, Err(Refusal::ContentType { .. })));
     }
 
     #[test]

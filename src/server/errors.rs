@@ -131,7 +131,7 @@ fn control_status(e: &ControlError) -> u16 {
         ControlError::Spec(e) => spec_status(e),
         ControlError::Conflict(_) | ControlError::Retry => 409,
         ControlError::NotFound(_) => 404,
-        ControlError::Unsaved(_) => 500,
+        ControlError::Unsaved(_) | ControlError::Internal(_) => 500,
         ControlError::Unavailable(_) => 503,
     }
 }

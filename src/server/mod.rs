@@ -67,6 +67,9 @@ pub(crate) struct ServeOptions {
     pub tolerance: Tolerance,
     /// `--state-dir`: where accepted changes are saved and restored from.
     pub state_dir: Option<PathBuf>,
+    /// `--assets-dir`: the asset store (registered models and environments); else
+    /// `--state-dir/assets`, else a private temporary folder.
+    pub assets_dir: Option<PathBuf>,
     /// `--config-dir`: the endpoint and deployment YAML files that own the state.
     pub config_dir: Option<PathBuf>,
     /// `--secrets-dir`: the endpoint's keys and token signing secret (and optionally the admin
@@ -323,6 +326,12 @@ pub(crate) async fn run(
     let options =
         ControlOptions { token_lifetime: opts.token_lifetime, tolerance: opts.tolerance, key_grace: opts.key_grace };
     let control = Workspace::new(metrics, options, state_dir);
+    // Before the restore: saved deployments may name registered assets.
+    let assets = match opts.assets_dir.clone().or_else(|| opts.state_dir.as_ref().map(|d| d.join("assets"))) {
+        Some(dir) => crate::assets::AssetStore::open(&dir),
+        None => crate::assets::AssetStore::temporary(),
+    };
+    control.set_assets(assets.map_err(|e| ServeError::Setup(format!("--assets-dir: {e}")))?);
     // The secrets first: the endpoint (restored or from --config-dir) is created with them.
     let file_admin_token = match &opts.secrets_dir {
         Some(dir) => crate::control::secrets::start(&control, dir.clone(), opts.admin_token.is_some())
@@ -589,6 +598,7 @@ mod tests {
             token_lifetime: Duration::from_secs(60),
             tolerance: Tolerance::default(),
             state_dir: None,
+            assets_dir: None,
             config_dir: None,
             secrets_dir: None,
             key_grace: Duration::from_secs(300),

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::reference::{parse_reference, AssetKind};
 use super::{names::validate_name, SpecError};
 
 /// Keys Azure accepts that have no effect on one machine: kept, reported as ignored.
@@ -60,10 +61,17 @@ pub struct Probe {
     pub failure_threshold: Option<u64>,
 }
 
-/// `model:` — only a local `path:` can be served here.
+/// `model:` — a local `path:`, or a registered model (`model: azureml:NAME:VERSION`, which
+/// the control plane resolves to the stored copy's path, name and version).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelSpec {
-    /// A folder or a file; relative paths resolve against the YAML file's folder.
+    /// The registered model as the deployment names it (`azureml:my-model:1`,
+    /// `azureml:my-model@latest`); `path`, `name` and `version` are then what it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// A folder or a file; relative paths resolve against the YAML file's folder. Empty in a
+    /// reference not resolved yet.
+    #[serde(default)]
     #[schema(value_type = String)]
     pub path: PathBuf,
     /// The model's name, as Open Inference Protocol clients address it
@@ -239,9 +247,10 @@ impl DeploymentSpec {
         }
         match map.get("model") {
             Some(Value::String(s)) if s.starts_with("azureml:") => {
-                return Err(SpecError::invalid(format!(
-                    "model {s:?} is a registered Azure ML asset, which cannot be fetched here: use `model: {{path: ./folder-or-file}}`"
-                )))
+                // A registered model: the control plane resolves it (the spec holds no state).
+                parse_reference(AssetKind::Model, s)?;
+                let reference = serde_json::json!({ "reference": s });
+                map.insert("model".into(), reference);
             }
             Some(Value::String(s)) => {
                 return Err(SpecError::invalid(format!(
@@ -316,8 +325,16 @@ impl DeploymentSpec {
                 rs.max_concurrent_requests_per_instance
             )));
         }
-        if self.model.path.as_os_str().is_empty() {
-            return Err(SpecError::invalid("model.path is empty"));
+        match &self.model.reference {
+            Some(r) if parse_reference(AssetKind::Model, r)?.is_none() => {
+                return Err(SpecError::invalid(format!(
+                    "model.reference {r:?} must name a registered model: azureml:NAME:VERSION or azureml:NAME@latest"
+                )));
+            }
+            None if self.model.path.as_os_str().is_empty() => {
+                return Err(SpecError::invalid("model.path is empty"));
+            }
+            _ => {}
         }
         if let Some(name) = &self.model.name {
             // It is a URL path segment of the v2 routes.
@@ -379,7 +396,10 @@ impl DeploymentSpec {
                 normalize(&base.join(p))
             }
         };
-        self.model.path = abs(&self.model.path);
+        // A reference not resolved yet has no path to make absolute.
+        if !self.model.path.as_os_str().is_empty() {
+            self.model.path = abs(&self.model.path);
+        }
         if let Some(code) = self.code_configuration.as_mut().and_then(|c| c.code.as_mut()) {
             *code = abs(code);
         }
@@ -396,8 +416,24 @@ impl DeploymentSpec {
         }
     }
 
+    /// Whether the deployment names a registered model or environment (`azureml:`), which
+    /// the control plane resolves through the asset store.
+    pub fn names_registered_assets(&self) -> bool {
+        let env_reference = match &self.environment {
+            Some(Value::String(s)) => s.starts_with("azureml:"),
+            Some(Value::Object(env)) => env.contains_key("reference"),
+            _ => false,
+        };
+        self.model.reference.is_some() || env_reference
+    }
+
     /// Picks the scoring hook and checks that what it needs is on disk.
     pub fn hook_kind(&self) -> Result<HookKind, SpecError> {
+        if let (Some(r), true) = (&self.model.reference, self.model.path.as_os_str().is_empty()) {
+            return Err(SpecError::invalid(format!(
+                "model {r:?} names a registered model, which this path cannot look up: create the deployment through the server"
+            )));
+        }
         let native = self
             .code_configuration
             .as_ref()
@@ -593,7 +629,13 @@ instance_count: 1
     #[test]
     fn refuses_bad_fields() {
         let base = "name: blue\nmodel:\n  path: m\n";
-        assert!(parse("name: blue\nmodel: azureml:my-model:1\n").unwrap_err().message.contains("use `model: {path"));
+        let registered = parse("name: blue\nmodel: azureml:my-model:1\n").unwrap();
+        assert_eq!(registered.model.reference.as_deref(), Some("azureml:my-model:1"));
+        assert!(registered.model.path.as_os_str().is_empty(), "the control plane resolves it");
+        assert!(parse("name: blue\nmodel: azureml:my-model\n")
+            .unwrap_err()
+            .message
+            .contains("azureml:my-model@latest"));
         assert!(parse(&format!("{base}instance_count: 0\n")).unwrap_err().message.contains("instance_count"));
         assert!(parse(&format!("{base}instance_cout: 2\n")).unwrap_err().message.contains("unknown field"));
         assert!(parse(&format!("{base}request_settings:\n  request_timeout_ms: 180001\n"))

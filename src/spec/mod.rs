@@ -9,12 +9,14 @@ pub mod error;
 pub mod limits;
 pub mod names;
 pub mod python;
+pub mod reference;
 pub mod rollout;
 pub mod traffic;
 
 pub use deployment::{resolve_scoring_script, DeploymentSpec, HookKind, Isolation, ModelSpec, NativePlugin};
 pub use endpoint::{AuthMode, EndpointSpec, TrafficAffinity};
 pub use error::{SpecError, SpecErrorKind};
+pub use reference::{parse_reference, AssetKind, AssetRef};
 pub use rollout::{RolloutDocument, RolloutPlan, Step};
 pub use traffic::{parse_assignments, Traffic};
 

@@ -105,35 +105,50 @@ fn environment_of(environment: Option<&Value>) -> Result<PythonEnvironment, Spec
     }
 }
 
-/// `azureml:name:version` and `azureml://registries/...` references. The curated scikit-learn
-/// environments map to their pip set (cheap, and what most samples use); the rest cannot be
-/// fetched from here.
-fn curated(reference: &str) -> Result<PythonEnvironment, SpecError> {
+/// The curated scikit-learn environments listed by `GET /v1/environments/curated` (any
+/// `sklearn-X.Y` reference maps; these are the ones Azure's samples and studio offer).
+pub const CURATED_SKLEARN: &[&str] = &["1.0", "1.1", "1.5"];
+
+/// The `sklearn-X.Y` version a curated environment reference names, if it names one
+/// (`azureml://registries/azureml/environments/sklearn-1.5/labels/latest`,
+/// `azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu:1`).
+pub fn curated_sklearn_version(reference: &str) -> Option<String> {
     let lower = reference.to_ascii_lowercase();
-    if let Some(version) = lower.split(['/', ':', '@']).find_map(|part| {
+    lower.split(['/', ':', '@']).find_map(|part| {
         let rest = part.strip_prefix("sklearn-").or_else(|| part.strip_prefix("azureml-sklearn-"))?;
         let v: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
         Some(v.trim_end_matches('.').to_string()).filter(|v| !v.is_empty())
-    }) {
-        let requirements = vec![
-            format!("scikit-learn=={version}.*"),
-            "numpy".to_string(),
-            "scipy".to_string(),
-            "pandas".to_string(),
-            "joblib".to_string(),
-            "inference-schema[numpy-support]".to_string(),
-        ];
+    })
+}
+
+/// The pip set a curated scikit-learn environment maps to.
+pub fn curated_requirements(version: &str) -> Vec<String> {
+    vec![
+        format!("scikit-learn=={version}.*"),
+        "numpy".to_string(),
+        "scipy".to_string(),
+        "pandas".to_string(),
+        "joblib".to_string(),
+        "inference-schema[numpy-support]".to_string(),
+    ]
+}
+
+/// `azureml:name:version` and `azureml://registries/...` references that reach the hook. The
+/// curated scikit-learn environments map to their pip set (cheap, and what most samples use);
+/// the control plane resolves registered ones before this, so any other is an error here.
+fn curated(reference: &str) -> Result<PythonEnvironment, SpecError> {
+    if let Some(version) = curated_sklearn_version(reference) {
         return Ok(PythonEnvironment::Build(EnvironmentBuild {
             source: format!("curated sklearn-{version} ({reference})"),
             python_version: None,
-            requirements,
+            requirements: curated_requirements(&version),
         }));
     }
     if reference.starts_with("azureml:") {
         return Err(SpecError::invalid(format!(
-            "environment {reference:?} is a registered Azure ML environment, which cannot be fetched here: \
-             write `environment: {{conda_file: ./conda.yaml}}` with the packages score.py needs, \
-             or `environment: {{python: /path/to/venv/bin/python}}`"
+            "environment {reference:?} is neither registered here nor a curated environment this server maps: \
+             register it (switchyard environment create -f env.yml), \
+             or write `environment: {{conda_file: ./conda.yaml}}` with the packages score.py needs"
         )));
     }
     Err(SpecError::invalid(format!(
