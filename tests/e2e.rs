@@ -50,6 +50,8 @@ mod python_hook;
 mod python_worker;
 #[path = "python_workers.rs"]
 mod python_workers;
+#[path = "registered_assets.rs"]
+mod registered_assets;
 #[path = "reliability.rs"]
 mod reliability;
 #[path = "rollout.rs"]

@@ -4,6 +4,7 @@
 //! scripts/sdk-setup.sh makes the pinned azure-ai-ml venv (target/sdk-venv) once. One server
 //! hosts many endpoints: the notebook runs twice beside another endpoint, and
 //! sdk/python/tests/many_endpoints.py addresses two endpoints by name.
+//! sdk/python/tests/assets.py registers models and environments and deploys them by reference.
 
 use crate::common;
 
@@ -301,4 +302,48 @@ fn the_sdk_addresses_each_of_several_endpoints_by_name() {
     assert_eq!(s.admin("GET", "/v1/endpoints", None).json(), json!([]));
     assert_contract(&s.admin, &log);
     assert_named_routes(&log);
+}
+
+/// sdk/python/tests/assets.py: the sample's registered-assets path in the SDK (issue 26).
+/// `models.create_or_update` uploads model-1/model and model-2/model as `my-model` versions 1
+/// and 2 (the second without a version: the next number), `environments.create_or_update`
+/// registers `my-env` from the sample's conda.yaml and image; `get`, `list` and their
+/// refusals; blue deploys as blue-deployment-with-registered-assets.yml writes it
+/// (`model="azureml:my-model:1"`, `environment="azureml:my-env:1"`) and answers as model-1;
+/// `Model(name=, version=)` without a path is a reference too; archiving a version in use is
+/// refused (409); after the endpoint is deleted, archive and restore. What the script left is
+/// visible through the admin API: every version registered, each archived.
+#[test]
+fn the_sdk_registers_models_and_environments_and_deploys_them_by_reference() {
+    if skip_or_set_up() {
+        return;
+    }
+    let s = Server::start_with(&["--python", &test_venv_python()]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.jsonl");
+    let (out, passed) = run_sdk_script("assets.py", &repo(), &s.admin, &log, "assets: all passed");
+    assert!(passed, "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.admin("GET", "/v1/endpoints", None).json(), json!([]));
+    assert_eq!(s.admin("GET", "/v1/models", None).json(), json!([]), "every model was archived");
+    let versions = s.admin("GET", "/v1/models/my-model/versions?archived=true", None).json();
+    let got: Vec<(Value, Value, Value)> = versions
+        .as_array()
+        .unwrap_or_else(|| panic!("{versions}"))
+        .iter()
+        .map(|v| (v["id"].clone(), v["version"].clone(), v["archived"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("azureml:my-model:1"), json!("1"), json!(true)),
+            (json!("azureml:my-model:2"), json!("2"), json!(true))
+        ],
+        "{versions}"
+    );
+    let env = s.admin("GET", "/v1/environments/my-env/versions/1", None).json();
+    assert_eq!(env["archived"], json!(true), "{env}");
+    let conda = std::fs::read_to_string(repo().join("examples/azure-sample/model-1/environment/conda.yaml")).unwrap();
+    assert_eq!(env["conda_yaml"], json!(conda), "the conda file's text, as sent");
+    assert_named_routes(&log);
+    assert_contract(&s.admin, &log);
 }

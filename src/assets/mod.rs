@@ -374,9 +374,21 @@ impl AssetStore {
     fn store_upload(&self, id: &str, want_folder: bool) -> Result<Blob, AssetError> {
         let upload = self.uploads.take(id)?;
         let dir = upload.files_dir.clone();
-        let result = self.store_tree(&dir, want_folder);
-        let _ = fs::remove_dir_all(dir.parent().unwrap_or(&dir));
-        result
+        match self.store_tree(&dir, want_folder) {
+            Ok(blob) => {
+                let _ = fs::remove_dir_all(dir.parent().unwrap_or(&dir));
+                Ok(blob)
+            }
+            // Refused before anything moved (the entry rule): the upload stays usable.
+            Err(e @ AssetError::Invalid(_)) => {
+                self.uploads.put_back(id, upload);
+                Err(e)
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(dir.parent().unwrap_or(&dir));
+                Err(e)
+            }
+        }
     }
 
     /// Stores the one entry of `dir` as a blob (moving it; `dir` is left to the caller).
@@ -554,14 +566,14 @@ impl AssetStore {
     pub(crate) fn model(&self, name: &str, version: Option<&str>) -> Result<ModelView, AssetError> {
         let index = self.index();
         let r = AssetRef { kind: AssetKind::Model, name: name.into(), version: version.map(str::to_string) };
-        find(&index.models, &r).map(|r| self.model_view(r)).map_err(|e| not_found(e, &r))
+        resolve(&index.models, &r, None).map(|r| self.model_view(r)).map_err(missing)
     }
 
     /// One environment version (`None`: the latest).
     pub(crate) fn environment(&self, name: &str, version: Option<&str>) -> Result<EnvironmentView, AssetError> {
         let index = self.index();
         let r = AssetRef { kind: AssetKind::Environment, name: name.into(), version: version.map(str::to_string) };
-        find(&index.environments, &r).map(|r| self.environment_view(r)).map_err(|e| not_found(e, &r))
+        resolve(&index.environments, &r, None).map(|r| self.environment_view(r)).map_err(missing)
     }
 
     /// Resolves a deployment's model reference; `keep` is the version it resolved to before
@@ -784,15 +796,6 @@ fn find<'a, R: Record>(all: &'a BTreeMap<String, Vec<R>>, r: &AssetRef) -> Resul
     }
 }
 
-fn not_found(e: Missing, r: &AssetRef) -> AssetError {
-    let what = r.kind.word();
-    AssetError::NotFound(match e {
-        Missing::Name => format!("no {what} named {:?} is registered", r.name),
-        Missing::Version => format!("{what} {} has no version {:?}", r.name, r.version.as_deref().unwrap_or("")),
-        Missing::AllArchived => format!("every version of {what} {} is archived", r.name),
-    })
-}
-
 fn resolve<'a, R: Record>(
     all: &'a BTreeMap<String, Vec<R>>,
     r: &AssetRef,
@@ -835,10 +838,12 @@ fn not_registered(r: &AssetRef, names: Vec<&str>) -> AssetError {
     } else {
         format!("registered {what}s: {}", names.join(", "))
     };
-    AssetError::Invalid(format!(
-        "{what} {} is not registered ({known}): register it first (switchyard {what} create)",
-        r.short()
-    ))
+    // The phrases the CLI's hints follow.
+    let first = match r.kind {
+        AssetKind::Model => "register the model first",
+        AssetKind::Environment => "register the environment first",
+    };
+    AssetError::Invalid(format!("{what} {} is not registered ({known}): {first}", r.short()))
 }
 
 fn no_version<R: Record>(r: &AssetRef, versions: &[R]) -> AssetError {

@@ -126,6 +126,12 @@ impl Uploads {
         Ok(upload)
     }
 
+    /// Puts back an upload whose registration was refused, so it can be registered again
+    /// (corrected) or abandoned.
+    pub(super) fn put_back(&self, id: &str, upload: Arc<Upload>) {
+        self.open().insert(id.to_string(), upload);
+    }
+
     /// Abandons upload `id`, removing its files.
     pub(super) fn abandon(&self, id: &str, root: &Path) -> Result<(), AssetError> {
         self.open().remove(id).ok_or_else(|| unknown(id))?;

@@ -30,6 +30,12 @@ pub(super) struct DeploymentAnswer {
     pub error: Option<String>,
 }
 
+/// `POST /v1/uploads`: where `model create` sends the files.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(super) struct UploadAnswer {
+    pub id: String,
+}
+
 /// `GET /v1/endpoint/keys`: the secret `invoke` sends.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -298,6 +304,7 @@ mod tests {
     fn every_route_the_cli_calls_is_in_the_admin_apis_document() {
         let doc: Value = serde_json::from_str(&crate::server::openapi::document()).unwrap();
         let sources = [
+            ("asset.rs", include_str!("asset.rs")),
             ("client.rs", include_str!("client.rs")),
             ("deployment.rs", include_str!("deployment.rs")),
             ("endpoint.rs", include_str!("endpoint.rs")),

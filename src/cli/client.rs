@@ -45,7 +45,7 @@ impl Reply {
 /// The command that does what a refusal asks, by a phrase of the admin API's message. The
 /// admin API's messages say what to change in API terms (the SDK and the studio show them too);
 /// the CLI adds its own commands. Each phrase is checked against the server's sources by a test.
-const HINTS: [(&str, &str); 6] = [
+const HINTS: [(&str, &str); 8] = [
     ("hosts no endpoint", "Create one with `switchyard online-endpoint create -f endpoint.yml`."),
     ("abort the rollout", "Abort it with `switchyard online-endpoint rollout abort`."),
     (
@@ -55,6 +55,8 @@ const HINTS: [(&str, &str); 6] = [
     ("live traffic", "Move traffic with `switchyard online-endpoint update --traffic \"NAME=100\"`."),
     ("failed to load", "Replace it with `switchyard online-deployment update -f DEPLOYMENT.yml`, or delete it."),
     ("current operation finishes", "Follow it with `switchyard online-deployment show -n NAME`."),
+    ("register the model first", "Register it with `switchyard model create --name NAME --path FOLDER`."),
+    ("register the environment first", "Register it with `switchyard environment create -f env.yml`."),
 ];
 
 fn cli_hint(message: &str) -> Option<&'static str> {
@@ -126,6 +128,27 @@ impl AdminClient {
         })
     }
 
+    /// Sends a file's bytes as the body (`application/octet-stream`), streamed from disk.
+    pub(super) fn send_file(&self, method: &str, path: &str, file: std::fs::File) -> Result<Reply, String> {
+        let url = format!("{}{path}", self.base);
+        let mut builder =
+            ureq::http::Request::builder().method(method).uri(&url).header("Content-Type", "application/octet-stream");
+        if let Some(t) = &self.token {
+            builder = builder.header("Authorization", format!("Bearer {t}"));
+        }
+        let request = builder.body(ureq::SendBody::from_owned_reader(file)).map_err(|e| e.to_string())?;
+        if self.verbose || self.debug {
+            eprintln!("INFO: {method} {url}");
+        }
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|e| format!("cannot reach the Switchyard admin API at {}: {e}", self.base))?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+        Ok(Reply { status, body })
+    }
+
     /// Any HTTP request (used by `invoke` for the scoring plane).
     pub(super) fn send(
         &self,
@@ -163,6 +186,7 @@ mod tests {
             include_str!("../control/endpoint.rs"),
             include_str!("../control/deployments.rs"),
             include_str!("../control/rollout.rs"),
+            include_str!("../assets/mod.rs"),
         ]
         .concat();
         for (phrase, _) in HINTS {

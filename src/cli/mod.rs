@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod answers;
+mod asset;
 mod client;
 mod deployment;
 mod endpoint;
@@ -201,6 +202,10 @@ pub enum Command {
     OnlineEndpoint(EndpointCommand),
     /// Manage deployments (create, show, update, list, delete, get-logs, compare).
     OnlineDeployment(DeploymentCommand),
+    /// Registered models (create, list, show, archive, restore), as `az ml model`.
+    Model(ModelCommand),
+    /// Registered environments (create, list, show, archive, restore), as `az ml environment`.
+    Environment(EnvironmentCommand),
     /// Check a server's readiness (GET /health/ready): exit 0 when ready, 1 otherwise. The
     /// container image's HEALTHCHECK (no shell tools needed).
     Probe(probe::ProbeArgs),
@@ -228,6 +233,24 @@ pub struct EndpointCommand {
 pub struct DeploymentCommand {
     #[command(subcommand)]
     pub verb: deployment::DeploymentVerb,
+    #[command(flatten)]
+    pub flags: ClientFlags,
+}
+
+/// `model VERB`, with the client flags.
+#[derive(Args, Debug)]
+pub struct ModelCommand {
+    #[command(subcommand)]
+    pub verb: asset::ModelVerb,
+    #[command(flatten)]
+    pub flags: ClientFlags,
+}
+
+/// `environment VERB`, with the client flags.
+#[derive(Args, Debug)]
+pub struct EnvironmentCommand {
+    #[command(subcommand)]
+    pub verb: asset::EnvironmentVerb,
     #[command(flatten)]
     pub flags: ClientFlags,
 }
@@ -362,6 +385,8 @@ pub fn run(cli: Cli) -> i32 {
     let local = match &cli.command {
         Command::OnlineEndpoint(c) => c.flags.local,
         Command::OnlineDeployment(c) => c.flags.local,
+        Command::Model(c) => c.flags.local,
+        Command::Environment(c) => c.flags.local,
         _ => false,
     };
     if local || cli.leading.local {
@@ -389,6 +414,8 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::OnlineEndpoint(c) => report(endpoint::run(c.verb, &c.flags.resolve(&cli.leading))),
         Command::OnlineDeployment(c) => report(deployment::run(c.verb, &c.flags.resolve(&cli.leading))),
+        Command::Model(c) => report(asset::run_model(c.verb, &c.flags.resolve(&cli.leading))),
+        Command::Environment(c) => report(asset::run_environment(c.verb, &c.flags.resolve(&cli.leading))),
         Command::Env(verb) => match env::run(verb) {
             Ok(line) => {
                 println!("{line}");

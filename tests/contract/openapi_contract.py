@@ -39,6 +39,9 @@ class Contract:
         self.routes = []
         for template, item in doc["paths"].items():
             pattern = "^" + re.sub(r"\\\{([^/]+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
+            # A file's path in an upload (`/v1/uploads/{id}/files/{path}`) holds slashes.
+            if template.endswith("/{path}"):
+                pattern = pattern[: -len("[^/]+)$")] + ".+)$"
             self.routes.append((re.compile(pattern), template, item))
 
     def resolve(self, schema):

@@ -10,7 +10,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:5002"
 # The config.json key (next to azure-ai-ml's subscription_id, resource_group, workspace_name)
@@ -19,9 +19,13 @@ CONFIG_ADMIN_URL_KEY = "switchyard_admin_url"
 
 
 def service_error(status, message):
-    """azure-core's exception for an error answer: ``ResourceNotFoundError`` for 404, else
-    ``HttpResponseError``; ``status_code`` set, as azure-ai-ml's errors have it."""
-    error = (ResourceNotFoundError if status == 404 else HttpResponseError)(message="({}) {}".format(status, message))
+    """azure-core's exception for an error answer, as azure-ai-ml's generated clients map
+    them: ``ResourceNotFoundError`` for 404, ``ResourceExistsError`` for 409 (a conflict: a
+    version registered with other content, an asset a deployment uses, ...), else
+    ``HttpResponseError`` (of which both are kinds); ``status_code`` set, as azure-ai-ml's
+    errors have it."""
+    kind = {404: ResourceNotFoundError, 409: ResourceExistsError}.get(status, HttpResponseError)
+    error = kind(message="({}) {}".format(status, message))
     error.status_code = status
     return error
 
@@ -30,7 +34,9 @@ class AdminHttp:
     """Calls the admin API; errors become azure-core's exceptions with the server's message.
 
     Every request but GET/HEAD is sent with ``Content-Type: application/json``, with or without
-    a body (the admin API refuses other types on state-changing requests)."""
+    a body (the admin API refuses other types on state-changing requests), except a file's
+    bytes (``body`` bytes or an open binary file, streamed) sent with the ``content_type``
+    given: an upload's ``application/octet-stream``."""
 
     def __init__(self, base_url, token=None, timeout=300.0, show_progress=True):
         self.base = base_url.rstrip("/")
@@ -45,7 +51,14 @@ class AdminHttp:
         headers = {}
         data = None
         if body is not None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            if hasattr(body, "read"):
+                # An open file, streamed rather than read into memory (a model may be large).
+                data = body
+                headers["Content-Length"] = str(os.fstat(body.fileno()).st_size - body.tell())
+            elif isinstance(body, (bytes, bytearray)):
+                data = bytes(body)
+            else:
+                data = json.dumps(body).encode()
             headers["Content-Type"] = content_type
         elif method not in ("GET", "HEAD"):
             # A state-changing request says JSON even without a body: the admin API may refuse
@@ -242,11 +255,13 @@ class MLClient:
     ``SWITCHYARD_ADMIN_URL``, else ``http://127.0.0.1:5002``) is the server's admin API;
     ``admin_token`` (else ``SWITCHYARD_ADMIN_TOKEN``) its token, when it has one.
     ``show_progress`` (azure-ai-ml's flag, default on): ``result()`` of a deployment prints
-    dots and the deployment's log lines while it waits.
+    dots and the deployment's log lines while it waits. ``models`` and ``environments`` are
+    the server's registered assets (its store stands for the workspace's).
     """
 
     def __init__(self, credential=None, subscription_id=None, resource_group_name=None, workspace_name=None,
                  admin_url=None, admin_token=None, show_progress=True, **kwargs):
+        from ._assets import EnvironmentOperations, ModelOperations
         from ._operations import OnlineDeploymentOperations, OnlineEndpointOperations
 
         self.subscription_id = subscription_id
@@ -257,6 +272,8 @@ class MLClient:
         self._http = AdminHttp(url, token, show_progress=show_progress)
         self.online_endpoints = OnlineEndpointOperations(self._http)
         self.online_deployments = OnlineDeploymentOperations(self._http)
+        self.models = ModelOperations(self._http)
+        self.environments = EnvironmentOperations(self._http)
 
     @classmethod
     def from_config(cls, credential=None, *, path=None, file_name=None, **kwargs):
@@ -312,7 +329,19 @@ class MLClient:
             return self.online_endpoints.begin_create_or_update(entity, **kwargs)
         if isinstance(entity, OnlineDeployment):
             return self.online_deployments.begin_create_or_update(entity, **kwargs)
-        raise TypeError("Switchyard's MLClient handles online endpoints and deployments, not {}".format(type(entity).__name__))
+        raise TypeError(
+            "Switchyard's MLClient.begin_create_or_update handles online endpoints and deployments, not {}".format(
+                type(entity).__name__
+            )
+        )
 
     def create_or_update(self, entity, **kwargs):
+        """``ml_client.create_or_update(model)`` / ``(environment)`` registers it, as
+        azure-ai-ml's does; an endpoint or a deployment is created and waited for."""
+        from azure.ai.ml.entities import Environment, Model
+
+        if isinstance(entity, Model):
+            return self.models.create_or_update(entity)
+        if isinstance(entity, Environment):
+            return self.environments.create_or_update(entity)
         return self.begin_create_or_update(entity, **kwargs).result()

@@ -17,6 +17,7 @@ from azure.ai.ml.entities import (
 )
 from azure.core.exceptions import ResourceNotFoundError
 
+from ._assets import reference
 from ._client import (
     DeploymentProgress,
     SwitchyardPoller,
@@ -173,11 +174,30 @@ def _conda_path(conda):
     return path
 
 
+def _registered(entity):
+    """The ``azureml:NAME:VERSION`` reference of a Model or Environment registered on the
+    server: one ``models.get`` / ``environments.get`` / ``create_or_update`` returned (its
+    ``id``); ``None`` for any other."""
+    found = getattr(entity, "id", None)
+    return found if isinstance(found, str) and found.startswith("azureml:") else None
+
+
+def _named_only(entity):
+    """``azureml:NAME:VERSION`` (``@latest`` without a version) for an entity that names a
+    registered asset and has nothing local (``Model(name=, version=)`` without a path,
+    ``Environment(name=, version=)`` without an image or conda file); else ``None``."""
+    if getattr(entity, "_is_anonymous", False) or not getattr(entity, "name", None):
+        return None
+    return reference(entity.name, entity.version)
+
+
 def _environment_doc(env):
     if env is None:
         return None
     if isinstance(env, str):
-        return env  # an azureml: reference; the server says what to write instead
+        return env  # azureml:NAME:VERSION, @latest, a long form, a curated environment
+    if _registered(env):
+        return _registered(env)
     doc = {}
     conda = getattr(env, "conda_file", None)
     # azure-ai-ml loads a conda file given by path into a dict and keeps the path aside: the
@@ -194,6 +214,8 @@ def _environment_doc(env):
     python = (getattr(env, "properties", None) or {}).get("python")
     if python:
         doc["python"] = python  # the local extension, kept in properties by `get`
+    if not doc and getattr(env, "build", None) is None:
+        return _named_only(env)  # Environment(name=, version=): the registered one
     return doc or None
 
 
@@ -203,12 +225,25 @@ def _probe_doc(p):
     return _drop_empty({k: getattr(p, k, None) for k in ("initial_delay", "period", "timeout", "success_threshold", "failure_threshold")})
 
 
+def _model_doc(model):
+    """A reference string as it is (``azureml:NAME:VERSION``, ``@latest``, a long form); a
+    registered ``Model`` (from ``models.get``, or ``Model(name=, version=)`` without a path)
+    as its reference; a ``Model`` with a local path as that path."""
+    if model is None or isinstance(model, str):
+        return model
+    if _registered(model):
+        return _registered(model)
+    if getattr(model, "path", None) is not None:
+        return {"path": _abs(model.path)}
+    named = _named_only(model)
+    if named is None:
+        raise ValueError("the deployment's model needs a path= (a local folder or file), or the name= and version= "
+                         "of a registered model")
+    return named
+
+
 def _deployment_doc(d):
-    model = d.model
-    if isinstance(model, str):
-        model_doc = model  # azureml:NAME:VERSION; refused by the server with what to write instead
-    else:
-        model_doc = {"path": _abs(model.path)}
+    model_doc = _model_doc(d.model)
     cc = d.code_configuration
     code_doc = None
     if cc is not None:
@@ -234,20 +269,53 @@ def _deployment_doc(d):
     })
 
 
+def _resolved(view):
+    """A resolved reference in a deployment's view (``{reference, name, version, ...}``) as
+    ``azureml:NAME:VERSION`` (the version it resolved to, as Azure's answer names the asset
+    version's id); ``None`` when the view is not a reference."""
+    if not isinstance(view, dict) or not view.get("reference"):
+        return None
+    if view.get("name") and view.get("version") is not None:
+        return reference(view["name"], view["version"])
+    return view["reference"]
+
+
+def _same(current, wanted):
+    """Whether the value a deployment has (its view's) is what the entity asks for: a
+    reference the deployment resolved matches either as it was written or as the version it
+    resolved to, so sending back what ``get`` returned changes nothing."""
+    if isinstance(wanted, str) and _resolved(current) is not None:
+        return wanted in (current["reference"], _resolved(current))
+    return current == wanted
+
+
 def _environment_from(env):
     """The view's ``environment`` as azure-ai-ml's entity: ``Environment(conda_file=...,
-    image=...)`` (the conda file is loaded by azure-ai-ml, as for one given by path); an
-    ``azureml:`` reference stays a string; the local ``python:`` extension has no field in
+    image=...)`` (the conda file is loaded by azure-ai-ml, as for one given by path); a
+    registered environment as ``azureml:NAME:VERSION`` (a string, as Azure's answer has it);
+    another reference stays a string; the local ``python:`` extension has no field in
     azure-ai-ml's ``Environment`` and is kept in its ``properties``."""
     if env is None or isinstance(env, str):
         return env
     if not isinstance(env, dict):
         return None
+    if _resolved(env) is not None:
+        return _resolved(env)
     conda = env.get("conda_file")
     if isinstance(conda, str) and not os.path.isfile(conda):
         conda = None  # gone from disk since: azure-ai-ml would fail to load it
     properties = {"python": str(env["python"])} if env.get("python") else None
     return Environment(conda_file=conda, image=env.get("image"), properties=properties)
+
+
+def _model_from(model, deployment_name):
+    """The view's ``model``: a registered one as ``azureml:NAME:VERSION`` (a string, as
+    Azure's answer has it), a local one as ``Model(path=...)``."""
+    if not isinstance(model, dict):
+        return model
+    if _resolved(model) is not None:
+        return _resolved(model)
+    return Model(name=deployment_name + "-model", version="1", path=model["path"])
 
 
 def _deployment_from(view):
@@ -258,7 +326,7 @@ def _deployment_from(view):
         endpoint_name=view.get("endpoint_name"),
         description=view.get("description"),
         tags=view.get("tags") or {},
-        model=Model(name=view["name"] + "-model", version="1", path=view["model"]["path"]) if isinstance(view.get("model"), dict) else view.get("model"),
+        model=_model_from(view.get("model"), view["name"]),
         code_configuration=CodeConfiguration(code=cc.get("code"), scoring_script=cc.get("scoring_script")) if cc else None,
         environment=_environment_from(view.get("environment")),
         environment_variables=view.get("environment_variables") or {},
@@ -316,7 +384,7 @@ class OnlineDeploymentOperations:
             progress.baseline()
         if current is not None:
             # Only what differs: naming `model` (even unchanged) would replace the deployment.
-            patch = {k: v for k, v in doc.items() if k != "name" and current.get(k) != v}
+            patch = {k: v for k, v in doc.items() if k != "name" and not _same(current.get(k), v)}
             if patch:
                 self._http.call("PATCH", path, patch)
         else:
