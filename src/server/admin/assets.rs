@@ -87,7 +87,11 @@ pub(super) async fn abandon_upload(req: HttpRequest, data: Data) -> HttpResponse
         (status = 413, description = "over the upload's limits", body = ErrorBody)))]
 pub(super) async fn upload_file(req: HttpRequest, payload: web::Payload, data: Data) -> HttpResponse {
     guard!(req, data);
-    let (ws, id, path) = (data.control.clone(), segment(&req, "id"), segment(&req, "path"));
+    let (ws, id) = (data.control.clone(), segment(&req, "id"));
+    let path = match file_path(&req, &id) {
+        Ok(path) => path,
+        Err(e) => return e.answer(),
+    };
     let file = match off_worker(move || ws.upload_file(&id, &path)).await {
         Ok(file) => file,
         Err(e) => return Refused::from(e).answer(),
@@ -96,6 +100,18 @@ pub(super) async fn upload_file(req: HttpRequest, payload: web::Payload, data: D
         Ok(view) => HttpResponse::Created().json(view),
         Err(e) => e.answer(),
     }
+}
+
+/// The file's path as the client meant it: the raw path after `/files/`, percent-decoded whole
+/// (the router leaves `%2F` and `%25` encoded), so `..%2F` is seen as the `../` it stands for
+/// and refused, and a name holding `%` arrives as that name.
+fn file_path(req: &HttpRequest, id: &str) -> Result<String, Refused> {
+    let raw = req.uri().path();
+    let rest = raw.find("/files/").map(|at| &raw[at + "/files/".len()..]).unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map_err(|_| Refused::BadRequest(format!("the file path in upload {id} is not UTF-8 once decoded")))?;
+    Ok(decoded.into_owned())
 }
 
 /// Streams the body into `file`, in writes of about [`WRITE_CHUNK`] made on the blocking pool.
