@@ -264,3 +264,61 @@ fn uploads_refuse_hostile_paths_and_cross_site_pages() {
     let empty: Value = s.admin("GET", "/v1/models", None).json();
     assert_eq!(empty, json!([]));
 }
+
+/// `--config-dir` files may name registered models: they resolve when the folder is applied,
+/// and a later edit of another field keeps the version, `@latest` having moved meanwhile.
+#[test]
+fn a_config_folder_names_a_registered_model() {
+    let assets = tempfile::tempdir().unwrap();
+    let assets_dir = path_str(assets.path());
+    let mut first = Server::start_with(&["--assets-dir", &assets_dir]);
+    let v1 = first.cli_json(&[
+        "model",
+        "create",
+        "--name",
+        "cfg-model",
+        "--path",
+        &path_str(&repo().join("models/model-1")),
+    ]);
+    assert_eq!(v1["version"], "1");
+    first.terminate();
+
+    let config = tempfile::tempdir().unwrap();
+    let deployment = |instances: u32| {
+        format!("name: blue\nendpoint_name: cfg\nmodel: azureml:cfg-model@latest\ninstance_count: {instances}\n")
+    };
+    std::fs::write(config.path().join("endpoint.yml"), "name: cfg\nauth_mode: key\ntraffic:\n  blue: 100\n").unwrap();
+    std::fs::write(config.path().join("blue.yml"), deployment(1)).unwrap();
+    let s = Server::start_with(&["--config-dir", &path_str(config.path()), "--assets-dir", &assets_dir]);
+    let blue = s.wait_state_in("cfg", "blue", "Succeeded");
+    assert_eq!(
+        (blue["model"]["version"].as_str(), blue["model"]["path"].as_str()),
+        (Some("1"), v1["path"].as_str()),
+        "{blue}"
+    );
+    let key = s.key_of("cfg");
+    eventually("blue serves", std::time::Duration::from_secs(20), || {
+        let r = s.score_authed(&key, &sample_request(), None);
+        if r.status == 200 {
+            Ok(assert_model_1(&r.body))
+        } else {
+            Err(r.body)
+        }
+    });
+    // A newer version, then an edit of the instance count: a scale, on the same version.
+    let v2 =
+        s.cli_json(&["model", "create", "--name", "cfg-model", "--path", &path_str(&repo().join("models/model-2"))]);
+    assert_eq!(v2["version"], "2");
+    let tmp = config.path().join(".blue.yml.tmp");
+    std::fs::write(&tmp, deployment(2)).unwrap();
+    std::fs::rename(&tmp, config.path().join("blue.yml")).unwrap();
+    let scaled = eventually("blue has 2 instances", std::time::Duration::from_secs(30), || {
+        let d = s.admin("GET", "/v1/endpoints/cfg/deployments/blue", None).json();
+        if d["instance_count"] == 2 && d["provisioning_state"] == "Succeeded" {
+            Ok(d)
+        } else {
+            Err(d.to_string())
+        }
+    });
+    assert_eq!(scaled["model"]["version"], "1", "{scaled}");
+}

@@ -148,7 +148,8 @@ impl Workspace {
         let mut spec = spec.clone();
         if let Some(cur) = current {
             if cur.model.reference.is_some() && cur.model.reference == spec.model.reference {
-                spec.model.version.clone_from(&cur.model.version);
+                // The resolved path and version: `resolve` below keeps them.
+                spec.model = cur.model.clone();
             }
             if let (Some(Value::Object(c)), Some(Value::String(r))) = (&cur.environment, &spec.environment) {
                 if c.get("reference").and_then(Value::as_str) == Some(r.as_str()) {

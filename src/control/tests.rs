@@ -472,3 +472,54 @@ async fn a_secrets_edit_before_the_restore_keeps_the_saved_file() {
     }
     assert_eq!(primary_key(&ws.endpoint("ep-a").unwrap()), secret("a"), "the restore took the folder's keys");
 }
+
+/// Registers `files` as a new version of model `name` in the workspace's store.
+fn register(ws: &Workspace, name: &str, bytes: &[u8]) -> crate::assets::ModelView {
+    let id = ws.begin_upload().unwrap().id;
+    let mut f = ws.upload_file(&id, "model/w.bin").unwrap();
+    f.write(bytes).unwrap();
+    f.finish().unwrap();
+    let input = serde_json::from_value(json!({"name": name, "upload": id})).unwrap();
+    ws.register_model(input).unwrap().0
+}
+
+#[tokio::test]
+async fn a_registered_model_resolves_once_and_cannot_be_archived_while_a_deployment_uses_it() {
+    let loader = Arc::new(FakeLoader::default());
+    let ws = workspace(&loader, None);
+    ws.set_assets(crate::assets::AssetStore::temporary().unwrap());
+    let v1 = register(&ws, "m", b"one");
+    let v2 = register(&ws, "m", b"two");
+    let cp = ws.plane_for("my-ep").unwrap().0;
+    endpoint(&cp);
+    let spec = DeploymentSpec::from_value(json!({"name": "blue", "model": "azureml:m@latest"})).unwrap().0;
+    let shown = loaded(&cp, spec).await;
+    assert_eq!(shown.spec.model.path.to_str(), Some(v2.path.as_str()));
+    assert_eq!(shown.spec.model.version, Some(json!("2")));
+    assert_eq!(shown.spec.model.reference.as_deref(), Some("azureml:m@latest"));
+    // In use: archiving the version or the name is refused; another version is not.
+    let e = ws.set_archived(crate::spec::AssetKind::Model, "m", Some("2"), true).unwrap_err();
+    assert!(matches!(&e, ControlError::Conflict(m) if m.contains("my-ep/blue")), "{e}");
+    assert!(ws.set_archived(crate::spec::AssetKind::Model, "m", None, true).is_err());
+    assert_eq!(ws.set_archived(crate::spec::AssetKind::Model, "m", Some("1"), true).unwrap(), ["1"]);
+    ws.set_archived(crate::spec::AssetKind::Model, "m", Some("1"), false).unwrap();
+    // A newer version does not move a deployment that keeps its reference (a scale).
+    register(&ws, "m", b"three");
+    cp.patch_deployment("blue", json!({"instance_count": 2})).unwrap();
+    let scaled = settled(&cp, "blue").await;
+    assert_eq!((scaled.spec.model.version, scaled.spec.instance_count), (Some(json!("2")), 2));
+    // The spec as shown, sent back with another change of the hook, keeps the version too.
+    cp.patch_deployment("blue", json!({"environment_variables": {"A": "1"}})).unwrap();
+    assert_eq!(settled(&cp, "blue").await.spec.model.version, Some(json!("2")));
+    // A new reference resolves anew.
+    cp.patch_deployment("blue", json!({"model": "azureml:m:1"})).unwrap();
+    let moved = settled(&cp, "blue").await;
+    assert_eq!((moved.spec.model.path.to_str(), moved.spec.model.name.as_deref()), (Some(v1.path.as_str()), Some("m")));
+    // An unknown version is refused naming the versions, and changes nothing.
+    let e = cp.patch_deployment("blue", json!({"model": "azureml:m:9"})).unwrap_err();
+    assert!(e.to_string().contains("its versions are 1, 2, 3"), "{e}");
+    assert_eq!(cp.get_deployment("blue").unwrap().spec.model.version, Some(json!("1")));
+    // Once deleted, nothing uses version 2.
+    cp.delete_deployment("blue").unwrap();
+    assert_eq!(ws.set_archived(crate::spec::AssetKind::Model, "m", Some("2"), true).unwrap(), ["2"]);
+}
