@@ -106,6 +106,9 @@ fn the_samples_registered_assets_deploy_and_survive_a_restart() {
     assert_eq!(blue["model"]["path"], v1["path"]);
     assert_eq!(blue["environment"]["reference"], "azureml:my-env:1", "{blue}");
     assert_eq!(blue["environment"]["conda_file"], env["conda_file"]);
+    // Both deployments build from the one stored conda file: one venv in the cache.
+    let green = s.cli_json(&["online-deployment", "show", "-n", "green", "-e", "my-endpoint"]);
+    assert_eq!(green["environment"]["conda_file"], env["conda_file"], "{green}");
 
     // Archiving what a deployment uses is refused, naming it; an unused version is not.
     let refused = s.cli_err(&["model", "archive", "--name", "my-model", "--version", "1"]);

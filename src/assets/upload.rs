@@ -33,15 +33,31 @@ pub(crate) const UPLOAD_IDLE: Duration = Duration::from_secs(3600);
 pub(super) struct Upload {
     /// `uploads/ID/files`: what is registered.
     pub(super) files_dir: PathBuf,
+    /// Its limits (the constants above; smaller in tests).
+    limits: Limits,
     bytes: AtomicU64,
     names: Mutex<BTreeSet<String>>,
     last_write: Mutex<Instant>,
+}
+
+/// How much one upload may hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub bytes: u64,
+    pub files: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { bytes: MAX_UPLOAD_BYTES, files: MAX_UPLOAD_FILES }
+    }
 }
 
 /// The uploads in progress, by id.
 #[derive(Default)]
 pub(super) struct Uploads {
     open: Mutex<BTreeMap<String, Arc<Upload>>>,
+    limits: Limits,
 }
 
 impl Uploads {
@@ -71,6 +87,7 @@ impl Uploads {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&files_dir).map_err(AssetError::io("create"))?;
         let upload = Upload {
             files_dir,
+            limits: self.limits,
             bytes: AtomicU64::new(0),
             names: Mutex::new(BTreeSet::new()),
             last_write: Mutex::new(Instant::now()),
@@ -89,8 +106,8 @@ impl Uploads {
         let upload = self.get(id)?;
         {
             let mut names = upload.names.lock().unwrap_or_else(|e| e.into_inner());
-            if names.len() >= MAX_UPLOAD_FILES {
-                return Err(AssetError::TooLarge(format!("an upload holds at most {MAX_UPLOAD_FILES} files")));
+            if names.len() >= upload.limits.files {
+                return Err(AssetError::TooLarge(format!("an upload holds at most {} files", upload.limits.files)));
             }
             if !names.insert(parts.join("/")) {
                 return Err(AssetError::Conflict(format!("{relative:?} was already uploaded in this upload")));
@@ -199,10 +216,9 @@ impl UploadFile {
         let n = chunk.len() as u64;
         let before = self.upload.bytes.fetch_add(n, Ordering::Relaxed);
         self.written += n;
-        if before + n > MAX_UPLOAD_BYTES {
-            return Err(AssetError::TooLarge(format!(
-                "an upload holds at most {MAX_UPLOAD_BYTES} bytes (4 GiB); this file would pass it"
-            )));
+        let max = self.upload.limits.bytes;
+        if before + n > max {
+            return Err(AssetError::TooLarge(format!("an upload holds at most {max} bytes; this file would pass it")));
         }
         let file = self.file.as_mut().expect("open until finished or dropped");
         file.write_all(chunk).map_err(AssetError::io("write"))?;
@@ -261,5 +277,23 @@ mod tests {
         assert!(matches!(uploads.file("nope", "m/c"), Err(AssetError::NotFound(_))));
         uploads.abandon(&id, d.path()).unwrap();
         assert!(!d.path().join(&id).exists());
+    }
+
+    #[test]
+    fn an_upload_is_bounded_in_bytes_and_files() {
+        let d = tempfile::tempdir().unwrap();
+        let uploads = Uploads { limits: Limits { bytes: 10, files: 2 }, ..Uploads::default() };
+        let id = uploads.begin(d.path()).unwrap();
+        let mut f = uploads.file(&id, "m/a").unwrap();
+        f.write(b"123456").unwrap();
+        f.finish().unwrap();
+        let mut g = uploads.file(&id, "m/b").unwrap();
+        assert!(matches!(g.write(b"12345"), Err(AssetError::TooLarge(_))), "16 bytes > 10");
+        drop(g);
+        // What the refused file counted is given back, and its name can be sent again.
+        let mut g = uploads.file(&id, "m/b").unwrap();
+        g.write(b"1234").unwrap();
+        g.finish().unwrap();
+        assert!(matches!(uploads.file(&id, "m/c"), Err(AssetError::TooLarge(_))), "a third file");
     }
 }
