@@ -2,8 +2,9 @@
 //! its assets come from the binary, `/v1/metrics` counts per deployment, `/v1/endpoint/invoke`
 //! scores through the front door, `?base_dir=` resolves a picked YAML file's relative paths;
 //! and, in headless Chromium (tests/studio/studio_test.py, installed by
-//! scripts/studio-setup.sh), the Azure tutorial's studio steps and the Endpoints list of a
-//! server holding several endpoints.
+//! scripts/studio-setup.sh), the Azure tutorial's studio steps, the Endpoints list of a
+//! server holding several endpoints, and the seed's studio tab from its first step (register
+//! the models from their folders, Deploy → Real-time endpoint).
 
 use crate::common;
 
@@ -47,9 +48,74 @@ fn the_page_and_its_assets_are_served_from_the_binary_without_the_token() {
         "mirror-enable",
         "rollout-form",
         "rollout-status",
+        // The asset store's pages (CONTRACT §11): Models, Environments, Deploy → Real-time endpoint.
+        "studio-nav",
+        "nav-endpoints",
+        "nav-models",
+        "nav-environments",
+        "view-models",
+        "models-table",
+        "model-rows",
+        "no-models",
+        "models-register",
+        "register-local",
+        "register-dialog",
+        "register-form",
+        "register-type",
+        "register-folder",
+        "register-file",
+        "register-name",
+        "register-description",
+        "register-submit",
+        "view-model",
+        "model-id",
+        "model-version-rows",
+        "model-deploy",
+        "deploy-realtime",
+        "view-environments",
+        "curated-rows",
+        "environment-rows",
+        "no-environments",
+        "env-form",
+        "view-deploy",
+        "wizard-steps",
+        "wiz-page-endpoint",
+        "wiz-endpoint-new",
+        "wiz-endpoint-existing",
+        "wiz-endpoint-name",
+        "wiz-endpoint-pick",
+        "wiz-compute-type",
+        "wiz-auth-key",
+        "wiz-auth-token",
+        "wiz-page-model",
+        "wiz-model-id",
+        "wiz-page-deployment",
+        "wiz-deployment-name",
+        "wiz-data-collection",
+        "wiz-app-insights",
+        "wiz-page-code",
+        "wiz-code-file",
+        "wiz-code-folder",
+        "wiz-scoring-script",
+        "wiz-environment",
+        "wiz-page-compute",
+        "wiz-instance-type",
+        "wiz-instance-count",
+        "wiz-page-traffic",
+        "wiz-traffic-fields",
+        "wiz-traffic-total",
+        "wiz-page-review",
+        "wiz-review-json",
+        "wizard-next",
+        "wizard-create",
+        "wizard-progress",
+        "wizard-log",
     ] {
         assert!(page.body.contains(&format!("id=\"{id}\"")), "the page has no #{id}");
     }
+    // A folder upload (Register → From local files, the wizard's code folder) is a browser's
+    // folder picker.
+    assert_eq!(page.body.matches(" webkitdirectory").count(), 2, "the page has no folder pickers");
     for (path, kind) in [("/studio/studio.js", "text/javascript"), ("/studio/studio.css", "text/css")] {
         let r = get_with(&s, path, None);
         assert_eq!(r.status, 200, "{path}");
@@ -272,4 +338,34 @@ fn the_endpoints_list_opens_each_endpoints_own_page_in_headless_chromium() {
     assert_eq!(names, ["alpha", "gamma"], "{list}");
     assert_eq!(list[0]["traffic"], json!({"blue": 0, "green": 100}), "{list}");
     assert_eq!(list[1]["auth_mode"], json!("aml_token"), "{list}");
+}
+
+/// The seed's studio tab followed from its first step, in headless Chromium: Models → Register →
+/// From local files (model-1 and model-2 from their `model` folders), Models → model-1 → Deploy
+/// → Real-time endpoint (a new endpoint, blue with data collection and Application Insights on,
+/// `score.py` uploaded, the curated sklearn-1.5 environment, one instance, 100%), then green from
+/// model-2 to the existing endpoint at 0% (its `onlinescoring` folder uploaded), then the page's
+/// own steps (test, traffic, mirror, logs, delete). A screenshot per wizard page.
+#[test]
+fn the_seeds_studio_tab_registers_and_deploys_from_its_first_step_in_headless_chromium() {
+    if skip_browser() {
+        return;
+    }
+    let s = Server::start_with(&["--admin-token", TOKEN, "--python", &hook_python()]);
+    let shots = repo().join("target/studio-screenshots-seed");
+    run_studio(&s, "seed", &shots);
+    // A screenshot per page of each wizard (blue's on a new endpoint, green's on the existing one).
+    let pages = ["1-endpoint", "2-model", "3-deployment", "4-code", "5-compute", "6-traffic", "7-review"];
+    let wizard: Vec<String> =
+        ["deploy-", "deploy-green-"].iter().flat_map(|w| pages.iter().map(move |p| format!("{w}{p}"))).collect();
+    let mut names = vec!["environments", "models-empty", "register-model-1", "register-model-2", "models", "model-1"];
+    names.extend(wizard.iter().map(String::as_str));
+    names.extend(["deploy-8-progress", "deploy-blue-done", "deploy-green-done", "seed-logs", "models-after"]);
+    assert_screenshots(&shots, &names);
+    // What the page left, read without it: both models registered once (version 1, from their
+    // folders), the endpoint deleted from its page.
+    let models = get_with(&s, "/v1/models", Some(TOKEN)).json();
+    let listed: Vec<_> = models.as_array().unwrap().iter().map(|m| (m["name"].clone(), m["version"].clone())).collect();
+    assert_eq!(listed, [(json!("model-1"), json!("1")), (json!("model-2"), json!("1"))], "{models}");
+    assert_eq!(get_with(&s, "/v1/endpoints", Some(TOKEN)).json(), json!([]));
 }

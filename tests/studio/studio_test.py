@@ -7,14 +7,19 @@ admin API too. Run by tests/studio.rs:
 STUDIO_SCENARIO picks what is clicked: `tutorial` (the default) the Azure tutorial's studio
 steps on one endpoint; `endpoints` the Endpoints list of a server holding several (each
 endpoint's own page, an action on one leaving the other alone, the browser's Back and
-Forward). STUDIO_URL is the admin plane (the page is its `/`); SAMPLE_DIR the seed's
-managed/sample folder; MODELS_DIR the repository's models/ (for `endpoints`); screenshots go to
-SHOTS_DIR. Both scenarios end with the contract check: every call the page made is a route of
-the admin API's document, under /v1/endpoints (the page names its endpoint in every call).
+Forward); `seed` the seed's studio tab from its first step (Models → Register → From local
+files for model-1 and model-2, Deploy → Real-time endpoint for blue on a new endpoint and green
+on the existing one, then the page's own steps). STUDIO_URL is the admin plane (the page is its
+`/`); SAMPLE_DIR the seed's managed/sample folder (model-1/ and model-2/ are two folders up);
+MODELS_DIR the repository's models/ (for `endpoints`); screenshots go to SHOTS_DIR. Every
+scenario ends with the contract check: every call the page made is a route of the admin API's
+document, under /v1/endpoints (the page names its endpoint in every call) or the asset store's
+routes (models, environments, uploads, code: the workspace's, CONTRACT §11).
 """
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -252,6 +257,21 @@ def tabs_off():
             if by_id("tab-" + t).get_attribute("disabled") is not None]
 
 
+def set_checked(i, on):
+    if by_id(i).is_selected() != on:
+        click(i)
+
+
+def mirror_copies_scored(request, target="green"):
+    """Sends ten requests through the endpoint; True once `target` scored mirror copies (else
+    its mirror share, for the failure message)."""
+    for _ in range(10):
+        status, body = api("POST", EP_PATH + "/invoke", request)
+        assert status == 200, body
+    mirror = deployment(target).get("mirror", {})
+    return mirror.get("copied", 0) > 0 or mirror
+
+
 def test_on_page(name, request_file):
     tab("test")
     Select(by_id("test-deployment")).select_by_value(name)
@@ -433,15 +453,7 @@ def tutorial():
     assert endpoint()["mirror_traffic"] == {"green": 10}
     with open(os.path.join(SAMPLE, "sample-request.json")) as f:
         request = f.read()
-
-    def copies_scored():
-        for _ in range(10):
-            status, body = api("POST", EP_PATH + "/invoke", request)
-            assert status == 200, body
-        mirror = deployment("green").get("mirror", {})
-        return mirror.get("copied", 0) > 0 or mirror
-
-    wait_api("green scored mirror copies", copies_scored)
+    wait_api("green scored mirror copies", lambda: mirror_copies_scored(request))
 
     step("Monitoring shows charts, with the mirror comparison while the rule is on")
     tab("monitoring")
@@ -636,6 +648,15 @@ def tutorial():
     visible("endpoint-details")
     wait.until(lambda d: not tabs_off(), "tabs stayed off with an endpoint")
     assert endpoint()["name"] == EP_NAME, endpoint()
+    delete_endpoint_from_its_page()
+    only_list_probes("after Delete endpoint")
+    errors = console_errors()
+    assert not errors, "console errors: {}".format(errors)
+
+
+
+def delete_endpoint_from_its_page():
+    """Delete endpoint on the endpoint's page, confirmed: the list shows no endpoint."""
     click("delete-endpoint")
     visible("confirm-dialog")
     text_has("confirm-text", EP_NAME)
@@ -643,10 +664,9 @@ def tutorial():
     visible("no-endpoint")
     on_list()
     assert api("GET", "/v1/endpoints")[1] == []
-    only_list_probes("after Delete endpoint")
-    errors = console_errors()
-    assert not errors, "console errors: {}".format(errors)
 
+
+ASSET_ROUTES = ("/v1/models", "/v1/environments", "/v1/uploads", "/v1/codes")
 
 
 def contract_check():
@@ -656,8 +676,12 @@ def contract_check():
     assert not problems, "the page drifted from the admin API's document:\n  " + "\n  ".join(problems)
     # The one-endpoint routes (/v1/endpoint, /v1/deployments) answer 409 on a server holding
     # several, and /v1/metrics mixes every endpoint's deployments: the page uses none of them.
-    unnamed = sorted({r["method"] + " " + r["path"] for r in records
-                      if not (r["path"] == "/v1/endpoints" or r["path"].startswith("/v1/endpoints/"))})
+    # The asset store's routes belong to no endpoint (the workspace's, CONTRACT §11).
+    def named(path):
+        bare = path.split("?")[0]
+        return bare == "/v1/endpoints" or bare.startswith("/v1/endpoints/") or any(
+            bare == a or bare.startswith(a + "/") for a in ASSET_ROUTES)
+    unnamed = sorted({r["method"] + " " + r["path"] for r in records if not named(r["path"])})
     assert not unnamed, "calls that name no endpoint: {}".format(unnamed)
     reads = sum(len(r["reads"]) for r in records)
     typed = sum(len(r["types"]) for r in records)
@@ -873,7 +897,366 @@ def endpoints_list():
     assert not errors, "console errors: {}".format(errors)
 
 
-SCENARIOS = {"tutorial": tutorial, "endpoints": endpoints_list}
+# The curated environment the seed's deployments name (the wizard offers it by this asset ID).
+SKLEARN = "azureml://registries/azureml/environments/sklearn-1.5/labels/latest"
+DATA_COLLECTOR = {"collections": {"model_inputs": {"enabled": "True"}, "model_outputs": {"enabled": "True"}}}
+
+
+def seed():
+    """The seed's studio tab, followed from its first step: register model-1 and model-2 from
+    their folders (Models → Register → From local files), deploy model-1 as blue on a new
+    endpoint through Deploy → Real-time endpoint (both toggles on, score.py uploaded, the
+    curated sklearn-1.5 environment, one instance, 100%), add model-2 as green to the existing
+    endpoint at 0% (its onlinescoring folder uploaded), then the page's own steps (test,
+    traffic, mirror, logs, delete). A screenshot per wizard page."""
+    root = os.path.normpath(os.path.join(SAMPLE, "..", ".."))  # the seed's online/ folder
+
+    def sample(*parts):
+        return os.path.join(root, *parts)
+
+    request_file = os.path.join(SAMPLE, "sample-request.json")
+    with open(request_file) as f:
+        request = f.read()
+
+    def wizard_ready():
+        wait.until(lambda d: by_id("wizard-next").is_enabled(), "the wizard never read its model and choices")
+
+    def next_page(expected):
+        click("wizard-next")
+        visible("wiz-page-" + expected)
+
+    step("the page opens on the Endpoints list, with Models and Environments beside Endpoints")
+    driver.get(URL + "/")
+    visible("token-dialog")
+    fill("token-input", TOKEN)
+    click("token-save")
+    visible("no-endpoint")
+    on_list()
+    assert by_id("nav-endpoints").get_attribute("aria-current") == "page"
+    visible("nav-models")
+    visible("nav-environments")
+
+    step("Environments: the curated sklearn set the server maps, no custom one yet")
+    click("nav-environments")
+    at_hash("#/environments")
+    visible("view-environments")
+    assert not by_id("view-list").is_displayed()
+    visible("curated-row-sklearn-1.5")
+    text_has("curated-row-sklearn-1.5", SKLEARN)
+    for v in ("1.0", "1.1"):
+        visible("curated-row-sklearn-" + v)
+    visible("no-environments")
+    assert by_id("nav-environments").get_attribute("aria-current") == "page"
+
+    step("Environments → Create environment: my-env from model-1's conda file (a custom one)")
+    conda = sample("model-1", "environment", "conda.yaml")
+    click("env-create")
+    text_has("env-error", "Give the environment a name")
+    fill("env-name", "my-env")
+    by_id("env-conda").send_keys(conda)
+    click("env-create")
+    page_says("Environment my-env version 1 created")
+    visible("environment-row-my-env")
+    assert not by_id("no-environments").is_displayed()
+    status, env = api("GET", "/v1/environments/my-env")
+    with open(conda) as f:
+        assert status == 200 and env["id"] == "azureml:my-env:1" and env["conda_yaml"] == f.read(), env
+    shot("environments")
+
+    step("Models: nothing registered yet")
+    click("nav-models")
+    at_hash("#/models")
+    visible("no-models")
+    assert not by_id("models-table").is_displayed()
+    assert driver.title.startswith("Models"), driver.title
+    shot("models-empty")
+
+    for name in ("model-1", "model-2"):
+        folder = sample(name, "model")
+        step("Models → Register → From local files: {} from the {}/model folder".format(name, name))
+        click("models-register")
+        visible("register-local")
+        click("register-local")
+        visible("register-dialog")
+        click("register-submit")  # nothing picked yet: refused before anything is sent
+        text_has("register-error", "Pick the model's folder")
+        Select(by_id("register-type")).select_by_value("custom_model")
+        by_id("register-folder").send_keys(folder)
+        text_is("register-picked", "Folder model: 1 file, " + driver.execute_script(
+            "return bytesText(arguments[0])", os.path.getsize(os.path.join(folder, "sklearn_regression_model.pkl"))))
+        fill("register-name", name)
+        fill("register-description", "the seed's " + name)
+        shot("register-" + name)
+        click("register-submit")
+        page_says("Model {} version 1 registered".format(name))
+        wait.until(lambda d: not by_id("register-dialog").is_displayed(), "the register dialog stayed open")
+        visible("model-row-" + name)
+        text_is("model-version-" + name, "1")
+        text_is("model-type-" + name, "custom_model")
+        status, m = api("GET", "/v1/models/" + name)
+        size = os.path.getsize(os.path.join(folder, "sklearn_regression_model.pkl"))
+        assert status == 200 and m["id"] == "azureml:{}:1".format(name) and m["version"] == "1", m
+        assert m["type"] == "custom_model" and m["size_bytes"] == size and m["file_count"] == 1, m
+        assert m["description"] == "the seed's " + name, m
+        # The stored copy is the folder itself (its own name kept), byte for byte.
+        with open(os.path.join(m["path"], "sklearn_regression_model.pkl"), "rb") as a, \
+                open(os.path.join(folder, "sklearn_regression_model.pkl"), "rb") as b:
+            assert a.read() == b.read(), "the stored copy of {} differs from the folder".format(name)
+    assert [m["name"] for m in api("GET", "/v1/models")[1]] == ["model-1", "model-2"]
+    shot("models")
+
+    step("Models → model-1: its versions, then Deploy → Real-time endpoint")
+    click("open-model-model-1")
+    at_hash("#/models/model-1")
+    visible("model-body")
+    text_is("model-id", "azureml:model-1:1")
+    text_is("model-type", "custom_model")
+    visible("model-version-row-1")
+    shot("model-1")
+    click("model-deploy")
+    visible("deploy-realtime")
+    click("deploy-realtime")
+    at_hash("#/deploy?model=model-1:1")
+    visible("view-deploy")
+    wizard_ready()
+
+    step("wizard, endpoint: a new one, my-endpoint, compute type Managed, key-based authentication")
+    assert by_id("wiz-endpoint-new").is_selected()
+    assert by_id("wiz-endpoint-existing").get_attribute("disabled") is not None, "no endpoint exists to pick"
+    assert by_id("wiz-compute-type").get_attribute("value") == "Managed"
+    fill("wiz-endpoint-name", "x")
+    click("wizard-next")
+    text_has("wizard-error", "3 to 32")
+    assert by_id("wiz-page-endpoint").is_displayed()
+    fill("wiz-endpoint-name", EP_NAME)
+    click("wiz-auth-key")
+    shot("deploy-1-endpoint")
+    next_page("model")
+
+    step("wizard, model: model-1 version 1")
+    text_is("wiz-model-id", "azureml:model-1:1")
+    text_is("wiz-model-type", "custom_model")
+    shot("deploy-2-model")
+    next_page("deployment")
+
+    step("wizard, deployment: blue, Inferencing data collection and Application Insights diagnostics on")
+    fill("wiz-deployment-name", "blue")
+    text_is("wiz-app-insights-state", "metrics and traces off")
+    set_checked("wiz-data-collection", True)
+    set_checked("wiz-app-insights", True)
+    text_is("wiz-app-insights-state", "metrics and traces on")
+    shot("deploy-3-deployment")
+    next_page("code")
+
+    step("wizard, code + environment: model-1/onlinescoring/score.py uploaded, the curated sklearn-1.5")
+    by_id("wiz-code-file").send_keys(sample("model-1", "onlinescoring", "score.py"))
+    text_has("wiz-code-picked", "File score.py")
+    assert Select(by_id("wiz-scoring-script")).first_selected_option.get_attribute("value") == "score.py"
+    click("wizard-next")
+    text_has("wizard-error", "Pick the environment")
+    offered = [o.get_attribute("value") for o in Select(by_id("wiz-environment")).options]
+    assert SKLEARN in offered and "azureml:my-env:1" in offered, offered
+    Select(by_id("wiz-environment")).select_by_value(SKLEARN)
+    text_has("wiz-environment-facts", "Curated")
+    shot("deploy-4-code")
+    next_page("compute")
+
+    step("wizard, compute: Standard_DS3_v2, instance count 1")
+    assert Select(by_id("wiz-instance-type")).first_selected_option.get_attribute("value") == "Standard_DS3_v2"
+    fill("wiz-instance-count", 0)
+    click("wizard-next")
+    text_has("wizard-error", "at least 1")
+    fill("wiz-instance-count", 1)
+    shot("deploy-5-compute")
+    next_page("traffic")
+
+    step("wizard, live traffic: 100% to blue (a new endpoint)")
+    assert [i.get_attribute("id") for i in driver.find_elements(By.CSS_SELECTOR, "#wiz-traffic-fields input")] == ["wiz-traffic-blue"]
+    assert by_id("wiz-traffic-blue").get_attribute("value") == "100"
+    text_is("wiz-traffic-total", "Total: 100%")
+    shot("deploy-6-traffic")
+    next_page("review")
+
+    step("wizard, review: everything chosen, and the deployment's document")
+    text_is("wiz-review-endpoint", EP_NAME + " (new; compute Managed; key-based authentication)")
+    text_is("wiz-review-model", "azureml:model-1:1")
+    text_is("wiz-review-deployment", "blue")
+    text_is("wiz-review-data-collection", "on (model inputs and outputs)")
+    text_is("wiz-review-app-insights", "metrics and traces on")
+    text_has("wiz-review-code", "score.py")
+    text_has("wiz-review-environment", SKLEARN)
+    text_is("wiz-review-instance-type", "Standard_DS3_v2")
+    text_is("wiz-review-instance-count", "1")
+    text_is("wiz-review-traffic", "blue 100%")
+    doc = json.loads(driver.execute_script("return document.getElementById('wiz-review-json').textContent"))
+    assert doc["model"] == "azureml:model-1:1" and doc["environment"] == SKLEARN, doc
+    assert doc["app_insights_enabled"] is True and doc["data_collector"] == DATA_COLLECTOR, doc
+    assert doc["instance_type"] == "Standard_DS3_v2" and doc["instance_count"] == 1, doc
+    assert api("GET", EP_PATH)[0] == 404, "the wizard created something before Create"
+    shot("deploy-7-review")
+
+    step("Create: the endpoint, then blue, followed while it loads, then its traffic; the endpoint's page opens")
+    click("wizard-create")
+    visible("wizard-progress")
+    shot("deploy-8-progress")
+    at_hash("#/endpoints/" + EP_NAME)
+    page_says("Deployment blue of azureml:model-1:1 is ready on endpoint {}; live traffic blue 100%".format(EP_NAME))
+    visible("endpoint-details")
+    text_is("state-blue", "Succeeded")
+    text_is("ep-traffic", "blue 100%")
+    text_is("ep-auth-mode", "key")
+    text_is("model-of-blue", "azureml:model-1:1")
+    shot("deploy-blue-done")
+    d = deployment("blue")
+    assert d["provisioning_state"] == "Succeeded", d
+    assert d["model"]["reference"] == "azureml:model-1:1", d["model"]
+    assert d["model"]["name"] == "model-1" and str(d["model"]["version"]) == "1", d["model"]
+    assert d["data_collector"] == DATA_COLLECTOR, d
+    assert d["app_insights_enabled"] is True, d
+    assert d["instance_type"] == "Standard_DS3_v2" and d["instance_count"] == 1, d
+    assert SKLEARN in json.dumps(d["environment"]), d["environment"]
+    cc = d["code_configuration"]
+    assert cc["scoring_script"] == "score.py", cc
+    with open(os.path.join(cc["code"], "score.py")) as a, open(sample("model-1", "onlinescoring", "score.py")) as b:
+        assert a.read() == b.read(), "the stored code is not the picked score.py"
+    ep = endpoint()
+    assert ep["traffic"] == {"blue": 100} and ep["auth_mode"] == "key", ep
+    got = test_on_page("blue", request_file)
+    assert all(abs(a - b) <= 1e-6 * b for a, b in zip(got, MODEL_1)), got
+    tab("details")
+    errors = console_errors()
+    assert not errors, "console errors: {}".format(errors)
+
+    step("Models → model-2 → Deploy → Real-time endpoint: to the existing endpoint")
+    click("nav-models")
+    at_hash("#/models")
+    visible("model-row-model-2")
+    click("open-model-model-2")
+    at_hash("#/models/model-2")
+    text_is("model-id", "azureml:model-2:1")
+    click("model-deploy")
+    visible("deploy-realtime")
+    click("deploy-realtime")
+    at_hash("#/deploy?model=model-2:1")
+    wizard_ready()
+    fill("wiz-endpoint-name", EP_NAME)
+    click("wizard-next")
+    text_has("wizard-error", "Endpoint {} exists already".format(EP_NAME))
+    click("wiz-endpoint-existing")
+    visible("wiz-endpoint-pick")
+    Select(by_id("wiz-endpoint-pick")).select_by_value(EP_NAME)
+    text_has("wiz-existing-facts", "blue 100%")
+    assert not by_id("wiz-endpoint-name").is_displayed()
+    shot("deploy-green-1-endpoint")
+    next_page("model")
+    text_is("wiz-model-id", "azureml:model-2:1")
+    shot("deploy-green-2-model")
+    next_page("deployment")
+
+    step("wizard, deployment: green (blue is taken on my-endpoint), the toggles left off")
+    fill("wiz-deployment-name", "blue")
+    click("wizard-next")
+    text_has("wizard-error", "has a deployment blue already")
+    fill("wiz-deployment-name", "green")
+    assert not by_id("wiz-data-collection").is_selected() and not by_id("wiz-app-insights").is_selected()
+    shot("deploy-green-3-deployment")
+    next_page("code")
+
+    step("wizard, code + environment: the model-2/onlinescoring folder uploaded, the curated sklearn-1.5")
+    by_id("wiz-code-folder").send_keys(sample("model-2", "onlinescoring"))
+    text_has("wiz-code-picked", "Folder onlinescoring: 1 file")
+    assert Select(by_id("wiz-scoring-script")).first_selected_option.get_attribute("value") == "score.py"
+    Select(by_id("wiz-environment")).select_by_value(SKLEARN)
+    shot("deploy-green-4-code")
+    next_page("compute")
+    shot("deploy-green-5-compute")
+    next_page("traffic")
+
+    step("wizard, live traffic: the endpoint's split as it is, green at 0%")
+    assert by_id("wiz-traffic-blue").get_attribute("value") == "100"
+    assert by_id("wiz-traffic-green").get_attribute("value") == "0"
+    text_is("wiz-traffic-total", "Total: 100%")
+    shot("deploy-green-6-traffic")
+    next_page("review")
+    text_is("wiz-review-endpoint", EP_NAME + " (existing)")
+    text_is("wiz-review-model", "azureml:model-2:1")
+    text_is("wiz-review-deployment", "green")
+    text_is("wiz-review-data-collection", "off")
+    text_is("wiz-review-app-insights", "off")
+    text_is("wiz-review-traffic", "blue 100%")
+    shot("deploy-green-7-review")
+
+    step("Create: green loads beside blue, which keeps all the traffic")
+    click("wizard-create")
+    at_hash("#/endpoints/" + EP_NAME)
+    page_says("Deployment green of azureml:model-2:1 is ready on endpoint {}".format(EP_NAME))
+    text_is("state-green", "Succeeded")
+    text_is("traffic-of-green", "0%")
+    text_is("ep-traffic", "blue 100%")
+    text_is("model-of-green", "azureml:model-2:1")
+    shot("deploy-green-done")
+    d = deployment("green")
+    assert d["model"]["reference"] == "azureml:model-2:1", d["model"]
+    assert d["app_insights_enabled"] is False and d.get("data_collector") is None, d
+    cc = d["code_configuration"]
+    assert cc["scoring_script"] == "score.py" and os.path.basename(cc["code"].rstrip("/")) == "onlinescoring", cc
+    assert endpoint()["traffic"] == {"blue": 100, "green": 0}, endpoint()
+    assert deployment("blue")["model"]["reference"] == "azureml:model-1:1"
+
+    step("the page's own steps: test green pinned, 90/10, mirror 10% to green, Monitoring, Logs, mirror off")
+    got = test_on_page("green", request_file)
+    assert got and got != MODEL_1, got
+    tab("details")
+    open_traffic(90, 10)
+    text_is("ep-traffic", "blue 90%, green 10%")
+    assert endpoint()["traffic"] == {"blue": 90, "green": 10}, endpoint()
+    open_traffic(100, 0, ("green", None))
+    text_is("ep-mirror-traffic", "green 10%")
+    assert endpoint()["mirror_traffic"] == {"green": 10}, endpoint()
+    wait_api("green scored mirror copies", lambda: mirror_copies_scored(request))
+    tab("monitoring")
+    visible("mirror-figure")
+    text_has("mirror-summary", "green · 10%")
+    tab("logs")
+    Select(by_id("logs-deployment")).select_by_value("green")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#logs-output .mirror-line"), "no mirror line in green's logs")
+    shot("seed-logs")
+    tab("details")
+    open_traffic(100, 0, None)
+    text_is("ep-mirror-traffic", "none")
+
+    step("a model a deployment uses cannot be archived")
+    status, body = api("POST", "/v1/models/model-1/versions/1/archive")
+    assert status == 409 and "blue" in body["message"], (status, body)
+
+    step("all traffic to green, delete blue, then the endpoint, from the page")
+    open_traffic(0, 100)
+    text_is("ep-traffic", "green 100%")
+    click("delete-blue")
+    visible("confirm-dialog")
+    click("confirm-yes")
+    wait.until(lambda d: not d.find_elements(By.ID, "card-blue"), "blue's card stayed")
+    assert [d["name"] for d in api("GET", EP_PATH + "/deployments")[1]] == ["green"]
+    delete_endpoint_from_its_page()
+
+    step("the models stay registered; unused now, model-1 archives (and leaves the list) and restores")
+    click("nav-models")
+    at_hash("#/models")
+    visible("model-row-model-1")
+    visible("model-row-model-2")
+    status, body = api("POST", "/v1/models/model-1/archive")
+    assert status == 200, body
+    wait.until(lambda d: not d.find_elements(By.ID, "model-row-model-1"), "an archived model stayed listed")
+    visible("model-row-model-2")
+    status, body = api("POST", "/v1/models/model-1/restore")
+    assert status == 200, body
+    visible("model-row-model-1")
+    shot("models-after")
+    errors = console_errors()
+    assert not errors, "console errors: {}".format(errors)
+
+
+SCENARIOS = {"tutorial": tutorial, "endpoints": endpoints_list, "seed": seed}
 
 try:
     SCENARIOS[SCENARIO]()

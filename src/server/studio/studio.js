@@ -2,6 +2,9 @@
 // Every call goes through api(), which adds the admin token when the server asked for one.
 // The page opens on the Endpoints list (#/endpoints); each endpoint has its own page
 // (#/endpoints/NAME) with the tabs, and every call about it goes to /v1/endpoints/NAME/...
+// The registered assets (CONTRACT §11) have their own pages: Models (#/models, a model's
+// versions at #/models/NAME[/VERSION]), Environments (#/environments) and the
+// Deploy → Real-time endpoint wizard (#/deploy?model=NAME:VERSION).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,21 +13,34 @@ const COLORS = ["#0b5cad", "#1a7f37", "#bc4c00", "#8250df", "#cf222e", "#116329"
 const POLL_MS = 2000;
 const HISTORY = 60;
 
-// `view` is "list" or "endpoint"; `name` the endpoint whose page is open (null on the list);
-// `gen` changes whenever the page shown changes, so an answer about the page that was left is
-// dropped instead of drawn on the next one. `endpoints` is the last list read (null before).
-const state = { view: null, name: null, gen: 0, notice: null, endpoints: null, endpoint: null, deployments: [], tab: "details", metrics: [], series: {}, mirror: [], keyShown: false };
+// `view` is "list", "endpoint", "models", "model", "environments" or "deploy"; `name` the
+// endpoint whose page is open (null elsewhere); `model`/`modelVersion` the model page's;
+// `route` the address shown (its parsed form); `gen` changes whenever the page shown changes,
+// so an answer about the page that was left is dropped instead of drawn on the next one.
+// `endpoints` is the last list read (null before), `models` the last model list, `curated` the
+// server's curated environments (read once: they never change while it runs).
+const state = { view: null, route: null, name: null, model: null, modelVersion: null, gen: 0, notice: null, endpoints: null, endpoint: null, deployments: [], tab: "details", metrics: [], series: {}, mirror: [], keyShown: false, models: null, modelVersions: null, curated: null };
 
 const seg = encodeURIComponent;
 
-/** The admin API path of the open endpoint (`rest` appended): /v1/endpoints/NAME/... */
+/** The admin API path of endpoint `endpoint` (`rest` appended): /v1/endpoints/NAME/... */
+function endpointPath(endpoint, rest) {
+  return "/v1/endpoints/" + seg(endpoint) + (rest || "");
+}
+
+/** The admin API path of deployment `name` of endpoint `endpoint`. */
+function deploymentPath(endpoint, name, rest) {
+  return endpointPath(endpoint, "/deployments/" + seg(name) + (rest || ""));
+}
+
+/** The admin API path of the open endpoint. */
 function epPath(rest) {
-  return "/v1/endpoints/" + seg(state.name) + (rest || "");
+  return endpointPath(state.name, rest);
 }
 
 /** The admin API path of one of the open endpoint's deployments. */
 function depPath(name, rest) {
-  return epPath("/deployments/" + seg(name) + (rest || ""));
+  return deploymentPath(state.name, name, rest);
 }
 
 // ---------- the admin API ----------
@@ -87,7 +103,8 @@ async function api(method, path, body, contentType) {
     // refuses a state change whose type a page of another origin could send (CONTRACT §5).
     if (body !== undefined || method !== "GET") headers["Content-Type"] = contentType || "application/json";
     const init = { method, headers, cache: "no-store" };
-    if (body !== undefined) init.body = typeof body === "string" ? body : JSON.stringify(body);
+    // A picked file (an upload's bytes) goes as it is; anything else but text as JSON.
+    if (body !== undefined) init.body = typeof body === "string" || body instanceof Blob ? body : JSON.stringify(body);
     const r = await fetch(path, init);
     // A 401 of invoke is the scoring plane's (passed through), not a question for the token.
     if (r.status === 401 && !/\/invoke(?:\?|$)/.test(path)) {
@@ -210,7 +227,8 @@ function clearEndpointViews() {
   applyEndpointState();
 }
 
-// ---------- pages: #/endpoints (the list) and #/endpoints/NAME (an endpoint's page) ----------
+// ---------- pages: #/endpoints (the list), #/endpoints/NAME (an endpoint's page), #/models,
+// #/models/NAME[/VERSION], #/environments and #/deploy?model=NAME:VERSION ----------
 
 /** The endpoint the address names (#/endpoints/NAME), or null for the list. */
 function hashEndpoint() {
@@ -220,14 +238,56 @@ function hashEndpoint() {
   try { name = decodeURIComponent(m[1]); } catch (_) { return null; }
   // Only an endpoint name (CONTRACT §1): a ".." or "a/b" would make the page's calls leave
   // /v1/endpoints/NAME once the browser resolves the path.
-  return /^[A-Za-z]([-A-Za-z0-9]*[A-Za-z0-9])?$/.test(name) ? name : null;
+  return ENDPOINT_NAME.test(name) ? name : null;
 }
 
-/** Opens endpoint `name`'s page (null: the list). A new history entry, so the browser's Back
- * returns; `replace` swaps the current one instead (an endpoint that is gone, or deleted).
+const ENDPOINT_NAME = /^[A-Za-z]([-A-Za-z0-9]*[A-Za-z0-9])?$/;
+// Registered assets' names and versions (CONTRACT §11). Neither can be "." or "..": the
+// page's calls put them in a path, which must not leave /v1/models/NAME.
+const ASSET_NAME = /^[A-Za-z0-9][-A-Za-z0-9._]{0,254}$/;
+const ASSET_VERSION = /^(?!\.{1,2}$)[-A-Za-z0-9._]{1,30}$/;
+
+function decoded(s) {
+  try { return decodeURIComponent(s); } catch (_) { return null; }
+}
+
+/** `NAME:VERSION` (a model's reference without `azureml:`), or null. */
+function parseModelRef(text) {
+  const at = text.indexOf(":");
+  if (at < 0) return null;
+  const name = text.slice(0, at), version = text.slice(at + 1);
+  return ASSET_NAME.test(name) && ASSET_VERSION.test(version) ? { name, version } : null;
+}
+
+/** The page the address names ({view, ...}), or null for an address the page does not know. */
+function parseRoute() {
+  const h = location.hash;
+  if (h === "#/endpoints") return { view: "list" };
+  const name = hashEndpoint();
+  if (name) return { view: "endpoint", name };
+  if (h === "#/models") return { view: "models" };
+  if (h === "#/environments") return { view: "environments" };
+  let m = /^#\/models\/([^/?#]+)(?:\/([^/?#]+))?\/?$/.exec(h);
+  if (m) {
+    const model = decoded(m[1]);
+    const version = m[2] === undefined ? null : decoded(m[2]);
+    const ok = model && ASSET_NAME.test(model) && (version === null || (version && ASSET_VERSION.test(version)));
+    return ok ? { view: "model", model, version } : null;
+  }
+  m = /^#\/deploy\?(.*)$/.exec(h);
+  if (m) {
+    const q = new URLSearchParams(m[1]);
+    const ref = parseModelRef(q.get("model") || "");
+    const endpoint = q.get("endpoint");
+    if (ref) return { view: "deploy", model: ref.name, version: ref.version, endpoint: endpoint && ENDPOINT_NAME.test(endpoint) ? endpoint : null };
+  }
+  return null;
+}
+
+/** Opens the page of address `hash`. A new history entry, so the browser's Back returns;
+ * `replace` swaps the current one instead (a page whose subject is gone, or deleted).
  * `notice`, if given, is said on the page opened (what was said on the page left is not). */
-function go(name, replace, notice) {
-  const hash = name ? "#/endpoints/" + seg(name) : "#/endpoints";
+function goHash(hash, replace, notice) {
   state.notice = notice || null;
   if (replace) {
     history.replaceState(null, "", hash);
@@ -239,32 +299,67 @@ function go(name, replace, notice) {
   }
 }
 
+/** Opens endpoint `name`'s page (null: the list), as goHash. */
+function go(name, replace, notice) {
+  goHash(name ? "#/endpoints/" + seg(name) : "#/endpoints", replace, notice);
+}
+
+const VIEWS = { list: "view-list", endpoint: "view-endpoint", models: "view-models", model: "view-model", environments: "view-environments", deploy: "view-deploy" };
+const NAV = { list: "nav-endpoints", endpoint: "nav-endpoints", models: "nav-models", model: "nav-models", deploy: "nav-models", environments: "nav-environments" };
+
+function titleOf(r) {
+  switch (r.view) {
+    case "endpoint": return r.name;
+    case "models": return "Models";
+    case "model": return `${r.model} · Models`;
+    case "environments": return "Environments";
+    case "deploy": return `Deploy ${r.model}:${r.version}`;
+    default: return "Endpoints";
+  }
+}
+
 /** Shows the page the address names. */
 function route() {
   const notice = state.notice;
   state.notice = null;
-  const name = hashEndpoint();
-  if (!name && location.hash !== "#/endpoints") history.replaceState(null, "", "#/endpoints");
-  const view = name ? "endpoint" : "list";
-  if (view === state.view && name === state.name) {
+  let r = parseRoute();
+  if (!r) {
+    history.replaceState(null, "", "#/endpoints");
+    r = { view: "list" };
+  }
+  const key = JSON.stringify(r);
+  if (key === state.route) {
     if (notice) say(notice);
     return;
   }
+  state.route = key;
   state.gen++;
   say(notice || ""); // a message about the page left does not stay on the next one
   for (const d of document.querySelectorAll("dialog")) if (d.open && d.id !== "token-dialog") d.close();
+  closeMenus(null);
   clearEndpointViews();
+  clearModelView();
+  const view = r.view;
   state.view = view;
-  state.name = name;
-  $("view-list").hidden = view !== "list";
-  $("view-endpoint").hidden = view !== "endpoint";
-  $("endpoint-name").textContent = name ? "· " + name : "";
-  document.title = name ? `${name} · Switchyard studio` : "Endpoints · Switchyard studio";
+  state.name = view === "endpoint" ? r.name : null;
+  state.model = view === "model" ? r.model : null;
+  state.modelVersion = view === "model" ? r.version : null;
+  for (const [v, id] of Object.entries(VIEWS)) $(id).hidden = v !== view;
+  for (const id of new Set(Object.values(NAV))) {
+    if (id === NAV[view]) $(id).setAttribute("aria-current", "page"); else $(id).removeAttribute("aria-current");
+  }
+  $("endpoint-name").textContent = state.name ? "· " + state.name : "";
+  document.title = titleOf(r) + " · Switchyard studio";
   if (view === "list") {
     $("create-error").hidden = true;
     if (state.endpoints) renderList();
-  } else {
+  } else if (view === "endpoint") {
     showTab("details");
+  } else if (view === "models") {
+    if (state.models) renderModels();
+  } else if (view === "deploy") {
+    openWizard(r);
+    return;
   }
   refresh().then(pollMetrics);
 }
@@ -355,9 +450,15 @@ function splitText(map) {
   return parts.length ? parts.join(", ") : "none";
 }
 
-/** Reads what the page shown needs: the list, or the open endpoint and its deployments. */
+/** Reads what the page shown needs: the list, the open endpoint and its deployments, the
+ * models, a model's versions or the environments. The wizard reads what it needs when it
+ * opens, and is not redrawn under the user. */
 async function refresh() {
-  if (state.view !== "endpoint") return refreshList();
+  if (state.view === "list") return refreshList();
+  if (state.view === "models") return refreshModels();
+  if (state.view === "model") return refreshModel();
+  if (state.view === "environments") return refreshEnvironments();
+  if (state.view !== "endpoint") return;
   const gen = state.gen;
   const name = state.name;
   const base = epPath();
@@ -419,7 +520,8 @@ function card(d) {
     dl.append(dd);
     return dd;
   };
-  row("Model", (d.model && d.model.path) || "");
+  // A registered model shows as its reference (azureml:NAME:VERSION), a folder as its path.
+  row("Model", (d.model && (d.model.reference || d.model.path)) || "", "model-of-" + n);
   row("Scoring hook", hookOf(d));
   row("Instances", `${inst.ready || 0} ready of ${d.instance_count}`, "instances-" + n);
   const st = row("State", d.provisioning_state, "state-" + n);
@@ -480,6 +582,13 @@ function endpointNameOf(text) {
   return nameFromYaml(text);
 }
 
+/** Why `name` cannot be a new endpoint's (an endpoint `endpoints` lists has it, regardless of
+ * case), or "". */
+function takenEndpoint(name, endpoints) {
+  const taken = (endpoints || state.endpoints || []).find((e) => e.name.toLowerCase() === name.toLowerCase());
+  return taken ? `Endpoint ${taken.name} exists already (names are unique regardless of case): open it from the list, or pick another name.` : "";
+}
+
 // Creates the endpoint beside the others (PUT /v1/endpoints/NAME) and opens its page. A name
 // the list already has is refused here: that PUT would replace the endpoint's settings.
 $("create-endpoint").addEventListener("click", async () => {
@@ -489,8 +598,8 @@ $("create-endpoint").addEventListener("click", async () => {
   const name = endpointNameOf(text);
   const fail = (message) => { err.textContent = message; err.hidden = false; };
   if (!name) return fail("Give the endpoint a name: the document's name: field.");
-  const taken = (state.endpoints || []).find((e) => e.name.toLowerCase() === name.toLowerCase());
-  if (taken) return fail(`Endpoint ${taken.name} exists already (names are unique regardless of case): open it from the list, or pick another name.`);
+  const taken = takenEndpoint(name);
+  if (taken) return fail(taken);
   try {
     const r = await api("PUT", "/v1/endpoints/" + seg(name), text, text.trim().startsWith("{") ? "application/json" : "application/yaml");
     go(name, false, r.status === 201 ? `Endpoint ${name} created.` : `Endpoint ${name} updated.`);
@@ -502,11 +611,7 @@ $("create-endpoint").addEventListener("click", async () => {
 $("update-traffic").addEventListener("click", () => {
   const ep = state.endpoint;
   const fields = $("traffic-fields");
-  fields.replaceChildren(...state.deployments.map((d) => {
-    const id = "traffic-" + d.name;
-    return el("div", { class: "traffic-row" }, el("label", { for: id, text: d.name }),
-      el("input", { id, type: "number", min: "0", max: "100", value: String((ep.traffic || {})[d.name] || 0), "data-deployment": d.name }));
-  }));
+  fields.replaceChildren(...state.deployments.map((d) => trafficRow("traffic-" + d.name, d.name, (ep.traffic || {})[d.name] || 0)));
   const mirror = Object.entries(ep.mirror_traffic || {}).find(([, w]) => w > 0);
   // A Failed deployment cannot score copies: it is listed (so the page says why it is not
   // offered) but cannot be picked, and is never the one preselected.
@@ -527,7 +632,7 @@ $("update-traffic").addEventListener("click", () => {
   sel.value = target ? target.name : "";
   $("mirror-percent").value = mirror ? String(mirror[1]) : "10";
   syncMirror();
-  updateTotal();
+  showTotal($("traffic-fields"), $("traffic-total"));
   $("traffic-error").hidden = true;
   $("traffic-dialog").showModal();
   const first = fields.querySelector("input");
@@ -541,22 +646,34 @@ function syncMirror() {
 }
 $("mirror-enable").addEventListener("change", syncMirror);
 
-/** The live percentages' running total, which the control plane wants at 0 or 100. */
-function updateTotal() {
-  const inputs = [...$("traffic-fields").querySelectorAll("input")];
-  const total = inputs.reduce((s, i) => s + (Number(i.value) || 0), 0);
-  const ok = total === 0 || total === 100;
-  const t = $("traffic-total");
-  t.textContent = `Total: ${total}%` + (ok ? "" : " (must be 0 or 100)");
-  t.className = ok ? "" : "bad";
+/** One deployment's live percentage, in Update traffic and in the wizard's Live traffic. */
+function trafficRow(id, deployment, value) {
+  return el("div", { class: "traffic-row" }, el("label", { for: id, text: deployment }),
+    el("input", { id, type: "number", min: "0", max: "100", value: String(value), "data-deployment": deployment }));
 }
-$("traffic-fields").addEventListener("input", updateTotal);
+
+/** The split the rows of `fields` give ({deployment: percent}). */
+function splitOf(fields) {
+  const traffic = {};
+  for (const input of fields.querySelectorAll("input")) traffic[input.dataset.deployment] = Number(input.value);
+  return traffic;
+}
+
+/** The live percentages' running total, which the control plane wants at 0 or 100; true when
+ * it is. */
+function showTotal(fields, out) {
+  const total = Object.values(splitOf(fields)).reduce((s, w) => s + (w || 0), 0);
+  const ok = total === 0 || total === 100;
+  out.textContent = `Total: ${total}%` + (ok ? "" : " (must be 0 or 100)");
+  out.className = ok ? "" : "bad";
+  return ok;
+}
+$("traffic-fields").addEventListener("input", () => showTotal($("traffic-fields"), $("traffic-total")));
 $("traffic-cancel").addEventListener("click", () => $("traffic-dialog").close());
 
 $("traffic-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const traffic = {};
-  for (const input of $("traffic-fields").querySelectorAll("input")) traffic[input.dataset.deployment] = Number(input.value);
+  const traffic = splitOf($("traffic-fields"));
   const mirror_traffic = {};
   if ($("mirror-enable").checked && !$("mirror-deployment").value) {
     const err = $("traffic-error");
@@ -684,18 +801,14 @@ $("add-form").addEventListener("submit", async (e) => {
   if (base) q.set("base_dir", base);
   const path = depPath(name);
   $("add-submit").disabled = true;
-  const started = performance.now();
   try {
     await api("PUT", path + (q.toString() ? "?" + q : ""), $("add-yaml").value, "application/yaml");
     refresh();
-    for (;;) {
-      const d = (await api("GET", path + "?wait=2")).json;
-      const secs = ((performance.now() - started) / 1000).toFixed(0);
+    await waitDeployment(path, (d, secs) => {
       const why = d.error ? studioTerms(d.error) : "";
       progress.textContent = `${name}: ${d.provisioning_state} (${secs} s)` + (why ? " — " + why + pathHint(why) : "");
       progress.className = "state-" + d.provisioning_state;
-      if (d.provisioning_state === "Succeeded" || d.provisioning_state === "Failed") break;
-    }
+    });
     refresh();
   } catch (x) {
     const hint = pathHint(x.message);
@@ -705,6 +818,18 @@ $("add-form").addEventListener("submit", async (e) => {
     $("add-submit").disabled = false;
   }
 });
+
+/** Follows deployment `path` (GET ?wait=2 in a loop) until its operation ends, Succeeded or
+ * Failed, and answers its last read. `onState(deployment, seconds)` is called (and awaited)
+ * after each read. */
+async function waitDeployment(path, onState) {
+  const started = performance.now();
+  for (;;) {
+    const d = (await api("GET", path + "?wait=2")).json;
+    await onState(d, ((performance.now() - started) / 1000).toFixed(0));
+    if (d.provisioning_state === "Succeeded" || d.provisioning_state === "Failed") return d;
+  }
+}
 
 // ---------- delete ----------
 
@@ -1040,14 +1165,739 @@ for (const action of ["pause", "resume", "abort"]) {
   });
 }
 
+// ---------- menus (Register ▾, Deploy ▾) ----------
+
+function closeMenus(except) {
+  for (const b of document.querySelectorAll("[aria-haspopup=menu]")) {
+    if (b === except) continue;
+    b.setAttribute("aria-expanded", "false");
+    $(b.getAttribute("aria-controls")).hidden = true;
+  }
+}
+
+for (const b of document.querySelectorAll("[aria-haspopup=menu]")) {
+  const menu = $(b.getAttribute("aria-controls"));
+  b.addEventListener("click", () => {
+    const open = b.getAttribute("aria-expanded") !== "true";
+    closeMenus(b);
+    b.setAttribute("aria-expanded", String(open));
+    menu.hidden = !open;
+    if (open) menu.querySelector("button").focus();
+  });
+  menu.addEventListener("click", () => closeMenus(null));
+}
+document.addEventListener("click", (e) => { if (!e.target.closest(".menu")) closeMenus(null); });
+document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeMenus(null); });
+
+// ---------- registered assets: shared bits ----------
+
+function bytesText(n) {
+  if (typeof n !== "number" || !isFinite(n)) return "—";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+}
+
+function timeText(t) {
+  const d = new Date(t);
+  return t && !isNaN(d) ? d.toLocaleString() : String(t || "—");
+}
+
+/** The files a file input holds, each as [path in the upload, File]: a folder's files under the
+ * folder's own name (`model/sklearn_regression_model.pkl`, as the browser gives them). */
+function pickedFiles(input) {
+  return [...input.files].map((f) => [f.webkitRelativePath || f.name, f]);
+}
+
+function pickedText(files) {
+  if (!files.length) return "Nothing picked yet.";
+  const size = files.reduce((s, [, f]) => s + f.size, 0);
+  const top = files[0][0].split("/")[0];
+  const what = files.length === 1 && !files[0][0].includes("/") ? `File ${top}` : `Folder ${top}: ${files.length} file${files.length === 1 ? "" : "s"}`;
+  return `${what}, ${bytesText(size)}`;
+}
+
+/**
+ * Uploads `files` ([path, File], one top-level entry) as one upload (CONTRACT §11): POST
+ * /v1/uploads, then one PUT of each file's bytes under its path (each segment encoded, the
+ * slashes kept). Answers the upload's id; an upload that cannot finish is abandoned (DELETE).
+ * `progress(text)` says how far it is.
+ */
+async function upload(files, progress) {
+  const up = (await api("POST", "/v1/uploads")).json;
+  const id = up.id;
+  const total = files.reduce((s, [, f]) => s + f.size, 0);
+  try {
+    if (files.length > up.max_files) throw new Error(`${files.length} files picked: an upload holds at most ${up.max_files}.`);
+    if (total > up.max_bytes) throw new Error(`${bytesText(total)} picked: an upload holds at most ${bytesText(up.max_bytes)}.`);
+    let sent = 0;
+    for (const [i, [path, file]] of files.entries()) {
+      progress(`Uploading ${path} (${i + 1} of ${files.length}; ${bytesText(sent)} of ${bytesText(total)} sent)`);
+      await api("PUT", "/v1/uploads/" + seg(id) + "/files/" + path.split("/").map(seg).join("/"), file, "application/octet-stream");
+      sent += file.size;
+    }
+  } catch (x) {
+    api("DELETE", "/v1/uploads/" + seg(id)).catch(() => { /* it expires anyway */ });
+    throw x;
+  }
+  progress(`Uploaded ${files.length} file${files.length === 1 ? "" : "s"} (${bytesText(total)}).`);
+  return id;
+}
+
+// ---------- models (#/models, #/models/NAME[/VERSION]) ----------
+
+function modelRow(m) {
+  const n = m.name;
+  const href = "#/models/" + seg(n);
+  const row = el("tr", { id: "model-row-" + n },
+    el("th", { scope: "row" }, el("a", { href, id: "open-model-" + n, text: n })),
+    el("td", { id: "model-version-" + n, text: m.version }),
+    el("td", { id: "model-type-" + n, text: m.type }),
+    el("td", { id: "model-size-" + n, text: bytesText(m.size_bytes) }),
+    el("td", { id: "model-created-" + n, text: timeText(m.created_at) }));
+  row.addEventListener("click", (e) => {
+    if (e.target.closest("a") || String(window.getSelection())) return;
+    goHash(href);
+  });
+  return row;
+}
+
+function renderModels() {
+  const list = state.models || [];
+  $("no-models").hidden = list.length > 0;
+  $("models-table").hidden = !list.length;
+  const rows = $("model-rows");
+  const key = JSON.stringify(list);
+  if (rows.dataset.drawn === key) return;
+  rows.dataset.drawn = key;
+  rows.replaceChildren(...list.map(modelRow));
+}
+
+async function refreshModels() {
+  const gen = state.gen;
+  let list;
+  try {
+    list = (await api("GET", "/v1/models")).json || [];
+  } catch (e) {
+    if (gen === state.gen) say("Cannot list the models: " + e.message, true);
+    return;
+  }
+  if (gen !== state.gen) return;
+  state.models = list;
+  renderModels();
+}
+
+function clearModelView() {
+  state.modelVersions = null;
+  $("model-body").hidden = true;
+  $("model-title").textContent = "";
+  for (const id of ["model-id", "model-type", "model-description", "model-size", "model-created", "model-digest", "model-path"]) $(id).textContent = "";
+  const rows = $("model-version-rows");
+  rows.replaceChildren();
+  delete rows.dataset.drawn;
+}
+
+/** The version the model page shows: the one the address names, else the latest (the list is
+ * oldest first and leaves archived versions out). */
+function shownVersion() {
+  const versions = state.modelVersions || [];
+  return state.modelVersion ? versions.find((v) => v.version === state.modelVersion) : versions[versions.length - 1];
+}
+
+async function refreshModel() {
+  const gen = state.gen;
+  const name = state.model;
+  let versions;
+  try {
+    versions = (await api("GET", "/v1/models/" + seg(name) + "/versions")).json || [];
+  } catch (e) {
+    if (gen !== state.gen) return;
+    // The server says which models exist (404, or 400 "not registered").
+    if (e.status === 404 || e.status === 400) goHash("#/models", true, `Model ${name} does not exist: ${e.message}`);
+    else say(`Cannot read model ${name}: ${e.message}`, true);
+    return;
+  }
+  if (gen !== state.gen) return;
+  state.modelVersions = versions;
+  if (!shownVersion()) {
+    const why = versions.length ? `Model ${name} has no version ${state.modelVersion} (versions: ${versions.map((v) => v.version).join(", ")}).` : `Every version of model ${name} is archived.`;
+    goHash(versions.length ? "#/models/" + seg(name) : "#/models", true, why);
+    return;
+  }
+  renderModel();
+}
+
+function renderModel() {
+  const m = shownVersion();
+  const versions = state.modelVersions || [];
+  const key = JSON.stringify([versions, m.version]);
+  const rows = $("model-version-rows");
+  if (rows.dataset.drawn === key) return;
+  rows.dataset.drawn = key;
+  $("model-body").hidden = false;
+  $("model-title").textContent = `${m.name} · version ${m.version}`;
+  $("model-id").textContent = m.id;
+  $("model-type").textContent = m.type;
+  $("model-description").textContent = m.description || "—";
+  $("model-size").textContent = `${bytesText(m.size_bytes)} in ${m.file_count} file${m.file_count === 1 ? "" : "s"}`;
+  $("model-created").textContent = timeText(m.created_at);
+  $("model-digest").textContent = m.digest;
+  $("model-path").textContent = m.path;
+  rows.replaceChildren(...versions.slice().reverse().map((v) => {
+    const href = "#/models/" + seg(v.name) + "/" + seg(v.version);
+    const row = el("tr", { id: "model-version-row-" + v.version, class: v.version === m.version ? "current" : "" },
+      el("th", { scope: "row" }, el("a", { href, text: v.version })),
+      el("td", { text: v.type }),
+      el("td", { text: bytesText(v.size_bytes) }),
+      el("td", { text: timeText(v.created_at) }),
+      el("td", { text: v.description || "" }));
+    if (v.version === m.version) row.setAttribute("aria-current", "true");
+    row.addEventListener("click", (e) => { if (!e.target.closest("a")) goHash(href); });
+    return row;
+  }));
+}
+
+$("deploy-realtime").addEventListener("click", () => {
+  const m = shownVersion();
+  if (m) goHash("#/deploy?model=" + seg(m.name) + ":" + seg(m.version));
+});
+
+// Register → From local files: the folder (or file) is uploaded, then registered under the
+// name given (CONTRACT §11); the store keeps its own copy.
+
+let registerFiles = [];
+
+function registerPicked(input, other) {
+  registerFiles = pickedFiles(input);
+  other.value = ""; // the last pick is the one registered
+  $("register-picked").textContent = pickedText(registerFiles);
+  $("register-error").hidden = true;
+}
+
+$("register-local").addEventListener("click", () => {
+  registerFiles = [];
+  for (const id of ["register-folder", "register-file", "register-name", "register-description"]) $(id).value = "";
+  $("register-type").value = "custom_model";
+  $("register-picked").textContent = pickedText([]);
+  $("register-progress").textContent = "";
+  $("register-error").hidden = true;
+  $("register-submit").disabled = false;
+  $("register-dialog").showModal();
+  $("register-type").focus();
+});
+$("register-folder").addEventListener("change", () => registerPicked($("register-folder"), $("register-file")));
+$("register-file").addEventListener("change", () => registerPicked($("register-file"), $("register-folder")));
+$("register-cancel").addEventListener("click", () => $("register-dialog").close());
+
+$("register-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const err = $("register-error");
+  const progress = $("register-progress");
+  err.hidden = true;
+  const fail = (message, focus) => {
+    err.textContent = message;
+    err.hidden = false;
+    if (focus) $(focus).focus();
+  };
+  const name = $("register-name").value.trim();
+  if (!registerFiles.length) return fail("Pick the model's folder (Upload a folder) or its file first.", "register-folder");
+  if (!name) return fail("Give the model a name.", "register-name");
+  if (!ASSET_NAME.test(name)) return fail(`A model's name is 1 to 255 letters, digits, “-”, “_” and “.”, starting with a letter or digit; got ${name}.`, "register-name");
+  $("register-submit").disabled = true;
+  try {
+    const id = await upload(registerFiles, (text) => { progress.textContent = text; });
+    progress.textContent = `Registering ${name}…`;
+    const body = { name, type: $("register-type").value, upload: id };
+    const description = $("register-description").value.trim();
+    if (description) body.description = description;
+    const r = await api("POST", "/v1/models", body);
+    const m = r.json;
+    $("register-dialog").close();
+    say(r.status === 201 ? `Model ${m.name} version ${m.version} registered (${bytesText(m.size_bytes)}).` : `Model ${m.name} version ${m.version} was registered already with the same files.`);
+    refresh();
+  } catch (x) {
+    progress.textContent = "";
+    fail(x.message);
+  } finally {
+    $("register-submit").disabled = false;
+  }
+});
+
+// ---------- environments (#/environments) ----------
+
+function packagesText(c) {
+  const p = c.packages;
+  return Array.isArray(p) ? p.join(", ") : String(p || "");
+}
+
+function renderEnvironments(registered) {
+  const curatedRows = $("curated-rows");
+  const ckey = JSON.stringify(state.curated);
+  if (curatedRows.dataset.drawn !== ckey) {
+    curatedRows.dataset.drawn = ckey;
+    curatedRows.replaceChildren(...(state.curated || []).map((c) => el("tr", { id: "curated-row-" + c.name },
+      el("th", { scope: "row", text: c.name }),
+      el("td", { class: "uri", text: c.id }),
+      el("td", { text: packagesText(c) }))));
+  }
+  $("no-environments").hidden = registered.length > 0;
+  $("environments-table").hidden = !registered.length;
+  const rows = $("environment-rows");
+  const key = JSON.stringify(registered);
+  if (rows.dataset.drawn === key) return;
+  rows.dataset.drawn = key;
+  rows.replaceChildren(...registered.map((v) => el("tr", { id: "environment-row-" + v.name },
+    el("th", { scope: "row", text: v.name }),
+    el("td", { text: v.version }),
+    el("td", { class: "uri", text: v.image || "—" }),
+    el("td", { text: v.conda_yaml ? "yes" : "—" }),
+    el("td", { text: timeText(v.created_at) }))));
+}
+
+/** The curated environments (read once) and the registered ones (latest of each). */
+async function readEnvironments() {
+  if (!state.curated) state.curated = (await api("GET", "/v1/environments/curated")).json || [];
+  return (await api("GET", "/v1/environments")).json || [];
+}
+
+async function refreshEnvironments() {
+  const gen = state.gen;
+  let registered;
+  try {
+    registered = await readEnvironments();
+  } catch (e) {
+    if (gen === state.gen) say("Cannot list the environments: " + e.message, true);
+    return;
+  }
+  if (gen === state.gen) renderEnvironments(registered);
+}
+
+$("env-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const err = $("env-error");
+  err.hidden = true;
+  const fail = (message, focus) => {
+    err.textContent = message;
+    err.hidden = false;
+    if (focus) $(focus).focus();
+  };
+  const name = $("env-name").value.trim();
+  const image = $("env-image").value.trim();
+  const conda = $("env-conda").files[0];
+  if (!ASSET_NAME.test(name)) return fail("Give the environment a name: 1 to 255 letters, digits, “-”, “_” and “.”, starting with a letter or digit.", "env-name");
+  if (!conda && !image) return fail("Pick its conda file, or name an image (or both).", "env-conda");
+  const body = { name };
+  if (conda) body.conda_file = await conda.text(); // the conda YAML's text (CONTRACT §11)
+  if (image) body.image = image;
+  const description = $("env-description").value.trim();
+  if (description) body.description = description;
+  $("env-create").disabled = true;
+  try {
+    const r = await api("POST", "/v1/environments", body);
+    say(`Environment ${r.json.name} version ${r.json.version} ${r.status === 201 ? "created" : "was there already with the same content"}.`);
+    for (const id of ["env-name", "env-conda", "env-image", "env-description"]) $(id).value = "";
+    refresh();
+  } catch (x) {
+    fail(x.message);
+  } finally {
+    $("env-create").disabled = false;
+  }
+});
+
+// ---------- Deploy → Real-time endpoint (#/deploy?model=NAME:VERSION) ----------
+// Pages as Azure studio's: endpoint (new or existing), model, deployment (name and the two
+// toggles), code + environment, compute, live traffic, review. Create uploads the code (POST
+// /v1/uploads, then POST /v1/codes), creates the endpoint if it is new (PUT
+// /v1/endpoints/NAME), then the deployment (PUT .../deployments/NAME, `model:
+// azureml:NAME:VERSION`), follows it until it is ready (its state and log tail shown), sets the
+// traffic, and opens the endpoint's page.
+
+const WIZ_STEPS = ["endpoint", "model", "deployment", "code", "compute", "traffic", "review"];
+
+// `gen` is the page's generation when the wizard opened (an answer for an earlier wizard is
+// dropped); `reached` the furthest step shown; `codePath` the stored code of the picked files
+// (uploaded once per pick, so a second Create after a failure reuses it); `createdEndpoint`
+// the endpoint this wizard created (a second Create does not create it again).
+const wiz = { gen: -1, model: null, ref: "", step: 0, reached: 0, endpoints: [], environments: [], code: [], codePath: null, createdEndpoint: null, busy: false };
+
+function wizError(text) {
+  const err = $("wizard-error");
+  err.textContent = text || "";
+  err.hidden = !text;
+}
+
+function wizProgress(text) {
+  const p = $("wizard-progress");
+  p.textContent = text || "";
+  p.hidden = !text;
+}
+
+/** The endpoint picked under "An existing endpoint", or null for a new one. */
+function wizExisting() {
+  if (!$("wiz-endpoint-existing").checked) return null;
+  return wiz.endpoints.find((e) => e.name === $("wiz-endpoint-pick").value) || null;
+}
+
+function wizEndpointName() {
+  const existing = wizExisting();
+  return existing ? existing.name : $("wiz-endpoint-name").value.trim();
+}
+
+/** A name the endpoint or deployment may take, from the model's (3 to 32 of letters, digits
+ * and dashes, a letter first). */
+function suggestedName(text) {
+  let n = text.replace(/[^-A-Za-z0-9]+/g, "-").replace(/^[^A-Za-z]+/, "").slice(0, 32).replace(/-+$/, "");
+  if (n.length < 3) n = ("deploy-" + n).replace(/-+$/, "");
+  return n;
+}
+
+function syncEndpointKind() {
+  const existing = $("wiz-endpoint-existing").checked;
+  $("wiz-new-endpoint").hidden = existing;
+  $("wiz-existing-endpoint").hidden = !existing;
+  const ep = wizExisting();
+  $("wiz-existing-facts").textContent = ep
+    ? `${ep.auth_mode} authentication; deployments: ${Object.keys(ep.traffic || {}).join(", ") || "none yet"}; live traffic: ${splitText(ep.traffic)}`
+    : "";
+}
+$("wiz-endpoint-new").addEventListener("change", syncEndpointKind);
+$("wiz-endpoint-existing").addEventListener("change", syncEndpointKind);
+$("wiz-endpoint-pick").addEventListener("change", syncEndpointKind);
+
+function syncAppInsights() {
+  $("wiz-app-insights-state").textContent = $("wiz-app-insights").checked ? "metrics and traces on" : "metrics and traces off";
+}
+$("wiz-app-insights").addEventListener("change", syncAppInsights);
+
+function wizCodePicked(input, other) {
+  wiz.code = pickedFiles(input);
+  wiz.codePath = null;
+  other.value = "";
+  const single = wiz.code.length === 1 && !wiz.code[0][0].includes("/");
+  // A lone score.py goes up inside a folder of its own: a deployment's code is a folder.
+  if (single) wiz.code = [["code/" + wiz.code[0][0], wiz.code[0][1]]];
+  const scripts = wiz.code.map(([p]) => p.split("/").slice(1).join("/")).filter((p) => /\.(py|so)$/.test(p)).sort();
+  const sel = $("wiz-scoring-script");
+  sel.replaceChildren(...scripts.map((p) => el("option", { value: p, text: p })));
+  sel.value = scripts.includes("score.py") ? "score.py" : scripts[0] || "";
+  $("wiz-code-picked").textContent = wiz.code.length ? pickedText(pickedFiles(input)) : codeHint();
+  wizError("");
+}
+$("wiz-code-file").addEventListener("change", () => wizCodePicked($("wiz-code-file"), $("wiz-code-folder")));
+$("wiz-code-folder").addEventListener("change", () => wizCodePicked($("wiz-code-folder"), $("wiz-code-file")));
+
+function codeHint() {
+  return "Nothing picked: without a scoring script the built-in ONNX hook scores the model (a folder with one .onnx file).";
+}
+
+function syncEnvironment() {
+  const id = $("wiz-environment").value;
+  const c = (state.curated || []).find((x) => x.id === id);
+  const e = wiz.environments.find((x) => x.id === id);
+  $("wiz-environment-facts").textContent = c ? `Curated: ${packagesText(c)}` : e ? `Custom: ${e.image || "no image"}${e.conda_yaml ? ", with a conda file" : ""}` : "";
+}
+$("wiz-environment").addEventListener("change", syncEnvironment);
+
+/** How the review names environment `id`: a curated one by its name, a custom one as
+ * NAME:VERSION. */
+function environmentName(id) {
+  const c = (state.curated || []).find((x) => x.id === id);
+  if (c) return c.name;
+  const e = wiz.environments.find((x) => x.id === id);
+  return e ? `${e.name}:${e.version}` : id;
+}
+
+/** Live traffic: for a new endpoint the deployment alone (100%); for an existing one its
+ * deployments as they are and the new one at 0%. Kept as typed while the endpoint and the
+ * deployment's name stay the same. */
+function wizTrafficRows() {
+  const dep = $("wiz-deployment-name").value.trim();
+  const existing = wizExisting();
+  const fields = $("wiz-traffic-fields");
+  const key = JSON.stringify([existing && existing.name, dep]);
+  if (fields.dataset.key !== key) {
+    fields.dataset.key = key;
+    const split = {};
+    for (const [n, w] of Object.entries((existing && existing.traffic) || {})) split[n] = w;
+    split[dep] = existing ? 0 : 100;
+    fields.replaceChildren(...Object.entries(split).map(([n, w]) => trafficRow("wiz-traffic-" + n, n, w)));
+  }
+  showTotal(fields, $("wiz-traffic-total"));
+}
+$("wiz-traffic-fields").addEventListener("input", () => showTotal($("wiz-traffic-fields"), $("wiz-traffic-total")));
+
+/** The deployment's document, `code` its stored code folder (null: not uploaded yet). */
+function wizDocument(code) {
+  const doc = { name: $("wiz-deployment-name").value.trim(), model: wiz.ref };
+  if (wiz.code.length) doc.code_configuration = { code: code || "(the picked files, uploaded on Create)", scoring_script: $("wiz-scoring-script").value };
+  if ($("wiz-environment").value) doc.environment = $("wiz-environment").value;
+  doc.instance_type = $("wiz-instance-type").value;
+  doc.instance_count = Number($("wiz-instance-count").value);
+  doc.app_insights_enabled = $("wiz-app-insights").checked;
+  if ($("wiz-data-collection").checked) doc.data_collector = { collections: { model_inputs: { enabled: "True" }, model_outputs: { enabled: "True" } } };
+  return doc;
+}
+
+function renderReview() {
+  const existing = wizExisting();
+  const endpoint = wizEndpointName();
+  const auth = document.querySelector("input[name=wiz-auth]:checked").value;
+  $("wiz-review-endpoint").textContent = existing
+    ? `${endpoint} (existing)`
+    : `${endpoint} (new; compute Managed; ${auth === "key" ? "key-based" : "token-based"} authentication)`;
+  $("wiz-review-model").textContent = wiz.ref;
+  $("wiz-review-deployment").textContent = $("wiz-deployment-name").value.trim();
+  $("wiz-review-data-collection").textContent = $("wiz-data-collection").checked ? "on (model inputs and outputs)" : "off";
+  $("wiz-review-app-insights").textContent = $("wiz-app-insights").checked ? "metrics and traces on" : "off";
+  $("wiz-review-code").textContent = wiz.code.length ? `${$("wiz-scoring-script").value} (${$("wiz-code-picked").textContent})` : "none: the built-in ONNX hook";
+  const env = $("wiz-environment").value;
+  $("wiz-review-environment").textContent = env ? `${environmentName(env)} (${env})` : "none";
+  $("wiz-review-instance-type").textContent = $("wiz-instance-type").value;
+  $("wiz-review-instance-count").textContent = $("wiz-instance-count").value;
+  $("wiz-review-traffic").textContent = splitText(splitOf($("wiz-traffic-fields")));
+  $("wiz-review-json").textContent = JSON.stringify(wizDocument(null), null, 2);
+}
+
+/** What keeps step `i` from being done ("" when nothing), and the field to fix. */
+function wizProblem(i) {
+  switch (WIZ_STEPS[i]) {
+    case "endpoint": {
+      if ($("wiz-endpoint-existing").checked) return wizExisting() ? null : ["Pick the endpoint to deploy to.", "wiz-endpoint-pick"];
+      const name = $("wiz-endpoint-name").value.trim();
+      if (!ENDPOINT_NAME.test(name) || name.length < 3 || name.length > 32) return [`An endpoint's name is 3 to 32 letters, digits and dashes, starting with a letter and not ending with a dash; got “${name}”.`, "wiz-endpoint-name"];
+      if (wiz.createdEndpoint === name) return null; // this wizard made it (a Create that failed later)
+      const taken = takenEndpoint(name, wiz.endpoints);
+      return taken ? [taken.replace("open it from the list", "deploy to it as an existing endpoint"), "wiz-endpoint-name"] : null;
+    }
+    case "deployment": {
+      const name = $("wiz-deployment-name").value.trim();
+      if (!ENDPOINT_NAME.test(name) || name.length < 3 || name.length > 32) return [`A deployment's name is 3 to 32 letters, digits and dashes, starting with a letter and not ending with a dash; got “${name}”.`, "wiz-deployment-name"];
+      const existing = wizExisting();
+      if (existing && Object.keys(existing.traffic || {}).includes(name)) return [`Endpoint ${existing.name} has a deployment ${name} already: pick another name.`, "wiz-deployment-name"];
+      return null;
+    }
+    case "code":
+      if (wiz.code.length && !$("wiz-scoring-script").value) return ["The picked files hold no scoring script (a .py file): pick score.py or the folder that holds it.", "wiz-code-file"];
+      if (wiz.code.length && !$("wiz-environment").value) return ["Pick the environment the scoring script runs in.", "wiz-environment"];
+      return null;
+    case "compute": {
+      const n = Number($("wiz-instance-count").value);
+      return Number.isInteger(n) && n >= 1 ? null : ["The instance count is a whole number, at least 1.", "wiz-instance-count"];
+    }
+    case "traffic": {
+      const split = splitOf($("wiz-traffic-fields"));
+      if (Object.values(split).some((w) => !Number.isInteger(w) || w < 0 || w > 100)) return ["Each share is a whole percentage from 0 to 100.", "wiz-traffic-fields"];
+      return showTotal($("wiz-traffic-fields"), $("wiz-traffic-total")) ? null : ["The live traffic must total 0 or 100.", "wiz-traffic-fields"];
+    }
+    default:
+      return null;
+  }
+}
+
+function showStep(i) {
+  wiz.step = i;
+  wiz.reached = Math.max(wiz.reached, i);
+  WIZ_STEPS.forEach((s, k) => {
+    $("wiz-page-" + s).hidden = k !== i;
+    const b = $("wiz-step-" + s);
+    if (k === i) b.setAttribute("aria-current", "step"); else b.removeAttribute("aria-current");
+    b.classList.toggle("done", k !== i && k <= wiz.reached);
+    b.disabled = k > wiz.reached || wiz.busy;
+  });
+  if (WIZ_STEPS[i] === "traffic") wizTrafficRows();
+  if (WIZ_STEPS[i] === "review") { wizTrafficRows(); renderReview(); }
+  const last = i === WIZ_STEPS.length - 1;
+  $("wizard-back").disabled = i === 0 || wiz.busy;
+  $("wizard-next").hidden = last;
+  $("wizard-create").hidden = !last;
+  wizError("");
+}
+
+/** Shows step `k` with what keeps it from being done, the field to fix focused. */
+function wizRefuse(k, problem) {
+  if (k !== wiz.step) showStep(k);
+  wizError(problem[0]);
+  const f = $(problem[1]);
+  (f.matches("input, select, textarea") ? f : f.querySelector("input") || f).focus();
+}
+
+/** Moves to step `to`: forward only through steps that are done. */
+function wizGo(to) {
+  for (let k = wiz.step; k < to; k++) {
+    const problem = wizProblem(k);
+    if (problem) { wizRefuse(k, problem); return false; }
+  }
+  showStep(to);
+  const first = $("wiz-page-" + WIZ_STEPS[to]).querySelector("input:not([readonly]):not([type=radio]):not([type=file]), select");
+  if (first) first.focus();
+  return true;
+}
+
+$("wizard-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (!wiz.busy && wiz.step < WIZ_STEPS.length - 1) wizGo(wiz.step + 1);
+});
+$("wizard-back").addEventListener("click", () => { if (wiz.step > 0) showStep(wiz.step - 1); });
+WIZ_STEPS.forEach((s, k) => $("wiz-step-" + s).addEventListener("click", () => { if (!wiz.busy) (k < wiz.step ? showStep(k) : wizGo(k)); }));
+$("wizard-cancel").addEventListener("click", () => goHash($("deploy-back").getAttribute("href")));
+
+/** Opens the wizard for model `r.model` version `r.version` (`r.endpoint`: an existing
+ * endpoint to preselect), every field as a new wizard has it. */
+async function openWizard(r) {
+  const gen = state.gen;
+  wiz.gen = gen;
+  Object.assign(wiz, { model: null, ref: `azureml:${r.model}:${r.version}`, step: 0, reached: 0, endpoints: [], environments: [], code: [], codePath: null, createdEndpoint: null, busy: false });
+  const modelPage = "#/models/" + seg(r.model) + "/" + seg(r.version);
+  $("deploy-back").href = modelPage;
+  $("deploy-title").textContent = `Deploy ${r.model}:${r.version} to a real-time endpoint`;
+  for (const id of ["wiz-endpoint-name", "wiz-endpoint-description", "wiz-code-file", "wiz-code-folder", "wiz-deployment-name"]) $(id).value = "";
+  for (const id of ["wiz-data-collection", "wiz-app-insights"]) $(id).checked = false;
+  $("wiz-endpoint-new").checked = true;
+  $("wiz-auth-key").checked = true;
+  $("wiz-instance-type").value = "Standard_DS3_v2";
+  $("wiz-instance-count").value = "1";
+  $("wiz-scoring-script").replaceChildren();
+  $("wiz-code-picked").textContent = codeHint();
+  $("wiz-environment").replaceChildren();
+  delete $("wiz-traffic-fields").dataset.key;
+  $("wiz-traffic-fields").replaceChildren();
+  $("wizard-log").hidden = true;
+  $("wizard-log").textContent = "";
+  wizProgress("");
+  syncAppInsights();
+  syncEndpointKind();
+  showStep(0);
+  $("wizard-next").disabled = true; // until the model and the choices are read
+  let model, endpoints, registered;
+  try {
+    model = (await api("GET", "/v1/models/" + seg(r.model) + "/versions/" + seg(r.version))).json;
+    endpoints = (await api("GET", "/v1/endpoints")).json || [];
+    registered = await readEnvironments();
+  } catch (e) {
+    if (gen !== state.gen) return;
+    if (e.status === 404 || e.status === 400) goHash("#/models", true, `Model ${r.model} version ${r.version} cannot be deployed: ${e.message}`);
+    else wizError(`Cannot read what the wizard offers: ${e.message}`);
+    return;
+  }
+  if (gen !== state.gen) return;
+  wiz.model = model;
+  wiz.endpoints = endpoints;
+  wiz.environments = registered;
+  state.endpoints = endpoints;
+  $("wiz-model-id").textContent = model.id;
+  $("wiz-model-type").textContent = model.type;
+  $("wiz-model-size").textContent = `${bytesText(model.size_bytes)} in ${model.file_count} file${model.file_count === 1 ? "" : "s"}`;
+  $("wiz-model-created").textContent = timeText(model.created_at);
+  const pick = $("wiz-endpoint-pick");
+  pick.replaceChildren(...endpoints.map((e) => el("option", { value: e.name, text: e.name })));
+  $("wiz-endpoint-existing").disabled = !endpoints.length;
+  if (r.endpoint && endpoints.some((e) => e.name === r.endpoint)) {
+    pick.value = r.endpoint;
+    $("wiz-endpoint-existing").checked = true;
+  }
+  $("wiz-endpoint-name").value = suggestedName(r.model + "-endpoint");
+  $("wiz-deployment-name").value = suggestedName(r.model + "-" + r.version);
+  $("wiz-environment").replaceChildren(
+    el("option", { value: "", text: "choose an environment" }),
+    el("optgroup", { label: "Curated environments" }, ...(state.curated || []).map((c) => el("option", { value: c.id, text: `${c.name} (${c.id})` }))),
+    el("optgroup", { label: "Custom environments" }, ...registered.map((e) => el("option", { value: e.id, text: `${e.name}:${e.version} (${e.id})` }))),
+  );
+  syncEnvironment();
+  syncEndpointKind();
+  $("wizard-next").disabled = false;
+  $("wiz-endpoint-name").focus();
+}
+
+/** Whether two splits give every deployment the same share (a missing one has 0). */
+function sameSplit(a, b) {
+  return [...new Set([...Object.keys(a || {}), ...Object.keys(b || {})])].every((k) => ((a || {})[k] || 0) === ((b || {})[k] || 0));
+}
+
+function wizBusy(on) {
+  wiz.busy = on;
+  for (const id of ["wizard-create", "wizard-back", "wizard-next", "wizard-cancel"]) $(id).disabled = on;
+  for (const s of WIZ_STEPS) $("wiz-step-" + s).disabled = on || WIZ_STEPS.indexOf(s) > wiz.reached;
+}
+
+$("wizard-create").addEventListener("click", async () => {
+  if (wiz.busy) return;
+  for (let k = 0; k < WIZ_STEPS.length; k++) {
+    const problem = wizProblem(k);
+    if (problem) { wizRefuse(k, problem); return; }
+  }
+  const gen = wiz.gen;
+  const here = () => gen === state.gen; // still this wizard's page
+  const endpoint = wizEndpointName();
+  const existing = wizExisting();
+  const dep = $("wiz-deployment-name").value.trim();
+  const split = splitOf($("wiz-traffic-fields"));
+  const log = $("wizard-log");
+  const progress = (text) => { if (here()) wizProgress(text); };
+  wizError("");
+  wizBusy(true);
+  progress("Starting…");
+  $("wizard-progress").scrollIntoView({ block: "nearest" }); // below the review: in sight
+  try {
+    if (wiz.code.length && !wiz.codePath) {
+      const id = await upload(wiz.code, progress);
+      progress("Storing the code…");
+      wiz.codePath = (await api("POST", "/v1/codes", { upload: id })).json.path;
+    }
+    if (!existing && wiz.createdEndpoint !== endpoint) {
+      progress(`Creating endpoint ${endpoint}…`);
+      const body = { name: endpoint, auth_mode: document.querySelector("input[name=wiz-auth]:checked").value };
+      const description = $("wiz-endpoint-description").value.trim();
+      if (description) body.description = description;
+      await api("PUT", endpointPath(endpoint), body);
+      wiz.createdEndpoint = endpoint;
+    }
+    const path = deploymentPath(endpoint, dep);
+    progress(`Creating deployment ${dep}…`);
+    await api("PUT", path, wizDocument(wiz.codePath));
+    if (here()) {
+      log.hidden = false;
+      log.scrollIntoView({ block: "nearest" });
+    }
+    const d = await waitDeployment(path, async (d, secs) => {
+      progress(`${dep}: ${d.provisioning_state} (${secs} s)` + (d.error ? " — " + studioTerms(d.error) : ""));
+      try {
+        const r = await api("GET", path + "/logs?lines=20");
+        if (here()) { log.textContent = r.text; log.scrollTop = log.scrollHeight; }
+      } catch (_) { /* no log yet */ }
+    });
+    if (d.provisioning_state !== "Succeeded") {
+      throw new Error(`Deployment ${dep} of endpoint ${endpoint} failed: ${studioTerms(d.error || "no reason given")}. Fix the choice it names and Create again (it replaces ${dep}), or open the endpoint from the Endpoints list.`);
+    }
+    const now = (await api("GET", endpointPath(endpoint))).json;
+    if (!sameSplit(now.traffic, split)) {
+      progress(`Setting live traffic: ${splitText(split)}…`);
+      await api("PATCH", endpointPath(endpoint), { traffic: split });
+    }
+    const message = `Deployment ${dep} of ${wiz.ref} is ready on endpoint ${endpoint}; live traffic ${splitText(split)}.`;
+    if (here()) go(endpoint, true, message); else say(message);
+  } catch (x) {
+    if (here()) {
+      wizProgress("");
+      wizError(x.message);
+    } else {
+      say(`Deploying ${dep} to ${endpoint}: ${x.message}`, true);
+    }
+  } finally {
+    wizBusy(false);
+  }
+});
+
 // ---------- start ----------
 
 async function tick() {
-  const dialogOpen = [...document.querySelectorAll("dialog")].some((d) => d.open);
-  if (!dialogOpen) await refresh();
+  // While a dialog is open the page reads nothing: the form keeps what the user sees, and a
+  // read sent while Delete endpoint's DELETE is on its way would come back a 404.
+  if ([...document.querySelectorAll("dialog")].some((d) => d.open)) return;
+  await refresh();
   if (state.view !== "endpoint") return; // the list reads /v1/endpoints only
   await pollMetrics();
-  if (state.tab === "logs" && !dialogOpen) await refreshLogs();
+  if (state.tab === "logs") await refreshLogs();
   if (state.tab === "rollout") await refreshRollout();
 }
 
