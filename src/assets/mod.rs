@@ -371,7 +371,7 @@ impl AssetStore {
 
     /// Moves an upload's one top-level entry into the blobs: the folder that was sent
     /// becomes `blobs/sha256/DIGEST/ENTRY`. An identical blob already there is reused.
-    fn store_upload(&self, id: &str, want_folder: bool) -> Result<Blob, AssetError> {
+    fn store_upload(&self, id: &str, want_folder: bool) -> Result<(Blob, bool), AssetError> {
         let upload = self.uploads.take(id)?;
         let dir = upload.files_dir.clone();
         match self.store_tree(&dir, want_folder) {
@@ -392,7 +392,8 @@ impl AssetStore {
     }
 
     /// Stores the one entry of `dir` as a blob (moving it; `dir` is left to the caller).
-    fn store_tree(&self, dir: &Path, want_folder: bool) -> Result<Blob, AssetError> {
+    /// Returns the blob, and whether it is new (false: that content was stored before).
+    fn store_tree(&self, dir: &Path, want_folder: bool) -> Result<(Blob, bool), AssetError> {
         let entries: Vec<_> = fs::read_dir(dir)
             .map_err(AssetError::io("read an upload"))?
             .filter_map(Result::ok)
@@ -414,7 +415,8 @@ impl AssetStore {
         }
         let (digest, size_bytes, file_count) = digest_tree(&source, &entry)?;
         let target = self.root.join("blobs/sha256").join(&digest);
-        if !target.exists() {
+        let fresh = !target.exists();
+        if fresh {
             make_read_only(&source)?;
             // A folder of its own (`DIGEST/`), holding the entry with its name.
             let staging = dir.join(".blob");
@@ -427,7 +429,7 @@ impl AssetStore {
                 }
             }
         }
-        Ok(Blob { digest, entry, size_bytes, file_count })
+        Ok((Blob { digest, entry, size_bytes, file_count }, fresh))
     }
 
     fn blob_path(&self, blob: &Blob) -> PathBuf {
@@ -450,7 +452,7 @@ impl AssetStore {
             )));
         }
         let (description, tags) = check_labels(input.description, input.tags)?;
-        let blob = self.store_upload(&input.upload, false)?;
+        let (blob, _) = self.store_upload(&input.upload, false)?;
         let mut index = self.index();
         let seq = index.seq + 1;
         let versions = index.models.entry(input.name.clone()).or_default();
@@ -494,7 +496,7 @@ impl AssetStore {
                 fs::create_dir_all(&staging).map_err(AssetError::io("store a blob"))?;
                 let stored = fs::write(staging.join("conda.yaml"), text)
                     .map_err(AssetError::io("store a blob"))
-                    .and_then(|()| self.store_tree(&staging, false));
+                    .and_then(|()| self.store_tree(&staging, false).map(|(blob, _)| blob));
                 let _ = fs::remove_dir_all(&staging);
                 Some(stored?)
             }
@@ -520,15 +522,16 @@ impl AssetStore {
     }
 
     /// `POST /v1/codes`.
-    pub(crate) fn store_code(&self, input: CodeInput) -> Result<CodeView, AssetError> {
-        let blob = self.store_upload(&input.upload, true)?;
-        Ok(CodeView {
+    pub(crate) fn store_code(&self, input: CodeInput) -> Result<(CodeView, bool), AssetError> {
+        let (blob, fresh) = self.store_upload(&input.upload, true)?;
+        let view = CodeView {
             id: format!("sha256:{}", blob.digest),
             path: self.blob_path(&blob).display().to_string(),
             digest: format!("sha256:{}", blob.digest),
             size_bytes: blob.size_bytes,
             file_count: blob.file_count,
-        })
+        };
+        Ok((view, fresh))
     }
 
     fn write_record<R: Record>(&self, record: &R) -> Result<(), AssetError> {

@@ -162,8 +162,11 @@ fn an_upload_holds_one_entry_and_is_consumed() {
     let id = upload(&s, &[("score.py", b"x")]);
     assert!(s.store_code(CodeInput { upload: id }).unwrap_err().to_string().contains("folder"));
     let id = upload(&s, &[("code/score.py", b"x")]);
-    let code = s.store_code(CodeInput { upload: id }).unwrap();
-    assert!(Path::new(&code.path).join("score.py").is_file());
+    let (code, fresh) = s.store_code(CodeInput { upload: id }).unwrap();
+    assert!(fresh && Path::new(&code.path).join("score.py").is_file());
+    let id = upload(&s, &[("code/score.py", b"x")]);
+    let (again, fresh) = s.store_code(CodeInput { upload: id }).unwrap();
+    assert!(!fresh && again.path == code.path, "the same content, stored before");
 }
 
 #[test]

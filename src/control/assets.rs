@@ -71,7 +71,7 @@ impl Workspace {
     }
 
     /// `POST /v1/codes`.
-    pub(crate) fn store_code(&self, input: CodeInput) -> Result<CodeView, ControlError> {
+    pub(crate) fn store_code(&self, input: CodeInput) -> Result<(CodeView, bool), ControlError> {
         Ok(self.assets()?.store_code(input)?)
     }
 

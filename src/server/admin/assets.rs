@@ -160,13 +160,14 @@ async fn receive(mut payload: web::Payload, file: UploadFile) -> Result<Uploaded
 /// Stores an upload's one folder as code (content-addressed, no name): its `path` is what a
 /// deployment's `code_configuration.code` takes.
 #[utoipa::path(post, path = "/v1/codes", tag = "assets", request_body = CodeInput,
-    responses((status = 201, body = CodeView), (status = 400, body = ErrorBody), (status = 404, description = "no such upload", body = ErrorBody)))]
+    responses((status = 201, body = CodeView), (status = 200, description = "that content, stored before", body = CodeView),
+        (status = 400, body = ErrorBody), (status = 404, description = "no such upload", body = ErrorBody)))]
 pub(super) async fn store_code(req: HttpRequest, body: Body, data: Data) -> HttpResponse {
     guard!(req, data);
     let ws = data.control.clone();
     let parsed = parse(body).await.and_then(|v| input::<CodeInput>(v, "{\"upload\": ID}"));
     reply_created(match parsed {
-        Ok(code) => off_worker(move || ws.store_code(code)).await.map(|v| (v, true)),
+        Ok(code) => off_worker(move || ws.store_code(code)).await,
         Err(e) => Err(e),
     })
 }
@@ -228,7 +229,7 @@ pub(super) async fn list_models(req: HttpRequest, data: Data) -> HttpResponse {
 
 /// Every version of one model, oldest first.
 #[utoipa::path(get, path = "/v1/models/{name}/versions", tag = "assets", params(("name" = String, Path), ListQuery),
-    responses((status = 200, body = Vec<ModelView>), (status = 400, description = "not registered", body = ErrorBody)))]
+    responses((status = 200, body = Vec<ModelView>), (status = 404, description = "not registered", body = ErrorBody)))]
 pub(super) async fn list_model_versions(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(archived(&req).and_then(|a| data.control.models(Some(&segment(&req, "name")), a)))
@@ -289,7 +290,7 @@ fn archive(req: &HttpRequest, data: &Data, kind: AssetKind) -> Result<ArchivedVi
 /// Archives or restores every version of a model; archiving one a deployment uses is 409.
 #[utoipa::path(post, path = "/v1/models/{name}/{action}", tag = "assets",
     params(("name" = String, Path), ("action" = inline(ArchiveAction), Path, description = "`archive` or `restore`")),
-    responses((status = 200, body = ArchivedView), (status = 400, description = "not registered", body = ErrorBody),
+    responses((status = 200, body = ArchivedView), (status = 404, description = "not registered", body = ErrorBody),
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_model(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
@@ -299,7 +300,7 @@ pub(super) async fn archive_model(req: HttpRequest, data: Data) -> HttpResponse 
 /// Archives or restores one version of a model; archiving one a deployment uses is 409.
 #[utoipa::path(post, path = "/v1/models/{name}/versions/{version}/{action}", tag = "assets",
     params(("name" = String, Path), ("version" = String, Path), ("action" = inline(ArchiveAction), Path, description = "`archive` or `restore`")),
-    responses((status = 200, body = ArchivedView), (status = 400, description = "not registered", body = ErrorBody),
+    responses((status = 200, body = ArchivedView), (status = 404, description = "not registered", body = ErrorBody),
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_model_version(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
@@ -322,7 +323,7 @@ pub(super) async fn curated_environments(req: HttpRequest, data: Data) -> HttpRe
 
 /// Every version of one environment, oldest first.
 #[utoipa::path(get, path = "/v1/environments/{name}/versions", tag = "assets", params(("name" = String, Path), ListQuery),
-    responses((status = 200, body = Vec<EnvironmentView>), (status = 400, description = "not registered", body = ErrorBody)))]
+    responses((status = 200, body = Vec<EnvironmentView>), (status = 404, description = "not registered", body = ErrorBody)))]
 pub(super) async fn list_environment_versions(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
     reply(archived(&req).and_then(|a| data.control.environments(Some(&segment(&req, "name")), a)))
@@ -347,7 +348,7 @@ pub(super) async fn get_environment_version(req: HttpRequest, data: Data) -> Htt
 /// Archives or restores every version of an environment; archiving one a deployment uses is 409.
 #[utoipa::path(post, path = "/v1/environments/{name}/{action}", tag = "assets",
     params(("name" = String, Path), ("action" = inline(ArchiveAction), Path, description = "`archive` or `restore`")),
-    responses((status = 200, body = ArchivedView), (status = 400, description = "not registered", body = ErrorBody),
+    responses((status = 200, body = ArchivedView), (status = 404, description = "not registered", body = ErrorBody),
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_environment(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
@@ -357,7 +358,7 @@ pub(super) async fn archive_environment(req: HttpRequest, data: Data) -> HttpRes
 /// Archives or restores one version of an environment; archiving one a deployment uses is 409.
 #[utoipa::path(post, path = "/v1/environments/{name}/versions/{version}/{action}", tag = "assets",
     params(("name" = String, Path), ("version" = String, Path), ("action" = inline(ArchiveAction), Path, description = "`archive` or `restore`")),
-    responses((status = 200, body = ArchivedView), (status = 400, description = "not registered", body = ErrorBody),
+    responses((status = 200, body = ArchivedView), (status = 404, description = "not registered", body = ErrorBody),
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_environment_version(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
