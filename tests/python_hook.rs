@@ -164,10 +164,11 @@ fn the_sample_blue_deployment_answers_from_its_own_yaml_and_logs_its_prints() {
             Err(log)
         }
     });
-    // The registered-asset variant of the sample says what to write instead.
+    // The registered-asset variant of the sample, before `my-model` is registered: what to do
+    // (tests/registered_assets.rs registers it and deploys).
     let e =
         s.cli_err(&["online-deployment", "create", "-f", &format!("{dir}/blue-deployment-with-registered-assets.yml")]);
-    assert!(e.contains("model: {path:"), "{e}");
+    assert!(e.contains("azureml:my-model:1 is not registered") && e.contains("switchyard model create"), "{e}");
 }
 
 /// The SDK tutorial names the pickle itself (`Model(path=".../model/sklearn_regression_model.pkl")`)
@@ -510,7 +511,7 @@ fn input_schema_and_rawhttp_scripts_run_with_azures_own_packages() {
     let failed = put(&s, fixture_doc("varargs", "varargs"), "Failed").to_string();
     assert!(failed.contains("*args, or **kwargs"), "{failed}");
 
-    // A registered Azure environment cannot be fetched here: 400, saying what to write.
+    // An environment that is not registered: 400, saying what to write.
     let mut doc = fixture_doc("azureenv", "schema");
     doc["environment"] = json!("azureml:my-env:1");
     let r = s.admin("PUT", "/v1/deployments/azureenv", Some(&doc));

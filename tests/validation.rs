@@ -93,7 +93,7 @@ fn deployment_rules() {
     let m = json!({"path": model});
     refused(&s, "PUT", "/v1/deployments/b", json!({"model": m}), 400, "invalid deployment name");
     refused(&s, "PUT", "/v1/deployments/-bad-", json!({"model": m}), 400, "invalid deployment name");
-    refused(&s, "PUT", "/v1/deployments/purple", json!({"model": "azureml:my-model:1"}), 400, "use `model: {path");
+    refused(&s, "PUT", "/v1/deployments/purple", json!({"model": "azureml:my-model:1"}), 400, "is not registered");
     refused(&s, "PUT", "/v1/deployments/purple", json!({"model": m, "instance_count": 0}), 400, "instance_count");
     refused(
         &s,

@@ -188,8 +188,13 @@ fn seed_files_parse() {
         assert_eq!(spec.instance_count, 1);
         assert!(spec.model.path.is_absolute());
     }
-    for f in ["blue-deployment-with-registered-assets.yml", "green-deployment-with-registered-assets.yml"] {
-        let err = DeploymentSpec::from_file(&dir.join(f)).unwrap_err();
-        assert!(err.message.contains("use `model: {path"), "{f}: {err}");
+    // Registered models (CONTRACT §11): the reference is kept for the server to resolve.
+    for (f, model) in [
+        ("blue-deployment-with-registered-assets.yml", "azureml:my-model:1"),
+        ("green-deployment-with-registered-assets.yml", "azureml:my-model:2"),
+    ] {
+        let (spec, _) = DeploymentSpec::from_file(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(spec.model.reference.as_deref(), Some(model), "{f}");
+        assert!(spec.names_registered_assets(), "{f}");
     }
 }

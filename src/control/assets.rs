@@ -248,7 +248,8 @@ fn resolve(store: Option<&AssetStore>, spec: &mut DeploymentSpec) -> Result<(), 
     }
     let env = store_for(store, &r)?.resolve_environment(&r, keep.as_deref()).map_err(|e| match e {
         AssetError::Invalid(m) => ControlError::invalid(format!(
-            "{m} (curated environments: {})",
+            "{m} (curated environments: {}), or write `environment: {{conda_file: ./conda.yaml}}` with the packages \
+             score.py needs, or `environment: {{python: /path/to/bin/python}}`",
             crate::assets::curated_environments().into_iter().map(|c| c.id).collect::<Vec<_>>().join(", ")
         )),
         e => e.into(),
