@@ -219,7 +219,8 @@ fn a_registered_copy_does_not_follow_edits_of_its_source() {
 
 #[test]
 fn uploads_refuse_hostile_paths_and_cross_site_pages() {
-    let s = Server::start();
+    let assets = tempfile::tempdir().unwrap();
+    let s = Server::start_with(&["--assets-dir", &path_str(assets.path())]);
     let id = s.admin("POST", "/v1/uploads", None).json()["id"].as_str().unwrap().to_string();
     let put = |path: &str, headers: &[(&str, &str)]| {
         let mut h = vec![("Content-Type", "application/octet-stream")];
@@ -266,6 +267,37 @@ fn uploads_refuse_hostile_paths_and_cross_site_pages() {
     assert_eq!(put("model/z", &[]).status, 404);
     let empty: Value = s.admin("GET", "/v1/models", None).json();
     assert_eq!(empty, json!([]));
+
+    // A declared size over the limit is refused before the body is read.
+    let id = s.admin("POST", "/v1/uploads", None).json()["id"].as_str().unwrap().to_string();
+    let admin = s.admin.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&admin).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        conn,
+        "PUT /v1/uploads/{id}/files/m/huge HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/octet-stream\r\nContent-Length: 5000000000\r\n\r\n"
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut answer = [0u8; 64];
+    let n = conn.read(&mut answer).unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    assert_eq!(s.admin("DELETE", &format!("/v1/uploads/{id}"), None).status, 204);
+
+    // The CLI checks the name before sending, and abandons an upload the server refused.
+    let folder = sample("model-1/model");
+    let e = s.cli_err(&["model", "create", "--name", "bad name", "--path", &folder]);
+    assert!(e.contains("may hold only letters"), "{e}");
+    s.cli_ok(&["model", "create", "--name", "m", "--version", "1", "--path", &folder]);
+    let e =
+        s.cli_err(&["model", "create", "--name", "m", "--version", "1", "--path", &sample("model-1/onlinescoring")]);
+    assert!(e.contains("other content"), "{e}");
+    let open = std::fs::read_dir(assets.path().join("uploads")).unwrap().count();
+    assert_eq!(open, 0, "no upload is left behind");
 }
 
 /// `--config-dir` files may name registered models: they resolve when the folder is applied,
@@ -325,4 +357,40 @@ fn a_config_folder_names_a_registered_model() {
         }
     });
     assert_eq!(scaled["model"]["version"], "1", "{scaled}");
+}
+
+/// Code stored by the server (the studio's upload) runs as it is stored: Python writes no
+/// `__pycache__` into it, even where the environment would let it.
+#[test]
+fn stored_code_runs_without_being_written_to() {
+    let python = test_venv_python();
+    let s = Server::start_with_env(&["--python", &python], &[("PYTHONDONTWRITEBYTECODE", "")]);
+    let id = s.admin("POST", "/v1/uploads", None).json()["id"].as_str().unwrap().to_string();
+    let code = repo().join("examples/azure-sample/model-1/onlinescoring/score.py");
+    let r = http(
+        &agent(),
+        "PUT",
+        &format!("{}/v1/uploads/{id}/files/onlinescoring/score.py", s.admin),
+        &[("Content-Type", "application/octet-stream")],
+        Some(&std::fs::read(code).unwrap()),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let stored = s.admin("POST", "/v1/codes", Some(&json!({"upload": id})));
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    let path = stored.json()["path"].as_str().unwrap().to_string();
+    s.create_endpoint();
+    let body = json!({
+        "model": {"path": sample("model-1/model")},
+        "code_configuration": {"code": path, "scoring_script": "score.py"},
+    });
+    assert_eq!(s.admin("PUT", "/v1/deployments/blue?all_traffic=true", Some(&body)).status, 201);
+    s.wait_state("blue", "Succeeded");
+    let r = s.score_authed(
+        &s.primary_key(),
+        &std::fs::read(repo().join("examples/azure-sample/model-1/sample-request.json")).unwrap(),
+        None,
+    );
+    assert_eq!(r.body.trim(), BLUE_ANSWER);
+    let written: Vec<_> = std::fs::read_dir(&path).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
+    assert_eq!(written, [std::ffi::OsString::from("score.py")], "the stored folder changed");
 }

@@ -72,13 +72,20 @@ const MAX_DESCRIPTION: usize = 4096;
 pub(crate) enum VersionInput {
     Text(String),
     Number(u64),
+    /// Anything else (`1.0`, `-1`, a list): refused with what a version may be.
+    #[schema(value_type = f64)]
+    Other(Value),
 }
 
 impl VersionInput {
-    fn text(&self) -> String {
+    fn text(&self, kind: AssetKind) -> Result<String, AssetError> {
         match self {
-            VersionInput::Text(s) => s.clone(),
-            VersionInput::Number(n) => n.to_string(),
+            VersionInput::Text(s) => Ok(s.clone()),
+            VersionInput::Number(n) => Ok(n.to_string()),
+            VersionInput::Other(v) => Err(AssetError::Invalid(format!(
+                "{} version {v} must be a string (\"1\", \"1.0\") or a whole number",
+                kind.word()
+            ))),
         }
     }
 }
@@ -414,12 +421,16 @@ impl AssetStore {
             )));
         }
         let (digest, size_bytes, file_count) = digest_tree(&source, &entry)?;
+        if file_count == 0 {
+            return Err(AssetError::Invalid(format!("the upload's folder {entry:?} holds no file: send its files")));
+        }
         let target = self.root.join("blobs/sha256").join(&digest);
         let fresh = !target.exists();
         if fresh {
             make_read_only(&source)?;
             // A folder of its own (`DIGEST/`), holding the entry with its name.
-            let staging = dir.join(".blob");
+            // Beside `files/` (the upload's own folder), so no uploaded name can collide.
+            let staging = dir.parent().unwrap_or(dir).join("blob");
             fs::create_dir(&staging).map_err(AssetError::io("store a blob"))?;
             fs::rename(&source, staging.join(&entry)).map_err(AssetError::io("store a blob"))?;
             if let Err(e) = fs::rename(&staging, &target) {
@@ -440,7 +451,7 @@ impl AssetStore {
     pub(crate) fn register_model(&self, input: ModelInput) -> Result<(ModelView, bool), AssetError> {
         let kind = AssetKind::Model;
         validate_asset_name(kind, &input.name)?;
-        let version = input.version.as_ref().map(VersionInput::text);
+        let version = input.version.as_ref().map(|v| v.text(kind)).transpose()?;
         if let Some(v) = &version {
             validate_asset_version(kind, v)?;
         }
@@ -453,17 +464,18 @@ impl AssetStore {
         }
         let (description, tags) = check_labels(input.description, input.tags)?;
         let (blob, _) = self.store_upload(&input.upload, false)?;
+        let on_disk = self.versions_on_disk(kind, &input.name);
         let mut index = self.index();
         let seq = index.seq + 1;
         let versions = index.models.entry(input.name.clone()).or_default();
         let same = |r: &ModelRecord| r.blob == blob && r.model_type == model_type;
-        let record = match pick_version(kind, &input.name, versions, version, same)? {
+        let record = match pick_version(kind, &input.name, versions, &on_disk, version, same)? {
             Pick::Existing(r) => return Ok((self.model_view(&r), false)),
             Pick::New(version) => {
                 ModelRecord { meta: Meta::new(input.name, version, description, tags, seq), model_type, blob }
             }
         };
-        self.write_record(&record)?;
+        self.write_record(&record, true)?;
         index.seq = seq;
         index.models.entry(record.meta.name.clone()).or_default().push(record.clone());
         Ok((self.model_view(&record), true))
@@ -473,9 +485,14 @@ impl AssetStore {
     pub(crate) fn register_environment(&self, input: EnvironmentInput) -> Result<(EnvironmentView, bool), AssetError> {
         let kind = AssetKind::Environment;
         validate_asset_name(kind, &input.name)?;
-        let version = input.version.as_ref().map(VersionInput::text);
+        let version = input.version.as_ref().map(|v| v.text(kind)).transpose()?;
         if let Some(v) = &version {
             validate_asset_version(kind, v)?;
+        }
+        if input.name == "curated" {
+            return Err(AssetError::Invalid(
+                "environment name \"curated\" is reserved (GET /v1/environments/curated lists the curated ones): choose another".into(),
+            ));
         }
         if input.image.is_none() && input.conda_file.is_none() {
             return Err(AssetError::Invalid(
@@ -492,21 +509,23 @@ impl AssetStore {
         let conda = match &input.conda_file {
             Some(text) => {
                 crate::spec::python::parse_conda(text, "conda_file")?;
-                let staging = self.uploads_dir().join(format!("env-{}", uuid::Uuid::new_v4().simple()));
+                let own = self.uploads_dir().join(format!("env-{}", uuid::Uuid::new_v4().simple()));
+                let staging = own.join("files");
                 fs::create_dir_all(&staging).map_err(AssetError::io("store a blob"))?;
                 let stored = fs::write(staging.join("conda.yaml"), text)
                     .map_err(AssetError::io("store a blob"))
                     .and_then(|()| self.store_tree(&staging, false).map(|(blob, _)| blob));
-                let _ = fs::remove_dir_all(&staging);
+                let _ = fs::remove_dir_all(&own);
                 Some(stored?)
             }
             None => None,
         };
+        let on_disk = self.versions_on_disk(kind, &input.name);
         let mut index = self.index();
         let seq = index.seq + 1;
         let versions = index.environments.entry(input.name.clone()).or_default();
         let same = |r: &EnvironmentRecord| r.conda == conda && r.image == input.image;
-        let record = match pick_version(kind, &input.name, versions, version, same)? {
+        let record = match pick_version(kind, &input.name, versions, &on_disk, version, same)? {
             Pick::Existing(r) => return Ok((self.environment_view(&r), false)),
             Pick::New(version) => EnvironmentRecord {
                 meta: Meta::new(input.name, version, description, tags, seq),
@@ -515,7 +534,7 @@ impl AssetStore {
                 conda_yaml: input.conda_file,
             },
         };
-        self.write_record(&record)?;
+        self.write_record(&record, true)?;
         index.seq = seq;
         index.environments.entry(record.meta.name.clone()).or_default().push(record.clone());
         Ok((self.environment_view(&record), true))
@@ -534,20 +553,56 @@ impl AssetStore {
         Ok((view, fresh))
     }
 
-    fn write_record<R: Record>(&self, record: &R) -> Result<(), AssetError> {
+    /// Writes a record: temp file, then into place. A new version never replaces a file (a
+    /// registration skipped at start because it did not validate keeps its name: the link
+    /// fails and the registration is refused); a flip of `archived` replaces its own.
+    fn write_record<R: Record>(&self, record: &R, new: bool) -> Result<(), AssetError> {
         let meta = record.meta();
         let dir = self.root.join(folder_of(R::KIND)).join(&meta.name);
         fs::create_dir_all(&dir).map_err(AssetError::io("write a registration"))?;
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         let tmp = dir.join(format!(".{}.json.tmp", meta.version));
+        let target = dir.join(format!("{}.json", meta.version));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
-            fs::rename(&tmp, dir.join(format!("{}.json", meta.version)))?;
+            if new {
+                let linked = fs::hard_link(&tmp, &target);
+                let _ = fs::remove_file(&tmp);
+                linked?;
+            } else {
+                fs::rename(&tmp, &target)?;
+            }
             fs::File::open(&dir)?.sync_all()
         };
-        write().map_err(AssetError::io("write a registration"))
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                AssetError::Conflict(format!(
+                    "{} {} version {} has a file in the store that could not be read at start (see the server's log): \
+                     register under another version",
+                    R::KIND.word(),
+                    meta.name,
+                    meta.version
+                ))
+            } else {
+                AssetError::Io("write a registration", e)
+            }
+        })
+    }
+
+    /// The versions of `name` with a file in the store, read or not: an automatic version
+    /// skips them all.
+    fn versions_on_disk(&self, kind: AssetKind, name: &str) -> Vec<String> {
+        let Ok(files) = fs::read_dir(self.root.join(folder_of(kind)).join(name)) else {
+            return Vec::new();
+        };
+        files
+            .filter_map(Result::ok)
+            .filter_map(|f| f.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
+            .filter(|v| !v.starts_with('.'))
+            .collect()
     }
 
     /// The latest version of each model (or every version of `name`), archived ones only
@@ -635,7 +690,7 @@ impl AssetStore {
             if record.meta().archived != archived {
                 let mut next = record.clone();
                 next.meta_mut().archived = archived;
-                self.write_record(&next)?;
+                self.write_record(&next, false)?;
                 *record = next;
                 changed.push(record.meta().version.clone());
             }
@@ -708,6 +763,12 @@ impl Meta {
     }
 }
 
+/// The last time a record may carry (the end of year 9999: RFC 3339 has four-digit years).
+const LATEST_TIME_MS: u64 = 253_402_300_799_000;
+
+/// The highest version numbered automatically (what JSON numbers hold exactly).
+const MAX_AUTO_VERSION: u64 = (1 << 53) - 1;
+
 enum Pick<R> {
     Existing(R),
     New(String),
@@ -719,6 +780,7 @@ fn pick_version<R: Record>(
     kind: AssetKind,
     name: &str,
     versions: &[R],
+    on_disk: &[String],
     version: Option<String>,
     same: impl Fn(&R) -> bool,
 ) -> Result<Pick<R>, AssetError> {
@@ -733,8 +795,15 @@ fn pick_version<R: Record>(
             None => Ok(Pick::New(v)),
         },
         None => {
-            let next = versions.iter().filter_map(|r| r.meta().version.parse::<u64>().ok()).max().unwrap_or(0) + 1;
-            Ok(Pick::New(next.to_string()))
+            let numbers = versions.iter().map(|r| r.meta().version.as_str()).chain(on_disk.iter().map(String::as_str));
+            let highest = numbers.filter_map(|v| v.parse::<u64>().ok()).max().unwrap_or(0);
+            match highest.checked_add(1).filter(|n| *n <= MAX_AUTO_VERSION) {
+                Some(next) => Ok(Pick::New(next.to_string())),
+                None => Err(AssetError::Invalid(format!(
+                    "{} {name}'s highest version is {highest}: give the next one's version yourself",
+                    kind.word()
+                ))),
+            }
         }
     }
 }
@@ -876,13 +945,14 @@ fn read_all<R: Record>(root: &Path) -> BTreeMap<String, Vec<R>> {
         let Ok(files) = fs::read_dir(dir.path()) else { continue };
         for file in files.filter_map(Result::ok) {
             let path = file.path();
-            let Some(version) = path.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_suffix(".json")) else {
-                continue;
-            };
-            if version.starts_with('.') {
+            let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+            if file_name.starts_with('.') && file_name.ends_with(".json.tmp") {
                 let _ = fs::remove_file(&path); // a write cut short
                 continue;
             }
+            let Some(version) = file_name.strip_suffix(".json").filter(|v| !v.starts_with('.')) else {
+                continue;
+            };
             match read_record::<R>(root, &path, &name, version) {
                 Ok(r) => all.entry(name.clone()).or_default().push(r),
                 Err(why) => {
@@ -898,9 +968,10 @@ fn read_all<R: Record>(root: &Path) -> BTreeMap<String, Vec<R>> {
 }
 
 fn read_record<R: Record>(root: &Path, path: &Path, name: &str, version: &str) -> Result<R, String> {
+    // A conda file of up to 1 MiB is kept as JSON text, where an escaped byte takes up to 6.
     let text = crate::sys::files::read_text_bounded(
         path,
-        2 * crate::spec::limits::MAX_DOCUMENT_BYTES as u64,
+        8 * crate::spec::limits::MAX_DOCUMENT_BYTES as u64,
         crate::sys::files::READ_DEADLINE,
     )
     .map_err(|e| e.to_string())?;
@@ -911,14 +982,21 @@ fn read_record<R: Record>(root: &Path, path: &Path, name: &str, version: &str) -
     }
     validate_asset_name(R::KIND, name).map_err(|e| e.message)?;
     validate_asset_version(R::KIND, version).map_err(|e| e.message)?;
+    if meta.seq > MAX_AUTO_VERSION || meta.created_ms > LATEST_TIME_MS {
+        return Err("its seq or created_ms is out of range".into());
+    }
     for blob in record.blobs() {
         let hex_ok = blob.digest.len() == 64 && blob.digest.bytes().all(|b| b.is_ascii_hexdigit());
         let entry_ok = upload::check_relative(&blob.entry).is_ok_and(|p| p.len() == 1);
         if !hex_ok || !entry_ok {
             return Err("its blob is not a digest and one name".into());
         }
-        if !root.join("blobs/sha256").join(&blob.digest).join(&blob.entry).exists() {
-            return Err(format!("its files (blobs/sha256/{}) are missing", blob.digest));
+        // The blob and its entry must be the store's own: a link planted there could lead
+        // anywhere.
+        let folder = root.join("blobs/sha256").join(&blob.digest);
+        let plain = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_symlink());
+        if !plain(&folder) || !plain(&folder.join(&blob.entry)) {
+            return Err(format!("its files (blobs/sha256/{}) are missing or a link", blob.digest));
         }
     }
     Ok(record)

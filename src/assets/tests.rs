@@ -132,8 +132,9 @@ fn registrations_survive_a_restart_and_bad_files_are_skipped() {
     assert_eq!(versions, ["1", "2"]);
     assert!(s.model("m", Some("1")).unwrap().archived);
     assert_eq!(std::fs::read_dir(root.join("uploads")).unwrap().count(), 0);
-    let (v3, _) = model(&s, "m", None, &[("model/w", b"3")]).unwrap();
-    assert_eq!(v3.version, "3");
+    // The next number comes after the skipped files too (5 and 6): they keep their names.
+    let (v7, _) = model(&s, "m", None, &[("model/w", b"3")]).unwrap();
+    assert_eq!(v7.version, "7");
 }
 
 #[test]
@@ -194,4 +195,102 @@ fn environments_register_a_conda_file_or_an_image() {
     assert_eq!((v2.version.as_str(), v2.conda_file.as_deref()), ("2", None));
     assert!(s.has_environment("e") && !s.has_environment("f"));
     assert_eq!(curated_environments().len(), crate::spec::python::CURATED_SKLEARN.len());
+}
+
+#[test]
+fn a_version_skipped_at_start_is_never_reused_or_overwritten() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("assets");
+    let v1_file = root.join("models/x/1.json");
+    {
+        let s = AssetStore::open(&root).unwrap();
+        model(&s, "x", None, &[("model/w", b"1")]).unwrap();
+    }
+    // Version 1 no longer validates (its blob moved away): it is skipped, not forgotten.
+    let blob = std::fs::read_dir(root.join("blobs/sha256")).unwrap().next().unwrap().unwrap().path();
+    std::fs::rename(&blob, d.path().join("moved")).unwrap();
+    let before = std::fs::read(&v1_file).unwrap();
+    let s = AssetStore::open(&root).unwrap();
+    assert!(s.models(Some("x"), true).is_err(), "skipped");
+    let (next, _) = model(&s, "x", None, &[("model/w", b"2")]).unwrap();
+    assert_eq!(next.version, "2", "the next number after the file on disk");
+    let e = model(&s, "x", Some("1"), &[("model/w", b"3")]).unwrap_err();
+    assert!(matches!(&e, AssetError::Conflict(m) if m.contains("could not be read at start")), "{e}");
+    assert_eq!(std::fs::read(&v1_file).unwrap(), before, "the skipped file is untouched");
+}
+
+#[test]
+fn out_of_range_numbers_and_odd_names_are_refused_not_panicked_on() {
+    let (_d, s) = store();
+    let max = u64::MAX.to_string();
+    model(&s, "a", Some(&max), &[("m/w", b"1")]).unwrap();
+    let e = model(&s, "a", None, &[("m/w", b"2")]).unwrap_err();
+    assert!(e.to_string().contains("give the next one's version yourself"), "{e}");
+    // An upload whose entry is named like the store's staging folder.
+    let (m, _) = model(&s, "b", None, &[("blob/w", b"1")]).unwrap();
+    assert!(m.path.ends_with("/blob"), "{}", m.path);
+    let (m, _) = model(&s, "c", None, &[(".blob/w", b"1")]).unwrap();
+    assert!(m.path.ends_with("/.blob"), "{}", m.path);
+    let float = ModelInput {
+        name: "f".into(),
+        version: Some(serde_json::from_value(serde_json::json!(1.5)).unwrap()),
+        model_type: None,
+        description: None,
+        tags: BTreeMap::new(),
+        upload: upload(&s, &[("m/w", b"1")]),
+    };
+    assert!(s.register_model(float).unwrap_err().to_string().contains("a string (\"1\", \"1.0\") or a whole number"));
+    let curated = EnvironmentInput {
+        name: "curated".into(),
+        version: None,
+        image: Some("i".into()),
+        conda_file: None,
+        description: None,
+        tags: BTreeMap::new(),
+    };
+    assert!(s.register_environment(curated).unwrap_err().to_string().contains("reserved"));
+}
+
+#[test]
+fn hostile_metadata_is_skipped_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("assets");
+    {
+        let s = AssetStore::open(&root).unwrap();
+        model(&s, "m", None, &[("model/w", b"1")]).unwrap();
+    }
+    let good = std::fs::read_to_string(root.join("models/m/1.json")).unwrap();
+    // Out-of-range numbers (a year past 9999 once panicked the formatter; seq would overflow).
+    std::fs::write(
+        root.join("models/m/2.json"),
+        good.replace("\"version\": \"1\"", "\"version\": \"2\"").replace("\"seq\": 1", "\"seq\": 18446744073709551615"),
+    )
+    .unwrap();
+    let late = good.replace("\"version\": \"1\"", "\"version\": \"3\"");
+    let late = regex_free_replace_created(&late, "300000000000000");
+    std::fs::write(root.join("models/m/3.json"), late).unwrap();
+    // A blob planted as a link to another folder.
+    std::os::unix::fs::symlink("/etc", root.join(format!("blobs/sha256/{}", "a".repeat(64)))).unwrap();
+    let linked = good.replace("\"version\": \"1\"", "\"version\": \"4\"");
+    let digest =
+        serde_json::from_str::<serde_json::Value>(&good).unwrap()["blob"]["digest"].as_str().unwrap().to_string();
+    let linked = linked.replace(&digest, &"a".repeat(64)).replace("\"entry\": \"model\"", "\"entry\": \"passwd\"");
+    std::fs::write(root.join("models/m/4.json"), linked).unwrap();
+    // A write cut short is cleaned; a user's hidden file is not touched.
+    std::fs::write(root.join("models/m/.5.json.tmp"), "{").unwrap();
+    std::fs::write(root.join("models/m/.notes.json"), "{}").unwrap();
+    let s = AssetStore::open(&root).unwrap();
+    let versions: Vec<String> = s.models(Some("m"), true).unwrap().into_iter().map(|m| m.version).collect();
+    assert_eq!(versions, ["1"]);
+    assert!(!root.join("models/m/.5.json.tmp").exists());
+    assert!(root.join("models/m/.notes.json").exists());
+    let (v5, _) = model(&s, "m", None, &[("model/w", b"5")]).unwrap();
+    assert_eq!(v5.version, "5", "after every version with a file");
+}
+
+/// `created_ms` set to `value` in a record's text.
+fn regex_free_replace_created(text: &str, value: &str) -> String {
+    let at = text.find("\"created_ms\": ").unwrap() + "\"created_ms\": ".len();
+    let end = at + text[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    format!("{}{value}{}", &text[..at], &text[end..])
 }

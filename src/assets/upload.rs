@@ -26,8 +26,9 @@ pub(crate) const MAX_UPLOAD_FILES: usize = 10_000;
 pub(crate) const MAX_DEPTH: usize = 32;
 /// Uploads open at once; the oldest idle ones must finish or be abandoned first.
 pub(crate) const MAX_OPEN_UPLOADS: usize = 32;
-/// An upload with no write for this long is removed.
-pub(crate) const UPLOAD_IDLE: Duration = Duration::from_secs(3600);
+/// An upload with no write for this long is removed (a registration refused for a bad name
+/// leaves its upload behind: the open uploads are bounded, so they must not stay long).
+pub(crate) const UPLOAD_IDLE: Duration = Duration::from_secs(600);
 
 /// One upload in progress.
 pub(super) struct Upload {
@@ -158,7 +159,7 @@ impl Uploads {
 
 fn unknown(id: &str) -> AssetError {
     AssetError::NotFound(format!(
-        "no upload {id:?} is in progress (uploads are removed once registered, abandoned, or idle for an hour): start one with POST /v1/uploads"
+        "no upload {id:?} is in progress (uploads are removed once registered, abandoned, or idle for ten minutes): start one with POST /v1/uploads"
     ))
 }
 

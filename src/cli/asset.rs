@@ -149,9 +149,18 @@ pub(super) fn run_model(verb: ModelVerb, global: &GlobalArgs) -> Result<(), Stri
                 return Err("give the model a name: --name NAME or `name:` in the --file".into());
             }
             let path = path.ok_or("give the model's folder or file: --path PATH or `path:` in the --file")?;
+            // What can be checked here is, before gigabytes are sent.
+            if let Some(n) = doc.get("name").and_then(Value::as_str) {
+                crate::spec::reference::validate_asset_name(crate::spec::AssetKind::Model, n).map_err(|e| e.message)?;
+            }
             let id = upload(&admin, &path)?;
-            doc.insert("upload".into(), Value::String(id));
-            print(&admin.call("POST", "/v1/models", Some(&Value::Object(doc)))?.ok_json()?, global)
+            doc.insert("upload".into(), Value::String(id.clone()));
+            let registered = admin.call("POST", "/v1/models", Some(&Value::Object(doc))).and_then(|r| r.ok_json());
+            if registered.is_err() {
+                // A refused registration leaves its upload: nothing else would use it.
+                let _ = admin.call("DELETE", &format!("/v1/uploads/{id}"), None);
+            }
+            print(&registered?, global)
         }
         ModelVerb::List { name, include_archived } => {
             let a = include_archived;
@@ -262,10 +271,12 @@ fn yaml_of(file: Option<&Path>, what: &str) -> Result<(Map<String, Value>, PathB
     Ok((doc, base))
 }
 
-/// The user's own file, read whole (a YAML or conda file, small).
-#[allow(clippy::disallowed_methods)] // The CLI user's own file, named on their command line.
+/// The user's own file, read whole (a YAML or conda file, small); not a FIFO or device, which
+/// would wait for ever.
 fn read_text(path: &Path, what: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    let limit = crate::spec::limits::MAX_DOCUMENT_BYTES as u64;
+    crate::sys::files::read_text_bounded(path, limit, crate::sys::files::READ_DEADLINE)
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 fn set(doc: &mut Map<String, Value>, key: &str, value: Option<Value>) {
@@ -289,7 +300,8 @@ fn tag_map(pairs: &[String]) -> Result<Option<Value>, String> {
 /// Uploads a folder (or one file) under its own name; returns the upload's id.
 fn upload(admin: &AdminClient, path: &Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("--path {}: {e}", path.display()))?;
-    let base = std::path::absolute(path).map_err(|e| e.to_string())?;
+    // Canonical, so `..` or `.` name the folder they stand for.
+    let base = std::fs::canonicalize(path).map_err(|e| format!("--path {}: {e}", path.display()))?;
     let entry = base
         .file_name()
         .and_then(|n| n.to_str())
@@ -322,7 +334,7 @@ fn upload(admin: &AdminClient, path: &Path) -> Result<String, String> {
 /// loop would never end.
 fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<(PathBuf, String)>) -> Result<(), String> {
     if depth >= MAX_DEPTH {
-        return Err(format!("{} is more than {MAX_DEPTH} folders deep", dir.display()));
+        return Err(format!("{} is more than {MAX_DEPTH} names deep", dir.display()));
     }
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -341,6 +353,10 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<(PathBuf, String)>) -
             }
             walk(&path, &child, depth + 1, out)?;
         } else if meta.is_file() {
+            // The server's limit counts every name of the path, the folder's own included.
+            if child.split('/').count() > MAX_DEPTH {
+                return Err(format!("{} is more than {MAX_DEPTH} names deep", path.display()));
+            }
             out.push((path, child));
             if out.len() > MAX_FILES {
                 return Err(format!("{} holds more than {MAX_FILES} files", dir.display()));
@@ -380,6 +396,18 @@ mod tests {
         std::os::unix::fs::symlink(&model, model.join("loop")).unwrap();
         assert!(walk(&model, "model", 0, &mut Vec::new()).unwrap_err().contains("link to a folder"));
         assert_eq!(tag_map(&["a=1".into()]).unwrap(), Some(serde_json::json!({"a": "1"})));
+        // 32 names in all (the folder's own included) is the server's limit.
+        let deep = d.path().join("deep");
+        let mut at = deep.clone();
+        for i in 0..31 {
+            at = at.join(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&at).unwrap();
+        std::fs::write(at.join("f"), "x").unwrap();
+        assert!(walk(&deep, "deep", 0, &mut Vec::new()).unwrap_err().contains("32 names deep"));
+        std::fs::remove_file(at.join("f")).unwrap();
+        std::fs::write(at.parent().unwrap().join("f"), "x").unwrap();
+        assert_eq!(walk(&deep, "deep", 0, &mut Vec::new()).map(|()| 1).unwrap(), 1);
         assert!(tag_map(&["a".into()]).is_err());
     }
 }

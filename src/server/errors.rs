@@ -160,7 +160,7 @@ pub(super) fn admin_refusal(refusal: &Refusal) -> HttpResponse {
             };
             error_response(
                 415,
-                &format!("admin request bodies must be sent as Content-Type: application/json (documents may also be application/yaml); {got}"),
+                &format!("admin request bodies must be sent as Content-Type: application/json (documents may also be application/yaml; a file of an upload, PUT /v1/uploads/ID/files/PATH, application/octet-stream); {got}"),
             )
         }
     }

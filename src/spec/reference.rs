@@ -89,17 +89,13 @@ pub fn parse_reference(kind: AssetKind, text: &str) -> Result<Option<AssetRef>, 
         ))
     };
     if let Some(path) = text.strip_prefix("azureml://") {
+        // The asset's part is at the end (`.../models/NAME/versions/V`), after a workspace
+        // path whose own names may be anything, `models` included: read it from the end.
         let parts: Vec<&str> = path.split('/').collect();
-        let Some(at) = parts.iter().position(|p| *p == kind.segment()) else {
-            return Err(expected());
-        };
-        let (name, rest) = match &parts[at + 1..] {
-            [name, rest @ ..] => (*name, rest),
-            _ => return Err(expected()),
-        };
-        let version = match rest {
-            ["versions", v] => Some((*v).to_string()),
-            ["labels", "latest"] | [] => None,
+        let (name, version) = match parts.as_slice() {
+            [.., seg, name, "versions", v] if *seg == kind.segment() => (*name, Some((*v).to_string())),
+            [.., seg, name, "labels", "latest"] if *seg == kind.segment() => (*name, None),
+            [.., seg, name] if *seg == kind.segment() => (*name, None),
             _ => return Err(expected()),
         };
         return build(kind, name, version).map(Some);
@@ -149,6 +145,9 @@ mod tests {
         let r =
             model("azureml://subscriptions/s/resourceGroups/g/workspaces/w/models/m.x_1/versions/3").unwrap().unwrap();
         assert_eq!((r.name.as_str(), r.version.as_deref()), ("m.x_1", Some("3")));
+        let r =
+            model("azureml://subscriptions/s/resourceGroups/models/workspaces/w/models/m/versions/2").unwrap().unwrap();
+        assert_eq!((r.name.as_str(), r.version.as_deref()), ("m", Some("2")), "a group named models");
         let r = parse_reference(
             AssetKind::Environment,
             "azureml://registries/azureml/environments/sklearn-1.5/labels/latest",

@@ -87,8 +87,13 @@ impl PythonHook {
             .env("AZUREML_SOURCE_DIRECTORY", &script.code_dir)
             .env("AZUREML_ENTRY_SCRIPT", &script.script)
             .env("SCORING_TIMEOUT_MS", ctx.request_timeout_ms.to_string())
-            .env("SWITCHYARD_MAX_ANSWER", frame::MAX_FRAME.to_string())
-            .envs(&ctx.environment_variables);
+            .env("SWITCHYARD_MAX_ANSWER", frame::MAX_FRAME.to_string());
+        if read_only(&script.code_dir.join(&script.script)) {
+            // Code stored by the server (`POST /v1/codes`, read-only files): Python must not
+            // write `__pycache__` into it, or the stored copy would change under its digest.
+            cmd.env("PYTHONDONTWRITEBYTECODE", "1");
+        }
+        cmd.envs(&ctx.environment_variables);
         if let Some(bin) = python.parent().filter(|_| is_venv(python)) {
             // As an activated venv: tools the script runs come from the venv first.
             let path = std::env::var_os("PATH").unwrap_or_default();
@@ -189,6 +194,12 @@ impl ScoringHook for PythonHook {
 }
 
 /// Whether `python` is a venv's interpreter (a `pyvenv.cfg` one folder up from `bin/`).
+/// Whether nobody may write `file` (the asset store makes its files so).
+fn read_only(file: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o222 == 0)
+}
+
 fn is_venv(python: &Path) -> bool {
     python.parent().and_then(Path::parent).is_some_and(|venv| venv.join("pyvenv.cfg").is_file())
 }

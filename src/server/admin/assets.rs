@@ -87,6 +87,16 @@ pub(super) async fn abandon_upload(req: HttpRequest, data: Data) -> HttpResponse
         (status = 413, description = "over the upload's limits", body = ErrorBody)))]
 pub(super) async fn upload_file(req: HttpRequest, payload: web::Payload, data: Data) -> HttpResponse {
     guard!(req, data);
+    // A declared size over the limit is refused before a byte is read.
+    let declared =
+        req.headers().get(actix_web::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > crate::assets::MAX_UPLOAD_BYTES) {
+        return Refused::TooLarge(format!(
+            "an upload holds at most {} bytes; this file is larger",
+            crate::assets::MAX_UPLOAD_BYTES
+        ))
+        .answer();
+    }
     let (ws, id) = (data.control.clone(), segment(&req, "id"));
     let path = match file_path(&req, &id) {
         Ok(path) => path,
@@ -270,7 +280,9 @@ pub(crate) struct ArchivedView {
     pub archived: bool,
 }
 
-fn archive(req: &HttpRequest, data: &Data, kind: AssetKind) -> Result<ArchivedView, ControlError> {
+/// Archives or restores, off the admin workers: it waits for deployment changes in flight
+/// (which may be reading files) and writes the store.
+async fn archive(req: &HttpRequest, data: &Data, kind: AssetKind) -> Result<ArchivedView, ControlError> {
     let name = segment(req, "name");
     let version = req.match_info().get("version").map(str::to_string);
     let archived = match segment(req, "action").as_str() {
@@ -283,8 +295,10 @@ fn archive(req: &HttpRequest, data: &Data, kind: AssetKind) -> Result<ArchivedVi
             )))
         }
     };
-    let versions = data.control.set_archived(kind, &name, version.as_deref(), archived)?;
-    Ok(ArchivedView { name, versions, archived })
+    let ws = data.control.clone();
+    let shown = name.clone();
+    let versions = off_worker(move || ws.set_archived(kind, &name, version.as_deref(), archived)).await?;
+    Ok(ArchivedView { name: shown, versions, archived })
 }
 
 /// Archives or restores every version of a model; archiving one a deployment uses is 409.
@@ -294,7 +308,7 @@ fn archive(req: &HttpRequest, data: &Data, kind: AssetKind) -> Result<ArchivedVi
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_model(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(archive(&req, &data, AssetKind::Model))
+    reply(archive(&req, &data, AssetKind::Model).await)
 }
 
 /// Archives or restores one version of a model; archiving one a deployment uses is 409.
@@ -304,7 +318,7 @@ pub(super) async fn archive_model(req: HttpRequest, data: Data) -> HttpResponse 
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_model_version(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(archive(&req, &data, AssetKind::Model))
+    reply(archive(&req, &data, AssetKind::Model).await)
 }
 
 /// The latest version of each registered environment.
@@ -352,7 +366,7 @@ pub(super) async fn get_environment_version(req: HttpRequest, data: Data) -> Htt
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_environment(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(archive(&req, &data, AssetKind::Environment))
+    reply(archive(&req, &data, AssetKind::Environment).await)
 }
 
 /// Archives or restores one version of an environment; archiving one a deployment uses is 409.
@@ -362,5 +376,5 @@ pub(super) async fn archive_environment(req: HttpRequest, data: Data) -> HttpRes
         (status = 409, description = "a deployment uses it", body = ErrorBody)))]
 pub(super) async fn archive_environment_version(req: HttpRequest, data: Data) -> HttpResponse {
     guard!(req, data);
-    reply(archive(&req, &data, AssetKind::Environment))
+    reply(archive(&req, &data, AssetKind::Environment).await)
 }
