@@ -394,3 +394,33 @@ fn stored_code_runs_without_being_written_to() {
     let written: Vec<_> = std::fs::read_dir(&path).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert_eq!(written, [std::ffi::OsString::from("score.py")], "the stored folder changed");
 }
+
+/// Without `--state-dir` the store is a temporary folder: a server killed before its cleanup
+/// leaves it, and the next server removes it (models are copied whole: gigabytes, otherwise).
+#[test]
+fn a_killed_servers_temporary_store_is_removed_by_the_next_server() {
+    let mut first = Server::start();
+    let m = first.cli_json(&["model", "create", "--name", "m", "--path", &path_str(&repo().join("models/model-1"))]);
+    let stored = std::path::PathBuf::from(m["path"].as_str().unwrap());
+    let root = stored
+        .ancestors()
+        .find(|a| a.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("switchyard-assets-")))
+        .unwrap_or_else(|| panic!("{stored:?} is not in a temporary store"))
+        .to_path_buf();
+    first.kill9();
+    assert!(root.exists(), "kill -9 ran no cleanup");
+    let _second = Server::start();
+    assert!(!root.exists(), "{root:?} was left behind");
+}
+
+/// Azure's environment YAML may hold the conda document inline instead of naming a file.
+#[test]
+fn an_environment_yaml_may_hold_its_conda_file_inline() {
+    let s = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("env.yml");
+    std::fs::write(&file, "name: inline-env\nimage: python:3.12\nconda_file:\n  dependencies:\n    - python=3.12\n    - pip:\n      - joblib\n").unwrap();
+    let env = s.cli_json(&["environment", "create", "-f", &path_str(&file)]);
+    assert!(env["conda_yaml"].as_str().unwrap().contains("joblib"), "{env}");
+    assert!(env["conda_file"].is_string(), "{env}");
+}

@@ -325,7 +325,13 @@ impl AssetStore {
 
     /// A store in a private temporary folder, removed when the store is dropped.
     pub(crate) fn temporary() -> Result<Self, AssetError> {
-        let dir = tempfile::Builder::new().prefix("switchyard-assets-").tempdir().map_err(AssetError::io("create"))?;
+        // Named with this server's pid and start time: a server that dies without removing it
+        // has it removed by the next one (`remove_dead_temporaries`).
+        let dir = tempfile::Builder::new()
+            .prefix(&crate::sys::tmp::own_prefix(TEMPORARY_PREFIX))
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(AssetError::io("create"))?;
         let root = dir.path().to_path_buf();
         Self::open_in(root, Some(dir))
     }
@@ -334,6 +340,9 @@ impl AssetStore {
         for sub in ["blobs/sha256", "models", "environments"] {
             fs::create_dir_all(root.join(sub)).map_err(AssetError::io("create its folders"))?;
         }
+        // Absolute: a stored path is handed to hooks that run in other folders (a model's link
+        // in a worker's folder, a code folder made the worker's working folder).
+        let root = std::path::absolute(&root).map_err(AssetError::io("find its folder"))?;
         let _ = fs::remove_dir_all(root.join("uploads"));
         fs::create_dir_all(root.join("uploads")).map_err(AssetError::io("create its folders"))?;
         let mut index = Index {
@@ -730,6 +739,15 @@ impl AssetStore {
             archived: r.meta.archived,
         }
     }
+}
+
+/// The name of the temporary stores (a server without `--state-dir` or `--assets-dir`).
+const TEMPORARY_PREFIX: &str = "switchyard-assets-";
+
+/// Removes the temporary stores of servers that are no longer running (killed before their
+/// cleanup). Called once at the server's start.
+pub(crate) fn remove_dead_temporaries() {
+    crate::sys::tmp::remove_dead_owners(TEMPORARY_PREFIX, "temporary asset store");
 }
 
 /// The curated environments `GET /v1/environments/curated` lists.

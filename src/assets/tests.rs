@@ -294,3 +294,13 @@ fn regex_free_replace_created(text: &str, value: &str) -> String {
     let end = at + text[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
     format!("{}{value}{}", &text[..at], &text[end..])
 }
+
+#[test]
+fn a_relative_root_gives_absolute_paths() {
+    let rel = format!("target/test-assets-{}", uuid::Uuid::new_v4().simple());
+    let s = AssetStore::open(Path::new(&rel)).unwrap();
+    let (m, _) = model(&s, "m", None, &[("model/w", b"1")]).unwrap();
+    assert!(Path::new(&m.path).is_absolute(), "{}", m.path);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&rel);
+}

@@ -69,15 +69,7 @@ impl Uploads {
     /// Starts an upload under `root` (the store's `uploads/`), removing idle ones first.
     pub(super) fn begin(&self, root: &Path) -> Result<String, AssetError> {
         let mut open = self.open();
-        let idle: Vec<String> = open
-            .iter()
-            .filter(|(_, u)| u.last_write.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > UPLOAD_IDLE)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in idle {
-            open.remove(&id);
-            let _ = fs::remove_dir_all(root.join(&id));
-        }
+        sweep(&mut open);
         if open.len() >= MAX_OPEN_UPLOADS {
             return Err(AssetError::Conflict(format!(
                 "{MAX_OPEN_UPLOADS} uploads are in progress: register or abandon one (DELETE /v1/uploads/ID) first"
@@ -98,7 +90,9 @@ impl Uploads {
     }
 
     fn get(&self, id: &str) -> Result<Arc<Upload>, AssetError> {
-        self.open().get(id).cloned().ok_or_else(|| unknown(id))
+        let mut open = self.open();
+        sweep(&mut open);
+        open.get(id).cloned().ok_or_else(|| unknown(id))
     }
 
     /// Opens `relative` in upload `id` for writing; the path is checked first.
@@ -133,6 +127,7 @@ impl Uploads {
     /// Takes upload `id` out of the open ones, to register it.
     pub(super) fn take(&self, id: &str) -> Result<Arc<Upload>, AssetError> {
         let mut open = self.open();
+        sweep(&mut open);
         let upload = open.get(id).cloned().ok_or_else(|| unknown(id))?;
         // A file still being written holds a reference: registering now would miss it.
         if Arc::strong_count(&upload) > 2 {
@@ -154,6 +149,21 @@ impl Uploads {
     pub(super) fn abandon(&self, id: &str, root: &Path) -> Result<(), AssetError> {
         self.open().remove(id).ok_or_else(|| unknown(id))?;
         fs::remove_dir_all(root.join(id)).map_err(AssetError::io("remove"))
+    }
+}
+
+/// Removes the uploads idle for [`UPLOAD_IDLE`], files and all (one still receiving a file is
+/// not idle: each write stamps it).
+fn sweep(open: &mut BTreeMap<String, Arc<Upload>>) {
+    let idle: Vec<String> = open
+        .iter()
+        .filter(|(_, u)| u.last_write.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > UPLOAD_IDLE)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in idle {
+        if let Some(upload) = open.remove(&id) {
+            let _ = fs::remove_dir_all(upload.files_dir.parent().unwrap_or(&upload.files_dir));
+        }
     }
 }
 

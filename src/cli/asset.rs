@@ -190,10 +190,21 @@ pub(super) fn run_environment(verb: EnvironmentVerb, global: &GlobalArgs) -> Res
             if doc.contains_key("build") {
                 return Err("`build:` (a Docker build context) cannot be built here: give `image:` and `conda_file:` with the packages score.py needs".into());
             }
-            let conda = conda_file.or_else(|| doc.get("conda_file").and_then(Value::as_str).map(|p| base.join(p)));
-            doc.remove("conda_file");
-            if let Some(conda) = conda {
-                doc.insert("conda_file".into(), Value::String(read_text(&conda, "conda_file")?));
+            // `conda_file:` is a path relative to the YAML, or (Azure allows it) the conda
+            // document itself, inline.
+            let text = match (conda_file, doc.remove("conda_file")) {
+                (Some(path), _) => Some(read_text(&path, "--conda-file")?),
+                (None, Some(Value::String(p))) => Some(read_text(&base.join(p), "conda_file")?),
+                (None, Some(inline @ Value::Object(_))) => {
+                    Some(serde_norway::to_string(&inline).map_err(|e| format!("conda_file: {e}"))?)
+                }
+                (None, None | Some(Value::Null)) => None,
+                (None, Some(other)) => {
+                    return Err(format!("conda_file must be a path or a conda mapping, got {other}"));
+                }
+            };
+            if let Some(text) = text {
+                doc.insert("conda_file".into(), Value::String(text));
             }
             set(&mut doc, "name", name.map(Value::String));
             set(&mut doc, "version", version.map(Value::String));

@@ -178,8 +178,14 @@ impl super::Shared {
 
 impl ControlPlane {
     /// Resolves the registered model and environment `spec` names (nothing to do for a spec
-    /// without references).
-    pub(super) fn resolve_assets(&self, spec: &mut DeploymentSpec) -> Result<(), ControlError> {
+    /// without references). `current` is the deployment as it is: a reference it already
+    /// has keeps the version it resolved to; any other is resolved anew.
+    pub(super) fn resolve_assets(
+        &self,
+        spec: &mut DeploymentSpec,
+        current: Option<&DeploymentSpec>,
+    ) -> Result<(), ControlError> {
+        forget_stale(spec, current);
         resolve(self.shared.assets.get().map(Arc::as_ref), spec)
     }
 
@@ -195,6 +201,29 @@ impl ControlPlane {
             }
         }
         users
+    }
+}
+
+/// Drops what a reference resolved to unless the deployment already has that very reference:
+/// a `show` output sent back with only its reference edited, or another deployment's copied,
+/// must not keep a version resolved for something else.
+fn forget_stale(spec: &mut DeploymentSpec, current: Option<&DeploymentSpec>) {
+    if let Some(r) = &spec.model.reference {
+        if current.and_then(|c| c.model.reference.as_ref()) != Some(r) {
+            spec.model.path = std::path::PathBuf::new();
+            spec.model.name = None;
+            spec.model.version = None;
+        }
+    }
+    let reference_of = |s: &DeploymentSpec| match &s.environment {
+        Some(Value::Object(env)) => env.get("reference").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    let now = reference_of(spec);
+    if now.is_some() && current.and_then(reference_of) != now {
+        if let Some(Value::Object(env)) = spec.environment.as_mut() {
+            env.remove("version");
+        }
     }
 }
 
@@ -237,11 +266,16 @@ fn resolve(store: Option<&AssetStore>, spec: &mut DeploymentSpec) -> Result<(), 
         },
         _ => return Ok(()),
     };
-    let Some(r) = parse_reference(AssetKind::Environment, &text)? else {
-        return Ok(());
+    let curated = |name: &str| crate::spec::python::curated_sklearn_version(name).is_some();
+    let r = match parse_reference(AssetKind::Environment, &text) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(()),
+        // Curated names Azure writes without a version (`azureml:AzureML-sklearn-1.0-...`).
+        Err(_) if curated(&text) => return Ok(()),
+        Err(e) => return Err(e.into()),
     };
     let registered = store.is_some_and(|s| s.has_environment(&r.name));
-    if !registered && crate::spec::python::curated_sklearn_version(&text).is_some() {
+    if !registered && curated(&r.name) {
         // A curated environment: the Python hook maps it to its packages.
         spec.environment = Some(Value::String(text));
         return Ok(());

@@ -29,7 +29,8 @@ impl ControlPlane {
     ) -> Result<(DeploymentView, bool), ControlError> {
         // Held to the save: an archive cannot slip between resolving and using a version.
         let _assets = self.shared.asset_gate();
-        self.resolve_assets(&mut spec)?;
+        let current = self.lock().deployments.get(&spec.name).map(|r| r.spec.clone());
+        self.resolve_assets(&mut spec, current.as_ref())?;
         let kind = self.loader.hook_kind(&spec)?;
         let mut state = self.lock();
         self.put_locked(&mut state, spec, kind, all_traffic)
@@ -126,6 +127,16 @@ impl ControlPlane {
             return Err(busy(name, current));
         }
         let mut merged = serde_json::to_value(&record.spec).unwrap_or(Value::Null);
+        // A new model or environment source replaces the old one whole: merged key by key, a
+        // `path` sent would keep the registered model's `reference`, which then wins.
+        for (field, sources) in [
+            ("model", &["path", "reference"][..]),
+            ("environment", &["conda_file", "python", "image", "reference"][..]),
+        ] {
+            if patch.get(field).and_then(Value::as_object).is_some_and(|p| sources.iter().any(|k| p.contains_key(*k))) {
+                merged[field] = Value::Null;
+            }
+        }
         // RFC 7396: objects merge key by key, `null` removes, anything else replaces.
         json_patch::merge(&mut merged, &patch);
         let (mut spec, _) = DeploymentSpec::from_request(merged, name, None)?;
@@ -138,7 +149,7 @@ impl ControlPlane {
             let based_on = (record.load_id, record.spec.clone());
             drop(state);
             let _assets = self.shared.asset_gate();
-            self.resolve_assets(&mut spec)?;
+            self.resolve_assets(&mut spec, Some(&based_on.1))?;
             let kind = self.loader.hook_kind(&spec)?;
             let mut state = self.lock();
             let unchanged =

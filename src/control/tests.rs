@@ -523,3 +523,36 @@ async fn a_registered_model_resolves_once_and_cannot_be_archived_while_a_deploym
     cp.delete_deployment("blue").unwrap();
     assert_eq!(ws.set_archived(crate::spec::AssetKind::Model, "m", Some("2"), true).unwrap(), ["2"]);
 }
+
+#[tokio::test]
+async fn a_new_source_in_a_patch_or_a_put_replaces_the_registered_one() {
+    let loader = Arc::new(FakeLoader::default());
+    let ws = workspace(&loader, None);
+    ws.set_assets(crate::assets::AssetStore::temporary().unwrap());
+    register(&ws, "m", b"one");
+    let cp = ws.plane_for("my-ep").unwrap().0;
+    endpoint(&cp);
+    let spec = DeploymentSpec::from_value(json!({"name": "blue", "model": "azureml:m:1"})).unwrap().0;
+    loaded(&cp, spec).await;
+    // A path sent in a patch is the new model: the registered reference goes with the old.
+    cp.patch_deployment("blue", json!({"model": {"path": "models/local"}})).unwrap();
+    let local = settled(&cp, "blue").await.spec.model;
+    assert_eq!((local.path.to_str(), local.reference, local.version), (Some("models/local"), None, None));
+    // `show`'s spec sent back with another reference: resolved anew, not kept at version 1.
+    cp.patch_deployment("blue", json!({"model": "azureml:m:1"})).unwrap();
+    settled(&cp, "blue").await;
+    let v2 = register(&ws, "m", b"two");
+    let mut shown = cp.get_deployment("blue").unwrap().spec;
+    shown.model.reference = Some("azureml:m@latest".into());
+    cp.put_deployment(shown, false).unwrap();
+    let moved = settled(&cp, "blue").await.spec.model;
+    assert_eq!((moved.path.to_str(), moved.version), (Some(v2.path.as_str()), Some(json!("2"))));
+    // An environment of a workspace whose name looks curated is still a registered one.
+    let e = cp
+        .patch_deployment(
+            "blue",
+            json!({"environment": "azureml://subscriptions/s/resourceGroups/g/workspaces/sklearn-1.5-ws/environments/my-env/versions/1"}),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("azureml:my-env:1 is not registered"), "{e}");
+}

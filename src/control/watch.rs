@@ -317,6 +317,14 @@ async fn apply(ws: &Workspace, dir: &Path, desired: &Desired) -> Result<(), Conf
     }
     let existing = ws.endpoint(&desired.endpoint.name).ok();
     let current = existing.map(|p| p.current_specs()).unwrap_or_default();
+    // 0. Registered assets resolved, and the hooks they make checked, before anything changes:
+    // the folder is applied whole or not at all, as for a file that does not parse.
+    let mut resolved = BTreeMap::new();
+    for (name, spec) in desired.deployments.iter().filter(|(_, s)| s.names_registered_assets()) {
+        let spec = ws.resolved(spec, current.1.get(name)).map_err(step(format!("deployment {name}")))?;
+        ws.loader.hook_kind(&spec).map_err(|e| step(format!("deployment {name}"))(e.into()))?;
+        resolved.insert(name.clone(), spec);
+    }
     // 1. The endpoint itself (keeping the running traffic until the deployments are ready).
     let ep = &desired.endpoint;
     let needs_put = match &current.0 {
@@ -345,13 +353,7 @@ async fn apply(ws: &Workspace, dir: &Path, desired: &Desired) -> Result<(), Conf
     // 2. New and changed deployments, loaded before traffic moves.
     let mut touched = Vec::new();
     for (name, spec) in &desired.deployments {
-        let resolved;
-        let spec = if spec.names_registered_assets() {
-            resolved = ws.resolved(spec, current.1.get(name)).map_err(step(format!("deployment {name}")))?;
-            &resolved
-        } else {
-            spec
-        };
+        let spec = resolved.get(name).unwrap_or(spec);
         match current.1.get(name) {
             Some(old) if old == spec => {}
             Some(old) => {
@@ -425,6 +427,20 @@ mod tests {
     use super::super::tests::{deployment, split, workspace};
     use super::*;
     use crate::deployment::ProvisioningState;
+
+    /// A folder naming a model that is not registered changes nothing, not even the endpoint
+    /// or the deployments before it: references are resolved before anything is applied.
+    #[tokio::test]
+    async fn a_folder_naming_an_unregistered_model_applies_nothing() {
+        let loader = Arc::new(FakeLoader::default());
+        let ws = workspace(&loader, None);
+        ws.set_assets(crate::assets::AssetStore::temporary().unwrap());
+        let blue = deployment("blue", "models/v1", json!({}));
+        let (red, _) = DeploymentSpec::from_value(json!({"name": "red", "model": "azureml:nope:1"})).unwrap();
+        let e = apply(&ws, Path::new("/config/my-ep"), &desired(json!({"blue": 100}), &[blue, red])).await.unwrap_err();
+        assert!(e.to_string().contains("azureml:nope:1 is not registered"), "{e}");
+        assert!(ws.endpoint("my-ep").is_err(), "the endpoint was created");
+    }
 
     fn desired(traffic: Value, deployments: &[DeploymentSpec]) -> Desired {
         let (endpoint, _) = EndpointSpec::from_value(json!({"name": "my-ep", "traffic": traffic})).unwrap();

@@ -114,54 +114,13 @@ pub(crate) fn remove_plugin_copies() {
 /// The start of the name of every folder of plugin copies.
 const COPIES_PREFIX: &str = "switchyard-plugins-";
 
-/// `PID-STARTTIME` of a running process (its start time in clock ticks since boot, from
-/// `/proc/PID/stat`): with the pid alone, a dead server's pid reused by another process would
-/// look alive. `None` when the process is not running.
-#[allow(clippy::disallowed_methods, reason = "/proc is the kernel's, not a deployment's")]
-fn owner_tag(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces and parentheses): the start time
-    // is field 22 of the line, the 20th after the name.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let start = after_name.split_whitespace().nth(19)?;
-    Some(format!("{pid}-{start}"))
-}
-
 /// Removes the folders of plugin copies left by servers that are no longer running (`kill -9`,
 /// a crash: nothing else removes them, and a crash loop added one set of copies per restart).
 /// A folder is removed only if it is ours in every way: named `switchyard-plugins-PID-START-…`
 /// by [`copy_for_load`], a real folder (not a link), owned by this user, mode 0700, and its
 /// owner (that pid with that start time) is not running. Called once at the server's start.
 pub(crate) fn remove_dead_servers_copies() {
-    use std::os::unix::fs::MetadataExt;
-    let tmp = std::env::temp_dir();
-    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else { return };
-    let Ok(entries) = std::fs::read_dir(&tmp) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(COPIES_PREFIX)) else { continue };
-        let mut parts = rest.splitn(3, '-');
-        let (Some(pid), Some(start), Some(_random)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let (Ok(pid), true) = (pid.parse::<u32>(), !start.is_empty() && start.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
-        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o777 != 0o700 {
-            continue;
-        }
-        if owner_tag(pid).is_some_and(|tag| tag == format!("{pid}-{start}")) {
-            continue; // its server is running
-        }
-        match std::fs::remove_dir_all(entry.path()) {
-            Ok(()) => {
-                tracing::info!(folder = %entry.path().display(), "removed the plugin copies of a server that is no longer running");
-            }
-            Err(e) => {
-                tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove the plugin copies of a server that is no longer running");
-            }
-        }
-    }
+    crate::sys::tmp::remove_dead_owners(COPIES_PREFIX, "plugin copies");
 }
 
 /// SHA-256 (first 12 bytes, hex) of everything `reader` yields, copied into `sink` on the way.
@@ -211,7 +170,7 @@ fn copy_for_load(library: &Path) -> Result<Arc<PluginCopy>, InitError> {
             return Ok(copy);
         }
         if c.dir.is_none() {
-            let prefix = format!("{COPIES_PREFIX}{}-", owner_tag(std::process::id()).unwrap_or_default());
+            let prefix = crate::sys::tmp::own_prefix(COPIES_PREFIX);
             let dir = tempfile::Builder::new()
                 .prefix(&prefix)
                 .permissions(std::fs::Permissions::from_mode(0o700))

@@ -133,6 +133,7 @@ pub(crate) fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
     // What a server killed with -9 left in $TMPDIR (before anything is bound: a test or a
     // supervisor that sees the addresses sees it done).
     crate::hooks::native::remove_dead_servers_copies();
+    crate::assets::remove_dead_temporaries();
     // The main runtime runs control-plane work (loads' bookkeeping, drains, the config
     // watcher): below the scoring workers in priority.
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -416,11 +416,12 @@ impl DeploymentSpec {
         }
     }
 
-    /// Whether the deployment names a registered model or environment (`azureml:`), which
-    /// the control plane resolves through the asset store.
+    /// Whether the deployment names a registered model or environment (`azureml:`, not a
+    /// curated environment), which the control plane resolves through the asset store.
     pub fn names_registered_assets(&self) -> bool {
         let env_reference = match &self.environment {
-            Some(Value::String(s)) => s.starts_with("azureml:"),
+            // A curated environment is mapped by the hook, with no store.
+            Some(Value::String(s)) => s.starts_with("azureml:") && super::python::curated_sklearn_version(s).is_none(),
             Some(Value::Object(env)) => env.contains_key("reference"),
             _ => false,
         };

@@ -11,6 +11,7 @@
 pub(crate) mod files;
 pub(crate) mod native;
 pub(crate) mod scrub;
+pub(crate) mod tmp;
 pub(crate) mod user;
 pub(crate) mod yaml;
 
