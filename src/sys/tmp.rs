@@ -48,10 +48,10 @@ pub(crate) fn remove_dead_owners(prefix: &str, what: &str) {
         }
         match std::fs::remove_dir_all(entry.path()) {
             Ok(()) => {
-                tracing::info!(folder = %entry.path().display(), "removed the {what} of a server that is no longer running")
+                tracing::info!(folder = %entry.path().display(), "removed the {what} of a server that is no longer running");
             }
             Err(e) => {
-                tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove the {what} of a server that is no longer running")
+                tracing::warn!(folder = %entry.path().display(), error = %e, "cannot remove the {what} of a server that is no longer running");
             }
         }
     }
