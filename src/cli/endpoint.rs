@@ -122,6 +122,19 @@ pub struct RolloutArgs {
     /// Smallest mirror agreement during mirror steps (0..1).
     #[arg(long)]
     min_agreement: Option<f64>,
+    /// Judge each step on evidence against the incumbent at this confidence (e.g. 0.95):
+    /// pass, fail or inconclusive (docs/CONTRACT.md §9, "Evidence gates").
+    #[arg(long)]
+    confidence: Option<f64>,
+    /// Largest error-rate increase over the incumbent, absolute (default 0.005).
+    #[arg(long)]
+    max_error_increase: Option<f64>,
+    /// Windows a step may add while inconclusive (default 3).
+    #[arg(long)]
+    max_extensions: Option<u32>,
+    /// What an undecided step does once its extensions are spent: rollback (default) or proceed.
+    #[arg(long, value_parser = ["rollback", "proceed"])]
+    on_inconclusive: Option<String>,
 }
 
 /// What to do with the current rollout.
@@ -269,6 +282,10 @@ fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Resul
                 ("max_p99_ms", args.max_p99_ms.map(|n| json!(n))),
                 ("max_p99_ratio", args.max_p99_ratio.map(|n| json!(n))),
                 ("min_agreement", args.min_agreement.map(|n| json!(n))),
+                ("confidence", args.confidence.map(|n| json!(n))),
+                ("max_error_increase", args.max_error_increase.map(|n| json!(n))),
+                ("max_extensions", args.max_extensions.map(|n| json!(n))),
+                ("on_inconclusive", args.on_inconclusive.map(|n| json!(n))),
             ] {
                 if let Some(v) = value {
                     body[key] = v;

@@ -121,6 +121,7 @@ pub(crate) fn error_increase(target: (u64, u64), incumbent: (u64, u64), margin: 
 /// assumption of normality, and a ratio margin becomes a shift on the log scale. Fail when the
 /// shifted target is significantly slower; pass when it is significantly faster (so the target
 /// is within the margin); the estimate is P(shifted target > incumbent).
+#[allow(dead_code, reason = "the latency gate needs per-request samples: docs/design/evidence-gates.md, step 3")]
 pub(crate) fn latency_increase(target: &[f64], incumbent: &[f64], margin: f64, alpha: f64) -> Judgement {
     let shift = margin.ln();
     let xs: Vec<f64> = target.iter().filter(|v| **v > 0.0).map(|v| v.ln() - shift).collect();
@@ -161,6 +162,7 @@ pub(crate) fn latency_increase(target: &[f64], incumbent: &[f64], margin: f64, a
 
 /// The Mann-Whitney U of `xs` over `ys` (pairs where x > y, ties counting a half) and its
 /// variance under the null with the tie correction; `None` when either side is empty.
+#[allow(dead_code, reason = "the latency gate needs per-request samples: docs/design/evidence-gates.md, step 3")]
 fn mann_whitney(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
     if xs.is_empty() || ys.is_empty() {
         return None;
@@ -228,6 +230,7 @@ pub(crate) fn requests_for_errors(incumbent: f64, target: f64, margin: f64, alph
 /// Requests per arm the latency gate needs to pass an identical target with probability
 /// `power` (Noether's formula for the rank test): on the log scale the margin is a shift of
 /// `ln(margin)` against a spread `sigma` (the incumbent's standard deviation of log latency).
+#[allow(dead_code, reason = "the latency gate needs per-request samples: docs/design/evidence-gates.md, step 3")]
 pub(crate) fn requests_for_latency(sigma: f64, margin: f64, alpha: f64, power: f64) -> u64 {
     let sigma = sigma.max(1e-3);
     // P(shifted target < incumbent) for identical log-normal latencies.

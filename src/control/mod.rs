@@ -8,7 +8,6 @@ mod comparison;
 mod deployments;
 mod endpoint;
 mod error;
-#[allow(dead_code)] // Issue 27: the gates' statistics, wired into the rollout next (docs/design/evidence-gates.md).
 mod evidence;
 pub(crate) mod loader;
 mod restore;

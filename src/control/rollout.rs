@@ -86,6 +86,28 @@ pub(crate) struct GateValues {
     /// Mirror agreement since the step set the mirror rule (mirror steps).
     pub agreement: Option<f64>,
     pub compared_pairs: Option<u64>,
+    /// Live answers of the incumbent (the other deployments of the split) in the window.
+    #[serde(default)]
+    pub incumbent_requests: u64,
+    /// Of those, 5xx, 424 and 408.
+    #[serde(default)]
+    pub incumbent_errors: u64,
+}
+
+/// One evidence gate's judgement of a window (issue 27): what it compared and what it found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub(crate) struct GateEvidence {
+    /// `error_increase` or `agreement`.
+    pub gate: String,
+    /// The look at the step's growing window (1 = its first window).
+    pub look: u32,
+    #[serde(flatten)]
+    pub judgement: super::evidence::Judgement,
+    /// The margin or bound it was judged against.
+    pub limit: f64,
+    /// Why the gate could not be judged, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why a rollout was rolled back.
@@ -105,6 +127,9 @@ pub(crate) struct Rollback {
     #[schema(inline)]
     pub traffic: Traffic,
     pub at: String,
+    /// The evidence gates' judgements of the last window (plans with `confidence`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<GateEvidence>,
 }
 
 /// A passed step.
@@ -113,6 +138,12 @@ pub(crate) struct PassedStep {
     pub step: String,
     pub gates: GateValues,
     pub at: String,
+    /// The evidence gates' judgements of the deciding window (plans with `confidence`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<GateEvidence>,
+    /// Set when the step proceeded undecided (`on_inconclusive: proceed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
 }
 
 /// One line of a rollout's history.
@@ -141,6 +172,47 @@ pub(crate) struct DurableRollout {
     pub rollback: Option<Rollback>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The evidence of the window a rollback is about to record (never saved).
+    #[serde(skip)]
+    pub pending_evidence: Vec<GateEvidence>,
+    /// Every window the evidence gates judged (plans with `confidence`), oldest first.
+    #[serde(default)]
+    pub judged: Vec<JudgedWindow>,
+}
+
+/// One window judged by the evidence gates, and what the rollout did with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub(crate) struct JudgedWindow {
+    pub step: String,
+    /// 1 for the step's first window, then one more per extension.
+    pub look: u32,
+    /// `passed`, `failed`, `extended` (inconclusive, the window grows), `rolled_back_inconclusive`
+    /// or `proceeded_inconclusive`.
+    pub decision: String,
+    pub gates: Vec<GateEvidence>,
+    pub at: String,
+}
+
+/// The most judged windows a rollout keeps (the oldest go).
+const MAX_JUDGED: usize = 200;
+
+impl DurableRollout {
+    fn judged_window(&mut self, decision: &str, gates: &[GateEvidence]) {
+        if gates.is_empty() {
+            return;
+        }
+        let look = gates[0].look;
+        self.judged.push(JudgedWindow {
+            step: self.current().to_string(),
+            look,
+            decision: decision.to_string(),
+            gates: gates.to_vec(),
+            at: now_text(),
+        });
+        if self.judged.len() > MAX_JUDGED {
+            self.judged.remove(0);
+        }
+    }
 }
 
 /// The rollout in the control plane's state: the saved part and the current window.
@@ -159,6 +231,8 @@ struct Window {
     started: Instant,
     target: Reading,
     others: Vec<(String, Reading)>,
+    /// Windows this step has been judged inconclusive on (the window keeps growing).
+    extensions: u32,
 }
 
 fn now_text() -> String {
@@ -221,6 +295,84 @@ enum Verdict {
     Hold,
     Pass(GateValues),
     Fail { gate: &'static str, value: Option<f64>, limit: Option<f64>, values: GateValues },
+}
+
+/// What a tick does with the current window.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    Hold,
+    Pass {
+        values: GateValues,
+        evidence: Vec<GateEvidence>,
+        inconclusive: bool,
+    },
+    Fail {
+        gate: &'static str,
+        value: Option<f64>,
+        limit: Option<f64>,
+        values: GateValues,
+        evidence: Vec<GateEvidence>,
+    },
+    /// Inconclusive, with extensions left: the window grows by one step window.
+    Extend {
+        values: GateValues,
+        evidence: Vec<GateEvidence>,
+    },
+}
+
+/// What the evidence gates make of a window the absolute gates passed.
+#[derive(Debug, PartialEq)]
+enum Weighed {
+    /// Every gate passed (or could not apply, which the record says).
+    Pass(Vec<GateEvidence>),
+    /// A gate showed the target worse than the incumbent by more than its margin.
+    Fail { gate: &'static str, value: f64, limit: f64, evidence: Vec<GateEvidence> },
+    /// Not decided at this look.
+    Inconclusive(Vec<GateEvidence>),
+}
+
+/// The evidence gates of a window (plans with `confidence`), pure: the errors of the target
+/// against the incumbent's over the same window, and on mirror steps the agreement's lower
+/// bound. `look` counts from 1; each look is judged at its share of `1 - confidence`.
+fn weigh(plan: &RolloutPlan, step: Step, look: u32, v: &GateValues) -> Option<Weighed> {
+    use super::evidence::{agreement, alpha_per_look, error_increase, Outcome};
+    let e = plan.evidence.as_ref()?;
+    let alpha = alpha_per_look(e.confidence, 1 + e.max_extensions);
+    let mut evidence = Vec::new();
+    let errors =
+        error_increase((v.errors, v.requests), (v.incumbent_errors, v.incumbent_requests), e.max_error_increase, alpha);
+    let note = (v.incumbent_requests == 0).then(|| {
+        "no incumbent answered in the window (the step gives the target all live traffic): the absolute gates judged it"
+            .to_string()
+    });
+    let skipped = note.is_some();
+    evidence.push(GateEvidence {
+        gate: "error_increase".into(),
+        look,
+        judgement: errors,
+        limit: e.max_error_increase,
+        note,
+    });
+    if let (Some(min), Step::Mirror(_), Some(compared)) = (plan.min_agreement, step, v.compared_pairs) {
+        let agreed = (v.agreement.unwrap_or(0.0) * compared as f64).round() as u64;
+        evidence.push(GateEvidence {
+            gate: "agreement".into(),
+            look,
+            judgement: agreement(agreed, compared, min, alpha),
+            limit: min,
+            note: None,
+        });
+    }
+    let judged = |g: &GateEvidence| !(skipped && g.gate == "error_increase");
+    if let Some(f) = evidence.iter().find(|g| judged(g) && g.judgement.outcome == Outcome::Fail) {
+        let gate = if f.gate == "agreement" { "agreement" } else { "error_increase" };
+        let (value, limit) = (f.judgement.estimate, f.limit);
+        return Some(Weighed::Fail { gate, value, limit, evidence });
+    }
+    if evidence.iter().filter(|g| judged(g)).all(|g| g.judgement.outcome == Outcome::Pass) {
+        return Some(Weighed::Pass(evidence));
+    }
+    Some(Weighed::Inconclusive(evidence))
 }
 
 /// The rules of a step's gates, on the window's numbers alone (no clock, no state): hold
@@ -302,6 +454,8 @@ impl ControlPlane {
                 passed: Vec::new(),
                 rollback: None,
                 events: Vec::new(),
+                pending_evidence: Vec::new(),
+                judged: Vec::new(),
             };
             durable.event(format!(
                 "rollout to {} started from {}: steps {}, {} each",
@@ -310,6 +464,31 @@ impl ControlPlane {
                 durable.plan.steps.iter().map(Step::to_string).collect::<Vec<_>>().join(","),
                 humantime::format_duration(durable.plan.step_duration())
             ));
+            if let Some(e) = &durable.plan.evidence {
+                // What the plan needs, said upfront: the requests per side a step needs to
+                // pass a target no worse than the incumbent (80% of the time), at the error
+                // rate the incumbent has had so far.
+                let (errors, requests) = durable.from.iter().filter(|(_, w)| **w > 0).fold((0, 0), |acc, (n, _)| {
+                    let r = state.deployments.get(n).map(|d| d.live.metrics().reading(Role::live)).unwrap_or_default();
+                    (acc.0 + r.errors, acc.1 + r.requests)
+                });
+                let rate = if requests > 0 { errors as f64 / requests as f64 } else { 0.0 };
+                let alpha = super::evidence::alpha_per_look(e.confidence, 1 + e.max_extensions);
+                let needed = super::evidence::requests_for_errors(rate, rate, e.max_error_increase, alpha, 0.8);
+                durable.event(format!(
+                    "evidence: a step needs about {needed} target requests (and as many of the incumbent) to show an error \
+                     increase under {} at confidence {} (80% of the time, incumbent error rate {rate:.4} so far), within \
+                     {} window(s) of {}; fewer ends the step inconclusive ({})",
+                    e.max_error_increase,
+                    e.confidence,
+                    1 + e.max_extensions,
+                    humantime::format_duration(durable.plan.step_duration()),
+                    match e.on_inconclusive {
+                        crate::spec::OnInconclusive::Rollback => "then rolled back",
+                        crate::spec::OnInconclusive::Proceed => "then it proceeds",
+                    }
+                ));
+            }
             let ticker = self.next_ticker();
             let (live, mirror) = durable.split_of(0);
             durable.event(step_started(&durable, &live, &mirror));
@@ -425,7 +604,8 @@ impl ControlPlane {
                 Some(w) => {
                     let elapsed = w.started.elapsed();
                     step.elapsed_ms = Some(elapsed.as_millis() as u64);
-                    step.remaining_ms = Some(d.plan.step_duration().saturating_sub(elapsed).as_millis() as u64);
+                    let window = d.plan.step_duration() * (w.extensions + 1);
+                    step.remaining_ms = Some(window.saturating_sub(elapsed).as_millis() as u64);
                     step.gates = Some(self.measure(state, d, w));
                 }
                 None => step.remaining_ms = Some(d.plan.step_duration_ms),
@@ -442,6 +622,7 @@ impl ControlPlane {
             passed: d.passed.clone(),
             rollback: d.rollback.clone(),
             events: d.events.clone(),
+            judged: d.judged.clone(),
             step,
         }
     }
@@ -513,7 +694,7 @@ impl ControlPlane {
             .filter(|(n, w)| **w > 0 && **n != d.plan.to)
             .filter_map(|(n, _)| reading(n, Role::live).map(|r| (n.clone(), r)))
             .collect();
-        let window = Window { started: Instant::now(), target, others };
+        let window = Window { started: Instant::now(), target, others, extensions: 0 };
         if let Some(r) = state.rollout.as_mut() {
             r.window = Some(window);
         }
@@ -550,18 +731,47 @@ impl ControlPlane {
             },
             agreement: gauges.filter(|g| g.compared > 0).map(|g| g.agreement_ratio),
             compared_pairs: gauges.map(|g| g.compared),
+            incumbent_requests: others.requests,
+            incumbent_errors: others.errors,
         }
     }
 
-    /// Judges the current window: hold, pass or fail (and which gate).
-    fn judge(&self, state: &State, r: &RolloutRecord) -> Verdict {
+    /// Judges the current window: the absolute gates (`verdict`), then the evidence gates
+    /// (`weigh`) of a plan that has them. A window judged inconclusive grows by one more step
+    /// window, up to `max_extensions`; then `on_inconclusive` decides.
+    fn judge(&self, state: &State, r: &RolloutRecord) -> Decision {
         let d = &r.durable;
-        let Some(w) = &r.window else { return Verdict::Hold };
+        let Some(w) = &r.window else { return Decision::Hold };
         let elapsed = w.started.elapsed();
-        if elapsed < d.plan.step_duration() {
-            return Verdict::Hold;
+        if elapsed < d.plan.step_duration() * (w.extensions + 1) {
+            return Decision::Hold;
         }
-        verdict(&d.plan, d.current(), elapsed, self.measure(state, d, w))
+        let values = self.measure(state, d, w);
+        let passed = match verdict(&d.plan, d.current(), elapsed, values.clone()) {
+            Verdict::Hold => return Decision::Hold,
+            Verdict::Fail { gate, value, limit, values } => {
+                return Decision::Fail { gate, value, limit, values, evidence: Vec::new() }
+            }
+            Verdict::Pass(values) => values,
+        };
+        let look = w.extensions + 1;
+        match weigh(&d.plan, d.current(), look, &passed) {
+            None => Decision::Pass { values: passed, evidence: Vec::new(), inconclusive: false },
+            Some(Weighed::Pass(evidence)) => Decision::Pass { values: passed, evidence, inconclusive: false },
+            Some(Weighed::Fail { gate, value, limit, evidence }) => {
+                Decision::Fail { gate, value: Some(value), limit: Some(limit), values: passed, evidence }
+            }
+            Some(Weighed::Inconclusive(evidence)) => {
+                let e = d.plan.evidence.as_ref().expect("weighed with evidence");
+                if w.extensions < e.max_extensions {
+                    Decision::Extend { values: passed, evidence }
+                } else if e.on_inconclusive == crate::spec::OnInconclusive::Proceed {
+                    Decision::Pass { values: passed, evidence, inconclusive: true }
+                } else {
+                    Decision::Fail { gate: "inconclusive", value: None, limit: None, values: passed, evidence }
+                }
+            }
+        }
     }
 
     /// One tick of rollout `ticker`'s timer; false once that rollout no longer needs it.
@@ -578,14 +788,42 @@ impl ControlPlane {
             self.start_window(&mut state);
             return true;
         }
-        let verdict = self.judge(&state, r);
+        let decision = self.judge(&state, r);
         let mut durable = r.durable.clone();
-        match verdict {
-            Verdict::Hold => true,
-            Verdict::Pass(values) => {
+        match decision {
+            Decision::Hold => true,
+            Decision::Extend { values, evidence } => {
+                let look = evidence.first().map_or(1, |g| g.look);
+                durable.event(format!(
+                    "step {} inconclusive at look {look}: the window grows by {}; {}; {}",
+                    durable.current(),
+                    humantime::format_duration(durable.plan.step_duration()),
+                    gates_text(&values),
+                    evidence_text(&evidence)
+                ));
+                count_outcomes(&self.metrics, &self.name, &durable.plan.to, &evidence);
+                durable.judged_window("extended", &evidence);
+                if let Some(w) = state.rollout.as_mut().and_then(|r| r.window.as_mut()) {
+                    w.extensions += 1;
+                }
+                self.save_rollout(&mut state, durable);
+                true
+            }
+            Decision::Pass { values, evidence, inconclusive } => {
                 let step = durable.current();
-                durable.event(format!("step {} passed: {}", step, gates_text(&values)));
-                durable.passed.push(PassedStep { step: step.to_string(), gates: values, at: now_text() });
+                let how = if inconclusive { "proceeded, inconclusive (on_inconclusive: proceed)" } else { "passed" };
+                let judged =
+                    if evidence.is_empty() { String::new() } else { format!("; {}", evidence_text(&evidence)) };
+                durable.event(format!("step {step} {how}: {}{judged}", gates_text(&values)));
+                count_outcomes(&self.metrics, &self.name, &durable.plan.to, &evidence);
+                durable.judged_window(if inconclusive { "proceeded_inconclusive" } else { "passed" }, &evidence);
+                durable.passed.push(PassedStep {
+                    step: step.to_string(),
+                    gates: values,
+                    at: now_text(),
+                    evidence,
+                    inconclusive,
+                });
                 if let Step::Live(_) = step {
                     durable.last_good = state.endpoint.as_ref().map(|e| e.spec.traffic.clone()).unwrap_or_default();
                 }
@@ -616,14 +854,32 @@ impl ControlPlane {
                     }
                 }
             }
-            Verdict::Fail { gate, value, limit, values } => {
-                let message = format!(
-                    "gate {gate} failed at step {}: {} (limit {}); {}",
-                    durable.current(),
-                    value.map_or("nothing measurable".to_string(), |v| format!("{v:.4}")),
-                    limit.map_or("-".to_string(), |l| format!("{l}")),
-                    gates_text(&values)
+            Decision::Fail { gate, value, limit, values, evidence } => {
+                let mut message = if gate == "inconclusive" {
+                    format!(
+                        "step {} stayed inconclusive after {} extension(s) (on_inconclusive: rollback): not enough evidence to promote; {}",
+                        durable.current(),
+                        durable.plan.evidence.as_ref().map_or(0, |e| e.max_extensions),
+                        gates_text(&values)
+                    )
+                } else {
+                    format!(
+                        "gate {gate} failed at step {}: {} (limit {}); {}",
+                        durable.current(),
+                        value.map_or("nothing measurable".to_string(), |v| format!("{v:.4}")),
+                        limit.map_or("-".to_string(), |l| format!("{l}")),
+                        gates_text(&values)
+                    )
+                };
+                if !evidence.is_empty() {
+                    message.push_str(&format!("; {}", evidence_text(&evidence)));
+                }
+                count_outcomes(&self.metrics, &self.name, &durable.plan.to, &evidence);
+                durable.judged_window(
+                    if gate == "inconclusive" { "rolled_back_inconclusive" } else { "failed" },
+                    &evidence,
                 );
+                durable.pending_evidence = evidence;
                 self.roll_back(&mut state, durable, gate, value, limit, message);
                 false
             }
@@ -643,6 +899,7 @@ impl ControlPlane {
     ) {
         let back = durable.last_good.clone();
         durable.status = RolloutStatus::RolledBack;
+        let evidence = std::mem::take(&mut durable.pending_evidence);
         durable.rollback = Some(Rollback {
             step: durable.current().to_string(),
             gate: gate.to_string(),
@@ -651,6 +908,7 @@ impl ControlPlane {
             message: message.clone(),
             traffic: back.clone(),
             at: now_text(),
+            evidence,
         });
         durable.event(format!("rolled back to {}: {message}", split_text(&back)));
         let target = durable.plan.to.clone();
@@ -883,6 +1141,35 @@ fn step_started(d: &DurableRollout, live: &Traffic, mirror: &Traffic) -> String 
         d.current(),
         split_text(live)
     )
+}
+
+/// Counts a window's evidence-gate judgements in the metrics.
+fn count_outcomes(metrics: &crate::telemetry::Metrics, endpoint: &str, to: &str, evidence: &[GateEvidence]) {
+    for g in evidence.iter().filter(|g| g.note.is_none()) {
+        metrics.rollout_gate_outcome(endpoint, to, &g.gate, outcome_word(g.judgement.outcome));
+    }
+}
+
+fn outcome_word(o: super::evidence::Outcome) -> &'static str {
+    match o {
+        super::evidence::Outcome::Pass => "pass",
+        super::evidence::Outcome::Fail => "fail",
+        super::evidence::Outcome::Inconclusive => "inconclusive",
+    }
+}
+
+/// The evidence gates of a window in words: `error_increase pass (-0.0012 in [-0.0051, 0.0030], limit 0.005)`.
+fn evidence_text(evidence: &[GateEvidence]) -> String {
+    let one = |g: &GateEvidence| {
+        let outcome = outcome_word(g.judgement.outcome);
+        let interval = g.judgement.interval.map_or(String::new(), |(l, u)| format!(" in [{l:.4}, {u:.4}]"));
+        let note = g.note.as_ref().map_or(String::new(), |n| format!(" — {n}"));
+        format!(
+            "{} {outcome} ({:.4}{interval}, limit {}, α {:.4}){note}",
+            g.gate, g.judgement.estimate, g.limit, g.judgement.alpha
+        )
+    };
+    evidence.iter().map(one).collect::<Vec<_>>().join("; ")
 }
 
 fn gates_text(v: &GateValues) -> String {

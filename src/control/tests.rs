@@ -556,3 +556,80 @@ async fn a_new_source_in_a_patch_or_a_put_replaces_the_registered_one() {
         .unwrap_err();
     assert!(e.to_string().contains("azureml:my-env:1 is not registered"), "{e}");
 }
+
+/// A rollout of green over blue with the evidence gates (issue 27): 1% more errors allowed.
+async fn evidence_rollout(extra: Value) -> Arc<ControlPlane> {
+    let mut p = json!({"to": "green", "steps": "50,100", "step_duration": "60s", "min_requests": 20,
+                       "max_error_rate": 1.0, "confidence": 0.95, "max_error_increase": 0.01});
+    json_patch::merge(&mut p, &extra);
+    let cp = two_deployments_paused().await;
+    rollout(&cp, p);
+    cp
+}
+
+/// A twin (the same 1% errors on both sides, enough requests to tell) passes, with the
+/// evidence on record, and the plan said upfront what a step needs.
+#[tokio::test]
+async fn evidence_gates_pass_a_twin_with_the_evidence_on_record() {
+    let cp = evidence_rollout(json!({})).await;
+    answers(&cp, "green", 4_000, 40);
+    answers(&cp, "blue", 4_000, 40);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.step.index, 1, "{:?}", view.events);
+    let gate = &view.passed[0].evidence[0];
+    assert_eq!((gate.gate.as_str(), gate.judgement.outcome), ("error_increase", super::evidence::Outcome::Pass));
+    let (lower, upper) = gate.judgement.interval.unwrap();
+    assert!(lower < 0.0 && upper < 0.01, "{gate:?}");
+    assert!(view.events.iter().any(|e| e.message.contains("evidence: a step needs about")), "{:?}", view.events);
+}
+
+/// 5% errors against the incumbent's 1%: rolled back on the evidence (the absolute gate
+/// allows anything here).
+#[tokio::test]
+async fn evidence_gates_roll_back_a_target_worse_than_the_incumbent() {
+    let cp = evidence_rollout(json!({})).await;
+    answers(&cp, "green", 2_000, 100);
+    answers(&cp, "blue", 2_000, 20);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.status, super::rollout::RolloutStatus::RolledBack, "{:?}", view.events);
+    let rollback = view.rollback.unwrap();
+    assert_eq!(rollback.gate, "error_increase");
+    assert_eq!(rollback.evidence[0].judgement.outcome, super::evidence::Outcome::Fail);
+    assert!(rollback.message.contains("error_increase fail"), "{}", rollback.message);
+}
+
+/// A trickle (1 error in 25 against none in 25) decides nothing: the step grows by a window
+/// per extension, then rolls back as inconclusive, saying so.
+#[tokio::test]
+async fn evidence_gates_never_guess_on_a_trickle() {
+    let cp = evidence_rollout(json!({"max_extensions": 2})).await;
+    answers(&cp, "green", 25, 1);
+    answers(&cp, "blue", 25, 0);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!((view.status, view.step.index), (super::rollout::RolloutStatus::Running, 0));
+    assert!(view.events.iter().any(|e| e.message.contains("inconclusive at look 1")), "{:?}", view.events);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.status, super::rollout::RolloutStatus::RolledBack, "{:?}", view.events);
+    let rollback = view.rollback.unwrap();
+    assert_eq!(rollback.gate, "inconclusive");
+    assert!(rollback.message.contains("stayed inconclusive after 2 extension(s)"), "{}", rollback.message);
+    assert_eq!(split(&cp), json!({"blue": 100, "green": 0}));
+    let decisions: Vec<(u32, &str)> = view.judged.iter().map(|w| (w.look, w.decision.as_str())).collect();
+    assert_eq!(decisions, [(1, "extended"), (2, "extended"), (3, "rolled_back_inconclusive")]);
+}
+
+/// `on_inconclusive: proceed` steps on, and the record says the step was undecided.
+#[tokio::test]
+async fn evidence_gates_may_proceed_undecided_when_the_plan_says_so() {
+    let cp = evidence_rollout(json!({"max_extensions": 0, "on_inconclusive": "proceed"})).await;
+    answers(&cp, "green", 25, 1);
+    answers(&cp, "blue", 25, 0);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.step.index, 1, "{:?}", view.events);
+    assert!(view.passed[0].inconclusive);
+}

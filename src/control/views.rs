@@ -205,6 +205,9 @@ pub(crate) struct RolloutView {
     pub passed: Vec<PassedStep>,
     pub rollback: Option<Rollback>,
     pub events: Vec<Event>,
+    /// Every window the evidence gates judged (plans with `confidence`): the gates'
+    /// estimates, intervals, statistics and p-values, and what the rollout did.
+    pub judged: Vec<super::rollout::JudgedWindow>,
     pub step: StepView,
 }
 

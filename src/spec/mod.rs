@@ -17,7 +17,7 @@ pub use deployment::{resolve_scoring_script, DeploymentSpec, HookKind, Isolation
 pub use endpoint::{AuthMode, EndpointSpec, TrafficAffinity};
 pub use error::{SpecError, SpecErrorKind};
 pub use reference::{parse_reference, AssetKind, AssetRef};
-pub use rollout::{RolloutDocument, RolloutPlan, Step};
+pub use rollout::{EvidencePlan, OnInconclusive, RolloutDocument, RolloutPlan, Step};
 pub use traffic::{parse_assignments, Traffic};
 
 /// The most deployments one endpoint may hold (Azure's limit, CONTRACT §1).

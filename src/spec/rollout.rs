@@ -65,7 +65,39 @@ pub struct RolloutPlan {
     /// Smallest agreement of the mirror comparison during a mirror step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_agreement: Option<f64>,
+    /// The evidence gates (issue 27), when the plan asks for them (`confidence` or one of
+    /// its companions given): the target against the incumbent over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidencePlan>,
 }
+
+/// How the evidence gates judge (`control::evidence`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidencePlan {
+    /// 1 − the promised rate of rolling back a target no worse than the incumbent.
+    pub confidence: f64,
+    /// The largest increase of the error rate over the incumbent's (absolute).
+    pub max_error_increase: f64,
+    /// Windows a step may add when its gates cannot decide yet.
+    pub max_extensions: u32,
+    /// What an undecided step does once its extensions are spent.
+    pub on_inconclusive: OnInconclusive,
+}
+
+/// `on_inconclusive`: roll back (the default: no evidence, no promotion) or proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInconclusive {
+    Rollback,
+    Proceed,
+}
+
+/// Defaults of the evidence gates.
+pub const DEFAULT_CONFIDENCE: f64 = 0.95;
+pub const DEFAULT_MAX_ERROR_INCREASE: f64 = 0.005;
+pub const DEFAULT_MAX_EXTENSIONS: u32 = 3;
+/// The most extensions a step may have (each is a whole step window).
+pub const MAX_EXTENSIONS: u32 = 20;
 
 /// A plan as a document: what `POST /v1/endpoint/rollout` and endpoint.yml's `rollout:` take
 /// (read by [`RolloutPlan::from_value`], which also takes `steps` as a list and
@@ -91,11 +123,36 @@ pub struct RolloutDocument {
     /// Smallest mirror agreement during mirror steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_agreement: Option<f64>,
+    /// Turns on the evidence gates: 1 − the rate at which a target no worse than the
+    /// incumbent may be rolled back (default 0.95 when another evidence field is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Largest error-rate increase over the incumbent, absolute (default 0.005).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_increase: Option<f64>,
+    /// Windows a step may add while its gates are inconclusive (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_extensions: Option<u32>,
+    /// `rollback` (default) or `proceed` once the extensions are spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_inconclusive: Option<OnInconclusive>,
 }
 
 /// Fields a plan document may carry.
-const FIELDS: &[&str] =
-    &["to", "steps", "step_duration", "min_requests", "max_error_rate", "max_p99_ms", "max_p99_ratio", "min_agreement"];
+const FIELDS: &[&str] = &[
+    "to",
+    "steps",
+    "step_duration",
+    "min_requests",
+    "max_error_rate",
+    "max_p99_ms",
+    "max_p99_ratio",
+    "min_agreement",
+    "confidence",
+    "max_error_increase",
+    "max_extensions",
+    "on_inconclusive",
+];
 
 impl RolloutPlan {
     /// The step window.
@@ -184,6 +241,7 @@ impl RolloutPlan {
                 "min_agreement is judged during mirror steps, and these steps have none: add one, e.g. \"mirror:10,10,25,50,100\"",
             ));
         }
+        let evidence = evidence_plan(map)?;
         Ok(Self {
             to,
             steps,
@@ -193,6 +251,7 @@ impl RolloutPlan {
             max_p99_ms,
             max_p99_ratio,
             min_agreement,
+            evidence,
         })
     }
 
@@ -214,8 +273,46 @@ impl RolloutPlan {
             max_p99_ms: self.max_p99_ms,
             max_p99_ratio: self.max_p99_ratio,
             min_agreement: self.min_agreement,
+            confidence: self.evidence.as_ref().map(|e| e.confidence),
+            max_error_increase: self.evidence.as_ref().map(|e| e.max_error_increase),
+            max_extensions: self.evidence.as_ref().map(|e| e.max_extensions),
+            on_inconclusive: self.evidence.as_ref().map(|e| e.on_inconclusive),
         }
     }
+}
+
+/// The evidence fields of a plan document: `None` when none is given (the absolute gates
+/// alone, as before).
+fn evidence_plan(map: &serde_json::Map<String, Value>) -> Result<Option<EvidencePlan>, SpecError> {
+    let given = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
+    if !["confidence", "max_error_increase", "max_extensions", "on_inconclusive"].iter().any(|k| given(k)) {
+        return Ok(None);
+    }
+    let confidence = match map.get("confidence").filter(|v| !v.is_null()) {
+        None => DEFAULT_CONFIDENCE,
+        Some(v) => v.as_f64().filter(|c| (0.5..1.0).contains(c)).ok_or_else(|| {
+            SpecError::invalid(format!("confidence must be at least 0.5 and below 1 (e.g. 0.95), got {v}"))
+        })?,
+    };
+    let max_error_increase = match map.get("max_error_increase").filter(|v| !v.is_null()) {
+        None => DEFAULT_MAX_ERROR_INCREASE,
+        Some(v) => v.as_f64().filter(|m| *m > 0.0 && *m < 1.0).ok_or_else(|| {
+            SpecError::invalid(format!("max_error_increase must be above 0 and below 1 (e.g. 0.005), got {v}"))
+        })?,
+    };
+    let max_extensions = match map.get("max_extensions").filter(|v| !v.is_null()) {
+        None => DEFAULT_MAX_EXTENSIONS,
+        Some(v) => v.as_u64().filter(|n| *n <= u64::from(MAX_EXTENSIONS)).map(|n| n as u32).ok_or_else(|| {
+            SpecError::invalid(format!("max_extensions must be a whole number from 0 to {MAX_EXTENSIONS}, got {v}"))
+        })?,
+    };
+    let on_inconclusive = match map.get("on_inconclusive").filter(|v| !v.is_null()) {
+        None => OnInconclusive::Rollback,
+        Some(Value::String(s)) if s == "rollback" => OnInconclusive::Rollback,
+        Some(Value::String(s)) if s == "proceed" => OnInconclusive::Proceed,
+        Some(v) => return Err(SpecError::invalid(format!("on_inconclusive must be rollback or proceed, got {v}"))),
+    };
+    Ok(Some(EvidencePlan { confidence, max_error_increase, max_extensions, on_inconclusive }))
 }
 
 /// Parses `mirror:10,10,25,50,100`: mirror steps (1..=50 percent) first, then live percents
@@ -391,5 +488,30 @@ mod tests {
             assert!(s["a"].abs_diff(s["b"]) <= 1);
         }
         assert!(live_split(&[("green".to_string(), 100)].into(), "green", 10).is_none());
+    }
+
+    #[test]
+    fn evidence_fields_turn_the_evidence_gates_on_with_defaults_and_are_checked() {
+        let base = serde_json::json!({"to": "green", "steps": "50,100", "step_duration": "60s"});
+        assert_eq!(RolloutPlan::from_value(&base).unwrap().evidence, None, "absolute gates alone, as before");
+        let mut with = base.clone();
+        with["confidence"] = serde_json::json!(0.99);
+        let plan = RolloutPlan::from_value(&with).unwrap();
+        let e = plan.evidence.clone().unwrap();
+        assert_eq!((e.confidence, e.max_error_increase, e.max_extensions), (0.99, 0.005, 3));
+        assert_eq!(e.on_inconclusive, OnInconclusive::Rollback);
+        assert_eq!(RolloutPlan::from_document(&plan.to_document()).unwrap(), plan, "round trip");
+        for (key, bad, says) in [
+            ("confidence", serde_json::json!(1.0), "below 1"),
+            ("confidence", serde_json::json!(0.2), "at least 0.5"),
+            ("max_error_increase", serde_json::json!(0), "above 0"),
+            ("max_extensions", serde_json::json!(21), "0 to 20"),
+            ("on_inconclusive", serde_json::json!("guess"), "rollback or proceed"),
+        ] {
+            let mut doc = base.clone();
+            doc[key] = bad;
+            let e = RolloutPlan::from_value(&doc).unwrap_err();
+            assert!(e.message.contains(says), "{key}: {e}");
+        }
     }
 }

@@ -70,6 +70,14 @@ struct RollbackLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    deployment: String,
+    gate: String,
+    outcome: String,
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     deployment: String,
     state: &'static str,
@@ -125,6 +133,7 @@ pub struct Metrics {
     errors: Mutex<HashMap<DeploymentLabel, [ShardedCounter; 2]>>,
     /// Rollouts rolled back, by target deployment and failed gate (kept as history).
     rollbacks: Family<RollbackLabels, Counter>,
+    gate_outcomes: Family<GateLabels, Counter>,
     /// Unreleased [`DeploymentMetrics`] per deployment name. Creating handles and removing a
     /// name's series both happen under this lock, so a version created while the last one of
     /// the same name is released either keeps the series or gets fresh ones, never detached
@@ -212,6 +221,12 @@ impl Metrics {
             "Rollouts rolled back automatically, by target deployment and failed gate",
             rollbacks.clone(),
         );
+        let gate_outcomes = Family::<GateLabels, Counter>::default();
+        registry.register(
+            "switchyard_rollout_gate_outcomes",
+            "Rollout evidence-gate judgements, by target deployment, gate and outcome (pass, fail, inconclusive)",
+            gate_outcomes.clone(),
+        );
         let process = ProcessGauges::default();
         registry.register(
             "switchyard_process_cpu_usage_percent",
@@ -238,6 +253,7 @@ impl Metrics {
             mirror,
             process,
             rollbacks,
+            gate_outcomes,
             errors: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
         })
@@ -319,6 +335,18 @@ impl Metrics {
             .get_or_create(&RollbackLabels {
                 deployment: deployment.to_string(),
                 gate: gate.to_string(),
+                endpoint: endpoint.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one evidence-gate judgement of a rollout to `deployment` of `endpoint`.
+    pub fn rollout_gate_outcome(&self, endpoint: &str, deployment: &str, gate: &str, outcome: &str) {
+        self.gate_outcomes
+            .get_or_create(&GateLabels {
+                deployment: deployment.to_string(),
+                gate: gate.to_string(),
+                outcome: outcome.to_string(),
                 endpoint: endpoint.to_string(),
             })
             .inc();
