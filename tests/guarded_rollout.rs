@@ -393,3 +393,55 @@ fn deleting_the_endpoint_during_a_rollout_leaves_an_event() {
     assert_eq!(show["status"], "aborted", "{show}");
     assert!(events(&show).iter().any(|e| e.contains("the endpoint was deleted")), "{show}");
 }
+
+/// Evidence gates (issue 27) with real servers under load: an identical twin is promoted on
+/// evidence (every live step's window shows no error increase over blue's), and a green that
+/// fails a share of requests blue answers is rolled back on `error_increase`, with the
+/// interval on record, though the absolute gate would let it through.
+#[test]
+fn evidence_gates_promote_a_twin_and_roll_back_a_worse_green_under_load() {
+    let s = Arc::new(Server::start());
+    blue_green(&s, "model-1");
+    let key = s.primary_key();
+    let load = Load::start(&s, 6, &key, sample_request());
+    let plan = |steps: &str| {
+        json!({"to": "green", "steps": steps, "step_duration": "400ms", "min_requests": 10,
+               "max_error_rate": 1.0, "confidence": 0.95, "max_error_increase": 0.02, "max_extensions": 20})
+    };
+    let started = s.admin("POST", "/v1/endpoint/rollout", Some(&plan("50,100")));
+    assert_eq!(started.status, 201, "{}", started.body);
+    let done = wait_rollout(&s, "succeeded", Duration::from_secs(60));
+    load.stop();
+    let judged = done["judged"].as_array().unwrap();
+    let step_50: Vec<&Value> = judged.iter().filter(|w| w["step"] == "50").collect();
+    let last = step_50.last().unwrap_or_else(|| panic!("the 50% step was judged on evidence: {done}"));
+    assert_eq!(last["decision"], "passed", "{done}");
+    let gate = &last["gates"][0];
+    assert_eq!((gate["gate"].as_str(), gate["outcome"].as_str()), (Some("error_increase"), Some("pass")), "{gate}");
+    assert!(gate["interval"][1].as_f64().unwrap() <= 0.02, "{gate}");
+    assert!(events(&done).iter().any(|e| e.starts_with("evidence: a step needs about")), "{done}");
+
+    // Now a green that fails what blue answers: x00 = 5 fails on test/fail, one client in seven.
+    let s = Arc::new(Server::start());
+    blue_green(&s, "test/fail");
+    let key = s.primary_key();
+    let good = Load::start(&s, 6, &key, body_with_x00(1.0));
+    let bad = Load::start(&s, 1, &key, body_with_x00(5.0));
+    good.wait_for_more(50);
+    let started = s.admin("POST", "/v1/endpoint/rollout", Some(&plan("50,100")));
+    assert_eq!(started.status, 201, "{}", started.body);
+    let show = wait_rollout(&s, "rolled_back", Duration::from_secs(60));
+    good.stop();
+    bad.stop();
+    let rollback = &show["rollback"];
+    assert_eq!(rollback["gate"], "error_increase", "{show}");
+    let evidence = &rollback["evidence"][0];
+    assert_eq!(evidence["outcome"], "fail", "{show}");
+    assert!(evidence["interval"][0].as_f64().unwrap() > 0.02, "{evidence}");
+    assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["traffic"], json!({"blue": 100, "green": 0}));
+    let metrics = s.admin("GET", "/metrics", None).body;
+    assert!(
+        metrics.contains("switchyard_rollout_gate_outcomes_total{deployment=\"green\",gate=\"error_increase\",outcome=\"fail\",endpoint=\"my-endpoint\"} 1"),
+        "{metrics}"
+    );
+}
