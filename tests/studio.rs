@@ -48,6 +48,9 @@ fn the_page_and_its_assets_are_served_from_the_binary_without_the_token() {
         "mirror-enable",
         "rollout-form",
         "rollout-status",
+        "rollout-evidence",
+        "rollout-confidence",
+        "rollout-on-inconclusive",
         // The asset store's pages (CONTRACT §11): Models, Environments, Deploy → Real-time endpoint.
         "studio-nav",
         "nav-endpoints",

@@ -546,6 +546,28 @@ def tutorial():
     r = api("GET", EP_PATH + "/rollout")[1]
     assert r["rollback"]["gate"] == "p99_ms" and r["rollback"]["step"] == "50", r
     assert endpoint()["traffic"] == {"blue": 0, "green": 100}, endpoint()
+    text_is("rollout-no-evidence", "No window judged on evidence (the plan has no confidence, or no step ended yet).")
+
+    step("Rollout: back to blue judged on evidence, with too little traffic to decide: inconclusive, then rolled back, each judged window in the Evidence table")
+    by_id("rollout-max-p99-ms").clear()
+    fill("rollout-confidence", 0.95)
+    fill("rollout-max-extensions", 1)
+    Select(by_id("rollout-on-inconclusive")).select_by_value("rollback")
+    click("rollout-start")
+    text_is("rollout-target", "blue")
+    wait_api("the evidence rollout to blue rolled back", rollout_ends("rolled_back"), limit=60)
+    text_is("rollout-status", "rolled_back")
+    text_has("rollout-rollback", "stayed inconclusive after 1 extension(s)")
+    visible("rollout-evidence")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#rollout-evidence-rows tr")
+    assert len(rows) == 2, [r.text for r in rows]
+    assert all("error_increase" in r.text and "inconclusive" in r.text for r in rows), [r.text for r in rows]
+    assert "rolled_back_inconclusive" in rows[-1].text, rows[-1].text
+    shot("rollout-evidence")
+    r = api("GET", EP_PATH + "/rollout")[1]
+    assert r["plan"]["confidence"] == 0.95 and r["plan"]["max_extensions"] == 1, r["plan"]
+    assert [w["decision"] for w in r["judged"]] == ["extended", "rolled_back_inconclusive"], r["judged"]
+    assert endpoint()["traffic"] == {"blue": 0, "green": 100}, endpoint()
     tab("details")
     text_is("ep-traffic", "green 100%")
 

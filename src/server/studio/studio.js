@@ -1075,6 +1075,9 @@ const ROLLOUT_GATES = [
   ["max_p99_ms", "rollout-max-p99-ms"],
   ["max_p99_ratio", "rollout-max-p99-ratio"],
   ["min_agreement", "rollout-min-agreement"],
+  ["confidence", "rollout-confidence"],
+  ["max_error_increase", "rollout-max-error-increase"],
+  ["max_extensions", "rollout-max-extensions"],
 ];
 
 function fmt(v, digits) {
@@ -1110,12 +1113,32 @@ function renderRollout(r) {
   $("rollout-pause").disabled = r.status !== "running";
   $("rollout-resume").disabled = r.status !== "paused";
   $("rollout-abort").disabled = !active;
+  renderEvidence(r.judged || []);
   const events = $("rollout-events");
   const key = JSON.stringify(r.events);
   if (events.dataset.drawn !== key) {
     events.dataset.drawn = key;
     events.replaceChildren(...(r.events || []).map((e) => el("li", {}, el("time", { text: e.at }), e.message)));
   }
+}
+
+// A row per judged window and gate (issue 27): what the evidence gate found and what the
+// rollout did; a failing gate's row is marked.
+function renderEvidence(judged) {
+  $("rollout-no-evidence").hidden = judged.length > 0;
+  $("rollout-evidence").hidden = judged.length === 0;
+  const rows = $("rollout-evidence-rows");
+  const key = JSON.stringify(judged);
+  if (rows.dataset.drawn === key) return;
+  rows.dataset.drawn = key;
+  rows.replaceChildren(...judged.flatMap((w) => w.gates.map((g) => {
+    const interval = g.interval ? `[${fmt(g.interval[0])}, ${fmt(g.interval[1])}]` : "—";
+    const row = el("tr", { class: "evidence-" + g.outcome },
+      el("td", { text: w.step }), el("td", { text: String(w.look) }), el("td", { text: g.gate }),
+      el("td", { text: g.outcome }), el("td", { text: fmt(g.estimate) }), el("td", { text: interval }),
+      el("td", { text: fmt(g.p_value) }), el("td", { text: fmt(g.limit) }), el("td", { text: w.decision + (g.note ? " (" + g.note + ")" : "") }));
+    return row;
+  })));
 }
 
 async function refreshRollout() {
@@ -1138,6 +1161,7 @@ $("rollout-form").addEventListener("submit", async (e) => {
     const v = $(id).value.trim();
     if (v !== "") body[field] = Number(v);
   }
+  if ($("rollout-on-inconclusive").value) body.on_inconclusive = $("rollout-on-inconclusive").value;
   try {
     const r = await api("POST", epPath("/rollout"), body);
     say(`Rollout to ${body.to} started: ${body.steps}, ${body.step_duration} a step.`);
