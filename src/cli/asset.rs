@@ -46,29 +46,11 @@ pub enum ModelVerb {
         include_archived: bool,
     },
     /// One version (the latest without --version).
-    Show {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'v', long, conflicts_with = "label")]
-        version: Option<String>,
-        /// `latest`.
-        #[arg(short = 'l', long)]
-        label: Option<String>,
-    },
+    Show(ShowArgs),
     /// Archive a version (every version without --version); refused while a deployment uses it.
-    Archive {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'v', long)]
-        version: Option<String>,
-    },
+    Archive(NameVersion),
     /// Restore an archived version (every version without --version).
-    Restore {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'v', long)]
-        version: Option<String>,
-    },
+    Restore(NameVersion),
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,28 +86,32 @@ pub enum EnvironmentVerb {
         curated: bool,
     },
     /// One version (the latest without --version).
-    Show {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'v', long, conflicts_with = "label")]
-        version: Option<String>,
-        #[arg(short = 'l', long)]
-        label: Option<String>,
-    },
+    Show(ShowArgs),
     /// Archive a version (every version without --version); refused while a deployment uses it.
-    Archive {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'v', long)]
-        version: Option<String>,
-    },
+    Archive(NameVersion),
     /// Restore an archived version (every version without --version).
-    Restore {
-        #[arg(short = 'n', long)]
-        name: String,
-        #[arg(short = 'v', long)]
-        version: Option<String>,
-    },
+    Restore(NameVersion),
+}
+
+/// `show`'s flags, the same for models and environments.
+#[derive(clap::Args, Debug)]
+pub struct ShowArgs {
+    #[arg(short = 'n', long)]
+    name: String,
+    #[arg(short = 'v', long, conflicts_with = "label")]
+    version: Option<String>,
+    /// `latest`.
+    #[arg(short = 'l', long)]
+    label: Option<String>,
+}
+
+/// `archive`'s and `restore`'s flags: a name, and a version (every version without one).
+#[derive(clap::Args, Debug)]
+pub struct NameVersion {
+    #[arg(short = 'n', long)]
+    name: String,
+    #[arg(short = 'v', long)]
+    version: Option<String>,
 }
 
 /// The most files `model create` walks (the server's limit per upload).
@@ -170,15 +156,19 @@ pub(super) fn run_model(verb: ModelVerb, global: &GlobalArgs) -> Result<(), Stri
             };
             print(&answer.ok_json()?, global)
         }
-        ModelVerb::Show { name, version, label } => {
+        ModelVerb::Show(ShowArgs { name, version, label }) => {
             let answer = match shown_version(version, label)? {
                 Some(v) => admin.call("GET", &format!("/v1/models/{name}/versions/{v}"), None)?,
                 None => admin.call("GET", &format!("/v1/models/{name}"), None)?,
             };
             print(&answer.ok_json()?, global)
         }
-        ModelVerb::Archive { name, version } => archive(&admin, "models", &name, version, "archive", global),
-        ModelVerb::Restore { name, version } => archive(&admin, "models", &name, version, "restore", global),
+        ModelVerb::Archive(NameVersion { name, version }) => {
+            archive(&admin, "models", &name, version, "archive", global)
+        }
+        ModelVerb::Restore(NameVersion { name, version }) => {
+            archive(&admin, "models", &name, version, "restore", global)
+        }
     }
 }
 
@@ -225,17 +215,17 @@ pub(super) fn run_environment(verb: EnvironmentVerb, global: &GlobalArgs) -> Res
             };
             print(&answer.ok_json()?, global)
         }
-        EnvironmentVerb::Show { name, version, label } => {
+        EnvironmentVerb::Show(ShowArgs { name, version, label }) => {
             let answer = match shown_version(version, label)? {
                 Some(v) => admin.call("GET", &format!("/v1/environments/{name}/versions/{v}"), None)?,
                 None => admin.call("GET", &format!("/v1/environments/{name}"), None)?,
             };
             print(&answer.ok_json()?, global)
         }
-        EnvironmentVerb::Archive { name, version } => {
+        EnvironmentVerb::Archive(NameVersion { name, version }) => {
             archive(&admin, "environments", &name, version, "archive", global)
         }
-        EnvironmentVerb::Restore { name, version } => {
+        EnvironmentVerb::Restore(NameVersion { name, version }) => {
             archive(&admin, "environments", &name, version, "restore", global)
         }
     }

@@ -284,41 +284,43 @@ mod tests {
         assert!(rate <= bound, "false rollback rate {rate} > {bound}");
     }
 
+    /// The share of `windows` one-look windows of `n` requests per side, errors at `rates`
+    /// (target, incumbent), whose error gate answers `wanted`.
+    fn one_look_rate(seed: u64, n: u64, rates: (f64, f64), wanted: Outcome) -> f64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let alpha = alpha_per_look(0.95, 1);
+        let windows = 2_000;
+        let hits = (0..windows)
+            .filter(|_| {
+                let t = (errors(&mut rng, n, rates.0), n);
+                let i = (errors(&mut rng, n, rates.1), n);
+                error_increase(t, i, 0.005, alpha).outcome == wanted
+            })
+            .count();
+        hits as f64 / windows as f64
+    }
+
+    /// 80% less three standard errors of a 2,000-window simulation.
+    fn promised_power() -> f64 {
+        0.8 - 3.0 * (0.8f64 * 0.2 / 2_000.0).sqrt()
+    }
+
     /// An identical target passes, with the requests the plan names, at least as often as the
     /// plan promises.
     #[test]
     fn an_identical_target_passes_with_the_requests_the_plan_names() {
-        let mut rng = fastrand::Rng::with_seed(29);
-        let alpha = alpha_per_look(0.95, 1);
-        let n = requests_for_errors(0.01, 0.01, 0.005, alpha, 0.8);
-        let windows = 2_000;
-        let passed = (0..windows)
-            .filter(|_| {
-                let (t, i) = ((errors(&mut rng, n, 0.01), n), (errors(&mut rng, n, 0.01), n));
-                error_increase(t, i, 0.005, alpha).outcome == Outcome::Pass
-            })
-            .count();
-        let rate = passed as f64 / windows as f64;
-        assert!(rate >= 0.8 - 3.0 * (0.8f64 * 0.2 / windows as f64).sqrt(), "passed {rate} with {n} requests");
+        let n = requests_for_errors(0.01, 0.01, 0.005, alpha_per_look(0.95, 1), 0.8);
+        let rate = one_look_rate(29, n, (0.01, 0.01), Outcome::Pass);
+        assert!(rate >= promised_power(), "passed {rate} with {n} requests");
     }
 
     /// A planted +2% error rate is caught at least as often as the plan promises.
     #[test]
     fn a_planted_error_increase_is_caught_with_the_promised_power() {
-        let mut rng = fastrand::Rng::with_seed(27);
-        let alpha = alpha_per_look(0.95, 1);
         // The requests the plan names for catching +2% against the 0.5% margin, at 80% power.
-        let n = requests_for_errors(0.01, 0.03, 0.005, alpha, 0.8);
-        let windows = 2_000;
-        let caught = (0..windows)
-            .filter(|_| {
-                let t = (errors(&mut rng, n, 0.03), n);
-                let i = (errors(&mut rng, n, 0.01), n);
-                error_increase(t, i, 0.005, alpha).outcome == Outcome::Fail
-            })
-            .count();
-        let rate = caught as f64 / windows as f64;
-        assert!(rate >= 0.8 - 3.0 * (0.8f64 * 0.2 / windows as f64).sqrt(), "caught {rate} with {n} requests");
+        let n = requests_for_errors(0.01, 0.03, 0.005, alpha_per_look(0.95, 1), 0.8);
+        let rate = one_look_rate(27, n, (0.03, 0.01), Outcome::Fail);
+        assert!(rate >= promised_power(), "caught {rate} with {n} requests");
     }
 
     fn latencies(rng: &mut fastrand::Rng, n: usize, median_ms: f64, sigma: f64) -> Vec<f64> {
