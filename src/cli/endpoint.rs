@@ -135,6 +135,14 @@ pub struct RolloutArgs {
     /// What an undecided step does once its extensions are spent: rollback (default) or proceed.
     #[arg(long, value_parser = ["rollback", "proceed"])]
     on_inconclusive: Option<String>,
+    /// Latency gate: the largest ratio of the target's latencies to the incumbent's (e.g. 1.2),
+    /// judged by a rank test on per-request latencies.
+    #[arg(long)]
+    max_latency_increase: Option<f64>,
+    /// Refuse the plan when a step cannot gather the evidence it needs at the current
+    /// request rate within its windows (without it, a warning).
+    #[arg(long)]
+    strict: bool,
 }
 
 /// What to do with the current rollout.
@@ -286,6 +294,8 @@ fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Resul
                 ("max_error_increase", args.max_error_increase.map(|n| json!(n))),
                 ("max_extensions", args.max_extensions.map(|n| json!(n))),
                 ("on_inconclusive", args.on_inconclusive.map(|n| json!(n))),
+                ("max_latency_increase", args.max_latency_increase.map(|n| json!(n))),
+                ("strict", args.strict.then_some(json!(true))),
             ] {
                 if let Some(v) = value {
                     body[key] = v;

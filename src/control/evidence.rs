@@ -29,7 +29,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Judgement {
     pub outcome: Outcome,
     /// The point estimate (an error-rate difference, a probability of being slower, an
-    /// agreement ratio).
+    /// agreement ratio); null when there was nothing to estimate from.
+    #[serde(deserialize_with = "nan_when_null")]
+    #[schema(nullable)]
     pub estimate: f64,
     /// The interval at the look's level (two-sided `1 - 2α`: each bound one-sided `1 - α`),
     /// when the gate has one.
@@ -40,6 +42,12 @@ pub(crate) struct Judgement {
     pub p_value: Option<f64>,
     /// The significance level this look was judged at.
     pub alpha: f64,
+}
+
+/// Reads back what serde_json wrote for a NaN estimate (null), so a saved rollout whose gate
+/// had nothing to estimate from restores.
+fn nan_when_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn standard_normal() -> Normal {
@@ -121,7 +129,6 @@ pub(crate) fn error_increase(target: (u64, u64), incumbent: (u64, u64), margin: 
 /// assumption of normality, and a ratio margin becomes a shift on the log scale. Fail when the
 /// shifted target is significantly slower; pass when it is significantly faster (so the target
 /// is within the margin); the estimate is P(shifted target > incumbent).
-#[allow(dead_code, reason = "the latency gate needs per-request samples: docs/design/evidence-gates.md, step 3")]
 pub(crate) fn latency_increase(target: &[f64], incumbent: &[f64], margin: f64, alpha: f64) -> Judgement {
     let shift = margin.ln();
     let xs: Vec<f64> = target.iter().filter(|v| **v > 0.0).map(|v| v.ln() - shift).collect();
@@ -162,7 +169,6 @@ pub(crate) fn latency_increase(target: &[f64], incumbent: &[f64], margin: f64, a
 
 /// The Mann-Whitney U of `xs` over `ys` (pairs where x > y, ties counting a half) and its
 /// variance under the null with the tie correction; `None` when either side is empty.
-#[allow(dead_code, reason = "the latency gate needs per-request samples: docs/design/evidence-gates.md, step 3")]
 fn mann_whitney(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
     if xs.is_empty() || ys.is_empty() {
         return None;
@@ -227,17 +233,18 @@ pub(crate) fn requests_for_errors(incumbent: f64, target: f64, margin: f64, alph
     (k * k * (pi * (1.0 - pi) + pt * (1.0 - pt)) / (distance * distance)).ceil() as u64
 }
 
-/// Requests per arm the latency gate needs to pass an identical target with probability
-/// `power` (Noether's formula for the rank test): on the log scale the margin is a shift of
-/// `ln(margin)` against a spread `sigma` (the incumbent's standard deviation of log latency).
-#[allow(dead_code, reason = "the latency gate needs per-request samples: docs/design/evidence-gates.md, step 3")]
-pub(crate) fn requests_for_latency(sigma: f64, margin: f64, alpha: f64, power: f64) -> u64 {
+/// Requests per arm the latency gate needs to decide, with probability `power`, on a target
+/// whose latencies are truly `ratio` × the incumbent's (1.0: an identical target, which must
+/// pass; above `margin`: a slower one, which must be caught). Noether's formula for the rank
+/// test: on the log scale the margin is a shift of `ln(margin)` against a spread `sigma` (the
+/// standard deviation of log latency).
+pub(crate) fn requests_for_latency(sigma: f64, margin: f64, ratio: f64, alpha: f64, power: f64) -> u64 {
     let sigma = sigma.max(1e-3);
-    // P(shifted target < incumbent) for identical log-normal latencies.
-    let p = standard_normal().cdf(margin.ln() / (sigma * std::f64::consts::SQRT_2));
+    // P(shifted target > incumbent) for log-normal latencies with the same spread.
+    let p = standard_normal().cdf((ratio.ln() - margin.ln()) / (sigma * std::f64::consts::SQRT_2));
     let k = z(1.0 - alpha) + z(power);
     // Equal arms: N = k² / (12 c(1-c) (p - 1/2)²) with c = 1/2, per arm half of it.
-    (k * k / (6.0 * (p - 0.5).powi(2))).ceil() as u64
+    (k * k / (6.0 * (p - 0.5).powi(2).max(1e-12))).ceil() as u64
 }
 
 #[cfg(test)]
@@ -334,7 +341,7 @@ mod tests {
         let windows = 2_000;
         let mut false_rollbacks = 0;
         let mut passed = 0;
-        let n = requests_for_latency(0.3, 1.2, alpha, 0.8) as usize;
+        let n = requests_for_latency(0.3, 1.2, 1.0, alpha, 0.8) as usize;
         for _ in 0..windows {
             let j = latency_increase(&latencies(&mut rng, n, 2.0, 0.3), &latencies(&mut rng, n, 2.0, 0.3), 1.2, alpha);
             false_rollbacks += usize::from(j.outcome == Outcome::Fail);
@@ -351,6 +358,25 @@ mod tests {
             })
             .count();
         assert!(caught >= 190, "caught {caught} of 200");
+    }
+
+    /// A planted +30% latency against a 1.1 margin is caught at least as often as the plan
+    /// promises, with the requests it names for that.
+    #[test]
+    fn a_planted_latency_increase_is_caught_with_the_promised_power() {
+        let mut rng = fastrand::Rng::with_seed(30);
+        let alpha = alpha_per_look(0.95, 1);
+        let n = requests_for_latency(0.3, 1.1, 1.3, alpha, 0.8) as usize;
+        let windows = 2_000;
+        let caught = (0..windows)
+            .filter(|_| {
+                let t = latencies(&mut rng, n, 2.6, 0.3);
+                latency_increase(&t, &latencies(&mut rng, n, 2.0, 0.3), 1.1, alpha).outcome == Outcome::Fail
+            })
+            .count();
+        let rate = caught as f64 / windows as f64;
+        assert!(rate >= promised_power(), "caught {rate} with {n} requests");
+        assert!(n < 200, "a clear regression needs few requests: {n}");
     }
 
     #[test]

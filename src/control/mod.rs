@@ -10,6 +10,7 @@ mod endpoint;
 mod error;
 mod evidence;
 pub(crate) mod loader;
+mod needs;
 mod restore;
 mod rollout;
 pub(crate) mod secrets;
@@ -138,6 +139,9 @@ pub(crate) struct ControlPlane {
     config_error: Mutex<Option<String>>,
     /// Numbers the rollout timer tasks, so a task outlived by its rollout stops.
     rollout_tickers: std::sync::atomic::AtomicU64,
+    /// The endpoint's live request rate over the last minute (read by `serve` every few
+    /// seconds), which a rollout's upfront estimate uses.
+    meter: Mutex<crate::telemetry::rate::RateMeter>,
 }
 
 /// What the endpoints of one process share.
@@ -278,6 +282,7 @@ impl ControlPlane {
             declarative: OnceLock::new(),
             config_error: Mutex::new(None),
             rollout_tickers: std::sync::atomic::AtomicU64::new(0),
+            meter: Mutex::new(Default::default()),
         })
     }
 

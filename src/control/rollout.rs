@@ -32,6 +32,7 @@ use super::views::{RolloutSummary, RolloutView, StepView};
 use super::{ControlError, ControlPlane, State};
 use crate::spec::rollout::live_split;
 use crate::spec::{traffic, RolloutPlan, Step, Traffic};
+use crate::telemetry::samples::Reservoir;
 use crate::telemetry::{Reading, Role};
 use serde::{Deserialize, Serialize};
 
@@ -86,18 +87,64 @@ pub(crate) struct GateValues {
     /// Mirror agreement since the step set the mirror rule (mirror steps).
     pub agreement: Option<f64>,
     pub compared_pairs: Option<u64>,
-    /// Live answers of the incumbent (the other deployments of the split) in the window.
+    /// Live answers of the incumbent in the window: on live steps the other deployments of
+    /// the split; on mirror steps the live answers to the very requests that were copied
+    /// (the pairs that met).
     #[serde(default)]
     pub incumbent_requests: u64,
     /// Of those, 5xx, 424 and 408.
     #[serde(default)]
     pub incumbent_errors: u64,
+    /// Mirror steps: the shadow's errors among those pairs (what the error gate compares
+    /// with `incumbent_errors`, request for request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired_target_errors: Option<u64>,
+}
+
+/// One side of an evidence gate's comparison.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub(crate) struct SideEvidence {
+    /// Answers (error gate) or latencies in the sample (latency gate).
+    pub n: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+}
+
+impl SideEvidence {
+    fn errors(errors: u64, n: u64) -> Self {
+        Self { n, errors: Some(errors), rate: (n > 0).then(|| errors as f64 / n as f64), ..Self::default() }
+    }
+
+    fn latencies(seconds: &[f64]) -> Self {
+        let mut sorted = seconds.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            (!sorted.is_empty()).then(|| {
+                let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+                (sorted[i] * 1e6).round() / 1e3
+            })
+        };
+        Self { n: sorted.len() as u64, median_ms: at(0.5), p99_ms: at(0.99), ..Self::default() }
+    }
+}
+
+/// Per-request latencies of a window, for the latency gate (seconds).
+#[derive(Debug, Clone, Copy)]
+struct LatencySamples<'a> {
+    target: &'a [f64],
+    incumbent: &'a [f64],
 }
 
 /// One evidence gate's judgement of a window (issue 27): what it compared and what it found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct GateEvidence {
-    /// `error_increase` or `agreement`.
+    /// `error_increase`, `latency_increase` or `agreement`.
     pub gate: String,
     /// The look at the step's growing window (1 = its first window).
     pub look: u32,
@@ -108,6 +155,12 @@ pub(crate) struct GateEvidence {
     /// Why the gate could not be judged, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The target's side: answers and errors, or the latency sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<SideEvidence>,
+    /// The incumbent's side, over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incumbent: Option<SideEvidence>,
 }
 
 /// Why a rollout was rolled back.
@@ -178,6 +231,9 @@ pub(crate) struct DurableRollout {
     /// Every window the evidence gates judged (plans with `confidence`), oldest first.
     #[serde(default)]
     pub judged: Vec<JudgedWindow>,
+    /// What the evidence gates need per step, estimated when the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<super::needs::PlanNeeds>,
 }
 
 /// One window judged by the evidence gates, and what the rollout did with it.
@@ -233,7 +289,22 @@ struct Window {
     others: Vec<(String, Reading)>,
     /// Windows this step has been judged inconclusive on (the window keeps growing).
     extensions: u32,
+    /// Live steps of a plan with a latency gate: the per-request latencies gathered so far.
+    latency: Option<LatencyWindow>,
 }
+
+/// Latencies of a live step's window: where each watched ring was read up to, and a bounded
+/// uniform sample of each side (`telemetry::samples`), which grows with the window.
+#[derive(Debug, Clone)]
+struct LatencyWindow {
+    /// `(deployment, is the target, ring cursor)`.
+    cursors: Vec<(String, bool, u64)>,
+    target: Reservoir,
+    incumbent: Reservoir,
+}
+
+/// Latencies each side of a window keeps.
+const LATENCY_SAMPLE: usize = 2048;
 
 fn now_text() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
@@ -332,27 +403,56 @@ enum Weighed {
 }
 
 /// The evidence gates of a window (plans with `confidence`), pure: the errors of the target
-/// against the incumbent's over the same window, and on mirror steps the agreement's lower
-/// bound. `look` counts from 1; each look is judged at its share of `1 - confidence`.
-fn weigh(plan: &RolloutPlan, step: Step, look: u32, v: &GateValues) -> Option<Weighed> {
-    use super::evidence::{agreement, alpha_per_look, error_increase, Outcome};
+/// against the incumbent's over the same window (mirror steps: the two answers to the same
+/// copied requests), the latencies when the plan has `max_latency_increase`, and on mirror
+/// steps the agreement's lower bound. `look` counts from 1; each look is judged at its share
+/// of `1 - confidence`. A gate with nothing to compare with (no incumbent) carries a note and
+/// decides nothing.
+fn weigh(
+    plan: &RolloutPlan,
+    step: Step,
+    look: u32,
+    v: &GateValues,
+    latency: Option<LatencySamples>,
+) -> Option<Weighed> {
+    use super::evidence::{agreement, alpha_per_look, error_increase, latency_increase, Outcome};
     let e = plan.evidence.as_ref()?;
     let alpha = alpha_per_look(e.confidence, 1 + e.max_extensions);
     let mut evidence = Vec::new();
-    let errors =
-        error_increase((v.errors, v.requests), (v.incumbent_errors, v.incumbent_requests), e.max_error_increase, alpha);
-    let note = (v.incumbent_requests == 0).then(|| {
-        "no incumbent answered in the window (the step gives the target all live traffic): the absolute gates judged it"
-            .to_string()
+    let no_incumbent = (v.incumbent_requests == 0).then(|| match step {
+        Step::Mirror(_) => "no copied request met its live answer in the window: the absolute gates judged it".to_string(),
+        Step::Live(_) => {
+            "no incumbent answered in the window (the step gives the target all live traffic): the absolute gates judged it"
+                .to_string()
+        }
     });
-    let skipped = note.is_some();
+    let target = match (step, v.paired_target_errors) {
+        (Step::Mirror(_), Some(errors)) => (errors, v.incumbent_requests),
+        _ => (v.errors, v.requests),
+    };
+    let incumbent = (v.incumbent_errors, v.incumbent_requests);
     evidence.push(GateEvidence {
         gate: "error_increase".into(),
         look,
-        judgement: errors,
+        judgement: error_increase(target, incumbent, e.max_error_increase, alpha),
         limit: e.max_error_increase,
-        note,
+        note: no_incumbent.clone(),
+        target: Some(SideEvidence::errors(target.0, target.1)),
+        incumbent: Some(SideEvidence::errors(incumbent.0, incumbent.1)),
     });
+    if let Some(margin) = e.max_latency_increase {
+        let samples = latency.unwrap_or(LatencySamples { target: &[], incumbent: &[] });
+        evidence.push(GateEvidence {
+            gate: "latency_increase".into(),
+            look,
+            judgement: latency_increase(samples.target, samples.incumbent, margin, alpha),
+            limit: margin,
+            // An empty side is undecided, not skipped: more requests can decide it.
+            note: no_incumbent.clone(),
+            target: Some(SideEvidence::latencies(samples.target)),
+            incumbent: Some(SideEvidence::latencies(samples.incumbent)),
+        });
+    }
     if let (Some(min), Step::Mirror(_), Some(compared)) = (plan.min_agreement, step, v.compared_pairs) {
         let agreed = (v.agreement.unwrap_or(0.0) * compared as f64).round() as u64;
         evidence.push(GateEvidence {
@@ -361,11 +461,17 @@ fn weigh(plan: &RolloutPlan, step: Step, look: u32, v: &GateValues) -> Option<We
             judgement: agreement(agreed, compared, min, alpha),
             limit: min,
             note: None,
+            target: None,
+            incumbent: None,
         });
     }
-    let judged = |g: &GateEvidence| !(skipped && g.gate == "error_increase");
+    let judged = |g: &GateEvidence| g.note.is_none();
     if let Some(f) = evidence.iter().find(|g| judged(g) && g.judgement.outcome == Outcome::Fail) {
-        let gate = if f.gate == "agreement" { "agreement" } else { "error_increase" };
+        let gate = match f.gate.as_str() {
+            "agreement" => "agreement",
+            "latency_increase" => "latency_increase",
+            _ => "error_increase",
+        };
         let (value, limit) = (f.judgement.estimate, f.limit);
         return Some(Weighed::Fail { gate, value, limit, evidence });
     }
@@ -456,6 +562,7 @@ impl ControlPlane {
                 events: Vec::new(),
                 pending_evidence: Vec::new(),
                 judged: Vec::new(),
+                needs: None,
             };
             durable.event(format!(
                 "rollout to {} started from {}: steps {}, {} each",
@@ -464,30 +571,45 @@ impl ControlPlane {
                 durable.plan.steps.iter().map(Step::to_string).collect::<Vec<_>>().join(","),
                 humantime::format_duration(durable.plan.step_duration())
             ));
-            if let Some(e) = &durable.plan.evidence {
-                // What the plan needs, said upfront: the requests per side a step needs to
-                // pass a target no worse than the incumbent (80% of the time), at the error
-                // rate the incumbent has had so far.
-                let (errors, requests) = durable.from.iter().filter(|(_, w)| **w > 0).fold((0, 0), |acc, (n, _)| {
-                    let r = state.deployments.get(n).map(|d| d.live.metrics().reading(Role::live)).unwrap_or_default();
-                    (acc.0 + r.errors, acc.1 + r.requests)
-                });
-                let rate = if requests > 0 { errors as f64 / requests as f64 } else { 0.0 };
-                let alpha = super::evidence::alpha_per_look(e.confidence, 1 + e.max_extensions);
-                let needed = super::evidence::requests_for_errors(rate, rate, e.max_error_increase, alpha, 0.8);
-                durable.event(format!(
-                    "evidence: a step needs about {needed} target requests (and as many of the incumbent) to show an error \
-                     increase under {} at confidence {} (80% of the time, incumbent error rate {rate:.4} so far), within \
-                     {} window(s) of {}; fewer ends the step inconclusive ({})",
-                    e.max_error_increase,
-                    e.confidence,
-                    1 + e.max_extensions,
-                    humantime::format_duration(durable.plan.step_duration()),
-                    match e.on_inconclusive {
-                        crate::spec::OnInconclusive::Rollback => "then rolled back",
-                        crate::spec::OnInconclusive::Proceed => "then it proceeds",
+            if let Some(e) = durable.plan.evidence.clone() {
+                // What the plan needs, said upfront: per step, the answers the evidence gates
+                // need to pass a target no worse than the incumbent, and how long that takes
+                // at the endpoint's rate over the last minute.
+                let mut incumbent = Reading::default();
+                for (n, _) in durable.from.iter().filter(|(_, w)| **w > 0) {
+                    if let Some(d) = state.deployments.get(n) {
+                        incumbent.merge(&d.live.metrics().reading(Role::live));
                     }
-                ));
+                }
+                let error_rate =
+                    if incumbent.requests > 0 { incumbent.errors as f64 / incumbent.requests as f64 } else { 0.0 };
+                let sigma = super::needs::log_sigma_from_buckets(&incumbent.buckets);
+                let rate = self.meter.lock().unwrap_or_else(|p| p.into_inner()).per_second();
+                let needs = super::needs::plan_needs(&durable.plan, &e, rate, error_rate, sigma);
+                let (summary, warnings) = super::needs::needs_text(&needs, &durable.plan);
+                if e.strict {
+                    let why = if rate.is_none() {
+                        Some(
+                            "the endpoint's request rate is not measured yet (it takes a few seconds of serving)"
+                                .to_string(),
+                        )
+                    } else if warnings.is_empty() {
+                        None
+                    } else {
+                        Some(warnings.iter().map(|w| w.trim_start_matches("warning: ")).collect::<Vec<_>>().join("; "))
+                    };
+                    if let Some(why) = why {
+                        return Err(ControlError::invalid(format!(
+                            "strict: this plan cannot gather the evidence it needs: {why}. {summary}"
+                        )));
+                    }
+                }
+                durable.event(summary);
+                for w in warnings {
+                    tracing::warn!(target: "switchyard::rollout", to = %durable.plan.to, "{w}");
+                    durable.event(w);
+                }
+                durable.needs = Some(needs);
             }
             let ticker = self.next_ticker();
             let (live, mirror) = durable.split_of(0);
@@ -623,6 +745,7 @@ impl ControlPlane {
             rollback: d.rollback.clone(),
             events: d.events.clone(),
             judged: d.judged.clone(),
+            needs: d.needs.clone(),
             step,
         }
     }
@@ -678,7 +801,10 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Takes the readings the current step's window starts from.
+    /// Takes the readings the current step's window starts from. A live step of a plan with a
+    /// latency gate also arms the latency rings of the target and the incumbent (and only
+    /// theirs: every other ring of the endpoint is disarmed, so requests pay for them only
+    /// while they are watched).
     fn start_window(&self, state: &mut State) {
         let Some(r) = state.rollout.as_ref() else { return };
         let d = &r.durable;
@@ -689,14 +815,54 @@ impl ControlPlane {
         let reading = |name: &str, role| state.deployments.get(name).map(|rec| rec.live.metrics().reading(role));
         let target = reading(&d.plan.to, role).unwrap_or_default();
         let traffic = state.endpoint.as_ref().map(|e| e.spec.traffic.clone()).unwrap_or_default();
-        let others = traffic
+        let others: Vec<(String, Reading)> = traffic
             .iter()
             .filter(|(n, w)| **w > 0 && **n != d.plan.to)
             .filter_map(|(n, _)| reading(n, Role::live).map(|r| (n.clone(), r)))
             .collect();
-        let window = Window { started: Instant::now(), target, others, extensions: 0 };
+        disarm_latencies(state);
+        let watch_latency = d.plan.evidence.as_ref().is_some_and(|e| e.max_latency_increase.is_some())
+            && matches!(d.current(), Step::Live(_));
+        let latency = watch_latency.then(|| {
+            let sides =
+                std::iter::once((d.plan.to.clone(), true)).chain(others.iter().map(|(n, _)| (n.clone(), false)));
+            let cursors = sides
+                .filter_map(|(name, is_target)| {
+                    let ring = state.deployments.get(&name)?.live.metrics().latencies(Role::live);
+                    ring.arm(true);
+                    Some((name, is_target, ring.cursor()))
+                })
+                .collect();
+            // Seeded by the step, so a rerun of the same traffic samples alike.
+            let seed = d.step as u64;
+            LatencyWindow {
+                cursors,
+                target: Reservoir::new(LATENCY_SAMPLE, seed * 2 + 1),
+                incumbent: Reservoir::new(LATENCY_SAMPLE, seed * 2 + 2),
+            }
+        });
+        let window = Window { started: Instant::now(), target, others, extensions: 0, latency };
         if let Some(r) = state.rollout.as_mut() {
             r.window = Some(window);
+        }
+    }
+
+    /// Moves the latencies recorded since the last tick into the window's samples (live
+    /// steps of a plan with a latency gate). Re-arms each ring: a deployment replaced by a new
+    /// version mid-step has a new one.
+    fn gather_latencies(&self, state: &mut State) {
+        let State { rollout, deployments, .. } = state;
+        let Some(LatencyWindow { cursors, target, incumbent }) =
+            rollout.as_mut().and_then(|r| r.window.as_mut()).and_then(|w| w.latency.as_mut())
+        else {
+            return;
+        };
+        for (name, is_target, cursor) in cursors.iter_mut() {
+            let Some(rec) = deployments.get(name.as_str()) else { continue };
+            let ring = rec.live.metrics().latencies(Role::live);
+            ring.arm(true);
+            let sample = if *is_target { &mut *target } else { &mut *incumbent };
+            *cursor = ring.drain(*cursor, &mut |v| sample.push(v));
         }
     }
 
@@ -719,6 +885,13 @@ impl ControlPlane {
         let live_p99 =
             (!mirror_step && others.requests >= d.plan.min_requests).then(|| others.quantile(0.99).map(ms)).flatten();
         let gauges = mirror_step.then(|| target.shadow.report.gauges());
+        // Mirror steps compare the copies with the live answers to the same requests: the
+        // report was reset when the step set the mirror rule, so its pairs are the window's.
+        let paired = mirror_step.then(|| target.shadow.report.paired());
+        let (incumbent_requests, incumbent_errors) = match &paired {
+            Some(p) => (p.pairs, p.live_errors),
+            None => (others.requests, others.errors),
+        };
         GateValues {
             requests: now.requests,
             errors: now.errors,
@@ -731,8 +904,9 @@ impl ControlPlane {
             },
             agreement: gauges.filter(|g| g.compared > 0).map(|g| g.agreement_ratio),
             compared_pairs: gauges.map(|g| g.compared),
-            incumbent_requests: others.requests,
-            incumbent_errors: others.errors,
+            incumbent_requests,
+            incumbent_errors,
+            paired_target_errors: paired.map(|p| p.shadow_errors),
         }
     }
 
@@ -755,7 +929,15 @@ impl ControlPlane {
             Verdict::Pass(values) => values,
         };
         let look = w.extensions + 1;
-        match weigh(&d.plan, d.current(), look, &passed) {
+        let paired = matches!(d.current(), Step::Mirror(_))
+            .then(|| state.deployments.get(&d.plan.to).map(|t| t.shadow.report.paired()))
+            .flatten();
+        let latency = match (&w.latency, &paired) {
+            (Some(l), _) => Some(LatencySamples { target: l.target.values(), incumbent: l.incumbent.values() }),
+            (None, Some(p)) => Some(LatencySamples { target: &p.shadow_latency, incumbent: &p.live_latency }),
+            (None, None) => None,
+        };
+        match weigh(&d.plan, d.current(), look, &passed, latency) {
             None => Decision::Pass { values: passed, evidence: Vec::new(), inconclusive: false },
             Some(Weighed::Pass(evidence)) => Decision::Pass { values: passed, evidence, inconclusive: false },
             Some(Weighed::Fail { gate, value, limit, evidence }) => {
@@ -788,6 +970,8 @@ impl ControlPlane {
             self.start_window(&mut state);
             return true;
         }
+        self.gather_latencies(&mut state);
+        let Some(r) = state.rollout.as_ref() else { return false };
         let decision = self.judge(&state, r);
         let mut durable = r.durable.clone();
         match decision {
@@ -1044,6 +1228,9 @@ impl ControlPlane {
             loop {
                 interval.tick().await;
                 if !cp.tick(ticker) {
+                    // Over (or outlived by a newer rollout, whose own timer re-arms what it
+                    // watches on its next tick): requests stop paying for latency samples.
+                    disarm_latencies(&cp.lock());
                     return;
                 }
             }
@@ -1070,6 +1257,13 @@ impl ControlPlane {
         state.rollout.as_ref().filter(|r| r.durable.source == RolloutSource::ConfigDir).map(|r| r.durable.plan.clone())
     }
 
+    /// Reads the endpoint's live request count into its rate meter (`serve` calls it every
+    /// [`RATE_EVERY`](crate::telemetry::rate::RATE_EVERY)).
+    pub(crate) fn sample_rate(&self) {
+        let total: u64 = self.lock().deployments.values().map(|d| d.live.metrics().reading(Role::live).requests).sum();
+        self.meter.lock().unwrap_or_else(|p| p.into_inner()).sample(Instant::now(), total);
+    }
+
     /// Whether a rollout is running or paused.
     pub(super) fn rollout_active(&self) -> bool {
         self.lock().rollout.as_ref().is_some_and(|r| r.durable.status.active())
@@ -1090,6 +1284,13 @@ impl ControlPlane {
             )));
         }
         Ok(())
+    }
+}
+
+/// Stops recording per-request latencies on every deployment of the endpoint.
+fn disarm_latencies(state: &State) {
+    for rec in state.deployments.values() {
+        rec.live.metrics().latencies(Role::live).arm(false);
     }
 }
 

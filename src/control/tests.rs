@@ -633,3 +633,143 @@ async fn evidence_gates_may_proceed_undecided_when_the_plan_says_so() {
     assert_eq!(view.step.index, 1, "{:?}", view.events);
     assert!(view.passed[0].inconclusive);
 }
+
+/// Answers of `name` in its live role, all 200, taking `latencies` seconds each.
+fn timed_answers(cp: &ControlPlane, name: &str, latencies: impl Iterator<Item = f64>) {
+    let state = cp.lock();
+    let metrics = state.deployments[name].live.metrics();
+    for s in latencies {
+        metrics.observe(Role::live, 200, s);
+    }
+}
+
+/// `n` log-normal latencies around `median` seconds (log spread 0.3), from a seeded generator.
+fn lognormal(seed: u64, n: usize, median: f64) -> impl Iterator<Item = f64> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n).map(move |_| {
+        let (u1, u2) = (rng.f64().max(f64::MIN_POSITIVE), rng.f64());
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        median * (0.3 * z).exp()
+    })
+}
+
+/// The latency gate (issue 27) on per-request latencies gathered while the step runs: a twin
+/// passes it (and a target 50% slower against a 1.2 margin is rolled back on it, with both
+/// sides' medians on record: the next test), and requests pay for the samples only while a
+/// rollout watches.
+#[tokio::test]
+async fn evidence_latency_gate_passes_a_twin_and_stops_sampling_after() {
+    let cp = evidence_rollout(json!({"max_latency_increase": 1.2})).await;
+    timed_answers(&cp, "green", lognormal(1, 2_000, 0.002));
+    timed_answers(&cp, "blue", lognormal(2, 2_000, 0.002));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.step.index, 1, "{:?}", view.events);
+    let gate = view.passed[0].evidence.iter().find(|g| g.gate == "latency_increase").expect("judged on latency");
+    assert_eq!(gate.judgement.outcome, super::evidence::Outcome::Pass, "{gate:?}");
+    let (t, i) = (gate.target.clone().unwrap(), gate.incumbent.clone().unwrap());
+    assert_eq!((t.n, i.n), (2_000, 2_000), "every latency of the window was sampled");
+    assert!((t.median_ms.unwrap() / i.median_ms.unwrap() - 1.0).abs() < 0.1, "{t:?} {i:?}");
+    // The last step has no incumbent: the rings are disarmed, requests record nothing.
+    let ring_cursor = || cp.lock().deployments["blue"].live.metrics().latencies(Role::live).cursor();
+    let before = ring_cursor();
+    timed_answers(&cp, "blue", lognormal(3, 10, 0.002));
+    assert_eq!(ring_cursor(), before, "no rollout watches blue's latencies now");
+}
+
+#[tokio::test]
+async fn evidence_latency_gate_rolls_back_a_target_half_again_as_slow() {
+    let cp = evidence_rollout(json!({"max_latency_increase": 1.2})).await;
+    timed_answers(&cp, "green", lognormal(4, 2_000, 0.003));
+    timed_answers(&cp, "blue", lognormal(5, 2_000, 0.002));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.status, super::rollout::RolloutStatus::RolledBack, "{:?}", view.events);
+    let rollback = view.rollback.unwrap();
+    assert_eq!((rollback.gate.as_str(), rollback.limit), ("latency_increase", Some(1.2)), "{}", rollback.message);
+    let gate = rollback.evidence.iter().find(|g| g.gate == "latency_increase").unwrap();
+    assert_eq!(gate.judgement.outcome, super::evidence::Outcome::Fail);
+    assert!(gate.judgement.p_value.unwrap() < gate.judgement.alpha, "{gate:?}");
+    let ratio = gate.target.as_ref().unwrap().median_ms.unwrap() / gate.incumbent.as_ref().unwrap().median_ms.unwrap();
+    assert!((1.35..1.65).contains(&ratio), "medians on record: {ratio}");
+    assert!(rollback.message.contains("latency_increase fail"), "{}", rollback.message);
+}
+
+/// Mirror steps judge the target against the live answers to the very requests copied: a
+/// shadow failing 5% of the copies whose live answers were fine is rolled back on
+/// `error_increase`, with the pairs as the incumbent's side.
+#[tokio::test]
+async fn evidence_gates_judge_a_mirror_step_on_the_pairs() {
+    let cp = evidence_rollout(json!({"steps": "mirror:20,50,100", "max_latency_increase": 1.2})).await;
+    assert_eq!(cp.get_endpoint().unwrap().spec.mirror_traffic, [("green".to_string(), 20)].into());
+    {
+        let state = cp.lock();
+        let green = &state.deployments["green"];
+        let report = &green.shadow.report;
+        let answer = |status: u16, ms: u64| crate::mirror::report::Answer {
+            status,
+            body: bytes::Bytes::from_static(b"[1.0]"),
+            latency: Duration::from_millis(ms),
+        };
+        for i in 0..2_000u32 {
+            report.record(&i.to_string(), &answer(200, 2), &answer(if i % 20 == 0 { 500 } else { 200 }, 2));
+            green.live.metrics().observe(Role::mirror, if i % 20 == 0 { 500 } else { 200 }, 0.002);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.status, super::rollout::RolloutStatus::RolledBack, "{:?}", view.events);
+    let rollback = view.rollback.unwrap();
+    assert_eq!(
+        (rollback.step.as_str(), rollback.gate.as_str()),
+        ("mirror:20", "error_increase"),
+        "{}",
+        rollback.message
+    );
+    let gate = &rollback.evidence[0];
+    let (t, i) = (gate.target.clone().unwrap(), gate.incumbent.clone().unwrap());
+    assert_eq!((t.n, t.errors, i.n, i.errors), (2_000, Some(100), 2_000, Some(0)), "the pairs, both sides");
+    let latency = rollback.evidence.iter().find(|g| g.gate == "latency_increase").unwrap();
+    assert_eq!(latency.target.as_ref().map(|s| s.n), Some(2_000), "the pairs' latencies");
+}
+
+/// What a plan needs is said at the start, at the endpoint's measured rate: a trickle is
+/// warned about (and the estimate kept in `show`), and `strict` refuses the same plan
+/// without changing anything; with traffic enough it starts.
+#[tokio::test]
+async fn a_plan_that_cannot_gather_its_evidence_is_warned_about_and_refused_when_strict() {
+    let cp = two_deployments_paused().await;
+    let plan = json!({"to": "green", "steps": "50,100", "step_duration": "60s", "confidence": 0.95,
+                      "max_error_increase": 0.01, "max_extensions": 1, "strict": true});
+    let refused = cp.start_rollout(RolloutPlan::from_value(&plan).unwrap(), RolloutSource::Api).unwrap_err();
+    assert!(refused.to_string().contains("not measured yet"), "{refused}");
+    // One request per second for ten seconds.
+    for _ in 0..=10 {
+        cp.sample_rate();
+        answers(&cp, "blue", 1, 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let refused = cp.start_rollout(RolloutPlan::from_value(&plan).unwrap(), RolloutSource::Api).unwrap_err();
+    assert!(matches!(&refused, ControlError::Spec(_)), "a 400: {refused:?}");
+    assert!(refused.to_string().contains("step 50 cannot gather its evidence in time"), "{refused}");
+    assert!(matches!(cp.rollout_view(), Err(ControlError::NotFound(_))), "a refused plan starts nothing");
+    assert_eq!(split(&cp), json!({"blue": 100, "green": 0}));
+
+    let mut lenient = plan.clone();
+    lenient["strict"] = json!(false);
+    let view = cp.start_rollout(RolloutPlan::from_value(&lenient).unwrap(), RolloutSource::Api).unwrap();
+    let needs = view.needs.expect("the estimate is kept");
+    assert!((needs.rate_per_second.unwrap() - 1.0).abs() < 0.2, "{needs:?}");
+    assert_eq!(needs.steps[0].fits, Some(false));
+    assert!(view.events.iter().any(|e| e.message.starts_with("warning: step 50 cannot gather")), "{:?}", view.events);
+    cp.abort_rollout().unwrap();
+
+    // 1,000 requests per second: the same strict plan fits and starts.
+    for _ in 0..=10 {
+        cp.sample_rate();
+        answers(&cp, "blue", 1_000, 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let view = cp.start_rollout(RolloutPlan::from_value(&plan).unwrap(), RolloutSource::Api).unwrap();
+    assert_eq!(view.needs.unwrap().steps[0].fits, Some(true));
+}

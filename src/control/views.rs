@@ -208,6 +208,9 @@ pub(crate) struct RolloutView {
     /// Every window the evidence gates judged (plans with `confidence`): the gates'
     /// estimates, intervals, statistics and p-values, and what the rollout did.
     pub judged: Vec<super::rollout::JudgedWindow>,
+    /// Plans with evidence gates: what each step needs, estimated at the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs: Option<super::needs::PlanNeeds>,
     pub step: StepView,
 }
 

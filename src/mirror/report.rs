@@ -55,6 +55,35 @@ struct Totals {
     live_latency_us: Histogram<u64>,
     shadow_latency_us: Histogram<u64>,
     samples: VecDeque<Sample>,
+    /// What a rollout's evidence gates compare in a mirror step: the live and the shadow
+    /// answer to the very same requests.
+    paired: Paired,
+}
+
+/// The pairs as a rollout's evidence: error counts by the rollout's rule (5xx, 424, 408) on
+/// each side, and a uniform bounded sample of both sides' latencies.
+#[derive(Debug, Clone)]
+struct Paired {
+    live_errors: u64,
+    shadow_errors: u64,
+    live_latency: Reservoir,
+    shadow_latency: Reservoir,
+}
+
+/// Latencies of each side a report keeps for the latency gate.
+const PAIRED_SAMPLE: usize = 2048;
+
+/// The mirrored pairs since the last reset, as the evidence gates read them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct PairedEvidence {
+    pub pairs: u64,
+    pub live_errors: u64,
+    pub shadow_errors: u64,
+    /// A uniform sample of the live answers' latencies, in seconds.
+    pub live_latency: Vec<f64>,
+    /// A uniform sample of the shadow answers' latencies (other pairs than the live sample's
+    /// are possible: each side is sampled on its own), in seconds.
+    pub shadow_latency: Vec<f64>,
 }
 
 impl Totals {
@@ -78,6 +107,12 @@ impl Totals {
             live_latency_us: histogram(),
             shadow_latency_us: histogram(),
             samples: VecDeque::new(),
+            paired: Paired {
+                live_errors: 0,
+                shadow_errors: 0,
+                live_latency: Reservoir::new(PAIRED_SAMPLE, 0x5eed_0001),
+                shadow_latency: Reservoir::new(PAIRED_SAMPLE, 0x5eed_0002),
+            },
         }
     }
 }
@@ -272,6 +307,8 @@ pub(crate) struct MirrorReport {
     share: Mutex<Share>,
 }
 
+use crate::telemetry::samples::Reservoir;
+use crate::telemetry::window::is_error;
 use crate::telemetry::MirrorGauges;
 
 impl MirrorReport {
@@ -358,6 +395,10 @@ impl MirrorReport {
         t.pairs += 1;
         let _ = t.live_latency_us.record(micros(live.latency));
         let _ = t.shadow_latency_us.record(micros(shadow.latency));
+        t.paired.live_errors += u64::from(is_error(live.status));
+        t.paired.shadow_errors += u64::from(is_error(shadow.status));
+        t.paired.live_latency.push(live.latency.as_secs_f64());
+        t.paired.shadow_latency.push(shadow.latency.as_secs_f64());
         let reason = match (&diff, live.status == 200, shadow.status == 200) {
             (Some(d), _, _) => {
                 t.compared += 1;
@@ -402,6 +443,18 @@ impl MirrorReport {
                 shadow_body: clip(&shadow.body),
                 max_abs_diff: diff.as_ref().map_or(0.0, |d: &PairDiff| d.max_abs_diff),
             });
+        }
+    }
+
+    /// The pairs since the last reset, for a rollout's evidence gates.
+    pub(crate) fn paired(&self) -> PairedEvidence {
+        let t = self.lock();
+        PairedEvidence {
+            pairs: t.pairs,
+            live_errors: t.paired.live_errors,
+            shadow_errors: t.paired.shadow_errors,
+            live_latency: t.paired.live_latency.values().to_vec(),
+            shadow_latency: t.paired.shadow_latency.values().to_vec(),
         }
     }
 
@@ -518,6 +571,31 @@ mod tests {
         assert_eq!(serde_json::to_value(r.view()).unwrap()["agreed"], 1, "a wider tolerance after reset");
         assert_eq!(serde_json::to_value(r.view()).unwrap()["pairs"], 1);
         assert_eq!(serde_json::to_value(r.view()).unwrap()["dropped"], 0, "reset starts the share over");
+    }
+
+    #[test]
+    fn pairs_are_kept_as_evidence_with_the_rollouts_error_rule_and_both_latencies() {
+        let r = MirrorReport::new(Tolerance::default());
+        let timed = |status: u16, ms: u64| Answer {
+            status,
+            body: Bytes::from_static(b"[1.0]"),
+            latency: Duration::from_millis(ms),
+        };
+        r.record("a", &timed(200, 2), &timed(200, 3));
+        r.record("b", &timed(200, 2), &timed(503, 9));
+        r.record("c", &timed(408, 5), &timed(200, 3));
+        r.record("d", &timed(200, 2), &timed(404, 1)); // a 404 is no error for a rollout
+        let p = r.paired();
+        assert_eq!((p.pairs, p.live_errors, p.shadow_errors), (4, 1, 1));
+        assert_eq!(p.live_latency, vec![0.002, 0.002, 0.005, 0.002]);
+        assert_eq!(p.shadow_latency, vec![0.003, 0.009, 0.003, 0.001]);
+        for i in 0..(PAIRED_SAMPLE as u64 * 3) {
+            r.record(&i.to_string(), &timed(200, 2), &timed(200, 4));
+        }
+        let p = r.paired();
+        assert_eq!((p.live_latency.len(), p.shadow_latency.len()), (PAIRED_SAMPLE, PAIRED_SAMPLE), "bounded");
+        r.reset(None);
+        assert_eq!(r.paired(), PairedEvidence::default(), "a reset starts the evidence over");
     }
 
     #[test]

@@ -445,6 +445,17 @@ pub(crate) async fn run(
     if let Some(dir) = opts.config_dir.clone() {
         crate::control::watch::start(Arc::clone(&control), dir).map_err(|e| ServeError::Setup(e.to_string()))?;
     }
+    // Each endpoint's request rate, for the upfront estimate of a rollout's evidence gates.
+    let meter = Arc::clone(&control);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::telemetry::rate::RATE_EVERY);
+        loop {
+            every.tick().await;
+            for plane in meter.all() {
+                plane.sample_rate();
+            }
+        }
+    });
     let (scoring_handle, admin_handle) = (scoring.handle(), admin.handle());
     let grace = opts.shutdown_grace;
     tokio::spawn(async move {

@@ -82,6 +82,13 @@ pub struct EvidencePlan {
     pub max_extensions: u32,
     /// What an undecided step does once its extensions are spent.
     pub on_inconclusive: OnInconclusive,
+    /// The latency gate's margin: the largest ratio of the target's latencies to the
+    /// incumbent's (e.g. 1.2); `None` leaves latency to the absolute gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_increase: Option<f64>,
+    /// Refuse a plan whose steps cannot gather the evidence they need at the current rate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 /// `on_inconclusive`: roll back (the default: no evidence, no promotion) or proceed.
@@ -98,6 +105,8 @@ pub const DEFAULT_MAX_ERROR_INCREASE: f64 = 0.005;
 pub const DEFAULT_MAX_EXTENSIONS: u32 = 3;
 /// The most extensions a step may have (each is a whole step window).
 pub const MAX_EXTENSIONS: u32 = 20;
+/// The largest latency margin accepted (a target ten times slower is no "increase" to allow).
+pub const MAX_LATENCY_INCREASE: f64 = 10.0;
 
 /// A plan as a document: what `POST /v1/endpoint/rollout` and endpoint.yml's `rollout:` take
 /// (read by [`RolloutPlan::from_value`], which also takes `steps` as a list and
@@ -136,6 +145,14 @@ pub struct RolloutDocument {
     /// `rollback` (default) or `proceed` once the extensions are spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_inconclusive: Option<OnInconclusive>,
+    /// Largest ratio of the target's latencies to the incumbent's, judged by a rank test on
+    /// per-request latencies (e.g. 1.2); no latency gate without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_increase: Option<f64>,
+    /// Refuse (400) a plan whose steps cannot gather the evidence they need at the current
+    /// request rate within their windows, instead of warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// Fields a plan document may carry.
@@ -152,6 +169,8 @@ const FIELDS: &[&str] = &[
     "max_error_increase",
     "max_extensions",
     "on_inconclusive",
+    "max_latency_increase",
+    "strict",
 ];
 
 impl RolloutPlan {
@@ -277,6 +296,8 @@ impl RolloutPlan {
             max_error_increase: self.evidence.as_ref().map(|e| e.max_error_increase),
             max_extensions: self.evidence.as_ref().map(|e| e.max_extensions),
             on_inconclusive: self.evidence.as_ref().map(|e| e.on_inconclusive),
+            max_latency_increase: self.evidence.as_ref().and_then(|e| e.max_latency_increase),
+            strict: self.evidence.as_ref().and_then(|e| e.strict.then_some(true)),
         }
     }
 }
@@ -285,7 +306,9 @@ impl RolloutPlan {
 /// alone, as before).
 fn evidence_plan(map: &serde_json::Map<String, Value>) -> Result<Option<EvidencePlan>, SpecError> {
     let given = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
-    if !["confidence", "max_error_increase", "max_extensions", "on_inconclusive"].iter().any(|k| given(k)) {
+    let fields =
+        ["confidence", "max_error_increase", "max_extensions", "on_inconclusive", "max_latency_increase", "strict"];
+    if !fields.iter().any(|k| given(k)) {
         return Ok(None);
     }
     let confidence = match map.get("confidence").filter(|v| !v.is_null()) {
@@ -312,7 +335,27 @@ fn evidence_plan(map: &serde_json::Map<String, Value>) -> Result<Option<Evidence
         Some(Value::String(s)) if s == "proceed" => OnInconclusive::Proceed,
         Some(v) => return Err(SpecError::invalid(format!("on_inconclusive must be rollback or proceed, got {v}"))),
     };
-    Ok(Some(EvidencePlan { confidence, max_error_increase, max_extensions, on_inconclusive }))
+    let max_latency_increase = match map.get("max_latency_increase").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => Some(v.as_f64().filter(|m| *m > 1.0 && *m <= MAX_LATENCY_INCREASE).ok_or_else(|| {
+            SpecError::invalid(format!(
+                "max_latency_increase must be a ratio above 1 and at most {MAX_LATENCY_INCREASE} (e.g. 1.2: the target at most 20% slower), got {v}"
+            ))
+        })?),
+    };
+    let strict = match map.get("strict").filter(|v| !v.is_null()) {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(SpecError::invalid(format!("strict must be true or false, got {v}"))),
+    };
+    Ok(Some(EvidencePlan {
+        confidence,
+        max_error_increase,
+        max_extensions,
+        on_inconclusive,
+        max_latency_increase,
+        strict,
+    }))
 }
 
 /// Parses `mirror:10,10,25,50,100`: mirror steps (1..=50 percent) first, then live percents
@@ -501,7 +544,19 @@ mod tests {
         assert_eq!((e.confidence, e.max_error_increase, e.max_extensions), (0.99, 0.005, 3));
         assert_eq!(e.on_inconclusive, OnInconclusive::Rollback);
         assert_eq!(RolloutPlan::from_document(&plan.to_document()).unwrap(), plan, "round trip");
+        assert_eq!((e.max_latency_increase, e.strict), (None, false), "no latency gate unless asked");
+        let mut latency = base.clone();
+        latency["max_latency_increase"] = serde_json::json!(1.2);
+        latency["strict"] = serde_json::json!(true);
+        let plan = RolloutPlan::from_value(&latency).unwrap();
+        let e = plan.evidence.clone().expect("max_latency_increase alone turns the evidence gates on");
+        assert_eq!((e.max_latency_increase, e.strict, e.confidence), (Some(1.2), true, 0.95));
+        assert_eq!(RolloutPlan::from_document(&plan.to_document()).unwrap(), plan, "round trip with latency");
         for (key, bad, says) in [
+            ("max_latency_increase", serde_json::json!(1.0), "above 1"),
+            ("max_latency_increase", serde_json::json!(0.8), "above 1"),
+            ("max_latency_increase", serde_json::json!(11), "at most 10"),
+            ("strict", serde_json::json!("yes"), "true or false"),
             ("confidence", serde_json::json!(1.0), "below 1"),
             ("confidence", serde_json::json!(0.2), "at least 0.5"),
             ("max_error_increase", serde_json::json!(0), "above 0"),

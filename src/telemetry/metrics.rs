@@ -287,6 +287,7 @@ impl Metrics {
             inflight,
             mirror_dropped,
             released: AtomicBool::new(false),
+            latencies: Default::default(),
         }
     }
 
@@ -420,6 +421,9 @@ pub struct DeploymentMetrics {
     pub mirror_dropped: Counter,
     /// Whether [`Self::release`] ran (it runs at most once: on retirement or on drop).
     released: AtomicBool,
+    /// Per-request latencies, `[live, mirror]`, recorded only while a rollout's latency gate
+    /// watches this deployment ([`super::samples`]).
+    latencies: [super::samples::LatencyRing; 2],
 }
 
 impl Drop for DeploymentMetrics {
@@ -457,6 +461,12 @@ impl DeploymentMetrics {
             Role::live => self.live_duration.observe(seconds),
             Role::mirror => self.mirror_duration.observe(seconds),
         }
+        self.latencies[role as usize].record(seconds);
+    }
+
+    /// The per-request latency ring of one role (armed by a rollout's latency gate).
+    pub(crate) fn latencies(&self, role: Role) -> &super::samples::LatencyRing {
+        &self.latencies[role as usize]
     }
 
     /// The cumulative counts of one role now, for windows (`Reading::since`).

@@ -3,6 +3,8 @@
 
 pub(crate) mod logs;
 pub(crate) mod metrics;
+pub(crate) mod rate;
+pub(crate) mod samples;
 pub(crate) mod sharded;
 pub(crate) mod window;
 
