@@ -408,7 +408,10 @@ fn evidence_gates_promote_a_twin_and_roll_back_a_worse_green_under_load() {
         json!({"to": "green", "steps": steps, "step_duration": "400ms", "min_requests": 10,
                "max_error_rate": 1.0, "confidence": 0.95, "max_error_increase": 0.02, "max_extensions": 20})
     };
-    let started = s.admin("POST", "/v1/endpoint/rollout", Some(&plan("50,100")));
+    // The twin passes the latency gate too: its latencies are the incumbent's.
+    let mut twin = plan("50,100");
+    twin["max_latency_increase"] = json!(1.3);
+    let started = s.admin("POST", "/v1/endpoint/rollout", Some(&twin));
     assert_eq!(started.status, 201, "{}", started.body);
     let done = wait_rollout(&s, "succeeded", Duration::from_secs(60));
     load.stop();
@@ -419,6 +422,8 @@ fn evidence_gates_promote_a_twin_and_roll_back_a_worse_green_under_load() {
     let gate = &last["gates"][0];
     assert_eq!((gate["gate"].as_str(), gate["outcome"].as_str()), (Some("error_increase"), Some("pass")), "{gate}");
     assert!(gate["interval"][1].as_f64().unwrap() <= 0.02, "{gate}");
+    let latency = last["gates"].as_array().unwrap().iter().find(|g| g["gate"] == "latency_increase").unwrap();
+    assert_eq!(latency["outcome"], "pass", "{latency}");
     assert!(events(&done).iter().any(|e| e.starts_with("evidence: a step needs about")), "{done}");
 
     // Now a green that fails what blue answers: x00 = 5 fails on test/fail, one client in seven.
@@ -444,4 +449,119 @@ fn evidence_gates_promote_a_twin_and_roll_back_a_worse_green_under_load() {
         metrics.contains("switchyard_rollout_gate_outcomes_total{deployment=\"green\",gate=\"error_increase\",outcome=\"fail\",endpoint=\"my-endpoint\"} 1"),
         "{metrics}"
     );
+}
+
+/// The latency gate (issue 27) with real servers under load: green answers exactly what blue
+/// answers (test/slow computes model-1's prediction) but about 5 ms slower, which the error
+/// gates cannot see; it is rolled back on `latency_increase`, both sides' medians on record.
+/// The CLI gives the same rollout as a table with the failing gate marked.
+#[test]
+fn evidence_latency_gate_rolls_back_a_twin_5ms_slower_under_load() {
+    let s = Arc::new(Server::start());
+    blue_green(&s, "test/slow");
+    let key = s.primary_key();
+    let body = body_with_x00(5.0);
+    let blue = s.score_authed(&key, &body, Some("blue"));
+    let green = s.score_authed(&key, &body, Some("green"));
+    assert_eq!((blue.status, green.status), (200, 200));
+    assert_eq!(blue.json(), green.json(), "the same answer");
+    let load = Load::start(&s, 4, &key, body);
+    load.wait_for_more(50);
+    let started = s.admin(
+        "POST",
+        "/v1/endpoint/rollout",
+        Some(&json!({"to": "green", "steps": "50,100", "step_duration": "400ms", "min_requests": 10,
+                     "max_error_rate": 1.0, "confidence": 0.95, "max_latency_increase": 1.2, "max_extensions": 20})),
+    );
+    assert_eq!(started.status, 201, "{}", started.body);
+    assert!(started.json()["needs"]["steps"][0]["latency_requests"].as_u64().is_some(), "{}", started.body);
+    let show = wait_rollout(&s, "rolled_back", Duration::from_secs(60));
+    let report = load.stop();
+    assert_eq!(report.ok, report.total, "no request failed: {:?}", report.failures);
+    let rollback = &show["rollback"];
+    assert_eq!(
+        (rollback["step"].as_str(), rollback["gate"].as_str()),
+        (Some("50"), Some("latency_increase")),
+        "{show}"
+    );
+    let gate = rollback["evidence"].as_array().unwrap().iter().find(|g| g["gate"] == "latency_increase").unwrap();
+    assert_eq!(gate["outcome"], "fail", "{gate}");
+    let (t, i) = (gate["target"]["median_ms"].as_f64().unwrap(), gate["incumbent"]["median_ms"].as_f64().unwrap());
+    assert!(t > i + 3.0, "the target's median is milliseconds above the incumbent's: {t} vs {i}");
+    assert!(gate["p_value"].as_f64().unwrap() < gate["alpha"].as_f64().unwrap(), "{gate}");
+    let errors = rollback["evidence"].as_array().unwrap().iter().find(|g| g["gate"] == "error_increase").unwrap();
+    assert_ne!(errors["outcome"], "fail", "the errors were no reason: {errors}");
+    assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["traffic"], json!({"blue": 100, "green": 0}));
+    let metrics = s.admin("GET", "/metrics", None).body;
+    assert!(metrics.contains("gate=\"latency_increase\",outcome=\"fail\""), "{metrics}");
+
+    let table = s.cli_ok(&["online-endpoint", "rollout", "show", "-o", "table"]);
+    assert!(table.starts_with("rollout to green: rolled_back"), "{table}");
+    let marked: Vec<&str> = table.lines().filter(|l| l.ends_with("<-")).collect();
+    assert!(marked.len() == 1 && marked[0].contains("latency_increase"), "{table}");
+}
+
+/// A trickle too small to decide ends `inconclusive → rolled back`, with the reason; the same
+/// plan with `--strict` is refused upfront (at this rate it cannot gather its evidence), and
+/// nothing changes.
+#[test]
+fn a_trickle_ends_inconclusive_and_rolled_back_and_strict_refuses_it_upfront() {
+    let s = Arc::new(Server::start());
+    blue_green(&s, "model-1");
+    let key = s.primary_key();
+    let strict = s.cli_err(&[
+        "online-endpoint",
+        "rollout",
+        "--to",
+        "green",
+        "--steps",
+        "50,100",
+        "--step-duration",
+        "300ms",
+        "--confidence",
+        "0.95",
+        "--max-extensions",
+        "1",
+        "--strict",
+    ]);
+    assert!(strict.contains("strict: this plan cannot gather the evidence it needs"), "{strict}");
+    assert_eq!(s.admin("GET", "/v1/endpoint/rollout", None).status, 404, "a refused plan starts nothing");
+    let started = s.cli_json(&[
+        "online-endpoint",
+        "rollout",
+        "--to",
+        "green",
+        "--steps",
+        "50,100",
+        "--step-duration",
+        "300ms",
+        "--min-requests",
+        "1",
+        "--confidence",
+        "0.95",
+        "--max-extensions",
+        "1",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(started["status"], "running", "{started}");
+    // A trickle: a few requests in all, both sides served.
+    eventually("both sides answered some of a trickle", Duration::from_secs(30), || {
+        let r = s.score_authed(&key, &sample_request(), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let gates = &s.admin("GET", "/v1/endpoint/rollout", None).json()["step"]["gates"];
+        if gates["requests"].as_u64() >= Some(1) && gates["incumbent_requests"].as_u64() >= Some(1) {
+            Ok(())
+        } else {
+            Err(gates.to_string())
+        }
+    });
+    let show = wait_rollout(&s, "rolled_back", Duration::from_secs(30));
+    let rollback = &show["rollback"];
+    assert_eq!(rollback["gate"], "inconclusive", "{show}");
+    assert!(rollback["message"].as_str().unwrap().contains("stayed inconclusive after 1 extension(s)"), "{show}");
+    let decisions: Vec<&str> =
+        show["judged"].as_array().unwrap().iter().map(|w| w["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["extended", "rolled_back_inconclusive"], "{show}");
+    assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["traffic"], json!({"blue": 100, "green": 0}));
 }

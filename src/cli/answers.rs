@@ -59,6 +59,89 @@ impl KeysAnswer {
     }
 }
 
+/// `GET /v1/endpoints/{endpoint}/rollout`: what the rollout table shows.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct RolloutAnswer {
+    pub to: String,
+    pub status: String,
+    pub started_at: String,
+    pub step: RolloutStepAnswer,
+    pub rollback: Option<RolloutRollbackAnswer>,
+    pub judged: Vec<JudgedAnswer>,
+    pub needs: Option<NeedsAnswer>,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct RolloutStepAnswer {
+    pub index: u64,
+    pub of: u64,
+    pub step: String,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct RolloutRollbackAnswer {
+    pub step: String,
+    pub gate: String,
+    pub message: String,
+}
+
+/// One judged window.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct JudgedAnswer {
+    pub step: String,
+    pub look: u64,
+    pub decision: String,
+    pub gates: Vec<GateAnswer>,
+}
+
+/// One gate of a judged window.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct GateAnswer {
+    pub gate: String,
+    pub outcome: String,
+    pub estimate: Option<f64>,
+    pub interval: Option<Vec<f64>>,
+    pub p_value: Option<f64>,
+    pub alpha: f64,
+    pub limit: f64,
+    pub note: Option<String>,
+    pub target: Option<SideAnswer>,
+    pub incumbent: Option<SideAnswer>,
+}
+
+/// One side of a gate.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct SideAnswer {
+    pub n: u64,
+    pub errors: Option<u64>,
+    pub median_ms: Option<f64>,
+}
+
+/// What the plan needs.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct NeedsAnswer {
+    pub rate_per_second: Option<f64>,
+    pub steps: Vec<StepNeedAnswer>,
+}
+
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct StepNeedAnswer {
+    pub step: String,
+    pub error_requests: u64,
+    pub latency_requests: Option<u64>,
+    pub seconds: Option<f64>,
+    pub window_seconds: f64,
+    pub fits: Option<bool>,
+}
+
 /// `GET /v1/deployments/{name}/comparison`: what the comparison table shows.
 #[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(default)]
@@ -263,6 +346,7 @@ mod tests {
             ("put", "/v1/endpoints/{endpoint}/deployments/{name}", schema_of::<DeploymentAnswer>()),
             ("get", "/v1/endpoints/{endpoint}/keys", schema_of::<KeysAnswer>()),
             ("get", "/v1/endpoints/{endpoint}/deployments/{name}/comparison", schema_of::<ComparisonAnswer>()),
+            ("get", "/v1/endpoints/{endpoint}/rollout", schema_of::<RolloutAnswer>()),
         ];
         let mut missing = Vec::new();
         for (method, route, (schema, defs)) in cases {

@@ -1,11 +1,12 @@
 //! `switchyard online-endpoint ...`
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use super::answers::{read, EndpointAnswer, KeysAnswer};
+use super::answers::{read, EndpointAnswer, KeysAnswer, RolloutAnswer};
 use super::client::AdminClient;
 use super::output::{self, print};
 use super::GlobalArgs;
@@ -304,7 +305,15 @@ fn rollout(admin: &AdminClient, args: RolloutArgs, global: &GlobalArgs) -> Resul
             admin.call("POST", &format!("/v1/endpoints/{ep}/rollout"), Some(&body))?
         }
     };
-    print(&reply.ok_json()?, global)
+    let answer = reply.ok_json()?;
+    // On a terminal (or with `-o table`), the rollout as a table: the evidence gates'
+    // judgements are rows, not a JSON tree.
+    let terminal = global.output.is_none() && global.query.is_none() && std::io::stdout().is_terminal();
+    if terminal || (global.output == Some(super::OutputFormat::Table) && global.query.is_none()) {
+        print!("{}", output::rollout_table(&read::<RolloutAnswer>(&answer, "rollout")?));
+        return Ok(());
+    }
+    print(&answer, global)
 }
 
 /// The endpoint a command is for, as a path segment: the one `--name` (`--endpoint-name`)

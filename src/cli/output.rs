@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::answers::{ComparisonAnswer, LatencyAnswer, ShareAnswer};
+use super::answers::{ComparisonAnswer, LatencyAnswer, RolloutAnswer, ShareAnswer};
 use super::{GlobalArgs, OutputFormat};
 
 /// Applies `--query` and prints in the chosen format.
@@ -226,6 +226,118 @@ pub(super) fn comparison_table(r: &ComparisonAnswer) -> String {
     out
 }
 
+/// A rollout as a table for people: where it stands, why it rolled back, what each step
+/// needed, and a row per judged window and gate, the failing gate marked `<-`.
+pub(super) fn rollout_table(r: &RolloutAnswer) -> String {
+    let mut out = format!(
+        "rollout to {}: {} (step {} of {}: {}), started {}\n",
+        r.to,
+        r.status,
+        r.step.index + 1,
+        r.step.of,
+        r.step.step,
+        r.started_at
+    );
+    if let Some(b) = &r.rollback {
+        out.push_str(&format!("rolled back at step {} on {}: {}\n", b.step, b.gate, b.message));
+    }
+    let num = |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    if let Some(n) = &r.needs {
+        out.push_str(&format!(
+            "\nwhat each step needs (at {}):\n",
+            n.rate_per_second.map_or("a rate not measured yet".to_string(), |r| format!("{r:.1} requests/s"))
+        ));
+        let rows: Vec<Vec<String>> = n
+            .steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.step.clone(),
+                    s.error_requests.to_string(),
+                    s.latency_requests.map_or("-".to_string(), |l| l.to_string()),
+                    s.seconds.map_or("-".to_string(), |t| format!("{t:.1}s")),
+                    format!("{:.1}s", s.window_seconds),
+                    match s.fits {
+                        Some(true) => "yes".into(),
+                        Some(false) => "NO".into(),
+                        None => "-".into(),
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&grid(&["STEP", "ERROR REQS", "LATENCY REQS", "TAKES", "MAY WATCH", "FITS"], &rows));
+    }
+    if !r.judged.is_empty() {
+        out.push_str("\nevidence (a row per judged window and gate):\n");
+        let mut rows = Vec::new();
+        for w in &r.judged {
+            for g in &w.gates {
+                let side = |s: &Option<super::answers::SideAnswer>| {
+                    s.as_ref().map_or("-".to_string(), |s| match (s.errors, s.median_ms) {
+                        (Some(e), _) => format!("{e}/{}", s.n),
+                        (None, Some(m)) => format!("{m:.3}ms n={}", s.n),
+                        (None, None) => format!("n={}", s.n),
+                    })
+                };
+                let interval = g
+                    .interval
+                    .as_ref()
+                    .filter(|i| i.len() == 2)
+                    .map_or("-".to_string(), |i| format!("[{:.4}, {:.4}]", i[0], i[1]));
+                let failed = g.outcome == "fail" && g.note.is_none();
+                rows.push(vec![
+                    w.step.clone(),
+                    w.look.to_string(),
+                    g.gate.clone(),
+                    if g.note.is_some() { format!("{} (not judged)", g.outcome) } else { g.outcome.clone() },
+                    num(g.estimate, 4),
+                    interval,
+                    num(g.p_value, 4),
+                    format!("{:.4}", g.alpha),
+                    json_number(g.limit),
+                    side(&g.target),
+                    side(&g.incumbent),
+                    format!("{}{}", w.decision, if failed { "  <-" } else { "" }),
+                ]);
+            }
+        }
+        out.push_str(&grid(
+            &[
+                "STEP",
+                "LOOK",
+                "GATE",
+                "OUTCOME",
+                "ESTIMATE",
+                "INTERVAL",
+                "P",
+                "ALPHA",
+                "LIMIT",
+                "TARGET",
+                "INCUMBENT",
+                "DECISION",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// Rows under headers, each column as wide as its widest cell.
+fn grid(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+            + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
 /// The effective mirror share rows of the comparison table: what the user asked for against
 /// what the shadow got, and why the rest was dropped.
 fn share_rows(m: &ShareAnswer) -> Vec<(&'static str, String)> {
@@ -248,6 +360,31 @@ mod tests {
     use super::super::answers::read;
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_rollout_table_has_a_row_per_judged_gate_and_marks_the_failing_one() {
+        let r = json!({"to": "green", "status": "rolled_back", "started_at": "t0",
+            "step": {"index": 0, "of": 2, "step": "50"},
+            "rollback": {"step": "50", "gate": "latency_increase", "message": "gate latency_increase failed"},
+            "needs": {"rate_per_second": 12.5, "steps": [
+                {"step": "50", "error_requests": 1900, "latency_requests": 60, "seconds": 304.0, "window_seconds": 240.0, "fits": false},
+                {"step": "100", "error_requests": 1900, "window_seconds": 240.0}]},
+            "judged": [{"step": "50", "look": 1, "decision": "failed", "gates": [
+                {"gate": "error_increase", "outcome": "pass", "estimate": 0.0, "interval": [-0.01, 0.004], "p_value": null,
+                 "alpha": 0.0125, "limit": 0.005, "target": {"n": 900, "errors": 0}, "incumbent": {"n": 880, "errors": 1}},
+                {"gate": "latency_increase", "outcome": "fail", "estimate": 0.97, "p_value": 0.0001, "alpha": 0.0125,
+                 "limit": 1.2, "target": {"n": 900, "median_ms": 5.2}, "incumbent": {"n": 880, "median_ms": 0.4}}]}]});
+        let t = rollout_table(&read(&r, "rollout").unwrap());
+        assert!(t.starts_with("rollout to green: rolled_back (step 1 of 2: 50)"), "{t}");
+        assert!(t.contains("rolled back at step 50 on latency_increase"), "{t}");
+        assert!(t.contains("at 12.5 requests/s"), "{t}");
+        let fits: Vec<&str> = t.lines().filter(|l| l.starts_with("50 ") && l.contains("1900")).collect();
+        assert!(fits[0].ends_with("NO"), "{t}");
+        let failing: Vec<&str> = t.lines().filter(|l| l.ends_with("<-")).collect();
+        assert_eq!(failing.len(), 1, "{t}");
+        assert!(failing[0].contains("latency_increase") && failing[0].contains("5.200ms n=900"), "{t}");
+        assert!(t.lines().any(|l| l.contains("error_increase") && l.contains("0/900") && l.contains("1/880")), "{t}");
+    }
 
     #[test]
     fn table_has_a_titled_column_per_scalar_field() {

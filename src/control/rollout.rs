@@ -419,12 +419,10 @@ fn weigh(
     let e = plan.evidence.as_ref()?;
     let alpha = alpha_per_look(e.confidence, 1 + e.max_extensions);
     let mut evidence = Vec::new();
-    let no_incumbent = (v.incumbent_requests == 0).then(|| match step {
-        Step::Mirror(_) => "no copied request met its live answer in the window: the absolute gates judged it".to_string(),
-        Step::Live(_) => {
-            "no incumbent answered in the window (the step gives the target all live traffic): the absolute gates judged it"
-                .to_string()
-        }
+    // Only a step that gives the target all live traffic has no incumbent to compare with;
+    // any other step whose incumbent did not answer yet is undecided, never passed.
+    let no_incumbent = (step == Step::Live(100)).then(|| {
+        "no incumbent in this step (it gives the target all live traffic): the absolute gates judged it".to_string()
     });
     let target = match (step, v.paired_target_errors) {
         (Step::Mirror(_), Some(errors)) => (errors, v.incumbent_requests),

@@ -773,3 +773,20 @@ async fn a_plan_that_cannot_gather_its_evidence_is_warned_about_and_refused_when
     let view = cp.start_rollout(RolloutPlan::from_value(&plan).unwrap(), RolloutSource::Api).unwrap();
     assert_eq!(view.needs.unwrap().steps[0].fits, Some(true));
 }
+
+/// A live step whose incumbent answered nothing in the window (all of a trickle went to the
+/// target) is undecided, not passed on the target's numbers alone.
+#[tokio::test]
+async fn evidence_gates_do_not_pass_a_step_whose_incumbent_answered_nothing() {
+    let cp = evidence_rollout(json!({"max_latency_increase": 1.2})).await;
+    timed_answers(&cp, "green", lognormal(6, 2_000, 0.002));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!((view.status, view.step.index), (super::rollout::RolloutStatus::Running, 0), "{:?}", view.events);
+    let window = &view.judged[0];
+    assert_eq!(window.decision, "extended");
+    assert!(window
+        .gates
+        .iter()
+        .all(|g| g.note.is_none() && g.judgement.outcome == super::evidence::Outcome::Inconclusive));
+}
