@@ -168,7 +168,8 @@ pub(crate) struct GateEvidence {
 pub(crate) struct Rollback {
     /// The step that failed (`mirror:10`, `25`).
     pub step: String,
-    /// `error_rate`, `p99_ms`, `p99_ratio`, `agreement` or `traffic_change`.
+    /// `error_rate`, `p99_ms`, `p99_ratio`, `agreement`, the evidence gates' `error_increase`
+    /// and `latency_increase`, `inconclusive`, `traffic_change` or `target_failed`.
     pub gate: String,
     /// The measured value (null when none could be measured).
     pub value: Option<f64>,

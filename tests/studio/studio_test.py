@@ -552,20 +552,38 @@ def tutorial():
     by_id("rollout-max-p99-ms").clear()
     fill("rollout-confidence", 0.95)
     fill("rollout-max-extensions", 1)
+    # Blue (score.py) answers in about twice green's time: a margin of 10 lets it through,
+    # so the error gate's lack of evidence is what decides.
+    fill("rollout-max-latency-increase", 10)
     Select(by_id("rollout-on-inconclusive")).select_by_value("rollback")
+    # Strict first: at this endpoint's trickle the plan cannot gather its evidence, so the
+    # server refuses it upfront and the page says why; nothing starts.
+    click("rollout-strict")
+    click("rollout-start")
+    visible("rollout-error")
+    text_has("rollout-error", "strict: this plan cannot gather the evidence it needs")
+    assert api("GET", EP_PATH + "/rollout")[1]["to"] == "blue" and api("GET", EP_PATH + "/rollout")[1]["status"] == "rolled_back"
+    click("rollout-strict")
     click("rollout-start")
     text_is("rollout-target", "blue")
     wait_api("the evidence rollout to blue rolled back", rollout_ends("rolled_back"), limit=60)
     text_is("rollout-status", "rolled_back")
     text_has("rollout-rollback", "stayed inconclusive after 1 extension(s)")
+    visible("rollout-needs")
+    needs = driver.find_elements(By.CSS_SELECTOR, "#rollout-needs-rows tr")
+    assert len(needs) == len(api("GET", EP_PATH + "/rollout")[1]["needs"]["steps"]), [n.text for n in needs]
     visible("rollout-evidence")
     rows = driver.find_elements(By.CSS_SELECTOR, "#rollout-evidence-rows tr")
-    assert len(rows) == 2, [r.text for r in rows]
-    assert all("error_increase" in r.text and "inconclusive" in r.text for r in rows), [r.text for r in rows]
+    assert len(rows) == 4, [r.text for r in rows]
+    assert [r.text.split()[2] for r in rows] == ["error_increase", "latency_increase"] * 2, [r.text for r in rows]
+    assert all("inconclusive" in r.text for r in rows[0::2]), [r.text for r in rows]
+    assert all(r.text.split()[3] in ("pass", "inconclusive") and "median" in r.text for r in rows[1::2]), [r.text for r in rows]
+    assert "errors of" in rows[0].text, rows[0].text
     assert "rolled_back_inconclusive" in rows[-1].text, rows[-1].text
     shot("rollout-evidence")
     r = api("GET", EP_PATH + "/rollout")[1]
     assert r["plan"]["confidence"] == 0.95 and r["plan"]["max_extensions"] == 1, r["plan"]
+    assert r["plan"]["max_latency_increase"] == 10, r["plan"]
     assert [w["decision"] for w in r["judged"]] == ["extended", "rolled_back_inconclusive"], r["judged"]
     assert endpoint()["traffic"] == {"blue": 0, "green": 100}, endpoint()
     tab("details")

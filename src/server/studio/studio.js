@@ -1078,6 +1078,7 @@ const ROLLOUT_GATES = [
   ["confidence", "rollout-confidence"],
   ["max_error_increase", "rollout-max-error-increase"],
   ["max_extensions", "rollout-max-extensions"],
+  ["max_latency_increase", "rollout-max-latency-increase"],
 ];
 
 function fmt(v, digits) {
@@ -1113,6 +1114,7 @@ function renderRollout(r) {
   $("rollout-pause").disabled = r.status !== "running";
   $("rollout-resume").disabled = r.status !== "paused";
   $("rollout-abort").disabled = !active;
+  renderNeeds(r.needs);
   renderEvidence(r.judged || []);
   const events = $("rollout-events");
   const key = JSON.stringify(r.events);
@@ -1122,8 +1124,36 @@ function renderRollout(r) {
   }
 }
 
-// A row per judged window and gate (issue 27): what the evidence gate found and what the
-// rollout did; a failing gate's row is marked.
+// One side of a gate: errors of answers, or the latency sample's median.
+function sideText(side) {
+  if (!side) return "—";
+  if (side.errors !== undefined && side.errors !== null) return `${side.errors} errors of ${side.n}`;
+  if (side.median_ms !== undefined && side.median_ms !== null) return `median ${fmt(side.median_ms, 3)} ms, p99 ${fmt(side.p99_ms, 3)} ms (n ${side.n})`;
+  return `n ${side.n}`;
+}
+
+// What each step needs, said when the rollout started (issue 27): the answers per side the
+// evidence gates need, how long that takes at the endpoint's rate, and whether it fits.
+function renderNeeds(needs) {
+  $("rollout-needs").hidden = !needs;
+  if (!needs) return;
+  const rows = $("rollout-needs-rows");
+  const key = JSON.stringify(needs);
+  if (rows.dataset.drawn === key) return;
+  rows.dataset.drawn = key;
+  $("rollout-needs-rate").textContent = "At the start, the endpoint served " +
+    (needs.rate_per_second === null || needs.rate_per_second === undefined ? "at a rate not measured yet" : `${fmt(needs.rate_per_second, 1)} requests/s`) +
+    `; the numbers pass a target no worse than the incumbent ${Math.round(needs.power * 100)}% of the time.`;
+  rows.replaceChildren(...needs.steps.map((n) => el("tr", { class: n.fits === false ? "evidence-fail" : "" },
+    el("td", { text: n.step }), el("td", { text: String(n.error_requests) }),
+    el("td", { text: n.latency_requests === undefined || n.latency_requests === null ? "—" : String(n.latency_requests) }),
+    el("td", { text: n.seconds === undefined || n.seconds === null ? "—" : `${fmt(n.seconds, 1)} s` }),
+    el("td", { text: `${fmt(n.window_seconds, 1)} s` }),
+    el("td", { text: n.note ? n.note : n.fits === true ? "yes" : n.fits === false ? "no: it will end inconclusive" : "—" }))));
+}
+
+// A row per judged window and gate (issue 27): what the evidence gate found, on both sides,
+// and what the rollout did; a failing gate's row is marked.
 function renderEvidence(judged) {
   $("rollout-no-evidence").hidden = judged.length > 0;
   $("rollout-evidence").hidden = judged.length === 0;
@@ -1136,7 +1166,9 @@ function renderEvidence(judged) {
     const row = el("tr", { class: "evidence-" + g.outcome },
       el("td", { text: w.step }), el("td", { text: String(w.look) }), el("td", { text: g.gate }),
       el("td", { text: g.outcome }), el("td", { text: fmt(g.estimate) }), el("td", { text: interval }),
-      el("td", { text: fmt(g.p_value) }), el("td", { text: fmt(g.limit) }), el("td", { text: w.decision + (g.note ? " (" + g.note + ")" : "") }));
+      el("td", { text: fmt(g.p_value) }), el("td", { text: fmt(g.limit) }),
+      el("td", { text: sideText(g.target) }), el("td", { text: sideText(g.incumbent) }),
+      el("td", { text: w.decision + (g.note ? " (" + g.note + ")" : "") }));
     return row;
   })));
 }
@@ -1162,6 +1194,7 @@ $("rollout-form").addEventListener("submit", async (e) => {
     if (v !== "") body[field] = Number(v);
   }
   if ($("rollout-on-inconclusive").value) body.on_inconclusive = $("rollout-on-inconclusive").value;
+  if ($("rollout-strict").checked) body.strict = true;
   try {
     const r = await api("POST", epPath("/rollout"), body);
     say(`Rollout to ${body.to} started: ${body.steps}, ${body.step_duration} a step.`);
