@@ -426,14 +426,17 @@ fn evidence_gates_promote_a_twin_and_roll_back_a_worse_green_under_load() {
     assert_eq!(latency["outcome"], "pass", "{latency}");
     assert!(events(&done).iter().any(|e| e.starts_with("evidence: a step needs about")), "{done}");
 
-    // Now a green that fails what blue answers: x00 = 5 fails on test/fail, one client in seven.
+    // Now a green with 3% injected errors: x00 = 5 fails on test/fail (blue answers it), sent
+    // by one client in 33.
     let s = Arc::new(Server::start());
     blue_green(&s, "test/fail");
     let key = s.primary_key();
-    let good = Load::start(&s, 6, &key, body_with_x00(1.0));
+    let good = Load::start(&s, 32, &key, body_with_x00(1.0));
     let bad = Load::start(&s, 1, &key, body_with_x00(5.0));
     good.wait_for_more(50);
-    let started = s.admin("POST", "/v1/endpoint/rollout", Some(&plan("50,100")));
+    let mut three_percent = plan("50,100");
+    three_percent["max_error_increase"] = json!(0.005);
+    let started = s.admin("POST", "/v1/endpoint/rollout", Some(&three_percent));
     assert_eq!(started.status, 201, "{}", started.body);
     let show = wait_rollout(&s, "rolled_back", Duration::from_secs(60));
     good.stop();
@@ -442,7 +445,10 @@ fn evidence_gates_promote_a_twin_and_roll_back_a_worse_green_under_load() {
     assert_eq!(rollback["gate"], "error_increase", "{show}");
     let evidence = &rollback["evidence"][0];
     assert_eq!(evidence["outcome"], "fail", "{show}");
-    assert!(evidence["interval"][0].as_f64().unwrap() > 0.02, "{evidence}");
+    assert!(evidence["interval"][0].as_f64().unwrap() > 0.005, "{evidence}");
+    let rate = evidence["target"]["rate"].as_f64().unwrap();
+    assert!((0.01..0.08).contains(&rate), "about 3% of green's answers failed: {evidence}");
+    assert_eq!(evidence["incumbent"]["errors"], 0, "{evidence}");
     assert_eq!(s.admin("GET", "/v1/endpoint", None).json()["traffic"], json!({"blue": 100, "green": 0}));
     let metrics = s.admin("GET", "/metrics", None).body;
     assert!(
