@@ -70,6 +70,35 @@ pub(super) struct RolloutAnswer {
     pub rollback: Option<RolloutRollbackAnswer>,
     pub judged: Vec<JudgedAnswer>,
     pub needs: Option<NeedsAnswer>,
+    pub passed: Vec<PassedAnswer>,
+    pub events: Vec<EventAnswer>,
+}
+
+/// A passed step.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct PassedAnswer {
+    pub step: String,
+    pub at: String,
+}
+
+/// One line of the rollout's history.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct EventAnswer {
+    pub at: String,
+    pub message: String,
+}
+
+/// The current window's numbers so far.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct WindowAnswer {
+    pub requests: u64,
+    pub errors: u64,
+    pub p99_ms: Option<f64>,
+    pub incumbent_requests: u64,
+    pub incumbent_errors: u64,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
@@ -78,6 +107,8 @@ pub(super) struct RolloutStepAnswer {
     pub index: u64,
     pub of: u64,
     pub step: String,
+    pub remaining_ms: Option<u64>,
+    pub gates: Option<WindowAnswer>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]

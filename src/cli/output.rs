@@ -241,6 +241,21 @@ pub(super) fn rollout_table(r: &RolloutAnswer) -> String {
     if let Some(b) = &r.rollback {
         out.push_str(&format!("rolled back at step {} on {}: {}\n", b.step, b.gate, b.message));
     }
+    if let Some(g) = &r.step.gates {
+        out.push_str(&format!(
+            "this window so far: target {} answers ({} errors, p99 {}), incumbent {} answers ({} errors){}\n",
+            g.requests,
+            g.errors,
+            g.p99_ms.map_or("-".to_string(), |p| format!("{p:.3} ms")),
+            g.incumbent_requests,
+            g.incumbent_errors,
+            r.step.remaining_ms.map_or(String::new(), |ms| format!("; {:.1}s left", ms as f64 / 1000.0))
+        ));
+    }
+    if !r.passed.is_empty() {
+        let steps: Vec<String> = r.passed.iter().map(|p| format!("{} ({})", p.step, p.at)).collect();
+        out.push_str(&format!("passed: {}\n", steps.join(", ")));
+    }
     let num = |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     if let Some(n) = &r.needs {
         out.push_str(&format!(
@@ -319,6 +334,12 @@ pub(super) fn rollout_table(r: &RolloutAnswer) -> String {
             &rows,
         ));
     }
+    if !r.events.is_empty() {
+        out.push_str("\nlast events:\n");
+        for e in r.events.iter().rev().take(5).rev() {
+            out.push_str(&format!("  {}  {}\n", e.at, e.message));
+        }
+    }
     out
 }
 
@@ -384,6 +405,18 @@ mod tests {
         assert_eq!(failing.len(), 1, "{t}");
         assert!(failing[0].contains("latency_increase") && failing[0].contains("5.200ms n=900"), "{t}");
         assert!(t.lines().any(|l| l.contains("error_increase") && l.contains("0/900") && l.contains("1/880")), "{t}");
+        let running = json!({"to": "green", "status": "running", "started_at": "t0",
+            "step": {"index": 1, "of": 3, "step": "50", "remaining_ms": 1500,
+                     "gates": {"requests": 40, "errors": 1, "p99_ms": 2.5, "incumbent_requests": 38, "incumbent_errors": 0}},
+            "passed": [{"step": "mirror:10", "at": "t1"}],
+            "events": (0..8).map(|i| json!({"at": format!("t{i}"), "message": format!("event {i}")})).collect::<Vec<_>>()});
+        let t = rollout_table(&read(&running, "rollout").unwrap());
+        assert!(
+            t.contains("target 40 answers (1 errors, p99 2.500 ms), incumbent 38 answers (0 errors); 1.5s left"),
+            "{t}"
+        );
+        assert!(t.contains("passed: mirror:10 (t1)"), "{t}");
+        assert!(t.contains("event 7") && t.contains("event 3") && !t.contains("event 2"), "the last five events: {t}");
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(crate) fn latency_increase(target: &[f64], incumbent: &[f64], margin: f64, a
     let mean = n1 * n2 / 2.0;
     // Continuity correction toward the mean.
     let diff = u - mean;
-    let corrected = diff - 0.5 * diff.signum();
+    let corrected = if diff.abs() <= 0.5 { 0.0 } else { diff - 0.5 * diff.signum() };
     let statistic = if var > 0.0 { corrected / var.sqrt() } else { 0.0 };
     let k = z(1.0 - alpha);
     let outcome = if statistic > k {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evidence::{alpha_per_look, requests_for_errors, requests_for_latency};
 use crate::spec::{EvidencePlan, RolloutPlan, Step};
+use crate::telemetry::samples::SAMPLE;
 
 /// The chance of passing an identical target the estimates are made for.
 pub(crate) const POWER: f64 = 0.8;
@@ -99,6 +100,15 @@ pub(crate) fn plan_needs(
                 );
                 return need;
             }
+            if latency_requests.is_some_and(|n| n > SAMPLE as u64) {
+                // The window's latency sample holds SAMPLE per side: more never comes.
+                need.fits = Some(false);
+                need.note = Some(format!(
+                    "the latency gate needs about {} latencies on each side, more than the {SAMPLE} a window samples: it cannot reach its power at this margin (a larger max_latency_increase fits)",
+                    latency_requests.unwrap_or_default()
+                ));
+                return need;
+            }
             if let Some(slower) = rate.map(|r| r * target_share.min(incumbent_share)) {
                 let seconds = if slower > 0.0 {
                     need_seconds(need.error_requests.max(need.latency_requests.unwrap_or(0)), slower)
@@ -163,6 +173,7 @@ pub(crate) fn needs_text(needs: &PlanNeeds, plan: &RolloutPlan) -> (String, Vec<
         .steps
         .iter()
         .map(|s| match (s.seconds, &s.note) {
+            (_, Some(_)) if s.fits == Some(false) => format!("{} cannot reach its power", s.step),
             (_, Some(_)) => format!("{} absolute gates only", s.step),
             (Some(t), _) => format!("{} ~{t:.1}s", s.step),
             (None, _) => format!("{} -", s.step),
@@ -182,14 +193,17 @@ pub(crate) fn needs_text(needs: &PlanNeeds, plan: &RolloutPlan) -> (String, Vec<
         .steps
         .iter()
         .filter(|s| s.fits == Some(false))
-        .map(|s| {
-            let took = s.seconds.map_or("forever (no traffic)".to_string(), |t| format!("about {t:.1}s"));
-            format!(
-                "warning: step {} cannot gather its evidence in time: it needs about {} answers on each side, which at the current rate takes {took}, longer than the {:.1}s it may watch; it will end inconclusive unless traffic grows (a longer --step-duration, more --max-extensions or a larger --max-error-increase would fit)",
-                s.step,
-                s.error_requests.max(s.latency_requests.unwrap_or(0)),
-                s.window_seconds
-            )
+        .map(|s| match &s.note {
+            Some(note) => format!("warning: step {} cannot gather its evidence: {note}", s.step),
+            None => {
+                let took = s.seconds.map_or("forever (no traffic)".to_string(), |t| format!("about {t:.1}s"));
+                format!(
+                    "warning: step {} cannot gather its evidence in time: it needs about {} answers on each side, which at the current rate takes {took}, longer than the {:.1}s it may watch; it will end inconclusive unless traffic grows (a longer step_duration, more max_extensions or wider margins would fit)",
+                    s.step,
+                    s.error_requests.max(s.latency_requests.unwrap_or(0)),
+                    s.window_seconds
+                )
+            }
         })
         .collect();
     (summary, warnings)
@@ -254,6 +268,13 @@ mod tests {
         let (t, w) = (tight.steps[2].latency_requests.unwrap(), wide.steps[2].latency_requests.unwrap());
         assert!(t < w, "a wider spread needs more: {t} vs {w}");
         assert_eq!(plan_needs(&p, &e, Some(100.0), 0.0, None).latency_log_sigma, Some(DEFAULT_LOG_SIGMA));
+        // A margin so tight that a window's sample cannot show it: never fits, whatever the rate.
+        let tight = plan(json!({"max_latency_increase": 1.02}));
+        let n = plan_needs(&tight, tight.evidence.as_ref().unwrap(), Some(1e6), 0.0, Some(0.5));
+        assert!(n.steps[0].latency_requests.unwrap() > SAMPLE as u64);
+        assert_eq!(n.steps[0].fits, Some(false));
+        let (_, warnings) = needs_text(&n, &tight);
+        assert!(warnings[0].contains("more than the 2048 a window samples"), "{warnings:?}");
     }
 
     #[test]

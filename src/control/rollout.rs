@@ -235,6 +235,11 @@ pub(crate) struct DurableRollout {
     /// What the evidence gates need per step, estimated when the rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs: Option<super::needs::PlanNeeds>,
+    /// Looks the evidence gates took at the current step and found inconclusive. Kept across
+    /// a pause, a resume and a restart (whose windows start again), so a step never gets more
+    /// than `1 + max_extensions` looks in all: the level split between them holds.
+    #[serde(default)]
+    pub step_looks: u32,
 }
 
 /// One window judged by the evidence gates, and what the rollout did with it.
@@ -305,7 +310,7 @@ struct LatencyWindow {
 }
 
 /// Latencies each side of a window keeps.
-const LATENCY_SAMPLE: usize = 2048;
+const LATENCY_SAMPLE: usize = crate::telemetry::samples::SAMPLE;
 
 fn now_text() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
@@ -471,7 +476,22 @@ fn weigh(
             "latency_increase" => "latency_increase",
             _ => "error_increase",
         };
-        let (value, limit) = (f.judgement.estimate, f.limit);
+        // The latency gate's value is the ratio of the medians (comparable with its margin);
+        // the others', their estimate.
+        let median_ratio = match (&f.target, &f.incumbent) {
+            (Some(SideEvidence { median_ms: Some(t), .. }), Some(SideEvidence { median_ms: Some(i), .. }))
+                if *i > 0.0 =>
+            {
+                Some(t / i)
+            }
+            _ => None,
+        };
+        let value = if gate == "latency_increase" {
+            median_ratio.unwrap_or(f.judgement.estimate)
+        } else {
+            f.judgement.estimate
+        };
+        let limit = f.limit;
         return Some(Weighed::Fail { gate, value, limit, evidence });
     }
     if evidence.iter().filter(|g| judged(g)).all(|g| g.judgement.outcome == Outcome::Pass) {
@@ -562,6 +582,7 @@ impl ControlPlane {
                 pending_evidence: Vec::new(),
                 judged: Vec::new(),
                 needs: None,
+                step_looks: 0,
             };
             durable.event(format!(
                 "rollout to {} started from {}: steps {}, {} each",
@@ -586,8 +607,19 @@ impl ControlPlane {
                 let rate = self.meter.lock().unwrap_or_else(|p| p.into_inner()).per_second();
                 let needs = super::needs::plan_needs(&durable.plan, &e, rate, error_rate, sigma);
                 let (summary, warnings) = super::needs::needs_text(&needs, &durable.plan);
+                // From the config folder, an unknown rate (the folder is applied at start,
+                // before any traffic) is a warning: refusing would never start the rollout.
+                let mut warnings = warnings;
+                if rate.is_none() && e.strict && source == RolloutSource::ConfigDir {
+                    warnings.push(
+                        "warning: strict could not check this plan: the endpoint's request rate is not measured yet"
+                            .to_string(),
+                    );
+                }
                 if e.strict {
-                    let why = if rate.is_none() {
+                    let why = if rate.is_none() && source == RolloutSource::ConfigDir {
+                        None
+                    } else if rate.is_none() {
                         Some(
                             "the endpoint's request rate is not measured yet (it takes a few seconds of serving)"
                                 .to_string(),
@@ -767,6 +799,8 @@ impl ControlPlane {
             r.durable.event(what.to_string());
             r.window = None;
             self.commit(&mut state, before)?;
+            // Paused: nothing is judged, so no request pays for latency samples.
+            disarm_latencies(&state);
             if to == RolloutStatus::Running {
                 self.start_window(&mut state);
             }
@@ -820,8 +854,9 @@ impl ControlPlane {
             .filter_map(|(n, _)| reading(n, Role::live).map(|r| (n.clone(), r)))
             .collect();
         disarm_latencies(state);
+        // The 100% step has no incumbent: nothing to compare its latencies with.
         let watch_latency = d.plan.evidence.as_ref().is_some_and(|e| e.max_latency_increase.is_some())
-            && matches!(d.current(), Step::Live(_));
+            && matches!(d.current(), Step::Live(p) if p < 100);
         let latency = watch_latency.then(|| {
             let sides =
                 std::iter::once((d.plan.to.clone(), true)).chain(others.iter().map(|(n, _)| (n.clone(), false)));
@@ -927,7 +962,7 @@ impl ControlPlane {
             }
             Verdict::Pass(values) => values,
         };
-        let look = w.extensions + 1;
+        let look = d.step_looks + 1;
         let paired = matches!(d.current(), Step::Mirror(_))
             .then(|| state.deployments.get(&d.plan.to).map(|t| t.shadow.report.paired()))
             .flatten();
@@ -944,7 +979,7 @@ impl ControlPlane {
             }
             Some(Weighed::Inconclusive(evidence)) => {
                 let e = d.plan.evidence.as_ref().expect("weighed with evidence");
-                if w.extensions < e.max_extensions {
+                if d.step_looks < e.max_extensions {
                     Decision::Extend { values: passed, evidence }
                 } else if e.on_inconclusive == crate::spec::OnInconclusive::Proceed {
                     Decision::Pass { values: passed, evidence, inconclusive: true }
@@ -986,6 +1021,7 @@ impl ControlPlane {
                 ));
                 count_outcomes(&self.metrics, &self.name, &durable.plan.to, &evidence);
                 durable.judged_window("extended", &evidence);
+                durable.step_looks += 1;
                 if let Some(w) = state.rollout.as_mut().and_then(|r| r.window.as_mut()) {
                     w.extensions += 1;
                 }
@@ -1017,6 +1053,7 @@ impl ControlPlane {
                     return false;
                 }
                 durable.step += 1;
+                durable.step_looks = 0;
                 let (live, mirror) = durable.split_of(durable.step);
                 durable.event(step_started(&durable, &live, &mirror));
                 let next = durable.clone();
@@ -1227,9 +1264,12 @@ impl ControlPlane {
             loop {
                 interval.tick().await;
                 if !cp.tick(ticker) {
-                    // Over (or outlived by a newer rollout, whose own timer re-arms what it
-                    // watches on its next tick): requests stop paying for latency samples.
-                    disarm_latencies(&cp.lock());
+                    // Over: requests stop paying for latency samples (a newer rollout that
+                    // outlived this one keeps what it armed).
+                    let state = cp.lock();
+                    if !state.rollout.as_ref().is_some_and(|r| r.durable.status.active()) {
+                        disarm_latencies(&state);
+                    }
                     return;
                 }
             }
@@ -1364,10 +1404,9 @@ fn evidence_text(evidence: &[GateEvidence]) -> String {
         let outcome = outcome_word(g.judgement.outcome);
         let interval = g.judgement.interval.map_or(String::new(), |(l, u)| format!(" in [{l:.4}, {u:.4}]"));
         let note = g.note.as_ref().map_or(String::new(), |n| format!(" — {n}"));
-        format!(
-            "{} {outcome} ({:.4}{interval}, limit {}, α {:.4}){note}",
-            g.gate, g.judgement.estimate, g.limit, g.judgement.alpha
-        )
+        let estimate =
+            if g.judgement.estimate.is_finite() { format!("{:.4}", g.judgement.estimate) } else { "-".to_string() };
+        format!("{} {outcome} ({estimate}{interval}, limit {}, α {:.4}){note}", g.gate, g.limit, g.judgement.alpha)
     };
     evidence.iter().map(one).collect::<Vec<_>>().join("; ")
 }

@@ -790,3 +790,31 @@ async fn evidence_gates_do_not_pass_a_step_whose_incumbent_answered_nothing() {
         .iter()
         .all(|g| g.note.is_none() && g.judgement.outcome == super::evidence::Outcome::Inconclusive));
 }
+
+/// A pause disarms the latency rings (requests pay nothing while nothing is judged), and a
+/// step's looks are counted across a pause and resume: a resumed step does not get a fresh
+/// set of looks, so the level split between them holds.
+#[tokio::test]
+async fn a_pause_disarms_the_latency_rings_and_keeps_the_steps_looks() {
+    let cp = evidence_rollout(json!({"max_latency_increase": 1.2, "max_extensions": 1})).await;
+    let cursor = |name: &str| cp.lock().deployments[name].live.metrics().latencies(Role::live).cursor();
+    answers(&cp, "green", 25, 1);
+    answers(&cp, "blue", 25, 0);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.judged.iter().map(|w| w.decision.as_str()).collect::<Vec<_>>(), ["extended"]);
+    cp.pause_rollout().unwrap();
+    let before = cursor("blue");
+    answers(&cp, "blue", 10, 0);
+    assert_eq!(cursor("blue"), before, "paused: nothing recorded");
+    cp.resume_rollout().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    answers(&cp, "green", 25, 0);
+    answers(&cp, "blue", 25, 0);
+    assert!(cursor("blue") > before, "resumed: recording again");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let view = cp.rollout_view().unwrap();
+    assert_eq!(view.status, super::rollout::RolloutStatus::RolledBack, "{:?}", view.events);
+    let looks: Vec<(u32, &str)> = view.judged.iter().map(|w| (w.look, w.decision.as_str())).collect();
+    assert_eq!(looks, [(1, "extended"), (2, "rolled_back_inconclusive")], "two looks in all, not two per window");
+}

@@ -71,7 +71,7 @@ struct Paired {
 }
 
 /// Latencies of each side a report keeps for the latency gate.
-const PAIRED_SAMPLE: usize = 2048;
+const PAIRED_SAMPLE: usize = crate::telemetry::samples::SAMPLE;
 
 /// The mirrored pairs since the last reset, as the evidence gates read them.
 #[derive(Debug, Clone, Default, PartialEq)]

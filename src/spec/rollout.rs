@@ -305,7 +305,8 @@ impl RolloutPlan {
 /// The evidence fields of a plan document: `None` when none is given (the absolute gates
 /// alone, as before).
 fn evidence_plan(map: &serde_json::Map<String, Value>) -> Result<Option<EvidencePlan>, SpecError> {
-    let given = |k: &str| map.get(k).is_some_and(|v| !v.is_null());
+    // `strict: false` alone asks for nothing.
+    let given = |k: &str| map.get(k).is_some_and(|v| !v.is_null() && *v != Value::Bool(false));
     let fields =
         ["confidence", "max_error_increase", "max_extensions", "on_inconclusive", "max_latency_increase", "strict"];
     if !fields.iter().any(|k| given(k)) {
@@ -537,6 +538,9 @@ mod tests {
     fn evidence_fields_turn_the_evidence_gates_on_with_defaults_and_are_checked() {
         let base = serde_json::json!({"to": "green", "steps": "50,100", "step_duration": "60s"});
         assert_eq!(RolloutPlan::from_value(&base).unwrap().evidence, None, "absolute gates alone, as before");
+        let mut not_strict = base.clone();
+        not_strict["strict"] = serde_json::json!(false);
+        assert_eq!(RolloutPlan::from_value(&not_strict).unwrap().evidence, None, "strict: false turns nothing on");
         let mut with = base.clone();
         with["confidence"] = serde_json::json!(0.99);
         let plan = RolloutPlan::from_value(&with).unwrap();

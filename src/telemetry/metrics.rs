@@ -461,7 +461,10 @@ impl DeploymentMetrics {
             Role::live => self.live_duration.observe(seconds),
             Role::mirror => self.mirror_duration.observe(seconds),
         }
-        self.latencies[role as usize].record(seconds);
+        // A refusal (429) never ran: its zero duration is no latency of the deployment.
+        if code != 429 {
+            self.latencies[role as usize].record(seconds);
+        }
     }
 
     /// The per-request latency ring of one role (armed by a rollout's latency gate).
@@ -527,6 +530,17 @@ impl DeploymentMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_is_no_latency_sample() {
+        let d = Metrics::new().for_deployment("ep", "blue");
+        d.latencies(Role::live).arm(true);
+        d.observe(Role::live, 429, 0.0);
+        assert_eq!(d.latencies(Role::live).cursor(), 0, "a 429 never ran");
+        d.observe(Role::live, 200, 0.002);
+        d.observe(Role::live, 500, 0.003);
+        assert_eq!(d.latencies(Role::live).cursor(), 2);
+    }
 
     fn has_series(m: &Metrics, family: &str, name: &str) -> bool {
         m.render().lines().any(|l| l.starts_with(family) && l.contains(&format!("deployment=\"{name}\"")))

@@ -22,18 +22,22 @@ impl RateMeter {
     /// Adds a reading of the cumulative count `total` taken at `at`; readings older than the
     /// span (but the one the span starts from) are dropped.
     pub(crate) fn sample(&mut self, at: Instant, total: u64) {
+        // A count that went down (a deployment deleted, its series with it) starts over: the
+        // difference across it would read as no traffic for a minute.
+        if self.readings.back().is_some_and(|(_, last)| total < *last) {
+            self.readings.clear();
+        }
         self.readings.push_back((at, total));
         while self.readings.len() > 2 && at.duration_since(self.readings[1].0) >= RATE_SPAN {
             self.readings.pop_front();
         }
     }
 
-    /// Requests per second over the readings held, once they span at least one second; a
-    /// count that went down (a deployment deleted) counts as no requests.
+    /// Requests per second over the readings held, once they span at least one second.
     pub(crate) fn per_second(&self) -> Option<f64> {
         let (first, last) = (self.readings.front()?, self.readings.back()?);
         let span = last.0.duration_since(first.0);
-        (span >= Duration::from_secs(1)).then(|| last.1.saturating_sub(first.1) as f64 / span.as_secs_f64())
+        (span >= Duration::from_secs(1)).then(|| (last.1 - first.1) as f64 / span.as_secs_f64())
     }
 }
 
@@ -61,7 +65,10 @@ mod tests {
             m.sample(start + Duration::from_secs(s), total);
         }
         assert!((m.per_second().unwrap() - 100.0).abs() < 2.0, "the old minute is gone: {:?}", m.per_second());
-        m.sample(start + Duration::from_secs(181), 0);
-        assert_eq!(m.per_second(), Some(0.0), "a count that went down is no traffic, never negative");
+        // A deployment deleted: the count goes down, and the rate starts over from there.
+        m.sample(start + Duration::from_secs(181), 500);
+        assert_eq!(m.per_second(), None, "a count that went down is not read as no traffic");
+        m.sample(start + Duration::from_secs(183), 700);
+        assert_eq!(m.per_second(), Some(100.0));
     }
 }

@@ -15,6 +15,10 @@ use std::sync::OnceLock;
 /// answering more than this per drain has the surplus skipped, which keeps the sample fair).
 pub(crate) const RING: usize = 4096;
 
+/// Latencies each side of a rollout's window keeps (the latency gate's sample; a plan needing
+/// more than this per side cannot reach its power, which the upfront estimate says).
+pub(crate) const SAMPLE: usize = 2048;
+
 /// The last [`RING`] latencies of one role of one deployment, while armed.
 ///
 /// Each slot holds `(sequence number's low 32 bits) << 32 | microseconds`: a reader keeps a
