@@ -515,7 +515,7 @@ fn a_trickle_ends_inconclusive_and_rolled_back_and_strict_refuses_it_upfront() {
     let s = Arc::new(Server::start());
     blue_green(&s, "model-1");
     let key = s.primary_key();
-    let strict = s.cli_err(&[
+    let plan = [
         "online-endpoint",
         "rollout",
         "--to",
@@ -528,28 +528,11 @@ fn a_trickle_ends_inconclusive_and_rolled_back_and_strict_refuses_it_upfront() {
         "0.95",
         "--max-extensions",
         "1",
-        "--strict",
-    ]);
+    ];
+    let strict = s.cli_err(&[&plan[..], &["--strict"]].concat());
     assert!(strict.contains("strict: this plan cannot gather the evidence it needs"), "{strict}");
     assert_eq!(s.admin("GET", "/v1/endpoint/rollout", None).status, 404, "a refused plan starts nothing");
-    let started = s.cli_json(&[
-        "online-endpoint",
-        "rollout",
-        "--to",
-        "green",
-        "--steps",
-        "50,100",
-        "--step-duration",
-        "300ms",
-        "--min-requests",
-        "1",
-        "--confidence",
-        "0.95",
-        "--max-extensions",
-        "1",
-        "-o",
-        "json",
-    ]);
+    let started = s.cli_json(&[&plan[..], &["--min-requests", "1", "-o", "json"]].concat());
     assert_eq!(started["status"], "running", "{started}");
     // A trickle: a few requests in all, both sides served.
     eventually("both sides answered some of a trickle", Duration::from_secs(30), || {
