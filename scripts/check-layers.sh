@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The layer rule of docs/ARCHITECTURE.md, checked: a module may use the modules to its right in
-#   cli → server → control → endpoint → mirror → deployment → hooks → assets → spec
+#   cli → server → control → endpoint → mirror → deployment → collector → hooks → assets → spec
 # and the leaves (telemetry, threads, sys), which use none of these (threads may use sys).
 # Fails, naming file and line, when a module names one to its left (`crate::X`, also inside a
 # `crate::{X, Y}` group) or a leaf names a layer. A module's own name is always allowed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-layers=(cli server control endpoint mirror deployment hooks assets spec)
+layers=(cli server control endpoint mirror deployment collector hooks assets spec)
 leaves=(telemetry threads sys)
 status=0
 rank() { local i; for i in "${!layers[@]}"; do [ "${layers[$i]}" = "$1" ] && { echo "$i"; return; }; done; echo -1; }

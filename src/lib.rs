@@ -16,6 +16,7 @@
 
 mod assets;
 mod cli;
+mod collector;
 mod control;
 mod deployment;
 mod endpoint;

@@ -24,6 +24,8 @@ mod contract;
 mod crash;
 #[path = "cross_site.rs"]
 mod cross_site;
+#[path = "data_collector.rs"]
+mod data_collector;
 #[path = "debugger.rs"]
 mod debugger;
 #[path = "failures.rs"]

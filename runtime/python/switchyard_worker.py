@@ -375,6 +375,40 @@ class Runner:
             send(ord("X"), last_line(exc))
 
 
+class CollectorJoin:
+    """Joins a scoring script's custom records (azureml.ai.monitoring's Collector) to the
+    request its run() was answering. Switchyard sets this up only for a deployment whose
+    data_collector turns on a custom collection, and then sends each run's headers with the
+    request's id (X-Request-Id). A Collector.collect() given no correlation context makes one
+    with get_context(); here that context takes the request's id as its id (so the records of
+    one request share their correlation id, as payload records do) and carries it in a header
+    the Collector posts as ce-switchyard-request-id. A context the script passes is left as
+    it is."""
+
+    def __init__(self):
+        self.request_id = None
+        self.patched = False
+
+    def before_run(self, headers):
+        self.request_id = headers.get("X-Request-Id")
+        if not self.patched:
+            self.patch()
+
+    def patch(self):
+        collector_json = sys.modules.get("azureml.ai.monitoring.collector_json")
+        context = sys.modules.get("azureml.ai.monitoring.context")
+        if collector_json is None or context is None or not hasattr(context, "BasicCorrelationContext"):
+            return
+        join = self
+
+        def get_context():
+            rid = join.request_id
+            return context.BasicCorrelationContext(id=rid, headers={"switchyard-request-id": rid} if rid else None)
+
+        collector_json.get_context = get_context
+        self.patched = True
+
+
 ANSWER_HEAD = struct.Struct(">HH")
 NO_HEADERS = struct.pack(">I", 0)
 
@@ -438,11 +472,12 @@ def main():
         send(ord("E"), last_line(exc))
         sys.exit(3)
     sys.stdout.flush()
+    join = CollectorJoin() if os.environ.get("AZUREML_MDC_CONFIG_PATH") else None
     about = {
         "python": sys.version.split()[0],
         "pid": os.getpid(),
         "executable": sys.executable,
-        "headers": runner.wants_headers or runner.raw,
+        "headers": runner.wants_headers or runner.raw or join is not None,
     }
     send(ord("I"), json.dumps(about).encode())
     frames = FrameReader(IN_FD)
@@ -462,6 +497,8 @@ def main():
             (block_len,) = block_head.unpack_from(payload, at)
             at += 4
             headers = header_dict(payload[at : at + block_len])
+            if join is not None:
+                join.before_run(headers)
             runner.score(content_type, headers, payload[at + block_len :])
         else:
             send(ord("B"), f"unknown frame type {kind}".encode())

@@ -59,6 +59,15 @@ impl KeysAnswer {
     }
 }
 
+/// `GET .../deployments/{name}/collected`: what the terminal prints.
+#[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
+#[serde(default)]
+pub(super) struct CollectedAnswer {
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<Value>,
+    pub more: bool,
+}
+
 /// `GET /v1/endpoints/{endpoint}/rollout`: what the rollout table shows.
 #[derive(Debug, Default, Deserialize, serde::Serialize, ToSchema)]
 #[serde(default)]
@@ -378,6 +387,7 @@ mod tests {
             ("get", "/v1/endpoints/{endpoint}/keys", schema_of::<KeysAnswer>()),
             ("get", "/v1/endpoints/{endpoint}/deployments/{name}/comparison", schema_of::<ComparisonAnswer>()),
             ("get", "/v1/endpoints/{endpoint}/rollout", schema_of::<RolloutAnswer>()),
+            ("get", "/v1/endpoints/{endpoint}/deployments/{name}/collected", schema_of::<CollectedAnswer>()),
         ];
         let mut missing = Vec::new();
         for (method, route, (schema, defs)) in cases {

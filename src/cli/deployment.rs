@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::answers::{read, DeploymentAnswer};
+use super::answers::{read, CollectedAnswer, DeploymentAnswer};
 use super::client::AdminClient;
 use super::endpoint::endpoint_of;
 use super::output::{self, print};
@@ -84,6 +84,24 @@ pub enum DeploymentVerb {
         #[arg(long, requires = "reset")]
         rtol: Option<f64>,
     },
+    /// Print the records its data collector wrote (`data_collector` in the deployment YAML),
+    /// newest first: payload logging (`request`, `response`) and a scoring script's own
+    /// collections (`model_inputs`...).
+    Collected {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'e', long)]
+        endpoint_name: Option<String>,
+        /// One collection (request, response, model_inputs, ...); all when absent.
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only records written since: an RFC 3339 time, or a duration ago (10m, 2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many records (newest first).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Print the last lines of a deployment's log.
     GetLogs {
         #[arg(short = 'n', long)]
@@ -158,6 +176,36 @@ pub(super) fn run(verb: DeploymentVerb, global: &GlobalArgs) -> Result<(), Strin
                 Ok(())
             } else {
                 print(&report, global)
+            }
+        }
+        DeploymentVerb::Collected { name, endpoint_name, collection, since, limit } => {
+            let ep = endpoint_of(&admin, endpoint_name.as_deref())?;
+            let enc = |v: Option<String>| {
+                percent_encoding::utf8_percent_encode(&v.unwrap_or_default(), percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            let (collection, since) = (enc(collection), enc(since));
+            let answer = admin
+                .call(
+                    "GET",
+                    &format!(
+                        "/v1/endpoints/{ep}/deployments/{name}/collected?limit={limit}&collection={collection}&since={since}"
+                    ),
+                    None,
+                )?
+                .ok_json()?;
+            if global.output.is_none() && global.query.is_none() && std::io::stdout().is_terminal() {
+                // On a terminal, the records as the JSON lines they are on disk.
+                let collected: CollectedAnswer = read(&answer, "collected records")?;
+                for r in &collected.records {
+                    println!("{r}");
+                }
+                if collected.more {
+                    eprintln!("(more records match: raise --limit or narrow --since)");
+                }
+                Ok(())
+            } else {
+                print(&answer, global)
             }
         }
         DeploymentVerb::GetLogs { name, endpoint_name, lines, container: _ } => {

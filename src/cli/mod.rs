@@ -338,6 +338,13 @@ pub struct ServeArgs {
     /// [default: STATE_DIR/assets, or a temporary folder removed at exit without --state-dir].
     #[arg(long)]
     pub assets_dir: Option<std::path::PathBuf>,
+    /// Where the data collector writes the records of deployments with `data_collector`
+    /// [default: STATE_DIR/data, or $TMPDIR/switchyard-data without --state-dir].
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The most the data folder holds, in MiB; past it the oldest files are removed.
+    #[arg(long, default_value_t = 1024)]
+    pub data_max_mb: u64,
     /// Declarative mode: apply DIR/endpoint.yml and the deployment YAML files in DIR at start
     /// and whenever they change (the files then own the state; admin changes are refused).
     #[arg(long)]
@@ -462,6 +469,8 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         state_dir: args.state_dir,
         assets_dir: args.assets_dir.filter(|p| !p.as_os_str().is_empty()),
+        data_dir: args.data_dir.filter(|p| !p.as_os_str().is_empty()),
+        data_max_mb: args.data_max_mb.max(1),
         config_dir: args.config_dir,
         secrets_dir: args.secrets_dir.filter(|p| !p.as_os_str().is_empty()),
         key_grace: Duration::from_secs(args.key_grace_secs),

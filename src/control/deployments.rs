@@ -14,7 +14,8 @@ use crate::deployment::{Deployment, LoadError, ProvisioningState};
 use crate::spec::{DeploymentSpec, HookKind, MAX_DEPLOYMENTS};
 
 /// Fields whose change needs new instances (the model or the hook changes).
-const REPLACING_FIELDS: &[&str] = &["model", "code_configuration", "environment", "environment_variables"];
+const REPLACING_FIELDS: &[&str] =
+    &["model", "code_configuration", "environment", "environment_variables", "data_collector"];
 
 impl ControlPlane {
     /// `PUT /v1/deployments/{name}`: creates a deployment, or replaces an existing one (the old
@@ -60,7 +61,14 @@ impl ControlPlane {
         let before = state.clone();
         state.next_load_id += 1;
         let load_id = state.next_load_id;
-        let fresh = self.loader.deployment(&self.name, &spec, kind, &self.metrics, self.runtime.clone());
+        let fresh = self.loader.deployment(
+            &self.name,
+            &spec,
+            kind,
+            &self.metrics,
+            self.runtime.clone(),
+            self.collector_for(&spec),
+        );
         let mut replaced = None;
         // A replacement still loading is superseded: it never serves, and its pool is closed
         // once this change is saved (its workers in init are killed).
@@ -526,6 +534,7 @@ impl ControlPlane {
                 model: failed.spec.model.clone(),
             }),
             mirror: self.mirror_view(record),
+            data_collector_status: record.live.collector().map(|c| c.view()),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::collector::DeploymentCollector;
 use crate::deployment::Deployment;
 use crate::spec::{DeploymentSpec, HookKind, SpecError};
 use crate::telemetry::Metrics;
@@ -17,7 +18,7 @@ pub(crate) trait Loader: Send + Sync + 'static {
     fn hook_kind(&self, spec: &DeploymentSpec) -> Result<HookKind, SpecError>;
 
     /// A deployment of endpoint `endpoint` with an empty pool for `spec`: the control plane
-    /// loads its instances.
+    /// loads its instances. `collector`: its data collector, when the spec turns one on.
     fn deployment(
         &self,
         endpoint: &str,
@@ -25,6 +26,7 @@ pub(crate) trait Loader: Send + Sync + 'static {
         kind: HookKind,
         metrics: &Arc<Metrics>,
         runtime: tokio::runtime::Handle,
+        collector: Option<Arc<DeploymentCollector>>,
     ) -> Arc<Deployment>;
 }
 
@@ -49,8 +51,9 @@ impl Loader for Hooks {
         kind: HookKind,
         metrics: &Arc<Metrics>,
         runtime: tokio::runtime::Handle,
+        collector: Option<Arc<DeploymentCollector>>,
     ) -> Arc<Deployment> {
-        Deployment::new(&labelled(endpoint, spec), kind, metrics, runtime)
+        Deployment::new_collecting(&labelled(endpoint, spec), kind, metrics, runtime, collector)
     }
 }
 
@@ -110,6 +113,7 @@ mod fake {
             _kind: HookKind,
             metrics: &Arc<Metrics>,
             runtime: tokio::runtime::Handle,
+            _collector: Option<Arc<DeploymentCollector>>,
         ) -> Arc<Deployment> {
             let path = spec.model.path.display().to_string();
             let fails = self.failing.lock().unwrap().contains(&path);

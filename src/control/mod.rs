@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod assets;
+mod collected;
 mod comparison;
 mod deployments;
 mod endpoint;
@@ -166,6 +167,8 @@ pub(crate) struct Shared {
     admin_token: ArcSwapOption<String>,
     /// Registered models and environments (CONTRACT §11), shared by every endpoint.
     assets: OnceLock<Arc<crate::assets::AssetStore>>,
+    /// The data collector's folder, writer and custom-logging listener (issue 28).
+    collector: OnceLock<Arc<crate::collector::Hub>>,
     /// Resolving references (shared) against archiving (exclusive): see `assets.rs`.
     asset_gate: std::sync::RwLock<()>,
 }
@@ -190,6 +193,7 @@ impl Shared {
             secrets: OnceLock::new(),
             admin_token: ArcSwapOption::empty(),
             assets: OnceLock::new(),
+            collector: OnceLock::new(),
             asset_gate: std::sync::RwLock::new(()),
         })
     }
@@ -284,6 +288,20 @@ impl ControlPlane {
             rollout_tickers: std::sync::atomic::AtomicU64::new(0),
             meter: Mutex::new(Default::default()),
         })
+    }
+
+    /// The data collector of a deployment of `spec`, when its `data_collector` turns a
+    /// collection on and the server has a data folder.
+    fn collector_for(&self, spec: &DeploymentSpec) -> Option<Arc<crate::collector::DeploymentCollector>> {
+        let settings = spec.collector().filter(|c| c.collections.values().any(|on| *on))?;
+        let hub = self.shared.collector.get()?;
+        Some(crate::collector::DeploymentCollector::new(
+            hub,
+            &self.name,
+            &spec.name,
+            spec.model.served_version(),
+            settings,
+        ))
     }
 
     /// The endpoint this plane owns.
@@ -395,6 +413,10 @@ impl ControlPlane {
             record.live.metrics().set_instances([c.ready, c.loading, c.draining, c.failed, c.restarting]);
             record.live.metrics().set_inflight(record.live.inflight());
             record.live.metrics().set_mirror(&record.shadow.report.gauges());
+            if let Some(c) = record.live.collector() {
+                let v = c.view();
+                record.live.metrics().set_collected([v.written, v.dropped, v.failed]);
+            }
         }
     }
 

@@ -111,6 +111,30 @@ pub(crate) struct DeploymentView {
     /// The effective mirror share while this deployment is (or was) the mirror target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<ShareView>,
+    /// Its data collector at work (a `data_collector` with a collection on): where the
+    /// records go, how many were written, dropped or refused by the disk, the last disk error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_collector_status: Option<crate::collector::CollectorView>,
+}
+
+/// `GET .../deployments/{name}/collected`: a deployment's records, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct CollectedView {
+    pub deployment: String,
+    /// The deployment's folder under the data folder.
+    pub folder: String,
+    /// The collection read (null: all).
+    pub collection: Option<String>,
+    /// The oldest time read (RFC 3339; null: any).
+    pub since: Option<String>,
+    /// More records match than were answered (raise `limit`, or narrow `since`).
+    pub more: bool,
+    /// The collector's counts and last error, while the deployment collects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::collector::CollectorView>,
+    /// The records as written (JSON lines, Azure's record shape), newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<serde_json::Value>,
 }
 
 /// `instances` in a deployment's view.

@@ -81,6 +81,11 @@ impl Workspace {
         self.planes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Gives the workspace its data collector (`serve` makes it from `--data-dir`).
+    pub(crate) fn set_collector(&self, hub: Arc<crate::collector::Hub>) {
+        let _ = self.shared.collector.set(hub);
+    }
+
     /// The routing snapshot the front door reads.
     pub(crate) fn routing(&self) -> Arc<ArcSwap<RoutingTable>> {
         Arc::clone(&self.shared.routing)

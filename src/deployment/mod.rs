@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
+use crate::collector::DeploymentCollector;
 use crate::hooks::{self, Answer, HookResponse, InitContext, Request, Signature};
 use crate::spec::{DeploymentSpec, HookKind};
 use crate::telemetry::{DeploymentMetrics, LogRing, Metrics, Role};
@@ -48,6 +49,18 @@ impl ScoreError {
             ScoreError::Timeout(_) => 408,
         }
     }
+
+    /// What happened, in a few words (the collected record of a failed request; the answer's
+    /// own message is the server's, `server::errors`).
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            ScoreError::Overloaded => "too many requests in flight for this deployment".into(),
+            ScoreError::NotReady => "the deployment has no ready instance".into(),
+            ScoreError::BadInput(m) => m.clone(),
+            ScoreError::ModelFailed(r) => format!("the model failed to score the request: {r}"),
+            ScoreError::Timeout(limit) => format!("the request took longer than {} ms", limit.as_millis()),
+        }
+    }
 }
 
 /// One deployment as the front door sees it.
@@ -77,6 +90,8 @@ pub struct Deployment {
     timeout_ms: AtomicU64,
     /// How long the last load of instances (create, replace, scale-up) took, in µs.
     load_micros: AtomicU64,
+    /// Azure's data collector, when the spec turns a collection on (issue 28).
+    collector: Option<Arc<DeploymentCollector>>,
 }
 
 impl Deployment {
@@ -120,6 +135,12 @@ impl Deployment {
         &self.metrics
     }
 
+    /// The data collector, when the spec turns a collection on.
+    #[inline]
+    pub(crate) fn collector(&self) -> Option<&Arc<DeploymentCollector>> {
+        self.collector.as_ref()
+    }
+
     /// How long the last load of instances (create, replace, scale-up) took.
     pub(crate) fn load_time(&self) -> Duration {
         Duration::from_micros(self.load_micros.load(Ordering::Relaxed))
@@ -137,11 +158,28 @@ impl Deployment {
         metrics: &Arc<Metrics>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
+        Self::new_collecting(spec, kind, metrics, runtime, None)
+    }
+
+    /// As [`new`](Self::new), with a data collector: its records are written as requests
+    /// are answered, and a scoring script's workers get the environment Azure's `Collector`
+    /// reads.
+    pub(crate) fn new_collecting(
+        spec: &DeploymentSpec,
+        kind: HookKind,
+        metrics: &Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
+        collector: Option<Arc<DeploymentCollector>>,
+    ) -> Arc<Self> {
         let logs = Arc::new(LogRing::default());
+        let mut environment_variables = spec.environment_variables.clone();
+        if let (Some(c), HookKind::Python(_)) = (&collector, &kind) {
+            environment_variables.extend(c.worker_env());
+        }
         let init_stop = Arc::new(hooks::cancel::InitStop::default());
         let ctx = InitContext {
             deployment: spec.name.clone(),
-            environment_variables: spec.environment_variables.clone(),
+            environment_variables,
             intra_threads: 1,
             logs: Arc::clone(&logs),
             request_timeout_ms: spec.request_settings.request_timeout_ms,
@@ -200,7 +238,7 @@ impl Deployment {
                 });
             }
         }
-        Self::assemble(spec, pool, logs, signature, metrics, &hooks::describe(&kind))
+        Self::assemble(spec, pool, logs, signature, metrics, &hooks::describe(&kind), collector)
     }
 
     /// A deployment whose instances come from `factory` rather than from a hook on disk: the
@@ -213,7 +251,7 @@ impl Deployment {
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let pool = InstancePool::new(factory, runtime);
-        Self::assemble(spec, pool, Arc::new(LogRing::default()), Arc::default(), metrics, "test instances")
+        Self::assemble(spec, pool, Arc::new(LogRing::default()), Arc::default(), metrics, "test instances", None)
     }
 
     fn assemble(
@@ -223,6 +261,7 @@ impl Deployment {
         signature: Arc<ArcSwapOption<Signature>>,
         metrics: &Arc<Metrics>,
         described: &str,
+        collector: Option<Arc<DeploymentCollector>>,
     ) -> Arc<Self> {
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
@@ -238,6 +277,7 @@ impl Deployment {
             capacity: AtomicUsize::new(0),
             timeout_ms: AtomicU64::new(0),
             load_micros: AtomicU64::new(0),
+            collector,
         });
         deployment.apply_settings(spec);
         deployment.logs.push(format!("deployment {} created: {described}", spec.name));

@@ -45,6 +45,11 @@ impl Headers {
         self.entries.push((name.to_ascii_lowercase().into(), value.into()));
     }
 
+    /// Keeps the headers whose (lower-case) name passes `keep`.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.entries.retain(|(name, _)| keep(name));
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

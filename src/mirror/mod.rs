@@ -108,7 +108,15 @@ impl Drop for LiveAnswerSlot {
 
 /// Sends a copy of a request to `shadow`. Returns the slot for the live answer, or `None` when
 /// the shadow's queue is full and the copy was dropped (and counted).
-pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>) -> Option<LiveAnswerSlot> {
+/// What a shadow that collects payloads logs with its copy's answer (the front door knows the
+/// request's path, method and headers; the copy does not).
+pub(crate) struct Collect {
+    pub path: String,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+}
+
+pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>, collect: Option<Collect>) -> Option<LiveAnswerSlot> {
     let request_id = request.request_id;
     let ticket = shadow.admit_copy(request_id)?;
     let meeting = Arc::new(Rendezvous {
@@ -136,7 +144,26 @@ pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>) -> Option<LiveAns
         let Some((outcome, latency)) = shadow.score_copy(copy, queued_at, ticket.window()) else {
             return; // counted as a drop
         };
+        let collector = shadow.deployment.collector().cloned();
         drop(ticket);
+        if let (Some(c), Some(collector)) = (collect, collector) {
+            let (status, response_body, response_content_type) = match &outcome {
+                Ok(r) => (r.status, r.body.clone(), r.content_type.into()),
+                Err(e) => (e.status(), Bytes::from(e.reason()), "text/plain; charset=utf-8".into()),
+            };
+            collector.payload(crate::collector::Payload {
+                role: crate::collector::Role::Mirror,
+                request_id: for_shadow.request_id.to_string(),
+                path: c.path,
+                method: c.method,
+                headers: c.headers,
+                request_body: body.clone(),
+                request_content_type: content_type.as_deref().map(String::from),
+                status,
+                response_body,
+                response_content_type,
+            });
+        }
         for_shadow.shadow_answered(match outcome {
             Ok(r) => Answer { status: r.status, body: r.body, latency },
             Err(e) => Answer { status: e.status(), body: Bytes::new(), latency },

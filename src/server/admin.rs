@@ -58,6 +58,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .route(&format!("{deployments}/{{name}}"), web::patch().to(patch_deployment))
             .route(&format!("{deployments}/{{name}}"), web::delete().to(delete_deployment))
             .route(&format!("{deployments}/{{name}}/logs"), web::get().to(deployment_logs))
+            .route(&format!("{deployments}/{{name}}/collected"), web::get().to(collected))
             .route(&format!("{deployments}/{{name}}/comparison"), web::get().to(get_comparison))
             .route(&format!("{deployments}/{{name}}/comparison/reset"), web::post().to(reset_comparison));
     }
@@ -518,6 +519,59 @@ async fn deployment_logs(req: HttpRequest, data: Data) -> HttpResponse {
             HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text)
         }
         Err(e) => Refused::from(e).answer(),
+    }
+}
+
+/// `?collection=&since=&limit=` for collected records.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CollectedQuery {
+    /// One collection (`request`, `response`, `model_inputs`...); all when absent.
+    collection: Option<String>,
+    /// Only records written at or after this: an RFC 3339 time, or a duration ago (`10m`).
+    since: Option<String>,
+    /// At most this many records, newest first (default 100, at most 10000).
+    limit: Option<usize>,
+}
+
+/// A deployment's collected records (its `data_collector`), newest first, as written under
+/// the data folder.
+#[utoipa::path(get, path = "/v1/deployments/{name}/collected", tag = "deployments",
+    params(("name" = String, Path), CollectedQuery),
+    responses((status = 200, body = crate::control::views::CollectedView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn collected(req: HttpRequest, data: Data) -> HttpResponse {
+    guard!(req, data);
+    let (plane, name) = (plane!(req, data), segment(&req, "name"));
+    let q = match web::Query::<CollectedQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner(),
+        Err(_) => return Refused::BadRequest("limit must be a non-negative integer".into()).answer(),
+    };
+    // The CLI sends every parameter; an empty one means "not given".
+    let (collection, since) = (q.collection.filter(|c| !c.is_empty()), q.since.filter(|s| !s.is_empty()));
+    let since = match since.as_deref().map(since_time) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return Refused::BadRequest(e).answer(),
+    };
+    let limit = q.limit.unwrap_or(100);
+    reply(off_worker(move || plane.collected(&name, collection.as_deref(), since.as_deref(), limit)).await)
+}
+
+/// `since` as the RFC 3339 time records are compared with: a time as given, or a duration
+/// ago (`90s`, `10m`, `2h`).
+fn since_time(text: &str) -> Result<String, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(humantime::format_rfc3339_millis(t).to_string());
+    }
+    match humantime::parse_duration(text) {
+        Ok(ago) => {
+            let t = std::time::SystemTime::now().checked_sub(ago).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            Ok(humantime::format_rfc3339_millis(t).to_string())
+        }
+        Err(_) => Err(format!(
+            "since must be an RFC 3339 time (2026-12-07T10:00:00Z) or a duration ago (10m, 2h), got {text:?}"
+        )),
     }
 }
 

@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use super::body::{self, BodyLimits};
 use super::errors::{ErrorStyle, Refused};
+use crate::collector;
 use crate::deployment::Deployment;
 use crate::endpoint::{RoutingTable, Unavailable};
 use crate::hooks::{Headers, Protocol, Request};
@@ -241,13 +242,29 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     // The headers in the hooks' own type, converted only when a hook on the way reads them.
-    let converted = if reads_headers(deployment) || shadow.is_some_and(|s| reads_headers(&s.deployment)) {
+    let mut converted = if reads_headers(deployment) || shadow.is_some_and(|s| reads_headers(&s.deployment)) {
         hook_headers(headers)
     } else {
         Headers::default()
     };
+    // A scoring script whose custom records join this request (a `data_collector` with a
+    // custom collection, on either side) gets the request's id, as Azure's endpoints give it.
+    let collects = |d: &Deployment| d.collector().is_some_and(|c| c.settings().custom().next().is_some());
+    if collects(deployment) || shadow.is_some_and(|s| collects(&s.deployment)) {
+        converted.retain(|name| name != "x-request-id");
+        converted.push("x-request-id", request_id.as_bytes());
+    }
     let request = Request { body: &body, content_type, headers: &converted, protocol: how.protocol, request_id };
-    let live_slot = shadow.and_then(|s| mirror::copy(s, request));
+    // A shadow that collects payloads logs its copy's answer (marked `mirror`), with the
+    // request id the live records carry.
+    let live_slot = shadow.and_then(|s| {
+        let collect = s.deployment.collector().filter(|c| c.sample_payload(request_id)).map(|c| mirror::Collect {
+            path: req.path().to_string(),
+            method: req.method().as_str().to_string(),
+            headers: captured(headers, c.capture_headers()),
+        });
+        mirror::copy(s, request, collect)
+    });
     // The live answer's latency is only compared when a shadow copy was made.
     let start = live_slot.as_ref().map(|_| Instant::now());
     let mut outcome = deployment.call(admitted, request).await;
@@ -276,6 +293,24 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
             }
         }
     }
+    if let Some(c) = deployment.collector().filter(|c| c.sample_payload(request_id)) {
+        let (status, response_body, response_content_type) = match &outcome {
+            Ok(answer) => (answer.response.status, answer.response.body.clone(), answer.response.content_type.into()),
+            Err(e) => (e.status(), Bytes::from(e.reason()), "text/plain; charset=utf-8".into()),
+        };
+        c.payload(collector::Payload {
+            role: collector::Role::Live,
+            request_id: request_id.to_string(),
+            path: req.path().to_string(),
+            method: req.method().as_str().to_string(),
+            headers: captured(headers, c.capture_headers()),
+            request_body: body.clone(),
+            request_content_type: content_type.map(String::from),
+            status,
+            response_body,
+            response_content_type,
+        });
+    }
     if let Some(slot) = live_slot {
         let (status, body) = match &outcome {
             Ok(answer) => (answer.response.status, answer.response.body.clone()),
@@ -300,6 +335,20 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
         Err(e) => Refused::Score(e).response(style),
     };
     with_ids(served_by(response, deployment), request_id, client_id.as_deref())
+}
+
+/// The request headers a data collector captures (`request_logging.capture_headers`), by
+/// lower-case name, values as text (a value that is not text is left out).
+fn captured(headers: &HeaderMap, names: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in names {
+        for value in headers.get_all(name.as_str()) {
+            if let Ok(v) = value.to_str() {
+                out.push((name.clone(), v.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// Adds the header naming the deployment that answered.

@@ -10,6 +10,7 @@ mod body;
 mod errors;
 pub(crate) mod front_door;
 mod limits;
+mod modeldata;
 mod oip;
 pub(crate) mod openapi;
 mod scoring;
@@ -70,6 +71,11 @@ pub(crate) struct ServeOptions {
     /// `--assets-dir`: the asset store (registered models and environments); else
     /// `--state-dir/assets`, else a private temporary folder.
     pub assets_dir: Option<PathBuf>,
+    /// `--data-dir`: where the data collector writes its records (issue 28); else
+    /// `--state-dir/data`, else `$TMPDIR/switchyard-data`.
+    pub data_dir: Option<PathBuf>,
+    /// `--data-max-mb`: the most the data folder holds (the oldest files go first).
+    pub data_max_mb: u64,
     /// `--config-dir`: the endpoint and deployment YAML files that own the state.
     pub config_dir: Option<PathBuf>,
     /// `--secrets-dir`: the endpoint's keys and token signing secret (and optionally the admin
@@ -333,6 +339,28 @@ pub(crate) async fn run(
         None => crate::assets::AssetStore::temporary(),
     };
     control.set_assets(assets.map_err(|e| ServeError::Setup(format!("--assets-dir: {e}")))?);
+    // The data collector, before the restore too: saved deployments may collect.
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .or_else(|| opts.state_dir.as_ref().map(|d| d.join("data")))
+        .unwrap_or_else(|| std::env::temp_dir().join("switchyard-data"));
+    let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
+    crate::sys::tmp::remove_dead_owners(MDC_CONFIG_PREFIX, "data collector configuration");
+    let mdc_config = tempfile::Builder::new()
+        .prefix(&crate::sys::tmp::own_prefix(MDC_CONFIG_PREFIX))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .map_err(|e| ServeError::Setup(format!("the data collector's configuration folder: {e}")))?;
+    let hub = crate::collector::Hub::new(
+        crate::collector::Sink::new(data_dir, opts.data_max_mb.saturating_mul(1 << 20)),
+        mdc_config,
+    );
+    let custom_logging = modeldata::start(Arc::clone(&hub))
+        .map_err(|e| ServeError::Setup(format!("the data collector's loopback listener: {e}")))?;
+    let custom_logging_handle = custom_logging.handle();
+    tokio::spawn(custom_logging);
+    control.set_collector(Arc::clone(&hub));
     // The secrets first: the endpoint (restored or from --config-dir) is created with them.
     let file_admin_token = match &opts.secrets_dir {
         Some(dir) => crate::control::secrets::start(&control, dir.clone(), opts.admin_token.is_some())
@@ -466,12 +494,20 @@ pub(crate) async fn run(
         wait_for_drain(&drain, grace).await;
         // Both planes stop accepting only now; what is still connected gets the rest of the
         // grace period (actix's shutdown timeout) to finish.
-        tokio::join!(scoring_handle.stop(true), admin_handle.stop(true));
+        tokio::join!(scoring_handle.stop(true), admin_handle.stop(true), custom_logging_handle.stop(true));
     });
     tokio::try_join!(scoring, admin)?;
+    // Every record of an answered request is on disk before the process ends (SIGTERM).
+    if !hub.sink().flush(Duration::from_secs(5)) {
+        tracing::warn!("the data collector could not write every record within 5 s of stopping");
+    }
     tracing::info!("switchyard stopped");
     Ok(())
 }
+
+/// The data collector's per-process configuration folders in `$TMPDIR` (removed at exit; a
+/// killed server's by the next start).
+const MDC_CONFIG_PREFIX: &str = "switchyard-mdc-";
 
 /// After SIGTERM, how long the listeners stay open once nothing is in flight: a load balancer
 /// or a Kubernetes readiness probe that polls now sees the 503 instead of a refused connection.
@@ -611,6 +647,8 @@ mod tests {
             tolerance: Tolerance::default(),
             state_dir: None,
             assets_dir: None,
+            data_dir: None,
+            data_max_mb: 1024,
             config_dir: None,
             secrets_dir: None,
             key_grace: Duration::from_secs(300),

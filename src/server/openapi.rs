@@ -38,6 +38,7 @@ use super::admin;
         admin::patch_deployment,
         admin::delete_deployment,
         admin::deployment_logs,
+        admin::collected,
         admin::get_comparison,
         admin::reset_comparison,
         admin::metrics_json,

@@ -242,7 +242,8 @@ impl DeploymentSpec {
             }
         }
         // Fields the runtime does not read and that must not stop status fields from round-tripping.
-        for key in ["provisioning_state", "error", "instances", "workers", "load_ms", "mirror"] {
+        for key in ["provisioning_state", "error", "instances", "workers", "load_ms", "mirror", "data_collector_status"]
+        {
             map.remove(key);
         }
         match map.get("model") {
@@ -291,9 +292,18 @@ impl DeploymentSpec {
         self.environment_variables.get("WORKER_COUNT").and_then(|v| parse_worker_count(v).ok()).unwrap_or(1)
     }
 
+    /// The checked `data_collector` (issue 28), when the deployment has one. Checked by
+    /// [`Self::from_value`]; an unreadable one counts as none here.
+    pub fn collector(&self) -> Option<super::DataCollector> {
+        self.data_collector.as_ref().and_then(|v| super::DataCollector::from_value(v).ok())
+    }
+
     /// Rules that need no state: name, counts, limits.
     fn check(&self) -> Result<(), SpecError> {
         validate_name("deployment", &self.name)?;
+        if let Some(dc) = &self.data_collector {
+            super::DataCollector::from_value(dc)?;
+        }
         if let Some(ep) = &self.endpoint_name {
             validate_name("endpoint", ep)?;
         }

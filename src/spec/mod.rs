@@ -3,6 +3,7 @@
 //! so the control plane can check a change completely before it touches any running state.
 #![forbid(unsafe_code)]
 
+pub mod data_collector;
 pub mod deployment;
 pub mod endpoint;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod reference;
 pub mod rollout;
 pub mod traffic;
 
+pub use data_collector::{DataCollector, RollingRate};
 pub use deployment::{resolve_scoring_script, DeploymentSpec, HookKind, Isolation, ModelSpec, NativePlugin};
 pub use endpoint::{AuthMode, EndpointSpec, TrafficAffinity};
 pub use error::{SpecError, SpecErrorKind};

@@ -84,6 +84,14 @@ struct InstanceLabels {
     endpoint: String,
 }
 
+/// Labels of `switchyard_data_collector_records`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectedLabels {
+    deployment: String,
+    outcome: &'static str,
+    endpoint: String,
+}
+
 impl DeploymentLabel {
     fn request(&self, role: Role, code: u16) -> RequestLabels {
         RequestLabels { deployment: self.deployment.clone(), role, code, endpoint: self.endpoint.clone() }
@@ -95,6 +103,10 @@ impl DeploymentLabel {
 
     fn instances(&self, state: &'static str) -> InstanceLabels {
         InstanceLabels { deployment: self.deployment.clone(), state, endpoint: self.endpoint.clone() }
+    }
+
+    fn collected(&self, outcome: &'static str) -> CollectedLabels {
+        CollectedLabels { deployment: self.deployment.clone(), outcome, endpoint: self.endpoint.clone() }
     }
 }
 
@@ -126,6 +138,7 @@ pub struct Metrics {
     mirror_dropped: Family<DeploymentLabel, Counter>,
     inflight: Family<DeploymentLabel, Gauge>,
     instances: Family<InstanceLabels, Gauge>,
+    collected: Family<CollectedLabels, Gauge>,
     mirror: MirrorFamilies,
     process: ProcessGauges,
     /// Live and mirror error answers (5xx, 424, 408) per deployment name, for windowed reads
@@ -184,6 +197,12 @@ impl Metrics {
         );
         registry.register("switchyard_inflight_requests", "Requests admitted and not yet answered", inflight.clone());
         registry.register("switchyard_instances", "Instances by state", instances.clone());
+        let collected = Family::<CollectedLabels, Gauge>::default();
+        registry.register(
+            "switchyard_data_collector_records",
+            "Records of the deployment's data collector since it started: written, dropped (the writer behind) or failed (the disk refused them)",
+            collected.clone(),
+        );
         let mirror = MirrorFamilies::default();
         registry.register(
             "switchyard_mirror_agreement_ratio",
@@ -250,6 +269,7 @@ impl Metrics {
             mirror_dropped,
             inflight,
             instances,
+            collected,
             mirror,
             process,
             rollbacks,
@@ -318,6 +338,9 @@ impl Metrics {
         }
         for state in INSTANCE_STATES {
             self.instances.remove(&dep.instances(state));
+        }
+        for outcome in COLLECTED_OUTCOMES {
+            self.collected.remove(&dep.collected(outcome));
         }
         let m = &self.mirror;
         m.agreement_ratio.remove(dep);
@@ -401,6 +424,9 @@ pub struct DeploymentSummary {
     pub live_ok: u64,
     pub mirror: RoleSummary,
 }
+
+/// The outcomes of `switchyard_data_collector_records`.
+const COLLECTED_OUTCOMES: [&str; 3] = ["written", "dropped", "failed"];
 
 /// The instance states of `switchyard_instances`.
 pub(crate) const INSTANCE_STATES: [&str; 5] = ["ready", "loading", "draining", "failed", "restarting"];
@@ -515,6 +541,13 @@ impl DeploymentMetrics {
             live: role(&self.live_duration),
             live_ok: self.live_ok.get(),
             mirror: role(&self.mirror_duration),
+        }
+    }
+
+    /// Sets the data collector's record counts (written, dropped, failed), read at a scrape.
+    pub(crate) fn set_collected(&self, counts: [u64; 3]) {
+        for (outcome, n) in COLLECTED_OUTCOMES.into_iter().zip(counts) {
+            self.root.collected.get_or_create(&self.key.collected(outcome)).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
