@@ -290,7 +290,15 @@ fn the_tutorials_studio_steps_clicked_through_in_headless_chromium() {
     if skip_browser() {
         return;
     }
-    let s = Server::start_with(&["--admin-token", TOKEN, "--python", &hook_python()]);
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start_with(&[
+        "--admin-token",
+        TOKEN,
+        "--python",
+        &hook_python(),
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
     let shots = repo().join("target/studio-screenshots");
     run_studio(&s, "tutorial", &shots);
     assert_screenshots(
@@ -310,6 +318,7 @@ fn the_tutorials_studio_steps_clicked_through_in_headless_chromium() {
             "rollout",
             "rollout-refused",
             "rollout-rolled-back",
+            "data",
         ],
     );
 }

@@ -477,6 +477,29 @@ def tutorial():
     text_is("ep-mirror-traffic", "none")
     assert not any(endpoint()["mirror_traffic"].values()), endpoint()
 
+    step("Data: green's data_collector (request and response logging) turned on; a request to green shows in the Data tab, newest first, with its collection and request id")
+    status, body = api("PATCH", EP_PATH + "/deployments/green", {"data_collector": {"collections": {
+        "request": {"enabled": "True"}, "response": {"enabled": "True"}}}})
+    assert status == 200, body
+    wait_api("green collects", lambda: deployment("green")["provisioning_state"] == "Succeeded" and
+             deployment("green").get("data_collector_status") is not None or deployment("green"))
+    tab("details")
+    got = test_on_page("green", os.path.join(SAMPLE, "sample-request.json"))
+    tab("data")
+    Select(by_id("data-deployment")).select_by_value("green")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#data-rows tr")) >= 2, "green's two records never showed")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#data-rows tr")
+    collections = sorted(r.find_elements(By.TAG_NAME, "td")[1].text for r in rows[:2])
+    assert collections == ["request", "response"], [r.text for r in rows]
+    text_has("data-status", "request, response")
+    text_has("data-status", "2 written")
+    Select(by_id("data-collection")).select_by_value("response")
+    wait.until(lambda d: all(r.find_elements(By.TAG_NAME, "td")[1].text == "response"
+                             for r in d.find_elements(By.CSS_SELECTOR, "#data-rows tr")), "the collection filter")
+    assert json.dumps(got, separators=(",", ":"))[:40] in driver.find_element(By.ID, "data-rows").text.replace(" ", ""), got
+    shot("data")
+    tab("details")
+
     step("Rollout: a refused plan shows the control plane's message and starts nothing")
     tab("rollout")
     text_is("rollout-none", "No rollout has been started on this endpoint.")

@@ -6,6 +6,8 @@ import os
 import yaml
 from azure.ai.ml.entities import (
     CodeConfiguration,
+    DataCollector,
+    DeploymentCollection,
     EndpointAuthKeys,
     EndpointAuthToken,
     Environment,
@@ -14,6 +16,7 @@ from azure.ai.ml.entities import (
     Model,
     OnlineRequestSettings,
     ProbeSettings,
+    RequestLogging,
 )
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -266,7 +269,50 @@ def _deployment_doc(d):
         "liveness_probe": _probe_doc(d.liveness_probe),
         "readiness_probe": _probe_doc(d.readiness_probe),
         "app_insights_enabled": d.app_insights_enabled or None,
+        "data_collector": _data_collector_doc(getattr(d, "data_collector", None)),
     })
+
+
+def _data_collector_doc(dc):
+    """azure-ai-ml's ``DataCollector`` as the deployment YAML's ``data_collector`` (CONTRACT
+    §12): each ``DeploymentCollection``'s ``enabled`` as Azure writes it (``'True'``/``'False'``),
+    its ``data`` when it is a name or a reference, ``sampling_rate``, ``rolling_rate``,
+    ``request_logging.capture_headers``."""
+    if dc is None:
+        return None
+    collections = {}
+    for name, c in (getattr(dc, "collections", None) or {}).items():
+        enabled = getattr(c, "enabled", None)
+        entry = {"enabled": enabled if isinstance(enabled, str) else ("True" if enabled else "False")}
+        data = getattr(c, "data", None)
+        if isinstance(data, str):
+            entry["data"] = data
+        collections[name] = entry
+    logging = getattr(dc, "request_logging", None)
+    headers = getattr(logging, "capture_headers", None) if logging is not None else None
+    return _drop_empty({
+        "collections": collections or None,
+        "sampling_rate": getattr(dc, "sampling_rate", None),
+        "rolling_rate": getattr(dc, "rolling_rate", None),
+        "request_logging": {"capture_headers": list(headers)} if headers else None,
+    })
+
+
+def _data_collector_from(doc):
+    """The view's ``data_collector`` as azure-ai-ml's ``DataCollector``."""
+    if not isinstance(doc, dict):
+        return None
+    collections = {
+        name: DeploymentCollection(enabled=str((c or {}).get("enabled", "False")), data=(c or {}).get("data"))
+        for name, c in (doc.get("collections") or {}).items()
+    }
+    headers = (doc.get("request_logging") or {}).get("capture_headers")
+    return DataCollector(
+        collections=collections,
+        sampling_rate=doc.get("sampling_rate"),
+        rolling_rate=doc.get("rolling_rate"),
+        request_logging=RequestLogging(capture_headers=headers) if headers else None,
+    )
 
 
 def _resolved(view):
@@ -337,6 +383,7 @@ def _deployment_from(view):
         liveness_probe=ProbeSettings(**view["liveness_probe"]) if view.get("liveness_probe") else None,
         readiness_probe=ProbeSettings(**view["readiness_probe"]) if view.get("readiness_probe") else None,
         provisioning_state=view.get("provisioning_state"),
+        data_collector=_data_collector_from(view.get("data_collector")),
     )
     return d
 

@@ -20,7 +20,16 @@ import tempfile
 
 import yaml
 from azure.ai.ml.constants import ListViewType
-from azure.ai.ml.entities import CodeConfiguration, Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
+from azure.ai.ml.entities import (
+    CodeConfiguration,
+    DataCollector,
+    DeploymentCollection,
+    Environment,
+    ManagedOnlineDeployment,
+    ManagedOnlineEndpoint,
+    Model,
+    RequestLogging,
+)
 from azure.ai.ml.exceptions import ValidationException
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
@@ -222,6 +231,32 @@ def _():
     answer = ml_client.online_endpoints.invoke(endpoint_name=ENDPOINT, deployment_name="green",
                                                request_file="../../model-2/sample-request.json")
     assert json.loads(answer) == [0.5, 0.5], "green runs model-2's score.py: " + answer
+
+
+@check("a DataCollector round-trips: sent with the deployment, shown as written, got back as azure-ai-ml's entity")
+def _():
+    collector = DataCollector(
+        collections={"request": DeploymentCollection(enabled="True"), "response": DeploymentCollection(enabled="True"),
+                     "model_inputs": DeploymentCollection(enabled="False")},
+        sampling_rate=0.5,
+        rolling_rate="minute",
+        request_logging=RequestLogging(capture_headers=["x-user-id"]),
+    )
+    got = ml_client.online_deployments.get(name="green", endpoint_name=ENDPOINT)
+    got.data_collector = collector
+    updated = ml_client.online_deployments.begin_create_or_update(got).result()
+    assert updated.provisioning_state == "Succeeded", updated.provisioning_state
+    back = ml_client.online_deployments.get(name="green", endpoint_name=ENDPOINT).data_collector
+    assert isinstance(back, DataCollector), back
+    assert {n: c.enabled for n, c in back.collections.items()} == {"request": "True", "response": "True", "model_inputs": "False"}
+    assert (back.sampling_rate, back.rolling_rate, back.request_logging.capture_headers) == (0.5, "minute", ["x-user-id"])
+    answer = ml_client.online_endpoints.invoke(endpoint_name=ENDPOINT, deployment_name="green",
+                                               request_file="../../model-2/sample-request.json")
+    assert json.loads(answer) == [0.5, 0.5], answer
+    bad = DataCollector(collections={"request": DeploymentCollection(enabled="True")}, rolling_rate="week")
+    got.data_collector = bad
+    message = refused_plainly(lambda: ml_client.online_deployments.begin_create_or_update(got).result(), HttpResponseError, 400)
+    assert "data_collector.rolling_rate" in message, message
 
 
 @check("a deployment naming an unknown version is refused (400) naming what is registered")

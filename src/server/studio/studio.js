@@ -154,7 +154,7 @@ function say(text, isError) {
 
 // ---------- tabs ----------
 
-const TABS = ["details", "test", "logs", "monitoring", "consume", "rollout"];
+const TABS = ["details", "test", "logs", "monitoring", "consume", "rollout", "data"];
 
 // Every tab but Details reads the endpoint: until its page has read it they are off (no
 // request for an endpoint the page does not know yet).
@@ -175,6 +175,7 @@ function showTab(name, focus) {
   if (name === "monitoring") drawCharts();
   if (name === "consume") renderConsume();
   if (name === "rollout") refreshRollout();
+  if (name === "data") refreshData();
 }
 
 TABS.forEach((t, i) => {
@@ -209,7 +210,7 @@ function clearEndpointViews() {
   $("test-result").hidden = true;
   for (const id of ["test-status", "test-served-by", "test-time", "test-output", "logs-output", "consume-uri", "snippet-curl", "snippet-python",
     "ep-scoring-uri", "ep-auth-mode", "ep-provisioning-state", "ep-traffic", "ep-mirror-traffic", "chart-legend", "mirror-summary"]) $(id).textContent = "";
-  for (const id of ["test-deployment", "logs-deployment", "rollout-to"]) $(id).replaceChildren();
+  for (const id of ["test-deployment", "logs-deployment", "rollout-to", "data-deployment"]) $(id).replaceChildren();
   state.keyShown = false;
   $("consume-key").textContent = "••••••••";
   $("show-key").textContent = "Show key";
@@ -480,6 +481,7 @@ async function refresh() {
   fillSelect($("test-deployment"), true);
   fillSelect($("logs-deployment"), true);
   fillSelect($("rollout-to"), false);
+  fillSelect($("data-deployment"), true);
   if (state.tab === "consume") renderConsume();
 }
 
@@ -910,6 +912,53 @@ async function refreshLogs() {
 }
 $("logs-deployment").addEventListener("change", refreshLogs);
 $("logs-lines").addEventListener("change", refreshLogs);
+
+// ---------- data (issue 28) ----------
+
+async function refreshData() {
+  const dep = $("data-deployment").value;
+  const err = $("data-error");
+  if (!dep) { $("data-status").textContent = ""; $("data-records").hidden = true; return; }
+  const collection = $("data-collection").value;
+  const gen = state.gen;
+  try {
+    const r = (await api("GET", depPath(dep, `/collected?limit=50&collection=${encodeURIComponent(collection)}`))).json;
+    if (gen !== state.gen) return;
+    err.hidden = true;
+    const st = r.status;
+    const shown = state.deployments.find((d) => d.name === dep);
+    const on = shown && shown.data_collector && shown.data_collector.collections ? Object.keys(shown.data_collector.collections) : [];
+    const select = $("data-collection");
+    const names = ["", ...new Set([...on.map((n) => n.toLowerCase()), ...(st ? st.collections : [])])];
+    if (select.dataset.names !== names.join(",")) {
+      select.dataset.names = names.join(",");
+      select.replaceChildren(...names.map((n) => el("option", { value: n, text: n || "all" })));
+      select.value = collection;
+    }
+    $("data-status").textContent = st
+      ? `Collecting ${st.collections.join(", ")} at sampling rate ${st.sampling_rate}, files by ${st.rolling_rate} in ${st.folder}: ${st.written} written, ${st.dropped} dropped, ${st.failed} refused by the disk` +
+        (st.last_error ? `; last disk error: ${st.last_error.message} (${st.last_error.at})` : "")
+      : `${dep} has no data_collector with a collection on; records it wrote before are shown.`;
+    const rows = $("data-rows");
+    const key = JSON.stringify(r.records.map((x) => x.id));
+    $("data-records").hidden = r.records.length === 0;
+    if (rows.dataset.drawn === key) return;
+    rows.dataset.drawn = key;
+    rows.replaceChildren(...r.records.map((x) => {
+      const data = x.data !== undefined ? JSON.stringify(x.data) : x.data_base64 !== undefined ? "(binary, " + x.contentlength + " bytes)" : "";
+      return el("tr", { class: x.role === "mirror" ? "mirror-line" : "" },
+        el("td", { text: x.time || "" }), el("td", { text: x.collection || "" }), el("td", { text: x.role || "" }),
+        el("td", { text: x.xrequestid || "" }), el("td", { text: x.status === undefined ? "" : String(x.status) }),
+        el("td", { text: data.length > 200 ? data.slice(0, 200) + "…" : data }));
+    }));
+  } catch (x) {
+    if (gen !== state.gen) return;
+    err.textContent = x.message;
+    err.hidden = false;
+  }
+}
+$("data-deployment").addEventListener("change", () => { $("data-collection").value = ""; refreshData(); });
+$("data-collection").addEventListener("change", refreshData);
 
 // ---------- monitoring ----------
 
@@ -1956,6 +2005,7 @@ async function tick() {
   await pollMetrics();
   if (state.tab === "logs") await refreshLogs();
   if (state.tab === "rollout") await refreshRollout();
+  if (state.tab === "data") await refreshData();
 }
 
 route();
