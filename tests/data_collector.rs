@@ -88,6 +88,25 @@ fn payload_logging_records_live_and_mirror_answers_joined_by_request_id() {
     for r in &responses {
         assert_eq!(r["data"], sent[r["xrequestid"].as_str().unwrap()].2, "the answer as sent: {r}");
     }
+    // The v2 route is logged too, with its path.
+    let agent = ureq::Agent::new_with_defaults();
+    let infer = json!({"inputs": [{"name": "X", "shape": [1, 10], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}]});
+    let v2 = http(
+        &agent,
+        "POST",
+        &format!("{}/v2/models/model-1/infer", s.scoring),
+        &[("Authorization", &auth), ("Content-Type", "application/json"), ("azureml-model-deployment", "blue")],
+        Some(infer.to_string().as_bytes()),
+    );
+    assert_eq!(v2.status, 200, "{}", v2.body);
+    let v2_id = v2.header("x-request-id").unwrap().to_string();
+    let logged = eventually("the v2 request's record", Duration::from_secs(30), || {
+        collected(&s, "blue", &["--collection", "request"])
+            .into_iter()
+            .find(|r| r["xrequestid"] == v2_id.as_str())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    assert_eq!((logged["path"].as_str(), logged["data"].clone()), (Some("/v2/models/model-1/infer"), infer));
     // Green saw copies of some of them: its records are marked and join blue's.
     let copies = eventually("green's mirror records", Duration::from_secs(60), || {
         let c = collected(&s, "green", &["--collection", "response"]);
@@ -112,9 +131,9 @@ fn payload_logging_records_live_and_mirror_answers_joined_by_request_id() {
         assert!(parts[4].ends_with(".jsonl") && parts[0].len() == 4, "{rel}");
     }
     let status = &s.admin("GET", "/v1/deployments/blue", None).json()["data_collector_status"];
-    assert_eq!(status["written"], 80, "{status}");
+    assert_eq!(status["written"], 82, "{status}");
     assert_eq!((status["dropped"].as_u64(), status["failed"].as_u64()), (Some(0), Some(0)), "{status}");
-    assert!(metric(&s, "switchyard_data_collector_records", &["deployment=\"blue\"", "outcome=\"written\""]) >= 80.0);
+    assert!(metric(&s, "switchyard_data_collector_records", &["deployment=\"blue\"", "outcome=\"written\""]) >= 82.0);
 
     // Half the requests sampled: the draw is per request, so 200 give about 100.
     let r = s.admin("PATCH", "/v1/deployments/blue", Some(&json!({"data_collector": {"sampling_rate": 0.5}})));
@@ -128,7 +147,7 @@ fn payload_logging_records_live_and_mirror_answers_joined_by_request_id() {
         |n: usize| s.admin("GET", "/v1/deployments/blue", None).json()["data_collector_status"]["written"] == n;
     eventually("the sampled records written", Duration::from_secs(30), || {
         let n = collected(&s, "blue", &["--collection", "request"]).len() - before;
-        let responses = collected(&s, "blue", &["--collection", "response"]).len() - 40;
+        let responses = collected(&s, "blue", &["--collection", "response"]).len() - 41;
         if n == responses && flushed(2 * n) {
             Ok(())
         } else {
