@@ -258,6 +258,27 @@ fn the_azure_collector_in_score_py_works_unchanged_and_joins_the_payload_records
         assert_eq!(rows[1], json!({"a": 1, "b": 3}));
         assert_eq!(outs[id].as_array().unwrap()[1], json!({"total": 4}));
     }
+
+    // A script's own context with a time in milliseconds: its posts are refused (400, said in
+    // the deployment's log by the Collector), the answer is unaffected, and the next request's
+    // records are written: one bad post stops nothing.
+    let body = json!({"data": {"a": [1, 1], "b": [2, 3]}, "context_timestamp": 1_765_000_000_000u64}).to_string();
+    let r = s.score_authed(&key, body.as_bytes(), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("the Collector's refusal in the log", Duration::from_secs(30), || {
+        let logs = s.admin("GET", "/v1/deployments/blue/logs?lines=500", None).body;
+        if logs.contains("ce-time must be whole seconds") {
+            Ok(())
+        } else {
+            Err(logs.lines().last().unwrap_or_default().to_string())
+        }
+    });
+    let r = s.score_authed(&key, json!({"data": {"a": [9], "b": [1]}}).to_string().as_bytes(), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let after = r.header("x-request-id").unwrap().to_string();
+    let inputs = wait_records(&s, "blue", "model_inputs", 6);
+    assert!(inputs.iter().any(|r| r["xrequestid"] == after.as_str()), "{inputs:?}");
+    assert_eq!(inputs.len(), 6, "the refused one is not there");
 }
 
 /// The sink never touches scoring: with a data folder that cannot be written, every request

@@ -394,6 +394,12 @@ class CollectorJoin:
         if not self.patched:
             self.patch()
 
+    def after_run(self):
+        # A collect() after run() returned (another thread, a timer) belongs to no request.
+        self.request_id = None
+        if not self.patched:
+            self.patch()  # a script that imported the Collector in run(): joined from its next run
+
     def patch(self):
         collector_json = sys.modules.get("azureml.ai.monitoring.collector_json")
         context = sys.modules.get("azureml.ai.monitoring.context")
@@ -500,6 +506,8 @@ def main():
             if join is not None:
                 join.before_run(headers)
             runner.score(content_type, headers, payload[at + block_len :])
+            if join is not None:
+                join.after_run()
         else:
             send(ord("B"), f"unknown frame type {kind}".encode())
 

@@ -30,7 +30,8 @@ pub(crate) struct Hub {
     sink: Arc<Sink>,
     port: OnceLock<u16>,
     /// Where each deployment's `AZUREML_MDC_CONFIG_PATH` file is written (a private folder,
-    /// 0755 so workers running as `--worker-user` read it; removed at exit).
+    /// 0711: workers running as `--worker-user` open their file by name, nobody lists it;
+    /// removed at exit).
     config_dir: PathBuf,
     _config: Option<tempfile::TempDir>,
     collectors: Mutex<HashMap<String, Weak<DeploymentCollector>>>,
@@ -67,7 +68,8 @@ impl Hub {
     }
 }
 
-/// One deployment version's collector.
+/// One deployment version's collector. Its counts are this version's (a new version, made by
+/// a change of the deployment, starts from zero).
 pub(crate) struct DeploymentCollector {
     hub: Arc<Hub>,
     endpoint: Arc<str>,
@@ -81,6 +83,18 @@ pub(crate) struct DeploymentCollector {
     /// Basic authentication; it needs the password part to send any): it names the
     /// deployment and keeps other local processes out.
     token: String,
+    /// The `AZUREML_MDC_CONFIG_PATH` file, once written (removed with the collector).
+    config_file: OnceLock<PathBuf>,
+}
+
+impl Drop for DeploymentCollector {
+    /// The version is gone: its configuration file goes, and its token stops being accepted.
+    fn drop(&mut self) {
+        if let Some(path) = self.config_file.get() {
+            let _ = std::fs::remove_file(path);
+        }
+        self.hub.collectors.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.token);
+    }
 }
 
 /// What `show` says about a deployment's collection.
@@ -92,7 +106,8 @@ pub(crate) struct CollectorView {
     pub collections: Vec<String>,
     pub sampling_rate: f64,
     pub rolling_rate: String,
-    /// Records written since this version started.
+    /// Records written since this version started (a change of the deployment is a new
+    /// version).
     pub written: u64,
     /// Records dropped because the writer was behind.
     pub dropped: u64,
@@ -122,6 +137,7 @@ impl DeploymentCollector {
             sink: Arc::clone(&hub.sink),
             counts: Arc::default(),
             token: uuid::Uuid::new_v4().simple().to_string(),
+            config_file: OnceLock::new(),
         });
         hub.collectors.lock().unwrap_or_else(|e| e.into_inner()).insert(me.token.clone(), Arc::downgrade(&me));
         me
@@ -139,23 +155,33 @@ impl DeploymentCollector {
         };
         let collections: serde_json::Map<String, serde_json::Value> = custom
             .iter()
-            .map(|n| ((*n).to_string(), serde_json::json!({"enabled": true, "sampleRatePercentage": 100})))
+            .map(|n| {
+                let percent = (self.settings.rate_of(n) * 100.0).round();
+                ((*n).to_string(), serde_json::json!({"enabled": true, "sampleRatePercentage": percent}))
+            })
             .collect();
         let doc = serde_json::json!({"collections": collections, "runMode": "cloud"});
-        let path = self.hub.config_dir.join(format!("{}.json", self.token));
-        let written = std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(&self.hub.config_dir)
-            .and_then(|()| std::fs::write(&path, doc.to_string()));
+        // Named by an id of its own (never the token: the folder can be entered by workers
+        // running as another user, and a name can be seen where a content cannot).
+        let path = self.hub.config_dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
+        let written = std::fs::write(&path, doc.to_string());
         if let Err(e) = written {
-            tracing::warn!(target: "switchyard::collector", deployment = %self.deployment, error = %e, path = %path.display(),
+            tracing::warn!(target: "switchyard::collector", deployment = %self.deployment, error = %e,
                 "cannot write the data collector's configuration: the scoring script's Collector will find custom logging off");
             return Vec::new();
         }
+        let _ = self.config_file.set(path.clone());
+        // The posts go to the loopback listener, never through a proxy the deployment sets.
+        let no_proxy = |name: &str| match std::env::var(name) {
+            Ok(v) if !v.is_empty() => format!("{v},127.0.0.1"),
+            _ => "127.0.0.1".to_string(),
+        };
         vec![
             ("AZUREML_MDC_CONFIG_PATH".into(), path.display().to_string()),
             ("AZUREML_MDC_HOST".into(), format!("{}:switchyard@127.0.0.1", self.token)),
             ("AZUREML_MDC_PORT".into(), port.to_string()),
+            ("NO_PROXY".into(), no_proxy("NO_PROXY")),
+            ("no_proxy".into(), no_proxy("no_proxy")),
         ]
     }
 
@@ -295,9 +321,14 @@ pub(crate) struct Custom {
     pub body: Bytes,
 }
 
+/// The most bytes of files one read-back reads.
+const READ_BUDGET: u64 = 128 << 20;
+
 /// The records of one deployment (one collection, or all), newest first, at most `limit`,
-/// written at or after `since` (RFC 3339, compared as written). Each file is read whole, and
-/// files are at most [`sink::MAX_FILE_BYTES`]; a line that is not JSON is skipped.
+/// written at or after `since` (RFC 3339, compared as written); whether more match; how many
+/// files could not be read (skipped, not fatal: one bad file must not hide the others).
+/// Whole rolling periods are read, newest first, every collection's files of a period before
+/// the next older period, until `limit` records, `since` or [`READ_BUDGET`] bytes are reached.
 pub(crate) fn read_records(
     dir: &std::path::Path,
     endpoint: &str,
@@ -305,44 +336,124 @@ pub(crate) fn read_records(
     collection: Option<&str>,
     since: Option<&str>,
     limit: usize,
-) -> Result<(Vec<serde_json::Value>, bool), String> {
-    let mut out = Vec::new();
-    for path in sink::files_of(dir, endpoint, deployment, collection) {
-        let bytes =
-            crate::sys::files::read_bounded(&path, sink::MAX_FILE_BYTES * 2, std::time::Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
-        let mut file_records: Vec<serde_json::Value> = bytes
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .filter_map(|l| serde_json::from_slice(l).ok())
-            .collect();
-        // A file's lines are in the order written: newest last.
-        file_records.reverse();
-        let mut older = false;
-        for r in file_records {
-            if let Some(since) = since {
-                if r["time"].as_str().is_some_and(|t| t < since) {
-                    older = true;
-                    continue;
-                }
-            }
-            out.push(r);
-            if out.len() > limit {
+) -> (Vec<serde_json::Value>, bool, usize) {
+    let (mut out, mut read, mut skipped, mut more) = (Vec::new(), 0u64, 0usize, false);
+    let periods = sink::files_by_period(dir, endpoint, deployment, collection);
+    let count = periods.len();
+    for (i, files) in periods.into_iter().enumerate() {
+        let mut any_recent = false;
+        for path in files {
+            if read >= READ_BUDGET {
+                more = true;
                 break;
             }
+            let Ok(bytes) =
+                crate::sys::files::read_bounded(&path, sink::MAX_FILE_BYTES * 2, std::time::Duration::from_secs(10))
+            else {
+                skipped += 1;
+                continue;
+            };
+            read += bytes.len() as u64;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let Ok(r) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+                if since.is_some_and(|since| r["time"].as_str().is_some_and(|t| t < since)) {
+                    continue;
+                }
+                any_recent = true;
+                out.push(r);
+            }
         }
-        if out.len() > limit {
-            break;
-        }
-        // Files are newest first: a single-collection read past `since` is done.
-        if older && collection.is_some() {
+        let last = i + 1 == count;
+        if read >= READ_BUDGET || out.len() >= limit || (since.is_some() && !any_recent) {
+            more |= out.len() > limit || (!last && out.len() >= limit);
             break;
         }
     }
-    // Records of several collections interleave: newest first by time (stable: a file's order
-    // breaks ties).
+    // Newest first by time (a stable sort: a file's order breaks ties).
     out.sort_by(|a, b| b["time"].as_str().unwrap_or_default().cmp(a["time"].as_str().unwrap_or_default()));
-    let more = out.len() > limit;
+    more |= out.len() > limit;
     out.truncate(limit);
-    Ok((out, more))
+    (out, more, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(doc: serde_json::Value) -> DataCollector {
+        DataCollector::from_value(&doc).unwrap()
+    }
+
+    #[test]
+    fn a_workers_configuration_never_names_its_token_and_goes_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = tempfile::tempdir().unwrap();
+        let hub = Hub::new(Sink::new(dir.path().to_path_buf(), 1 << 20), config);
+        hub.set_port(4242);
+        let c = DeploymentCollector::new(
+            &hub,
+            "ep",
+            "blue",
+            None,
+            settings(serde_json::json!({"collections": {"model_inputs": {"enabled": "True", "sampling_rate": 0.25}}})),
+        );
+        let env: std::collections::BTreeMap<String, String> = c.worker_env().into_iter().collect();
+        let path = PathBuf::from(&env["AZUREML_MDC_CONFIG_PATH"]);
+        assert!(!path.to_string_lossy().contains(&c.token), "the token is not in a name anyone can see");
+        assert_eq!(env["AZUREML_MDC_HOST"], format!("{}:switchyard@127.0.0.1", c.token));
+        assert!(env["NO_PROXY"].ends_with("127.0.0.1"));
+        let doc: serde_json::Value = serde_json::from_slice(
+            &crate::sys::files::read_bounded(&path, 1 << 16, std::time::Duration::from_secs(5)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(doc["collections"]["model_inputs"]["sampleRatePercentage"], 25.0);
+        let token = c.token.clone();
+        assert!(hub.find(&token).is_some());
+        drop(c);
+        assert!(hub.find(&token).is_none(), "a version gone: its token no longer accepted");
+        assert!(!path.exists(), "and its configuration removed");
+    }
+
+    #[test]
+    fn a_read_takes_every_collections_newest_period_and_skips_a_file_it_cannot_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::new(Sink::new(dir.path().to_path_buf(), 1 << 30), tempfile::tempdir().unwrap());
+        let c = DeploymentCollector::new(
+            &hub,
+            "ep",
+            "blue",
+            None,
+            settings(serde_json::json!({"collections": {"request": {"enabled": true}, "response": {"enabled": true}}})),
+        );
+        for i in 0..3 {
+            c.payload(Payload {
+                role: Role::Live,
+                request_id: format!("r{i}"),
+                path: "/score".into(),
+                method: "POST".into(),
+                headers: Vec::new(),
+                request_body: Bytes::from(format!("[{i}]")),
+                request_content_type: Some("application/json".into()),
+                status: 200,
+                response_body: Bytes::from(format!("[{}]", i * 10)),
+                response_content_type: "application/json".into(),
+            });
+        }
+        assert!(hub.sink().flush(std::time::Duration::from_secs(10)));
+        let (records, more, skipped) = read_records(dir.path(), "ep", "blue", None, None, 4);
+        assert_eq!((records.len(), more, skipped), (4, true, 0));
+        let collections: std::collections::BTreeSet<&str> =
+            records.iter().map(|r| r["collection"].as_str().unwrap()).collect();
+        assert_eq!(collections.len(), 2, "both collections of the newest period: {records:?}");
+        // A FIFO named like a record file is not listed; a file too large to read is skipped,
+        // and the others are still read.
+        let period =
+            sink::files_by_period(dir.path(), "ep", "blue", Some("request"))[0][0].parent().unwrap().to_path_buf();
+        let status = std::process::Command::new("mkfifo").arg(period.join("data.7.jsonl")).status().unwrap();
+        assert!(status.success());
+        let huge = std::fs::File::create(period.join("data.8.jsonl")).unwrap();
+        huge.set_len(sink::MAX_FILE_BYTES * 2 + 1).unwrap();
+        let (records, _, skipped) = read_records(dir.path(), "ep", "blue", Some("request"), None, 100);
+        assert_eq!((records.len(), skipped), (3, 1));
+    }
 }

@@ -33,6 +33,9 @@ use crate::spec::RollingRate;
 
 /// Records waiting for the writer at most.
 const QUEUE: usize = 8_192;
+/// Bytes of bodies waiting for the writer at most (a count alone would let 8192 large bodies
+/// be held at once).
+const QUEUE_BYTES: u64 = 64 << 20;
 /// How often the writer takes what is queued. Requests never wake it (a wake-up per record
 /// is a system call on the request's thread and a context switch): it looks this often, so a
 /// record is on disk within about this long, and [`Sink::flush`] wakes it at once.
@@ -43,7 +46,7 @@ pub(crate) const MAX_FILE_BYTES: u64 = 32 << 20;
 /// At most one log line per this long about a failing disk.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Counts of one deployment's records (shared by its versions' collectors).
+/// Counts of one deployment version's records.
 #[derive(Debug, Default)]
 pub(crate) struct Counts {
     pub written: AtomicU64,
@@ -74,6 +77,8 @@ pub(crate) struct Sink {
     max_bytes: u64,
     /// Records handed over and not yet taken by the writer (lock-free; full: dropped).
     queue: ArrayQueue<Item>,
+    /// Body bytes in `queue`.
+    queued_bytes: AtomicU64,
     /// The writer thread, started by the first record.
     writer: OnceLock<std::thread::Thread>,
     /// Flushes asked for: answered once what was queued before them is on disk.
@@ -91,6 +96,7 @@ impl Sink {
             dir,
             max_bytes,
             queue: ArrayQueue::new(QUEUE),
+            queued_bytes: AtomicU64::new(0),
             writer: OnceLock::new(),
             flushes: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
@@ -117,7 +123,14 @@ impl Sink {
     /// the writer is behind.
     pub(crate) fn push(self: &Arc<Self>, record: Record, rolling: RollingRate, counts: &Arc<Counts>) {
         self.start();
+        let bytes = record.body.len() as u64;
+        if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            counts.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if self.queue.push(Item { record, rolling, counts: Arc::clone(counts) }).is_err() {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             counts.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -188,13 +201,20 @@ struct Writer {
     total: u64,
     /// The line being written (kept: one allocation for every record).
     line: Vec<u8>,
+    /// Whether the data folder may be written (checked when the writer starts).
+    root_ok: Result<(), String>,
+    /// The folder's total at which the next prune is tried (after one that could not reach
+    /// its goal, not before the total grew by a tenth of the cap).
+    prune_at: u64,
     last_warned: Option<Instant>,
 }
 
 impl Writer {
     fn new(sink: Arc<Sink>) -> Self {
+        let root_ok = check_root(&sink.dir);
         let total = folder_bytes(&sink.dir);
-        Self { sink, open: HashMap::new(), total, line: Vec::with_capacity(4096), last_warned: None }
+        let prune_at = sink.max_bytes;
+        Self { sink, open: HashMap::new(), total, line: Vec::with_capacity(4096), root_ok, prune_at, last_warned: None }
     }
 
     fn run(mut self) {
@@ -204,8 +224,23 @@ impl Writer {
             let acks = std::mem::take(&mut *self.sink.flushes.lock().unwrap_or_else(|e| e.into_inner()));
             let mut wrote = false;
             while let Some(item) = self.sink.queue.pop() {
-                self.write(item);
+                self.sink.queued_bytes.fetch_sub(item.record.body.len() as u64, Ordering::Relaxed);
+                let counts = Arc::clone(&item.counts);
+                // A record that made the writer panic is lost, counted and reported; the
+                // writer goes on (a dead writer would stop every deployment's collection).
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(item)));
+                if written.is_err() {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    self.open.clear();
+                    self.sink.failed(
+                        "a record could not be written (the writer failed on it)".into(),
+                        &mut self.last_warned,
+                    );
+                }
                 wrote = true;
+            }
+            if self.line.capacity() > 1 << 20 {
+                self.line = Vec::with_capacity(4096); // do not keep one huge record's buffer
             }
             if wrote || !acks.is_empty() {
                 self.flush();
@@ -301,7 +336,10 @@ impl Writer {
             let path = folder.join(name);
             let size = std::fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
             if size + need <= MAX_FILE_BYTES || size == 0 {
-                let file = open_append(&folder, &path)
+                if let Err(why) = &self.root_ok {
+                    return Err(format!("cannot write collected records in {}: {why}", self.sink.dir.display()));
+                }
+                let file = open_append(&self.sink.dir, &folder, &path)
                     .map_err(|e| format!("cannot write collected records to {}: {e}", path.display()))?;
                 let size = file.metadata().map(|m| m.len()).unwrap_or(0);
                 let writer = std::io::BufWriter::with_capacity(64 << 10, file);
@@ -314,7 +352,7 @@ impl Writer {
     /// Adds `n` bytes to the folder's total; past the cap, removes the oldest files.
     fn account(&mut self, n: u64) {
         self.total += n;
-        if self.total <= self.sink.max_bytes {
+        if self.total <= self.prune_at.max(self.sink.max_bytes) {
             return;
         }
         // Sizes on disk from here: what the open files buffer goes there first.
@@ -336,6 +374,9 @@ impl Writer {
             }
         }
         self.total = left;
+        // Could not get under the goal (files that cannot be removed): not again before the
+        // total grows by another tenth of the cap.
+        self.prune_at = if left > goal { left + self.sink.max_bytes / 10 } else { self.sink.max_bytes };
         if removed > 0 {
             self.sink.removed_files.fetch_add(removed, Ordering::Relaxed);
             tracing::warn!(
@@ -372,10 +413,54 @@ fn period_path(time: SystemTime, rolling: RollingRate) -> (PathBuf, String) {
     }
 }
 
-/// Opens `path` for appending (made 0600 in folders made 0700), refusing a link.
-fn open_append(folder: &Path, path: &Path) -> std::io::Result<File> {
+/// Opens `path` for appending (made 0600 in folders made 0700) under the data folder `root`:
+/// refused when the folder resolves outside `root` (a link planted on the way), when the file
+/// is a link, or when it is not a regular file (a FIFO would block the writer for ever: it is
+/// opened without waiting, and checked).
+fn open_append(root: &Path, folder: &Path, path: &Path) -> std::io::Result<File> {
+    let real_root = std::fs::canonicalize(root)?;
+    let inside = |p: &Path| -> std::io::Result<()> {
+        if std::fs::canonicalize(p)?.starts_with(&real_root) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("{} leads outside the data folder (a link?)", folder.display())))
+        }
+    };
+    // Before making folders: the deepest one that exists must be inside (making them through
+    // a planted link would make them elsewhere).
+    let existing = folder.ancestors().find(|a| a.exists()).unwrap_or(root);
+    inside(existing)?;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
-    OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
+    inside(folder)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Whether the data folder may be written: made by this user, or owned by it and writable by
+/// no one else (a folder another user made at a shared path could read every record, or plant
+/// links in it).
+fn check_root(root: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+        Ok(m) if !m.is_dir() => Err("it is not a folder".into()),
+        Ok(m) if m.uid() != crate::sys::effective_uid() => {
+            Err(format!("it belongs to user {}, not to this server's", m.uid()))
+        }
+        Ok(m) if m.mode() & 0o022 != 0 => Err(format!("others may write in it (mode {:o})", m.mode() & 0o777)),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Bytes of the `.jsonl` files under `dir`.
@@ -385,9 +470,15 @@ fn folder_bytes(dir: &Path) -> u64 {
     files.iter().map(|f| f.2).sum()
 }
 
-/// The `.jsonl` files under `dir` (links not followed, at most 9 levels: the layout has 8),
-/// with their modification time and size.
+/// The record files under `dir` (links not followed), with their modification time and
+/// size: only files the writer's layout names (`YYYY/MM/DD[/HH]/{data,MM}[.N].jsonl` three
+/// levels below an endpoint's folder), so the size cap never counts or removes a file of
+/// anyone else's that happens to be there.
 fn list_files(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
+    list_under(dir, dir, depth, out);
+}
+
+fn list_under(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(PathBuf, SystemTime, u64)>) {
     if depth > 8 {
         return;
     }
@@ -395,16 +486,44 @@ fn list_files(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, SystemTime, u64)
     for entry in entries.flatten() {
         let Ok(meta) = entry.path().symlink_metadata() else { continue };
         if meta.is_dir() {
-            list_files(&entry.path(), depth + 1, out);
-        } else if meta.is_file() && entry.path().extension().is_some_and(|e| e == "jsonl") {
+            list_under(root, &entry.path(), depth + 1, out);
+        } else if meta.is_file() && is_record_file(entry.path().strip_prefix(root).unwrap_or(&entry.path())) {
             out.push((entry.path(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len()));
         }
     }
 }
 
-/// The record files of one deployment (or one of its collections), newest first: the
-/// rolling periods in reverse order, a period's split files from the last.
-pub(crate) fn files_of(dir: &Path, endpoint: &str, deployment: &str, collection: Option<&str>) -> Vec<PathBuf> {
+/// Whether `rel` (a path below a folder holding `YYYY/...` dated folders, or endpoints
+/// above them) ends as the writer names files: `YYYY/MM/DD/{data,MM}[.N].jsonl` or
+/// `YYYY/MM/DD/HH/{data,MM}[.N].jsonl`.
+fn is_record_file(rel: &Path) -> bool {
+    let parts: Vec<&str> = rel.iter().filter_map(|p| p.to_str()).collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(name) = parts.last().and_then(|n| n.strip_suffix(".jsonl")) else { return false };
+    let stem =
+        name.split_once('.')
+            .map_or(name, |(stem, index)| if digits(index, index.len()) && !index.is_empty() { stem } else { "" });
+    if stem != "data" && !digits(stem, 2) {
+        return false;
+    }
+    let folders = &parts[..parts.len() - 1];
+    let dated = |tail: &[&str]| {
+        matches!(tail, [y, m, d] if digits(y, 4) && digits(m, 2) && digits(d, 2))
+            || matches!(tail, [y, m, d, h] if digits(y, 4) && digits(m, 2) && digits(d, 2) && digits(h, 2))
+    };
+    (folders.len() >= 4 && dated(&folders[folders.len() - 4..]))
+        || (folders.len() >= 3 && dated(&folders[folders.len() - 3..]))
+}
+
+/// The record files of one deployment (or one of its collections), by rolling period, newest
+/// period first; a period's files from every collection, each collection's split files in
+/// order.
+pub(crate) fn files_by_period(
+    dir: &Path,
+    endpoint: &str,
+    deployment: &str,
+    collection: Option<&str>,
+) -> Vec<Vec<PathBuf>> {
     let base = dir.join(endpoint).join(deployment);
     let collections: Vec<PathBuf> = match collection {
         Some(c) => vec![base.join(c)],
@@ -412,19 +531,25 @@ pub(crate) fn files_of(dir: &Path, endpoint: &str, deployment: &str, collection:
             .map(|e| e.flatten().map(|e| e.path()).filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir())).collect())
             .unwrap_or_default(),
     };
-    // By rolling period (the path below the collection's folder), newest first, whatever the
-    // collection; within one period, `data.jsonl` < `data.1.jsonl` < `data.2.jsonl`.
-    let mut files = Vec::new();
+    // (period folder below the collection, stem) → files; the period is the same text in
+    // every collection, so one key gathers them.
+    let mut periods: std::collections::BTreeMap<(PathBuf, String), Vec<(u64, PathBuf)>> = Default::default();
     for c in collections {
         let mut found = Vec::new();
         list_files(&c, 0, &mut found);
         for (path, _, _) in found {
-            let key = sort_key(path.strip_prefix(&c).unwrap_or(&path));
-            files.push((key, path));
+            let (folder, stem, index) = sort_key(path.strip_prefix(&c).unwrap_or(&path));
+            periods.entry((folder, stem)).or_default().push((index, path));
         }
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0));
-    files.into_iter().map(|(_, p)| p).collect()
+    periods
+        .into_iter()
+        .rev()
+        .map(|(_, mut files)| {
+            files.sort();
+            files.into_iter().map(|(_, p)| p).collect()
+        })
+        .collect()
 }
 
 fn sort_key(p: &Path) -> (PathBuf, String, u64) {
@@ -475,7 +600,12 @@ mod tests {
         assert!(base.join("request/2023/11/14/22/13.jsonl").is_file());
         assert!(base.join("request/2023/11/14/22/14.jsonl").is_file());
         assert!(base.join("response/2023/11/14/22/data.jsonl").is_file());
-        let files = files_of(&dir.path().join("data"), "ep", "blue", Some("request"));
+        let periods = files_by_period(&dir.path().join("data"), "ep", "blue", None);
+        assert_eq!(periods.len(), 3, "minutes 13 and 14 of request, and the hour of response: {periods:?}");
+        // One rolling rate per deployment in practice; here the hour's `data` stem sorts after
+        // the minutes of the same hour.
+        assert!(periods[0][0].ends_with("response/2023/11/14/22/data.jsonl"), "{periods:?}");
+        let files: Vec<PathBuf> = files_by_period(&dir.path().join("data"), "ep", "blue", Some("request")).concat();
         assert!(files[0].ends_with("14.jsonl") && files[1].ends_with("13.jsonl"), "{files:?}");
         let mode = std::fs::metadata(&files[0]).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
@@ -507,8 +637,89 @@ mod tests {
         }
         assert!(folder_bytes(dir.path()) <= 2_000, "{}", folder_bytes(dir.path()));
         assert!(sink.removed_files() > 0);
-        let left = files_of(dir.path(), "ep", "blue", None);
+        let left = files_by_period(dir.path(), "ep", "blue", None).concat();
         assert!(left[0].ends_with("22.jsonl"), "the newest stays: {left:?}");
         assert!(!left.iter().any(|p| p.ends_with("13.jsonl")), "the oldest went: {left:?}");
+    }
+
+    #[test]
+    fn a_record_the_writer_fails_on_is_counted_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::new(dir.path().join("data"), 1 << 30);
+        let counts = Arc::new(Counts::default());
+        // Year 300,000: no four-digit date can name it (formatting it panics).
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(300_000 * 31_557_600);
+        sink.push(record(far, "request", "[1]"), RollingRate::Hour, &counts);
+        sink.push(record(SystemTime::now(), "request", "[2]"), RollingRate::Hour, &counts);
+        assert!(sink.flush(Duration::from_secs(10)), "the writer still answers");
+        assert_eq!((counts.written.load(Ordering::Relaxed), counts.failed.load(Ordering::Relaxed)), (1, 1));
+        sink.push(record(SystemTime::now(), "request", "[3]"), RollingRate::Hour, &counts);
+        assert!(sink.flush(Duration::from_secs(10)));
+        assert_eq!(counts.written.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_folder_others_may_write_in_is_refused_and_a_fifo_or_a_link_never_written() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let sink = Sink::new(open.clone(), 1 << 30);
+        let counts = Arc::new(Counts::default());
+        sink.push(record(SystemTime::now(), "request", "[1]"), RollingRate::Hour, &counts);
+        assert!(sink.flush(Duration::from_secs(10)));
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 1);
+        assert!(sink.last_error().unwrap().message.contains("others may write in it"), "{:?}", sink.last_error());
+
+        // A FIFO where the next file goes: refused at once (the writer never blocks on it).
+        let root = dir.path().join("data");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let folder = root.join("ep/blue/request/2023/11/14/22");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let fifo = folder.join("data.jsonl");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        let sink = Sink::new(root.clone(), 1 << 30);
+        let counts = Arc::new(Counts::default());
+        sink.push(record(t0, "request", "[1]"), RollingRate::Hour, &counts);
+        assert!(sink.flush(Duration::from_secs(10)), "the writer did not block on the FIFO");
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 1);
+        // A link on the way out of the folder: refused, nothing written outside.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("ep/green")).unwrap();
+        let mut r = record(t0, "request", "[2]");
+        r.deployment = "green".into();
+        sink.push(r, RollingRate::Hour, &counts);
+        assert!(sink.flush(Duration::from_secs(10)));
+        assert_eq!(counts.failed.load(Ordering::Relaxed), 2);
+        assert!(sink.last_error().unwrap().message.contains("outside the data folder"), "{:?}", sink.last_error());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_cap_leaves_files_that_are_not_records_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("datasets");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("train.jsonl"), vec![b'x'; 5_000]).unwrap();
+        let sink = Sink::new(dir.path().to_path_buf(), 2_000);
+        let counts = Arc::new(Counts::default());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for minute in 0..10 {
+            sink.push(
+                record(t0 + Duration::from_secs(60 * minute), "request", &"y".repeat(300)),
+                RollingRate::Minute,
+                &counts,
+            );
+            assert!(sink.flush(Duration::from_secs(10)));
+        }
+        assert_eq!(std::fs::metadata(theirs.join("train.jsonl")).unwrap().len(), 5_000, "not ours: kept");
+        assert!(is_record_file(Path::new("ep/blue/request/2023/11/14/22/13.jsonl")));
+        assert!(is_record_file(Path::new("ep/blue/request/2023/11/14/data.2.jsonl")));
+        assert!(!is_record_file(Path::new("datasets/train.jsonl")));
+        assert!(!is_record_file(Path::new("ep/blue/request/2023/11/14/22/notes.jsonl")));
     }
 }

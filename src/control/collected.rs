@@ -44,15 +44,15 @@ impl ControlPlane {
             )));
         }
         let collection = collection.map(str::to_ascii_lowercase);
-        let (records, more) =
-            crate::collector::read_records(dir, &self.name, name, collection.as_deref(), since, limit.min(MAX_RECORDS))
-                .map_err(ControlError::Internal)?;
+        let (records, more, skipped_files) =
+            crate::collector::read_records(dir, &self.name, name, collection.as_deref(), since, limit.min(MAX_RECORDS));
         Ok(CollectedView {
             deployment: name.to_string(),
             folder: folder.display().to_string(),
             collection,
             since: since.map(String::from),
             more,
+            skipped_files,
             status,
             records,
         })

@@ -129,6 +129,9 @@ pub(crate) struct CollectedView {
     pub since: Option<String>,
     /// More records match than were answered (raise `limit`, or narrow `since`).
     pub more: bool,
+    /// Record files that could not be read (removed meanwhile by the size cap, or not plain
+    /// files): skipped.
+    pub skipped_files: usize,
     /// The collector's counts and last error, while the deployment collects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::collector::CollectorView>,

@@ -50,6 +50,7 @@ impl Headers {
         self.entries.retain(|(name, _)| keep(name));
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

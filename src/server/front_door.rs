@@ -242,11 +242,8 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     // The headers in the hooks' own type, converted only when a hook on the way reads them.
-    let mut converted = if reads_headers(deployment) || shadow.is_some_and(|s| reads_headers(&s.deployment)) {
-        hook_headers(headers)
-    } else {
-        Headers::default()
-    };
+    let headers_converted = reads_headers(deployment) || shadow.is_some_and(|s| reads_headers(&s.deployment));
+    let mut converted = if headers_converted { hook_headers(headers) } else { Headers::default() };
     // A scoring script whose custom records join this request (a `data_collector` with a
     // custom collection, on either side) gets the request's id, as Azure's endpoints give it.
     let collects = |d: &Deployment| d.collector().is_some_and(|c| c.settings().custom().next().is_some());
@@ -282,8 +279,13 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
                     deployment = again;
                     // The version routed to now may read the headers where the first did not.
                     let again_headers;
-                    let request = if reads_headers(deployment) && converted.is_empty() {
-                        again_headers = hook_headers(headers);
+                    let request = if reads_headers(deployment) && !headers_converted {
+                        let mut converted_again = hook_headers(headers);
+                        if collects(deployment) {
+                            converted_again.retain(|name| name != "x-request-id");
+                            converted_again.push("x-request-id", request_id.as_bytes());
+                        }
+                        again_headers = converted_again;
                         Request { headers: &again_headers, ..request }
                     } else {
                         request

@@ -349,7 +349,7 @@ pub(crate) async fn run(
     crate::sys::tmp::remove_dead_owners(MDC_CONFIG_PREFIX, "data collector configuration");
     let mdc_config = tempfile::Builder::new()
         .prefix(&crate::sys::tmp::own_prefix(MDC_CONFIG_PREFIX))
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o711))
         .tempdir()
         .map_err(|e| ServeError::Setup(format!("the data collector's configuration folder: {e}")))?;
     let hub = crate::collector::Hub::new(

@@ -20,6 +20,13 @@ use crate::collector::{Custom, Hub, Role};
 
 /// The largest post accepted (a DataFrame of a few thousand rows).
 const MAX_POST: usize = 8 << 20;
+/// Connections the listener holds at once (a deployment's Collector sends from one thread).
+const MAX_CONNECTIONS: usize = 64;
+/// How long a post's body may take to arrive.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// The latest `ce-time` accepted: the last second of year 9999 (dates are written with four
+/// digits).
+const LATEST_SECOND: u64 = 253_402_300_799;
 
 /// Binds the listener on `127.0.0.1:0` and starts it; the port goes to the hub (for the
 /// workers' environment).
@@ -30,11 +37,12 @@ pub(crate) fn start(hub: Arc<Hub>) -> std::io::Result<actix_web::dev::Server> {
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(MAX_POST))
             .route("/modeldata/log", web::post().to(log))
             .default_service(web::to(|| async { HttpResponse::NotFound().body("POST /modeldata/log only") }))
     })
     .workers(1)
+    .max_connections(MAX_CONNECTIONS)
+    .client_request_timeout(Duration::from_secs(5))
     .disable_signals()
     .shutdown_timeout(2)
     .listen(listener)?
@@ -54,8 +62,14 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string).filter(|v| !v.is_empty() && v.len() <= 512)
 }
 
-async fn log(req: HttpRequest, body: web::Bytes, hub: web::Data<Arc<Hub>>) -> HttpResponse {
+/// One post. The token is checked before a byte of the body is read, the body is bounded in
+/// size and time, and a request a browser sent (it carries `Origin`) is refused: a web page
+/// must not post into a deployment's records.
+async fn log(req: HttpRequest, payload: web::Payload, hub: web::Data<Arc<Hub>>) -> HttpResponse {
     let headers = req.headers();
+    if headers.contains_key("origin") {
+        return HttpResponse::Forbidden().body("posts from web pages are refused");
+    }
     let Some(collector) = token(headers).and_then(|t| hub.find(&t)) else {
         return HttpResponse::Unauthorized()
             .body("unknown deployment: this listener takes posts from Switchyard's workers only");
@@ -69,9 +83,22 @@ async fn log(req: HttpRequest, body: web::Bytes, hub: web::Data<Arc<Hub>>) -> Ht
         return HttpResponse::BadRequest()
             .body(format!("collection {collection:?} is not enabled in the deployment's data_collector"));
     }
-    let time = header(headers, "ce-time")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+    let time = match header(headers, "ce-time") {
+        None => None,
+        Some(t) => match t.parse::<u64>().ok().filter(|s| *s <= LATEST_SECOND) {
+            Some(secs) => SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)),
+            None => {
+                return HttpResponse::BadRequest()
+                    .body(format!("ce-time must be whole seconds since 1970 (before year 10000), got {t:?}"))
+            }
+        },
+    };
+    let body = match tokio::time::timeout(BODY_DEADLINE, payload.to_bytes_limited(MAX_POST)).await {
+        Ok(Ok(Ok(body))) => body,
+        Ok(Ok(Err(e))) => return HttpResponse::BadRequest().body(format!("the body could not be read: {e}")),
+        Ok(Err(_)) => return HttpResponse::PayloadTooLarge().body(format!("a post is at most {MAX_POST} bytes")),
+        Err(_) => return HttpResponse::RequestTimeout().body("the body took too long"),
+    };
     collector.custom(Custom {
         collection,
         id: header(headers, "trace-id"),
@@ -90,4 +117,88 @@ async fn log(req: HttpRequest, body: web::Bytes, hub: web::Data<Arc<Hub>>) -> Ht
         body,
     });
     HttpResponse::Ok().body("ok")
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{test, web, App};
+    use base64::Engine;
+
+    use super::*;
+    use crate::collector::{DeploymentCollector, Sink};
+
+    fn basic(token: &str) -> String {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{token}:switchyard")))
+    }
+
+    #[actix_web::test]
+    async fn a_post_needs_a_live_token_no_origin_a_sane_time_and_an_enabled_collection() {
+        let data = tempfile::tempdir().unwrap();
+        let hub = Hub::new(Sink::new(data.path().to_path_buf(), 1 << 30), tempfile::tempdir().unwrap());
+        let settings = crate::spec::DataCollector::from_value(
+            &serde_json::json!({"collections": {"model_inputs": {"enabled": true}}}),
+        )
+        .unwrap();
+        let c = DeploymentCollector::new(&hub, "ep", "blue", None, settings);
+        hub.set_port(1);
+        let env: std::collections::BTreeMap<String, String> = c.worker_env().into_iter().collect();
+        let token = env["AZUREML_MDC_HOST"].split(':').next().unwrap().to_string();
+        let app = test::init_service(
+            App::new().app_data(web::Data::new(Arc::clone(&hub))).route("/modeldata/log", web::post().to(log)),
+        )
+        .await;
+        let post = |auth: Option<String>, extra: Vec<(&'static str, &'static str)>, body: &'static str| {
+            let mut r = test::TestRequest::post()
+                .uri("/modeldata/log")
+                .insert_header(("ce-type", "azureml.inference.model_inputs"));
+            if let Some(a) = auth {
+                r = r.insert_header(("authorization", a));
+            }
+            for h in extra {
+                r = r.insert_header(h);
+            }
+            r.set_payload(body).to_request()
+        };
+        let status = |r: actix_web::dev::ServiceResponse| r.status().as_u16();
+        assert_eq!(status(test::call_service(&app, post(None, vec![], "[]")).await), 401);
+        assert_eq!(status(test::call_service(&app, post(Some(basic("guess")), vec![], "[]")).await), 401);
+        assert_eq!(
+            status(
+                test::call_service(&app, post(Some(basic(&token)), vec![("origin", "http://evil.example")], "[]"))
+                    .await
+            ),
+            403,
+            "a web page's post"
+        );
+        assert_eq!(
+            status(test::call_service(&app, post(Some(basic(&token)), vec![("ce-time", "1765000000000")], "[]")).await),
+            400,
+            "milliseconds"
+        );
+        assert_eq!(
+            status(
+                test::call_service(&app, post(Some(basic(&token)), vec![("ce-time", "18446744073709551615")], "[]"))
+                    .await
+            ),
+            400
+        );
+        let other = test::TestRequest::post()
+            .uri("/modeldata/log")
+            .insert_header(("ce-type", "azureml.inference.model_outputs"))
+            .insert_header(("authorization", basic(&token)))
+            .set_payload("[]")
+            .to_request();
+        assert_eq!(status(test::call_service(&app, other).await), 400, "a collection that is not on");
+        let ok =
+            post(Some(basic(&token)), vec![("ce-time", "1765000000"), ("ce-x-request-id", "corr")], r#"[{"a":1}]"#);
+        assert_eq!(status(test::call_service(&app, ok).await), 200);
+        assert!(hub.sink().flush(Duration::from_secs(10)));
+        assert_eq!(c.view().written, 1);
+        drop(c);
+        assert_eq!(
+            status(test::call_service(&app, post(Some(basic(&token)), vec![], "[]")).await),
+            401,
+            "a version gone"
+        );
+    }
 }

@@ -37,6 +37,9 @@ pub struct DataCollector {
     pub collections: BTreeMap<String, bool>,
     /// The share of requests whose payloads are logged (0..=1, default 1).
     pub sampling_rate: f64,
+    /// A collection's own `sampling_rate` (azure-ai-ml writes the top-level one into each),
+    /// where it has one: what a custom collection's Collector samples at.
+    pub rates: BTreeMap<String, f64>,
     pub rolling_rate: RollingRate,
     /// Request headers payload records capture (lower-cased).
     pub capture_headers: Vec<String>,
@@ -63,6 +66,7 @@ impl DataCollector {
             return Err(bad(key, format!("unknown field: expected one of {}", FIELDS.join(", "))));
         }
         let mut collections = BTreeMap::new();
+        let mut rates = BTreeMap::new();
         match map.get("collections") {
             None | Some(Value::Null) => {}
             Some(Value::Object(c)) => {
@@ -88,6 +92,15 @@ impl DataCollector {
                                     &format!("{field}.{key}"),
                                     format!("unknown field: expected one of {}", COLLECTION_FIELDS.join(", ")),
                                 ));
+                            }
+                            if let Some(v) = s.get("sampling_rate").filter(|v| !v.is_null()) {
+                                let rate = v.as_f64().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| {
+                                    bad(
+                                        &format!("{field}.sampling_rate"),
+                                        format!("expected a number from 0 to 1, got {v}"),
+                                    )
+                                })?;
+                                rates.insert(name.to_ascii_lowercase(), rate);
                             }
                             truth(s.get("enabled")).map_err(|got| {
                                 bad(
@@ -177,7 +190,12 @@ impl DataCollector {
             }
             Some(v) => return Err(bad("request_logging", format!("expected {{capture_headers: [...]}}, got {v}"))),
         }
-        Ok(Self { collections, sampling_rate, rolling_rate, capture_headers })
+        Ok(Self { collections, sampling_rate, rates, rolling_rate, capture_headers })
+    }
+
+    /// The sampling rate of collection `name`: its own, else the deployment's.
+    pub fn rate_of(&self, name: &str) -> f64 {
+        self.rates.get(name).copied().unwrap_or(self.sampling_rate)
     }
 
     /// Whether a collection is on.
@@ -232,6 +250,11 @@ mod tests {
         assert_eq!(d.custom().collect::<Vec<_>>(), ["model_inputs", "model_outputs"]);
         assert_eq!((d.sampling_rate, d.rolling_rate), (0.5, RollingRate::Minute));
         assert_eq!(d.capture_headers, ["x-user-id", "traceparent"]);
+        let own = DataCollector::from_value(
+            &json!({"collections": {"m": {"enabled": true, "sampling_rate": 0.25}}, "sampling_rate": 0.5}),
+        )
+        .unwrap();
+        assert_eq!((own.rate_of("m"), own.rate_of("other")), (0.25, 0.5));
         let defaults = DataCollector::from_value(&json!({})).unwrap();
         assert_eq!(
             (defaults.sampling_rate, defaults.rolling_rate, defaults.payload()),
@@ -248,6 +271,10 @@ mod tests {
             (json!({"collections": {"model inputs": {"enabled": true}}}), "data_collector.collections.model inputs"),
             (json!({"collections": {"x": {"enabled": "yes"}}}), "data_collector.collections.x.enabled"),
             (json!({"collections": {"x": {"enabeld": true}}}), "data_collector.collections.x.enabeld: unknown field"),
+            (
+                json!({"collections": {"x": {"enabled": true, "sampling_rate": 3}}}),
+                "data_collector.collections.x.sampling_rate",
+            ),
             (json!({"collections": {"x": true}}), "data_collector.collections.x: expected a mapping"),
             (json!({"collections": {"x": {}, "X": {}}}), "named twice"),
             (json!({"collections": []}), "data_collector.collections: expected a mapping"),

@@ -47,6 +47,12 @@ pub(crate) fn thread_cpu_time() -> Option<Duration> {
     None
 }
 
+/// This process's effective user id.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The parent process's id.
 #[cfg(unix)]
 pub(crate) fn parent_pid() -> i32 {
