@@ -493,6 +493,9 @@ def tutorial():
     assert collections == ["request", "response"], [r.text for r in rows]
     text_has("data-status", "request, response")
     text_has("data-status", "2 written")
+    tab("details")
+    text_has("data-of-green", "request, response at sampling rate 1; 2 written, 0 dropped, 0 refused by the disk")
+    tab("data")
     Select(by_id("data-collection")).select_by_value("response")
     wait.until(lambda d: all(r.find_elements(By.TAG_NAME, "td")[1].text == "response"
                              for r in d.find_elements(By.CSS_SELECTOR, "#data-rows tr")), "the collection filter")

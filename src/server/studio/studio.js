@@ -530,6 +530,16 @@ function card(d) {
   st.className = "state-" + d.provisioning_state;
   row("Traffic", `${(state.endpoint.traffic || {})[n] || 0}%` + ((state.endpoint.mirror_traffic || {})[n] ? `, mirror ${state.endpoint.mirror_traffic[n]}%` : ""), "traffic-of-" + n);
   row("Request settings", `timeout ${rs.request_timeout_ms} ms, ${rs.max_concurrent_requests_per_instance} concurrent per instance`);
+  // Azure's data_collector (issue 28): what is collected, and what was written or lost.
+  const dcs = d.data_collector_status;
+  if (d.data_collector) {
+    const on = Object.entries(d.data_collector.collections || {})
+      .filter(([, c]) => c && String(c.enabled).toLowerCase() === "true").map(([name]) => name);
+    const counts = dcs ? `; ${dcs.written} written, ${dcs.dropped} dropped, ${dcs.failed} refused by the disk` : "";
+    const rate = d.data_collector.sampling_rate === undefined ? 1 : d.data_collector.sampling_rate;
+    row("Data collection", (on.length ? `${on.join(", ")} at sampling rate ${rate}` : "nothing on") + counts, "data-of-" + n)
+      .className = dcs && (dcs.failed || dcs.dropped) ? "error" : "";
+  }
   if (d.error) row("Error", studioTerms(d.error), "error-" + n).className = "error";
   const edit = el("button", { id: "edit-" + n, class: "edit", type: "button", title: "Edit instance count", "aria-label": `Edit the instance count of ${n}` }, "✎");
   edit.addEventListener("click", () => editScale(d));
