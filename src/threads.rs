@@ -12,6 +12,10 @@ pub(crate) const CONTROL_NICE: i32 = 10;
 /// idle-only, so the shadow still gets its CPU budget when other processes keep the cores busy.
 pub(crate) const SHADOW_NICE: i32 = 5;
 
+/// Nice value of the data collector's writer: below live work, so writing records yields the
+/// core to requests (its records wait in a bounded queue, drained every 20 ms), as the shadow.
+pub(crate) const COLLECTOR_NICE: i32 = 5;
+
 /// Nice value of model-load threads: below live work, so a create or scale-up does not show
 /// in live latency, but not idle-only, so it still finishes on a saturated machine.
 const LOADER_NICE: i32 = 19;

@@ -153,6 +153,7 @@ impl Sink {
         // Only the first caller's thread is kept; a racing second one finds the slot taken
         // and its thread ends at once.
         let spawned = std::thread::Builder::new().name("switchyard-collect".into()).spawn(move || {
+            crate::threads::set_nice(crate::threads::COLLECTOR_NICE);
             let me = std::thread::current();
             if sink.writer.set(me).is_ok() {
                 Writer::new(sink).run();
