@@ -61,14 +61,7 @@ impl ControlPlane {
         let before = state.clone();
         state.next_load_id += 1;
         let load_id = state.next_load_id;
-        let fresh = self.loader.deployment(
-            &self.name,
-            &spec,
-            kind,
-            &self.metrics,
-            self.runtime.clone(),
-            self.collector_for(&spec),
-        );
+        let fresh = self.new_version(&spec, kind);
         let mut replaced = None;
         // A replacement still loading is superseded: it never serves, and its pool is closed
         // once this change is saved (its workers in init are killed).

@@ -290,6 +290,12 @@ impl ControlPlane {
         })
     }
 
+    /// A new version of deployment `spec` (hook `kind`), with its data collector: its pool is
+    /// empty, the caller loads it.
+    fn new_version(&self, spec: &DeploymentSpec, kind: crate::spec::HookKind) -> Arc<Deployment> {
+        self.loader.deployment(&self.name, spec, kind, &self.metrics, self.runtime.clone(), self.collector_for(spec))
+    }
+
     /// The data collector of a deployment of `spec`, when its `data_collector` turns a
     /// collection on and the server has a data folder.
     fn collector_for(&self, spec: &DeploymentSpec) -> Option<Arc<crate::collector::DeploymentCollector>> {

@@ -55,14 +55,7 @@ impl ControlPlane {
                     Ok(kind) => (kind, None),
                     Err(e) => (HookKind::Onnx { model_file: spec.model.path.clone() }, Some(e.message)),
                 };
-                let live = self.loader.deployment(
-                    &self.name,
-                    &spec,
-                    kind,
-                    &self.metrics,
-                    self.runtime.clone(),
-                    self.collector_for(&spec),
-                );
+                let live = self.new_version(&spec, kind);
                 let name = spec.name.clone();
                 let replacement = saved.pending.iter().find(|p| p.name == name).cloned();
                 match problem {
