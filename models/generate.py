@@ -4,6 +4,10 @@ model-1: the azureml-examples LinearRegression (model-1 and model-2 pickles are 
 rebuilt from its coefficients in float64 so the seed's sample request answers exactly
 [11055.977245525679, 4503.079536107787].
 
+model-3: a small multilayer perceptron (512 -> 1024 -> 1024 -> 16, ReLU, float32, weights from
+a fixed seed) for adaptive batching (issue 29): one run over 32 rows costs far less than 32 runs
+over one row. Its sample request (sample-requests/model-3.json) is one row.
+
 model-2: a compute-bound regressor on the same 10 features -- 300 gradient-boosted trees trained
 on scikit-learn's bundled diabetes data (raw, unscaled features) with a fixed seed -- whose answers clearly differ from
 model-1, the way the seed's green differs from blue.
@@ -193,6 +197,46 @@ def build_test_fail() -> pathlib.Path:
     return out
 
 
+def build_model_3() -> pathlib.Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(29)
+    sizes = [512, 1024, 1024, 16]
+    nodes, inits, x = [], [], "X"
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        # He-style scaling keeps activations in a sane range through the layers.
+        w = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)
+        b = (rng.standard_normal(n_out) * 0.01).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"B{i}")]
+        nodes += [helper.make_node("MatMul", [x, f"W{i}"], [f"mm{i}"]), helper.make_node("Add", [f"mm{i}", f"B{i}"], [f"z{i}"])]
+        last = i == len(sizes) - 2
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+        x = f"z{i}" if last else f"h{i}"
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp-512-1024-1024-16",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])],
+        initializer=inits,
+    )
+    out = HERE / "model-3" / "model.onnx"
+    _save(graph, out)
+    sample = np.round(np.random.default_rng(3).standard_normal((1, 512)), 3).astype(np.float32)
+    request = HERE.parent / "sample-requests" / "model-3.json"
+    request.write_text(json.dumps({"data": sample.tolist()}) + "\n")
+    one = run(out, sample)
+    # The batched answer equals the one-row answer for every row of a stacked batch.
+    batch = np.repeat(sample, 32, axis=0)
+    got = run(out, batch).reshape(32, 16)
+    rel = float(np.max(np.abs(got - one) / np.maximum(np.abs(one), 1e-6)))
+    print(f"model-3: {one.shape[0]} outputs, first {one[:3].tolist()}; 32 stacked rows agree within {rel:.1e}")
+    if rel > 1e-5:
+        sys.exit("model-3's batched answer differs from its one-row answer")
+    return out
+
+
 def check_test_models() -> None:
     import time
 
@@ -216,6 +260,11 @@ def check_test_models() -> None:
 
 
 if __name__ == "__main__":
+    # `generate.py model-3` rebuilds that one alone (the others are committed and unchanged).
+    if sys.argv[1:] == ["model-3"]:
+        build_model_3()
+        sys.exit(0)
     build_model_1()
     build_model_2()
+    build_model_3()
     check_test_models()

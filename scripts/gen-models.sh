@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates models/model-1 and models/model-2 with the pinned toolchain of
+# Regenerates models/model-1, model-2 and model-3 (and the test models) with the pinned toolchain of
 # models/requirements.txt, in a venv of its own (.venv-models/). Users and CI never need this:
 # the .onnx files are committed.
 set -euo pipefail

@@ -142,3 +142,33 @@ fn health_and_swagger() {
         "{metrics}"
     );
 }
+
+/// model-3 (issue 29's multilayer perceptron, 512 → 1024 → 1024 → 16, float32) serves its
+/// one-row sample, and answers 32 stacked rows with each row's own answer: what adaptive
+/// batching will rely on.
+#[test]
+fn model_3_answers_its_sample_and_a_stacked_batch_row_for_row() {
+    let s = Server::start();
+    s.create_endpoint();
+    s.deploy("mlp", "model-3", json!({}));
+    s.set_traffic(json!({"mlp": 100}));
+    let key = s.primary_key();
+    #[allow(clippy::disallowed_methods, reason = "the repository's own sample request")]
+    let sample = std::fs::read(repo().join("sample-requests/model-3.json")).unwrap();
+    let one = s.score_authed(&key, &sample, None);
+    assert_eq!(one.status, 200, "{}", one.body);
+    let one: Vec<Vec<f64>> = serde_json::from_str(&one.body).unwrap();
+    assert_eq!((one.len(), one[0].len()), (1, 16));
+    assert!(one[0].iter().all(|v| v.is_finite()));
+    let row = serde_json::from_slice::<serde_json::Value>(&sample).unwrap()["data"][0].clone();
+    let batch = json!({"data": vec![row; 32]}).to_string();
+    let many = s.score_authed(&key, batch.as_bytes(), None);
+    assert_eq!(many.status, 200, "{}", many.body);
+    let many: Vec<Vec<f64>> = serde_json::from_str(&many.body).unwrap();
+    assert_eq!(many.len(), 32);
+    for r in &many {
+        for (a, b) in r.iter().zip(&one[0]) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}
