@@ -723,4 +723,19 @@ mod tests {
         assert!(!is_record_file(Path::new("datasets/train.jsonl")));
         assert!(!is_record_file(Path::new("ep/blue/request/2023/11/14/22/notes.jsonl")));
     }
+
+    #[test]
+    fn the_queue_holds_at_most_its_byte_budget_of_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::new(dir.path().join("data"), 1 << 40);
+        let counts = Arc::new(Counts::default());
+        let mut big = record(SystemTime::now(), "request", "");
+        big.body = Bytes::from(vec![b'x'; QUEUE_BYTES as usize + 1]);
+        sink.push(big, RollingRate::Hour, &counts);
+        assert_eq!(counts.dropped.load(Ordering::Relaxed), 1, "over the budget alone: dropped, never queued");
+        assert_eq!(sink.queued_bytes.load(Ordering::Relaxed), 0);
+        sink.push(record(SystemTime::now(), "request", "[1]"), RollingRate::Hour, &counts);
+        assert!(sink.flush(Duration::from_secs(10)));
+        assert_eq!((counts.written.load(Ordering::Relaxed), sink.queued_bytes.load(Ordering::Relaxed)), (1, 0));
+    }
 }
