@@ -50,6 +50,20 @@ fn nan_when_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error
     Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
+impl Judgement {
+    /// Nothing to judge on (an empty side): inconclusive, no estimate.
+    fn undecided(alpha: f64) -> Self {
+        Self {
+            outcome: Outcome::Inconclusive,
+            estimate: f64::NAN,
+            interval: None,
+            statistic: None,
+            p_value: None,
+            alpha,
+        }
+    }
+}
+
 fn standard_normal() -> Normal {
     Normal::new(0.0, 1.0).expect("a standard normal")
 }
@@ -87,14 +101,7 @@ pub(crate) fn wilson(x: u64, n: u64, alpha: f64) -> (f64, f64) {
 pub(crate) fn error_increase(target: (u64, u64), incumbent: (u64, u64), margin: f64, alpha: f64) -> Judgement {
     let ((xt, nt), (xi, ni)) = (target, incumbent);
     if nt == 0 || ni == 0 {
-        return Judgement {
-            outcome: Outcome::Inconclusive,
-            estimate: f64::NAN,
-            interval: None,
-            statistic: None,
-            p_value: None,
-            alpha,
-        };
+        return Judgement::undecided(alpha);
     }
     let (pt, pi) = (xt as f64 / nt as f64, xi as f64 / ni as f64);
     let (lt, ut) = wilson(xt, nt, alpha);
@@ -134,14 +141,7 @@ pub(crate) fn latency_increase(target: &[f64], incumbent: &[f64], margin: f64, a
     let xs: Vec<f64> = target.iter().filter(|v| **v > 0.0).map(|v| v.ln() - shift).collect();
     let ys: Vec<f64> = incumbent.iter().filter(|v| **v > 0.0).map(|v| v.ln()).collect();
     let Some((u, var)) = mann_whitney(&xs, &ys) else {
-        return Judgement {
-            outcome: Outcome::Inconclusive,
-            estimate: f64::NAN,
-            interval: None,
-            statistic: None,
-            p_value: None,
-            alpha,
-        };
+        return Judgement::undecided(alpha);
     };
     let (n1, n2) = (xs.len() as f64, ys.len() as f64);
     let mean = n1 * n2 / 2.0;
