@@ -197,6 +197,53 @@ def build_test_fail() -> pathlib.Path:
     return out
 
 
+def build_test_fixed() -> pathlib.Path:
+    """model-1 with its input fixed at one row ([1, 10]): a model that cannot batch
+    (issue 29's refusal names its input)."""
+    from onnx import TensorProto, helper
+
+    ref = json.loads((HERE / "model-1" / "coefficients.json").read_text())
+    nodes, inits = _linear_nodes(ref)
+    graph = helper.make_graph(
+        nodes[:2],
+        "fixed-linear",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [1, 10])],
+        [helper.make_tensor_value_info("linear", TensorProto.DOUBLE, [1, 1])],
+        initializer=inits[:2],
+    )
+    out = HERE / "test" / "fixed" / "model.onnx"
+    _save(graph, out)
+    return out
+
+
+def build_test_fail_rows() -> pathlib.Path:
+    """Answers model-1's prediction per row, and fails inside ONNX Runtime (a Gather index
+    out of range) when any row's first number is 2 or more: a model error that, stacked,
+    fails the whole run, for the batching tests (issue 29)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    ref = json.loads((HERE / "model-1" / "coefficients.json").read_text())
+    nodes, inits = _linear_nodes(ref)
+    inits = inits[:3] + [numpy_helper.from_array(np.array([0.0, 0.0], dtype=np.float64), "table")]
+    nodes = nodes[:2] + [
+        helper.make_node("Gather", ["X", "zero_i"], ["col0"], axis=1),
+        helper.make_node("ReduceMax", ["col0"], ["top"], keepdims=0),
+        helper.make_node("Cast", ["top"], ["idx"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "idx"], ["picked"], axis=0),
+        helper.make_node("Add", ["linear", "picked"], ["variable"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "row-failing-linear",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, 10])],
+        [helper.make_tensor_value_info("variable", TensorProto.DOUBLE, [None, 1])],
+        initializer=inits,
+    )
+    out = HERE / "test" / "fail-rows" / "model.onnx"
+    _save(graph, out)
+    return out
+
+
 def build_model_3() -> pathlib.Path:
     from onnx import TensorProto, helper, numpy_helper
 
@@ -259,12 +306,32 @@ def check_test_models() -> None:
         print(f"test/fail: x00=7 -> error ({str(e)[:80]}...)")
 
 
+def check_batching_test_models() -> None:
+    fixed = build_test_fixed()
+    print(f"test/fixed: {run(fixed, SEED_SAMPLE[:1]).tolist()}")
+    rows = build_test_fail_rows()
+    x = np.vstack([SEED_SAMPLE, SEED_SAMPLE])
+    x[:, 0] = 1
+    print(f"test/fail-rows: two good rows -> {run(rows, x).tolist()}")
+    x[1, 0] = 7
+    try:
+        run(rows, x)
+        sys.exit("test/fail-rows did not fail with a row whose first number is 7")
+    except Exception as e:  # noqa: BLE001 - any runtime error is the point
+        print(f"test/fail-rows: a bad second row -> error ({str(e)[:80]}...)")
+
+
 if __name__ == "__main__":
     # `generate.py model-3` rebuilds that one alone (the others are committed and unchanged).
     if sys.argv[1:] == ["model-3"]:
         build_model_3()
         sys.exit(0)
+    # `generate.py batching-tests` rebuilds the two test models of issue 29 alone.
+    if sys.argv[1:] == ["batching-tests"]:
+        check_batching_test_models()
+        sys.exit(0)
     build_model_1()
     build_model_2()
     build_model_3()
     check_test_models()
+    check_batching_test_models()

@@ -8,6 +8,8 @@ mod common;
 mod admin_hardening;
 #[path = "azure_script.rs"]
 mod azure_script;
+#[path = "batching.rs"]
+mod batching;
 #[path = "blocking_files.rs"]
 mod blocking_files;
 #[path = "cli_parity.rs"]

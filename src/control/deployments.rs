@@ -15,7 +15,7 @@ use crate::spec::{DeploymentSpec, HookKind, MAX_DEPLOYMENTS};
 
 /// Fields whose change needs new instances (the model or the hook changes).
 const REPLACING_FIELDS: &[&str] =
-    &["model", "code_configuration", "environment", "environment_variables", "data_collector"];
+    &["model", "code_configuration", "environment", "environment_variables", "data_collector", "batching"];
 
 impl ControlPlane {
     /// `PUT /v1/deployments/{name}`: creates a deployment, or replaces an existing one (the old
@@ -528,6 +528,7 @@ impl ControlPlane {
             }),
             mirror: self.mirror_view(record),
             data_collector_status: record.live.collector().map(|c| c.view()),
+            batching_status: record.live.batching(),
         }
     }
 }

@@ -41,7 +41,14 @@ pub(crate) struct Hooks;
 
 impl Loader for Hooks {
     fn hook_kind(&self, spec: &DeploymentSpec) -> Result<HookKind, SpecError> {
-        spec.hook_kind()
+        let kind = spec.hook_kind()?;
+        // `batching:` needs a model that stacks along a free first dimension: refused here,
+        // with the input named, rather than as a deployment that fails to load.
+        if let (Some(_), HookKind::Onnx { model_file }) = (&spec.batching, &kind) {
+            crate::hooks::onnx::check_batchable(model_file)
+                .map_err(|why| SpecError::invalid(format!("batching: {why}")))?;
+        }
+        Ok(kind)
     }
 
     fn deployment(

@@ -115,6 +115,10 @@ pub(crate) struct DeploymentView {
     /// records go, how many were written, dropped or refused by the disk, the last disk error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_collector_status: Option<crate::collector::CollectorView>,
+    /// Its batching at work (`batching:` set): runs so far, and the mean rows per run over
+    /// the last minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching_status: Option<crate::deployment::batch::BatchingStatus>,
 }
 
 /// `GET .../deployments/{name}/collected`: a deployment's records, newest first.

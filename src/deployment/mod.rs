@@ -3,6 +3,7 @@
 //! deployment's spec beside it.
 #![forbid(unsafe_code)]
 
+pub(crate) mod batch;
 mod permits;
 pub(crate) mod pool;
 pub(crate) mod state;
@@ -63,6 +64,14 @@ impl ScoreError {
     }
 }
 
+/// What a deployment has beside its pool when its spec asks: a data collector, a batcher
+/// (its settings, the slot its first instance fills with a preparer, the runtime its batches
+/// run on).
+struct Extras {
+    collector: Option<Arc<DeploymentCollector>>,
+    batching: Option<(crate::spec::Batching, batch::PreparerSlot, tokio::runtime::Handle)>,
+}
+
 /// One deployment as the front door sees it.
 pub struct Deployment {
     /// The deployment's name.
@@ -92,6 +101,9 @@ pub struct Deployment {
     load_micros: AtomicU64,
     /// Azure's data collector, when the spec turns a collection on (issue 28).
     collector: Option<Arc<DeploymentCollector>>,
+    /// The batcher, when the spec turns `batching` on (issue 29); without it a request goes
+    /// straight to the pool.
+    batcher: Option<batch::Batcher>,
 }
 
 impl Deployment {
@@ -141,6 +153,11 @@ impl Deployment {
         self.collector.as_ref()
     }
 
+    /// What batching came to, when the spec turns it on (the settings are the spec's).
+    pub(crate) fn batching(&self) -> Option<batch::BatchingStatus> {
+        self.batcher.as_ref().map(batch::Batcher::status)
+    }
+
     /// How long the last load of instances (create, replace, scale-up) took.
     pub(crate) fn load_time(&self) -> Duration {
         Duration::from_micros(self.load_micros.load(Ordering::Relaxed))
@@ -188,9 +205,12 @@ impl Deployment {
             model_name: spec.model.served_name(),
             model_version: spec.model.served_version(),
             init_stop: Arc::clone(&init_stop),
+            batching: spec.batching.is_some(),
         };
         let signature: Arc<ArcSwapOption<Signature>> = Arc::default();
         let signature_slot = Arc::clone(&signature);
+        let preparer: batch::PreparerSlot = Arc::default();
+        let preparer_slot = spec.batching.map(|_| Arc::clone(&preparer));
         let factory_kind = kind.clone();
         let init_log = Arc::clone(&logs);
         let pool = InstancePool::new(
@@ -199,6 +219,11 @@ impl Deployment {
                 if signature_slot.load().is_none() {
                     signature_slot.store(hook.signature().map(Arc::new));
                 }
+                if let Some(slot) = &preparer_slot {
+                    if let Some(p) = hook.preparer() {
+                        let _ = slot.set(p);
+                    }
+                }
                 let about = hook.describe();
                 if !about.is_empty() {
                     init_log.push(&about);
@@ -206,7 +231,7 @@ impl Deployment {
                 }
                 Ok(hook)
             }),
-            runtime,
+            runtime.clone(),
         );
         pool.stop_inits_on_close(init_stop);
         if matches!(kind, HookKind::Python(_)) {
@@ -226,6 +251,17 @@ impl Deployment {
             // A script's run(raw_data, request_headers) reads them.
             pool.pass_headers();
         }
+        if let Some(b) = spec.batching {
+            let admitted = 2 * spec.request_settings.max_concurrent_requests_per_instance;
+            if admitted < b.max_batch_size {
+                logs.push(format!(
+                    "batching.max_batch_size is {} but admission lets 2 x max_concurrent_requests_per_instance = {admitted} \
+                     requests per instance in flight, so a batch holds at most {admitted} requests; raise \
+                     request_settings.max_concurrent_requests_per_instance to fill it",
+                    b.max_batch_size
+                ));
+            }
+        }
         if let HookKind::Native(plugin) = &kind {
             if plugin.isolation == crate::spec::Isolation::InProcess {
                 // A plugin's run is a plain call that nothing can stop: one that outlives the
@@ -238,7 +274,8 @@ impl Deployment {
                 });
             }
         }
-        Self::assemble(spec, pool, logs, signature, metrics, &hooks::describe(&kind), collector)
+        let batching = spec.batching.map(|settings| (settings, preparer, runtime));
+        Self::assemble(spec, pool, logs, signature, metrics, &hooks::describe(&kind), Extras { collector, batching })
     }
 
     /// A deployment whose instances come from `factory` rather than from a hook on disk: the
@@ -251,7 +288,8 @@ impl Deployment {
         runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
         let pool = InstancePool::new(factory, runtime);
-        Self::assemble(spec, pool, Arc::new(LogRing::default()), Arc::default(), metrics, "test instances", None)
+        let none = Extras { collector: None, batching: None };
+        Self::assemble(spec, pool, Arc::new(LogRing::default()), Arc::default(), metrics, "test instances", none)
     }
 
     fn assemble(
@@ -261,8 +299,12 @@ impl Deployment {
         signature: Arc<ArcSwapOption<Signature>>,
         metrics: &Arc<Metrics>,
         described: &str,
-        collector: Option<Arc<DeploymentCollector>>,
+        Extras { collector, batching }: Extras,
     ) -> Arc<Self> {
+        let metrics = metrics.for_deployment(spec.endpoint_name.as_deref().unwrap_or_default(), &spec.name);
+        let batcher = batching.map(|(settings, preparer, runtime)| {
+            batch::Batcher::new(settings, Arc::clone(&pool), preparer, metrics.batches(), &runtime)
+        });
         let deployment = Arc::new(Self {
             name: spec.name.clone(),
             model_name: spec.model.served_name(),
@@ -272,12 +314,13 @@ impl Deployment {
             state: StateCell::new(ProvisioningState::Creating),
             logs,
             // Labelled with the endpoint the spec names (the control plane's loader sets it).
-            metrics: metrics.for_deployment(spec.endpoint_name.as_deref().unwrap_or_default(), &spec.name),
+            metrics,
             inflight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(0),
             timeout_ms: AtomicU64::new(0),
             load_micros: AtomicU64::new(0),
             collector,
+            batcher,
         });
         deployment.apply_settings(spec);
         deployment.logs.push(format!("deployment {} created: {described}", spec.name));
@@ -321,7 +364,12 @@ impl Deployment {
         // its first poll (an inline run on an idle instance, the common case) needs no timer:
         // the deadline timer is armed only when the run has to wait, for the same deadline,
         // so most requests do not pay a registration and cancellation on the timer wheel.
-        let mut run = std::pin::pin!(self.pool.call(request));
+        let mut run = std::pin::pin!(async {
+            match &self.batcher {
+                None => self.pool.call(request).await,
+                Some(batcher) => batcher.call(&self.pool, request).await,
+            }
+        });
         let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
         let finished = match first {
             Poll::Ready(result) => Ok(result),

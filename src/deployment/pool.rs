@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::permits::{Permit, Permits, TryAcquireError};
 
+use crate::hooks::batch::Prepared;
 use crate::hooks::cancel::{Cancellation, InitStop};
 use crate::hooks::{
     self, Answer, Headers, HookError, HookRequest, HookResponse, InitError, Protocol, Request, ScoringHook, Turn,
@@ -1161,6 +1162,59 @@ impl InstancePool {
         let old = self.run_cost_ns.load(Ordering::Relaxed);
         let new = if old == UNMEASURED { ns } else { (old.saturating_mul(7).saturating_add(ns)) / 8 };
         self.run_cost_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+/// An instance held for one batched run ([`super::batch`]). Dropping it unused gives the
+/// instance back.
+pub(crate) struct Lease {
+    pool: Arc<InstancePool>,
+    hook: Option<Box<dyn ScoringHook>>,
+}
+
+impl InstancePool {
+    /// Waits for an idle instance (in arrival order, as every run's `take`) and holds it for a
+    /// batch: a scale-down or a delete waits for it as for any busy instance. A pool with no
+    /// ready instance, or closed and draining, answers `NoInstance` at once.
+    pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, RunError> {
+        if self.ready() == 0 {
+            return Err(RunError::NoInstance);
+        }
+        let hook = self.take().await?;
+        Ok(Lease { pool: Arc::clone(self), hook: Some(hook) })
+    }
+}
+
+impl Lease {
+    /// Runs `batch` on the held instance (blocking: call it on a blocking thread) and gives
+    /// the instance back; one answer per request, in order. A panic drops the instance (a
+    /// replacement loads, as after any panicking run) and fails the batch's requests alone.
+    pub(crate) fn run_batch(mut self, batch: Vec<Prepared>, cancel: &Cancellation) -> Vec<Result<Answer, RunError>> {
+        let n = batch.len();
+        let Some(mut hook) = self.hook.take() else {
+            return vec![Err(RunError::NoInstance); n];
+        };
+        match catch_unwind(AssertUnwindSafe(|| hook.run_batch(batch, Some(cancel)))) {
+            Ok(answers) => {
+                self.pool.checkin(hook);
+                let mut answers: Vec<Result<Answer, RunError>> =
+                    answers.into_iter().take(n).map(|a| a.map_err(RunError::from)).collect();
+                answers.resize_with(n, || Err(RunError::Failed("the hook gave no answer for this request".into())));
+                answers
+            }
+            Err(panic) => {
+                self.pool.replace(hook);
+                vec![Err(RunError::Failed(format!("the scoring hook panicked: {}", panic_message(&panic)))); n]
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(hook) = self.hook.take() {
+            self.pool.checkin(hook);
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! JSON-able value or an `AMLResponse`) fit the same trait as the built-in ONNX hook.
 #![forbid(unsafe_code)]
 
+pub(crate) mod batch;
 pub(crate) mod cancel;
 pub(crate) mod native;
 pub(crate) mod oip;
@@ -173,6 +174,8 @@ pub struct InitContext {
     /// The workers of this deployment version whose init is running, killed when the version
     /// is deleted or replaced, or the server stops (see [`cancel::InitStop`]).
     pub init_stop: Arc<cancel::InitStop>,
+    /// The deployment batches requests (`batching:`): the model must be able to.
+    pub batching: bool,
 }
 
 impl InitContext {
@@ -189,6 +192,7 @@ impl InitContext {
             model_name: String::new(),
             model_version: None,
             init_stop: Arc::default(),
+            batching: false,
         }
     }
 }
@@ -277,6 +281,22 @@ pub trait ScoringHook: Send {
     /// in-process hook is always healthy (a panic is handled by the pool).
     fn is_healthy(&self) -> bool {
         true
+    }
+
+    /// What prepares requests for [`run_batch`](Self::run_batch) without an instance (the
+    /// model's signature), for a hook that batches; `None` for the others.
+    fn preparer(&self) -> Option<Arc<dyn batch::Prepare>> {
+        None
+    }
+
+    /// Runs prepared requests as one batch and answers each, in order. Only hooks with a
+    /// [`preparer`](Self::preparer) are given batches.
+    fn run_batch(
+        &mut self,
+        batch: Vec<batch::Prepared>,
+        _cancel: Option<&cancel::Cancellation>,
+    ) -> Vec<Result<Answer, HookError>> {
+        batch.iter().map(|_| Err(HookError::Failed("this hook does not run batches".into()))).collect()
     }
 }
 

@@ -139,6 +139,23 @@ pub enum Isolation {
     Process,
 }
 
+/// `batching:` (a local extension, issue 29): concurrent requests to an ONNX deployment
+/// stacked along their first dimension and run once. Off when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// The most rows one run stacks (2 to 1024); a request with more runs alone.
+    pub max_batch_size: u32,
+    /// How long the first request of a batch may wait for others, in microseconds (0 to
+    /// 100000; 0, the default, stacks only what is already waiting while an instance is busy).
+    #[serde(default)]
+    pub max_delay_us: u64,
+}
+
+/// The bounds of [`Batching`]'s fields.
+pub const MAX_BATCH_SIZE: u32 = 1024;
+pub const MAX_BATCH_DELAY_US: u64 = 100_000;
+
 /// A native deployment's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativePlugin {
@@ -191,6 +208,9 @@ pub struct DeploymentSpec {
     /// Local extension: `in_process` (default) or `process`, for native (`.so`) plugins only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
+    /// Local extension: adaptive batching, for ONNX models only (issue 29).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
 }
 
 fn default_instances() -> u32 {
@@ -242,8 +262,16 @@ impl DeploymentSpec {
             }
         }
         // Fields the runtime does not read and that must not stop status fields from round-tripping.
-        for key in ["provisioning_state", "error", "instances", "workers", "load_ms", "mirror", "data_collector_status"]
-        {
+        for key in [
+            "provisioning_state",
+            "error",
+            "instances",
+            "workers",
+            "load_ms",
+            "mirror",
+            "data_collector_status",
+            "batching_status",
+        ] {
             map.remove(key);
         }
         match map.get("model") {
@@ -319,6 +347,20 @@ impl DeploymentSpec {
                 return Err(SpecError::invalid(format!(
                     "instance_count × environment_variables.WORKER_COUNT is {} worker processes; at most {MAX_WORKERS} are allowed",
                     u64::from(k) * u64::from(self.instance_count)
+                )));
+            }
+        }
+        if let Some(b) = &self.batching {
+            if !(2..=MAX_BATCH_SIZE).contains(&b.max_batch_size) {
+                return Err(SpecError::invalid(format!(
+                    "batching.max_batch_size must be a whole number of rows from 2 to {MAX_BATCH_SIZE}, got {}",
+                    b.max_batch_size
+                )));
+            }
+            if b.max_delay_us > MAX_BATCH_DELAY_US {
+                return Err(SpecError::invalid(format!(
+                    "batching.max_delay_us must be from 0 to {MAX_BATCH_DELAY_US} microseconds (100 ms), got {}",
+                    b.max_delay_us
                 )));
             }
         }
@@ -454,6 +496,13 @@ impl DeploymentSpec {
             return Err(SpecError::invalid(format!(
                 "isolation: {value} applies to native plugins only (code_configuration.scoring_script naming a .so); \
                  ONNX models always run in process and score.py always runs in a worker process: remove isolation"
+            )));
+        }
+        if let (Some(_), Some(cc)) = (self.batching, &self.code_configuration) {
+            return Err(SpecError::invalid(format!(
+                "batching applies to ONNX models only (no code_configuration); this deployment's hook is \
+                 scoring_script {}, whose run takes one request at a time: remove batching",
+                cc.scoring_script
             )));
         }
         if let Some(cc) = &self.code_configuration {

@@ -15,7 +15,7 @@ pub mod rollout;
 pub mod traffic;
 
 pub use data_collector::{DataCollector, RollingRate};
-pub use deployment::{resolve_scoring_script, DeploymentSpec, HookKind, Isolation, ModelSpec, NativePlugin};
+pub use deployment::{resolve_scoring_script, Batching, DeploymentSpec, HookKind, Isolation, ModelSpec, NativePlugin};
 pub use endpoint::{AuthMode, EndpointSpec, TrafficAffinity};
 pub use error::{SpecError, SpecErrorKind};
 pub use reference::{parse_reference, AssetKind, AssetRef};

@@ -17,7 +17,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::sharded::{ShardedCounter, ShardedHistogram};
@@ -147,6 +147,10 @@ pub struct Metrics {
     /// Rollouts rolled back, by target deployment and failed gate (kept as history).
     rollbacks: Family<RollbackLabels, Counter>,
     gate_outcomes: Family<GateLabels, Counter>,
+    /// Rows per batched run and each request's wait for its batch (issue 29), for batching
+    /// deployments only.
+    batch_size: Family<DeploymentLabel, Histogram, fn() -> Histogram>,
+    batch_delay: HistogramFamily<DeploymentLabel>,
     /// Unreleased [`DeploymentMetrics`] per deployment name. Creating handles and removing a
     /// name's series both happen under this lock, so a version created while the last one of
     /// the same name is released either keeps the series or gets fresh ones, never detached
@@ -246,6 +250,20 @@ impl Metrics {
             "Rollout evidence-gate judgements, by target deployment, gate and outcome (pass, fail, inconclusive)",
             gate_outcomes.clone(),
         );
+        let batch_size: Family<DeploymentLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 11)));
+        registry.register(
+            "switchyard_batch_size",
+            "Rows per batched run of a batching deployment (a request alone is a run of its own rows)",
+            batch_size.clone(),
+        );
+        let batch_delay: HistogramFamily<DeploymentLabel> =
+            Family::new_with_constructor(|| ShardedHistogram::new(exponential_buckets(0.000_001, 2.0, 18)));
+        registry.register(
+            "switchyard_batch_queue_delay_seconds",
+            "Time a request of a batching deployment waited from queueing to its batch's run",
+            batch_delay.clone(),
+        );
         let process = ProcessGauges::default();
         registry.register(
             "switchyard_process_cpu_usage_percent",
@@ -274,6 +292,8 @@ impl Metrics {
             process,
             rollbacks,
             gate_outcomes,
+            batch_size,
+            batch_delay,
             errors: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
         })
@@ -342,6 +362,8 @@ impl Metrics {
         for outcome in COLLECTED_OUTCOMES {
             self.collected.remove(&dep.collected(outcome));
         }
+        self.batch_size.remove(dep);
+        self.batch_delay.remove(dep);
         let m = &self.mirror;
         m.agreement_ratio.remove(dep);
         m.pairs.remove(dep);
@@ -428,6 +450,24 @@ pub struct DeploymentSummary {
 /// The outcomes of `switchyard_data_collector_records`.
 const COLLECTED_OUTCOMES: [&str; 3] = ["written", "dropped", "failed"];
 
+/// A batching deployment's batch series: `switchyard_batch_size` and
+/// `switchyard_batch_queue_delay_seconds`.
+#[derive(Clone)]
+pub(crate) struct BatchMetrics {
+    size: Histogram,
+    delay: ShardedHistogram,
+}
+
+impl BatchMetrics {
+    /// Records one batched run of `rows` rows and each of its requests' wait.
+    pub(crate) fn observe_batch(&self, rows: usize, delays: impl Iterator<Item = std::time::Duration>) {
+        self.size.observe(rows as f64);
+        for d in delays {
+            self.delay.observe(d.as_secs_f64());
+        }
+    }
+}
+
 /// The instance states of `switchyard_instances`.
 pub(crate) const INSTANCE_STATES: [&str; 5] = ["ready", "loading", "draining", "failed", "restarting"];
 
@@ -490,6 +530,15 @@ impl DeploymentMetrics {
         // A refusal (429) never ran: its zero duration is no latency of the deployment.
         if code != 429 {
             self.latencies[role as usize].record(seconds);
+        }
+    }
+
+    /// The batch series of this deployment (created on first call: only batching
+    /// deployments have them).
+    pub(crate) fn batches(&self) -> BatchMetrics {
+        BatchMetrics {
+            size: self.root.batch_size.get_or_create(&self.key).clone(),
+            delay: self.root.batch_delay.get_or_create(&self.key).clone(),
         }
     }
 

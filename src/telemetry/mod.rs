@@ -9,6 +9,7 @@ pub(crate) mod sharded;
 pub(crate) mod window;
 
 pub(crate) use logs::LogRing;
+pub(crate) use metrics::BatchMetrics;
 pub use metrics::Metrics;
 pub(crate) use metrics::{DeploymentMetrics, MirrorGauges, Role};
 pub(crate) use window::Reading;
