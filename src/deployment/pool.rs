@@ -1173,6 +1173,11 @@ pub(crate) struct Lease {
 }
 
 impl InstancePool {
+    /// Instances idle in the pool now.
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Waits for an idle instance (in arrival order, as every run's `take`) and holds it for a
     /// batch: a scale-down or a delete waits for it as for any busy instance. A pool with no
     /// ready instance, or closed and draining, answers `NoInstance` at once.

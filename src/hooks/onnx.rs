@@ -727,29 +727,30 @@ fn write_output(out: &mut Vec<u8>, name: &str, output: &Output<'_>, flatten: boo
     Ok(())
 }
 
-impl OnnxHook {
+impl Model {
     /// Feeds the session one value per model input, in order.
     fn feeds(
         &self,
         values: impl IntoIterator<Item = Result<DynValue, HookError>>,
     ) -> Result<Vec<(Cow<'static, str>, SessionInputValue<'static>)>, HookError> {
-        self.model
-            .inputs
+        self.inputs
             .iter()
             .zip(values)
             .map(|(sig, v)| Ok((Cow::Owned(sig.name.clone()), SessionInputValue::from(v?))))
             .collect()
     }
+}
 
+impl OnnxHook {
     /// Parses, runs and answers one request alone.
     fn run_alone(
         &mut self,
         (values, reply): (Vec<Values>, Reply),
         cancel: Option<&super::cancel::Cancellation>,
     ) -> Result<Answer, HookError> {
-        let model = Arc::clone(&self.model);
-        let feeds = self.feeds(model.inputs.iter().zip(values).map(|(sig, v)| v.into_value(&sig.name)))?;
-        run_session(&mut self.session, feeds, cancel, |results| model.answer(&reply, &model.read_outputs(results)?))
+        let Self { session, model } = self;
+        let feeds = model.feeds(model.inputs.iter().zip(values).map(|(sig, v)| v.into_value(&sig.name)))?;
+        run_session(session, feeds, cancel, |results| model.answer(&reply, &model.read_outputs(results)?))
     }
 }
 
@@ -789,7 +790,7 @@ impl ScoringHook for OnnxHook {
             (0..model.inputs.len()).map(|k| Array::stack(&inputs.iter().map(|p| &p[k]).collect::<Vec<_>>())).collect()
         };
         let feeds = stacked
-            .and_then(|arrays| self.feeds(model.inputs.iter().zip(arrays).map(|(sig, a)| array_value(a, &sig.name))));
+            .and_then(|arrays| model.feeds(model.inputs.iter().zip(arrays).map(|(sig, a)| array_value(a, &sig.name))));
         let outcome = feeds.and_then(|feeds| {
             run_session(&mut self.session, feeds, cancel, |results| {
                 let outputs = model.read_outputs(results)?;
@@ -831,7 +832,7 @@ impl ScoringHook for OnnxHook {
                 .zip(&replies)
                 .map(|(arrays, reply)| {
                     let feeds =
-                        self.feeds(model.inputs.iter().zip(arrays).map(|(sig, a)| array_value(a, &sig.name)))?;
+                        model.feeds(model.inputs.iter().zip(arrays).map(|(sig, a)| array_value(a, &sig.name)))?;
                     run_session(&mut self.session, feeds, cancel, |results| {
                         model.answer(reply, &model.read_outputs(results)?)
                     })

@@ -919,6 +919,21 @@ def endpoints_list():
     tab("details")
     driver.get_log("browser")  # the 404 of beta's rollout, which says there is none
 
+    step("beta's mlp: model-3 with batching; its card gives the settings and the last minute's rows per run")
+    status, body = api("PUT", "/v1/endpoints/{}/deployments/mlp".format(B), {
+        "model": {"path": os.path.join(MODELS, "model-3")},
+        "batching": {"max_batch_size": 16, "max_delay_us": 500},
+        "request_settings": {"max_concurrent_requests_per_instance": 8}})
+    assert status == 201, body
+    wait_api("beta's mlp is Succeeded",
+             lambda: api("GET", "/v1/endpoints/{}/deployments/mlp".format(B), query="?wait=2")[1]["provisioning_state"] == "Succeeded")
+    with open(os.path.join(MODELS, "..", "sample-requests", "model-3.json")) as f:
+        status, answer = api("POST", "/v1/endpoints/{}/invoke".format(B), f.read(), query="?deployment_name=mlp")
+    assert status == 200 and len(answer[0]) == 16, answer
+    visible("card-mlp")
+    text_has("batching-of-mlp", "up to 16 rows per run, waiting at most 500 µs; 1 run in the last minute, 1.0 rows per run")
+    shot("batching-card")
+
     step("Delete endpoint on beta's page: back on the list, alpha alone and as it was")
     click("delete-endpoint")
     visible("confirm-dialog")

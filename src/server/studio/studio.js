@@ -540,6 +540,14 @@ function card(d) {
     row("Data collection", (on.length ? `${on.join(", ")} at sampling rate ${rate}` : "nothing on") + counts, "data-of-" + n)
       .className = dcs && (dcs.failed || dcs.dropped) ? "error" : "";
   }
+  // Adaptive batching (issue 29): the settings, and the rows per run of the last minute.
+  if (d.batching) {
+    const bs = d.batching_status;
+    const recent = bs && bs.recent_runs
+      ? `; ${bs.recent_runs} run${bs.recent_runs === 1 ? "" : "s"} in the last minute, ${bs.mean_batch_size.toFixed(1)} rows per run on average`
+      : "; no runs in the last minute";
+    row("Batching", `up to ${d.batching.max_batch_size} rows per run, waiting at most ${d.batching.max_delay_us || 0} µs` + recent, "batching-of-" + n);
+  }
   if (d.error) row("Error", studioTerms(d.error), "error-" + n).className = "error";
   const edit = el("button", { id: "edit-" + n, class: "edit", type: "button", title: "Edit instance count", "aria-label": `Edit the instance count of ${n}` }, "✎");
   edit.addEventListener("click", () => editScale(d));
