@@ -33,6 +33,7 @@ impl ControlPlane {
         let current = self.lock().deployments.get(&spec.name).map(|r| r.spec.clone());
         self.resolve_assets(&mut spec, current.as_ref())?;
         let kind = self.loader.hook_kind(&spec)?;
+        self.loader.check_new(&spec, &kind)?;
         let mut state = self.lock();
         self.put_locked(&mut state, spec, kind, all_traffic)
     }
@@ -152,6 +153,7 @@ impl ControlPlane {
             let _assets = self.shared.asset_gate();
             self.resolve_assets(&mut spec, Some(&based_on.1))?;
             let kind = self.loader.hook_kind(&spec)?;
+            self.loader.check_new(&spec, &kind)?;
             let mut state = self.lock();
             let unchanged =
                 state.deployments.get(name).is_some_and(|r| (r.load_id, &r.spec) == (based_on.0, &based_on.1));

@@ -17,6 +17,14 @@ pub(crate) trait Loader: Send + Sync + 'static {
     /// Which hook serves `spec`; may read the disk (call it off the admin plane's workers).
     fn hook_kind(&self, spec: &DeploymentSpec) -> Result<HookKind, SpecError>;
 
+    /// Checks what only a new deployment's files can tell (an ONNX model that `batching`
+    /// cannot stack), off the control plane's lock: a create (`PUT`) calls it; a restore does
+    /// not (each instance's load checks again), so a restart never loads a model twice under
+    /// the lock. Nothing by default.
+    fn check_new(&self, _spec: &DeploymentSpec, _kind: &HookKind) -> Result<(), SpecError> {
+        Ok(())
+    }
+
     /// A deployment of endpoint `endpoint` with an empty pool for `spec`: the control plane
     /// loads its instances. `collector`: its data collector, when the spec turns one on.
     fn deployment(
@@ -41,14 +49,17 @@ pub(crate) struct Hooks;
 
 impl Loader for Hooks {
     fn hook_kind(&self, spec: &DeploymentSpec) -> Result<HookKind, SpecError> {
-        let kind = spec.hook_kind()?;
+        spec.hook_kind()
+    }
+
+    fn check_new(&self, spec: &DeploymentSpec, kind: &HookKind) -> Result<(), SpecError> {
         // `batching:` needs a model that stacks along a free first dimension: refused here,
         // with the input named, rather than as a deployment that fails to load.
-        if let (Some(_), HookKind::Onnx { model_file }) = (&spec.batching, &kind) {
+        if let (Some(_), HookKind::Onnx { model_file }) = (&spec.batching, kind) {
             crate::hooks::onnx::check_batchable(model_file)
                 .map_err(|why| SpecError::invalid(format!("batching: {why}")))?;
         }
-        Ok(kind)
+        Ok(())
     }
 
     fn deployment(

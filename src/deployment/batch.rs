@@ -7,16 +7,16 @@
 //! request, waits for an instance (while it waits, requests pile up: that is where batches come
 //! from under load), then takes every waiting request that stacks with the first, and waits
 //! for more only until `max_delay_us` after the first arrived, never longer, and only while
-//! the batch has room. When another instance is idle, the batch runs on a blocking thread and
-//! the collector goes on forming the next batch for it; when none is, the collector runs the
-//! batch itself, so the next one starts the moment it ends (measured on model-3 at c=32 with one
-//! instance: 25% more requests per second than handing every batch to another thread, whose
-//! wake-ups left the instance idle between batches).
+//! the batch has room. With one instance the collector runs the batch itself, so the next one
+//! starts the moment it ends (measured on model-3 at c=32: 25% more requests per second than
+//! handing every batch to another thread, whose wake-ups left the instance idle between
+//! batches); with more, each batch runs on a blocking thread while the collector forms the next
+//! one for the next instance.
 //!
 //! What stays as without batching: admission happened before (the queue holds at most the
-//! admission cap), each request keeps its own deadline (its future is dropped at
-//! `request_timeout_ms`, a 408; a request gone before its batch runs is skipped, and a batch
-//! handed to a blocking thread whose every request is gone is stopped through ONNX Runtime's
+//! admission cap, and [`MAX_QUEUED`] whatever happens), each request keeps its own deadline (its
+//! future is dropped at `request_timeout_ms`, a 408; a request gone before its batch runs is
+//! skipped, and a running batch whose every request is gone is stopped through ONNX Runtime's
 //! terminate flag), per-request metrics and access lines are the caller's, and a failed run
 //! fails only its own requests.
 //! Mirror copies never come here (they run alone on an idle instance, `run_here_if_idle`).
@@ -41,12 +41,24 @@ use crate::telemetry::BatchMetrics;
 /// the last minute exactly, in fixed memory whatever the rate.
 const RECENT_SECONDS: u64 = 60;
 
+/// The most requests a batcher holds queued (see `Batcher::queued`); past it, a request is
+/// refused as when no instance can take it (503), never held.
+const MAX_QUEUED: usize = 8192;
+
+/// Bodies larger than this are parsed on a blocking thread, not on the event loop (a body of
+/// megabytes takes milliseconds to parse, and other connections wait on that thread).
+const PREPARE_INLINE_BYTES: usize = 64 * 1024;
+
 /// The preparer a deployment version's first instance gives (its model's signature); set once.
 pub(crate) type PreparerSlot = Arc<OnceLock<Arc<dyn Prepare>>>;
 
 /// A deployment version's batcher: the queue's sending side and what `show` reads.
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Waiting>,
+    /// Requests queued and not yet taken by the collector: a request that left at its
+    /// deadline frees its admission slot but stays queued until the collector looks at it,
+    /// so the queue has its own bound ([`MAX_QUEUED`]).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     preparer: PreparerSlot,
     stats: Arc<BatchStats>,
 }
@@ -58,7 +70,7 @@ struct Waiting {
     rows: Option<usize>,
     /// When it was queued: the batch it starts waits for others until `since + max_delay`.
     since: Instant,
-    reply: oneshot::Sender<Result<Answer, RunError>>,
+    reply: Reply,
 }
 
 /// Batches run, for `show` and the metrics.
@@ -92,7 +104,7 @@ impl BatchStats {
             *slot = (second, 0, 0);
         }
         slot.1 += 1;
-        slot.2 += rows as u64;
+        slot.2 = slot.2.saturating_add(rows as u64);
     }
 
     fn status(&self) -> BatchingStatus {
@@ -101,7 +113,7 @@ impl BatchStats {
         let (n, rows) = recent
             .iter()
             .filter(|(s, _, _)| second.saturating_sub(*s) < RECENT_SECONDS && *s <= second)
-            .fold((0u64, 0u64), |(n, rows), (_, r, w)| (n + r, rows + w));
+            .fold((0u64, 0u64), |(n, rows), (_, r, w)| (n + r, rows.saturating_add(*w)));
         BatchingStatus {
             runs: self.runs.load(std::sync::atomic::Ordering::Relaxed),
             recent_runs: n,
@@ -125,6 +137,8 @@ impl Batcher {
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let (queue, waiting) = mpsc::channel();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waiting = Incoming { rx: waiting, queued: Arc::clone(&queued) };
         let stats = Arc::new(BatchStats {
             epoch: Instant::now(),
             recent: Mutex::new([(u64::MAX, 0, 0); RECENT_SECONDS as usize]),
@@ -132,14 +146,22 @@ impl Batcher {
             metrics,
         });
         let (runtime, collected) = (runtime.clone(), Arc::clone(&stats));
-        let started = std::thread::Builder::new()
-            .name("switchyard-batch".into())
-            .spawn(move || collect(&waiting, &pool, settings, &collected, &runtime));
+        let started = std::thread::Builder::new().name("switchyard-batch".into()).spawn(move || {
+            // A panic here (a bug) costs the requests the collector held, never the queue: it
+            // starts over on the same queue, so the deployment keeps answering.
+            while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                collect(&waiting, &pool, settings, &collected, &runtime);
+            }))
+            .is_err()
+            {
+                tracing::error!("the batch collector panicked; it starts over");
+            }
+        });
         if let Err(e) = started {
             // Without a collector every request is answered at once (its reply dropped).
             tracing::error!("cannot start a batch collector thread: {e}");
         }
-        Self { queue, preparer, stats }
+        Self { queue, queued, preparer, stats }
     }
 
     /// Runs so far and the recent mean batch size.
@@ -156,19 +178,37 @@ impl Batcher {
         if pool.ready() == 0 {
             return Err(RunError::NoInstance);
         }
-        let prepared = preparer.prepare(
-            HookRequest {
-                body: request.body,
-                content_type: request.content_type,
-                headers: Headers::none(),
-                cancel: None,
-            },
-            request.protocol,
-        )?;
+        let hook_request =
+            |body| HookRequest { body, content_type: request.content_type, headers: Headers::none(), cancel: None };
+        let prepared = if request.body.len() <= PREPARE_INLINE_BYTES {
+            preparer.prepare(hook_request(request.body), request.protocol)?
+        } else {
+            let (preparer, body, protocol) = (Arc::clone(preparer), request.body.clone(), request.protocol);
+            let content_type = request.content_type.map(str::to_string);
+            tokio::task::spawn_blocking(move || {
+                let request = HookRequest {
+                    body: &body,
+                    content_type: content_type.as_deref(),
+                    headers: Headers::none(),
+                    cancel: None,
+                };
+                preparer.prepare(request, protocol)
+            })
+            .await
+            .map_err(|_| RunError::Failed("the request's parsing was lost".into()))??
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.queued.fetch_add(1, Relaxed) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Relaxed);
+            return Err(RunError::Busy);
+        }
         let (reply, answer) = oneshot::channel();
         let rows = prepared.rows();
         let waiting = Waiting { prepared, rows, since: Instant::now(), reply };
-        self.queue.send(waiting).map_err(|_| RunError::NoInstance)?;
+        if self.queue.send(waiting).is_err() {
+            self.queued.fetch_sub(1, Relaxed);
+            return Err(RunError::NoInstance);
+        }
         answer.await.unwrap_or_else(|_| Err(RunError::Failed("the batch this request was in was lost".into())))
     }
 }
@@ -177,7 +217,7 @@ impl Batcher {
 /// batcher is dropped. Requests that do not stack with the batch being formed wait in `carry`,
 /// ahead of the queue, for the next one.
 fn collect(
-    queue: &mpsc::Receiver<Waiting>,
+    queue: &Incoming,
     pool: &Arc<InstancePool>,
     settings: Batching,
     stats: &Arc<BatchStats>,
@@ -260,29 +300,81 @@ fn collect(
                 }
             }
         }
-        if pool.idle() == 0 {
-            // No other instance could take a batch now: run this one here, so the next batch
-            // is formed the moment it ends, with no hand-off to other threads in between.
-            run_here(lease, batch, stats);
+        if pool.ready() <= 1 {
+            // One instance: no other could take a batch meanwhile, so this one runs here and
+            // the next batch is formed the moment it ends, with no hand-off in between. With
+            // more, a batch run here would leave an instance that frees meanwhile idle.
+            run_here(lease, batch, stats, runtime);
         } else {
             runtime.spawn(run(lease, batch, Arc::clone(stats)));
         }
     }
 }
 
-/// Runs one batch on the collector's own thread and answers each request (see `collect`).
-fn run_here(lease: Lease, mut batch: Vec<Waiting>, stats: &BatchStats) {
-    batch.retain(|w| !w.reply.is_closed());
-    if batch.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    let rows = batch.iter().map(|w| w.rows.unwrap_or(1)).sum();
-    stats.record(rows, batch.iter().map(|w| started.duration_since(w.since)));
-    let (prepared, replies): (Vec<Prepared>, Vec<_>) = batch.into_iter().map(|w| (w.prepared, w.reply)).unzip();
-    let answers = lease.run_batch(prepared, &Cancellation::default());
+/// Runs one batch on the collector's own thread and answers each request (see `collect`). A
+/// task on `runtime` watches the requests meanwhile: once every one is gone (deadline,
+/// client), the run is stopped through ONNX Runtime's terminate flag, as a lone run is.
+fn run_here(lease: Lease, batch: Vec<Waiting>, stats: &BatchStats, runtime: &tokio::runtime::Handle) {
+    let Some((prepared, mut replies)) = start(batch, stats) else { return };
+    let n = prepared.len();
+    let cancel = Arc::new(Cancellation::default());
+    let stop = Arc::clone(&cancel);
+    let (done, ended) = oneshot::channel::<()>();
+    let watcher = runtime.spawn(async move {
+        tokio::select! {
+            () = all_gone(&mut replies) => stop.cancel(),
+            _ = ended => {}
+        }
+        replies
+    });
+    let answers = lease.run_batch(prepared, &cancel);
+    let _ = done.send(());
+    // The watcher gives the replies back as soon as it sees the run ended (or had stopped it).
+    let Ok(replies) = runtime.block_on(watcher) else { return };
+    debug_assert_eq!(replies.len(), n);
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);
+    }
+}
+
+/// What a batch about to run needs: its requests still waiting (one that left is not run),
+/// recorded in the stats; `None` when none is.
+fn start(mut batch: Vec<Waiting>, stats: &BatchStats) -> Option<(Vec<Prepared>, Vec<Reply>)> {
+    batch.retain(|w| !w.reply.is_closed());
+    if batch.is_empty() {
+        return None; // the lease gives the instance back as it drops
+    }
+    let started = Instant::now();
+    let rows = batch.iter().fold(0usize, |sum, w| sum.saturating_add(w.rows.unwrap_or(1)));
+    stats.record(rows, batch.iter().map(|w| started.duration_since(w.since)));
+    Some(batch.into_iter().map(|w| (w.prepared, w.reply)).unzip())
+}
+
+/// A waiting request's answer channel.
+type Reply = oneshot::Sender<Result<Answer, RunError>>;
+
+/// The collector's end of the queue: counts what it takes out (see `Batcher::queued`).
+struct Incoming {
+    rx: mpsc::Receiver<Waiting>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Incoming {
+    fn took(&self, w: Waiting) -> Waiting {
+        self.queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        w
+    }
+
+    fn recv(&self) -> Result<Waiting, mpsc::RecvError> {
+        self.rx.recv().map(|w| self.took(w))
+    }
+
+    fn try_recv(&self) -> Result<Waiting, mpsc::TryRecvError> {
+        self.rx.try_recv().map(|w| self.took(w))
+    }
+
+    fn recv_timeout(&self, wait: Duration) -> Result<Waiting, mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(wait).map(|w| self.took(w))
     }
 }
 
@@ -311,16 +403,8 @@ fn fit(first: &Waiting, w: &Waiting, rows: usize, max_rows: usize) -> Fit {
 
 /// Runs one batch on its instance and answers each request. If every request of the batch
 /// is gone (deadline, client) while it runs, the run is stopped.
-async fn run(lease: Lease, mut batch: Vec<Waiting>, stats: Arc<BatchStats>) {
-    // A request whose deadline passed while the batch formed is not run.
-    batch.retain(|w| !w.reply.is_closed());
-    if batch.is_empty() {
-        return; // the lease gives the instance back as it drops
-    }
-    let started = Instant::now();
-    let rows = batch.iter().map(|w| w.rows.unwrap_or(1)).sum();
-    stats.record(rows, batch.iter().map(|w| started.duration_since(w.since)));
-    let (prepared, mut replies): (Vec<Prepared>, Vec<_>) = batch.into_iter().map(|w| (w.prepared, w.reply)).unzip();
+async fn run(lease: Lease, batch: Vec<Waiting>, stats: Arc<BatchStats>) {
+    let Some((prepared, mut replies)) = start(batch, &stats) else { return };
     let n = prepared.len();
     let cancel = Arc::new(Cancellation::default());
     let stop = Arc::clone(&cancel);
@@ -339,7 +423,7 @@ async fn run(lease: Lease, mut batch: Vec<Waiting>, stats: Arc<BatchStats>) {
 }
 
 /// Resolves once every request of a batch has stopped waiting for its answer.
-async fn all_gone(replies: &mut [oneshot::Sender<Result<Answer, RunError>>]) {
+async fn all_gone(replies: &mut [Reply]) {
     for reply in replies.iter_mut() {
         reply.closed().await;
     }
@@ -510,6 +594,59 @@ mod tests {
         assert_eq!((d.unwrap(), e.unwrap()), ("[6.0]".into(), "[8.0]".into()));
         assert_eq!(f.batches(), vec![vec![1, 1, 1], vec![1, 1]]);
         assert_eq!(f.pool.ready(), 1, "a model error keeps the instance");
+    }
+
+    /// Runs until its batch is cancelled (at most 20 s), and says whether it was.
+    struct Stuck(Arc<std::sync::atomic::AtomicBool>);
+
+    impl ScoringHook for Stuck {
+        fn run(&mut self, _: HookRequest<'_>) -> Result<HookResponse, HookError> {
+            Err(HookError::Failed("batched deployments run batches".into()))
+        }
+
+        fn run_batch(&mut self, batch: Vec<Prepared>, cancel: Option<&Cancellation>) -> Vec<Result<Answer, HookError>> {
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            while !cancel.is_some_and(Cancellation::is_cancelled) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.0.store(cancel.is_some_and(Cancellation::is_cancelled), std::sync::atomic::Ordering::SeqCst);
+            batch.iter().map(|_| Err(HookError::Failed("stopped".into()))).collect()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_batch_whose_requests_all_left_is_stopped_and_the_next_one_runs() {
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&stopped);
+        let pool = InstancePool::new(
+            Arc::new(move || Ok(Box::new(Stuck(Arc::clone(&seen))) as Box<dyn ScoringHook>)),
+            tokio::runtime::Handle::current(),
+        );
+        pool.add(1).await.unwrap();
+        let slot: PreparerSlot = Arc::default();
+        let _ = slot.set(Arc::new(Rows));
+        let settings = Batching { max_batch_size: 8, max_delay_us: 0 };
+        let metrics = Metrics::new().for_deployment("e", "d").batches();
+        let batcher = Batcher::new(settings, Arc::clone(&pool), slot, metrics, &tokio::runtime::Handle::current());
+        let f = Fixture { batcher, pool, batches: Arc::default() };
+        // One instance: the batch runs on the collector's thread; both requests leave at 50 ms.
+        let (a, b) = tokio::join!(
+            tokio::time::timeout(Duration::from_millis(50), f.call("[[1, 2]]")),
+            tokio::time::timeout(Duration::from_millis(50), f.call("[[3, 4]]"))
+        );
+        assert!(a.is_err() && b.is_err());
+        // The run was stopped (not left to run its 20 s), and the instance takes the next batch.
+        let next = tokio::time::timeout(Duration::from_secs(10), async {
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(next.is_ok(), "the batch whose requests all left was stopped");
+        stopped.store(false, std::sync::atomic::Ordering::SeqCst);
+        let again = tokio::time::timeout(Duration::from_millis(50), f.call("[[5, 6]]")).await;
+        assert!(again.is_err(), "the next request reached the instance (and left at its deadline)");
+        assert_eq!(f.batcher.status().runs, 2, "both batches ran: the collector was free again");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

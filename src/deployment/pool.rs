@@ -1173,11 +1173,6 @@ pub(crate) struct Lease {
 }
 
 impl InstancePool {
-    /// Instances idle in the pool now.
-    pub(crate) fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
     /// Waits for an idle instance (in arrival order, as every run's `take`) and holds it for a
     /// batch: a scale-down or a delete waits for it as for any busy instance. A pool with no
     /// ready instance, or closed and draining, answers `NoInstance` at once.
@@ -1199,9 +1194,20 @@ impl Lease {
         let Some(mut hook) = self.hook.take() else {
             return vec![Err(RunError::NoInstance); n];
         };
-        match catch_unwind(AssertUnwindSafe(|| hook.run_batch(batch, Some(cancel)))) {
+        let start = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| hook.run_batch(batch, Some(cancel))));
+        self.pool.record_cost(start.elapsed().as_nanos() as u64);
+        match outcome {
             Ok(answers) => {
-                self.pool.checkin(hook);
+                // As after a lone run: a success ends a run of replacements' backoff.
+                if answers.iter().any(Result::is_ok) && self.pool.restarts_in_row.load(Ordering::Relaxed) != 0 {
+                    self.pool.restarts_in_row.store(0, Ordering::Relaxed);
+                }
+                if hook.is_healthy() {
+                    self.pool.checkin(hook);
+                } else {
+                    self.pool.replace(hook);
+                }
                 let mut answers: Vec<Result<Answer, RunError>> =
                     answers.into_iter().take(n).map(|a| a.map_err(RunError::from)).collect();
                 answers.resize_with(n, || Err(RunError::Failed("the hook gave no answer for this request".into())));

@@ -64,6 +64,8 @@ struct InputSig {
     name: String,
     elem: Elem,
     dims: Vec<i64>,
+    /// The name the model gives its first dimension, if any (`batch_size`, `N`).
+    first_symbol: String,
 }
 
 impl InputSig {
@@ -81,6 +83,8 @@ struct OutputSig {
     name: String,
     elem: Option<Elem>,
     dims: Vec<i64>,
+    /// The name the model gives its first dimension, if any.
+    first_symbol: String,
 }
 
 /// Why an ONNX model cannot be served: each message names the file or the input at fault.
@@ -121,28 +125,37 @@ pub(crate) struct Model {
 pub struct OnnxHook {
     session: Session,
     model: Arc<Model>,
+    /// Why this model's outputs could not be split by rows, once a stacked run showed it: its
+    /// batches then run request by request (said once in the deployment's log), rather than
+    /// every batch being run twice.
+    apart: Option<String>,
+    /// The deployment's log.
+    logs: Arc<crate::telemetry::LogRing>,
 }
 
 /// Reads a session's inputs and outputs; refuses what the hook cannot serve.
 fn read_signature(session: &Session) -> Result<(Vec<InputSig>, Vec<OutputSig>), OnnxLoadError> {
     let mut inputs = Vec::new();
     for input in session.inputs() {
-        let ValueType::Tensor { ty, shape, .. } = input.dtype() else {
+        let ValueType::Tensor { ty, shape, dimension_symbols } = input.dtype() else {
             return Err(OnnxLoadError::InputNotTensor { name: input.name().to_string() });
         };
         let elem = Elem::from_ort(*ty)
             .ok_or_else(|| OnnxLoadError::InputType { name: input.name().to_string(), ty: format!("{ty:?}") })?;
-        inputs.push(InputSig { name: input.name().to_string(), elem, dims: shape.to_vec() });
+        let first_symbol = dimension_symbols.first().cloned().unwrap_or_default();
+        inputs.push(InputSig { name: input.name().to_string(), elem, dims: shape.to_vec(), first_symbol });
     }
     let outputs = session
         .outputs()
         .iter()
         .map(|o| {
-            let (elem, dims) = match o.dtype() {
-                ValueType::Tensor { ty, shape, .. } => (Elem::from_ort(*ty), shape.to_vec()),
-                _ => (None, Vec::new()),
+            let (elem, dims, first_symbol) = match o.dtype() {
+                ValueType::Tensor { ty, shape, dimension_symbols } => {
+                    (Elem::from_ort(*ty), shape.to_vec(), dimension_symbols.first().cloned().unwrap_or_default())
+                }
+                _ => (None, Vec::new(), String::new()),
             };
-            OutputSig { name: o.name().to_string(), elem, dims }
+            OutputSig { name: o.name().to_string(), elem, dims, first_symbol }
         })
         .collect::<Vec<_>>();
     if !outputs.iter().any(|o| o.elem.is_some()) {
@@ -175,13 +188,32 @@ fn batching_refusal(inputs: &[InputSig], outputs: &[OutputSig]) -> Option<String
             _ => {}
         }
     }
-    outputs.iter().filter(|o| o.elem.is_some()).find_map(|o| match o.dims.first() {
+    if let Some(fixed) = outputs.iter().filter(|o| o.elem.is_some()).find_map(|o| match o.dims.first() {
         Some(d) if *d >= 0 => Some(format!(
             "output {:?} has a fixed first dimension {d}: batching splits answers by rows along a free first \
              dimension; remove batching",
             o.name
         )),
         _ => None,
+    }) {
+        return Some(fixed);
+    }
+    // First dimensions the model names differently are different axes (a time-major sequence
+    // input `[T, N, F]` beside an output `[N, K]`): stacking along them would mix requests.
+    // Unnamed ones (and ONNX Runtime's own `unk__` names) cannot be told apart and pass; the
+    // contract says axis 0 must hold independent rows.
+    let named = |s: &str| !s.is_empty() && !s.starts_with("unk__");
+    let mut firsts = inputs
+        .iter()
+        .map(|i| ("input", &i.name, &i.first_symbol))
+        .chain(outputs.iter().filter(|o| o.elem.is_some()).map(|o| ("output", &o.name, &o.first_symbol)))
+        .filter(|(_, _, s)| named(s));
+    let (kind, name, symbol) = firsts.next()?;
+    firsts.find(|(_, _, s)| s != &symbol).map(|(k, n, s)| {
+        format!(
+            "{kind} {name:?} names its first dimension {symbol:?} but {k} {n:?} names its {s:?}: batching stacks \
+             requests along one batch dimension shared by every input and output; remove batching"
+        )
     })
 }
 
@@ -223,7 +255,7 @@ impl OnnxHook {
         }
         let model =
             Model { inputs, outputs, model_name: ctx.model_name.clone(), model_version: ctx.model_version.clone() };
-        Ok(Self { session, model: Arc::new(model) })
+        Ok(Self { session, model: Arc::new(model), apart: None, logs: Arc::clone(&ctx.logs) })
     }
 }
 
@@ -742,13 +774,32 @@ impl Model {
 }
 
 impl OnnxHook {
+    /// Runs prepared requests one by one (a batch whose stacked run failed, or that cannot be
+    /// split): each gets what it would get alone.
+    fn each_alone(
+        &mut self,
+        inputs: Vec<Vec<Array>>,
+        replies: &[Reply],
+        cancel: Option<&super::cancel::Cancellation>,
+    ) -> Vec<Result<Answer, HookError>> {
+        let Self { session, model, .. } = self;
+        inputs
+            .into_iter()
+            .zip(replies)
+            .map(|(arrays, reply)| {
+                let feeds = model.feeds(model.inputs.iter().zip(arrays).map(|(sig, a)| array_value(a, &sig.name)))?;
+                run_session(session, feeds, cancel, |results| model.answer(reply, &model.read_outputs(results)?))
+            })
+            .collect()
+    }
+
     /// Parses, runs and answers one request alone.
     fn run_alone(
         &mut self,
         (values, reply): (Vec<Values>, Reply),
         cancel: Option<&super::cancel::Cancellation>,
     ) -> Result<Answer, HookError> {
-        let Self { session, model } = self;
+        let Self { session, model, .. } = self;
         let feeds = model.feeds(model.inputs.iter().zip(values).map(|(sig, v)| v.into_value(&sig.name)))?;
         run_session(session, feeds, cancel, |results| model.answer(&reply, &model.read_outputs(results)?))
     }
@@ -782,8 +833,11 @@ impl ScoringHook for OnnxHook {
         let model = Arc::clone(&self.model);
         let rows: Vec<usize> = batch.iter().map(|p| p.rows().unwrap_or(0)).collect();
         let total: usize = rows.iter().sum();
-        let (replies, inputs): (Vec<Reply>, Vec<Vec<Array>>) = batch.into_iter().map(|p| (p.reply, p.inputs)).unzip();
-        let mut inputs = inputs;
+        let (replies, mut inputs): (Vec<Reply>, Vec<Vec<Array>>) =
+            batch.into_iter().map(|p| (p.reply, p.inputs)).unzip();
+        if n > 1 && self.apart.is_some() {
+            return self.each_alone(inputs, &replies, cancel);
+        }
         let stacked: Result<Vec<Array>, HookError> = if n == 1 {
             Ok(inputs.pop().unwrap_or_default())
         } else {
@@ -791,6 +845,7 @@ impl ScoringHook for OnnxHook {
         };
         let feeds = stacked
             .and_then(|arrays| model.feeds(model.inputs.iter().zip(arrays).map(|(sig, a)| array_value(a, &sig.name))));
+        let mut unsplittable = None;
         let outcome = feeds.and_then(|feeds| {
             run_session(&mut self.session, feeds, cancel, |results| {
                 let outputs = model.read_outputs(results)?;
@@ -801,11 +856,14 @@ impl ScoringHook for OnnxHook {
                 for (sig, out) in model.outputs.iter().zip(&outputs) {
                     if let Some(out) = out {
                         if out.dims.first() != Some(&total) {
-                            return Err(HookError::Failed(format!(
+                            let why = format!(
                                 "output {:?} has shape {:?} for a batch of {total} rows: its first dimension is not the \
-                                 batch's, so the answers cannot be split by request; remove batching for this model",
+                                 batch's, so the answers cannot be split by request; this instance runs its batches \
+                                 request by request from now on (remove batching for this model)",
                                 sig.name, out.dims
-                            )));
+                            );
+                            unsplittable = Some(why.clone());
+                            return Err(HookError::Failed(why));
                         }
                     }
                 }
@@ -822,22 +880,19 @@ impl ScoringHook for OnnxHook {
                     .collect())
             })
         });
+        if let Some(why) = unsplittable {
+            tracing::warn!("{why}");
+            self.logs.push(format!("WARNING batching: {why}"));
+            self.apart = Some(why);
+        }
         match outcome {
             Ok(answers) => answers,
             // A stacked run that failed (one request's rows can fail a whole run) is run again
             // request by request, unless it was stopped: the model's error then reaches only
             // the requests it belongs to, each with its own 424, as without batching.
-            Err(_) if n > 1 && !cancel.is_some_and(super::cancel::Cancellation::is_cancelled) => inputs
-                .into_iter()
-                .zip(&replies)
-                .map(|(arrays, reply)| {
-                    let feeds =
-                        model.feeds(model.inputs.iter().zip(arrays).map(|(sig, a)| array_value(a, &sig.name)))?;
-                    run_session(&mut self.session, feeds, cancel, |results| {
-                        model.answer(reply, &model.read_outputs(results)?)
-                    })
-                })
-                .collect(),
+            Err(_) if n > 1 && !cancel.is_some_and(super::cancel::Cancellation::is_cancelled) => {
+                self.each_alone(inputs, &replies, cancel)
+            }
             Err(e) => vec![Err(e); n],
         }
     }
@@ -969,6 +1024,29 @@ mod batch_tests {
             }
             prop_assert_eq!(answered, bodies.len());
         }
+    }
+
+    #[test]
+    fn first_dimensions_named_differently_cannot_batch_and_unnamed_ones_can() {
+        let input = |symbol: &str| InputSig {
+            name: "x".into(),
+            elem: Elem::F32,
+            dims: vec![-1, 4],
+            first_symbol: symbol.into(),
+        };
+        let output = |symbol: &str| OutputSig {
+            name: "y".into(),
+            elem: Some(Elem::F32),
+            dims: vec![-1, 2],
+            first_symbol: symbol.into(),
+        };
+        assert_eq!(batching_refusal(&[input("batch")], &[output("batch")]), None);
+        assert_eq!(batching_refusal(&[input("")], &[output("unk__7")]), None);
+        let why = batching_refusal(&[input("seq")], &[output("batch")]).unwrap();
+        assert!(
+            why.contains("input \"x\" names its first dimension \"seq\" but output \"y\" names its \"batch\""),
+            "{why}"
+        );
     }
 
     #[test]
