@@ -14,7 +14,8 @@
 #   /var/cache/switchyard/envs       venvs built from conda files (SWITCHYARD_ENV_CACHE_DIR)
 #   /opt/switchyard/bin              the binary and, beside it, libonnxruntime.so (found there
 #                                    without any environment variable)
-# Ports: 5001 the scoring plane; 5002 the admin API (loopback unless --admin-host and a token).
+# Ports: 5001 the scoring plane; 5003 the Open Inference Protocol over gRPC (tritonclient.grpc);
+# 5002 the admin API (loopback unless --admin-host and a token).
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
@@ -71,7 +72,7 @@ ENV PATH=/opt/switchyard/bin:$PATH \
     SWITCHYARD_ENV_CACHE_DIR=/var/cache/switchyard/envs
 WORKDIR /var/azureml-app
 USER 10001:10001
-EXPOSE 5001
+EXPOSE 5001 5003
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["switchyard", "probe"]
 ENTRYPOINT ["switchyard"]
 CMD ["serve", "--host", "0.0.0.0", "--config-dir", "/config"]

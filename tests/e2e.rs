@@ -34,6 +34,8 @@ mod debugger;
 mod failures;
 #[path = "fuzz_http.rs"]
 mod fuzz_http;
+#[path = "grpc.rs"]
+mod grpc;
 #[path = "guarded_rollout.rs"]
 mod guarded_rollout;
 #[path = "hardening.rs"]

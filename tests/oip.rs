@@ -26,8 +26,8 @@ fn venv_made_by(script: &str, venv: &str, env: &[(&str, &str)]) -> String {
     path_str(&python)
 }
 
-/// The stock client's venv (tests/oip/requirements.txt).
-fn client_python() -> String {
+/// The stock client's venv (tests/oip/requirements.txt): tritonclient[http,grpc].
+pub(crate) fn client_python() -> String {
     venv_made_by("scripts/oip-client.sh", "target/oip-client-venv", &[])
 }
 
@@ -51,7 +51,7 @@ fn tritonclient_at(url: &str, key: &str, plan: Value) -> Vec<Value> {
 }
 
 /// An endpoint with blue = model-1 (all traffic) and green = model-2 (no traffic).
-fn blue_green() -> (Server, String) {
+pub(crate) fn blue_green() -> (Server, String) {
     let server = Server::start();
     server.create_endpoint();
     server.deploy("blue", "model-1", json!({}));
@@ -62,12 +62,12 @@ fn blue_green() -> (Server, String) {
 }
 
 /// The sample request's rows.
-fn sample_rows() -> Value {
+pub(crate) fn sample_rows() -> Value {
     serde_json::from_slice::<Value>(&sample_request()).unwrap()["data"].clone()
 }
 
 /// The numbers of a tritonclient output (`[[a], [b]]`), flattened.
-fn flat(v: &Value) -> Vec<f64> {
+pub(crate) fn flat(v: &Value) -> Vec<f64> {
     fn walk(v: &Value, out: &mut Vec<f64>) {
         match v {
             Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
@@ -80,7 +80,7 @@ fn flat(v: &Value) -> Vec<f64> {
     out
 }
 
-fn assert_close(got: &[f64], want: &[f64], what: &str) {
+pub(crate) fn assert_close(got: &[f64], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
     for (g, w) in got.iter().zip(want) {
         assert!(((g - w) / w).abs() <= 1e-6, "{what}: {got:?}, /score answered {want:?}");

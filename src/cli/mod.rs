@@ -276,6 +276,20 @@ docker run --rm -p 5001:5001 -p 127.0.0.1:5002:5002 -e SWITCHYARD_ADMIN_TOKEN=de
 --config-dir /var/azureml-app\n(podman run takes the same arguments); then run this command again \
 without --local, with --server http://127.0.0.1:5002 --admin-token dev.";
 
+/// `--grpc-port`: a port, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcPort(pub Option<u16>);
+
+fn parse_grpc_port(value: &str) -> Result<GrpcPort, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(GrpcPort(None));
+    }
+    value
+        .parse::<u16>()
+        .map(|p| GrpcPort(Some(p)))
+        .map_err(|_| format!("expected a port (0 to 65535, 0 picks a free one) or `off`, got {value:?}"))
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Admin token: the admin API then requires `Authorization: Bearer TOKEN`.
@@ -287,6 +301,10 @@ pub struct ServeArgs {
     /// Port of the scoring plane; 0 picks a free port (printed at start).
     #[arg(long, default_value_t = 5001)]
     pub port: u16,
+    /// Port of the Open Inference Protocol's gRPC plane (on --host), or `off`. Default: the
+    /// scoring port + 2 (5003), a free port when --port is 0 (printed at start).
+    #[arg(long, value_parser = parse_grpc_port)]
+    pub grpc_port: Option<GrpcPort>,
     /// Address of the admin API; a non-loopback address needs --admin-token.
     #[arg(long, default_value = "127.0.0.1")]
     pub admin_host: String,
@@ -456,6 +474,11 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
     let opts = ServeOptions {
         host: args.host,
         port: args.port,
+        grpc_port: match args.grpc_port {
+            Some(GrpcPort(port)) => port,
+            None if args.port == 0 => Some(0),
+            None => Some(args.port.saturating_add(2)),
+        },
         admin_host: args.admin_host,
         admin_port: args.admin_port,
         admin_token: admin_token.filter(|t| !t.is_empty()),

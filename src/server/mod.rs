@@ -9,6 +9,7 @@ mod admin_guard;
 mod body;
 mod errors;
 pub(crate) mod front_door;
+mod grpc;
 mod limits;
 mod modeldata;
 mod oip;
@@ -45,6 +46,8 @@ pub(crate) struct ServeOptions {
     pub port: u16,
     pub admin_host: String,
     pub admin_port: u16,
+    /// `--grpc-port`: the Open Inference Protocol's gRPC plane, on `host`; `None`: off.
+    pub grpc_port: Option<u16>,
     /// Required when the admin plane binds a non-loopback address.
     pub admin_token: Option<String>,
     /// `--admin-token-file`: a file holding the admin token (in place of `admin_token`, which
@@ -297,6 +300,8 @@ fn read_admin_token_file(path: &std::path::Path) -> Result<String, ServeError> {
 pub(crate) struct Listeners {
     pub scoring: TcpListener,
     pub admin: TcpListener,
+    /// The gRPC plane's, unless `--grpc-port off`.
+    pub grpc: Option<TcpListener>,
 }
 
 /// Binds `--host`/`--port` and `--admin-host`/`--admin-port`.
@@ -306,7 +311,16 @@ pub(crate) fn bind(opts: &ServeOptions) -> Result<Listeners, ServeError> {
         .map_err(|source| ServeError::Listen { addr: format!("{}:{}", opts.host, opts.port), source })?;
     let admin = TcpListener::bind((admin_ip, opts.admin_port))
         .map_err(|source| ServeError::Listen { addr: format!("{}:{}", opts.admin_host, opts.admin_port), source })?;
-    Ok(Listeners { scoring, admin })
+    let grpc = opts
+        .grpc_port
+        .map(|port| {
+            TcpListener::bind((opts.host.as_str(), port)).map_err(|source| ServeError::Listen {
+                addr: format!("{}:{port} (--grpc-port; `--grpc-port off` turns the gRPC plane off)", opts.host),
+                source,
+            })
+        })
+        .transpose()?;
+    Ok(Listeners { scoring, admin, grpc })
 }
 
 /// Runs the server on `listeners` until `shutdown` resolves (SIGTERM/SIGINT for `serve`), then
@@ -317,7 +331,7 @@ pub(crate) async fn run(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Listeners { scoring: scoring_listener, admin: admin_listener } = listeners;
+    let Listeners { scoring: scoring_listener, admin: admin_listener, grpc: grpc_listener } = listeners;
     let admin_ip = admin_listener.local_addr()?.ip();
     let scoring_addr = scoring_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -463,8 +477,32 @@ pub(crate) async fn run(
     .listen(admin_listener)?
     .run();
 
+    // The gRPC plane: its calls go through the scoring plane's own routes (see `grpc`). It
+    // stops accepting when the other planes do, after the drain.
+    let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let grpc = match grpc_listener {
+        Some(listener) => {
+            let grpc_addr = listener.local_addr()?;
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let service = grpc::Plane::new(scoring_addr).service(opts.max_body_bytes);
+            let server = tonic::transport::Server::builder()
+                .layer(tower::util::MapRequestLayer::new(grpc::authority_as_host))
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = grpc_stopped.await;
+                });
+            Some((grpc_addr, tokio::spawn(server)))
+        }
+        None => None,
+    };
     // Not `println!`: a closed stdout (`serve | head -1`) must not panic a running server.
-    let _ = writeln!(std::io::stdout(), "Scoring plane: http://{scoring_addr}\nAdmin plane: http://{admin_addr}");
+    let grpc_line = grpc.as_ref().map(|(addr, _)| format!("\ngRPC plane: {addr}")).unwrap_or_default();
+    let _ = writeln!(
+        std::io::stdout(),
+        "Scoring plane: http://{scoring_addr}\nAdmin plane: http://{admin_addr}{grpc_line}"
+    );
     tracing::info!(%scoring_addr, %admin_addr, "switchyard serving");
 
     for (plane, saved) in restores {
@@ -494,9 +532,15 @@ pub(crate) async fn run(
         wait_for_drain(&drain, grace).await;
         // Both planes stop accepting only now; what is still connected gets the rest of the
         // grace period (actix's shutdown timeout) to finish.
+        let _ = grpc_stop.send(());
         tokio::join!(scoring_handle.stop(true), admin_handle.stop(true), custom_logging_handle.stop(true));
     });
     tokio::try_join!(scoring, admin)?;
+    if let Some((_, server)) = grpc {
+        if let Ok(Err(e)) = server.await {
+            tracing::warn!(error = %e, "the gRPC plane stopped with an error");
+        }
+    }
     // Every record of an answered request is on disk before the process ends (SIGTERM).
     if !hub.sink().flush(Duration::from_secs(5)) {
         tracing::warn!("the data collector could not write every record within 5 s of stopping");
@@ -636,6 +680,7 @@ mod tests {
             port: 0,
             admin_host: "127.0.0.1".into(),
             admin_port: 0,
+            grpc_port: Some(0),
             admin_token: None,
             admin_token_file: None,
             admin_allowed_hosts: Vec::new(),
@@ -694,6 +739,7 @@ mod tests {
         let listeners = Listeners {
             scoring: TcpListener::bind("127.0.0.1:0").unwrap(),
             admin: TcpListener::bind("0.0.0.0:0").unwrap(),
+            grpc: None,
         };
         let err = runtime.block_on(run(options(), listeners, std::future::pending())).unwrap_err().to_string();
         assert!(err.contains("--admin-token"), "{err}");

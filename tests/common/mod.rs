@@ -50,6 +50,8 @@ pub(crate) struct Server {
     child: Child,
     pub scoring: String,
     pub admin: String,
+    /// The gRPC plane's `host:port` (the server prints it after the other two).
+    pub grpc: Option<String>,
     agent: ureq::Agent,
 }
 
@@ -139,18 +141,21 @@ impl Server {
         record_server_pid(child.id());
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut scoring, mut admin) = (None, None);
-        while scoring.is_none() || admin.is_none() {
+        let (mut scoring, mut admin, mut grpc) = (None, None, None);
+        let grpc_off = extra.windows(2).any(|w| w[0] == "--grpc-port" && w[1] == "off");
+        while scoring.is_none() || admin.is_none() || (grpc.is_none() && !grpc_off) {
             let line = lines.next().expect("server exited before printing its addresses").unwrap();
             if let Some(a) = line.strip_prefix("Scoring plane: ") {
                 scoring = Some(a.trim().to_string());
             } else if let Some(a) = line.strip_prefix("Admin plane: ") {
                 admin = Some(a.trim().to_string());
+            } else if let Some(a) = line.strip_prefix("gRPC plane: ") {
+                grpc = Some(a.trim().to_string());
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, scoring: scoring.unwrap(), admin: admin.unwrap(), agent: agent() }
+        Server { child, scoring: scoring.unwrap(), admin: admin.unwrap(), grpc, agent: agent() }
     }
 
     pub(crate) fn pid(&self) -> u32 {

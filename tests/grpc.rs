@@ -1,0 +1,139 @@
+//! The Open Inference Protocol over gRPC end to end (issue 30): the stock `tritonclient[grpc]`
+//! (pinned in tests/oip/requirements.txt) against a real server's `--grpc-port`, with the key
+//! in the `authorization` metadata; answers compared with `/score`'s.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::oip::{assert_close, blue_green, client_python, flat, sample_rows};
+
+/// Runs a plan of tritonclient.grpc calls (see tests/grpc/client.py); one result per step.
+fn grpc_client(server: &Server, key: &str, plan: Value) -> Vec<Value> {
+    let url = server.grpc.clone().expect("the server prints its gRPC plane");
+    let out = std::process::Command::new(client_python())
+        .arg(repo().join("tests/grpc/client.py"))
+        .args([url.as_str(), key, &plan.to_string()])
+        .output()
+        .expect("run tests/grpc/client.py");
+    assert!(out.status.success(), "client.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("client.py printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(results.len(), plan.as_array().unwrap().len());
+    results
+}
+
+#[test]
+fn tritonclient_grpc_scores_both_models_as_score_does_through_the_same_front_door() {
+    let (server, key) = blue_green();
+    let rows = sample_rows();
+    let blue_score = numbers(&server.score_authed(&key, &sample_request(), None).body);
+    let green_score = numbers(&server.score_authed(&key, &sample_request(), Some("green")).body);
+    let pin = json!({"azureml-model-deployment": "green"});
+    let results = grpc_client(
+        &server,
+        &key,
+        json!([
+            {"op": "live"},
+            {"op": "server_ready"},
+            {"op": "server_metadata"},
+            {"op": "model_ready", "model": "model-1"},
+            {"op": "metadata", "model": "model-1"},
+            {"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": rows, "id": "g-1"},
+            {"op": "infer", "model": "model-2", "input": "X", "datatype": "FP32", "rows": rows, "headers": pin},
+            {"op": "metadata", "model": "model-2", "headers": pin},
+            {"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": rows,
+             "outputs": ["variable"]},
+        ]),
+    );
+    assert_eq!(results[0], json!({"live": true}));
+    assert_eq!(results[1], json!({"ready": true}));
+    assert_eq!(results[2]["name"], "switchyard", "{}", results[2]);
+    assert_eq!(results[2]["extensions"], json!(["binary_tensor_data"]));
+    assert_eq!(results[3], json!({"ready": true}));
+    assert_eq!(results[4]["name"], "model-1");
+    // tritonclient's JSON view of the proto spells int64 shapes as strings.
+    assert_eq!(results[4]["inputs"], json!([{"name": "X", "datatype": "FP64", "shape": ["-1", "10"]}]));
+    assert_close(&flat(&results[5]["outputs"]["variable"]), &blue_score, "model-1 over gRPC");
+    assert_eq!(results[5]["response"]["id"], "g-1");
+    assert_eq!(results[5]["response"]["model_name"], "model-1");
+    assert_eq!(results[5]["response"]["outputs"][0]["shape"], json!(["2", "1"]));
+    assert_close(&flat(&results[6]["outputs"]["variable"]), &green_score, "model-2 pinned over gRPC");
+    assert_eq!(results[6]["response"]["outputs"][0]["datatype"], "FP32");
+    assert_eq!(results[7]["inputs"][0]["datatype"], "FP32");
+    assert_close(&flat(&results[8]["outputs"]["variable"]), &blue_score, "an output asked by name");
+    assert_ne!(blue_score, green_score);
+    // The gRPC calls went through the front door: counted on the deployments they reached.
+    let metrics = server.admin("GET", "/metrics", None).body;
+    let count = |deployment: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("switchyard_requests_total{")
+                    && l.contains(&format!("deployment=\"{deployment}\""))
+                    && l.contains("code=\"200\"")
+                    && l.contains("role=\"live\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // blue: one /score and two gRPC infers; green: one /score and one gRPC infer.
+    assert_eq!((count("blue"), count("green")), (3.0, 2.0), "{metrics}");
+}
+
+#[test]
+fn tritonclient_grpc_reads_the_front_doors_refusals_as_grpc_status_codes() {
+    let (server, key) = blue_green();
+    server.deploy("failing", "test/fail", json!({}));
+    server.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": 50}}));
+    let rows = sample_rows();
+    let mut bad = rows.clone();
+    bad[0][0] = json!(7.0);
+    let mut long = rows.clone();
+    long[0][0] = json!(500.0);
+    let results = grpc_client(
+        &server,
+        "not-the-key",
+        json!([{"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": rows}]),
+    );
+    assert_eq!(results[0]["status"], "StatusCode.UNAUTHENTICATED", "{}", results[0]);
+    assert!(results[0]["error"].as_str().unwrap().contains("Authorization: Bearer"), "{}", results[0]);
+    let results = grpc_client(
+        &server,
+        &key,
+        json!([
+            {"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": [[1, 2, 3]], "shape": [1, 3]},
+            {"op": "infer", "model": "model-9", "input": "X", "datatype": "FP64", "rows": rows},
+            {"op": "infer", "model": "fail", "input": "X", "datatype": "FP64", "rows": bad,
+             "headers": {"azureml-model-deployment": "failing"}},
+            {"op": "infer", "model": "slow", "input": "X", "datatype": "FP64", "rows": long,
+             "headers": {"azureml-model-deployment": "slow"}},
+            {"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": rows,
+             "headers": {"azureml-model-deployment": "nobody"}},
+            {"op": "model_ready", "model": "model-9"},
+        ]),
+    );
+    let status = |i: usize| results[i]["status"].as_str().unwrap_or_default().to_string();
+    let error = |i: usize| results[i]["error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(status(0), "StatusCode.INVALID_ARGUMENT", "{}", results[0]);
+    assert!(error(0).contains("expects shape [N, 10]"), "a readable message: {}", error(0));
+    assert_eq!(status(1), "StatusCode.NOT_FOUND", "{}", results[1]);
+    assert!(error(1).contains("model \"model-9\" is not served here"), "{}", error(1));
+    assert_eq!(status(2), "StatusCode.INTERNAL", "{}", results[2]);
+    assert!(error(2).contains("Gather"), "the model's own error: {}", error(2));
+    assert_eq!(status(3), "StatusCode.DEADLINE_EXCEEDED", "{}", results[3]);
+    assert_eq!(status(4), "StatusCode.NOT_FOUND", "{}", results[4]);
+    assert!(error(4).contains("deployment \"nobody\" does not exist"), "{}", error(4));
+    assert_eq!(status(5), "StatusCode.NOT_FOUND", "{}", results[5]);
+}
+
+#[test]
+fn the_grpc_plane_is_off_when_asked_and_its_port_is_printed_otherwise() {
+    let server = Server::start_with(&["--grpc-port", "off"]);
+    assert_eq!(server.grpc, None);
+    let server = Server::start();
+    let addr = server.grpc.clone().unwrap();
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
+    let out = std::process::Command::new(bin()).args(["serve", "--grpc-port", "many"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected a port (0 to 65535, 0 picks a free one) or `off`"));
+}
