@@ -5,6 +5,11 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
     let descriptors = protox::compile(["proto/grpc_predict_v2.proto"], ["proto"])?;
-    tonic_prost_build::configure().build_client(false).build_server(true).compile_fds(descriptors)?;
+    // The client too: benches/grpc_rest.rs drives the plane with it (the server never uses it).
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -68,31 +68,38 @@ impl Refused {
 
     /// The answer in `style`: the kind's status, body and headers.
     pub(crate) fn response(&self, style: ErrorStyle) -> HttpResponse {
-        let text = |status: u16, message: &str| style.render(status, message);
+        let (status, message) = self.status_message();
+        let mut r = style.render(status, &message);
         match self {
-            Refused::BadRequest(m) => text(400, m),
-            Refused::Unauthenticated(m) => {
-                let mut r = text(401, m);
+            Refused::Unauthenticated(_) => {
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                r
             }
-            Refused::NotFound(m) => text(404, m),
-            Refused::BodyTimeout(m) => {
-                let mut r = text(408, m);
-                r.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
-                r
-            }
-            Refused::TooLarge(m) => text(413, m),
-            Refused::UnsupportedEncoding(m) => {
-                let mut r = text(415, m);
+            Refused::BodyTimeout(_) => r.head_mut().set_connection_type(actix_web::http::ConnectionType::Close),
+            Refused::UnsupportedEncoding(_) => {
                 r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-                r
             }
-            Refused::HeadersTooLarge(m) => text(431, m),
-            Refused::BadGateway(m) => text(502, m),
-            Refused::Unavailable(m) => text(503, m),
-            Refused::Score(e) => score_error_in(style, e),
-            Refused::Control(e) => text(control_status(e), &e.to_string()),
+            Refused::Score(e) => score_headers(&mut r, e),
+            _ => {}
+        }
+        r
+    }
+
+    /// The kind's status and message, for an answer in any protocol (the gRPC plane turns the
+    /// status into its code).
+    pub(crate) fn status_message(&self) -> (u16, std::borrow::Cow<'_, str>) {
+        use std::borrow::Cow::Borrowed;
+        match self {
+            Refused::BadRequest(m) => (400, Borrowed(m)),
+            Refused::Unauthenticated(m) => (401, Borrowed(m)),
+            Refused::NotFound(m) => (404, Borrowed(m)),
+            Refused::BodyTimeout(m) => (408, Borrowed(m)),
+            Refused::TooLarge(m) => (413, Borrowed(m)),
+            Refused::UnsupportedEncoding(m) => (415, Borrowed(m)),
+            Refused::HeadersTooLarge(m) => (431, Borrowed(m)),
+            Refused::BadGateway(m) => (502, Borrowed(m)),
+            Refused::Unavailable(m) => (503, Borrowed(m)),
+            Refused::Score(e) => (e.status(), score_message(e)),
+            Refused::Control(e) => (control_status(e), e.to_string().into()),
         }
     }
 }
@@ -193,31 +200,28 @@ pub(super) struct ErrorBody {
 /// A scoring failure as an answer (CONTRACT §6). The status is the deployment's own
 /// ([`ScoreError::status`], also the `code` label of its metrics); the message says what to do,
 /// spelled in the API's error style.
-fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
-    let error_response = |status: u16, message: &str| style.render(status, message);
+fn score_message(e: &ScoreError) -> std::borrow::Cow<'_, str> {
+    match e {
+        ScoreError::Overloaded => "too many requests in flight for this deployment: retry later, or scale it (instance_count) or raise max_concurrent_requests_per_instance".into(),
+        ScoreError::NotReady => "the deployment has no ready instance: it is loading or failed (see its provisioning_state)".into(),
+        ScoreError::BadInput(m) => m.as_str().into(),
+        ScoreError::Timeout(limit) => format!(
+            "the request took longer than the deployment's request_timeout_ms ({} ms); raise request_settings.request_timeout_ms (at most 180000) or send less work",
+            limit.as_millis()
+        )
+        .into(),
+        ScoreError::ModelFailed(reason) => format!("the model failed to score the request: {reason}").into(),
+    }
+}
+
+/// The headers a deployment's refusal carries besides its body: `Retry-After` on 429, the
+/// model's error reason on 424.
+fn score_headers(r: &mut HttpResponse, e: &ScoreError) {
     match e {
         ScoreError::Overloaded => {
-            let mut r = error_response(
-                e.status(),
-                "too many requests in flight for this deployment: retry later, or scale it (instance_count) or raise max_concurrent_requests_per_instance",
-            );
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
         }
-        ScoreError::NotReady => error_response(
-            e.status(),
-            "the deployment has no ready instance: it is loading or failed (see its provisioning_state)",
-        ),
-        ScoreError::BadInput(m) => error_response(e.status(), m),
-        ScoreError::Timeout(limit) => error_response(
-            e.status(),
-            &format!(
-                "the request took longer than the deployment's request_timeout_ms ({} ms); raise request_settings.request_timeout_ms (at most 180000) or send less work",
-                limit.as_millis()
-            ),
-        ),
         ScoreError::ModelFailed(reason) => {
-            let mut r = error_response(e.status(), &format!("the model failed to score the request: {reason}"));
             let h = r.headers_mut();
             h.insert(
                 header::HeaderName::from_static("ms-azureml-model-error-statuscode"),
@@ -227,8 +231,8 @@ fn score_error_in(style: ErrorStyle, e: &ScoreError) -> HttpResponse {
                 header::HeaderName::from_static("ms-azureml-model-error-reason"),
                 HeaderValue::from_str(&header_safe(reason)).unwrap_or(HeaderValue::from_static("model_error")),
             );
-            r
         }
+        _ => {}
     }
 }
 

@@ -92,7 +92,7 @@ impl Drain {
         self.entered.get().saturating_sub(left) as usize
     }
 
-    fn enter(&self) -> Active<'_> {
+    pub(crate) fn enter(&self) -> Active<'_> {
         self.entered.inc();
         Active(self)
     }
@@ -107,7 +107,7 @@ impl Drain {
 }
 
 /// One `/score` request being handled; counted in [`Drain::active`] until dropped.
-struct Active<'a>(&'a Drain);
+pub(crate) struct Active<'a>(&'a Drain);
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
@@ -159,6 +159,37 @@ pub(crate) struct Scoring<'a> {
     pub model: Option<ModelRef<'a>>,
 }
 
+/// What the front door reads of a call, whatever brought it (an HTTP request, or a gRPC call
+/// made into one: see `super::grpc`).
+pub(crate) struct Call<'a> {
+    /// The endpoint the path names (`/endpoints/NAME/...`), if it names one.
+    pub endpoint: Option<&'a str>,
+    pub path: &'a str,
+    pub method: &'a str,
+    /// The headers (for a gRPC call: its metadata, and its `:authority` as `host`).
+    pub headers: &'a HeaderMap,
+    /// The host of the request line (HTTP/2's `:authority`), when the headers have no `Host`.
+    pub uri_host: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    /// An HTTP request as a call.
+    pub(crate) fn of(req: &'a HttpRequest) -> Self {
+        Call {
+            endpoint: req.match_info().get("endpoint"),
+            path: req.path(),
+            method: req.method().as_str(),
+            headers: req.headers(),
+            uri_host: req.uri().host(),
+        }
+    }
+
+    /// This server's host as the caller addressed it (for the URIs a message lists).
+    fn host(&self) -> &'a str {
+        self.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(self.uri_host).unwrap_or("localhost")
+    }
+}
+
 /// A model named in a v2 URL.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ModelRef<'a> {
@@ -204,40 +235,113 @@ fn hook_headers(headers: &HeaderMap) -> Headers {
 
 async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, how: Scoring<'_>) -> HttpResponse {
     let style = how.style;
+    let call = Call::of(req);
+    let table = state.snapshot();
+    let limits = BodyLimits { max_bytes: state.max_body_bytes, timeout: state.body_timeout };
+    let read_body = move || body::read(req.headers(), payload, limits);
+    score_call(
+        &call,
+        read_body,
+        state,
+        how,
+        &table,
+        || state.snapshot(),
+        |done: Done<'_>| {
+            let response = match done.outcome {
+                Ok(answer) => {
+                    let status = StatusCode::from_u16(answer.response.status).unwrap_or(StatusCode::OK);
+                    let mut r = HttpResponse::build(status);
+                    // A script's own headers first: the front door's (content type, deployment,
+                    // ids) are set after and replace any of the same name.
+                    for (name, value) in answer.response.headers {
+                        r.append_header((name, value));
+                    }
+                    r.content_type(answer.response.content_type);
+                    if let Some(n) = answer.header_length {
+                        r.insert_header((INFERENCE_HEADER_LENGTH, n));
+                    }
+                    r.body(answer.response.body)
+                }
+                Err(refused) => refused.response(style),
+            };
+            let response = match done.deployment {
+                Some(deployment) => served_by(response, deployment),
+                None => response,
+            };
+            with_ids(response, done.request_id, done.client_id)
+        },
+    )
+    .await
+}
+
+/// How a scored call ended, for its caller to answer in its own protocol: the answer or the
+/// refusal, the deployment that was chosen (if one was), and the ids.
+pub(crate) struct Done<'d> {
+    pub outcome: Result<crate::hooks::Answer, Refused>,
+    pub deployment: Option<&'d Deployment>,
+    pub request_id: &'d str,
+    pub client_id: Option<&'d str>,
+}
+
+/// Scores one call: ids, drain, auth and routing, the model check, admission, the body
+/// (`read_body`, after admission: a refused call's body is never read), the run (with the
+/// mirror copy and the data collector), and the re-route of a call whose version left.
+/// `answer` turns how it ended into the caller's response; it runs while the routing
+/// snapshots are held. The HTTP planes and the gRPC plane both score through here, so every
+/// rule is written once; only the snapshot's holder differs (`snapshot`: a thread-local `Rc`
+/// on the HTTP workers, an `Arc` where the future must be `Send`).
+pub(crate) async fn score_call<F, S, R>(
+    call: &Call<'_>,
+    read_body: impl FnOnce() -> F,
+    state: &ScoringState,
+    how: Scoring<'_>,
+    table: &RoutingTable,
+    snapshot: impl Fn() -> S,
+    answer: impl FnOnce(Done<'_>) -> R,
+) -> R
+where
+    F: std::future::Future<Output = Result<Bytes, Refused>>,
+    S: std::ops::Deref<Target = Arc<RoutingTable>>,
+{
     let request_id = uuid::Uuid::new_v4();
     let mut id_buf = uuid::Uuid::encode_buffer();
     let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buf);
-    let headers = req.headers();
+    let headers = call.headers;
 
+    macro_rules! refuse {
+        ($refused:expr, $deployment:expr, $client:expr) => {
+            return answer(Done { outcome: Err($refused), deployment: $deployment, request_id, client_id: $client })
+        };
+    }
     let client_id = match client_request_id(headers) {
         Ok(id) => id,
-        Err(refused) => return with_ids(refused.response(style), request_id, None),
+        Err(refused) => refuse!(refused, None, None),
     };
-    let refused = |refused: Refused| with_ids(refused.response(style), request_id, client_id.as_deref());
+    let client = client_id.as_deref();
     if state.drain.shutting_down() {
-        return refused(Refused::Unavailable(
-            "the server is shutting down: retry (another replica will answer)".into(),
-        ));
+        refuse!(
+            Refused::Unavailable("the server is shutting down: retry (another replica will answer)".into()),
+            None,
+            client
+        );
     }
 
-    let table = state.snapshot();
-    let (deployment, shadow) = match route(req, &table) {
+    let (deployment, shadow) = match route(call, table) {
         Ok(chosen) => chosen,
-        Err(e) => return refused(e),
+        Err(e) => refuse!(e, None, client),
     };
     if let Some(model) = how.model {
         if let Err(e) = serves(deployment, model) {
-            return served_by(refused(e), deployment);
+            refuse!(e, Some(deployment), client);
         }
     }
     let admitted = match deployment.admit(request_id) {
         Ok(admitted) => admitted,
-        Err(e) => return served_by(refused(e.into()), deployment),
+        Err(e) => refuse!(e.into(), Some(deployment), client),
     };
-    let limits = BodyLimits { max_bytes: state.max_body_bytes, timeout: state.body_timeout };
-    let body = match body::read(headers, payload, limits).await {
+    let body = match read_body().await {
         Ok(body) => body,
-        Err(e) => return refused(e),
+        Err(e) => refuse!(e, None, client),
     };
 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -256,8 +360,8 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     // request id the live records carry.
     let live_slot = shadow.and_then(|s| {
         let collect = s.deployment.collector().filter(|c| c.sample_payload(request_id)).map(|c| mirror::Collect {
-            path: req.path().to_string(),
-            method: req.method().as_str().to_string(),
+            path: call.path.to_string(),
+            method: call.method.to_string(),
             headers: captured(headers, c.capture_headers()),
         });
         mirror::copy(s, request, collect)
@@ -271,8 +375,8 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
     let current;
     let mut deployment = deployment;
     if matches!(outcome, Err(crate::deployment::ScoreError::NotReady)) && deployment.pool().is_closed() {
-        current = state.snapshot();
-        if let Ok((again, _)) = route(req, &current) {
+        current = snapshot();
+        if let Ok((again, _)) = route(call, &current) {
             let same_model = how.model.is_none_or(|model| serves(again, model).is_ok());
             if !std::ptr::eq(again, deployment) && same_model {
                 if let Ok(admitted) = again.admit(request_id) {
@@ -303,8 +407,8 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
         c.payload(collector::Payload {
             role: collector::Role::Live,
             request_id: request_id.to_string(),
-            path: req.path().to_string(),
-            method: req.method().as_str().to_string(),
+            path: call.path.to_string(),
+            method: call.method.to_string(),
             headers: captured(headers, c.capture_headers()),
             request_body: body.clone(),
             request_content_type: content_type.map(String::from),
@@ -320,23 +424,12 @@ async fn handle(req: &HttpRequest, payload: web::Payload, state: &ScoringState, 
         };
         slot.send(Answer { status, body, latency: start.map(|t| t.elapsed()).unwrap_or_default() });
     }
-    let response = match outcome {
-        Ok(answer) => {
-            let mut r = HttpResponse::build(StatusCode::from_u16(answer.response.status).unwrap_or(StatusCode::OK));
-            // A script's own headers first: the front door's (content type, deployment, ids)
-            // are set after and replace any of the same name.
-            for (name, value) in answer.response.headers {
-                r.append_header((name, value));
-            }
-            r.content_type(answer.response.content_type);
-            if let Some(n) = answer.header_length {
-                r.insert_header((INFERENCE_HEADER_LENGTH, n));
-            }
-            r.body(answer.response.body)
-        }
-        Err(e) => Refused::Score(e).response(style),
-    };
-    with_ids(served_by(response, deployment), request_id, client_id.as_deref())
+    answer(Done {
+        outcome: outcome.map_err(Refused::Score),
+        deployment: Some(deployment),
+        request_id,
+        client_id: client,
+    })
 }
 
 /// The request headers a data collector captures (`request_logging.capture_headers`), by
@@ -392,13 +485,13 @@ pub(crate) fn serves(deployment: &Deployment, model: ModelRef<'_>) -> Result<(),
 /// The only-endpoint case is checked before the host on purpose: it is what every request of
 /// a one-endpoint server takes, and it costs one field read, not a header parse.
 pub(crate) fn endpoint_of<'t>(
-    req: &HttpRequest,
+    req: &Call<'_>,
     table: &'t RoutingTable,
 ) -> Result<&'t crate::endpoint::EndpointView, Refused> {
     if let Some(why) = table.unavailable {
         return Err(Refused::Unavailable(why.message().to_string()));
     }
-    if let Some(name) = req.match_info().get("endpoint") {
+    if let Some(name) = req.endpoint {
         return match table.endpoints.get(name) {
             Some(endpoint) => Ok(endpoint),
             None if table.restoring.iter().any(|r| r == name) => Err(restoring()),
@@ -432,12 +525,12 @@ fn restoring() -> Refused {
 /// names are case-insensitive, and so are endpoint names (the control plane keeps them
 /// unique regardless of case).
 fn host_endpoint<'t>(
-    req: &HttpRequest,
+    req: &Call<'_>,
     table: &'t RoutingTable,
 ) -> Option<Result<&'t crate::endpoint::EndpointView, Refused>> {
-    let host = match req.headers().get(header::HOST) {
+    let host = match req.headers.get(header::HOST) {
         Some(h) => h.to_str().ok()?,
-        None => req.uri().host()?,
+        None => req.uri_host?,
     };
     let host =
         host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
@@ -460,16 +553,16 @@ fn host_endpoint<'t>(
 
 /// `: a at /endpoints/a/score, b at ...` for the endpoints of `table`, with the path the
 /// request asked for under each (so a `/v2/...` call is told its own URL).
-fn listed(table: &RoutingTable, req: &HttpRequest) -> String {
+fn listed(table: &RoutingTable, req: &Call<'_>) -> String {
     let names = table.names();
     if names.is_empty() {
         return String::new();
     }
-    let path = match req.match_info().get("endpoint") {
-        Some(name) => req.path().strip_prefix(&format!("/endpoints/{name}")).unwrap_or("/score").to_string(),
-        None => req.path().to_string(),
+    let path = match req.endpoint {
+        Some(name) => req.path.strip_prefix(&format!("/endpoints/{name}")).unwrap_or("/score").to_string(),
+        None => req.path.to_string(),
     };
-    let host = req.connection_info().host().to_string();
+    let host = req.host();
     let uris: Vec<String> = names.iter().map(|n| format!("{n} at http://{host}/endpoints/{n}{path}")).collect();
     format!("; its endpoints: {}", uris.join(", "))
 }
@@ -477,11 +570,11 @@ fn listed(table: &RoutingTable, req: &HttpRequest) -> String {
 /// The endpoint, once the caller's credentials are checked. A key of one endpoint never
 /// opens another: the endpoint is found first, and only its own credentials are checked.
 pub(crate) fn authorize<'t>(
-    req: &HttpRequest,
+    req: &Call<'_>,
     table: &'t RoutingTable,
 ) -> Result<&'t crate::endpoint::EndpointView, Refused> {
     let endpoint = endpoint_of(req, table)?;
-    if !endpoint.credentials.allows(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+    if !endpoint.credentials.allows(req.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
         return Err(Refused::Unauthenticated(
             "missing or invalid credentials: send `Authorization: Bearer <key or token>` (the endpoint's keys, or a token)"
                 .into(),
@@ -492,10 +585,10 @@ pub(crate) fn authorize<'t>(
 
 /// Picks the live deployment and, for unpinned requests, maybe a shadow.
 pub(crate) fn route<'t>(
-    req: &HttpRequest,
+    req: &Call<'_>,
     table: &'t RoutingTable,
 ) -> Result<(&'t Deployment, Option<&'t Arc<Shadow>>), Refused> {
-    let headers = req.headers();
+    let headers = req.headers;
     let endpoint = authorize(req, table)?;
     if let Some(pinned) = headers.get(DEPLOYMENT) {
         let name = pinned.to_str().unwrap_or("").trim();
@@ -585,7 +678,7 @@ mod tests {
         };
         let mut table = RoutingTable { restoring: vec!["ep-s".into()], ..RoutingTable::default() };
         table.endpoints.insert("ep-a".into(), Arc::new(serving));
-        let status = |r: &HttpRequest| match endpoint_of(r, &table) {
+        let status = |r: &HttpRequest| match endpoint_of(&Call::of(r), &table) {
             Err(Refused::Unavailable(_)) => 503,
             Err(Refused::NotFound(_)) => 404,
             _ => 0,
@@ -594,6 +687,9 @@ mod tests {
         assert_eq!(status(&request("/score", "EP-S.localhost")), 503);
         assert_eq!(status(&request("/score", "other.localhost")), 404, "no such endpoint, two on the server");
         let empty = RoutingTable::default();
-        assert!(matches!(endpoint_of(&request("/score", "ep-s.localhost"), &empty), Err(Refused::NotFound(_))));
+        assert!(matches!(
+            endpoint_of(&Call::of(&request("/score", "ep-s.localhost")), &empty),
+            Err(Refused::NotFound(_))
+        ));
     }
 }

@@ -413,6 +413,7 @@ pub(crate) async fn run(
         body_timeout: opts.body_timeout,
         drain: Arc::clone(&drain),
     });
+    let grpc_state = scoring_state.clone();
     // Built from actix-http's service builder rather than actix-web's HttpServer (which does
     // the same with the defaults below) for one reason: only it takes an `Expect:
     // 100-continue` handler, and a request whose declared body will be refused must get its
@@ -486,7 +487,7 @@ pub(crate) async fn run(
             listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let service = grpc::Plane::new(scoring_addr).service(opts.max_body_bytes);
+            let service = grpc::Plane::new(scoring_addr, grpc_state.clone()).service(opts.max_body_bytes);
             let server = tonic::transport::Server::builder()
                 .layer(tower::util::MapRequestLayer::new(grpc::authority_as_host))
                 .add_service(service)

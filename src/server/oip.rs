@@ -56,7 +56,7 @@ fn model_ref(req: &HttpRequest) -> ModelRef<'_> {
 /// Checks the key (when an endpoint exists) for the server-level routes.
 fn authorized(req: &HttpRequest, state: &ScoringState) -> Result<(), Refused> {
     let table = state.snapshot();
-    front_door::authorize(req, &table).map(|_| ())
+    front_door::authorize(&front_door::Call::of(req), &table).map(|_| ())
 }
 
 async fn server_metadata(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
@@ -79,7 +79,8 @@ fn health_authorized(req: &HttpRequest, state: &ScoringState) -> Result<bool, Re
     if !named && table.endpoints.is_empty() && table.restoring.is_empty() && table.unavailable.is_none() {
         return Ok(false);
     }
-    front_door::authorize(req, &table).map(|e| e.split.deployments().any(|d| d.pool().ready() > 0))
+    front_door::authorize(&front_door::Call::of(req), &table)
+        .map(|e| e.split.deployments().any(|d| d.pool().ready() > 0))
 }
 
 async fn live(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
@@ -121,7 +122,7 @@ fn with_model(
     answer: impl FnOnce(&Deployment) -> HttpResponse,
 ) -> HttpResponse {
     let table = state.snapshot();
-    let deployment = match front_door::route(req, &table) {
+    let deployment = match front_door::route(&front_door::Call::of(req), &table) {
         Ok((deployment, _)) => deployment,
         Err(e) => return e.response(STYLE),
     };

@@ -52,7 +52,7 @@ async fn ready(state: web::Data<ScoringState>) -> HttpResponse {
 async fn swagger(req: HttpRequest, state: web::Data<ScoringState>) -> HttpResponse {
     let table = state.snapshot();
     let bare_and_empty = req.match_info().get("endpoint").is_none() && table.endpoints.len() <= 1;
-    match front_door::endpoint_of(&req, &table) {
+    match front_door::endpoint_of(&front_door::Call::of(&req), &table) {
         Err(e @ Refused::NotFound(_)) if !bare_and_empty => e.answer(),
         _ => HttpResponse::Ok().content_type("application/json").body(SWAGGER),
     }
