@@ -1,25 +1,17 @@
 //! The Open Inference Protocol over gRPC end to end (issue 30): the stock `tritonclient[grpc]`
-//! (pinned in tests/oip/requirements.txt) against a real server's `--grpc-port`, with the key
-//! in the `authorization` metadata; answers compared with `/score`'s.
+//! (pinned in tests/oip/requirements.txt, driven by tests/oip/client.py) against a real
+//! server's `--grpc-port`, with the key in the `authorization` metadata; answers compared with
+//! `/score`'s.
 
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::oip::{assert_close, blue_green, client_python, flat, sample_rows};
+use crate::oip::{assert_close, blue_green, flat, sample_rows, tritonclient_at};
 
-/// Runs a plan of tritonclient.grpc calls (see tests/grpc/client.py); one result per step.
+/// Runs a plan of tritonclient.grpc calls (see tests/oip/client.py); one result per step.
 fn grpc_client(server: &Server, key: &str, plan: Value) -> Vec<Value> {
     let url = server.grpc.clone().expect("the server prints its gRPC plane");
-    let out = std::process::Command::new(client_python())
-        .arg(repo().join("tests/grpc/client.py"))
-        .args([url.as_str(), key, &plan.to_string()])
-        .output()
-        .expect("run tests/grpc/client.py");
-    assert!(out.status.success(), "client.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    let results: Vec<Value> = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("client.py printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-    assert_eq!(results.len(), plan.as_array().unwrap().len());
-    results
+    tritonclient_at(&format!("grpc://{url}"), key, plan)
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn venv_made_by(script: &str, venv: &str, env: &[(&str, &str)]) -> String {
 }
 
 /// The stock client's venv (tests/oip/requirements.txt): tritonclient[http,grpc].
-pub(crate) fn client_python() -> String {
+fn client_python() -> String {
     venv_made_by("scripts/oip-client.sh", "target/oip-client-venv", &[])
 }
 
@@ -36,8 +36,9 @@ fn tritonclient(server: &Server, key: &str, plan: Value) -> Vec<Value> {
     tritonclient_at(&server.scoring, key, plan)
 }
 
-/// As [`tritonclient`], at `url` (tritonclient takes `host:port/<base path>`).
-fn tritonclient_at(url: &str, key: &str, plan: Value) -> Vec<Value> {
+/// As [`tritonclient`], at `url` (tritonclient takes `host:port/<base path>`; `grpc://HOST:PORT`
+/// drives its gRPC client instead).
+pub(crate) fn tritonclient_at(url: &str, key: &str, plan: Value) -> Vec<Value> {
     let out = std::process::Command::new(client_python())
         .arg(repo().join("tests/oip/client.py"))
         .args([url, key, &plan.to_string()])
