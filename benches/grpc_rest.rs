@@ -52,7 +52,7 @@ fn start(bin: &str) -> Server {
         .expect("start switchyard serve");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut scoring, mut admin, mut grpc) = (String::new(), String::new(), String::new());
-    while grpc.is_empty() || admin.is_empty() || scoring.is_empty() {
+    while admin.is_empty() || scoring.is_empty() {
         let line = lines.next().expect("the server printed its addresses").unwrap();
         if let Some(a) = line.strip_prefix("Scoring plane: ") {
             scoring = a.trim().into();

@@ -129,3 +129,101 @@ fn the_grpc_plane_is_off_when_asked_and_its_port_is_printed_otherwise() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected a port (0 to 65535, 0 picks a free one) or `off`"));
 }
+
+#[test]
+fn a_scoring_script_behind_the_grpc_plane_reads_the_binary_form_and_must_answer_the_protocols() {
+    let python =
+        crate::oip::venv_made_by("scripts/setup.sh", "target/python-test-venv", &[("SWITCHYARD_SKIP_BUILD", "1")]);
+    let server = Server::start_with(&["--python", &python]);
+    server.create_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("code")).unwrap();
+    std::fs::create_dir_all(dir.path().join("sums")).unwrap();
+    // The body is the v2 binary form: a JSON header whose length the plane sets as
+    // Inference-Header-Content-Length, then the raw tensor (small INT64s: valid UTF-8 text).
+    std::fs::write(
+        dir.path().join("code/score.py"),
+        r#"import json, struct
+def init():
+    pass
+def run(raw_data, request_headers):
+    headers = {k.lower(): v for k, v in request_headers.items()}
+    n = int(headers["inference-header-content-length"])
+    head = json.loads(raw_data[:n])
+    raw = raw_data[n:].encode("latin-1")
+    values = struct.unpack("<%dq" % (len(raw) // 8), raw)
+    if head.get("id") == "not-v2":
+        return [1, 2]
+    kind = headers.get("content-type")
+    return {"outputs": [{"name": "sum", "datatype": "INT64", "shape": [1], "data": [sum(values)]},
+                        {"name": "binary", "datatype": "INT64", "shape": [1], "data": [int(kind == "application/octet-stream")]}]}
+"#,
+    )
+    .unwrap();
+    let doc = json!({
+        "name": "pysum",
+        "model": {"path": dir.path().join("sums")},
+        "code_configuration": {"code": dir.path().join("code"), "scoring_script": "score.py"},
+    });
+    let r = server.admin("PUT", "/v1/deployments/pysum", Some(&doc));
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    server.wait_state("pysum", "Succeeded");
+    assert_eq!(server.set_traffic(json!({"pysum": 100})).status, 200);
+    let key = server.primary_key();
+    let results = grpc_client(
+        &server,
+        &key,
+        json!([
+            {"op": "infer", "model": "sums", "input": "X", "datatype": "INT64", "rows": [[1, 2], [3, 4]], "id": "r-1"},
+            {"op": "infer", "model": "sums", "input": "X", "datatype": "INT64", "rows": [[1, 2]], "id": "not-v2"},
+        ]),
+    );
+    assert_eq!(results[0]["outputs"]["sum"], json!([10]), "{}", results[0]);
+    assert_eq!(results[0]["outputs"]["binary"], json!([1]), "the script was told the body is binary: {}", results[0]);
+    assert_eq!(results[0]["response"]["id"], "r-1", "the request's id, though the script gave none");
+    assert_eq!(results[0]["response"]["model_name"], "sums");
+    assert_eq!(results[1]["status"], "StatusCode.INTERNAL", "{}", results[1]);
+    assert!(results[1]["error"].as_str().unwrap().contains("not a v2 infer answer"), "{}", results[1]);
+}
+
+#[test]
+fn a_defaulted_grpc_port_that_is_taken_leaves_the_plane_off_and_the_server_up() {
+    // Hold a port, and start the scoring plane two below it: its default gRPC port is taken.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let scoring = (taken - 2).to_string();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--port", &scoring, "--admin-port", "0"])
+        .env("SWITCHYARD_PARENT_PID", std::process::id().to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    record_server_pid(child.id());
+    let lines: Vec<String> = {
+        use std::io::BufRead;
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        for line in out.lines() {
+            let line = line.unwrap();
+            let last = line.starts_with("Admin plane: ");
+            seen.push(line);
+            if last {
+                break;
+            }
+        }
+        seen
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.iter().any(|l| l == &format!("Scoring plane: http://127.0.0.1:{scoring}")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("gRPC plane: ")), "no gRPC plane on a port that is taken: {lines:?}");
+    // Given explicitly, the same port stops the start, naming it.
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--port", "0", "--admin-port", "0", "--grpc-port", &taken.to_string()])
+        .env("SWITCHYARD_PARENT_PID", std::process::id().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--grpc-port"), "{}", String::from_utf8_lossy(&out.stderr));
+}

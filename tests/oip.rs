@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 /// The Python of a venv under target/ that a project script makes, running the script once
 /// per test binary for each venv.
-fn venv_made_by(script: &str, venv: &str, env: &[(&str, &str)]) -> String {
+pub(crate) fn venv_made_by(script: &str, venv: &str, env: &[(&str, &str)]) -> String {
     static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
     if !made.iter().any(|v| v == venv) {

@@ -474,6 +474,7 @@ fn serve(args: ServeArgs, admin_token: Option<String>) -> i32 {
     let opts = ServeOptions {
         host: args.host,
         port: args.port,
+        grpc_port_given: args.grpc_port.is_some(),
         grpc_port: match args.grpc_port {
             Some(GrpcPort(port)) => port,
             None if args.port == 0 => Some(0),

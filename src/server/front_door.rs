@@ -162,6 +162,9 @@ pub(crate) struct Scoring<'a> {
 /// What the front door reads of a call, whatever brought it (an HTTP request, or a gRPC call
 /// made into one: see `super::grpc`).
 pub(crate) struct Call<'a> {
+    /// Whether an HTTP request brought the call (a message may list the endpoints' URIs for
+    /// it; a gRPC caller has none to use).
+    pub http: bool,
     /// The endpoint the path names (`/endpoints/NAME/...`), if it names one.
     pub endpoint: Option<&'a str>,
     pub path: &'a str,
@@ -176,17 +179,13 @@ impl<'a> Call<'a> {
     /// An HTTP request as a call.
     pub(crate) fn of(req: &'a HttpRequest) -> Self {
         Call {
+            http: true,
             endpoint: req.match_info().get("endpoint"),
             path: req.path(),
             method: req.method().as_str(),
             headers: req.headers(),
             uri_host: req.uri().host(),
         }
-    }
-
-    /// This server's host as the caller addressed it (for the URIs a message lists).
-    fn host(&self) -> &'a str {
-        self.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(self.uri_host).unwrap_or("localhost")
     }
 }
 
@@ -555,14 +554,22 @@ fn host_endpoint<'t>(
 /// request asked for under each (so a `/v2/...` call is told its own URL).
 fn listed(table: &RoutingTable, req: &Call<'_>) -> String {
     let names = table.names();
-    if names.is_empty() {
+    // A gRPC caller has no URI to use: it is told to name the endpoint another way.
+    if names.is_empty() || !req.http {
         return String::new();
     }
     let path = match req.endpoint {
         Some(name) => req.path.strip_prefix(&format!("/endpoints/{name}")).unwrap_or("/score").to_string(),
         None => req.path.to_string(),
     };
-    let host = req.host();
+    // The host as the client addressed it: a proxy's `X-Forwarded-Host`, else `Host`.
+    let header_text = |name: &str| req.headers.get(name).and_then(|h| h.to_str().ok());
+    let host = header_text("x-forwarded-host")
+        .and_then(|h| h.split(',').next())
+        .map(str::trim)
+        .or_else(|| header_text("host"))
+        .or(req.uri_host)
+        .unwrap_or("localhost");
     let uris: Vec<String> = names.iter().map(|n| format!("{n} at http://{host}/endpoints/{n}{path}")).collect();
     format!("; its endpoints: {}", uris.join(", "))
 }

@@ -37,6 +37,12 @@ use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServi
 use pb::model_infer_response::InferOutputTensor;
 use pb::model_metadata_response::TensorMetadata;
 
+/// Calls one HTTP/2 connection may have open at once.
+pub(crate) const MAX_STREAMS: u32 = 128;
+
+/// How long a health or metadata call's loopback REST call may take (they answer at once).
+const LOOPBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The REST answer header that gives a binary v2 answer's JSON length.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -100,10 +106,9 @@ impl Plane {
         }
         let outgoing =
             builder.body(Full::new(body)).map_err(|e| Status::internal(format!("cannot build the request: {e}")))?;
-        let answer = self
-            .client
-            .request(outgoing)
+        let answer = tokio::time::timeout(LOOPBACK_TIMEOUT, self.client.request(outgoing))
             .await
+            .map_err(|_| Status::unavailable("the scoring plane did not answer in time"))?
             .map_err(|e| Status::unavailable(format!("the scoring plane did not answer: {e}")))?;
         let status = answer.status();
         let header_length =
@@ -141,14 +146,15 @@ fn forwarded(metadata: &tonic::metadata::MetadataMap) -> Vec<(HeaderName, Header
 /// with its message (`{"error": ...}`).
 fn code_of(status: StatusCode) -> Code {
     match status.as_u16() {
-        400 | 413 | 415 | 431 => Code::InvalidArgument,
+        400 | 415 | 431 => Code::InvalidArgument,
+        413 => Code::ResourceExhausted,
         401 => Code::Unauthenticated,
         403 => Code::PermissionDenied,
         404 => Code::NotFound,
         408 => Code::DeadlineExceeded,
         429 => Code::ResourceExhausted,
         424 | 500 => Code::Internal,
-        503 => Code::Unavailable,
+        502 | 503 => Code::Unavailable,
         _ => Code::Unknown,
     }
 }
@@ -215,7 +221,7 @@ fn contents_bytes(datatype: &str, c: &pb::InferTensorContents) -> Result<Vec<u8>
 
 /// A `ModelInferRequest` as the v2 binary `infer` body: the JSON header, then each input's
 /// bytes in order; every output asked in binary. Returns the body and the header's length.
-fn infer_body(request: &pb::ModelInferRequest) -> Result<(Bytes, usize), Status> {
+fn infer_body(request: &mut pb::ModelInferRequest) -> Result<(Bytes, usize), Status> {
     let raw = !request.raw_input_contents.is_empty();
     if raw && request.raw_input_contents.len() != request.inputs.len() {
         return Err(Status::invalid_argument(format!(
@@ -226,9 +232,10 @@ fn infer_body(request: &pb::ModelInferRequest) -> Result<(Bytes, usize), Status>
     }
     let mut tensors: Vec<Vec<u8>> = Vec::with_capacity(request.inputs.len());
     let mut inputs = Vec::with_capacity(request.inputs.len());
-    for (i, input) in request.inputs.iter().enumerate() {
+    let mut raw_contents = std::mem::take(&mut request.raw_input_contents).into_iter();
+    for input in request.inputs.iter() {
         let bytes = if raw {
-            request.raw_input_contents[i].clone()
+            raw_contents.next().unwrap_or_default()
         } else {
             match &input.contents {
                 Some(c) => contents_bytes(&input.datatype, c)?,
@@ -267,7 +274,7 @@ fn infer_body(request: &pb::ModelInferRequest) -> Result<(Bytes, usize), Status>
 }
 
 /// A v2 `infer` answer as a `ModelInferResponse`: binary outputs become `raw_output_contents`
-/// (sliced from the answer, not copied element by element); JSON outputs (a hook that answers
+/// (one copy of each output's bytes); JSON outputs (a hook that answers
 /// v2 JSON) are packed to little-endian bytes by their datatype.
 fn infer_answer(rest: &Rest) -> Result<pb::ModelInferResponse, Status> {
     let header_len = rest.header_length.unwrap_or(rest.body.len());
@@ -276,6 +283,12 @@ fn infer_answer(rest: &Rest) -> Result<pb::ModelInferResponse, Status> {
     }
     let header: Value = serde_json::from_slice(&rest.body[..header_len])
         .map_err(|e| Status::internal(format!("the model's answer is not a v2 answer: {e}")))?;
+    if !header.get("outputs").is_some_and(Value::is_array) {
+        return Err(Status::internal(
+            "the model's answer is not a v2 infer answer (an object with an outputs list): a scoring script or plugin \
+             behind the gRPC plane must answer the protocol's form",
+        ));
+    }
     let text = |k: &str| header.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let mut answer = pb::ModelInferResponse {
         model_name: text("model_name"),
@@ -447,11 +460,26 @@ impl GrpcInferenceService for Plane {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let headers = actix_headers(request.metadata());
-        let m = request.into_inner();
-        let path = model_path(&m.model_name, &m.model_version, "/infer")?;
-        let (body, length) = infer_body(&m)?;
-        let call = Call { endpoint: None, path: &path, method: "POST", headers: &headers, uri_host: None };
+        let mut headers = actix_headers(request.metadata());
+        let mut m = request.into_inner();
+        if m.model_name.is_empty() {
+            return Err(Status::invalid_argument("the request names no model (model_name)"));
+        }
+        // The path as REST's route has it (the collector records it; names hold no `/ ? # %`).
+        let mut path = format!("/v2/models/{}", m.model_name);
+        if !m.model_version.is_empty() {
+            path.push_str(&format!("/versions/{}", m.model_version));
+        }
+        path.push_str("/infer");
+        let (body, length) = infer_body(&mut m)?;
+        // What a scoring script or plugin reads to split the body, set by the plane (a
+        // client's own metadata of these names never reaches the hook).
+        {
+            use actix_web::http::header::{HeaderName as Name, HeaderValue as Value};
+            headers.insert(Name::from_static("content-type"), Value::from_static("application/octet-stream"));
+            headers.insert(Name::from_static(HEADER_LENGTH), Value::from(length));
+        }
+        let call = Call { http: false, endpoint: None, path: &path, method: "POST", headers: &headers, uri_host: None };
         let version = (!m.model_version.is_empty()).then_some(m.model_version.as_str());
         let how = Scoring {
             protocol: Protocol::Infer { header_length: Some(length) },
@@ -468,16 +496,41 @@ impl GrpcInferenceService for Plane {
             how,
             &table,
             || Box::new(state.routing.load_full()),
-            |done| match done.outcome {
-                Ok(answer) => {
-                    let rest = Rest {
-                        status: StatusCode::OK,
-                        header_length: answer.header_length,
-                        body: answer.response.body,
-                    };
-                    infer_answer(&rest).map(Response::new)
+            |done| {
+                let mut response = match done.outcome {
+                    // A scoring script may answer with a status of its own.
+                    Ok(answer) if answer.response.status != 200 => {
+                        let status =
+                            StatusCode::from_u16(answer.response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        let rest = Rest { status, header_length: None, body: answer.response.body };
+                        return Err(refused(&rest));
+                    }
+                    Ok(answer) => {
+                        let rest = Rest {
+                            status: StatusCode::OK,
+                            header_length: answer.header_length,
+                            body: answer.response.body,
+                        };
+                        let mut answer = infer_answer(&rest)?;
+                        if answer.model_name.is_empty() {
+                            answer.model_name = m.model_name.clone();
+                        }
+                        if answer.id.is_empty() {
+                            answer.id = m.id.clone();
+                        }
+                        Response::new(answer)
+                    }
+                    Err(refused) => return Err(status_of(&refused)),
+                };
+                // The ids and the deployment that answered, as REST's answer headers give them.
+                let md = response.metadata_mut();
+                if let Ok(v) = done.request_id.parse() {
+                    md.insert("x-request-id", v);
                 }
-                Err(refused) => Err(status_of(&refused)),
+                if let Some(v) = done.deployment.and_then(|d| d.name().parse().ok()) {
+                    md.insert(front_door::DEPLOYMENT_HEADER, v);
+                }
+                Ok(response)
             },
         )
         .await
@@ -530,6 +583,7 @@ mod tests {
             (408, Code::DeadlineExceeded),
             (429, Code::ResourceExhausted),
             (424, Code::Internal),
+            (413, Code::ResourceExhausted),
             (503, Code::Unavailable),
         ] {
             assert_eq!(code_of(StatusCode::from_u16(status).unwrap()), code, "{status}");
@@ -550,7 +604,8 @@ mod tests {
             raw_input_contents: vec![[1f32.to_le_bytes(), 2f32.to_le_bytes()].concat()],
             ..Default::default()
         };
-        let (body, length) = infer_body(&request).unwrap();
+        let mut sent = request.clone();
+        let (body, length) = infer_body(&mut sent).unwrap();
         let header: Value = serde_json::from_slice(&body[..length]).unwrap();
         assert_eq!(header["inputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(header["id"], "r1");
@@ -560,7 +615,7 @@ mod tests {
         typed.raw_input_contents.clear();
         typed.inputs[0].contents =
             Some(pb::InferTensorContents { fp32_contents: vec![1.0, 2.0], ..Default::default() });
-        assert_eq!(infer_body(&typed).unwrap(), (body, length));
+        assert_eq!(infer_body(&mut typed).unwrap(), (body, length));
 
         let head = json!({"model_name": "m", "id": "r1", "outputs": [
             {"name": "y", "datatype": "FP64", "shape": [1], "parameters": {"binary_data_size": 8}},
@@ -586,7 +641,7 @@ mod tests {
             raw_input_contents: vec![vec![0; 4]],
             ..Default::default()
         };
-        assert_eq!(infer_body(&request).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(infer_body(&mut request.clone()).unwrap_err().code(), Code::InvalidArgument);
         assert_eq!(model_path("", "", "/infer").unwrap_err().code(), Code::InvalidArgument);
         assert_eq!(model_path("a b/c", "2", "/infer").unwrap(), "/v2/models/a%20b%2Fc/versions/2/infer");
     }

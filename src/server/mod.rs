@@ -48,6 +48,9 @@ pub(crate) struct ServeOptions {
     pub admin_port: u16,
     /// `--grpc-port`: the Open Inference Protocol's gRPC plane, on `host`; `None`: off.
     pub grpc_port: Option<u16>,
+    /// Whether `--grpc-port` was given: a defaulted port that cannot be bound (taken, or the
+    /// admin port) leaves the gRPC plane off with a warning instead of stopping the start.
+    pub grpc_port_given: bool,
     /// Required when the admin plane binds a non-loopback address.
     pub admin_token: Option<String>,
     /// `--admin-token-file`: a file holding the admin token (in place of `admin_token`, which
@@ -311,15 +314,25 @@ pub(crate) fn bind(opts: &ServeOptions) -> Result<Listeners, ServeError> {
         .map_err(|source| ServeError::Listen { addr: format!("{}:{}", opts.host, opts.port), source })?;
     let admin = TcpListener::bind((admin_ip, opts.admin_port))
         .map_err(|source| ServeError::Listen { addr: format!("{}:{}", opts.admin_host, opts.admin_port), source })?;
-    let grpc = opts
-        .grpc_port
-        .map(|port| {
-            TcpListener::bind((opts.host.as_str(), port)).map_err(|source| ServeError::Listen {
-                addr: format!("{}:{port} (--grpc-port; `--grpc-port off` turns the gRPC plane off)", opts.host),
-                source,
-            })
-        })
-        .transpose()?;
+    let grpc = match opts.grpc_port {
+        None => None,
+        Some(port) => match TcpListener::bind((opts.host.as_str(), port)) {
+            Ok(listener) => Some(listener),
+            Err(source) if opts.grpc_port_given => {
+                return Err(ServeError::Listen {
+                    addr: format!("{}:{port} (--grpc-port; `--grpc-port off` turns the gRPC plane off)", opts.host),
+                    source,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the gRPC plane's default port {port} (the scoring port + 2) cannot be bound ({e}): it is off; \
+                     give --grpc-port PORT to serve it"
+                );
+                None
+            }
+        },
+    };
     Ok(Listeners { scoring, admin, grpc })
 }
 
@@ -488,7 +501,14 @@ pub(crate) async fn run(
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let service = grpc::Plane::new(scoring_addr, grpc_state.clone()).service(opts.max_body_bytes);
+            // A client that holds a connection open, never sends or never reads, is found
+            // out by keepalive pings; each connection has a bound on its streams at once
+            // (a message is decoded whole before the front door sees the call).
             let server = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .max_concurrent_streams(Some(grpc::MAX_STREAMS))
+                .concurrency_limit_per_connection(grpc::MAX_STREAMS as usize)
                 .layer(tower::util::MapRequestLayer::new(grpc::authority_as_host))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -499,10 +519,11 @@ pub(crate) async fn run(
         None => None,
     };
     // Not `println!`: a closed stdout (`serve | head -1`) must not panic a running server.
-    let grpc_line = grpc.as_ref().map(|(addr, _)| format!("\ngRPC plane: {addr}")).unwrap_or_default();
+    // The admin line last: scripts and tests read up to it, the gRPC line (when on) before it.
+    let grpc_line = grpc.as_ref().map(|(addr, _)| format!("gRPC plane: {addr}\n")).unwrap_or_default();
     let _ = writeln!(
         std::io::stdout(),
-        "Scoring plane: http://{scoring_addr}\nAdmin plane: http://{admin_addr}{grpc_line}"
+        "Scoring plane: http://{scoring_addr}\n{grpc_line}Admin plane: http://{admin_addr}"
     );
     tracing::info!(%scoring_addr, %admin_addr, "switchyard serving");
 
@@ -538,8 +559,13 @@ pub(crate) async fn run(
     });
     tokio::try_join!(scoring, admin)?;
     if let Some((_, server)) = grpc {
-        if let Ok(Err(e)) = server.await {
-            tracing::warn!(error = %e, "the gRPC plane stopped with an error");
+        // tonic's graceful stop waits for every connection to close, however long a client
+        // holds one open: bounded here (its calls in flight were counted in the drain, which
+        // has waited for them), so the records below are always flushed.
+        match tokio::time::timeout(DRAIN_TAIL, server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the gRPC plane stopped with an error"),
+            Err(_) => tracing::warn!("gRPC connections still open at the end of the grace period are dropped"),
+            _ => {}
         }
     }
     // Every record of an answered request is on disk before the process ends (SIGTERM).
@@ -682,6 +708,7 @@ mod tests {
             admin_host: "127.0.0.1".into(),
             admin_port: 0,
             grpc_port: Some(0),
+            grpc_port_given: true,
             admin_token: None,
             admin_token_file: None,
             admin_allowed_hosts: Vec::new(),

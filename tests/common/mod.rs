@@ -141,9 +141,9 @@ impl Server {
         record_server_pid(child.id());
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        // The server prints the scoring plane, the gRPC plane when it is on, then the admin plane.
         let (mut scoring, mut admin, mut grpc) = (None, None, None);
-        let grpc_off = extra.windows(2).any(|w| w[0] == "--grpc-port" && w[1] == "off");
-        while scoring.is_none() || admin.is_none() || (grpc.is_none() && !grpc_off) {
+        while scoring.is_none() || admin.is_none() {
             let line = lines.next().expect("server exited before printing its addresses").unwrap();
             if let Some(a) = line.strip_prefix("Scoring plane: ") {
                 scoring = Some(a.trim().to_string());
