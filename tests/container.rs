@@ -73,7 +73,7 @@ fn dockerfile_runs_as_non_root_with_a_healthcheck() {
     let user = lines.iter().rev().find(|l| l.starts_with("USER ")).expect("a USER instruction");
     assert!(!user.ends_with(" root") && !user.ends_with(" 0"), "{user}");
     assert!(lines.iter().any(|l| l.starts_with("HEALTHCHECK ") && l.contains("\"probe\"")), "HEALTHCHECK probe");
-    assert!(lines.contains(&"EXPOSE 5001"));
+    assert!(lines.contains(&"EXPOSE 5001 5003"), "the scoring and gRPC planes exposed");
     assert!(lines.contains(&"ENTRYPOINT [\"switchyard\"]"));
     // The ONNX Runtime pin is the one scripts/setup.sh verifies.
     let setup = std::fs::read_to_string(repo().join("scripts/setup.sh")).unwrap();

@@ -187,9 +187,15 @@ fn a_config_dir_of_endpoint_folders_applies_each_on_its_own() {
         .unwrap();
     }
     let s = Server::start_with(&["--config-dir", dir.path().to_str().unwrap()]);
+    // The folders are applied after the server starts: until an endpoint exists it has no key
+    // (asked for then, `key_of` would fail the test on a slow machine instead of waiting).
+    let key = |ep: &str| {
+        let keys = s.admin("GET", &format!("/v1/endpoints/{ep}/keys"), None).json();
+        keys["primaryKey"].as_str().map(str::to_string).ok_or_else(|| format!("{ep} has no keys yet: {keys}"))
+    };
     eventually("both folders applied", Duration::from_secs(60), || {
-        let a = post(&s, "/endpoints/ep-a/score", &s.key_of("ep-a"), &sample_request(), None);
-        let b = post(&s, "/endpoints/ep-b/score", &s.key_of("ep-b"), &model_2_request(), None);
+        let a = post(&s, "/endpoints/ep-a/score", &key("ep-a")?, &sample_request(), None);
+        let b = post(&s, "/endpoints/ep-b/score", &key("ep-b")?, &model_2_request(), None);
         if (a.status, b.status) == (200, 200) {
             Ok(())
         } else {
