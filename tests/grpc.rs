@@ -136,14 +136,7 @@ fn a_scoring_script_behind_the_grpc_plane_reads_the_binary_form_and_must_answer_
         crate::oip::venv_made_by("scripts/setup.sh", "target/python-test-venv", &[("SWITCHYARD_SKIP_BUILD", "1")]);
     let server = Server::start_with(&["--python", &python]);
     server.create_endpoint();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("code")).unwrap();
-    std::fs::create_dir_all(dir.path().join("sums")).unwrap();
-    // The body is the v2 binary form: a JSON header whose length the plane sets as
-    // Inference-Header-Content-Length, then the raw tensor (small INT64s: valid UTF-8 text).
-    std::fs::write(
-        dir.path().join("code/score.py"),
-        r#"import json, struct
+    let script = r#"import json, struct
 def init():
     pass
 def run(raw_data, request_headers):
@@ -157,18 +150,8 @@ def run(raw_data, request_headers):
     kind = headers.get("content-type")
     return {"outputs": [{"name": "sum", "datatype": "INT64", "shape": [1], "data": [sum(values)]},
                         {"name": "binary", "datatype": "INT64", "shape": [1], "data": [int(kind == "application/octet-stream")]}]}
-"#,
-    )
-    .unwrap();
-    let doc = json!({
-        "name": "pysum",
-        "model": {"path": dir.path().join("sums")},
-        "code_configuration": {"code": dir.path().join("code"), "scoring_script": "score.py"},
-    });
-    let r = server.admin("PUT", "/v1/deployments/pysum", Some(&doc));
-    assert!(r.status == 201 || r.status == 200, "{}", r.body);
-    server.wait_state("pysum", "Succeeded");
-    assert_eq!(server.set_traffic(json!({"pysum": 100})).status, 200);
+"#;
+    let _dir = crate::oip::python_deployment(&server, "pysum", "sums", script);
     let key = server.primary_key();
     let results = grpc_client(
         &server,

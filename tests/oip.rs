@@ -422,28 +422,33 @@ fn v2_infers_are_mirrored_as_v2_infers() {
     assert_eq!(refused, 0.0, "no mirror copy of a v2 infer is refused as a /score body");
 }
 
+/// Deploys `script` as `score.py` of deployment `name` (model folder `model`, so v2 calls name
+/// that model) with all the traffic, and waits until it serves; the folder lives as long as
+/// the returned guard.
+pub(crate) fn python_deployment(server: &Server, name: &str, model: &str, script: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("code")).unwrap();
+    std::fs::create_dir_all(dir.path().join(model)).unwrap();
+    std::fs::write(dir.path().join("code/score.py"), script).unwrap();
+    let doc = json!({
+        "name": name,
+        "model": {"path": dir.path().join(model)},
+        "code_configuration": {"code": dir.path().join("code"), "scoring_script": "score.py"},
+    });
+    let r = server.admin("PUT", &format!("/v1/deployments/{name}"), Some(&doc));
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    server.wait_state(name, "Succeeded");
+    assert_eq!(server.set_traffic(json!({ name: 100 })).status, 200);
+    dir
+}
+
 #[test]
 fn python_deployments_get_the_v2_body_as_it_came() {
     let python = venv_made_by("scripts/setup.sh", "target/python-test-venv", &[("SWITCHYARD_SKIP_BUILD", "1")]);
     let server = Server::start_with(&["--python", &python]);
     server.create_endpoint();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("code")).unwrap();
-    std::fs::create_dir_all(dir.path().join("echo-model")).unwrap();
-    std::fs::write(
-        dir.path().join("code/score.py"),
-        "import json\ndef init():\n    pass\ndef run(raw_data):\n    return {\"got\": json.loads(raw_data)}\n",
-    )
-    .unwrap();
-    let doc = json!({
-        "name": "pyecho",
-        "model": {"path": dir.path().join("echo-model")},
-        "code_configuration": {"code": dir.path().join("code"), "scoring_script": "score.py"},
-    });
-    let r = server.admin("PUT", "/v1/deployments/pyecho", Some(&doc));
-    assert!(r.status == 201 || r.status == 200, "{}", r.body);
-    server.wait_state("pyecho", "Succeeded");
-    assert_eq!(server.set_traffic(json!({"pyecho": 100})).status, 200);
+    let script = "import json\ndef init():\n    pass\ndef run(raw_data):\n    return {\"got\": json.loads(raw_data)}\n";
+    let _dir = python_deployment(&server, "pyecho", "echo-model", script);
     let key = server.primary_key();
     let body = json!({"inputs": [{"name": "anything", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]});
     let (status, _, answer) = post_raw(&server, &key, "/v2/models/echo-model/infer", &[], body.to_string().as_bytes());

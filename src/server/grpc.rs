@@ -169,6 +169,16 @@ fn refused(rest: &Rest) -> Status {
     Status::new(code_of(rest.status), message)
 }
 
+/// A REST readiness answer as the protocol's `ready`: not ready (nothing ready, or shutting
+/// down: 503) is an answer, not an error; any other refusal is one.
+fn readiness(rest: &Rest) -> Result<bool, Status> {
+    match rest.status {
+        StatusCode::OK => Ok(true),
+        StatusCode::SERVICE_UNAVAILABLE => Ok(false),
+        _ => Err(refused(rest)),
+    }
+}
+
 /// A JSON body of a 200 answer.
 fn json_of(rest: &Rest) -> Result<Value, Status> {
     serde_json::from_slice(&rest.body)
@@ -373,12 +383,7 @@ impl GrpcInferenceService for Plane {
         request: Request<pb::ServerReadyRequest>,
     ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         let rest = self.rest(&request, Method::GET, "/v2/health/ready", Bytes::new(), None).await?;
-        match rest.status {
-            StatusCode::OK => Ok(Response::new(pb::ServerReadyResponse { ready: true })),
-            // Not ready (nothing ready, or shutting down) is an answer, not an error.
-            StatusCode::SERVICE_UNAVAILABLE => Ok(Response::new(pb::ServerReadyResponse { ready: false })),
-            _ => Err(refused(&rest)),
-        }
+        readiness(&rest).map(|ready| Response::new(pb::ServerReadyResponse { ready }))
     }
 
     async fn model_ready(
@@ -388,11 +393,7 @@ impl GrpcInferenceService for Plane {
         let m = request.get_ref();
         let path = model_path(&m.name, &m.version, "/ready")?;
         let rest = self.rest(&request, Method::GET, &path, Bytes::new(), None).await?;
-        match rest.status {
-            StatusCode::OK => Ok(Response::new(pb::ModelReadyResponse { ready: true })),
-            StatusCode::SERVICE_UNAVAILABLE => Ok(Response::new(pb::ModelReadyResponse { ready: false })),
-            _ => Err(refused(&rest)),
-        }
+        readiness(&rest).map(|ready| Response::new(pb::ModelReadyResponse { ready }))
     }
 
     async fn server_metadata(
