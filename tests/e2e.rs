@@ -76,6 +76,8 @@ mod slow_init;
 mod studio;
 #[path = "token_exposure.rs"]
 mod token_exposure;
+#[path = "traces.rs"]
+mod traces;
 #[path = "validation.rs"]
 mod validation;
 #[path = "walkthrough.rs"]

@@ -319,6 +319,11 @@ fn now_text() -> String {
 impl DurableRollout {
     fn event(&mut self, message: String) {
         tracing::info!(target: "switchyard::rollout", to = %self.plan.to, "{message}");
+        if crate::telemetry::traces::on() {
+            // One trace per rollout: named by its target and its start.
+            let rollout = format!("{} {}", self.plan.to, self.started_at);
+            crate::telemetry::traces::rollout_event(&rollout, &self.plan.to, &message);
+        }
         self.events.push(Event { at: now_text(), message });
         if self.events.len() > MAX_EVENTS {
             self.events.remove(0);

@@ -35,6 +35,7 @@ use crate::hooks::batch::{Prepare, Prepared};
 use crate::hooks::cancel::Cancellation;
 use crate::hooks::{Answer, Headers, HookRequest, Request};
 use crate::spec::Batching;
+use crate::telemetry::traces::Handoff;
 use crate::telemetry::BatchMetrics;
 
 /// Seconds of runs `show`'s mean batch size covers: one slot per second, so the mean is over
@@ -71,6 +72,8 @@ struct Waiting {
     /// When it was queued: the batch it starts waits for others until `since + max_delay`.
     since: Instant,
     reply: Reply,
+    /// Its wait and its run's parent, when traces are on.
+    trace: Option<Box<Handoff>>,
 }
 
 /// Batches run, for `show` and the metrics.
@@ -204,7 +207,7 @@ impl Batcher {
         }
         let (reply, answer) = oneshot::channel();
         let rows = prepared.rows();
-        let waiting = Waiting { prepared, rows, since: Instant::now(), reply };
+        let waiting = Waiting { prepared, rows, since: Instant::now(), reply, trace: Handoff::begin() };
         if self.queue.send(waiting).is_err() {
             self.queued.fetch_sub(1, Relaxed);
             return Err(RunError::NoInstance);
@@ -315,7 +318,7 @@ fn collect(
 /// task on `runtime` watches the requests meanwhile: once every one is gone (deadline,
 /// client), the run is stopped through ONNX Runtime's terminate flag, as a lone run is.
 fn run_here(lease: Lease, batch: Vec<Waiting>, stats: &BatchStats, runtime: &tokio::runtime::Handle) {
-    let Some((prepared, mut replies)) = start(batch, stats) else { return };
+    let Some((prepared, mut replies, spans)) = start(batch, stats) else { return };
     let n = prepared.len();
     let cancel = Arc::new(Cancellation::default());
     let stop = Arc::clone(&cancel);
@@ -328,6 +331,7 @@ fn run_here(lease: Lease, batch: Vec<Waiting>, stats: &BatchStats, runtime: &tok
         replies
     });
     let answers = lease.run_batch(prepared, &cancel);
+    drop(spans); // the run ends before its answers wake the requests
     let _ = done.send(());
     // The watcher gives the replies back as soon as it sees the run ended (or had stopped it).
     let Ok(replies) = runtime.block_on(watcher) else { return };
@@ -339,7 +343,7 @@ fn run_here(lease: Lease, batch: Vec<Waiting>, stats: &BatchStats, runtime: &tok
 
 /// What a batch about to run needs: its requests still waiting (one that left is not run),
 /// recorded in the stats; `None` when none is.
-fn start(mut batch: Vec<Waiting>, stats: &BatchStats) -> Option<(Vec<Prepared>, Vec<Reply>)> {
+fn start(mut batch: Vec<Waiting>, stats: &BatchStats) -> Option<Started> {
     batch.retain(|w| !w.reply.is_closed());
     if batch.is_empty() {
         return None; // the lease gives the instance back as it drops
@@ -347,8 +351,23 @@ fn start(mut batch: Vec<Waiting>, stats: &BatchStats) -> Option<(Vec<Prepared>, 
     let started = Instant::now();
     let rows = batch.iter().fold(0usize, |sum, w| sum.saturating_add(w.rows.unwrap_or(1)));
     stats.record(rows, batch.iter().map(|w| started.duration_since(w.since)));
-    Some(batch.into_iter().map(|w| (w.prepared, w.reply)).unzip())
+    let requests = batch.len();
+    let mut spans = Vec::new();
+    let mut prepared = Vec::with_capacity(requests);
+    let mut replies = Vec::with_capacity(requests);
+    for w in batch {
+        if let Some(trace) = w.trace {
+            spans.push((*trace).run_batch(requests, rows));
+        }
+        prepared.push(w.prepared);
+        replies.push(w.reply);
+    }
+    Some((prepared, replies, spans))
 }
+
+/// A batch as it starts: its requests, their answer channels, and (traces on) each request's
+/// run span, which ends when the batch's answers are sent.
+type Started = (Vec<Prepared>, Vec<Reply>, Vec<tracing::Span>);
 
 /// A waiting request's answer channel.
 type Reply = oneshot::Sender<Result<Answer, RunError>>;
@@ -404,7 +423,7 @@ fn fit(first: &Waiting, w: &Waiting, rows: usize, max_rows: usize) -> Fit {
 /// Runs one batch on its instance and answers each request. If every request of the batch
 /// is gone (deadline, client) while it runs, the run is stopped.
 async fn run(lease: Lease, batch: Vec<Waiting>, stats: Arc<BatchStats>) {
-    let Some((prepared, mut replies)) = start(batch, &stats) else { return };
+    let Some((prepared, mut replies, spans)) = start(batch, &stats) else { return };
     let n = prepared.len();
     let cancel = Arc::new(Cancellation::default());
     let stop = Arc::clone(&cancel);
@@ -417,6 +436,7 @@ async fn run(lease: Lease, batch: Vec<Waiting>, stats: Arc<BatchStats>) {
         }
     };
     let answers = answers.unwrap_or_else(|_| vec![Err(RunError::Failed("the batch's run was lost".into())); n]);
+    drop(spans); // the run ends before its answers wake the requests
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);
     }

@@ -31,6 +31,7 @@ use crate::hooks::cancel::{Cancellation, InitStop};
 use crate::hooks::{
     self, Answer, Headers, HookError, HookRequest, HookResponse, InitError, Protocol, Request, ScoringHook, Turn,
 };
+use crate::telemetry::traces::{Handoff, TARGET};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
 pub(crate) const INLINE_LIMIT_NS: u64 = 100_000;
@@ -283,6 +284,8 @@ struct QueuedRun {
     protocol: Protocol,
     cancel: Arc<Cancellation>,
     reply: tokio::sync::oneshot::Sender<Result<Answer, RunError>>,
+    /// Its wait and its run's parent, when traces are on.
+    trace: Option<Box<Handoff>>,
 }
 
 /// Cancels a run when the request waiting for it goes away before it finishes.
@@ -733,7 +736,10 @@ impl InstancePool {
         if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
             return self.run_queued(request).await;
         }
+        let queue = tracing::info_span!(target: TARGET, "queue");
         let hook = self.take().await?;
+        drop(queue);
+        let _run = tracing::info_span!(target: TARGET, "run");
         self.execute(hook, self.hook_request(&request, None), request.protocol)
     }
 
@@ -840,7 +846,11 @@ impl InstancePool {
         // one as a model error. `take` waits for an instance (replacements come after a
         // backoff), so this does not spin.
         loop {
+            let queue = tracing::info_span!(target: TARGET, "queue");
             let hook = self.take().await?;
+            drop(queue);
+            // The worker's round trip: the request down its pipe, the answer back.
+            let _run = tracing::info_span!(target: TARGET, "run");
             let mut out = CheckedOut { pool: self, hook: Some(hook) };
             let run = self.hook_request(&request, None);
             let Some(started) = out.hook.as_mut().and_then(|h| h.start_run(run)) else {
@@ -882,6 +892,7 @@ impl InstancePool {
             protocol: request.protocol,
             cancel,
             reply: tx,
+            trace: Handoff::begin(),
         });
         self.kick();
         let outcome = rx.await.unwrap_or_else(|_| Err(RunError::Failed("the scoring task was lost".to_string())));
@@ -931,6 +942,7 @@ impl InstancePool {
             if run.cancel.is_cancelled() || run.reply.is_closed() {
                 continue;
             }
+            let span = run.trace.map(|t| (*t).run());
             let hook_run = HookRequest {
                 body: &run.body,
                 content_type: run.content_type.as_deref(),
@@ -938,6 +950,7 @@ impl InstancePool {
                 cancel: Some(&run.cancel),
             };
             let (outcome, kept) = self.execute_keep(hook, hook_run, run.protocol);
+            drop(span); // the run ends before its answer wakes the request
             let _ = run.reply.send(outcome);
             match kept {
                 Some(h) => hook = h,

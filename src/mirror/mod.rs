@@ -116,6 +116,29 @@ pub(crate) struct Collect {
     pub headers: Vec<(String, String)>,
 }
 
+/// The copy's span (traces on): a trace of its own, linked to the live request's span, since
+/// a copy never makes the live request wait and is not a stage of it. It ends when the copy is
+/// answered or dropped.
+fn copy_span(deployment: &crate::deployment::Deployment) -> Option<tracing::Span> {
+    use crate::telemetry::traces;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !traces::on() {
+        return None;
+    }
+    let live = tracing::Span::current();
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        parent: None,
+        "mirror",
+        deployment = deployment.name(),
+        status = tracing::field::Empty,
+    );
+    let live = live.context();
+    use opentelemetry::trace::TraceContextExt;
+    span.add_link(live.span().span_context().clone());
+    Some(span)
+}
+
 pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>, collect: Option<Collect>) -> Option<LiveAnswerSlot> {
     let request_id = request.request_id;
     let ticket = shadow.admit_copy(request_id)?;
@@ -132,6 +155,7 @@ pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>, collect: Option<C
     let headers = if shadow.deployment.pool().wants_headers() { request.headers.clone() } else { Headers::default() };
     let queued_at = std::time::Instant::now();
     let window = ticket.window();
+    let span = copy_span(&shadow.deployment);
     let queued = executor::spawn(move || {
         let shadow = ticket.shadow();
         let copy = Request {
@@ -144,6 +168,9 @@ pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>, collect: Option<C
         let Some((outcome, latency)) = shadow.score_copy(copy, queued_at, ticket.window()) else {
             return; // counted as a drop
         };
+        if let Some(span) = &span {
+            span.record("status", i64::from(outcome.as_ref().map_or_else(|e| e.status(), |r| r.status)));
+        }
         let collector = shadow.deployment.collector().cloned();
         drop(ticket);
         if let (Some(c), Some(collector)) = (collect, collector) {

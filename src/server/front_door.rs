@@ -24,6 +24,7 @@ use crate::endpoint::{RoutingTable, Unavailable};
 use crate::hooks::{Headers, Protocol, Request};
 use crate::mirror::{self, Answer, Shadow};
 use crate::telemetry::sharded::ShardedCounter;
+use crate::telemetry::traces;
 
 /// The header that pins a deployment and names the one that answered.
 pub(crate) const DEPLOYMENT_HEADER: &str = "azureml-model-deployment";
@@ -35,6 +36,9 @@ const DEPLOYMENT: HeaderName = HeaderName::from_static(DEPLOYMENT_HEADER);
 const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MS_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-request-id");
+/// W3C trace context: read only when traces are on.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// Client request ids longer than this are refused with 431, as the Azure server does.
 pub(crate) const MAX_CLIENT_REQUEST_ID: usize = 100;
 /// Total size of a request's header names and values beyond which it is refused with 431
@@ -302,6 +306,88 @@ where
     F: std::future::Future<Output = Result<Bytes, Refused>>,
     S: std::ops::Deref<Target = Arc<RoutingTable>>,
 {
+    // Traces off (the common case): no span, no wrapper; one relaxed load.
+    if !traces::on() {
+        return score_spanned(call, read_body, state, how, table, snapshot, answer, &tracing::Span::none()).await;
+    }
+    use tracing::Instrument;
+    let span = request_span(call, how);
+    let answer = |done: Done<'_>| {
+        ended(&span, &done);
+        answer(done)
+    };
+    // Entered on each poll: the stages below (admission, queue, run) are its children.
+    score_spanned(call, read_body, state, how, table, snapshot, answer, &span).instrument(span.clone()).await
+}
+
+/// The request's span (traces on): continued from the caller's `traceparent`, else a trace of
+/// its own. Its name is the route's template, not the path (a model's name in every span name
+/// would make as many names as models).
+fn request_span(call: &Call<'_>, how: Scoring<'_>) -> tracing::Span {
+    use tracing::field::Empty;
+    let route = match (call.http, how.protocol) {
+        (false, _) => "inference.GRPCInferenceService/ModelInfer",
+        (true, Protocol::Score) => "POST /score",
+        (true, Protocol::Infer { .. }) => "POST /v2/models/{model}/infer",
+    };
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "request",
+        otel.name = route,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        route,
+        url.path = call.path,
+        endpoint = Empty,
+        deployment = Empty,
+        status = Empty,
+        request_id = Empty,
+    );
+    let traceparent = call.headers.get(TRACEPARENT).map(HeaderValue::as_bytes);
+    if let Some(parent) =
+        traceparent.and_then(|tp| traces::remote_parent(tp, call.headers.get(TRACESTATE).map(HeaderValue::as_bytes)))
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Records how a call ended on its span: the deployment, the status (HTTP's, also for a gRPC
+/// call, whose code is mapped from it), the ids; a server error marks the span an error (a 4xx
+/// is the caller's, and leaves it unset, as OpenTelemetry's HTTP conventions say).
+fn ended(span: &tracing::Span, done: &Done<'_>) {
+    let status = match &done.outcome {
+        Ok(answer) => answer.response.status,
+        Err(refused) => refused.status_message().0,
+    };
+    // As i64: the OpenTelemetry layer writes a u64 as text.
+    span.record("status", i64::from(status));
+    span.record("request_id", done.request_id);
+    if let Some(d) = done.deployment {
+        span.record("deployment", d.name());
+    }
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// [`score_call`], with the request's span (`Span::none()` when traces are off).
+#[allow(clippy::too_many_arguments)]
+async fn score_spanned<F, S, R>(
+    call: &Call<'_>,
+    read_body: impl FnOnce() -> F,
+    state: &ScoringState,
+    how: Scoring<'_>,
+    table: &RoutingTable,
+    snapshot: impl Fn() -> S,
+    answer: impl FnOnce(Done<'_>) -> R,
+    span: &tracing::Span,
+) -> R
+where
+    F: std::future::Future<Output = Result<Bytes, Refused>>,
+    S: std::ops::Deref<Target = Arc<RoutingTable>>,
+{
     let request_id = uuid::Uuid::new_v4();
     let mut id_buf = uuid::Uuid::encode_buffer();
     let request_id: &str = request_id.hyphenated().encode_lower(&mut id_buf);
@@ -334,10 +420,20 @@ where
             refuse!(e, Some(deployment), client);
         }
     }
+    if !span.is_disabled() {
+        if let Ok(endpoint) = endpoint_of(call, table) {
+            span.record("endpoint", endpoint.name.as_str());
+        }
+    }
+    let admission = tracing::info_span!(target: traces::TARGET, "admission", otel.status_code = tracing::field::Empty);
     let admitted = match deployment.admit(request_id) {
         Ok(admitted) => admitted,
-        Err(e) => refuse!(e.into(), Some(deployment), client),
+        Err(e) => {
+            admission.record("otel.status_code", "error");
+            refuse!(e.into(), Some(deployment), client)
+        }
     };
+    drop(admission);
     let body = match read_body().await {
         Ok(body) => body,
         Err(e) => refuse!(e, None, client),
@@ -353,6 +449,14 @@ where
     if collects(deployment) || shadow.is_some_and(|s| collects(&s.deployment)) {
         converted.retain(|name| name != "x-request-id");
         converted.push("x-request-id", request_id.as_bytes());
+    }
+    // A script that reads the headers sees the trace it runs in (the caller's, continued), as
+    // Azure's server passes `traceparent` on.
+    if headers_converted && !span.is_disabled() {
+        if let Some(traceparent) = traces::traceparent(span) {
+            converted.retain(|name| name != "traceparent");
+            converted.push("traceparent", traceparent.as_bytes());
+        }
     }
     let request = Request { body: &body, content_type, headers: &converted, protocol: how.protocol, request_id };
     // A shadow that collects payloads logs its copy's answer (marked `mirror`), with the

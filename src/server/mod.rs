@@ -168,6 +168,8 @@ pub(crate) fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         let listeners = bind(&opts)?;
         run(opts, listeners, shutdown).await
     });
+    // The spans of the last requests are sent before the process ends (traces on).
+    crate::telemetry::traces::shutdown(Duration::from_secs(5));
     // Whatever instances were not dropped by now leave no worker and no folder behind.
     crate::hooks::worker::stop_all();
     crate::hooks::python::remove_instance_folders();

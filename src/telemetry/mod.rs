@@ -6,6 +6,7 @@ pub(crate) mod metrics;
 pub(crate) mod rate;
 pub(crate) mod samples;
 pub(crate) mod sharded;
+pub(crate) mod traces;
 pub(crate) mod window;
 
 pub(crate) use logs::LogRing;
@@ -23,22 +24,36 @@ pub(crate) use window::Reading;
 /// them as literal `ESC[..m` noise in every line.
 pub(crate) fn init_tracing() {
     use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn,switchyard::access=off"));
+    // The spans meant for export never reach the process log, whatever `RUST_LOG` enables.
+    let filter = match traces::LOG_DIRECTIVE.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // A log line that cannot be written (stderr closed or a pipe nobody reads) is dropped:
     // `log_internal_errors` would report it with `eprintln!`, which panics on that same stderr
     // and took the whole server down at its first log line.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .log_internal_errors(false);
-    let result = if std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|v| v == "json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let log: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> =
+        if std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|v| v == "json") {
+            fmt.json().with_filter(filter).boxed()
+        } else {
+            fmt.with_filter(filter).boxed()
+        };
+    let (export, said) = traces::layer();
     // A second init (tests, embedding) keeps the first subscriber: nothing to report.
-    let _ = result;
+    if tracing_subscriber::registry().with(log).with(export).try_init().is_ok() {
+        match said {
+            Some(Ok(said)) => tracing::info!("{said}"),
+            Some(Err(why)) => tracing::warn!("{why}"),
+            None => {}
+        }
+    }
 }

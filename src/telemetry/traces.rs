@@ -1,0 +1,298 @@
+//! OpenTelemetry traces (issue 30): the spans of target [`TARGET`] exported over OTLP, configured
+//! the standard way, and off unless an OTLP endpoint is configured.
+//!
+//! Why this shape:
+//! - **Off costs nothing measurable.** Without an endpoint no layer is installed, and the process
+//!   log's filter turns [`TARGET`] off, so every span macro of that target has the callsite
+//!   interest "never": a request pays a relaxed load per macro. The few places that would do
+//!   more (the request span's future wrapper, copying a span handle into a queued run) test
+//!   [`on`] first. Measured with `benches/callgrind_ir.py` (BENCHMARKS.md).
+//! - **The standard variables, read by the SDK itself**: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`
+//!   (default here `switchyard`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`,
+//!   `OTEL_BSP_*`. `OTEL_SDK_DISABLED=true` and `OTEL_TRACES_EXPORTER=none` keep traces off.
+//! - **OTLP over HTTP/protobuf**, the protocol's default transport, with the exporter's own
+//!   blocking client on the batch processor's own thread: nothing of the export runs on the
+//!   scoring threads. `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` (or `http/json`) is refused with a
+//!   warning and traces stay off, rather than sending protobuf-over-HTTP to a gRPC port and
+//!   losing every span silently.
+//! - **Spans outlive threads.** A request's stages run on its task, on blocking threads (long
+//!   runs), on a batch collector's thread and on the shadow's threads; a span is a handle that
+//!   is created where a stage starts and dropped where it ends, and the exported times are
+//!   those two moments, whichever threads they were on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider};
+use opentelemetry::Context;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The target of every span meant for export: no other span or event is exported, and the
+/// process log never sees these.
+pub(crate) const TARGET: &str = "switchyard::trace";
+
+/// The process log's directive that keeps [`TARGET`] out of it, whatever `RUST_LOG` says.
+pub(crate) const LOG_DIRECTIVE: &str = "switchyard::trace=off";
+
+static ON: AtomicBool = AtomicBool::new(false);
+static PROVIDER: OnceLock<Mutex<Option<SdkTracerProvider>>> = OnceLock::new();
+
+/// Whether traces are exported (an OTLP endpoint was configured and the exporter was made).
+#[inline]
+pub(crate) fn on() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Why traces are off, or the settings they are on with.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Config {
+    Off,
+    /// Configured but not usable here: said once in the log, traces stay off.
+    Refused(String),
+    /// Export to the endpoint the SDK reads from the environment.
+    On {
+        endpoint: String,
+    },
+}
+
+/// Reads the standard variables (`get` is the environment; injected in tests).
+pub(crate) fn config(get: impl Fn(&str) -> Option<String>) -> Config {
+    let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return Config::Off;
+    }
+    if set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none")) {
+        return Config::Off;
+    }
+    let Some(endpoint) = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    else {
+        return Config::Off;
+    };
+    let protocol = set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    if let Some(p) = protocol.filter(|p| p.trim() != "http/protobuf") {
+        return Config::Refused(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={p:?} is not supported: Switchyard exports traces over http/protobuf (the OTLP default; a collector listens for it on port 4318); traces are off"
+        ));
+    }
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Config::Refused(format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT={endpoint:?} is not an http:// or https:// URL (e.g. http://localhost:4318); traces are off"
+        ));
+    }
+    if endpoint.starts_with("https://") {
+        return Config::Refused(format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT={endpoint:?}: this build exports over plain http only (run the collector beside it, e.g. http://localhost:4318); traces are off"
+        ));
+    }
+    Config::On { endpoint }
+}
+
+/// The layer that exports [`TARGET`]'s spans, when the environment configures an endpoint;
+/// called once, by the process log's setup. What to say of it once the log exists comes with
+/// it: `Ok` to log as information, `Err` as a warning (configured, and refused).
+#[allow(clippy::type_complexity)]
+pub(crate) fn layer<S>() -> (Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>, Option<Result<String, String>>)
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    use tracing_subscriber::Layer;
+    let endpoint = match config(|name| std::env::var(name).ok()) {
+        Config::Off => return (None, None),
+        Config::Refused(why) => return (None, Some(Err(why))),
+        Config::On { endpoint } => endpoint,
+    };
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(e) => e,
+        Err(e) => {
+            return (None, Some(Err(format!("cannot make the OTLP exporter for {endpoint}: {e}; traces are off"))))
+        }
+    };
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("switchyard");
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build(),
+        )
+        .build();
+    let tracer = provider.tracer("switchyard");
+    let _ = PROVIDER.get_or_init(|| Mutex::new(Some(provider)));
+    ON.store(true, Ordering::Relaxed);
+    let only_ours = tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::TRACE);
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        // Thread names and source locations on every span cost more than they tell here; and
+        // busy/idle time would be measured on every enter and exit of the request's future.
+        .with_threads(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_filter(only_ours);
+    (Some(Box::new(layer)), Some(Ok(format!("traces are exported over OTLP (http/protobuf) to {endpoint}"))))
+}
+
+/// A request's stages that go on on another thread (a queued run, a batch): its wait, which
+/// ends when its run starts, and the request's span, which the run's span is a child of.
+pub(crate) struct Handoff {
+    queue: tracing::Span,
+    request: tracing::Span,
+}
+
+impl Handoff {
+    /// With traces on: the wait starts now, under the current span (the request's). Boxed: a
+    /// queued run carries one pointer for it, `None` when traces are off.
+    pub(crate) fn begin() -> Option<Box<Handoff>> {
+        if !on() {
+            return None;
+        }
+        Some(Box::new(Handoff {
+            queue: tracing::info_span!(target: TARGET, "queue"),
+            request: tracing::Span::current(),
+        }))
+    }
+
+    /// The wait ends and the run's span starts (it ends when dropped).
+    pub(crate) fn run(self) -> tracing::Span {
+        drop(self.queue);
+        tracing::info_span!(target: TARGET, parent: &self.request, "run")
+    }
+
+    /// As [`run`](Self::run), for a run of `requests` stacked requests, `rows` rows in all.
+    pub(crate) fn run_batch(self, requests: usize, rows: usize) -> tracing::Span {
+        drop(self.queue);
+        // As i64: the OpenTelemetry layer writes a u64 as text.
+        let (requests, rows) = (requests as i64, rows as i64);
+        tracing::info_span!(target: TARGET, parent: &self.request, "run", batch_requests = requests, batch_rows = rows)
+    }
+}
+
+/// Sends the spans still queued, within `limit` (at the end of `serve`, after the drain), and
+/// stops the exporter.
+pub(crate) fn shutdown(limit: Duration) {
+    let Some(slot) = PROVIDER.get() else { return };
+    let Some(provider) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+    ON.store(false, Ordering::Relaxed);
+    if let Err(e) = provider.shutdown_with_timeout(limit) {
+        tracing::warn!(error = %e, "some spans could not be exported before the server stopped");
+    }
+}
+
+/// The W3C `traceparent` of `span` (for a hook's request headers), when it belongs to a trace.
+pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+}
+
+/// The W3C trace context a caller sent (`traceparent`, and `tracestate` with it), as a parent:
+/// `None` when there is none or it is malformed (a new trace starts, as the W3C spec says).
+/// Parsed here, by the spec's rules, rather than through the SDK's propagator, which wants its
+/// own carrier type: the front door has the header values in hand.
+pub(crate) fn remote_parent(traceparent: &[u8], tracestate: Option<&[u8]>) -> Option<Context> {
+    let text = std::str::from_utf8(traceparent).ok()?.trim();
+    let mut parts = text.split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    // Version 00 has exactly four parts; a later version may add parts after these.
+    if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex(version, 2) || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let state = tracestate
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 1), true, state);
+    sc.is_valid().then(|| Context::new().with_remote_span_context(sc))
+}
+
+/// A rollout's events: each a span of the rollout's own trace (its id derived from what names
+/// the rollout, so every event of one rollout is in one trace, across restarts), carrying the
+/// event's words.
+pub(crate) fn rollout_event(rollout: &str, to: &str, message: &str) {
+    if !on() {
+        return;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(rollout.as_bytes());
+    let mut trace = [0u8; 16];
+    trace.copy_from_slice(&digest[..16]);
+    let mut root = [0u8; 8];
+    root.copy_from_slice(&digest[16..24]);
+    let parent = SpanContext::new(
+        TraceId::from_bytes(trace),
+        SpanId::from_bytes(root),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    );
+    let span = tracing::info_span!(target: TARGET, parent: None, "rollout", to, event = message);
+    let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    tracing::info!(target: TARGET, parent: &span, "{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn off_unless_an_endpoint_is_set_and_usable() {
+        assert_eq!(config(env(&[])), Config::Off);
+        assert_eq!(config(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])), Config::Off);
+        let on = config(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]));
+        assert_eq!(on, Config::On { endpoint: "http://c:4318".into() });
+        let traces_only = config(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces")]));
+        assert!(matches!(traces_only, Config::On { .. }));
+        for off in [("OTEL_SDK_DISABLED", "true"), ("OTEL_TRACES_EXPORTER", "none")] {
+            assert_eq!(config(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), off])), Config::Off);
+        }
+        let grpc =
+            config(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]));
+        assert!(matches!(&grpc, Config::Refused(why) if why.contains("http/protobuf")), "{grpc:?}");
+        let bare = config(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]));
+        assert!(matches!(&bare, Config::Refused(why) if why.contains("http://")), "{bare:?}");
+    }
+
+    #[test]
+    fn a_callers_traceparent_is_parsed_by_the_w3c_rules() {
+        let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = remote_parent(good, Some(b"congo=t61rcWkgMzE")).expect("a valid traceparent");
+        let sc = cx.span().span_context().clone();
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+        assert_eq!(sc.trace_state().get("congo"), Some("t61rcWkgMzE"));
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..], // all-zero trace id
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",      // all-zero span id
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",      // version ff
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",      // upper case
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",    // extra part in 00
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",         // no flags
+            b"garbage",
+            b"\xff\xfe",
+        ] {
+            assert!(remote_parent(bad, None).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let later = remote_parent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-future", None);
+        assert!(
+            later.is_some_and(|cx| !cx.span().span_context().is_sampled()),
+            "a later version's extra parts are ignored"
+        );
+    }
+}
