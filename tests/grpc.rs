@@ -210,3 +210,26 @@ fn a_defaulted_grpc_port_that_is_taken_leaves_the_plane_off_and_the_server_up() 
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--grpc-port"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_call_without_the_key_is_refused_before_its_message_is_read() {
+    let server = Server::start_with(&["--max-body-bytes", "100000"]);
+    server.create_endpoint();
+    server.deploy("blue", "model-1", json!({}));
+    assert_eq!(server.set_traffic(json!({"blue": 100})).status, 200);
+    let key = server.primary_key();
+    // 4,000 rows of 10 float64: 320 KB, past the message limit (the body limit and 64 KiB).
+    let big: Vec<Value> = (0..4000).map(|_| sample_rows()[0].clone()).collect();
+    let plan = json!([{"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": big}]);
+    // Before, the message was read and decoded first: a caller without a key was told its
+    // message was too large (OUT_OF_RANGE, as a caller with the key still is), after the
+    // server had read it all.
+    let results = grpc_client(&server, "not-the-key", plan.clone());
+    assert_eq!(results[0]["status"], "StatusCode.UNAUTHENTICATED", "{}", results[0]);
+    let results = grpc_client(&server, &key, plan);
+    assert_eq!(results[0]["status"], "StatusCode.OUT_OF_RANGE", "with the key, the limit: {}", results[0]);
+    // A small call without the key is refused the same way, and one with it is answered.
+    let small = json!([{"op": "infer", "model": "model-1", "input": "X", "datatype": "FP64", "rows": sample_rows()}]);
+    assert_eq!(grpc_client(&server, "not-the-key", small.clone())[0]["status"], "StatusCode.UNAUTHENTICATED");
+    assert!(grpc_client(&server, &key, small)[0]["outputs"].is_object());
+}

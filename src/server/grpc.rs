@@ -127,7 +127,11 @@ impl Plane {
 /// `content-type`, `te`), and the `:authority` as `Host` (it names the endpoint, as REST's
 /// `Host` does); binary (`-bin`) entries are not headers.
 fn forwarded(metadata: &tonic::metadata::MetadataMap) -> Vec<(HeaderName, HeaderValue)> {
-    let headers = metadata.clone().into_headers();
+    forwarded_headers(&metadata.clone().into_headers())
+}
+
+/// As [`forwarded`], from the call's HTTP/2 headers (before tonic has read the call).
+fn forwarded_headers(headers: &http1::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     headers
         .iter()
         .filter(|(name, _)| {
@@ -541,9 +545,13 @@ impl GrpcInferenceService for Plane {
 /// The call's metadata as the front door's headers (the `:authority` is a `host` entry by
 /// now: see [`authority_as_host`]).
 fn actix_headers(metadata: &tonic::metadata::MetadataMap) -> actix_web::http::header::HeaderMap {
+    as_actix(forwarded(metadata))
+}
+
+fn as_actix(forwarded: Vec<(HeaderName, HeaderValue)>) -> actix_web::http::header::HeaderMap {
     use actix_web::http::header::{HeaderName as Name, HeaderValue as Value};
     let mut headers = actix_web::http::header::HeaderMap::new();
-    for (name, value) in forwarded(metadata) {
+    for (name, value) in forwarded {
         if let (Ok(n), Ok(v)) = (Name::from_bytes(name.as_str().as_bytes()), Value::from_bytes(value.as_bytes())) {
             headers.append(n, v);
         }
@@ -558,6 +566,70 @@ fn status_of(refused: &Refused) -> Status {
         code_of(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)),
         message.into_owned(),
     )
+}
+
+/// The path of `ModelInfer` calls.
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// Checks a `ModelInfer` call's key (and the drain) from its headers, before tonic reads and
+/// decodes its message: a caller without the endpoint's key (or any caller once the server is
+/// shutting down) is answered at once, and never makes the server read or allocate a message of
+/// up to the body limit. REST refuses such a request before reading its body too. The front
+/// door checks again with the message (one rule, written once: [`front_door::authorize`]).
+#[derive(Clone)]
+pub(crate) struct KeyGate<S> {
+    inner: S,
+    state: actix_web::web::Data<ScoringState>,
+}
+
+/// Wraps the gRPC plane's routes in a [`KeyGate`].
+#[derive(Clone)]
+pub(crate) struct KeyGateLayer(pub(crate) actix_web::web::Data<ScoringState>);
+
+impl<S> tower::Layer<S> for KeyGateLayer {
+    type Service = KeyGate<S>;
+
+    fn layer(&self, inner: S) -> KeyGate<S> {
+        KeyGate { inner, state: self.0.clone() }
+    }
+}
+
+impl<S> KeyGate<S> {
+    /// The refusal a call gets before its message is read, if any.
+    fn refusal(&self, headers: &http1::HeaderMap) -> Option<Status> {
+        if self.state.drain.shutting_down() {
+            return Some(Status::unavailable("the server is shutting down: retry (another replica will answer)"));
+        }
+        let headers = as_actix(forwarded_headers(headers));
+        let call =
+            Call { http: false, endpoint: None, path: MODEL_INFER, method: "POST", headers: &headers, uri_host: None };
+        let table = self.state.routing.load();
+        front_door::authorize(&call, &table).err().map(|refused| status_of(&refused))
+    }
+}
+
+impl<S, B> tower::Service<http1::Request<B>> for KeyGate<S>
+where
+    S: tower::Service<http1::Request<B>, Response = http1::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http1::Request<B>) -> Self::Future {
+        if request.uri().path() == MODEL_INFER {
+            if let Some(status) = self.refusal(request.headers()) {
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
 }
 
 /// Copies a call's `:authority` into a `host` header before tonic reads the call: the front

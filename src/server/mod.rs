@@ -504,14 +504,15 @@ pub(crate) async fn run(
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let service = grpc::Plane::new(scoring_addr, grpc_state.clone()).service(opts.max_body_bytes);
             // A client that holds a connection open, never sends or never reads, is found
-            // out by keepalive pings; each connection has a bound on its streams at once
-            // (a message is decoded whole before the front door sees the call).
+            // out by keepalive pings; each connection has a bound on its streams at once; a
+            // `ModelInfer` without the key is refused before its message is read (`KeyGate`).
             let server = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .max_concurrent_streams(Some(grpc::MAX_STREAMS))
                 .concurrency_limit_per_connection(grpc::MAX_STREAMS as usize)
                 .layer(tower::util::MapRequestLayer::new(grpc::authority_as_host))
+                .layer(grpc::KeyGateLayer(grpc_state.clone()))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_stopped.await;
