@@ -10,9 +10,18 @@
 
 /// Open connections the admin plane (one worker) accepts at once.
 pub(super) const ADMIN_MAX_CONNECTIONS: usize = 256;
-/// Descriptors kept for everything but scoring connections: the admin plane's connections,
-/// model and state files, the config watcher, ONNX Runtime, logs.
-pub(super) const RESERVED_FDS: u64 = ADMIN_MAX_CONNECTIONS as u64 + 768;
+/// Open connections the gRPC plane accepts at once (at most a quarter of the descriptor limit):
+/// a gRPC client multiplexes its calls on one connection (up to 128 at once here), so far fewer
+/// are needed than on HTTP/1.1.
+pub(super) const GRPC_MAX_CONNECTIONS: usize = 1024;
+/// Descriptors kept for everything but the HTTP scoring plane's connections: the admin and gRPC
+/// planes' connections, model and state files, the config watcher, ONNX Runtime, logs.
+pub(super) const RESERVED_FDS: u64 = ADMIN_MAX_CONNECTIONS as u64 + GRPC_MAX_CONNECTIONS as u64 + 768;
+
+/// The gRPC plane's connection cap under descriptor limit `fd_limit`.
+pub(super) fn grpc_connections(fd_limit: u64) -> usize {
+    GRPC_MAX_CONNECTIONS.min((fd_limit / 4) as usize).max(1)
+}
 /// actix's default listen backlog; the kernel caps it at `net.core.somaxconn`.
 pub(super) const SCORING_BACKLOG: u32 = 2048;
 /// The admin plane's listen backlog.
@@ -54,6 +63,8 @@ mod tests {
     #[test]
     fn connection_cap_leaves_the_reserve() {
         assert_eq!(connections_per_worker(1024, 2, None), 256, "half of a small limit is kept");
+        assert_eq!(grpc_connections(1024), 256, "a quarter of a small limit for gRPC");
+        assert_eq!(grpc_connections(1 << 20), GRPC_MAX_CONNECTIONS);
         assert_eq!(connections_per_worker(4096 + RESERVED_FDS, 2, None), 2048);
         assert_eq!(connections_per_worker(1 << 20, 2, None), 25_000);
         assert_eq!(connections_per_worker(1 << 20, 2, Some(101)), 51);

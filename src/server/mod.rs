@@ -7,6 +7,7 @@
 mod admin;
 mod admin_guard;
 mod body;
+mod capped;
 mod errors;
 pub(crate) mod front_door;
 mod grpc;
@@ -502,6 +503,7 @@ pub(crate) async fn run(
             listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = capped::Capped::new(incoming, limits::grpc_connections(fd_limit));
             let service = grpc::Plane::new(scoring_addr, grpc_state.clone()).service(opts.max_body_bytes);
             // A client that holds a connection open, never sends or never reads, is found
             // out by keepalive pings; each connection has a bound on its streams at once; a
