@@ -333,3 +333,41 @@ fn spans_still_queued_at_sigterm_are_sent_before_the_process_exits() {
     let service: Vec<&Value> = spans.iter().map(|s| &s["service"]).collect();
     assert!(service.iter().all(|s| *s == "switchyard"), "the default service name: {service:?}");
 }
+
+#[test]
+fn a_request_that_times_out_waiting_ends_its_wait_with_it() {
+    let receiver = Receiver::start();
+    let s = Arc::new(traced_server(&receiver, &[]));
+    s.create_endpoint();
+    s.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": 300}}));
+    assert_eq!(s.set_traffic(json!({"slow": 100})).status, 200);
+    let key = s.primary_key();
+    // A first run teaches the pool this model is slow: later runs are queued for the blocking
+    // threads, where the second request below waits behind the first.
+    assert_eq!(s.score_authed(&key, &body_with_x00(50.0), None).status, 200);
+    let holder = {
+        let (s, key) = (Arc::clone(&s), key.clone());
+        std::thread::spawn(move || s.score_authed(&key, &body_with_x00(1000.0), None).status)
+    };
+    s.wait_inflight("slow", 1);
+    let (trace, parent) = caller();
+    let auth = format!("Bearer {key}");
+    // A second long run: 408 at its deadline whether it waited all along or got the instance.
+    let r = s.score(
+        &body_with_x00(1000.0),
+        &[("Authorization", &auth), ("traceparent", &format!("00-{trace}-{parent}-01"))],
+    );
+    assert_eq!(r.status, 408, "{}", r.body);
+    assert_eq!(holder.join().unwrap(), 408);
+    let spans = receiver.trace("the waiting request's spans", &trace, |s| has(s, &["admission", "queue"]));
+    let request = request_of(&spans);
+    let queue = one(&spans, "queue");
+    // Before, the wait ended only when a blocking thread took the abandoned run from the
+    // queue, after its request had ended (and held the request's span back until then).
+    assert!(queue["end"].as_u64() <= request["end"].as_u64(), "the wait ends with its request: {spans:?}");
+    assert_eq!(request["attributes"]["status"], 408);
+    // If the run started before the deadline, it started after the wait.
+    if let Some(run) = named(&spans, "run").first() {
+        assert!(queue["end"].as_u64() <= run["start"].as_u64(), "{spans:?}");
+    }
+}

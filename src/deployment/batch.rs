@@ -207,7 +207,8 @@ impl Batcher {
         }
         let (reply, answer) = oneshot::channel();
         let rows = prepared.rows();
-        let waiting = Waiting { prepared, rows, since: Instant::now(), reply, trace: Handoff::begin() };
+        let (trace, _waiting) = Handoff::begin().unzip();
+        let waiting = Waiting { prepared, rows, since: Instant::now(), reply, trace };
         if self.queue.send(waiting).is_err() {
             self.queued.fetch_sub(1, Relaxed);
             return Err(RunError::NoInstance);

@@ -850,11 +850,12 @@ impl InstancePool {
             let hook = self.take().await?;
             drop(queue);
             // The worker's round trip: the request down its pipe, the answer back.
-            let _run = tracing::info_span!(target: TARGET, "run");
+            let run_span = tracing::info_span!(target: TARGET, "run");
             let mut out = CheckedOut { pool: self, hook: Some(hook) };
             let run = self.hook_request(&request, None);
             let Some(started) = out.hook.as_mut().and_then(|h| h.start_run(run)) else {
                 drop(out); // checked back in
+                drop(run_span); // the queued run has its own wait and run
                 return self.run_queued(request).await;
             };
             let answer = match started.turn.await {
@@ -885,6 +886,7 @@ impl InstancePool {
         let cancel = Arc::new(Cancellation::default());
         let guard = CancelOnDrop(Some(Arc::clone(&cancel)));
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (trace, _waiting) = Handoff::begin().unzip();
         self.pending.push(QueuedRun {
             body: request.body.clone(),
             content_type: request.content_type.map(Into::into),
@@ -892,7 +894,7 @@ impl InstancePool {
             protocol: request.protocol,
             cancel,
             reply: tx,
-            trace: Handoff::begin(),
+            trace,
         });
         self.kick();
         let outcome = rx.await.unwrap_or_else(|_| Err(RunError::Failed("the scoring task was lost".to_string())));

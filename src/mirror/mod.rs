@@ -118,14 +118,20 @@ pub(crate) struct Collect {
 
 /// The copy's span (traces on): a trace of its own, linked to the live request's span, since
 /// a copy never makes the live request wait and is not a stage of it. It ends when the copy is
-/// answered or dropped.
+/// answered or dropped. None when the live request is not sampled: a copy's trace would link
+/// to a span that is never exported.
 fn copy_span(deployment: &crate::deployment::Deployment) -> Option<tracing::Span> {
     use crate::telemetry::traces;
+    use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     if !traces::on() {
         return None;
     }
-    let live = tracing::Span::current();
+    let live = tracing::Span::current().context();
+    let live = live.span().span_context().clone();
+    if !live.is_sampled() {
+        return None;
+    }
     let span = tracing::info_span!(
         target: traces::TARGET,
         parent: None,
@@ -133,9 +139,7 @@ fn copy_span(deployment: &crate::deployment::Deployment) -> Option<tracing::Span
         deployment = deployment.name(),
         status = tracing::field::Empty,
     );
-    let live = live.context();
-    use opentelemetry::trace::TraceContextExt;
-    span.add_link(live.span().span_context().clone());
+    span.add_link(live);
     Some(span)
 }
 
@@ -151,11 +155,21 @@ pub(crate) fn copy(shadow: &Arc<Shadow>, request: Request<'_>, collect: Option<C
     let body = request.body.clone();
     let content_type: Option<Box<str>> = request.content_type.map(Into::into);
     let protocol = request.protocol;
-    // Copied only for a shadow whose hook reads them (a scoring script).
-    let headers = if shadow.deployment.pool().wants_headers() { request.headers.clone() } else { Headers::default() };
+    let span = copy_span(&shadow.deployment);
+    // Copied only for a shadow whose hook reads them (a scoring script); its `traceparent` names
+    // the copy's span, so the script's own spans join the copy's trace, not the live one's.
+    let headers = if shadow.deployment.pool().wants_headers() {
+        let mut headers = request.headers.clone();
+        if let Some(traceparent) = span.as_ref().and_then(crate::telemetry::traces::traceparent) {
+            headers.retain(|name| name != "traceparent");
+            headers.push("traceparent", traceparent.as_bytes());
+        }
+        headers
+    } else {
+        Headers::default()
+    };
     let queued_at = std::time::Instant::now();
     let window = ticket.window();
-    let span = copy_span(&shadow.deployment);
     let queued = executor::spawn(move || {
         let shadow = ticket.shadow();
         let copy = Request {

@@ -442,22 +442,15 @@ where
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     // The headers in the hooks' own type, converted only when a hook on the way reads them.
     let headers_converted = reads_headers(deployment) || shadow.is_some_and(|s| reads_headers(&s.deployment));
-    let mut converted = if headers_converted { hook_headers(headers) } else { Headers::default() };
     // A scoring script whose custom records join this request (a `data_collector` with a
     // custom collection, on either side) gets the request's id, as Azure's endpoints give it.
     let collects = |d: &Deployment| d.collector().is_some_and(|c| c.settings().custom().next().is_some());
-    if collects(deployment) || shadow.is_some_and(|s| collects(&s.deployment)) {
-        converted.retain(|name| name != "x-request-id");
-        converted.push("x-request-id", request_id.as_bytes());
-    }
-    // A script that reads the headers sees the trace it runs in (the caller's, continued), as
-    // Azure's server passes `traceparent` on.
-    if headers_converted && !span.is_disabled() {
-        if let Some(traceparent) = traces::traceparent(span) {
-            converted.retain(|name| name != "traceparent");
-            converted.push("traceparent", traceparent.as_bytes());
-        }
-    }
+    let converted = if headers_converted {
+        let with_id = collects(deployment) || shadow.is_some_and(|s| collects(&s.deployment));
+        for_hooks(headers, request_id, with_id, span)
+    } else {
+        Headers::default()
+    };
     let request = Request { body: &body, content_type, headers: &converted, protocol: how.protocol, request_id };
     // A shadow that collects payloads logs its copy's answer (marked `mirror`), with the
     // request id the live records carry.
@@ -482,17 +475,16 @@ where
         if let Ok((again, _)) = route(call, &current) {
             let same_model = how.model.is_none_or(|model| serves(again, model).is_ok());
             if !std::ptr::eq(again, deployment) && same_model {
-                if let Ok(admitted) = again.admit(request_id) {
+                let admission = tracing::info_span!(target: traces::TARGET, "admission");
+                let admitted = again.admit(request_id);
+                drop(admission);
+                if let Ok(admitted) = admitted {
                     deployment = again;
+                    span.record("deployment", deployment.name());
                     // The version routed to now may read the headers where the first did not.
                     let again_headers;
                     let request = if reads_headers(deployment) && !headers_converted {
-                        let mut converted_again = hook_headers(headers);
-                        if collects(deployment) {
-                            converted_again.retain(|name| name != "x-request-id");
-                            converted_again.push("x-request-id", request_id.as_bytes());
-                        }
-                        again_headers = converted_again;
+                        again_headers = for_hooks(headers, request_id, collects(deployment), span);
                         Request { headers: &again_headers, ..request }
                     } else {
                         request
@@ -533,6 +525,23 @@ where
         request_id,
         client_id: client,
     })
+}
+
+/// The request's headers as a hook that reads them gets them: with the request's id when its
+/// script collects custom records (`with_id`), and with the trace it runs in (`traceparent`
+/// naming the request's span, the caller's trace continued) when traces are on, as Azure's
+/// server passes `traceparent` on.
+fn for_hooks(headers: &HeaderMap, request_id: &str, with_id: bool, span: &tracing::Span) -> Headers {
+    let mut converted = hook_headers(headers);
+    if with_id {
+        converted.retain(|name| name != "x-request-id");
+        converted.push("x-request-id", request_id.as_bytes());
+    }
+    if let Some(traceparent) = (!span.is_disabled()).then(|| traces::traceparent(span)).flatten() {
+        converted.retain(|name| name != "traceparent");
+        converted.push("traceparent", traceparent.as_bytes());
+    }
+    converted
 }
 
 /// The request headers a data collector captures (`request_logging.capture_headers`), by

@@ -169,8 +169,11 @@ pub(crate) fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         let listeners = bind(&opts)?;
         run(opts, listeners, shutdown).await
     });
-    // The spans of the last requests are sent before the process ends (traces on).
-    crate::telemetry::traces::shutdown(Duration::from_secs(5));
+    // The spans of the last requests are sent before the process ends (traces on): a second
+    // at most, so an unreachable collector cannot take the stop past the exit watchdog
+    // (`exit_after_grace`). Export runs on its own thread: spans of a reachable collector are
+    // mostly sent already.
+    crate::telemetry::traces::shutdown(Duration::from_secs(1));
     // Whatever instances were not dropped by now leave no worker and no folder behind.
     crate::hooks::worker::stop_all();
     crate::hooks::python::remove_instance_folders();

@@ -22,7 +22,7 @@
 //!   those two moments, whichever threads they were on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider};
@@ -124,8 +124,9 @@ where
         .build();
     let tracer = provider.tracer("switchyard");
     let _ = PROVIDER.get_or_init(|| Mutex::new(Some(provider)));
-    ON.store(true, Ordering::Relaxed);
-    let only_ours = tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::TRACE);
+    // INFO, the level of every span here: a lower one would raise the subscriber's max level
+    // hint, and every debug and trace callsite of the dependencies would be filtered per call.
+    let only_ours = tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO);
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         // Thread names and source locations on every span cost more than they tell here; and
@@ -138,38 +139,66 @@ where
 }
 
 /// A request's stages that go on on another thread (a queued run, a batch): its wait, which
-/// ends when its run starts, and the request's span, which the run's span is a child of.
+/// ends when its run starts, and the request's context, which the run's span is a child of.
+/// The context, not the request's span itself: a handle on the span would keep it open (and
+/// unexported) for as long as the run, and a run that outlives its request (a 408, a hung
+/// plugin) would hold it back, or lose it.
 pub(crate) struct Handoff {
-    queue: tracing::Span,
-    request: tracing::Span,
+    queue: Arc<Mutex<Option<tracing::Span>>>,
+    parent: Context,
+}
+
+/// The request's hold on its wait: dropped (answered, timed out, gone), it ends the `queue`
+/// span if the run has not started, so a wait never outlives its request.
+pub(crate) struct Waiting(Arc<Mutex<Option<tracing::Span>>>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        drop(self.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
 }
 
 impl Handoff {
-    /// With traces on: the wait starts now, under the current span (the request's). Boxed: a
-    /// queued run carries one pointer for it, `None` when traces are off.
-    pub(crate) fn begin() -> Option<Box<Handoff>> {
+    /// With traces on: the wait starts now, under the current span (the request's). The
+    /// hand-off goes with the run; the caller keeps the [`Waiting`] until it has its answer.
+    pub(crate) fn begin() -> Option<(Box<Handoff>, Waiting)> {
         if !on() {
             return None;
         }
-        Some(Box::new(Handoff {
-            queue: tracing::info_span!(target: TARGET, "queue"),
-            request: tracing::Span::current(),
-        }))
+        let queue = Arc::new(Mutex::new(Some(tracing::info_span!(target: TARGET, "queue"))));
+        let parent = tracing::Span::current().context();
+        Some((Box::new(Handoff { queue: Arc::clone(&queue), parent }), Waiting(queue)))
     }
 
     /// The wait ends and the run's span starts (it ends when dropped).
     pub(crate) fn run(self) -> tracing::Span {
-        drop(self.queue);
-        tracing::info_span!(target: TARGET, parent: &self.request, "run")
+        self.end_wait();
+        self.parent_of(tracing::info_span!(target: TARGET, parent: None, "run"))
     }
 
     /// As [`run`](Self::run), for a run of `requests` stacked requests, `rows` rows in all.
     pub(crate) fn run_batch(self, requests: usize, rows: usize) -> tracing::Span {
-        drop(self.queue);
+        self.end_wait();
         // As i64: the OpenTelemetry layer writes a u64 as text.
         let (requests, rows) = (requests as i64, rows as i64);
-        tracing::info_span!(target: TARGET, parent: &self.request, "run", batch_requests = requests, batch_rows = rows)
+        self.parent_of(
+            tracing::info_span!(target: TARGET, parent: None, "run", batch_requests = requests, batch_rows = rows),
+        )
     }
+
+    fn end_wait(&self) {
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
+    fn parent_of(self, span: tracing::Span) -> tracing::Span {
+        let _ = span.set_parent(self.parent);
+        span
+    }
+}
+
+/// Traces are on from now: called once the layer is installed.
+pub(crate) fn started() {
+    ON.store(true, Ordering::Relaxed);
 }
 
 /// Sends the spans still queued, within `limit` (at the end of `serve`, after the drain), and
