@@ -233,3 +233,37 @@ fn a_call_without_the_key_is_refused_before_its_message_is_read() {
     assert_eq!(grpc_client(&server, "not-the-key", small.clone())[0]["status"], "StatusCode.UNAUTHENTICATED");
     assert!(grpc_client(&server, &key, small)[0]["outputs"].is_object());
 }
+
+#[test]
+fn sigterm_finishes_a_grpc_call_in_flight_refuses_new_ones_and_exits_0() {
+    let mut server = Server::start();
+    server.create_endpoint();
+    server.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": 60000}}));
+    assert_eq!(server.set_traffic(json!({"slow": 100})).status, 200);
+    let key = server.primary_key();
+    let url = format!("grpc://{}", server.grpc.clone().expect("the gRPC plane"));
+    let python = crate::oip::venv_made_by("scripts/oip-client.sh", "target/oip-client-venv", &[]);
+    let client = |plan: Value| {
+        std::process::Command::new(&python)
+            .arg(repo().join("tests/oip/client.py"))
+            .args([url.as_str(), key.as_str(), &plan.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run tests/oip/client.py")
+    };
+    // A 3-second run (x00 = 3000 on the test model).
+    let mut rows = sample_rows();
+    rows[0][0] = json!(3000.0);
+    let long = client(json!([{"op": "infer", "model": "slow", "input": "X", "datatype": "FP64", "rows": rows}]));
+    server.wait_inflight("slow", 1);
+    server.signal_stop();
+    // While the call drains, the plane still listens, and a new call is told to go elsewhere.
+    let refused =
+        client(json!([{"op": "infer", "model": "slow", "input": "X", "datatype": "FP64", "rows": sample_rows()}]));
+    let refused: Vec<Value> = serde_json::from_slice(&refused.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(refused[0]["status"], "StatusCode.UNAVAILABLE", "{}", refused[0]);
+    assert!(refused[0]["error"].as_str().unwrap().contains("shutting down"), "{}", refused[0]);
+    let answered: Vec<Value> = serde_json::from_slice(&long.wait_with_output().unwrap().stdout).unwrap();
+    assert!(answered[0]["outputs"].is_object(), "the call in flight is answered: {}", answered[0]);
+    assert!(server.wait_exit().success(), "exit 0 after the drain");
+}

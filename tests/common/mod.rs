@@ -163,11 +163,16 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    #[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
     pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_stop();
+        self.child.wait().unwrap()
+    }
+
+    /// Sends SIGTERM, without waiting (the drain is tested meanwhile; then `wait_exit`).
+    #[allow(unsafe_code)] // its libc call is explained at the call (SAFETY)
+    pub(crate) fn signal_stop(&self) {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        self.child.wait().unwrap()
     }
 
     /// Waits for the process to end by itself (a test that crashes it).
