@@ -207,6 +207,13 @@ fn a_live_request_continues_the_callers_trace_through_its_stages_and_its_mirror_
     assert_eq!(run["attributes"]["batch_requests"], 1, "{run}");
     assert_eq!(run["attributes"]["batch_rows"], 3, "{run}");
 
+    // A caller's trace that its sampler dropped (flags 00) is not sampled here either: nothing
+    // of it is exported (checked once a later sampled request's spans are in).
+    let (dropped, parent) = caller();
+    let r =
+        s.score(&sample_request(), &[("Authorization", &auth), ("traceparent", &format!("00-{dropped}-{parent}-00"))]);
+    assert_eq!(r.status, 200);
+
     // Without a traceparent, a request starts a trace of its own.
     let before = receiver.spans().len();
     assert_eq!(s.score(&sample_request(), &[("Authorization", &auth)]).status, 200);
@@ -219,6 +226,7 @@ fn a_live_request_continues_the_callers_trace_through_its_stages_and_its_mirror_
             .ok_or_else(|| "not yet".to_string())
     });
     assert_eq!(root["attributes"]["deployment"], "blue");
+    assert!(receiver.spans().iter().all(|s| s["trace_id"] != dropped.as_str()), "an unsampled trace is not exported");
 }
 
 #[test]

@@ -31,7 +31,7 @@ use crate::hooks::cancel::{Cancellation, InitStop};
 use crate::hooks::{
     self, Answer, Headers, HookError, HookRequest, HookResponse, InitError, Protocol, Request, ScoringHook, Turn,
 };
-use crate::telemetry::traces::{Handoff, TARGET};
+use crate::telemetry::traces::{stage, Handoff};
 
 /// Runs whose average cost is at most this run inline on the calling thread.
 pub(crate) const INLINE_LIMIT_NS: u64 = 100_000;
@@ -736,10 +736,10 @@ impl InstancePool {
         if self.run_cost_ns.load(Ordering::Relaxed) > INLINE_LIMIT_NS {
             return self.run_queued(request).await;
         }
-        let queue = tracing::info_span!(target: TARGET, "queue");
+        let queue = stage!("queue");
         let hook = self.take().await?;
         drop(queue);
-        let _run = tracing::info_span!(target: TARGET, "run");
+        let _run = stage!("run");
         self.execute(hook, self.hook_request(&request, None), request.protocol)
     }
 
@@ -846,11 +846,11 @@ impl InstancePool {
         // one as a model error. `take` waits for an instance (replacements come after a
         // backoff), so this does not spin.
         loop {
-            let queue = tracing::info_span!(target: TARGET, "queue");
+            let queue = stage!("queue");
             let hook = self.take().await?;
             drop(queue);
             // The worker's round trip: the request down its pipe, the answer back.
-            let run_span = tracing::info_span!(target: TARGET, "run");
+            let run_span = stage!("run");
             let mut out = CheckedOut { pool: self, hook: Some(hook) };
             let run = self.hook_request(&request, None);
             let Some(started) = out.hook.as_mut().and_then(|h| h.start_run(run)) else {

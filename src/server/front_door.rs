@@ -312,6 +312,11 @@ where
     }
     use tracing::Instrument;
     let span = request_span(call, how);
+    // A request whose trace the sampler drops makes no other span: its stages cost nothing more.
+    if !sampled(&span) {
+        drop(span);
+        return score_spanned(call, read_body, state, how, table, snapshot, answer, &tracing::Span::none()).await;
+    }
     let answer = |done: Done<'_>| {
         ended(&span, &done);
         answer(done)
@@ -351,6 +356,13 @@ fn request_span(call: &Call<'_>, how: Scoring<'_>) -> tracing::Span {
         let _ = span.set_parent(parent);
     }
     span
+}
+
+/// Whether the sampler keeps `span`'s trace (this builds the span: the sampler decides then).
+fn sampled(span: &tracing::Span) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.context().span().span_context().is_sampled()
 }
 
 /// Records how a call ended on its span: the deployment, the status (HTTP's, also for a gRPC
@@ -425,7 +437,11 @@ where
             span.record("endpoint", endpoint.name.as_str());
         }
     }
-    let admission = tracing::info_span!(target: traces::TARGET, "admission", otel.status_code = tracing::field::Empty);
+    let admission = if span.is_disabled() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(target: traces::TARGET, "admission", otel.status_code = tracing::field::Empty)
+    };
     let admitted = match deployment.admit(request_id) {
         Ok(admitted) => admitted,
         Err(e) => {
@@ -475,7 +491,7 @@ where
         if let Ok((again, _)) = route(call, &current) {
             let same_model = how.model.is_none_or(|model| serves(again, model).is_ok());
             if !std::ptr::eq(again, deployment) && same_model {
-                let admission = tracing::info_span!(target: traces::TARGET, "admission");
+                let admission = traces::stage!("admission");
                 let admitted = again.admit(request_id);
                 drop(admission);
                 if let Ok(admitted) = admitted {

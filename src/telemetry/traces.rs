@@ -138,6 +138,26 @@ where
     (Some(Box::new(layer)), Some(Ok(format!("traces are exported over OTLP (http/protobuf) to {endpoint}"))))
 }
 
+/// Whether the code running now is part of a traced request: traces on, and the current span
+/// is one of ours (the front door enters a request's span only when its trace is sampled, so an
+/// unsampled request makes no stage spans at all).
+pub(crate) fn traced_here() -> bool {
+    on() && tracing::Span::current().metadata().is_some_and(|m| m.target() == TARGET)
+}
+
+/// A stage of the traced request running now (see [`traced_here`]): a child of its span, or
+/// nothing.
+macro_rules! stage {
+    ($name:literal) => {
+        if $crate::telemetry::traces::traced_here() {
+            tracing::info_span!(target: $crate::telemetry::traces::TARGET, $name)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+pub(crate) use stage;
+
 /// A request's stages that go on on another thread (a queued run, a batch): its wait, which
 /// ends when its run starts, and the request's context, which the run's span is a child of.
 /// The context, not the request's span itself: a handle on the span would keep it open (and
@@ -162,7 +182,7 @@ impl Handoff {
     /// With traces on: the wait starts now, under the current span (the request's). The
     /// hand-off goes with the run; the caller keeps the [`Waiting`] until it has its answer.
     pub(crate) fn begin() -> Option<(Box<Handoff>, Waiting)> {
-        if !on() {
+        if !traced_here() {
             return None;
         }
         let queue = Arc::new(Mutex::new(Some(tracing::info_span!(target: TARGET, "queue"))));

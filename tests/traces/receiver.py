@@ -4,6 +4,8 @@ what the server exports with the OpenTelemetry project's own protobuf messages (
 JSON.
 
 Prints its port on the first line of stdout, then serves until stdin closes (the test holds it).
+With `--discard` (benches/traces.sh) it only counts what it receives (`GET /stats`), so the
+benchmark measures the server's cost and not this decoder's.
 """
 
 import json
@@ -17,7 +19,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 SPANS = []
+STATS = {"exports": 0, "bytes": 0}
 LOCK = threading.Lock()
+DISCARD = "--discard" in sys.argv
 
 
 def value(v):
@@ -60,8 +64,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(400)
             self.end_headers()
             return
+        with LOCK:
+            STATS["exports"] += 1
+            STATS["bytes"] += len(body)
         request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
+        if not DISCARD:
+            request.ParseFromString(body)
         received = []
         for rs in request.resource_spans:
             resource = attributes(rs.resource.attributes)
@@ -79,7 +87,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         with LOCK:
-            answer = json.dumps(SPANS).encode()
+            answer = json.dumps(STATS if self.path == "/stats" else SPANS).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(answer)))
