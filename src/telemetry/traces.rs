@@ -116,8 +116,16 @@ where
     if !named {
         resource = resource.with_service_name("switchyard");
     }
+    let (sampling, said_of_sampler) = Sampling::from(|name| std::env::var(name).ok());
+    if let Some(why) = said_of_sampler {
+        return (None, Some(Err(format!("{why}; traces are off until it is fixed"))));
+    }
+    let _ = SAMPLING.set(sampling);
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
+        // Decided at the head ([`keep`]): the spans made are the ones to keep (a mirror copy
+        // of a kept request, a rollout's events too).
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_resource(
             resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build(),
         )
@@ -243,7 +251,7 @@ pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
 /// `None` when there is none or it is malformed (a new trace starts, as the W3C spec says).
 /// Parsed here, by the spec's rules, rather than through the SDK's propagator, which wants its
 /// own carrier type: the front door has the header values in hand.
-pub(crate) fn remote_parent(traceparent: &[u8], tracestate: Option<&[u8]>) -> Option<Context> {
+pub(crate) fn remote_parent(traceparent: &[u8], tracestate: Option<&[u8]>) -> Option<SpanContext> {
     let text = std::str::from_utf8(traceparent).ok()?.trim();
     let mut parts = text.split('-');
     let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -263,7 +271,95 @@ pub(crate) fn remote_parent(traceparent: &[u8], tracestate: Option<&[u8]>) -> Op
         .and_then(|s| s.parse::<TraceState>().ok())
         .unwrap_or_default();
     let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 1), true, state);
-    sc.is_valid().then(|| Context::new().with_remote_span_context(sc))
+    sc.is_valid().then_some(sc)
+}
+
+/// How traces are sampled: `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, read here and
+/// decided at the front door before any span is made (the SDK itself then keeps every span it
+/// is given). The same samplers and the same decisions as the SDK's: a parent-based sampler
+/// follows the caller's sampled flag; a trace-id ratio keeps a caller's trace id by its last 8
+/// bytes, as OpenTelemetry's `TraceIdRatioBased` does, so services sharing a trace agree.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sampling {
+    root: Root,
+    parent_based: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Root {
+    Always,
+    Never,
+    /// Keep this share (0 to 1).
+    Ratio(f64),
+}
+
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+impl Sampling {
+    /// From the standard variables. A sampler or ratio that cannot be used is said: traces
+    /// stay off rather than keep a share nobody asked for.
+    pub(crate) fn from(get: impl Fn(&str) -> Option<String>) -> (Sampling, Option<String>) {
+        let default = Sampling { root: Root::Always, parent_based: true };
+        let Some(name) = get("OTEL_TRACES_SAMPLER").map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty())
+        else {
+            return (default, None);
+        };
+        let arg = get("OTEL_TRACES_SAMPLER_ARG");
+        let mut said = None;
+        let mut ratio = || match arg.as_deref().map(str::trim).map(str::parse::<f64>) {
+            Some(Ok(r)) if (0.0..=1.0).contains(&r) => Root::Ratio(r),
+            // The spec's default ratio when none is given.
+            None => Root::Always,
+            Some(_) => {
+                said = Some(format!(
+                    "OTEL_TRACES_SAMPLER_ARG={:?} is not a ratio from 0 to 1 (e.g. 0.1)",
+                    arg.clone().unwrap_or_default()
+                ));
+                Root::Always
+            }
+        };
+        let sampling = match name.as_str() {
+            "always_on" => Sampling { root: Root::Always, parent_based: false },
+            "always_off" => Sampling { root: Root::Never, parent_based: false },
+            "traceidratio" => Sampling { root: ratio(), parent_based: false },
+            "parentbased_always_on" => default,
+            "parentbased_always_off" => Sampling { root: Root::Never, parent_based: true },
+            "parentbased_traceidratio" => Sampling { root: ratio(), parent_based: true },
+            other => {
+                said = Some(format!(
+                    "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+                ));
+                default
+            }
+        };
+        (sampling, said)
+    }
+
+    /// Whether a request continuing `parent` (or starting a trace) is traced.
+    fn keep(&self, parent: Option<&SpanContext>) -> bool {
+        match (parent, self.root) {
+            (Some(p), _) if self.parent_based => p.is_sampled(),
+            (_, Root::Always) => true,
+            (_, Root::Never) => false,
+            (Some(p), Root::Ratio(r)) => keeps_trace_id(r, p.trace_id()),
+            (None, Root::Ratio(r)) => fastrand::f64() < r,
+        }
+    }
+}
+
+/// OpenTelemetry's `TraceIdRatioBased` decision for `trace_id`.
+fn keeps_trace_id(ratio: f64, trace_id: TraceId) -> bool {
+    let bytes = trace_id.to_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..16]);
+    let upper_bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    (u64::from_be_bytes(low) >> 1) < upper_bound
+}
+
+/// Whether a request continuing `parent` (or starting a new trace) is traced: traces on, and
+/// the sampler keeps it.
+pub(crate) fn keep(parent: Option<&SpanContext>) -> bool {
+    on() && SAMPLING.get().is_some_and(|s| s.keep(parent))
 }
 
 /// A rollout's events: each a span of the rollout's own trace (its id derived from what names
@@ -318,10 +414,43 @@ mod tests {
     }
 
     #[test]
+    fn samplers_decide_as_the_sdks_do() {
+        let of = |sampler: &str, arg: &str| {
+            Sampling::from(env(&[("OTEL_TRACES_SAMPLER", sampler), ("OTEL_TRACES_SAMPLER_ARG", arg)]))
+        };
+        let parent = |sampled: bool, low: u64| {
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&low.to_be_bytes());
+            let flags = if sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+            SpanContext::new(TraceId::from_bytes(id), SpanId::from_bytes([1; 8]), flags, true, TraceState::default())
+        };
+        let (default, said) = Sampling::from(env(&[]));
+        assert!(said.is_none());
+        assert!(default.keep(None) && default.keep(Some(&parent(true, 0))) && !default.keep(Some(&parent(false, 0))));
+        let (tenth, said) = of("parentbased_traceidratio", "0.1");
+        assert!(said.is_none());
+        assert!(tenth.keep(Some(&parent(true, u64::MAX))), "a sampled caller's trace is kept whatever its id");
+        assert!(!tenth.keep(Some(&parent(false, 0))), "an unsampled caller's is not");
+        let kept = (0..20_000).filter(|_| tenth.keep(None)).count();
+        assert!((1_600..2_400).contains(&kept), "about one new trace in ten: {kept}");
+        let (half, _) = of("traceidratio", "0.5");
+        // The SDK's rule: the last 8 bytes, shifted right once, under ratio * 2^63.
+        assert!(half.keep(Some(&parent(false, (1u64 << 63) - 4))), "under half of 2^63 once shifted");
+        assert!(!half.keep(Some(&parent(true, u64::MAX))), "over it, whatever the caller's flag");
+        let (off, _) = of("always_off", "");
+        assert!(!off.keep(None) && !off.keep(Some(&parent(true, 0))));
+        let (on, _) = of("always_on", "");
+        assert!(on.keep(Some(&parent(false, 0))));
+        let (_, said) = of("parentbased_traceidratio", "ten percent");
+        assert!(said.is_some_and(|s| s.contains("OTEL_TRACES_SAMPLER_ARG")));
+        let (_, said) = of("jaeger_remote", "");
+        assert!(said.is_some_and(|s| s.contains("is not one of")));
+    }
+
+    #[test]
     fn a_callers_traceparent_is_parsed_by_the_w3c_rules() {
         let good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let cx = remote_parent(good, Some(b"congo=t61rcWkgMzE")).expect("a valid traceparent");
-        let sc = cx.span().span_context().clone();
+        let sc = remote_parent(good, Some(b"congo=t61rcWkgMzE")).expect("a valid traceparent");
         assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
         assert!(sc.is_sampled() && sc.is_remote());
@@ -339,9 +468,6 @@ mod tests {
             assert!(remote_parent(bad, None).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
         let later = remote_parent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-future", None);
-        assert!(
-            later.is_some_and(|cx| !cx.span().span_context().is_sampled()),
-            "a later version's extra parts are ignored"
-        );
+        assert!(later.is_some_and(|sc| !sc.is_sampled()), "a later version's extra parts are ignored");
     }
 }
