@@ -141,6 +141,8 @@ where
         // busy/idle time would be measured on every enter and exit of the request's future.
         .with_threads(false)
         .with_location(false)
+        // Every span here has the same target: a `target` attribute would repeat it in each.
+        .with_target(false)
         .with_tracked_inactivity(false)
         .with_filter(only_ours);
     (Some(Box::new(layer)), Some(Ok(format!("traces are exported over OTLP (http/protobuf) to {endpoint}"))))
