@@ -70,6 +70,27 @@ fn traced_server(receiver: &Receiver, extra: &[&str]) -> Server {
     )
 }
 
+/// A traced server with blue (all traffic) and green (none), both model-1.
+fn blue_green(receiver: &Receiver) -> Server {
+    let s = traced_server(receiver, &[]);
+    s.create_endpoint();
+    s.deploy("blue", "model-1", json!({}));
+    s.deploy("green", "model-1", json!({}));
+    assert_eq!(s.set_traffic(json!({"blue": 100, "green": 0})).status, 200);
+    s
+}
+
+/// A traced server with `slow` (the test model whose run takes x00 ms; one instance) holding
+/// all traffic, and its key.
+fn slow_server(receiver: &Receiver, timeout_ms: u64) -> (Arc<Server>, String) {
+    let s = Arc::new(traced_server(receiver, &[]));
+    s.create_endpoint();
+    s.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": timeout_ms}}));
+    assert_eq!(s.set_traffic(json!({"slow": 100})).status, 200);
+    let key = s.primary_key();
+    (s, key)
+}
+
 /// A caller's trace id and span id, new each time.
 fn caller() -> (String, String) {
     (format!("{:032x}", fastrand::u128(1..)), format!("{:016x}", fastrand::u64(1..)))
@@ -117,11 +138,7 @@ fn assert_stages(spans: &[Value], request: &Value) {
 #[test]
 fn a_live_request_continues_the_callers_trace_through_its_stages_and_its_mirror_copy_links_to_it() {
     let receiver = Receiver::start();
-    let s = traced_server(&receiver, &[]);
-    s.create_endpoint();
-    s.deploy("blue", "model-1", json!({}));
-    s.deploy("green", "model-1", json!({}));
-    assert_eq!(s.set_traffic(json!({"blue": 100, "green": 0})).status, 200);
+    let s = blue_green(&receiver);
     assert_eq!(s.admin("PATCH", "/v1/endpoint", Some(&json!({"mirror_traffic": {"green": 50}}))).status, 200);
     let key = s.primary_key();
     let auth = format!("Bearer {key}");
@@ -232,12 +249,8 @@ fn a_live_request_continues_the_callers_trace_through_its_stages_and_its_mirror_
 #[test]
 fn a_429_is_a_request_span_ended_at_admission() {
     let receiver = Receiver::start();
-    let s = Arc::new(traced_server(&receiver, &[]));
-    s.create_endpoint();
     // One instance, one request at a time: at most 2 in flight.
-    s.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": 60000}}));
-    assert_eq!(s.set_traffic(json!({"slow": 100})).status, 200);
-    let key = s.primary_key();
+    let (s, key) = slow_server(&receiver, 60_000);
     let holders: Vec<_> = (0..2)
         .map(|_| {
             let (s, key) = (Arc::clone(&s), key.clone());
@@ -291,11 +304,7 @@ fn a_scoring_script_sees_the_trace_it_runs_in_among_its_request_headers() {
 #[test]
 fn a_rollouts_events_are_spans_of_one_trace() {
     let receiver = Receiver::start();
-    let s = traced_server(&receiver, &[]);
-    s.create_endpoint();
-    s.deploy("blue", "model-1", json!({}));
-    s.deploy("green", "model-1", json!({}));
-    assert_eq!(s.set_traffic(json!({"blue": 100, "green": 0})).status, 200);
+    let s = blue_green(&receiver);
     let plan = json!({"to": "green", "steps": "50,100", "step_duration": "60s"});
     let started = s.admin("POST", "/v1/endpoint/rollout", Some(&plan));
     assert!(started.status == 200 || started.status == 201, "{}", started.body);
@@ -345,11 +354,7 @@ fn spans_still_queued_at_sigterm_are_sent_before_the_process_exits() {
 #[test]
 fn a_request_that_times_out_waiting_ends_its_wait_with_it() {
     let receiver = Receiver::start();
-    let s = Arc::new(traced_server(&receiver, &[]));
-    s.create_endpoint();
-    s.deploy("slow", "test/slow", json!({"request_settings": {"request_timeout_ms": 300}}));
-    assert_eq!(s.set_traffic(json!({"slow": 100})).status, 200);
-    let key = s.primary_key();
+    let (s, key) = slow_server(&receiver, 300);
     // A first run teaches the pool this model is slow: later runs are queued for the blocking
     // threads, where the second request below waits behind the first.
     assert_eq!(s.score_authed(&key, &body_with_x00(50.0), None).status, 200);
