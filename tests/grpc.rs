@@ -267,3 +267,37 @@ fn sigterm_finishes_a_grpc_call_in_flight_refuses_new_ones_and_exits_0() {
     assert!(answered[0]["outputs"].is_object(), "the call in flight is answered: {}", answered[0]);
     assert!(server.wait_exit().success(), "exit 0 after the drain");
 }
+
+#[test]
+fn a_call_other_than_infer_may_not_send_a_large_message() {
+    let server = Server::start();
+    let target = server.grpc.clone().expect("the gRPC plane");
+    let python = crate::oip::venv_made_by("scripts/oip-client.sh", "target/oip-client-venv", &[]);
+    // A ServerLive message with one unknown field (number 15) of N bytes: valid protobuf,
+    // which a decoder skips. Sent raw with grpcio, no key.
+    let script = r#"
+import sys, grpc
+def varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+live = grpc.insecure_channel(sys.argv[1]).unary_unary("/inference.GRPCInferenceService/ServerLive")
+for n in (10, 200000):
+    try:
+        live(b"\x7a" + varint(n) + b"x" * n, timeout=20)
+        print("OK")
+    except grpc.RpcError as e:
+        print(e.code().name)
+"#;
+    let out = std::process::Command::new(python).args(["-c", script, &target]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "OK", "a small health call is answered: {lines:?}");
+    // Before, the 200 KB message was read and decoded (the limit is the body limit's, 10 MiB).
+    assert_ne!(lines[1], "OK", "past 64 KiB the message is not read: {lines:?}");
+}

@@ -299,6 +299,13 @@ fn a_scoring_script_sees_the_trace_it_runs_in_among_its_request_headers() {
     assert_eq!(seen, Some(format!("00-{trace}-{}-01", request["span_id"].as_str().unwrap())), "{}", r.body);
     // The run is the worker's round trip.
     assert_stages(&spans, request);
+    // A request this server does not trace (the caller's sampled flag is clear) tells the
+    // script so, in the caller's trace, so its own tracer does not start one.
+    let (trace, parent) = caller();
+    let r = s.score(b"{}", &[("Authorization", &auth), ("traceparent", &format!("00-{trace}-{parent}-00"))]);
+    let seen = r.json()["traceparent"].as_str().unwrap().to_string();
+    assert!(seen.starts_with(&format!("00-{trace}-")) && seen.ends_with("-00"), "{seen}");
+    assert!(!seen.contains(&parent), "a span id of its own: {seen}");
 }
 
 #[test]

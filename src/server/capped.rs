@@ -38,11 +38,17 @@ pub(crate) struct Capped<S> {
     slots: Arc<Semaphore>,
     waiting: Option<Acquire>,
     slot: Option<OwnedSemaphorePermit>,
+    /// After a failed accept (out of descriptors: the listener stays readable), a pause before
+    /// the next: tonic's accept loop goes on at once, and would spin on the error.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long accepting pauses after an accept fails.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 impl<S> Capped<S> {
     pub(crate) fn new(inner: S, slots: usize) -> Self {
-        Capped { inner, slots: Arc::new(Semaphore::new(slots.max(1))), waiting: None, slot: None }
+        Capped { inner, slots: Arc::new(Semaphore::new(slots.max(1))), waiting: None, slot: None, pause: None }
     }
 }
 
@@ -54,6 +60,12 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(pause) = &mut this.pause {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        }
         if this.slot.is_none() {
             let slots = &this.slots;
             let waiting = this.waiting.get_or_insert_with(|| Box::pin(Arc::clone(slots).acquire_owned()));
@@ -71,7 +83,10 @@ where
                 Some(slot) => Poll::Ready(Some(Ok(CappedConnection::new(stream, slot)))),
                 None => Poll::Ready(Some(Err(io::Error::other("a connection was accepted without a slot")))),
             },
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => {
+                this.pause = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
+                Poll::Ready(Some(Err(e)))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

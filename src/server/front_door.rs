@@ -101,6 +101,13 @@ impl Drain {
         Active(self)
     }
 
+    /// As [`enter`](Self::enter), for a call counted before its handler runs (a gRPC call
+    /// whose message is still arriving: `super::grpc::KeyGate`).
+    pub(crate) fn enter_owned(self: &Arc<Self>) -> OwnedActive {
+        self.entered.inc();
+        OwnedActive(Arc::clone(self))
+    }
+
     /// Marks `response` to close its connection when shutting down, so clients reconnect
     /// (to another replica) instead of keeping a connection to a process about to exit.
     pub(crate) fn close_if_shutting_down(&self, response: &mut HttpResponse) {
@@ -114,6 +121,15 @@ impl Drain {
 pub(crate) struct Active<'a>(&'a Drain);
 
 impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.left.inc();
+    }
+}
+
+/// As [`Active`], owning its hold on the drain.
+pub(crate) struct OwnedActive(Arc<Drain>);
+
+impl Drop for OwnedActive {
     fn drop(&mut self) {
         self.0.left.inc();
     }
@@ -489,6 +505,9 @@ where
             if !std::ptr::eq(again, deployment) && same_model {
                 let admission = traces::stage!("admission");
                 let admitted = again.admit(request_id);
+                if admitted.is_err() {
+                    admission.record("otel.status_code", "error");
+                }
                 drop(admission);
                 if let Ok(admitted) = admitted {
                     deployment = again;
@@ -549,7 +568,17 @@ fn for_hooks(headers: &HeaderMap, request_id: &str, with_id: bool, span: &tracin
         converted.retain(|name| name != "x-request-id");
         converted.push("x-request-id", request_id.as_bytes());
     }
-    if let Some(traceparent) = (!span.is_disabled()).then(|| traces::traceparent(span)).flatten() {
+    let traceparent = if !span.is_disabled() {
+        traces::traceparent(span)
+    } else if traces::on() {
+        // Traces on, this request not traced: the script is told so (flag 00), in the caller's
+        // trace when there is one.
+        let caller = headers.get(TRACEPARENT).and_then(|tp| traces::remote_parent(tp.as_bytes(), None));
+        Some(traces::not_traced(caller))
+    } else {
+        None
+    };
+    if let Some(traceparent) = traceparent {
         converted.retain(|name| name != "traceparent");
         converted.push("traceparent", traceparent.as_bytes());
     }

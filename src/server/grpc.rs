@@ -608,11 +608,17 @@ impl<S> KeyGate<S> {
     }
 }
 
+/// The most a call other than `ModelInfer` may send (its messages name a model, at most): a
+/// caller without a key cannot make the server hold more for a health or metadata call.
+const SMALL_MESSAGE_BYTES: usize = 64 * 1024;
+
 impl<S, B> tower::Service<http1::Request<B>> for KeyGate<S>
 where
-    S: tower::Service<http1::Request<B>, Response = http1::Response<tonic::body::Body>>,
+    S: tower::Service<http1::Request<tonic::body::Body>, Response = http1::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -623,12 +629,22 @@ where
     }
 
     fn call(&mut self, request: http1::Request<B>) -> Self::Future {
-        if request.uri().path() == MODEL_INFER {
-            if let Some(status) = self.refusal(request.headers()) {
-                return Box::pin(std::future::ready(Ok(status.into_http())));
-            }
+        if request.uri().path() != MODEL_INFER {
+            let limited = request.map(|b| tonic::body::Body::new(http_body_util::Limited::new(b, SMALL_MESSAGE_BYTES)));
+            return Box::pin(self.inner.call(limited));
         }
-        Box::pin(self.inner.call(request))
+        if let Some(status) = self.refusal(request.headers()) {
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        }
+        // Counted in the drain from here, while its message is still arriving: a call that
+        // began before SIGTERM is waited for, as REST's body is.
+        let active = self.state.drain.enter_owned();
+        let call = self.inner.call(request.map(tonic::body::Body::new));
+        Box::pin(async move {
+            let answered = call.await;
+            drop(active);
+            answered
+        })
     }
 }
 

@@ -10,7 +10,7 @@
 
 /// Open connections the admin plane (one worker) accepts at once.
 pub(super) const ADMIN_MAX_CONNECTIONS: usize = 256;
-/// Open connections the gRPC plane accepts at once (at most a quarter of the descriptor limit):
+/// Open connections the gRPC plane accepts at once (at most an eighth of the descriptor limit):
 /// a gRPC client multiplexes its calls on one connection (up to 128 at once here), so far fewer
 /// are needed than on HTTP/1.1.
 pub(super) const GRPC_MAX_CONNECTIONS: usize = 1024;
@@ -20,7 +20,9 @@ pub(super) const RESERVED_FDS: u64 = ADMIN_MAX_CONNECTIONS as u64 + GRPC_MAX_CON
 
 /// The gRPC plane's connection cap under descriptor limit `fd_limit`.
 pub(super) fn grpc_connections(fd_limit: u64) -> usize {
-    GRPC_MAX_CONNECTIONS.min((fd_limit / 4) as usize).max(1)
+    // An eighth: under a small limit, the half kept from the HTTP plane (see
+    // `connections_per_worker`) holds the admin plane's and this, and leaves the process's own.
+    GRPC_MAX_CONNECTIONS.min((fd_limit / 8) as usize).max(1)
 }
 /// actix's default listen backlog; the kernel caps it at `net.core.somaxconn`.
 pub(super) const SCORING_BACKLOG: u32 = 2048;
@@ -63,7 +65,7 @@ mod tests {
     #[test]
     fn connection_cap_leaves_the_reserve() {
         assert_eq!(connections_per_worker(1024, 2, None), 256, "half of a small limit is kept");
-        assert_eq!(grpc_connections(1024), 256, "a quarter of a small limit for gRPC");
+        assert_eq!(grpc_connections(1024), 128, "an eighth of a small limit for gRPC");
         assert_eq!(grpc_connections(1 << 20), GRPC_MAX_CONNECTIONS);
         assert_eq!(connections_per_worker(4096 + RESERVED_FDS, 2, None), 2048);
         assert_eq!(connections_per_worker(1 << 20, 2, None), 25_000);

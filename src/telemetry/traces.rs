@@ -117,7 +117,7 @@ where
         resource = resource.with_service_name("switchyard");
     }
     let (sampling, said_of_sampler) = Sampling::from(|name| std::env::var(name).ok());
-    if let Some(why) = said_of_sampler {
+    if let Some(why) = said_of_sampler.as_ref().filter(|why| why.contains("OTEL_TRACES_SAMPLER_ARG")) {
         return (None, Some(Err(format!("{why}; traces are off until it is fixed"))));
     }
     let _ = SAMPLING.set(sampling);
@@ -126,6 +126,7 @@ where
         // Decided at the head ([`keep`]): the spans made are the ones to keep (a mirror copy
         // of a kept request, a rollout's events too).
         .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+        .with_id_generator(KeptIds::new(sampling.ratio()))
         .with_resource(
             resource.with_attribute(opentelemetry::KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build(),
         )
@@ -145,7 +146,11 @@ where
         .with_target(false)
         .with_tracked_inactivity(false)
         .with_filter(only_ours);
-    (Some(Box::new(layer)), Some(Ok(format!("traces are exported over OTLP (http/protobuf) to {endpoint}"))))
+    let mut said = format!("traces are exported over OTLP (http/protobuf) to {endpoint}");
+    if let Some(why) = said_of_sampler {
+        said.push_str(&format!("; {why}"));
+    }
+    (Some(Box::new(layer)), Some(Ok(said)))
 }
 
 /// Whether the code running now is part of a traced request: traces on, and the current span
@@ -160,7 +165,7 @@ pub(crate) fn traced_here() -> bool {
 macro_rules! stage {
     ($name:literal) => {
         if $crate::telemetry::traces::traced_here() {
-            tracing::info_span!(target: $crate::telemetry::traces::TARGET, $name)
+            tracing::info_span!(target: $crate::telemetry::traces::TARGET, $name, otel.status_code = tracing::field::Empty)
         } else {
             tracing::Span::none()
         }
@@ -276,6 +281,15 @@ pub(crate) fn remote_parent(traceparent: &[u8], tracestate: Option<&[u8]>) -> Op
     sc.is_valid().then_some(sc)
 }
 
+/// The `traceparent` a hook gets for a request that is not traced while traces are on: the
+/// caller's trace id (or a new one) with the sampled flag clear, so a script's own tracer does
+/// not start a trace of its own for a request this server dropped.
+pub(crate) fn not_traced(caller: Option<SpanContext>) -> String {
+    let trace = caller
+        .map_or_else(|| format!("{:016x}{:016x}", fastrand::u64(1..), fastrand::u64(..)), |c| c.trace_id().to_string());
+    format!("00-{trace}-{:016x}-00", fastrand::u64(1..))
+}
+
 /// How traces are sampled: `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, read here and
 /// decided at the front door before any span is made (the SDK itself then keeps every span it
 /// is given). The same samplers and the same decisions as the SDK's: a parent-based sampler
@@ -298,15 +312,17 @@ enum Root {
 static SAMPLING: OnceLock<Sampling> = OnceLock::new();
 
 impl Sampling {
-    /// From the standard variables. A sampler or ratio that cannot be used is said: traces
-    /// stay off rather than keep a share nobody asked for.
+    /// From the standard variables. What cannot be used is said: a sampler this SDK does not
+    /// have falls back to `parentbased_always_on` (as the SDK does); a ratio that is not one
+    /// keeps traces off rather than keep a share nobody asked for.
     pub(crate) fn from(get: impl Fn(&str) -> Option<String>) -> (Sampling, Option<String>) {
         let default = Sampling { root: Root::Always, parent_based: true };
         let Some(name) = get("OTEL_TRACES_SAMPLER").map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty())
         else {
             return (default, None);
         };
-        let arg = get("OTEL_TRACES_SAMPLER_ARG");
+        // An empty value is as unset (the OpenTelemetry spec; Helm charts write them).
+        let arg = get("OTEL_TRACES_SAMPLER_ARG").filter(|v| !v.trim().is_empty());
         let mut said = None;
         let mut ratio = || match arg.as_deref().map(str::trim).map(str::parse::<f64>) {
             Some(Ok(r)) if (0.0..=1.0).contains(&r) => Root::Ratio(r),
@@ -327,14 +343,24 @@ impl Sampling {
             "parentbased_always_on" => default,
             "parentbased_always_off" => Sampling { root: Root::Never, parent_based: true },
             "parentbased_traceidratio" => Sampling { root: ratio(), parent_based: true },
+            // As the SDK does: a sampler it does not have (jaeger_remote, xray, ...) falls back,
+            // said once (a fleet-wide setting meant for other services keeps traces on here).
             other => {
                 said = Some(format!(
-                    "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+                    "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio: parentbased_always_on is used"
                 ));
                 default
             }
         };
         (sampling, said)
+    }
+
+    /// The share of new traces kept (1 when not a ratio).
+    fn ratio(&self) -> f64 {
+        match self.root {
+            Root::Ratio(r) => r,
+            Root::Always | Root::Never => 1.0,
+        }
     }
 
     /// Whether a request continuing `parent` (or starting a trace) is traced.
@@ -349,13 +375,54 @@ impl Sampling {
     }
 }
 
+/// OpenTelemetry's `TraceIdRatioBased` bound: a trace id is kept when its last 8 bytes
+/// (big-endian), shifted right once, are below it.
+fn ratio_bound(ratio: f64) -> u64 {
+    (ratio.max(0.0) * (1u64 << 63) as f64) as u64
+}
+
 /// OpenTelemetry's `TraceIdRatioBased` decision for `trace_id`.
 fn keeps_trace_id(ratio: f64, trace_id: TraceId) -> bool {
     let bytes = trace_id.to_bytes();
     let mut low = [0u8; 8];
     low.copy_from_slice(&bytes[8..16]);
-    let upper_bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
-    (u64::from_be_bytes(low) >> 1) < upper_bound
+    (u64::from_be_bytes(low) >> 1) < ratio_bound(ratio)
+}
+
+/// Trace ids a `traceidratio` sampler at the configured ratio keeps: a new trace is kept by a
+/// draw at the front door, and its id is then made in the kept range, so a service further
+/// on (a scoring script with the same `OTEL_TRACES_SAMPLER`) that judges the id by the ratio
+/// keeps the same traces. Random otherwise.
+#[derive(Debug)]
+struct KeptIds {
+    /// `2 × bound`: the last 8 bytes are drawn below it (the whole range at ratio 1).
+    below: u64,
+}
+
+impl KeptIds {
+    fn new(ratio: f64) -> Self {
+        KeptIds { below: ratio_bound(ratio).saturating_mul(2) }
+    }
+}
+
+impl opentelemetry_sdk::trace::IdGenerator for KeptIds {
+    fn new_trace_id(&self) -> TraceId {
+        let high = fastrand::u64(..);
+        let low =
+            if self.below == 0 || self.below == u64::MAX { fastrand::u64(..) } else { fastrand::u64(..self.below) };
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&high.to_be_bytes());
+        id[8..].copy_from_slice(&low.to_be_bytes());
+        // Never the invalid all-zero id.
+        if id == [0u8; 16] {
+            id[0] = 1;
+        }
+        TraceId::from_bytes(id)
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        SpanId::from_bytes(fastrand::u64(1..).to_be_bytes())
+    }
 }
 
 /// Whether a request continuing `parent` (or starting a new trace) is traced: traces on, and
@@ -445,8 +512,17 @@ mod tests {
         assert!(on.keep(Some(&parent(false, 0))));
         let (_, said) = of("parentbased_traceidratio", "ten percent");
         assert!(said.is_some_and(|s| s.contains("OTEL_TRACES_SAMPLER_ARG")));
-        let (_, said) = of("jaeger_remote", "");
-        assert!(said.is_some_and(|s| s.contains("is not one of")));
+        let (fallback, said) = of("jaeger_remote", "");
+        assert_eq!(fallback, default, "an unknown sampler falls back, as the SDK's does");
+        assert!(said.is_some_and(|s| s.contains("parentbased_always_on is used")));
+        let (empty, said) = of("parentbased_traceidratio", " ");
+        assert!(said.is_none() && empty.keep(None), "an empty ratio is as unset: 1");
+        // New trace ids at a ratio are ids a traceidratio sampler at that ratio keeps.
+        use opentelemetry_sdk::trace::IdGenerator;
+        let ids = KeptIds::new(0.1);
+        assert!((0..1000).all(|_| keeps_trace_id(0.1, ids.new_trace_id())));
+        let all = KeptIds::new(1.0);
+        assert!((0..1000).any(|_| !keeps_trace_id(0.5, all.new_trace_id())), "at 1, the whole range");
     }
 
     #[test]
