@@ -39,6 +39,11 @@ use pb::model_metadata_response::TensorMetadata;
 
 /// Calls one HTTP/2 connection may have open at once.
 pub(crate) const MAX_STREAMS: u32 = 128;
+/// How long a connection lives before the server asks its client to reconnect (GOAWAY), and how
+/// long its calls in flight then have to finish: the longest `request_timeout_ms` (180 s) and a
+/// margin, so no call is cut by it.
+pub(crate) const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+pub(crate) const MAX_CONNECTION_AGE_GRACE: std::time::Duration = std::time::Duration::from_secs(200);
 
 /// How long a health or metadata call's loopback REST call may take (they answer at once).
 const LOOPBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -503,6 +503,8 @@ pub(crate) async fn run(
     let grpc = match grpc_listener {
         Some(listener) => {
             let grpc_addr = listener.local_addr()?;
+            // Clients over the connection cap wait here (std's default is 128).
+            limits::set_backlog(&listener, limits::SCORING_BACKLOG);
             listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -515,6 +517,11 @@ pub(crate) async fn run(
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .max_concurrent_streams(Some(grpc::MAX_STREAMS))
+                // Connections are recycled (GOAWAY: calls in flight finish, clients reconnect at
+                // once, as gRPC clients do): idle connections cannot hold the capped slots for
+                // good, and a slot freed goes to the longest-waiting client in the backlog.
+                .max_connection_age(grpc::MAX_CONNECTION_AGE)
+                .max_connection_age_grace(grpc::MAX_CONNECTION_AGE_GRACE)
                 .concurrency_limit_per_connection(grpc::MAX_STREAMS as usize)
                 .layer(tower::util::MapRequestLayer::new(grpc::authority_as_host))
                 .layer(grpc::KeyGateLayer(grpc_state.clone()))
