@@ -468,9 +468,13 @@ impl GrpcInferenceService for Plane {
 
     async fn model_infer(
         &self,
-        request: Request<pb::ModelInferRequest>,
+        mut request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let mut headers = actix_headers(request.metadata());
+        // Converted by the gate in front of the plane; made here only if it did not run.
+        let mut headers = match request.extensions_mut().remove::<GateHeaders>() {
+            Some(GateHeaders(headers)) => headers,
+            None => actix_headers(request.metadata()),
+        };
         let mut m = request.into_inner();
         if m.model_name.is_empty() {
             return Err(Status::invalid_argument("the request names no model (model_name)"));
@@ -601,17 +605,27 @@ impl<S> tower::Layer<S> for KeyGateLayer {
 
 impl<S> KeyGate<S> {
     /// The refusal a call gets before its message is read, if any.
-    fn refusal(&self, headers: &http1::HeaderMap) -> Option<Status> {
+    /// The call's headers as the front door reads them, made once here and handed to
+    /// `model_infer` with the call ([`GateHeaders`]); or the refusal.
+    fn admit(&self, headers: &http1::HeaderMap) -> Result<GateHeaders, Status> {
         if self.state.drain.shutting_down() {
-            return Some(Status::unavailable("the server is shutting down: retry (another replica will answer)"));
+            return Err(Status::unavailable("the server is shutting down: retry (another replica will answer)"));
         }
         let headers = as_actix(forwarded_headers(headers));
         let call =
             Call { http: false, endpoint: None, path: MODEL_INFER, method: "POST", headers: &headers, uri_host: None };
         let table = self.state.routing.load();
-        front_door::authorize(&call, &table).err().map(|refused| status_of(&refused))
+        match front_door::authorize(&call, &table) {
+            Ok(_) => Ok(GateHeaders(headers)),
+            Err(refused) => Err(status_of(&refused)),
+        }
     }
 }
+
+/// A `ModelInfer` call's headers as [`KeyGate`] converted them, carried to `model_infer` in
+/// the request's extensions so they are converted once.
+#[derive(Clone)]
+struct GateHeaders(actix_web::http::header::HeaderMap);
 
 /// The most a call other than `ModelInfer` may send (its messages name a model, at most): a
 /// caller without a key cannot make the server hold more for a health or metadata call.
@@ -633,13 +647,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http1::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http1::Request<B>) -> Self::Future {
         if request.uri().path() != MODEL_INFER {
             let limited = request.map(|b| tonic::body::Body::new(http_body_util::Limited::new(b, SMALL_MESSAGE_BYTES)));
             return Box::pin(self.inner.call(limited));
         }
-        if let Some(status) = self.refusal(request.headers()) {
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+        match self.admit(request.headers()) {
+            Ok(headers) => {
+                request.extensions_mut().insert(headers);
+            }
+            Err(status) => return Box::pin(std::future::ready(Ok(status.into_http()))),
         }
         // Counted in the drain from here, while its message is still arriving: a call that
         // began before SIGTERM is waited for, as REST's body is.
